@@ -1,0 +1,48 @@
+"""Shared timing helpers: interleaved repeats, median seconds, device synchronisation."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_all(cases: dict[str, Callable[[], object]], device: torch.device, repeats: int = 7,
+             warmup: int = 2) -> dict[str, float]:
+    """Median wall time of each case; cases are interleaved so machine noise hits all alike."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
+def report(title: str, times: dict[str, float], ratios: list[tuple[str, float, str]]) -> None:
+    """Print times and the ratios with their goals; ratios are (label, value, goal text)."""
+    print(f"## {title}")
+    for name, seconds in times.items():
+        print(f"  {name:<45s} {seconds * 1000:9.1f} ms")
+    for label, value, goal in ratios:
+        print(f"  {label:<60s} {value:6.2f}x   (goal: {goal})")

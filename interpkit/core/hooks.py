@@ -1,0 +1,68 @@
+"""Forward hooks that live for one forward pass and keep layer outputs."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import LayerError
+
+
+class Captured(dict):
+    """Layer outputs recorded during one forward, keyed by module, with call counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[nn.Module, int] = {}
+
+    def output(self, module: nn.Module, name: str) -> torch.Tensor:
+        """The module's output; a layer called never or several times has no single output."""
+        calls = self.calls.get(module, 0)
+        if calls == 0:
+            raise LayerError(
+                f"layer '{name}' was not called in the forward pass; choose a layer that "
+                "the model's forward uses"
+            )
+        if calls > 1:
+            raise LayerError(
+                f"layer '{name}' is called {calls} times in one forward (a reused module, such as "
+                "the ReLU of a ResNet block), so it has no single output; choose the block that contains it"
+            )
+        return self[module]
+
+
+@contextmanager
+def capture_outputs(modules: Sequence[nn.Module], *, for_gradients: bool) -> Iterator[Captured]:
+    """Record the output of each module during the block; hooks are removed on exit.
+
+    With ``for_gradients`` the recorded tensor is made to require grad and the rest of the
+    forward receives a clone, so an in-place op downstream (DenseNet's ``relu(inplace)``,
+    VGG's in-place ReLU after a convolution) cannot change the value being explained, and
+    gradients taken with respect to the recorded tensor are the layer's own. Without it the
+    value is cloned only when the output is a tensor, to survive those in-place ops.
+    A module called more than once is counted; :meth:`Captured.output` refuses it.
+    """
+    captured = Captured()
+
+    def hook(module: nn.Module, _inputs: tuple, output):
+        captured.calls[module] = captured.calls.get(module, 0) + 1
+        if module in captured or not isinstance(output, torch.Tensor):
+            captured.setdefault(module, output)
+            return None
+        if not for_gradients:
+            captured[module] = output.detach().clone()
+            return None
+        if not output.requires_grad:
+            output = output.detach().requires_grad_(True)
+        captured[module] = output
+        return output.clone()
+
+    handles = [module.register_forward_hook(hook) for module in dict.fromkeys(modules)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()

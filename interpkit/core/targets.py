@@ -1,0 +1,169 @@
+"""What is explained: class indices, every class, a callable on the output, or inner neurons.
+
+A target is resolved against one forward pass into a :class:`TargetSelection`: ``indices``
+(N, K) naming what each of the K maps explains and ``scores`` (N, K), the differentiable
+values whose gradients the explainers take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..errors import TargetError
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """One unit of an inner layer: ``channel`` at ``(y, x)``, or the channel's spatial maximum.
+
+    ``layer`` is a dotted module name or the module itself. Use it as a target of any gradient
+    explainer, alone or in a list (one map per neuron).
+    """
+
+    layer: Union[str, nn.Module]
+    channel: int
+    y: int | None = None
+    x: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.y is None) != (self.x is None):
+            raise TargetError("Neuron needs both y and x, or neither (for the channel's maximum)")
+        for name in ("channel", "y", "x"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise TargetError(f"Neuron.{name} must be a non-negative int, not {value!r}")
+
+    def score(self, activation: torch.Tensor, name: str) -> torch.Tensor:
+        """The neuron's value for every sample, shape (N,)."""
+        if not isinstance(activation, torch.Tensor) or activation.dim() < 2:
+            raise TargetError(f"layer '{name}' has no (N, C, ...) tensor output to pick a neuron from")
+        if self.channel >= activation.shape[1]:
+            raise TargetError(
+                f"Neuron channel {self.channel} is out of range: layer '{name}' has "
+                f"{activation.shape[1]} channels"
+            )
+        channel = activation[:, self.channel]
+        if self.y is None:
+            return channel.flatten(1).amax(dim=1)
+        if channel.dim() != 3 or self.y >= channel.shape[1] or self.x >= channel.shape[2]:
+            raise TargetError(
+                f"Neuron position ({self.y}, {self.x}) is outside layer '{name}' output of "
+                f"spatial shape {tuple(channel.shape[1:])}"
+            )
+        return channel[:, self.y, self.x]
+
+
+TargetLike = Union[None, int, str, Sequence[int], torch.Tensor, Neuron, Sequence[Neuron], Callable[[Any], torch.Tensor]]
+
+
+@dataclass
+class TargetSelection:
+    """The resolved targets of one batch: ``indices`` (N, K) long and ``scores`` (N, K)."""
+
+    indices: torch.Tensor
+    scores: torch.Tensor
+
+
+def neurons_of(target: TargetLike) -> list[Neuron]:
+    """The Neuron targets in ``target`` (empty for class targets)."""
+    if isinstance(target, Neuron):
+        return [target]
+    if isinstance(target, (list, tuple)) and target and all(isinstance(t, Neuron) for t in target):
+        return list(target)
+    return []
+
+
+def select_targets(
+    target: TargetLike,
+    output: Any,
+    batch_size: int,
+    neuron_outputs: Mapping[Neuron, tuple[str, torch.Tensor]] | None = None,
+) -> TargetSelection:
+    """Resolve ``target`` against the model ``output`` of a batch of ``batch_size`` inputs."""
+    neurons = neurons_of(target)
+    if neurons:
+        assert neuron_outputs is not None, "the explainer must capture the neurons' layers"
+        scores = torch.stack([n.score(neuron_outputs[n][1], neuron_outputs[n][0]) for n in neurons], 1)
+        indices = torch.tensor([n.channel for n in neurons], device=scores.device)
+        return TargetSelection(indices.expand(batch_size, -1), scores)
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return _callable_scores(target, output, batch_size)
+    logits = _class_scores(output)
+    indices = _class_indices(target, logits, batch_size)
+    return TargetSelection(indices, logits.gather(1, indices))
+
+
+def _class_scores(output: Any) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        kind = type(output).__name__ if not isinstance(output, torch.Tensor) else f"a {output.dim()}-D tensor"
+        raise TargetError(
+            f"class targets need an (N, classes) output, but the model returns {kind}; pass a "
+            "callable target that maps the output to (N,) or (N, K) scores"
+        )
+    return output
+
+
+def _class_indices(target: TargetLike, logits: torch.Tensor, n: int) -> torch.Tensor:
+    classes = logits.shape[1]
+    device = logits.device
+    if target is None:
+        return logits.detach().argmax(dim=1, keepdim=True)
+    if isinstance(target, str):
+        if target != "all":
+            raise TargetError(f"unknown target string {target!r}; the only string target is 'all'")
+        return torch.arange(classes, device=device).expand(n, -1)
+    if isinstance(target, bool):
+        raise TargetError("a bool is not a class index; pass an int, a list of ints or a tensor")
+    if isinstance(target, int):
+        indices = torch.full((n, 1), target, dtype=torch.long, device=device)
+    elif isinstance(target, (list, tuple)):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            raise TargetError("a list target must hold one int class index per sample (or Neurons)")
+        if len(target) != n:
+            raise TargetError(
+                f"got {len(target)} targets for a batch of {n}; give one class index per sample"
+            )
+        indices = torch.tensor(target, dtype=torch.long, device=device).unsqueeze(1)
+    elif isinstance(target, torch.Tensor):
+        indices = _tensor_indices(target, n).to(device)
+    else:
+        raise TargetError(
+            f"unsupported target of type {type(target).__name__}; use None, an int, a list of "
+            "ints, 'all', a LongTensor (N,) or (N, K), a callable, or Neuron(s)"
+        )
+    if indices.numel() and (indices.min() < 0 or indices.max() >= classes):
+        bad = indices[(indices < 0) | (indices >= classes)][0].item()
+        raise TargetError(f"class index {bad} is out of range: the model has {classes} outputs")
+    return indices
+
+
+def _tensor_indices(target: torch.Tensor, n: int) -> torch.Tensor:
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TargetError(f"a target tensor must hold integer class indices, not {target.dtype}")
+    if target.dim() not in (1, 2) or target.shape[0] != n or target.shape[-1] == 0:
+        raise TargetError(
+            f"a target tensor must have shape (N,) or (N, K) with N = {n}, not {tuple(target.shape)}"
+        )
+    target = target.long()
+    return target.unsqueeze(1) if target.dim() == 1 else target
+
+
+def _callable_scores(target: Callable[[Any], torch.Tensor], output: Any, n: int) -> TargetSelection:
+    scores = target(output)
+    if not isinstance(scores, torch.Tensor) or not scores.dtype.is_floating_point:
+        raise TargetError("a target callable must return a floating tensor of shape (N,) or (N, K)")
+    if scores.dim() == 1:
+        scores = scores.unsqueeze(1)
+    if scores.dim() != 2 or scores.shape[0] != n or scores.shape[1] == 0:
+        raise TargetError(
+            f"a target callable must return (N,) or (N, K) scores with N = {n}, got {tuple(scores.shape)}"
+        )
+    if not scores.requires_grad:
+        raise TargetError("the target callable's scores do not depend on the model output; "
+                          "compute them from the output without detaching")
+    indices = torch.arange(scores.shape[1], device=scores.device).expand(n, -1)
+    return TargetSelection(indices, scores)

@@ -1,0 +1,16 @@
+"""The built-in explainers, registered through the same hook as third-party plugins."""
+
+from ..hookspecs import hookimpl
+from .feature_maps import FeatureMaps, FeatureMapSet
+from .gradcam import GradCAM
+
+BUILTIN_EXPLAINERS = {cls.name: cls for cls in (GradCAM, FeatureMaps)}
+
+
+@hookimpl
+def interpkit_register_explainers(register):
+    for name, cls in BUILTIN_EXPLAINERS.items():
+        register(name, cls)
+
+
+__all__ = ["FeatureMapSet", "FeatureMaps", "GradCAM"]

@@ -1,0 +1,49 @@
+"""GradCAM (Selvaraju et al., 2017): where in a layer's grid the evidence for a target lies."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.explainer import LayerExplainer
+from ..core.explanation import Explanation
+from ..core.gradients import per_target_gradients
+from ..core.layers import LayerLike
+from ..core.targets import TargetLike
+
+
+class GradCAM(LayerExplainer):
+    """Class activation maps weighted by spatially averaged gradients.
+
+    For each target, ``ReLU(sum_c mean_hw(dS/dA_c) * A_c)`` over the activations ``A`` of
+    ``layer``. Maps are raw, not normalised: shape (N, K, h, w) at the layer's resolution with
+    ``upsample=False``, or (N, K, H, W) resized bilinearly (``align_corners=False``) to the
+    input. K targets share one forward and one batched backward.
+    """
+
+    name = "gradcam"
+
+    def __init__(self, model: nn.Module, layer: LayerLike = None, upsample: bool = True, relu: bool = True) -> None:
+        super().__init__(model, layer)
+        self.upsample = upsample
+        self.relu = relu
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        name, module = self.resolve(inputs)
+        selection, captured = self.forward_with_targets(inputs, target, [module])
+        activation = self.spatial_activation(captured, name, module)
+        (gradients,) = per_target_gradients(selection.scores, [activation])
+        maps = self.cam(activation.detach(), gradients)
+        if self.upsample:
+            maps = F.interpolate(maps, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+        return Explanation(maps.float(), selection.indices, selection.scores.detach(), self.name, name)
+
+    def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        """Maps (N, K, h, w) from activations (N, C, h, w) and their gradients (N, K, C, h, w).
+
+        Variants (GradCAM++, LayerCAM, ...) override only this method.
+        """
+        weights = gradients.mean(dim=(-2, -1))
+        maps = torch.einsum("nkc,nchw->nkhw", weights, activation)
+        return maps.clamp_min(0) if self.relu else maps

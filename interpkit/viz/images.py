@@ -1,0 +1,123 @@
+"""Heatmaps, overlays and PNG files with OpenCV colormaps."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import torch
+
+from ..core.explanation import normalize_maps
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..core.explanation import Explanation
+
+COLORMAPS = {
+    name[len("COLORMAP_"):].lower(): getattr(cv2, name) for name in dir(cv2) if name.startswith("COLORMAP_")
+}
+
+
+def _colormap_id(colormap: int | str) -> int:
+    if isinstance(colormap, str):
+        if colormap.lower() not in COLORMAPS:
+            raise InputError(f"unknown colormap {colormap!r}; choose one of {', '.join(sorted(COLORMAPS))}")
+        return COLORMAPS[colormap.lower()]
+    if colormap not in COLORMAPS.values():
+        raise InputError(f"unknown OpenCV colormap id {colormap!r}; pass a name such as 'jet'")
+    return int(colormap)
+
+
+def _plane(maps: torch.Tensor) -> torch.Tensor:
+    """Reduce maps (N, K, *S) to (N, K, H, W): gradient maps (C, H, W) by their largest |value|."""
+    if maps.dim() == 5:
+        return maps.abs().amax(dim=2)
+    if maps.dim() != 4:
+        raise InputError(f"maps must have shape (N, K, H, W) or (N, K, C, H, W), got {tuple(maps.shape)}")
+    return maps
+
+
+def colorize(maps: torch.Tensor, colormap: int | str = "jet") -> np.ndarray:
+    """Normalise each map into [0, 1] and colour it: uint8 RGB (N, K, H, W, 3)."""
+    code = _colormap_id(colormap)
+    planes = normalize_maps(_plane(maps.detach()).float(), start_dim=2)
+    levels = (planes * 255).round().to(torch.uint8).cpu().numpy()
+    n, k, h, w = levels.shape
+    coloured = cv2.applyColorMap(levels.reshape(n * k * h, w), code)
+    return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB).reshape(n, k, h, w, 3)
+
+
+def to_uint8_images(images: Any) -> np.ndarray:
+    """Images as uint8 RGB (N, H, W, 3) from uint8 NHWC/NCHW or float NCHW in [0, 1]."""
+    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4:
+        raise InputError(f"images must be (N, H, W, 3) or (N, 3, H, W), got shape {array.shape}")
+    if array.shape[-1] not in (1, 3) and array.shape[1] in (1, 3):
+        array = array.transpose(0, 2, 3, 1)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    if array.shape[-1] != 3:
+        raise InputError(f"images need 1 or 3 channels, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"images must be uint8 or float in [0, 1], got {array.dtype}")
+    return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def overlay_maps(maps: torch.Tensor, images: Any, alpha: float = 0.5, colormap: int | str = "jet") -> np.ndarray:
+    """Blend colour-mapped ``maps`` over ``images``: uint8 RGB (N, K, H, W, 3).
+
+    Maps of another size than the images are resized bilinearly. ``alpha`` is the heatmap's
+    weight.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must lie in [0, 1], got {alpha}")
+    base = to_uint8_images(images)
+    planes = _plane(maps.detach())
+    if base.shape[0] != planes.shape[0]:
+        raise InputError(f"got {base.shape[0]} images for {planes.shape[0]} explained samples")
+    height, width = base.shape[1:3]
+    if planes.shape[-2:] != (height, width):
+        planes = torch.nn.functional.interpolate(
+            planes.float(), size=(height, width), mode="bilinear", align_corners=False
+        )
+    heat = colorize(planes, colormap).astype(np.float32)
+    blended = alpha * heat + (1.0 - alpha) * base[:, None].astype(np.float32)
+    return blended.round().astype(np.uint8)
+
+
+def save_maps(explanation: "Explanation", directory: str | os.PathLike, colormap: int | str = "jet") -> list[Path]:
+    """Write ``{method}_{sample}_{target}.png`` per map; each file appears whole or not at all."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    coloured = colorize(explanation.maps, colormap)
+    targets = explanation.targets.cpu().tolist()
+    paths = []
+    for n, row in enumerate(coloured):
+        for k, image in enumerate(row):
+            path = folder / f"{explanation.method}_{n}_{targets[n][k]}.png"
+            write_png(path, image)
+            paths.append(path)
+    return paths
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB image atomically: to a temporary file beside it, then rename."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"could not encode an image of shape {rgb.shape} as PNG")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,65 @@
+"""GradCAM agrees with captum's LayerGradCam at the layer's resolution (a differential test)."""
+
+import pytest
+import torch
+import torchvision
+
+import interpkit
+from interpkit import GradCAM
+
+captum_attr = pytest.importorskip("captum.attr", reason="captum is part of the [test] extra")
+
+NETWORKS = [
+    (torchvision.models.resnet18, "layer4"),
+    (torchvision.models.vgg11, "features.20"),
+    (torchvision.models.densenet121, "features"),  # its output is then modified by an in-place ReLU
+]
+
+
+@pytest.mark.parametrize("builder, layer", NETWORKS, ids=lambda v: getattr(v, "__name__", v))
+def test_gradcam_matches_captum(builder, layer):
+    torch.manual_seed(0)
+    model = builder().eval()
+    images = torch.randn(2, 3, 128, 160)
+    targets = torch.tensor([[3, 7, 11], [500, 2, 999]])
+    ours = GradCAM(model, layer=layer, upsample=False)(images, target=targets).maps
+    reference = captum_attr.LayerGradCam(model, dict(model.named_modules())[layer])
+    for k in range(targets.shape[1]):
+        theirs = reference.attribute(images, target=targets[:, k].tolist(), relu_attributions=True)[:, 0]
+        scale = theirs.abs().max()
+        assert scale > 0
+        assert ((ours[:, k] - theirs).abs().max() / scale) < 1e-4
+
+
+def test_upsampled_maps_are_bilinear_resizes_of_layer_maps():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 96, 64)  # non-square
+    raw = GradCAM(model, upsample=False)(images, target=[1, 2]).maps
+    up = GradCAM(model)(images, target=[1, 2]).maps
+    expected = torch.nn.functional.interpolate(raw, size=(96, 64), mode="bilinear", align_corners=False)
+    assert up.shape == (2, 1, 96, 64)
+    torch.testing.assert_close(up, expected)
+
+
+def test_relu_false_keeps_negative_evidence():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(1, 3, 64, 64)
+    signed = GradCAM(model, relu=False, upsample=False)(images, target="all").maps
+    clipped = GradCAM(model, upsample=False)(images, target="all").maps
+    assert (signed < 0).any()
+    torch.testing.assert_close(signed.clamp_min(0), clipped)
+
+
+def test_default_layer_of_resnet_is_the_last_block_not_its_reused_relu():
+    model = torchvision.models.resnet18().eval()
+    explainer = GradCAM(model)
+    explainer(torch.randn(1, 3, 64, 64))
+    assert explainer.layer_name == "layer4"
+
+
+def test_reused_module_is_refused_as_a_layer():
+    model = torchvision.models.resnet18().eval()
+    with pytest.raises(interpkit.LayerError, match="called 2 times"):
+        GradCAM(model, layer="layer4.1.relu")(torch.randn(1, 3, 64, 64))
