@@ -10,7 +10,7 @@ from typing import Any
 
 from .core import Explainer, Explanation, LayerExplainer, Neuron
 from .errors import InputError, InterpkitError, LayerError, LayerNotFoundError, PluginError, TargetError
-from .explainers import FeatureMaps, FeatureMapSet, GradCAM
+from .explainers import Deconvnet, FeatureMaps, FeatureMapSet, GradCAM, GuidedBackprop, GuidedGradCAM, NoReLUError
 from .hookspecs import hookimpl
 from .plugins import registry
 
@@ -41,7 +41,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Explainer", "Explanation", "FeatureMapSet", "FeatureMaps", "GradCAM", "InputError", "InterpkitError",
+    "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "FeatureMaps", "GradCAM", "GuidedBackprop",
+    "GuidedGradCAM", "InputError", "InterpkitError", "NoReLUError",
     "LayerError", "LayerExplainer", "LayerNotFoundError", "Neuron", "PluginError", "TargetError",
     "__version__", "explain", "get_explainer", "hookimpl", "list_explainers",
 ]

@@ -3,8 +3,10 @@
 from ..hookspecs import hookimpl
 from .feature_maps import FeatureMaps, FeatureMapSet
 from .gradcam import GradCAM
+from .guided_backprop import Deconvnet, GuidedBackprop, NoReLUError
+from .guided_gradcam import GuidedGradCAM
 
-BUILTIN_EXPLAINERS = {cls.name: cls for cls in (GradCAM, FeatureMaps)}
+BUILTIN_EXPLAINERS = {cls.name: cls for cls in (GradCAM, FeatureMaps, GuidedBackprop, Deconvnet, GuidedGradCAM)}
 
 
 @hookimpl
@@ -13,4 +15,4 @@ def interpkit_register_explainers(register):
         register(name, cls)
 
 
-__all__ = ["FeatureMapSet", "FeatureMaps", "GradCAM"]
+__all__ = ["Deconvnet", "FeatureMapSet", "FeatureMaps", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "NoReLUError"]

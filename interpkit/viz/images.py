@@ -121,3 +121,18 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def gradient_images(maps: torch.Tensor, positive_only: bool = False) -> np.ndarray:
+    """Input-gradient maps (N, K, C, H, W) as viewable uint8 images (N, K, H, W, C).
+
+    Each map is normalised on its own over all channels, as guided backprop figures are shown:
+    min-max into [0, 255], after keeping only the positive part when ``positive_only``.
+    """
+    if maps.dim() != 5:
+        raise InputError(f"gradient maps must have shape (N, K, C, H, W), got {tuple(maps.shape)}")
+    values = maps.detach().float()
+    if positive_only:
+        values = values.clamp_min(0)
+    scaled = normalize_maps(values, start_dim=2)
+    return (scaled * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()

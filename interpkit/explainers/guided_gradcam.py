@@ -1,0 +1,36 @@
+"""Guided GradCAM: guided backprop masked by the upsampled GradCAM map of the same target."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.explainer import LayerExplainer
+from ..core.explanation import Explanation
+from ..core.layers import LayerLike
+from ..core.targets import TargetLike
+from .gradcam import GradCAM
+from .guided_backprop import GuidedBackprop
+
+
+class GuidedGradCAM(LayerExplainer):
+    """``GuidedBackprop(x)[n, k] * GradCAM(x, upsample=True)[n, k]``, shape (N, K, C, H, W).
+
+    GradCAM takes plain gradients and guided backprop its own rule, so they are two passes.
+    """
+
+    name = "guided_gradcam"
+
+    def __init__(self, model: nn.Module, layer: LayerLike = None, strict: bool = True) -> None:
+        super().__init__(model, layer)
+        self.gradcam = GradCAM(model, layer)
+        self.guided = GuidedBackprop(model, strict=strict)
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        cam = self.gradcam.explain(inputs, target)
+        # top-1 is resolved once, by GradCAM, so both passes explain the same classes
+        guided = self.guided.explain(inputs, cam.targets if target is None else target)
+        self.layer_name = cam.layer
+        maps = guided.maps * cam.maps.unsqueeze(2)
+        return Explanation(maps, cam.targets, cam.scores, self.name, cam.layer)
+

@@ -1,0 +1,195 @@
+"""Guided backprop and Deconvnet at the op level, Guided GradCAM, and Neuron targets."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from interpkit import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, Neuron, NoReLUError
+from interpkit.testing import ModelFingerprint, assert_model_unchanged
+from interpkit.viz import gradient_images
+
+captum_attr = pytest.importorskip("captum.attr", reason="captum is part of the [test] extra")
+
+
+def _relative_error(ours, theirs):
+    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    torch.manual_seed(0)
+    model = torchvision.models.vgg11().eval()
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False  # captum's module hooks need out-of-place ReLUs
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("ours, theirs", [(GuidedBackprop, "GuidedBackprop"), (Deconvnet, "Deconvolution")])
+def test_equal_to_captum_on_vgg11(vgg, batch, ours, theirs):
+    targets = [7, 300]
+    mine = ours(vgg)(batch, target=targets).maps[:, 0]
+    with pytest.warns(UserWarning):
+        reference = getattr(captum_attr, theirs)(vgg).attribute(batch.clone(), target=targets)
+    assert mine.shape == (2, 3, 64, 64)
+    assert _relative_error(mine, reference) < 1e-5
+
+
+class FunctionalVGG(nn.Module):
+    """The same weights, with every ReLU called as a function (three spellings)."""
+
+    def __init__(self, vgg: nn.Module) -> None:
+        super().__init__()
+        self.features = nn.ModuleList(m for m in vgg.features if not isinstance(m, nn.ReLU))
+        self.avgpool, self.classifier = vgg.avgpool, vgg.classifier
+
+    def forward(self, x):
+        for index, module in enumerate(self.features):
+            x = module(x)
+            if isinstance(module, nn.Conv2d):
+                x = F.relu(x) if index % 2 else torch.relu(x)
+        x = self.avgpool(x).flatten(1)
+        linear1, _, drop1, linear2, _, drop2, linear3 = self.classifier
+        x = drop1(linear1(x).relu())
+        x = drop2(F.relu(linear2(x), inplace=True))
+        return linear3(x)
+
+
+@pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
+def test_functional_relu_gives_identical_maps(vgg, batch, explainer):
+    functional = FunctionalVGG(vgg).eval()
+    targets = torch.tensor([[0, 10, 999], [5, 6, 7]])
+    expected = explainer(vgg)(batch, target=targets).maps
+    torch.testing.assert_close(explainer(functional)(batch, target=targets).maps, expected, rtol=0, atol=0)
+
+
+class SeparateReLUBlock(nn.Module):
+    """A torchvision BasicBlock with one fresh, out-of-place ReLU per use."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
+        self.downsample = block.downsample
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + identity)
+
+
+def test_resnet_inplace_reused_relu_equals_separate_relus(batch):
+    torch.manual_seed(0)
+    shipped = torchvision.models.resnet18().eval()
+    rewritten = copy.deepcopy(shipped)
+    rewritten.relu = nn.ReLU()
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        layer = getattr(rewritten, name)
+        setattr(rewritten, name, nn.Sequential(*(SeparateReLUBlock(b) for b in layer)))
+    targets = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    for explainer in (GuidedBackprop, Deconvnet):
+        ours = explainer(shipped)(batch, target=targets).maps
+        reference = explainer(rewritten)(batch, target=targets).maps
+        assert ours.shape == (2, 3, 3, 64, 64)
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
+    x = batch.clone().requires_grad_(True)
+    plain = torch.autograd.grad(shipped(x)[:, 1].sum(), x)[0]
+    assert not torch.allclose(GuidedBackprop(shipped)(batch, target=1).maps[:, 0], plain)
+
+
+class NoReLU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_model_without_relu_raises_unless_not_strict(batch):
+    torch.manual_seed(0)
+    model = NoReLU().eval()
+    before = ModelFingerprint.of(model)
+    with pytest.raises(NoReLUError, match="strict=False"):
+        GuidedBackprop(model)(batch, target=1)
+    assert_model_unchanged(before, model)
+    x = batch.clone().requires_grad_(True)
+    plain = torch.autograd.grad(model(x)[:, 1].sum(), x)[0]
+    torch.testing.assert_close(GuidedBackprop(model, strict=False)(batch, target=1).maps[:, 0], plain)
+
+
+def test_guided_gradcam_is_the_product(batch):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    targets = torch.tensor([[1, 5, 9], [2, 4, 900]])
+    guided_cam = GuidedGradCAM(model)(batch, target=targets)
+    cam = GradCAM(model)(batch, target=targets).maps
+    guided = GuidedBackprop(model)(batch, target=targets).maps
+    assert guided_cam.maps.shape == (2, 3, 3, 64, 64) and guided_cam.layer == "layer4"
+    torch.testing.assert_close(guided_cam.maps, guided * cam.unsqueeze(2))
+    top1 = GuidedGradCAM(model)(batch)
+    expected = GuidedGradCAM(model)(batch, target=top1.targets[:, 0])
+    torch.testing.assert_close(top1.maps, expected.maps)
+
+
+def test_neuron_targets_match_captum_on_truncated_model(vgg, batch):
+    neurons = [Neuron("features.18", 5, 2, 1), Neuron("features.18", 40, 0, 3)]
+    maps = GuidedBackprop(vgg)(batch, target=neurons).maps
+    assert maps.shape == (2, 2, 3, 64, 64)
+    truncated = nn.Sequential(*list(vgg.features)[:19]).eval()
+    for k, neuron in enumerate(neurons):
+        with pytest.warns(UserWarning):
+            reference = captum_attr.GuidedBackprop(truncated).attribute(
+                batch.clone(), target=(neuron.channel, neuron.y, neuron.x))
+        assert _relative_error(maps[:, k], reference) < 1e-5
+
+
+def test_channel_maximum_neuron_is_its_argmax_unit(vgg, batch):
+    activation = vgg.features[:19](batch)[:, 7]
+    flat = activation.flatten(1).argmax(1)
+    width = activation.shape[-1]
+    by_max = GuidedBackprop(vgg)(batch, target=Neuron(vgg.features[18], 7)).maps
+    for n in range(2):
+        y, x = divmod(flat[n].item(), width)
+        unit = GuidedBackprop(vgg)(batch[n : n + 1], target=Neuron("features.18", 7, y, x)).maps
+        torch.testing.assert_close(by_max[n], unit[0])
+
+
+def test_no_function_mode_left_after_raising_call(small_cnn, images):
+    before = ModelFingerprint.of(small_cnn)
+
+    def failing(output):
+        raise RuntimeError("target failed")
+
+    for explainer in (GuidedBackprop(small_cnn), Deconvnet(small_cnn), GuidedGradCAM(small_cnn)):
+        with pytest.raises(RuntimeError, match="target failed"):
+            explainer(images, target=failing)
+        assert torch._C._len_torch_function_stack() == 0
+        assert_model_unchanged(before, small_cnn)
+    GuidedBackprop(small_cnn)(images, target=1)
+    assert torch._C._len_torch_function_stack() == 0
+    assert_model_unchanged(before, small_cnn)
+    x = images.clone().requires_grad_(True)  # plain autograd is untouched afterwards
+    out = small_cnn.eval()(x)
+    assert torch.autograd.grad(out[:, 0].sum(), x)[0].lt(0).any()
+
+
+def test_gradient_images(batch):
+    maps = torch.randn(2, 3, 3, 8, 8)
+    signed = gradient_images(maps)
+    positive = gradient_images(maps, positive_only=True)
+    assert signed.shape == (2, 3, 8, 8, 3) and signed.dtype == np.uint8
+    assert signed.reshape(6, -1).max(1).tolist() == [255] * 6 and signed.reshape(6, -1).min(1).tolist() == [0] * 6
+    negative = (maps.permute(0, 1, 3, 4, 2) <= 0).numpy()
+    assert (positive[negative] == 0).all()
