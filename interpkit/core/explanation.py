@@ -61,9 +61,12 @@ class Explanation:
 
 
 def normalize_maps(maps: torch.Tensor, start_dim: int) -> torch.Tensor:
-    """Min-max scale each slice ``maps[i, j, ...]`` flattened from ``start_dim`` into [0, 1]."""
-    flat = maps.flatten(start_dim)
+    """Min-max scale each slice ``maps[i, j, ...]`` flattened from ``start_dim`` into [0, 1].
+
+    Computed in float64 so that neither a subnormal nor an overflowing span loses the 0 and 1.
+    """
+    flat = maps.flatten(start_dim).double()
     low = flat.amin(dim=-1, keepdim=True)
     span = flat.amax(dim=-1, keepdim=True) - low
-    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), 0.0)
-    return scaled.reshape(maps.shape)
+    scaled = (flat - low) / torch.where(span > 0, span, 1.0)
+    return scaled.reshape(maps.shape).to(maps.dtype if maps.dtype.is_floating_point else torch.float32)
