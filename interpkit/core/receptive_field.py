@@ -1,0 +1,350 @@
+"""Exact theoretical receptive fields, traced through the ops a forward pass evaluates.
+
+A ``TorchFunctionMode`` follows one probe forward and attaches to every tensor derived from the
+input, per spatial axis, the half-open interval of input pixels each position depends on. The
+rules are exact for convolutions and pooling (kernel, stride, padding including ``'same'`` and
+``F.pad``, dilation, ceil mode, adaptive pooling), pointwise ops (activations, normalisation,
+dropout, residual additions, gating with broadcast tensors), concatenation and spatial
+reductions with ``keepdim``. An op that moves pixels in another way raises
+:class:`ReceptiveFieldError` rather than guessing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..errors import InterpkitError
+from .layers import LayerLike, resolve_layer
+from .state import evaluation, model_device
+
+
+class ReceptiveFieldError(InterpkitError, ValueError):
+    """The receptive field cannot be traced exactly through the model's ops."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Input interval ``[lo[i], hi[i])`` of each position along one axis; ``step`` extrapolates
+    positions outside the tensor (padding) by the grid's pitch at its borders."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    step: int
+
+    @classmethod
+    def identity(cls, n: int) -> "Axis":
+        positions = np.arange(n, dtype=np.int64)
+        return cls(positions, positions + 1, 1)
+
+    def lo_at(self, index: np.ndarray) -> np.ndarray:
+        inside = np.clip(index, 0, len(self.lo) - 1)
+        return self.lo[inside] + (index - inside) * self.step
+
+    def hi_at(self, index: np.ndarray) -> np.ndarray:
+        inside = np.clip(index, 0, len(self.hi) - 1)
+        return self.hi[inside] + (index - inside) * self.step
+
+    def window(self, first: np.ndarray, last: np.ndarray, stride: int) -> "Axis":
+        """Positions reading input positions ``first..last`` (inclusive, may lie in padding)."""
+        return Axis(self.lo_at(first), self.hi_at(last), self.step * stride)
+
+    def broadcast(self, n: int) -> "Axis":
+        if len(self.lo) == n:
+            return self
+        return Axis(np.repeat(self.lo.min(), n), np.repeat(self.hi.max(), n), self.step)
+
+    def union(self, other: "Axis") -> "Axis":
+        return Axis(np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi), max(self.step, other.step))
+
+    def collapse(self) -> "Axis":
+        return Axis(self.lo.min(keepdims=True), self.hi.max(keepdims=True), self.step)
+
+
+Field = tuple[Axis, Axis]  # (rows, columns)
+
+
+class ReceptiveField:
+    """The receptive fields of one layer's grid, in input pixel coordinates."""
+
+    def __init__(self, layer: str, rows: Axis, columns: Axis, input_size: tuple[int, int]) -> None:
+        self.layer = layer
+        self.rows, self.columns = rows, columns
+        self.input_size = input_size
+        self.grid_size = (len(rows.lo), len(columns.lo))
+        shapes = [_regular(axis) for axis in (rows, columns)]
+        self.regular = all(shape is not None for shape in shapes)
+        #: per axis (rows, columns), or None when the grid is irregular
+        self.size = tuple(s[0] for s in shapes) if self.regular else None  # type: ignore[index]
+        self.stride = tuple(s[1] for s in shapes) if self.regular else None  # type: ignore[index]
+        self.offset = tuple(s[2] for s in shapes) if self.regular else None  # type: ignore[index]
+
+    def _check(self, y: int, x: int) -> None:
+        h, w = self.grid_size
+        if not (0 <= y < h and 0 <= x < w):
+            raise ReceptiveFieldError(f"unit ({y}, {x}) is outside layer '{self.layer}' grid of {h} x {w}")
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """``(top, left, bottom, right)``, half-open, unclipped (may pass the image border)."""
+        self._check(y, x)
+        return (int(self.rows.lo[y]), int(self.columns.lo[x]), int(self.rows.hi[y]), int(self.columns.hi[x]))
+
+    def clipped_box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """The box cut to the image."""
+        top, left, bottom, right = self.box(y, x)
+        height, width = self.input_size
+        return (max(top, 0), max(left, 0), min(bottom, height), min(right, width))
+
+    def boxes(self, positions: torch.Tensor, clipped: bool = True) -> torch.Tensor:
+        """Boxes (..., 4) for integer positions (..., 2) given as (y, x), on the positions' device."""
+        table = torch.from_numpy(np.stack([self.rows.lo, self.rows.hi]))
+        cols = torch.from_numpy(np.stack([self.columns.lo, self.columns.hi]))
+        flat = positions.reshape(-1, 2).cpu()
+        ys, xs = flat[:, 0], flat[:, 1]
+        out = torch.stack([table[0, ys], cols[0, xs], table[1, ys], cols[1, xs]], dim=1)
+        if clipped:
+            height, width = self.input_size
+            out = torch.stack([out[:, 0].clamp_min(0), out[:, 1].clamp_min(0),
+                               out[:, 2].clamp_max(height), out[:, 3].clamp_max(width)], dim=1)
+        return out.reshape(*positions.shape[:-1], 4).to(positions.device)
+
+    def __repr__(self) -> str:
+        shape = f"size={self.size}, stride={self.stride}, offset={self.offset}" if self.regular else "irregular"
+        return f"ReceptiveField(layer='{self.layer}', grid={self.grid_size}, {shape})"
+
+
+def _regular(axis: Axis) -> tuple[int, int, int] | None:
+    sizes = axis.hi - axis.lo
+    steps = np.diff(axis.lo)
+    if not (sizes == sizes[0]).all() or (len(steps) and not (steps == steps[0]).all()):
+        return None
+    return int(sizes[0]), int(steps[0]) if len(steps) else axis.step, int(axis.lo[0])
+
+
+def receptive_field(model: nn.Module, layer: LayerLike, input_size: tuple[int, int] = (224, 224),
+                    in_channels: int | None = None) -> ReceptiveField:
+    """Trace the receptive fields of ``layer``'s output for an input of ``input_size`` (H, W).
+
+    Runs one forward of a zero image (batch 1, ``no_grad``, eval mode, model restored after).
+    """
+    if layer is None:
+        raise ReceptiveFieldError("receptive_field needs a layer: a dotted name or a module")
+    name, module = resolve_layer(model, layer)
+    height, width = _size(input_size)
+    channels = in_channels or _first_in_channels(model)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    image = torch.zeros(1, channels, height, width, device=model_device(model), dtype=dtype)
+    tracer = _Tracer()
+    tracer.track(image, (Axis.identity(height), Axis.identity(width)))
+    seen: list[Field | None] = []
+    handle = module.register_forward_hook(
+        lambda _m, _i, out: seen.append(tracer.field(out) if _is_map(out) else None))
+    try:
+        with evaluation(model), torch.no_grad(), tracer:
+            model(image)
+    finally:
+        handle.remove()
+    if len(seen) != 1:
+        raise ReceptiveFieldError(
+            f"layer '{name}' is called {len(seen)} times in the forward; choose a layer called once"
+        )
+    field = seen[0]
+    if field is None:
+        raise ReceptiveFieldError(f"layer '{name}' output is not a spatial map of the input")
+    return ReceptiveField(name, field[0], field[1], (height, width))
+
+
+def _size(input_size: Any) -> tuple[int, int]:
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    if (not isinstance(input_size, (tuple, list)) or len(input_size) != 2
+            or not all(isinstance(v, int) and v > 0 for v in input_size)):
+        raise ReceptiveFieldError(f"input_size must be (H, W) positive ints, got {input_size!r}")
+    return int(input_size[0]), int(input_size[1])
+
+
+def _first_in_channels(model: nn.Module) -> int:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return 3
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        return (int(value[0]), int(value[-1])) if len(value) in (1, 2) else (int(value[0]), int(value[1]))
+    return int(value), int(value)
+
+
+_CONV = {F.conv2d, torch.conv2d}
+_MAX_POOL = {F.max_pool2d, torch.max_pool2d, F.max_pool2d_with_indices}
+_AVG_POOL = {F.avg_pool2d, torch._C._nn.avg_pool2d, F.lp_pool2d}
+_ADAPTIVE = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch._C._nn.adaptive_avg_pool2d,
+             F.adaptive_max_pool2d_with_indices, torch._C._nn.adaptive_max_pool2d}
+_CAT = {torch.cat, torch.concat, torch.concatenate}
+_MOVES_PIXELS = {torch.flip, torch.roll, torch.rot90, torch.transpose, torch.permute, torch.Tensor.flip,
+                 torch.Tensor.roll, torch.Tensor.transpose, torch.Tensor.permute, torch.Tensor.view,
+                 torch.Tensor.reshape, torch.reshape, torch.Tensor.__getitem__, F.interpolate,
+                 F.conv_transpose2d, torch.conv_transpose2d, F.grid_sample, F.pixel_shuffle,
+                 F.unfold, F.fold, torch.Tensor.unfold, torch.cumsum, torch.Tensor.cumsum,
+                 torch.softmax, torch.Tensor.softmax, F.softmax, torch.sort, torch.Tensor.sort,
+                 torch.movedim, torch.Tensor.movedim, torch.Tensor.swapaxes}
+
+
+class _Tracer(TorchFunctionMode):
+    """Attaches a Field to every tensor computed from the traced input.
+
+    Tensors that are not (N, C, H, W) maps (pooled vectors, logits) get the bounding field of
+    everything they depend on, as a 1 x 1 grid, so a gate broadcast back over a map (squeeze-
+    excitation) widens the map's field to what the gate saw.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[int, tuple[torch.Tensor, Field]] = {}  # tensors kept alive: ids stay unique
+
+    def track(self, tensor: torch.Tensor, field: Field) -> None:
+        self.fields[id(tensor)] = (tensor, field)
+
+    def field(self, value: Any) -> Field | None:
+        entry = self.fields.get(id(value)) if isinstance(value, torch.Tensor) else None
+        return entry[1] if entry is not None else None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        inputs = [a for a in _flat(args, kwargs) if self.field(a) is not None]
+        outputs = [r for r in (result if isinstance(result, (tuple, list)) else (result,))
+                   if isinstance(r, torch.Tensor)]
+        if inputs and outputs:
+            primary = outputs[0]
+            if primary.dim() == 4 and primary.shape[-2:].numel() > 1:
+                field = self._rule(func, args, kwargs, inputs, primary)
+            else:
+                field = _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], (1, 1), func)
+            for tensor in outputs:
+                self.track(tensor, field)
+        return result
+
+    def _rule(self, func, args, kwargs, inputs, out: torch.Tensor) -> Field:
+        source = self.field(inputs[0])
+        assert source is not None
+        size = tuple(out.shape[-2:])
+        if func in _CONV:
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            stride, padding, dilation = (_arg(args, kwargs, i, k, d) for i, k, d in
+                                         ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1)))
+            return _windowed(source, weight.shape[-2:], stride, padding, dilation, size)
+        if func in _MAX_POOL or func in _AVG_POOL:
+            shift = 1 if func is F.lp_pool2d else 0  # lp_pool2d(input, norm_type, kernel_size, ...)
+            kernel = _arg(args, kwargs, 1 + shift, "kernel_size", None)
+            stride = _arg(args, kwargs, 2 + shift, "stride", None) or kernel
+            padding = 0 if func is F.lp_pool2d else _arg(args, kwargs, 3, "padding", 0)
+            dilation = _arg(args, kwargs, 4, "dilation", 1) if func in _MAX_POOL else 1
+            return _windowed(source, _pair(kernel), stride, padding, dilation, size)
+        if func in _ADAPTIVE:
+            return (_adaptive(source[0], size[0]), _adaptive(source[1], size[1]))
+        if func is F.pad:
+            pad = list(_arg(args, kwargs, 1, "pad", ()))
+            pad += [0] * (4 - len(pad))
+            return (_shifted(source[0], pad[2], size[0]), _shifted(source[1], pad[0], size[1]))
+        if func in _CAT and _arg(args, kwargs, 1, "dim", 0) % 4 in (2, 3):
+            raise ReceptiveFieldError("receptive fields cannot be traced through a spatial concatenation")
+        if func in _MOVES_PIXELS and not (func is torch.Tensor.__getitem__ and _only_channel_index(args[1])):
+            raise ReceptiveFieldError(
+                f"receptive fields cannot be traced through '{getattr(func, '__name__', func)}' "
+                "(it moves pixels); compute them up to a layer before it"
+            )
+        return _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], size, func)
+
+
+def _is_map(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 4
+
+
+def _grid(tensor: torch.Tensor) -> tuple[int, int]:
+    return tuple(tensor.shape[-2:]) if tensor.dim() == 4 else (1, 1)  # type: ignore[return-value]
+
+
+def _only_channel_index(index: Any) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    spatial = parts[2:4]
+    return all(p == slice(None) for p in spatial) and Ellipsis not in parts
+
+
+def _arg(args: Sequence[Any], kwargs: dict, position: int, name: str, default: Any) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else default
+
+
+def _windowed(source: Field, kernel: Sequence[int], stride: Any, padding: Any, dilation: Any,
+              size: tuple[int, ...]) -> Field:
+    kernel = _pair(kernel)
+    stride, dilation = _pair(stride), _pair(dilation)
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":  # PyTorch pads (total // 2) before, the rest after
+            padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        else:
+            raise ReceptiveFieldError(f"unknown padding {padding!r}")
+    padding = _pair(padding)
+    axes = []
+    for axis, k, s, p, d, n in zip(source, kernel, stride, padding, dilation, size):
+        first = np.arange(n, dtype=np.int64) * s - p
+        axes.append(axis.window(first, first + d * (k - 1), s))
+    return axes[0], axes[1]
+
+
+def _adaptive(axis: Axis, n_out: int) -> Axis:
+    n_in = len(axis.lo)
+    o = np.arange(n_out, dtype=np.int64)
+    first = (o * n_in) // n_out
+    last = -((-(o + 1) * n_in) // n_out) - 1  # ceil((o + 1) * n_in / n_out) - 1
+    return axis.window(first, last, max(1, math.ceil(n_in / n_out)))
+
+
+def _shifted(axis: Axis, before: int, n_out: int) -> Axis:
+    index = np.arange(n_out, dtype=np.int64) - before
+    return Axis(axis.lo_at(index), axis.hi_at(index), axis.step)
+
+
+def _pointwise(fields: list[Field | None], shapes: list[tuple[int, int]], size: tuple[int, ...], func: Any) -> Field:
+    result: Field | None = None
+    for field, shape in zip(fields, shapes):
+        assert field is not None
+        axes = []
+        for axis, n_in, n in zip(field, shape, size):
+            if n_in == n:
+                axes.append(axis)
+            elif n == 1:
+                axes.append(axis.collapse())  # a spatial reduction with keepdim
+            elif n_in == 1:
+                axes.append(axis.broadcast(n))  # a broadcast gate (squeeze-excitation)
+            else:
+                raise ReceptiveFieldError(
+                    f"receptive fields cannot be traced through '{getattr(func, '__name__', func)}': "
+                    f"it changes the spatial size from {tuple(shape[-2:])} to {size}"
+                )
+        piece: Field = (axes[0], axes[1])
+        result = piece if result is None else (result[0].union(piece[0]), result[1].union(piece[1]))
+    assert result is not None
+    return result
+
+
+def _flat(args: Sequence[Any], kwargs: dict) -> list[Any]:
+    out: list[Any] = []
+    for value in list(args) + list(kwargs.values()):
+        if isinstance(value, (list, tuple)):
+            out.extend(value)
+        else:
+            out.append(value)
+    return out

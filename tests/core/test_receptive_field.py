@@ -1,0 +1,255 @@
+"""Receptive fields: pinned figures, and soundness/tightness on random architectures."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from interpkit.core.receptive_field import ReceptiveFieldError, receptive_field
+
+
+def test_vgg16_conv5_3_is_196_pixels():
+    field = receptive_field(torchvision.models.vgg16(), "features.28", (224, 224))
+    assert field.size == (196, 196) and field.stride == (16, 16) and field.offset == (-90, -90)
+    assert field.box(0, 0) == (-90, -90, 106, 106)
+    assert field.clipped_box(0, 0) == (0, 0, 106, 106)
+    assert field.clipped_box(13, 13) == (118, 118, 224, 224)
+
+
+@pytest.mark.parametrize("builder, layer, size, stride", [
+    (torchvision.models.resnet50, "layer4", 427, 32),
+    (torchvision.models.resnet18, "layer4", 435, 32),
+    (torchvision.models.alexnet, "features.12", 195, 32),
+])
+def test_published_figures(builder, layer, size, stride):
+    field = receptive_field(builder(), layer)
+    assert field.size == (size, size) and field.stride == (stride, stride)
+
+
+class Keras(nn.Module):
+    """The study's first layers, with Keras 'same' padding spelled out (3 before, 4 after)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 11, stride=4)
+        self.pool1 = nn.MaxPool2d(3, 2)
+        self.conv2 = nn.Conv2d(8, 16, 5, padding=2)
+        self.pool2 = nn.MaxPool2d(3, 2)
+        self.conv3 = nn.Conv2d(16, 32, 3, padding=1)
+
+    def forward(self, x):
+        x = self.pool1(F.relu(self.conv1(F.pad(x, (3, 4, 3, 4)))))
+        return self.conv3(F.relu(self.pool2(F.relu(self.conv2(x)))))
+
+
+@pytest.mark.parametrize("layer, grid, size, stride, offset", [
+    ("conv1", 56, 11, 4, -3),   # 11 x 11, stride 4, 3 pixels of padding before
+    ("pool1", 27, 19, 8, -3),   # + (3 - 1) * 4
+    ("conv2", 27, 51, 8, -19),  # + (5 - 1) * 8, offset - 2 * 8
+    ("pool2", 13, 67, 16, -19),
+    ("conv3", 13, 99, 16, -35),
+])
+def test_hand_computed_figures_of_the_study_layers(layer, grid, size, stride, offset):
+    field = receptive_field(Keras(), layer)
+    assert field.grid_size == (grid, grid)
+    assert field.size == (size, size) and field.stride == (stride, stride) and field.offset == (offset, offset)
+
+
+def test_irregular_grid_from_adaptive_pooling():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d((4, 3)))
+    field = receptive_field(model, "1", (13, 11))
+    assert not field.regular and field.size is None
+    # conv grid 11 x 9; pooled row 0 reads conv rows 0..2 (pixels 0..4), row 3 rows 8..10
+    assert field.box(0, 0) == (0, 0, 5, 5)
+    assert field.box(3, 2) == (8, 6, 13, 11)
+    assert field.box(1, 1) == (2, 3, 8, 8)  # rows floor(11/4)=2..ceil(22/4)-1=5, columns 3..5
+
+
+def test_errors():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
+    with pytest.raises(ReceptiveFieldError, match="not a spatial map"):
+        receptive_field(model, "2", (32, 32))
+    with pytest.raises(ReceptiveFieldError, match="outside"):
+        receptive_field(model, "0", (32, 32)).box(30, 0)
+    with pytest.raises(ReceptiveFieldError, match="input_size"):
+        receptive_field(model, "0", (32, -1))
+
+    class Flipper(nn.Module):
+        def forward(self, x):
+            return torch.flip(x, dims=[3])
+
+    with pytest.raises(ReceptiveFieldError, match="flip"):
+        receptive_field(nn.Sequential(nn.Conv2d(3, 3, 1), Flipper()), "1", (8, 8))
+
+
+# ---- random architectures -------------------------------------------------------------------
+
+class Residual(nn.Module):
+    def __init__(self, body: nn.Module, relu: bool) -> None:
+        super().__init__()
+        self.body, self.relu = body, relu
+
+    def forward(self, x):
+        out = x + self.body(x)
+        return F.relu(out) if self.relu else out
+
+
+class Concat(nn.Module):
+    def __init__(self, a: nn.Module, b: nn.Module) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+class Gate(nn.Module):
+    """Squeeze-excitation: a global gate broadcast over the map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc(x.mean(dim=(2, 3), keepdim=True)))
+
+
+class Pad(nn.Module):
+    def __init__(self, pad):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x):
+        return F.pad(x, self.pad)
+
+
+@st.composite
+def layers(draw, channels: int, relu: bool):
+    kinds = ["conv", "maxpool", "avgpool", "pad", "residual", "concat", "same"] + ["relu"] * relu
+    kind = draw(st.sampled_from(kinds))
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    if kind == "conv":
+        return nn.Conv2d(channels, channels, k, stride=s, padding=p, dilation=d)
+    if kind == "same":
+        return nn.Conv2d(channels, channels, k, padding="same", dilation=d)
+    if kind == "maxpool":
+        return nn.MaxPool2d(k, stride=s, padding=p, dilation=d, ceil_mode=draw(st.booleans()))
+    if kind == "avgpool":
+        return nn.AvgPool2d(k, stride=s, padding=p)
+    if kind == "pad":
+        return Pad(tuple(draw(st.integers(0, 2)) for _ in range(4)))
+    if kind == "residual":
+        return Residual(nn.Conv2d(channels, channels, k, padding="same"), relu)
+    if kind == "concat":
+        return nn.Sequential(Concat(nn.Conv2d(channels, channels, k, padding="same"), nn.Identity()),
+                             nn.Conv2d(2 * channels, channels, 1))
+    return nn.ReLU()
+
+
+@st.composite
+def networks(draw, relu: bool = True):
+    """Random stacks of the layers receptive fields must handle.
+
+    ReLUs are optional: a unit behind switched-off ReLUs may ignore an edge of its box for a
+    given image, so tightness is checked on ReLU-free stacks, soundness on both.
+    """
+    torch.manual_seed(draw(st.integers(0, 2**16)))
+    body = [nn.Conv2d(2, 3, 1)] + draw(st.lists(layers(3, relu), min_size=1, max_size=5))
+    if draw(st.booleans()):
+        body.append(Gate(3))
+    return nn.Sequential(*body).double().eval()
+
+
+def _unit(model, image, y, x):
+    with torch.no_grad():
+        return model(image)[0, :, y, x]
+
+
+def _draw_unit(model, data):
+    height, width = data.draw(st.integers(12, 24)), data.draw(st.integers(12, 24))
+    image = torch.randn(1, 2, height, width, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            out = model(image)
+    except RuntimeError:  # the drawn layers shrink this image to nothing
+        assume(False)
+    field = receptive_field(model, str(len(model) - 1), (height, width))
+    assert field.grid_size == tuple(out.shape[-2:])
+    y, x = data.draw(st.integers(0, out.shape[-2] - 1)), data.draw(st.integers(0, out.shape[-1] - 1))
+    return image, field, y, x
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=networks(relu=True), data=st.data())
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_sound_on_random_architectures(model, data):
+    """Changing every pixel outside a unit's box never changes the unit."""
+    image, field, y, x = _draw_unit(model, data)
+    top, left, bottom, right = field.clipped_box(y, x)
+    outside = image.clone()
+    mask = torch.ones(image.shape[-2:], dtype=torch.bool)
+    mask[top:bottom, left:right] = False
+    outside[..., mask] = torch.randn(int(mask.sum()), dtype=torch.float64) * 100
+    torch.testing.assert_close(_unit(model, outside, y, x), _unit(model, image, y, x), rtol=0, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=networks(relu=False), data=st.data())
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_tight_on_random_architectures(model, data):
+    """Changing the pixels of any edge of a unit's box (inside the image) changes the unit."""
+    image, field, y, x = _draw_unit(model, data)
+    top, left, bottom, right = field.clipped_box(y, x)
+    reference = _unit(model, image, y, x)
+    if bottom <= top or right <= left or torch.allclose(
+            _unit(model, torch.randn_like(image) * 100, y, x), reference, rtol=0, atol=1e-12):
+        return  # a unit made of padding reads no pixel, though its theoretical box may overlap the image
+    edges = {"top": (slice(top, top + 1), slice(left, right)), "bottom": (slice(bottom - 1, bottom), slice(left, right)),
+             "left": (slice(top, bottom), slice(left, left + 1)), "right": (slice(top, bottom), slice(right - 1, right))}
+    # a clipped edge may fall into a hole of a dilated kernel, its real edge out in the padding
+    unclipped = dict(zip(("top", "left", "bottom", "right"), field.box(y, x)))
+    clipped = dict(top=top, left=left, bottom=bottom, right=right)
+    for name, (rows, cols) in edges.items():
+        if unclipped[name] != clipped[name]:
+            continue
+        changed = False
+        for scale in (1e3, -1e3, 1e5, -1e5):  # random values, so the edge's pixels cannot cancel out
+            edited = image.clone()
+            edited[..., rows, cols] = torch.randn_like(edited[..., rows, cols]).abs() * scale
+            if not torch.allclose(_unit(model, edited, y, x), reference, rtol=0, atol=1e-12):
+                changed = True
+                break
+        assert changed, f"the {name} edge of box {clipped} does not affect unit {(y, x)}"
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+@pytest.mark.parametrize("builder, layer", [
+    (torchvision.models.resnet18, "layer2"), (torchvision.models.densenet121, "features.transition1"),
+    (torchvision.models.mobilenet_v2, "features.6"),
+])
+def test_sound_on_torchvision_families(builder, layer, data):
+    torch.manual_seed(0)
+    model = builder().double().eval()
+    image = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    field = receptive_field(model, layer, (64, 64))
+    module = dict(model.named_modules())[layer]
+    kept = []
+    handle = module.register_forward_hook(lambda m, i, o: kept.append(o.clone()))
+    y = data.draw(st.integers(0, field.grid_size[0] - 1))
+    x = data.draw(st.integers(0, field.grid_size[1] - 1))
+    top, left, bottom, right = field.clipped_box(y, x)
+    edited = image.clone()
+    mask = torch.ones(64, 64, dtype=torch.bool)
+    mask[top:bottom, left:right] = False
+    edited[..., mask] = 5.0
+    with torch.no_grad():
+        model(image), model(edited)
+    handle.remove()
+    torch.testing.assert_close(kept[1][0, :, y, x], kept[0][0, :, y, x], rtol=0, atol=1e-9)
