@@ -10,7 +10,11 @@ from typing import Any
 
 from .core import Explainer, Explanation, LayerExplainer, Neuron
 from .errors import InputError, InterpkitError, LayerError, LayerNotFoundError, PluginError, TargetError
-from .explainers import Deconvnet, FeatureMaps, FeatureMapSet, GradCAM, GuidedBackprop, GuidedGradCAM, NoReLUError
+from .core.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
+from .explainers import (
+    Deconvnet, FeatureMaps, FeatureMapSet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches,
+    NoReLUError, PatchExplanation, TopPatches, top_patches,
+)
 from .hookspecs import hookimpl
 from .plugins import registry
 
@@ -42,7 +46,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "FeatureMaps", "GradCAM", "GuidedBackprop",
-    "GuidedGradCAM", "InputError", "InterpkitError", "NoReLUError",
+    "GuidedGradCAM", "InputError", "InterpkitError", "MaxActivatingPatches", "NoReLUError", "PatchExplanation",
+    "ReceptiveField", "ReceptiveFieldError", "TopPatches", "receptive_field", "top_patches",
     "LayerError", "LayerExplainer", "LayerNotFoundError", "Neuron", "PluginError", "TargetError",
     "__version__", "explain", "get_explainer", "hookimpl", "list_explainers",
 ]

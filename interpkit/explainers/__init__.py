@@ -5,8 +5,10 @@ from .feature_maps import FeatureMaps, FeatureMapSet
 from .gradcam import GradCAM
 from .guided_backprop import Deconvnet, GuidedBackprop, NoReLUError
 from .guided_gradcam import GuidedGradCAM
+from .patches import MaxActivatingPatches, PatchExplanation
+from .top_patches import TopPatches, top_patches
 
-BUILTIN_EXPLAINERS = {cls.name: cls for cls in (GradCAM, FeatureMaps, GuidedBackprop, Deconvnet, GuidedGradCAM)}
+BUILTIN_EXPLAINERS = {cls.name: cls for cls in (GradCAM, FeatureMaps, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches)}
 
 
 @hookimpl
@@ -15,4 +17,5 @@ def interpkit_register_explainers(register):
         register(name, cls)
 
 
-__all__ = ["Deconvnet", "FeatureMapSet", "FeatureMaps", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "NoReLUError"]
+__all__ = ["Deconvnet", "FeatureMapSet", "FeatureMaps", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "MaxActivatingPatches",
+           "NoReLUError", "PatchExplanation", "TopPatches", "top_patches"]

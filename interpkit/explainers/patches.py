@@ -1,0 +1,97 @@
+"""Maximally activating patches: the input patch behind a layer position that drives a target.
+
+The study traced "the neuron that was maximally activated in the output layer back to the patch
+in the original image that caused it". Here that is made exact: for each image and target, the
+position of ``layer`` whose channels contribute most to the target score, by gradient times
+activation summed over channels (the first-order share of the score that flows through that
+position), and its exact receptive field from :func:`interpkit.receptive_field`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.explainer import LayerExplainer
+from ..core.explanation import Explanation
+from ..core.gradients import per_target_gradients
+from ..core.layers import LayerLike
+from ..core.receptive_field import ReceptiveField, receptive_field
+from ..core.targets import TargetLike
+from ..errors import InputError
+
+
+@dataclass
+class PatchExplanation(Explanation):
+    """An Explanation whose ``maps`` (N, K, h, w) are the per-position contributions, with the
+    ``top`` positions (N, K, top, 2) as (y, x) and their clipped ``boxes`` (N, K, top, 4) as
+    (top, left, bottom, right) input pixels, best first."""
+
+    positions: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    boxes: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    receptive_field: ReceptiveField | None = None
+
+    def box(self, sample: int = 0, target: int = 0, rank: int = 0) -> tuple[int, int, int, int]:
+        """One box as ints ``(top, left, bottom, right)``."""
+        return tuple(int(v) for v in self.boxes[sample, target, rank].tolist())  # type: ignore[return-value]
+
+    def crops(self, images: torch.Tensor, rank: int = 0) -> list[list[torch.Tensor]]:
+        """``crops[n][k]``: the patch of ``images[n]`` (C, H, W) inside the box of that rank."""
+        if images.dim() != 4 or images.shape[0] != self.boxes.shape[0]:
+            raise InputError(f"crops need the {self.boxes.shape[0]} explained images as (N, C, H, W)")
+        return [[_crop(images[n], self.box(n, k, rank)) for k in range(self.boxes.shape[1])]
+                for n in range(self.boxes.shape[0])]
+
+    def figure(self, images: Any, sample: int = 0, target: int = 0, title: str | None = None):
+        """The study's figure 7/9 for one image: the image with the box drawn, and the patch."""
+        from ..viz import plot_patch, to_uint8_images
+
+        picture = to_uint8_images(images)[sample]
+        return plot_patch(picture, self.box(sample, target), title=title)
+
+
+def _crop(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    top, left, bottom, right = box
+    return image[:, top:bottom, left:right]
+
+
+class MaxActivatingPatches(LayerExplainer):
+    """For each image and target: where in ``layer`` the target comes from, as input boxes.
+
+    ``maps`` are ``sum_c A_c * dS/dA_c`` per position (N, K, h, w); ``top`` positions are kept,
+    ties broken towards the first position in row-major order.
+    """
+
+    name = "max_activating_patches"
+
+    def __init__(self, model: nn.Module, layer: LayerLike = None, top: int = 5) -> None:
+        super().__init__(model, layer)
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise InputError(f"top must be a positive int, got {top!r}")
+        self.top = top
+        self._fields: dict[tuple[str, tuple[int, int]], ReceptiveField] = {}
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
+        name, module = self.resolve(inputs)
+        selection, captured = self.forward_with_targets(inputs, target, [module])
+        activation = self.spatial_activation(captured, name, module)
+        (gradients,) = per_target_gradients(selection.scores, [activation])
+        contribution = (gradients * activation.detach().unsqueeze(1)).sum(dim=2)
+        n, k, height, width = contribution.shape
+        order = torch.sort(contribution.flatten(2), dim=2, descending=True, stable=True).indices
+        best = order[..., : min(self.top, height * width)]
+        positions = torch.stack([best // width, best % width], dim=-1)
+        field_ = self._receptive_field(name, tuple(inputs.shape[-2:]), inputs.shape[1])
+        return PatchExplanation(
+            contribution.float(), selection.indices, selection.scores.detach(), self.name, name,
+            positions=positions, boxes=field_.boxes(positions), receptive_field=field_,
+        )
+
+    def _receptive_field(self, name: str, size: tuple[int, ...], channels: int) -> ReceptiveField:
+        key = (name, (int(size[0]), int(size[1])))
+        if key not in self._fields:
+            self._fields[key] = receptive_field(self.model, name, key[1], in_channels=channels)
+        return self._fields[key]
