@@ -11,6 +11,7 @@ from typing import Any
 from .core import Explainer, Explanation, LayerExplainer, Neuron
 from .errors import InputError, InterpkitError, LayerError, LayerNotFoundError, PluginError, TargetError
 from .core.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
+from .core.summary import LayerRow, layer_table
 from .explainers import (
     Deconvnet, FeatureMaps, FeatureMapSet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches,
     NoReLUError, PatchExplanation, TopPatches, top_patches,
@@ -19,6 +20,8 @@ from .hookspecs import hookimpl
 from .plugins import registry
 
 __version__ = "0.1.0"
+
+_SUBMODULES = {"cli", "core", "data", "errors", "explainers", "hookspecs", "plugins", "testing", "train", "viz", "zoo"}
 
 
 def list_explainers() -> list[str]:
@@ -38,6 +41,8 @@ def explain(model: Any, inputs: Any, method: str = "gradcam", target: Any = None
 
 def __getattr__(name: str) -> Any:
     """Explainer classes from plugins are importable by class name: ``from interpkit import X``."""
+    if name.startswith("_") or name in _SUBMODULES:  # submodules import themselves; avoid recursion
+        raise AttributeError(f"module 'interpkit' has no attribute '{name}'")
     for cls in registry().entries["explainers"].values():
         if getattr(cls, "__name__", None) == name:
             return cls
@@ -46,7 +51,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "FeatureMaps", "GradCAM", "GuidedBackprop",
-    "GuidedGradCAM", "InputError", "InterpkitError", "MaxActivatingPatches", "NoReLUError", "PatchExplanation",
+    "GuidedGradCAM", "InputError", "InterpkitError", "LayerRow", "MaxActivatingPatches", "NoReLUError",
+    "PatchExplanation", "layer_table",
     "ReceptiveField", "ReceptiveFieldError", "TopPatches", "receptive_field", "top_patches",
     "LayerError", "LayerExplainer", "LayerNotFoundError", "Neuron", "PluginError", "TargetError",
     "__version__", "explain", "get_explainer", "hookimpl", "list_explainers",

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .errors import InterpkitError
 
 EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise SystemExit(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
 
 def _plugins(_args: argparse.Namespace) -> None:
@@ -29,31 +36,120 @@ def _plugins(_args: argparse.Namespace) -> None:
             print(f"  {source}: {reason}")
 
 
+def _zoo(_args: argparse.Namespace) -> None:
+    from . import zoo
+
+    for name in zoo.list_models():
+        try:
+            weights = zoo.get_weights(name)
+            metrics = weights.meta["metrics"]
+            status = (f"{weights.name}: val {metrics['val_accuracy']:.1%}, test {metrics['test_accuracy']:.1%}, "
+                      f"classes {', '.join(weights.meta['categories'])}")
+        except InterpkitError as error:
+            status = f"no bundled weights ({error})"
+        print(f"{name:<18s} {status}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train_models
+
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         augment=not args.no_augment, patience=args.patience or None)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    rows = train_models(names, args.out, config, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
+                        resume=args.resume, backbone=args.backbone, progress=not args.no_progress,
+                        command="interpkit " + shlex.join(sys.argv[1:]))
+    print((Path(args.out) / "results.md").read_text(), end="")
+    print(f"weights, descriptions, confusion matrices and results tables written to {args.out}/ ({len(rows)} models)")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from .commands import explain_images
+
+    written = explain_images(args.images, args.out, model=args.model, checkpoint=args.checkpoint, method=args.method,
+                             layer=args.layer, target=args.target, device=args.device)
+    print(f"wrote {len(written)} files to {args.out}/")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    models = [n.strip() for n in args.models.split(",")] if args.models else None
+    page = build_report(args.out, models=models, data_dir=args.data_dir, device=args.device,
+                        progress=not args.no_progress)
+    print(f"report written to {page}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interpkit", description="Interpretability for PyTorch models.")
+    parser = _Parser(prog="interpkit", description="Interpretability for PyTorch models: explain, train, report.")
     parser.add_argument("--version", action="version", version=f"interpkit {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    plugins = commands.add_parser("plugins", help="list discovered plugins, their explainers, and failures")
-    plugins.set_defaults(run=_plugins)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    report = commands.add_parser("report", help="reproduce the study as a web page (bundled models and data)")
+    report.add_argument("--out", default="interpkit-report", help="output directory (default: interpkit-report)")
+    report.add_argument("--models", help="comma-separated zoo models (default: the three Caltech CNNs and VGG19)")
+    report.add_argument("--data-dir", help="folder with split.json / caltech5_split.json (default: bundled split)")
+    report.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    report.add_argument("--no-progress", action="store_true", help="no progress bars")
+    report.set_defaults(run=_report)
+
+    explain = commands.add_parser("explain", help="explain images with any registered method")
+    explain.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    source = explain.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a zoo model with bundled weights, e.g. caltech5_arch2")
+    source.add_argument("--checkpoint", help="weights written by 'interpkit train' (NAME.pt beside NAME.json)")
+    explain.add_argument("--method", default="gradcam", help="registered explainer (see 'interpkit plugins')")
+    explain.add_argument("--layer", help="dotted layer name (default: the method's own choice)")
+    explain.add_argument("--target", default=None, help="class index, class name, 'all' (default: top-1)")
+    explain.add_argument("--out", required=True, help="output directory")
+    explain.add_argument("--device", default="cpu")
+    explain.set_defaults(run=_explain)
+
+    train = commands.add_parser("train", help="train zoo models on the canonical split")
+    train.add_argument("--models", default="caltech5_arch1,caltech5_arch2,caltech5_arch3",
+                       help="comma-separated zoo models (default: the three Caltech CNNs)")
+    train.add_argument("--out", required=True, help="directory for weights, descriptions and results")
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--patience", type=int, default=25, help="early stopping patience in epochs (0: off)")
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--data-dir", help="folder with split.json / caltech5_split.json (default: bundled split)")
+    train.add_argument("--checkpoint-dir", help="write a checkpoint per model after every epoch")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoints in --checkpoint-dir")
+    train.add_argument("--backbone", default="IMAGENET1K_V1", help="VGG19 ImageNet weights: IMAGENET1K_V1 or a file")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=_train)
+
+    commands.add_parser("zoo", help="list zoo models and their weights").set_defaults(run=_zoo)
+    commands.add_parser("plugins", help="list plugins, their explainers, and failures").set_defaults(run=_plugins)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return int(stop.code or 0)
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)
-    except InterpkitError as error:
-        print(f"interpkit: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (OSError, ValueError) as error:
-        print(f"interpkit: error: {error}", file=sys.stderr)
+    except (InterpkitError, OSError) as error:
+        print(f"interpkit: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interpkit: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

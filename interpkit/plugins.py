@@ -83,9 +83,9 @@ def load() -> Registry:
 
 
 def _builtin_plugins() -> list[Any]:
-    from . import explainers
+    from . import explainers, zoo
 
-    return [explainers]
+    return [explainers, zoo]
 
 
 def _register_plugin(manager: pluggy.PluginManager, result: Registry, plugin: Any, source: str) -> None:

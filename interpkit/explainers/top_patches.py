@@ -57,7 +57,7 @@ class TopPatches:
         """A Zeiler-Fergus grid: a row of k crops per channel, each rescaled for viewing."""
         import cv2
 
-        from ..viz import plot_patch_grid
+        from ..viz import plot_image_grid
 
         crops = self.crops()
         chosen = range(len(self.channels)) if channels is None else [self.channels.index(c) for c in channels]
@@ -71,7 +71,7 @@ class TopPatches:
                 picture = np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture[..., :3]
                 pictures.append(cv2.resize(np.ascontiguousarray(picture), (size, size), interpolation=cv2.INTER_NEAREST))
             rows.append(pictures)
-        return plot_patch_grid(rows, [f"{self.layer}[{self.channels[i]}]" for i in chosen])
+        return plot_image_grid(rows, [f"{self.layer}[{self.channels[i]}]" for i in chosen])
 
 
 class _StopForward(Exception):

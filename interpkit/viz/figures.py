@@ -55,10 +55,12 @@ def plot_patch(image, box: tuple[int, int, int, int], title: str | None = None,
     return figure
 
 
-def plot_patch_grid(rows: list[list[np.ndarray]], labels: list[str] | None = None, size: float = 0.9) -> Figure:
-    """A Zeiler-Fergus grid: one row of patches (uint8 RGB arrays) per channel."""
+def plot_image_grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
+                    column_labels: list[str] | None = None, size: float = 0.9) -> Figure:
+    """A grid of uint8 RGB images, one list per row (a Zeiler-Fergus grid: one row per channel)."""
     ncols = max((len(r) for r in rows), default=1)
-    figure = Figure(figsize=(size * ncols + 0.8, size * max(len(rows), 1)))
+    top = 0.3 if column_labels else 0.0
+    figure = Figure(figsize=(size * ncols + (1.2 if row_labels else 0.2), size * max(len(rows), 1) + top))
     axes = figure.subplots(max(len(rows), 1), ncols, squeeze=False)
     for r, row in enumerate(rows):
         for c in range(ncols):
@@ -69,6 +71,29 @@ def plot_patch_grid(rows: list[list[np.ndarray]], labels: list[str] | None = Non
                 spine.set_visible(False)
             if c < len(row):
                 axis.imshow(row[c])
-        if labels:
-            axes[r, 0].set_ylabel(labels[r], rotation=0, ha="right", va="center", fontsize=7)
+            if column_labels and r == 0 and c < len(column_labels):
+                axis.set_title(column_labels[c], fontsize=7)
+        if row_labels:
+            axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
+    figure.tight_layout(pad=0.3)
+    return figure
+
+
+def plot_confusion(matrix, classes: list[str], title: str | None = None) -> Figure:
+    """A confusion matrix (rows true, columns predicted) with counts in the cells."""
+    counts = np.asarray(matrix.cpu() if hasattr(matrix, "cpu") else matrix)
+    figure = Figure(figsize=(4.2, 3.8))
+    axis = figure.subplots()
+    axis.imshow(counts, cmap="Blues")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(len(classes)), classes, fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    peak = counts.max() if counts.size else 0
+    for (row, col), value in np.ndenumerate(counts):
+        axis.text(col, row, str(value), ha="center", va="center", fontsize=8,
+                  color="white" if value > peak / 2 else "black")
+    if title:
+        axis.set_title(title, fontsize=9)
+    figure.tight_layout()
     return figure

@@ -1,0 +1,63 @@
+"""Reading images of any common mode into RGB uint8 tensors, with the file named on failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """The image at ``path`` as RGB uint8 (3, H, W); grayscale, palette, CMYK, alpha and 16-bit
+    images are converted. An unreadable or corrupt file raises InputError naming it."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return pil_to_tensor(image)
+    except FileNotFoundError:
+        raise InputError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"cannot read image {path}: {error}; is it a valid image file?") from None
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image of any mode as RGB uint8 (3, H, W)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode == "F":
+            low, high = array.min(), array.max()
+            array, top = (array - low) / (high - low if high > low else 1.0), 1.0
+        gray = np.clip(np.round(array / top * 255.0), 0, 255).astype(np.uint8)
+        return torch.from_numpy(np.repeat(gray[None], 3, axis=0).copy())
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)  # transparent areas become white, not black
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def as_rgb_uint8(image: object) -> torch.Tensor:
+    """Accept a PIL image or a uint8 tensor (C, H, W) / (H, W) with 1, 3 or 4 channels."""
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image)
+    if not isinstance(image, torch.Tensor):
+        raise InputError(f"expected a PIL image or a uint8 tensor (C, H, W), not {type(image).__name__}")
+    if image.dim() == 2:
+        image = image.unsqueeze(0)
+    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+        raise InputError(f"expected an image tensor (C, H, W) with 1, 3 or 4 channels, got {tuple(image.shape)}")
+    if image.dtype != torch.uint8:
+        raise InputError(f"expected a uint8 image tensor as torchvision.io.decode_image returns, got {image.dtype}")
+    if image.shape[0] == 1:
+        return image.expand(3, -1, -1)
+    return image[:3]

@@ -1,0 +1,158 @@
+"""Training the zoo on the canonical split: the study's Task 1 and Task 2 tables.
+
+``train_models(["caltech5_arch1", ...], out_dir)`` trains each model, writes its weights and
+their description (checksum, preprocessing, categories, metrics, recipe, command), the
+confusion matrices, and a results table in markdown and JSON. ``interpkit train`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import zoo
+from ..data import ImageTransform, caltech5
+from ..errors import InputError
+from ..zoo import vgg
+from ..zoo.weights import sha256_file
+from .checkpoint import save_atomic
+from .features import cached_features
+from .loop import Evaluation, Split, TrainConfig, TrainResult, evaluate, fit
+
+SPLIT_NAMES = ("train", "val", "test")
+STUDY = {  # the reference study's accuracies, for the results table
+    "caltech5_arch1": {"train": 0.976, "val": 0.74, "test": None},
+    "caltech5_arch2": {"train": 1.0, "val": 0.74, "test": 0.76},
+    "caltech5_arch3": {"train": 0.996, "val": 0.70, "test": None},
+    "vgg19_caltech5": {"train": 0.976, "val": 0.96, "test": 0.93},
+}
+
+
+def load_splits(data_dir: str | os.PathLike | None, size: tuple[int, int]) -> tuple[dict[str, Split], list[str]]:
+    """The canonical split decoded once: bundled, or from ``data_dir`` (with its split JSON)."""
+    splits, classes = {}, []
+    for name in SPLIT_NAMES:
+        dataset = caltech5(name, root=data_dir)
+        classes = dataset.classes
+        images, labels = dataset.tensors(size)
+        splits[name] = Split(images, labels)
+    return splits, classes
+
+
+def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: TrainConfig | None = None,
+                 data_dir: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                 resume: bool = False, backbone: Any = vgg.IMAGENET, cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True, command: str | None = None) -> list[dict[str, Any]]:
+    """Train each named zoo model; returns one results row per model (also written as tables).
+
+    ``command`` is recorded in each weights description (the command line that reproduces it).
+    """
+    config = config or TrainConfig()
+    unknown = [n for n in names if n not in zoo.list_models()]
+    if unknown:
+        raise InputError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(zoo.list_models())}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    transform = ImageTransform()
+    splits, classes = load_splits(data_dir, transform.size)
+    rows = []
+    for name in names:
+        checkpoint = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
+        if name == "vgg19_caltech5":
+            model, result, scores = _train_vgg_head(splits, classes, config, transform, checkpoint, resume, backbone,
+                                                    cache_dir or out / "feature-cache", progress)
+            weights = vgg.head(model).state_dict()
+            weights_name = "vgg19_caltech5_head.pt"
+        else:
+            torch.manual_seed(config.seed)
+            model = zoo.get_model(name, num_classes=len(classes), dropout=config.dropout)
+            result = fit(model, splits["train"], splits["val"], transform.normalize, config, len(classes),
+                         checkpoint, resume, progress)
+            scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}
+            weights, weights_name = model.state_dict(), f"{name}.pt"
+        recorded = command or f"interpkit train --models {name} --out {out}"
+        rows.append(_write_model(out, name, weights_name, weights, model, result, scores, classes, config, transform,
+                                 recorded))
+    write_tables(out, rows)
+    return rows
+
+
+def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainConfig, transform: ImageTransform,
+                    checkpoint: Path | None, resume: bool, backbone: Any, cache_dir: Any,
+                    progress: bool) -> tuple[torch.nn.Module, TrainResult, dict[str, Evaluation]]:
+    """Train only the new last layer, on backbone features computed once (and cached)."""
+    torch.manual_seed(config.seed)
+    model = zoo.get_model("vgg19_caltech5", num_classes=len(classes), backbone=backbone)
+    features = {s: Split(cached_features(lambda x: vgg.backbone_features(model, x), model.features, splits[s].images,
+                                         transform.normalize, cache_dir, tag=repr(transform)), splits[s].labels)
+                for s in SPLIT_NAMES}
+    head_config = TrainConfig(**{**asdict(config), "augment": False})
+    head = vgg.head(model)
+    result = fit(head, features["train"], features["val"], lambda f: f, head_config, len(classes),
+                 checkpoint, resume, progress)
+    scores = {s: evaluate(head, features[s], lambda f: f, len(classes)) for s in SPLIT_NAMES}
+    return model, result, scores
+
+
+def _write_model(out: Path, name: str, weights_name: str, weights: dict, model: torch.nn.Module, result: TrainResult,
+                 scores: dict[str, Evaluation], classes: list[str], config: TrainConfig,
+                 transform: ImageTransform, command: str) -> dict[str, Any]:
+    path = out / weights_name
+    save_atomic({k: v.contiguous() for k, v in weights.items()}, path)
+    metrics = {f"{s}_accuracy": round(scores[s].accuracy, 4) for s in SPLIT_NAMES}
+    meta = {
+        "model": name,
+        "categories": classes,
+        "metrics": metrics,
+        "confusion": {s: scores[s].confusion.tolist() for s in SPLIT_NAMES},
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "recipe": asdict(config),
+        "command": command,
+        "dataset": "canonical five-class Caltech-101 split (250 train / 50 val / 100 test), bundled",
+    }
+    sidecar = {"sha256": sha256_file(path), "meta": meta,
+               "transforms": {"size": list(transform.size), "mean": list(transform.mean), "std": list(transform.std)}}
+    _write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
+    _write_confusions(out, name, scores, classes)
+    return {"model": name, **metrics, "best_epoch": result.best_epoch, "num_params": meta["num_params"]}
+
+
+def _write_confusions(out: Path, name: str, scores: dict[str, Evaluation], classes: list[str]) -> None:
+    from ..viz.figures import plot_confusion
+
+    for split in SPLIT_NAMES:
+        figure = plot_confusion(scores[split].confusion, classes, f"{name}: {split} ({scores[split].accuracy:.1%})")
+        target = out / f"confusion_{name}_{split}.png"
+        tmp = target.with_suffix(".tmp.png")
+        figure.savefig(tmp, dpi=100)
+        os.replace(tmp, target)
+
+
+def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``results.md`` and ``results.json``: ours beside the study's figures."""
+    lines = ["| model | train | validation | test | study train | study validation | study test | params |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        study = STUDY.get(row["model"], {})
+        cells = [f"{row[f'{s}_accuracy']:.1%}" for s in SPLIT_NAMES]
+        cells += ["-" if study.get(s) is None else f"{study[s]:.1%}" for s in SPLIT_NAMES]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['num_params']:,} |")
+    _write_text(out / "results.md", "\n".join(lines) + "\n")
+    _write_text(out / "results.json", json.dumps(rows, indent=1))
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["Evaluation", "Split", "TrainConfig", "TrainResult", "evaluate", "fit", "load_splits", "train_models",
+           "write_tables"]

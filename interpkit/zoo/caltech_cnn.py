@@ -1,0 +1,71 @@
+"""The reference study's three CNNs for five Caltech-101 classes, layer for layer.
+
+224 x 224 RGB input; an 11 x 11 convolution with stride 4 and 8 channels whose Keras 'same'
+padding (3 pixels before, 4 after) gives 56 x 56; 3 x 3 max pooling with stride 2; a 5 x 5
+convolution with 16 channels; then 3 x 3 convolutions with 32 (and 64) channels; dense 128;
+dense 5. Parameter counts: 353,013 (arch1), 158,997 (arch2), 324,949 (arch3).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .weights import Weights, WeightsFile
+
+ARCHITECTURES = {
+    "caltech5_arch1": ((), 16 * 13 * 13),
+    "caltech5_arch2": ((32,), 32 * 6 * 6),
+    "caltech5_arch3": ((32, 64), 64 * 6 * 6),
+}
+
+
+class CaltechCNN(nn.Module):
+    """``features`` (convolutions, ReLU, pooling) then ``classifier`` (dropout, dense 128, dense K)."""
+
+    def __init__(self, extra_channels: tuple[int, ...], flat: int, num_classes: int = 5, dropout: float = 0.5) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ZeroPad2d((3, 4, 3, 4)), nn.Conv2d(3, 8, 11, stride=4), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        ]
+        channels = 16
+        for out in extra_channels:
+            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = out
+        if extra_channels:
+            layers.append(nn.MaxPool2d(3, 2))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, 128), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class Caltech5Arch1Weights(Weights):
+    CALTECH5_V1 = WeightsFile("caltech5_arch1.pt")
+    DEFAULT = CALTECH5_V1
+
+
+class Caltech5Arch2Weights(Weights):
+    CALTECH5_V1 = WeightsFile("caltech5_arch2.pt")
+    DEFAULT = CALTECH5_V1
+
+
+class Caltech5Arch3Weights(Weights):
+    CALTECH5_V1 = WeightsFile("caltech5_arch3.pt")
+    DEFAULT = CALTECH5_V1
+
+
+WEIGHTS = {
+    "caltech5_arch1": Caltech5Arch1Weights,
+    "caltech5_arch2": Caltech5Arch2Weights,
+    "caltech5_arch3": Caltech5Arch3Weights,
+}
+
+
+def build(name: str, num_classes: int = 5, dropout: float = 0.5) -> CaltechCNN:
+    extra, flat = ARCHITECTURES[name]
+    return CaltechCNN(extra, flat, num_classes, dropout)

@@ -1,0 +1,68 @@
+"""VGG19 with ImageNet weights, frozen, and a new five-class last layer: the study's Task 2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from .weights import Weights, WeightsError, WeightsFile
+
+IMAGENET = "IMAGENET1K_V1"
+
+
+class Vgg19Caltech5Weights(Weights):
+    """The retrained last layer (``classifier.6``); the rest comes from the ImageNet weights."""
+
+    CALTECH5_V1 = WeightsFile("vgg19_caltech5_head.pt")
+    DEFAULT = CALTECH5_V1
+
+
+def imagenet_state_dict(source: str | os.PathLike | dict | None) -> dict[str, torch.Tensor] | None:
+    """torchvision's VGG19 ImageNet weights (downloaded once and cached by torch.hub), a local
+    state-dict file, or a state dict; ``None`` keeps random weights."""
+    if source is None or isinstance(source, dict):
+        return source
+    if isinstance(source, str) and source == IMAGENET:
+        try:
+            return torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        except Exception as error:  # URLError, OSError, RuntimeError: no network or a broken cache
+            raise WeightsError(
+                f"could not obtain torchvision's VGG19 ImageNet weights ({type(error).__name__}: {error}). "
+                "Run once with internet access (they are cached under ~/.cache/torch/hub/checkpoints), or "
+                "download vgg19-dcbb9e9d.pth elsewhere and pass backbone='/path/to/vgg19-dcbb9e9d.pth'"
+            ) from None
+    path = Path(source)
+    if not path.exists():
+        raise WeightsError(f"backbone weights file not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build(num_classes: int = 5, backbone: Any = IMAGENET) -> nn.Module:
+    """VGG19 with the backbone weights loaded, every layer frozen but a new ``classifier.6``."""
+    model = torchvision.models.vgg19()
+    state = imagenet_state_dict(backbone)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise WeightsError(f"the backbone weights do not fit torchvision's vgg19: {error}") from None
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    model.classifier[6] = nn.Linear(4096, num_classes)
+    return model
+
+
+def head(model: nn.Module) -> nn.Module:
+    """The trainable last layer."""
+    return model.classifier[6]
+
+
+def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The 4096-d input of the last layer (eval mode: dropout off)."""
+    x = model.avgpool(model.features(images)).flatten(1)
+    return model.classifier[:6](x)

@@ -1,0 +1,66 @@
+"""The report from the bundled models and data, checked in headless Chromium."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interpkit.report import build_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    done = subprocess.run([sys.executable, "-m", "interpkit", "report", "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_every_part_of_the_study_is_there(report):
+    html = (report / "index.html").read_text()
+    for anchor in ("task1", "accuracy", "best", "feature-maps", "patches", "guided", "gradcam", "top-patches", "task2"):
+        assert f'id="{anchor}"' in html
+    for name in ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3"):
+        assert f"<h3 id=\"{name}\">" in html
+    assert "353,013" in html and "158,997" in html and "324,949" in html
+    assert "ImageNet" in html  # the VGG19 section says how to get its weights
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) >= 18 and all((report / s).stat().st_size > 1000 for s in sources)
+    assert not list(report.rglob("*.tmp*"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium; .ci/run installs it")
+def test_page_in_headless_chromium(report, tmp_path):
+    page = (report / "index.html").as_uri()
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'a'}", "--virtual-time-budget=10000",
+                          "--enable-logging=stderr", "--v=0", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=120)
+    counted = re.search(r'data-images="(\d+) images, (\d+) broken"', dom.stdout)
+    assert counted, "the page's load handler did not run"
+    assert int(counted.group(1)) >= 18 and counted.group(2) == "0"
+    console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert not console_errors, console_errors
+    shot = tmp_path / "page.png"
+    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,3000",
+                    f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1200, 3000)
+        colours = image.convert("L").getextrema()
+        assert colours[1] - colours[0] > 100  # not a blank page
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    for args, words in ((["--models", "nope"], "needs at least one"), (["--device", "tpu9"], "cannot use device")):
+        done = subprocess.run([sys.executable, "-m", "interpkit", "report", "--out", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and words in done.stderr and done.stderr.count("\n") == 1

@@ -1,0 +1,90 @@
+"""The command line: every command, and bad input as exit code 2 with one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from interpkit import __version__
+from interpkit.data import caltech5
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "interpkit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_version_and_help():
+    assert run("--version").stdout.strip() == f"interpkit {__version__}"
+    for command in ("report", "explain", "train", "zoo", "plugins"):
+        done = run(command, "--help")
+        assert done.returncode == 0 and "usage: interpkit" in done.stdout
+
+
+def test_zoo_and_plugins():
+    zoo = run("zoo").stdout
+    assert "caltech5_arch2" in zoo and "val" in zoo and "vgg19_caltech5" in zoo and "no bundled weights" in zoo
+    plugins = run("plugins").stdout
+    assert "gradcam" in plugins and "guided_backprop" in plugins and "caltech5_arch1" in plugins
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    data = caltech5("test")
+    sunflower = data.paths[data.labels.index(4)]
+    gray = tmp_path / "gray16.png"
+    Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 20)).save(gray)
+    rgba = tmp_path / "rgba.png"
+    Image.new("RGBA", (50, 40), (200, 10, 10, 128)).save(rgba)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 30), (10, 200, 30, 0)).save(cmyk)
+    return [sunflower, gray, rgba, cmyk]
+
+
+@pytest.mark.parametrize("method, extra", [("gradcam", ["--target", "all"]), ("guided_backprop", ["--target", "sunflower"]),
+                                           ("feature_maps", []), ("max_activating_patches", ["--layer", "features.7"])])
+def test_explain_writes_overlays_and_raw_maps(tmp_path, image_files, method, extra):
+    out = tmp_path / "out"
+    done = run("explain", *image_files, "--model", "caltech5_arch2", "--method", method, *extra, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.glob("*.png"))) >= len(image_files)
+    assert len(list(out.glob("*.npy"))) >= len(image_files)
+    if method == "gradcam":
+        assert (out / f"{Path(image_files[0]).stem}_gradcam_menorah.png").exists()
+
+
+def test_explain_from_a_trained_checkpoint(tmp_path, image_files):
+    from interpkit.zoo import get_weights
+
+    weights = get_weights("caltech5_arch3").value.path
+    done = run("explain", image_files[0], "--checkpoint", weights, "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+BAD = [
+    (["explain", "missing.jpg", "--model", "caltech5_arch2", "--out", "o"], "not found"),
+    (["explain", "{image}", "--model", "resnet9000", "--out", "o"], "no model named"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--method", "nope", "--out", "o"], "no explainer named"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--layer", "features.77", "--out", "o"], "no layer named"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--target", "9", "--out", "o"], "out of range"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--target", "zebra", "--out", "o"], "unknown target"),
+    (["explain", "{broken}", "--model", "caltech5_arch2", "--out", "o"], "cannot read image"),
+    (["explain", "{image}", "--checkpoint", "{broken}", "--out", "o"], "missing"),
+    (["explain", "{image}", "--out", "o"], "one of the arguments"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("args, words", BAD)
+def test_bad_input_exits_2_with_one_line(tmp_path, image_files, args, words):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"garbage")
+    args = [a.format(image=image_files[0], broken=broken) for a in args]
+    done = run(*args)
+    assert done.returncode == 2, done.stderr
+    assert words in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

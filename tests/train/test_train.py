@@ -1,0 +1,184 @@
+"""Training: determinism, resume equality, atomic checkpoints, feature cache, DDP, the command."""
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from interpkit import zoo
+from interpkit.data import ImageTransform, caltech5
+from interpkit.train import Split, TrainConfig, evaluate, fit, train_models
+from interpkit.train.checkpoint import load_checkpoint, save_atomic
+from interpkit.train.features import cached_features
+
+CONFIG = TrainConfig(epochs=4, batch_size=8, patience=None, seed=3)
+TRANSFORM = ImageTransform()
+
+
+@pytest.fixture(scope="module")
+def small_splits():
+    data = {s: caltech5(s).tensors(TRANSFORM.size) for s in ("train", "val")}
+    pick = lambda images, labels, n: Split(images[::len(labels) // n][:n], labels[::len(labels) // n][:n])  # noqa: E731
+    return pick(*data["train"], 24), pick(*data["val"], 10)
+
+
+def _run(small_splits, config=CONFIG, **kwargs):
+    torch.manual_seed(config.seed)
+    model = zoo.get_model("caltech5_arch2")
+    result = fit(model, *small_splits, TRANSFORM.normalize, config, 5, progress=False, **kwargs)
+    return model, result
+
+
+def test_training_is_deterministic_and_learns(small_splits):
+    first, result = _run(small_splits)
+    second, _ = _run(small_splits)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert best["epoch"] == result.best_epoch  # the model holds the best validation epoch
+    assert evaluate(first, small_splits[1], TRANSFORM.normalize, 5).accuracy == pytest.approx(best["val_accuracy"])
+
+
+def test_resume_after_a_crash_ends_like_an_uninterrupted_run(small_splits, tmp_path, monkeypatch):
+    reference, reference_result = _run(small_splits)
+    checkpoint = tmp_path / "arch2.ckpt"
+    import interpkit.train.loop as loop
+
+    calls = {"n": 0}
+    real_evaluate = loop.evaluate
+
+    def crash_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(small_splits, checkpoint=checkpoint)
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    saved = load_checkpoint(checkpoint)
+    assert saved["epoch"] == 1  # two whole epochs were saved, the third was lost
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    resumed, resumed_result = _run(small_splits, checkpoint=checkpoint, resume=True)
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed_result.history == reference_result.history
+    with pytest.raises(Exception, match="another recipe"):
+        _run(small_splits, config=replace(CONFIG, lr=1e-2), checkpoint=checkpoint, resume=True)
+
+
+def test_atomic_save_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "state.pt"
+    save_atomic({"v": torch.ones(2)}, path)
+
+    def failing_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"v": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["v"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_feature_cache_is_keyed_by_weights_and_images(tmp_path):
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    calls = {"n": 0}
+
+    def counted(x):
+        calls["n"] += x.shape[0]
+        return backbone(x)
+
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    prepare = lambda x: x.float() / 255  # noqa: E731
+    first = cached_features(counted, backbone, images, prepare, tmp_path, batch_size=4)
+    again = cached_features(counted, backbone, images, prepare, tmp_path, batch_size=4)
+    assert calls["n"] == 6 and torch.equal(first, again)
+    cached_features(counted, backbone, images[:5], prepare, tmp_path)
+    assert calls["n"] == 11  # other images: computed
+    with torch.no_grad():
+        backbone[0].bias += 1
+    cached_features(counted, backbone, images, prepare, tmp_path)
+    assert calls["n"] == 17  # other weights: computed
+
+
+def test_vgg_head_training_uses_cached_features(tmp_path, monkeypatch):
+    import torchvision
+
+    import interpkit.train as train_module
+
+    torch.manual_seed(0)
+    state = torchvision.models.vgg19().state_dict()
+    splits = {s: Split(torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8), torch.arange(10) % 5)
+              for s in ("train", "val", "test")}
+    monkeypatch.setattr(train_module, "load_splits", lambda data_dir, size: (splits, list("abcde")))
+    config = TrainConfig(epochs=3, batch_size=4, patience=None)
+    rows = train_models(["vgg19_caltech5"], tmp_path / "out", config, backbone=state, progress=False)
+    assert rows[0]["model"] == "vgg19_caltech5"
+    head = torch.load(tmp_path / "out" / "vgg19_caltech5_head.pt", weights_only=True)
+    assert head["weight"].shape == (5, 4096)
+    assert len(list((tmp_path / "out" / "feature-cache").glob("features-*.pt"))) == 3
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_rank(rank, world, port, splits, queue):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(CONFIG.seed)
+        model = zoo.get_model("caltech5_arch2", dropout=0.0)
+        fit(model, *splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
+        queue.put((rank, {k: v.clone() for k, v in model.state_dict().items()}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_ddp_matches_single_process(small_splits):
+    torch.manual_seed(CONFIG.seed)
+    single = zoo.get_model("caltech5_arch2", dropout=0.0)
+    fit(single, *small_splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = _free_port()
+    workers = [context.Process(target=_ddp_rank, args=(r, 2, port, small_splits, queue)) for r in range(2)]
+    for w in workers:
+        w.start()
+    states = dict(queue.get(timeout=300) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    for key, value in single.state_dict().items():
+        assert torch.equal(states[0][key], states[1][key])  # ranks stay in lockstep
+        torch.testing.assert_close(states[0][key], value, rtol=1e-3, atol=1e-4)  # and follow the full-batch run
+
+
+def test_train_command_writes_weights_tables_and_figures(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "interpkit", "train", "--models", "caltech5_arch1", "--epochs", "1",
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "caltech5_arch1" in (out / "results.md").read_text()
+    assert {p.name for p in out.iterdir()} >= {"caltech5_arch1.pt", "caltech5_arch1.json", "results.json",
+                                               "confusion_caltech5_arch1_test.png"}
+    bad = subprocess.run([sys.executable, "-m", "interpkit", "train", "--models", "resnet9000", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown model" in bad.stderr
