@@ -71,8 +71,9 @@ def test_broken_plugins_are_isolated(fake_plugins):
     assert any("import-broken 1.0" in m and "ModuleNotFoundError" in m for m in messages)
     assert any("raising-plugin 1.0" in m and "registration exploded" in m for m in messages)
     assert any("name-thief 1.0" in m and "'gradcam' is already registered" in m for m in messages)
-    builtin = set(interpkit.explainers.BUILTIN_EXPLAINERS)
-    assert interpkit.list_explainers() == sorted(builtin | {"shifted_cam"})
+    names = set(interpkit.list_explainers())
+    assert set(interpkit.explainers.BUILTIN_EXPLAINERS) | {"shifted_cam"} <= names
+    assert "half_registered" not in names
     assert registry.entries["metrics"]["always_one"](None) == 1.0
     assert "half_registered" not in registry.entries["explainers"]  # all or nothing per plugin
     assert interpkit.get_explainer("gradcam") is interpkit.GradCAM

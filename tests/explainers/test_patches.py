@@ -163,7 +163,8 @@ def _rank_main(rank, world, port, images, queue):
         model = GapNet().double().eval()
         result = top_patches(model, "features.3", TensorDataset(images, torch.zeros(len(images))), k=4,
                              batch_size=3, progress=False)
-        queue.put((rank, result.values, result.indices, result.positions))
+        # numpy arrays travel by value; tensors would travel as shared-memory handles that die with this process
+        queue.put((rank, result.values.numpy(), result.indices.numpy(), result.positions.numpy()))
     finally:
         dist.destroy_process_group()
 
@@ -185,9 +186,9 @@ def test_two_processes_equal_one():
         w.join(timeout=60)
         assert w.exitcode == 0
     for _, values, indices, positions in results:
-        assert torch.equal(values, single.values)
-        assert torch.equal(indices, single.indices)
-        assert torch.equal(positions, single.positions)
+        assert torch.equal(torch.from_numpy(values), single.values)
+        assert torch.equal(torch.from_numpy(indices), single.indices)
+        assert torch.equal(torch.from_numpy(positions), single.positions)
 
 
 def test_indices_are_positions_in_the_loaders_dataset(gapnet):

@@ -147,7 +147,8 @@ def _ddp_rank(rank, world, port, splits, queue):
         torch.manual_seed(CONFIG.seed)
         model = zoo.get_model("caltech5_arch2", dropout=0.0)
         fit(model, *splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
-        queue.put((rank, {k: v.clone() for k, v in model.state_dict().items()}))
+        # numpy arrays travel by value; tensors would travel as shared-memory handles that die with this process
+        queue.put((rank, {k: v.numpy().copy() for k, v in model.state_dict().items()}))
     finally:
         dist.destroy_process_group()
 
@@ -162,7 +163,8 @@ def test_two_process_ddp_matches_single_process(small_splits):
     workers = [context.Process(target=_ddp_rank, args=(r, 2, port, small_splits, queue)) for r in range(2)]
     for w in workers:
         w.start()
-    states = dict(queue.get(timeout=300) for _ in workers)
+    states = {rank: {k: torch.from_numpy(v) for k, v in state.items()}
+              for rank, state in (queue.get(timeout=300) for _ in workers)}
     for w in workers:
         w.join(timeout=60)
         assert w.exitcode == 0

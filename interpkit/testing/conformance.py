@@ -1,0 +1,162 @@
+"""``check_explainer``: the core contract, checked for any explainer class.
+
+Like scikit-learn's ``check_estimator``: every built-in explainer passes it in a test
+parametrised over the registry, and a plugin author calls it in their own tests.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core.explanation import Explanation
+from ..errors import InputError, TargetError
+from .fingerprint import ModelFingerprint
+from .models import hard_case_models
+
+
+@dataclass
+class ConformanceReport:
+    explainer: str
+    passed: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None = None,
+                    options: Mapping[str, Any] | None = None, batch: int = 3, size: tuple[int, int] = (20, 16),
+                    seed: int = 0, raise_on_failure: bool = True) -> ConformanceReport:
+    """Check ``explainer_cls(model, **options)`` on every model (default: the hard-case models).
+
+    Checks: output shapes, dtype and device; the model exactly restored (flags, ``requires_grad``,
+    ``.grad``, parameters, buffers, hooks) after a call and after a raising target; batch-
+    composition invariance; determinism for a fixed seed; ``InputError``/``TargetError`` for bad
+    input. Raises AssertionError listing every failure unless ``raise_on_failure=False``.
+    """
+    report = ConformanceReport(getattr(explainer_cls, "name", "") or explainer_cls.__name__)
+    for model_name, model in (models or hard_case_models(seed)).items():
+        images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+        images = images.to(next(model.parameters()).device)
+        target = (lambda out: out["logits"][:, 1]) if _returns_mapping(model, images) else 1
+        for check in (_output_contract, _restored, _restored_after_raising, _batch_invariant, _deterministic,
+                      _bad_inputs):
+            label = f"{check.__name__.strip('_')} on {model_name}"
+            fresh = copy.deepcopy(model)  # a check that breaks the model must not hide from the next one
+            try:
+                check(lambda: explainer_cls(fresh, **dict(options or {})), fresh, images, target)
+                report.passed.append(label)
+            except Exception as error:  # every failure is collected, not just the first
+                report.failures.append(f"{label}: {type(error).__name__}: {error}")
+    if report.failures and raise_on_failure:
+        raise AssertionError(f"{report.explainer} fails {len(report.failures)} conformance check(s):\n  "
+                             + "\n  ".join(report.failures))
+    return report
+
+
+Factory = Callable[[], Any]
+
+
+def _returns_mapping(model: nn.Module, images: torch.Tensor) -> bool:
+    was = model.training
+    try:
+        with torch.no_grad():
+            return isinstance(model.eval()(images[:1]), Mapping)
+    finally:
+        model.train(was)
+
+
+def _call(factory: Factory, images: torch.Tensor, target: Any) -> Any:
+    """Call with ``target``; explainers that take none (feature maps) are called without."""
+    explainer = factory()
+    try:
+        return explainer(images, target)
+    except TargetError as error:
+        if "do not depend on a target" not in str(error):
+            raise
+        return explainer(images)
+
+
+def _tensors(result: Any) -> list[torch.Tensor]:
+    if isinstance(result, Explanation):
+        return [result.maps]
+    if isinstance(result, Mapping):
+        return [v for v in result.values() if isinstance(v, torch.Tensor)]
+    raise AssertionError(f"returns {type(result).__name__}, neither an Explanation nor a mapping of tensors")
+
+
+def _output_contract(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+    result = _call(factory, images, target)
+    device = images.device
+    if isinstance(result, Explanation):
+        n, k = result.targets.shape
+        assert n == len(images), f"targets {tuple(result.targets.shape)} do not have one row per sample"
+        assert result.maps.shape[:2] == (n, k), f"maps {tuple(result.maps.shape)} are not (N, K, ...)"
+        assert result.scores.shape == (n, k), f"scores {tuple(result.scores.shape)} are not (N, K)"
+        assert result.targets.dtype == torch.long, f"targets are {result.targets.dtype}, not long"
+        assert result.maps.dtype == torch.float32, f"maps are {result.maps.dtype}, not float32"
+        assert not result.maps.requires_grad, "maps still carry an autograd graph"
+        assert result.method, "method is empty"
+    tensors = _tensors(result)
+    assert tensors, "no tensors returned"
+    for tensor in tensors:
+        assert tensor.shape[0] == len(images), f"a result of shape {tuple(tensor.shape)} has no row per sample"
+        assert tensor.device == device, f"a result is on {tensor.device}, the model on {device}"
+        assert bool(torch.isfinite(tensor).all()), "a result holds NaN or Inf"
+
+
+def _restored(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+    before = ModelFingerprint.of(model)
+    _call(factory, images, target)
+    changes = before.differences(ModelFingerprint.of(model))
+    assert not changes, "; ".join(changes)
+
+
+def _restored_after_raising(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+    before = ModelFingerprint.of(model)
+
+    def failing(_output: Any) -> torch.Tensor:
+        raise RuntimeError("target failed on purpose")
+
+    try:
+        factory()(images, failing)
+    except (RuntimeError, TargetError):
+        pass
+    else:
+        raise AssertionError("a raising target callable did not raise")
+    changes = before.differences(ModelFingerprint.of(model))
+    assert not changes, "; ".join(changes)
+    assert torch._C._len_torch_function_stack() == 0, "a torch function mode was left active"
+
+
+def _batch_invariant(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+    together = _tensors(_call(factory, images, target))
+    alone = _tensors(_call(factory, images[1:2], target))
+    for whole, single in zip(together, alone):
+        torch.testing.assert_close(single[0], whole[1], rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f"sample 1 alone differs from sample 1 in a batch: {m}")
+
+
+def _deterministic(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+    first, second = _tensors(_call(factory, images, target)), _tensors(_call(factory, images, target))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b), "two identical calls gave different results"
+
+
+def _bad_inputs(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+    bad = {"a list": images.tolist(), "a 3-D tensor": images[0], "NaN pixels": images * float("nan"),
+           "an integer tensor": images.long()}
+    for label, value in bad.items():
+        try:
+            factory()(value)
+        except InputError:
+            continue
+        raise AssertionError(f"{label} as input did not raise InputError")
+    try:
+        factory()(images, 10_000)
+    except TargetError:
+        return
+    raise AssertionError("class index 10000 did not raise TargetError")

@@ -1,0 +1,49 @@
+"""GradCAM++ (Chattopadhyay et al., 2018) and LayerCAM (Jiang et al., 2021) as interpkit plugins.
+
+Both reuse interpkit's GradCAM entirely (layer choice, targets, one forward and one batched
+backward, upsampling, hook hygiene) and override only how a map is made from the layer's
+activations ``A`` (N, C, h, w) and gradients ``G`` (N, K, C, h, w).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import interpkit
+from interpkit import GradCAM
+
+__version__ = "0.1.0"
+
+
+class GradCAMPlusPlus(GradCAM):
+    """GradCAM with pixel-wise weights: ``w_c = sum_ij alpha_ij ReLU(G_ij)`` where
+    ``alpha = G^2 / (2 G^2 + sum_ab A_ab G^3)`` (the exponential-score closed form)."""
+
+    name = "gradcam_plus_plus"
+
+    def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        squared = gradients.pow(2)
+        total = activation.sum(dim=(-2, -1))[:, None, :, None, None]  # (N, 1, C, 1, 1)
+        denominator = 2 * squared + total * gradients.pow(3)
+        # no epsilon in the denominator: with small gradients it would outweigh G^2 itself
+        safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+        alpha = torch.where(denominator != 0, squared / safe, torch.zeros_like(gradients))
+        weights = (alpha * gradients.clamp_min(0)).sum(dim=(-2, -1))  # (N, K, C)
+        maps = torch.einsum("nkc,nchw->nkhw", weights, activation)
+        return maps.clamp_min(0) if self.relu else maps
+
+
+class LayerCAM(GradCAM):
+    """Element-wise weights: ``sum_c ReLU(G_c) * A_c`` at every position, then ReLU."""
+
+    name = "layercam"
+
+    def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        maps = (gradients.clamp_min(0) * activation.unsqueeze(1)).sum(dim=2)
+        return maps.clamp_min(0) if self.relu else maps
+
+
+@interpkit.hookimpl
+def interpkit_register_explainers(register):
+    register("gradcam_plus_plus", GradCAMPlusPlus)
+    register("layercam", LayerCAM)

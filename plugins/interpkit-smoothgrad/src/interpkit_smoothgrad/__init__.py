@@ -1,0 +1,152 @@
+"""SmoothGrad (Smilkov et al., 2017) and Integrated Gradients (Sundararajan et al., 2017).
+
+Both average input gradients over points derived from each image (noisy copies, or a straight
+path from a baseline). The points go through the model as batches, ``chunk`` copies of the
+whole batch at a time, never as a Python loop over single images; each chunk costs one forward
+and one batched backward for all K targets, through interpkit's explainer machinery.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+
+import interpkit
+from interpkit import Explainer, Explanation, InputError
+from interpkit.core.gradients import per_target_gradients
+from interpkit.core.targets import TargetLike, neurons_of
+
+__version__ = "0.1.0"
+
+
+class PathAverage(Explainer):
+    """Weighted average of input gradients over points built from each image.
+
+    Subclasses give :meth:`points` (chunks of shape (S, 1 or N, C, H, W) with weights (S,)) and
+    may transform the average in :meth:`finish`. ``chunk`` bounds the copies per forward.
+    """
+
+    def __init__(self, model: nn.Module, chunk: int | None = None) -> None:
+        super().__init__(model)
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise InputError(f"chunk must be a positive int or None, got {chunk!r}")
+        self.chunk = chunk
+
+    def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def gradient_term(self, gradients: torch.Tensor) -> torch.Tensor:
+        """What is averaged: the gradients themselves unless a subclass says otherwise."""
+        return gradients
+
+    def finish(self, inputs: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        return average
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        clean, _ = self.forward_with_targets(inputs, target)  # what is explained, pinned on the clean input
+        pinned = target if _batch_free(target) else clean.indices
+        n = len(inputs)
+        total = None
+        for points, weights in self.points(inputs):
+            copies = points.shape[0]
+            x = points.expand(copies, n, *inputs.shape[1:]).reshape(copies * n, *inputs.shape[1:])
+            x = x.detach().requires_grad_(True)
+            expanded = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
+            selection, _ = self.forward_with_targets(x, expanded)
+            (gradients,) = per_target_gradients(selection.scores, [x])
+            gradients = self.gradient_term(gradients.reshape(copies, n, *gradients.shape[1:]))
+            part = torch.einsum("s,s...->...", weights.to(gradients), gradients)
+            total = part if total is None else total + part
+        assert total is not None
+        maps = self.finish(inputs, total)
+        return Explanation(maps.float().detach(), clean.indices, clean.scores.detach(), self.name)
+
+
+def _batch_free(target: TargetLike) -> bool:
+    """Targets that mean the same for any batch: a class for all, every class, callables, neurons."""
+    return (isinstance(target, (int, str)) and not isinstance(target, bool)) or bool(neurons_of(target)) or (
+        callable(target) and not isinstance(target, torch.Tensor))
+
+
+def _chunks(total: int, chunk: int | None) -> Iterator[slice]:
+    step = chunk or total
+    for start in range(0, total, step):
+        yield slice(start, min(start + step, total))
+
+
+class SmoothGrad(PathAverage):
+    """The mean input gradient over ``samples`` noisy copies of each image.
+
+    Noise is Gaussian with standard deviation ``noise`` times each image's value range, drawn
+    from ``seed``: the same draws for every image, so an image's map does not depend on the
+    batch it is in. ``squared=True`` averages squared gradients (SmoothGrad-Squared).
+    """
+
+    name = "smoothgrad"
+
+    def __init__(self, model: nn.Module, samples: int = 25, noise: float = 0.15, seed: int = 0,
+                 squared: bool = False, chunk: int | None = None) -> None:
+        super().__init__(model, chunk)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise InputError(f"samples must be a positive int, got {samples!r}")
+        if noise < 0:
+            raise InputError(f"noise must be non-negative, got {noise}")
+        self.samples, self.noise, self.seed, self.squared = samples, noise, seed, squared
+
+    def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
+        draws = torch.randn((self.samples, 1, *inputs.shape[1:]), generator=generator, device=inputs.device)
+        span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).view(1, -1, 1, 1, 1)
+        weights = torch.full((self.samples,), 1.0 / self.samples)
+        for part in _chunks(self.samples, self.chunk):
+            yield inputs.unsqueeze(0) + draws[part] * (self.noise * span), weights[part]
+
+    def gradient_term(self, gradients: torch.Tensor) -> torch.Tensor:
+        return gradients.square() if self.squared else gradients
+
+
+class IntegratedGradients(PathAverage):
+    """``(x - baseline) * mean of gradients along the straight path``, with the trapezoid rule
+    over ``steps`` points (end points weighted half; the weights sum to 1, so attributions add up
+    to ``f(x) - f(baseline)`` as steps grow. captum's ``riemann_trapezoid`` takes the same points
+    with weights summing to (steps - 1) / steps).
+
+    ``baseline`` is a number or a tensor broadcastable to the inputs (default: zeros).
+    """
+
+    name = "integrated_gradients"
+
+    def __init__(self, model: nn.Module, steps: int = 32, baseline: float | torch.Tensor = 0.0,
+                 chunk: int | None = None) -> None:
+        super().__init__(model, chunk)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise InputError(f"steps must be an int of at least 2, got {steps!r}")
+        self.steps, self.baseline = steps, baseline
+
+    def _baseline(self, inputs: torch.Tensor) -> torch.Tensor:
+        baseline = torch.as_tensor(self.baseline, dtype=inputs.dtype, device=inputs.device)
+        try:
+            return torch.broadcast_to(baseline, inputs.shape)
+        except RuntimeError:
+            raise InputError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs "
+                             f"{tuple(inputs.shape)}") from None
+
+    def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        baseline = self._baseline(inputs)
+        alphas = torch.linspace(0, 1, self.steps, dtype=inputs.dtype, device=inputs.device)
+        weights = torch.full((self.steps,), 1.0 / (self.steps - 1), dtype=torch.float64)
+        weights[0] = weights[-1] = 0.5 / (self.steps - 1)
+        for part in _chunks(self.steps, self.chunk):
+            step = alphas[part].view(-1, 1, 1, 1, 1)
+            yield baseline.unsqueeze(0) + step * (inputs - baseline).unsqueeze(0), weights[part]
+
+    def finish(self, inputs: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        return average * (inputs - self._baseline(inputs)).unsqueeze(1)
+
+
+@interpkit.hookimpl
+def interpkit_register_explainers(register):
+    register("smoothgrad", SmoothGrad)
+    register("integrated_gradients", IntegratedGradients)

@@ -1,0 +1,106 @@
+import pytest
+import torch
+import torchvision
+
+import interpkit
+from interpkit import InputError, Neuron
+from interpkit.testing import check_explainer
+from interpkit_smoothgrad import IntegratedGradients, SmoothGrad
+
+captum_attr = pytest.importorskip("captum.attr", reason="captum is in interpkit's [test] extra")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(3, 3, 48, 40, generator=torch.Generator().manual_seed(1))
+
+
+def test_registered():
+    assert {"smoothgrad", "integrated_gradients"} <= set(interpkit.list_explainers())
+
+
+@pytest.mark.parametrize("explainer, options", [(SmoothGrad, {"samples": 4}), (IntegratedGradients, {"steps": 4})])
+def test_conformance(explainer, options):
+    check_explainer(explainer, options=options)
+
+
+@pytest.mark.parametrize("steps", [2, 7, 20])
+def test_integrated_gradients_equal_captum_trapezoid(model, images, steps):
+    """captum's riemann_trapezoid weighs its n points 1/n (ends 1/2n), summing to (n-1)/n; the
+    trapezoid rule weighs them 1/(n-1) (ends 1/2(n-1)), summing to 1. Same points, so the maps
+    differ by exactly that factor."""
+    baseline = torch.full_like(images, -0.3)
+    ours = IntegratedGradients(model, steps=steps, baseline=-0.3)(images, target=[1, 4, 9]).maps[:, 0]
+    theirs = captum_attr.IntegratedGradients(model).attribute(
+        images, baselines=baseline, target=[1, 4, 9], n_steps=steps, method="riemann_trapezoid")
+    rescaled = ours * (steps - 1) / steps
+    assert ((rescaled - theirs).abs().max() / theirs.abs().max()) < 1e-4
+
+
+def test_integrated_gradients_completeness(model, images):
+    """Attributions add up to f(x) - f(baseline) as the path is refined."""
+    maps = IntegratedGradients(model, steps=200, chunk=50)(images, target=2).maps
+    with torch.no_grad():
+        gap = model(images)[:, 2] - model(torch.zeros_like(images))[:, 2]
+    torch.testing.assert_close(maps.sum(dim=(1, 2, 3, 4)), gap, rtol=0.02, atol=0.02)
+
+
+def test_smoothgrad_without_noise_is_the_plain_gradient(model, images):
+    maps = SmoothGrad(model, samples=3, noise=0.0)(images, target=5).maps[:, 0]
+    x = images.clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(model(x)[:, 5].sum(), x)
+    torch.testing.assert_close(maps, plain, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgrad_is_seeded_and_chunking_changes_nothing(model, images):
+    one = SmoothGrad(model, samples=6, seed=3)(images, target="all").maps
+    chunked = SmoothGrad(model, samples=6, seed=3, chunk=4)(images, target="all").maps
+    other = SmoothGrad(model, samples=6, seed=4)(images, target="all").maps
+    assert one.shape == (3, 10, 3, 48, 40)
+    torch.testing.assert_close(one, chunked, rtol=1e-5, atol=1e-8)
+    assert not torch.allclose(one, other)
+
+
+def test_smoothgrad_matches_a_loop_of_single_noisy_images(model, images):
+    """The batched computation equals the definition evaluated one noisy image at a time."""
+    explainer = SmoothGrad(model, samples=4, noise=0.2, seed=7)
+    maps = explainer(images, target=[1, 2, 3]).maps[:, 0]
+    draws = torch.randn((4, 1, 3, 48, 40), generator=torch.Generator().manual_seed(7))
+    for n in range(3):
+        span = images[n].max() - images[n].min()
+        total = torch.zeros_like(images[n])
+        for s in range(4):
+            x = (images[n] + draws[s, 0] * 0.2 * span).unsqueeze(0).requires_grad_(True)
+            total += torch.autograd.grad(model(x)[0, n + 1], x)[0][0]
+        torch.testing.assert_close(maps[n], total / 4, rtol=1e-4, atol=1e-6)
+
+
+def test_squared_and_neuron_targets(model, images):
+    squared = SmoothGrad(model, samples=3, squared=True)(images, target=1).maps
+    assert bool((squared >= 0).all())
+    neurons = SmoothGrad(model, samples=2)(images, target=[Neuron("layer3", 0), Neuron("layer3", 5)])
+    assert neurons.maps.shape == (3, 2, 3, 48, 40)
+
+
+def test_one_forward_per_chunk(model, images):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    SmoothGrad(model, samples=8, chunk=4)(images, target=1)
+    IntegratedGradients(model, steps=6)(images, target="all")
+    handle.remove()
+    assert calls == [3, 12, 12, 3, 18]  # clean pass, then chunks of copies x batch
+
+
+def test_bad_options(model):
+    with pytest.raises(InputError):
+        SmoothGrad(model, samples=0)
+    with pytest.raises(InputError):
+        IntegratedGradients(model, steps=1)
+    with pytest.raises(InputError, match="broadcast"):
+        IntegratedGradients(model, baseline=torch.zeros(5, 5))(torch.randn(1, 3, 8, 8))

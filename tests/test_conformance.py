@@ -1,0 +1,81 @@
+"""Every registered explainer (built-in or plugin) passes the conformance suite; the suite catches
+explainers that break the contract."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+
+import interpkit
+from interpkit import GradCAM, TargetError
+from interpkit.testing import check_explainer
+from interpkit.testing.strategies import image_batches, small_models, targets
+
+
+def test_registered_explainer_conforms(interpkit_explainer):
+    report = check_explainer(interpkit_explainer)
+    assert len(report.passed) == 30 and not report.failures
+
+
+def test_fixtures(interpkit_models, interpkit_images):
+    assert set(interpkit_models) == {"ConvStack", "ResidualReusedReLU", "FunctionalReLU", "BatchNormDropout",
+                                     "DictOutput"}
+    assert all(m.training for m in interpkit_models.values())
+    assert interpkit_images.shape == (3, 3, 20, 16)
+
+
+class LeavesEvalMode(GradCAM):
+    name = "leaves_eval_mode"
+
+    def __call__(self, inputs, target=None):
+        result = super().__call__(inputs, target)
+        self.model.eval()
+        return result
+
+
+class LeaksAHook(GradCAM):
+    name = "leaks_a_hook"
+
+    def explain(self, inputs, target=None):
+        self.model.register_forward_hook(lambda *args: None)
+        return super().explain(inputs, target)
+
+
+class NoisyMaps(GradCAM):
+    name = "noisy_maps"
+
+    def explain(self, inputs, target=None):
+        result = super().explain(inputs, target)
+        result.maps = result.maps + torch.rand_like(result.maps)
+        return result
+
+
+class AcceptsNaN(GradCAM):
+    name = "accepts_nan"
+
+    def __call__(self, inputs, target=None):
+        if isinstance(inputs, torch.Tensor):
+            inputs = torch.nan_to_num(inputs)
+        return super().__call__(inputs, target)
+
+
+@pytest.mark.parametrize("broken, words", [
+    (LeavesEvalMode, "training changed"), (LeaksAHook, "hooks changed"),
+    (NoisyMaps, "different results"), (AcceptsNaN, "NaN pixels"),
+])
+def test_the_suite_catches_broken_explainers(broken, words):
+    with pytest.raises(AssertionError, match=words):
+        check_explainer(broken)
+    report = check_explainer(broken, raise_on_failure=False)
+    assert report.failures and report.passed
+
+
+@settings(max_examples=20, deadline=None)
+@given(model=small_models(), images=image_batches(max_side=24), data=__import__("hypothesis").strategies.data())
+def test_strategies_drive_gradcam(model, images, data):
+    target = data.draw(targets(len(images), 4))
+    explanation = GradCAM(model)(images, target)
+    assert explanation.maps.shape[:2] == explanation.targets.shape
+    assert explanation.maps.shape[-2:] == images.shape[-2:]
+    with pytest.raises(TargetError):
+        GradCAM(model)(images, target=99)
+    assert interpkit.list_explainers()
