@@ -40,6 +40,8 @@ def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[
         transform = ImageTransform(tuple(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]))
         categories = description["meta"]["categories"]
     else:
+        if model is None:
+            raise InputError("name a zoo model (--model) or weights written by 'interpkit train' (--checkpoint)")
         weights = zoo.get_weights(model)  # raises for an unknown model
         network = zoo.get_model(model, weights=weights)
         transform, categories = weights.transforms(), weights.meta["categories"]

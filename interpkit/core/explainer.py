@@ -94,6 +94,7 @@ class LayerExplainer(Explainer):
             self.layer_name, self._module = resolve_layer(model, layer)
 
     def resolve(self, inputs: torch.Tensor) -> tuple[str, nn.Module]:
+        """The layer's ``(name, module)``, probing the model once per input shape when it is None."""
         if self._module is not None and self.layer is not None:
             return self.layer_name, self._module  # type: ignore[return-value]
         shape = tuple(inputs.shape[1:])
@@ -103,6 +104,7 @@ class LayerExplainer(Explainer):
         return self.layer_name, module
 
     def spatial_activation(self, captured: Captured, name: str, module: nn.Module) -> torch.Tensor:
+        """The layer's captured (N, C, H, W) output; a LayerError for any other output."""
         activation = captured.output(module, name)
         if not is_spatial(activation):
             shape = tuple(activation.shape) if isinstance(activation, torch.Tensor) else type(activation).__name__

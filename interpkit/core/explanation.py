@@ -46,6 +46,7 @@ class Explanation:
         return save_maps(self, directory, colormap=colormap)
 
     def cpu(self) -> "Explanation":
+        """A copy with every tensor on the CPU."""
         return replace(self, maps=self.maps.cpu(), targets=self.targets.cpu(), scores=self.scores.cpu())
 
     def numpy(self) -> dict[str, Any]:

@@ -23,8 +23,8 @@ def per_target_gradients(
     """
     n, k = scores.shape
     if k == 1:
-        grads = torch.autograd.grad(scores[:, 0].sum(), list(wrt), materialize_grads=True)
-        return [g.unsqueeze(1) for g in grads]
+        single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), materialize_grads=True)
+        return [g.unsqueeze(1) for g in single]
     per_column = sum(t.numel() for t in wrt)
     chunk = max(1, MAX_BATCHED_ELEMENTS // max(per_column, 1))
     eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
@@ -33,12 +33,12 @@ def per_target_gradients(
         rows = eye[start : start + chunk]  # (k', K): one-hot column selectors
         grad_outputs = rows.unsqueeze(1).expand(-1, n, -1)  # (k', N, K)
         last = start + chunk >= k
-        grads = torch.autograd.grad(
+        found = torch.autograd.grad(
             scores, list(wrt), grad_outputs, retain_graph=not last, is_grads_batched=True,
             allow_unused=True,
         )
         # a score that does not depend on a tensor (a neuron before the layer) has zero gradient
         grads = [torch.zeros((len(rows), *t.shape), dtype=t.dtype, device=t.device) if g is None else g
-                 for g, t in zip(grads, wrt)]
+                 for g, t in zip(found, wrt)]
         pieces.append([g.movedim(0, 1) for g in grads])
     return [torch.cat(parts, dim=1) for parts in zip(*pieces)]

@@ -26,6 +26,7 @@ class ModelSnapshot:
         self.grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in params]
 
     def restore(self) -> None:
+        """Put every recorded flag and gradient back."""
         for module, training in self.training:
             module.training = training
         for param, flag in self.requires_grad:
@@ -34,7 +35,7 @@ class ModelSnapshot:
         for param, grad, value in self.grads:
             if param.grad is not grad:
                 param.grad = grad
-            if grad is not None:
+            if grad is not None and value is not None:
                 grad.copy_(value)
 
 
@@ -51,8 +52,8 @@ def evaluation(model: nn.Module) -> Iterator[None]:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a stateless model)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")

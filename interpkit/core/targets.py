@@ -47,8 +47,9 @@ class Neuron:
                 f"{activation.shape[1]} channels"
             )
         channel = activation[:, self.channel]
-        if self.y is None:
-            return channel.flatten(1).amax(dim=1)
+        if self.y is None:  # a dense unit, or the channel's maximum over space
+            return channel if channel.dim() == 1 else channel.flatten(1).amax(dim=1)
+        assert self.x is not None  # set together with y
         if channel.dim() != 3 or self.y >= channel.shape[1] or self.x >= channel.shape[2]:
             raise TargetError(
                 f"Neuron position ({self.y}, {self.x}) is outside layer '{name}' output of "

@@ -38,13 +38,15 @@ class FeatureMaps(Explainer):
     def __init__(self, model: nn.Module, layers: Sequence[LayerLike] | None = None) -> None:
         super().__init__(model)
         if layers is None:
-            self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+            self.layers: list[tuple[str, nn.Module]] = [
+                (n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
             if not self.layers:
                 raise LayerError("the model has no Conv2d layer; name the layers to capture with layers=[...]")
         else:
-            self.layers = [resolve_layer(model, layer) for layer in layers]  # type: ignore[arg-type]
+            self.layers = [resolve_layer(model, layer) for layer in layers if layer is not None]
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> FeatureMapSet:
+        """The activations of the chosen layers for ``inputs`` (no target: feature maps have none)."""
         if target is not None:
             raise TargetError("feature maps do not depend on a target; call without target")
         modules = [module for _, module in self.layers]

@@ -30,6 +30,7 @@ class GradCAM(LayerExplainer):
         self.relu = relu
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
         name, module = self.resolve(inputs)
         selection, captured = self.forward_with_targets(inputs, target, [module])
         activation = self.spatial_activation(captured, name, module)

@@ -27,7 +27,7 @@ class ReLURuleExplainer(Explainer):
     :class:`NoReLUError` instead of silently returning the plain gradient.
     """
 
-    rule: ClassVar[Rule]
+    rule: ClassVar[Rule]  # a staticmethod in subclasses
 
     def __init__(self, model: nn.Module, strict: bool = True) -> None:
         super().__init__(model)
@@ -55,11 +55,11 @@ class GuidedBackprop(ReLURuleExplainer):
     """Input gradient passing only positive gradient through positive ReLU inputs."""
 
     name = "guided_backprop"
-    rule = staticmethod(guided_rule)
+    rule = staticmethod(guided_rule)  # type: ignore[assignment]
 
 
 class Deconvnet(ReLURuleExplainer):
     """Input gradient with each ReLU's backward replaced by a ReLU of the gradient."""
 
     name = "deconvnet"
-    rule = staticmethod(deconvnet_rule)
+    rule = staticmethod(deconvnet_rule)  # type: ignore[assignment]

@@ -27,6 +27,7 @@ class GuidedGradCAM(LayerExplainer):
         self.guided = GuidedBackprop(model, strict=strict)
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
         cam = self.gradcam.explain(inputs, target)
         # top-1 is resolved once, by GradCAM, so both passes explain the same classes
         guided = self.guided.explain(inputs, cam.targets if target is None else target)

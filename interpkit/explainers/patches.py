@@ -75,6 +75,7 @@ class MaxActivatingPatches(LayerExplainer):
         self._fields: dict[tuple[str, tuple[int, int]], ReceptiveField] = {}
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
+        """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
         name, module = self.resolve(inputs)
         selection, captured = self.forward_with_targets(inputs, target, [module])
         activation = self.spatial_activation(captured, name, module)

@@ -109,7 +109,9 @@ def top_patches(model: nn.Module, layer: LayerLike, data: Dataset | DataLoader, 
     if best is None:
         raise InputError("the dataset is empty")
     best = _merge_across_ranks(best, k)
-    field = receptive_field(model, name, tuple(_image(dataset[0]).shape[-2:]), in_channels=_image(dataset[0]).shape[0])
+    first_image = _image(dataset[0])
+    height, width = first_image.shape[-2:]
+    field = receptive_field(model, name, (int(height), int(width)), in_channels=int(first_image.shape[0]))
     best = best.pad(k)
     boxes = field.boxes(best.positions.clamp_min(0))
     chosen = list(channels) if channels is not None else list(range(best.values.shape[0]))
@@ -222,8 +224,9 @@ def _loader(data: Any, batch_size: int, num_workers: int) -> tuple[Dataset, Data
     rank, world = dist.get_rank(), dist.get_world_size()
     size = len(dataset)  # type: ignore[arg-type]
     start, stop = rank * size // world, (rank + 1) * size // world  # this rank's contiguous block
-    collate = {"collate_fn": data.collate_fn} if isinstance(data, DataLoader) else {}
-    shard = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, num_workers=num_workers, **collate)
+    collate = data.collate_fn if isinstance(data, DataLoader) else None
+    shard = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, num_workers=num_workers,
+                       collate_fn=collate)
     return dataset, shard, start
 
 

@@ -12,7 +12,8 @@ import datetime
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import jinja2
 import numpy as np
@@ -84,17 +85,12 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     folder = Path(out)
     writer = _Writer(folder)
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
-    steps = [(f"evaluate {n}", lambda n=n: _model_section(page, writer, n, data_dir, torch_device)) for n in cnns]
-    steps += [
-        ("choose the best model", lambda: _choose_best(page)),
-        ("feature maps", lambda: _feature_maps(page, writer, data_dir, torch_device)),
-        ("maximally activating patches", lambda: _patches(page, writer, data_dir, torch_device)),
-        ("guided backprop", lambda: _guided(page, writer, data_dir, torch_device)),
-        ("GradCAM", lambda: _gradcam(page, writer, data_dir, torch_device)),
-        ("top patches over the training set", lambda: _top_patches(page, writer, data_dir, torch_device)),
-        ("VGG19", lambda: _vgg(page, "vgg19_caltech5" in names)),
-    ]
-    for _, step in tqdm(steps, desc="report", unit="step", disable=not progress):
+    steps: list[Callable[[], None]] = [partial(_model_section, page, writer, n, data_dir, torch_device) for n in cnns]
+    steps.append(partial(_choose_best, page))
+    steps += [partial(section, page, writer, data_dir, torch_device)
+              for section in (_feature_maps, _patches, _guided, _gradcam, _top_patches)]
+    steps.append(partial(_vgg, page, "vgg19_caltech5" in names))
+    for step in tqdm(steps, desc="report", unit="step", disable=not progress):
         step()
     html = _template().render(page=page)
     index = folder / "index.html"

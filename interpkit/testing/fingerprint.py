@@ -41,7 +41,7 @@ class ModelFingerprint:
             if getattr(self, label) != getattr(other, label):
                 found.append(f"{label} changed")
         if len(self.grads) != len(other.grads) or any(
-            (a is None) != (b is None) or (a is not None and not torch.equal(a, b))
+            (a is None) != (b is None) or (a is not None and b is not None and not torch.equal(a, b))
             for a, b in zip(self.grads, other.grads)
         ):
             found.append("parameter .grad changed")

@@ -17,6 +17,7 @@ class ConvStack(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
+        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
@@ -33,6 +34,7 @@ class ResidualReusedReLU(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
+        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
         x = self.relu(self.stem(x))
         out = self.conv2(self.relu(self.conv1(x)))
         out = self.block(self.relu(out + x))
@@ -49,6 +51,7 @@ class FunctionalReLU(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
+        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = torch.relu(self.conv2(x))
         return self.head(x.mean(dim=(2, 3)).relu())
@@ -59,16 +62,18 @@ class BatchNormDropout(nn.Module):
 
     def __init__(self, classes: int = 4) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-                                      nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        norms = [nn.BatchNorm2d(8), nn.BatchNorm2d(8)]
+        with torch.no_grad():  # statistics that differ from a fresh module's, so modes matter
+            for norm in norms:
+                norm.running_mean.uniform_(-0.3, 0.3)  # type: ignore[union-attr]
+                norm.running_var.uniform_(0.5, 1.5)  # type: ignore[union-attr]
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norms[0], nn.ReLU(inplace=True),
+                                      nn.Conv2d(8, 8, 3, padding=1), norms[1], nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(0.5)
         self.head = nn.Linear(8, classes)
-        with torch.no_grad():  # statistics that differ from a fresh module's, so modes matter
-            for bn in (self.features[1], self.features[4]):
-                bn.running_mean.uniform_(-0.3, 0.3)
-                bn.running_var.uniform_(0.5, 1.5)
 
     def forward(self, x):
+        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
         return self.head(self.dropout(self.features(x).mean(dim=(2, 3))))
 
 
@@ -81,6 +86,7 @@ class DictOutput(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
+        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
         pooled = self.features(x).mean(dim=(2, 3))
         return {"logits": self.head(pooled), "pooled": pooled}
 

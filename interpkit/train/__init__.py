@@ -25,7 +25,7 @@ from .features import cached_features
 from .loop import Evaluation, Split, TrainConfig, TrainResult, evaluate, fit
 
 SPLIT_NAMES = ("train", "val", "test")
-STUDY = {  # the reference study's accuracies, for the results table
+STUDY: dict[str, dict[str, float | None]] = {  # the reference study's accuracies, for the results table
     "caltech5_arch1": {"train": 0.976, "val": 0.74, "test": None},
     "caltech5_arch2": {"train": 1.0, "val": 0.74, "test": 0.76},
     "caltech5_arch3": {"train": 0.996, "val": 0.70, "test": None},
@@ -88,7 +88,8 @@ def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainC
     """Train only the new last layer, on backbone features computed once (and cached)."""
     torch.manual_seed(config.seed)
     model = zoo.get_model("vgg19_caltech5", num_classes=len(classes), backbone=backbone)
-    features = {s: Split(cached_features(lambda x: vgg.backbone_features(model, x), model.features, splits[s].images,
+    features = {s: Split(cached_features(lambda x: vgg.backbone_features(model, x), model.get_submodule("features"),
+                                         splits[s].images,
                                          transform.normalize, cache_dir, tag=repr(transform)), splits[s].labels)
                 for s in SPLIT_NAMES}
     head_config = TrainConfig(**{**asdict(config), "augment": False})
@@ -142,10 +143,14 @@ def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         study = STUDY.get(row["model"], {})
         cells = [f"{row[f'{s}_accuracy']:.1%}" for s in SPLIT_NAMES]
-        cells += ["-" if study.get(s) is None else f"{study[s]:.1%}" for s in SPLIT_NAMES]
+        cells += [_percent(study.get(s)) for s in SPLIT_NAMES]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['num_params']:,} |")
     _write_text(out / "results.md", "\n".join(lines) + "\n")
     _write_text(out / "results.json", json.dumps(rows, indent=1))
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -23,7 +23,7 @@ def augment_batch(pixels: torch.Tensor, generator: torch.Generator, min_scale: f
     theta[:, 0, 2] = center_x * 2 - 1
     theta[:, 1, 1] = crop_h
     theta[:, 1, 2] = center_y * 2 - 1
-    grid = F.affine_grid(theta, (n, 3, height, width), align_corners=False)
+    grid = F.affine_grid(theta, [n, 3, height, width], align_corners=False)
     images = F.grid_sample(pixels.float() / 255, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     brightness = (0.7 + 0.6 * u[:, 5]).view(n, 1, 1, 1)
     contrast = (0.7 + 0.6 * u[:, 6]).view(n, 1, 1, 1)

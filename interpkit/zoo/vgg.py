@@ -59,10 +59,12 @@ def build(num_classes: int = 5, backbone: Any = IMAGENET) -> nn.Module:
 
 def head(model: nn.Module) -> nn.Module:
     """The trainable last layer."""
-    return model.classifier[6]
+    return model.get_submodule("classifier.6")
 
 
 def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The 4096-d input of the last layer (eval mode: dropout off)."""
-    x = model.avgpool(model.features(images)).flatten(1)
-    return model.classifier[:6](x)
+    x = model.get_submodule("avgpool")(model.get_submodule("features")(images)).flatten(1)
+    for layer in list(model.get_submodule("classifier").children())[:6]:
+        x = layer(x)
+    return x

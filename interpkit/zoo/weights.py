@@ -36,6 +36,7 @@ class WeightsFile:
 
     @property
     def path(self) -> Path:
+        """The state-dict file; its description is the ``.json`` beside it."""
         candidate = Path(self.name)
         return candidate if candidate.is_absolute() else Path(str(resources.files("interpkit.zoo") / "weights" / self.name))
 
@@ -63,6 +64,7 @@ class Weights(enum.Enum):
 
     @property
     def sha256(self) -> str:
+        """The checksum the weights file must have."""
         return self.value.sidecar["sha256"]
 
     def state_dict(self, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -107,7 +107,7 @@ TARGET_FORMS = [
     (None, 1), (3, 1), ([0, 1, 2, 3], 1), ("all", 5), (torch.tensor([4, 3, 2, 1]), 1),
     (torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]]), 2), (lambda out: out[:, 2] - out[:, 1], 1),
     (lambda out: out[:, :3], 3), (Neuron("features.4", 5), 1),
-    ([Neuron("features.4", 0, 2, 3), Neuron("features.0", 1)], 2),
+    ([Neuron("features.4", 0, 2, 3), Neuron("features.0", 1)], 2), (Neuron("fc", 3), 1),
 ]
 
 
@@ -211,6 +211,7 @@ BAD_TARGETS = [
     (lambda out: out.detach()[:, 0], "do not depend"),
     (Neuron("features.4", 99), "channel 99"),
     (Neuron("features.4", 0, 50, 1), "outside"),
+    (Neuron("fc", 2, 0, 0), "outside"),
 ]
 
 
