@@ -5,12 +5,9 @@ Run: python benchmarks/bench_guided.py [--device cuda] [--repeats 7]
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-import torchvision
 
-from common import machine, report, time_all
+from common import machine, report, resnet18_batch, time_all
 
 import interpkit
 
@@ -18,14 +15,7 @@ CLASSES = [1, 2, 3, 4, 5]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval().to(device)
-    images = torch.randn(8, 3, 224, 224, device=device)
+    args, device, model, images = resnet18_batch(__doc__)
 
     def plain_gradient():
         x = images.clone().requires_grad_(True)

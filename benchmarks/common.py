@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -46,3 +47,17 @@ def report(title: str, times: dict[str, float], ratios: list[tuple[str, float, s
         print(f"  {name:<45s} {seconds * 1000:9.1f} ms")
     for label, value, goal in ratios:
         print(f"  {label:<60s} {value:6.2f}x   (goal: {goal})")
+
+
+def resnet18_batch(description: str) -> tuple[argparse.Namespace, torch.device, torch.nn.Module, torch.Tensor]:
+    """Parse --device/--repeats; a seeded torchvision resnet18 in eval mode and a batch 8 x 224 x 224."""
+    import torchvision
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval().to(device)
+    return args, device, model, torch.randn(8, 3, 224, 224, device=device)

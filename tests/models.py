@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -22,21 +20,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(self.dropout(self.pool(self.features(x)).flatten(1)))
-
-
-class FunctionalCNN(nn.Module):
-    """The same layers as SmallCNN without BatchNorm, calling F.relu in forward."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.fc = nn.Linear(16, classes)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = torch.relu(self.conv2(x))
-        return self.fc(x.mean(dim=(2, 3)))
 
 
 class DictOutput(nn.Module):

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 import interpkit
 from interpkit import GradCAM, InputError, LayerError, LayerNotFoundError, Neuron, TargetError
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
-from models import DictOutput, FunctionalCNN, SmallCNN
+from interpkit.testing import FunctionalReLU
+from models import DictOutput, SmallCNN
 
 
 def test_model_restored_after_success(small_cnn, images):
@@ -95,7 +96,7 @@ def test_batch_composition_invariance(index, classes):
 @given(seed=st.integers(0, 2**16), height=st.integers(8, 40), width=st.integers(8, 40))
 def test_relu_maps_are_non_negative_and_input_sized(seed, height, width):
     torch.manual_seed(seed)
-    model = FunctionalCNN().eval()
+    model = FunctionalReLU(classes=5).eval()
     batch = torch.randn(2, 3, height, width)
     explanation = GradCAM(model)(batch, target="all")
     assert explanation.maps.shape == (2, 5, height, width)

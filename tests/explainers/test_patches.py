@@ -1,11 +1,7 @@
 """Maximally activating patches per image, and top patches streamed over a dataset."""
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
@@ -15,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import interpkit
 from interpkit import InputError, MaxActivatingPatches, Neuron, receptive_field, top_patches
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
+from distributed import run_ranks
 
 
 class GapNet(nn.Module):
@@ -147,26 +144,11 @@ def test_dataset_errors_leave_the_model_unchanged(small_cnn, images):
     assert_model_unchanged(before, small_cnn)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_main(rank, world, port, images, queue):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        model = GapNet().double().eval()
-        result = top_patches(model, "features.3", TensorDataset(images, torch.zeros(len(images))), k=4,
-                             batch_size=3, progress=False)
-        # numpy arrays travel by value; tensors would travel as shared-memory handles that die with this process
-        queue.put((rank, result.values.numpy(), result.indices.numpy(), result.positions.numpy()))
-    finally:
-        dist.destroy_process_group()
+def _top_patches_on_this_rank(images):
+    torch.manual_seed(0)
+    result = top_patches(GapNet().double().eval(), "features.3", TensorDataset(images, torch.zeros(len(images))), k=4,
+                         batch_size=3, progress=False)
+    return result.values.numpy(), result.indices.numpy(), result.positions.numpy()
 
 
 def test_two_processes_equal_one():
@@ -175,17 +157,7 @@ def test_two_processes_equal_one():
     torch.manual_seed(0)
     single = top_patches(GapNet().double().eval(), "features.3", TensorDataset(images, torch.zeros(23)), k=4,
                          batch_size=3, progress=False)
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = _free_port()
-    workers = [context.Process(target=_rank_main, args=(r, 2, port, images, queue)) for r in range(2)]
-    for w in workers:
-        w.start()
-    results = [queue.get(timeout=120) for _ in workers]
-    for w in workers:
-        w.join(timeout=60)
-        assert w.exitcode == 0
-    for _, values, indices, positions in results:
+    for values, indices, positions in run_ranks(_top_patches_on_this_rank, (images,)):
         assert torch.equal(torch.from_numpy(values), single.values)
         assert torch.equal(torch.from_numpy(indices), single.indices)
         assert torch.equal(torch.from_numpy(positions), single.positions)

@@ -1,20 +1,18 @@
 """Training: determinism, resume equality, atomic checkpoints, feature cache, DDP, the command."""
 
-import os
-import socket
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from interpkit import zoo
 from interpkit.data import ImageTransform, caltech5
 from interpkit.train import Split, TrainConfig, evaluate, fit, train_models
 from interpkit.train.checkpoint import load_checkpoint, save_atomic
 from interpkit.train.features import cached_features
+from distributed import run_ranks
 
 CONFIG = TrainConfig(epochs=4, batch_size=8, patience=None, seed=3)
 TRANSFORM = ImageTransform()
@@ -131,46 +129,21 @@ def test_vgg_head_training_uses_cached_features(tmp_path, monkeypatch):
     assert len(list((tmp_path / "out" / "feature-cache").glob("features-*.pt"))) == 3
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_rank(rank, world, port, splits, queue):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        torch.manual_seed(CONFIG.seed)
-        model = zoo.get_model("caltech5_arch2", dropout=0.0)
-        fit(model, *splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
-        # numpy arrays travel by value; tensors would travel as shared-memory handles that die with this process
-        queue.put((rank, {k: v.numpy().copy() for k, v in model.state_dict().items()}))
-    finally:
-        dist.destroy_process_group()
+def _train_on_this_rank(splits):
+    torch.manual_seed(CONFIG.seed)
+    model = zoo.get_model("caltech5_arch2", dropout=0.0)
+    fit(model, *splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
 def test_two_process_ddp_matches_single_process(small_splits):
     torch.manual_seed(CONFIG.seed)
     single = zoo.get_model("caltech5_arch2", dropout=0.0)
     fit(single, *small_splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = _free_port()
-    workers = [context.Process(target=_ddp_rank, args=(r, 2, port, small_splits, queue)) for r in range(2)]
-    for w in workers:
-        w.start()
-    states = {rank: {k: torch.from_numpy(v) for k, v in state.items()}
-              for rank, state in (queue.get(timeout=300) for _ in workers)}
-    for w in workers:
-        w.join(timeout=60)
-        assert w.exitcode == 0
+    first, second = run_ranks(_train_on_this_rank, (small_splits,))
     for key, value in single.state_dict().items():
-        assert torch.equal(states[0][key], states[1][key])  # ranks stay in lockstep
-        torch.testing.assert_close(states[0][key], value, rtol=1e-3, atol=1e-4)  # and follow the full-batch run
+        assert (first[key] == second[key]).all()  # ranks stay in lockstep
+        torch.testing.assert_close(torch.from_numpy(first[key]), value, rtol=1e-3, atol=1e-4)  # = full batch
 
 
 def test_train_command_writes_weights_tables_and_figures(tmp_path):

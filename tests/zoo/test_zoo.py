@@ -3,7 +3,6 @@
 import shutil
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
