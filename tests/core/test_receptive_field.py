@@ -253,3 +253,16 @@ def test_sound_on_torchvision_families(builder, layer, data):
         model(image), model(edited)
     handle.remove()
     torch.testing.assert_close(kept[1][0, :, y, x], kept[0][0, :, y, x], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name, layer, size, stride, offset", [
+    ("caltech5_arch1", "features.4", 51, 8, -19),   # conv2 of every architecture
+    ("caltech5_arch2", "features.7", 99, 16, -35),  # conv3
+    ("caltech5_arch2", "features.9", 131, 32, -35),  # the last pooling, 6 x 6
+    ("caltech5_arch3", "features.9", 131, 16, -51),  # conv4
+])
+def test_hand_computed_figures_of_the_zoo_cnns(name, layer, size, stride, offset):
+    from interpkit import zoo
+
+    field = receptive_field(zoo.get_model(name), layer, (224, 224))
+    assert field.size == (size, size) and field.stride == (stride, stride) and field.offset == (offset, offset)
