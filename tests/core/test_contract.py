@@ -259,3 +259,14 @@ def test_inputs_on_wrong_device_or_dtype_rejected(small_cnn):
 def test_errors_share_one_base():
     for error in (InputError, LayerError, LayerNotFoundError, TargetError, interpkit.PluginError):
         assert issubclass(error, interpkit.InterpkitError)
+
+
+def test_k_targets_cost_one_forward(small_cnn, images):
+    calls = []
+    handle = small_cnn.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    try:
+        GradCAM(small_cnn, layer="features.5")(images, target="all")
+        interpkit.GuidedBackprop(small_cnn)(images, target=torch.tensor([[0, 1, 2]] * 4))
+    finally:
+        handle.remove()
+    assert calls == [4, 4]  # one forward of the batch each, whatever K

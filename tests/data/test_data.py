@@ -104,3 +104,16 @@ def test_image_folder_split_is_seeded_disjoint_and_sized(tmp_path):
         image_folder(root, classes=["zebra"])
     with pytest.raises(InputError, match="not found"):
         image_folder(tmp_path / "nowhere")
+
+
+def test_a_corrupt_file_in_a_loader_worker_is_reported_by_name(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from interpkit.data import ImageDataset
+
+    good = _save(tmp_path, "good.png", Image.new("RGB", (8, 8)))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    loader = DataLoader(ImageDataset([good, bad], [0, 1], ["a", "b"]), batch_size=2, num_workers=1)
+    with pytest.raises(InputError, match="bad.png"):
+        next(iter(loader))
