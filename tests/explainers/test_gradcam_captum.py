@@ -63,3 +63,18 @@ def test_reused_module_is_refused_as_a_layer():
     model = torchvision.models.resnet18().eval()
     with pytest.raises(interpkit.LayerError, match="called 2 times"):
         GradCAM(model, layer="layer4.1.relu")(torch.randn(1, 3, 64, 64))
+
+
+def test_gradcam_matches_torchcam():
+    torchcam_methods = pytest.importorskip("torchcam.methods", reason="torchcam is part of the [test] extra")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 96, 80)
+    ours = GradCAM(model, layer="layer4", upsample=False)(images, target="all").maps
+    extractor = torchcam_methods.GradCAM(model, target_layer="layer4")
+    try:
+        for k in (0, 17, 999):
+            (theirs,) = extractor(k, model(images), normalized=False, retain_graph=False)
+            assert ((ours[:, k] - theirs).abs().max() / theirs.abs().max()) < 1e-4
+    finally:
+        extractor.remove_hooks()
