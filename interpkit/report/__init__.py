@@ -85,11 +85,12 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     folder = Path(out)
     writer = _Writer(folder)
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
-    steps: list[Callable[[], None]] = [partial(_model_section, page, writer, n, data_dir, torch_device) for n in cnns]
+    steps: list[Callable[[], None]] = [partial(_cnn_section, page, writer, n, data_dir, torch_device) for n in cnns]
     steps.append(partial(_choose_best, page))
-    steps += [partial(section, page, writer, data_dir, torch_device)
-              for section in (_feature_maps, _patches, _guided, _gradcam, _top_patches)]
-    steps.append(partial(_vgg, page, "vgg19_caltech5" in names))
+    steps.append(partial(_feature_maps, page, writer, data_dir, torch_device))
+    steps += [partial(_best_section, section, page, writer, data_dir, torch_device)
+              for section in (_patches, _guided, _gradcam, _top_patches)]
+    steps.append(partial(_vgg, page, writer, "vgg19_caltech5" in names, data_dir, torch_device))
     for step in tqdm(steps, desc="report", unit="step", disable=not progress):
         step()
     html = _template().render(page=page)
@@ -109,9 +110,29 @@ def _template() -> jinja2.Template:
 _cache: dict[tuple, Any] = {}
 
 
-def _model(name: str, device: torch.device) -> tuple[torch.nn.Module, Any]:
+@dataclass
+class _Subject:
+    """A model explained on the page, and where its figures go."""
+
+    name: str
+    model: torch.nn.Module
+    transform: Any
+    figures: dict[str, Any]
+    prefix: str
+
+
+def _subject(name: str, device: torch.device, figures: dict[str, Any] | None = None, prefix: str = "",
+             **options: Any) -> _Subject:
     weights = zoo.get_weights(name)
-    return zoo.get_model(name, weights=weights).to(device).eval(), weights.transforms()
+    model = zoo.get_model(name, weights=weights, **options).to(device).eval()
+    return _Subject(name, model, weights.transforms(), figures if figures is not None else {}, prefix)
+
+
+def _best(page: Page, device: torch.device) -> _Subject:
+    key = ("best", page.best, str(device))
+    if key not in _cache:
+        _cache[key] = _subject(page.best, device, page.figures)
+    return _cache[key]
 
 
 def _split(name: str, data_dir: Any, size: tuple[int, int]) -> tuple[Split, list[str]]:
@@ -122,18 +143,26 @@ def _split(name: str, data_dir: Any, size: tuple[int, int]) -> tuple[Split, list
     return _cache[key]
 
 
-def _model_section(page: Page, writer: _Writer, name: str, data_dir: Any, device: torch.device) -> None:
-    model, transform = _model(name, device)
-    rows = interpkit.layer_table(model, (3, *transform.size))
+def _model_section(page: Page, writer: _Writer, subject: _Subject, data_dir: Any) -> ModelSection:
+    rows = interpkit.layer_table(subject.model, (3, *subject.transform.size))
     accuracy, confusions = {}, {}
     for split in SPLITS:
-        data, page.classes = _split(split, data_dir, transform.size)
-        scores = evaluate(model, data, transform.normalize, len(page.classes))
+        data, page.classes = _split(split, data_dir, subject.transform.size)
+        scores = evaluate(subject.model, data, subject.transform.normalize, len(page.classes))
         accuracy[split] = scores.accuracy
-        confusions[split] = writer.figure(f"confusion_{name}_{split}", plot_confusion(
-            scores.confusion, page.classes, f"{name}, {split}: {scores.accuracy:.1%}"))
-    params = sum(p.numel() for p in model.parameters())
-    page.models.append(ModelSection(name, rows, params, accuracy, confusions))
+        confusions[split] = writer.figure(f"confusion_{subject.name}_{split}", plot_confusion(
+            scores.confusion, page.classes, f"{subject.name}, {split}: {scores.accuracy:.1%}"))
+    params = sum(p.numel() for p in subject.model.parameters())
+    return ModelSection(subject.name, rows, params, accuracy, confusions)
+
+
+def _cnn_section(page: Page, writer: _Writer, name: str, data_dir: Any, device: torch.device) -> None:
+    page.models.append(_model_section(page, writer, _subject(name, device), data_dir))
+
+
+def _best_section(section: Callable[..., None], page: Page, writer: _Writer, data_dir: Any,
+                  device: torch.device) -> None:
+    section(_best(page, device), writer, data_dir, device)
 
 
 def _choose_best(page: Page) -> None:
@@ -143,11 +172,11 @@ def _choose_best(page: Page) -> None:
                         f"as in the study; its test accuracy is {best.accuracy['test']:.1%}")
 
 
-def _samples(data_dir: Any, transform: Any) -> tuple[torch.Tensor, list[int], list[str]]:
+def _samples(data_dir: Any, transform: Any) -> tuple[torch.Tensor, list[str]]:
     """The first test image of each class, as the model's input batch."""
     data, classes = _split("test", data_dir, transform.size)
     picks = [int((data.labels == c).nonzero()[0]) for c in range(len(classes))]
-    return transform.normalize(data.images[picks]), picks, classes
+    return transform.normalize(data.images[picks]), classes
 
 
 def _display(transform: Any, batch: torch.Tensor) -> np.ndarray:
@@ -159,76 +188,79 @@ def _last_conv(model: torch.nn.Module) -> str:
 
 
 def _feature_maps(page: Page, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    model, transform = _model(page.best, device)
-    batch, picks, classes = _samples(data_dir, transform)
-    sunflower = batch[classes.index("sunflower"):classes.index("sunflower") + 1] if "sunflower" in classes else batch[:1]
-    maps = interpkit.FeatureMaps(model)(sunflower.to(device))
-    page.figures["sample"] = writer.figure("sunflower", plot_image_grid([[_display(transform, sunflower)[0]]], size=2.5))
+    subject = _best(page, device)
+    batch, classes = _samples(data_dir, subject.transform)
+    index = classes.index("sunflower") if "sunflower" in classes else 0
+    sunflower = batch[index:index + 1]
+    maps = interpkit.FeatureMaps(subject.model)(sunflower.to(device))
+    page.figures["sample"] = writer.figure("sunflower", plot_image_grid(
+        [[_display(subject.transform, sunflower)[0]]], size=2.5))
     page.figures["feature_maps"] = [(name, writer.figure(f"feature_maps_{i}", maps.plot(name)))
                                     for i, name in enumerate(maps)]
 
 
-def _patches(page: Page, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    model, transform = _model(page.best, device)
-    batch, _, classes = _samples(data_dir, transform)
-    layer = _last_conv(model)
-    explanation = interpkit.MaxActivatingPatches(model, layer=layer, top=3)(batch.to(device),
-                                                                              target=list(range(len(classes))))
-    pictures = _display(transform, batch)
-    page.figures["patch_layer"] = layer
-    page.figures["receptive_field"] = repr(explanation.receptive_field)
-    page.figures["patches"] = [(classes[i], writer.figure(f"patch_{classes[i]}", explanation.figure(
+def _patches(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
+    batch, classes = _samples(data_dir, subject.transform)
+    layer = _last_conv(subject.model)
+    explanation = interpkit.MaxActivatingPatches(subject.model, layer=layer, top=3)(
+        batch.to(device), target=list(range(len(classes))))
+    pictures = _display(subject.transform, batch)
+    subject.figures["patch_layer"] = layer
+    subject.figures["receptive_field"] = repr(explanation.receptive_field)
+    subject.figures["patches"] = [(classes[i], writer.figure(f"{subject.prefix}patch_{classes[i]}", explanation.figure(
         pictures, sample=i, title=f"{classes[i]}: box {explanation.box(i, 0)}"))) for i in range(len(classes))]
 
 
-def _guided(page: Page, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    model, transform = _model(page.best, device)
-    batch, _, classes = _samples(data_dir, transform)
-    layer = _last_conv(model)
-    activation = interpkit.FeatureMaps(model, layers=[layer])(batch.to(device))[layer]
-    rows, labels = [], []
-    for i, name in enumerate(classes):
+def _guided(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
+    batch, classes = _samples(data_dir, subject.transform)
+    layer = _last_conv(subject.model)
+    activation = interpkit.FeatureMaps(subject.model, layers=[layer])(batch.to(device))[layer]
+    rows = []
+    for i in range(len(classes)):
         channels = activation[i].flatten(1).amax(1).topk(6).indices.tolist()
         neurons = [interpkit.Neuron(layer, c) for c in channels]
-        maps = interpkit.GuidedBackprop(model)(batch[i:i + 1].to(device), target=neurons).maps
-        rows.append([_display(transform, batch[i:i + 1])[0], *gradient_images(maps)[0]])
-        labels.append(name)
+        maps = interpkit.GuidedBackprop(subject.model)(batch[i:i + 1].to(device), target=neurons).maps
+        rows.append([_display(subject.transform, batch[i:i + 1])[0], *gradient_images(maps)[0]])
     columns = ["image"] + [f"top {k + 1} channel" for k in range(6)]
-    page.figures["guided_layer"] = layer
-    page.figures["guided"] = writer.figure("guided_backprop", plot_image_grid(rows, labels, columns, size=1.3))
+    subject.figures["guided_layer"] = layer
+    subject.figures["guided"] = writer.figure(f"{subject.prefix}guided_backprop",
+                                              plot_image_grid(rows, classes, columns, size=1.3))
 
 
-def _gradcam(page: Page, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    model, transform = _model(page.best, device)
-    batch, _, classes = _samples(data_dir, transform)
-    explanation = interpkit.GradCAM(model)(batch.to(device), target="all")
-    overlays = overlay_maps(explanation.maps, _display(transform, batch), alpha=0.45)
-    rows = [[_display(transform, batch)[i], *overlays[i]] for i in range(len(classes))]
-    page.figures["gradcam_layer"] = explanation.layer
-    page.figures["gradcam"] = writer.figure("gradcam", plot_image_grid(
+def _gradcam(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
+    batch, classes = _samples(data_dir, subject.transform)
+    explanation = interpkit.GradCAM(subject.model)(batch.to(device), target="all")
+    pictures = _display(subject.transform, batch)
+    overlays = overlay_maps(explanation.maps, pictures, alpha=0.45)
+    rows = [[pictures[i], *overlays[i]] for i in range(len(classes))]
+    subject.figures["gradcam_layer"] = explanation.layer
+    subject.figures["gradcam"] = writer.figure(f"{subject.prefix}gradcam", plot_image_grid(
         rows, [f"{c} image" for c in classes], ["image"] + [f"for {c}" for c in classes], size=1.3))
 
 
-def _top_patches(page: Page, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    model, transform = _model(page.best, device)
-    layer = _last_conv(model)
-    dataset = caltech5("train", transform=transform, root=data_dir)
-    result = interpkit.top_patches(model, layer, dataset, k=8, channels=list(range(8)), batch_size=50,
+def _top_patches(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
+    layer = _last_conv(subject.model)
+    dataset = caltech5("train", transform=subject.transform, root=data_dir)
+    result = interpkit.top_patches(subject.model, layer, dataset, k=8, channels=list(range(8)), batch_size=50,
                                    progress=False)
-    page.figures["top_layer"] = layer
-    page.figures["top_patches"] = writer.figure("top_patches", result.figure(size=40))
+    subject.figures["top_layer"] = layer
+    subject.figures["top_patches"] = writer.figure(f"{subject.prefix}top_patches", result.figure(size=40))
 
 
-def _vgg(page: Page, wanted: bool) -> None:
+def _vgg(page: Page, writer: _Writer, wanted: bool, data_dir: Any, device: torch.device) -> None:
+    """Task 2: the same study for the fine-tuned VGG19, when its weights can be loaded."""
     if not wanted:
-        page.vgg = {"available": False, "why": "not requested (--models left it out)."}
+        page.vgg = {"available": False, "why": "not requested (--models left it out).", "how": ""}
         return
     try:
-        zoo.get_weights("vgg19_caltech5").state_dict()
+        subject = _subject("vgg19_caltech5", device, {}, "vgg_")
     except WeightsError as error:
         page.vgg = {"available": False, "why": str(error), "how": (
             "The VGG19 section needs torchvision's ImageNet VGG19 weights (downloaded once with internet access) "
             "and a trained head: run 'interpkit train --models vgg19_caltech5 --out DIR', then copy "
             "DIR/vgg19_caltech5_head.pt and .json into interpkit/zoo/weights/.")}
         return
-    page.vgg = {"available": True, "why": "", "how": ""}
+    section = _model_section(page, writer, subject, data_dir)
+    for part in (_patches, _guided, _gradcam):
+        part(subject, writer, data_dir, device)
+    page.vgg = {"available": True, "model": section, "figures": subject.figures}

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from interpkit.report import build_report
+
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -62,3 +64,55 @@ def test_bad_arguments_are_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "interpkit", "report", "--out", str(tmp_path), *args],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and words in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_vgg19_section_when_its_weights_are_installed(tmp_path, monkeypatch):
+    """With a (random, local) ImageNet backbone and an installed head, Task 2 gets the full study."""
+    import hashlib
+    import json
+
+    import torch
+    import torchvision
+
+    from interpkit.data import caltech5
+    from interpkit.zoo import vgg
+    from interpkit.zoo.weights import WeightsFile
+
+    data = tmp_path / "data"
+    split = {"classes": caltech5("train").classes}
+    for name, per_class in (("train", 2), ("val", 1), ("test", 1)):
+        source = caltech5(name)
+        chosen = [p for c in range(5) for p in [q for q, label in zip(source.paths, source.labels) if label == c][:per_class]]
+        split[name] = []
+        for path in chosen:
+            target = data / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+            split[name].append(f"{path.parent.name}/{path.name}")
+    (data / "split.json").write_text(json.dumps(split))
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.vgg19().state_dict()
+    monkeypatch.setattr(vgg, "imagenet_state_dict", lambda source: backbone)
+    head = tmp_path / "vgg19_caltech5_head.pt"
+    torch.save(torch.nn.Linear(4096, 5).state_dict(), head)
+    head.with_suffix(".json").write_text(json.dumps({
+        "sha256": hashlib.sha256(head.read_bytes()).hexdigest(),
+        "transforms": {"size": [224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "meta": {"categories": split["classes"], "metrics": {}}}))
+    original = WeightsFile.path
+    monkeypatch.setattr(WeightsFile, "path", property(
+        lambda self: head if self.name == head.name else original.fget(self)))
+    member = vgg.Vgg19Caltech5Weights.CALTECH5_V1.value
+    try:
+        page = build_report(tmp_path / "out", models=["caltech5_arch2", "vgg19_caltech5"], data_dir=data,
+                            progress=False)
+    finally:
+        vars(member).pop("sidecar", None)  # forget the test's description of the head
+    html = page.read_text()
+    assert 'id="vgg19_caltech5"' in html and 'id="vgg-patches"' in html and 'id="vgg-gradcam"' in html
+    assert "features.34" in html  # VGG19's last convolution, for patches and guided backprop
+    assert "This section is not generated" not in html
+    for name in ("vgg_gradcam.png", "vgg_guided_backprop.png", "vgg_patch_scorpion.png",
+                 "confusion_vgg19_caltech5_test.png"):
+        assert (tmp_path / "out" / "images" / name).stat().st_size > 1000
