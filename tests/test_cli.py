@@ -75,6 +75,7 @@ BAD = [
     (["explain", "{image}", "--checkpoint", "{broken}", "--out", "o"], "missing"),
     (["explain", "{image}", "--out", "o"], "one of the arguments"),
     (["frobnicate"], "invalid choice"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--device", "tpu9", "--out", "o"], "cannot use device"),
 ]
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 import interpkit
 from interpkit import GradCAM, TargetError
 from interpkit.testing import check_explainer
-from interpkit.testing.strategies import image_batches, small_models, targets
+from interpkit.testing.strategies import image_batches, layer_choices, small_models, targets
 
 
 def test_registered_explainer_conforms(interpkit_explainer):
@@ -73,7 +73,10 @@ def test_the_suite_catches_broken_explainers(broken, words):
 @given(model=small_models(), images=image_batches(max_side=24), data=__import__("hypothesis").strategies.data())
 def test_strategies_drive_gradcam(model, images, data):
     target = data.draw(targets(len(images), 4))
-    explanation = GradCAM(model)(images, target)
+    layer = data.draw(layer_choices(model))
+    explanation = GradCAM(model, layer=layer)(images, target)
+    if layer is not None:
+        assert explanation.layer == layer
     assert explanation.maps.shape[:2] == explanation.targets.shape
     assert explanation.maps.shape[-2:] == images.shape[-2:]
     with pytest.raises(TargetError):

@@ -30,6 +30,8 @@ class Explainer:
 
     #: the registry name, snake_case
     name: ClassVar[str] = ""
+    #: False for explainers whose result does not depend on a target (feature maps)
+    takes_target: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):

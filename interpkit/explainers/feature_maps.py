@@ -34,6 +34,7 @@ class FeatureMaps(Explainer):
     """
 
     name = "feature_maps"
+    takes_target = False
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerLike] | None = None) -> None:
         super().__init__(model)

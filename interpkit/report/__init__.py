@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jinja2
@@ -24,6 +24,7 @@ import interpkit
 from interpkit import zoo
 from interpkit.data import caltech5
 from interpkit.errors import InputError
+from interpkit.files import save_figure, write_text
 from interpkit.train import Split, evaluate
 from interpkit.viz import gradient_images, overlay_maps, plot_confusion, plot_image_grid, to_uint8_images
 from interpkit.zoo.weights import WeightsError
@@ -54,19 +55,35 @@ class Page:
     vgg: dict[str, Any] = field(default_factory=dict)
 
 
-class _Writer:
-    """Saves figures and images under ``images/`` and returns their page-relative paths."""
+@dataclass
+class _Build:
+    """One report being built: where it goes, what it reads, and what it has loaded so far."""
 
-    def __init__(self, out: Path) -> None:
-        self.folder = out / "images"
-        self.folder.mkdir(parents=True, exist_ok=True)
+    page: Page
+    out: Path
+    data_dir: Any
+    device: torch.device
+    loaded: dict[tuple, Any] = field(default_factory=dict)
 
     def figure(self, name: str, figure: Any) -> str:
-        target = self.folder / f"{name}.png"
-        tmp = self.folder / f".{name}.tmp.png"
-        figure.savefig(tmp, dpi=90)
-        os.replace(tmp, target)
+        """Save a figure under ``images/``; returns its page-relative path."""
+        save_figure(self.out / "images" / f"{name}.png", figure)
         return f"images/{name}.png"
+
+    def split(self, name: str, size: tuple[int, int]) -> tuple[Split, list[str]]:
+        """A split of the canonical data decoded once per build."""
+        key = ("split", name, size)
+        if key not in self.loaded:
+            dataset = caltech5(name, root=self.data_dir)
+            self.loaded[key] = (Split(*dataset.tensors(size)), dataset.classes)
+        return self.loaded[key]
+
+    def best(self) -> "_Subject":
+        """The best CNN, loaded once; its figures go to the page's main sections."""
+        key = ("best", self.page.best)
+        if key not in self.loaded:
+            self.loaded[key] = _subject(self.page.best, self.device, self.page.figures)
+        return self.loaded[key]
 
 
 def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[str] | None = None,
@@ -82,22 +99,16 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
         torch.empty(0, device=torch_device)
     except (RuntimeError, AssertionError) as error:
         raise InputError(f"cannot use device {device!r}: {' '.join(str(error).split())}") from None
-    folder = Path(out)
-    writer = _Writer(folder)
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
-    steps: list[Callable[[], None]] = [partial(_cnn_section, page, writer, n, data_dir, torch_device) for n in cnns]
-    steps.append(partial(_choose_best, page))
-    steps.append(partial(_feature_maps, page, writer, data_dir, torch_device))
-    steps += [partial(_best_section, section, page, writer, data_dir, torch_device)
-              for section in (_patches, _guided, _gradcam, _top_patches)]
-    steps.append(partial(_vgg, page, writer, "vgg19_caltech5" in names, data_dir, torch_device))
+    build = _Build(page, Path(out), data_dir, torch_device)
+    steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]
+    steps += [partial(_choose_best, page), partial(_feature_maps, build)]
+    steps += [partial(_best_section, section, build) for section in (_patches, _guided, _gradcam, _top_patches)]
+    steps.append(partial(_vgg, build, "vgg19_caltech5" in names))
     for step in tqdm(steps, desc="report", unit="step", disable=not progress):
         step()
-    html = _template().render(page=page)
-    index = folder / "index.html"
-    tmp = folder / ".index.html.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, index)
+    index = Path(out) / "index.html"
+    write_text(index, _template().render(page=page))
     return index
 
 
@@ -105,9 +116,6 @@ def _template() -> jinja2.Template:
     environment = jinja2.Environment(loader=jinja2.PackageLoader("interpkit", "report"),
                                      autoescape=jinja2.select_autoescape(["html"]))
     return environment.get_template("template.html")
-
-
-_cache: dict[tuple, Any] = {}
 
 
 @dataclass
@@ -121,48 +129,31 @@ class _Subject:
     prefix: str
 
 
-def _subject(name: str, device: torch.device, figures: dict[str, Any] | None = None, prefix: str = "",
-             **options: Any) -> _Subject:
+def _subject(name: str, device: torch.device, figures: dict[str, Any], prefix: str = "") -> _Subject:
     weights = zoo.get_weights(name)
-    model = zoo.get_model(name, weights=weights, **options).to(device).eval()
-    return _Subject(name, model, weights.transforms(), figures if figures is not None else {}, prefix)
+    model = zoo.get_model(name, weights=weights).to(device).eval()
+    return _Subject(name, model, weights.transforms(), figures, prefix)
 
 
-def _best(page: Page, device: torch.device) -> _Subject:
-    key = ("best", page.best, str(device))
-    if key not in _cache:
-        _cache[key] = _subject(page.best, device, page.figures)
-    return _cache[key]
-
-
-def _split(name: str, data_dir: Any, size: tuple[int, int]) -> tuple[Split, list[str]]:
-    key = (name, str(data_dir), size)
-    if key not in _cache:
-        dataset = caltech5(name, root=data_dir)
-        _cache[key] = (Split(*dataset.tensors(size)), dataset.classes)
-    return _cache[key]
-
-
-def _model_section(page: Page, writer: _Writer, subject: _Subject, data_dir: Any) -> ModelSection:
+def _model_section(build: _Build, subject: _Subject) -> ModelSection:
     rows = interpkit.layer_table(subject.model, (3, *subject.transform.size))
     accuracy, confusions = {}, {}
     for split in SPLITS:
-        data, page.classes = _split(split, data_dir, subject.transform.size)
-        scores = evaluate(subject.model, data, subject.transform.normalize, len(page.classes))
+        data, build.page.classes = build.split(split, subject.transform.size)
+        scores = evaluate(subject.model, data, subject.transform.normalize, len(build.page.classes))
         accuracy[split] = scores.accuracy
-        confusions[split] = writer.figure(f"confusion_{subject.name}_{split}", plot_confusion(
-            scores.confusion, page.classes, f"{subject.name}, {split}: {scores.accuracy:.1%}"))
+        confusions[split] = build.figure(f"confusion_{subject.name}_{split}", plot_confusion(
+            scores.confusion, build.page.classes, f"{subject.name}, {split}: {scores.accuracy:.1%}"))
     params = sum(p.numel() for p in subject.model.parameters())
     return ModelSection(subject.name, rows, params, accuracy, confusions)
 
 
-def _cnn_section(page: Page, writer: _Writer, name: str, data_dir: Any, device: torch.device) -> None:
-    page.models.append(_model_section(page, writer, _subject(name, device), data_dir))
+def _cnn_section(build: _Build, name: str) -> None:
+    build.page.models.append(_model_section(build, _subject(name, build.device, {})))
 
 
-def _best_section(section: Callable[..., None], page: Page, writer: _Writer, data_dir: Any,
-                  device: torch.device) -> None:
-    section(_best(page, device), writer, data_dir, device)
+def _best_section(section: Callable[[_Subject, _Build], None], build: _Build) -> None:
+    section(build.best(), build)
 
 
 def _choose_best(page: Page) -> None:
@@ -172,9 +163,9 @@ def _choose_best(page: Page) -> None:
                         f"as in the study; its test accuracy is {best.accuracy['test']:.1%}")
 
 
-def _samples(data_dir: Any, transform: Any) -> tuple[torch.Tensor, list[str]]:
+def _samples(build: _Build, transform: Any) -> tuple[torch.Tensor, list[str]]:
     """The first test image of each class, as the model's input batch."""
-    data, classes = _split("test", data_dir, transform.size)
+    data, classes = build.split("test", transform.size)
     picks = [int((data.labels == c).nonzero()[0]) for c in range(len(classes))]
     return transform.normalize(data.images[picks]), classes
 
@@ -187,80 +178,80 @@ def _last_conv(model: torch.nn.Module) -> str:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][-1]
 
 
-def _feature_maps(page: Page, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    subject = _best(page, device)
-    batch, classes = _samples(data_dir, subject.transform)
+def _feature_maps(build: _Build) -> None:
+    subject = build.best()
+    batch, classes = _samples(build, subject.transform)
     index = classes.index("sunflower") if "sunflower" in classes else 0
     sunflower = batch[index:index + 1]
-    maps = interpkit.FeatureMaps(subject.model)(sunflower.to(device))
-    page.figures["sample"] = writer.figure("sunflower", plot_image_grid(
+    maps = interpkit.FeatureMaps(subject.model)(sunflower.to(build.device))
+    subject.figures["sample"] = build.figure("sunflower", plot_image_grid(
         [[_display(subject.transform, sunflower)[0]]], size=2.5))
-    page.figures["feature_maps"] = [(name, writer.figure(f"feature_maps_{i}", maps.plot(name)))
-                                    for i, name in enumerate(maps)]
+    subject.figures["feature_maps"] = [(name, build.figure(f"feature_maps_{i}", maps.plot(name)))
+                                       for i, name in enumerate(maps)]
 
 
-def _patches(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    batch, classes = _samples(data_dir, subject.transform)
+def _patches(subject: _Subject, build: _Build) -> None:
+    batch, classes = _samples(build, subject.transform)
     layer = _last_conv(subject.model)
     explanation = interpkit.MaxActivatingPatches(subject.model, layer=layer, top=3)(
-        batch.to(device), target=list(range(len(classes))))
+        batch.to(build.device), target=list(range(len(classes))))
     pictures = _display(subject.transform, batch)
     subject.figures["patch_layer"] = layer
     subject.figures["receptive_field"] = repr(explanation.receptive_field)
-    subject.figures["patches"] = [(classes[i], writer.figure(f"{subject.prefix}patch_{classes[i]}", explanation.figure(
+    subject.figures["patches"] = [(classes[i], build.figure(f"{subject.prefix}patch_{classes[i]}", explanation.figure(
         pictures, sample=i, title=f"{classes[i]}: box {explanation.box(i, 0)}"))) for i in range(len(classes))]
 
 
-def _guided(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    batch, classes = _samples(data_dir, subject.transform)
+def _guided(subject: _Subject, build: _Build) -> None:
+    batch, classes = _samples(build, subject.transform)
     layer = _last_conv(subject.model)
-    activation = interpkit.FeatureMaps(subject.model, layers=[layer])(batch.to(device))[layer]
+    activation = interpkit.FeatureMaps(subject.model, layers=[layer])(batch.to(build.device))[layer]
     rows = []
     for i in range(len(classes)):
         channels = activation[i].flatten(1).amax(1).topk(6).indices.tolist()
         neurons = [interpkit.Neuron(layer, c) for c in channels]
-        maps = interpkit.GuidedBackprop(subject.model)(batch[i:i + 1].to(device), target=neurons).maps
+        maps = interpkit.GuidedBackprop(subject.model)(batch[i:i + 1].to(build.device), target=neurons).maps
         rows.append([_display(subject.transform, batch[i:i + 1])[0], *gradient_images(maps)[0]])
     columns = ["image"] + [f"top {k + 1} channel" for k in range(6)]
     subject.figures["guided_layer"] = layer
-    subject.figures["guided"] = writer.figure(f"{subject.prefix}guided_backprop",
-                                              plot_image_grid(rows, classes, columns, size=1.3))
+    subject.figures["guided"] = build.figure(f"{subject.prefix}guided_backprop",
+                                             plot_image_grid(rows, classes, columns, size=1.3))
 
 
-def _gradcam(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
-    batch, classes = _samples(data_dir, subject.transform)
-    explanation = interpkit.GradCAM(subject.model)(batch.to(device), target="all")
+def _gradcam(subject: _Subject, build: _Build) -> None:
+    batch, classes = _samples(build, subject.transform)
+    explanation = interpkit.GradCAM(subject.model)(batch.to(build.device), target="all")
     pictures = _display(subject.transform, batch)
     overlays = overlay_maps(explanation.maps, pictures, alpha=0.45)
     rows = [[pictures[i], *overlays[i]] for i in range(len(classes))]
     subject.figures["gradcam_layer"] = explanation.layer
-    subject.figures["gradcam"] = writer.figure(f"{subject.prefix}gradcam", plot_image_grid(
+    subject.figures["gradcam"] = build.figure(f"{subject.prefix}gradcam", plot_image_grid(
         rows, [f"{c} image" for c in classes], ["image"] + [f"for {c}" for c in classes], size=1.3))
 
 
-def _top_patches(subject: _Subject, writer: _Writer, data_dir: Any, device: torch.device) -> None:
+def _top_patches(subject: _Subject, build: _Build) -> None:
     layer = _last_conv(subject.model)
-    dataset = caltech5("train", transform=subject.transform, root=data_dir)
+    dataset = caltech5("train", transform=subject.transform, root=build.data_dir)
     result = interpkit.top_patches(subject.model, layer, dataset, k=8, channels=list(range(8)), batch_size=50,
                                    progress=False)
     subject.figures["top_layer"] = layer
-    subject.figures["top_patches"] = writer.figure(f"{subject.prefix}top_patches", result.figure(size=40))
+    subject.figures["top_patches"] = build.figure(f"{subject.prefix}top_patches", result.figure(size=40))
 
 
-def _vgg(page: Page, writer: _Writer, wanted: bool, data_dir: Any, device: torch.device) -> None:
+def _vgg(build: _Build, wanted: bool) -> None:
     """Task 2: the same study for the fine-tuned VGG19, when its weights can be loaded."""
     if not wanted:
-        page.vgg = {"available": False, "why": "not requested (--models left it out).", "how": ""}
+        build.page.vgg = {"available": False, "why": "not requested (--models left it out).", "how": ""}
         return
     try:
-        subject = _subject("vgg19_caltech5", device, {}, "vgg_")
+        subject = _subject("vgg19_caltech5", build.device, {}, "vgg_")
     except WeightsError as error:
-        page.vgg = {"available": False, "why": str(error), "how": (
+        build.page.vgg = {"available": False, "why": str(error), "how": (
             "The VGG19 section needs torchvision's ImageNet VGG19 weights (downloaded once with internet access) "
             "and a trained head: run 'interpkit train --models vgg19_caltech5 --out DIR', then copy "
             "DIR/vgg19_caltech5_head.pt and .json into interpkit/zoo/weights/.")}
         return
-    section = _model_section(page, writer, subject, data_dir)
+    section = _model_section(build, subject)
     for part in (_patches, _guided, _gradcam):
-        part(subject, writer, data_dir, device)
-    page.vgg = {"available": True, "model": section, "figures": subject.figures}
+        part(subject, build)
+    build.page.vgg = {"available": True, "model": section, "figures": subject.figures}

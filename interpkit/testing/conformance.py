@@ -70,14 +70,9 @@ def _returns_mapping(model: nn.Module, images: torch.Tensor) -> bool:
 
 
 def _call(factory: Factory, images: torch.Tensor, target: Any) -> Any:
-    """Call with ``target``; explainers that take none (feature maps) are called without."""
+    """Call with ``target``; explainers that take none (``takes_target = False``) without."""
     explainer = factory()
-    try:
-        return explainer(images, target)
-    except TargetError as error:
-        if "do not depend on a target" not in str(error):
-            raise
-        return explainer(images)
+    return explainer(images, target) if getattr(explainer, "takes_target", True) else explainer(images)
 
 
 def _tensors(result: Any) -> list[torch.Tensor]:

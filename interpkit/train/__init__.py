@@ -18,6 +18,7 @@ import torch
 from .. import zoo
 from ..data import ImageTransform, caltech5
 from ..errors import InputError
+from ..files import save_figure, write_text
 from ..zoo import vgg
 from ..zoo.weights import sha256_file
 from .checkpoint import save_atomic
@@ -120,7 +121,7 @@ def _write_model(out: Path, name: str, weights_name: str, weights: dict, model: 
     }
     sidecar = {"sha256": sha256_file(path), "meta": meta,
                "transforms": {"size": list(transform.size), "mean": list(transform.mean), "std": list(transform.std)}}
-    _write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
+    write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
     _write_confusions(out, name, scores, classes)
     return {"model": name, **metrics, "best_epoch": result.best_epoch, "num_params": meta["num_params"]}
 
@@ -130,10 +131,7 @@ def _write_confusions(out: Path, name: str, scores: dict[str, Evaluation], class
 
     for split in SPLIT_NAMES:
         figure = plot_confusion(scores[split].confusion, classes, f"{name}: {split} ({scores[split].accuracy:.1%})")
-        target = out / f"confusion_{name}_{split}.png"
-        tmp = target.with_suffix(".tmp.png")
-        figure.savefig(tmp, dpi=100)
-        os.replace(tmp, target)
+        save_figure(out / f"confusion_{name}_{split}.png", figure, dpi=100)
 
 
 def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -145,18 +143,12 @@ def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
         cells = [f"{row[f'{s}_accuracy']:.1%}" for s in SPLIT_NAMES]
         cells += [_percent(study.get(s)) for s in SPLIT_NAMES]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['num_params']:,} |")
-    _write_text(out / "results.md", "\n".join(lines) + "\n")
-    _write_text(out / "results.json", json.dumps(rows, indent=1))
+    write_text(out / "results.md", "\n".join(lines) + "\n")
+    write_text(out / "results.json", json.dumps(rows, indent=1))
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 __all__ = ["Evaluation", "Split", "TrainConfig", "TrainResult", "evaluate", "fit", "load_splits", "train_models",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ import torch
 
 from ..core.explanation import normalize_maps
 from ..errors import InputError
+from ..files import replacing
 
 if TYPE_CHECKING:
     from ..core.explanation import Explanation
@@ -113,14 +113,8 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise InputError(f"could not encode an image of shape {rgb.shape} as PNG")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as temporary:
+        temporary.write_bytes(data.tobytes())
 
 
 def gradient_images(maps: torch.Tensor, positive_only: bool = False) -> np.ndarray:

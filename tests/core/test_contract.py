@@ -270,3 +270,12 @@ def test_k_targets_cost_one_forward(small_cnn, images):
     finally:
         handle.remove()
     assert calls == [4, 4]  # one forward of the batch each, whatever K
+
+
+def test_a_with_block_cannot_be_entered_twice(small_cnn, images):
+    explainer = GradCAM(small_cnn)
+    with explainer:
+        with pytest.raises(interpkit.InterpkitError, match="already open"):
+            explainer.__enter__()
+        explainer(images)
+    assert small_cnn.training  # the outer block still restored the model

@@ -266,3 +266,24 @@ def test_hand_computed_figures_of_the_zoo_cnns(name, layer, size, stride, offset
 
     field = receptive_field(zoo.get_model(name), layer, (224, 224))
     assert field.size == (size, size) and field.stride == (stride, stride) and field.offset == (offset, offset)
+
+
+def test_tracing_leaves_the_model_as_it_was(small_cnn):
+    from interpkit import layer_table
+    from interpkit.testing import ModelFingerprint, assert_model_unchanged
+
+    before = ModelFingerprint.of(small_cnn)
+    receptive_field(small_cnn, "features.4", (32, 32))
+    assert len(layer_table(small_cnn, (3, 32, 32))) == 9  # the leaf modules, in call order
+    assert_model_unchanged(before, small_cnn)
+
+    class Flipper(nn.Module):
+        def forward(self, x):
+            return torch.flip(x, dims=[3])
+
+    model = nn.Sequential(small_cnn.features, Flipper()).train()
+    before = ModelFingerprint.of(model)
+    with pytest.raises(ReceptiveFieldError):
+        receptive_field(model, "1", (16, 16))
+    assert_model_unchanged(before, model)
+    assert torch._C._len_torch_function_stack() == 0

@@ -117,3 +117,10 @@ def test_a_corrupt_file_in_a_loader_worker_is_reported_by_name(tmp_path):
     loader = DataLoader(ImageDataset([good, bad], [0, 1], ["a", "b"]), batch_size=2, num_workers=1)
     with pytest.raises(InputError, match="bad.png"):
         next(iter(loader))
+
+
+def test_torchvision_caltech101_offline_says_what_to_do(tmp_path):
+    from interpkit.data import torchvision_caltech101
+
+    with pytest.raises(InputError, match="download=True"):
+        torchvision_caltech101(tmp_path, download=False)

@@ -66,7 +66,37 @@ def test_bad_arguments_are_one_line(tmp_path):
         assert done.returncode == 2 and words in done.stderr and done.stderr.count("\n") == 1
 
 
-def test_vgg19_section_when_its_weights_are_installed(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny_data(tmp_path):
+    """A canonical-split folder with 2 train, 1 val and 1 test image per class."""
+    import json
+
+    from interpkit.data import caltech5
+
+    data = tmp_path / "data"
+    split = {"classes": caltech5("train").classes}
+    for name, per_class in (("train", 2), ("val", 1), ("test", 1)):
+        source = caltech5(name)
+        split[name] = []
+        for c in range(5):
+            for path in [p for p, label in zip(source.paths, source.labels) if label == c][:per_class]:
+                target = data / path.parent.name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+                split[name].append(f"{path.parent.name}/{path.name}")
+    (data / "split.json").write_text(json.dumps(split))
+    return data
+
+
+def test_two_reports_in_one_process_are_both_complete(tmp_path, tiny_data):
+    for out, models in ((tmp_path / "a", ["caltech5_arch2"]), (tmp_path / "b", ["caltech5_arch2", "caltech5_arch3"])):
+        html = build_report(out, models=models, data_dir=tiny_data, progress=False).read_text()
+        for figure in ("images/patch_scorpion.png", "images/gradcam.png", "images/guided_backprop.png",
+                       "images/top_patches.png", "images/feature_maps_0.png"):
+            assert f'src="{figure}"' in html and (out / figure).exists()
+
+
+def test_vgg19_section_when_its_weights_are_installed(tmp_path, tiny_data, monkeypatch):
     """With a (random, local) ImageNet backbone and an installed head, Task 2 gets the full study."""
     import hashlib
     import json
@@ -74,22 +104,8 @@ def test_vgg19_section_when_its_weights_are_installed(tmp_path, monkeypatch):
     import torch
     import torchvision
 
-    from interpkit.data import caltech5
     from interpkit.zoo import vgg
     from interpkit.zoo.weights import WeightsFile
-
-    data = tmp_path / "data"
-    split = {"classes": caltech5("train").classes}
-    for name, per_class in (("train", 2), ("val", 1), ("test", 1)):
-        source = caltech5(name)
-        chosen = [p for c in range(5) for p in [q for q, label in zip(source.paths, source.labels) if label == c][:per_class]]
-        split[name] = []
-        for path in chosen:
-            target = data / path.parent.name / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-            split[name].append(f"{path.parent.name}/{path.name}")
-    (data / "split.json").write_text(json.dumps(split))
 
     torch.manual_seed(0)
     backbone = torchvision.models.vgg19().state_dict()
@@ -99,13 +115,13 @@ def test_vgg19_section_when_its_weights_are_installed(tmp_path, monkeypatch):
     head.with_suffix(".json").write_text(json.dumps({
         "sha256": hashlib.sha256(head.read_bytes()).hexdigest(),
         "transforms": {"size": [224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "meta": {"categories": split["classes"], "metrics": {}}}))
+        "meta": {"categories": ["bonsai", "hawksbill", "menorah", "scorpion", "sunflower"], "metrics": {}}}))
     original = WeightsFile.path
     monkeypatch.setattr(WeightsFile, "path", property(
         lambda self: head if self.name == head.name else original.fget(self)))
     member = vgg.Vgg19Caltech5Weights.CALTECH5_V1.value
     try:
-        page = build_report(tmp_path / "out", models=["caltech5_arch2", "vgg19_caltech5"], data_dir=data,
+        page = build_report(tmp_path / "out", models=["caltech5_arch2", "vgg19_caltech5"], data_dir=tiny_data,
                             progress=False)
     finally:
         vars(member).pop("sidecar", None)  # forget the test's description of the head
