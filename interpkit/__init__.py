@@ -1,59 +1,49 @@
 """interpkit: plugin-based interpretability for any PyTorch model.
 
 >>> from interpkit import GradCAM
->>> explanation = GradCAM(model)(images, target="all")   # doctest: +SKIP
+>>> explanation = GradCAM(model)(images, target="all")
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .core import Explainer, Explanation, LayerExplainer, Neuron
-from .errors import InputError, InterpkitError, LayerError, LayerNotFoundError, PluginError, TargetError
-from .core.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
-from .core.summary import LayerRow, layer_table
-from .explainers import (
-    Deconvnet, FeatureMaps, FeatureMapSet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches,
-    NoReLUError, PatchExplanation, TopPatches, top_patches,
+from .analysis import (
+    FeatureMapSet, LayerRow, ReceptiveField, TopPatches, feature_maps, layer_table, receptive_field, top_patches,
 )
+from .core import Explainer, Explanation, LayerExplainer, MapKind, Neuron
+from .errors import (
+    InputError, InterpkitError, LayerError, LayerNotFoundError, NoReLUError, PluginError, ReceptiveFieldError,
+    TargetError, WeightsError,
+)
+from .explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, PatchExplanation
 from .hookspecs import hookimpl
-from .plugins import registry
+from .registry import (
+    explain, get_explainer, get_metric, get_model, get_weights, list_explainers, list_metrics, list_models,
+)
+from .registry import registry as _registry
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"cli", "core", "data", "errors", "explainers", "hookspecs", "plugins", "testing", "train", "viz", "zoo"}
-
-
-def list_explainers() -> list[str]:
-    """Names of every registered explainer, built-in and from plugins, sorted."""
-    return sorted(registry().entries["explainers"])
-
-
-def get_explainer(name: str) -> type[Explainer]:
-    """The explainer class registered under ``name`` (raises PluginError if unknown)."""
-    return registry().get("explainers", name)
-
-
-def explain(model: Any, inputs: Any, method: str = "gradcam", target: Any = None, **options: Any) -> Any:
-    """One-call form: ``get_explainer(method)(model, **options)(inputs, target)``."""
-    return get_explainer(method)(model, **options)(inputs, target)
+_SUBMODULES = {"analysis", "builtin_plugins", "cli", "commands", "core", "data", "errors", "explainers", "files",
+               "hookspecs", "registry", "report", "testing", "train", "viz", "zoo"}
 
 
 def __getattr__(name: str) -> Any:
     """Explainer classes from plugins are importable by class name: ``from interpkit import X``."""
     if name.startswith("_") or name in _SUBMODULES:  # submodules import themselves; avoid recursion
         raise AttributeError(f"module 'interpkit' has no attribute '{name}'")
-    for cls in registry().entries["explainers"].values():
-        if getattr(cls, "__name__", None) == name:
+    for cls in _registry().entries["explainers"].values():
+        if cls.__name__ == name:
             return cls
     raise AttributeError(f"module 'interpkit' has no attribute '{name}'")
 
 
 __all__ = [
-    "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "FeatureMaps", "GradCAM", "GuidedBackprop",
-    "GuidedGradCAM", "InputError", "InterpkitError", "LayerRow", "MaxActivatingPatches", "NoReLUError",
-    "PatchExplanation", "layer_table",
-    "ReceptiveField", "ReceptiveFieldError", "TopPatches", "receptive_field", "top_patches",
-    "LayerError", "LayerExplainer", "LayerNotFoundError", "Neuron", "PluginError", "TargetError",
-    "__version__", "explain", "get_explainer", "hookimpl", "list_explainers",
+    "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
+    "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind",
+    "MaxActivatingPatches", "Neuron", "NoReLUError", "PatchExplanation", "PluginError", "ReceptiveField",
+    "ReceptiveFieldError", "TargetError", "TopPatches", "WeightsError", "__version__", "explain", "feature_maps",
+    "get_explainer", "get_metric", "get_model", "get_weights", "hookimpl", "layer_table", "list_explainers",
+    "list_metrics", "list_models", "receptive_field", "top_patches",
 ]

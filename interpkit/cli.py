@@ -20,13 +20,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _plugins(_args: argparse.Namespace) -> None:
-    from .plugins import registry
+    from .registry import registry
 
     reg = registry()
     print("plugins loaded:")
     for source in reg.plugins:
         print(f"  {source}")
     for kind, table in reg.entries.items():
+        if not table:
+            continue
         print(f"{kind}:")
         for name in sorted(table):
             print(f"  {name:<28s} {reg.sources[kind][name]}")
@@ -37,11 +39,11 @@ def _plugins(_args: argparse.Namespace) -> None:
 
 
 def _zoo(_args: argparse.Namespace) -> None:
-    from . import zoo
+    from .registry import get_weights, list_models
 
-    for name in zoo.list_models():
+    for name in list_models():
         try:
-            weights = zoo.get_weights(name)
+            weights = get_weights(name)
             metrics = weights.meta["metrics"]
             status = (f"{weights.name}: val {metrics['val_accuracy']:.1%}, test {metrics['test_accuracy']:.1%}, "
                       f"classes {', '.join(weights.meta['categories'])}")
@@ -68,6 +70,14 @@ def _explain(args: argparse.Namespace) -> None:
 
     written = explain_images(args.images, args.out, model=args.model, checkpoint=args.checkpoint, method=args.method,
                              layer=args.layer, target=args.target, device=args.device)
+    print(f"wrote {len(written)} files to {args.out}/")
+
+
+def _feature_maps(args: argparse.Namespace) -> None:
+    from .commands import feature_map_images
+
+    written = feature_map_images(args.images, args.out, model=args.model, checkpoint=args.checkpoint,
+                                 layers=args.layers, device=args.device)
     print(f"wrote {len(written)} files to {args.out}/")
 
 
@@ -104,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, help="output directory")
     explain.add_argument("--device", default="cpu")
     explain.set_defaults(run=_explain)
+
+    features = commands.add_parser("feature-maps", help="draw the feature maps of images")
+    features.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    weights = features.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--model", help="a zoo model with bundled weights, e.g. caltech5_arch2")
+    weights.add_argument("--checkpoint", help="weights written by 'interpkit train' (NAME.pt beside NAME.json)")
+    features.add_argument("--layers", help="comma-separated dotted layer names (default: every Conv2d)")
+    features.add_argument("--out", required=True, help="output directory")
+    features.add_argument("--device", default="cpu")
+    features.set_defaults(run=_feature_maps)
 
     train = commands.add_parser("train", help="train zoo models on the canonical split")
     train.add_argument("--models", default="caltech5_arch1,caltech5_arch2,caltech5_arch3",

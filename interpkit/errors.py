@@ -12,27 +12,45 @@ class InterpkitError(Exception):
     """Base class of every error interpkit raises on bad input."""
 
 
+class _PlainMessage:
+    """LookupError subclasses would quote their message like a key; show it as written."""
+
+    def __str__(self) -> str:
+        args = getattr(self, "args", ())
+        return str(args[0]) if args else ""
+
+
 class InputError(InterpkitError, ValueError):
     """The inputs (images, model, options) are not what the call accepts."""
+
+
+class WeightsError(InputError):
+    """Weights are missing, corrupt or do not fit the model."""
 
 
 class LayerError(InterpkitError, ValueError):
     """The chosen layer cannot be used by this method (for example it has no spatial output)."""
 
 
-class LayerNotFoundError(LayerError, LookupError):
+class LayerNotFoundError(_PlainMessage, LayerError, LookupError):
     """A layer name or module is not part of the model."""
-
-    def __str__(self) -> str:  # LookupError would quote the message like a key
-        return str(self.args[0]) if self.args else ""
 
 
 class TargetError(InterpkitError, ValueError):
     """The target does not fit the model output or the batch."""
 
 
-class PluginError(InterpkitError, LookupError):
+class NoReLUError(InterpkitError, ValueError):
+    """The forward evaluated no ReLU, so a ReLU backward rule would change nothing."""
+
+
+class ReceptiveFieldError(InterpkitError, ValueError):
+    """The receptive field cannot be traced exactly through the model's ops."""
+
+
+class PluginError(_PlainMessage, InterpkitError, LookupError):
     """A plugin or a registered name is missing, broken or taken twice."""
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+
+class PluginWarning(UserWarning):
+    """A plugin was skipped; the message names it and says why."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import interpkit
 from interpkit import __version__
 from interpkit.data import caltech5
 
@@ -45,7 +46,7 @@ def image_files(tmp_path):
 
 
 @pytest.mark.parametrize("method, extra", [("gradcam", ["--target", "all"]), ("guided_backprop", ["--target", "sunflower"]),
-                                           ("feature_maps", []), ("max_activating_patches", ["--layer", "features.7"])])
+                                           ("max_activating_patches", ["--layer", "features.7"])])
 def test_explain_writes_overlays_and_raw_maps(tmp_path, image_files, method, extra):
     out = tmp_path / "out"
     done = run("explain", *image_files, "--model", "caltech5_arch2", "--method", method, *extra, "--out", out)
@@ -56,10 +57,19 @@ def test_explain_writes_overlays_and_raw_maps(tmp_path, image_files, method, ext
         assert (out / f"{Path(image_files[0]).stem}_gradcam_menorah.png").exists()
 
 
-def test_explain_from_a_trained_checkpoint(tmp_path, image_files):
-    from interpkit.zoo import get_weights
+def test_feature_maps_command_draws_each_layer(tmp_path, image_files):
+    out = tmp_path / "out"
+    done = run("feature-maps", image_files[0], "--model", "caltech5_arch2", "--layers", "features.1,features.4",
+               "--out", out)
+    assert done.returncode == 0, done.stderr
+    stem = Path(image_files[0]).stem
+    assert {p.name for p in out.iterdir()} == {f"{stem}_feature_maps_features.{i}.{ext}" for i in (1, 4)
+                                                for ext in ("png", "npy")}
+    assert np.load(out / f"{stem}_feature_maps_features.4.npy").shape == (1, 16, 27, 27)
 
-    weights = get_weights("caltech5_arch3").value.path
+
+def test_explain_from_a_trained_checkpoint(tmp_path, image_files):
+    weights = interpkit.get_weights("caltech5_arch3").value.path
     done = run("explain", image_files[0], "--checkpoint", weights, "--out", tmp_path)
     assert done.returncode == 0, done.stderr
 

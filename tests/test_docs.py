@@ -2,6 +2,7 @@
 
 import re
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,16 +11,38 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if re.search(r"```python\n", p.read_text()))
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
-def test_page_examples_run(page, tmp_path, monkeypatch):
-    """A page's blocks run in order in one namespace; functions named test_* are then called."""
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
-    for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
-        exec(compile(block, str(page), "exec"), namespace)
+# Pages whose every block must run verbatim on its own, as a reader copies it; a block preceded by
+# <!-- file: PATH --> is also written to PATH (under a src/ folder on sys.path) first, as the page asks.
+STANDALONE = {"writing-a-plugin.md", "architecture.md"}
+BLOCK = re.compile(r"(?:<!-- file: (\S+) -->\n)?```python\n(.*?)```", re.S)
+
+
+def _call_tests(namespace):
     for name, value in list(namespace.items()):
         if name.startswith("test_") and callable(value):
             value()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_page_examples_run(page, tmp_path, monkeypatch):
+    """Blocks run in order in one namespace (standalone pages: each alone); test_* functions are called."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    blocks = BLOCK.findall(page.read_text())
+    for path, block in blocks:
+        if path:
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_text(block)
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    for _, block in blocks:
+        if page.name in STANDALONE:
+            namespace = {"__name__": f"docs_{page.stem}"}
+        exec(compile(block, str(page), "exec"), namespace)
+        if page.name in STANDALONE:
+            _call_tests(namespace)
+    _call_tests(namespace)
+    for module in [m for m in sys.modules if m.startswith("interpkit_edge_cam")]:
+        del sys.modules[module]
 
 
 def test_pages_with_examples_are_found():
@@ -40,8 +63,9 @@ def test_every_public_name_has_a_docstring():
     import inspect
 
     missing = []
-    for module_name in ("interpkit", "interpkit.core", "interpkit.zoo", "interpkit.data", "interpkit.train",
-                        "interpkit.viz", "interpkit.testing", "interpkit.errors", "interpkit.report"):
+    for module_name in ("interpkit", "interpkit.core", "interpkit.analysis", "interpkit.explainers", "interpkit.zoo",
+                        "interpkit.data", "interpkit.train", "interpkit.viz", "interpkit.testing", "interpkit.errors",
+                        "interpkit.report", "interpkit.registry"):
         module = importlib.import_module(module_name)
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)

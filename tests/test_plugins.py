@@ -1,5 +1,6 @@
 """Plugin discovery through real entry points of fake distributions put on sys.path."""
 
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -7,39 +8,64 @@ import warnings
 import pytest
 
 import interpkit
-from interpkit import plugins
-from interpkit.plugins import PluginWarning
+from interpkit import registry as registry_module
+from interpkit.errors import PluginWarning
 
 GOOD = """
     import interpkit
-    from interpkit.explainers.gradcam import GradCAM
+    from interpkit import GradCAM
 
     class ShiftedCAM(GradCAM):
         name = "shifted_cam"
 
+    class AlwaysOne:
+        name = "always_one"
+
+        def __call__(self, explanation):
+            return 1.0
+
     @interpkit.hookimpl
     def interpkit_register_explainers(register):
-        register("shifted_cam", ShiftedCAM)
+        register(ShiftedCAM)
 
     @interpkit.hookimpl
     def interpkit_register_metrics(register):
-        register("always_one", lambda explanation: 1.0)
+        register(AlwaysOne())
 """
 RAISES = """
     import interpkit
+    from interpkit import GradCAM
+
+    class Half(GradCAM):
+        name = "half_registered"
 
     @interpkit.hookimpl
     def interpkit_register_explainers(register):
-        register("half_registered", object)
+        register(Half)
         raise RuntimeError("registration exploded")
 """
 TAKEN = """
     import interpkit
+    from interpkit import GradCAM
+
+    class Thief(GradCAM):
+        name = "gradcam"
 
     @interpkit.hookimpl
     def interpkit_register_explainers(register):
-        register("gradcam", object)
+        register(Thief)
 """
+EXITS = """
+    import sys
+    sys.exit(3)
+"""
+WRONG_KINDS = {
+    "int-plugin": ("explainers", "42"),
+    "lambda-plugin": ("explainers", "lambda model: model"),
+    "dict-plugin": ("explainers", "dict"),
+    "class-model-plugin": ("models", "object"),
+    "builder-without-weights": ("models", "lambda: None"),
+}
 
 
 def _distribution(root, name, module, source):
@@ -50,40 +76,69 @@ def _distribution(root, name, module, source):
     (info / "entry_points.txt").write_text(f"[interpkit]\n{module} = {module}\n")
 
 
+def _wrong_kind(kind, expression):
+    return f"""
+    import interpkit
+
+    @interpkit.hookimpl
+    def interpkit_register_{kind}(register):
+        register({expression})
+"""
+
+
 @pytest.fixture
 def fake_plugins(tmp_path, monkeypatch):
-    _distribution(tmp_path, "good-plugin", "good_plugin_mod", GOOD)
-    _distribution(tmp_path, "import-broken", "broken_plugin_mod", "import not_a_real_module_xyz\n")
-    _distribution(tmp_path, "raising-plugin", "raising_plugin_mod", RAISES)
-    _distribution(tmp_path, "name-thief", "thief_plugin_mod", TAKEN)
+    modules = {"good-plugin": ("good_plugin_mod", GOOD), "import-broken": ("broken_plugin_mod", "import nope_xyz\n"),
+               "raising-plugin": ("raising_plugin_mod", RAISES), "name-thief": ("thief_plugin_mod", TAKEN),
+               "exiting-plugin": ("exiting_plugin_mod", EXITS)}
+    for name, (kind, expression) in WRONG_KINDS.items():
+        modules[name] = (name.replace("-", "_") + "_mod", _wrong_kind(kind, expression))
+    for name, (module, source) in modules.items():
+        _distribution(tmp_path, name, module, source)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
-    for module in ("good_plugin_mod", "broken_plugin_mod", "raising_plugin_mod", "thief_plugin_mod"):
+    for module, _ in modules.values():
         sys.modules.pop(module, None)
-    plugins._registry = None  # rebuilt lazily once the fake distributions are off sys.path
+    registry_module._registry = None  # rebuilt lazily once the fake distributions are off sys.path
+
+
+def _builtin_explainers():
+    sources = registry_module.registry().sources["explainers"]
+    return sorted(name for name, source in sources.items() if "built-in" in source)
 
 
 def test_broken_plugins_are_isolated(fake_plugins):
     with pytest.warns(PluginWarning) as caught:
-        registry = plugins.reload()
+        registry = registry_module.reload()
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 3
+    assert len(messages) == 4 + len(WRONG_KINDS)
     assert any("import-broken 1.0" in m and "ModuleNotFoundError" in m for m in messages)
     assert any("raising-plugin 1.0" in m and "registration exploded" in m for m in messages)
     assert any("name-thief 1.0" in m and "'gradcam' is already registered" in m for m in messages)
+    assert any("exiting-plugin 1.0" in m and "SystemExit" in m for m in messages)
+    for name, (kind, _) in WRONG_KINDS.items():
+        expected = "Explainer subclass" if kind == "explainers" else "model builder"
+        assert any(f"{name} 1.0" in m and expected in m for m in messages), name
     names = set(interpkit.list_explainers())
-    assert set(interpkit.explainers.BUILTIN_EXPLAINERS) | {"shifted_cam"} <= names
-    assert "half_registered" not in names
+    assert {"gradcam", "guided_backprop", "shifted_cam"} <= names
+    assert "half_registered" not in names  # all or nothing per plugin
     assert registry.entries["metrics"]["always_one"](None) == 1.0
-    assert "half_registered" not in registry.entries["explainers"]  # all or nothing per plugin
+    assert interpkit.list_metrics() == ["always_one"]
     assert interpkit.get_explainer("gradcam") is interpkit.GradCAM
-    assert len(registry.failures) == 3
+    assert len(registry.failures) == 4 + len(WRONG_KINDS)
+
+
+def test_a_plugin_calling_sys_exit_does_not_end_the_command_line(fake_plugins, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "interpkit", "plugins"], capture_output=True, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "exiting-plugin 1.0" in result.stdout and "SystemExit" in result.stdout
 
 
 def test_plugin_explainer_is_importable_and_usable(fake_plugins, small_cnn, images):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginWarning)
-        plugins.reload()
+        registry_module.reload()
     from interpkit import ShiftedCAM  # resolved through the registry
 
     explanation = interpkit.explain(small_cnn, images, method="shifted_cam", target=1)
@@ -95,19 +150,32 @@ def test_autoload_can_be_disabled(fake_plugins, monkeypatch):
     monkeypatch.setenv("INTERPKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)
-        plugins.reload()
-    assert interpkit.list_explainers() == sorted(interpkit.explainers.BUILTIN_EXPLAINERS)
+        registry_module.reload()
+    assert interpkit.list_explainers() == ["deconvnet", "gradcam", "guided_backprop", "guided_gradcam",
+                                           "max_activating_patches"]
+    assert interpkit.list_explainers() == _builtin_explainers()
 
 
-def test_unknown_names():
-    with pytest.raises(interpkit.PluginError, match="registered explainers: .*gradcam"):
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(interpkit.PluginError, match="did you mean 'gradcam'.*registered explainers: .*gradcam"):
         interpkit.get_explainer("gradkam")
+    with pytest.raises(interpkit.PluginError, match="caltech5_arch1"):
+        interpkit.get_model("caltech5_arch9")
     with pytest.raises(AttributeError):
         interpkit.NoSuchExplainer  # noqa: B018
 
 
-def test_register_rejects_non_snake_case_names():
-    registry = plugins.Registry()
-    register = plugins._stager("explainers", {}, registry, "test")
+def test_register_reads_the_name_and_rejects_bad_names():
+    registry = registry_module.Registry()
+    staged = {}
+    register = registry_module._stager("explainers", staged, registry, "test")
+    register(interpkit.GradCAM)
+    assert staged == {"gradcam": interpkit.GradCAM}
+
+    class Shouting(interpkit.GradCAM):
+        name = "GradCam"
+
     with pytest.raises(interpkit.PluginError, match="snake_case"):
-        register("GradCam", object)
+        register(Shouting)
+    with pytest.raises(interpkit.PluginError, match="already registered"):
+        register(interpkit.GradCAM)

@@ -9,14 +9,18 @@ exactly as it was whether the call returned or raised.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, ClassVar, ContextManager, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import InputError, InterpkitError, LayerError
+from .explanation import Explanation
+from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs
 from .layers import LayerLike, is_spatial, last_spatial_layer, resolve_layer
+from .maps import MapKind
 from .state import ModelSnapshot, model_device
 from .targets import TargetLike, TargetSelection, neurons_of, select_targets
 
@@ -28,10 +32,8 @@ class Explainer:
     batches with the model held in eval mode for the whole block.
     """
 
-    #: the registry name, snake_case
+    #: the registry name, snake_case; ``register(cls)`` files the class under it
     name: ClassVar[str] = ""
-    #: False for explainers whose result does not depend on a target (feature maps)
-    takes_target: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
@@ -51,16 +53,22 @@ class Explainer:
         if snapshot is not None:
             snapshot.restore()
 
-    def __call__(self, inputs: torch.Tensor, target: TargetLike = None) -> Any:
+    def __call__(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
         inputs = check_inputs(inputs, self.model)
         if self._snapshot is not None:
             return self.explain(inputs, target)
         with self:
             return self.explain(inputs, target)
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike) -> Any:
+    def explain(self, inputs: torch.Tensor, target: TargetLike) -> Explanation:
         """Compute the explanation of validated ``inputs``; the model is already in eval mode."""
         raise NotImplementedError
+
+    def result(self, maps: torch.Tensor, selection: TargetSelection, kind: MapKind,
+               layer: str | None = None) -> Explanation:
+        """The :class:`Explanation` of ``maps`` (N, K, ...) for the resolved targets: float32
+        maps and scores detached from the graph, named after this explainer."""
+        return Explanation(maps.detach().float(), selection.indices, selection.scores.detach(), self.name, kind, layer)
 
     def forward_mode(self) -> ContextManager[Any]:
         """A context active during the explainer's forward pass (op-level rules hook in here)."""
@@ -77,6 +85,17 @@ class Explainer:
                 output = self.model(inputs)
             neuron_outputs = {n: (name, captured.output(m, name)) for n, (name, m) in neuron_layers.items()}
             return select_targets(target, output, len(inputs), neuron_outputs), captured
+
+
+@dataclass
+class LayerGradients:
+    """One layer read for a batch: its activation (N, C, *grid), detached, the gradients of
+    every target score with respect to it (N, K, C, *grid), and the resolved targets."""
+
+    layer: str
+    activation: torch.Tensor
+    gradients: torch.Tensor
+    selection: TargetSelection
 
 
 class LayerExplainer(Explainer):
@@ -104,6 +123,15 @@ class LayerExplainer(Explainer):
             self._probed[shape] = last_spatial_layer(self.model, inputs)
         self.layer_name, module = self._probed[shape]
         return self.layer_name, module
+
+    def layer_gradients(self, inputs: torch.Tensor, target: TargetLike) -> LayerGradients:
+        """One forward and one batched backward: the layer's activation and every target's
+        gradients with respect to it. Explainers built on a layer start here."""
+        name, module = self.resolve(inputs)
+        selection, captured = self.forward_with_targets(inputs, target, [module])
+        activation = self.spatial_activation(captured, name, module)
+        (gradients,) = per_target_gradients(selection.scores, [activation])
+        return LayerGradients(name, activation.detach(), gradients, selection)
 
     def spatial_activation(self, captured: Captured, name: str, module: nn.Module) -> torch.Tensor:
         """The layer's captured (N, C, H, W) output; a LayerError for any other output."""

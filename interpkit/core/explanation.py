@@ -1,4 +1,4 @@
-"""The result of an explainer: maps and what they explain, as tensors on the model's device."""
+"""The result of every explainer: maps and what they explain, as tensors on the model's device."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from .maps import MapKind, normalize_maps
+
 
 @dataclass
 class Explanation:
-    """Maps of shape (N, K, *map_shape), one per sample and target.
+    """Maps of shape (N, K, ...), one per sample and target; ``kind`` says what follows (N, K).
 
-    ``map_shape`` is (H, W) for class activation maps and (C, H, W) for input-gradient maps.
-    ``targets`` (N, K) names what each map explains (class index, neuron channel, or the column
-    of a callable's scores); ``scores`` (N, K) are the model outputs for those targets.
+    ``kind`` is a :class:`MapKind`: maps over the layer's grid, over the input's grid, or with
+    the input's channels (input gradients). ``targets`` (N, K) names what each map explains
+    (class index, neuron channel, or the column of a callable's scores); ``scores`` (N, K) are
+    the model outputs for those targets; ``layer`` is the explained layer, if any.
     """
 
     maps: torch.Tensor
     targets: torch.Tensor
     scores: torch.Tensor
     method: str
+    kind: MapKind
     layer: str | None = None
 
     def normalized(self) -> torch.Tensor:
@@ -37,37 +41,26 @@ class Explanation:
         """
         from ..viz import overlay_maps
 
-        return overlay_maps(self.maps, images, alpha=alpha, colormap=colormap)
+        return overlay_maps(self.maps, images, self.kind, alpha=alpha, colormap=colormap)
 
-    def save(self, directory: str | Path, colormap: int | str = "jet") -> list[Path]:
-        """Write one colour-mapped PNG per map into ``directory``; returns the paths."""
+    def save(self, out_dir: str | Path, colormap: int | str = "jet") -> list[Path]:
+        """Write one colour-mapped PNG per map into ``out_dir``; returns the paths."""
         from ..viz import save_maps
 
-        return save_maps(self, directory, colormap=colormap)
+        return save_maps(self, out_dir, colormap=colormap)
 
     def cpu(self) -> "Explanation":
         """A copy with every tensor on the CPU."""
         return replace(self, maps=self.maps.cpu(), targets=self.targets.cpu(), scores=self.scores.cpu())
 
     def numpy(self) -> dict[str, Any]:
-        """The maps, targets and scores as numpy arrays, with method and layer."""
+        """The maps, targets and scores as numpy arrays, with method, kind and layer."""
         cpu = self.cpu()
         return {
             "maps": cpu.maps.numpy(),
             "targets": cpu.targets.numpy(),
             "scores": cpu.scores.numpy(),
             "method": self.method,
+            "kind": self.kind.value,
             "layer": self.layer,
         }
-
-
-def normalize_maps(maps: torch.Tensor, start_dim: int) -> torch.Tensor:
-    """Min-max scale each slice ``maps[i, j, ...]`` flattened from ``start_dim`` into [0, 1].
-
-    Computed in float64 so that neither a subnormal nor an overflowing span loses the 0 and 1.
-    """
-    flat = maps.flatten(start_dim).double()
-    low = flat.amin(dim=-1, keepdim=True)
-    span = flat.amax(dim=-1, keepdim=True) - low
-    scaled = (flat - low) / torch.where(span > 0, span, 1.0)
-    return scaled.reshape(maps.shape).to(maps.dtype if maps.dtype.is_floating_point else torch.float32)

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import LayerError
+
+
+Hook = Callable[[nn.Module, tuple, Any], Any]
+
+
+@contextmanager
+def forward_hooks(modules: Iterable[nn.Module], hook: Hook) -> Iterator[None]:
+    """Register ``hook`` as a forward hook on each module (once each) for the block only.
+
+    The one place interpkit adds hooks: they are removed in ``finally``, whether the block
+    returned or raised, so no hook outlives the call that needed it.
+    """
+    handles = [module.register_forward_hook(hook) for module in dict.fromkeys(modules)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Captured(dict):
@@ -60,9 +78,5 @@ def capture_outputs(modules: Sequence[nn.Module], *, for_gradients: bool) -> Ite
         captured[module] = output
         return output.clone()
 
-    handles = [module.register_forward_hook(hook) for module in dict.fromkeys(modules)]
-    try:
+    with forward_hooks(modules, hook):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()

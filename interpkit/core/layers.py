@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerError, LayerNotFoundError
+from .hooks import forward_hooks
 
 LayerLike = Union[str, nn.Module, None]
 
@@ -58,13 +59,8 @@ def last_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> tuple[str, nn.
         if is_spatial(output):
             produced.append((module, output, output._version))
 
-    handles = [module.register_forward_hook(hook) for module in names]
-    try:
-        with torch.no_grad():
-            model(inputs[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks(names, hook), torch.no_grad():
+        model(inputs[:1])
     if not produced:
         raise LayerError(
             "no layer of the model produces a spatial (N, C, H, W) output for this input; "

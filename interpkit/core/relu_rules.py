@@ -8,11 +8,19 @@ chosen backward rule, so no module is ever replaced.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from ..errors import NoReLUError
+from .explainer import Explainer
+from .explanation import Explanation
+from .gradients import per_target_gradients
+from .maps import MapKind
+from .targets import TargetLike
 
 # backward rules: (incoming gradient, the ReLU's forward output) -> outgoing gradient
 Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -70,3 +78,38 @@ class ReLURuleMode(TorchFunctionMode):
             self.count += 1
             return _RuledReLU.apply(x, inplace, self.rule)
         return func(*args, **kwargs)
+
+
+class ReLURuleExplainer(Explainer):
+    """Input gradients with a backward rule at every ReLU the forward evaluates.
+
+    Subclasses set ``rule`` (a staticmethod ``(grad, relu_output) -> grad``). Maps have shape
+    (N, K, C, H, W). K targets (classes or ``Neuron`` units) share one forward and one batched
+    backward. With ``strict=True`` a forward without any ReLU raises :class:`NoReLUError`
+    instead of silently returning the plain gradient.
+    """
+
+    rule: ClassVar[Rule]
+
+    def __init__(self, model: nn.Module, strict: bool = True) -> None:
+        super().__init__(model)
+        self.strict = strict
+        self._mode: ReLURuleMode | None = None
+
+    def forward_mode(self) -> ContextManager[ReLURuleMode]:
+        """A fresh mode that applies ``rule`` to every ReLU of this call's forward and counts them."""
+        self._mode = ReLURuleMode(type(self).rule)
+        return self._mode
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        """Input gradients of every target under the rule; the model is already in eval mode."""
+        x = inputs.clone().requires_grad_(True)
+        selection, _ = self.forward_with_targets(x, target)
+        assert self._mode is not None
+        if self.strict and self._mode.count == 0:
+            raise NoReLUError(
+                f"{type(self).__name__}: the forward evaluated no ReLU, so the result would be the "
+                "plain input gradient; pass strict=False if that is what you want"
+            )
+        (gradients,) = per_target_gradients(selection.scores, [x])
+        return self.result(gradients, selection, MapKind.INPUT_CHANNELS)

@@ -6,11 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.explainer import LayerExplainer
-from ..core.explanation import Explanation
-from ..core.gradients import per_target_gradients
-from ..core.layers import LayerLike
-from ..core.targets import TargetLike
+from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike
 
 
 class GradCAM(LayerExplainer):
@@ -31,20 +27,17 @@ class GradCAM(LayerExplainer):
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
-        name, module = self.resolve(inputs)
-        selection, captured = self.forward_with_targets(inputs, target, [module])
-        activation = self.spatial_activation(captured, name, module)
-        (gradients,) = per_target_gradients(selection.scores, [activation])
-        maps = self.cam(activation.detach(), gradients)
-        if self.upsample:
-            maps = F.interpolate(maps, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
-        return Explanation(maps.float(), selection.indices, selection.scores.detach(), self.name, name)
+        found = self.layer_gradients(inputs, target)
+        maps = self.cam(found.activation, found.gradients)
+        if self.relu:
+            maps = maps.clamp_min(0)
+        if not self.upsample:
+            return self.result(maps, found.selection, MapKind.LAYER_GRID, found.layer)
+        maps = F.interpolate(maps, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+        return self.result(maps, found.selection, MapKind.INPUT_GRID, found.layer)
 
     def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-        """Maps (N, K, h, w) from activations (N, C, h, w) and their gradients (N, K, C, h, w).
-
-        Variants (GradCAM++, LayerCAM, ...) override only this method.
-        """
+        """Maps (N, K, h, w), before the ReLU, from activations (N, C, h, w) and their
+        gradients (N, K, C, h, w). Variants (GradCAM++, LayerCAM, ...) override only this."""
         weights = gradients.mean(dim=(-2, -1))
-        maps = torch.einsum("nkc,nchw->nkhw", weights, activation)
-        return maps.clamp_min(0) if self.relu else maps
+        return torch.einsum("nkc,nchw->nkhw", weights, activation)

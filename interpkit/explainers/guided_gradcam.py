@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.explainer import LayerExplainer
-from ..core.explanation import Explanation
-from ..core.layers import LayerLike
-from ..core.targets import TargetLike
+from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike, TargetSelection
 from .gradcam import GradCAM
 from .guided_backprop import GuidedBackprop
 
@@ -33,5 +30,4 @@ class GuidedGradCAM(LayerExplainer):
         guided = self.guided.explain(inputs, cam.targets if target is None else target)
         self.layer_name = cam.layer
         maps = guided.maps * cam.maps.unsqueeze(2)
-        return Explanation(maps, cam.targets, cam.scores, self.name, cam.layer)
-
+        return self.result(maps, TargetSelection(cam.targets, cam.scores), MapKind.INPUT_CHANNELS, cam.layer)

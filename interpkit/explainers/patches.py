@@ -15,19 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.explainer import LayerExplainer
-from ..core.explanation import Explanation
-from ..core.gradients import per_target_gradients
-from ..core.layers import LayerLike
-from ..core.receptive_field import ReceptiveField, receptive_field
-from ..core.targets import TargetLike
+from ..analysis.receptive_field import ReceptiveField, receptive_field
+from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike
 from ..errors import InputError
 
 
 @dataclass
 class PatchExplanation(Explanation):
     """An Explanation whose ``maps`` (N, K, h, w) are the per-position contributions, with the
-    ``top`` positions (N, K, top, 2) as (y, x) and their clipped ``boxes`` (N, K, top, 4) as
+    ``k`` best positions (N, K, k, 2) as (y, x) and their clipped ``boxes`` (N, K, k, 4) as
     (top, left, bottom, right) input pixels, best first."""
 
     positions: torch.Tensor = field(default=None)  # type: ignore[assignment]
@@ -61,35 +57,31 @@ def _crop(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
 class MaxActivatingPatches(LayerExplainer):
     """For each image and target: where in ``layer`` the target comes from, as input boxes.
 
-    ``maps`` are ``sum_c A_c * dS/dA_c`` per position (N, K, h, w); ``top`` positions are kept,
-    ties broken towards the first position in row-major order.
+    ``maps`` are ``sum_c A_c * dS/dA_c`` per position (N, K, h, w); the ``k`` best positions
+    are kept, ties broken towards the first position in row-major order.
     """
 
     name = "max_activating_patches"
 
-    def __init__(self, model: nn.Module, layer: LayerLike = None, top: int = 5) -> None:
+    def __init__(self, model: nn.Module, layer: LayerLike = None, k: int = 5) -> None:
         super().__init__(model, layer)
-        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise InputError(f"top must be a positive int, got {top!r}")
-        self.top = top
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive int, got {k!r}")
+        self.k = k
         self._fields: dict[tuple[str, tuple[int, int]], ReceptiveField] = {}
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
-        name, module = self.resolve(inputs)
-        selection, captured = self.forward_with_targets(inputs, target, [module])
-        activation = self.spatial_activation(captured, name, module)
-        (gradients,) = per_target_gradients(selection.scores, [activation])
-        contribution = (gradients * activation.detach().unsqueeze(1)).sum(dim=2)
-        n, k, height, width = contribution.shape
+        found = self.layer_gradients(inputs, target)
+        contribution = (found.gradients * found.activation.unsqueeze(1)).sum(dim=2)
+        height, width = contribution.shape[-2:]
         order = torch.sort(contribution.flatten(2), dim=2, descending=True, stable=True).indices
-        best = order[..., : min(self.top, height * width)]
+        best = order[..., : min(self.k, height * width)]
         positions = torch.stack([best // width, best % width], dim=-1)
-        field_ = self._receptive_field(name, tuple(inputs.shape[-2:]), inputs.shape[1])
-        return PatchExplanation(
-            contribution.float(), selection.indices, selection.scores.detach(), self.name, name,
-            positions=positions, boxes=field_.boxes(positions), receptive_field=field_,
-        )
+        field_ = self._receptive_field(found.layer, tuple(inputs.shape[-2:]), inputs.shape[1])
+        plain = self.result(contribution, found.selection, MapKind.LAYER_GRID, found.layer)
+        return PatchExplanation(**vars(plain), positions=positions, boxes=field_.boxes(positions),
+                                receptive_field=field_)
 
     def _receptive_field(self, name: str, size: tuple[int, ...], channels: int) -> ReceptiveField:
         key = (name, (int(size[0]), int(size[1])))

@@ -21,13 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 import interpkit
-from interpkit import zoo
 from interpkit.data import caltech5
-from interpkit.errors import InputError
+from interpkit.errors import InputError, WeightsError
 from interpkit.files import save_figure, write_text
 from interpkit.train import Split, evaluate
-from interpkit.viz import gradient_images, overlay_maps, plot_confusion, plot_image_grid, to_uint8_images
-from interpkit.zoo.weights import WeightsError
+from interpkit.viz import gradient_images, plot_confusion, plot_image_grid, to_uint8_images
 
 CNNS = ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3")
 SPLITS = ("train", "val", "test")
@@ -91,7 +89,7 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     """Write the report into ``out`` and return the path of ``index.html``."""
     names = list(models) if models else [*CNNS, "vgg19_caltech5"]
     cnns = [n for n in names if n != "vgg19_caltech5"]
-    unknown = [n for n in names if n not in zoo.list_models()]
+    unknown = [n for n in names if n not in interpkit.list_models()]
     if unknown or not cnns:
         raise InputError(f"the report needs at least one of {', '.join(CNNS)}; unknown: {', '.join(unknown) or '-'}")
     try:
@@ -130,13 +128,13 @@ class _Subject:
 
 
 def _subject(name: str, device: torch.device, figures: dict[str, Any], prefix: str = "") -> _Subject:
-    weights = zoo.get_weights(name)
-    model = zoo.get_model(name, weights=weights).to(device).eval()
+    weights = interpkit.get_weights(name)
+    model = interpkit.get_model(name, weights=weights).to(device).eval()
     return _Subject(name, model, weights.transforms(), figures, prefix)
 
 
 def _model_section(build: _Build, subject: _Subject) -> ModelSection:
-    rows = interpkit.layer_table(subject.model, (3, *subject.transform.size))
+    rows = interpkit.layer_table(subject.model, subject.transform.size)
     accuracy, confusions = {}, {}
     for split in SPLITS:
         data, build.page.classes = build.split(split, subject.transform.size)
@@ -183,17 +181,17 @@ def _feature_maps(build: _Build) -> None:
     batch, classes = _samples(build, subject.transform)
     index = classes.index("sunflower") if "sunflower" in classes else 0
     sunflower = batch[index:index + 1]
-    maps = interpkit.FeatureMaps(subject.model)(sunflower.to(build.device))
+    maps = interpkit.feature_maps(subject.model, sunflower.to(build.device))
     subject.figures["sample"] = build.figure("sunflower", plot_image_grid(
-        [[_display(subject.transform, sunflower)[0]]], size=2.5))
-    subject.figures["feature_maps"] = [(name, build.figure(f"feature_maps_{i}", maps.plot(name)))
-                                       for i, name in enumerate(maps)]
+        [[_display(subject.transform, sunflower)[0]]], panel_inches=2.5))
+    subject.figures["feature_maps"] = [(name, build.figure(f"feature_maps_{i}", maps.figure(name)))
+                                       for i, name in enumerate(maps.layers)]
 
 
 def _patches(subject: _Subject, build: _Build) -> None:
     batch, classes = _samples(build, subject.transform)
     layer = _last_conv(subject.model)
-    explanation = interpkit.MaxActivatingPatches(subject.model, layer=layer, top=3)(
+    explanation = interpkit.MaxActivatingPatches(subject.model, layer=layer, k=3)(
         batch.to(build.device), target=list(range(len(classes))))
     pictures = _display(subject.transform, batch)
     subject.figures["patch_layer"] = layer
@@ -205,7 +203,7 @@ def _patches(subject: _Subject, build: _Build) -> None:
 def _guided(subject: _Subject, build: _Build) -> None:
     batch, classes = _samples(build, subject.transform)
     layer = _last_conv(subject.model)
-    activation = interpkit.FeatureMaps(subject.model, layers=[layer])(batch.to(build.device))[layer]
+    activation = interpkit.feature_maps(subject.model, batch.to(build.device), layers=[layer])[layer]
     rows = []
     for i in range(len(classes)):
         channels = activation[i].flatten(1).amax(1).topk(6).indices.tolist()
@@ -215,18 +213,18 @@ def _guided(subject: _Subject, build: _Build) -> None:
     columns = ["image"] + [f"top {k + 1} channel" for k in range(6)]
     subject.figures["guided_layer"] = layer
     subject.figures["guided"] = build.figure(f"{subject.prefix}guided_backprop",
-                                             plot_image_grid(rows, classes, columns, size=1.3))
+                                             plot_image_grid(rows, classes, columns, panel_inches=1.3))
 
 
 def _gradcam(subject: _Subject, build: _Build) -> None:
     batch, classes = _samples(build, subject.transform)
     explanation = interpkit.GradCAM(subject.model)(batch.to(build.device), target="all")
     pictures = _display(subject.transform, batch)
-    overlays = overlay_maps(explanation.maps, pictures, alpha=0.45)
+    overlays = explanation.overlay(pictures, alpha=0.45)
     rows = [[pictures[i], *overlays[i]] for i in range(len(classes))]
     subject.figures["gradcam_layer"] = explanation.layer
     subject.figures["gradcam"] = build.figure(f"{subject.prefix}gradcam", plot_image_grid(
-        rows, [f"{c} image" for c in classes], ["image"] + [f"for {c}" for c in classes], size=1.3))
+        rows, [f"{c} image" for c in classes], ["image"] + [f"for {c}" for c in classes], panel_inches=1.3))
 
 
 def _top_patches(subject: _Subject, build: _Build) -> None:
@@ -235,7 +233,7 @@ def _top_patches(subject: _Subject, build: _Build) -> None:
     result = interpkit.top_patches(subject.model, layer, dataset, k=8, channels=list(range(8)), batch_size=50,
                                    progress=False)
     subject.figures["top_layer"] = layer
-    subject.figures["top_patches"] = build.figure(f"{subject.prefix}top_patches", result.figure(size=40))
+    subject.figures["top_patches"] = build.figure(f"{subject.prefix}top_patches", result.figure(crop_pixels=40))
 
 
 def _vgg(build: _Build, wanted: bool) -> None:

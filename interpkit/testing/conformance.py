@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core.explanation import Explanation
+from ..core import Explanation, MapKind, evaluation
 from ..errors import InputError, TargetError
 from .fingerprint import ModelFingerprint
 from .models import hard_case_models
@@ -61,46 +61,35 @@ Factory = Callable[[], Any]
 
 
 def _returns_mapping(model: nn.Module, images: torch.Tensor) -> bool:
-    was = model.training
-    try:
-        with torch.no_grad():
-            return isinstance(model.eval()(images[:1]), Mapping)
-    finally:
-        model.train(was)
+    with evaluation(model), torch.no_grad():
+        return isinstance(model(images[:1]), Mapping)
 
 
-def _call(factory: Factory, images: torch.Tensor, target: Any) -> Any:
-    """Call with ``target``; explainers that take none (``takes_target = False``) without."""
-    explainer = factory()
-    return explainer(images, target) if getattr(explainer, "takes_target", True) else explainer(images)
-
-
-def _tensors(result: Any) -> list[torch.Tensor]:
-    if isinstance(result, Explanation):
-        return [result.maps]
-    if isinstance(result, Mapping):
-        return [v for v in result.values() if isinstance(v, torch.Tensor)]
-    raise AssertionError(f"returns {type(result).__name__}, neither an Explanation nor a mapping of tensors")
+def _call(factory: Factory, images: torch.Tensor, target: Any) -> Explanation:
+    result = factory()(images, target)
+    if not isinstance(result, Explanation):
+        raise AssertionError(f"returns {type(result).__name__}, not an Explanation")
+    return result
 
 
 def _output_contract(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
     result = _call(factory, images, target)
-    device = images.device
-    if isinstance(result, Explanation):
-        n, k = result.targets.shape
-        assert n == len(images), f"targets {tuple(result.targets.shape)} do not have one row per sample"
-        assert result.maps.shape[:2] == (n, k), f"maps {tuple(result.maps.shape)} are not (N, K, ...)"
-        assert result.scores.shape == (n, k), f"scores {tuple(result.scores.shape)} are not (N, K)"
-        assert result.targets.dtype == torch.long, f"targets are {result.targets.dtype}, not long"
-        assert result.maps.dtype == torch.float32, f"maps are {result.maps.dtype}, not float32"
-        assert not result.maps.requires_grad, "maps still carry an autograd graph"
-        assert result.method, "method is empty"
-    tensors = _tensors(result)
-    assert tensors, "no tensors returned"
-    for tensor in tensors:
-        assert tensor.shape[0] == len(images), f"a result of shape {tuple(tensor.shape)} has no row per sample"
-        assert tensor.device == device, f"a result is on {tensor.device}, the model on {device}"
-        assert bool(torch.isfinite(tensor).all()), "a result holds NaN or Inf"
+    n, k = result.targets.shape
+    assert n == len(images), f"targets {tuple(result.targets.shape)} do not have one row per sample"
+    assert result.maps.shape[:2] == (n, k), f"maps {tuple(result.maps.shape)} are not (N, K, ...)"
+    assert result.scores.shape == (n, k), f"scores {tuple(result.scores.shape)} are not (N, K)"
+    assert result.targets.dtype == torch.long, f"targets are {result.targets.dtype}, not long"
+    assert result.maps.dtype == torch.float32, f"maps are {result.maps.dtype}, not float32"
+    assert not result.maps.requires_grad, "maps still carry an autograd graph"
+    assert result.method, "method is empty"
+    assert isinstance(result.kind, MapKind), f"kind is {result.kind!r}, not a MapKind"
+    grid = tuple(result.maps.shape[3:] if result.kind.has_channels else result.maps.shape[2:])
+    if result.kind is not MapKind.LAYER_GRID:
+        assert grid == tuple(images.shape[2:]), f"{result.kind.value} maps have grid {grid}, the input {tuple(images.shape[2:])}"
+    if result.kind.has_channels:
+        assert result.maps.shape[2] == images.shape[1], "input_channels maps do not keep the input's channels"
+    assert result.maps.device == images.device, f"maps are on {result.maps.device}, the model on {images.device}"
+    assert bool(torch.isfinite(result.maps).all()), "maps hold NaN or Inf"
 
 
 def _restored(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
@@ -128,17 +117,15 @@ def _restored_after_raising(factory: Factory, model: nn.Module, images: torch.Te
 
 
 def _batch_invariant(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
-    together = _tensors(_call(factory, images, target))
-    alone = _tensors(_call(factory, images[1:2], target))
-    for whole, single in zip(together, alone):
-        torch.testing.assert_close(single[0], whole[1], rtol=1e-4, atol=1e-5,
-                                   msg=lambda m: f"sample 1 alone differs from sample 1 in a batch: {m}")
+    whole = _call(factory, images, target).maps
+    single = _call(factory, images[1:2], target).maps
+    torch.testing.assert_close(single[0], whole[1], rtol=1e-4, atol=1e-5,
+                               msg=lambda m: f"sample 1 alone differs from sample 1 in a batch: {m}")
 
 
 def _deterministic(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
-    first, second = _tensors(_call(factory, images, target)), _tensors(_call(factory, images, target))
-    for a, b in zip(first, second):
-        assert torch.equal(a, b), "two identical calls gave different results"
+    first, second = _call(factory, images, target).maps, _call(factory, images, target).maps
+    assert torch.equal(first, second), "two identical calls gave different results"
 
 
 def _bad_inputs(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:

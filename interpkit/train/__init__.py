@@ -15,12 +15,11 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import zoo
 from ..data import ImageTransform, caltech5
 from ..errors import InputError
 from ..files import save_figure, write_text
-from ..zoo import vgg
-from ..zoo.weights import sha256_file
+from ..registry import get_model, list_models
+from ..zoo import sha256_file, vgg
 from .checkpoint import save_atomic
 from .features import cached_features
 from .loop import Evaluation, Split, TrainConfig, TrainResult, evaluate, fit
@@ -54,9 +53,9 @@ def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: Train
     ``command`` is recorded in each weights description (the command line that reproduces it).
     """
     config = config or TrainConfig()
-    unknown = [n for n in names if n not in zoo.list_models()]
+    unknown = [n for n in names if n not in list_models()]
     if unknown:
-        raise InputError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(zoo.list_models())}")
+        raise InputError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     transform = ImageTransform()
@@ -71,7 +70,7 @@ def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: Train
             weights_name = "vgg19_caltech5_head.pt"
         else:
             torch.manual_seed(config.seed)
-            model = zoo.get_model(name, num_classes=len(classes), dropout=config.dropout)
+            model = get_model(name, num_classes=len(classes), dropout=config.dropout)
             result = fit(model, splits["train"], splits["val"], transform.normalize, config, len(classes),
                          checkpoint, resume, progress)
             scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}
@@ -88,7 +87,7 @@ def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainC
                     progress: bool) -> tuple[torch.nn.Module, TrainResult, dict[str, Evaluation]]:
     """Train only the new last layer, on backbone features computed once (and cached)."""
     torch.manual_seed(config.seed)
-    model = zoo.get_model("vgg19_caltech5", num_classes=len(classes), backbone=backbone)
+    model = get_model("vgg19_caltech5", num_classes=len(classes), backbone=backbone)
     features = {s: Split(cached_features(lambda x: vgg.backbone_features(model, x), model.get_submodule("features"),
                                          splits[s].images,
                                          transform.normalize, cache_dir, tag=repr(transform)), splits[s].labels)

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..core import evaluation
 from .checkpoint import load_checkpoint, save_atomic
 
 
@@ -36,14 +37,10 @@ def cached_features(backbone: Callable[[torch.Tensor], torch.Tensor], key_model:
     path = Path(cache_dir) / f"features-{key}.pt" if cache_dir is not None else None
     if path is not None and path.exists():
         return load_checkpoint(path)["features"]
-    was_training = key_model.training
-    key_model.eval()
     device = next(key_model.parameters()).device
-    try:
+    with evaluation(key_model):
         features = torch.cat([backbone(prepare(images[i:i + batch_size].to(device))).cpu()
                               for i in range(0, len(images), batch_size)])
-    finally:
-        key_model.train(was_training)
     if path is not None:
         save_atomic({"features": features}, path)
     return features

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core import evaluation
 from ..errors import InputError
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, save_atomic
@@ -77,14 +78,10 @@ Prepare = Callable[[torch.Tensor], torch.Tensor]  # stored batch (uint8 images, 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, prepare: Prepare, classes: int, batch_size: int = 100) -> Evaluation:
     """Accuracy, mean loss, confusion matrix and predictions in eval mode (training mode restored)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    try:
+    with evaluation(model):
         logits = torch.cat([model(prepare(split.images[i:i + batch_size].to(device)))
                             for i in range(0, len(split.labels), batch_size)])
-    finally:
-        model.train(was_training)
     labels = split.labels.to(logits.device)
     predictions = logits.argmax(1)
     confusion = torch.zeros(classes, classes, dtype=torch.long)

@@ -8,13 +8,14 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..core.explanation import normalize_maps
+from ..core.maps import normalize_maps
 from ..errors import InputError
 
 
 def plot_feature_maps(activation: torch.Tensor, ncols: int | None = None, title: str | None = None,
-                      cmap: str = "viridis", size: float = 1.2) -> Figure:
-    """A grid with one panel per channel of an activation (C, h, w) or (1, C, h, w)."""
+                      colormap: str = "viridis", panel_inches: float = 1.2) -> Figure:
+    """A grid with one panel per channel of an activation (C, h, w) or (1, C, h, w), each panel
+    ``panel_inches`` square."""
     if activation.dim() == 4 and activation.shape[0] == 1:
         activation = activation[0]
     if activation.dim() != 3:
@@ -23,12 +24,12 @@ def plot_feature_maps(activation: torch.Tensor, ncols: int | None = None, title:
     ncols = ncols or math.ceil(math.sqrt(channels))
     nrows = math.ceil(channels / ncols)
     planes = normalize_maps(activation.detach().float()[None], start_dim=2)[0].cpu().numpy()
-    figure = Figure(figsize=(size * ncols, size * nrows + (0.4 if title else 0)))
+    figure = Figure(figsize=(panel_inches * ncols, panel_inches * nrows + (0.4 if title else 0)))
     axes = figure.subplots(nrows, ncols, squeeze=False)
     for index, axis in enumerate(axes.flat):
         axis.set_axis_off()
         if index < channels:
-            axis.imshow(planes[index], cmap=cmap, vmin=0, vmax=1)
+            axis.imshow(planes[index], cmap=colormap, vmin=0, vmax=1)
     if title:
         figure.suptitle(title)
     return figure
@@ -56,11 +57,13 @@ def plot_patch(image, box: tuple[int, int, int, int], title: str | None = None,
 
 
 def plot_image_grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
-                    column_labels: list[str] | None = None, size: float = 0.9) -> Figure:
-    """A grid of uint8 RGB images, one list per row (a Zeiler-Fergus grid: one row per channel)."""
+                    column_labels: list[str] | None = None, panel_inches: float = 0.9) -> Figure:
+    """A grid of uint8 RGB images, one list per row (a Zeiler-Fergus grid: one row per channel),
+    each panel ``panel_inches`` square."""
     ncols = max((len(r) for r in rows), default=1)
     top = 0.3 if column_labels else 0.0
-    figure = Figure(figsize=(size * ncols + (1.2 if row_labels else 0.2), size * max(len(rows), 1) + top))
+    width = panel_inches * ncols + (1.2 if row_labels else 0.2)
+    figure = Figure(figsize=(width, panel_inches * max(len(rows), 1) + top))
     axes = figure.subplots(max(len(rows), 1), ncols, squeeze=False)
     for r, row in enumerate(rows):
         for c in range(ncols):
@@ -97,3 +100,21 @@ def plot_confusion(matrix, classes: list[str], title: str | None = None) -> Figu
         axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def plot_top_patches(crops: list[list[torch.Tensor]], row_labels: list[str], crop_pixels: int = 48) -> Figure:
+    """Rows of input crops (C, h, w), each min-max scaled and resized to ``crop_pixels`` square."""
+    import cv2
+
+    rows = []
+    for row in crops:
+        pictures = []
+        for crop in row:
+            lo, hi = crop.min(), crop.max()
+            scaled = ((crop - lo) / (hi - lo).clamp_min(1e-12) * 255).round().byte()
+            picture = scaled.permute(1, 2, 0).cpu().numpy()
+            picture = np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture[..., :3]
+            pictures.append(cv2.resize(np.ascontiguousarray(picture), (crop_pixels, crop_pixels),
+                                       interpolation=cv2.INTER_NEAREST))
+        rows.append(pictures)
+    return plot_image_grid(rows, row_labels)

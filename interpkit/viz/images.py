@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..core.explanation import normalize_maps
+from ..core.maps import MapKind, normalize_maps
 from ..errors import InputError
 from ..files import replacing
 
@@ -32,19 +32,19 @@ def _colormap_id(colormap: int | str) -> int:
     return int(colormap)
 
 
-def _plane(maps: torch.Tensor) -> torch.Tensor:
-    """Reduce maps (N, K, *S) to (N, K, H, W): gradient maps (C, H, W) by their largest |value|."""
-    if maps.dim() == 5:
-        return maps.abs().amax(dim=2)
-    if maps.dim() != 4:
-        raise InputError(f"maps must have shape (N, K, H, W) or (N, K, C, H, W), got {tuple(maps.shape)}")
-    return maps
+def _plane(maps: torch.Tensor, kind: MapKind) -> torch.Tensor:
+    """Reduce maps to one (N, K, H, W) plane each: channels (input gradients) by their largest |value|."""
+    planes = maps.abs().amax(dim=2) if kind.has_channels else maps
+    if planes.dim() != 4:
+        raise InputError(f"{kind.value} maps of shape {tuple(maps.shape)} are not images; "
+                         "colour maps need an (N, K, H, W) grid")
+    return planes
 
 
-def colorize(maps: torch.Tensor, colormap: int | str = "jet") -> np.ndarray:
+def colorize(maps: torch.Tensor, kind: MapKind = MapKind.INPUT_GRID, colormap: int | str = "jet") -> np.ndarray:
     """Normalise each map into [0, 1] and colour it: uint8 RGB (N, K, H, W, 3)."""
     code = _colormap_id(colormap)
-    planes = normalize_maps(_plane(maps.detach()).float(), start_dim=2)
+    planes = normalize_maps(_plane(maps.detach(), kind).float(), start_dim=2)
     levels = (planes * 255).round().to(torch.uint8).cpu().numpy()
     n, k, h, w = levels.shape
     coloured = cv2.applyColorMap(levels.reshape(n * k * h, w), code)
@@ -71,7 +71,8 @@ def to_uint8_images(images: Any) -> np.ndarray:
     return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def overlay_maps(maps: torch.Tensor, images: Any, alpha: float = 0.5, colormap: int | str = "jet") -> np.ndarray:
+def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_GRID, alpha: float = 0.5,
+                 colormap: int | str = "jet") -> np.ndarray:
     """Blend colour-mapped ``maps`` over ``images``: uint8 RGB (N, K, H, W, 3).
 
     Maps of another size than the images are resized bilinearly. ``alpha`` is the heatmap's
@@ -80,7 +81,7 @@ def overlay_maps(maps: torch.Tensor, images: Any, alpha: float = 0.5, colormap: 
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must lie in [0, 1], got {alpha}")
     base = to_uint8_images(images)
-    planes = _plane(maps.detach())
+    planes = _plane(maps.detach(), kind)
     if base.shape[0] != planes.shape[0]:
         raise InputError(f"got {base.shape[0]} images for {planes.shape[0]} explained samples")
     height, width = base.shape[1:3]
@@ -88,21 +89,22 @@ def overlay_maps(maps: torch.Tensor, images: Any, alpha: float = 0.5, colormap: 
         planes = torch.nn.functional.interpolate(
             planes.float(), size=(height, width), mode="bilinear", align_corners=False
         )
-    heat = colorize(planes, colormap).astype(np.float32)
+    heat = colorize(planes, MapKind.INPUT_GRID, colormap).astype(np.float32)
     blended = alpha * heat + (1.0 - alpha) * base[:, None].astype(np.float32)
     return blended.round().astype(np.uint8)
 
 
-def save_maps(explanation: "Explanation", directory: str | os.PathLike, colormap: int | str = "jet") -> list[Path]:
-    """Write ``{method}_{sample}_{target}.png`` per map; each file appears whole or not at all."""
-    folder = Path(directory)
+def save_maps(explanation: "Explanation", out_dir: str | os.PathLike, colormap: int | str = "jet") -> list[Path]:
+    """Write ``{method}_{sample}_{column}_{target}.png`` per map (unique even when two columns
+    name the same target, such as one channel of two layers); each file appears whole or not at all."""
+    folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    coloured = colorize(explanation.maps, colormap)
+    coloured = colorize(explanation.maps, explanation.kind, colormap)
     targets = explanation.targets.cpu().tolist()
     paths = []
     for n, row in enumerate(coloured):
         for k, image in enumerate(row):
-            path = folder / f"{explanation.method}_{n}_{targets[n][k]}.png"
+            path = folder / f"{explanation.method}_{n}_{k}_{targets[n][k]}.png"
             write_png(path, image)
             paths.append(path)
     return paths

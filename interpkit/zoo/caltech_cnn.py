@@ -8,15 +8,11 @@ dense 5. Parameter counts: 353,013 (arch1), 158,997 (arch2), 324,949 (arch3).
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from .weights import Weights, WeightsFile
-
-ARCHITECTURES = {
-    "caltech5_arch1": ((), 16 * 13 * 13),
-    "caltech5_arch2": ((32,), 32 * 6 * 6),
-    "caltech5_arch3": ((32, 64), 64 * 6 * 6),
-}
+from .weights import Weights, WeightsFile, with_weights
 
 
 class CaltechCNN(nn.Module):
@@ -41,31 +37,54 @@ class CaltechCNN(nn.Module):
         )
 
     def forward(self, x):
+        """Class scores (N, classes) for images (N, 3, 224, 224)."""
         return self.classifier(self.features(x))
 
 
 class Caltech5Arch1Weights(Weights):
-    CALTECH5_V1 = WeightsFile("caltech5_arch1.pt")
+    """Weights of ``caltech5_arch1`` trained on the canonical split by ``interpkit train``."""
+
+    CALTECH5_V1 = WeightsFile.bundled("caltech5_arch1.pt")
     DEFAULT = CALTECH5_V1
 
 
 class Caltech5Arch2Weights(Weights):
-    CALTECH5_V1 = WeightsFile("caltech5_arch2.pt")
+    """Weights of ``caltech5_arch2`` trained on the canonical split by ``interpkit train``."""
+
+    CALTECH5_V1 = WeightsFile.bundled("caltech5_arch2.pt")
     DEFAULT = CALTECH5_V1
 
 
 class Caltech5Arch3Weights(Weights):
-    CALTECH5_V1 = WeightsFile("caltech5_arch3.pt")
+    """Weights of ``caltech5_arch3`` trained on the canonical split by ``interpkit train``."""
+
+    CALTECH5_V1 = WeightsFile.bundled("caltech5_arch3.pt")
     DEFAULT = CALTECH5_V1
 
 
-WEIGHTS = {
-    "caltech5_arch1": Caltech5Arch1Weights,
-    "caltech5_arch2": Caltech5Arch2Weights,
-    "caltech5_arch3": Caltech5Arch3Weights,
-}
+def _build(weights: Weights | None, extra_channels: tuple[int, ...], flat: int, **kwargs: Any) -> CaltechCNN:
+    if weights is not None:
+        kwargs["num_classes"] = len(weights.meta["categories"])
+    model = CaltechCNN(extra_channels, flat, **kwargs)
+    if weights is not None:
+        model.load_state_dict(weights.state_dict())
+    return model
 
 
-def build(name: str, num_classes: int = 5, dropout: float = 0.5) -> CaltechCNN:
-    extra, flat = ARCHITECTURES[name]
-    return CaltechCNN(extra, flat, num_classes, dropout)
+@with_weights(Caltech5Arch1Weights)
+def caltech5_arch1(*, weights: Any = None, **kwargs: Any) -> CaltechCNN:
+    """The study's first CNN (two convolutions); ``weights="DEFAULT"`` loads the bundled, trained
+    weights. ``kwargs``: ``num_classes`` (5), ``dropout`` (0.5)."""
+    return _build(Caltech5Arch1Weights.verify(weights), (), 16 * 13 * 13, **kwargs)
+
+
+@with_weights(Caltech5Arch2Weights)
+def caltech5_arch2(*, weights: Any = None, **kwargs: Any) -> CaltechCNN:
+    """The study's second CNN (three convolutions); ``weights="DEFAULT"`` loads the bundled weights."""
+    return _build(Caltech5Arch2Weights.verify(weights), (32,), 32 * 6 * 6, **kwargs)
+
+
+@with_weights(Caltech5Arch3Weights)
+def caltech5_arch3(*, weights: Any = None, **kwargs: Any) -> CaltechCNN:
+    """The study's third CNN (four convolutions); ``weights="DEFAULT"`` loads the bundled weights."""
+    return _build(Caltech5Arch3Weights.verify(weights), (32, 64), 64 * 6 * 6, **kwargs)

@@ -10,7 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
-from .weights import Weights, WeightsError, WeightsFile
+from ..errors import WeightsError
+from .weights import Weights, WeightsFile, with_weights
 
 IMAGENET = "IMAGENET1K_V1"
 
@@ -18,7 +19,7 @@ IMAGENET = "IMAGENET1K_V1"
 class Vgg19Caltech5Weights(Weights):
     """The retrained last layer (``classifier.6``); the rest comes from the ImageNet weights."""
 
-    CALTECH5_V1 = WeightsFile("vgg19_caltech5_head.pt")
+    CALTECH5_V1 = WeightsFile.bundled("vgg19_caltech5_head.pt")
     DEFAULT = CALTECH5_V1
 
 
@@ -54,6 +55,23 @@ def build(num_classes: int = 5, backbone: Any = IMAGENET) -> nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     model.classifier[6] = nn.Linear(4096, num_classes)
+    return model
+
+
+@with_weights(Vgg19Caltech5Weights)
+def vgg19_caltech5(*, weights: Any = None, num_classes: int = 5, backbone: Any = IMAGENET) -> nn.Module:
+    """torchvision VGG19, ImageNet weights frozen, a new last layer; ``weights`` loads a trained head.
+
+    ``backbone`` is ``'IMAGENET1K_V1'`` (downloaded once by torchvision), a state-dict file, a
+    state dict, or ``None`` for random weights.
+    """
+    chosen = Vgg19Caltech5Weights.verify(weights)
+    head_state = chosen.state_dict() if chosen is not None else None
+    if head_state is not None:
+        num_classes = head_state["weight"].shape[0]
+    model = build(num_classes, backbone)
+    if head_state is not None:
+        head(model).load_state_dict(head_state)
     return model
 
 

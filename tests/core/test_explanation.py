@@ -5,12 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from interpkit import Explanation, GradCAM, InputError
+from interpkit import Explanation, GradCAM, MapKind, Neuron, InputError
 
 
 def _explanation(maps):
     n, k = maps.shape[:2]
-    return Explanation(maps, torch.arange(k).expand(n, -1), torch.zeros(n, k), "test")
+    return Explanation(maps, torch.arange(k).expand(n, -1), torch.zeros(n, k), "test", MapKind.INPUT_GRID)
 
 
 @settings(max_examples=50, deadline=None)
@@ -51,14 +51,21 @@ def test_jet_colormap_is_the_default(small_cnn, images):
     assert tuple(hot[0, 0]) == (0, 0, 128)  # and its bottom dark blue
 
 
-def test_save_writes_pngs(tmp_path, small_cnn, images):
+def test_save_writes_one_png_per_map_and_nothing_else(tmp_path, small_cnn, images):
     import cv2
 
     explanation = GradCAM(small_cnn)(images, target="all")
     paths = explanation.save(tmp_path / "out")
     assert len(paths) == 20 and all(p.exists() for p in paths)
     assert cv2.imread(str(paths[0])).shape == (32, 32, 3)
-    assert not list((tmp_path / "out").glob("*.tmp"))
+    # every file in the folder, hidden temporary files included, is one of the maps
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_save_names_are_unique_per_map(tmp_path, small_cnn, images):
+    same_channel = [Neuron("features.2", 5), Neuron("features.5", 5)]
+    paths = GradCAM(small_cnn)(images[:1], target=same_channel).save(tmp_path)
+    assert len(set(paths)) == 2 and len(list(tmp_path.iterdir())) == 2
 
 
 def test_cpu_and_numpy(small_cnn, images):

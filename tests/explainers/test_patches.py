@@ -44,7 +44,7 @@ def test_contributions_add_up_to_the_score(gapnet):
 
 def test_boxes_are_the_receptive_fields_of_the_best_positions(gapnet):
     images = torch.randn(2, 3, 40, 36, dtype=torch.float64)
-    explanation = MaxActivatingPatches(gapnet, layer="features.3", top=3)(images, target=[1, 2])
+    explanation = MaxActivatingPatches(gapnet, layer="features.3", k=3)(images, target=[1, 2])
     field = receptive_field(gapnet, "features.3", (40, 36))
     flat = explanation.maps.flatten(2)
     for n in range(2):
@@ -73,8 +73,8 @@ def test_model_restored_and_bad_input(small_cnn, images):
     with pytest.raises(interpkit.TargetError):
         MaxActivatingPatches(small_cnn)(images, target=9)
     assert_model_unchanged(before, small_cnn)
-    with pytest.raises(InputError, match="top"):
-        MaxActivatingPatches(small_cnn, top=0)
+    with pytest.raises(InputError, match="k must be"):
+        MaxActivatingPatches(small_cnn, k=0)
 
 
 # ---- over a dataset --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from interpkit import zoo
+import interpkit
 from interpkit.data import ImageTransform, caltech5
 from interpkit.train import Split, TrainConfig, evaluate, fit, train_models
 from interpkit.train.checkpoint import load_checkpoint, save_atomic
@@ -27,7 +27,7 @@ def small_splits():
 
 def _run(small_splits, config=CONFIG, **kwargs):
     torch.manual_seed(config.seed)
-    model = zoo.get_model("caltech5_arch2")
+    model = interpkit.get_model("caltech5_arch2")
     result = fit(model, *small_splits, TRANSFORM.normalize, config, 5, progress=False, **kwargs)
     return model, result
 
@@ -131,14 +131,14 @@ def test_vgg_head_training_uses_cached_features(tmp_path, monkeypatch):
 
 def _train_on_this_rank(splits):
     torch.manual_seed(CONFIG.seed)
-    model = zoo.get_model("caltech5_arch2", dropout=0.0)
+    model = interpkit.get_model("caltech5_arch2", dropout=0.0)
     fit(model, *splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
 def test_two_process_ddp_matches_single_process(small_splits):
     torch.manual_seed(CONFIG.seed)
-    single = zoo.get_model("caltech5_arch2", dropout=0.0)
+    single = interpkit.get_model("caltech5_arch2", dropout=0.0)
     fit(single, *small_splits, TRANSFORM.normalize, replace(CONFIG, epochs=2), 5, progress=False)
     first, second = run_ranks(_train_on_this_rank, (small_splits,))
     for key, value in single.state_dict().items():

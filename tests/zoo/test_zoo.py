@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from interpkit import PluginError, zoo
+import interpkit
+from interpkit import PluginError, WeightsError, zoo
 from interpkit.data import caltech5
-from interpkit.zoo.weights import WeightsError, WeightsFile, Weights
+from interpkit.zoo import Weights, WeightsFile
 
 LAYER_TABLES = {  # (output shape after each Conv2d / MaxPool2d of `features`), flatten size, params
     "caltech5_arch1": ([(8, 56, 56), (8, 27, 27), (16, 27, 27), (16, 13, 13)], 2704, 353_013),
@@ -24,7 +25,7 @@ STUDY_PARAMS = {"caltech5_arch1": [2912, 3216, 346240, 645], "caltech5_arch2": [
 @pytest.mark.parametrize("name", sorted(LAYER_TABLES))
 def test_layer_tables_and_parameter_counts(name):
     shapes, flat, total = LAYER_TABLES[name]
-    model = zoo.get_model(name).eval()
+    model = interpkit.get_model(name).eval()
     x = torch.zeros(1, 3, 224, 224)
     seen = []
     for layer in model.features:
@@ -41,11 +42,11 @@ def test_layer_tables_and_parameter_counts(name):
 
 
 def test_registry_and_errors():
-    assert zoo.list_models() == ["caltech5_arch1", "caltech5_arch2", "caltech5_arch3", "vgg19_caltech5"]
+    assert interpkit.list_models() == ["caltech5_arch1", "caltech5_arch2", "caltech5_arch3", "vgg19_caltech5"]
     with pytest.raises(PluginError, match="caltech5_arch2"):
-        zoo.get_model("caltech5_arch9")
+        interpkit.get_model("caltech5_arch9")
     with pytest.raises(WeightsError, match="DEFAULT"):
-        zoo.get_model("caltech5_arch1", weights="NOPE")
+        interpkit.get_model("caltech5_arch1", weights="NOPE")
 
 
 BARS = {"caltech5_arch1": (0.74, None), "caltech5_arch2": (0.74, 0.85), "caltech5_arch3": (0.70, None)}
@@ -53,8 +54,8 @@ BARS = {"caltech5_arch1": (0.74, None), "caltech5_arch2": (0.74, 0.85), "caltech
 
 @pytest.mark.parametrize("name", sorted(BARS))
 def test_bundled_weights_beat_the_study(name):
-    weights = zoo.get_weights(name)
-    model = zoo.get_model(name, weights="DEFAULT").eval()
+    weights = interpkit.get_weights(name)
+    model = interpkit.get_model(name, weights="DEFAULT").eval()
     transform = weights.transforms()
     accuracy = {}
     for split in ("val", "test"):
@@ -73,7 +74,7 @@ def test_bundled_weights_beat_the_study(name):
 
 
 def test_transforms_accept_tensors_pil_and_grayscale():
-    transform = zoo.get_weights("caltech5_arch2").transforms()
+    transform = interpkit.get_weights("caltech5_arch2").transforms()
     rgb = torch.randint(0, 256, (3, 300, 200), dtype=torch.uint8)
     from_tensor = transform(rgb)
     from_pil = transform(Image.fromarray(rgb.permute(1, 2, 0).numpy()))
@@ -86,7 +87,7 @@ def test_transforms_accept_tensors_pil_and_grayscale():
 
 
 def test_corrupt_weights_are_refused(tmp_path):
-    source = zoo.get_weights("caltech5_arch1").value.path
+    source = interpkit.get_weights("caltech5_arch1").value.path
     for suffix in (".pt", ".json"):
         shutil.copy(source.with_suffix(suffix), tmp_path / f"copy{suffix}")
     data = bytearray((tmp_path / "copy.pt").read_bytes())
@@ -94,7 +95,7 @@ def test_corrupt_weights_are_refused(tmp_path):
     (tmp_path / "copy.pt").write_bytes(bytes(data))
 
     class Corrupt(Weights):
-        COPY = WeightsFile(str(tmp_path / "copy.pt"))
+        COPY = WeightsFile(tmp_path / "copy.pt")
 
     with pytest.raises(WeightsError, match="corrupt"):
         Corrupt.COPY.state_dict()
@@ -111,7 +112,7 @@ def vgg_state(tmp_path_factory):
 
 
 def test_vgg19_from_a_local_state_dict_is_frozen_but_its_head(vgg_state):
-    model = zoo.get_model("vgg19_caltech5", backbone=str(vgg_state))
+    model = interpkit.get_model("vgg19_caltech5", backbone=str(vgg_state))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["classifier.6.weight", "classifier.6.bias"]
     state = torch.load(vgg_state, weights_only=True)
@@ -128,6 +129,6 @@ def test_vgg19_offline_says_how_to_get_the_weights(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(WeightsError, match="internet access"):
-        zoo.get_model("vgg19_caltech5")
+        interpkit.get_model("vgg19_caltech5")
     with pytest.raises(WeightsError, match="missing"):
-        zoo.get_weights("vgg19_caltech5").state_dict()
+        interpkit.get_weights("vgg19_caltech5").state_dict()

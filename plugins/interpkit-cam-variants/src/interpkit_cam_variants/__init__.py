@@ -1,7 +1,7 @@
 """GradCAM++ (Chattopadhyay et al., 2018) and LayerCAM (Jiang et al., 2021) as interpkit plugins.
 
 Both reuse interpkit's GradCAM entirely (layer choice, targets, one forward and one batched
-backward, upsampling, hook hygiene) and override only how a map is made from the layer's
+backward, ReLU, upsampling, hook hygiene) and override only how a map is made from the layer's
 activations ``A`` (N, C, h, w) and gradients ``G`` (N, K, C, h, w).
 """
 
@@ -29,21 +29,19 @@ class GradCAMPlusPlus(GradCAM):
         safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
         alpha = torch.where(denominator != 0, squared / safe, torch.zeros_like(gradients))
         weights = (alpha * gradients.clamp_min(0)).sum(dim=(-2, -1))  # (N, K, C)
-        maps = torch.einsum("nkc,nchw->nkhw", weights, activation)
-        return maps.clamp_min(0) if self.relu else maps
+        return torch.einsum("nkc,nchw->nkhw", weights, activation)
 
 
 class LayerCAM(GradCAM):
-    """Element-wise weights: ``sum_c ReLU(G_c) * A_c`` at every position, then ReLU."""
+    """Element-wise weights: ``sum_c ReLU(G_c) * A_c`` at every position."""
 
     name = "layercam"
 
     def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-        maps = (gradients.clamp_min(0) * activation.unsqueeze(1)).sum(dim=2)
-        return maps.clamp_min(0) if self.relu else maps
+        return (gradients.clamp_min(0) * activation.unsqueeze(1)).sum(dim=2)
 
 
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
-    register("gradcam_plus_plus", GradCAMPlusPlus)
-    register("layercam", LayerCAM)
+    register(GradCAMPlusPlus)
+    register(LayerCAM)

@@ -14,9 +14,8 @@ import torch
 from torch import nn
 
 import interpkit
-from interpkit import Explainer, Explanation, InputError
-from interpkit.core.gradients import per_target_gradients
-from interpkit.core.targets import TargetLike, neurons_of
+from interpkit import InputError
+from interpkit.core import Explainer, Explanation, MapKind, TargetLike, neurons_of, per_target_gradients
 
 __version__ = "0.1.0"
 
@@ -60,8 +59,7 @@ class PathAverage(Explainer):
             part = torch.einsum("s,s...->...", weights.to(gradients), gradients)
             total = part if total is None else total + part
         assert total is not None
-        maps = self.finish(inputs, total)
-        return Explanation(maps.float().detach(), clean.indices, clean.scores.detach(), self.name)
+        return self.result(self.finish(inputs, total), clean, MapKind.INPUT_CHANNELS)
 
 
 def _batch_free(target: TargetLike) -> bool:
@@ -148,5 +146,5 @@ class IntegratedGradients(PathAverage):
 
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
-    register("smoothgrad", SmoothGrad)
-    register("integrated_gradients", IntegratedGradients)
+    register(SmoothGrad)
+    register(IntegratedGradients)

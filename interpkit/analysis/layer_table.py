@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .state import evaluation, model_device
+from ..core import evaluation, forward_hooks, model_device
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
 class LayerRow:
+    """One leaf module called in the forward: its name, class name, output shape and parameters."""
+
     name: str
     kind: str
     output_shape: tuple[int, ...]
     params: int
 
 
-def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> list[LayerRow]:
+def layer_table(model: nn.Module, input_size: Sequence[int] = (224, 224), in_channels: int = 3) -> list[LayerRow]:
     """Rows for each leaf module called in one forward of a zero input (batch 1, no_grad, eval),
-    in call order; shapes leave out the batch dimension. The model is restored afterwards."""
+    in call order; shapes leave out the batch dimension. ``input_size`` is (T,), (H, W) or
+    (D, H, W). The model is restored afterwards."""
+    size = tuple(input_size)
+    if not 1 <= len(size) <= 3 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise InputError(f"input_size must be 1 to 3 positive ints such as (224, 224), got {input_size!r}")
     names = {m: n for n, m in model.named_modules() if n and not list(m.children())}
     rows: list[LayerRow] = []
 
@@ -29,12 +37,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) 
         rows.append(LayerRow(names[module], type(module).__name__, shape,
                              sum(p.numel() for p in module.parameters(recurse=False))))
 
-    handles = [m.register_forward_hook(hook) for m in names]
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    try:
-        with evaluation(model), torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=model_device(model), dtype=dtype))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with evaluation(model), forward_hooks(names, hook), torch.no_grad():
+        model(torch.zeros(1, in_channels, *size, device=model_device(model), dtype=dtype))
     return rows

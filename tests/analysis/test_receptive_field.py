@@ -8,7 +8,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from interpkit.core.receptive_field import ReceptiveFieldError, receptive_field
+import interpkit
+from interpkit import ReceptiveFieldError, receptive_field
 
 
 def test_vgg16_conv5_3_is_196_pixels():
@@ -262,9 +263,8 @@ def test_sound_on_torchvision_families(builder, layer, data):
     ("caltech5_arch3", "features.9", 131, 16, -51),  # conv4
 ])
 def test_hand_computed_figures_of_the_zoo_cnns(name, layer, size, stride, offset):
-    from interpkit import zoo
 
-    field = receptive_field(zoo.get_model(name), layer, (224, 224))
+    field = receptive_field(interpkit.get_model(name), layer, (224, 224))
     assert field.size == (size, size) and field.stride == (stride, stride) and field.offset == (offset, offset)
 
 
@@ -274,7 +274,7 @@ def test_tracing_leaves_the_model_as_it_was(small_cnn):
 
     before = ModelFingerprint.of(small_cnn)
     receptive_field(small_cnn, "features.4", (32, 32))
-    assert len(layer_table(small_cnn, (3, 32, 32))) == 9  # the leaf modules, in call order
+    assert len(layer_table(small_cnn, (32, 32))) == 9  # the leaf modules, in call order
     assert_model_unchanged(before, small_cnn)
 
     class Flipper(nn.Module):

@@ -21,13 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import InterpkitError
-from .layers import LayerLike, resolve_layer
-from .state import evaluation, model_device
-
-
-class ReceptiveFieldError(InterpkitError, ValueError):
-    """The receptive field cannot be traced exactly through the model's ops."""
+from ..core import LayerLike, evaluation, forward_hooks, model_device, resolve_layer
+from ..errors import ReceptiveFieldError
 
 
 @dataclass(frozen=True)
@@ -144,13 +139,11 @@ def receptive_field(model: nn.Module, layer: LayerLike, input_size: tuple[int, i
     tracer = _Tracer()
     tracer.track(image, (Axis.identity(height), Axis.identity(width)))
     seen: list[Field | None] = []
-    handle = module.register_forward_hook(
-        lambda _m, _i, out: seen.append(tracer.field(out) if _is_map(out) else None))
-    try:
-        with evaluation(model), torch.no_grad(), tracer:
-            model(image)
-    finally:
-        handle.remove()
+    def hook(_module: nn.Module, _inputs: tuple, out: Any) -> None:
+        seen.append(tracer.field(out) if _is_map(out) else None)
+
+    with evaluation(model), forward_hooks([module], hook), torch.no_grad(), tracer:
+        model(image)
     if len(seen) != 1:
         raise ReceptiveFieldError(
             f"layer '{name}' is called {len(seen)} times in the forward; choose a layer called once"

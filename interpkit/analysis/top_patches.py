@@ -13,17 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..core.layers import LayerLike, resolve_layer
-from ..core.receptive_field import ReceptiveField, receptive_field
-from ..core.state import evaluation, model_device
+from ..core import LayerLike, evaluation, forward_hooks, model_device, resolve_layer
 from ..errors import InputError, LayerError
+from .receptive_field import ReceptiveField, receptive_field
 
 
 @dataclass
@@ -53,25 +51,14 @@ class TopPatches:
             out.append([images[i][:, t:b, l:r] for i, (t, l, b, r) in zip(row, boxes) if i >= 0])
         return out
 
-    def figure(self, size: int = 48, channels: Sequence[int] | None = None):
-        """A Zeiler-Fergus grid: a row of k crops per channel, each rescaled for viewing."""
-        import cv2
+    def figure(self, crop_pixels: int = 48, channels: Sequence[int] | None = None):
+        """A Zeiler-Fergus grid: a row of k crops per channel, each scaled to ``crop_pixels``."""
+        from ..viz import plot_top_patches
 
-        from ..viz import plot_image_grid
-
-        crops = self.crops()
         chosen = range(len(self.channels)) if channels is None else [self.channels.index(c) for c in channels]
-        rows = []
-        for row in (crops[i] for i in chosen):
-            pictures = []
-            for crop in row:
-                lo, hi = crop.min(), crop.max()
-                scaled = ((crop - lo) / (hi - lo).clamp_min(1e-12) * 255).round().byte()
-                picture = scaled.permute(1, 2, 0).cpu().numpy()
-                picture = np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture[..., :3]
-                pictures.append(cv2.resize(np.ascontiguousarray(picture), (size, size), interpolation=cv2.INTER_NEAREST))
-            rows.append(pictures)
-        return plot_image_grid(rows, [f"{self.layer}[{self.channels[i]}]" for i in chosen])
+        crops = self.crops()
+        return plot_top_patches([crops[i] for i in chosen], [f"{self.layer}[{self.channels[i]}]" for i in chosen],
+                                crop_pixels)
 
 
 class _StopForward(Exception):
@@ -170,13 +157,11 @@ def _layer_output(model: nn.Module, module: nn.Module, name: str, images: torch.
         kept.append(output)
         raise _StopForward
 
-    handle = module.register_forward_hook(hook)
-    try:
-        model(images)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
+    with forward_hooks([module], hook):
+        try:
+            model(images)
+        except _StopForward:
+            pass
     if not kept:
         raise LayerError(f"layer '{name}' was not called in the forward pass")
     output = kept[0]

@@ -1,0 +1,20 @@
+"""The built-in plugin: interpkit's own explainers and models, registered through the same hooks
+as any third-party distribution. The registry loads it by its module path before the entry points."""
+
+from __future__ import annotations
+
+from .explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches
+from .hookspecs import hookimpl
+from .zoo import BUILTIN_MODELS
+
+
+@hookimpl
+def interpkit_register_explainers(register):
+    for cls in (GradCAM, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches):
+        register(cls)
+
+
+@hookimpl
+def interpkit_register_models(register):
+    for builder in BUILTIN_MODELS:
+        register(builder)
