@@ -54,3 +54,7 @@ class PluginError(_PlainMessage, InterpkitError, LookupError):
 
 class PluginWarning(UserWarning):
     """A plugin was skipped; the message names it and says why."""
+
+
+__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "NoReLUError", "PluginError",
+           "PluginWarning", "ReceptiveFieldError", "TargetError", "WeightsError"]

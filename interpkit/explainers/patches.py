@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis.receptive_field import ReceptiveField, receptive_field
+from ..analysis import ReceptiveField, receptive_field
 from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike
 from ..errors import InputError
 

@@ -42,8 +42,7 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
         images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
         images = images.to(next(model.parameters()).device)
         target = (lambda out: out["logits"][:, 1]) if _returns_mapping(model, images) else 1
-        for check in (_output_contract, _restored, _restored_after_raising, _batch_invariant, _deterministic,
-                      _bad_inputs):
+        for check in CHECKS:
             label = f"{check.__name__.strip('_')} on {model_name}"
             fresh = copy.deepcopy(model)  # a check that breaks the model must not hide from the next one
             try:
@@ -142,3 +141,7 @@ def _bad_inputs(factory: Factory, model: nn.Module, images: torch.Tensor, target
     except TargetError:
         return
     raise AssertionError("class index 10000 did not raise TargetError")
+
+
+#: every check, run on every model
+CHECKS = (_output_contract, _restored, _restored_after_raising, _batch_invariant, _deterministic, _bad_inputs)

@@ -17,7 +17,7 @@ class ConvStack(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
-        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
+        """Class scores (N, classes) for a batch (N, 3, H, W)."""
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
@@ -34,7 +34,7 @@ class ResidualReusedReLU(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
-        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
+        """Class scores (N, classes) for a batch (N, 3, H, W)."""
         x = self.relu(self.stem(x))
         out = self.conv2(self.relu(self.conv1(x)))
         out = self.block(self.relu(out + x))
@@ -51,7 +51,7 @@ class FunctionalReLU(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
-        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
+        """Class scores (N, classes) for a batch (N, 3, H, W)."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = torch.relu(self.conv2(x))
         return self.head(x.mean(dim=(2, 3)).relu())
@@ -73,7 +73,7 @@ class BatchNormDropout(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
-        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
+        """Class scores (N, classes) for a batch (N, 3, H, W)."""
         return self.head(self.dropout(self.features(x).mean(dim=(2, 3))))
 
 
@@ -86,7 +86,7 @@ class DictOutput(nn.Module):
         self.head = nn.Linear(8, classes)
 
     def forward(self, x):
-        """Class scores (or a dict of outputs) for a batch (N, 3, H, W)."""
+        """A dict: ``logits`` (N, classes) and ``pooled`` features (N, 8), for a batch (N, 3, H, W)."""
         pooled = self.features(x).mean(dim=(2, 3))
         return {"logits": self.head(pooled), "pooled": pooled}
 

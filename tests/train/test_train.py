@@ -64,7 +64,7 @@ def test_resume_after_a_crash_ends_like_an_uninterrupted_run(small_splits, tmp_p
     monkeypatch.setattr(loop, "evaluate", real_evaluate)
     saved = load_checkpoint(checkpoint)
     assert saved["epoch"] == 1  # two whole epochs were saved, the third was lost
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert [p.name for p in checkpoint.parent.iterdir()] == [checkpoint.name]  # no temporary file left
     resumed, resumed_result = _run(small_splits, checkpoint=checkpoint, resume=True)
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
