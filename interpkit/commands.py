@@ -14,7 +14,7 @@ from .analysis import feature_maps
 from .core import Explanation, MapKind
 from .data import ImageTransform, read_image
 from .data.transforms import resize_uint8
-from .errors import InputError, TargetError
+from .errors import InputError, TargetError, WeightsError
 from .registry import get_explainer, get_model, get_weights
 from .viz import gradient_images, write_png
 from .zoo import WeightsFile
@@ -26,8 +26,10 @@ def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[
         if not Path(checkpoint).exists():
             raise InputError(f"checkpoint not found: {checkpoint}")
         weights = WeightsFile(checkpoint)
-        categories = weights.meta["categories"]
-        network = get_model(weights.meta.get("model"), num_classes=len(categories))
+        categories, name = weights.meta["categories"], weights.meta.get("model")
+        if not isinstance(name, str):
+            raise WeightsError(f"{weights.path.with_suffix('.json')} names no model; write it again with 'interpkit train'")
+        network = get_model(name, num_classes=len(categories))
         network.load_state_dict(weights.state_dict())
         transform = weights.transforms()
     else:

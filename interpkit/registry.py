@@ -40,6 +40,7 @@ class Registry:
     sources: dict[str, dict[str, str]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
     failures: list[tuple[str, str]] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
+    manager: pluggy.PluginManager = field(default_factory=lambda: _manager(), repr=False)
 
     def names(self, kind: str) -> list[str]:
         """The registered names of one kind, sorted."""
@@ -74,13 +75,29 @@ def reload() -> Registry:
     return _registry
 
 
-def load() -> Registry:
-    """A new registry: the built-in plugins, then every entry point unless autoload is off."""
+def register_plugin(plugin: Any, source: str = "registered in this process") -> None:
+    """Register a plugin module or object in the running registry, without an entry point (a
+    notebook, a test): all of its registrations are committed, or none and a PluginError says why."""
+    current = registry()
+    failures = len(current.failures)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        _register_plugin(current, plugin, source)
+    if len(current.failures) > failures:
+        raise PluginError(f"plugin {source} {current.failures.pop()[1]}")
+
+
+def _manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def load() -> Registry:
+    """A new registry: the built-in plugins, then every entry point unless autoload is off."""
     result = Registry()
     for path in BUILTIN_PLUGINS:
-        _register_plugin(manager, result, importlib.import_module(path), f"interpkit (built-in {path})")
+        _register_plugin(result, importlib.import_module(path), f"interpkit (built-in {path})")
     if os.environ.get("INTERPKIT_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0"):
         return result
     for entry in sorted(entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
@@ -90,13 +107,14 @@ def load() -> Registry:
         except (Exception, SystemExit) as error:  # a broken plugin must not break the library
             _fail(result, source, f"failed to import ({type(error).__name__}: {error})")
             continue
-        _register_plugin(manager, result, plugin, source)
+        _register_plugin(result, plugin, source)
     return result
 
 
-def _register_plugin(manager: pluggy.PluginManager, result: Registry, plugin: Any, source: str) -> None:
+def _register_plugin(result: Registry, plugin: Any, source: str) -> None:
     """Collect the plugin's registrations into a staging area; commit them only if all succeed."""
     staged: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    manager = result.manager
     try:
         manager.register(plugin, name=source)
         for kind in KINDS:

@@ -179,3 +179,30 @@ def test_register_reads_the_name_and_rejects_bad_names():
         register(Shouting)
     with pytest.raises(interpkit.PluginError, match="already registered"):
         register(interpkit.GradCAM)
+
+
+def test_register_plugin_in_a_running_process(monkeypatch):
+    monkeypatch.setattr(registry_module, "_registry", None)
+
+    class Metric:
+        name = "constant_metric"
+
+        def __call__(self, explanation):
+            return 0.0
+
+    class Good:
+        @interpkit.hookimpl
+        def interpkit_register_metrics(self, register):
+            register(Metric())
+
+    class Bad:
+        @interpkit.hookimpl
+        def interpkit_register_explainers(self, register):
+            register(42)
+
+    registry_module.register_plugin(Good(), "good")
+    assert interpkit.get_metric("constant_metric")(None) == 0.0
+    with pytest.raises(interpkit.PluginError, match="plugin bad raised while registering.*Explainer subclass"):
+        registry_module.register_plugin(Bad(), "bad")
+    assert registry_module.registry().failures == []
+    monkeypatch.setattr(registry_module, "_registry", None)

@@ -43,6 +43,7 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[LayerL
     One forward under ``no_grad`` in eval mode (the model is restored afterwards). Values are
     cloned as each layer produced them, before any in-place activation that follows.
     """
+    chosen: list[tuple[str, nn.Module]]
     if layers is None:
         chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
         if not chosen:

@@ -21,7 +21,7 @@ from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs
 from .layers import LayerLike, is_spatial, last_spatial_layer, resolve_layer
 from .maps import MapKind
-from .state import ModelSnapshot, model_device
+from .state import ModelSnapshot, model_device, model_lock
 from .targets import TargetLike, TargetSelection, neurons_of, select_targets
 
 
@@ -44,14 +44,23 @@ class Explainer:
     def __enter__(self) -> "Explainer":
         if self._snapshot is not None:
             raise InterpkitError(f"{type(self).__name__} is already open in a with block")
-        self._snapshot = ModelSnapshot(self.model)
-        self.model.eval()
+        lock = model_lock(self.model)
+        lock.acquire()  # another thread explaining this model finishes (and restores it) first
+        try:
+            self._snapshot = ModelSnapshot(self.model)
+            self.model.eval()
+        except BaseException:
+            lock.release()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is not None:
-            snapshot.restore()
+            try:
+                snapshot.restore()
+            finally:
+                model_lock(self.model).release()
 
     def __call__(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
         inputs = check_inputs(inputs, self.model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -10,13 +12,12 @@ from torch import nn
 
 
 class ModelSnapshot:
-    """The parts of a model's state an explanation could disturb.
+    """The parts of a model's state an explanation could disturb, recorded to be put back.
 
-    Parameters and buffers are not copied: explanations run with eval semantics and take
-    gradients with ``torch.autograd.grad``, so neither BatchNorm statistics nor ``.grad`` is
-    written by interpkit. Existing ``.grad`` tensors are still copied (usually there are none,
-    and then this costs nothing), so a target callable that calls ``backward`` cannot leave
-    gradients behind.
+    Module training flags, every parameter's ``requires_grad`` and ``.grad`` (values copied, so
+    a target callable that calls ``backward`` cannot leave gradients behind), and every buffer,
+    persistent or not, by object and value: a forward that counts samples in a buffer, a
+    quantisation observer or a BatchNorm without running statistics cannot leave a change.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -24,9 +25,12 @@ class ModelSnapshot:
         params = list(model.parameters())
         self.requires_grad = [(p, p.requires_grad) for p in params]
         self.grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in params]
+        self.buffers = [(module, name, buffer, buffer.detach().clone())
+                        for module in model.modules() for name, buffer in module._buffers.items()
+                        if buffer is not None]
 
     def restore(self) -> None:
-        """Put every recorded flag and gradient back."""
+        """Put every recorded flag, gradient and buffer back."""
         for module, training in self.training:
             module.training = training
         for param, flag in self.requires_grad:
@@ -37,17 +41,39 @@ class ModelSnapshot:
                 param.grad = grad
             if grad is not None and value is not None:
                 grad.copy_(value)
+        with torch.no_grad():
+            for module, name, buffer, value in self.buffers:
+                module._buffers[name] = buffer  # a forward may have rebound the attribute
+                if buffer.shape == value.shape and not torch.equal(buffer, value):
+                    buffer.copy_(value)
+                elif buffer.shape != value.shape:
+                    buffer.set_(value)
+
+
+_locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """One re-entrant lock per model: explanations of one model from several threads run one at a
+    time (each sees and restores the model's own state), while copies of a model run concurrently."""
+    with _locks_guard:
+        lock = _locks.get(model)
+        if lock is None:
+            lock = _locks[model] = threading.RLock()
+        return lock
 
 
 @contextmanager
 def evaluation(model: nn.Module) -> Iterator[None]:
-    """Run the block with ``model.eval()`` and restore every module's flags afterwards."""
-    snapshot = ModelSnapshot(model)
-    try:
-        model.eval()
-        yield
-    finally:
-        snapshot.restore()
+    """Run the block with the model in eval mode, holding its lock, and restore everything after."""
+    with model_lock(model):
+        snapshot = ModelSnapshot(model)
+        try:
+            model.eval()
+            yield
+        finally:
+            snapshot.restore()
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -9,11 +9,11 @@ class GuidedBackprop(ReLURuleExplainer):
     """Input gradient passing only positive gradient through positive ReLU inputs."""
 
     name = "guided_backprop"
-    rule = staticmethod(guided_rule)
+    rule = staticmethod(guided_rule)  # type: ignore[assignment]
 
 
 class Deconvnet(ReLURuleExplainer):
     """Input gradient with each ReLU's backward replaced by a ReLU of the gradient."""
 
     name = "deconvnet"
-    rule = staticmethod(deconvnet_rule)
+    rule = staticmethod(deconvnet_rule)  # type: ignore[assignment]

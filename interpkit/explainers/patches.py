@@ -10,7 +10,7 @@ position), and its exact receptive field from :func:`interpkit.receptive_field`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -69,6 +69,9 @@ class MaxActivatingPatches(LayerExplainer):
             raise InputError(f"k must be a positive int, got {k!r}")
         self.k = k
         self._fields: dict[tuple[str, tuple[int, int]], ReceptiveField] = {}
+
+    def __call__(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
+        return cast(PatchExplanation, super().__call__(inputs, target))
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""

@@ -29,7 +29,8 @@ class ModelFingerprint:
             training=[m.training for m in model.modules()],
             requires_grad=[p.requires_grad for p in params],
             grads=[None if p.grad is None else p.grad.detach().clone() for p in params],
-            state={k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+            state={**{k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+                   **{f"buffer {k}": v.detach().clone() for k, v in model.named_buffers()}},
             hooks=[len(getattr(m, d, {})) for m in model.modules() for d in _HOOK_DICTS],
             global_hooks=_global_hook_counts(),
         )

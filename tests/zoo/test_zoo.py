@@ -132,3 +132,26 @@ def test_vgg19_offline_says_how_to_get_the_weights(monkeypatch, tmp_path):
         interpkit.get_model("vgg19_caltech5")
     with pytest.raises(WeightsError, match="missing"):
         interpkit.get_weights("vgg19_caltech5").state_dict()
+
+
+def test_builders_and_weights_torchvision_style(tmp_path):
+    enum = zoo.caltech5_arch1.weights
+    assert enum is zoo.Caltech5Arch1Weights
+    assert enum.verify(None) is None
+    assert enum.verify("DEFAULT") is enum.verify(enum.CALTECH5_V1) is enum.CALTECH5_V1
+    for bad in ("NOPE", 3, zoo.Caltech5Arch2Weights.DEFAULT):
+        with pytest.raises(WeightsError):
+            enum.verify(bad)
+    direct = zoo.caltech5_arch1(weights="DEFAULT")
+    looked_up = interpkit.get_model("caltech5_arch1", weights=enum.DEFAULT)
+    for a, b in zip(direct.state_dict().values(), looked_up.state_dict().values()):
+        assert torch.equal(a, b)
+    # a user's file (written by 'interpkit train') reads through the same class
+    for suffix in (".pt", ".json"):
+        shutil.copy(enum.DEFAULT.value.path.with_suffix(suffix), tmp_path / f"mine{suffix}")
+    mine = WeightsFile(tmp_path / "mine.pt")
+    assert mine.meta == enum.DEFAULT.meta and mine.transforms() == enum.DEFAULT.transforms()
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), direct.state_dict().values()))
+    (tmp_path / "mine.json").unlink()
+    with pytest.raises(WeightsError, match="description"):
+        WeightsFile(tmp_path / "mine.pt").state_dict()
