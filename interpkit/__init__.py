@@ -14,7 +14,7 @@ from .analysis import (
 from .core import Explainer, Explanation, LayerExplainer, MapKind, Neuron
 from .errors import (
     InputError, InterpkitError, LayerError, LayerNotFoundError, NoReLUError, PluginError, ReceptiveFieldError,
-    TargetError, WeightsError,
+    TargetError, UncoveredNonlinearityError, WeightsError,
 )
 from .explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, PatchExplanation
 from .hookspecs import hookimpl
@@ -43,7 +43,7 @@ __all__ = [
     "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
     "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind",
     "MaxActivatingPatches", "Neuron", "NoReLUError", "PatchExplanation", "PluginError", "ReceptiveField",
-    "ReceptiveFieldError", "TargetError", "TopPatches", "WeightsError", "__version__", "explain", "feature_maps",
+    "ReceptiveFieldError", "TargetError", "TopPatches", "UncoveredNonlinearityError", "WeightsError", "__version__", "explain", "feature_maps",
     "get_explainer", "get_metric", "get_model", "get_weights", "hookimpl", "layer_table", "list_explainers",
     "list_metrics", "list_models", "receptive_field", "top_patches",
 ]

@@ -38,11 +38,25 @@ def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[
         bundled = get_weights(model)  # raises for an unknown model
         network = get_model(model, weights=bundled)
         transform, categories = bundled.transforms(), bundled.meta["categories"]
+    return network.to(parse_device(device)).eval(), transform, categories
+
+
+def parse_device(text: str) -> torch.device:
+    """A torch device that exists here and holds data, or an InputError saying which to use."""
     try:
-        network = network.to(device)
+        device = torch.device(text)
+    except RuntimeError:
+        hint = " (did you mean 'cuda'?)" if text.lower().startswith("gpu") else ""
+        raise InputError(f"unknown device {text!r}{hint}; use --device cpu, or cuda where a GPU is installed") from None
+    if device.type == "meta":
+        raise InputError("the meta device holds no data, so nothing can be explained there; use --device cpu "
+                         "or --device cuda")
+    try:
+        torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
-        raise InputError(f"cannot use device {device!r}: {error}") from None
-    return network.eval(), transform, categories
+        raise InputError(f"cannot use device {text!r} here ({' '.join(str(error).split())[:160]}); "
+                         "use --device cpu") from None
+    return device
 def parse_target(text: str | None, categories: Sequence[str]) -> Any:
     """None (top-1), 'all', a class index, or a class name."""
     if text is None or text == "top":

@@ -44,6 +44,10 @@ class NoReLUError(InterpkitError, ValueError):
     """The forward evaluated no ReLU, so a ReLU backward rule would change nothing."""
 
 
+class UncoveredNonlinearityError(InterpkitError, ValueError):
+    """A backward rule defined for ReLUs met other nonlinearities in the forward (strict mode)."""
+
+
 class ReceptiveFieldError(InterpkitError, ValueError):
     """The receptive field cannot be traced exactly through the model's ops."""
 
@@ -52,9 +56,13 @@ class PluginError(_PlainMessage, InterpkitError, LookupError):
     """A plugin or a registered name is missing, broken or taken twice."""
 
 
+class VectorizationWarning(RuntimeWarning):
+    """A computation fell back from one vectorised pass to a loop; the result is the same, slower."""
+
+
 class PluginWarning(UserWarning):
     """A plugin was skipped; the message names it and says why."""
 
 
 __all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "NoReLUError", "PluginError",
-           "PluginWarning", "ReceptiveFieldError", "TargetError", "WeightsError"]
+           "PluginWarning", "ReceptiveFieldError", "TargetError", "UncoveredNonlinearityError", "VectorizationWarning", "WeightsError"]

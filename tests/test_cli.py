@@ -85,7 +85,9 @@ BAD = [
     (["explain", "{image}", "--checkpoint", "{broken}", "--out", "o"], "missing"),
     (["explain", "{image}", "--out", "o"], "one of the arguments"),
     (["frobnicate"], "invalid choice"),
-    (["explain", "{image}", "--model", "caltech5_arch2", "--device", "tpu9", "--out", "o"], "cannot use device"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--device", "tpu9", "--out", "o"], "unknown device"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--device", "gpu", "--out", "o"], "did you mean 'cuda'"),
+    (["explain", "{image}", "--model", "caltech5_arch2", "--device", "meta", "--out", "o"], "meta device"),
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..core import LayerLike, capture_outputs, check_inputs, evaluation, resolve_layer
+from ..core import LayerLike, capture_outputs, check_inputs, evaluation, resolve_layer, run_model
 from ..errors import LayerError
 
 
@@ -38,10 +38,12 @@ class FeatureMapSet:
 
 
 def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[LayerLike] | None = None) -> FeatureMapSet:
-    """The outputs of every ``Conv2d`` (default) or of the named ``layers`` for ``inputs``.
+    """The outputs of every ``Conv2d`` the forward runs (default) or of the named ``layers``.
 
     One forward under ``no_grad`` in eval mode (the model is restored afterwards). Values are
-    cloned as each layer produced them, before any in-place activation that follows.
+    cloned as each layer produced them, before any in-place activation that follows. By default
+    convolutions the eval forward never calls (GoogLeNet's and Inception's auxiliary heads) are
+    left out; a named layer that does not run is an error.
     """
     chosen: list[tuple[str, nn.Module]]
     if layers is None:
@@ -53,9 +55,11 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[LayerL
     inputs = check_inputs(inputs, model)
     modules = [module for _, module in chosen]
     with evaluation(model), torch.no_grad(), capture_outputs(modules, for_gradients=False) as captured:
-        model(inputs)
+        run_model(model, inputs)
+    if layers is None:
+        chosen = [(name, module) for name, module in chosen if module in captured.calls]
     for name, module in chosen:
-        captured.output(module, name)  # raises for a layer the forward never called
+        captured.output(module, name)  # raises for a layer the forward never called, or called twice
     position = {module: i for i, module in enumerate(captured)}
     in_order = sorted(chosen, key=lambda layer: position[layer[1]])
     return FeatureMapSet(tuple(n for n, _ in in_order), tuple(captured[m] for _, m in in_order))

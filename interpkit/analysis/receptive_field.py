@@ -48,8 +48,14 @@ class Axis:
         return self.hi[inside] + (index - inside) * self.step
 
     def window(self, first: np.ndarray, last: np.ndarray, stride: int) -> "Axis":
-        """Positions reading input positions ``first..last`` (inclusive, may lie in padding)."""
-        return Axis(self.lo_at(first), self.hi_at(last), self.step * stride)
+        """Positions reading input positions ``first..last`` (inclusive, may lie in padding): the
+        hull of those positions' intervals (not only of the ends: after reflect padding the
+        intervals are not monotone)."""
+        span = int((last - first).max()) if len(first) else 0
+        reads = [np.minimum(first + t, last) for t in range(span + 1)]
+        low = np.min([self.lo_at(index) for index in reads], axis=0)
+        high = np.max([self.hi_at(index) for index in reads], axis=0)
+        return Axis(low, high, self.step * stride)
 
     def broadcast(self, n: int) -> "Axis":
         if len(self.lo) == n:
@@ -110,17 +116,27 @@ class ReceptiveField:
                                out[:, 2].clamp_max(height), out[:, 3].clamp_max(width)], dim=1)
         return out.reshape(*positions.shape[:-1], 4).to(positions.device)
 
+    @property
+    def covers_input(self) -> bool:
+        """True when every unit can be influenced by every input pixel (after global pooling)."""
+        height, width = self.input_size
+        return bool((self.rows.lo <= 0).all() and (self.rows.hi >= height).all()
+                    and (self.columns.lo <= 0).all() and (self.columns.hi >= width).all())
+
     def __repr__(self) -> str:
         shape = f"size={self.size}, stride={self.stride}, offset={self.offset}" if self.regular else "irregular"
-        return f"ReceptiveField(layer='{self.layer}', grid={self.grid_size}, {shape})"
+        whole = ", covers the whole input" if self.covers_input else ""
+        return f"ReceptiveField(layer='{self.layer}', grid={self.grid_size}, {shape}{whole})"
 
 
 def _regular(axis: Axis) -> tuple[int, int, int] | None:
+    """(size, stride, offset) of a grid of equal, equally spaced windows; one window (a layer
+    after global pooling) tiles the axis with a stride of its own size."""
     sizes = axis.hi - axis.lo
     steps = np.diff(axis.lo)
     if not (sizes == sizes[0]).all() or (len(steps) and not (steps == steps[0]).all()):
         return None
-    return int(sizes[0]), int(steps[0]) if len(steps) else axis.step, int(axis.lo[0])
+    return int(sizes[0]), int(steps[0]) if len(steps) else int(sizes[0]), int(axis.lo[0])
 
 
 def receptive_field(model: nn.Module, layer: LayerLike, input_size: tuple[int, int] = (224, 224),
@@ -133,14 +149,16 @@ def receptive_field(model: nn.Module, layer: LayerLike, input_size: tuple[int, i
         raise ReceptiveFieldError("receptive_field needs a layer: a dotted name or a module")
     name, module = resolve_layer(model, layer)
     height, width = _size(input_size)
-    channels = in_channels or _first_in_channels(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    channels = in_channels or _first_in_channels(model, (height, width), dtype)
     image = torch.zeros(1, channels, height, width, device=model_device(model), dtype=dtype)
     tracer = _Tracer()
     tracer.track(image, (Axis.identity(height), Axis.identity(width)))
     seen: list[Field | None] = []
+
     def hook(_module: nn.Module, _inputs: tuple, out: Any) -> None:
-        seen.append(tracer.field(out) if _is_map(out) else None)
+        seen.append(tracer.field(out))
+        tracer.active = False  # what runs after the layer does not change its field
 
     with evaluation(model), forward_hooks([module], hook), torch.no_grad(), tracer:
         model(image)
@@ -150,7 +168,7 @@ def receptive_field(model: nn.Module, layer: LayerLike, input_size: tuple[int, i
         )
     field = seen[0]
     if field is None:
-        raise ReceptiveFieldError(f"layer '{name}' output is not a spatial map of the input")
+        raise ReceptiveFieldError(f"layer '{name}' output is not a tensor computed from the input")
     return ReceptiveField(name, field[0], field[1], (height, width))
 
 
@@ -163,11 +181,31 @@ def _size(input_size: Any) -> tuple[int, int]:
     return int(input_size[0]), int(input_size[1])
 
 
-def _first_in_channels(model: nn.Module) -> int:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    return 3
+class _FirstConv(Exception):
+    """Raised by a pre-hook at the first convolution a forward reaches, to stop it there."""
+
+
+def _first_in_channels(model: nn.Module, size: tuple[int, int], dtype: torch.dtype) -> int:
+    """The input channels of the first convolution the forward runs (not the first registered):
+    each candidate count is tried until the convolution reached first expects it."""
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    reached: list[nn.Conv2d] = []
+
+    def stop(module: nn.Module, _inputs: tuple) -> None:
+        reached.append(module)  # type: ignore[arg-type]
+        raise _FirstConv
+
+    for channels in dict.fromkeys(conv.in_channels for conv in convolutions):
+        reached.clear()
+        try:
+            with evaluation(model), forward_hooks(convolutions, stop, pre=True), torch.no_grad():
+                model(torch.zeros(1, channels, *size, device=model_device(model), dtype=dtype))
+        except _FirstConv:
+            if reached[0].in_channels == channels:
+                return channels
+        except RuntimeError:
+            continue
+    return convolutions[0].in_channels if convolutions else 3
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -188,7 +226,16 @@ _MOVES_PIXELS = {torch.flip, torch.roll, torch.rot90, torch.transpose, torch.per
                  F.conv_transpose2d, torch.conv_transpose2d, F.grid_sample, F.pixel_shuffle,
                  F.unfold, F.fold, torch.Tensor.unfold, torch.cumsum, torch.Tensor.cumsum,
                  torch.softmax, torch.Tensor.softmax, F.softmax, torch.sort, torch.Tensor.sort,
-                 torch.movedim, torch.Tensor.movedim, torch.Tensor.swapaxes}
+                 torch.movedim, torch.Tensor.movedim, torch.Tensor.swapaxes, torch.swapaxes, torch.swapdims,
+                 torch.Tensor.swapdims, torch.einsum, torch.index_select, torch.Tensor.index_select, torch.gather,
+                 torch.Tensor.gather, torch.take_along_dim, torch.Tensor.take_along_dim, torch.Tensor.scatter,
+                 torch.scatter, torch.index_add, torch.Tensor.index_add, torch.Tensor.narrow, torch.narrow,
+                 torch.Tensor.flatten, torch.flatten, torch.Tensor.unflatten, torch.Tensor.as_strided, torch.as_strided,
+                 torch.fft.fft2, torch.fft.rfft2, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
+# properties that move pixels: the function seen is the descriptor's __get__
+_MOVING_PROPERTIES = {torch.Tensor.mT, torch.Tensor.mH, torch.Tensor.T, torch.Tensor.H}
+# padding modes whose padded values copy border pixels: a padded position reads pixel 0 (or the mirror)
+_COPYING_PADS = {"replicate", "reflect"}
 
 
 class _Tracer(TorchFunctionMode):
@@ -202,6 +249,7 @@ class _Tracer(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.fields: dict[int, tuple[torch.Tensor, Field]] = {}  # tensors kept alive: ids stay unique
+        self.active = True
 
     def track(self, tensor: torch.Tensor, field: Field) -> None:
         self.fields[id(tensor)] = (tensor, field)
@@ -213,6 +261,8 @@ class _Tracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
+        if not self.active:
+            return result
         inputs = [a for a in _flat(args, kwargs) if self.field(a) is not None]
         outputs = [r for r in (result if isinstance(result, (tuple, list)) else (result,))
                    if isinstance(r, torch.Tensor)]
@@ -247,13 +297,20 @@ class _Tracer(TorchFunctionMode):
         if func is F.pad:
             pad = list(_arg(args, kwargs, 1, "pad", ()))
             pad += [0] * (4 - len(pad))
-            return (_shifted(source[0], pad[2], size[0]), _shifted(source[1], pad[0], size[1]))
+            mode = _arg(args, kwargs, 2, "mode", "constant")
+            if mode not in ("constant", *_COPYING_PADS):
+                raise ReceptiveFieldError(f"receptive fields cannot be traced through {mode} padding (it wraps "
+                                          "pixels from the far side); compute them up to a layer before it")
+            return (_shifted(source[0], pad[2], size[0], mode), _shifted(source[1], pad[0], size[1], mode))
         if func in _CAT and _arg(args, kwargs, 1, "dim", 0) % 4 in (2, 3):
             raise ReceptiveFieldError("receptive fields cannot be traced through a spatial concatenation")
-        if func in _MOVES_PIXELS and not (func is torch.Tensor.__getitem__ and _only_channel_index(args[1])):
+        moving_property = getattr(func, "__self__", None) in _MOVING_PROPERTIES
+        if moving_property or (func in _MOVES_PIXELS
+                               and not (func is torch.Tensor.__getitem__ and _only_channel_index(args[1]))):
+            name = getattr(func.__self__, "__name__", "") if moving_property else getattr(func, "__name__", func)
             raise ReceptiveFieldError(
-                f"receptive fields cannot be traced through '{getattr(func, '__name__', func)}' "
-                "(it moves pixels); compute them up to a layer before it"
+                f"receptive fields cannot be traced through '{name}' (it moves pixels); compute them up to "
+                "a layer before it"
             )
         return _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], size, func)
 
@@ -305,9 +362,17 @@ def _adaptive(axis: Axis, n_out: int) -> Axis:
     return axis.window(first, last, max(1, math.ceil(n_in / n_out)))
 
 
-def _shifted(axis: Axis, before: int, n_out: int) -> Axis:
+def _shifted(axis: Axis, before: int, n_out: int, mode: str = "constant") -> Axis:
+    """Padding (or cropping) by ``before`` positions. A constant-padded position reads no pixel;
+    a replicate-padded one reads the border position, a reflect-padded one its mirror image."""
     index = np.arange(n_out, dtype=np.int64) - before
-    return Axis(axis.lo_at(index), axis.hi_at(index), axis.step)
+    if mode == "constant":
+        return Axis(axis.lo_at(index), axis.hi_at(index), axis.step)
+    last = len(axis.lo) - 1
+    if mode == "reflect":
+        index = np.where(index < 0, -index, np.where(index > last, 2 * last - index, index))
+    index = np.clip(index, 0, last)
+    return Axis(axis.lo[index], axis.hi[index], axis.step)
 
 
 def _pointwise(fields: list[Field | None], shapes: list[tuple[int, int]], size: tuple[int, ...], func: Any) -> Field:

@@ -9,20 +9,20 @@ layer's activation and the gradients of every target in one forward and one batc
 and restores it.
 """
 
-from .explainer import Explainer, LayerExplainer, LayerGradients, check_inputs
+from .explainer import Explainer, LayerExplainer, LayerGradients, check_flag, check_inputs
 from .explanation import Explanation
 from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs, forward_hooks
 from .layers import LayerLike, is_spatial, last_spatial_layer, resolve_layer
 from .maps import MapKind, normalize_maps
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
-from .state import ModelSnapshot, evaluation, model_device
+from .state import ModelSnapshot, evaluation, mixes_samples, model_device, run_model
 from .targets import Neuron, TargetLike, TargetSelection, neurons_of, select_targets
 
 __all__ = [
     "Captured", "Explainer", "Explanation", "LayerExplainer", "LayerGradients", "LayerLike", "MapKind",
     "ModelSnapshot", "Neuron", "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection",
-    "capture_outputs", "check_inputs", "deconvnet_rule", "evaluation", "forward_hooks", "guided_rule",
-    "is_spatial", "last_spatial_layer", "model_device", "neurons_of", "normalize_maps", "per_target_gradients",
-    "resolve_layer", "select_targets",
+    "capture_outputs", "check_flag", "check_inputs", "deconvnet_rule", "evaluation", "forward_hooks", "guided_rule",
+    "is_spatial", "last_spatial_layer", "mixes_samples", "model_device", "neurons_of", "normalize_maps", "per_target_gradients",
+    "resolve_layer", "run_model", "select_targets",
 ]

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from ..errors import InputError, InterpkitError, LayerError
-from .explanation import Explanation
+from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs
 from .layers import LayerLike, is_spatial, last_spatial_layer, resolve_layer
 from .maps import MapKind
-from .state import ModelSnapshot, model_device, model_lock
-from .targets import TargetLike, TargetSelection, neurons_of, select_targets
+from .state import ModelSnapshot, mixes_samples, model_device, model_dtype, model_lock, run_model
+from .targets import TargetLike, TargetSelection, neurons_of, sample_target, select_targets
 
 
 class Explainer:
@@ -65,9 +65,17 @@ class Explainer:
     def __call__(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
         inputs = check_inputs(inputs, self.model)
         if self._snapshot is not None:
-            return self.explain(inputs, target)
+            return self._explain_exactly(inputs, target)
         with self:
+            return self._explain_exactly(inputs, target)
+
+    def _explain_exactly(self, inputs: torch.Tensor, target: TargetLike) -> Explanation:
+        """``explain``, one sample at a time when the model's eval forward mixes samples: a
+        sample's map must not depend on the others in its batch."""
+        if len(inputs) == 1 or not mixes_samples(self.model):
             return self.explain(inputs, target)
+        n = len(inputs)
+        return concatenate([self.explain(inputs[i:i + 1], sample_target(target, i, n)) for i in range(n)])
 
     def explain(self, inputs: torch.Tensor, target: TargetLike) -> Explanation:
         """Compute the explanation of validated ``inputs``; the model is already in eval mode."""
@@ -91,7 +99,7 @@ class Explainer:
         hooked = list(modules) + [module for _, module in neuron_layers.values()]
         with torch.enable_grad():
             with capture_outputs(hooked, for_gradients=True) as captured, self.forward_mode():
-                output = self.model(inputs)
+                output = run_model(self.model, inputs)
             neuron_outputs = {n: (name, captured.output(m, name)) for n, (name, m) in neuron_layers.items()}
             return select_targets(target, output, len(inputs), neuron_outputs), captured
 
@@ -154,6 +162,13 @@ class LayerExplainer(Explainer):
         return activation
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """A boolean option, refused when it is anything but a bool (``upsample="no"`` is truthy)."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def check_inputs(inputs: Any, model: nn.Module) -> torch.Tensor:
     """Validate a batch of images: a finite, floating (N, C, H, W) tensor on the model's device."""
     if not isinstance(inputs, torch.Tensor):
@@ -171,9 +186,18 @@ def check_inputs(inputs: Any, model: nn.Module) -> torch.Tensor:
             f"inputs must be a floating tensor, got {inputs.dtype}; convert uint8 images with "
             "the model's transforms or inputs.float() / 255"
         )
+    if 0 in inputs.shape:
+        raise InputError(f"inputs of shape {tuple(inputs.shape)} have a dimension of size 0; give at least one pixel")
+    if torch.is_inference_mode_enabled() or inputs.is_inference():
+        raise InputError("explanations need gradients, which torch.inference_mode() turns off: call the explainer "
+                         "outside inference mode, on inputs made outside it (or inputs.clone() there)")
     device = model_device(model)
     if inputs.device != device:
         raise InputError(f"inputs are on {inputs.device} but the model is on {device}; move them with .to()")
+    dtype = model_dtype(model)
+    if dtype is not None and inputs.dtype != dtype:
+        raise InputError(f"inputs are {inputs.dtype} but the model's parameters are {dtype}; convert one to the "
+                         f"other, e.g. inputs.to({dtype})")
     if not bool(torch.isfinite(inputs).all()):
         raise InputError("inputs contain NaN or Inf values; clean or re-normalise the images")
     return inputs.detach()

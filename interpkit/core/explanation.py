@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -64,3 +64,14 @@ class Explanation:
             "kind": self.kind.value,
             "layer": self.layer,
         }
+
+
+def concatenate(parts: Sequence[Explanation]) -> Explanation:
+    """One Explanation from several of the same kind, sample after sample: every tensor field is
+    joined along the batch dimension, every other field is the first part's."""
+    first = parts[0]
+    values = {f.name: getattr(first, f.name) for f in fields(first)}
+    for name, value in values.items():
+        if isinstance(value, torch.Tensor):
+            values[name] = torch.cat([getattr(part, name) for part in parts])
+    return type(first)(**values)

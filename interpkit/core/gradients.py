@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
+
+from ..errors import VectorizationWarning
 
 # Upper bound on the elements of one batched gradient; larger K is split into chunks that
 # share the graph, so explaining every class of an ImageNet model does not exhaust memory.
@@ -17,8 +20,9 @@ def per_target_gradients(
 ) -> list[torch.Tensor]:
     """For scores (N, K), return for each tensor in ``wrt`` (N, ...) its gradients (N, K, ...).
 
-    Samples of a batch are independent in eval mode, so the gradient of column k summed over
-    the batch gives every sample's own gradient. The K columns go through
+    The gradient of column k summed over the batch is every sample's own gradient when samples
+    are independent; explainers call this one sample at a time for models whose eval forward
+    mixes samples (``mixes_samples``). The K columns go through
     ``torch.autograd.grad(..., is_grads_batched=True)``: one backward pass, vectorised.
     """
     n, k = scores.shape
@@ -32,13 +36,25 @@ def per_target_gradients(
     for start in range(0, k, chunk):
         rows = eye[start : start + chunk]  # (k', K): one-hot column selectors
         grad_outputs = rows.unsqueeze(1).expand(-1, n, -1)  # (k', N, K)
-        last = start + chunk >= k
-        found = torch.autograd.grad(
-            scores, list(wrt), grad_outputs, retain_graph=not last, is_grads_batched=True,
-            allow_unused=True,
-        )
+        found = _batched_grad(scores, wrt, grad_outputs)
         # a score that does not depend on a tensor (a neuron before the layer) has zero gradient
         grads = [torch.zeros((len(rows), *t.shape), dtype=t.dtype, device=t.device) if g is None else g
                  for g, t in zip(found, wrt)]
         pieces.append([g.movedim(0, 1) for g in grads])
     return [torch.cat(parts, dim=1) for parts in zip(*pieces)]
+
+
+def _batched_grad(scores: torch.Tensor, wrt: Sequence[torch.Tensor], grad_outputs: torch.Tensor
+                  ) -> list[torch.Tensor | None]:
+    """One vectorised backward for every row of ``grad_outputs``; one backward per row when the
+    graph cannot be vectorised (a user's backward hook that calls ``.item()``, an op without a
+    batching rule), with one warning saying so. The graph is kept for that second try; it is
+    freed with the scores when the explanation returns."""
+    try:
+        return list(torch.autograd.grad(scores, list(wrt), grad_outputs, retain_graph=True, is_grads_batched=True,
+                                        allow_unused=True))
+    except RuntimeError as error:
+        warnings.warn(f"the backward pass cannot be vectorised ({' '.join(str(error).split())[:200]}); "
+                      "taking one backward per target instead, which is slower", VectorizationWarning, stacklevel=4)
+    rows = [torch.autograd.grad(scores, list(wrt), row, retain_graph=True, allow_unused=True) for row in grad_outputs]
+    return [None if parts[0] is None else torch.stack(parts) for parts in zip(*rows)]

@@ -11,17 +11,16 @@ from torch import nn
 from ..errors import LayerError
 
 
-Hook = Callable[[nn.Module, tuple, Any], Any]
-
-
 @contextmanager
-def forward_hooks(modules: Iterable[nn.Module], hook: Hook) -> Iterator[None]:
-    """Register ``hook`` as a forward hook on each module (once each) for the block only.
+def forward_hooks(modules: Iterable[nn.Module], hook: Callable[..., Any], pre: bool = False) -> Iterator[None]:
+    """Register ``hook`` as a forward hook (``pre=True``: a forward pre-hook, called with the
+    module and its inputs) on each module, once each, for the block only.
 
     The one place interpkit adds hooks: they are removed in ``finally``, whether the block
     returned or raised, so no hook outlives the call that needed it.
     """
-    handles = [module.register_forward_hook(hook) for module in dict.fromkeys(modules)]
+    unique = dict.fromkeys(modules)
+    handles = [m.register_forward_pre_hook(hook) if pre else m.register_forward_hook(hook) for m in unique]
     try:
         yield
     finally:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import LayerError, LayerNotFoundError
 from .hooks import forward_hooks
+from .state import run_model
 
 LayerLike = Union[str, nn.Module, None]
 
@@ -60,7 +61,7 @@ def last_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> tuple[str, nn.
             produced.append((module, output, output._version))
 
     with forward_hooks(names, hook), torch.no_grad():
-        model(inputs[:1])
+        run_model(model, inputs[:1])
     if not produced:
         raise LayerError(
             "no layer of the model produces a spatial (N, C, H, W) output for this input; "

@@ -1,13 +1,17 @@
-"""Op-level backward rules for ReLU, active only during an explainer's forward pass.
+"""Op-level backward rules for the ReLU family, active only during an explainer's forward pass.
 
-A ``TorchFunctionMode`` sees every ReLU the forward evaluates, whatever calls it: ``nn.ReLU``
+A ``TorchFunctionMode`` sees every op the forward evaluates, whatever calls it: ``nn.ReLU``
 modules (in-place or not, reused or not), ``F.relu``, ``torch.relu``, ``Tensor.relu`` and the
-in-place variants. Each is routed to an autograd Function with the same forward value and the
-chosen backward rule, so no module is ever replaced.
+in-place variants, ``ReLU6`` / ``F.relu6`` / ``F.hardtanh`` with a lower bound of 0, and
+``clamp(min=0)`` / ``clamp_min(0)``. Each is routed to an autograd Function with the same forward
+value and the chosen backward rule, so no module is ever replaced. Every other elementwise
+nonlinearity (GELU, SiLU, Hardswish, sigmoid, ...) is counted, since a rule defined for ReLUs
+does not cover it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
@@ -15,85 +19,124 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import NoReLUError
-from .explainer import Explainer
+from ..errors import NoReLUError, UncoveredNonlinearityError
+from .explainer import Explainer, check_flag
 from .explanation import Explanation
 from .gradients import per_target_gradients
 from .maps import MapKind
 from .targets import TargetLike
 
-# backward rules: (incoming gradient, the ReLU's forward output) -> outgoing gradient
+# backward rules: (incoming gradient, where the forward passed its input through) -> outgoing gradient
 Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def guided_rule(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """Guided backprop: only positive gradient, only where the forward input was positive."""
-    # threshold_backward is ReLU's own backward kernel (zero where output <= 0)
-    return torch.ops.aten.threshold_backward(grad, output, 0).clamp_min_(0)
+def guided_rule(grad: torch.Tensor, passed: torch.Tensor) -> torch.Tensor:
+    """Guided backprop: only positive gradient, only where the forward passed its input on."""
+    return torch.where(passed, grad, 0).clamp_min_(0)
 
 
-def deconvnet_rule(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+def deconvnet_rule(grad: torch.Tensor, passed: torch.Tensor) -> torch.Tensor:
     """Deconvnet: the ReLU is applied to the gradient, ignoring the forward input."""
     return grad.clamp_min(0)
 
 
 class _RuledReLU(torch.autograd.Function):
-    """ReLU with a replaceable backward. The output is saved, as ReLU's own backward does:
-    output > 0 exactly where the input was, and it survives the in-place variant."""
+    """``clamp(x, 0, upper)`` with a replaceable backward. The forward's pass-through mask
+    (0 < output, and output < upper when bounded) is saved, as ReLU's own backward saves its
+    output: it holds for the in-place variants too."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, inplace: bool, rule: Rule) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, inplace: bool, upper: float | None, rule: Rule) -> torch.Tensor:
         ctx.rule = rule
         if inplace:
             ctx.mark_dirty(x)
-            output = torch.relu_(x)
+            output = x.clamp_(0, upper)
         else:
-            output = torch.relu(x)
-        ctx.save_for_backward(output)
+            output = x.clamp(0, upper)
+        passed = output > 0 if upper is None else (output > 0) & (output < upper)
+        ctx.save_for_backward(passed)
         return output
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (output,) = ctx.saved_tensors
-        return ctx.rule(grad, output), None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (passed,) = ctx.saved_tensors
+        return ctx.rule(grad, passed), None, None, None
 
 
-_OUT_OF_PLACE = {torch.relu, F.relu, torch.Tensor.relu}
-_IN_PLACE = {torch.relu_, torch.Tensor.relu_, F.relu_}
+def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any) -> Any:
+    return args[position] if len(args) > position else kwargs.get(name, default)
+
+
+def _relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None] | None:
+    """``(inplace, upper)`` when ``func(*args, **kwargs)`` is a ReLU-family op, else None."""
+    if func in (torch.relu, torch.Tensor.relu, F.relu):
+        return bool(_argument(args, kwargs, 1, "inplace", False)) and func is F.relu, None
+    if func in (torch.relu_, torch.Tensor.relu_, F.relu_):
+        return True, None
+    if func is F.relu6:
+        return bool(_argument(args, kwargs, 1, "inplace", False)), 6.0
+    if func is F.hardtanh and _argument(args, kwargs, 1, "min_val", -1.0) == 0:
+        return bool(_argument(args, kwargs, 3, "inplace", False)), float(_argument(args, kwargs, 2, "max_val", 1.0))
+    if func in _CLAMPS:
+        low, high = _argument(args, kwargs, 1, "min", None), _argument(args, kwargs, 2, "max", None)
+        if isinstance(low, (int, float)) and low == 0 and (high is None or isinstance(high, (int, float))):
+            return func in _IN_PLACE_CLAMPS, None if high is None else float(high)
+    return None
+
+
+_CLAMPS = {torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.Tensor.clamp_,
+           torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.clamp_min_, torch.clamp_min_}
+_IN_PLACE_CLAMPS = {torch.clamp_, torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_, torch.clamp_min_}
+# elementwise nonlinearities a ReLU rule is not defined for, by the name reported to the user
+_UNCOVERED = {
+    F.gelu: "GELU", F.silu: "SiLU", F.hardswish: "Hardswish", F.mish: "Mish", F.elu: "ELU", F.elu_: "ELU",
+    F.selu: "SELU", F.celu: "CELU", F.leaky_relu: "LeakyReLU", F.leaky_relu_: "LeakyReLU", F.softplus: "Softplus",
+    F.hardsigmoid: "Hardsigmoid", F.sigmoid: "Sigmoid", torch.sigmoid: "Sigmoid", torch.Tensor.sigmoid: "Sigmoid",
+    torch.sigmoid_: "Sigmoid", torch.Tensor.sigmoid_: "Sigmoid", F.tanh: "Tanh", torch.tanh: "Tanh",
+    torch.Tensor.tanh: "Tanh", torch.tanh_: "Tanh", torch.Tensor.tanh_: "Tanh", F.prelu: "PReLU", F.rrelu: "RReLU",
+    F.softsign: "Softsign", F.tanhshrink: "Tanhshrink", F.logsigmoid: "LogSigmoid", F.glu: "GLU",
+    F.hardshrink: "Hardshrink", F.softshrink: "Softshrink", F.hardtanh: "Hardtanh", torch.erf: "erf",
+}
 
 
 class ReLURuleMode(TorchFunctionMode):
-    """While active, every ReLU uses ``rule`` in its backward; ``count`` tallies them."""
+    """While active, every ReLU-family op uses ``rule`` in its backward; ``count`` tallies them
+    and ``uncovered`` counts, by kind, the other elementwise nonlinearities that ran."""
 
     def __init__(self, rule: Rule) -> None:
         super().__init__()
         self.rule = rule
         self.count = 0
+        self.uncovered: Counter[str] = Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _OUT_OF_PLACE or func in _IN_PLACE:
-            x = args[0]
-            inplace = func in _IN_PLACE or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+        relu = _relu_call(func, args, kwargs)
+        if relu is not None:
             self.count += 1
-            return _RuledReLU.apply(x, inplace, self.rule)
+            return _RuledReLU.apply(args[0], relu[0], relu[1], self.rule)
+        if func in _UNCOVERED:
+            self.uncovered[_UNCOVERED[func]] += 1
         return func(*args, **kwargs)
 
 
 class ReLURuleExplainer(Explainer):
-    """Input gradients with a backward rule at every ReLU the forward evaluates.
+    """Input gradients with a backward rule at every ReLU-family op the forward evaluates.
 
-    Subclasses set ``rule`` (a staticmethod ``(grad, relu_output) -> grad``). Maps have shape
-    (N, K, C, H, W). K targets (classes or ``Neuron`` units) share one forward and one batched
-    backward. With ``strict=True`` a forward without any ReLU raises :class:`NoReLUError`
-    instead of silently returning the plain gradient.
+    Subclasses set ``rule`` (a staticmethod ``(grad, passed) -> grad``, ``passed`` the mask where
+    the forward let its input through). Maps have shape (N, K, C, H, W). K targets (classes or
+    ``Neuron`` units) share one forward and one batched backward. With ``strict=True`` (the
+    default) a forward without any ReLU raises :class:`NoReLUError`, and a forward that also ran
+    other elementwise nonlinearities (GELU, SiLU, Hardswish, sigmoid, ...) raises
+    :class:`UncoveredNonlinearityError` naming them, instead of returning a map that is partly
+    the plain gradient. ``strict=False`` accepts that partial rule.
     """
 
     rule: ClassVar[Rule]
 
     def __init__(self, model: nn.Module, strict: bool = True) -> None:
         super().__init__(model)
-        self.strict = strict
+        self.strict = check_flag("strict", strict)
         self._mode: ReLURuleMode | None = None
 
     def forward_mode(self) -> ContextManager[ReLURuleMode]:
@@ -110,6 +153,13 @@ class ReLURuleExplainer(Explainer):
             raise NoReLUError(
                 f"{type(self).__name__}: the forward evaluated no ReLU, so the result would be the "
                 "plain input gradient; pass strict=False if that is what you want"
+            )
+        if self.strict and self._mode.uncovered:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in self._mode.uncovered.most_common())
+            raise UncoveredNonlinearityError(
+                f"{type(self).__name__}: besides {self._mode.count} ReLU-family ops the forward ran {kinds}, "
+                "which the rule is not defined for, so the map would be partly the plain gradient; "
+                "pass strict=False to accept a partial rule"
             )
         (gradients,) = per_target_gradients(selection.scores, [x])
         return self.result(gradients, selection, MapKind.INPUT_CHANNELS)

@@ -10,6 +10,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 
 class ModelSnapshot:
     """The parts of a model's state an explanation could disturb, recorded to be put back.
@@ -44,10 +46,10 @@ class ModelSnapshot:
         with torch.no_grad():
             for module, name, buffer, value in self.buffers:
                 module._buffers[name] = buffer  # a forward may have rebound the attribute
-                if buffer.shape == value.shape and not torch.equal(buffer, value):
+                if buffer.shape != value.shape:
+                    buffer.resize_(value.shape)
+                if not torch.equal(buffer, value):
                     buffer.copy_(value)
-                elif buffer.shape != value.shape:
-                    buffer.set_(value)
 
 
 _locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
@@ -74,6 +76,27 @@ def evaluation(model: nn.Module) -> Iterator[None]:
             yield
         finally:
             snapshot.restore()
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's parameters (None for a model without any)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def mixes_samples(model: nn.Module) -> bool:
+    """True when the model's eval forward mixes the samples of a batch: a batch norm without
+    running statistics normalises with the batch's own, so a sample's output depends on the others."""
+    return any(isinstance(m, nn.modules.batchnorm._NormBase) and not isinstance(m, nn.modules.instancenorm._InstanceNorm)
+               and m.running_mean is None for m in model.modules())
+
+
+def run_model(model: nn.Module, inputs: torch.Tensor):
+    """``model(inputs)``, with a failure of the model's own forward reported as bad input."""
+    try:
+        return model(inputs)
+    except RuntimeError as error:
+        raise InputError(f"the model's forward failed on inputs of shape {tuple(inputs.shape)} "
+                         f"({' '.join(str(error).split())}); give the channels, size and dtype it expects") from error
 
 
 def model_device(model: nn.Module) -> torch.device:

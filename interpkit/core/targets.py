@@ -7,8 +7,11 @@ values whose gradients the explainers take.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, Union
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -34,8 +37,10 @@ class Neuron:
             raise TargetError("Neuron needs both y and x, or neither (for the channel's maximum)")
         for name in ("channel", "y", "x"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            if value is not None and (not _is_index(value) or value < 0):
                 raise TargetError(f"Neuron.{name} must be a non-negative int, not {value!r}")
+            if value is not None:
+                object.__setattr__(self, name, int(value))  # numpy integers become plain ints
 
     def score(self, activation: torch.Tensor, name: str) -> torch.Tensor:
         """The neuron's value for every sample, shape (N,)."""
@@ -67,6 +72,28 @@ class TargetSelection:
 
     indices: torch.Tensor
     scores: torch.Tensor
+
+
+def _is_index(value: Any) -> bool:
+    """An integer index: int or a numpy integer, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def sample_target(target: TargetLike, index: int, batch_size: int) -> TargetLike:
+    """The part of ``target`` that concerns sample ``index`` of a batch of ``batch_size``, for
+    explaining samples one at a time: per-sample lists and tensors are sliced, the rest kept."""
+    if isinstance(target, np.ndarray):
+        target = torch.from_numpy(target)
+    if isinstance(target, torch.Tensor) and target.dim() >= 1:
+        if target.shape[0] != batch_size:
+            raise TargetError(f"a target tensor must have shape (N,) or (N, K) with N = {batch_size}, "
+                              f"not {tuple(target.shape)}")
+        return target[index:index + 1]
+    if isinstance(target, (list, tuple)) and not neurons_of(target):
+        if len(target) != batch_size:
+            raise TargetError(f"got {len(target)} targets for a batch of {batch_size}; give one class index per sample")
+        return [target[index]]
+    return target
 
 
 def neurons_of(target: TargetLike) -> list[Neuron]:
@@ -117,18 +144,20 @@ def _class_indices(target: TargetLike, logits: torch.Tensor, n: int) -> torch.Te
         if target != "all":
             raise TargetError(f"unknown target string {target!r}; the only string target is 'all'")
         return torch.arange(classes, device=device).expand(n, -1)
-    if isinstance(target, bool):
+    if isinstance(target, (bool, np.bool_)):
         raise TargetError("a bool is not a class index; pass an int, a list of ints or a tensor")
-    if isinstance(target, int):
-        indices = torch.full((n, 1), target, dtype=torch.long, device=device)
+    if isinstance(target, np.ndarray):
+        target = torch.from_numpy(target)
+    if _is_index(target):
+        indices = torch.full((n, 1), int(target), dtype=torch.long, device=device)  # type: ignore[arg-type]
     elif isinstance(target, (list, tuple)):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        if not all(_is_index(t) for t in target):
             raise TargetError("a list target must hold one int class index per sample (or Neurons)")
         if len(target) != n:
             raise TargetError(
                 f"got {len(target)} targets for a batch of {n}; give one class index per sample"
             )
-        indices = torch.tensor(target, dtype=torch.long, device=device).unsqueeze(1)
+        indices = torch.tensor([int(t) for t in target], dtype=torch.long, device=device).unsqueeze(1)
     elif isinstance(target, torch.Tensor):
         indices = _tensor_indices(target, n).to(device)
     else:

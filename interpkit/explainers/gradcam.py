@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike
+from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike, check_flag
 
 
 class GradCAM(LayerExplainer):
@@ -22,8 +22,8 @@ class GradCAM(LayerExplainer):
 
     def __init__(self, model: nn.Module, layer: LayerLike = None, upsample: bool = True, relu: bool = True) -> None:
         super().__init__(model, layer)
-        self.upsample = upsample
-        self.relu = relu
+        self.upsample = check_flag("upsample", upsample)
+        self.relu = check_flag("relu", relu)
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""

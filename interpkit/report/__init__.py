@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 import interpkit
+from interpkit.commands import parse_device
 from interpkit.data import caltech5
 from interpkit.errors import InputError, WeightsError
 from interpkit.files import save_figure, write_text
@@ -92,11 +93,7 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     unknown = [n for n in names if n not in interpkit.list_models()]
     if unknown or not cnns:
         raise InputError(f"the report needs at least one of {', '.join(CNNS)}; unknown: {', '.join(unknown) or '-'}")
-    try:
-        torch_device = torch.device(device)
-        torch.empty(0, device=torch_device)
-    except (RuntimeError, AssertionError) as error:
-        raise InputError(f"cannot use device {device!r}: {' '.join(str(error).split())}") from None
+    torch_device = parse_device(device)
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
     build = _Build(page, Path(out), data_dir, torch_device)
     steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]

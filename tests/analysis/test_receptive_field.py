@@ -71,8 +71,6 @@ def test_irregular_grid_from_adaptive_pooling():
 
 def test_errors():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
-    with pytest.raises(ReceptiveFieldError, match="not a spatial map"):
-        receptive_field(model, "2", (32, 32))
     with pytest.raises(ReceptiveFieldError, match="outside"):
         receptive_field(model, "0", (32, 32)).box(30, 0)
     with pytest.raises(ReceptiveFieldError, match="input_size"):
@@ -291,3 +289,102 @@ def test_tracing_leaves_the_model_as_it_was(small_cnn):
         receptive_field(model, "1", (16, 16))
     assert_model_unchanged(before, model)
     assert torch._C._len_torch_function_stack() == 0
+
+
+def _influence_hull(model, layer_output, y, x, size):
+    """The bounding box of the input pixels whose gradient reaches unit (y, x): the truth for a
+    linear model with generic weights."""
+    image = torch.randn(1, 1, *size, requires_grad=True)
+    (gradient,) = torch.autograd.grad(layer_output(model, image)[0, :, y, x].sum(), image)
+    rows, cols = gradient[0].abs().sum(0).nonzero(as_tuple=True)
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+
+class Moves(nn.Module):
+    """A tall convolution followed by an op that moves pixels."""
+
+    def __init__(self, move):
+        super().__init__()
+        self.conv, self.move, self.after = nn.Conv2d(1, 2, (7, 1)), move, nn.Identity()
+
+    def forward(self, x):
+        return self.after(self.move(self.conv(x)))
+
+
+@pytest.mark.parametrize("move, name", [(lambda t: t.mT, "mT"), (lambda t: torch.swapdims(t, 2, 3), "swapdims"),
+                                        (lambda t: torch.einsum("nchw->ncwh", t), "einsum"),
+                                        (lambda t: t.index_select(3, torch.arange(t.shape[3]).flip(0)), "index_select")])
+def test_ops_that_move_pixels_are_refused_by_name(move, name):
+    with pytest.raises(ReceptiveFieldError, match=f"'{name}'"):
+        receptive_field(Moves(move), "after", (16, 16), in_channels=1)
+
+
+def test_an_op_after_the_layer_does_not_matter():
+    model = Moves(lambda t: t.flip(-1))
+    assert receptive_field(model, "conv", (16, 16), in_channels=1).box(0, 0) == (0, 0, 7, 1)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "zeros"])
+def test_copying_padding_is_traced_exactly(mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=2, padding_mode=mode), nn.Conv2d(2, 2, 5, stride=2),
+                          nn.Conv2d(2, 2, 3, padding=1, padding_mode=mode))
+    for depth in (1, 3):
+        field = receptive_field(model, str(depth - 1), (12, 10), in_channels=1)
+        for y in range(field.grid_size[0]):
+            for x in range(field.grid_size[1]):
+                truth = _influence_hull(model, lambda m, i: m[:depth](i), y, x, (12, 10))
+                assert field.clipped_box(y, x) == truth, (mode, depth, y, x)
+
+
+def test_circular_padding_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular"))
+    with pytest.raises(ReceptiveFieldError, match="circular"):
+        receptive_field(model, "0", (8, 8), in_channels=1)
+
+
+def test_a_layer_after_global_pooling_covers_the_whole_input():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    for layer in ("2", "4"):
+        field = receptive_field(model, layer, (32, 24))
+        assert field.grid_size == (1, 1) and field.covers_input
+        assert field.size == field.stride == (32, 24) and "whole input" in repr(field)
+    assert not receptive_field(model, "0", (32, 24)).covers_input
+
+
+def test_input_channels_come_from_the_first_convolution_that_runs():
+    class RegisteredOutOfOrder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Conv2d(8, 4, 1)  # registered first, runs second
+            self.stem = nn.Conv2d(1, 8, 3)
+
+        def forward(self, x):
+            return self.head(self.stem(x))
+
+    assert receptive_field(RegisteredOutOfOrder(), "head", (10, 10)).box(0, 0) == (0, 0, 3, 3)
+
+
+@pytest.mark.parametrize("name, layer", [("caltech5_arch2", "features.7"), ("caltech5_arch3", "features.9")])
+def test_clipped_boxes_are_exact_at_the_borders(name, layer):
+    """Every unit's clipped box is the hull of the pixels that reach it, found by autograd on a
+    copy with the ReLUs removed and each max-pool read as an average over the same window."""
+    import copy
+
+    model = interpkit.get_model(name).eval()
+    field = receptive_field(model, layer, (224, 224))
+    linear = copy.deepcopy(model)
+    for i, module in enumerate(linear.features):
+        if isinstance(module, nn.ReLU):
+            linear.features[i] = nn.Identity()
+        elif isinstance(module, nn.MaxPool2d):
+            linear.features[i] = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode)
+    image = torch.randn(1, 3, 224, 224, requires_grad=True)
+    out = linear.features[: int(layer.split(".")[1]) + 1](image)
+    h, w = out.shape[2:]
+    selectors = torch.eye(h * w).reshape(h * w, 1, 1, h, w).expand(-1, 1, out.shape[1], h, w)
+    (gradients,) = torch.autograd.grad(out, image, selectors, is_grads_batched=True)
+    for k in range(h * w):
+        rows, cols = gradients[k, 0].abs().sum(0).nonzero(as_tuple=True)
+        truth = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+        assert field.clipped_box(*divmod(k, w)) == truth

@@ -60,7 +60,7 @@ def test_page_in_headless_chromium(report, tmp_path):
 
 
 def test_bad_arguments_are_one_line(tmp_path):
-    for args, words in ((["--models", "nope"], "needs at least one"), (["--device", "tpu9"], "cannot use device")):
+    for args, words in ((["--models", "nope"], "needs at least one"), (["--device", "tpu9"], "unknown device")):
         done = subprocess.run([sys.executable, "-m", "interpkit", "report", "--out", str(tmp_path), *args],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and words in done.stderr and done.stderr.count("\n") == 1
