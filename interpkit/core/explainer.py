@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import InputError, InterpkitError, LayerError
 from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
-from .hooks import Captured, capture_outputs
+from .hooks import Captured, SavedElements, capture_outputs
 from .layers import LayerLike, is_spatial, last_spatial_layer, resolve_layer
 from .maps import MapKind
 from .state import ModelSnapshot, mixes_samples, model_device, model_dtype, model_lock, run_model
@@ -97,11 +97,14 @@ class Explainer:
         """One forward with gradients enabled, capturing ``modules`` and any Neuron layers."""
         neuron_layers = {n: resolve_layer(self.model, n.layer) for n in neurons_of(target)}
         hooked = list(modules) + [module for _, module in neuron_layers.values()]
-        with torch.enable_grad():
-            with capture_outputs(hooked, for_gradients=True) as captured, self.forward_mode():
+        with torch.enable_grad(), capture_outputs(hooked, for_gradients=True) as captured:
+            saved = SavedElements(captured)
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack), self.forward_mode():
                 output = run_model(self.model, inputs)
             neuron_outputs = {n: (name, captured.output(m, name)) for n, (name, m) in neuron_layers.items()}
-            return select_targets(target, output, len(inputs), neuron_outputs), captured
+            selection = select_targets(target, output, len(inputs), neuron_outputs)
+        selection.graph_elements = saved.total
+        return selection, captured
 
 
 @dataclass
@@ -147,7 +150,7 @@ class LayerExplainer(Explainer):
         name, module = self.resolve(inputs)
         selection, captured = self.forward_with_targets(inputs, target, [module])
         activation = self.spatial_activation(captured, name, module)
-        (gradients,) = per_target_gradients(selection.scores, [activation])
+        (gradients,) = per_target_gradients(selection.scores, [activation], selection.graph_elements)
         return LayerGradients(name, activation.detach(), gradients, selection)
 
     def spatial_activation(self, captured: Captured, name: str, module: nn.Module) -> torch.Tensor:

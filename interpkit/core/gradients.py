@@ -9,16 +9,21 @@ import torch
 
 from ..errors import VectorizationWarning
 
-# Upper bound on the elements of one batched gradient; larger K is split into chunks that
-# share the graph, so explaining every class of an ImageNet model does not exhaust memory.
+# The memory budget of one vectorised backward, in tensor elements (2**28 float32: 1 GiB). Each
+# target's backward works through gradients as large as the tensors the forward saved, so K
+# targets go in chunks of k' with k' * (saved elements + output elements) under the budget.
 MAX_BATCHED_ELEMENTS = 2**28
 
 
 @torch.enable_grad()
 def per_target_gradients(
-    scores: torch.Tensor, wrt: Sequence[torch.Tensor]
+    scores: torch.Tensor, wrt: Sequence[torch.Tensor], graph_elements: int = 0
 ) -> list[torch.Tensor]:
     """For scores (N, K), return for each tensor in ``wrt`` (N, ...) its gradients (N, K, ...).
+
+    ``graph_elements`` (``TargetSelection.graph_elements``) is what the forward saved for the
+    backward; with it the targets are chunked so that a chunk's backward stays within
+    ``MAX_BATCHED_ELEMENTS`` whatever K is.
 
     The gradient of column k summed over the batch is every sample's own gradient when samples
     are independent; explainers call this one sample at a time for models whose eval forward
@@ -29,7 +34,7 @@ def per_target_gradients(
     if k == 1:
         single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), materialize_grads=True)
         return [g.unsqueeze(1) for g in single]
-    per_column = sum(t.numel() for t in wrt)
+    per_column = sum(t.numel() for t in wrt) + graph_elements
     chunk = max(1, MAX_BATCHED_ELEMENTS // max(per_column, 1))
     eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
     pieces: list[list[torch.Tensor]] = []

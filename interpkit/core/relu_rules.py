@@ -12,7 +12,7 @@ does not cover it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, ClassVar, ContextManager
+from typing import Any, Callable, ClassVar, ContextManager, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,24 +26,28 @@ from .gradients import per_target_gradients
 from .maps import MapKind
 from .targets import TargetLike
 
-# backward rules: (incoming gradient, where the forward passed its input through) -> outgoing gradient
-Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# backward rules: (incoming gradient, the op's forward output, its upper bound or None) -> gradient
+Rule = Callable[[torch.Tensor, torch.Tensor, Optional[float]], torch.Tensor]
 
 
-def guided_rule(grad: torch.Tensor, passed: torch.Tensor) -> torch.Tensor:
-    """Guided backprop: only positive gradient, only where the forward passed its input on."""
-    return torch.where(passed, grad, 0).clamp_min_(0)
+def guided_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -> torch.Tensor:
+    """Guided backprop: only positive gradient, only where the forward passed its input on
+    (0 < output, and output < upper for a bounded member such as ReLU6)."""
+    # threshold_backward is ReLU's own backward kernel (zero where output <= 0)
+    passed = torch.ops.aten.threshold_backward(grad, output, 0)
+    if upper is not None:
+        passed = passed.masked_fill_(output >= upper, 0)
+    return passed.clamp_min_(0)
 
 
-def deconvnet_rule(grad: torch.Tensor, passed: torch.Tensor) -> torch.Tensor:
+def deconvnet_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -> torch.Tensor:
     """Deconvnet: the ReLU is applied to the gradient, ignoring the forward input."""
     return grad.clamp_min(0)
 
 
 class _RuledReLU(torch.autograd.Function):
-    """``clamp(x, 0, upper)`` with a replaceable backward. The forward's pass-through mask
-    (0 < output, and output < upper when bounded) is saved, as ReLU's own backward saves its
-    output: it holds for the in-place variants too."""
+    """``clamp(x, 0, upper)`` with a replaceable backward. The output is saved, as ReLU's own
+    backward does: it tells where the input was passed on, and survives the in-place variants."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, inplace: bool, upper: float | None, rule: Rule) -> torch.Tensor:
@@ -53,14 +57,14 @@ class _RuledReLU(torch.autograd.Function):
             output = x.clamp_(0, upper)
         else:
             output = x.clamp(0, upper)
-        passed = output > 0 if upper is None else (output > 0) & (output < upper)
-        ctx.save_for_backward(passed)
+        ctx.upper = upper
+        ctx.save_for_backward(output)
         return output
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        (passed,) = ctx.saved_tensors
-        return ctx.rule(grad, passed), None, None, None
+        (output,) = ctx.saved_tensors
+        return ctx.rule(grad, output, ctx.upper), None, None, None
 
 
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any) -> Any:
@@ -123,8 +127,8 @@ class ReLURuleMode(TorchFunctionMode):
 class ReLURuleExplainer(Explainer):
     """Input gradients with a backward rule at every ReLU-family op the forward evaluates.
 
-    Subclasses set ``rule`` (a staticmethod ``(grad, passed) -> grad``, ``passed`` the mask where
-    the forward let its input through). Maps have shape (N, K, C, H, W). K targets (classes or
+    Subclasses set ``rule`` (a staticmethod ``(grad, output, upper) -> grad``: the incoming
+    gradient, the op's forward output and its upper bound, None for a plain ReLU). Maps have shape (N, K, C, H, W). K targets (classes or
     ``Neuron`` units) share one forward and one batched backward. With ``strict=True`` (the
     default) a forward without any ReLU raises :class:`NoReLUError`, and a forward that also ran
     other elementwise nonlinearities (GELU, SiLU, Hardswish, sigmoid, ...) raises
@@ -161,5 +165,5 @@ class ReLURuleExplainer(Explainer):
                 "which the rule is not defined for, so the map would be partly the plain gradient; "
                 "pass strict=False to accept a partial rule"
             )
-        (gradients,) = per_target_gradients(selection.scores, [x])
+        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
         return self.result(gradients, selection, MapKind.INPUT_CHANNELS)

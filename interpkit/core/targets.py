@@ -68,10 +68,13 @@ TargetLike = Union[None, int, str, Sequence[int], torch.Tensor, Neuron, Sequence
 
 @dataclass
 class TargetSelection:
-    """The resolved targets of one batch: ``indices`` (N, K) long and ``scores`` (N, K)."""
+    """The resolved targets of one batch: ``indices`` (N, K) long and ``scores`` (N, K), and
+    ``graph_elements``, the elements autograd saved for the backward of the scores (what one
+    target's backward works through; 0 when unknown)."""
 
     indices: torch.Tensor
     scores: torch.Tensor
+    graph_elements: int = 0
 
 
 def _is_index(value: Any) -> bool:

@@ -251,3 +251,15 @@ def test_numpy_integers_are_indices_and_flags_must_be_bools(small_cnn, images):
             GradCAM(small_cnn, **option)
     with pytest.raises(InputError, match="True or False"):
         GuidedBackprop(small_cnn, strict="yes")
+
+
+def test_user_hooks_run_once_per_forward_the_explainer_needs(small_cnn, images):
+    calls = []
+    small_cnn.fc.register_forward_hook(lambda *args: calls.append(1))
+    GradCAM(small_cnn, layer="features.4")(images, target="all")
+    assert len(calls) == 1  # one forward for every target
+    explainer = GradCAM(small_cnn)
+    explainer(images)
+    assert len(calls) == 3  # layer=None: one probe forward of one sample, on the first call per input size
+    explainer(images)
+    assert len(calls) == 4

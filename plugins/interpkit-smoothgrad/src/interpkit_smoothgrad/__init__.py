@@ -54,7 +54,7 @@ class PathAverage(Explainer):
             x = x.detach().requires_grad_(True)
             expanded = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
             selection, _ = self.forward_with_targets(x, expanded)
-            (gradients,) = per_target_gradients(selection.scores, [x])
+            (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
             gradients = self.gradient_term(gradients.reshape(copies, n, *gradients.shape[1:]))
             part = torch.einsum("s,s...->...", weights.to(gradients), gradients)
             total = part if total is None else total + part
