@@ -11,12 +11,14 @@ from typing import Any
 from .analysis import (
     FeatureMapSet, LayerRow, ReceptiveField, TopPatches, feature_maps, layer_table, receptive_field, top_patches,
 )
-from .core import Explainer, Explanation, LayerExplainer, MapKind, Neuron
+from .core import ChannelsFirst, ChannelsLast, Explainer, Explanation, LayerExplainer, MapKind, Neuron, TokenGrid
 from .errors import (
     InputError, InterpkitError, LayerError, LayerNotFoundError, NoReLUError, PluginError, ReceptiveFieldError,
     TargetError, UncoveredNonlinearityError, WeightsError,
 )
-from .explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, PatchExplanation
+from .explainers import (
+    Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, MultiLayerExplanation, PatchExplanation,
+)
 from .hookspecs import hookimpl
 from .registry import (
     explain, get_explainer, get_metric, get_model, get_weights, list_explainers, list_metrics, list_models,
@@ -40,7 +42,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
+    "ChannelsFirst", "ChannelsLast", "MultiLayerExplanation", "TokenGrid", "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
     "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind",
     "MaxActivatingPatches", "Neuron", "NoReLUError", "PatchExplanation", "PluginError", "ReceptiveField",
     "ReceptiveFieldError", "TargetError", "TopPatches", "UncoveredNonlinearityError", "WeightsError", "__version__", "explain", "feature_maps",

@@ -60,9 +60,13 @@ class VectorizationWarning(RuntimeWarning):
     """A computation fell back from one vectorised pass to a loop; the result is the same, slower."""
 
 
+class LocalisationWarning(UserWarning):
+    """A layer's grid has a single position at this input size: its maps are constant."""
+
+
 class PluginWarning(UserWarning):
     """A plugin was skipped; the message names it and says why."""
 
 
-__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "NoReLUError", "PluginError",
+__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning", "NoReLUError", "PluginError",
            "PluginWarning", "ReceptiveFieldError", "TargetError", "UncoveredNonlinearityError", "VectorizationWarning", "WeightsError"]

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..core import LayerLike, capture_outputs, check_inputs, evaluation, resolve_layer, run_model
+from ..core import LayerLike, capture_outputs, evaluation, model_inputs, resolve_layer
 from ..errors import LayerError
 
 
@@ -52,10 +52,10 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[LayerL
             raise LayerError("the model has no Conv2d layer; name the layers to capture with layers=[...]")
     else:
         chosen = [resolve_layer(model, layer) for layer in layers if layer is not None]
-    inputs = check_inputs(inputs, model)
+    prepared = model_inputs(inputs, model)
     modules = [module for _, module in chosen]
     with evaluation(model), torch.no_grad(), capture_outputs(modules, for_gradients=False) as captured:
-        run_model(model, inputs)
+        prepared.run(model)
     if layers is None:
         chosen = [(name, module) for name, module in chosen if module in captured.calls]
     for name, module in chosen:

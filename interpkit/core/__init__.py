@@ -9,20 +9,23 @@ layer's activation and the gradients of every target in one forward and one batc
 and restores it.
 """
 
-from .explainer import Explainer, LayerExplainer, LayerGradients, check_flag, check_inputs
+from .explainer import Explainer, LayerExplainer, LayerGradients, check_flag
 from .explanation import Explanation
 from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs, forward_hooks
-from .layers import LayerLike, is_spatial, last_spatial_layer, resolve_layer
+from .inputs import InputsLike, ModelInputs, check_tensor, model_inputs
+from .layers import LayerChoice, LayerLike, choose_layer, detect_layout, layer_choices, resolve_layer, unwrap
+from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid
 from .maps import MapKind, normalize_maps
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
-from .state import ModelSnapshot, evaluation, mixes_samples, model_device, run_model
-from .targets import Neuron, TargetLike, TargetSelection, neurons_of, select_targets
+from .state import ModelSnapshot, evaluation, mixes_samples, model_device
+from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, select_targets
 
 __all__ = [
-    "Captured", "Explainer", "Explanation", "LayerExplainer", "LayerGradients", "LayerLike", "MapKind",
-    "ModelSnapshot", "Neuron", "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection",
-    "capture_outputs", "check_flag", "check_inputs", "deconvnet_rule", "evaluation", "forward_hooks", "guided_rule",
-    "is_spatial", "last_spatial_layer", "mixes_samples", "model_device", "neurons_of", "normalize_maps", "per_target_gradients",
-    "resolve_layer", "run_model", "select_targets",
+    "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
+    "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModelSnapshot", "Neuron",
+    "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection", "TokenGrid", "capture_outputs",
+    "check_flag", "check_tensor", "choose_layer", "class_scores", "deconvnet_rule", "detect_layout", "evaluation",
+    "forward_hooks", "guided_rule", "layer_choices", "mixes_samples", "model_device", "model_inputs", "neurons_of",
+    "normalize_maps", "per_target_gradients", "resolve_layer", "select_targets", "unwrap",
 ]

@@ -9,27 +9,34 @@ exactly as it was whether the call returned or raised.
 from __future__ import annotations
 
 import contextlib
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, ContextManager, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import InputError, InterpkitError, LayerError
+from ..errors import InputError, InterpkitError, LayerError, LocalisationWarning
 from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
 from .hooks import Captured, SavedElements, capture_outputs
-from .layers import LayerLike, is_spatial, last_spatial_layer, resolve_layer
+from .inputs import InputsLike, ModelInputs, model_inputs
+from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, resolve_layer, unwrap
 from .maps import MapKind
-from .state import ModelSnapshot, mixes_samples, model_device, model_dtype, model_lock, run_model
-from .targets import TargetLike, TargetSelection, neurons_of, sample_target, select_targets
+from .state import ModelSnapshot, mixes_samples, model_lock
+from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 
 class Explainer:
     """Base class of every explainer; subclasses implement :meth:`explain`.
 
     Use it for one call, ``explainer(x, target)``, or as a context manager to explain many
-    batches with the model held in eval mode for the whole block.
+    batches with the model held in eval mode for the whole block. ``x`` is a tensor (N, D) or
+    (N, C, *spatial) with 1 to 3 spatial dimensions, or, for a model taking several inputs, a
+    tuple of its arguments or a dict of its keyword arguments; ``attribute_to`` names the input
+    (position or key) that input-space maps align with, by default the first. A model compiled
+    with ``torch.compile`` is explained through the module it wraps.
     """
 
     #: the registry name, snake_case; ``register(cls)`` files the class under it
@@ -38,8 +45,9 @@ class Explainer:
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-        self.model = model
+        self.model = unwrap(model)
         self._snapshot: ModelSnapshot | None = None
+        self._inputs: ModelInputs | None = None
 
     def __enter__(self) -> "Explainer":
         if self._snapshot is not None:
@@ -62,23 +70,32 @@ class Explainer:
             finally:
                 model_lock(self.model).release()
 
-    def __call__(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
-        inputs = check_inputs(inputs, self.model)
+    def __call__(self, inputs: InputsLike, target: TargetLike = None, *,
+                 attribute_to: int | str | None = None) -> Explanation:
+        prepared = model_inputs(inputs, self.model, attribute_to)
         if self._snapshot is not None:
-            return self._explain_exactly(inputs, target)
+            return self._explain_exactly(prepared, target)
         with self:
-            return self._explain_exactly(inputs, target)
+            return self._explain_exactly(prepared, target)
 
-    def _explain_exactly(self, inputs: torch.Tensor, target: TargetLike) -> Explanation:
+    def _explain_exactly(self, inputs: ModelInputs, target: TargetLike) -> Explanation:
         """``explain``, one sample at a time when the model's eval forward mixes samples: a
         sample's map must not depend on the others in its batch."""
-        if len(inputs) == 1 or not mixes_samples(self.model):
-            return self.explain(inputs, target)
-        n = len(inputs)
-        return concatenate([self.explain(inputs[i:i + 1], sample_target(target, i, n)) for i in range(n)])
+        n = inputs.batch_size
+        if n == 1 or not mixes_samples(self.model):
+            return self._explain_with(inputs, target)
+        return concatenate([self._explain_with(inputs.sample(i), sample_target(target, i, n)) for i in range(n)])
+
+    def _explain_with(self, inputs: ModelInputs, target: TargetLike) -> Explanation:
+        self._inputs = inputs
+        try:
+            return self.explain(inputs.primary, target)
+        finally:
+            self._inputs = None
 
     def explain(self, inputs: torch.Tensor, target: TargetLike) -> Explanation:
-        """Compute the explanation of validated ``inputs``; the model is already in eval mode."""
+        """Compute the explanation of validated ``inputs`` (the attributed tensor; the model's
+        other inputs ride along in every forward); the model is already in eval mode."""
         raise NotImplementedError
 
     def result(self, maps: torch.Tensor, selection: TargetSelection, kind: MapKind,
@@ -91,26 +108,46 @@ class Explainer:
         """A context active during the explainer's forward pass (op-level rules hook in here)."""
         return contextlib.nullcontext()
 
+    def model_inputs(self, inputs: torch.Tensor) -> ModelInputs:
+        """The model's arguments for the attributed tensor ``inputs``: the call's other inputs
+        ride along (tiled when ``inputs`` holds several copies of the batch)."""
+        if self._inputs is None:  # explain() called directly, not through __call__
+            return ModelInputs(args=(inputs,))
+        return self._inputs.with_primary(inputs)
+
+    @contextlib.contextmanager
+    def sharing(self, *others: "Explainer"):
+        """Let explainers this one delegates to (by calling their ``explain``) see the same call's inputs."""
+        for other in others:
+            other._inputs = self._inputs
+        try:
+            yield
+        finally:
+            for other in others:
+                other._inputs = None
+
     def forward_with_targets(
         self, inputs: torch.Tensor, target: TargetLike, modules: Sequence[nn.Module] = ()
     ) -> tuple[TargetSelection, Captured]:
         """One forward with gradients enabled, capturing ``modules`` and any Neuron layers."""
         neuron_layers = {n: resolve_layer(self.model, n.layer) for n in neurons_of(target)}
         hooked = list(modules) + [module for _, module in neuron_layers.values()]
+        call = self.model_inputs(inputs)
         with torch.enable_grad(), capture_outputs(hooked, for_gradients=True) as captured:
             saved = SavedElements(captured)
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack), self.forward_mode():
-                output = run_model(self.model, inputs)
+                output = call.run(self.model)
             neuron_outputs = {n: (name, captured.output(m, name)) for n, (name, m) in neuron_layers.items()}
-            selection = select_targets(target, output, len(inputs), neuron_outputs)
+            selection = select_targets(target, output, len(inputs), neuron_outputs, tuple(inputs.shape[2:]))
         selection.graph_elements = saved.total
         return selection, captured
 
 
 @dataclass
 class LayerGradients:
-    """One layer read for a batch: its activation (N, C, *grid), detached, the gradients of
-    every target score with respect to it (N, K, C, *grid), and the resolved targets."""
+    """One layer read for a batch: its activation as a channels-first grid (N, C, *grid),
+    detached, the gradients of every target score with respect to it (N, K, C, *grid), and the
+    resolved targets."""
 
     layer: str
     activation: torch.Tensor
@@ -119,50 +156,66 @@ class LayerGradients:
 
 
 class LayerExplainer(Explainer):
-    """An explainer that reads one inner layer, given by name, module, or ``None``.
-
-    With ``None`` the last layer with a spatial output is found by a probe forward on the first
-    batch of each input shape; :attr:`layer_name` records the choice.
+    """An explainer that reads inner layers: ``layer`` is a dotted name or module, a pair
+    ``(layer, layout)`` for outputs that are not channels first (``TokenGrid()``,
+    ``ChannelsLast()``), a list of those, or ``None`` to choose one by the rule of
+    :func:`interpkit.core.layers.choose_layer` (once per input shape); :attr:`layer_name`
+    records the layer read last.
     """
 
-    def __init__(self, model: nn.Module, layer: LayerLike = None) -> None:
+    def __init__(self, model: nn.Module, layer: LayerLike | list = None) -> None:
         super().__init__(model)
         self.layer = layer
         self.layer_name: str | None = None
-        self._module: nn.Module | None = None
-        self._probed: dict[tuple[int, ...], tuple[str, nn.Module]] = {}
-        if layer is not None:
-            self.layer_name, self._module = resolve_layer(model, layer)
+        self._choices = layer_choices(self.model, layer)
+        self._probed: dict[tuple, LayerChoice] = {}
 
-    def resolve(self, inputs: torch.Tensor) -> tuple[str, nn.Module]:
-        """The layer's ``(name, module)``, probing the model once per input shape when it is None."""
-        if self._module is not None and self.layer is not None:
-            return self.layer_name, self._module  # type: ignore[return-value]
+    def resolve(self, inputs: torch.Tensor) -> list[LayerChoice]:
+        """The layers to read for ``inputs``, probing the model once per input shape for None."""
+        if self._choices is not None:
+            return self._choices
         shape = tuple(inputs.shape[1:])
         if shape not in self._probed:
-            self._probed[shape] = last_spatial_layer(self.model, inputs)
-        self.layer_name, module = self._probed[shape]
-        return self.layer_name, module
+            def top_score(output: Any) -> torch.Tensor:
+                return class_scores(output).max(dim=1).values
+
+            self._probed[shape] = choose_layer(self.model, self.model_inputs(inputs), top_score)
+        return [self._probed[shape]]
 
     def layer_gradients(self, inputs: torch.Tensor, target: TargetLike) -> LayerGradients:
         """One forward and one batched backward: the layer's activation and every target's
         gradients with respect to it. Explainers built on a layer start here."""
-        name, module = self.resolve(inputs)
-        selection, captured = self.forward_with_targets(inputs, target, [module])
-        activation = self.spatial_activation(captured, name, module)
-        (gradients,) = per_target_gradients(selection.scores, [activation], selection.graph_elements)
-        return LayerGradients(name, activation.detach(), gradients, selection)
+        found = self.all_layer_gradients(inputs, target)
+        if len(found) != 1:
+            raise LayerError(f"{type(self).__name__} reads one layer; got {len(found)}")
+        return found[0]
 
-    def spatial_activation(self, captured: Captured, name: str, module: nn.Module) -> torch.Tensor:
-        """The layer's captured (N, C, H, W) output; a LayerError for any other output."""
-        activation = captured.output(module, name)
-        if not is_spatial(activation):
-            shape = tuple(activation.shape) if isinstance(activation, torch.Tensor) else type(activation).__name__
-            raise LayerError(
-                f"layer '{name}' has no spatial (N, C, H, W) output (got {shape}); "
-                f"{type(self).__name__} needs a convolutional layer, or layer=None to pick the last one"
-            )
-        return activation
+    def all_layer_gradients(self, inputs: torch.Tensor, target: TargetLike) -> list[LayerGradients]:
+        """``layer_gradients`` for every chosen layer, from one forward and one batched backward."""
+        choices = self.resolve(inputs)
+        selection, captured = self.forward_with_targets(inputs, target, [c.module for c in choices])
+        raw = [self._layer_output(captured, choice, inputs) for choice in choices]
+        gradients = per_target_gradients(selection.scores, raw, selection.graph_elements)
+        grid = tuple(inputs.shape[2:])
+        self.layer_name = choices[-1].name
+        return [LayerGradients(c.name, c.grid(a.detach(), grid), c.grid(g, grid, lead=2), selection)
+                for c, a, g in zip(choices, raw, gradients)]
+
+    def _layer_output(self, captured: Captured, choice: LayerChoice, inputs: torch.Tensor) -> torch.Tensor:
+        """The layer's captured output, checked to be a per-sample grid of the input."""
+        batch = len(inputs)
+        output = captured.output(choice.module, choice.name)
+        if not isinstance(output, torch.Tensor):
+            raise LayerError(f"layer '{choice.name}' returns {type(output).__name__}, not a tensor; choose a layer "
+                             "whose output is one")
+        if output.shape[0] != batch:
+            raise LayerError(f"layer '{choice.name}' gives {output.shape[0]} rows for a batch of {batch}: its output "
+                             "is not one per sample (pooled regions, flattened tokens); choose another layer")
+        grid = choice.grid(output.detach(), tuple(inputs.shape[2:]))
+        if math.prod(grid.shape[2:]) == 1:
+            warnings.warn(f"layer '{choice.name}' has a single position at this input size, so its maps are "
+                          "constant and cannot localise", LocalisationWarning, stacklevel=5)
+        return output
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -172,35 +225,3 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
-def check_inputs(inputs: Any, model: nn.Module) -> torch.Tensor:
-    """Validate a batch of images: a finite, floating (N, C, H, W) tensor on the model's device."""
-    if not isinstance(inputs, torch.Tensor):
-        raise InputError(
-            f"inputs must be a torch.Tensor of shape (N, C, H, W), not {type(inputs).__name__}; "
-            "convert images with the model's transforms first"
-        )
-    if inputs.dim() != 4 or inputs.shape[0] == 0:
-        raise InputError(
-            f"inputs must be a non-empty 4-D batch (N, C, H, W), got shape {tuple(inputs.shape)}; "
-            "add a batch dimension with inputs.unsqueeze(0) for one image"
-        )
-    if not inputs.dtype.is_floating_point:
-        raise InputError(
-            f"inputs must be a floating tensor, got {inputs.dtype}; convert uint8 images with "
-            "the model's transforms or inputs.float() / 255"
-        )
-    if 0 in inputs.shape:
-        raise InputError(f"inputs of shape {tuple(inputs.shape)} have a dimension of size 0; give at least one pixel")
-    if torch.is_inference_mode_enabled() or inputs.is_inference():
-        raise InputError("explanations need gradients, which torch.inference_mode() turns off: call the explainer "
-                         "outside inference mode, on inputs made outside it (or inputs.clone() there)")
-    device = model_device(model)
-    if inputs.device != device:
-        raise InputError(f"inputs are on {inputs.device} but the model is on {device}; move them with .to()")
-    dtype = model_dtype(model)
-    if dtype is not None and inputs.dtype != dtype:
-        raise InputError(f"inputs are {inputs.dtype} but the model's parameters are {dtype}; convert one to the "
-                         f"other, e.g. inputs.to({dtype})")
-    if not bool(torch.isfinite(inputs).all()):
-        raise InputError("inputs contain NaN or Inf values; clean or re-normalise the images")
-    return inputs.detach()

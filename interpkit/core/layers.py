@@ -1,26 +1,60 @@
-"""Turn a layer argument (dotted name, module, or None) into a named submodule."""
+"""Which layer an explainer reads: a dotted name or module with its layout, or a choice by probe.
+
+``layer=None`` follows a rule (``choose_layer``): the last layer output, in the order the
+forward completes them, that is a per-sample grid lined up with the input (channels first,
+channels last, or tokens) and on which the model's top score depends at more than one position.
+That is the last feature grid before global pooling and the head: for a CNN its last block, for
+a vision transformer the input of its last attention (later token outputs reach the head only
+through the class token). Pooling that resizes (adaptive pooling, upsampling), modules called
+more than once, and outputs whose batch is not the input's (ROI pooling) are never chosen;
+models with a ``backbone`` (torchvision detection and segmentation) are searched inside it.
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import Union
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..errors import LayerError, LayerNotFoundError
 from .hooks import forward_hooks
-from .state import run_model
+from .inputs import ModelInputs
+from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, patch_grid
 
-LayerLike = Union[str, nn.Module, None]
+LayerLike = Union[str, nn.Module, None, tuple]
+ORIGINAL = "_orig_mod."  # torch.compile's wrapper keeps the model under this name
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """A layer to read: its dotted name, the module, and how its output lies over the input."""
+
+    name: str
+    module: nn.Module
+    layout: Layout
+
+    def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1) -> torch.Tensor:
+        """``tensor`` (lead dims, *output) as (lead dims, C, *grid) through the layout."""
+        return self.layout.grid(tensor, input_grid, lead, self.name)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (hooks and modes need the eager module)."""
+    original = getattr(model, "_orig_mod", None)
+    return original if isinstance(original, nn.Module) else model
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """Return ``(name, module)`` for a dotted name or a submodule object of ``model``."""
     if isinstance(layer, str):
         modules = dict(model.named_modules())
-        if layer in modules:
-            return layer, modules[layer]
+        name = layer[len(ORIGINAL):] if layer.startswith(ORIGINAL) and layer not in modules else layer
+        if name in modules:
+            return name, modules[name]
         close = difflib.get_close_matches(layer, [n for n in modules if n], n=5, cutoff=0.5)
         hint = f" Closest names: {', '.join(close)}." if close else ""
         raise LayerNotFoundError(
@@ -36,42 +70,121 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
             "model; pass one of model.modules() or its dotted name"
         )
     raise LayerNotFoundError(
-        f"layer must be a dotted module name, a submodule or None, not {type(layer).__name__}"
+        f"layer must be a dotted module name, a submodule, a (layer, layout) pair or None, not {type(layer).__name__}"
     )
 
 
-def is_spatial(tensor: object) -> bool:
-    """True for an (N, C, H, W) tensor with more than one spatial position."""
-    return isinstance(tensor, torch.Tensor) and tensor.dim() == 4 and tensor.shape[-2:].numel() > 1
+def layer_choices(model: nn.Module, layer: Any) -> list[LayerChoice] | None:
+    """The layers named by ``layer``: one, a (layer, layout) pair, or a list of either; None to probe."""
+    if layer is None:
+        return None
+    specs = list(layer) if isinstance(layer, list) else [layer]
+    if not specs:
+        raise LayerError("layer=[] names no layer; give at least one, or None to choose")
+    choices = []
+    for spec in specs:
+        named, layout = spec if isinstance(spec, tuple) else (spec, ChannelsFirst(checked=True))
+        if not isinstance(layout, Layout):
+            raise LayerError(f"a (layer, layout) pair needs a layout such as TokenGrid() or ChannelsLast(), "
+                             f"not {layout!r}")
+        name, module = resolve_layer(model, named)
+        choices.append(LayerChoice(name, module, layout))
+    if len({c.name for c in choices}) != len(choices):
+        raise LayerError("the same layer is named twice in layer=[...]")
+    return choices
 
 
-def last_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> tuple[str, nn.Module]:
-    """Find the module whose spatial output is produced last in a probe forward.
+def detect_layout(output: Any, input_grid: Sequence[int], batch: int) -> Layout | None:
+    """The layout under which ``output`` is a per-sample grid lined up with the input, or None."""
+    if not isinstance(output, torch.Tensor) or output.dim() < 2 or output.shape[0] != batch:
+        return None
+    rank = len(input_grid)
+    if output.dim() == rank + 2:
+        if aligned(tuple(output.shape[2:]), input_grid):
+            return ChannelsFirst(checked=True)
+        if aligned(tuple(output.shape[1:-1]), input_grid):
+            return ChannelsLast()
+    if output.dim() == 3 and rank in (1, 2):
+        for prefix in range(0, 17):
+            if patch_grid(output.shape[1] - prefix, input_grid) is not None:
+                return TokenGrid(prefix=prefix)
+    return None
 
-    When a container returns the very tensor a leaf inside it produced (same object, not
-    modified in place since), the leaf is chosen: ``features.5`` rather than ``features``.
-    A module called more than once (ResNet's shared ReLU) is never chosen: it has no single output.
-    The probe runs one sample under ``no_grad``; the caller holds the model in eval mode.
-    """
+
+_RESIZING = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+             nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample)
+
+
+@dataclass
+class _Candidate:
+    module: nn.Module
+    output: torch.Tensor
+    layout: Layout
+    version: int
+
+
+def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoice:
+    """Choose the layer by the rule in this module's docstring, from one probe forward (and,
+    when ``score`` maps the output to (N,) scores, one backward) of the first sample, twice."""
     names = {module: name for name, module in model.named_modules() if name}
-    produced: list[tuple[nn.Module, torch.Tensor, int]] = []
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        names = {m: n for m, n in names.items() if n.startswith("backbone.")}
+    primary = inputs.primary
+    input_grid = tuple(primary.shape[2:]) if primary.dim() > 2 else ()
+    if not input_grid:
+        raise LayerError("inputs (N, D) have no grid to map a layer onto; give the layer, or use an input-gradient "
+                         "method such as GuidedBackprop")
+    probe_input = torch.cat([primary[:1], primary[:1]]).requires_grad_(True)
+    probe = inputs.sample(0).with_primary(probe_input)
+    candidates: list[_Candidate] = []
+    calls: dict[nn.Module, int] = {}
 
-    def hook(module: nn.Module, _inputs: tuple, output) -> None:
-        if is_spatial(output):
-            produced.append((module, output, output._version))
+    def hook(module: nn.Module, _inputs: tuple, output: Any) -> None:
+        calls[module] = calls.get(module, 0) + 1
+        if isinstance(module, _RESIZING):
+            return
+        layout = detect_layout(output, input_grid, 2)
+        if layout is not None:
+            candidates.append(_Candidate(module, output, layout, output._version))
 
-    with forward_hooks(names, hook), torch.no_grad():
-        run_model(model, inputs[:1])
-    if not produced:
+    with torch.enable_grad(), forward_hooks(names, hook):
+        output = probe.run(model)
+    usable = [c for c in candidates if calls[c.module] == 1]
+    if not usable:
         raise LayerError(
-            "no layer of the model produces a spatial (N, C, H, W) output for this input; "
-            "pass layer=... naming a convolutional layer"
+            "no layer of the model gives a per-sample grid lined up with the input; pass layer=... naming one, "
+            "with its layout if it is not channels first (TokenGrid(), ChannelsLast())"
         )
-    _, last, version = produced[-1]
-    calls = {m: sum(1 for other, _, _ in produced if other is m) for m, _, _ in produced}
-    same = [
-        m for m, out, v in produced
-        if out is last and v == version and calls[m] == 1 and not list(m.children())
-    ]
-    chosen = same[-1] if same else produced[-1][0]
-    return names[chosen], chosen
+    depends = _depending(usable, output, score, input_grid)
+    kept = [c for c, positions in zip(usable, depends)
+            if positions > 1 or (positions < 0 and _positions(c, input_grid) > 1)] or usable
+    chosen = kept[-1]
+    same = [c for c in kept if c.output is chosen.output and c.version == chosen.version
+            and not list(c.module.children())]
+    chosen = same[-1] if same else chosen
+    return LayerChoice(names[chosen.module], chosen.module, chosen.layout)
+
+
+def _positions(candidate: _Candidate, input_grid: tuple[int, ...]) -> int:
+    return math.prod(candidate.layout.grid(candidate.output, input_grid).shape[2:])
+
+
+def _depending(candidates: list[_Candidate], output: Any, score: Any, input_grid: tuple[int, ...]) -> list[int]:
+    """For each candidate, how many grid positions the top score depends on (-1: unknown)."""
+    try:
+        scores = score(output)
+    except Exception:  # a detection or segmentation output: no class score to follow
+        return [-1] * len(candidates)
+    tensors = [c.output for c in candidates]
+    if not scores.requires_grad:
+        return [-1] * len(candidates)
+    gradients = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+    counts = []
+    for candidate, gradient in zip(candidates, gradients):
+        if gradient is None:
+            counts.append(0)
+            continue
+        grid = candidate.layout.grid(gradient, input_grid)
+        counts.append(int((grid.abs().sum(dim=(0, 1)) > 0).sum()))
+    return counts

@@ -10,7 +10,6 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..errors import InputError
 
 
 class ModelSnapshot:
@@ -88,15 +87,6 @@ def mixes_samples(model: nn.Module) -> bool:
     running statistics normalises with the batch's own, so a sample's output depends on the others."""
     return any(isinstance(m, nn.modules.batchnorm._NormBase) and not isinstance(m, nn.modules.instancenorm._InstanceNorm)
                and m.running_mean is None for m in model.modules())
-
-
-def run_model(model: nn.Module, inputs: torch.Tensor):
-    """``model(inputs)``, with a failure of the model's own forward reported as bad input."""
-    try:
-        return model(inputs)
-    except RuntimeError as error:
-        raise InputError(f"the model's forward failed on inputs of shape {tuple(inputs.shape)} "
-                         f"({' '.join(str(error).split())}); give the channels, size and dtype it expects") from error
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -21,16 +21,19 @@ from ..errors import TargetError
 
 @dataclass(frozen=True)
 class Neuron:
-    """One unit of an inner layer: ``channel`` at ``(y, x)``, or the channel's spatial maximum.
+    """One unit of an inner layer: ``channel`` at ``(y, x)``, or the channel's maximum over its grid.
 
-    ``layer`` is a dotted module name or the module itself. Use it as a target of any gradient
-    explainer, alone or in a list (one map per neuron).
+    ``layer`` is a dotted module name or the module itself; ``layout`` says how its output lies
+    (``TokenGrid()``, ``ChannelsLast()``; default channels first), so that ``channel`` is a
+    channel and ``(y, x)`` a grid position whatever the layout. Use it as a target of any
+    gradient explainer, alone or in a list (one map per neuron).
     """
 
     layer: Union[str, nn.Module]
     channel: int
     y: int | None = None
     x: int | None = None
+    layout: Any = None
 
     def __post_init__(self) -> None:
         if (self.y is None) != (self.x is None):
@@ -42,10 +45,12 @@ class Neuron:
             if value is not None:
                 object.__setattr__(self, name, int(value))  # numpy integers become plain ints
 
-    def score(self, activation: torch.Tensor, name: str) -> torch.Tensor:
+    def score(self, activation: torch.Tensor, name: str, input_grid: tuple[int, ...] = ()) -> torch.Tensor:
         """The neuron's value for every sample, shape (N,)."""
         if not isinstance(activation, torch.Tensor) or activation.dim() < 2:
             raise TargetError(f"layer '{name}' has no (N, C, ...) tensor output to pick a neuron from")
+        if self.layout is not None:
+            activation = self.layout.grid(activation, input_grid, 1, name)
         if self.channel >= activation.shape[1]:
             raise TargetError(
                 f"Neuron channel {self.channel} is out of range: layer '{name}' has "
@@ -113,29 +118,38 @@ def select_targets(
     output: Any,
     batch_size: int,
     neuron_outputs: Mapping[Neuron, tuple[str, torch.Tensor]] | None = None,
+    input_grid: tuple[int, ...] = (),
 ) -> TargetSelection:
     """Resolve ``target`` against the model ``output`` of a batch of ``batch_size`` inputs."""
     neurons = neurons_of(target)
     if neurons:
         assert neuron_outputs is not None, "the explainer must capture the neurons' layers"
-        scores = torch.stack([n.score(neuron_outputs[n][1], neuron_outputs[n][0]) for n in neurons], 1)
+        scores = torch.stack([n.score(neuron_outputs[n][1], neuron_outputs[n][0], input_grid) for n in neurons], 1)
         indices = torch.tensor([n.channel for n in neurons], device=scores.device)
         return TargetSelection(indices.expand(batch_size, -1), scores)
     if callable(target) and not isinstance(target, torch.Tensor):
         return _callable_scores(target, output, batch_size)
-    logits = _class_scores(output)
+    logits = class_scores(output)
     indices = _class_indices(target, logits, batch_size)
     return TargetSelection(indices, logits.gather(1, indices))
 
 
-def _class_scores(output: Any) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        kind = type(output).__name__ if not isinstance(output, torch.Tensor) else f"a {output.dim()}-D tensor"
+def class_scores(output: Any) -> torch.Tensor:
+    """The (N, classes) scores in a model's output: the output itself, its ``logits`` (a mapping
+    or a HuggingFace ``ModelOutput``), or the first element of a tuple or list."""
+    found = output
+    if isinstance(found, Mapping) and "logits" in found:
+        found = found["logits"]
+    elif isinstance(found, (tuple, list)) and found:
+        found = found[0]
+    if not isinstance(found, torch.Tensor) or found.dim() != 2:
+        kind = type(output).__name__ if not isinstance(found, torch.Tensor) else f"a {found.dim()}-D tensor"
         raise TargetError(
-            f"class targets need an (N, classes) output, but the model returns {kind}; pass a "
-            "callable target that maps the output to (N,) or (N, K) scores"
+            f"class targets need (N, classes) scores, but the model returns {kind}; pass a "
+            "callable target that maps the output to (N,) or (N, K) scores (a pixel region of a "
+            "segmentation, a box score of a detector)"
         )
-    return output
+    return found
 
 
 def _class_indices(target: TargetLike, logits: torch.Tensor, n: int) -> torch.Tensor:

@@ -25,9 +25,10 @@ class GuidedGradCAM(LayerExplainer):
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
-        cam = self.gradcam.explain(inputs, target)
-        # top-1 is resolved once, by GradCAM, so both passes explain the same classes
-        guided = self.guided.explain(inputs, cam.targets if target is None else target)
+        with self.sharing(self.gradcam, self.guided):
+            cam = self.gradcam.explain(inputs, target)
+            # top-1 is resolved once, by GradCAM, so both passes explain the same classes
+            guided = self.guided.explain(inputs, cam.targets if target is None else target)
         self.layer_name = cam.layer
         maps = guided.maps * cam.maps.unsqueeze(2)
         return self.result(maps, TargetSelection(cam.targets, cam.scores), MapKind.INPUT_CHANNELS, cam.layer)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..analysis import ReceptiveField, receptive_field
-from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike
-from ..errors import InputError
+from ..core import ChannelsFirst, Explanation, LayerExplainer, LayerLike, MapKind, TargetLike
+from ..errors import InputError, LayerError
 
 
 @dataclass
@@ -76,6 +76,9 @@ class MaxActivatingPatches(LayerExplainer):
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
         found = self.layer_gradients(inputs, target)
+        if inputs.dim() != 4 or not isinstance(self.resolve(inputs)[0].layout, ChannelsFirst):
+            raise LayerError(f"{type(self).__name__} traces receptive fields, which exist for channels-first layers of "
+                             f"image models; layer '{found.layer}' of inputs {tuple(inputs.shape)} is not one")
         contribution = (found.gradients * found.activation.unsqueeze(1)).sum(dim=2)
         height, width = contribution.shape[-2:]
         order = torch.sort(contribution.flatten(2), dim=2, descending=True, stable=True).indices

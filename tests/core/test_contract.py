@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import interpkit
 from interpkit import GradCAM, InputError, LayerError, LayerNotFoundError, Neuron, TargetError
+from interpkit.errors import LocalisationWarning
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
 from interpkit.testing import FunctionalReLU
 from models import DictOutput, SmallCNN
@@ -152,8 +153,19 @@ def test_callable_target_on_dict_output(images):
     by_callable = GradCAM(wrapped, layer="inner.features.5")(images, target=lambda out: out["logits"][:, 3])
     by_index = GradCAM(inner, layer="features.5")(images, target=3)
     torch.testing.assert_close(by_callable.maps, by_index.maps)
+    # a mapping with 'logits' needs no callable for class targets (HuggingFace ModelOutput is one)
+    torch.testing.assert_close(GradCAM(wrapped, layer="inner.features.5")(images, target=3).maps, by_index.maps)
+
+    class Boxes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return {"boxes": self.inner(x)}
+
     with pytest.raises(TargetError, match="callable"):
-        GradCAM(wrapped)(images, target=1)
+        GradCAM(Boxes())(images, target=1)
 
 
 def test_frozen_model_still_explained(small_cnn, images):
@@ -181,8 +193,10 @@ def test_layer_by_module_and_auto_choice(small_cnn, images):
 
 BAD_INPUTS = [
     ("not a tensor", InputError, "torch.Tensor"),
-    (torch.randn(3, 32, 32), InputError, "4-D"),
-    (torch.zeros(0, 3, 32, 32), InputError, "non-empty"),
+    (torch.randn(32), InputError, "batch"),
+    (torch.randn(3, 32, 32), InputError, "forward failed"),  # a 1-D batch to an image model
+    (torch.randn(1, 1, 3, 2, 32, 32), InputError, "1 to 3 spatial"),
+    (torch.zeros(0, 3, 32, 32), InputError, "size 0"),
     (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), InputError, "floating"),
     (torch.full((2, 3, 32, 32), float("nan")), InputError, "NaN"),
     (torch.full((2, 3, 32, 32), float("inf")), InputError, "NaN or Inf"),
@@ -233,11 +247,15 @@ def test_misspelt_layer_lists_closest_names(small_cnn):
 
 def test_non_spatial_layer_rejected(small_cnn, images):
     before = ModelFingerprint.of(small_cnn)
-    with pytest.raises(LayerError, match="no spatial"):
+    with pytest.raises(LayerError, match="not a channels-first grid"):
         GradCAM(small_cnn, layer="fc")(images)
-    with pytest.raises(LayerError, match="no spatial"):
-        GradCAM(small_cnn, layer="pool")(images)
     assert_model_unchanged(before, small_cnn)
+
+
+def test_a_single_position_grid_gives_constant_maps_with_a_warning(small_cnn, images):
+    with pytest.warns(LocalisationWarning, match="cannot localise"):
+        maps = GradCAM(small_cnn, layer="pool")(images, target="all").maps
+    assert (maps == maps[..., :1, :1]).all()
 
 
 def test_model_without_spatial_layer(images):
