@@ -7,19 +7,24 @@ from hypothesis import given, settings
 
 from interpkit import GradCAM, TargetError
 from interpkit.testing import check_explainer, hard_case_models
+from interpkit.testing.models import input_kind
 from interpkit.testing.conformance import CHECKS
 from interpkit.testing.strategies import image_batches, layer_choices, small_models, targets
 
 
 def test_registered_explainer_conforms(interpkit_explainer):
     report = check_explainer(interpkit_explainer)
-    every = {f"{check.__name__.strip('_')} on {model}" for check in CHECKS for model in hard_case_models()}
+    models = hard_case_models()
+    supported = [m for m, model in models.items() if input_kind(model) in interpkit_explainer.supports]
+    every = {f"{check.__name__.strip('_')} on {model}" for check in CHECKS for model in supported}
+    every |= {f"refused on {model}" for model in models if model not in supported}
     assert set(report.passed) == every and not report.failures
+    assert {"ConvStack", "Conv1dNet", "Conv3dNet", "TinyTokens", "TwoInputs"} & set(supported)
 
 
 def test_fixtures(interpkit_models, interpkit_images):
     assert set(interpkit_models) == {"ConvStack", "ResidualReusedReLU", "FunctionalReLU", "BatchNormDropout",
-                                     "DictOutput"}
+                                     "DictOutput", "Conv1dNet", "Conv3dNet", "TinyTokens", "TwoInputs"}
     assert all(m.training for m in interpkit_models.values())
     assert interpkit_images.shape == (3, 3, 20, 16)
 
@@ -61,7 +66,7 @@ class AcceptsNaN(GradCAM):
 
 @pytest.mark.parametrize("broken, words", [
     (LeavesEvalMode, "training changed"), (LeaksAHook, "hooks changed"),
-    (NoisyMaps, "different results"), (AcceptsNaN, "NaN pixels"),
+    (NoisyMaps, "different results"), (AcceptsNaN, "NaN values"),
 ])
 def test_the_suite_catches_broken_explainers(broken, words):
     with pytest.raises(AssertionError, match=words):

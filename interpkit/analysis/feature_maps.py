@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..core import LayerLike, capture_outputs, evaluation, model_inputs, resolve_layer
+from ..core import ModuleLike, capture_outputs, evaluation, model_inputs, resolve_layer
 from ..errors import LayerError
 
 
@@ -37,7 +37,7 @@ class FeatureMapSet:
         return plot_feature_maps(self[layer][sample], title=layer, **options)
 
 
-def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[LayerLike] | None = None) -> FeatureMapSet:
+def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[ModuleLike] | None = None) -> FeatureMapSet:
     """The outputs of every ``Conv2d`` the forward runs (default) or of the named ``layers``.
 
     One forward under ``no_grad`` in eval mode (the model is restored afterwards). Values are

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..core import LayerLike, evaluation, forward_hooks, model_device, resolve_layer
+from ..core import ModuleLike, evaluation, forward_hooks, model_device, resolve_layer
 from ..errors import ReceptiveFieldError
 
 
@@ -139,7 +139,7 @@ def _regular(axis: Axis) -> tuple[int, int, int] | None:
     return int(sizes[0]), int(steps[0]) if len(steps) else int(sizes[0]), int(axis.lo[0])
 
 
-def receptive_field(model: nn.Module, layer: LayerLike, input_size: tuple[int, int] = (224, 224),
+def receptive_field(model: nn.Module, layer: ModuleLike | None, input_size: tuple[int, int] = (224, 224),
                     in_channels: int | None = None) -> ReceptiveField:
     """Trace the receptive fields of ``layer``'s output for an input of ``input_size`` (H, W).
 
@@ -161,7 +161,15 @@ def receptive_field(model: nn.Module, layer: LayerLike, input_size: tuple[int, i
         tracer.active = False  # what runs after the layer does not change its field
 
     with evaluation(model), forward_hooks([module], hook), torch.no_grad(), tracer:
-        model(image)
+        try:
+            model(image)
+        except (TypeError, RuntimeError, ValueError, IndexError) as error:
+            if isinstance(error, ReceptiveFieldError):
+                raise
+            raise ReceptiveFieldError(
+                f"receptive fields are traced through a forward of one zero image {tuple(image.shape)}, which this "
+                f"model did not run ({type(error).__name__}: {' '.join(str(error).split())[:200]}); they need a "
+                "model that takes one image tensor") from error
     if len(seen) != 1:
         raise ReceptiveFieldError(
             f"layer '{name}' is called {len(seen)} times in the forward; choose a layer called once"

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..core import LayerLike, evaluation, forward_hooks, model_device, resolve_layer
+from ..core import ModuleLike, evaluation, forward_hooks, model_device, resolve_layer
 from ..errors import InputError, LayerError
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -65,7 +65,7 @@ class _StopForward(Exception):
     """Raised by the hook once the layer has run, so the rest of the network is skipped."""
 
 
-def top_patches(model: nn.Module, layer: LayerLike, data: Dataset | DataLoader, k: int = 9,
+def top_patches(model: nn.Module, layer: ModuleLike | None, data: Dataset | DataLoader, k: int = 9,
                 channels: Sequence[int] | None = None, batch_size: int = 64, num_workers: int = 0,
                 progress: bool = True) -> TopPatches:
     """Stream ``data`` once and keep, for each channel of ``layer``, its ``k`` top activations.

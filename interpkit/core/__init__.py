@@ -14,7 +14,7 @@ from .explanation import Explanation
 from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs, forward_hooks
 from .inputs import InputsLike, ModelInputs, check_tensor, model_inputs
-from .layers import LayerChoice, LayerLike, choose_layer, detect_layout, layer_choices, resolve_layer, unwrap
+from .layers import LayerChoice, LayerLike, ModuleLike, choose_layer, detect_layout, layer_choices, resolve_layer, unwrap
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid
 from .maps import MapKind, normalize_maps
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
@@ -23,7 +23,7 @@ from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_
 
 __all__ = [
     "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
-    "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModelSnapshot", "Neuron",
+    "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModuleLike", "ModelSnapshot", "Neuron",
     "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection", "TokenGrid", "capture_outputs",
     "check_flag", "check_tensor", "choose_layer", "class_scores", "deconvnet_rule", "detect_layout", "evaluation",
     "forward_hooks", "guided_rule", "layer_choices", "mixes_samples", "model_device", "model_inputs", "neurons_of",

@@ -41,6 +41,9 @@ class Explainer:
 
     #: the registry name, snake_case; ``register(cls)`` files the class under it
     name: ClassVar[str] = ""
+    #: the kinds of model it explains ('1d', '2d', '3d' inputs, 'tokens' layers, 'several_inputs');
+    #: ``check_explainer`` expects the others to be refused with an InterpkitError
+    supports: ClassVar[frozenset[str]] = frozenset({"1d", "2d", "3d", "tokens", "several_inputs"})
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):

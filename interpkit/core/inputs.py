@@ -59,9 +59,17 @@ class ModelInputs:
         return replace(self, args=tuple(cut(a) for a in self.args), kwargs={k: cut(v) for k, v in self.kwargs.items()})
 
     def run(self, model: nn.Module) -> Any:
-        """``model(*args, **kwargs)``, with a failure of the model's own forward reported as bad input."""
+        """``model(*args, **kwargs)``, with a failure of the model's own forward reported as bad
+        input, as is a tensor output without one row per sample (an input that lacked its batch
+        dimension and was read as unbatched)."""
         try:
-            return model(*self.args, **self.kwargs)
+            output = model(*self.args, **self.kwargs)
+            first = output[0] if isinstance(output, (tuple, list)) and output else output
+            if isinstance(first, torch.Tensor) and (first.dim() == 0 or len(first) != self.batch_size):
+                raise InputError(f"the model returned {tuple(first.shape)} for a batch of {self.batch_size}: no row per "
+                                 f"sample, so the inputs {tuple(self.primary.shape)} were not read as a batch; add "
+                                 "the batch dimension (inputs.unsqueeze(0) for one sample)")
+            return output
         except (RuntimeError, ValueError, IndexError) as error:
             if isinstance(error, InputError):
                 raise
@@ -87,10 +95,10 @@ def model_inputs(inputs: InputsLike, model: nn.Module, attribute_to: int | str |
         prepared = ModelInputs(args=tuple(inputs), key=key)
     elif isinstance(inputs, Mapping):
         names = list(inputs)
-        key = names[0] if attribute_to is None and names else attribute_to
-        if key not in inputs:
+        name = names[0] if attribute_to is None and names else attribute_to
+        if not isinstance(name, str) or name not in inputs:
             raise InputError(f"attribute_to must be one of the input names {names}, not {attribute_to!r}")
-        prepared = ModelInputs(kwargs=dict(inputs), key=key)  # type: ignore[arg-type]
+        prepared = ModelInputs(kwargs=dict(inputs), key=name)
     else:
         raise InputError(
             f"inputs must be a torch.Tensor (N, C, ...), a tuple of a model's arguments or a dict of its keyword "

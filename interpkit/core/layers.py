@@ -25,7 +25,8 @@ from .hooks import forward_hooks
 from .inputs import ModelInputs
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, patch_grid
 
-LayerLike = Union[str, nn.Module, None, tuple]
+ModuleLike = Union[str, nn.Module]  # a dotted name or the submodule itself
+LayerLike = Union[ModuleLike, tuple, None]  # also a (layer, layout) pair, or None to choose
 ORIGINAL = "_orig_mod."  # torch.compile's wrapper keeps the model under this name
 
 
@@ -133,6 +134,8 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
     primary = inputs.primary
     input_grid = tuple(primary.shape[2:]) if primary.dim() > 2 else ()
     if not input_grid:
+        with torch.no_grad():
+            inputs.sample(0).run(model)  # an input that is no batch at all is the first thing to report
         raise LayerError("inputs (N, D) have no grid to map a layer onto; give the layer, or use an input-gradient "
                          "method such as GuidedBackprop")
     probe_input = torch.cat([primary[:1], primary[:1]]).requires_grad_(True)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..analysis import ReceptiveField, receptive_field
-from ..core import ChannelsFirst, Explanation, LayerExplainer, LayerLike, MapKind, TargetLike
+from ..core import ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike
 from ..errors import InputError, LayerError
 
 
@@ -62,6 +62,7 @@ class MaxActivatingPatches(LayerExplainer):
     """
 
     name = "max_activating_patches"
+    supports = frozenset({"2d"})  # receptive fields are traced with one image input
 
     def __init__(self, model: nn.Module, layer: LayerLike = None, k: int = 5) -> None:
         super().__init__(model, layer)
@@ -70,8 +71,9 @@ class MaxActivatingPatches(LayerExplainer):
         self.k = k
         self._fields: dict[tuple[str, tuple[int, int]], ReceptiveField] = {}
 
-    def __call__(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
-        return cast(PatchExplanation, super().__call__(inputs, target))
+    def __call__(self, inputs: InputsLike, target: TargetLike = None, *,
+                 attribute_to: int | str | None = None) -> PatchExplanation:
+        return cast(PatchExplanation, super().__call__(inputs, target, attribute_to=attribute_to))
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""

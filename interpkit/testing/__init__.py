@@ -7,9 +7,13 @@
 
 from .conformance import ConformanceReport, check_explainer
 from .fingerprint import ModelFingerprint, assert_model_unchanged
-from .models import BatchNormDropout, ConvStack, DictOutput, FunctionalReLU, ResidualReusedReLU, hard_case_models
+from .models import (
+    BatchNormDropout, Conv1dNet, Conv3dNet, ConvStack, DictOutput, FunctionalReLU, ResidualReusedReLU, TinyTokens,
+    TwoInputs, example_inputs, hard_case_models, input_kind,
+)
 
 __all__ = [
-    "BatchNormDropout", "ConformanceReport", "ConvStack", "DictOutput", "FunctionalReLU", "ModelFingerprint",
-    "ResidualReusedReLU", "assert_model_unchanged", "check_explainer", "hard_case_models",
+    "BatchNormDropout", "ConformanceReport", "Conv1dNet", "Conv3dNet", "ConvStack", "DictOutput", "FunctionalReLU",
+    "ModelFingerprint", "ResidualReusedReLU", "TinyTokens", "TwoInputs", "assert_model_unchanged", "check_explainer",
+    "example_inputs", "hard_case_models", "input_kind",
 ]

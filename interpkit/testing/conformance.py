@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..core import Explanation, MapKind, evaluation
-from ..errors import InputError, TargetError
+from ..errors import InputError, InterpkitError, TargetError
 from .fingerprint import ModelFingerprint
-from .models import hard_case_models
+from .models import example_inputs, hard_case_models, input_kind
 
 
 @dataclass
@@ -30,23 +30,27 @@ class ConformanceReport:
 def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None = None,
                     options: Mapping[str, Any] | None = None, batch: int = 3, size: tuple[int, int] = (20, 16),
                     seed: int = 0, raise_on_failure: bool = True) -> ConformanceReport:
-    """Check ``explainer_cls(model, **options)`` on every model (default: the hard-case models).
+    """Check ``explainer_cls(model, **options)`` on every model (default: the hard-case models,
+    2-D images, 1-D signals, 3-D volumes, a token model and a two-input model).
 
-    Checks: output shapes, dtype and device; the model exactly restored (flags, ``requires_grad``,
-    ``.grad``, parameters, buffers, hooks) after a call and after a raising target; batch-
-    composition invariance; determinism for a fixed seed; ``InputError``/``TargetError`` for bad
-    input. Raises AssertionError listing every failure unless ``raise_on_failure=False``.
+    Checks: output shapes, dtype, device and grid; the model exactly restored (flags,
+    ``requires_grad``, ``.grad``, parameters, buffers, hooks) after a call and after a raising
+    target; batch-composition invariance; determinism for a fixed seed; ``InputError``/
+    ``TargetError`` for bad input. A model of a kind the explainer does not support (its
+    ``supports``) must be refused with an ``InterpkitError``, the model restored. Raises
+    AssertionError listing every failure unless ``raise_on_failure=False``.
     """
     report = ConformanceReport(getattr(explainer_cls, "name", "") or explainer_cls.__name__)
+    supported = getattr(explainer_cls, "supports", None)
     for model_name, model in (models or hard_case_models(seed)).items():
-        images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
-        images = images.to(next(model.parameters()).device)
-        target = (lambda out: out["logits"][:, 1]) if _returns_mapping(model, images) else 1
-        for check in CHECKS:
+        inputs = _to(example_inputs(model, batch, seed, size), next(model.parameters()).device)
+        target = (lambda out: out["logits"][:, 1]) if _returns_mapping(model, inputs) else 1
+        checks = CHECKS if supported is None or input_kind(model) in supported else (_refused,)
+        for check in checks:
             label = f"{check.__name__.strip('_')} on {model_name}"
             fresh = copy.deepcopy(model)  # a check that breaks the model must not hide from the next one
             try:
-                check(lambda: explainer_cls(fresh, **dict(options or {})), fresh, images, target)
+                check(lambda: explainer_cls(fresh, **dict(options or {})), fresh, inputs, target)
                 report.passed.append(label)
             except Exception as error:  # every failure is collected, not just the first
                 report.failures.append(f"{label}: {type(error).__name__}: {error}")
@@ -56,12 +60,31 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
     return report
 
 
+def _to(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, tuple):
+        return tuple(t.to(device) for t in inputs)
+    return inputs.to(device)
+
+
+def _primary(inputs: Any) -> torch.Tensor:
+    return inputs[0] if isinstance(inputs, tuple) else inputs
+
+
+def _take(inputs: Any, rows: slice) -> Any:
+    return tuple(t[rows] for t in inputs) if isinstance(inputs, tuple) else inputs[rows]
+
+
+def _replace_primary(inputs: Any, value: Any) -> Any:
+    return (value, *inputs[1:]) if isinstance(inputs, tuple) else value
+
+
 Factory = Callable[[], Any]
 
 
-def _returns_mapping(model: nn.Module, images: torch.Tensor) -> bool:
+def _returns_mapping(model: nn.Module, inputs: Any) -> bool:
+    first = _take(inputs, slice(0, 1))
     with evaluation(model), torch.no_grad():
-        return isinstance(model(images[:1]), Mapping)
+        return isinstance(model(*first) if isinstance(first, tuple) else model(first), Mapping)
 
 
 def _call(factory: Factory, images: torch.Tensor, target: Any) -> Explanation:
@@ -71,8 +94,9 @@ def _call(factory: Factory, images: torch.Tensor, target: Any) -> Explanation:
     return result
 
 
-def _output_contract(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
-    result = _call(factory, images, target)
+def _output_contract(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
+    result = _call(factory, inputs, target)
+    images = _primary(inputs)
     n, k = result.targets.shape
     assert n == len(images), f"targets {tuple(result.targets.shape)} do not have one row per sample"
     assert result.maps.shape[:2] == (n, k), f"maps {tuple(result.maps.shape)} are not (N, K, ...)"
@@ -91,14 +115,14 @@ def _output_contract(factory: Factory, model: nn.Module, images: torch.Tensor, t
     assert bool(torch.isfinite(result.maps).all()), "maps hold NaN or Inf"
 
 
-def _restored(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+def _restored(factory: Factory, model: nn.Module, images: Any, target: Any) -> None:
     before = ModelFingerprint.of(model)
     _call(factory, images, target)
     changes = before.differences(ModelFingerprint.of(model))
     assert not changes, "; ".join(changes)
 
 
-def _restored_after_raising(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+def _restored_after_raising(factory: Factory, model: nn.Module, images: Any, target: Any) -> None:
     before = ModelFingerprint.of(model)
 
     def failing(_output: Any) -> torch.Tensor:
@@ -115,29 +139,30 @@ def _restored_after_raising(factory: Factory, model: nn.Module, images: torch.Te
     assert torch._C._len_torch_function_stack() == 0, "a torch function mode was left active"
 
 
-def _batch_invariant(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
-    whole = _call(factory, images, target).maps
-    single = _call(factory, images[1:2], target).maps
+def _batch_invariant(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
+    whole = _call(factory, inputs, target).maps
+    single = _call(factory, _take(inputs, slice(1, 2)), target).maps
     torch.testing.assert_close(single[0], whole[1], rtol=1e-4, atol=1e-5,
                                msg=lambda m: f"sample 1 alone differs from sample 1 in a batch: {m}")
 
 
-def _deterministic(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
+def _deterministic(factory: Factory, model: nn.Module, images: Any, target: Any) -> None:
     first, second = _call(factory, images, target).maps, _call(factory, images, target).maps
     assert torch.equal(first, second), "two identical calls gave different results"
 
 
-def _bad_inputs(factory: Factory, model: nn.Module, images: torch.Tensor, target: Any) -> None:
-    bad = {"a list": images.tolist(), "a 3-D tensor": images[0], "NaN pixels": images * float("nan"),
-           "an integer tensor": images.long()}
+def _bad_inputs(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
+    images = _primary(inputs)
+    bad = {"a nested list": images.tolist(), "one sample without its batch dimension": images[0],
+           "NaN values": images * float("nan"), "an integer tensor": images.long()}
     for label, value in bad.items():
         try:
-            factory()(value)
+            factory()(_replace_primary(inputs, value))
         except InputError:
             continue
         raise AssertionError(f"{label} as input did not raise InputError")
     try:
-        factory()(images, 10_000)
+        factory()(inputs, 10_000)
     except TargetError:
         return
     raise AssertionError("class index 10000 did not raise TargetError")
@@ -145,3 +170,16 @@ def _bad_inputs(factory: Factory, model: nn.Module, images: torch.Tensor, target
 
 #: every check, run on every model
 CHECKS = (_output_contract, _restored, _restored_after_raising, _batch_invariant, _deterministic, _bad_inputs)
+
+
+def _refused(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
+    """A model of a kind the explainer does not support is refused with an InterpkitError."""
+    before = ModelFingerprint.of(model)
+    try:
+        factory()(inputs, target)
+    except InterpkitError:
+        pass
+    else:
+        raise AssertionError(f"a {input_kind(model)} model, which the explainer does not support, was not refused")
+    changes = before.differences(ModelFingerprint.of(model))
+    assert not changes, "; ".join(changes)

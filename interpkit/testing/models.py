@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,8 +93,112 @@ class DictOutput(nn.Module):
         return {"logits": self.head(pooled), "pooled": pooled}
 
 
+class Conv1dNet(nn.Module):
+    """A 1-D signal model (audio, time series): inputs (N, 2, T)."""
+
+    input_kind = "1d"
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv1d(2, 6, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+                                      nn.Conv1d(6, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        """Class scores (N, classes) for signals (N, 2, T)."""
+        return self.head(self.features(x).mean(dim=-1))
+
+    def example_inputs(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Random signals (batch, 2, 24)."""
+        return torch.randn(batch, 2, 24, generator=generator)
+
+
+class Conv3dNet(nn.Module):
+    """A video or volume model: inputs (N, 1, D, H, W)."""
+
+    input_kind = "3d"
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
+                                      nn.Conv3d(4, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(6, classes)
+
+    def forward(self, x):
+        """Class scores (N, classes) for volumes (N, 1, D, H, W)."""
+        return self.head(self.features(x).mean(dim=(2, 3, 4)))
+
+    def example_inputs(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Random volumes (batch, 1, 6, 10, 8)."""
+        return torch.randn(batch, 1, 6, 10, 8, generator=generator)
+
+
+class TinyTokens(nn.Module):
+    """A vision transformer in miniature: 4 x 4 patches, a class token, one attention block
+    with a ReLU MLP, the class token to the head. Its token outputs are (N, 1 + patches, 16)."""
+
+    input_kind = "tokens"
+
+    def __init__(self, classes: int = 4, dim: int = 16) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        """Class scores (N, classes) for images (N, 3, H, W), H and W multiples of 4."""
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1)
+        normed = self.norm1(tokens)
+        tokens = tokens + self.attention(normed, normed, normed, need_weights=False)[0]
+        tokens = tokens + self.mlp(self.norm2(tokens))
+        return self.head(self.norm(tokens)[:, 0])
+
+    def example_inputs(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Random images (batch, 3, 16, 12)."""
+        return torch.randn(batch, 3, 16, 12, generator=generator)
+
+
+class TwoInputs(nn.Module):
+    """Two inputs: images (N, 3, H, W) and a per-sample scale (N, 1) applied to the features."""
+
+    input_kind = "several_inputs"
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
+                                      nn.ReLU())
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x, scale):
+        """Class scores (N, classes) for images (N, 3, H, W) and scales (N, 1)."""
+        return self.head(self.features(x).mean(dim=(2, 3)) * scale)
+
+    def example_inputs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random images (batch, 3, 20, 16) and scales (batch, 1)."""
+        return torch.randn(batch, 3, 20, 16, generator=generator), torch.rand(batch, 1, generator=generator) + 0.5
+
+
 def hard_case_models(seed: int = 0) -> dict[str, nn.Module]:
     """One instance of each hard case, seeded, in training mode (explainers must restore it)."""
     torch.manual_seed(seed)
-    return {cls.__name__: cls().train() for cls in (ConvStack, ResidualReusedReLU, FunctionalReLU,
-                                                   BatchNormDropout, DictOutput)}
+    return {cls.__name__: cls().train() for cls in (ConvStack, ResidualReusedReLU, FunctionalReLU, BatchNormDropout,
+                                                   DictOutput, Conv1dNet, Conv3dNet, TinyTokens, TwoInputs)}
+
+
+def example_inputs(model: nn.Module, batch: int = 3, seed: int = 0, size: tuple[int, int] = (20, 16)) -> Any:
+    """Inputs for ``model``: its own ``example_inputs`` if it has one, else images (batch, 3, *size)."""
+    generator = torch.Generator().manual_seed(seed)
+    make = getattr(model, "example_inputs", None)
+    return make(batch, generator) if make is not None else torch.randn(batch, 3, *size, generator=generator)
+
+
+def input_kind(model: nn.Module) -> str:
+    """What a model takes: '1d', '2d', '3d', 'tokens' (an image model read through tokens) or
+    'several_inputs'; '2d' unless the model says otherwise."""
+    return getattr(model, "input_kind", "2d")

@@ -2,7 +2,7 @@
 
 Both reuse interpkit's GradCAM entirely (layer choice, targets, one forward and one batched
 backward, ReLU, upsampling, hook hygiene) and override only how a map is made from the layer's
-activations ``A`` (N, C, h, w) and gradients ``G`` (N, K, C, h, w).
+activations ``A`` (N, C, *grid) and gradients ``G`` (N, K, C, *grid), on grids of any rank.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ class GradCAMPlusPlus(GradCAM):
 
     def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         squared = gradients.pow(2)
-        total = activation.sum(dim=(-2, -1))[:, None, :, None, None]  # (N, 1, C, 1, 1)
+        grid_rank = activation.dim() - 2
+        total = activation.flatten(2).sum(-1).view(activation.shape[0], 1, -1, *[1] * grid_rank)  # (N, 1, C, 1..)
         denominator = 2 * squared + total * gradients.pow(3)
         # no epsilon in the denominator: with small gradients it would outweigh G^2 itself
         safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
         alpha = torch.where(denominator != 0, squared / safe, torch.zeros_like(gradients))
-        weights = (alpha * gradients.clamp_min(0)).sum(dim=(-2, -1))  # (N, K, C)
-        return torch.einsum("nkc,nchw->nkhw", weights, activation)
+        weights = (alpha * gradients.clamp_min(0)).flatten(3).sum(-1)  # (N, K, C)
+        return torch.einsum("nkc,nc...->nk...", weights, activation)
 
 
 class LayerCAM(GradCAM):

@@ -96,7 +96,7 @@ class SmoothGrad(PathAverage):
     def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
         draws = torch.randn((self.samples, 1, *inputs.shape[1:]), generator=generator, device=inputs.device)
-        span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).view(1, -1, 1, 1, 1)
+        span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).view(1, -1, *[1] * (inputs.dim() - 1))
         weights = torch.full((self.samples,), 1.0 / self.samples)
         for part in _chunks(self.samples, self.chunk):
             yield inputs.unsqueeze(0) + draws[part] * (self.noise * span), weights[part]
@@ -137,7 +137,7 @@ class IntegratedGradients(PathAverage):
         weights = torch.full((self.steps,), 1.0 / (self.steps - 1), dtype=torch.float64)
         weights[0] = weights[-1] = 0.5 / (self.steps - 1)
         for part in _chunks(self.steps, self.chunk):
-            step = alphas[part].view(-1, 1, 1, 1, 1)
+            step = alphas[part].view(-1, *[1] * inputs.dim())
             yield baseline.unsqueeze(0) + step * (inputs - baseline).unsqueeze(0), weights[part]
 
     def finish(self, inputs: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
