@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import VectorizationWarning
+from ..errors import InputError, VectorizationWarning
 
 # The memory budget of one vectorised backward, in tensor elements (2**28 float32: 1 GiB). Each
 # target's backward works through gradients as large as the tensors the forward saved, so K
@@ -32,7 +32,12 @@ def per_target_gradients(
     """
     n, k = scores.shape
     if k == 1:
-        single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), materialize_grads=True)
+        try:
+            single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), materialize_grads=True)
+        except RuntimeError as error:
+            if "use_reentrant" in str(error):
+                raise _reentrant() from error
+            raise
         return [g.unsqueeze(1) for g in single]
     per_column = sum(t.numel() for t in wrt) + graph_elements
     chunk = max(1, MAX_BATCHED_ELEMENTS // max(per_column, 1))
@@ -59,7 +64,15 @@ def _batched_grad(scores: torch.Tensor, wrt: Sequence[torch.Tensor], grad_output
         return list(torch.autograd.grad(scores, list(wrt), grad_outputs, retain_graph=True, is_grads_batched=True,
                                         allow_unused=True))
     except RuntimeError as error:
+        if "use_reentrant" in str(error):
+            raise _reentrant() from error
         warnings.warn(f"the backward pass cannot be vectorised ({' '.join(str(error).split())[:200]}); "
                       "taking one backward per target instead, which is slower", VectorizationWarning, stacklevel=4)
     rows = [torch.autograd.grad(scores, list(wrt), row, retain_graph=True, allow_unused=True) for row in grad_outputs]
     return [None if parts[0] is None else torch.stack(parts) for parts in zip(*rows)]
+
+
+def _reentrant() -> InputError:
+    return InputError("the model uses reentrant activation checkpointing (torch.utils.checkpoint with "
+                      "use_reentrant=True), which gives no gradients to torch.autograd.grad; use "
+                      "checkpoint(..., use_reentrant=False), which interpkit explains exactly")

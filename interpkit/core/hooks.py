@@ -72,6 +72,12 @@ def capture_outputs(modules: Sequence[nn.Module], *, for_gradients: bool) -> Ite
         if not for_gradients:
             captured[module] = output.detach().clone()
             return None
+        if not torch.is_grad_enabled():  # reentrant checkpointing, or no_grad inside the model's forward
+            raise LayerError(
+                f"a layer to explain ran with gradients turned off inside the model's forward ({type(module).__name__}); "
+                "reentrant torch.utils.checkpoint and torch.no_grad() regions give it no gradient. Use "
+                "checkpoint(..., use_reentrant=False), or choose a layer outside such a region"
+            )
         if not output.requires_grad:
             output = output.detach().requires_grad_(True)
         captured[module] = output

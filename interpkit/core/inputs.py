@@ -9,7 +9,7 @@ from typing import Any, Mapping, Union
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, InterpkitError
 from .state import model_device, model_dtype
 
 InputsLike = Union[torch.Tensor, tuple, list, Mapping[str, Any]]
@@ -27,10 +27,12 @@ class ModelInputs:
 
     @property
     def primary(self) -> torch.Tensor:
+        """The attributed tensor."""
         return self.args[self.key] if isinstance(self.key, int) else self.kwargs[self.key]
 
     @property
     def batch_size(self) -> int:
+        """The attributed tensor's batch size."""
         return len(self.primary)
 
     def with_primary(self, tensor: torch.Tensor) -> "ModelInputs":
@@ -59,19 +61,11 @@ class ModelInputs:
         return replace(self, args=tuple(cut(a) for a in self.args), kwargs={k: cut(v) for k, v in self.kwargs.items()})
 
     def run(self, model: nn.Module) -> Any:
-        """``model(*args, **kwargs)``, with a failure of the model's own forward reported as bad
-        input, as is a tensor output without one row per sample (an input that lacked its batch
-        dimension and was read as unbatched)."""
+        """``model(*args, **kwargs)``, with a failure of the model's own forward reported as bad input."""
         try:
-            output = model(*self.args, **self.kwargs)
-            first = output[0] if isinstance(output, (tuple, list)) and output else output
-            if isinstance(first, torch.Tensor) and (first.dim() == 0 or len(first) != self.batch_size):
-                raise InputError(f"the model returned {tuple(first.shape)} for a batch of {self.batch_size}: no row per "
-                                 f"sample, so the inputs {tuple(self.primary.shape)} were not read as a batch; add "
-                                 "the batch dimension (inputs.unsqueeze(0) for one sample)")
-            return output
+            return model(*self.args, **self.kwargs)
         except (RuntimeError, ValueError, IndexError) as error:
-            if isinstance(error, InputError):
+            if isinstance(error, InterpkitError):
                 raise
             raise InputError(f"the model's forward failed on inputs of shape {tuple(self.primary.shape)} "
                              f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects") from error

@@ -5,9 +5,13 @@ forward completes them, that is a per-sample grid lined up with the input (chann
 channels last, or tokens) and on which the model's top score depends at more than one position.
 That is the last feature grid before global pooling and the head: for a CNN its last block, for
 a vision transformer the input of its last attention (later token outputs reach the head only
-through the class token). Pooling that resizes (adaptive pooling, upsampling), modules called
-more than once, and outputs whose batch is not the input's (ROI pooling) are never chosen;
-models with a ``backbone`` (torchvision detection and segmentation) are searched inside it.
+through the class token). Pooling that resizes (adaptive pooling, upsampling), modules that
+only pass a tensor on (Identity, Dropout), projections (Linear), modules called more than once,
+and outputs whose batch is not the input's (ROI pooling) are never chosen; when a container
+returns the very tensor a leaf made, the leaf is named. Models with a ``backbone`` (torchvision
+detection and segmentation) are searched inside it. When the score depends on no position of
+any grid (an output that is not class scores, or an untrained head of zeros), the last grid is
+chosen.
 """
 
 from __future__ import annotations
@@ -112,8 +116,10 @@ def detect_layout(output: Any, input_grid: Sequence[int], batch: int) -> Layout 
     return None
 
 
-_RESIZING = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-             nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample)
+# never chosen: pooling that resizes, modules that only pass a tensor on, and projections inside
+# a block (a transformer's qkv, an MLP's Linear), whose channels are not the block's features
+_NOT_FEATURES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                 nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.Identity, nn.Dropout, nn.Linear)
 
 
 @dataclass
@@ -145,7 +151,7 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
 
     def hook(module: nn.Module, _inputs: tuple, output: Any) -> None:
         calls[module] = calls.get(module, 0) + 1
-        if isinstance(module, _RESIZING):
+        if isinstance(module, _NOT_FEATURES):
             return
         layout = detect_layout(output, input_grid, 2)
         if layout is not None:
@@ -179,12 +185,14 @@ def _depending(candidates: list[_Candidate], output: Any, score: Any, input_grid
         scores = score(output)
     except Exception:  # a detection or segmentation output: no class score to follow
         return [-1] * len(candidates)
-    tensors = [c.output for c in candidates]
     if not scores.requires_grad:
         return [-1] * len(candidates)
-    gradients = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+    tracked = [c for c in candidates if c.output.requires_grad]  # not: made with gradients off
+    found = dict(zip(map(id, tracked), torch.autograd.grad(scores.sum(), [c.output for c in tracked],
+                                                           allow_unused=True))) if tracked else {}
     counts = []
-    for candidate, gradient in zip(candidates, gradients):
+    for candidate in candidates:
+        gradient = found.get(id(candidate))
         if gradient is None:
             counts.append(0)
             continue

@@ -23,6 +23,8 @@ class Layout:
     """Base of the layouts; ``grid(tensor, input_grid, lead)`` gives (lead dims..., C, *grid)."""
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
+        """``tensor`` (``lead`` batch-like dims, then the layer's output) as (lead dims, C, *grid);
+        a LayerError naming the layer ``name`` when it does not have this layout."""
         raise NotImplementedError
 
 
@@ -34,6 +36,7 @@ class ChannelsFirst(Layout):
     checked: bool = False
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
+        """See :meth:`Layout.grid`."""
         grid = tuple(tensor.shape[lead + 1:])
         if len(grid) != len(input_grid):
             raise LayerError(
@@ -56,6 +59,7 @@ class ChannelsLast(Layout):
     """(N, *grid, C), as Swin, ConvNeXt blocks and MaxViT partitions keep their activations."""
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
+        """See :meth:`Layout.grid`."""
         if tensor.dim() - lead - 1 != len(input_grid):
             raise LayerError(f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, not a channels-last "
                              f"grid (*grid, C) of the input's {len(input_grid)} spatial dimension(s)")
@@ -98,6 +102,7 @@ class TokenGrid(Layout):
         )
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
+        """See :meth:`Layout.grid`."""
         if tensor.dim() != lead + 2:
             raise LayerError(f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, not (tokens, dim)")
         prefix, grid = self.resolve(tensor.shape[lead], input_grid, name)

@@ -118,3 +118,26 @@ def plot_top_patches(crops: list[list[torch.Tensor]], row_labels: list[str], cro
                                        interpolation=cv2.INTER_NEAREST))
         rows.append(pictures)
     return plot_image_grid(rows, row_labels)
+
+
+def plot_signal_map(signal: torch.Tensor, heat: torch.Tensor, title: str | None = None,
+                    colormap: str = "jet") -> Figure:
+    """A 1-D explanation: the signal's channels (C, T) as lines, the map (T,) as a heat strip
+    under them on the same time axis."""
+    values = signal.detach().float().cpu().numpy()
+    strip = normalize_maps(heat.detach().float().reshape(1, 1, -1), start_dim=2).reshape(1, -1).cpu().numpy()
+    if values.ndim != 2 or strip.shape[1] != values.shape[1]:
+        raise InputError(f"a signal (C, T) and a map (T,) of the same length are needed, got {tuple(signal.shape)} "
+                         f"and {tuple(heat.shape)}")
+    figure = Figure(figsize=(6, 2.6))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for channel in values:
+        top.plot(channel, linewidth=0.8)
+    top.set_ylabel("signal", fontsize=8)
+    bottom.imshow(strip, aspect="auto", cmap=colormap, vmin=0, vmax=1, extent=(-0.5, strip.shape[1] - 0.5, 0, 1))
+    bottom.set_yticks([])
+    bottom.set_xlabel("time step", fontsize=8)
+    if title:
+        top.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure

@@ -32,23 +32,29 @@ def _colormap_id(colormap: int | str) -> int:
     return int(colormap)
 
 
+STRIP_HEIGHT = 24  # pixels of a 1-D map drawn as a heat strip
+
+
 def _plane(maps: torch.Tensor, kind: MapKind) -> torch.Tensor:
-    """Reduce maps to one (N, K, H, W) plane each: channels (input gradients) by their largest |value|."""
+    """One value per grid position (N, K, *grid): channels (input gradients) by their largest |value|."""
     planes = maps.abs().amax(dim=2) if kind.has_channels else maps
-    if planes.dim() != 4:
-        raise InputError(f"{kind.value} maps of shape {tuple(maps.shape)} are not images; "
-                         "colour maps need an (N, K, H, W) grid")
+    if not 3 <= planes.dim() <= 5:
+        raise InputError(f"{kind.value} maps of shape {tuple(maps.shape)} have no 1-D, 2-D or 3-D grid to draw")
     return planes
 
 
 def colorize(maps: torch.Tensor, kind: MapKind = MapKind.INPUT_GRID, colormap: int | str = "jet") -> np.ndarray:
-    """Normalise each map into [0, 1] and colour it: uint8 RGB (N, K, H, W, 3)."""
+    """Normalise each map into [0, 1] over its whole grid and colour it: uint8 RGB (N, K, H, W, 3)
+    for 2-D maps, (N, K, D, H, W, 3) for 3-D maps (one scale across the frames), and heat strips
+    (N, K, STRIP_HEIGHT, T, 3) for 1-D maps."""
     code = _colormap_id(colormap)
     planes = normalize_maps(_plane(maps.detach(), kind).float(), start_dim=2)
+    if planes.dim() == 3:  # a 1-D map: the same row repeated into a strip
+        planes = planes.unsqueeze(2).expand(-1, -1, STRIP_HEIGHT, -1)
     levels = (planes * 255).round().to(torch.uint8).cpu().numpy()
-    n, k, h, w = levels.shape
-    coloured = cv2.applyColorMap(levels.reshape(n * k * h, w), code)
-    return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB).reshape(n, k, h, w, 3)
+    width = levels.shape[-1]
+    coloured = cv2.applyColorMap(levels.reshape(-1, width), code)
+    return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB).reshape(*levels.shape, 3)
 
 
 def to_uint8_images(images: Any) -> np.ndarray:
@@ -80,8 +86,14 @@ def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_
     """
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must lie in [0, 1], got {alpha}")
-    base = to_uint8_images(images)
     planes = _plane(maps.detach(), kind)
+    if planes.dim() == 3:  # 1-D: nothing to blend onto; the heat strips, one per map
+        if _batch_of(images) != planes.shape[0]:
+            raise InputError(f"got {_batch_of(images)} signals for {planes.shape[0]} explained samples")
+        return colorize(planes, MapKind.INPUT_GRID, colormap)
+    if planes.dim() == 5:  # 3-D: every frame blended with its own
+        return _overlay_frames(planes, images, alpha, colormap)
+    base = to_uint8_images(images)
     if base.shape[0] != planes.shape[0]:
         raise InputError(f"got {base.shape[0]} images for {planes.shape[0]} explained samples")
     height, width = base.shape[1:3]
@@ -94,9 +106,38 @@ def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_
     return blended.round().astype(np.uint8)
 
 
+def _batch_of(images: Any) -> int:
+    return int(images.shape[0]) if hasattr(images, "shape") else len(images)
+
+
+def _overlay_frames(planes: torch.Tensor, videos: Any, alpha: float, colormap: int | str) -> np.ndarray:
+    """3-D maps (N, K, D, H, W) over videos (N, C, D, H, W): (N, K, D, H, W, 3), one scale per map."""
+    if not isinstance(videos, torch.Tensor) or videos.dim() != 5 or videos.shape[0] != planes.shape[0]:
+        raise InputError(f"3-D maps are drawn over videos or volumes (N, C, D, H, W) with N = {planes.shape[0]}")
+    n, k, depth = planes.shape[:3]
+    size = tuple(videos.shape[-2:])
+    if tuple(planes.shape[-3:]) != tuple(videos.shape[-3:]):
+        planes = torch.nn.functional.interpolate(planes.float(), size=videos.shape[-3:], mode="trilinear",
+                                                 align_corners=False)
+        depth = planes.shape[2]
+    heat = colorize(planes, MapKind.INPUT_GRID, colormap).astype(np.float32)  # (N, K, D, H, W, 3)
+    frames = to_uint8_images(videos.transpose(1, 2).flatten(0, 1)).reshape(n, depth, *size, 3)
+    return (alpha * heat + (1.0 - alpha) * frames[:, None].astype(np.float32)).round().astype(np.uint8)
+
+
+def montage(frames: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Frames (D, H, W, 3) side by side with a white gap: one (H, D * (W + gap) - gap, 3) image."""
+    depth, height, width = frames.shape[:3]
+    out = np.full((height, depth * (width + gap) - gap, 3), 255, dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[:, i * (width + gap):i * (width + gap) + width] = frame
+    return out
+
+
 def save_maps(explanation: "Explanation", out_dir: str | os.PathLike, colormap: int | str = "jet") -> list[Path]:
     """Write ``{method}_{sample}_{column}_{target}.png`` per map (unique even when two columns
-    name the same target, such as one channel of two layers); each file appears whole or not at all."""
+    name the same target, such as one channel of two layers): 2-D maps as images, 1-D maps as
+    heat strips, 3-D maps as a montage of their frames; each file appears whole or not at all."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     coloured = colorize(explanation.maps, explanation.kind, colormap)
@@ -105,7 +146,7 @@ def save_maps(explanation: "Explanation", out_dir: str | os.PathLike, colormap: 
     for n, row in enumerate(coloured):
         for k, image in enumerate(row):
             path = folder / f"{explanation.method}_{n}_{k}_{targets[n][k]}.png"
-            write_png(path, image)
+            write_png(path, montage(image) if image.ndim == 4 else image)
             paths.append(path)
     return paths
 
