@@ -35,7 +35,8 @@ def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
 
 def fuse(layer_maps: torch.Tensor) -> torch.Tensor:
     """Several layers' maps (N, K, L, *grid) as one: each map scaled to [0, 1], the mean over
-    the layers, scaled to [0, 1] again; the aggregation of pytorch-grad-cam's multi-layer CAMs."""
+    the layers, scaled to [0, 1] again: pytorch-grad-cam's aggregation of several target layers
+    (which scales before resizing, so the two differ by interpolation rounding)."""
     scaled = normalize_maps(layer_maps.clamp_min(0), start_dim=3)
     return normalize_maps(scaled.mean(dim=2), start_dim=2)
 
