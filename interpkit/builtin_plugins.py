@@ -1,10 +1,11 @@
-"""The built-in plugin: interpkit's own explainers and models, registered through the same hooks
+"""The built-in plugin: interpkit's own explainers, models and metrics, registered through the same hooks
 as any third-party distribution. The registry loads it by its module path before the entry points."""
 
 from __future__ import annotations
 
 from .explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches
 from .hookspecs import hookimpl
+from .metrics import BUILTIN_METRICS
 from .zoo import BUILTIN_MODELS
 
 
@@ -18,3 +19,9 @@ def interpkit_register_explainers(register):
 def interpkit_register_models(register):
     for builder in BUILTIN_MODELS:
         register(builder)
+
+
+@hookimpl
+def interpkit_register_metrics(register):
+    for metric in BUILTIN_METRICS:
+        register(metric)

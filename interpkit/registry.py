@@ -157,7 +157,8 @@ def _registered_name(kind: str, obj: Any) -> str:
         name = obj.__name__
     else:
         if not callable(obj) or not isinstance(getattr(obj, "name", None), str):
-            raise PluginError(f"register() takes a callable metric with a 'name', not {obj!r}")
+            raise PluginError(f"register() takes a metric (an interpkit.metrics.Metric subclass, or a callable with "
+                              f"a 'name'), not {obj!r}")
         name = obj.name
     if not isinstance(name, str) or not NAME.match(name):
         raise PluginError(f"{kind[:-1]} name {name!r} of {obj!r} is not snake_case")

@@ -7,6 +7,7 @@
 
 from .conformance import ConformanceReport, check_explainer
 from .fingerprint import ModelFingerprint, assert_model_unchanged
+from .metrics import check_metric
 from .models import (
     BatchNormDropout, Conv1dNet, Conv3dNet, ConvStack, DictOutput, FunctionalReLU, ResidualReusedReLU, TinyTokens,
     TwoInputs, example_inputs, hard_case_models, input_kind,
@@ -14,6 +15,6 @@ from .models import (
 
 __all__ = [
     "BatchNormDropout", "ConformanceReport", "Conv1dNet", "Conv3dNet", "ConvStack", "DictOutput", "FunctionalReLU",
-    "ModelFingerprint", "ResidualReusedReLU", "TinyTokens", "TwoInputs", "assert_model_unchanged", "check_explainer",
+    "ModelFingerprint", "ResidualReusedReLU", "TinyTokens", "TwoInputs", "assert_model_unchanged", "check_explainer", "check_metric",
     "example_inputs", "hard_case_models", "input_kind",
 ]

@@ -1,0 +1,10 @@
+"""Metrics that say which explanation is faithful to the model, built on one contract
+(:class:`Metric` returning a :class:`MetricResult`) and registered like any plugin's."""
+
+from .base import Metric, MetricResult, aligned_saliency
+from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
+
+BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence)
+
+__all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Insertion", "Metric",
+           "MetricResult", "aligned_saliency", "baseline_of"]

@@ -1,0 +1,133 @@
+"""The metric contract: how faithful an explanation is to the model, per sample, batched.
+
+A metric takes the model, the inputs, the maps (an ``Explanation`` or a tensor aligned with
+the inputs) and the targets, and returns a :class:`MetricResult` of tensors on the model's
+device: per-sample scores (N,), per-sample curves (N, steps) for curve metrics, and their mean.
+The model is held in eval mode and restored afterwards; perturbed copies go through it in
+batches of at most ``max_batch``; randomness comes from ``seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from ..core import Explanation, check_tensor, class_scores, evaluation
+from ..errors import InputError
+
+Scores = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> (B,) scores of its targets
+
+
+@dataclass
+class MetricResult:
+    """``scores`` (N,): one value per sample (NaN where the metric is undefined for it);
+    ``curves`` (N, steps) and ``fractions`` (steps,) for curve metrics; ``mean`` over the
+    defined samples."""
+
+    name: str
+    scores: torch.Tensor
+    curves: torch.Tensor | None = None
+    fractions: torch.Tensor | None = None
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The mean over samples whose score is defined (NaN when none is)."""
+        return self.scores.nanmean()
+
+
+class Metric:
+    """Base of every metric; subclasses set ``name`` and implement :meth:`compute`."""
+
+    name: ClassVar[str] = ""
+    #: True when a larger score means a more faithful explanation
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, *, max_batch: int = 64, score: str = "probability") -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise InputError(f"max_batch must be a positive int, got {max_batch!r}")
+        if score not in ("probability", "logit"):
+            raise InputError(f"score must be 'probability' or 'logit', not {score!r}")
+        self.max_batch = max_batch
+        self.score = score
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
+                 targets: Any = None) -> MetricResult:
+        """Score the explanation ``maps`` of ``inputs`` for ``targets`` (class indices (N,), an
+        int, or None: the explanation's own targets, else the model's top class)."""
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        inputs = check_tensor(inputs, model)
+        if inputs.dim() < 3:
+            raise InputError(f"metrics perturb the input's grid: inputs {tuple(inputs.shape)} have none")
+        saliency = aligned_saliency(maps, inputs)
+        with evaluation(model), torch.no_grad():
+            indices = self._targets(model, inputs, maps, targets)
+            return self.compute(model, inputs, saliency, self._scorer(model, indices))
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, score: Callable[..., Any]
+                ) -> MetricResult:
+        """The metric for validated ``inputs`` (N, C, *grid) and ``saliency`` (N, *grid);
+        ``score(batch, sample_indices)`` gives the target scores of any batch of perturbed copies."""
+        raise NotImplementedError
+
+    def _targets(self, model: nn.Module, inputs: torch.Tensor, maps: Any, targets: Any) -> torch.Tensor:
+        n = len(inputs)
+        if targets is None and isinstance(maps, Explanation):
+            targets = maps.targets[:, 0]
+        if targets is None:
+            return class_scores(model(inputs)).argmax(dim=1)
+        indices = torch.as_tensor(targets, device=inputs.device)
+        if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise InputError(f"targets must be class indices, not {indices.dtype}")
+        indices = indices.long().expand(n) if indices.dim() == 0 else indices.long()
+        if indices.shape != (n,):
+            raise InputError(f"targets must be one class index per sample (N = {n}), got shape {tuple(indices.shape)}")
+        return indices
+
+    def _scorer(self, model: nn.Module, indices: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        def score(batch: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+            """Target scores (B,) of perturbed copies ``batch`` of samples ``samples`` (B,)."""
+            parts = []
+            for start in range(0, len(batch), self.max_batch):
+                logits = class_scores(model(batch[start:start + self.max_batch]))
+                values = logits.softmax(dim=1) if self.score == "probability" else logits
+                parts.append(values.gather(1, indices[samples[start:start + self.max_batch]].unsqueeze(1))[:, 0])
+            return torch.cat(parts)
+
+        return score
+
+
+def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """One saliency value per input grid position (N, *grid): an Explanation with one map per
+    sample, or a tensor (N, *grid) or (N, C, *grid) aligned with the inputs; channels are summed
+    in absolute value. Maps on a layer's grid are refused: upsample them first (GradCAM does by
+    default; ``interpkit.explainers.gradcam.upsample`` for others)."""
+    tensor = maps.maps if isinstance(maps, Explanation) else maps
+    if not isinstance(tensor, torch.Tensor):
+        raise InputError(f"maps must be an Explanation or a tensor, not {type(maps).__name__}")
+    if isinstance(maps, Explanation):
+        if tensor.shape[1] != 1:
+            raise InputError(f"the explanation has {tensor.shape[1]} maps per sample; score one target at a time "
+                             "(explain with one target, or select a column)")
+        tensor = tensor[:, 0]
+    grid = tuple(inputs.shape[2:])
+    if tensor.dim() == inputs.dim():
+        if tensor.shape[1] not in (1, inputs.shape[1]):
+            raise InputError(f"maps of shape {tuple(tensor.shape)} have {tensor.shape[1]} channels for inputs with "
+                             f"{inputs.shape[1]}; give one channel, the inputs' channels, or (N, *grid) maps")
+        tensor = tensor.abs().sum(dim=1)
+    if tensor.shape[0] != len(inputs) or tuple(tensor.shape[1:]) != grid:
+        raise InputError(f"maps of shape {tuple(tensor.shape)} do not align with inputs {tuple(inputs.shape)}: "
+                         f"give (N, *{grid}) maps; upsample layer maps to the input first (GradCAM(upsample=True))")
+    if not bool(torch.isfinite(tensor).all()):
+        raise InputError("maps contain NaN or Inf values")
+    return tensor.detach().to(inputs.device, torch.float32)
+
+
+def chunks(total: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` over ``range(total)``."""
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))

@@ -1,0 +1,55 @@
+"""``check_metric``: the metric contract, checked for any metric class."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..core import Explanation, MapKind
+from ..errors import InputError
+from ..metrics import MetricResult
+from .fingerprint import ModelFingerprint
+from .models import ConvStack
+
+
+def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, batch: int = 3, seed: int = 0) -> None:
+    """Check ``metric_cls(**options)`` on a small model: a :class:`MetricResult` with per-sample
+    scores (N,) (and curves (N, steps) when given) on the model's device; the model exactly
+    restored; no forward larger than ``max_batch``; the same result twice; ``InputError`` for
+    maps that do not align with the inputs. Raises AssertionError naming the first failure."""
+    torch.manual_seed(seed)
+    model = ConvStack().train()
+    inputs = torch.randn(batch, 3, 12, 10, generator=torch.Generator().manual_seed(seed))
+    maps = torch.rand(batch, 12, 10, generator=torch.Generator().manual_seed(seed + 1))
+    metric = metric_cls(**{"max_batch": 4, **dict(options or {})})
+    sizes: list[int] = []
+    before = ModelFingerprint.of(model)
+    handle = model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    try:
+        result = metric(model, inputs, maps)
+        again = metric(model, inputs, maps)
+    finally:
+        handle.remove()
+    changes = before.differences(ModelFingerprint.of(model))
+    assert not changes, f"{metric_cls.__name__} changed the model: {'; '.join(changes)}"
+    assert isinstance(result, MetricResult), f"returns {type(result).__name__}, not a MetricResult"
+    assert result.scores.shape == (batch,), f"scores {tuple(result.scores.shape)} are not one per sample"
+    if result.curves is not None:
+        assert result.curves.shape[0] == batch and result.fractions is not None
+        assert result.curves.shape[1] == len(result.fractions), "curves and fractions differ in length"
+    assert max(sizes) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
+    assert torch.equal(result.scores, again.scores), "two identical calls gave different scores"
+    for bad in (maps[:, :6], maps[:1], torch.rand(batch, 2, 12, 10)):
+        try:
+            metric(model, inputs, bad)
+        except InputError:
+            continue
+        raise AssertionError(f"maps of shape {tuple(bad.shape)} for inputs {tuple(inputs.shape)} did not raise InputError")
+    several = Explanation(torch.rand(batch, 2, 12, 10), torch.zeros(batch, 2, dtype=torch.long),
+                          torch.zeros(batch, 2), "test", MapKind.INPUT_GRID)
+    try:
+        metric(model, inputs, several)
+    except InputError:
+        return
+    raise AssertionError("an Explanation with two maps per sample did not raise InputError")

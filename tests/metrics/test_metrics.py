@@ -1,0 +1,87 @@
+"""Metrics: the contract for every registered metric, and differential tests against torchcam."""
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import interpkit
+from interpkit import GradCAM, InputError
+from interpkit.metrics import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
+from interpkit.testing import check_metric
+
+
+@pytest.mark.parametrize("name", interpkit.list_metrics())
+def test_every_registered_metric_meets_the_contract(name):
+    check_metric(interpkit.get_metric(name))
+
+
+def _torchcam_cam(model, images, layer):
+    from torchcam.methods import GradCAM as TorchcamGradCAM
+
+    with TorchcamGradCAM(model, target_layer=layer) as extractor:
+        scores = model(images).softmax(dim=-1)  # torchcam explains the scores its logits_fn gives
+        cams = extractor(scores.argmax(1).tolist(), scores)
+    cam = extractor.fuse_cams(cams)
+    return F.interpolate(cam.unsqueeze(1), images.shape[2:], mode="bilinear", align_corners=False)[:, 0].detach()
+
+
+def test_deletion_and_insertion_equal_torchcam(small_cnn):
+    from torchcam.methods import GradCAM as TorchcamGradCAM
+    from torchcam.metrics import DeletionInsertionMetric
+
+    small_cnn.eval()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    cam = _torchcam_cam(small_cnn, images, "features.4")
+    with TorchcamGradCAM(small_cnn, target_layer="features.4") as extractor:
+        theirs = DeletionInsertionMetric(extractor, partial(torch.softmax, dim=-1), steps=10, batch_size=16)
+        theirs.update(images)
+        expected = theirs.summary()
+    deletion = Deletion(steps=10)(small_cnn, images, cam)
+    insertion = Insertion(steps=10)(small_cnn, images, cam)
+    assert deletion.mean.item() == pytest.approx(expected["deletion_auc"], abs=1e-5)
+    assert insertion.mean.item() == pytest.approx(expected["insertion_auc"], abs=1e-5)
+    assert deletion.curves.shape == (4, 11)
+
+
+def test_average_drop_and_increase_equal_torchcam(small_cnn):
+    from torchcam.methods import GradCAM as TorchcamGradCAM
+    from torchcam.metrics import ClassificationMetric
+
+    small_cnn.eval()
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    cam = _torchcam_cam(small_cnn, images, "features.4")
+    with TorchcamGradCAM(small_cnn, target_layer="features.4") as extractor:
+        theirs = ClassificationMetric(extractor, partial(torch.softmax, dim=-1))
+        theirs.update(images)
+        expected = theirs.summary()
+    drop = AverageDrop(normalize=False)(small_cnn, images, cam).mean.item()
+    assert drop == pytest.approx(expected["avg_drop"], abs=1e-5)  # torchcam adds 1e-7 to the denominator
+    increase = IncreaseInConfidence(normalize=False)(small_cnn, images, cam).mean.item()
+    assert increase == pytest.approx(expected["conf_increase"], abs=1e-9)
+
+
+def test_deletion_curve_ends_and_ranking(small_cnn, images):
+    explanation = GradCAM(small_cnn)(images)
+    result = Deletion(steps=4, max_batch=3)(small_cnn, images, explanation)
+    probabilities = small_cnn.eval()(images).softmax(1).gather(1, explanation.targets)[:, 0]
+    torch.testing.assert_close(result.curves[:, 0], probabilities.detach())  # nothing removed yet
+    blank = small_cnn(torch.zeros_like(images)).softmax(1).gather(1, explanation.targets)[:, 0]
+    torch.testing.assert_close(result.curves[:, -1], blank.detach())  # everything removed
+    torch.testing.assert_close(result.fractions, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    # the order of removal follows the map: reversing the map changes the curve, not its ends
+    flipped = Deletion(steps=4)(small_cnn, images, -explanation.maps[:, 0])
+    torch.testing.assert_close(flipped.curves[:, [0, -1]], result.curves[:, [0, -1]])
+
+
+def test_baselines_and_bad_options(images):
+    blurred = baseline_of(images, "blur")
+    assert blurred.shape == images.shape and not torch.equal(blurred, images)
+    assert torch.equal(baseline_of(images, 0.5), torch.full_like(images, 0.5))
+    for bad in ("noise", torch.zeros(2, 2)):
+        with pytest.raises(InputError):
+            baseline_of(images, bad)
+    for options in ({"steps": 0}, {"max_batch": 0}, {"score": "odds"}):
+        with pytest.raises(InputError):
+            Deletion(**options)
