@@ -2,9 +2,10 @@
 (:class:`Metric` returning a :class:`MetricResult`) and registered like any plugin's."""
 
 from .base import Metric, MetricResult, aligned_saliency
+from .infidelity import Infidelity, gaussian
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
 
-BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence)
+BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity)
 
-__all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Insertion", "Metric",
-           "MetricResult", "aligned_saliency", "baseline_of"]
+__all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
+           "MetricResult", "aligned_saliency", "baseline_of", "gaussian"]

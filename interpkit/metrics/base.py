@@ -4,7 +4,8 @@ A metric takes the model, the inputs, the maps (an ``Explanation`` or a tensor a
 the inputs) and the targets, and returns a :class:`MetricResult` of tensors on the model's
 device: per-sample scores (N,), per-sample curves (N, steps) for curve metrics, and their mean.
 The model is held in eval mode and restored afterwards; perturbed copies go through it in
-batches of at most ``max_batch``; randomness comes from ``seed``.
+batches of at most ``max_batch`` (by default the inputs' own batch size, which the user's
+machine already runs); randomness comes from ``seed``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ class Metric:
     #: True when a larger score means a more faithful explanation
     higher_is_better: ClassVar[bool] = True
 
-    def __init__(self, *, max_batch: int = 64, score: str = "probability") -> None:
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise InputError(f"max_batch must be a positive int, got {max_batch!r}")
+    def __init__(self, *, max_batch: int | None = None, score: str = "probability") -> None:
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise InputError(f"max_batch must be a positive int or None (the inputs' batch size), got {max_batch!r}")
         if score not in ("probability", "logit"):
             raise InputError(f"score must be 'probability' or 'logit', not {score!r}")
         self.max_batch = max_batch
@@ -62,10 +63,14 @@ class Metric:
         inputs = check_tensor(inputs, model)
         if inputs.dim() < 3:
             raise InputError(f"metrics perturb the input's grid: inputs {tuple(inputs.shape)} have none")
-        saliency = aligned_saliency(maps, inputs)
+        saliency = self.prepare(maps, inputs)
         with evaluation(model), torch.no_grad():
             indices = self._targets(model, inputs, maps, targets)
-            return self.compute(model, inputs, saliency, self._scorer(model, indices))
+            return self.compute(model, inputs, saliency, self._scorer(model, indices, self.max_batch or len(inputs)))
+
+    def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The maps as the metric reads them: by default one saliency value per grid position."""
+        return aligned_saliency(maps, inputs)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, score: Callable[..., Any]
                 ) -> MetricResult:
@@ -87,14 +92,15 @@ class Metric:
             raise InputError(f"targets must be one class index per sample (N = {n}), got shape {tuple(indices.shape)}")
         return indices
 
-    def _scorer(self, model: nn.Module, indices: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def _scorer(self, model: nn.Module, indices: torch.Tensor, max_batch: int
+                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def score(batch: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
             """Target scores (B,) of perturbed copies ``batch`` of samples ``samples`` (B,)."""
             parts = []
-            for start in range(0, len(batch), self.max_batch):
-                logits = class_scores(model(batch[start:start + self.max_batch]))
+            for part in chunks(len(batch), max_batch):
+                logits = class_scores(model(batch[part]))
                 values = logits.softmax(dim=1) if self.score == "probability" else logits
-                parts.append(values.gather(1, indices[samples[start:start + self.max_batch]].unsqueeze(1))[:, 0])
+                parts.append(values.gather(1, indices[samples[part]].unsqueeze(1))[:, 0])
             return torch.cat(parts)
 
         return score

@@ -44,7 +44,7 @@ class _RankedRemoval(Metric):
 
     restore: bool = False  # insertion restores the input onto the baseline
 
-    def __init__(self, *, steps: int = 20, baseline: Baseline = "zero", max_batch: int = 64,
+    def __init__(self, *, steps: int = 20, baseline: Baseline = "zero", max_batch: int | None = None,
                  score: str = "probability") -> None:
         super().__init__(max_batch=max_batch, score=score)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -63,7 +63,7 @@ class _RankedRemoval(Metric):
         flat_inputs, flat_base = inputs.flatten(2), base.flatten(2)
         jobs = torch.cartesian_prod(torch.arange(n, device=inputs.device), torch.arange(len(counts), device=inputs.device))
         values = []
-        for part in chunks(len(jobs), self.max_batch):
+        for part in chunks(len(jobs), self.max_batch or n):
             samples, points = jobs[part, 0], jobs[part, 1]
             moved = ranks[samples] < counts[points].unsqueeze(1)  # (B, P): positions removed or restored
             keep_input = moved if self.restore else ~moved
@@ -95,7 +95,7 @@ class _Masked(Metric):
     min-max scaled to [0, 1] first; with ``False`` it is the mask as given (it must lie in [0, 1],
     as torchcam's normalised CAMs do)."""
 
-    def __init__(self, *, normalize: bool = True, max_batch: int = 64, score: str = "probability") -> None:
+    def __init__(self, *, normalize: bool = True, max_batch: int | None = None, score: str = "probability") -> None:
         super().__init__(max_batch=max_batch, score=score)
         self.normalize = check_flag("normalize", normalize)
 

@@ -85,3 +85,34 @@ def test_baselines_and_bad_options(images):
     for options in ({"steps": 0}, {"max_batch": 0}, {"score": "odds"}):
         with pytest.raises(InputError):
             Deletion(**options)
+
+
+def test_infidelity_equals_captum_with_the_same_perturbation(small_cnn, images):
+    from captum.metrics import infidelity
+
+    from interpkit.metrics import Infidelity
+
+    small_cnn.eval()
+
+    def fixed(x, generator=None):  # deterministic, so both draw the same perturbations
+        return 0.05 * torch.sin(3 * x)
+
+    attributions = interpkit.GuidedBackprop(small_cnn)(images, target=2).maps[:, 0]
+    ours = Infidelity(perturbation=fixed, samples=3)(small_cnn, images, attributions, targets=2)
+    theirs = infidelity(small_cnn, lambda x: (fixed(x), x - fixed(x)), images, attributions, target=2,
+                        n_perturb_samples=3)
+    torch.testing.assert_close(ours.scores, theirs, rtol=1e-4, atol=1e-7)
+
+
+def test_infidelity_is_zero_for_the_exact_attribution_of_a_linear_model():
+    from interpkit.metrics import Infidelity
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    gradient = model[1].weight[1].detach().reshape(1, 3, 4, 4).expand(2, -1, -1, -1)
+    result = Infidelity(samples=6, perturbation=lambda x, g: torch.randn(x.shape, generator=g))(model, x, gradient,
+                                                                                                 targets=1)
+    assert result.scores.abs().max() < 1e-8
+    seeded = [Infidelity(samples=4, seed=s)(model, x, gradient * 2, targets=1).scores for s in (0, 0, 1)]
+    assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])

@@ -1,0 +1,49 @@
+"""A deletion-style metric against its floor: the forward passes of its perturbed copies.
+
+torchvision resnet18 (random weights, eval), batch 16, 224 x 224, 20 steps (21 points per
+sample, the first and last included), copies in batches of 16 (the default: the inputs' batch),
+targets given, against 21 plain forward passes of the same batch under no_grad. Run: python benchmarks/bench_metrics.py [--device cuda] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from common import machine, report, time_all
+
+from interpkit.metrics import Deletion
+
+
+def main() -> None:
+    import torchvision
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval().to(device)
+    images = torch.randn(16, 3, 224, 224, device=device)
+    maps = torch.rand(16, 224, 224, device=device)
+    metric = Deletion(steps=20)  # copies in batches of the inputs' size, 16
+    labels = torch.arange(16, device=device) % 1000
+
+    def floor():
+        with torch.no_grad():
+            for _ in range(21):
+                model(images)
+
+    cases = {"21 forward passes of the batch (no_grad)": floor,
+             "interpkit Deletion, 20 steps": lambda: metric(model, images, maps, targets=labels)}
+    t = time_all(cases, device, repeats=args.repeats, warmup=1)
+    names = list(cases)
+    report(f"Deletion, resnet18, batch 16, 224x224, {machine(device)}", t, [
+        ("deletion / its forward passes", t[names[1]] / t[names[0]], "<= 1.1"),
+    ])
+
+
+if __name__ == "__main__":
+    main()

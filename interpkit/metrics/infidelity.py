@@ -1,0 +1,70 @@
+"""Infidelity (Yeh et al., 2019): how far the explanation's linear prediction of a perturbation's
+effect is from the effect itself."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core import Explanation
+from ..errors import InputError
+from .base import Metric, MetricResult, chunks
+
+Perturbation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # inputs, generator -> I, same shape
+
+
+def gaussian(std: float = 0.003) -> Perturbation:
+    """I ~ N(0, std^2) per input element: the perturbation Yeh et al. use for infidelity."""
+    def perturb(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype) * std
+
+    return perturb
+
+
+class Infidelity(Metric):
+    """``E_I[(I . attribution - (f(x) - f(x - I)))^2]`` over ``samples`` perturbations I drawn by
+    ``perturbation`` (default Gaussian, std 0.003) from a generator seeded with ``seed``; f is the
+    target's score (``score="logit"`` by default, the model output as captum uses it). Lower is
+    better. The maps are input attributions: (N, C, *grid), or (N, *grid) shared by the channels."""
+
+    name = "infidelity"
+    higher_is_better = False
+
+    def __init__(self, *, perturbation: Perturbation | None = None, samples: int = 10, seed: int = 0,
+                 max_batch: int | None = None, score: str = "logit") -> None:
+        super().__init__(max_batch=max_batch, score=score)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise InputError(f"samples must be a positive int, got {samples!r}")
+        self.perturbation = perturbation or gaussian()
+        self.samples, self.seed = samples, seed
+
+    def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        tensor = maps.maps[:, 0] if isinstance(maps, Explanation) and maps.maps.shape[1] == 1 else maps
+        if isinstance(maps, Explanation) and maps.maps.shape[1] != 1:
+            raise InputError(f"the explanation has {maps.maps.shape[1]} maps per sample; score one target at a time")
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"maps must be an Explanation or a tensor, not {type(maps).__name__}")
+        if tensor.dim() == inputs.dim() - 1:
+            tensor = tensor.unsqueeze(1)
+        if (tensor.dim() != inputs.dim() or len(tensor) != len(inputs) or tensor.shape[1] not in (1, inputs.shape[1])
+                or tensor.shape[2:] != inputs.shape[2:]):
+            raise InputError(f"attributions of shape {tuple(tensor.shape)} do not align with inputs "
+                             f"{tuple(inputs.shape)}; give (N, C, *grid) or (N, *grid)")
+        return tensor.expand(inputs.shape).detach().to(inputs.device, inputs.dtype)
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        n = len(inputs)
+        generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
+        perturbations = torch.stack([self.perturbation(inputs, generator) for _ in range(self.samples)])  # (S, N, ...)
+        if perturbations.shape[1:] != inputs.shape:
+            raise InputError(f"the perturbation returned {tuple(perturbations.shape[1:])} for inputs {tuple(inputs.shape)}")
+        samples = torch.arange(n, device=inputs.device).repeat(self.samples)
+        perturbed = (inputs.unsqueeze(0) - perturbations).flatten(0, 1)
+        after = torch.cat([score(perturbed[part], samples[part]) for part in chunks(len(perturbed), self.max_batch or n)])
+        before = score(inputs, torch.arange(n, device=inputs.device)).repeat(self.samples)
+        predicted = (perturbations * attributions.unsqueeze(0)).flatten(2).sum(-1).flatten()
+        errors = (predicted - (before - after)).square().reshape(self.samples, n)
+        return MetricResult(self.name, errors.mean(dim=0))
