@@ -45,6 +45,14 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
         del sys.modules[module]
 
 
+def test_readme_examples_run_each_on_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS.parent / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+
+
 def test_pages_with_examples_are_found():
     names = {p.name for p in PAGES}
     assert {"index.md", "gradcam.md", "patches.md", "writing-a-plugin.md", "testing.md"} <= names
