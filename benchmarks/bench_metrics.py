@@ -13,7 +13,7 @@ import torch
 
 from common import machine, report, time_all
 
-from interpkit.metrics import Deletion
+from interpkit.metrics import Deletion, RegionPerturbation
 
 
 def main() -> None:
@@ -36,12 +36,29 @@ def main() -> None:
             for _ in range(21):
                 model(images)
 
+    import warnings
+
+    import quantus
+
+    regions = RegionPerturbation(patch_size=16, regions=20)
+
+    def quantus_regions():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return quantus.RegionPerturbation(patch_size=16, regions_evaluation=20, normalise=False,
+                                              disable_warnings=True)(
+                model=model, x_batch=images.cpu().numpy(), y_batch=labels.cpu().numpy(),
+                a_batch=maps[:, None].cpu().numpy(), softmax=True, device=str(device))
+
     cases = {"21 forward passes of the batch (no_grad)": floor,
-             "interpkit Deletion, 20 steps": lambda: metric(model, images, maps, targets=labels)}
+             "interpkit Deletion, 20 steps": lambda: metric(model, images, maps, targets=labels),
+             "interpkit RegionPerturbation, 20 regions of 16 x 16": lambda: regions(model, images, maps, labels),
+             "Quantus RegionPerturbation, same": quantus_regions}
     t = time_all(cases, device, repeats=args.repeats, warmup=1)
     names = list(cases)
     report(f"Deletion, resnet18, batch 16, 224x224, {machine(device)}", t, [
         ("deletion / its forward passes", t[names[1]] / t[names[0]], "<= 1.1"),
+        ("Quantus / interpkit region perturbation (speed-up)", t[names[3]] / t[names[2]], ">= 1"),
     ])
 
 

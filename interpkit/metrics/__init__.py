@@ -4,8 +4,9 @@
 from .base import Metric, MetricResult, aligned_saliency
 from .infidelity import Infidelity, gaussian
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
+from .regions import RegionPerturbation
 
-BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity)
+BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation)
 
 __all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
-           "MetricResult", "aligned_saliency", "baseline_of", "gaussian"]
+           "MetricResult", "RegionPerturbation", "aligned_saliency", "baseline_of", "gaussian"]

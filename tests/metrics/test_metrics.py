@@ -1,6 +1,9 @@
 """Metrics: the contract for every registered metric, and differential tests against torchcam."""
 
+import warnings
 from functools import partial
+
+import numpy as np
 
 import pytest
 import torch
@@ -116,3 +119,23 @@ def test_infidelity_is_zero_for_the_exact_attribution_of_a_linear_model():
     assert result.scores.abs().max() < 1e-8
     seeded = [Infidelity(samples=4, seed=s)(model, x, gradient * 2, targets=1).scores for s in (0, 0, 1)]
     assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
+
+
+@pytest.mark.parametrize("order", ["morf", "lerf"])
+def test_region_perturbation_curves_equal_quantus(small_cnn, order):
+    quantus = pytest.importorskip("quantus")
+    from interpkit.metrics import RegionPerturbation
+
+    small_cnn.eval()
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randn(3, 3, 30, 28, generator=generator)  # 8 does not divide: padded regions
+    maps = torch.rand(3, 30, 28, generator=generator)  # tie-free, so both orders are the same
+    labels = torch.tensor([0, 3, 4])
+    ours = RegionPerturbation(patch_size=8, regions=10, order=order)(small_cnn, images, maps, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = quantus.RegionPerturbation(patch_size=8, regions_evaluation=10, order=order, normalise=False,
+                                            disable_warnings=True)(
+            model=small_cnn, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=maps[:, None].numpy(),
+            softmax=True, device="cpu")
+    torch.testing.assert_close(ours.curves, torch.tensor(np.array(theirs), dtype=torch.float32), rtol=1e-5, atol=1e-6)
