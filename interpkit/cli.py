@@ -81,6 +81,27 @@ def _feature_maps(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} files to {args.out}/")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .commands import load_model
+    from .data import read_image
+    from .evaluation import dataset_images, evaluate_explainers, format_rows, write_rows
+
+    network, transform, _ = load_model(args.model, args.checkpoint, args.device)
+    files = dataset_images(args.split, args.images, args.data_dir, args.limit)
+    images = torch.stack([transform(read_image(f)) for f in files]).to(next(network.parameters()).device)
+    rows = evaluate_explainers(network, images, _names(args.methods), _names(args.metrics), args.batch_size,
+                               progress=not args.no_progress)
+    csv_path, json_path = write_rows(rows, args.out)
+    print(format_rows(rows))
+    print(f"{len(files)} images; table written to {csv_path} and {json_path}")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _report(args: argparse.Namespace) -> None:
     from .report import build_report
 
@@ -124,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--out", required=True, help="output directory")
     features.add_argument("--device", default="cpu")
     features.set_defaults(run=_feature_maps)
+
+    evaluate = commands.add_parser("evaluate", help="score explainers with faithfulness metrics over a dataset")
+    weights = evaluate.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--model", help="a zoo model with bundled weights, e.g. caltech5_arch1")
+    weights.add_argument("--checkpoint", help="weights written by 'interpkit train' (NAME.pt beside NAME.json)")
+    evaluate.add_argument("--methods", default="gradcam,guided_backprop", help="comma-separated explainers")
+    evaluate.add_argument("--metrics", default="deletion,insertion,average_drop", help="comma-separated metrics")
+    evaluate.add_argument("--split", default="test", help="split of the canonical set (default: test)")
+    evaluate.add_argument("--data-dir", help="folder with split.json / caltech5_split.json (default: bundled split)")
+    evaluate.add_argument("--images", help="a folder of images to use instead of the canonical split")
+    evaluate.add_argument("--limit", type=int, help="use the first N images only")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--out", required=True, help="directory for evaluation.csv and evaluation.json")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(run=_evaluate)
 
     train = commands.add_parser("train", help="train zoo models on the canonical split")
     train.add_argument("--models", default="caltech5_arch1,caltech5_arch2,caltech5_arch3",

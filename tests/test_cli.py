@@ -101,3 +101,35 @@ def test_bad_input_exits_2_with_one_line(tmp_path, image_files, args, words):
     assert words in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_writes_the_table_as_csv_and_json(tmp_path):
+    import csv
+    import json
+
+    out = tmp_path / "eval"
+    done = run("evaluate", "--model", "caltech5_arch2", "--methods", "gradcam,guided_backprop", "--metrics",
+               "deletion,insertion", "--limit", "4", "--batch-size", "2", "--out", out, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((out / "evaluation.json").read_text())
+    assert [(r["method"], r["metric"]) for r in rows] == [("gradcam", "deletion"), ("gradcam", "insertion"),
+                                                          ("guided_backprop", "deletion"),
+                                                          ("guided_backprop", "insertion")]
+    assert all(r["n"] == 4 and 0 <= r["mean"] <= 1 for r in rows)
+    assert [r["better"] for r in rows] == ["lower", "higher", "lower", "higher"]
+    with (out / "evaluation.csv").open() as handle:
+        assert [row["metric"] for row in csv.DictReader(handle)] == [r["metric"] for r in rows]
+    assert "guided_backprop" in done.stdout and "4 images" in done.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--metrics", "delition"], "did you mean 'deletion'"),
+    (["--metrics", "pointing_game"], "masks"),
+    (["--methods", "gradkam"], "did you mean 'gradcam'"),
+    (["--limit", "0"], "--limit"),
+    (["--images", "nowhere"], "not a folder"),
+])
+def test_evaluate_bad_input_exits_2(tmp_path, args, words):
+    done = run("evaluate", "--model", "caltech5_arch2", "--limit", "2", "--out", tmp_path / "e", *args)
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "e").exists()

@@ -4,9 +4,11 @@
 from .base import Metric, MetricResult, aligned_saliency
 from .infidelity import Infidelity, gaussian
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
+from .pointing import PointingGame
 from .regions import RegionPerturbation
 
-BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation)
+BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
+                   PointingGame)
 
 __all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
-           "MetricResult", "RegionPerturbation", "aligned_saliency", "baseline_of", "gaussian"]
+           "MetricResult", "PointingGame", "RegionPerturbation", "aligned_saliency", "baseline_of", "gaussian"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 import torch
@@ -22,13 +23,17 @@ def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, bat
     model = ConvStack().train()
     inputs = torch.randn(batch, 3, 12, 10, generator=torch.Generator().manual_seed(seed))
     maps = torch.rand(batch, 12, 10, generator=torch.Generator().manual_seed(seed + 1))
-    metric = metric_cls(**{"max_batch": 4, **dict(options or {})})
+    batched = "max_batch" in inspect.signature(metric_cls).parameters
+    metric = metric_cls(**{**({"max_batch": 4} if batched else {}), **dict(options or {})})
+    extra = {}
+    if "masks" in inspect.signature(metric.__call__).parameters:  # metrics scored against ground truth
+        extra["masks"] = torch.rand(batch, 12, 10, generator=torch.Generator().manual_seed(seed + 2)) > 0.7
     sizes: list[int] = []
     before = ModelFingerprint.of(model)
     handle = model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
     try:
-        result = metric(model, inputs, maps)
-        again = metric(model, inputs, maps)
+        result = metric(model, inputs, maps, **extra)
+        again = metric(model, inputs, maps, **extra)
     finally:
         handle.remove()
     changes = before.differences(ModelFingerprint.of(model))
@@ -38,18 +43,18 @@ def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, bat
     if result.curves is not None:
         assert result.curves.shape[0] == batch and result.fractions is not None
         assert result.curves.shape[1] == len(result.fractions), "curves and fractions differ in length"
-    assert max(sizes) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
-    assert torch.equal(result.scores, again.scores), "two identical calls gave different scores"
+    assert not batched or max(sizes, default=0) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
+    assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
     for bad in (maps[:, :6], maps[:1], torch.rand(batch, 2, 12, 10)):
         try:
-            metric(model, inputs, bad)
+            metric(model, inputs, bad, **extra)
         except InputError:
             continue
         raise AssertionError(f"maps of shape {tuple(bad.shape)} for inputs {tuple(inputs.shape)} did not raise InputError")
     several = Explanation(torch.rand(batch, 2, 12, 10), torch.zeros(batch, 2, dtype=torch.long),
                           torch.zeros(batch, 2), "test", MapKind.INPUT_GRID)
     try:
-        metric(model, inputs, several)
+        metric(model, inputs, several, **extra)
     except InputError:
         return
     raise AssertionError("an Explanation with two maps per sample did not raise InputError")

@@ -139,3 +139,22 @@ def test_region_perturbation_curves_equal_quantus(small_cnn, order):
             model=small_cnn, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=maps[:, None].numpy(),
             softmax=True, device="cpu")
     torch.testing.assert_close(ours.curves, torch.tensor(np.array(theirs), dtype=torch.float32), rtol=1e-5, atol=1e-6)
+
+
+def test_pointing_game_hits_within_the_tolerance_and_skips_empty_masks(small_cnn):
+    from interpkit.metrics import PointingGame
+
+    images = torch.randn(3, 3, 32, 32)
+    maps = torch.zeros(3, 32, 32)
+    maps[:, 5, 5] = 1.0  # every map points at (5, 5)
+    masks = torch.zeros(3, 32, 32, dtype=torch.bool)
+    masks[0, 5, 20] = True  # 15 pixels away: a hit with the default tolerance
+    masks[1, 5, 21] = True  # 16 pixels away: a miss
+    result = PointingGame()(small_cnn, images, maps, masks=masks)  # sample 2: empty mask
+    assert result.scores[:2].tolist() == [1.0, 0.0] and torch.isnan(result.scores[2])
+    assert result.mean.item() == 0.5  # the empty mask is left out, not counted as a hit (Quantus counts it)
+    assert PointingGame(tolerance=0)(small_cnn, images, maps, masks=masks).scores[0] == 0
+    energy = PointingGame(energy=True)(small_cnn, images, maps + 1.0, masks=masks).scores
+    torch.testing.assert_close(energy[:2], torch.full((2,), 1.0 / (32 * 32 + 1)))
+    with pytest.raises(InputError, match="masks="):
+        PointingGame()(small_cnn, images, maps)

@@ -1,0 +1,59 @@
+"""The pointing game (Zhang et al., 2016) and its energy-based variant (Wang et al., 2020):
+does the explanation point at the object a ground-truth mask marks?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import Explanation, check_flag
+from ..errors import InputError
+from .base import Metric, MetricResult
+
+
+class PointingGame(Metric):
+    """1 when the map's maximum (the first in row-major order) lies within ``tolerance`` pixels
+    (Euclidean) of the mask, else 0; with ``energy=True`` the share of the map's positive mass
+    inside the mask. A sample whose mask is empty scores NaN and is left out of the mean.
+    Call with ``masks=`` (N, *grid) booleans; the model is not run."""
+
+    name = "pointing_game"
+
+    def __init__(self, *, tolerance: float = 15.0, energy: bool = False) -> None:
+        super().__init__()
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+            raise InputError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}")
+        self.tolerance, self.energy = float(tolerance), check_flag("energy", energy)
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,  # type: ignore[override]
+                 targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
+        """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
+        saliency = self.prepare(maps, inputs)
+        if not isinstance(masks, torch.Tensor) or masks.shape != saliency.shape:
+            shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
+            raise InputError(f"the pointing game needs masks= of shape {tuple(saliency.shape)} (one per sample, on "
+                             f"the input grid), got {shape}")
+        return self.compute(model, inputs, saliency, masks.to(saliency.device).bool())
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, masks: Any) -> MetricResult:
+        empty = ~masks.flatten(1).any(dim=1)
+        if self.energy:
+            positive = saliency.clamp_min(0).flatten(1)
+            inside = (positive * masks.flatten(1)).sum(1)
+            scores = inside / positive.sum(1)
+        else:
+            scores = torch.stack([self._hit(s, m) for s, m in zip(saliency, masks)])
+        return MetricResult(self.name, torch.where(empty, torch.nan, scores))
+
+    def _hit(self, saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not mask.any():
+            return saliency.new_tensor(float("nan"))
+        grid = saliency.shape
+        peak = torch.tensor(torch.unravel_index(saliency.flatten().argmax(), grid), device=saliency.device)
+        inside = mask.nonzero()
+        distance = (inside - peak).float().norm(dim=1).min()
+        return (distance <= self.tolerance).float()
+
+
