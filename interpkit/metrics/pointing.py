@@ -27,7 +27,7 @@ class PointingGame(Metric):
             raise InputError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}")
         self.tolerance, self.energy = float(tolerance), check_flag("energy", energy)
 
-    def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,  # type: ignore[override]
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
                  targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
         """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
         saliency = self.prepare(maps, inputs)
