@@ -1,9 +1,9 @@
 """The built-in explainers; :mod:`interpkit.builtin_plugins` registers them like any plugin."""
 
-from .gradcam import GradCAM, MultiLayerExplanation
+from .gradcam import GradCAM, MultiLayerExplanation, fuse, upsample
 from .guided_backprop import Deconvnet, GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
 from .patches import MaxActivatingPatches, PatchExplanation
 
 __all__ = ["Deconvnet", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "MaxActivatingPatches", "MultiLayerExplanation",
-           "PatchExplanation"]
+           "PatchExplanation", "fuse", "upsample"]

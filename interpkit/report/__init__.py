@@ -26,7 +26,10 @@ from interpkit.data import caltech5
 from interpkit.errors import InputError, WeightsError
 from interpkit.files import save_figure, write_text
 from interpkit.train import Split, evaluate
-from interpkit.viz import gradient_images, plot_confusion, plot_image_grid, to_uint8_images
+from interpkit.core import MapKind
+from interpkit.explainers import upsample
+from interpkit.metrics import AverageDrop, Deletion, Insertion
+from interpkit.viz import gradient_images, plot_confusion, plot_image_grid, plot_metric_curves, to_uint8_images
 
 CNNS = ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3")
 SPLITS = ("train", "val", "test")
@@ -98,7 +101,8 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     build = _Build(page, Path(out), data_dir, torch_device)
     steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]
     steps += [partial(_choose_best, page), partial(_feature_maps, build)]
-    steps += [partial(_best_section, section, build) for section in (_patches, _guided, _gradcam, _top_patches)]
+    steps += [partial(_best_section, section, build)
+              for section in (_patches, _guided, _gradcam, _top_patches, _faithfulness)]
     steps.append(partial(_vgg, build, "vgg19_caltech5" in names))
     for step in tqdm(steps, desc="report", unit="step", disable=not progress):
         step()
@@ -233,6 +237,33 @@ def _top_patches(subject: _Subject, build: _Build) -> None:
     subject.figures["top_patches"] = build.figure(f"{subject.prefix}top_patches", result.figure(crop_pixels=40))
 
 
+FAITHFULNESS_IMAGES_PER_CLASS = 5
+
+
+def _faithfulness(subject: _Subject, build: _Build) -> None:
+    """Every registered explainer scored by deletion, insertion and average drop on the first
+    test images of each class, with the mean deletion and insertion curves."""
+    data, classes = build.split("test", subject.transform.size)
+    picks = torch.cat([(data.labels == c).nonzero()[:FAITHFULNESS_IMAGES_PER_CLASS, 0] for c in range(len(classes))])
+    images = subject.transform.normalize(data.images[picks]).to(build.device)
+    metrics = {"deletion": Deletion(steps=10), "insertion": Insertion(steps=10), "average_drop": AverageDrop()}
+    rows, panels = [], {"deletion (lower is better)": {}, "insertion (higher is better)": {}}
+    for method in interpkit.list_explainers():
+        explanation = interpkit.get_explainer(method)(subject.model)(images)
+        maps = explanation.maps[:, 0]
+        if explanation.kind is MapKind.LAYER_GRID:  # metrics read maps on the input's grid
+            maps = upsample(explanation.maps, tuple(images.shape[2:]))[:, 0]
+        results = {name: metric(subject.model, images, maps, explanation.targets[:, 0])
+                   for name, metric in metrics.items()}
+        rows.append({"method": method, **{name: f"{r.mean.item():.3f}" for name, r in results.items()}})
+        for title, name in zip(panels, ("deletion", "insertion")):
+            panels[title][method] = (results[name].fractions, results[name].curves.mean(dim=0))
+    subject.figures["faithfulness"] = {
+        "rows": rows, "images": len(images), "layer": _last_conv(subject.model),
+        "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)),
+    }
+
+
 def _vgg(build: _Build, wanted: bool) -> None:
     """Task 2: the same study for the fine-tuned VGG19, when its weights can be loaded."""
     if not wanted:
@@ -241,7 +272,7 @@ def _vgg(build: _Build, wanted: bool) -> None:
     try:
         subject = _subject("vgg19_caltech5", build.device, {}, "vgg_")
     except WeightsError as error:
-        build.page.vgg = {"available": False, "why": str(error), "how": (
+        build.page.vgg = {"available": False, "why": str(error).rstrip(".") + ".", "how": (
             "The VGG19 section needs torchvision's ImageNet VGG19 weights (downloaded once with internet access) "
             "and a trained head: run 'interpkit train --models vgg19_caltech5 --out DIR', then copy "
             "DIR/vgg19_caltech5_head.pt and .json into interpkit/zoo/weights/.")}

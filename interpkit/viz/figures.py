@@ -141,3 +141,21 @@ def plot_signal_map(signal: torch.Tensor, heat: torch.Tensor, title: str | None 
         top.set_title(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def plot_metric_curves(panels: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> Figure:
+    """One panel per curve metric (title -> {explainer: (fractions, mean curve)}), the score
+    against the fraction of the input perturbed, one line per explainer."""
+    figure = Figure(figsize=(4.2 * max(len(panels), 1) + 1.8, 3.3))
+    axes = figure.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for axis, (title, lines) in zip(axes, panels.items()):
+        for label, (fractions, curve) in lines.items():
+            axis.plot(fractions.cpu().numpy(), curve.cpu().numpy(), label=label, linewidth=1.2)
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("fraction of the image perturbed", fontsize=8)
+        axis.set_ylabel("probability of the class", fontsize=8)
+        axis.tick_params(labelsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1 - 1.8 / figure.get_figwidth(), 1))
+    return figure
