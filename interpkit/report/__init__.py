@@ -247,7 +247,8 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
     picks = torch.cat([(data.labels == c).nonzero()[:FAITHFULNESS_IMAGES_PER_CLASS, 0] for c in range(len(classes))])
     images = subject.transform.normalize(data.images[picks]).to(build.device)
     metrics = {"deletion": Deletion(steps=10), "insertion": Insertion(steps=10), "average_drop": AverageDrop()}
-    rows, panels = [], {"deletion (lower is better)": {}, "insertion (higher is better)": {}}
+    rows: list[dict[str, str]] = []
+    panels: dict[str, dict[str, Any]] = {"deletion (lower is better)": {}, "insertion (higher is better)": {}}
     for method in interpkit.list_explainers():
         explanation = interpkit.get_explainer(method)(subject.model)(images)
         maps = explanation.maps[:, 0]
@@ -257,7 +258,9 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
                    for name, metric in metrics.items()}
         rows.append({"method": method, **{name: f"{r.mean.item():.3f}" for name, r in results.items()}})
         for title, name in zip(panels, ("deletion", "insertion")):
-            panels[title][method] = (results[name].fractions, results[name].curves.mean(dim=0))
+            curves = results[name].curves
+            assert curves is not None  # deletion and insertion are curve metrics
+            panels[title][method] = (results[name].fractions, curves.mean(dim=0))
     subject.figures["faithfulness"] = {
         "rows": rows, "images": len(images), "layer": _last_conv(subject.model),
         "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)),
