@@ -79,13 +79,15 @@ def choice(make: Callable[[], torch.nn.Module], shape: tuple[int, ...]) -> tuple
         with torch.no_grad():
             inputs.run(model)
         handle.remove()
-    grid = layer.grid(captured["out"], shape[2:])
-    return layer.name, type(layer.layout).__name__ + _prefix(layer.layout), tuple(grid.shape[2:])
+    output = captured["out"]
+    grid = layer.grid(output, shape[2:])
+    return layer.name, type(layer.layout).__name__ + _prefix(layer.layout, output, shape[2:]), tuple(grid.shape[2:])
 
 
-def _prefix(layout) -> str:
-    prefix = getattr(layout, "prefix", None)
-    return f"(prefix={prefix})" if prefix is not None else ""
+def _prefix(layout, output: torch.Tensor, input_grid: tuple[int, ...]) -> str:
+    if not hasattr(layout, "resolve"):
+        return ""
+    return f"(prefix={layout.resolve(output.shape[1], input_grid)[0]})"
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
 from .hooks import Captured, SavedElements, capture_outputs
 from .inputs import InputsLike, ModelInputs, model_inputs
-from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, resolve_layer, unwrap
+from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
+from .layouts import ChannelsFirst
 from .maps import MapKind
 from .state import ModelSnapshot, mixes_samples, model_lock
 from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
@@ -105,7 +106,8 @@ class Explainer:
                layer: str | None = None) -> Explanation:
         """The :class:`Explanation` of ``maps`` (N, K, ...) for the resolved targets: float32
         maps and scores detached from the graph, named after this explainer."""
-        return Explanation(maps.detach().float(), selection.indices, selection.scores.detach(), self.name, kind, layer)
+        return Explanation(maps.detach().float(), selection.indices, selection.scores.detach(), self.name, kind, layer,
+                           selection.classes)
 
     def forward_mode(self) -> ContextManager[Any]:
         """A context active during the explainer's forward pass (op-level rules hook in here)."""
@@ -117,6 +119,9 @@ class Explainer:
         if self._inputs is None:  # explain() called directly, not through __call__
             return ModelInputs(args=(inputs,))
         return self._inputs.with_primary(inputs)
+
+    def _default_layout(self, module: nn.Module) -> ChannelsFirst:
+        return ChannelsFirst(checked=True, known=layout_hint(self.model, module) == "first")
 
     @contextlib.contextmanager
     def sharing(self, *others: "Explainer"):
@@ -140,7 +145,8 @@ class Explainer:
             saved = SavedElements(captured)
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack), self.forward_mode():
                 output = call.run(self.model)
-            neuron_outputs = {n: (name, captured.output(m, name)) for n, (name, m) in neuron_layers.items()}
+            neuron_outputs = {n: (name, captured.output(m, name), self._default_layout(m))
+                              for n, (name, m) in neuron_layers.items()}
             selection = select_targets(target, output, len(inputs), neuron_outputs, tuple(inputs.shape[2:]))
         selection.graph_elements = saved.total
         return selection, captured

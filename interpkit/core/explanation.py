@@ -28,6 +28,8 @@ class Explanation:
     method: str
     kind: MapKind
     layer: str | None = None
+    #: True when ``targets`` are class indices (False for a callable's columns or Neuron channels)
+    class_targets: bool = True
 
     def normalized(self) -> torch.Tensor:
         """Each map min-max scaled into [0, 1]; a constant map becomes zeros, never NaN."""

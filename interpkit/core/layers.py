@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import LayerError, LayerNotFoundError
 from .hooks import forward_hooks
 from .inputs import ModelInputs
-from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, patch_grid
+from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned
 
 ModuleLike = Union[str, nn.Module]  # a dotted name or the submodule itself
 LayerLike = Union[ModuleLike, tuple, None]  # also a (layer, layout) pair, or None to choose
@@ -88,31 +88,75 @@ def layer_choices(model: nn.Module, layer: Any) -> list[LayerChoice] | None:
         raise LayerError("layer=[] names no layer; give at least one, or None to choose")
     choices = []
     for spec in specs:
-        named, layout = spec if isinstance(spec, tuple) else (spec, ChannelsFirst(checked=True))
-        if not isinstance(layout, Layout):
+        named, layout = spec if isinstance(spec, tuple) else (spec, None)
+        if layout is not None and not isinstance(layout, Layout):
             raise LayerError(f"a (layer, layout) pair needs a layout such as TokenGrid() or ChannelsLast(), "
                              f"not {layout!r}")
         name, module = resolve_layer(model, named)
+        if layout is None:  # checked to be channels first; the module may vouch for it
+            layout = ChannelsFirst(checked=True, known=layout_hint(model, module) == "first")
         choices.append(LayerChoice(name, module, layout))
     if len({c.name for c in choices}) != len(choices):
         raise LayerError("the same layer is named twice in layer=[...]")
     return choices
 
 
-def detect_layout(output: Any, input_grid: Sequence[int], batch: int) -> Layout | None:
-    """The layout under which ``output`` is a per-sample grid lined up with the input, or None."""
+_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+          nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+          nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
+_LAST = (nn.LayerNorm, nn.Linear, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+_PASS_ON = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Identity,
+            nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, torch.ao.quantization.FakeQuantizeBase,
+            torch.ao.quantization.ObserverBase)  # elementwise: the layout is the previous module's
+
+
+def layout_hint(model: nn.Module, module: nn.Module) -> str | None:
+    """What the module that made a layer's output says of its layout: 'first' for convolutions,
+    pooling and batch/group/instance norms, 'last' for layer norms, linear layers and attention
+    blocks; a container by its last leaf, an activation by the module before it; else None."""
+    parents = {child: parent for parent in model.modules() for child in parent.children()}
+    for _ in range(64):  # bounded walk
+        if isinstance(module, _FIRST):
+            return "first"
+        if isinstance(module, _LAST):
+            return "last"
+        if isinstance(module, _PASS_ON):
+            parent = parents.get(module)
+            siblings = list(parent.children()) if isinstance(parent, nn.Sequential) else []
+            if module not in siblings or siblings.index(module) == 0:
+                return None
+            module = siblings[siblings.index(module) - 1]
+            continue
+        children = list(module.children())
+        if not children:
+            return None
+        module = children[-1]
+    return None
+
+
+def detect_layout(output: Any, input_grid: Sequence[int], batch: int, hint: str | None = None) -> Layout | None:
+    """The layout under which ``output`` is a per-sample grid lined up with the input, or None;
+    where its shape alone allows several readings, the producing module's ``hint`` decides, and
+    without one the output is not used."""
     if not isinstance(output, torch.Tensor) or output.dim() < 2 or output.shape[0] != batch:
         return None
-    rank = len(input_grid)
-    if output.dim() == rank + 2:
-        if aligned(tuple(output.shape[2:]), input_grid):
-            return ChannelsFirst(checked=True)
-        if aligned(tuple(output.shape[1:-1]), input_grid):
-            return ChannelsLast()
+    rank, shape = len(input_grid), tuple(output.shape[1:])
+    readings: list[Layout] = []
+    if output.dim() == rank + 2 and aligned(shape[1:], input_grid):
+        readings.append(ChannelsFirst(checked=True, known=hint == "first"))
+    if output.dim() == rank + 2 and aligned(shape[:-1], input_grid):
+        readings.append(ChannelsLast())
     if output.dim() == 3 and rank in (1, 2):
-        for prefix in range(0, 17):
-            if patch_grid(output.shape[1] - prefix, input_grid) is not None:
-                return TokenGrid(prefix=prefix)
+        try:
+            TokenGrid().resolve(shape[0], input_grid)
+            readings.append(TokenGrid())
+        except LayerError:
+            pass
+    if len(readings) == 1:
+        return readings[0]
+    if len(readings) > 1 and hint is not None:
+        wanted = ChannelsFirst if hint == "first" else (TokenGrid if output.dim() == 3 and rank == 1 else ChannelsLast)
+        return next((r for r in readings if isinstance(r, wanted)), None)
     return None
 
 
@@ -153,7 +197,7 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
         calls[module] = calls.get(module, 0) + 1
         if isinstance(module, _NOT_FEATURES):
             return
-        layout = detect_layout(output, input_grid, 2)
+        layout = detect_layout(output, input_grid, 2, layout_hint(model, module))
         if layout is not None:
             candidates.append(_Candidate(module, output, layout, output._version))
 

@@ -34,15 +34,27 @@ class ChannelsFirst(Layout):
     the input (same rank, no larger, one common stride); given explicitly, only the rank is checked."""
 
     checked: bool = False
+    #: set when the producing module (a convolution, pooling, batch norm) shows it is channels first
+    known: bool = False
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
         """See :meth:`Layout.grid`."""
         grid = tuple(tensor.shape[lead + 1:])
+        if not input_grid:
+            raise LayerError(f"inputs (N, D) have no grid to map layer '{name}' onto; use an input-gradient method "
+                             "such as GuidedBackprop")
         if len(grid) != len(input_grid):
             raise LayerError(
                 f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, which is not a channels-first "
                 f"grid of the input's {len(input_grid)} spatial dimension(s); give its layout with the layer, e.g. "
                 f"layer=('{name}', TokenGrid()) for (N, tokens, dim) or ('{name}', ChannelsLast()) for (N, *grid, C)"
+            )
+        if self.checked and not self.known and aligned(grid, input_grid) \
+                and other_readings(tensor.shape[lead:], input_grid):
+            raise LayerError(
+                f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, which lines up with the input "
+                f"read as channels first and also as {' or '.join(other_readings(tensor.shape[lead:], input_grid))}; "
+                f"give its layout with the layer: ('{name}', ChannelsFirst()) to confirm channels first, or the other"
             )
         if self.checked and not aligned(grid, input_grid):
             raise LayerError(
@@ -60,9 +72,10 @@ class ChannelsLast(Layout):
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
         """See :meth:`Layout.grid`."""
-        if tensor.dim() - lead - 1 != len(input_grid):
+        if tensor.dim() - lead - 1 != len(input_grid) or not aligned(tuple(tensor.shape[lead:-1]), input_grid):
             raise LayerError(f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, not a channels-last "
-                             f"grid (*grid, C) of the input's {len(input_grid)} spatial dimension(s)")
+                             f"grid (*grid, C) lined up with the input's {tuple(input_grid)}; if it is channels first "
+                             f"after all, give ('{name}', ChannelsFirst())")
         return tensor.movedim(-1, lead)
 
 
@@ -81,19 +94,38 @@ class TokenGrid(Layout):
         if self.prefix != "auto" and (isinstance(self.prefix, bool) or not isinstance(self.prefix, int)
                                       or self.prefix < 0):
             raise LayerError(f"TokenGrid prefix must be 'auto' or a non-negative int, not {self.prefix!r}")
+        if self.grid_size is not None and (
+                not isinstance(self.grid_size, tuple) or not self.grid_size
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.grid_size)):
+            raise LayerError(f"TokenGrid grid_size must be a tuple of positive ints such as (14, 14), "
+                             f"not {self.grid_size!r}")
 
     def resolve(self, tokens: int, input_grid: Sequence[int], name: str = "") -> tuple[int, tuple[int, ...]]:
-        """(prefix, grid) for ``tokens`` tokens over ``input_grid``."""
+        """(prefix, grid) for ``tokens`` tokens over ``input_grid``: the smallest prefix whose
+        remaining tokens are patches that tile the input exactly; else the one reading whose
+        patches tile it with a crop. A LayerError names the candidates when several cropped
+        readings fit, or both counts when none does."""
+        if self.grid_size is not None and len(self.grid_size) != len(input_grid):
+            raise LayerError(f"TokenGrid grid_size {self.grid_size} has {len(self.grid_size)} dimension(s), the "
+                             f"input's grid {tuple(input_grid)} has {len(input_grid)}")
         prefixes = range(MAX_PREFIX_TOKENS + 1) if self.prefix == "auto" else [int(self.prefix)]
-        for prefix in prefixes:
-            rest = tokens - prefix
-            if self.grid_size is not None:
-                if math.prod(self.grid_size) == rest:
-                    return prefix, tuple(self.grid_size)
-                continue
-            grid = patch_grid(rest, input_grid)
-            if grid is not None:
-                return prefix, grid
+        for exact in (True, False):
+            found = []
+            for prefix in prefixes:
+                rest = tokens - prefix
+                if self.grid_size is not None:
+                    if math.prod(self.grid_size) == rest:
+                        found.append((prefix, tuple(self.grid_size)))
+                    continue
+                grid = patch_grid(rest, input_grid, exact)
+                if grid is not None:
+                    found.append((prefix, grid))
+            if found and (exact or len(found) == 1):
+                return found[0]  # exact tilings: the smallest prefix (class, distillation, registers)
+            if len(found) > 1:
+                readings = ", ".join(f"prefix={p} with a {'x'.join(map(str, g))} grid" for p, g in found)
+                raise LayerError(f"layer '{name}' gives {tokens} tokens, which over the {tuple(input_grid)} input can "
+                                 f"be read as {readings}; pass TokenGrid(prefix=..., grid_size=...)")
         given = f"prefix={self.prefix!r}, grid={self.grid_size!r}"
         raise LayerError(
             f"layer '{name}' gives {tokens} tokens, which with {given} make no grid over the {tuple(input_grid)} "
@@ -113,7 +145,7 @@ class TokenGrid(Layout):
 def aligned(grid: Sequence[int], input_grid: Sequence[int]) -> bool:
     """True when ``grid`` can be a map of the input: same rank, no dimension larger, and the
     input-to-grid ratios agree within the rounding of one position."""
-    if len(grid) != len(input_grid) or any(g < 1 or g > n for g, n in zip(grid, input_grid)):
+    if not grid or len(grid) != len(input_grid) or any(g < 1 or g > n for g, n in zip(grid, input_grid)):
         return False
     if len(grid) == 1:
         return True
@@ -122,18 +154,34 @@ def aligned(grid: Sequence[int], input_grid: Sequence[int]) -> bool:
     return low <= high
 
 
-def patch_grid(tokens: int, input_grid: Sequence[int]) -> tuple[int, ...] | None:
-    """The grid of ``tokens`` patches of one size that tiles ``input_grid`` (floor division, as
-    patch embeddings crop), or None."""
-    if tokens < 1:
+def patch_grid(tokens: int, input_grid: Sequence[int], exact: bool = False) -> tuple[int, ...] | None:
+    """The grid of ``tokens`` patches of one size that tiles ``input_grid`` (``exact``: the patch
+    divides every side; else floor division, as patch embeddings crop), or None."""
+    if tokens < 1 or not input_grid:
         return None
     for patch in range(1, max(input_grid) + 1):
         grid = tuple(n // patch for n in input_grid)
+        if exact and any(n % patch for n in input_grid):
+            continue
         if math.prod(grid) == tokens and all(g > 0 for g in grid):
             return grid
         if math.prod(grid) < tokens:
             return None
     return None
+
+
+def other_readings(shape: Sequence[int], input_grid: Sequence[int]) -> list[str]:
+    """Besides channels first, how a per-sample output ``shape`` could line up with the input:
+    channels last when its middle dimensions are a grid, tokens when it is (tokens, dim) over a
+    1-D input with patches that tile it exactly."""
+    readings = []
+    if len(shape) == len(input_grid) + 1 and aligned(tuple(shape[1:]), input_grid) \
+            and aligned(tuple(shape[:-1]), input_grid):
+        readings.append("channels last (ChannelsLast())")
+    if len(shape) == 2 and len(input_grid) == 1 and any(
+            patch_grid(int(shape[0]) - prefix, input_grid) is not None for prefix in range(MAX_PREFIX_TOKENS + 1)):
+        readings.append("tokens (TokenGrid())")
+    return readings
 
 
 LayoutLike = Union[Layout, None]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, TargetError
+from .layouts import ChannelsFirst, Layout
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,20 @@ class Neuron:
                 raise TargetError(f"Neuron.{name} must be a non-negative int, not {value!r}")
             if value is not None:
                 object.__setattr__(self, name, int(value))  # numpy integers become plain ints
+        if self.layout is not None and not isinstance(self.layout, Layout):
+            raise TargetError(f"Neuron.layout must be a layout such as TokenGrid() or ChannelsLast(), not {self.layout!r}")
 
-    def score(self, activation: torch.Tensor, name: str, input_grid: tuple[int, ...] = ()) -> torch.Tensor:
-        """The neuron's value for every sample, shape (N,)."""
+    def score(self, activation: torch.Tensor, name: str, input_grid: tuple[int, ...] = (),
+              default: Layout | None = None) -> torch.Tensor:
+        """The neuron's value for every sample, shape (N,); without its own layout a grid output
+        is read through ``default`` (a checked channels-first reading)."""
         if not isinstance(activation, torch.Tensor) or activation.dim() < 2:
             raise TargetError(f"layer '{name}' has no (N, C, ...) tensor output to pick a neuron from")
-        if self.layout is not None:
-            activation = self.layout.grid(activation, input_grid, 1, name)
+        layout = self.layout
+        if layout is None and activation.dim() > 2 and input_grid:
+            layout = default or ChannelsFirst(checked=True)  # a grid must provably be channels first
+        if layout is not None:
+            activation = layout.grid(activation, input_grid, 1, name)
         if self.channel >= activation.shape[1]:
             raise TargetError(
                 f"Neuron channel {self.channel} is out of range: layer '{name}' has "
@@ -80,6 +88,8 @@ class TargetSelection:
     indices: torch.Tensor
     scores: torch.Tensor
     graph_elements: int = 0
+    #: True when ``indices`` are class indices (False: a callable's columns or Neuron channels)
+    classes: bool = True
 
 
 def _is_index(value: Any) -> bool:
@@ -117,16 +127,17 @@ def select_targets(
     target: TargetLike,
     output: Any,
     batch_size: int,
-    neuron_outputs: Mapping[Neuron, tuple[str, torch.Tensor]] | None = None,
+    neuron_outputs: Mapping[Neuron, tuple[str, torch.Tensor, Layout]] | None = None,
     input_grid: tuple[int, ...] = (),
 ) -> TargetSelection:
     """Resolve ``target`` against the model ``output`` of a batch of ``batch_size`` inputs."""
     neurons = neurons_of(target)
     if neurons:
         assert neuron_outputs is not None, "the explainer must capture the neurons' layers"
-        scores = torch.stack([n.score(neuron_outputs[n][1], neuron_outputs[n][0], input_grid) for n in neurons], 1)
+        scores = torch.stack([n.score(neuron_outputs[n][1], neuron_outputs[n][0], input_grid, neuron_outputs[n][2])
+                              for n in neurons], 1)
         indices = torch.tensor([n.channel for n in neurons], device=scores.device)
-        return TargetSelection(indices.expand(batch_size, -1), scores)
+        return TargetSelection(indices.expand(batch_size, -1), scores, classes=False)
     if callable(target) and not isinstance(target, torch.Tensor):
         return _callable_scores(target, output, batch_size)
     first = output[0] if isinstance(output, (tuple, list)) and output else output
@@ -221,4 +232,4 @@ def _callable_scores(target: Callable[[Any], torch.Tensor], output: Any, n: int)
         raise TargetError("the target callable's scores do not depend on the model output; "
                           "compute them from the output without detaching")
     indices = torch.arange(scores.shape[1], device=scores.device).expand(n, -1)
-    return TargetSelection(indices, scores)
+    return TargetSelection(indices, scores, classes=False)

@@ -31,4 +31,5 @@ class GuidedGradCAM(LayerExplainer):
             guided = self.guided.explain(inputs, cam.targets if target is None else target)
         self.layer_name = cam.layer
         maps = guided.maps * cam.maps.unsqueeze(2)
-        return self.result(maps, TargetSelection(cam.targets, cam.scores), MapKind.INPUT_CHANNELS, cam.layer)
+        selection = TargetSelection(cam.targets, cam.scores, classes=cam.class_targets)
+        return self.result(maps, selection, MapKind.INPUT_CHANNELS, cam.layer)

@@ -81,10 +81,16 @@ class Metric:
     def _targets(self, model: nn.Module, inputs: torch.Tensor, maps: Any, targets: Any) -> torch.Tensor:
         n = len(inputs)
         if targets is None and isinstance(maps, Explanation):
+            if not maps.class_targets:
+                raise InputError("the explanation's targets are not classes (it explains a callable's scores or a "
+                                 "Neuron), so the metric cannot know which class to score; pass targets=")
             targets = maps.targets[:, 0]
         if targets is None:
             return class_scores(model(inputs)).argmax(dim=1)
-        indices = torch.as_tensor(targets, device=inputs.device)
+        try:
+            indices = torch.as_tensor(targets, device=inputs.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"targets must be class indices (an int, or one per sample), not {targets!r}") from None
         if indices.dtype.is_floating_point or indices.dtype == torch.bool:
             raise InputError(f"targets must be class indices, not {indices.dtype}")
         indices = indices.long().expand(n) if indices.dim() == 0 else indices.long()
@@ -99,6 +105,10 @@ class Metric:
             parts = []
             for part in chunks(len(batch), max_batch):
                 logits = class_scores(model(batch[part]))
+                chosen = indices[samples[part]]
+                if len(chosen) and (chosen.min() < 0 or chosen.max() >= logits.shape[1]):
+                    raise InputError(f"target classes must lie in [0, {logits.shape[1]}); got "
+                                     f"{sorted(set(chosen.tolist()))}")
                 values = logits.softmax(dim=1) if self.score == "probability" else logits
                 parts.append(values.gather(1, indices[samples[part]].unsqueeze(1))[:, 0])
             return torch.cat(parts)
