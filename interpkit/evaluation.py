@@ -14,9 +14,11 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .core import MapKind
 from .data import caltech5
 from .data.images import IMAGE_SUFFIXES
 from .errors import InputError
+from .explainers import upsample
 from .files import write_text
 from .registry import get_explainer, get_metric
 
@@ -38,6 +40,10 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
                         metrics: Sequence[str], batch_size: int = 16, progress: bool = True) -> list[EvaluationRow]:
     """Explain ``images`` (N, C, H, W, on the model's device) for the top class with each method
     and score every explanation with each metric (metrics with their defaults)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"--batch-size must be a positive int, got {batch_size!r}")
+    if not methods or not metrics:
+        raise InputError("name at least one method (--methods) and one metric (--metrics)")
     explainers = {name: get_explainer(name)(model) for name in methods}
     scorers = {name: get_metric(name)() for name in metrics}
     needs_masks = [name for name, metric in scorers.items() if name == "pointing_game"]
@@ -49,8 +55,11 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
         batch = images[start:start + batch_size]
         for method, explainer in explainers.items():
             explanation = explainer(batch)
+            maps = explanation.maps[:, 0]
+            if explanation.kind is MapKind.LAYER_GRID:  # metrics read maps on the input's grid
+                maps = upsample(explanation.maps, tuple(batch.shape[2:]))[:, 0]
             for name, metric in scorers.items():
-                scores[(method, name)].append(metric(model, batch, explanation).scores)
+                scores[(method, name)].append(metric(model, batch, maps, explanation.targets[:, 0]).scores)
     rows = []
     for (method, name), parts in scores.items():
         values = torch.cat(parts)

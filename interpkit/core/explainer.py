@@ -61,6 +61,7 @@ class Explainer:
         try:
             self._snapshot = ModelSnapshot(self.model)
             self.model.eval()
+            self._snapshot.guard.__enter__()
         except BaseException:
             lock.release()
             raise
@@ -70,6 +71,7 @@ class Explainer:
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is not None:
             try:
+                snapshot.guard.__exit__(None, None, None)
                 snapshot.restore()
             finally:
                 model_lock(self.model).release()
@@ -88,7 +90,14 @@ class Explainer:
         n = inputs.batch_size
         if n == 1 or not mixes_samples(self.model):
             return self._explain_with(inputs, target)
-        return concatenate([self._explain_with(inputs.sample(i), sample_target(target, i, n)) for i in range(n)])
+        try:
+            return concatenate([self._explain_with(inputs.sample(i), sample_target(target, i, n)) for i in range(n)])
+        except InputError as error:
+            raise InputError(
+                "the model's eval forward mixes the samples of a batch (a batch norm without running statistics), so "
+                "interpkit explains one sample at a time, and the model cannot run one sample alone "
+                f"({error}); give its batch norms running statistics (track_running_stats=True) to explain it"
+            ) from error
 
     def _explain_with(self, inputs: ModelInputs, target: TargetLike) -> Explanation:
         self._inputs = inputs

@@ -72,7 +72,9 @@ class ChannelsLast(Layout):
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
         """See :meth:`Layout.grid`."""
-        if tensor.dim() - lead - 1 != len(input_grid) or not aligned(tuple(tensor.shape[lead:-1]), input_grid):
+        last, first = tuple(tensor.shape[lead:-1]), tuple(tensor.shape[lead + 1:])
+        if (tensor.dim() - lead - 1 != len(input_grid) or not aligned(last, input_grid)
+                or misfit(first, input_grid) < misfit(last, input_grid)):
             raise LayerError(f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, not a channels-last "
                              f"grid (*grid, C) lined up with the input's {tuple(input_grid)}; if it is channels first "
                              f"after all, give ('{name}', ChannelsFirst())")
@@ -152,6 +154,13 @@ def aligned(grid: Sequence[int], input_grid: Sequence[int]) -> bool:
     low = max(n / (g + 1) for g, n in zip(grid, input_grid))
     high = min(n / max(g - 1, 0.5) for g, n in zip(grid, input_grid))
     return low <= high
+
+
+def misfit(grid: Sequence[int], input_grid: Sequence[int]) -> float:
+    """How far ``grid`` is from the input divided by one common stride (0: exactly)."""
+    if len(grid) != len(input_grid) or not grid:
+        return float("inf")
+    return min(sum(abs(g - n / s) for g, n in zip(grid, input_grid)) for s in range(1, max(input_grid) + 1))
 
 
 def patch_grid(tokens: int, input_grid: Sequence[int], exact: bool = False) -> tuple[int, ...] | None:

@@ -9,7 +9,36 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+
+
+class ParameterGuard(TorchFunctionMode):
+    """While active, the first in-place write to a parameter's storage (weight clipping or an
+    EMA in a forward) first copies the parameter, so :meth:`restore` can put it back."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.storages = {p.untyped_storage().data_ptr(): p for p in model.parameters()
+                         if not isinstance(p, nn.parameter.UninitializedParameter)}  # lazy ones have none yet
+        self.copies: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if (args and isinstance(args[0], torch.Tensor) and (name.endswith("_") or name == "__setitem__")
+                and not isinstance(args[0], nn.parameter.UninitializedParameter)):
+            pointer = args[0].untyped_storage().data_ptr()
+            if pointer in self.storages and pointer not in self.copies:
+                parameter = self.storages[pointer]
+                self.copies[pointer] = (parameter, parameter.detach().clone())
+        return func(*args, **kwargs)
+
+    def restore(self) -> None:
+        """Put every written parameter back."""
+        with torch.no_grad():
+            for parameter, value in self.copies.values():
+                parameter.copy_(value)
 
 
 class ModelSnapshot:
@@ -26,12 +55,14 @@ class ModelSnapshot:
         params = list(model.parameters())
         self.requires_grad = [(p, p.requires_grad) for p in params]
         self.grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in params]
-        self.buffers = [(module, name, buffer, buffer.detach().clone())
-                        for module in model.modules() for name, buffer in module._buffers.items()
-                        if buffer is not None]
+        self.buffers = [(module, name, buffer, None if buffer is None else buffer.detach().clone())
+                        for module in model.modules() for name, buffer in module._buffers.items()]
+        self.buffer_names = [(module, set(module._buffers)) for module in model.modules()]
+        self.guard = ParameterGuard(model)
 
     def restore(self) -> None:
-        """Put every recorded flag, gradient and buffer back."""
+        """Put every recorded flag, gradient, buffer and written parameter back."""
+        self.guard.restore()
         for module, training in self.training:
             module.training = training
         for param, flag in self.requires_grad:
@@ -42,9 +73,14 @@ class ModelSnapshot:
                 param.grad = grad
             if grad is not None and value is not None:
                 grad.copy_(value)
+        for module, names in self.buffer_names:  # buffers a forward registered anew
+            for name in set(module._buffers) - names:
+                del module._buffers[name]
         with torch.no_grad():
             for module, name, buffer, value in self.buffers:
                 module._buffers[name] = buffer  # a forward may have rebound the attribute
+                if buffer is None or value is None:
+                    continue
                 if buffer.shape != value.shape:
                     buffer.resize_(value.shape)
                 if not torch.equal(buffer, value):
@@ -72,7 +108,8 @@ def evaluation(model: nn.Module) -> Iterator[None]:
         snapshot = ModelSnapshot(model)
         try:
             model.eval()
-            yield
+            with snapshot.guard:
+                yield
         finally:
             snapshot.restore()
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..core import Explanation, check_tensor, class_scores, evaluation
+from ..core import Explanation, check_tensor, class_scores, evaluation, mixes_samples
 from ..errors import InputError
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> (B,) scores of its targets
@@ -65,8 +65,10 @@ class Metric:
             raise InputError(f"metrics perturb the input's grid: inputs {tuple(inputs.shape)} have none")
         saliency = self.prepare(maps, inputs)
         with evaluation(model), torch.no_grad():
-            indices = self._targets(model, inputs, maps, targets)
-            return self.compute(model, inputs, saliency, self._scorer(model, indices, self.max_batch or len(inputs)))
+            # a model whose eval forward mixes samples scores every copy alone, as explainers do
+            max_batch = 1 if mixes_samples(model) else self.max_batch or len(inputs)
+            indices = self._targets(model, inputs, maps, targets, max_batch)
+            return self.compute(model, inputs, saliency, self._scorer(model, indices, max_batch))
 
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The maps as the metric reads them: by default one saliency value per grid position."""
@@ -78,7 +80,8 @@ class Metric:
         ``score(batch, sample_indices)`` gives the target scores of any batch of perturbed copies."""
         raise NotImplementedError
 
-    def _targets(self, model: nn.Module, inputs: torch.Tensor, maps: Any, targets: Any) -> torch.Tensor:
+    def _targets(self, model: nn.Module, inputs: torch.Tensor, maps: Any, targets: Any, max_batch: int
+                 ) -> torch.Tensor:
         n = len(inputs)
         if targets is None and isinstance(maps, Explanation):
             if not maps.class_targets:
@@ -86,7 +89,7 @@ class Metric:
                                  "Neuron), so the metric cannot know which class to score; pass targets=")
             targets = maps.targets[:, 0]
         if targets is None:
-            return class_scores(model(inputs)).argmax(dim=1)
+            return torch.cat([class_scores(model(inputs[part])).argmax(dim=1) for part in chunks(n, max_batch)])
         try:
             indices = torch.as_tensor(targets, device=inputs.device)
         except (TypeError, ValueError, RuntimeError):

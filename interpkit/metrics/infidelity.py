@@ -37,6 +37,8 @@ class Infidelity(Metric):
         super().__init__(max_batch=max_batch, score=score)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise InputError(f"samples must be a positive int, got {samples!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InputError(f"seed must be an int, got {seed!r}")
         self.perturbation = perturbation or gaussian()
         self.samples, self.seed = samples, seed
 
@@ -52,6 +54,8 @@ class Infidelity(Metric):
                 or tensor.shape[2:] != inputs.shape[2:]):
             raise InputError(f"attributions of shape {tuple(tensor.shape)} do not align with inputs "
                              f"{tuple(inputs.shape)}; give (N, C, *grid) or (N, *grid)")
+        if not bool(torch.isfinite(tensor).all()):
+            raise InputError("attributions contain NaN or Inf values")
         return tensor.expand(inputs.shape).detach().to(inputs.device, inputs.dtype)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,

@@ -23,8 +23,9 @@ def baseline_of(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
         if baseline == "zero":
             return torch.zeros_like(inputs)
         if baseline == "blur":
-            if inputs.dim() != 4:
-                raise InputError("the blurred baseline is defined for images (N, C, H, W); give a value or a tensor")
+            if inputs.dim() != 4 or min(inputs.shape[-2:]) < 6:
+                raise InputError("the blurred baseline (kernel 11) is defined for images (N, C, H, W) of at least 6 "
+                                 "pixels a side; give a value or a tensor")
             from torchvision.transforms.functional import gaussian_blur
 
             return gaussian_blur(inputs, kernel_size=[11, 11], sigma=[5.0, 5.0])

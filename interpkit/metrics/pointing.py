@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Explanation, check_flag
+from ..core import Explanation, check_flag, check_tensor
 from ..errors import InputError
 from .base import Metric, MetricResult
 
@@ -17,7 +17,8 @@ class PointingGame(Metric):
     """1 when the map's maximum (the first in row-major order) lies within ``tolerance`` pixels
     (Euclidean) of the mask, else 0; with ``energy=True`` the share of the map's positive mass
     inside the mask. A sample whose mask is empty scores NaN and is left out of the mean.
-    Call with ``masks=`` (N, *grid) booleans; the model is not run."""
+    A map without positive mass scores 0 in the energy variant. Call with ``masks=`` (N, *grid)
+    booleans; the model is not run."""
 
     name = "pointing_game"
 
@@ -30,7 +31,7 @@ class PointingGame(Metric):
     def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
                  targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
         """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
-        saliency = self.prepare(maps, inputs)
+        saliency = self.prepare(maps, check_tensor(inputs, model))
         if not isinstance(masks, torch.Tensor) or masks.shape != saliency.shape:
             shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
             raise InputError(f"the pointing game needs masks= of shape {tuple(saliency.shape)} (one per sample, on "
@@ -41,8 +42,8 @@ class PointingGame(Metric):
         empty = ~masks.flatten(1).any(dim=1)
         if self.energy:
             positive = saliency.clamp_min(0).flatten(1)
-            inside = (positive * masks.flatten(1)).sum(1)
-            scores = inside / positive.sum(1)
+            inside, total = (positive * masks.flatten(1)).sum(1), positive.sum(1)
+            scores = torch.where(total > 0, inside / torch.where(total > 0, total, 1.0), 0.0)  # no mass: none inside
         else:
             scores = torch.stack([self._hit(s, m) for s, m in zip(saliency, masks)])
         return MetricResult(self.name, torch.where(empty, torch.nan, scores))

@@ -48,8 +48,8 @@ class ModelFingerprint:
             found.append("parameter .grad changed")
         if self.state.keys() != other.state.keys():
             found.append("state_dict keys changed")
-        else:
-            found += [f"{k} changed" for k in self.state if not torch.equal(self.state[k], other.state[k])]
+        found += [f"{k} changed" for k in self.state.keys() & other.state.keys()
+                  if not torch.equal(self.state[k], other.state[k])]
         return found
 
 

@@ -139,6 +139,8 @@ def save_maps(explanation: "Explanation", out_dir: str | os.PathLike, colormap: 
     name the same target, such as one channel of two layers): 2-D maps as images, 1-D maps as
     heat strips, 3-D maps as a montage of their frames; each file appears whole or not at all."""
     folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder to save the maps in; name a folder")
     folder.mkdir(parents=True, exist_ok=True)
     coloured = colorize(explanation.maps, explanation.kind, colormap)
     targets = explanation.targets.cpu().tolist()

@@ -263,3 +263,51 @@ def test_user_hooks_run_once_per_forward_the_explainer_needs(small_cnn, images):
     assert len(calls) == 3  # layer=None: one probe forward of one sample, on the first call per input size
     explainer(images)
     assert len(calls) == 4
+
+
+class WritesItsParameters(nn.Module):
+    """Weight clipping and a statistic registered in forward, as some training code does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+        self.register_buffer("stats", None)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.conv.weight.clamp_(-0.1, 0.1)
+            self.head.weight.data.mul_(0.5)
+        self.stats = x.detach().mean(dim=(0, 2, 3))
+        return self.head(F.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_parameters_and_new_buffers_written_by_the_forward_are_restored():
+    from interpkit.metrics import Deletion
+
+    for call in (lambda m, x: GradCAM(m)(x), lambda m, x: GuidedBackprop(m)(x),
+                 lambda m, x: Deletion(steps=2)(m, x, torch.rand(2, 8, 8)), lambda m, x: feature_maps(m, x)):
+        torch.manual_seed(0)
+        model = WritesItsParameters()
+        before = ModelFingerprint.of(model)
+        call(model, torch.randn(2, 3, 8, 8))
+        assert_model_unchanged(before, model)
+        assert model.stats is None
+
+
+def test_metrics_score_each_sample_alone_on_batch_mixing_models():
+    from interpkit.metrics import AverageDrop
+
+    torch.manual_seed(0)
+    model, images = BatchStatistics(), torch.randn(3, 3, 8, 8)
+    explanation = GradCAM(model)(images)
+    together = AverageDrop()(model, images, explanation).scores
+    alone = torch.cat([AverageDrop()(model, images[i:i + 1], explanation.maps[i:i + 1],
+                                     explanation.targets[i:i + 1, 0]).scores for i in range(3)])
+    torch.testing.assert_close(together, alone)
+
+
+def test_a_model_that_cannot_run_one_sample_alone_says_why():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(InputError, match="one sample at a time.*track_running_stats=True"):
+        GradCAM(model)(torch.randn(4, 3, 8, 8))

@@ -293,3 +293,55 @@ def test_the_layer_choice_on_a_detector_avoids_region_pooling():
     chosen = choose_layer(model, ModelInputs(args=(torch.rand(1, 3, 96, 96),)), lambda o: class_scores(o).max(1).values)
     assert chosen.name.startswith("backbone.") and "roi" not in chosen.name
     del inputs
+
+
+class _AudioTransformer(nn.Module):
+    """A 1-D token model: 16 tokens of width 8 from a 64-sample signal."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv1d(1, 8, 4, stride=4)
+        self.block = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.norm(self.block(self.embed(x).transpose(1, 2))).mean(1))
+
+
+def test_shapes_with_two_readings_need_the_module_or_a_layout():
+    torch.manual_seed(0)
+    audio, signal = _AudioTransformer().eval(), torch.randn(2, 1, 64)
+    chosen = GradCAM(audio, upsample=False)(signal)
+    assert chosen.maps.shape == (2, 1, 16)  # the norm's tokens, not 8 "time steps" of 16 channels
+    with pytest.raises(LayerError, match="ChannelsFirst"):
+        GradCAM(audio, layer="block.linear2")(signal)  # (16, 8): tokens or channels, and nothing says which
+
+    class ChannelsLastBlock(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.embed, self.norm, self.head = nn.Conv2d(3, channels, 4, stride=4), nn.LayerNorm(channels), \
+                nn.Linear(channels, 3)
+
+        def forward(self, x):
+            return self.head(self.norm(self.embed(x).permute(0, 2, 3, 1)).mean((1, 2)))
+
+    model, x = ChannelsLastBlock(6).eval(), torch.randn(2, 3, 32, 32)
+    assert GradCAM(model, upsample=False)(x).maps.shape == (2, 1, 8, 8)  # the layer norm says channels last
+    with pytest.raises(LayerError, match="channels-last"):
+        GradCAM(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)),
+                layer=("0", ChannelsLast()))(torch.randn(1, 3, 8, 8))
+
+
+def test_token_grids_with_registers_on_wide_inputs():
+    timm = pytest.importorskip("timm")
+    vit = _random_head(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(64, 96), reg_tokens=4,
+                                         depth=2, num_classes=5))
+    x = torch.randn(1, 3, 64, 96)
+    auto = GradCAM(vit, upsample=False)(x)
+    exact = GradCAM(vit, layer=(auto.layer, TokenGrid(prefix=5, grid_size=(4, 6))), upsample=False)(x)
+    torch.testing.assert_close(auto.maps, exact.maps)
+    with pytest.raises(LayerError, match="grid_size"):
+        TokenGrid(grid_size=(-4, 4))
+    with pytest.raises(LayerError, match="dimension"):
+        GradCAM(vit, layer=(auto.layer, TokenGrid(prefix=5, grid_size=(24,))))(x)

@@ -158,3 +158,22 @@ def test_pointing_game_hits_within_the_tolerance_and_skips_empty_masks(small_cnn
     torch.testing.assert_close(energy[:2], torch.full((2,), 1.0 / (32 * 32 + 1)))
     with pytest.raises(InputError, match="masks="):
         PointingGame()(small_cnn, images, maps)
+
+
+def test_metric_targets_must_be_classes(small_cnn, images):
+    explanation = GradCAM(small_cnn)(images, target=lambda out: out[:, 3])
+    with pytest.raises(InputError, match="pass targets="):
+        Deletion(steps=2)(small_cnn, images, explanation)
+    assert Deletion(steps=2)(small_cnn, images, explanation, targets=3).scores.shape == (4,)
+    for bad in (99, -1, [0, 7, 1, 1], "all"):
+        with pytest.raises(InputError):
+            Deletion(steps=2)(small_cnn, images, explanation.maps[:, 0], targets=bad)
+
+
+def test_energy_pointing_game_of_an_empty_map_is_zero(small_cnn, images):
+    from interpkit.metrics import PointingGame
+
+    masks = torch.zeros(4, 32, 32, dtype=torch.bool)
+    masks[:, :4, :4] = True
+    scores = PointingGame(energy=True)(small_cnn, images, torch.zeros(4, 32, 32), masks=masks).scores
+    assert scores.tolist() == [0.0] * 4
