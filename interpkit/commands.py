@@ -98,7 +98,9 @@ def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model:
                        checkpoint: str | None = None, layers: str | None = None, device: str = "cpu") -> list[Path]:
     """Draw the feature maps of each image file; writes one figure (PNG) and raw maps (.npy) per layer."""
     network, transform, _ = load_model(model, checkpoint, device)
-    chosen = [name.strip() for name in layers.split(",") if name.strip()] if layers else None
+    chosen = [name.strip() for name in layers.split(",") if name.strip()] if layers is not None else None
+    if chosen == []:
+        raise InputError("--layers names no layer; give dotted names separated by commas, or drop --layers")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
