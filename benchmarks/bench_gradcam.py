@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from common import machine, report, resnet18_batch, time_all
+from common import backward_to, machine, report, resnet18_batch, time_all
 
 import interpkit
 
@@ -21,13 +21,7 @@ def main() -> None:
     layer = model.layer4
 
     def bare_pass(to=layer):
-        kept = []
-        handle = to.register_forward_hook(lambda m, i, o: kept.append(o))
-        try:
-            logits = model(images)
-        finally:
-            handle.remove()
-        return torch.autograd.grad(logits[:, CLASSES[0]].sum(), kept[0])
+        return backward_to(model, to, images, CLASSES[0])
 
     def forward_only():
         with torch.no_grad():

@@ -7,11 +7,9 @@ targets given, against 21 plain forward passes of the same batch under no_grad. 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from common import machine, report, time_all
+from common import arguments, machine, report, time_all
 
 from interpkit.metrics import Deletion, RegionPerturbation
 
@@ -19,12 +17,7 @@ from interpkit.metrics import Deletion, RegionPerturbation
 def main() -> None:
     import torchvision
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    args, device = arguments(__doc__, repeats=3)
     model = torchvision.models.resnet18().eval().to(device)
     images = torch.randn(16, 3, 224, 224, device=device)
     maps = torch.rand(16, 224, 224, device=device)

@@ -7,11 +7,9 @@ Run: python benchmarks/bench_vit.py [--device cuda] [--repeats 7]
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from common import machine, report, time_all
+from common import arguments, backward_to, machine, report, time_all
 
 import interpkit
 from interpkit import TokenGrid
@@ -20,24 +18,13 @@ from interpkit import TokenGrid
 def main() -> None:
     import timm
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    args, device = arguments(__doc__)
     model = timm.create_model("vit_small_patch16_224", pretrained=False).eval().to(device)
     images = torch.randn(8, 3, 224, 224, device=device)
     layer = model.get_submodule("blocks.11.norm1")
 
     def bare_pass():
-        kept = []
-        handle = layer.register_forward_hook(lambda m, i, o: kept.append(o))
-        try:
-            logits = model(images)
-        finally:
-            handle.remove()
-        return torch.autograd.grad(logits[:, 1].sum(), kept[0])
+        return backward_to(model, layer, images, 1)
 
     ours = interpkit.GradCAM(model, layer=("blocks.11.norm1", TokenGrid()))
     chosen = interpkit.GradCAM(model)

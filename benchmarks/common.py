@@ -49,15 +49,32 @@ def report(title: str, times: dict[str, float], ratios: list[tuple[str, float, s
         print(f"  {label:<60s} {value:6.2f}x   (goal: {goal})")
 
 
+def arguments(description: str, repeats: int = 7) -> tuple[argparse.Namespace, torch.device]:
+    """Parse --device and --repeats; seed torch."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    return args, torch.device(args.device)
+
+
 def resnet18_batch(description: str) -> tuple[argparse.Namespace, torch.device, torch.nn.Module, torch.Tensor]:
     """Parse --device/--repeats; a seeded torchvision resnet18 in eval mode and a batch 8 x 224 x 224."""
     import torchvision
 
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    args, device = arguments(description)
     model = torchvision.models.resnet18().eval().to(device)
     return args, device, model, torch.randn(8, 3, 224, 224, device=device)
+
+
+def backward_to(model: torch.nn.Module, layer: torch.nn.Module, images: torch.Tensor, target: int):
+    """The bare pass an explainer builds on: a forward keeping ``layer``'s output, and the
+    gradient of the target's score with respect to it."""
+    kept = []
+    handle = layer.register_forward_hook(lambda m, i, o: kept.append(o))
+    try:
+        logits = model(images)
+    finally:
+        handle.remove()
+    return torch.autograd.grad(logits[:, target].sum(), kept[0])
