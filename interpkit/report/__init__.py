@@ -28,8 +28,10 @@ from interpkit.files import save_figure, write_text
 from interpkit.train import Split, evaluate
 from interpkit.core import MapKind
 from interpkit.explainers import upsample
-from interpkit.metrics import AverageDrop, Deletion, Insertion
-from interpkit.viz import gradient_images, plot_confusion, plot_image_grid, plot_metric_curves, to_uint8_images
+from interpkit.metrics import AverageDrop, Deletion, Insertion, randomisation_check
+from interpkit.viz import (
+    colorize, gradient_images, plot_confusion, plot_image_grid, plot_metric_curves, to_uint8_images,
+)
 
 CNNS = ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3")
 SPLITS = ("train", "val", "test")
@@ -264,7 +266,22 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
     subject.figures["faithfulness"] = {
         "rows": rows, "images": len(images), "layer": _last_conv(subject.model),
         "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)),
+        "sanity": build.figure(f"{subject.prefix}randomisation", _randomisation_figure(subject, images[:1])),
     }
+
+
+def _randomisation_figure(subject: _Subject, image: torch.Tensor) -> Any:
+    """Adebayo et al.'s figure 2: one image's maps as the layers are randomised from the top."""
+    rows, labels, columns = [], [], []
+    for name, make in (("GradCAM", interpkit.GradCAM), ("guided\nbackprop", interpkit.GuidedBackprop)):
+        result = randomisation_check(make, subject.model, image)
+        original = make(subject.model)(image).maps
+        planes = [original[0, 0].abs().sum(0) if original.dim() == 5 else original[0, 0]]
+        planes += [m[0].abs() for m in result.maps]
+        rows.append([colorize(p[None, None], MapKind.INPUT_GRID, "inferno")[0, 0] for p in planes])
+        labels.append(f"{name}\nrho = {result.mean_spearman_abs[0]:.2f}")
+        columns = ["original"] + [f"{layer} random" for layer in result.layers]
+    return plot_image_grid(rows, labels, columns, panel_inches=1.2)
 
 
 def _vgg(build: _Build, wanted: bool) -> None:

@@ -177,3 +177,53 @@ def test_energy_pointing_game_of_an_empty_map_is_zero(small_cnn, images):
     masks[:, :4, :4] = True
     scores = PointingGame(energy=True)(small_cnn, images, torch.zeros(4, 32, 32), masks=masks).scores
     assert scores.tolist() == [0.0] * 4
+
+
+def test_max_sensitivity_follows_its_definition(small_cnn, images):
+    from interpkit.metrics import max_sensitivity
+
+    small_cnn.eval()
+    explainer = interpkit.GuidedBackprop(small_cnn)
+    shifts = [0.01, -0.02, 0.015]
+    draws = iter(shifts * 1)
+
+    def shift(x, generator=None):  # one fixed shift per draw
+        return x + next(draws) * torch.cos(5 * x)
+
+    ours = max_sensitivity(explainer, images, 2, samples=3, perturb=shift)
+    clean = explainer(images, 2).maps.flatten(1)
+    expected = torch.stack([(explainer(images + a * torch.cos(5 * images), 2).maps.flatten(1) - clean).norm(dim=1)
+                            for a in shifts]).amax(0) / clean.norm(dim=1)
+    torch.testing.assert_close(ours.scores, expected, rtol=1e-5, atol=1e-7)
+    seeded = [max_sensitivity(explainer, images, 2, samples=2, seed=s).scores for s in (0, 0, 1)]
+    assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
+    with pytest.raises(InputError):
+        max_sensitivity(small_cnn, images)
+
+
+def test_randomisation_check_sees_gradcam_change_and_leaves_the_model(small_cnn, images):
+    from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
+
+    from interpkit.metrics import randomisation_check
+    from interpkit.testing import ModelFingerprint, assert_model_unchanged
+
+    small_cnn.eval()
+    before = ModelFingerprint.of(small_cnn)
+    result = randomisation_check(GradCAM, small_cnn, images, seed=1)
+    assert_model_unchanged(before, small_cnn)
+    assert result.layers == ["fc", "features.4", "features.1", "features.0"]  # top first
+    assert result.spearman_abs.shape == (4, 4) and result.maps.shape == (4, 4, 32, 32)
+    original = GradCAM(small_cnn)(images).maps[:, 0]
+    for step in range(4):  # the correlations follow their definitions (SciPy, scikit-image)
+        for n in range(2):
+            expected = spearmanr(original[n].flatten().numpy(), result.maps[step, n].flatten().numpy())[0]
+            assert result.spearman[n, step].item() == pytest.approx(0.0 if np.isnan(expected) else expected,
+                                                                     abs=1e-5)
+    a, b = original[0].double().numpy(), result.maps[0, 0].double().numpy()
+    scale = lambda m: (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else m * 0  # noqa: E731
+    expected_ssim = structural_similarity(scale(a), scale(b), data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                          use_sample_covariance=False)
+    assert result.ssim[0, 0].item() == pytest.approx(expected_ssim, abs=2e-2)
+    same = randomisation_check(GradCAM, small_cnn, images, cascading=False, seed=1)
+    assert same.spearman_abs.shape == (4, 4)
