@@ -6,12 +6,13 @@ from .infidelity import Infidelity, gaussian
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
 from .pointing import PointingGame
 from .regions import RegionPerturbation
+from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
 from .sensitivity import max_sensitivity
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
-                   PointingGame)
+                   PointingGame, ROAD)
 
 __all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "RandomisationResult", "PointingGame", "RegionPerturbation", "aligned_saliency", "baseline_of", "gaussian",
-           "max_sensitivity", "randomisation_check"]
+           "linear_imputation", "max_sensitivity", "randomisation_check"]

@@ -227,3 +227,62 @@ def test_randomisation_check_sees_gradcam_change_and_leaves_the_model(small_cnn,
     assert result.ssim[0, 0].item() == pytest.approx(expected_ssim, abs=2e-2)
     same = randomisation_check(GradCAM, small_cnn, images, cascading=False, seed=1)
     assert same.spearman_abs.shape == (4, 4)
+
+
+def test_linear_imputation_equals_pytorch_grad_cams_sparse_solve():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    from interpkit.metrics import linear_imputation
+
+    generator = torch.Generator().manual_seed(7)
+    image = torch.rand(3, 20, 18, generator=generator)
+    removed = torch.rand(20, 18, generator=generator) < 0.6
+    theirs = NoisyLinearImputer(noise=0.0)(image, (~removed).float())  # their mask: 1 = kept
+    ours = linear_imputation(image[None], removed[None])[0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert torch.equal(ours[:, ~removed], image[:, ~removed])
+
+
+@pytest.mark.parametrize("order", ["morf", "lerf"])
+def test_road_equals_pytorch_grad_cam_without_noise_on_tie_free_maps(small_cnn, order):
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from interpkit.metrics import ROAD
+
+    small_cnn.eval()
+    generator = torch.Generator().manual_seed(8)
+    images = torch.randn(2, 3, 11, 21, generator=generator)  # 231 positions: their counts are whole here
+    cams = torch.rand(2, 11, 21, generator=generator)
+    labels = [1, 3]
+    # their percentile p removes the positions at or above np.percentile(cam, p) (MoRF; LeRF the
+    # same of 1 - cam): 100 - p percent up to a pixel's rounding, and every position tied there
+    percentiles = [10, 20, 40]
+    peer = ROADMostRelevantFirstAverage if order == "morf" else ROADLeastRelevantFirstAverage
+    averager = peer(percentiles)
+    with torch.no_grad():
+        import pytorch_grad_cam.metrics.road as road
+
+        original = road.NoisyLinearImputer.__init__.__defaults__
+        road.NoisyLinearImputer.__init__.__defaults__ = (0.0, original[1])
+        try:
+            theirs = averager(images, cams.numpy(), [ClassifierOutputTarget(c) for c in labels], small_cnn)
+        finally:
+            road.NoisyLinearImputer.__init__.__defaults__ = original
+    removed = [1 - p / 100 for p in percentiles]
+    ours = ROAD(order=order, fractions=removed, noise=0.0, score="logit")(small_cnn, images, cams, labels)
+    torch.testing.assert_close(ours.scores, torch.tensor(theirs, dtype=torch.float32), rtol=1e-4, atol=1e-4)
+
+
+def test_road_removes_exactly_the_fraction_whatever_the_ties(small_cnn):
+    from interpkit.metrics import ROAD
+
+    small_cnn.eval()
+    images = torch.randn(2, 3, 16, 16)
+    flat = torch.zeros(2, 16, 16)  # every position tied (a ReLU'd map that is all zero)
+    flat[:, :2, :2] = 1.0
+    result = ROAD(order="morf", fractions=[0.5], noise=0.0)(small_cnn, images, flat, [0, 0])
+    assert torch.isfinite(result.scores).all()
+    # half of the positions, not all of them (pytorch-grad-cam removes 100% at every tied percentile)
+    ranks = torch.argsort(torch.argsort(flat.flatten(1), dim=1, descending=True, stable=True), dim=1)
+    assert int((ranks < 128).sum(1)[0]) == 128
