@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # weights of the 8 neighbours in the imputation (Rong et al.): 1/6 for edges, 1/12 for corners
 _NEIGHBOURS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
 
@@ -63,7 +64,7 @@ class ROAD(Metric):
 
     name = "road"
 
-    def __init__(self, *, order: str = "combined", fractions: Sequence[float] = tuple(i / 10 for i in range(1, 10)),
+    def __init__(self, *, order: str = "combined", fractions: Sequence[float] = FRACTIONS,
                  noise: float = 0.01, seed: int = 0, max_batch: int | None = None, score: str = "probability") -> None:
         super().__init__(max_batch=max_batch, score=score)
         if order not in ("morf", "lerf", "combined"):
