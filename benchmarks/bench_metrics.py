@@ -11,7 +11,8 @@ import torch
 
 from common import arguments, machine, report, time_all
 
-from interpkit.metrics import Deletion, RegionPerturbation
+from interpkit import GradCAM
+from interpkit.metrics import Deletion, RegionPerturbation, randomisation_check
 
 
 def main() -> None:
@@ -47,11 +48,21 @@ def main() -> None:
              "interpkit Deletion, 20 steps": lambda: metric(model, images, maps, targets=labels),
              "interpkit RegionPerturbation, 20 regions of 16 x 16": lambda: regions(model, images, maps, labels),
              "Quantus RegionPerturbation, same": quantus_regions}
+    layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+
+    def explanations():  # the floor of the sanity check: one explanation per randomisation step, plus one
+        for _ in range(len(layers) + 1):
+            GradCAM(model, layer="layer4")(images[:4])
+
+    cases["GradCAM of 4 images, (layers + 1) times"] = explanations
+    cases["randomisation_check(GradCAM), cascading"] = lambda: randomisation_check(
+        lambda m: GradCAM(m, layer="layer4"), model, images[:4])
     t = time_all(cases, device, repeats=args.repeats, warmup=1)
     names = list(cases)
     report(f"Deletion, resnet18, batch 16, 224x224, {machine(device)}", t, [
         ("deletion / its forward passes", t[names[1]] / t[names[0]], "<= 1.1"),
         ("Quantus / interpkit region perturbation (speed-up)", t[names[3]] / t[names[2]], ">= 1"),
+        ("randomisation check / its (layers + 1) explanations", t[names[5]] / t[names[4]], "<= 1.1"),
     ])
 
 

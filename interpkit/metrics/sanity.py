@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import Explainer, TargetLike, check_tensor, evaluation
@@ -59,8 +58,9 @@ def randomisation_check(make_explainer: Callable[[nn.Module], Explainer], model:
         if kept is not None:
             module.load_state_dict(kept)
     stacked = torch.stack(maps)  # (steps, N, *grid)
-    spearman_abs = torch.stack([_spearman(reference.abs(), m.abs()) for m in stacked], dim=1)
-    spearman = torch.stack([_spearman(reference, m) for m in stacked], dim=1)
+    reference_ranks = (_centred_ranks(reference.abs()), _centred_ranks(reference))
+    spearman_abs = torch.stack([_spearman(reference_ranks[0], m.abs()) for m in stacked], dim=1)
+    spearman = torch.stack([_spearman(reference_ranks[1], m) for m in stacked], dim=1)
     ssim = torch.stack([_ssim(reference, m) for m in stacked], dim=1)
     return RandomisationResult([name for name, _ in layers], spearman_abs, spearman, ssim, stacked)
 
@@ -99,10 +99,15 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman's rank correlation per sample of maps (N, *grid); 0 where a map is constant."""
-    ra, rb = _ranks(a.flatten(1)), _ranks(b.flatten(1))
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+def _centred_ranks(maps: torch.Tensor) -> torch.Tensor:
+    ranks = _ranks(maps.flatten(1))
+    return ranks - ranks.mean(1, keepdim=True)
+
+
+def _spearman(ra: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation per sample between maps whose centred ranks are ``ra`` and
+    maps ``b`` (N, *grid); 0 where a map is constant."""
+    rb = _centred_ranks(b)
     denominator = ra.norm(dim=1) * rb.norm(dim=1)
     return torch.where(denominator > 0, (ra * rb).sum(1) / denominator.clamp_min(1e-300), 0.0).float()
 
@@ -114,19 +119,31 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise InputError("SSIM is computed for 2-D maps")
 
     def scaled(x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1).double()
+        flat = x.flatten(1).float()
         low, span = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True) - flat.amin(1, keepdim=True)
         return ((flat - low) / torch.where(span > 0, span, 1.0)).reshape(x.shape).unsqueeze(1)
 
     x, y = scaled(a), scaled(b)
     size = min(11, x.shape[-1], x.shape[-2])
-    coords = torch.arange(size, dtype=torch.float64, device=a.device) - (size - 1) / 2
+    coords = torch.arange(size, dtype=torch.float32, device=a.device) - (size - 1) / 2
     gauss = torch.exp(-coords**2 / (2 * 1.5**2))
-    window = (gauss[:, None] * gauss[None, :] / gauss.sum() ** 2)[None, None]
-    mean_x, mean_y = F.conv2d(x, window), F.conv2d(y, window)
-    var_x = F.conv2d(x * x, window) - mean_x**2
-    var_y = F.conv2d(y * y, window) - mean_y**2
-    cov = F.conv2d(x * y, window) - mean_x * mean_y
+    gauss = gauss / gauss.sum()
+
+    def window(t: torch.Tensor) -> torch.Tensor:
+        """The separable Gaussian window ('valid'): weighted sums of shifted slices, along the
+        columns then the rows (several times faster than a one-channel conv2d on a CPU)."""
+        width, height = t.shape[-1] - size + 1, t.shape[-2] - size + 1
+        rows = torch.zeros_like(t[..., :, :width])
+        for i in range(size):
+            rows += gauss[i] * t[..., :, i:i + width]
+        out = torch.zeros_like(rows[..., :height, :])
+        for i in range(size):
+            out += gauss[i] * rows[..., i:i + height, :]
+        return out
+
+    stacked = window(torch.cat([x, y, x * x, y * y, x * y], dim=1))
+    mean_x, mean_y, xx, yy, xy = stacked.unbind(dim=1)
+    var_x, var_y, cov = xx - mean_x**2, yy - mean_y**2, xy - mean_x * mean_y
     c1, c2 = 0.01**2, 0.03**2
     ssim = ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
     return ssim.flatten(1).mean(1).float()
