@@ -16,9 +16,11 @@ Perturbation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # inputs
 
 
 def gaussian(std: float = 0.003) -> Perturbation:
-    """I ~ N(0, std^2) per input element: the perturbation Yeh et al. use for infidelity."""
+    """I ~ N(0, std^2) per input element, the perturbation Yeh et al. use for infidelity; one draw
+    shared by the images of a batch, so that no image's score depends on its batch."""
     def perturb(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype) * std
+        draw = torch.randn((1, *inputs.shape[1:]), generator=generator, device=inputs.device, dtype=inputs.dtype)
+        return (draw * std).expand_as(inputs)
 
     return perturb
 

@@ -58,7 +58,7 @@ class ROAD(Metric):
     are removed: the most relevant first (``order="morf"``), the least relevant first
     (``"lerf"``), ties to the earlier position in row-major order; they are filled by noisy
     linear imputation (Gaussian noise of std ``noise`` on the filled values, drawn from
-    ``seed``). ``curves`` (N, fractions) hold the target's score after removal minus before;
+    ``seed``, the same draw for every image so that no score depends on the batch). ``curves`` (N, fractions) hold the target's score after removal minus before;
     ``scores`` their mean. ``order="combined"`` gives (LeRF - MoRF) / 2 (higher is better), as
     Rong et al. recommend; MoRF alone is better when lower, LeRF when higher."""
 
@@ -104,7 +104,8 @@ class ROAD(Metric):
         for fraction in self.fractions:
             removed = ranks < round(fraction * positions)
             filled = linear_imputation(inputs, removed)
-            noise = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+            # the same draw for every image, so an image's score does not depend on its batch
+            noise = torch.randn((1, *inputs.shape[1:]), generator=generator, device=inputs.device, dtype=inputs.dtype)
             filled = torch.where(removed.unsqueeze(1), filled + self.noise * noise, filled)
             after.append(torch.cat([score(filled[part], samples[part]) for part in chunks(n, self.max_batch or n)]))
         return torch.stack(after, dim=1) - before.unsqueeze(1)

@@ -30,8 +30,8 @@ def max_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLi
     pinned = clean.targets if clean.class_targets else target
     generator = torch.Generator(device=inputs.device).manual_seed(seed)
 
-    def uniform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return x + (torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) * 2 - 1) * radius
+    def uniform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:  # one draw shared by the batch's images
+        return x + (torch.rand((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype) * 2 - 1) * radius
 
     draw = perturb or uniform
     perturbed = torch.cat([draw(inputs, generator) for _ in range(samples)])  # copy-major (S * N, ...)

@@ -286,3 +286,34 @@ def test_road_removes_exactly_the_fraction_whatever_the_ties(small_cnn):
     # half of the positions, not all of them (pytorch-grad-cam removes 100% at every tied percentile)
     ranks = torch.argsort(torch.argsort(flat.flatten(1), dim=1, descending=True, stable=True), dim=1)
     assert int((ranks < 128).sum(1)[0]) == 128
+
+
+@pytest.mark.parametrize("make", [lambda: Deletion(steps=5), lambda: Insertion(steps=5), AverageDrop,
+                                  lambda: __import__("interpkit.metrics", fromlist=["ROAD"]).ROAD(fractions=[0.3, 0.6]),
+                                  lambda: __import__("interpkit.metrics", fromlist=["RegionPerturbation"])
+                                  .RegionPerturbation(patch_size=8, regions=4)])
+def test_every_sample_is_scored_whatever_the_batching(small_cnn, make):
+    """Quantus' ROAD summarised only the first batch; here every batch split gives the same scores."""
+    small_cnn.eval()
+    generator = torch.Generator().manual_seed(11)
+    images, maps = torch.randn(5, 3, 32, 32, generator=generator), torch.rand(5, 32, 32, generator=generator)
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    whole = make()(small_cnn, images, maps, labels).scores
+    split = torch.cat([make()(small_cnn, images[i:i + 2], maps[i:i + 2], labels[i:i + 2]).scores for i in (0, 2, 4)])
+    torch.testing.assert_close(whole, split, rtol=1e-5, atol=1e-6)
+    metric = make()
+    metric.max_batch = 2
+    torch.testing.assert_close(metric(small_cnn, images, maps, labels).scores, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_random_metrics_do_not_depend_on_the_batch(small_cnn):
+    from interpkit.metrics import Infidelity, max_sensitivity
+
+    small_cnn.eval()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(12))
+    attributions = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(13))
+    whole = Infidelity(samples=3)(small_cnn, images, attributions, targets=1).scores
+    torch.testing.assert_close(whole[2:], Infidelity(samples=3)(small_cnn, images[2:], attributions[2:], 1).scores)
+    explainer = interpkit.GuidedBackprop(small_cnn)
+    together = max_sensitivity(explainer, images, 1, samples=2).scores
+    torch.testing.assert_close(together[:2], max_sensitivity(explainer, images[:2], 1, samples=2).scores)
