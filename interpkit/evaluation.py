@@ -14,11 +14,10 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .core import MapKind
 from .data import caltech5
 from .data.images import IMAGE_SUFFIXES
 from .errors import InputError
-from .explainers import upsample
+from .metrics import scored_maps
 from .files import write_text
 from .registry import get_explainer, get_metric
 
@@ -54,12 +53,9 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
     for start in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
         batch = images[start:start + batch_size]
         for method, explainer in explainers.items():
-            explanation = explainer(batch)
-            maps = explanation.maps[:, 0]
-            if explanation.kind is MapKind.LAYER_GRID:  # metrics read maps on the input's grid
-                maps = upsample(explanation.maps, tuple(batch.shape[2:]))[:, 0]
+            maps, targets = scored_maps(explainer(batch), batch)
             for name, metric in scorers.items():
-                scores[(method, name)].append(metric(model, batch, maps, explanation.targets[:, 0]).scores)
+                scores[(method, name)].append(metric(model, batch, maps, targets).scores)
     rows = []
     for (method, name), parts in scores.items():
         values = torch.cat(parts)

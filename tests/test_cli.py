@@ -68,6 +68,11 @@ def test_feature_maps_command_draws_each_layer(tmp_path, image_files):
     assert np.load(out / f"{stem}_feature_maps_features.4.npy").shape == (1, 16, 27, 27)
 
 
+def test_feature_maps_refuses_an_empty_layer_list(tmp_path, image_files):
+    done = run("feature-maps", image_files[0], "--model", "caltech5_arch2", "--layers", ",", "--out", tmp_path / "f")
+    assert done.returncode == 2 and "--layers" in done.stderr and not (tmp_path / "f").exists()
+
+
 def test_explain_from_a_trained_checkpoint(tmp_path, image_files):
     weights = interpkit.get_weights("caltech5_arch3").value.path
     done = run("explain", image_files[0], "--checkpoint", weights, "--out", tmp_path)
@@ -127,6 +132,8 @@ def test_evaluate_writes_the_table_as_csv_and_json(tmp_path):
     (["--metrics", "pointing_game"], "masks"),
     (["--methods", "gradkam"], "did you mean 'gradcam'"),
     (["--limit", "0"], "--limit"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--methods", ""], "at least one method"),
     (["--images", "nowhere"], "not a folder"),
 ])
 def test_evaluate_bad_input_exits_2(tmp_path, args, words):

@@ -212,16 +212,20 @@ class LayerExplainer(Explainer):
         """``layer_gradients`` for every chosen layer, from one forward and one batched backward."""
         choices = self.resolve(inputs)
         selection, captured = self.forward_with_targets(inputs, target, [c.module for c in choices])
-        raw = [self._layer_output(captured, choice, inputs) for choice in choices]
-        gradients = per_target_gradients(selection.scores, raw, selection.graph_elements)
+        raw = [self._layer_output(captured, choice, len(inputs)) for choice in choices]
         grid = tuple(inputs.shape[2:])
+        activations = [c.grid(a.detach(), grid) for c, a in zip(choices, raw)]  # refuses a wrong layout first
+        for choice, activation in zip(choices, activations):
+            if math.prod(activation.shape[2:]) == 1:
+                warnings.warn(f"layer '{choice.name}' has a single position at this input size, so its maps are "
+                              "constant and cannot localise", LocalisationWarning, stacklevel=4)
+        gradients = per_target_gradients(selection.scores, raw, selection.graph_elements)
         self.layer_name = choices[-1].name
-        return [LayerGradients(c.name, c.grid(a.detach(), grid), c.grid(g, grid, lead=2), selection)
-                for c, a, g in zip(choices, raw, gradients)]
+        return [LayerGradients(c.name, a, c.grid(g, grid, lead=2), selection)
+                for c, a, g in zip(choices, activations, gradients)]
 
-    def _layer_output(self, captured: Captured, choice: LayerChoice, inputs: torch.Tensor) -> torch.Tensor:
-        """The layer's captured output, checked to be a per-sample grid of the input."""
-        batch = len(inputs)
+    def _layer_output(self, captured: Captured, choice: LayerChoice, batch: int) -> torch.Tensor:
+        """The layer's captured output, checked to be a tensor with one row per sample."""
         output = captured.output(choice.module, choice.name)
         if not isinstance(output, torch.Tensor):
             raise LayerError(f"layer '{choice.name}' returns {type(output).__name__}, not a tensor; choose a layer "
@@ -229,10 +233,6 @@ class LayerExplainer(Explainer):
         if output.shape[0] != batch:
             raise LayerError(f"layer '{choice.name}' gives {output.shape[0]} rows for a batch of {batch}: its output "
                              "is not one per sample (pooled regions, flattened tokens); choose another layer")
-        grid = choice.grid(output.detach(), tuple(inputs.shape[2:]))
-        if math.prod(grid.shape[2:]) == 1:
-            warnings.warn(f"layer '{choice.name}' has a single position at this input size, so its maps are "
-                          "constant and cannot localise", LocalisationWarning, stacklevel=5)
         return output
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 
@@ -32,12 +33,8 @@ def per_target_gradients(
     """
     n, k = scores.shape
     if k == 1:
-        try:
+        with _reentrant_refused():
             single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), materialize_grads=True)
-        except RuntimeError as error:
-            if "use_reentrant" in str(error):
-                raise _reentrant() from error
-            raise
         return [g.unsqueeze(1) for g in single]
     per_column = sum(t.numel() for t in wrt) + graph_elements
     chunk = max(1, MAX_BATCHED_ELEMENTS // max(per_column, 1))
@@ -61,15 +58,25 @@ def _batched_grad(scores: torch.Tensor, wrt: Sequence[torch.Tensor], grad_output
     batching rule), with one warning saying so. The graph is kept for that second try; it is
     freed with the scores when the explanation returns."""
     try:
-        return list(torch.autograd.grad(scores, list(wrt), grad_outputs, retain_graph=True, is_grads_batched=True,
-                                        allow_unused=True))
+        with _reentrant_refused():
+            return list(torch.autograd.grad(scores, list(wrt), grad_outputs, retain_graph=True, is_grads_batched=True,
+                                            allow_unused=True))
     except RuntimeError as error:
-        if "use_reentrant" in str(error):
-            raise _reentrant() from error
         warnings.warn(f"the backward pass cannot be vectorised ({' '.join(str(error).split())[:200]}); "
                       "taking one backward per target instead, which is slower", VectorizationWarning, stacklevel=4)
     rows = [torch.autograd.grad(scores, list(wrt), row, retain_graph=True, allow_unused=True) for row in grad_outputs]
     return [None if parts[0] is None else torch.stack(parts) for parts in zip(*rows)]
+
+
+@contextmanager
+def _reentrant_refused() -> Iterator[None]:
+    """Report torch's error for reentrant activation checkpointing as bad input."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "use_reentrant" in str(error):
+            raise _reentrant() from error
+        raise
 
 
 def _reentrant() -> InputError:

@@ -1,7 +1,7 @@
 """Metrics that say which explanation is faithful to the model, built on one contract
 (:class:`Metric` returning a :class:`MetricResult`) and registered like any plugin's."""
 
-from .base import Metric, MetricResult, aligned_saliency
+from .base import Metric, MetricResult, aligned_saliency, scored_maps
 from .infidelity import Infidelity, gaussian
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
 from .pointing import PointingGame
@@ -14,5 +14,5 @@ BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infid
                    PointingGame, ROAD)
 
 __all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
-           "MetricResult", "RandomisationResult", "PointingGame", "RegionPerturbation", "aligned_saliency", "baseline_of", "gaussian",
-           "linear_imputation", "max_sensitivity", "randomisation_check"]
+           "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",
+           "baseline_of", "gaussian", "linear_imputation", "max_sensitivity", "randomisation_check", "scored_maps"]

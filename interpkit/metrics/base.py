@@ -16,8 +16,9 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..core import Explanation, check_tensor, class_scores, evaluation, mixes_samples
+from ..core import Explanation, MapKind, check_tensor, class_scores, evaluation, mixes_samples
 from ..errors import InputError
+from ..explainers import upsample
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> (B,) scores of its targets
 
@@ -144,6 +145,15 @@ def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> 
     if not bool(torch.isfinite(tensor).all()):
         raise InputError("maps contain NaN or Inf values")
     return tensor.detach().to(inputs.device, torch.float32)
+
+
+def scored_maps(explanation: Explanation, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first target's maps on the input's grid (layer-grid maps upsampled, explicitly) and
+    its targets, as a metric scores them."""
+    maps = explanation.maps
+    if explanation.kind is MapKind.LAYER_GRID:
+        maps = upsample(maps, tuple(inputs.shape[2:]))
+    return maps[:, 0], explanation.targets[:, 0]
 
 
 def chunks(total: int, size: int) -> Iterator[slice]:

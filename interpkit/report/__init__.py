@@ -27,8 +27,7 @@ from interpkit.errors import InputError, WeightsError
 from interpkit.files import save_figure, write_text
 from interpkit.train import Split, evaluate
 from interpkit.core import MapKind
-from interpkit.explainers import upsample
-from interpkit.metrics import AverageDrop, Deletion, Insertion, randomisation_check
+from interpkit.metrics import AverageDrop, Deletion, Insertion, randomisation_check, scored_maps
 from interpkit.viz import (
     colorize, gradient_images, plot_confusion, plot_image_grid, plot_metric_curves, to_uint8_images,
 )
@@ -252,12 +251,8 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
     rows: list[dict[str, str]] = []
     panels: dict[str, dict[str, Any]] = {"deletion (lower is better)": {}, "insertion (higher is better)": {}}
     for method in interpkit.list_explainers():
-        explanation = interpkit.get_explainer(method)(subject.model)(images)
-        maps = explanation.maps[:, 0]
-        if explanation.kind is MapKind.LAYER_GRID:  # metrics read maps on the input's grid
-            maps = upsample(explanation.maps, tuple(images.shape[2:]))[:, 0]
-        results = {name: metric(subject.model, images, maps, explanation.targets[:, 0])
-                   for name, metric in metrics.items()}
+        maps, targets = scored_maps(interpkit.get_explainer(method)(subject.model)(images), images)
+        results = {name: metric(subject.model, images, maps, targets) for name, metric in metrics.items()}
         rows.append({"method": method, **{name: f"{r.mean.item():.3f}" for name, r in results.items()}})
         for title, name in zip(panels, ("deletion", "insertion")):
             curves = results[name].curves

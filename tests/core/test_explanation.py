@@ -62,6 +62,14 @@ def test_save_writes_one_png_per_map_and_nothing_else(tmp_path, small_cnn, image
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
 
 
+def test_save_into_a_file_is_refused(tmp_path, small_cnn, images):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    with pytest.raises(InputError, match="is a file"):
+        GradCAM(small_cnn)(images).save(blocker)
+    assert blocker.read_text() == "a file"
+
+
 def test_save_names_are_unique_per_map(tmp_path, small_cnn, images):
     same_channel = [Neuron("features.2", 5), Neuron("features.5", 5)]
     paths = GradCAM(small_cnn)(images[:1], target=same_channel).save(tmp_path)

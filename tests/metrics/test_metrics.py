@@ -88,6 +88,12 @@ def test_baselines_and_bad_options(images):
     for options in ({"steps": 0}, {"max_batch": 0}, {"score": "odds"}):
         with pytest.raises(InputError):
             Deletion(**options)
+    with pytest.raises(InputError, match="6 pixels"):
+        baseline_of(images[:, :, :4, :4], "blur")
+    from interpkit.metrics import Infidelity
+
+    with pytest.raises(InputError, match="seed"):
+        Infidelity(seed="a")
 
 
 def test_infidelity_equals_captum_with_the_same_perturbation(small_cnn, images):
