@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -34,10 +34,12 @@ class RandomisationResult:
 
 
 def randomisation_check(make_explainer: Callable[[nn.Module], Explainer], model: nn.Module, inputs: torch.Tensor,
-                        target: TargetLike = None, *, cascading: bool = True, seed: int = 0) -> RandomisationResult:
+                        target: TargetLike = None, *, cascading: bool = True,
+                        seed: int | Sequence[int] = 0) -> RandomisationResult:
     """Randomise the model's parameterised layers from the top (the last to run) down, cumulatively
     (``cascading``) or one at a time, re-initialising each with its own ``reset_parameters`` under
-    seed ``seed + step``, and compare the explanation of ``inputs`` with the original's each time.
+    seed ``seed + step`` (or ``seed[step]`` for a sequence of seeds, one per layer), and compare the
+    explanation of ``inputs`` with the original's each time.
     One copy of the model is made; the model itself is left unchanged. The targets stay those of
     the original explanation."""
     inputs = check_tensor(inputs, model)
@@ -48,21 +50,28 @@ def randomisation_check(make_explainer: Callable[[nn.Module], Explainer], model:
     layers = _top_down(trial, inputs)
     if not layers:
         raise InputError("the model has no layer with parameters to randomise")
+    seeds = _layer_seeds(seed, len(layers))
     maps = []
     for step, (_, module) in enumerate(layers):
         kept = None if cascading else copy.deepcopy(module.state_dict())  # one layer at a time
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + step)
+            torch.manual_seed(seeds[step])
             module.reset_parameters()  # type: ignore[operator]
         maps.append(_plane(make_explainer(trial)(inputs, pinned).maps))
         if kept is not None:
             module.load_state_dict(kept)
     stacked = torch.stack(maps)  # (steps, N, *grid)
-    reference_ranks = (_centred_ranks(reference.abs()), _centred_ranks(reference))
-    spearman_abs = torch.stack([_spearman(reference_ranks[0], m.abs()) for m in stacked], dim=1)
-    spearman = torch.stack([_spearman(reference_ranks[1], m) for m in stacked], dim=1)
-    ssim = torch.stack([_ssim(reference, m) for m in stacked], dim=1)
-    return RandomisationResult([name for name, _ in layers], spearman_abs, spearman, ssim, stacked)
+    return RandomisationResult([name for name, _ in layers], *_rank_correlations(reference, stacked),
+                               _ssim(reference, stacked), stacked)
+
+
+def _layer_seeds(seed: int | Sequence[int], count: int) -> list[int]:
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return [seed + step for step in range(count)]
+    if isinstance(seed, Sequence) and len(seed) == count and all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seed):
+        return list(seed)
+    raise InputError(f"seed must be an int or a sequence of {count} ints (one per randomised layer), got {seed!r}")
 
 
 def _plane(maps: torch.Tensor) -> torch.Tensor:
@@ -87,45 +96,58 @@ def _top_down(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, nn.Modu
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
-    """Average ranks (ties share the mean of their positions) along the last dimension."""
-    order = values.argsort(dim=-1, stable=True)
-    sorted_values = values.gather(-1, order)
-    ranks = torch.empty_like(values, dtype=torch.float64)
-    for row in range(values.shape[0]):
-        _, inverse, counts = torch.unique_consecutive(sorted_values[row], return_inverse=True, return_counts=True)
-        ends = counts.cumsum(0).double()
-        mean_rank = ends - (counts.double() - 1) / 2
-        ranks[row, order[row]] = mean_rank[inverse]
-    return ranks
+    """Average ranks (ties share the mean of their 1-based positions) along the last dimension:
+    in sorted order a tie group spans from its first to its last position, found by running
+    maximum and minimum over the group boundaries (linear, unlike a search per value)."""
+    sorted_values, order = values.sort(dim=-1)
+    n = values.shape[-1]
+    positions = torch.arange(n, device=values.device).expand_as(sorted_values)
+    differs = sorted_values[..., 1:] != sorted_values[..., :-1]
+    edge = torch.ones((*values.shape[:-1], 1), dtype=torch.bool, device=values.device)
+    first = torch.where(torch.cat([edge, differs], -1), positions, 0).cummax(-1).values
+    last = torch.where(torch.cat([differs, edge], -1), positions, n).flip(-1).cummin(-1).values.flip(-1)
+    mean_rank = (first + last).double() / 2 + 1
+    return torch.empty_like(mean_rank).scatter_(-1, order, mean_rank)
 
 
-def _centred_ranks(maps: torch.Tensor) -> torch.Tensor:
-    ranks = _ranks(maps.flatten(1))
-    return ranks - ranks.mean(1, keepdim=True)
+def _centred_ranks(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centred ranks of the absolute and of the signed maps (N, *grid), flattened; one ranking
+    serves both where no value is negative (a ReLU'd CAM)."""
+    signed = _ranks(maps.flatten(1))
+    signed -= signed.mean(1, keepdim=True)
+    if (maps >= 0).all():
+        return signed, signed
+    absolute = _ranks(maps.abs().flatten(1))
+    return absolute - absolute.mean(1, keepdim=True), signed
 
 
-def _spearman(ra: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman's rank correlation per sample between maps whose centred ranks are ``ra`` and
-    maps ``b`` (N, *grid); 0 where a map is constant."""
-    rb = _centred_ranks(b)
-    denominator = ra.norm(dim=1) * rb.norm(dim=1)
-    return torch.where(denominator > 0, (ra * rb).sum(1) / denominator.clamp_min(1e-300), 0.0).float()
+def _rank_correlations(reference: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spearman's rank correlations (N, steps) of the absolute and of the signed maps (steps, N,
+    *grid) with the reference's (N, *grid); 0 where a map is constant."""
+    def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        denominator = a.norm(dim=1) * b.norm(dim=1)
+        return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp_min(1e-300), 0.0).float()
+
+    reference_abs, reference_signed = _centred_ranks(reference)
+    pairs = [_centred_ranks(m) for m in maps]
+    return (torch.stack([pearson(reference_abs, absolute) for absolute, _ in pairs], dim=1),
+            torch.stack([pearson(reference_signed, signed) for _, signed in pairs], dim=1))
 
 
-def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM per sample of 2-D maps (N, H, W) scaled to [0, 1] each (Gaussian window 11,
-    sigma 1.5, C1 = 0.01^2, C2 = 0.03^2, as Wang et al. 2004)."""
-    if a.dim() != 3:
+def _ssim(reference: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM (N, steps) of each 2-D map (steps, N, H, W) with the reference (N, H, W), both
+    scaled to [0, 1] per map (Gaussian window 11, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2, as Wang et
+    al. 2004). The reference's windowed moments are computed once."""
+    if reference.dim() != 3:
         raise InputError("SSIM is computed for 2-D maps")
 
     def scaled(x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1).float()
         low, span = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True) - flat.amin(1, keepdim=True)
-        return ((flat - low) / torch.where(span > 0, span, 1.0)).reshape(x.shape).unsqueeze(1)
+        return ((flat - low) / torch.where(span > 0, span, 1.0)).reshape(x.shape)
 
-    x, y = scaled(a), scaled(b)
-    size = min(11, x.shape[-1], x.shape[-2])
-    coords = torch.arange(size, dtype=torch.float32, device=a.device) - (size - 1) / 2
+    size = min(11, reference.shape[-1], reference.shape[-2])
+    coords = torch.arange(size, dtype=torch.float32, device=reference.device) - (size - 1) / 2
     gauss = torch.exp(-coords**2 / (2 * 1.5**2))
     gauss = gauss / gauss.sum()
 
@@ -141,9 +163,15 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             out += gauss[i] * rows[..., i:i + height, :]
         return out
 
-    stacked = window(torch.cat([x, y, x * x, y * y, x * y], dim=1))
-    mean_x, mean_y, xx, yy, xy = stacked.unbind(dim=1)
-    var_x, var_y, cov = xx - mean_x**2, yy - mean_y**2, xy - mean_x * mean_y
     c1, c2 = 0.01**2, 0.03**2
-    ssim = ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
-    return ssim.flatten(1).mean(1).float()
+    x = scaled(reference)
+    mean_x, xx = window(torch.stack([x, x * x]))
+    var_x = xx - mean_x**2
+    scores = []
+    for step in maps:
+        y = scaled(step)
+        mean_y, yy, xy = window(torch.stack([y, y * y, x * y]))
+        var_y, cov = yy - mean_y**2, xy - mean_x * mean_y
+        ssim = ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
+        scores.append(ssim.flatten(1).mean(1).float())
+    return torch.stack(scores, dim=1)
