@@ -1,4 +1,5 @@
-"""The ``interpkit`` command line. Bad input ends with exit code 2 and one line, never a traceback."""
+"""The ``interpkit`` command line. Bad input ends with exit code 2 and one line, never a traceback;
+``explain`` ends with 1 when some images failed or were skipped (the others are done)."""
 
 from __future__ import annotations
 
@@ -65,12 +66,19 @@ def _train(args: argparse.Namespace) -> None:
     print(f"weights, descriptions, confusion matrices and results tables written to {args.out}/ ({len(rows)} models)")
 
 
-def _explain(args: argparse.Namespace) -> None:
-    from .commands import explain_images
+EXIT_INCOMPLETE = 1  # some inputs failed or were skipped; the rest were done
 
-    written = explain_images(args.images, args.out, model=args.model, checkpoint=args.checkpoint, method=args.method,
-                             layer=args.layer, target=args.target, device=args.device)
-    print(f"wrote {len(written)} files to {args.out}/")
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain_files import explain_files
+
+    run = explain_files(args.images, args.out, model=args.model, checkpoint=args.checkpoint, method=args.method,
+                        layer=args.layer, target=args.target, device=args.device, overwrite=args.overwrite,
+                        progress=not args.no_progress)
+    print(run.summary())
+    if run.out.exists():
+        print(f"manifest: {run.out / 'manifest.csv'} and manifest.json")
+    return 0 if run.complete else EXIT_INCOMPLETE
 
 
 def _feature_maps(args: argparse.Namespace) -> None:
@@ -132,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", default="gradcam", help="registered explainer (see 'interpkit plugins')")
     explain.add_argument("--layer", help="dotted layer name (default: the method's own choice)")
     explain.add_argument("--target", default=None, help="class index, class name, 'all' (default: top-1)")
-    explain.add_argument("--out", required=True, help="output directory")
+    explain.add_argument("--out", required=True, help="output directory (outputs mirror the inputs' folders)")
+    explain.add_argument("--overwrite", action="store_true", help="replace existing output files")
     explain.add_argument("--device", default="cpu")
+    explain.add_argument("--no-progress", action="store_true", help="no progress bar")
     explain.set_defaults(run=_explain)
 
     features = commands.add_parser("feature-maps", help="draw the feature maps of images")
@@ -193,16 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(stop.code, file=sys.stderr)
             return EXIT_BAD_INPUT
         return int(stop.code or 0)
-    run: Callable[[argparse.Namespace], None] = args.run
+    run: Callable[[argparse.Namespace], int | None] = args.run
     try:
-        run(args)
+        code = run(args)
     except (InterpkitError, OSError) as error:
         print(f"interpkit: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interpkit: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 def _one_line(error: BaseException) -> str:

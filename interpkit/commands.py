@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,12 +10,9 @@ import numpy as np
 import torch
 
 from .analysis import feature_maps
-from .core import Explanation, MapKind
 from .data import ImageTransform, read_image
-from .data.transforms import resize_uint8
 from .errors import InputError, TargetError, WeightsError
-from .registry import get_explainer, get_model, get_weights
-from .viz import gradient_images, write_png
+from .registry import get_model, get_weights
 from .zoo import WeightsFile
 
 
@@ -73,27 +69,6 @@ def parse_target(text: str | None, categories: Sequence[str]) -> Any:
     raise TargetError(f"unknown target {text!r}; use an index, 'all', or one of: {', '.join(categories)}")
 
 
-def explain_images(images: Sequence[str], out_dir: str | os.PathLike, model: str | None = None,
-                   checkpoint: str | None = None, method: str = "gradcam", layer: str | None = None,
-                   target: str | None = None, device: str = "cpu") -> list[Path]:
-    """Explain each image file; writes overlays (PNG) and raw maps (.npy). Returns the paths."""
-    network, transform, categories = load_model(model, checkpoint, device)
-    cls = get_explainer(method)
-    options = {"layer": layer} if layer is not None else {}
-    if layer is not None and "layer" not in inspect.signature(cls).parameters:
-        raise InputError(f"method '{method}' takes no layer; drop --layer")
-    explainer = cls(network, **options)
-    chosen = parse_target(target, categories)
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for file in images:
-        pixels = read_image(file)
-        result = explainer(transform(pixels).unsqueeze(0).to(device), chosen)
-        written += _write(result, resize_uint8(pixels, transform.size), folder / Path(file).stem, categories)
-    return written
-
-
 def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model: str | None = None,
                        checkpoint: str | None = None, layers: str | None = None, device: str = "cpu") -> list[Path]:
     """Draw the feature maps of each image file; writes one figure (PNG) and raw maps (.npy) per layer."""
@@ -112,20 +87,3 @@ def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model:
             np.save(path.with_suffix(".npy"), activation.cpu().numpy())
             written += [path, path.with_suffix(".npy")]
     return written
-
-
-def _write(result: Explanation, display: torch.Tensor, stem: Path, categories: Sequence[str]) -> list[Path]:
-    if result.kind is MapKind.INPUT_CHANNELS:
-        pictures = gradient_images(result.maps)[0]
-    else:
-        pictures = result.overlay(display[None])[0]
-    paths: list[Path] = []
-    for k, picture in enumerate(pictures):
-        index = int(result.targets[0, k])
-        label = categories[index] if 0 <= index < len(categories) else str(index)
-        path = stem.parent / f"{stem.name}_{result.method}_{label}.png"
-        write_png(path, picture)
-        paths.append(path)
-    raw = stem.parent / f"{stem.name}_{result.method}.npy"
-    np.save(raw, result.maps[0].detach().cpu().numpy())
-    return paths + [raw]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -34,16 +34,25 @@ class FeatureMapSet:
         """The grid of every channel of ``layer`` for one sample, as a matplotlib Figure."""
         from ..viz import plot_feature_maps
 
-        return plot_feature_maps(self[layer][sample], title=layer, **options)
+        options.setdefault("title", layer)
+        return plot_feature_maps(self[layer][sample], **options)
 
 
-def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[ModuleLike] | None = None) -> FeatureMapSet:
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+               nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Sigmoid, nn.Tanh)
+
+
+def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[ModuleLike] | None = None,
+                 after_activation: bool = False) -> FeatureMapSet:
     """The outputs of every ``Conv2d`` the forward runs (default) or of the named ``layers``.
 
     One forward under ``no_grad`` in eval mode (the model is restored afterwards). Values are
     cloned as each layer produced them, before any in-place activation that follows. By default
     convolutions the eval forward never calls (GoogLeNet's and Inception's auxiliary heads) are
-    left out; a named layer that does not run is an error.
+    left out; a named layer that does not run is an error. With ``after_activation`` each
+    convolution is replaced by the activation module that takes its output (as Keras layers
+    with an activation show them); a convolution whose output no activation module takes (a
+    functional ``F.relu``, or a BatchNorm in between) is refused with a LayerError.
     """
     chosen: list[tuple[str, nn.Module]]
     if layers is None:
@@ -53,6 +62,8 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[Module
     else:
         chosen = [resolve_layer(model, layer) for layer in layers if layer is not None]
     prepared = model_inputs(inputs, model)
+    if after_activation:
+        chosen = _activations_after(model, chosen, prepared)
     modules = [module for _, module in chosen]
     with evaluation(model), torch.no_grad(), capture_outputs(modules, for_gradients=False) as captured:
         prepared.run(model)
@@ -63,3 +74,41 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[Module
     position = {module: i for i, module in enumerate(captured)}
     in_order = sorted(chosen, key=lambda layer: position[layer[1]])
     return FeatureMapSet(tuple(n for n, _ in in_order), tuple(captured[m] for _, m in in_order))
+
+
+def _activations_after(model: nn.Module, convolutions: list[tuple[str, nn.Module]],
+                       prepared: Any) -> list[tuple[str, nn.Module]]:
+    """The activation module whose input is each convolution's output tensor (found by one
+    forward that records, for every leaf module, the tensor it received)."""
+    names = {module: name for name, module in model.named_modules()}
+    produced: dict[nn.Module, torch.Tensor] = {}
+    taken_by: dict[nn.Module, nn.Module] = {}  # convolution -> the first activation given its output
+    wanted = {module for _, module in convolutions}
+
+    def record_output(module: nn.Module, _inputs: tuple, output: Any) -> None:
+        if module in wanted:
+            produced[module] = output
+
+    def record_input(module: nn.Module, inputs: tuple) -> None:
+        for conv, output in produced.items():
+            if inputs and inputs[0] is output:
+                taken_by.setdefault(conv, module)
+
+    handles = [m.register_forward_hook(record_output) for m in wanted]
+    handles += [m.register_forward_pre_hook(record_input) for m in model.modules() if isinstance(m, ACTIVATIONS)]
+    try:
+        with evaluation(model), torch.no_grad():
+            prepared.run(model)
+    finally:
+        for handle in handles:
+            handle.remove()
+    result = []
+    for name, conv in convolutions:
+        if conv not in produced:
+            continue  # never ran: left out as without after_activation
+        activation = taken_by.get(conv)
+        if activation is None:
+            raise LayerError(f"no activation module takes the output of '{name}' (a functional activation, or "
+                             "another layer in between); name the layers to show with layers=[...]")
+        result.append((names[activation], activation))
+    return result

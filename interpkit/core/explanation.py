@@ -35,15 +35,17 @@ class Explanation:
         """Each map min-max scaled into [0, 1]; a constant map becomes zeros, never NaN."""
         return normalize_maps(self.maps, start_dim=2)
 
-    def overlay(self, images: Any, alpha: float = 0.5, colormap: int | str = "jet") -> np.ndarray:
+    def overlay(self, images: Any, alpha: float = 0.5, colormap: int | str = "jet", scale: str = "map") -> np.ndarray:
         """Heatmaps blended over ``images``: uint8 RGB of shape (N, K, H, W, 3).
 
         ``images`` is a uint8 (N, H, W, 3) array or tensor, a uint8 (N, 3, H, W) tensor, or a
         float (N, 3, H, W) tensor in [0, 1]. ``colormap`` is an OpenCV colormap name or id.
+        ``scale="sample"`` puts a sample's K maps on one colour scale (the evidence for each
+        class comparable); ``"map"`` scales each map on its own.
         """
         from ..viz import overlay_maps
 
-        return overlay_maps(self.maps, images, self.kind, alpha=alpha, colormap=colormap)
+        return overlay_maps(self.maps, images, self.kind, alpha=alpha, colormap=colormap, scale=scale)
 
     def save(self, out_dir: str | Path, colormap: int | str = "jet") -> list[Path]:
         """Write one colour-mapped PNG per map into ``out_dir``; returns the paths."""

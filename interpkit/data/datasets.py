@@ -104,6 +104,29 @@ def image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None, 
     return {s: ImageDataset(paths, labels, chosen, transform) for s, (paths, labels) in parts.items()}
 
 
+def caltech101_categories(root: str | os.PathLike, exclude: Sequence[str], holdout_every: int = 10,
+                          transform: Callable | None = None) -> dict[str, ImageDataset]:
+    """Every Caltech-101 category in ``root`` (a ``101_ObjectCategories`` folder) except
+    ``exclude`` and the BACKGROUND_Google clutter, split per class into ``train`` and ``val``
+    (every ``holdout_every``-th image of a class, in file-name order): the source data for
+    pretraining a network that is then transferred to the excluded classes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"Caltech-101 folder not found: {root} (pass the 101_ObjectCategories folder)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in set(exclude)
+                     and not p.name.startswith("BACKGROUND"))
+    if not classes:
+        raise InputError(f"no categories left in {root} after excluding {', '.join(exclude)}")
+    parts: dict[str, tuple[list[Path], list[int]]] = {"train": ([], []), "val": ([], [])}
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for position, path in enumerate(files):
+            split = "val" if position % holdout_every == holdout_every - 1 else "train"
+            parts[split][0].append(path)
+            parts[split][1].append(label)
+    return {split: ImageDataset(paths, labels, classes, transform) for split, (paths, labels) in parts.items()}
+
+
 def torchvision_caltech101(root: str | os.PathLike, classes: Sequence[str] | None = None, download: bool = True,
                            sizes: SplitSizes = SplitSizes(), seed: int = 0,
                            transform: Callable | None = None) -> dict[str, ImageDataset]:

@@ -25,14 +25,17 @@ from interpkit.commands import parse_device
 from interpkit.data import caltech5
 from interpkit.errors import InputError, WeightsError
 from interpkit.files import save_figure, write_text
-from interpkit.train import Split, evaluate
+from interpkit.train import STUDY, Split, evaluate
 from interpkit.core import MapKind
 from interpkit.metrics import AverageDrop, Deletion, Insertion, randomisation_check, scored_maps
 from interpkit.viz import (
-    colorize, gradient_images, plot_confusion, plot_image_grid, plot_metric_curves, to_uint8_images,
+    NeuronPanel, colorize, plot_confusion, plot_image_grid, plot_metric_curves, plot_neuron_gradients,
+    to_uint8_images,
 )
 
 CNNS = ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3")
+STAND_IN = "vgg19_slim_caltech5"
+TASK2 = ("vgg19_caltech5", STAND_IN)  # ImageNet VGG19 where its weights load, else the offline stand-in
 SPLITS = ("train", "val", "test")
 
 
@@ -56,6 +59,7 @@ class Page:
     classes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     vgg: dict[str, Any] = field(default_factory=dict)
+    study: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,18 +97,20 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
                  data_dir: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True) -> Path:
     """Write the report into ``out`` and return the path of ``index.html``."""
     names = list(models) if models else [*CNNS, "vgg19_caltech5"]
-    cnns = [n for n in names if n != "vgg19_caltech5"]
+    cnns = [n for n in names if n not in TASK2]
     unknown = [n for n in names if n not in interpkit.list_models()]
     if unknown or not cnns:
         raise InputError(f"the report needs at least one of {', '.join(CNNS)}; unknown: {', '.join(unknown) or '-'}")
     torch_device = parse_device(device)
-    page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+    page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                study={name: {split: "-" if value is None else f"{value:.1%}" for split, value in row.items()}
+                       for name, row in STUDY.items()})
     build = _Build(page, Path(out), data_dir, torch_device)
     steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]
     steps += [partial(_choose_best, page), partial(_feature_maps, build)]
     steps += [partial(_best_section, section, build)
               for section in (_patches, _guided, _gradcam, _top_patches, _faithfulness)]
-    steps.append(partial(_vgg, build, "vgg19_caltech5" in names))
+    steps.append(partial(_vgg, build, any(n in TASK2 for n in names)))
     for step in tqdm(steps, desc="report", unit="step", disable=not progress):
         step()
     index = Path(out) / "index.html"
@@ -178,16 +184,26 @@ def _last_conv(model: torch.nn.Module) -> str:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][-1]
 
 
+def _last_conv_activation(subject: "_Subject", device: torch.device) -> str:
+    """The activation module after the last convolution: the study's (Keras) last conv layer."""
+    probe = torch.zeros(1, 3, *subject.transform.size, device=device)
+    return interpkit.feature_maps(subject.model, probe, layers=[_last_conv(subject.model)],
+                                  after_activation=True).layers[-1]
+
+
 def _feature_maps(build: _Build) -> None:
     subject = build.best()
     batch, classes = _samples(build, subject.transform)
     index = classes.index("sunflower") if "sunflower" in classes else 0
     sunflower = batch[index:index + 1]
-    maps = interpkit.feature_maps(subject.model, sunflower.to(build.device))
+    maps = interpkit.feature_maps(subject.model, sunflower.to(build.device), after_activation=True)
     subject.figures["sample"] = build.figure("sunflower", plot_image_grid(
         [[_display(subject.transform, sunflower)[0]]], panel_inches=2.5))
-    subject.figures["feature_maps"] = [(name, build.figure(f"feature_maps_{i}", maps.figure(name)))
-                                       for i, name in enumerate(maps.layers)]
+    convolutions = [n for n, m in subject.model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    subject.figures["feature_maps"] = [
+        (conv, layer, build.figure(f"feature_maps_{i}", maps.figure(layer, title=f"conv layer {i + 1} ({conv}), "
+                                                                          f"after its activation ({layer})")))
+        for i, (conv, layer) in enumerate(zip(convolutions, maps.layers))]
 
 
 def _patches(subject: _Subject, build: _Build) -> None:
@@ -202,31 +218,52 @@ def _patches(subject: _Subject, build: _Build) -> None:
         pictures, sample=i, title=f"{classes[i]}: box {explanation.box(i, 0)}"))) for i in range(len(classes))]
 
 
+NEURONS_SHOWN = 6
+
+
 def _guided(subject: _Subject, build: _Build) -> None:
+    """For each sample image, the most active channels of the last convolution: each channel's
+    maximal position as a neuron, its guided-backprop gradient cropped to its receptive field."""
     batch, classes = _samples(build, subject.transform)
     layer = _last_conv(subject.model)
     activation = interpkit.feature_maps(subject.model, batch.to(build.device), layers=[layer])[layer]
-    rows = []
-    for i in range(len(classes)):
-        channels = activation[i].flatten(1).amax(1).topk(6).indices.tolist()
-        neurons = [interpkit.Neuron(layer, c) for c in channels]
-        maps = interpkit.GuidedBackprop(subject.model)(batch[i:i + 1].to(build.device), target=neurons).maps
-        rows.append([_display(subject.transform, batch[i:i + 1])[0], *gradient_images(maps)[0]])
-    columns = ["image"] + [f"top {k + 1} channel" for k in range(6)]
+    field = interpkit.receptive_field(subject.model, layer, subject.transform.size)
+    pictures = _display(subject.transform, batch)
+    figures = []
+    for i, name in enumerate(classes):
+        peaks, positions = activation[i].flatten(1).max(dim=1)
+        channels = peaks.topk(NEURONS_SHOWN).indices.tolist()
+        width = activation.shape[-1]
+        neurons = [interpkit.Neuron(layer, c, int(positions[c]) // width, int(positions[c]) % width)
+                   for c in channels]
+        maps = interpkit.GuidedBackprop(subject.model)(batch[i:i + 1].to(build.device), target=neurons).maps[0]
+        panels = [NeuronPanel(n.channel, float(peaks[n.channel]), field.clipped_box(n.y, n.x), maps[k].cpu())
+                  for k, n in enumerate(neurons)]
+        figures.append((name, build.figure(f"{subject.prefix}guided_{name}", plot_neuron_gradients(
+            pictures[i], panels, f"{name}: the {NEURONS_SHOWN} most active channels of {layer}"))))
     subject.figures["guided_layer"] = layer
-    subject.figures["guided"] = build.figure(f"{subject.prefix}guided_backprop",
-                                             plot_image_grid(rows, classes, columns, panel_inches=1.3))
+    subject.figures["guided"] = figures
 
 
 def _gradcam(subject: _Subject, build: _Build) -> None:
+    """GradCAM at the last convolution for every class, one colour scale per image (row), the
+    predicted class framed."""
     batch, classes = _samples(build, subject.transform)
-    explanation = interpkit.GradCAM(subject.model)(batch.to(build.device), target="all")
+    layer = _last_conv_activation(subject, build.device)
+    images = batch.to(build.device)
+    explanation = interpkit.GradCAM(subject.model, layer=layer)(images, target="all")
+    with torch.no_grad():
+        probabilities = subject.model(images).softmax(dim=1).cpu()
+    predicted = probabilities.argmax(dim=1).tolist()
     pictures = _display(subject.transform, batch)
-    overlays = explanation.overlay(pictures, alpha=0.45)
+    overlays = explanation.overlay(pictures, alpha=0.45, scale="sample")
     rows = [[pictures[i], *overlays[i]] for i in range(len(classes))]
-    subject.figures["gradcam_layer"] = explanation.layer
+    labels = [f"{c} image\npredicted {classes[p]}\n({probabilities[i, p]:.0%})"
+              for i, (c, p) in enumerate(zip(classes, predicted))]
+    subject.figures["gradcam_layer"] = layer
     subject.figures["gradcam"] = build.figure(f"{subject.prefix}gradcam", plot_image_grid(
-        rows, [f"{c} image" for c in classes], ["image"] + [f"for {c}" for c in classes], panel_inches=1.3))
+        rows, labels, ["image"] + [f"for {c}" for c in classes], panel_inches=1.3,
+        highlight=[(i, p + 1) for i, p in enumerate(predicted)]))
 
 
 def _top_patches(subject: _Subject, build: _Build) -> None:
@@ -280,19 +317,28 @@ def _randomisation_figure(subject: _Subject, image: torch.Tensor) -> Any:
 
 
 def _vgg(build: _Build, wanted: bool) -> None:
-    """Task 2: the same study for the fine-tuned VGG19, when its weights can be loaded."""
+    """Task 2: the fine-tuned ImageNet VGG19 where its weights load, else the bundled stand-in
+    (VGG19's layout at 1/8 width, transfer-learned from Caltech-101's other categories)."""
     if not wanted:
         build.page.vgg = {"available": False, "why": "not requested (--models left it out).", "how": ""}
         return
+    how = ""
     try:
         subject = _subject("vgg19_caltech5", build.device, {}, "vgg_")
+        stand_in = False
     except WeightsError as error:
-        build.page.vgg = {"available": False, "why": str(error).rstrip(".") + ".", "how": (
-            "The VGG19 section needs torchvision's ImageNet VGG19 weights (downloaded once with internet access) "
-            "and a trained head: run 'interpkit train --models vgg19_caltech5 --out DIR', then copy "
-            "DIR/vgg19_caltech5_head.pt and .json into interpkit/zoo/weights/.")}
-        return
+        how = (f"(ImageNet VGG19 was not used: {str(error).rstrip('.')}. With the ImageNet weights, train the "
+               "head with 'interpkit train --models vgg19_caltech5' and this section shows VGG19 itself.)")
+        try:
+            subject = _subject(STAND_IN, build.device, {}, "vgg_")
+        except WeightsError as missing:
+            build.page.vgg = {"available": False, "why": str(missing).rstrip(".") + ".", "how": how}
+            return
+        stand_in = True
     section = _model_section(build, subject)
     for part in (_patches, _guided, _gradcam):
         part(subject, build)
-    build.page.vgg = {"available": True, "model": section, "figures": subject.figures}
+    meta = interpkit.get_weights(subject.name).meta
+    build.page.vgg = {"available": True, "stand_in": stand_in, "model": section, "figures": subject.figures,
+                      "how": how, "pretraining": meta.get("pretraining", {}).get("summary", "")}
+    build.page.study[section.name] = build.page.study.get("vgg19_caltech5", {})

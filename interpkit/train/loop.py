@@ -9,6 +9,7 @@ in DistributedDataParallel and each rank takes its share of every batch.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -70,6 +71,7 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time spent in epochs, summed over resumed runs
 
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # stored batch (uint8 images, features) -> model input
@@ -120,7 +122,8 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: Tr
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        result = TrainResult(state["best_epoch"], state["epoch"] + 1, state["history"], state["best_state"])
+        result = TrainResult(state["best_epoch"], state["epoch"] + 1, state["history"], state["best_state"],
+                             state.get("seconds", 0.0))
         start, best_key, stale = state["epoch"] + 1, tuple(state["best_key"]), state["stale"]
     network = _distributed(model)
     bar = tqdm(range(start, config.epochs), desc="epochs", unit="epoch", disable=not progress, initial=start,
@@ -128,6 +131,7 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: Tr
     for epoch in bar:
         if config.patience is not None and stale >= config.patience:
             break
+        started = time.perf_counter()
         epoch_seed = config.seed * 100_003 + epoch
         generator = torch.Generator().manual_seed(epoch_seed)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -136,6 +140,7 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: Tr
         scores = evaluate(model, val, prepare, classes)
         result.history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                                "val_loss": scores.loss, "val_accuracy": scores.accuracy})
+        result.seconds += time.perf_counter() - started
         key = (scores.accuracy, -scores.loss)
         if key > best_key:
             best_key, stale, result.best_epoch = key, 0, epoch
@@ -148,7 +153,7 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: Tr
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "schedule": schedule.state_dict(), "epoch": epoch, "history": result.history,
                          "best_epoch": result.best_epoch, "best_key": list(best_key), "best_state": result.best_state,
-                         "stale": stale, "config": asdict(config)}, checkpoint)
+                         "stale": stale, "config": asdict(config), "seconds": result.seconds}, checkpoint)
     if result.best_state:
         model.load_state_dict(result.best_state)
     return result

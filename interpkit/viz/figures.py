@@ -3,35 +3,53 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..core.maps import normalize_maps
 from ..errors import InputError
 
 
 def plot_feature_maps(activation: torch.Tensor, ncols: int | None = None, title: str | None = None,
-                      colormap: str = "viridis", panel_inches: float = 1.2) -> Figure:
+                      colormap: str = "viridis", panel_inches: float = 1.2, scale: str = "layer") -> Figure:
     """A grid with one panel per channel of an activation (C, h, w) or (1, C, h, w), each panel
-    ``panel_inches`` square."""
+    ``panel_inches`` square and numbered by its channel. With ``scale="layer"`` every panel shares
+    one colour scale (from the layer's minimum to its maximum, drawn as a colour bar), so channels
+    compare; ``"channel"`` stretches each panel on its own."""
     if activation.dim() == 4 and activation.shape[0] == 1:
         activation = activation[0]
     if activation.dim() != 3:
         raise InputError(f"feature maps must be (C, h, w) for one sample, got {tuple(activation.shape)}")
+    if scale not in ("layer", "channel"):
+        raise InputError(f"scale must be 'layer' or 'channel', got {scale!r}")
     channels = activation.shape[0]
     ncols = ncols or math.ceil(math.sqrt(channels))
     nrows = math.ceil(channels / ncols)
-    planes = normalize_maps(activation.detach().float()[None], start_dim=2)[0].cpu().numpy()
-    figure = Figure(figsize=(panel_inches * ncols, panel_inches * nrows + (0.4 if title else 0)))
+    values = activation.detach().float().cpu()
+    if scale == "channel":
+        values, low, high = normalize_maps(values[None], start_dim=2)[0], 0.0, 1.0
+    else:
+        low, high = float(values.min()), float(values.max())
+        high = high if high > low else low + 1.0
+    figure = Figure(figsize=(panel_inches * ncols + 0.9, panel_inches * nrows + (0.5 if title else 0.1)))
     axes = figure.subplots(nrows, ncols, squeeze=False)
+    image = None
     for index, axis in enumerate(axes.flat):
         axis.set_axis_off()
         if index < channels:
-            axis.imshow(planes[index], cmap=colormap, vmin=0, vmax=1)
+            image = axis.imshow(values[index].numpy(), cmap=colormap, vmin=low, vmax=high)
+            axis.set_title(str(index), fontsize=7, pad=1.5)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, fontsize=10)
+    top = 1 - 0.4 / figure.get_figheight() if title else 1
+    figure.tight_layout(pad=0.3, rect=(0, 0, 1 - 0.8 / figure.get_figwidth(), top))
+    if image is not None and scale == "layer":
+        bar = figure.add_axes((1 - 0.7 / figure.get_figwidth(), 0.1, 0.15 / figure.get_figwidth(), 0.8))
+        figure.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
     return figure
 
 
@@ -57,13 +75,18 @@ def plot_patch(image, box: tuple[int, int, int, int], title: str | None = None,
 
 
 def plot_image_grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
-                    column_labels: list[str] | None = None, panel_inches: float = 0.9) -> Figure:
+                    column_labels: list[str] | None = None, panel_inches: float = 0.9,
+                    highlight: list[tuple[int, int]] = ()) -> Figure:
     """A grid of uint8 RGB images, one list per row (a Zeiler-Fergus grid: one row per channel),
-    each panel ``panel_inches`` square."""
+    each panel ``panel_inches`` square; ``highlight`` frames the panels at (row, column). Row
+    labels get the room their longest line needs."""
     ncols = max((len(r) for r in rows), default=1)
-    top = 0.3 if column_labels else 0.0
-    width = panel_inches * ncols + (1.2 if row_labels else 0.2)
-    figure = Figure(figsize=(width, panel_inches * max(len(rows), 1) + top))
+    top = 0.35 if column_labels else 0.0
+    longest = max((len(line) for label in row_labels or [] for line in label.split("\n")), default=0)
+    left = 0.07 * longest + 0.2 if row_labels else 0.1  # about 0.07 inch per character at 7 points
+    width = panel_inches * ncols + left + 0.1
+    height = panel_inches * max(len(rows), 1) + top
+    figure = Figure(figsize=(width, height))
     axes = figure.subplots(max(len(rows), 1), ncols, squeeze=False)
     for r, row in enumerate(rows):
         for c in range(ncols):
@@ -71,34 +94,77 @@ def plot_image_grid(rows: list[list[np.ndarray]], row_labels: list[str] | None =
             axis.set_xticks([])
             axis.set_yticks([])
             for spine in axis.spines.values():
-                spine.set_visible(False)
+                spine.set_visible((r, c) in highlight)
+                spine.set_edgecolor("#1a9641")
+                spine.set_linewidth(3)
             if c < len(row):
                 axis.imshow(row[c])
             if column_labels and r == 0 and c < len(column_labels):
                 axis.set_title(column_labels[c], fontsize=7)
         if row_labels:
             axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
-    figure.tight_layout(pad=0.3)
+    figure.subplots_adjust(left=left / width, right=1 - 0.1 / width, bottom=0.05 / height,
+                           top=1 - top / height, wspace=0.06, hspace=0.06)
     return figure
 
 
 def plot_confusion(matrix, classes: list[str], title: str | None = None) -> Figure:
     """A confusion matrix (rows true, columns predicted) with counts in the cells."""
     counts = np.asarray(matrix.cpu() if hasattr(matrix, "cpu") else matrix)
-    figure = Figure(figsize=(4.2, 3.8))
+    figure = Figure(figsize=(5.6, 5.0))
     axis = figure.subplots()
     axis.imshow(counts, cmap="Blues")
-    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-    axis.set_yticks(range(len(classes)), classes, fontsize=8)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=11)
+    axis.set_yticks(range(len(classes)), classes, fontsize=11)
+    axis.set_xlabel("predicted", fontsize=11)
+    axis.set_ylabel("true", fontsize=11)
     peak = counts.max() if counts.size else 0
     for (row, col), value in np.ndenumerate(counts):
-        axis.text(col, row, str(value), ha="center", va="center", fontsize=8,
+        axis.text(col, row, str(value), ha="center", va="center", fontsize=14, fontweight="bold",
                   color="white" if value > peak / 2 else "black")
     if title:
-        axis.set_title(title, fontsize=9)
+        axis.set_title(title, fontsize=12)
     figure.tight_layout()
+    return figure
+
+
+@dataclass
+class NeuronPanel:
+    """One neuron's guided-backprop gradient (C, H, W) over the whole input, its channel, its
+    activation and its receptive field's box (top, left, bottom, right) in input pixels."""
+
+    channel: int
+    activation: float
+    box: tuple[int, int, int, int]
+    gradient: torch.Tensor
+
+
+def plot_neuron_gradients(image: np.ndarray, panels: list[NeuronPanel], title: str | None = None,
+                          panel_inches: float = 1.25) -> Figure:
+    """Guided backprop of neurons as Springenberg et al. and Zeiler and Fergus show them: the top
+    row each gradient cropped to its neuron's receptive field, the bottom row the whole-image
+    gradient with that field framed; the image itself on the left. Every panel is scaled on its
+    own, symmetrically around zero (mid-grey), and titled with the channel and its activation."""
+    from .images import gradient_images
+
+    figure = Figure(figsize=(panel_inches * (len(panels) + 1), panel_inches * 2 + (0.45 if title else 0.2)))
+    axes = figure.subplots(2, len(panels) + 1, squeeze=False)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    axes[0, 0].imshow(image)
+    axes[0, 0].set_title("image", fontsize=7)
+    for column, panel in enumerate(panels, start=1):
+        top, left, bottom, right = panel.box
+        crop = panel.gradient[:, top:bottom, left:right]
+        axes[0, column].imshow(gradient_images(crop[None, None], symmetric=True)[0, 0])
+        axes[0, column].set_title(f"channel {panel.channel}\nact {panel.activation:.2f}", fontsize=7)
+        axes[1, column].imshow(gradient_images(panel.gradient[None, None], symmetric=True)[0, 0])
+        axes[1, column].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                                            edgecolor="#ffd700", linewidth=1.2))
+    axes[1, 0].text(0.5, 0.5, "whole\nimage", ha="center", va="center", fontsize=7, transform=axes[1, 0].transAxes)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / figure.get_figheight() if title else 1))
     return figure
 
 

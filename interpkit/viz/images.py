@@ -43,12 +43,19 @@ def _plane(maps: torch.Tensor, kind: MapKind) -> torch.Tensor:
     return planes
 
 
-def colorize(maps: torch.Tensor, kind: MapKind = MapKind.INPUT_GRID, colormap: int | str = "jet") -> np.ndarray:
-    """Normalise each map into [0, 1] over its whole grid and colour it: uint8 RGB (N, K, H, W, 3)
-    for 2-D maps, (N, K, D, H, W, 3) for 3-D maps (one scale across the frames), and heat strips
-    (N, K, STRIP_HEIGHT, T, 3) for 1-D maps."""
+SCALES = {"map": 2, "sample": 1}  # normalised over each map, or over all of a sample's maps together
+
+
+def colorize(maps: torch.Tensor, kind: MapKind = MapKind.INPUT_GRID, colormap: int | str = "jet",
+             scale: str = "map") -> np.ndarray:
+    """Normalise each map into [0, 1] over its whole grid (``scale="map"``), or over all the maps
+    of a sample together (``"sample"``: the K maps of an image stay comparable), and colour it:
+    uint8 RGB (N, K, H, W, 3) for 2-D maps, (N, K, D, H, W, 3) for 3-D maps (one scale across the
+    frames), and heat strips (N, K, STRIP_HEIGHT, T, 3) for 1-D maps."""
     code = _colormap_id(colormap)
-    planes = normalize_maps(_plane(maps.detach(), kind).float(), start_dim=2)
+    if scale not in SCALES:
+        raise InputError(f"scale must be 'map' or 'sample', got {scale!r}")
+    planes = normalize_maps(_plane(maps.detach(), kind).float(), start_dim=SCALES[scale])
     if planes.dim() == 3:  # a 1-D map: the same row repeated into a strip
         planes = planes.unsqueeze(2).expand(-1, -1, STRIP_HEIGHT, -1)
     levels = (planes * 255).round().to(torch.uint8).cpu().numpy()
@@ -78,11 +85,11 @@ def to_uint8_images(images: Any) -> np.ndarray:
 
 
 def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_GRID, alpha: float = 0.5,
-                 colormap: int | str = "jet") -> np.ndarray:
+                 colormap: int | str = "jet", scale: str = "map") -> np.ndarray:
     """Blend colour-mapped ``maps`` over ``images``: uint8 RGB (N, K, H, W, 3).
 
     Maps of another size than the images are resized bilinearly. ``alpha`` is the heatmap's
-    weight.
+    weight; ``scale`` as in :func:`colorize`.
     """
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must lie in [0, 1], got {alpha}")
@@ -90,9 +97,9 @@ def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_
     if planes.dim() == 3:  # 1-D: nothing to blend onto; the heat strips, one per map
         if _batch_of(images) != planes.shape[0]:
             raise InputError(f"got {_batch_of(images)} signals for {planes.shape[0]} explained samples")
-        return colorize(planes, MapKind.INPUT_GRID, colormap)
+        return colorize(planes, MapKind.INPUT_GRID, colormap, scale)
     if planes.dim() == 5:  # 3-D: every frame blended with its own
-        return _overlay_frames(planes, images, alpha, colormap)
+        return _overlay_frames(planes, images, alpha, colormap, scale)
     base = to_uint8_images(images)
     if base.shape[0] != planes.shape[0]:
         raise InputError(f"got {base.shape[0]} images for {planes.shape[0]} explained samples")
@@ -101,7 +108,7 @@ def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_
         planes = torch.nn.functional.interpolate(
             planes.float(), size=(height, width), mode="bilinear", align_corners=False
         )
-    heat = colorize(planes, MapKind.INPUT_GRID, colormap).astype(np.float32)
+    heat = colorize(planes, MapKind.INPUT_GRID, colormap, scale).astype(np.float32)
     blended = alpha * heat + (1.0 - alpha) * base[:, None].astype(np.float32)
     return blended.round().astype(np.uint8)
 
@@ -110,7 +117,7 @@ def _batch_of(images: Any) -> int:
     return int(images.shape[0]) if hasattr(images, "shape") else len(images)
 
 
-def _overlay_frames(planes: torch.Tensor, videos: Any, alpha: float, colormap: int | str) -> np.ndarray:
+def _overlay_frames(planes: torch.Tensor, videos: Any, alpha: float, colormap: int | str, scale: str) -> np.ndarray:
     """3-D maps (N, K, D, H, W) over videos (N, C, D, H, W): (N, K, D, H, W, 3), one scale per map."""
     if not isinstance(videos, torch.Tensor) or videos.dim() != 5 or videos.shape[0] != planes.shape[0]:
         raise InputError(f"3-D maps are drawn over videos or volumes (N, C, D, H, W) with N = {planes.shape[0]}")
@@ -120,7 +127,7 @@ def _overlay_frames(planes: torch.Tensor, videos: Any, alpha: float, colormap: i
         planes = torch.nn.functional.interpolate(planes.float(), size=videos.shape[-3:], mode="trilinear",
                                                  align_corners=False)
         depth = planes.shape[2]
-    heat = colorize(planes, MapKind.INPUT_GRID, colormap).astype(np.float32)  # (N, K, D, H, W, 3)
+    heat = colorize(planes, MapKind.INPUT_GRID, colormap, scale).astype(np.float32)  # (N, K, D, H, W, 3)
     frames = to_uint8_images(videos.transpose(1, 2).flatten(0, 1)).reshape(n, depth, *size, 3)
     return (alpha * heat + (1.0 - alpha) * frames[:, None].astype(np.float32)).round().astype(np.uint8)
 
@@ -162,16 +169,21 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         temporary.write_bytes(data.tobytes())
 
 
-def gradient_images(maps: torch.Tensor, positive_only: bool = False) -> np.ndarray:
+def gradient_images(maps: torch.Tensor, positive_only: bool = False, symmetric: bool = False) -> np.ndarray:
     """Input-gradient maps (N, K, C, H, W) as viewable uint8 images (N, K, H, W, C).
 
-    Each map is normalised on its own over all channels, as guided backprop figures are shown:
-    min-max into [0, 255], after keeping only the positive part when ``positive_only``.
+    Each map is scaled on its own over all its channels: min-max into [0, 255] (after keeping
+    only the positive part when ``positive_only``), or with ``symmetric`` around zero, so that
+    zero is mid-grey in every panel and the largest |value| reaches black or white.
     """
     if maps.dim() != 5:
         raise InputError(f"gradient maps must have shape (N, K, C, H, W), got {tuple(maps.shape)}")
     values = maps.detach().float()
     if positive_only:
         values = values.clamp_min(0)
-    scaled = normalize_maps(values, start_dim=2)
+    if symmetric:
+        peak = values.abs().flatten(2).amax(dim=2).view(*values.shape[:2], 1, 1, 1)
+        scaled = 0.5 + 0.5 * values / torch.where(peak > 0, peak, 1.0)
+    else:
+        scaled = normalize_maps(values, start_dim=2)
     return (scaled * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()

@@ -1,0 +1,87 @@
+"""Transfer learning for the Task 2 stand-in: pretrain a slim VGG19 on Caltech-101's other
+categories, then fine-tune it on the canonical five-class split.
+
+A VGG without batch normalisation trains poorly from scratch, so each convolution is trained
+with a BatchNorm after it (``with_batch_norm``) and the BatchNorm is folded into the convolution
+afterwards (``fold_batch_norm``): the result computes exactly the same function in eval mode
+with VGG19's plain layout and module names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import ImageTransform, caltech101_categories
+from ..errors import InputError
+from ..zoo.vgg_slim import slim_vgg19
+from .loop import Evaluation, Split, TrainConfig, TrainResult, evaluate, fit
+
+PRETRAIN_SIZE = (160, 160)
+PRETRAIN = TrainConfig(epochs=18, batch_size=64, lr=2e-3, weight_decay=5e-2, label_smoothing=0.1, warmup_epochs=1,
+                       patience=None, seed=1, dropout=0.5)
+FINE_TUNE = TrainConfig(epochs=40, batch_size=32, lr=3e-4, weight_decay=5e-2, label_smoothing=0.1, warmup_epochs=2,
+                        patience=15, seed=1, dropout=0.5)
+
+
+def with_batch_norm(model: nn.Module) -> nn.Module:
+    """Each ``features`` convolution becomes (convolution, BatchNorm2d), in place."""
+    features = model.get_submodule("features")
+    for index, module in enumerate(features):
+        if isinstance(module, nn.Conv2d):
+            features[index] = nn.Sequential(module, nn.BatchNorm2d(module.out_channels))
+    return model
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """Undo :func:`with_batch_norm`, in place: each (convolution, BatchNorm2d) pair becomes one
+    convolution computing conv then the BatchNorm's eval-mode affine map."""
+    features = model.get_submodule("features")
+    for index, module in enumerate(features):
+        if isinstance(module, nn.Sequential):
+            conv, norm = module
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+            with torch.no_grad():
+                folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+                folded.bias.copy_((conv.bias - norm.running_mean) * scale + norm.bias)
+            features[index] = folded
+    return model
+
+
+def decoded(dataset, size: tuple[int, int]) -> Split:
+    images, labels = dataset.tensors(size)
+    return Split(images, labels)
+
+
+def pretrain(categories_root: str | os.PathLike, exclude: list[str], config: TrainConfig = PRETRAIN,
+             checkpoint: str | Path | None = None, resume: bool = False,
+             progress: bool = True) -> tuple[nn.Module, TrainResult, Evaluation]:
+    """A slim VGG19 trained (with BatchNorm, then folded) on every Caltech-101 category in
+    ``categories_root`` but ``exclude``; returns it with its history and held-out evaluation."""
+    data = caltech101_categories(categories_root, exclude)
+    classes = data["train"].classes
+    if set(classes) & set(exclude):
+        raise InputError("the pretraining categories overlap the excluded ones")
+    transform = ImageTransform(size=PRETRAIN_SIZE)
+    train, val = decoded(data["train"], PRETRAIN_SIZE), decoded(data["val"], PRETRAIN_SIZE)
+    torch.manual_seed(config.seed)
+    model = with_batch_norm(slim_vgg19(len(classes), dropout=config.dropout))
+    result = fit(model, train, val, transform.normalize, config, len(classes), checkpoint, resume, progress)
+    scores = evaluate(model, val, transform.normalize, len(classes))
+    return fold_batch_norm(model).eval(), result, scores
+
+
+def fine_tune(pretrained: nn.Module, splits: dict[str, Split], classes: int, transform: ImageTransform,
+              config: TrainConfig = FINE_TUNE, checkpoint: str | Path | None = None, resume: bool = False,
+              progress: bool = True) -> tuple[nn.Module, TrainResult]:
+    """Every layer of the pretrained network trained further on ``splits``, with a new last layer."""
+    torch.manual_seed(config.seed)
+    head = pretrained.get_submodule("classifier.6")
+    pretrained.classifier[6] = nn.Linear(head.in_features, classes)
+    result = fit(pretrained, splits["train"], splits["val"], transform.normalize, config, classes, checkpoint,
+                 resume, progress)
+    return pretrained, result
