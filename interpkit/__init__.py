@@ -1,7 +1,7 @@
 """interpkit: plugin-based interpretability for any PyTorch model.
 
->>> from interpkit import GradCAM
->>> explanation = GradCAM(model)(images, target="all")
+An explainer wraps a model and is called on a batch: ``GradCAM(model)(images, target="all")``
+returns an ``Explanation`` with one map per image and class.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The one exception hierarchy of interpkit.
 
-Every error a user can cause raises a subclass of :class:`InterpkitError` whose message says
+Every error a user can cause raises a subclass of ``InterpkitError`` whose message says
 what was wrong and what to do. Each also derives from the closest built-in exception, so code
 that already catches ``ValueError`` or ``KeyError`` keeps working.
 """

@@ -11,9 +11,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if re.search(r"```python\n", p.read_text()))
 
 
-# Pages whose every block must run verbatim on its own, as a reader copies it; a block preceded by
+# Every block must run verbatim on its own, as a reader copies it; a block preceded by
 # <!-- file: PATH --> is also written to PATH (under a src/ folder on sys.path) first, as the page asks.
-STANDALONE = {"writing-a-plugin.md", "architecture.md"}
 BLOCK = re.compile(r"(?:<!-- file: (\S+) -->\n)?```python\n(.*?)```", re.S)
 
 
@@ -25,7 +24,7 @@ def _call_tests(namespace):
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_page_examples_run(page, tmp_path, monkeypatch):
-    """Blocks run in order in one namespace (standalone pages: each alone); test_* functions are called."""
+    """Each block runs alone, in a fresh namespace; its test_* functions are called."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     blocks = BLOCK.findall(page.read_text())
@@ -33,14 +32,10 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
         if path:
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / path).write_text(block)
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
     for _, block in blocks:
-        if page.name in STANDALONE:
-            namespace = {"__name__": f"docs_{page.stem}"}
+        namespace = {"__name__": f"docs_{page.stem}"}
         exec(compile(block, str(page), "exec"), namespace)
-        if page.name in STANDALONE:
-            _call_tests(namespace)
-    _call_tests(namespace)
+        _call_tests(namespace)
     for module in [m for m in sys.modules if m.startswith("interpkit_edge_cam")]:
         del sys.modules[module]
 
@@ -51,6 +46,21 @@ def test_readme_examples_run_each_on_its_own(tmp_path, monkeypatch):
     assert len(blocks) >= 3
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_formulas_become_mathml_and_code_stays_verbatim():
+    sys.path.insert(0, str(DOCS / "hooks"))
+    try:
+        from mathml import on_page_markdown
+    finally:
+        sys.path.remove(str(DOCS / "hooks"))
+    text = "Cost $\\alpha_c$ here.\n\n$$\\frac{1}{hw}$$\n\n`a $b$ c`\n\n```python\nx = '$y$'\n```\n"
+    converted = on_page_markdown(text)
+    assert converted.count("<math") == 2 and 'display="block"' in converted
+    assert "`a $b$ c`" in converted and "x = '$y$'" in converted
+    for page in DOCS.rglob("*.md"):  # no page keeps TeX the browser would show raw
+        outside_code = re.sub(r"```.*?```|`[^`\n]+`", "", on_page_markdown(page.read_text()), flags=re.S)
+        assert "$$" not in outside_code and not re.search(r"\$\\[a-z]", outside_code), page
 
 
 def test_pages_with_examples_are_found():

@@ -6,7 +6,7 @@ rules are exact for convolutions and pooling (kernel, stride, padding including 
 ``F.pad``, dilation, ceil mode, adaptive pooling), pointwise ops (activations, normalisation,
 dropout, residual additions, gating with broadcast tensors), concatenation and spatial
 reductions with ``keepdim``. An op that moves pixels in another way raises
-:class:`ReceptiveFieldError` rather than guessing.
+``ReceptiveFieldError`` rather than guessing.
 """
 
 from __future__ import annotations

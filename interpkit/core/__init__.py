@@ -1,7 +1,7 @@
 """The explainer-author API: everything a built-in or third-party explainer is built from.
 
-An explainer subclasses :class:`Explainer` (or :class:`LayerExplainer` to read an inner layer,
-or :class:`ReLURuleExplainer` for a backward rule at every ReLU), implements ``explain`` and
+An explainer subclasses ``Explainer`` (or ``LayerExplainer`` to read an inner layer,
+or ``ReLURuleExplainer`` for a backward rule at every ReLU), implements ``explain`` and
 returns ``self.result(maps, selection, kind)``. ``LayerExplainer.layer_gradients`` gives a
 layer's activation and the gradients of every target in one forward and one batched backward;
 ``per_target_gradients`` does the same for any tensors; ``capture_outputs`` and

@@ -30,7 +30,7 @@ from .targets import TargetLike, TargetSelection, class_scores, neurons_of, samp
 
 
 class Explainer:
-    """Base class of every explainer; subclasses implement :meth:`explain`.
+    """Base class of every explainer; subclasses implement ``explain``.
 
     Use it for one call, ``explainer(x, target)``, or as a context manager to explain many
     batches with the model held in eval mode for the whole block. ``x`` is a tensor (N, D) or
@@ -113,7 +113,7 @@ class Explainer:
 
     def result(self, maps: torch.Tensor, selection: TargetSelection, kind: MapKind,
                layer: str | None = None) -> Explanation:
-        """The :class:`Explanation` of ``maps`` (N, K, ...) for the resolved targets: float32
+        """The ``Explanation`` of ``maps`` (N, K, ...) for the resolved targets: float32
         maps and scores detached from the graph, named after this explainer."""
         return Explanation(maps.detach().float(), selection.indices, selection.scores.detach(), self.name, kind, layer,
                            selection.classes)
@@ -177,7 +177,7 @@ class LayerExplainer(Explainer):
     """An explainer that reads inner layers: ``layer`` is a dotted name or module, a pair
     ``(layer, layout)`` for outputs that are not channels first (``TokenGrid()``,
     ``ChannelsLast()``), a list of those, or ``None`` to choose one by the rule of
-    :func:`interpkit.core.layers.choose_layer` (once per input shape); :attr:`layer_name`
+    ``interpkit.core.layers.choose_layer`` (once per input shape); :attr:`layer_name`
     records the layer read last.
     """
 

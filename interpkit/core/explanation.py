@@ -16,7 +16,7 @@ from .maps import MapKind, normalize_maps
 class Explanation:
     """Maps of shape (N, K, ...), one per sample and target; ``kind`` says what follows (N, K).
 
-    ``kind`` is a :class:`MapKind`: maps over the layer's grid, over the input's grid, or with
+    ``kind`` is a ``MapKind``: maps over the layer's grid, over the input's grid, or with
     the input's channels (input gradients). ``targets`` (N, K) names what each map explains
     (class index, neuron channel, or the column of a callable's scores); ``scores`` (N, K) are
     the model outputs for those targets; ``layer`` is the explained layer, if any.

@@ -60,7 +60,7 @@ def capture_outputs(modules: Sequence[nn.Module], *, for_gradients: bool) -> Ite
     VGG's in-place ReLU after a convolution) cannot change the value being explained, and
     gradients taken with respect to the recorded tensor are the layer's own. Without it the
     value is cloned only when the output is a tensor, to survive those in-place ops.
-    A module called more than once is counted; :meth:`Captured.output` refuses it.
+    A module called more than once is counted; ``Captured.output`` refuses it.
     """
     captured = Captured()
 

@@ -38,7 +38,7 @@ class ChannelsFirst(Layout):
     known: bool = False
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
-        """See :meth:`Layout.grid`."""
+        """See ``Layout.grid``."""
         grid = tuple(tensor.shape[lead + 1:])
         if not input_grid:
             raise LayerError(f"inputs (N, D) have no grid to map layer '{name}' onto; use an input-gradient method "
@@ -71,7 +71,7 @@ class ChannelsLast(Layout):
     """(N, *grid, C), as Swin, ConvNeXt blocks and MaxViT partitions keep their activations."""
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
-        """See :meth:`Layout.grid`."""
+        """See ``Layout.grid``."""
         last, first = tuple(tensor.shape[lead:-1]), tuple(tensor.shape[lead + 1:])
         if (tensor.dim() - lead - 1 != len(input_grid) or not aligned(last, input_grid)
                 or misfit(first, input_grid) < misfit(last, input_grid)):
@@ -136,7 +136,7 @@ class TokenGrid(Layout):
         )
 
     def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, name: str = "") -> torch.Tensor:
-        """See :meth:`Layout.grid`."""
+        """See ``Layout.grid``."""
         if tensor.dim() != lead + 2:
             raise LayerError(f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, not (tokens, dim)")
         prefix, grid = self.resolve(tensor.shape[lead], input_grid, name)

@@ -130,9 +130,9 @@ class ReLURuleExplainer(Explainer):
     Subclasses set ``rule`` (a staticmethod ``(grad, output, upper) -> grad``: the incoming
     gradient, the op's forward output and its upper bound, None for a plain ReLU). Maps have shape (N, K, C, H, W). K targets (classes or
     ``Neuron`` units) share one forward and one batched backward. With ``strict=True`` (the
-    default) a forward without any ReLU raises :class:`NoReLUError`, and a forward that also ran
+    default) a forward without any ReLU raises ``NoReLUError``, and a forward that also ran
     other elementwise nonlinearities (GELU, SiLU, Hardswish, sigmoid, ...) raises
-    :class:`UncoveredNonlinearityError` naming them, instead of returning a map that is partly
+    ``UncoveredNonlinearityError`` naming them, instead of returning a map that is partly
     the plain gradient. ``strict=False`` accepts that partial rule.
     """
 

@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 class ParameterGuard(TorchFunctionMode):
     """While active, the first in-place write to a parameter's storage (weight clipping or an
-    EMA in a forward) first copies the parameter, so :meth:`restore` can put it back."""
+    EMA in a forward) first copies the parameter, so ``restore`` can put it back."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

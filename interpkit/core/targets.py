@@ -1,6 +1,6 @@
 """What is explained: class indices, every class, a callable on the output, or inner neurons.
 
-A target is resolved against one forward pass into a :class:`TargetSelection`: ``indices``
+A target is resolved against one forward pass into a ``TargetSelection``: ``indices``
 (N, K) naming what each of the K maps explains and ``scores`` (N, K), the differentiable
 values whose gradients the explainers take.
 """

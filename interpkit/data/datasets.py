@@ -130,7 +130,7 @@ def caltech101_categories(root: str | os.PathLike, exclude: Sequence[str], holdo
 def torchvision_caltech101(root: str | os.PathLike, classes: Sequence[str] | None = None, download: bool = True,
                            sizes: SplitSizes = SplitSizes(), seed: int = 0,
                            transform: Callable | None = None) -> dict[str, ImageDataset]:
-    """torchvision's Caltech101 download (needs internet once), split like :func:`image_folder`."""
+    """torchvision's Caltech101 download (needs internet once), split like ``image_folder``."""
     from torchvision.datasets import Caltech101
 
     try:

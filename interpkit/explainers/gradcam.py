@@ -49,7 +49,7 @@ class GradCAM(LayerExplainer):
     Maps are raw, not normalised: (N, K, *layer grid) with ``upsample=False``, or (N, K, *input
     grid) resized to the input by (bi/tri)linear interpolation. K targets share one forward and
     one batched backward; with ``layer=[...]`` so do all the layers, and the result is a
-    :class:`MultiLayerExplanation` whose maps fuse them (:func:`fuse`).
+    ``MultiLayerExplanation`` whose maps fuse them (``fuse``).
     """
 
     name = "gradcam"

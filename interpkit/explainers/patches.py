@@ -4,7 +4,7 @@ The study traced "the neuron that was maximally activated in the output layer ba
 in the original image that caused it". Here that is made exact: for each image and target, the
 position of ``layer`` whose channels contribute most to the target score, by gradient times
 activation summed over channels (the first-order share of the score that flows through that
-position), and its exact receptive field from :func:`interpkit.receptive_field`.
+position), and its exact receptive field from ``interpkit.receptive_field``.
 """
 
 from __future__ import annotations

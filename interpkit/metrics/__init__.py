@@ -1,5 +1,5 @@
 """Metrics that say which explanation is faithful to the model, built on one contract
-(:class:`Metric` returning a :class:`MetricResult`) and registered like any plugin's."""
+(``Metric`` returning a ``MetricResult``) and registered like any plugin's."""
 
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
 from .infidelity import Infidelity, gaussian

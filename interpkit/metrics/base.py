@@ -1,7 +1,7 @@
 """The metric contract: how faithful an explanation is to the model, per sample, batched.
 
 A metric takes the model, the inputs, the maps (an ``Explanation`` or a tensor aligned with
-the inputs) and the targets, and returns a :class:`MetricResult` of tensors on the model's
+the inputs) and the targets, and returns a ``MetricResult`` of tensors on the model's
 device: per-sample scores (N,), per-sample curves (N, steps) for curve metrics, and their mean.
 The model is held in eval mode and restored afterwards; perturbed copies go through it in
 batches of at most ``max_batch`` (by default the inputs' own batch size, which the user's
@@ -41,7 +41,7 @@ class MetricResult:
 
 
 class Metric:
-    """Base of every metric; subclasses set ``name`` and implement :meth:`compute`."""
+    """Base of every metric; subclasses set ``name`` and implement ``compute``."""
 
     name: ClassVar[str] = ""
     #: True when a larger score means a more faithful explanation

@@ -21,7 +21,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_atomic`, loaded without executing code."""
+    """A checkpoint written by ``save_atomic``, loaded without executing code."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"checkpoint not found: {path}")

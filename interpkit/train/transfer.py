@@ -37,7 +37,7 @@ def with_batch_norm(model: nn.Module) -> nn.Module:
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
-    """Undo :func:`with_batch_norm`, in place: each (convolution, BatchNorm2d) pair becomes one
+    """Undo ``with_batch_norm``, in place: each (convolution, BatchNorm2d) pair becomes one
     convolution computing conv then the BatchNorm's eval-mode affine map."""
     features = model.get_submodule("features")
     for index, module in enumerate(features):

@@ -89,7 +89,7 @@ def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_
     """Blend colour-mapped ``maps`` over ``images``: uint8 RGB (N, K, H, W, 3).
 
     Maps of another size than the images are resized bilinearly. ``alpha`` is the heatmap's
-    weight; ``scale`` as in :func:`colorize`.
+    weight; ``scale`` as in ``colorize``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must lie in [0, 1], got {alpha}")

@@ -3,7 +3,7 @@
 VGG19's layer layout with every width divided by ``SLIM`` (8): the same module names
 (``features.0`` ... ``features.36``, ``classifier.0`` ... ``classifier.6``), so the study's layer
 and neuron references hold, but small enough to train on a CPU. Its bundled weights were
-pretrained by :mod:`interpkit.train.transfer` on the 96 Caltech-101 categories outside the
+pretrained by ``interpkit.train.transfer`` on the 96 Caltech-101 categories outside the
 study's five, then fine-tuned on the canonical split: transfer learning as the study did it, with
 a smaller network and a smaller source dataset than ImageNet.
 """

@@ -2,7 +2,7 @@
 
 A weights file ``NAME.pt`` (a state dict) has a sidecar ``NAME.json`` written by the training
 command: the file's sha256, the preprocessing, the categories, the recipe and the metrics on the
-canonical split. :class:`WeightsFile` reads both for bundled and user files alike; loading
+canonical split. ``WeightsFile`` reads both for bundled and user files alike; loading
 verifies the checksum and uses ``torch.load(weights_only=True)``, which cannot execute code.
 """
 
@@ -25,7 +25,7 @@ from ..errors import WeightsError
 
 class WeightsFile:
     """A state-dict file ``path`` and its description, the ``.json`` beside it: weights written
-    by ``interpkit train`` anywhere, or bundled ones (:meth:`bundled`)."""
+    by ``interpkit train`` anywhere, or bundled ones (``bundled``)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -80,7 +80,7 @@ class WeightsFile:
 
 
 class Weights(enum.Enum):
-    """Base of every model's weights enum; each member's value is a :class:`WeightsFile`."""
+    """Base of every model's weights enum; each member's value is a ``WeightsFile``."""
 
     @classmethod
     def verify(cls, weights: Any) -> "Weights | None":

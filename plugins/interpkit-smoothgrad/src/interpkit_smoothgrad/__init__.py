@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 class PathAverage(Explainer):
     """Weighted average of input gradients over points built from each image.
 
-    Subclasses give :meth:`points` (chunks of shape (S, 1 or N, C, H, W) with weights (S,)) and
-    may transform the average in :meth:`finish`. ``chunk`` bounds the copies per forward.
+    Subclasses give ``points`` (chunks of shape (S, 1 or N, C, H, W) with weights (S,)) and
+    may transform the average in ``finish``. ``chunk`` bounds the copies per forward.
     """
 
     def __init__(self, model: nn.Module, chunk: int | None = None) -> None:
