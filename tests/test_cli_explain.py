@@ -139,3 +139,14 @@ def test_an_interrupted_run_leaves_only_complete_files(folders):
     rows = manifest(folders / "out")
     done = [r for r in rows.values() if r["status"] == "done"]
     assert 0 < len(done) < 60 and all((folders / f).exists() for r in done for f in r["outputs"])
+
+
+def test_file_modes_follow_the_umask(folders):
+    done = run("explain", "dupA/x.jpg", "--model", "caltech5_arch2", "--out", "out", "--no-progress", cwd=folders)
+    assert done.returncode == 0
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.stat().st_mode & 0o777 for p in (folders / "out").rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~mask}  # 0644 under the usual umask, not a temporary file's 0600

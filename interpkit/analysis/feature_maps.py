@@ -50,9 +50,9 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[Module
     cloned as each layer produced them, before any in-place activation that follows. By default
     convolutions the eval forward never calls (GoogLeNet's and Inception's auxiliary heads) are
     left out; a named layer that does not run is an error. With ``after_activation`` each
-    convolution is replaced by the activation module that takes its output (as Keras layers
-    with an activation show them); a convolution whose output no activation module takes (a
-    functional ``F.relu``, or a BatchNorm in between) is refused with a LayerError.
+    convolution is replaced by the activation module that takes its output, directly or after one
+    normalisation (Conv-BN-ReLU), as Keras layers with an activation show them; a convolution
+    whose output no activation module takes (a functional ``F.relu``) is refused with a LayerError.
     """
     chosen: list[tuple[str, nn.Module]]
     if layers is None:
@@ -76,26 +76,37 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[Module
     return FeatureMapSet(tuple(n for n, _ in in_order), tuple(captured[m] for _, m in in_order))
 
 
+NORMALISATIONS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.InstanceNorm2d)
+
+
 def _activations_after(model: nn.Module, convolutions: list[tuple[str, nn.Module]],
                        prepared: Any) -> list[tuple[str, nn.Module]]:
-    """The activation module whose input is each convolution's output tensor (found by one
-    forward that records, for every leaf module, the tensor it received)."""
+    """The activation module that takes each convolution's output, directly or through one
+    normalisation module (Conv-BN-ReLU), found by one forward that follows the output tensor."""
     names = {module: name for name, module in model.named_modules()}
-    produced: dict[nn.Module, torch.Tensor] = {}
-    taken_by: dict[nn.Module, nn.Module] = {}  # convolution -> the first activation given its output
     wanted = {module for _, module in convolutions}
+    carried: dict[nn.Module, torch.Tensor] = {}  # convolution -> its output, or its normalised output
+    carrier: dict[nn.Module, nn.Module] = {}  # normalisation module -> the convolution it carries
+    taken_by: dict[nn.Module, nn.Module] = {}  # convolution -> the first activation given its output
 
     def record_output(module: nn.Module, _inputs: tuple, output: Any) -> None:
         if module in wanted:
-            produced[module] = output
+            carried[module] = output
+        elif module in carrier:
+            carried[carrier.pop(module)] = output
 
     def record_input(module: nn.Module, inputs: tuple) -> None:
-        for conv, output in produced.items():
-            if inputs and inputs[0] is output:
-                taken_by.setdefault(conv, module)
+        for conv, tensor in list(carried.items()):
+            if not inputs or inputs[0] is not tensor or conv in taken_by:
+                continue
+            if isinstance(module, ACTIVATIONS):
+                taken_by[conv] = module
+            elif isinstance(module, NORMALISATIONS) and tensor is not None:
+                carrier[module] = conv
 
-    handles = [m.register_forward_hook(record_output) for m in wanted]
-    handles += [m.register_forward_pre_hook(record_input) for m in model.modules() if isinstance(m, ACTIVATIONS)]
+    followed = [m for m in model.modules() if isinstance(m, ACTIVATIONS + NORMALISATIONS)]
+    handles = [m.register_forward_hook(record_output) for m in set(wanted) | set(followed)]
+    handles += [m.register_forward_pre_hook(record_input) for m in followed]
     try:
         with evaluation(model), torch.no_grad():
             prepared.run(model)
@@ -104,7 +115,7 @@ def _activations_after(model: nn.Module, convolutions: list[tuple[str, nn.Module
             handle.remove()
     result = []
     for name, conv in convolutions:
-        if conv not in produced:
+        if conv not in carried:
             continue  # never ran: left out as without after_activation
         activation = taken_by.get(conv)
         if activation is None:

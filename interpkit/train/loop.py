@@ -118,7 +118,10 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: Tr
             raise InputError(f"cannot resume: no checkpoint at {checkpoint}")
         state = load_checkpoint(checkpoint)
         if state["config"] != asdict(config):
-            raise InputError(f"checkpoint {checkpoint} was written with another recipe: {state['config']}")
+            differences = ", ".join(f"{key} {state['config'].get(key)!r} there, {value!r} now"
+                                    for key, value in asdict(config).items() if state["config"].get(key) != value)
+            raise InputError(f"checkpoint {checkpoint} was written with another recipe ({differences}); resume "
+                             "with the same settings, or start afresh without --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

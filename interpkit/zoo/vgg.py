@@ -35,7 +35,8 @@ def imagenet_state_dict(source: str | os.PathLike | dict | None) -> dict[str, to
             raise WeightsError(
                 f"could not obtain torchvision's VGG19 ImageNet weights ({type(error).__name__}: {error}). "
                 "Run once with internet access (they are cached under ~/.cache/torch/hub/checkpoints), or "
-                "download vgg19-dcbb9e9d.pth elsewhere and pass backbone='/path/to/vgg19-dcbb9e9d.pth'"
+                "download vgg19-dcbb9e9d.pth elsewhere and give its path as the backbone (--backbone PATH on the "
+                "command line, backbone=PATH in Python)"
             ) from None
     path = Path(source)
     if not path.exists():

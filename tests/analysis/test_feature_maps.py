@@ -47,3 +47,25 @@ def test_errors(small_cnn, images):
     small_cnn.spare = torch.nn.Conv2d(1, 1, 1)  # registered but never called in forward
     with pytest.raises(LayerError, match="not called"):
         feature_maps(small_cnn, images, layers=["spare"])
+
+
+def test_after_activation_shows_each_convolution_through_its_activation(small_cnn, images):
+    maps = feature_maps(small_cnn, images, after_activation=True)
+    assert maps.layers == ("features.2", "features.5")  # Conv-BN-ReLU is followed through the BatchNorm
+    small_cnn.eval()
+    torch.testing.assert_close(maps["features.2"], small_cnn.features[:3](images))
+    torch.testing.assert_close(maps["features.5"], small_cnn.features[:6](images))
+    assert (maps["features.5"] >= 0).all()
+
+
+def test_after_activation_refuses_a_functional_activation(images):
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(torch.nn.functional.relu(self.conv(x)) * 2)  # the module ReLU sees another tensor
+
+    with pytest.raises(LayerError, match="no activation module takes the output of 'conv'"):
+        feature_maps(Functional(), images, after_activation=True)

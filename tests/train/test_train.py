@@ -69,7 +69,7 @@ def test_resume_after_a_crash_ends_like_an_uninterrupted_run(small_splits, tmp_p
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed_result.history == reference_result.history
-    with pytest.raises(Exception, match="another recipe"):
+    with pytest.raises(Exception, match=r"another recipe \(lr 0\.[0-9e-]+ there, 0\.01 now\)"):
         _run(small_splits, config=replace(CONFIG, lr=1e-2), checkpoint=checkpoint, resume=True)
 
 

@@ -1,0 +1,53 @@
+"""Figures show what they claim: zero is mid-grey, a row shares one scale, the prediction is framed."""
+
+import numpy as np
+import pytest
+import torch
+
+from interpkit import InputError
+from interpkit.core import MapKind
+from interpkit.viz import NeuronPanel, colorize, gradient_images, plot_image_grid, plot_neuron_gradients
+
+
+def test_symmetric_gradient_images_put_zero_at_mid_grey():
+    maps = torch.zeros(1, 2, 3, 4, 4)
+    maps[0, 0, :, 0, 0] = 2.0  # the largest |value| of map 0
+    maps[0, 0, :, 1, 1] = -1.0
+    maps[0, 1, :, 2, 2] = -0.001  # a tiny map still spans the range
+    pictures = gradient_images(maps, symmetric=True)
+    assert pictures[0, 0, 3, 3].tolist() == [128] * 3 and pictures[0, 0, 0, 0].tolist() == [255] * 3
+    assert pictures[0, 0, 1, 1, 0] == 64 and pictures[0, 1, 2, 2, 0] == 0 and pictures[0, 1, 0, 0, 0] == 128
+
+
+def test_sample_scale_keeps_a_rows_maps_comparable():
+    maps = torch.zeros(2, 3, 4, 4)
+    maps[:, 0, 0, 0], maps[:, 1, 0, 0] = 10.0, 1.0  # map 1 is a tenth of map 0's evidence
+    own = colorize(maps, MapKind.INPUT_GRID, "bone", scale="map")
+    shared = colorize(maps, MapKind.INPUT_GRID, "bone", scale="sample")
+    assert np.array_equal(own[:, 0], own[:, 1])  # each stretched to its own peak: they look alike
+    assert shared[0, 1, 0, 0].sum() < shared[0, 0, 0, 0].sum() / 3  # on one scale the weaker map is darker
+    with pytest.raises(InputError, match="scale"):
+        colorize(maps, scale="row")
+
+
+def test_grid_frames_the_highlighted_panels_and_fits_its_labels():
+    picture = np.zeros((8, 8, 3), dtype=np.uint8)
+    figure = plot_image_grid([[picture, picture]], ["a long row label\nsecond line"], ["x", "y"],
+                             highlight=[(0, 1)])
+    axes = figure.axes
+    assert [any(s.get_visible() for s in a.spines.values()) for a in axes] == [False, True]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    label = axes[0].yaxis.label.get_window_extent(canvas.get_renderer())
+    assert label.x0 >= 0  # the row label is not clipped at the figure's left edge
+
+
+def test_neuron_gradients_show_the_crop_and_the_whole_gradient():
+    gradient = torch.randn(3, 32, 32)
+    panels = [NeuronPanel(5, 2.5, (4, 6, 14, 20), gradient), NeuronPanel(9, 1.25, (0, 0, 32, 32), -gradient)]
+    figure = plot_neuron_gradients(np.zeros((32, 32, 3), dtype=np.uint8), panels, "title")
+    images = [a.images[0].get_array() for a in figure.axes if a.images]
+    assert images[1].shape[:2] == (10, 14) and images[2].shape[:2] == (32, 32)  # crop, then the whole
+    assert [a.get_title() for a in figure.axes[1:3]] == ["channel 5\nact 2.50", "channel 9\nact 1.25"]
