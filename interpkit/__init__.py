@@ -19,16 +19,19 @@ from .errors import (
 from .explainers import (
     Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, MultiLayerExplanation, PatchExplanation,
 )
+from .dataset_run import explain_dataset
 from .hookspecs import hookimpl
 from .registry import (
     explain, get_explainer, get_metric, get_model, get_weights, list_explainers, list_metrics, list_models,
 )
 from .registry import registry as _registry
+from .store import MapStore, read_store
+from .version import __version__
 
-__version__ = "0.1.0"
 
-_SUBMODULES = {"analysis", "builtin_plugins", "cli", "commands", "core", "data", "errors", "explainers", "files",
-               "hookspecs", "registry", "report", "testing", "train", "viz", "zoo"}
+_SUBMODULES = {"analysis", "builtin_plugins", "cli", "commands", "core", "data", "dataset_run", "errors",
+               "explain_files", "explainers", "files", "hookspecs", "registry", "report", "store", "testing", "train",
+               "version", "viz", "zoo"}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,7 +48,8 @@ __all__ = [
     "ChannelsFirst", "ChannelsLast", "MultiLayerExplanation", "TokenGrid", "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
     "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind",
     "MaxActivatingPatches", "Neuron", "NoReLUError", "PatchExplanation", "PluginError", "ReceptiveField",
-    "ReceptiveFieldError", "TargetError", "TopPatches", "UncoveredNonlinearityError", "WeightsError", "__version__", "explain", "feature_maps",
+    "ReceptiveFieldError", "TargetError", "TopPatches", "UncoveredNonlinearityError", "WeightsError", "__version__",
+    "MapStore", "explain", "explain_dataset", "feature_maps", "read_store",
     "get_explainer", "get_metric", "get_model", "get_weights", "hookimpl", "layer_table", "list_explainers",
     "list_metrics", "list_models", "receptive_field", "top_patches",
 ]

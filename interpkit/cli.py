@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
-from . import __version__
-from .errors import InterpkitError
+from .version import __version__
+from .errors import InputError, InterpkitError
 
 EXIT_BAD_INPUT = 2
 
@@ -70,6 +70,10 @@ EXIT_INCOMPLETE = 1  # some inputs failed or were skipped; the rest were done
 
 
 def _explain(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        return _explain_dataset(args)
+    if not args.images:
+        raise InputError("give image files, or --data FOLDER to explain a whole dataset")
     from .explain_files import explain_files
 
     run = explain_files(args.images, args.out, model=args.model, checkpoint=args.checkpoint, method=args.method,
@@ -79,6 +83,36 @@ def _explain(args: argparse.Namespace) -> int:
     if run.out.exists():
         print(f"manifest: {run.out / 'manifest.csv'} and manifest.json")
     return 0 if run.complete else EXIT_INCOMPLETE
+
+
+def _explain_dataset(args: argparse.Namespace) -> int:
+    import os
+
+    import torch.distributed as dist
+
+    from .commands import load_model, parse_target
+    from .dataset_run import explain_dataset
+    from .registry import get_explainer
+
+    if args.images:
+        raise InputError("give image files or --data, not both")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # started by torchrun
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    network, transform, categories = load_model(args.model, args.checkpoint, args.device)
+    options = {"layer": args.layer} if args.layer else {}
+    target = "labels" if args.target == "labels" else parse_target(args.target, categories)
+    store = explain_dataset(get_explainer(args.method)(network, **options), args.data, args.out, target=target,
+                            metrics=_names(args.metrics or ""), batch_size=args.batch_size, shard_size=args.shard_size,
+                            num_workers=args.workers,
+                            dtype=args.dtype, precision=args.precision, transform=transform, resume=args.resume,
+                            progress=not args.no_progress)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        failed = store.failures
+        print(f"{len(store) - len(failed)} of {len(store)} samples explained into {args.out}/ "
+              f"(read it with interpkit.read_store); {len(failed)} failed")
+        for failure in failed[:10]:
+            print(f"  failed: index {failure['index']}: {failure['reason']}")
+    return EXIT_INCOMPLETE if store.failures else 0
 
 
 def _feature_maps(args: argparse.Namespace) -> None:
@@ -132,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-progress", action="store_true", help="no progress bars")
     report.set_defaults(run=_report)
 
-    explain = commands.add_parser("explain", help="explain images with any registered method")
-    explain.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    explain = commands.add_parser("explain", help="explain image files, or a whole dataset with --data")
+    explain.add_argument("images", nargs="*", help="image files (any format PIL reads)")
     source = explain.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a zoo model with bundled weights, e.g. caltech5_arch2")
     source.add_argument("--checkpoint", help="weights written by 'interpkit train' (NAME.pt beside NAME.json)")
@@ -144,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--overwrite", action="store_true", help="replace existing output files")
     explain.add_argument("--device", default="cpu")
     explain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dataset = explain.add_argument_group("a whole dataset (an index-keyed store; torchrun runs it on N processes)")
+    dataset.add_argument("--data", help="image folder (class subfolders give labels) or caltech5:SPLIT")
+    dataset.add_argument("--resume", action="store_true", help="continue the store in --out")
+    dataset.add_argument("--metrics", help="comma-separated metrics computed on the same batches")
+    dataset.add_argument("--batch-size", type=int, default=32)
+    dataset.add_argument("--shard-size", type=int, default=256, help="samples per stored shard (default: 256)")
+    dataset.add_argument("--workers", type=int, default=2, help="DataLoader decoding processes (default: 2)")
+    dataset.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored maps")
+    dataset.add_argument("--precision", choices=["bfloat16", "float16"], help="mixed precision (autocast)")
     explain.set_defaults(run=_explain)
 
     features = commands.add_parser("feature-maps", help="draw the feature maps of images")
