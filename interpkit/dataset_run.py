@@ -59,8 +59,8 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     root = Path(out)
     wanted = _manifest(explainer, dataset, target, metrics, batch_size, shard_size, dtype, precision)
     _agree_on_manifest(root, wanted, resume, rank, world)
-    ranges = shard_ranges(len(dataset), shard_size)
-    mine = ranges[rank * len(ranges) // world:(rank + 1) * len(ranges) // world]
+    ranges = shard_ranges(len(dataset), shard_size)  # type: ignore[arg-type]
+    mine = ranges[rank * len(ranges) // world:(rank + 1) * len(ranges) // world]  # contiguous, whole shards
     pending = [r for r in mine if not shard_done(root, *r)]
     if pending:
         _run(explainer, dataset, root, pending, target, [get_metric(m)() for m in metrics], metrics, batch_size,

@@ -134,7 +134,7 @@ def test_a_killed_run_resumes_to_identical_files(tmp_path):
     shards = list((tmp_path / "killed").glob("shards/0*"))
     assert 0 < len(shards) < 5  # killed part way: some of the 5 shards written, whole
     with pytest.raises(InputError, match="incomplete"):
-        read_store(tmp_path / "killed").maps
+        read_store(tmp_path / "killed").array("maps")
     refused = subprocess.run([*command, "--out", str(tmp_path / "killed")], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--resume" in refused.stderr
     resumed = subprocess.run([*command, "--out", str(tmp_path / "killed"), "--resume"], capture_output=True,

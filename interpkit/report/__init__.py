@@ -234,11 +234,11 @@ def _guided(subject: _Subject, build: _Build) -> None:
         peaks, positions = activation[i].flatten(1).max(dim=1)
         channels = peaks.topk(NEURONS_SHOWN).indices.tolist()
         width = activation.shape[-1]
-        neurons = [interpkit.Neuron(layer, c, int(positions[c]) // width, int(positions[c]) % width)
-                   for c in channels]
+        places = [(c, int(positions[c]) // width, int(positions[c]) % width) for c in channels]
+        neurons = [interpkit.Neuron(layer, c, y, x) for c, y, x in places]
         maps = interpkit.GuidedBackprop(subject.model)(batch[i:i + 1].to(build.device), target=neurons).maps[0]
-        panels = [NeuronPanel(n.channel, float(peaks[n.channel]), field.clipped_box(n.y, n.x), maps[k].cpu())
-                  for k, n in enumerate(neurons)]
+        panels = [NeuronPanel(c, float(peaks[c]), field.clipped_box(y, x), maps[k].cpu())
+                  for k, (c, y, x) in enumerate(places)]
         figures.append((name, build.figure(f"{subject.prefix}guided_{name}", plot_neuron_gradients(
             pictures[i], panels, f"{name}: the {NEURONS_SHOWN} most active channels of {layer}"))))
     subject.figures["guided_layer"] = layer

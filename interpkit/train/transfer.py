@@ -29,25 +29,35 @@ FINE_TUNE = TrainConfig(epochs=40, batch_size=32, lr=3e-4, weight_decay=5e-2, la
 
 def with_batch_norm(model: nn.Module) -> nn.Module:
     """Each ``features`` convolution becomes (convolution, BatchNorm2d), in place."""
-    features = model.get_submodule("features")
+    features = _features(model)
     for index, module in enumerate(features):
         if isinstance(module, nn.Conv2d):
             features[index] = nn.Sequential(module, nn.BatchNorm2d(module.out_channels))
     return model
 
 
+def _features(model: nn.Module) -> nn.Sequential:
+    features = model.get_submodule("features")
+    if not isinstance(features, nn.Sequential):
+        raise InputError("the model needs a Sequential 'features', as torchvision's VGG has")
+    return features
+
+
 def fold_batch_norm(model: nn.Module) -> nn.Module:
     """Undo ``with_batch_norm``, in place: each (convolution, BatchNorm2d) pair becomes one
     convolution computing conv then the BatchNorm's eval-mode affine map."""
-    features = model.get_submodule("features")
+    features = _features(model)
     for index, module in enumerate(features):
         if isinstance(module, nn.Sequential):
-            conv, norm = module
+            conv, norm = module[0], module[1]
+            assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and conv.bias is not None
+            assert norm.running_var is not None and norm.running_mean is not None
             scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+            folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
+                               conv.stride, conv.padding)  # type: ignore[arg-type]
             with torch.no_grad():
                 folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-                folded.bias.copy_((conv.bias - norm.running_mean) * scale + norm.bias)
+                folded.bias.copy_((conv.bias - norm.running_mean) * scale + norm.bias)  # type: ignore[union-attr]
             features[index] = folded
     return model
 
@@ -80,8 +90,9 @@ def fine_tune(pretrained: nn.Module, splits: dict[str, Split], classes: int, tra
               progress: bool = True) -> tuple[nn.Module, TrainResult]:
     """Every layer of the pretrained network trained further on ``splits``, with a new last layer."""
     torch.manual_seed(config.seed)
-    head = pretrained.get_submodule("classifier.6")
-    pretrained.classifier[6] = nn.Linear(head.in_features, classes)
+    classifier = pretrained.get_submodule("classifier")
+    assert isinstance(classifier, nn.Sequential) and isinstance(classifier[6], nn.Linear)
+    classifier[6] = nn.Linear(classifier[6].in_features, classes)
     result = fit(pretrained, splits["train"], splits["val"], transform.normalize, config, classes, checkpoint,
                  resume, progress)
     return pretrained, result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def plot_patch(image, box: tuple[int, int, int, int], title: str | None = None,
 
 def plot_image_grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
                     column_labels: list[str] | None = None, panel_inches: float = 0.9,
-                    highlight: list[tuple[int, int]] = ()) -> Figure:
+                    highlight: Sequence[tuple[int, int]] = ()) -> Figure:
     """A grid of uint8 RGB images, one list per row (a Zeiler-Fergus grid: one row per channel),
     each panel ``panel_inches`` square; ``highlight`` frames the panels at (row, column). Row
     labels get the room their longest line needs."""
