@@ -33,6 +33,28 @@ def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode=_MODES[len(size)], align_corners=False)
 
 
+def principal_projection(terms: torch.Tensor) -> torch.Tensor:
+    """``eigen_smooth``: per sample and target, the channel terms (N, K, C, *grid) projected on
+    their first principal component over the grid positions (centred per channel, as Muhammad
+    and Yeasin's Eigen-CAM and pytorch-grad-cam do): (N, K, *grid). The component's sign is not
+    defined by the SVD; interpkit orients it to correlate positively with the plain channel sum
+    (the map without smoothing), and where that correlation is 0, to make the largest entry
+    positive, so a map never flips between runs or libraries' LAPACK builds."""
+    n, k, c = terms.shape[:3]
+    grid = terms.shape[3:]
+    positions = terms.reshape(n * k, c, -1).transpose(1, 2).double()  # (NK, P, C)
+    centred = positions - positions.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    projection = (centred @ vh[:, 0, :].unsqueeze(-1)).squeeze(-1)  # (NK, P)
+    plain = positions.sum(dim=2)
+    agreement = ((projection - projection.mean(1, keepdim=True)) * (plain - plain.mean(1, keepdim=True))).sum(1)
+    peak = projection.gather(1, projection.abs().argmax(dim=1, keepdim=True)).squeeze(1)
+    sign = torch.where(agreement.abs() > 1e-12 * projection.norm(dim=1) * plain.norm(dim=1),
+                       agreement.sign(), peak.sign())
+    projection = projection * torch.where(sign == 0, 1.0, sign).unsqueeze(1)
+    return projection.to(terms.dtype).reshape(n, k, *grid)
+
+
 def fuse(layer_maps: torch.Tensor) -> torch.Tensor:
     """Several layers' maps (N, K, L, *grid) as one: each map scaled to [0, 1], the mean over
     the layers, scaled to [0, 1] again: pytorch-grad-cam's aggregation of several target layers
@@ -55,10 +77,11 @@ class GradCAM(LayerExplainer):
     name = "gradcam"
 
     def __init__(self, model: nn.Module, layer: LayerLike | list = None, upsample: bool = True,
-                 relu: bool = True) -> None:
+                 relu: bool = True, eigen_smooth: bool = False) -> None:
         super().__init__(model, layer)
         self.upsample = check_flag("upsample", upsample)
         self.relu = check_flag("relu", relu)
+        self.eigen_smooth = check_flag("eigen_smooth", eigen_smooth)
         if isinstance(layer, list) and len(layer) > 1 and not upsample:
             raise LayerError("several layers have grids of different sizes: keep upsample=True to fuse them")
 
@@ -81,6 +104,16 @@ class GradCAM(LayerExplainer):
 
     def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """Maps (N, K, *grid), before the ReLU, from activations (N, C, *grid) and their
-        gradients (N, K, C, *grid). Variants (GradCAM++, LayerCAM, ...) override only this."""
-        weights = gradients.flatten(3).mean(dim=-1)  # (N, K, C)
-        return torch.einsum("nkc,nc...->nk...", weights, activation)
+        gradients (N, K, C, *grid): ``sum_c w_c * A_c`` with the weights of ``channel_weights``,
+        or with ``eigen_smooth`` the first principal component of the terms ``w_c * A_c``."""
+        weights = self.channel_weights(activation, gradients)
+        if weights.dim() == 3 and not self.eigen_smooth:  # per channel: no (N, K, C, *grid) tensor is made
+            return torch.einsum("nkc,nc...->nk...", weights, activation)
+        terms = weights.view(*weights.shape, *[1] * (activation.dim() - weights.dim() + 1)) * activation.unsqueeze(1)
+        return principal_projection(terms) if self.eigen_smooth else terms.sum(dim=2)
+
+    def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        """The weight of each channel (N, K, C), or of each channel at each position (N, K, C,
+        *grid); here the gradient averaged over the grid. CAM variants override this (or ``cam``
+        for a map of another form)."""
+        return gradients.flatten(3).mean(dim=-1)

@@ -3,20 +3,25 @@ import torch
 import torchvision
 
 import interpkit
+from interpkit import GradCAM
 from interpkit.testing import check_explainer
-from interpkit_cam_variants import GradCAMPlusPlus, LayerCAM
+from interpkit_cam_variants import EigenCAM, EigenGradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is in interpkit's [test] extra")
 
 
 def test_registered_and_importable_from_interpkit():
-    assert {"gradcam_plus_plus", "layercam"} <= set(interpkit.list_explainers())
+    assert {"gradcam_plus_plus", "layercam", "xgradcam", "hirescam", "eigencam", "eigengradcam"} <= set(
+        interpkit.list_explainers())
     from interpkit import GradCAMPlusPlus as Imported
 
     assert Imported is GradCAMPlusPlus
 
 
-@pytest.mark.parametrize("explainer", [GradCAMPlusPlus, LayerCAM])
+FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM]
+
+
+@pytest.mark.parametrize("explainer", FAMILY)
 def test_conformance(explainer):
     check_explainer(explainer)
 
@@ -53,7 +58,66 @@ def test_k_targets_in_one_call_equal_one_at_a_time():
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     images = torch.randn(2, 3, 64, 64)
-    for cls in (GradCAMPlusPlus, LayerCAM):
+    for cls in FAMILY:
         together = cls(model)(images, target=torch.tensor([[1, 2], [3, 4]])).maps
         alone = cls(model)(images, target=[2, 4]).maps[:, 0]
         torch.testing.assert_close(together[:, 1], alone)
+
+
+def _layer4_case():
+    """resnet18's layer4 activations and gradients for two images and targets, by hand."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 96, 96)
+    kept = []
+    handle = model.layer4.register_forward_hook(lambda m, i, o: kept.append(o))
+    out = model(images)
+    handle.remove()
+    (gradients,) = torch.autograd.grad(out[0, 3] + out[1, 7], kept[0])
+    return model, images, kept[0].detach(), gradients
+
+
+def _theirs(name, model, images, activations, gradients, eigen_smooth=False):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    peer = getattr(pytorch_grad_cam, name)(model=model, target_layers=[model.layer4])
+    cam = peer.get_cam_image(images, model.layer4, [ClassifierOutputTarget(3), ClassifierOutputTarget(7)],
+                             activations.numpy(), gradients.numpy(), eigen_smooth=eigen_smooth)
+    return torch.from_numpy(cam).float()
+
+
+@pytest.mark.parametrize("ours, theirs", [(XGradCAM, "XGradCAM"), (HiResCAM, "HiResCAM")])
+def test_more_of_the_family_equal_pytorch_grad_cam(ours, theirs):
+    model, images, activations, gradients = _layer4_case()
+    mine = ours(model, layer="layer4", upsample=False, relu=False)(images, target=[3, 7]).maps[:, 0]
+    peer = _theirs(theirs, model, images, activations, gradients)
+    assert ((mine - peer).abs().max() / peer.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("ours, theirs, smooth", [(EigenCAM, "EigenCAM", False), (EigenGradCAM, "EigenGradCAM", False),
+                                                  (GradCAM, "GradCAM", True), (LayerCAM, "LayerCAM", True)])
+def test_principal_components_equal_pytorch_grad_cams_up_to_their_sign(ours, theirs, smooth):
+    """Their SVD leaves the component's sign to LAPACK; ours is oriented to agree with the plain
+    channel sum. So each of their maps equals ours or its negative, and ours is the one that
+    correlates positively with the unsmoothed map."""
+    model, images, activations, gradients = _layer4_case()
+    options = {"eigen_smooth": True} if smooth else {}
+    mine = ours(model, layer="layer4", upsample=False, relu=False, **options)(images, target=[3, 7]).maps[:, 0]
+    peer = _theirs(theirs, model, images, activations, gradients, eigen_smooth=smooth)
+    for n in range(2):
+        sign = 1.0 if (mine[n] * peer[n]).sum() >= 0 else -1.0
+        assert ((mine[n] - sign * peer[n]).abs().max() / peer[n].abs().max()) < 1e-4
+    if ours is EigenCAM:
+        unsmoothed = activations.sum(1)  # the plain channel sum of its terms A_c
+    elif ours is EigenGradCAM:
+        unsmoothed = (gradients * activations).sum(1)
+    else:
+        unsmoothed = ours(model, layer="layer4", upsample=False, relu=False)(images, target=[3, 7]).maps[:, 0]
+    for n in range(2):
+        assert ((mine[n] - mine[n].mean()) * (unsmoothed[n] - unsmoothed[n].mean())).sum() > 0  # the orientation
+
+
+def test_eigen_methods_refuse_to_switch_the_component_off():
+    model = torchvision.models.resnet18().eval()
+    with pytest.raises(interpkit.InputError, match="drop eigen_smooth=False"):
+        EigenCAM(model, eigen_smooth=False)
