@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike, check_flag, normalize_maps
+from ..core import (
+    Explanation, LayerExplainer, LayerGradients, LayerLike, MapKind, TargetLike, check_flag, normalize_maps,
+)
 from ..errors import LayerError
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -78,6 +80,8 @@ class GradCAM(LayerExplainer):
 
     def __init__(self, model: nn.Module, layer: LayerLike | list = None, upsample: bool = True,
                  relu: bool = True, eigen_smooth: bool = False) -> None:
+        """``upsample`` resizes the maps to the input's grid, ``relu`` keeps the positive part,
+        ``eigen_smooth`` replaces the channel sum by its first principal component."""
         super().__init__(model, layer)
         self.upsample = check_flag("upsample", upsample)
         self.relu = check_flag("relu", relu)
@@ -88,7 +92,7 @@ class GradCAM(LayerExplainer):
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
         """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
         found = self.all_layer_gradients(inputs, target)
-        maps = [self.cam(f.activation, f.gradients) for f in found]
+        maps = [self.layer_map(inputs, f) for f in found]
         maps = [m.clamp_min(0) if self.relu else m for m in maps]
         selection = found[0].selection
         if not self.upsample:
@@ -102,11 +106,20 @@ class GradCAM(LayerExplainer):
         return MultiLayerExplanation(**vars(plain), layer_maps=stacked.detach().float(),
                                      layers=tuple(f.layer for f in found))
 
+    def layer_map(self, inputs: torch.Tensor, found: LayerGradients) -> torch.Tensor:
+        """One layer's maps (N, K, *grid) before the ReLU. CAMs whose weights need more than the
+        layer's activations and gradients (ScoreCAM scores masked copies of ``inputs``) override
+        this; the others override ``channel_weights``."""
+        return self.cam(found.activation, found.gradients)
+
     def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """Maps (N, K, *grid), before the ReLU, from activations (N, C, *grid) and their
-        gradients (N, K, C, *grid): ``sum_c w_c * A_c`` with the weights of ``channel_weights``,
-        or with ``eigen_smooth`` the first principal component of the terms ``w_c * A_c``."""
-        weights = self.channel_weights(activation, gradients)
+        gradients (N, K, C, *grid): ``combine`` of the weights of ``channel_weights``."""
+        return self.combine(self.channel_weights(activation, gradients), activation)
+
+    def combine(self, weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        """``sum_c w_c * A_c`` for weights (N, K, C) or (N, K, C, *grid), or with
+        ``eigen_smooth`` the first principal component of the terms ``w_c * A_c``."""
         if weights.dim() == 3 and not self.eigen_smooth:  # per channel: no (N, K, C, *grid) tensor is made
             return torch.einsum("nkc,nc...->nk...", weights, activation)
         terms = weights.view(*weights.shape, *[1] * (activation.dim() - weights.dim() + 1)) * activation.unsqueeze(1)
@@ -114,6 +127,5 @@ class GradCAM(LayerExplainer):
 
     def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """The weight of each channel (N, K, C), or of each channel at each position (N, K, C,
-        *grid); here the gradient averaged over the grid. CAM variants override this (or ``cam``
-        for a map of another form)."""
+        *grid); here the gradient averaged over the grid. CAM variants override this."""
         return gradients.flatten(3).mean(dim=-1)

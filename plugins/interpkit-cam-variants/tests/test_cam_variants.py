@@ -5,7 +5,7 @@ import torchvision
 import interpkit
 from interpkit import GradCAM
 from interpkit.testing import check_explainer
-from interpkit_cam_variants import EigenCAM, EigenGradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from interpkit_cam_variants import EigenCAM, EigenGradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is in interpkit's [test] extra")
 
@@ -18,7 +18,7 @@ def test_registered_and_importable_from_interpkit():
     assert Imported is GradCAMPlusPlus
 
 
-FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM]
+FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM]
 
 
 @pytest.mark.parametrize("explainer", FAMILY)
@@ -121,3 +121,50 @@ def test_eigen_methods_refuse_to_switch_the_component_off():
     model = torchvision.models.resnet18().eval()
     with pytest.raises(interpkit.InputError, match="drop eigen_smooth=False"):
         EigenCAM(model, eigen_smooth=False)
+
+
+def test_scorecam_equals_pytorch_grad_cam_with_the_authors_upsampling(monkeypatch):
+    """pytorch-grad-cam upsamples the masks with UpsamplingBilinear2d (align_corners=True); the
+    Score-CAM authors and interpkit use align_corners=False. With that one difference removed the
+    maps agree; with it, they do not."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 64, 64)
+    targets = [ClassifierOutputTarget(3), ClassifierOutputTarget(7)]
+    mine = ScoreCAM(model, layer="layer4", upsample=False, max_batch=100)(images, target=[3, 7]).maps[:, 0]
+
+    def theirs():
+        peer = pytorch_grad_cam.ScoreCAM(model=model, target_layers=[model.layer4])
+        peer.batch_size = 64
+        cams = []
+        peer.activations_and_grads.__call__(images)
+        activations = peer.activations_and_grads.activations[0].numpy()
+        weights = peer.get_cam_weights(images, model.layer4, targets, activations, None)
+        cams = torch.einsum("nc,nchw->nhw", torch.from_numpy(weights).float(), torch.from_numpy(activations))
+        peer.activations_and_grads.release()
+        return cams.clamp_min(0)
+
+    default = theirs()
+    assert (mine - default).abs().max() / default.abs().max() > 1e-3  # the upsampling differs
+    authors = lambda size: torch.nn.Upsample(size=size, mode="bilinear", align_corners=False)  # noqa: E731
+    monkeypatch.setattr(torch.nn, "UpsamplingBilinear2d", authors)
+    aligned = theirs()
+    assert (mine - aligned).abs().max() / aligned.abs().max() < 1e-4
+
+
+def test_scorecam_batches_do_not_change_the_maps_and_targets_must_be_classes():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(3, 3, 48, 48)
+    small = ScoreCAM(model, layer="layer3", max_batch=7)(images, target=[1, 2, 3]).maps
+    large = ScoreCAM(model, layer="layer3", max_batch=1000)(images, target=[1, 2, 3]).maps
+    torch.testing.assert_close(small, large, rtol=1e-4, atol=1e-6)
+    with pytest.raises(interpkit.TargetError, match="not neurons"):
+        ScoreCAM(model, layer="layer3")(images, target=interpkit.Neuron("layer2", 0))
+    by_callable = ScoreCAM(model, layer="layer3")(images, target=lambda out: out[:, [1, 2]]).maps
+    by_class = ScoreCAM(model, layer="layer3")(images, target=1).maps
+    torch.testing.assert_close(by_callable[:, 0], by_class[:, 0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(interpkit.InputError, match="max_batch"):
+        ScoreCAM(model, max_batch=0)

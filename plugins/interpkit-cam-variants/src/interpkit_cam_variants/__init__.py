@@ -1,11 +1,11 @@
 """The CAM family as interpkit plugins: GradCAM++ (Chattopadhyay et al., 2018), LayerCAM (Jiang
 et al., 2021), XGradCAM (Fu et al., 2020), HiResCAM (Draelos and Carin, 2020), EigenCAM
-(Muhammad and Yeasin, 2020) and EigenGradCAM.
+(Muhammad and Yeasin, 2020), EigenGradCAM and ScoreCAM (Wang et al., 2020).
 
 Each reuses interpkit's GradCAM entirely (layer choice, targets, one forward and one batched
 backward, ReLU, upsampling, ``eigen_smooth``, hook hygiene) and overrides only the weights of the
 channels from the layer's activations ``A`` (N, C, *grid) and gradients ``G`` (N, K, C, *grid),
-on grids of any rank.
+on grids of any rank; ScoreCAM's weights come from masked copies of the input instead.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import torch
 
 import interpkit
 from interpkit import GradCAM
+from interpkit.core import LayerGradients, class_scores
+from interpkit.explainers import upsample
 
 __version__ = "0.2.0"
 
@@ -100,7 +102,61 @@ class EigenGradCAM(_Eigen):
         return gradients
 
 
+class ScoreCAM(GradCAM):
+    """Score-weighted CAM (Wang et al., 2020): each channel's activation, upsampled to the input
+    (``align_corners=False``, as the authors' code) and min-max scaled to [0, 1], masks the
+    input; the softmax over channels of the target's score on each masked copy weights the
+    channels. Masked copies of the whole batch (one per channel, so a model's other inputs ride
+    along) go through the model in batches of about ``max_batch`` samples. Targets are classes
+    or a callable on the output (scored on the masked copies); neurons are refused."""
+
+    name = "scorecam"
+
+    def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, eigen_smooth: bool = False,
+                 max_batch: int = 64) -> None:
+        super().__init__(model, layer, upsample=upsample, relu=relu, eigen_smooth=eigen_smooth)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise interpkit.InputError(f"max_batch must be a positive int, got {max_batch!r}")
+        self.max_batch = max_batch
+
+    def explain(self, inputs: torch.Tensor, target=None):
+        self._target = target  # a callable target scores the masked copies too
+        return super().explain(inputs, target)
+
+    def layer_map(self, inputs: torch.Tensor, found: LayerGradients) -> torch.Tensor:
+        if found.selection.classes:
+            target = found.selection.indices
+        elif callable(self._target):
+            target = self._target
+        else:
+            raise interpkit.TargetError("ScoreCAM scores masked copies of the input: give classes or a callable, "
+                                        "not neurons")
+        return self.combine(self.score_weights(inputs, found.activation, target), found.activation)
+
+    @torch.no_grad()
+    def score_weights(self, inputs: torch.Tensor, activation: torch.Tensor, target) -> torch.Tensor:
+        """Softmax over channels (N, K, C) of the target scores of every masked copy."""
+        n, c = activation.shape[:2]
+        masks = upsample(activation, tuple(inputs.shape[2:]))  # (N, C, *input grid)
+        flat = masks.flatten(2)
+        low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
+        masks = ((flat - low) / torch.where(high > low, high - low, 1.0)).view_as(masks)
+        per_call = max(1, self.max_batch // n)  # channels whose masked batches share one forward
+        scores = []
+        for first in range(0, c, per_call):
+            channels = masks[:, first:first + per_call].transpose(0, 1)  # (m, N, *grid): copy-major
+            masked = (inputs.unsqueeze(0) * channels.unsqueeze(2)).flatten(0, 1)
+            output = self.model_inputs(masked).run(self.model)
+            copies = len(channels)
+            if isinstance(target, torch.Tensor):  # class indices (N, K), the same for every copy
+                values = class_scores(output).gather(1, target.repeat(copies, 1))
+            else:
+                values = target(output)
+            scores.append(values.reshape(copies, n, -1).float())
+        return torch.cat(scores).permute(1, 2, 0).softmax(dim=-1)  # (N, K, C)
+
+
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
-    for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM):
+    for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM):
         register(cls)
