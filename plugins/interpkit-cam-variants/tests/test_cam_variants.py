@@ -5,7 +5,9 @@ import torchvision
 import interpkit
 from interpkit import GradCAM
 from interpkit.testing import check_explainer
-from interpkit_cam_variants import EigenCAM, EigenGradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
+from interpkit_cam_variants import (
+    AblationCAM, EigenCAM, EigenGradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM,
+)
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is in interpkit's [test] extra")
 
@@ -18,7 +20,7 @@ def test_registered_and_importable_from_interpkit():
     assert Imported is GradCAMPlusPlus
 
 
-FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM]
+FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM]
 
 
 @pytest.mark.parametrize("explainer", FAMILY)
@@ -168,3 +170,58 @@ def test_scorecam_batches_do_not_change_the_maps_and_targets_must_be_classes():
     torch.testing.assert_close(by_callable[:, 0], by_class[:, 0], rtol=1e-4, atol=1e-6)
     with pytest.raises(interpkit.InputError, match="max_batch"):
         ScoreCAM(model, max_batch=0)
+
+
+def _their_ablation_maps(model, layer, images, classes):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    kept = []
+    handle = layer.register_forward_hook(lambda m, i, o: kept.append(o.detach()))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    peer = pytorch_grad_cam.AblationCAM(model=model, target_layers=[layer], batch_size=16)
+    try:
+        weights = peer.get_cam_weights(images, layer, [ClassifierOutputTarget(c) for c in classes],
+                                       kept[0].numpy(), None)
+    finally:
+        peer.activations_and_grads.release()
+    return torch.einsum("nc,nc...->n...", torch.from_numpy(weights).float(), kept[0])
+
+
+def test_ablationcam_equals_pytorch_grad_cam_on_a_relu_layer():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 64, 64)
+    mine = AblationCAM(model, layer="layer4", upsample=False, relu=False, max_batch=50)(images, target=[3, 7]).maps
+    theirs = _their_ablation_maps(model, model.layer4, images, [3, 7])
+    assert ((mine[:, 0] - theirs).abs().max() / theirs.abs().max()) < 1e-4
+
+
+def test_ablationcam_zeroes_the_channel_where_pytorch_grad_cam_subtracts_1e7():
+    """On a layer with negative values (a convolution before its ReLU) pytorch-grad-cam ablates
+    with min - 1e7, not with 0 as the paper does; interpkit follows the paper, checked by hand."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 64, 64)
+    layer = model.layer4[1].conv2  # before the block's ReLU: negative values
+    mine = AblationCAM(model, layer="layer4.1.conv2", upsample=False, relu=False)(images, target=[3, 7]).maps[:, 0]
+    theirs = _their_ablation_maps(model, layer, images, [3, 7])
+    assert (mine - theirs).abs().max() / theirs.abs().max() > 1e-2
+    kept = []
+    handle = layer.register_forward_hook(lambda m, i, o: kept.append(o.detach()))
+    with torch.no_grad():
+        base = model(images)[[0, 1], [3, 7]]
+    handle.remove()
+    drops = []
+    for channel in range(kept[0].shape[1]):
+        def zero(m, i, o, channel=channel):
+            o = o.clone()
+            o[:, channel] = 0
+            return o
+        handle = layer.register_forward_hook(zero)
+        with torch.no_grad():
+            drops.append((base - model(images)[[0, 1], [3, 7]]) / base)
+        handle.remove()
+    expected = torch.einsum("cn,nc...->n...", torch.stack(drops), kept[0])
+    torch.testing.assert_close(mine, expected, rtol=1e-3, atol=1e-4)

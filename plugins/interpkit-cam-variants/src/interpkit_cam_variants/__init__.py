@@ -1,11 +1,13 @@
 """The CAM family as interpkit plugins: GradCAM++ (Chattopadhyay et al., 2018), LayerCAM (Jiang
 et al., 2021), XGradCAM (Fu et al., 2020), HiResCAM (Draelos and Carin, 2020), EigenCAM
-(Muhammad and Yeasin, 2020), EigenGradCAM and ScoreCAM (Wang et al., 2020).
+(Muhammad and Yeasin, 2020), EigenGradCAM, ScoreCAM (Wang et al., 2020) and AblationCAM (Desai and
+Ramaswamy, 2020).
 
 Each reuses interpkit's GradCAM entirely (layer choice, targets, one forward and one batched
 backward, ReLU, upsampling, ``eigen_smooth``, hook hygiene) and overrides only the weights of the
 channels from the layer's activations ``A`` (N, C, *grid) and gradients ``G`` (N, K, C, *grid),
-on grids of any rank; ScoreCAM's weights come from masked copies of the input instead.
+on grids of any rank; ScoreCAM's and AblationCAM's weights come from the target's scores on
+perturbed copies of the batch instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 import interpkit
 from interpkit import GradCAM
-from interpkit.core import LayerGradients, class_scores
+from interpkit.core import LayerGradients, class_scores, forward_hooks
 from interpkit.explainers import upsample
 
 __version__ = "0.2.0"
@@ -102,15 +104,11 @@ class EigenGradCAM(_Eigen):
         return gradients
 
 
-class ScoreCAM(GradCAM):
-    """Score-weighted CAM (Wang et al., 2020): each channel's activation, upsampled to the input
-    (``align_corners=False``, as the authors' code) and min-max scaled to [0, 1], masks the
-    input; the softmax over channels of the target's score on each masked copy weights the
-    channels. Masked copies of the whole batch (one per channel, so a model's other inputs ride
-    along) go through the model in batches of about ``max_batch`` samples. Targets are classes
-    or a callable on the output (scored on the masked copies); neurons are refused."""
-
-    name = "scorecam"
+class _PerturbationCAM(GradCAM):
+    """A CAM whose channel weights come from the target's scores on perturbed copies of the
+    batch, one copy per channel (copy-major, so a model's other inputs ride along), run in
+    forwards of about ``max_batch`` samples. Targets are classes or a callable on the output
+    (scored on the copies); neurons are refused."""
 
     def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, eigen_smooth: bool = False,
                  max_batch: int = 64) -> None:
@@ -120,7 +118,7 @@ class ScoreCAM(GradCAM):
         self.max_batch = max_batch
 
     def explain(self, inputs: torch.Tensor, target=None):
-        self._target = target  # a callable target scores the masked copies too
+        self._target = target  # a callable target scores the perturbed copies too
         return super().explain(inputs, target)
 
     def layer_map(self, inputs: torch.Tensor, found: LayerGradients) -> torch.Tensor:
@@ -129,34 +127,97 @@ class ScoreCAM(GradCAM):
         elif callable(self._target):
             target = self._target
         else:
-            raise interpkit.TargetError("ScoreCAM scores masked copies of the input: give classes or a callable, "
-                                        "not neurons")
-        return self.combine(self.score_weights(inputs, found.activation, target), found.activation)
+            raise interpkit.TargetError(f"{type(self).__name__} scores perturbed copies of the input: give classes "
+                                        "or a callable, not neurons")
+        scores = self.channel_scores(inputs, found, lambda output, copies: _scores(target, output, copies))
+        return self.combine(self.weights_from(scores, found.selection.scores), found.activation)
+
+    def copy_scores(self, inputs: torch.Tensor, channels: int, run) -> torch.Tensor:
+        """Scores (N, K, C): ``run(first, count)`` gives the model output of ``count`` copies of
+        the batch perturbed for channels ``first``...; chunked to about ``max_batch`` samples."""
+        per_call = max(1, self.max_batch // len(inputs))
+        parts = [run(first, min(per_call, channels - first)) for first in range(0, channels, per_call)]
+        return torch.cat(parts).permute(1, 2, 0)
+
+    def channel_scores(self, inputs, found, score) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _scores(target, output, copies: int) -> torch.Tensor:
+    """The target scores (copies, N, K) of a copy-major output."""
+    if isinstance(target, torch.Tensor):  # class indices (N, K), the same for every copy
+        values = class_scores(output).gather(1, target.repeat(copies, 1))
+    else:
+        values = target(output)
+    return values.reshape(copies, len(values) // copies, -1).float()
+
+
+class ScoreCAM(_PerturbationCAM):
+    """Score-weighted CAM (Wang et al., 2020): each channel's activation, upsampled to the input
+    (``align_corners=False``, as the authors' code) and min-max scaled to [0, 1], masks the
+    input; the softmax over channels of the target's score on each masked copy weights them."""
+
+    name = "scorecam"
 
     @torch.no_grad()
-    def score_weights(self, inputs: torch.Tensor, activation: torch.Tensor, target) -> torch.Tensor:
-        """Softmax over channels (N, K, C) of the target scores of every masked copy."""
-        n, c = activation.shape[:2]
-        masks = upsample(activation, tuple(inputs.shape[2:]))  # (N, C, *input grid)
+    def channel_scores(self, inputs: torch.Tensor, found: LayerGradients, score) -> torch.Tensor:
+        masks = upsample(found.activation, tuple(inputs.shape[2:]))  # (N, C, *input grid)
         flat = masks.flatten(2)
         low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
         masks = ((flat - low) / torch.where(high > low, high - low, 1.0)).view_as(masks)
-        per_call = max(1, self.max_batch // n)  # channels whose masked batches share one forward
-        scores = []
-        for first in range(0, c, per_call):
-            channels = masks[:, first:first + per_call].transpose(0, 1)  # (m, N, *grid): copy-major
+
+        def run(first: int, count: int) -> torch.Tensor:
+            channels = masks[:, first:first + count].transpose(0, 1)  # (count, N, *grid): copy-major
             masked = (inputs.unsqueeze(0) * channels.unsqueeze(2)).flatten(0, 1)
-            output = self.model_inputs(masked).run(self.model)
-            copies = len(channels)
-            if isinstance(target, torch.Tensor):  # class indices (N, K), the same for every copy
-                values = class_scores(output).gather(1, target.repeat(copies, 1))
-            else:
-                values = target(output)
-            scores.append(values.reshape(copies, n, -1).float())
-        return torch.cat(scores).permute(1, 2, 0).softmax(dim=-1)  # (N, K, C)
+            return score(self.model_inputs(masked).run(self.model), count)
+
+        return self.copy_scores(inputs, found.activation.shape[1], run)
+
+    def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        return scores.softmax(dim=-1)
+
+
+class AblationCAM(_PerturbationCAM):
+    """Ablation-CAM (Desai and Ramaswamy, 2020): the relative drop of the target's score when
+    a channel of the layer is set to zero, ``(S - S_without_c) / S``, weights that channel. The
+    layer's output must be a channels-first grid. pytorch-grad-cam sets the channel to its
+    batch minimum minus 1e7 instead wherever the layer's values are not all non-negative."""
+
+    name = "ablationcam"
+    supports = frozenset({"1d", "2d", "3d", "several_inputs"})
+
+    @torch.no_grad()
+    def channel_scores(self, inputs: torch.Tensor, found: LayerGradients, score) -> torch.Tensor:
+        module = self.model.get_submodule(found.layer)
+        shape = tuple(found.activation.shape[1:])
+        ablated: list[int] = []
+
+        def zero_channels(_module, _inputs, output):
+            if not isinstance(output, torch.Tensor) or tuple(output.shape[1:]) != shape:
+                raise interpkit.LayerError(f"AblationCAM sets channels of '{found.layer}' to zero and needs its output "
+                                           f"as a channels-first grid {shape}; choose a convolutional layer")
+            output = output.clone()
+            for copy, channel in enumerate(ablated):
+                output[copy * len(inputs):(copy + 1) * len(inputs), channel] = 0
+            return output
+
+        def run(first: int, count: int) -> torch.Tensor:
+            ablated[:] = range(first, first + count)
+            copies = inputs.repeat(count, *[1] * (inputs.dim() - 1))
+            with forward_hooks([module], zero_channels):
+                return score(self.model_inputs(copies).run(self.model), count)
+
+        return self.copy_scores(inputs, found.activation.shape[1], run)
+
+    def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        before = original.float().unsqueeze(-1)  # (N, K, 1)
+        return (before - scores) / torch.where(before != 0, before, 1.0)
 
 
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
-    for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM):
+    for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM):
         register(cls)
