@@ -5,7 +5,7 @@ import torchvision
 import interpkit
 from interpkit import InputError, Neuron
 from interpkit.testing import check_explainer
-from interpkit_smoothgrad import IntegratedGradients, SmoothGrad
+from interpkit_smoothgrad import IntegratedGradients, NoiseTunnel, SmoothGrad
 
 captum_attr = pytest.importorskip("captum.attr", reason="captum is in interpkit's [test] extra")
 
@@ -22,10 +22,12 @@ def images():
 
 
 def test_registered():
-    assert {"smoothgrad", "integrated_gradients"} <= set(interpkit.list_explainers())
+    assert {"smoothgrad", "integrated_gradients", "noise_tunnel"} <= set(interpkit.list_explainers())
 
 
-@pytest.mark.parametrize("explainer, options", [(SmoothGrad, {"samples": 4}), (IntegratedGradients, {"steps": 4})])
+@pytest.mark.parametrize("explainer, options", [(SmoothGrad, {"samples": 4}), (IntegratedGradients, {"steps": 4}),
+                                                (NoiseTunnel, {"samples": 3, "max_batch": 4}),
+                                                (NoiseTunnel, {"method": "gradcam", "samples": 3, "kind": "vargrad"})])
 def test_conformance(explainer, options):
     check_explainer(explainer, options=options)
 
@@ -104,3 +106,36 @@ def test_bad_options(model):
         IntegratedGradients(model, steps=1)
     with pytest.raises(InputError, match="broadcast"):
         IntegratedGradients(model, baseline=torch.zeros(5, 5))(torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("kind, theirs", [("smoothgrad", "smoothgrad"), ("smoothgrad_sq", "smoothgrad_sq"),
+                                          ("vargrad", "vargrad")])
+def test_noise_tunnel_equals_captums_given_the_same_noise(model, images, kind, theirs, monkeypatch):
+    """captum draws its noise with torch.normal, image-major (each image's copies together); the
+    same draws are given to both, arranged as each expects."""
+    samples = 4
+    noise = torch.randn(samples, *images.shape, generator=torch.Generator().manual_seed(5)) * 0.1  # (S, N, ...)
+    draws = iter(noise)
+    ours = NoiseTunnel(model, "guided_backprop", samples=samples, kind=kind, max_batch=6,
+                       perturb=lambda x, g: x + next(draws))(images, target=2).maps[:, 0]
+    image_major = noise.transpose(0, 1).reshape(-1, *images.shape[1:])
+    monkeypatch.setattr(torch, "normal", lambda mean, std: image_major.clone())
+    tunnel = captum_attr.NoiseTunnel(captum_attr.GuidedBackprop(model))
+    captum_maps = tunnel.attribute(images, nt_type=theirs, nt_samples=samples, stdevs=0.1, target=2)
+    torch.testing.assert_close(ours, captum_maps.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_noise_tunnel_batches_seeds_and_options(model, images):
+    whole = NoiseTunnel(model, "gradcam", samples=5)(images, target=[1, 2, 3]).maps
+    torch.testing.assert_close(NoiseTunnel(model, "gradcam", samples=5, max_batch=4)(images, target=[1, 2, 3]).maps,
+                               whole, rtol=1e-5, atol=1e-6)
+    alone = NoiseTunnel(model, "gradcam", samples=5)(images[1:2], target=[2]).maps
+    torch.testing.assert_close(alone, whole[1:2], rtol=1e-5, atol=1e-6)  # the same noise whatever the batch
+    assert not torch.equal(NoiseTunnel(model, "gradcam", samples=5, seed=1)(images, target=[1, 2, 3]).maps, whole)
+    plain = interpkit.GradCAM(model)(images, target=[1, 2, 3]).maps
+    torch.testing.assert_close(NoiseTunnel(model, "gradcam", samples=2, stdev=0.0)(images, target=[1, 2, 3]).maps,
+                               plain)
+    for bad in ({"samples": 0}, {"kind": "mean"}, {"stdev": -1}, {"max_batch": 0}, {"method": NoiseTunnel},
+                {"method": "nope"}):
+        with pytest.raises(interpkit.InterpkitError):
+            NoiseTunnel(model, **bad)

@@ -1,4 +1,5 @@
-"""SmoothGrad (Smilkov et al., 2017) and Integrated Gradients (Sundararajan et al., 2017).
+"""SmoothGrad (Smilkov et al., 2017), Integrated Gradients (Sundararajan et al., 2017), and a
+noise tunnel around any registered explainer (SmoothGrad, SmoothGrad squared, VarGrad).
 
 Both average input gradients over points derived from each image (noisy copies, or a straight
 path from a baseline). The points go through the model as batches, ``chunk`` copies of the
@@ -8,7 +9,7 @@ and one batched backward for all K targets, through interpkit's explainer machin
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ import interpkit
 from interpkit import InputError
 from interpkit.core import Explainer, Explanation, MapKind, TargetLike, neurons_of, per_target_gradients
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class PathAverage(Explainer):
@@ -144,7 +145,74 @@ class IntegratedGradients(PathAverage):
         return average * (inputs - self._baseline(inputs)).unsqueeze(1)
 
 
+Perturb = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # inputs, generator -> one noisy copy
+
+
+class NoiseTunnel(Explainer):
+    """Any registered explainer averaged over noisy copies of the inputs (captum's NoiseTunnel):
+    ``"smoothgrad"`` the mean map, ``"smoothgrad_sq"`` the mean of squared maps, ``"vargrad"``
+    their variance (mean of squares minus square of the mean). Noise is Gaussian with standard
+    deviation ``stdev`` (in input units), drawn from ``seed``, the same draw for every image of
+    a batch so that no map depends on its batch (or ``perturb(inputs, generator)``). Noisy
+    copies of the whole batch go through the wrapped explainer together, about ``max_batch``
+    samples at a time; targets are pinned to those of the clean inputs."""
+
+    name = "noise_tunnel"
+    KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+    def __init__(self, model: nn.Module, method: str | type = "guided_backprop", samples: int = 25,
+                 stdev: float = 0.1, kind: str = "smoothgrad", seed: int = 0, max_batch: int | None = None,
+                 perturb: Perturb | None = None, **options) -> None:
+        super().__init__(model)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise InputError(f"samples must be a positive int, got {samples!r}")
+        if kind not in self.KINDS:
+            raise InputError(f"kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
+        if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or stdev < 0:
+            raise InputError(f"stdev must be a non-negative number, got {stdev!r}")
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise InputError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        cls = interpkit.get_explainer(method) if isinstance(method, str) else method
+        if cls is NoiseTunnel:
+            raise InputError("a noise tunnel wraps another explainer, not itself")
+        self.inner = cls(model, **options)
+        self.samples, self.stdev, self.kind, self.seed, self.max_batch = samples, stdev, kind, seed, max_batch
+        self.perturb = perturb
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        n = len(inputs)
+        with self.sharing(self.inner):
+            clean = self.inner.explain(inputs, target)
+            pinned = clean.targets if clean.class_targets and not _batch_free(target) else target
+            total = squares = None
+            for noisy in self._noisy_chunks(inputs):
+                copies = len(noisy) // n
+                repeated = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
+                maps = self.inner.explain(noisy, repeated).maps.reshape(copies, n, *clean.maps.shape[1:])
+                part, part_squares = maps.sum(0), maps.square().sum(0)
+                total = part if total is None else total + part
+                squares = part_squares if squares is None else squares + part_squares
+        assert total is not None and squares is not None
+        mean, mean_squares = total / self.samples, squares / self.samples
+        maps = {"smoothgrad": mean, "smoothgrad_sq": mean_squares, "vargrad": mean_squares - mean.square()}[self.kind]
+        return Explanation(maps.detach().float(), clean.targets, clean.scores, self.name, clean.kind, clean.layer,
+                           clean.class_targets)
+
+    def _noisy_chunks(self, inputs: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Copy-major chunks (m * N, ...) of the noisy copies."""
+        generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
+        per_call = max(1, (self.max_batch or self.samples * len(inputs)) // len(inputs))
+        for first in range(0, self.samples, per_call):
+            count = min(per_call, self.samples - first)
+            if self.perturb is not None:
+                yield torch.cat([self.perturb(inputs, generator) for _ in range(count)])
+            else:
+                draws = torch.randn((count, 1, *inputs.shape[1:]), generator=generator, device=inputs.device)
+                yield (inputs.unsqueeze(0) + self.stdev * draws.to(inputs.dtype)).flatten(0, 1)
+
+
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
     register(SmoothGrad)
     register(IntegratedGradients)
+    register(NoiseTunnel)
