@@ -117,13 +117,15 @@ def _train_stand_in(splits: dict[str, Split], classes: list[str], data_dir: Any,
     if categories is None or not categories.is_dir():
         raise InputError(f"{STAND_IN} is pretrained on Caltech-101's other categories: pass --data with the "
                          "folder that holds 101_ObjectCategories and caltech5_split.json")
-    checkpoints = Path(checkpoint_dir) if checkpoint_dir else None
+    stages = [Path(checkpoint_dir) / f"{STAND_IN}.{stage}.ckpt" if checkpoint_dir else None
+              for stage in ("pretrain", "fine-tune")]
+    # --resume continues each stage that has a checkpoint and starts the others
     pretrained, history, held_out = transfer.pretrain(
-        categories, classes, checkpoint=checkpoints / f"{STAND_IN}.pretrain.ckpt" if checkpoints else None,
-        resume=resume, progress=progress)
-    model, result = transfer.fine_tune(pretrained, splits, len(classes), transform,
-                                       checkpoint=checkpoints / f"{STAND_IN}.ckpt" if checkpoints else None,
-                                       resume=resume, progress=progress)
+        categories, classes, checkpoint=stages[0], resume=resume and stages[0] is not None and stages[0].exists(),
+        progress=progress)
+    model, result = transfer.fine_tune(pretrained, splits, len(classes), transform, checkpoint=stages[1],
+                                       resume=resume and stages[1] is not None and stages[1].exists(),
+                                       progress=progress)
     scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}
     sources = len(held_out.confusion)
     extra = {"recipe": {"pretraining": asdict(transfer.PRETRAIN), "fine_tuning": asdict(transfer.FINE_TUNE)},

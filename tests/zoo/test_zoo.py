@@ -42,7 +42,8 @@ def test_layer_tables_and_parameter_counts(name):
 
 
 def test_registry_and_errors():
-    assert interpkit.list_models() == ["caltech5_arch1", "caltech5_arch2", "caltech5_arch3", "vgg19_caltech5"]
+    assert interpkit.list_models() == ["caltech5_arch1", "caltech5_arch2", "caltech5_arch3", "vgg19_caltech5",
+                                      "vgg19_slim_caltech5"]
     with pytest.raises(PluginError, match="caltech5_arch2"):
         interpkit.get_model("caltech5_arch9")
     with pytest.raises(WeightsError, match="DEFAULT"):

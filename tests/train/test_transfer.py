@@ -1,0 +1,82 @@
+"""The Task 2 stand-in: its layout, its training pieces, and the bundled weights' accuracy."""
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import interpkit
+from interpkit import InputError
+from interpkit.data import caltech101_categories, caltech5
+from interpkit.train import Split, evaluate
+from interpkit.train.loop import TrainConfig
+from interpkit.train.transfer import fine_tune, fold_batch_norm, with_batch_norm
+from interpkit.zoo import slim_vgg19
+
+
+def test_the_stand_in_has_vgg19s_module_names():
+    ours = {name: type(m) for name, m in slim_vgg19(5).named_modules()}
+    theirs = {name: type(m) for name, m in torchvision.models.vgg19(num_classes=5).named_modules()}
+    assert ours == theirs  # features.34 is the last convolution in both, classifier.6 the last layer
+
+
+def test_batch_norm_folds_into_the_convolutions_exactly():
+    torch.manual_seed(0)
+    model = with_batch_norm(slim_vgg19(3))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 2)
+            module.bias.data.uniform_(-1, 1)
+    model.eval()
+    images = torch.randn(2, 3, 64, 64)
+    before = model(images)
+    folded = fold_batch_norm(model)
+    torch.testing.assert_close(folded(images), before, rtol=1e-4, atol=1e-5)
+    assert set(folded.state_dict()) == set(slim_vgg19(3).state_dict())
+
+
+def test_pretraining_categories_leave_out_the_excluded_ones_and_the_clutter(tmp_path):
+    for name, count in (("ant", 12), ("bonsai", 3), ("BACKGROUND_Google", 2), ("crab", 10)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.new("RGB", (8, 8)).save(tmp_path / name / f"image_{i:04d}.jpg")
+    data = caltech101_categories(tmp_path, exclude=["bonsai"])
+    assert data["train"].classes == ["ant", "crab"]
+    assert len(data["val"]) == 2 and len(data["train"]) == 20  # every 10th image of a class held out
+    assert not any("bonsai" in str(p) or "BACKGROUND" in str(p) for p in data["train"].paths + data["val"].paths)
+    with pytest.raises(InputError, match="not found"):
+        caltech101_categories(tmp_path / "nowhere", exclude=[])
+
+
+def test_fine_tuning_replaces_the_head_and_trains_every_layer():
+    torch.manual_seed(0)
+    model = slim_vgg19(7)
+    images = torch.randint(0, 255, (6, 3, 64, 64), dtype=torch.uint8)
+    splits = {"train": Split(images, torch.tensor([0, 1, 2, 0, 1, 2])), "val": Split(images[:3], torch.tensor([0, 1, 2]))}
+    first_conv = model.features[0].weight.detach().clone()
+    tuned, result = fine_tune(model, splits, 3, interpkit.data.ImageTransform(size=(64, 64)),
+                              TrainConfig(epochs=2, batch_size=3, patience=None, augment=False), progress=False)
+    assert tuned.classifier[6].out_features == 3 and result.epochs_run == 2
+    assert not torch.equal(tuned.features[0].weight, first_conv)
+
+
+def test_the_bundled_stand_in_beats_every_task1_cnn_on_the_test_split():
+    """Read from the canonical split bundled in the package: at least 90%, above every CNN."""
+    weights = interpkit.get_weights("vgg19_slim_caltech5")
+    transform = weights.transforms()
+    data = caltech5("test")
+    images, labels = data.tensors(transform.size)
+    accuracy = {}
+    for name in ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3", "vgg19_slim_caltech5"):
+        model = interpkit.get_model(name, weights="DEFAULT").eval()
+        size = interpkit.get_weights(name).transforms().size
+        split = Split(images if size == transform.size else data.tensors(size)[0], labels)
+        accuracy[name] = evaluate(model, split, interpkit.get_weights(name).transforms().normalize, 5).accuracy
+    assert accuracy["vgg19_slim_caltech5"] >= 0.90
+    assert all(accuracy["vgg19_slim_caltech5"] > accuracy[n] for n in accuracy if n != "vgg19_slim_caltech5")
+    assert accuracy["vgg19_slim_caltech5"] == pytest.approx(weights.meta["metrics"]["test_accuracy"], abs=1e-3)
+    meta = weights.meta
+    assert meta["pretraining"]["categories"] == 96 and meta["training_seconds"] > 0 and "interpkit train" in meta["command"]
+    assert weights.value.path.stat().st_size <= 20 * 2**20
