@@ -1,0 +1,149 @@
+"""Attention rollout (Abnar and Zuidema, 2020) for vision transformers, as an interpkit plugin.
+
+Each attention block's input is captured during one forward and its attention recomputed as
+``softmax(Q K^T / sqrt(d))`` from the block's own query and key projections, so fused attention
+kernels (which never expose the weights) are explained exactly. Per block the heads are fused
+(mean, max or min), the identity is added for the residual path, ``A' = 0.5 A + 0.5 I``, rows are
+renormalised, and the blocks are multiplied from the first to the last; the map is the class
+token's row over the patch tokens, on the patch grid or resized to the input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import interpkit
+from interpkit import TokenGrid
+from interpkit.core import Explainer, Explanation, MapKind, TargetLike
+from interpkit.explainers import upsample
+
+__version__ = "0.1.0"
+
+
+def _projections(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Queries and keys (N, heads, T, d) of an attention module for its input ``x`` (N, T, D), for
+    torchvision's nn.MultiheadAttention, timm's Attention and HuggingFace's ViT self-attention;
+    None for any other module."""
+    n, t, _ = x.shape
+    if isinstance(module, nn.MultiheadAttention) and module.batch_first and module._qkv_same_embed_dim:
+        heads = module.num_heads
+        w_q, w_k, _ = module.in_proj_weight.chunk(3)
+        b_q, b_k, _ = module.in_proj_bias.chunk(3) if module.in_proj_bias is not None else (None, None, None)
+        q, k = nn.functional.linear(x, w_q, b_q), nn.functional.linear(x, w_k, b_k)
+    elif hasattr(module, "qkv") and hasattr(module, "num_heads"):  # timm
+        heads = module.num_heads
+        q, k, _ = module.qkv(x).reshape(n, t, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = module.q_norm(q), module.k_norm(k)
+        return q, k
+    elif _huggingface(module) is not None:
+        query, key, heads = _huggingface(module)  # type: ignore[misc]
+        q, k = query(x), key(x)
+    else:
+        return None
+    return (q.reshape(n, t, heads, -1).transpose(1, 2), k.reshape(n, t, heads, -1).transpose(1, 2))
+
+
+def _huggingface(module: nn.Module) -> tuple[nn.Module, nn.Module, int] | None:
+    """HuggingFace ViT attention: ``query``/``key`` (transformers 4) or ``q_proj``/``k_proj`` (5)."""
+    query = getattr(module, "query", None) or getattr(module, "q_proj", None)
+    key = getattr(module, "key", None) or getattr(module, "k_proj", None)
+    heads = getattr(module, "num_attention_heads", None)
+    if isinstance(query, nn.Linear) and isinstance(key, nn.Linear) and isinstance(heads, int):
+        return query, key, heads
+    return None
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The model's attention modules in definition order (one per transformer block)."""
+    return [module for module in model.modules() if _recognised(module)]
+
+
+def _recognised(module: nn.Module) -> bool:
+    if isinstance(module, nn.MultiheadAttention):
+        return module.batch_first and module._qkv_same_embed_dim
+    return (hasattr(module, "qkv") and hasattr(module, "num_heads")) or _huggingface(module) is not None
+
+
+class AttentionRollout(Explainer):
+    """Attention rollout: how much each patch token flows into the class token through all
+    blocks' attention (and the residual identity). Target-independent: each target gets the same
+    map. ``head_fusion`` is ``"mean"`` (the paper), ``"max"`` or ``"min"``; ``discard_ratio``
+    zeroes that fraction of the lowest attention weights of each fused map (the class token's
+    own column kept) before the identity is added; ``layout`` reads the tokens (class token
+    first, then a row-major grid; ``TokenGrid(prefix=...)`` for distillation or register tokens).
+    """
+
+    name = "attention_rollout"
+    supports = frozenset({"tokens"})
+
+    def __init__(self, model: nn.Module, head_fusion: str = "mean", discard_ratio: float = 0.0,
+                 upsample: bool = True, layout: TokenGrid | None = None) -> None:
+        super().__init__(model)
+        if head_fusion not in ("mean", "max", "min"):
+            raise interpkit.InputError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
+        if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not 0 <= discard_ratio < 1:
+            raise interpkit.InputError(f"discard_ratio must lie in [0, 1), got {discard_ratio!r}")
+        self.head_fusion, self.discard_ratio, self.upsample = head_fusion, float(discard_ratio), upsample
+        self.layout = layout or TokenGrid()
+        self.blocks = attention_modules(model)
+        if not self.blocks:
+            raise interpkit.LayerError("no attention module found: attention rollout explains torchvision, timm and "
+                                       "HuggingFace vision transformers")
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        captured: dict[nn.Module, torch.Tensor] = {}
+
+        def keep(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
+            captured.setdefault(module, x.detach())
+
+        handles = [b.register_forward_pre_hook(keep, with_kwargs=True) for b in self.blocks]
+        try:
+            selection, _ = self.forward_with_targets(inputs, target)
+        finally:
+            for handle in handles:
+                handle.remove()
+        with torch.no_grad():
+            rollout = self.rollout([captured[b] for b in self.blocks if b in captured])
+        tokens = rollout.shape[-1]
+        prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
+        flow = rollout[:, 0, prefix:prefix + int(torch.tensor(grid).prod())].reshape(len(inputs), 1, *grid)
+        maps = flow.expand(-1, selection.indices.shape[1], *grid)
+        if self.upsample:
+            maps = upsample(maps.contiguous(), tuple(inputs.shape[2:]))
+            return self.result(maps, selection, MapKind.INPUT_GRID)
+        return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
+
+    def attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Head-fused attention (N, T, T) of one block, recomputed from its input."""
+        q, k = _projections(block, x.float())  # type: ignore[misc]
+        weights = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)  # (N, heads, T, T)
+        return {"mean": weights.mean(1), "max": weights.amax(1), "min": weights.amin(1)}[self.head_fusion]
+
+    def rollout(self, inputs_per_block: list[torch.Tensor]) -> torch.Tensor:
+        result = None
+        for block, x in zip(self.blocks, inputs_per_block):
+            fused = self.attention(block, x)
+            if self.discard_ratio:
+                fused = _discard(fused, self.discard_ratio)
+            eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
+            mixed = 0.5 * fused + 0.5 * eye
+            mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+            result = mixed if result is None else mixed @ result
+        assert result is not None
+        return result
+
+
+def _discard(fused: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Zero the lowest ``ratio`` of each map's weights, never those into the class token (column 0)."""
+    flat = fused.flatten(1).clone()
+    lowest = flat.topk(int(flat.shape[1] * ratio), dim=1, largest=False).indices
+    into_class_token = (lowest % fused.shape[-1]) == 0
+    flat.scatter_(1, lowest, torch.where(into_class_token, flat.gather(1, lowest), 0.0))
+    return flat.view_as(fused)
+
+
+@interpkit.hookimpl
+def interpkit_register_explainers(register):
+    register(AttentionRollout)

@@ -1,0 +1,111 @@
+import pytest
+import torch
+import torchvision
+
+import interpkit
+from interpkit_transformers import AttentionRollout, attention_modules
+
+timm = pytest.importorskip("timm", reason="timm is in interpkit's [test] extra")
+
+
+def _timm_vit(fused: bool):
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, num_classes=4, depth=3).eval()
+    for block in model.blocks:
+        block.attn.fused_attn = fused
+    return model
+
+
+def _hand_rollout(probabilities):
+    """The paper's rollout from attention weights (L of (N, heads, T, T)), written out plainly."""
+    result = None
+    for weights in probabilities:
+        fused = weights.mean(dim=1)
+        mixed = 0.5 * fused + 0.5 * torch.eye(fused.shape[-1])
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        result = mixed if result is None else mixed @ result
+    return result
+
+
+def test_registered():
+    assert "attention_rollout" in interpkit.list_explainers()
+
+
+def test_equals_a_hand_written_rollout_of_the_models_own_attention_weights():
+    model = _timm_vit(fused=False)  # eager: the softmax passes through attn_drop, where it is caught
+    images = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    caught = []
+    handles = [b.attn.attn_drop.register_forward_hook(lambda m, i, o: caught.append(o.detach())) for b in model.blocks]
+    with torch.no_grad():
+        model(images)
+    for handle in handles:
+        handle.remove()
+    expected = _hand_rollout(caught)[:, 0, 1:].reshape(3, 1, 3, 3)
+    ours = AttentionRollout(model, upsample=False)(images).maps
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6)
+    for n in range(3):  # every image of the batch gets its own map
+        alone = AttentionRollout(model, upsample=False)(images[n:n + 1]).maps
+        torch.testing.assert_close(alone[0], ours[n], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(ours[0], ours[1])
+
+
+def test_fused_and_eager_attention_give_the_same_maps():
+    images = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    fused = AttentionRollout(_timm_vit(fused=True))(images, target=[0, 3]).maps
+    eager = AttentionRollout(_timm_vit(fused=False))(images, target=[0, 3]).maps
+    torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-7)
+    assert fused.shape == (2, 1, 48, 48)
+
+
+def test_torchvision_attention_is_recomputed_exactly():
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                 hidden_dim=16, mlp_dim=32, num_classes=5).eval()
+    images = torch.randn(3, 3, 32, 32)
+    explainer = AttentionRollout(model, upsample=False)
+    inputs = []
+    handles = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for b in attention_modules(model)]
+    with torch.no_grad():
+        model(images)
+    for handle in handles:
+        handle.remove()
+    for block, x in zip(attention_modules(model), inputs):
+        _, weights = block(x, x, x, need_weights=True, average_attn_weights=True)
+        torch.testing.assert_close(explainer.attention(block, x), weights, rtol=1e-5, atol=1e-6)
+    maps = explainer(images, target="all").maps
+    assert maps.shape == (3, 5, 4, 4) and torch.equal(maps[:, 0], maps[:, 4])  # the same map for every class
+
+
+def test_huggingface_vit_from_a_config():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                    hidden_size=16, intermediate_size=32, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(config).eval()  # sdpa: fused, no weights exposed
+    config._attn_implementation = "eager"
+    reference = transformers.ViTForImageClassification(config).eval()
+    reference.load_state_dict(model.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        eager = reference(pixel_values=images, output_attentions=True).attentions
+    expected = _hand_rollout([a.detach() for a in eager])[:, 0, 1:].reshape(2, 1, 4, 4)
+    ours = AttentionRollout(model, upsample=False)(images).maps
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_options_and_models_without_attention():
+    model = _timm_vit(fused=True)
+    for bad in ({"head_fusion": "median"}, {"discard_ratio": 1.0}, {"discard_ratio": -0.1}):
+        with pytest.raises(interpkit.InputError):
+            AttentionRollout(model, **bad)
+    with pytest.raises(interpkit.LayerError, match="no attention module"):
+        AttentionRollout(torchvision.models.resnet18())
+    images = torch.randn(1, 3, 48, 48)
+    kept = AttentionRollout(model, discard_ratio=0.5, upsample=False)(images).maps
+    assert torch.isfinite(kept).all() and not torch.allclose(kept, AttentionRollout(model, upsample=False)(images).maps)
+
+
+def test_conformance():
+    from interpkit.testing import check_explainer
+
+    check_explainer(AttentionRollout)  # token models explained, every other kind refused, models restored
