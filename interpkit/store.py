@@ -112,9 +112,11 @@ class MapStore:
 
     @property
     def maps(self) -> np.ndarray:
+        """Every sample's maps (N, K, *grid), NaN for samples that failed."""
         return self.array("maps")
 
     def metric(self, name: str) -> np.ndarray:
+        """The metric ``name``'s score for every sample (N,), NaN for samples that failed."""
         return self.array(f"metric-{name}")
 
     @property

@@ -9,8 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "interpkit"
 # The modules an explainer author may import from; each publishes its names in __all__.
-PUBLISHED = ("interpkit", "interpkit.core", "interpkit.analysis", "interpkit.errors", "interpkit.testing",
-             "interpkit.testing.strategies", "interpkit.viz", "interpkit.zoo", "interpkit.data")
+PUBLISHED = ("interpkit", "interpkit.core", "interpkit.analysis", "interpkit.errors", "interpkit.explainers",
+             "interpkit.testing", "interpkit.testing.strategies", "interpkit.viz", "interpkit.zoo", "interpkit.data")
 AUTHORS = sorted([*ROOT.glob("plugins/*/src/**/*.py"), *PACKAGE.glob("explainers/*.py"),
                   PACKAGE / "builtin_plugins.py"])
 
