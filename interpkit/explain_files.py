@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from .commands import load_model, parse_target
-from .core import Explainer, Explanation, MapKind
+from .core import Explainer, Explanation, LayerExplainer, MapKind
 from .data import read_image
 from .errors import InputError, InterpkitError, LayerNotFoundError
 from .files import replacing, write_text
@@ -96,7 +96,7 @@ def _explainer(network: torch.nn.Module, method: str, layer: str | None) -> Expl
     cls = get_explainer(method)
     if layer is None:
         return cls(network)
-    if not issubclass(cls, _layered()):
+    if not issubclass(cls, LayerExplainer):
         raise InputError(f"method '{method}' takes no layer; drop --layer")
     try:
         return cls(network, layer=layer)  # type: ignore[call-arg]
@@ -104,12 +104,6 @@ def _explainer(network: torch.nn.Module, method: str, layer: str | None) -> Expl
         names = [n for n, _ in network.named_modules() if n]
         raise LayerNotFoundError(f"--layer {layer}: the model has no such layer; its layers are "
                                  f"{', '.join(names[:40])}{' ...' if len(names) > 40 else ''}") from None
-
-
-def _layered() -> type:
-    from .core import LayerExplainer
-
-    return LayerExplainer
 
 
 def _output_stems(paths: list[Path]) -> list[Path]:

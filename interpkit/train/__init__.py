@@ -67,8 +67,7 @@ def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: Train
     for name in names:
         checkpoint = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
         if name == STAND_IN:
-            model, result, scores, extra = _train_stand_in(splits, classes, data_dir, transform, checkpoint_dir,
-                                                           resume, progress)
+            model, result, scores, extra, own = _train_stand_in(data_dir, checkpoint_dir, resume, progress)
             weights, weights_name = model.state_dict(), f"{name}.pt"
         elif name == "vgg19_caltech5":
             model, result, scores = _train_vgg_head(splits, classes, config, transform, checkpoint, resume, backbone,
@@ -86,7 +85,7 @@ def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: Train
             extra = {"recipe": asdict(config)}
         recorded = command or f"interpkit train --models {name} --out {out}"
         rows.append(_write_model(out, name, weights_name, weights, model, result, scores, classes, extra,
-                                 transform, recorded))
+                                 own if name == STAND_IN else transform, recorded))
     write_tables(out, rows)
     return rows
 
@@ -109,35 +108,37 @@ def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainC
     return model, result, scores
 
 
-def _train_stand_in(splits: dict[str, Split], classes: list[str], data_dir: Any, transform: ImageTransform,
-                    checkpoint_dir: Any, resume: bool,
-                    progress: bool) -> tuple[torch.nn.Module, TrainResult, dict[str, Evaluation], dict[str, Any]]:
+def _train_stand_in(data_dir: Any, checkpoint_dir: Any, resume: bool, progress: bool
+                    ) -> tuple[torch.nn.Module, TrainResult, dict[str, Evaluation], dict[str, Any], ImageTransform]:
     """Task 2 offline: a slim VGG19 pretrained on Caltech-101's other categories, fine-tuned here."""
     categories = Path(data_dir) / "101_ObjectCategories" if data_dir is not None else None
     if categories is None or not categories.is_dir():
-        raise InputError(f"{STAND_IN} is pretrained on Caltech-101's other categories: pass --data with the "
+        raise InputError(f"{STAND_IN} is pretrained on Caltech-101's other categories: pass --data-dir with the "
                          "folder that holds 101_ObjectCategories and caltech5_split.json")
-    stages = [Path(checkpoint_dir) / f"{STAND_IN}.{stage}.ckpt" if checkpoint_dir else None
-              for stage in ("pretrain", "fine-tune")]
+    transform = ImageTransform(size=transfer.SIZE)
+    splits, classes = load_splits(data_dir, transform.size)
+    folder = Path(checkpoint_dir) if checkpoint_dir else None
+    stages = [folder / f"{STAND_IN}.pretrain-{i + 1}.ckpt" if folder else None
+              for i in range(len(transfer.PRETRAIN_STAGES))]
     # --resume continues each stage that has a checkpoint and starts the others
-    pretrained, history, held_out = transfer.pretrain(
-        categories, classes, checkpoint=stages[0], resume=resume and stages[0] is not None and stages[0].exists(),
-        progress=progress)
-    model, result = transfer.fine_tune(pretrained, splits, len(classes), transform, checkpoint=stages[1],
-                                       resume=resume and stages[1] is not None and stages[1].exists(),
-                                       progress=progress)
+    pretrained, history, held_out = transfer.pretrain(categories, classes, checkpoints=stages, resume=resume,
+                                                      progress=progress)
+    tuned = folder / f"{STAND_IN}.fine-tune.ckpt" if folder else None
+    model, result = transfer.fine_tune(pretrained, splits, len(classes), transform, checkpoint=tuned,
+                                       resume=resume and tuned is not None and tuned.exists(), progress=progress)
     scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}
-    sources = len(held_out.confusion)
-    extra = {"recipe": {"pretraining": asdict(transfer.PRETRAIN), "fine_tuning": asdict(transfer.FINE_TUNE)},
+    sources, pretraining_seconds = len(held_out.confusion), sum(h.seconds for h in history)
+    epochs = sum(h.epochs_run for h in history)
+    extra = {"recipe": {"pretraining": [asdict(c) for c in transfer.PRETRAIN_STAGES],
+                        "fine_tuning": asdict(transfer.FINE_TUNE)},
              "pretraining": {
-                 "summary": (f"{sources} categories, {history.epochs_run} epochs at "
-                             f"{transfer.PRETRAIN_SIZE[0]} x {transfer.PRETRAIN_SIZE[1]} with batch normalisation "
-                             f"folded into the convolutions afterwards; {held_out.accuracy:.1%} on held-out images "
-                             "of those categories"),
+                 "summary": (f"{sources} categories, {epochs} epochs at {transform.size[0]} x {transform.size[1]} "
+                             "with batch normalisation folded into the convolutions afterwards; "
+                             f"{held_out.accuracy:.1%} on held-out images of those categories"),
                  "categories": sources, "held_out_accuracy": round(held_out.accuracy, 4),
-                 "seconds": round(history.seconds)},
-             "training_seconds": round(history.seconds + result.seconds)}
-    return model, result, scores, extra
+                 "seconds": round(pretraining_seconds)},
+             "training_seconds": round(pretraining_seconds + result.seconds)}
+    return model, result, scores, extra, transform
 
 
 def _write_model(out: Path, name: str, weights_name: str, weights: dict, model: torch.nn.Module, result: TrainResult,

@@ -20,11 +20,15 @@ from ..errors import InputError
 from ..zoo.vgg_slim import slim_vgg19
 from .loop import Evaluation, Split, TrainConfig, TrainResult, evaluate, fit
 
-PRETRAIN_SIZE = (160, 160)
-PRETRAIN = TrainConfig(epochs=18, batch_size=64, lr=2e-3, weight_decay=5e-2, label_smoothing=0.1, warmup_epochs=1,
-                       patience=None, seed=1, dropout=0.5)
-FINE_TUNE = TrainConfig(epochs=40, batch_size=32, lr=3e-4, weight_decay=5e-2, label_smoothing=0.1, warmup_epochs=2,
-                        patience=15, seed=1, dropout=0.5)
+SIZE = (160, 160)  # pretraining and fine-tuning resolution: features transfer best at the size they learned
+PRETRAIN_STAGES = (  # a first cosine cycle, then a second at half the rate from where the first ended
+    TrainConfig(epochs=18, batch_size=64, lr=2e-3, weight_decay=5e-2, label_smoothing=0.1, warmup_epochs=1,
+                patience=None, seed=1, dropout=0.5),
+    TrainConfig(epochs=12, batch_size=64, lr=1e-3, weight_decay=5e-2, label_smoothing=0.1, warmup_epochs=0,
+                patience=None, seed=2, dropout=0.5),
+)
+FINE_TUNE = TrainConfig(epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-2, label_smoothing=0.1, warmup_epochs=2,
+                        patience=None, seed=1, dropout=0.5)
 
 
 def with_batch_norm(model: nn.Module) -> nn.Module:
@@ -67,22 +71,27 @@ def decoded(dataset, size: tuple[int, int]) -> Split:
     return Split(images, labels)
 
 
-def pretrain(categories_root: str | os.PathLike, exclude: list[str], config: TrainConfig = PRETRAIN,
-             checkpoint: str | Path | None = None, resume: bool = False,
-             progress: bool = True) -> tuple[nn.Module, TrainResult, Evaluation]:
+def pretrain(categories_root: str | os.PathLike, exclude: list[str], stages: tuple[TrainConfig, ...] = PRETRAIN_STAGES,
+             checkpoints: list[Path | None] | None = None, resume: bool = False,
+             progress: bool = True) -> tuple[nn.Module, list[TrainResult], Evaluation]:
     """A slim VGG19 trained (with BatchNorm, then folded) on every Caltech-101 category in
-    ``categories_root`` but ``exclude``; returns it with its history and held-out evaluation."""
+    ``categories_root`` but ``exclude``, one ``fit`` per stage (each resumable from its own
+    checkpoint); returns it with each stage's history and the held-out evaluation."""
     data = caltech101_categories(categories_root, exclude)
     classes = data["train"].classes
     if set(classes) & set(exclude):
         raise InputError("the pretraining categories overlap the excluded ones")
-    transform = ImageTransform(size=PRETRAIN_SIZE)
-    train, val = decoded(data["train"], PRETRAIN_SIZE), decoded(data["val"], PRETRAIN_SIZE)
-    torch.manual_seed(config.seed)
-    model = with_batch_norm(slim_vgg19(len(classes), dropout=config.dropout))
-    result = fit(model, train, val, transform.normalize, config, len(classes), checkpoint, resume, progress)
+    transform = ImageTransform(size=SIZE)
+    train, val = decoded(data["train"], SIZE), decoded(data["val"], SIZE)
+    torch.manual_seed(stages[0].seed)
+    model = with_batch_norm(slim_vgg19(len(classes), dropout=stages[0].dropout))
+    results = []
+    for stage, config in enumerate(stages):
+        checkpoint = checkpoints[stage] if checkpoints else None
+        results.append(fit(model, train, val, transform.normalize, config, len(classes), checkpoint,
+                           resume and checkpoint is not None and Path(checkpoint).exists(), progress))
     scores = evaluate(model, val, transform.normalize, len(classes))
-    return fold_batch_norm(model).eval(), result, scores
+    return fold_batch_norm(model).eval(), results, scores
 
 
 def fine_tune(pretrained: nn.Module, splits: dict[str, Split], classes: int, transform: ImageTransform,
