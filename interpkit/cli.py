@@ -50,7 +50,7 @@ def _zoo(_args: argparse.Namespace) -> None:
                       f"classes {', '.join(weights.meta['categories'])}")
         except InterpkitError as error:
             status = f"no bundled weights ({error})"
-        print(f"{name:<18s} {status}")
+        print(f"{name:<22s} {status}")
 
 
 def _train(args: argparse.Namespace) -> None:
