@@ -109,3 +109,67 @@ def test_conformance():
     from interpkit.testing import check_explainer
 
     check_explainer(AttentionRollout)  # token models explained, every other kind refused, models restored
+
+
+def _hand_chefer(model, images, targets):
+    """Chefer et al.'s rule from the eager model's own attention weights and their gradients."""
+    caught = []
+
+    def keep(module, args, output):
+        output.retain_grad()
+        caught.append(output)
+
+    handles = [b.attn.attn_drop.register_forward_hook(keep) for b in model.blocks]
+    logits = model(images)
+    for handle in handles:
+        handle.remove()
+    logits[torch.arange(len(images)), targets].sum().backward()
+    tokens = caught[0].shape[-1]
+    relevance = torch.eye(tokens).expand(len(images), tokens, tokens)
+    for attention in caught:
+        fused = (attention.grad * attention).clamp_min(0).mean(dim=1)
+        relevance = relevance + fused @ relevance
+    return relevance[:, 0, 1:].detach()
+
+
+def test_generic_attention_equals_the_rule_on_the_models_own_weights_and_keeps_its_outputs():
+    from interpkit_transformers import GenericAttention
+
+    model = _timm_vit(fused=False)
+    images = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([0, 2, 3])
+    expected = _hand_chefer(model, images, targets).reshape(3, 1, 3, 3)
+    model.zero_grad(set_to_none=True)
+    explanation = GenericAttention(model, upsample=False)(images, target=targets)
+    torch.testing.assert_close(explanation.maps, expected, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # the eager recomputation leaves the model's scores as they were
+        torch.testing.assert_close(explanation.scores[:, 0], model(images)[torch.arange(3), targets], rtol=1e-5,
+                                   atol=1e-5)
+    fused = GenericAttention(_timm_vit(fused=True), upsample=False)(images, target=targets).maps
+    torch.testing.assert_close(fused, explanation.maps, rtol=1e-4, atol=1e-6)
+    for n in range(3):
+        alone = GenericAttention(model, upsample=False)(images[n:n + 1], target=targets[n:n + 1]).maps
+        torch.testing.assert_close(alone[0], explanation.maps[n], rtol=1e-4, atol=1e-6)
+
+
+def test_generic_attention_on_torchvision_and_huggingface_and_conformance():
+    from interpkit.testing import check_explainer
+    from interpkit_transformers import GenericAttention
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                               hidden_dim=16, mlp_dim=32, num_classes=5).eval()
+    torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts the head at zero: no gradient at all
+    images = torch.randn(2, 3, 32, 32)
+    explanation = GenericAttention(vit, upsample=False)(images, target="all")
+    assert explanation.maps.shape == (2, 5, 4, 4) and not torch.allclose(explanation.maps[:, 0], explanation.maps[:, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(explanation.scores, vit(images), rtol=1e-5, atol=1e-5)
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                    hidden_size=16, intermediate_size=32, num_labels=3)
+    hf = transformers.ViTForImageClassification(config).eval()
+    hf_maps = GenericAttention(hf, upsample=False)(images, target=1)
+    with torch.no_grad():
+        torch.testing.assert_close(hf_maps.scores[:, 0], hf(pixel_values=images).logits[:, 1], rtol=1e-5, atol=1e-5)
+    check_explainer(GenericAttention)

@@ -15,7 +15,9 @@ from torch import nn
 
 import interpkit
 from interpkit import TokenGrid
-from interpkit.core import Explainer, Explanation, MapKind, TargetLike
+from typing import Any
+
+from interpkit.core import Explainer, Explanation, MapKind, TargetLike, per_target_gradients
 from interpkit.explainers import upsample
 
 __version__ = "0.1.0"
@@ -144,6 +146,85 @@ def _discard(fused: torch.Tensor, ratio: float) -> torch.Tensor:
     return flat.view_as(fused)
 
 
+class GenericAttention(AttentionRollout):
+    """Gradient-weighted attention (Chefer et al., 2021, "Generic attention-model
+    explainability"): per block ``A_bar = mean_heads(ReLU(dS/dA * A))``, and from ``R = I`` each
+    block adds ``A_bar R``; the map is the class token's row of R over the patch tokens, per
+    target. The blocks' fused attention exposes no A to differentiate, so during the one forward
+    each attention block's output is recomputed eagerly from its own projections and an A that
+    stays in the graph (the output is the same to rounding; tested); one batched backward gives
+    every target's gradients."""
+
+    name = "generic_attention"
+
+    def __init__(self, model: nn.Module, upsample: bool = True, layout: TokenGrid | None = None) -> None:
+        super().__init__(model, upsample=upsample, layout=layout)
+
+    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+        weights: list[torch.Tensor] = []
+
+        def eager(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
+            recomputed, attention = _eager_attention(module, x, args, kwargs, output)
+            weights.append(attention)
+            return recomputed
+
+        handles = [b.register_forward_hook(eager, with_kwargs=True) for b in self.blocks]
+        try:
+            selection, _ = self.forward_with_targets(inputs, target)
+        finally:
+            for handle in handles:
+                handle.remove()
+        gradients = per_target_gradients(selection.scores, weights, selection.graph_elements)
+        n, k = selection.scores.shape
+        tokens = weights[0].shape[-1]
+        relevance = torch.eye(tokens, device=inputs.device).expand(n, k, tokens, tokens)
+        for attention, gradient in zip(weights, gradients):  # (N, H, T, T), (N, K, H, T, T)
+            fused = (gradient * attention.detach().unsqueeze(1)).clamp_min(0).mean(dim=2)  # (N, K, T, T)
+            relevance = relevance + fused @ relevance
+        prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
+        maps = relevance[:, :, 0, prefix:prefix + int(torch.tensor(grid).prod())].reshape(n, k, *grid)
+        if self.upsample:
+            return self.result(upsample(maps.contiguous(), tuple(inputs.shape[2:])), selection, MapKind.INPUT_GRID)
+        return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
+
+
+def _eager_attention(module: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict,
+                     output: Any) -> tuple[Any, torch.Tensor]:
+    """The module's output recomputed with explicit attention weights A (N, heads, T, T) kept
+    in the graph, in the form the module returns; refuses what it cannot recompute exactly."""
+    projections = _projections(module, x)
+    if projections is None:
+        raise interpkit.LayerError(f"cannot recompute attention of {type(module).__name__}")
+    q, k = projections
+    attention = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)
+    n, t, _ = x.shape
+    if isinstance(module, nn.MultiheadAttention):
+        key, value = (args[1], args[2]) if len(args) >= 3 else (kwargs.get("key"), kwargs.get("value"))
+        if key is not x or value is not x or kwargs.get("attn_mask") is not None:
+            raise interpkit.LayerError("generic attention explains self-attention without masks")
+        _, _, w_v = module.in_proj_weight.chunk(3)
+        b_v = module.in_proj_bias.chunk(3)[2] if module.in_proj_bias is not None else None
+        v = nn.functional.linear(x, w_v, b_v).reshape(n, t, module.num_heads, -1).transpose(1, 2)
+        merged = (attention @ v).transpose(1, 2).reshape(n, t, -1)
+        return (module.out_proj(merged), output[1]), attention
+    if hasattr(module, "qkv"):  # timm
+        if (getattr(module, "gate", None) is not None or args[1:] or kwargs.get("attn_mask") is not None
+                or kwargs.get("is_causal")):
+            raise interpkit.LayerError("generic attention explains timm attention without gates or masks")
+        v = module.qkv(x).reshape(n, t, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)[2]
+        merged = (attention @ v).transpose(1, 2).reshape(n, t, -1)
+        return module.proj_drop(module.proj(module.norm(merged) if hasattr(module, "norm") else merged)), attention
+    value = getattr(module, "value", None) or getattr(module, "v_proj", None)
+    out = getattr(module, "o_proj", None)
+    if out is None or value is None:
+        raise interpkit.LayerError(f"generic attention cannot recompute {type(module).__name__}'s output")
+    v = value(x).reshape(n, t, q.shape[1], -1).transpose(1, 2)
+    merged = out((attention @ v).transpose(1, 2).reshape(n, t, -1))
+    return ((merged, attention) if isinstance(output, tuple) else merged), attention
+
+
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
     register(AttentionRollout)
+    register(GenericAttention)
