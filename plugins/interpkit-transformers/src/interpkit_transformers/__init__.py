@@ -1,4 +1,5 @@
-"""Attention rollout (Abnar and Zuidema, 2020) for vision transformers, as an interpkit plugin.
+"""Attention rollout (Abnar and Zuidema, 2020) and gradient-weighted attention (Chefer et al.,
+2021) for vision transformers, as an interpkit plugin.
 
 Each attention block's input is captured during one forward and its attention recomputed as
 ``softmax(Q K^T / sqrt(d))`` from the block's own query and key projections, so fused attention
