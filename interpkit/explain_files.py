@@ -99,7 +99,7 @@ def _explainer(network: torch.nn.Module, method: str, layer: str | None) -> Expl
     if not issubclass(cls, LayerExplainer):
         raise InputError(f"method '{method}' takes no layer; drop --layer")
     try:
-        return cls(network, layer=layer)  # type: ignore[call-arg]
+        return cls(network, layer=layer)
     except LayerNotFoundError:
         names = [n for n, _ in network.named_modules() if n]
         raise LayerNotFoundError(f"--layer {layer}: the model has no such layer; its layers are "

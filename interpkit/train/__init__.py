@@ -123,21 +123,21 @@ def _train_stand_in(data_dir: Any, checkpoint_dir: Any, resume: bool, progress: 
     # --resume continues each stage that has a checkpoint and starts the others
     pretrained, history, held_out = transfer.pretrain(categories, classes, checkpoints=stages, resume=resume,
                                                       progress=progress)
-    tuned = folder / f"{STAND_IN}.fine-tune.ckpt" if folder else None
-    model, result = transfer.fine_tune(pretrained, splits, len(classes), transform, checkpoint=tuned,
-                                       resume=resume and tuned is not None and tuned.exists(), progress=progress)
+    tuned = (folder / f"{STAND_IN}.linear-probe.ckpt", folder / f"{STAND_IN}.fine-tune.ckpt") if folder else (None, None)
+    model, probed, result = transfer.fine_tune(pretrained, splits, len(classes), transform, checkpoints=tuned,
+                                               resume=resume, progress=progress)
     scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}
     sources, pretraining_seconds = len(held_out.confusion), sum(h.seconds for h in history)
     epochs = sum(h.epochs_run for h in history)
     extra = {"recipe": {"pretraining": [asdict(c) for c in transfer.PRETRAIN_STAGES],
-                        "fine_tuning": asdict(transfer.FINE_TUNE)},
+                        "linear_probe": asdict(transfer.LINEAR_PROBE), "fine_tuning": asdict(transfer.FINE_TUNE)},
              "pretraining": {
                  "summary": (f"{sources} categories, {epochs} epochs at {transform.size[0]} x {transform.size[1]} "
                              "with batch normalisation folded into the convolutions afterwards; "
                              f"{held_out.accuracy:.1%} on held-out images of those categories"),
                  "categories": sources, "held_out_accuracy": round(held_out.accuracy, 4),
                  "seconds": round(pretraining_seconds)},
-             "training_seconds": round(pretraining_seconds + result.seconds)}
+             "training_seconds": round(pretraining_seconds + probed.seconds + result.seconds)}
     return model, result, scores, extra, transform
 
 

@@ -27,6 +27,10 @@ PRETRAIN_STAGES = (  # a first cosine cycle, then a second at half the rate from
     TrainConfig(epochs=12, batch_size=64, lr=1e-3, weight_decay=5e-2, label_smoothing=0.1, warmup_epochs=0,
                 patience=None, seed=2, dropout=0.5),
 )
+# Linear probing, then fine-tuning (LP-FT): the new last layer learns alone first, so the
+# pretrained features are not disturbed by a random head's gradients when every layer trains.
+LINEAR_PROBE = TrainConfig(epochs=15, batch_size=32, lr=3e-3, weight_decay=1e-2, label_smoothing=0.1,
+                           warmup_epochs=1, patience=None, seed=1, dropout=0.5)
 FINE_TUNE = TrainConfig(epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-2, label_smoothing=0.1, warmup_epochs=2,
                         patience=None, seed=1, dropout=0.5)
 
@@ -95,13 +99,20 @@ def pretrain(categories_root: str | os.PathLike, exclude: list[str], stages: tup
 
 
 def fine_tune(pretrained: nn.Module, splits: dict[str, Split], classes: int, transform: ImageTransform,
-              config: TrainConfig = FINE_TUNE, checkpoint: str | Path | None = None, resume: bool = False,
-              progress: bool = True) -> tuple[nn.Module, TrainResult]:
-    """Every layer of the pretrained network trained further on ``splits``, with a new last layer."""
-    torch.manual_seed(config.seed)
+              probe: TrainConfig = LINEAR_PROBE, config: TrainConfig = FINE_TUNE,
+              checkpoints: tuple[Path | None, Path | None] = (None, None), resume: bool = False,
+              progress: bool = True) -> tuple[nn.Module, TrainResult, TrainResult]:
+    """The pretrained network with a new last layer, trained alone (``probe``), then every layer
+    (``config``) on ``splits``; each stage resumable from its checkpoint. Returns the network
+    and both stages' results."""
+    torch.manual_seed(probe.seed)
     classifier = pretrained.get_submodule("classifier")
     assert isinstance(classifier, nn.Sequential) and isinstance(classifier[6], nn.Linear)
     classifier[6] = nn.Linear(classifier[6].in_features, classes)
-    result = fit(pretrained, splits["train"], splits["val"], transform.normalize, config, classes, checkpoint,
-                 resume, progress)
-    return pretrained, result
+    head = classifier[6]
+    stages = []
+    for stage, (recipe, parameters) in enumerate(((probe, lambda _: head.parameters()), (config, None))):
+        checkpoint = checkpoints[stage]
+        stages.append(fit(pretrained, splits["train"], splits["val"], transform.normalize, recipe, classes, checkpoint,
+                          resume and checkpoint is not None and Path(checkpoint).exists(), progress, parameters))
+    return pretrained, stages[0], stages[1]

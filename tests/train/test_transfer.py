@@ -56,10 +56,26 @@ def test_fine_tuning_replaces_the_head_and_trains_every_layer():
     images = torch.randint(0, 255, (6, 3, 64, 64), dtype=torch.uint8)
     splits = {"train": Split(images, torch.tensor([0, 1, 2, 0, 1, 2])), "val": Split(images[:3], torch.tensor([0, 1, 2]))}
     first_conv = model.features[0].weight.detach().clone()
-    tuned, result = fine_tune(model, splits, 3, interpkit.data.ImageTransform(size=(64, 64)),
-                              TrainConfig(epochs=2, batch_size=3, patience=None, augment=False), progress=False)
-    assert tuned.classifier[6].out_features == 3 and result.epochs_run == 2
-    assert not torch.equal(tuned.features[0].weight, first_conv)
+    probe = TrainConfig(epochs=1, batch_size=3, patience=None, augment=False)
+    entering = []  # the first convolution's weights as each stage starts
+
+    def spy(model, *args, **kwargs):
+        entering.append(model.features[0].weight.detach().clone())
+        return real_fit(model, *args, **kwargs)
+
+    import interpkit.train.transfer as transfer
+
+    real_fit = transfer.fit
+    transfer.fit = spy
+    try:
+        tuned, probed, result = fine_tune(model, splits, 3, interpkit.data.ImageTransform(size=(64, 64)), probe,
+                                          TrainConfig(epochs=2, batch_size=3, patience=None, augment=False),
+                                          progress=False)
+    finally:
+        transfer.fit = real_fit
+    assert tuned.classifier[6].out_features == 3 and probed.epochs_run == 1 and result.epochs_run == 2
+    assert len(entering) == 2 and torch.equal(entering[1], first_conv)  # the probe trained the head alone
+    assert not torch.equal(tuned.features[0].weight, first_conv)  # then every layer trains
 
 
 def test_the_bundled_stand_in_beats_every_task1_cnn_on_the_test_split():
