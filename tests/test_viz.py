@@ -17,6 +17,12 @@ def test_symmetric_gradient_images_put_zero_at_mid_grey():
     pictures = gradient_images(maps, symmetric=True)
     assert pictures[0, 0, 3, 3].tolist() == [128] * 3 and pictures[0, 0, 0, 0].tolist() == [255] * 3
     assert pictures[0, 0, 1, 1, 0] == 64 and pictures[0, 1, 2, 2, 0] == 0 and pictures[0, 1, 0, 0, 0] == 128
+    spread = torch.linspace(-1, 1, 1000).view(1, 1, 1, 10, 100).clone()
+    spread[..., 0, 0] = 1000.0  # one extreme pixel
+    plain, clipped = gradient_images(spread, symmetric=True)[0, 0], gradient_images(spread, symmetric=True,
+                                                                                     outliers=0.01)[0, 0]
+    assert np.ptp(plain[1:]) <= 1 and np.ptp(clipped[1:]) > 200  # the extreme no longer greys out the rest
+    assert clipped[4, 99, 0] in (127, 128)  # (about) zero stays mid-grey
 
 
 def test_sample_scale_keeps_a_rows_maps_comparable():

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 import interpkit
 from interpkit.commands import parse_device
 from interpkit.data import caltech5
-from interpkit.errors import InputError, WeightsError
+from interpkit.errors import InputError, InterpkitError, WeightsError
 from interpkit.files import save_figure, write_text
 from interpkit.train import STUDY, Split, evaluate
 from interpkit.core import MapKind
@@ -288,7 +288,11 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
     rows: list[dict[str, str]] = []
     panels: dict[str, dict[str, Any]] = {"deletion (lower is better)": {}, "insertion (higher is better)": {}}
     for method in interpkit.list_explainers():
-        maps, targets = scored_maps(interpkit.get_explainer(method)(subject.model)(images), images)
+        try:
+            maps, targets = scored_maps(interpkit.get_explainer(method)(subject.model)(images), images)
+        except InterpkitError as refused:  # a method for another kind of model (a transformer's)
+            rows.append({"method": method, "skipped": " ".join(str(refused).split())})
+            continue
         results = {name: metric(subject.model, images, maps, targets) for name, metric in metrics.items()}
         rows.append({"method": method, **{name: f"{r.mean.item():.3f}" for name, r in results.items()}})
         for title, name in zip(panels, ("deletion", "insertion")):
@@ -326,9 +330,10 @@ def _vgg(build: _Build, wanted: bool) -> None:
     try:
         subject = _subject("vgg19_caltech5", build.device, {}, "vgg_")
         stand_in = False
-    except WeightsError as error:
-        how = (f"(ImageNet VGG19 was not used: {str(error).rstrip('.')}. With the ImageNet weights, train the "
-               "head with 'interpkit train --models vgg19_caltech5' and this section shows VGG19 itself.)")
+    except WeightsError:
+        how = ("ImageNet VGG19 itself needs torchvision's ImageNet weights (a download) and a head trained on "
+               "them, which interpkit cannot bundle; with those weights, 'interpkit train --models vgg19_caltech5' "
+               "trains the head and this section shows VGG19.")
         try:
             subject = _subject(STAND_IN, build.device, {}, "vgg_")
         except WeightsError as missing:

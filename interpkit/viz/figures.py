@@ -141,11 +141,12 @@ class NeuronPanel:
 
 
 def plot_neuron_gradients(image: np.ndarray, panels: list[NeuronPanel], title: str | None = None,
-                          panel_inches: float = 1.25) -> Figure:
+                          panel_inches: float = 1.25, outliers: float = 0.005) -> Figure:
     """Guided backprop of neurons as Springenberg et al. and Zeiler and Fergus show them: the top
     row each gradient cropped to its neuron's receptive field, the bottom row the whole-image
     gradient with that field framed; the image itself on the left. Every panel is scaled on its
-    own, symmetrically around zero (mid-grey), and titled with the channel and its activation."""
+    own, symmetrically around zero (mid-grey; the ``outliers`` fraction of largest |values|
+    saturates), and titled with the channel and its activation."""
     from .images import gradient_images
 
     figure = Figure(figsize=(panel_inches * (len(panels) + 1), panel_inches * 2 + (0.45 if title else 0.2)))
@@ -157,9 +158,9 @@ def plot_neuron_gradients(image: np.ndarray, panels: list[NeuronPanel], title: s
     for column, panel in enumerate(panels, start=1):
         top, left, bottom, right = panel.box
         crop = panel.gradient[:, top:bottom, left:right]
-        axes[0, column].imshow(gradient_images(crop[None, None], symmetric=True)[0, 0])
+        axes[0, column].imshow(gradient_images(crop[None, None], symmetric=True, outliers=outliers)[0, 0])
         axes[0, column].set_title(f"channel {panel.channel}\nact {panel.activation:.2f}", fontsize=7)
-        axes[1, column].imshow(gradient_images(panel.gradient[None, None], symmetric=True)[0, 0])
+        axes[1, column].imshow(gradient_images(panel.gradient[None, None], symmetric=True, outliers=outliers)[0, 0])
         axes[1, column].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
                                             edgecolor="#ffd700", linewidth=1.2))
     axes[1, 0].text(0.5, 0.5, "whole\nimage", ha="center", va="center", fontsize=7, transform=axes[1, 0].transAxes)

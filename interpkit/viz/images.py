@@ -169,21 +169,28 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         temporary.write_bytes(data.tobytes())
 
 
-def gradient_images(maps: torch.Tensor, positive_only: bool = False, symmetric: bool = False) -> np.ndarray:
+def gradient_images(maps: torch.Tensor, positive_only: bool = False, symmetric: bool = False,
+                    outliers: float = 0.0) -> np.ndarray:
     """Input-gradient maps (N, K, C, H, W) as viewable uint8 images (N, K, H, W, C).
 
     Each map is scaled on its own over all its channels: min-max into [0, 255] (after keeping
     only the positive part when ``positive_only``), or with ``symmetric`` around zero, so that
-    zero is mid-grey in every panel and the largest |value| reaches black or white.
+    zero is mid-grey in every panel and the largest |value| reaches black or white; with
+    ``outliers`` that fraction of the largest |values| saturates instead (a few extreme pixels
+    would otherwise leave the rest of the panel grey).
     """
     if maps.dim() != 5:
         raise InputError(f"gradient maps must have shape (N, K, C, H, W), got {tuple(maps.shape)}")
     values = maps.detach().float()
     if positive_only:
         values = values.clamp_min(0)
+    if not 0.0 <= outliers < 1.0:
+        raise InputError(f"outliers must lie in [0, 1), got {outliers}")
     if symmetric:
-        peak = values.abs().flatten(2).amax(dim=2).view(*values.shape[:2], 1, 1, 1)
-        scaled = 0.5 + 0.5 * values / torch.where(peak > 0, peak, 1.0)
+        magnitudes = values.abs().flatten(2)
+        peak = (torch.quantile(magnitudes, 1.0 - outliers, dim=2) if outliers else magnitudes.amax(dim=2))
+        peak = peak.view(*values.shape[:2], 1, 1, 1)
+        scaled = (0.5 + 0.5 * values / torch.where(peak > 0, peak, 1.0)).clamp(0, 1)
     else:
         scaled = normalize_maps(values, start_dim=2)
     return (scaled * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
