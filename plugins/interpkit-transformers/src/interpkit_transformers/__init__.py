@@ -11,6 +11,8 @@ token's row over the patch tokens, on the patch grid or resized to the input.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -36,9 +38,11 @@ def _projections(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
         q, k = nn.functional.linear(x, w_q, b_q), nn.functional.linear(x, w_k, b_k)
     elif hasattr(module, "qkv") and hasattr(module, "num_heads"):  # timm
         heads = module.num_heads
-        q, k, _ = module.qkv(x).reshape(n, t, 3, heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = module.q_norm(q), module.k_norm(k)
-        return q, k
+        width = module.qkv.out_features // 3  # queries and keys only: the values are not needed here
+        bias = module.qkv.bias[:2 * width] if module.qkv.bias is not None else None
+        q, k = nn.functional.linear(x, module.qkv.weight[:2 * width], bias).reshape(n, t, 2, heads, -1).permute(
+            2, 0, 3, 1, 4)
+        return module.q_norm(q), module.k_norm(k)
     elif _huggingface(module) is not None:
         query, key, heads = _huggingface(module)  # type: ignore[misc]
         q, k = query(x), key(x)
@@ -95,20 +99,18 @@ class AttentionRollout(Explainer):
                                        "HuggingFace vision transformers")
 
     def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
-        captured: dict[nn.Module, torch.Tensor] = {}
-
-        def keep(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
-            captured.setdefault(module, x.detach())
-
-        handles = [b.register_forward_pre_hook(keep, with_kwargs=True) for b in self.blocks]
+        queries_and_keys: dict[nn.Module, dict[str, torch.Tensor]] = {block: {} for block in self.blocks}
+        handles = []
+        for block in self.blocks:
+            handles += _capture_queries_and_keys(block, queries_and_keys[block])
         try:
-            selection, _ = self.forward_with_targets(inputs, target)
+            with torch.no_grad() if _plain(target) else contextlib.nullcontext():  # rollout needs no gradient
+                selection, _ = self.forward_with_targets(inputs, target)
         finally:
             for handle in handles:
                 handle.remove()
         with torch.no_grad():
-            rollout = self.rollout([captured[b] for b in self.blocks if b in captured])
+            rollout = self.rollout([(found["q"], found["k"]) for found in queries_and_keys.values() if found])
         tokens = rollout.shape[-1]
         prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
         flow = rollout[:, 0, prefix:prefix + int(torch.tensor(grid).prod())].reshape(len(inputs), 1, *grid)
@@ -121,13 +123,17 @@ class AttentionRollout(Explainer):
     def attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Head-fused attention (N, T, T) of one block, recomputed from its input."""
         q, k = _projections(block, x.float())  # type: ignore[misc]
-        weights = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)  # (N, heads, T, T)
+        return self.fused(q, k)
+
+    def fused(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``softmax(Q K^T / sqrt(d))`` (N, heads, T, T) with the heads fused: (N, T, T)."""
+        weights = (q.float() @ k.float().transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)
         return {"mean": weights.mean(1), "max": weights.amax(1), "min": weights.amin(1)}[self.head_fusion]
 
-    def rollout(self, inputs_per_block: list[torch.Tensor]) -> torch.Tensor:
+    def rollout(self, queries_and_keys: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         result = None
-        for block, x in zip(self.blocks, inputs_per_block):
-            fused = self.attention(block, x)
+        for q, k in queries_and_keys:
+            fused = self.fused(q, k)
             if self.discard_ratio:
                 fused = _discard(fused, self.discard_ratio)
             eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
@@ -136,6 +142,38 @@ class AttentionRollout(Explainer):
             result = mixed if result is None else mixed @ result
         assert result is not None
         return result
+
+
+def _capture_queries_and_keys(block: nn.Module, found: dict[str, torch.Tensor]) -> list[Any]:
+    """Hooks that leave the block's queries and keys (N, heads, T, d) in ``found`` during the
+    forward: read from the modules that produce them where the block has such modules (timm's
+    q_norm/k_norm, HuggingFace's query/key projections), else recomputed from the block's input."""
+    def keep(name: str, heads: int | None):
+        def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            value = output.detach()
+            if heads is not None:  # (N, T, D) -> (N, heads, T, d)
+                value = value.reshape(*value.shape[:2], heads, -1).transpose(1, 2)
+            found.setdefault(name, value)
+        return hook
+
+    if hasattr(block, "qkv") and isinstance(getattr(block, "q_norm", None), nn.Module):  # timm
+        return [block.q_norm.register_forward_hook(keep("q", None)), block.k_norm.register_forward_hook(keep("k", None))]
+    huggingface = _huggingface(block)
+    if huggingface is not None:
+        query, key, heads = huggingface
+        return [query.register_forward_hook(keep("q", heads)), key.register_forward_hook(keep("k", heads))]
+
+    def from_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
+        if "q" not in found:
+            found["q"], found["k"] = (t.detach() for t in _projections(module, x.detach()))  # type: ignore[misc]
+
+    return [block.register_forward_pre_hook(from_input, with_kwargs=True)]
+
+
+def _plain(target: TargetLike) -> bool:
+    """Targets resolved from the logits alone (None, an int, 'all', class indices): no graph needed."""
+    return target is None or isinstance(target, (int, str, torch.Tensor, list))
 
 
 def _discard(fused: torch.Tensor, ratio: float) -> torch.Tensor:
