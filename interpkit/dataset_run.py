@@ -55,6 +55,9 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     """
     dataset, batch_size, num_workers = _dataset(data, batch_size, num_workers, transform)
     _check(explainer, dtype, precision, shard_size, batch_size, target, dataset)
+    if isinstance(metrics, str):
+        raise InputError(f"metrics takes a list of names, e.g. [{metrics!r}]")
+    scorers = [get_metric(m)() for m in metrics]  # unknown names refused before anything is written
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     root = Path(out)
     wanted = _manifest(explainer, dataset, target, metrics, batch_size, shard_size, dtype, precision)
@@ -63,7 +66,7 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     mine = ranges[rank * len(ranges) // world:(rank + 1) * len(ranges) // world]  # contiguous, whole shards
     pending = [r for r in mine if not shard_done(root, *r)]
     if pending:
-        _run(explainer, dataset, root, pending, target, [get_metric(m)() for m in metrics], metrics, batch_size,
+        _run(explainer, dataset, root, pending, target, scorers, metrics, batch_size,
              num_workers, STORED[dtype], precision, progress and rank == 0)
     if world > 1:
         dist.barrier()
