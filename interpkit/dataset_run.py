@@ -9,6 +9,7 @@ progress is held in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import deque
@@ -142,8 +143,6 @@ def _manifest(explainer: Explainer, dataset: Dataset, target: Any, metrics: Sequ
 
 def _fingerprint(dataset: Dataset) -> str:
     """The file list where the dataset has one (file dataset), else its class and length."""
-    import hashlib
-
     paths = getattr(dataset, "paths", None) or [p for p, *_ in getattr(dataset, "samples", [])]
     digest = hashlib.sha256(f"{type(dataset).__name__}:{len(dataset)}".encode())  # type: ignore[arg-type]
     for path in paths:

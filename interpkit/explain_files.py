@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .commands import load_model, parse_target
 from .core import Explainer, Explanation, LayerExplainer, MapKind
 from .data import read_image
+from .data.transforms import resize_uint8
 from .errors import InputError, InterpkitError, LayerNotFoundError
 from .files import replacing, write_text
 from .registry import get_explainer
@@ -173,10 +174,7 @@ def _display(pixels: torch.Tensor) -> np.ndarray:
     """The image at its own aspect ratio, its longer side at most MAX_DISPLAY_SIDE."""
     height, width = pixels.shape[-2:]
     scale = min(1.0, MAX_DISPLAY_SIDE / max(height, width))
-    if scale < 1.0:
-        pixels = torch.nn.functional.interpolate(pixels[None].float(), scale_factor=scale, mode="bilinear",
-                                                 antialias=True, align_corners=False)[0].round().clamp(0, 255).byte()
-    return to_uint8_images(pixels)[0]
+    return to_uint8_images(resize_uint8(pixels, (round(height * scale), round(width * scale))))[0]
 
 
 def _resized(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:

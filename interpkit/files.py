@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it straight back)."""
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open()`` (or ``mkdir``) would give under the process's umask, read by
+    setting the umask and putting it straight back."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask
 
 
 @contextmanager
@@ -30,7 +31,7 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, default_mode())
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)

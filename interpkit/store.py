@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .files import default_mode
 
 FORMAT = "interpkit-store/1"
 SHARDS = "shards"
@@ -54,20 +55,13 @@ def write_shard(out: Path, start: int, stop: int, arrays: dict[str, np.ndarray],
         for name, array in arrays.items():
             np.save(temporary / f"{name}.npy", array)
         (temporary / "failures.json").write_text(json.dumps(failures))
-        mode = 0o777 & ~_umask()
-        os.chmod(temporary, mode)
+        os.chmod(temporary, default_mode(directory=True))  # mkdtemp's 0700 would hide it from other users
         for file in temporary.iterdir():
-            os.chmod(file, mode & 0o666)
+            os.chmod(file, default_mode())
         os.replace(temporary, folder / shard_name(start, stop))
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def differences(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:

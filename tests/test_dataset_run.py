@@ -55,6 +55,12 @@ def test_two_processes_and_one_write_the_same_store(tmp_path):
     expected = GradCAM(_model())(_data().tensors[0][:5], _data().tensors[1][:5]).maps
     np.testing.assert_allclose(store.maps[:5], expected.numpy(), rtol=1e-5, atol=1e-6)
     assert np.isfinite(store.metric("average_drop")).all()
+    from interpkit.files import default_mode
+
+    files = [p for p in single.rglob("*") if p.is_file()]
+    folders = [p for p in single.rglob("*") if p.is_dir()]
+    assert {p.stat().st_mode & 0o777 for p in files} == {default_mode()}  # readable as a plain write makes it
+    assert {p.stat().st_mode & 0o777 for p in folders} == {default_mode(directory=True)}  # not mkdtemp's 0700
 
 
 def test_other_arguments_into_the_same_store_are_refused_by_name(tmp_path):

@@ -70,11 +70,6 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-def decoded(dataset, size: tuple[int, int]) -> Split:
-    images, labels = dataset.tensors(size)
-    return Split(images, labels)
-
-
 def pretrain(categories_root: str | os.PathLike, exclude: list[str], stages: tuple[TrainConfig, ...] = PRETRAIN_STAGES,
              checkpoints: list[Path | None] | None = None, resume: bool = False,
              progress: bool = True) -> tuple[nn.Module, list[TrainResult], Evaluation]:
@@ -86,7 +81,7 @@ def pretrain(categories_root: str | os.PathLike, exclude: list[str], stages: tup
     if set(classes) & set(exclude):
         raise InputError("the pretraining categories overlap the excluded ones")
     transform = ImageTransform(size=SIZE)
-    train, val = decoded(data["train"], SIZE), decoded(data["val"], SIZE)
+    train, val = Split(*data["train"].tensors(SIZE)), Split(*data["val"].tensors(SIZE))
     torch.manual_seed(stages[0].seed)
     model = with_batch_norm(slim_vgg19(len(classes), dropout=stages[0].dropout))
     results = []
