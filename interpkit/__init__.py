@@ -6,6 +6,8 @@ returns an ``Explanation`` with one map per image and class.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from .analysis import (
@@ -13,7 +15,8 @@ from .analysis import (
 )
 from .core import ChannelsFirst, ChannelsLast, Explainer, Explanation, LayerExplainer, MapKind, Neuron, TokenGrid
 from .errors import (
-    InputError, InterpkitError, LayerError, LayerNotFoundError, NoReLUError, PluginError, ReceptiveFieldError,
+    InputError, InterpkitError, LayerError, LayerNotFoundError, ModelChangedError, NoReLUError, PluginError,
+    ReceptiveFieldError,
     TargetError, UncoveredNonlinearityError, WeightsError,
 )
 from .explainers import (
@@ -29,14 +32,15 @@ from .store import MapStore, read_store
 from .version import __version__
 
 
-_SUBMODULES = {"analysis", "builtin_plugins", "cli", "commands", "core", "data", "dataset_run", "errors",
-               "explain_files", "explainers", "files", "hookspecs", "registry", "report", "store", "testing", "train",
-               "version", "viz", "zoo"}
+# every submodule, read from the package itself so that the list cannot drift
+_SUBMODULES = {found.name for found in pkgutil.iter_modules(__path__)}
 
 
 def __getattr__(name: str) -> Any:
     """Explainer classes from plugins are importable by class name: ``from interpkit import X``."""
-    if name.startswith("_") or name in _SUBMODULES:  # submodules import themselves; avoid recursion
+    if name in _SUBMODULES:  # not imported yet: import it, as ``import interpkit.name`` would
+        return importlib.import_module(f"{__name__}.{name}")
+    if name.startswith("_"):
         raise AttributeError(f"module 'interpkit' has no attribute '{name}'")
     for cls in _registry().entries["explainers"].values():
         if cls.__name__ == name:
@@ -46,7 +50,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ChannelsFirst", "ChannelsLast", "MultiLayerExplanation", "TokenGrid", "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
-    "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind",
+    "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind", "ModelChangedError",
     "MaxActivatingPatches", "Neuron", "NoReLUError", "PatchExplanation", "PluginError", "ReceptiveField",
     "ReceptiveFieldError", "TargetError", "TopPatches", "UncoveredNonlinearityError", "WeightsError", "__version__",
     "MapStore", "explain", "explain_dataset", "feature_maps", "read_store",

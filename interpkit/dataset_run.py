@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .core import Explainer, class_scores, model_device
+from .core import Explainer, class_scores, forward_hooks, model_device
 from .data import ImageDataset, ImageTransform, caltech5
 from .data.images import IMAGE_SUFFIXES
 from .errors import InputError
@@ -252,26 +252,22 @@ def _explain_batch(explainer: Explainer, inputs: torch.Tensor | None, labels: to
     batch_target = labels[ok].to(device) if target == "labels" else target
     autocast = torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision else nullcontext()
     outputs: list[Any] = []  # the explainer's own forward gives the predictions, sparing a second one
-    handle = explainer.model.register_forward_hook(lambda _m, _i, output: outputs.append(output))
-    try:
-        with autocast:
-            explanation = explainer(inputs, batch_target)
-    finally:
-        handle.remove()
+    with forward_hooks([explainer.model], lambda _m, _i, output: outputs.append(output)), autocast:
+        explanation = explainer(inputs, batch_target)
     logits = [class_scores(o) for o in outputs]
     logits = [t for t in logits if t.shape[0] == len(inputs)]
     if len(logits) != 1:  # split into several calls (a batch-mixing model): one plain forward
         with torch.no_grad(), autocast:
             logits = [class_scores(explainer.model(inputs))]
     probabilities = logits[0].detach().float().softmax(dim=1)
-    maps = explanation.maps.float()
-    if not torch.isfinite(maps).all():
-        raise InputError("the explanation has non-finite values; run without precision= (in float32)")
     scored = {}
     for metric in metrics:
         scored[metric.name] = metric(explainer.model, inputs, explanation).scores.float().cpu()
     best = probabilities.max(dim=1)
-    return (maps.cpu(), explanation.targets.cpu(), explanation.scores.float().cpu(), best.indices.cpu(),
+    maps = explanation.maps.float().cpu()  # the store needs the results on the host; checked there, for free
+    if not torch.isfinite(maps).all():
+        raise InputError("the explanation has non-finite values; run without precision= (in float32)")
+    return (maps, explanation.targets.cpu(), explanation.scores.float().cpu(), best.indices.cpu(),
             best.values.cpu(), scored)
 
 

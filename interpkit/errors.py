@@ -52,6 +52,10 @@ class ReceptiveFieldError(InterpkitError, ValueError):
     """The receptive field cannot be traced exactly through the model's ops."""
 
 
+class ModelChangedError(InterpkitError, RuntimeError):
+    """A tensor of the model was written during an explanation where interpkit could not guard it."""
+
+
 class PluginError(_PlainMessage, InterpkitError, LookupError):
     """A plugin or a registered name is missing, broken or taken twice."""
 
@@ -68,5 +72,5 @@ class PluginWarning(UserWarning):
     """A plugin was skipped; the message names it and says why."""
 
 
-__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning", "NoReLUError", "PluginError",
+__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning", "ModelChangedError", "NoReLUError", "PluginError",
            "PluginWarning", "ReceptiveFieldError", "TargetError", "UncoveredNonlinearityError", "VectorizationWarning", "WeightsError"]

@@ -41,16 +41,16 @@ class LeavesEvalMode(GradCAM):
 class LeaksAHook(GradCAM):
     name = "leaks_a_hook"
 
-    def explain(self, inputs, target=None):
+    def explain(self, call):
         self.model.register_forward_hook(lambda *args: None)
-        return super().explain(inputs, target)
+        return super().explain(call)
 
 
 class NoisyMaps(GradCAM):
     name = "noisy_maps"
 
-    def explain(self, inputs, target=None):
-        result = super().explain(inputs, target)
+    def explain(self, call):
+        result = super().explain(call)
         result.maps = result.maps + torch.rand_like(result.maps)
         return result
 

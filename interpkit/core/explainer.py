@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, ContextManager, Sequence
 
 import torch
@@ -25,8 +26,38 @@ from .inputs import InputsLike, ModelInputs, model_inputs
 from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
 from .layouts import ChannelsFirst
 from .maps import MapKind
-from .state import ModelSnapshot, mixes_samples, model_lock
+from .state import evaluation, model_facts
 from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
+
+_KEEP = object()  # ``Call.with_``: the target unchanged
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call's data, passed down through ``explain`` instead of kept on the explainer, so one
+    explainer object can serve several threads and calls nested inside its own target callable.
+
+    ``inputs`` are the model's arguments (``inputs.primary`` is the attributed tensor, also
+    ``x``); ``target`` is what to explain. Delegating explainers pass ``with_(x=..., target=...)``:
+    a batch of copies of ``x`` tiles the model's other batched arguments alike.
+    """
+
+    inputs: ModelInputs
+    target: TargetLike = None
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The attributed tensor."""
+        return self.inputs.primary
+
+    def with_(self, x: torch.Tensor | None = None, target: Any = _KEEP) -> "Call":
+        """This call with another attributed tensor and/or target."""
+        inputs = self.inputs if x is None else self.inputs.with_primary(x)
+        return Call(inputs, self.target if target is _KEEP else target)
+
+    def model_inputs(self, x: torch.Tensor) -> ModelInputs:
+        """The model's arguments with ``x`` (the batch, or copies of it) as the attributed tensor."""
+        return self.inputs.with_primary(x)
 
 
 class Explainer:
@@ -37,7 +68,8 @@ class Explainer:
     (N, C, *spatial) with 1 to 3 spatial dimensions, or, for a model taking several inputs, a
     tuple of its arguments or a dict of its keyword arguments; ``attribute_to`` names the input
     (position or key) that input-space maps align with, by default the first. A model compiled
-    with ``torch.compile`` is explained through the module it wraps.
+    with ``torch.compile`` is explained through the module it wraps. An explainer keeps no call
+    data: one object may be shared by threads and called again from inside its own target.
     """
 
     #: the registry name, snake_case; ``register(cls)`` files the class under it
@@ -50,48 +82,36 @@ class Explainer:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
         self.model = unwrap(model)
-        self._snapshot: ModelSnapshot | None = None
-        self._inputs: ModelInputs | None = None
+        self._blocks = threading.local()  # each thread's open ``with`` block
 
     def __enter__(self) -> "Explainer":
-        if self._snapshot is not None:
+        if getattr(self._blocks, "held", None) is not None:
             raise InterpkitError(f"{type(self).__name__} is already open in a with block")
-        lock = model_lock(self.model)
-        lock.acquire()  # another thread explaining this model finishes (and restores it) first
-        try:
-            self._snapshot = ModelSnapshot(self.model)
-            self.model.eval()
-            self._snapshot.guard.__enter__()
-        except BaseException:
-            lock.release()
-            raise
+        held = evaluation(self.model)
+        held.__enter__()
+        self._blocks.held = held
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        snapshot, self._snapshot = self._snapshot, None
-        if snapshot is not None:
-            try:
-                snapshot.guard.__exit__(None, None, None)
-                snapshot.restore()
-            finally:
-                model_lock(self.model).release()
+        held, self._blocks.held = getattr(self._blocks, "held", None), None
+        if held is not None:
+            held.__exit__(None, None, None)
 
     def __call__(self, inputs: InputsLike, target: TargetLike = None, *,
                  attribute_to: int | str | None = None) -> Explanation:
-        prepared = model_inputs(inputs, self.model, attribute_to)
-        if self._snapshot is not None:
-            return self._explain_exactly(prepared, target)
-        with self:
-            return self._explain_exactly(prepared, target)
+        with evaluation(self.model):  # re-entrant: inside a with block or an outer call it records nothing
+            prepared = model_inputs(inputs, self.model, attribute_to)
+            return self._explain_exactly(Call(prepared, target))
 
-    def _explain_exactly(self, inputs: ModelInputs, target: TargetLike) -> Explanation:
+    def _explain_exactly(self, call: Call) -> Explanation:
         """``explain``, one sample at a time when the model's eval forward mixes samples: a
         sample's map must not depend on the others in its batch."""
-        n = inputs.batch_size
-        if n == 1 or not mixes_samples(self.model):
-            return self._explain_with(inputs, target)
+        n = call.inputs.batch_size
+        if n == 1 or not model_facts(self.model).mixes_samples:
+            return self.explain(call)
         try:
-            return concatenate([self._explain_with(inputs.sample(i), sample_target(target, i, n)) for i in range(n)])
+            return concatenate([self.explain(Call(call.inputs.sample(i), sample_target(call.target, i, n)))
+                                for i in range(n)])
         except InputError as error:
             raise InputError(
                 "the model's eval forward mixes the samples of a batch (a batch norm without running statistics), so "
@@ -99,16 +119,9 @@ class Explainer:
                 f"({error}); give its batch norms running statistics (track_running_stats=True) to explain it"
             ) from error
 
-    def _explain_with(self, inputs: ModelInputs, target: TargetLike) -> Explanation:
-        self._inputs = inputs
-        try:
-            return self.explain(inputs.primary, target)
-        finally:
-            self._inputs = None
-
-    def explain(self, inputs: torch.Tensor, target: TargetLike) -> Explanation:
-        """Compute the explanation of validated ``inputs`` (the attributed tensor; the model's
-        other inputs ride along in every forward); the model is already in eval mode."""
+    def explain(self, call: Call) -> Explanation:
+        """Compute the explanation of a validated call (``call.x`` the attributed tensor, the
+        model's other inputs riding along in every forward); the model is already in eval mode."""
         raise NotImplementedError
 
     def result(self, maps: torch.Tensor, selection: TargetSelection, kind: MapKind,
@@ -118,47 +131,36 @@ class Explainer:
         return Explanation(maps.detach().float(), selection.indices, selection.scores.detach(), self.name, kind, layer,
                            selection.classes)
 
-    def forward_mode(self) -> ContextManager[Any]:
-        """A context active during the explainer's forward pass (op-level rules hook in here)."""
-        return contextlib.nullcontext()
-
-    def model_inputs(self, inputs: torch.Tensor) -> ModelInputs:
-        """The model's arguments for the attributed tensor ``inputs``: the call's other inputs
-        ride along (tiled when ``inputs`` holds several copies of the batch)."""
-        if self._inputs is None:  # explain() called directly, not through __call__
-            return ModelInputs(args=(inputs,))
-        return self._inputs.with_primary(inputs)
-
     def _default_layout(self, module: nn.Module) -> ChannelsFirst:
         return ChannelsFirst(checked=True, known=layout_hint(self.model, module) == "first")
 
-    @contextlib.contextmanager
-    def sharing(self, *others: "Explainer"):
-        """Let explainers this one delegates to (by calling their ``explain``) see the same call's inputs."""
-        for other in others:
-            other._inputs = self._inputs
-        try:
-            yield
-        finally:
-            for other in others:
-                other._inputs = None
-
     def forward_with_targets(
-        self, inputs: torch.Tensor, target: TargetLike, modules: Sequence[nn.Module] = ()
+        self, call: Call, modules: Sequence[nn.Module] = (), mode: ContextManager[Any] | None = None
     ) -> tuple[TargetSelection, Captured]:
-        """One forward with gradients enabled, capturing ``modules`` and any Neuron layers."""
+        """One forward of ``call`` with gradients enabled, capturing ``modules`` and any Neuron
+        layers, under ``mode`` (a context active during the forward only: op-level rules).
+        ``selection.graph_elements`` is what one target's backward works through, counted on
+        the first call per input shape and layers, then scaled by the batch."""
+        target, x = call.target, call.x
         neuron_layers = {n: resolve_layer(self.model, n.layer) for n in neurons_of(target)}
         hooked = list(modules) + [module for _, module in neuron_layers.values()]
-        call = self.model_inputs(inputs)
-        with torch.enable_grad(), capture_outputs(hooked, for_gradients=True) as captured:
-            saved = SavedElements(captured)
-            with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack), self.forward_mode():
-                output = call.run(self.model)
+        key = ("saved", type(self), tuple(x.shape[1:]), x.dtype, x.device, tuple(map(id, hooked)))
+        cache = model_facts(self.model).cache
+        per_sample = cache.get(key)
+        with torch.enable_grad():
+            with capture_outputs(hooked, for_gradients=True) as captured, mode or contextlib.nullcontext():
+                if per_sample is None:
+                    saved = SavedElements(captured)
+                    with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+                        output = call.inputs.run(self.model)
+                    per_sample = cache[key] = -(-saved.total // len(x))
+                else:
+                    output = call.inputs.run(self.model)
+            # the hooks are gone: a target callable may run the model again (even explain it) unseen
             neuron_outputs = {n: (name, captured.output(m, name), self._default_layout(m))
                               for n, (name, m) in neuron_layers.items()}
-            selection = select_targets(target, output, len(inputs), neuron_outputs, tuple(inputs.shape[2:]))
-        selection.graph_elements = saved.total
-        return selection, captured
+            selection = select_targets(target, output, len(x), neuron_outputs, tuple(x.shape[2:]))
+        return replace(selection, graph_elements=per_sample * len(x)), captured
 
 
 @dataclass
@@ -177,50 +179,51 @@ class LayerExplainer(Explainer):
     """An explainer that reads inner layers: ``layer`` is a dotted name or module, a pair
     ``(layer, layout)`` for outputs that are not channels first (``TokenGrid()``,
     ``ChannelsLast()``), a list of those, or ``None`` to choose one by the rule of
-    ``interpkit.core.layers.choose_layer`` (once per input shape); :attr:`layer_name`
-    records the layer read last.
+    ``interpkit.core.layers.choose_layer`` (once per model and input shape); ``Explanation.layer``
+    names the layer read.
     """
 
     def __init__(self, model: nn.Module, layer: LayerLike | list = None) -> None:
         super().__init__(model)
         self.layer = layer
-        self.layer_name: str | None = None
         self._choices = layer_choices(self.model, layer)
-        self._probed: dict[tuple, LayerChoice] = {}
 
-    def resolve(self, inputs: torch.Tensor) -> list[LayerChoice]:
-        """The layers to read for ``inputs``, probing the model once per input shape for None."""
+    def resolve(self, call: Call | torch.Tensor) -> list[LayerChoice]:
+        """The layers to read for ``call`` (or a batch of the model's one input), probing the
+        model once per model and input shape for None."""
         if self._choices is not None:
             return self._choices
-        shape = tuple(inputs.shape[1:])
-        if shape not in self._probed:
+        if isinstance(call, torch.Tensor):
+            call = Call(ModelInputs(args=(call,)))
+        key = ("layer", tuple(call.x.shape[1:]))  # the choice is the model's: every explainer of it shares it
+        cache = model_facts(self.model).cache
+        if key not in cache:
             def top_score(output: Any) -> torch.Tensor:
                 return class_scores(output).max(dim=1).values
 
-            self._probed[shape] = choose_layer(self.model, self.model_inputs(inputs), top_score)
-        return [self._probed[shape]]
+            cache[key] = choose_layer(self.model, call.inputs, top_score)
+        return [cache[key]]
 
-    def layer_gradients(self, inputs: torch.Tensor, target: TargetLike) -> LayerGradients:
+    def layer_gradients(self, call: Call) -> LayerGradients:
         """One forward and one batched backward: the layer's activation and every target's
         gradients with respect to it. Explainers built on a layer start here."""
-        found = self.all_layer_gradients(inputs, target)
+        found = self.all_layer_gradients(call)
         if len(found) != 1:
             raise LayerError(f"{type(self).__name__} reads one layer; got {len(found)}")
         return found[0]
 
-    def all_layer_gradients(self, inputs: torch.Tensor, target: TargetLike) -> list[LayerGradients]:
+    def all_layer_gradients(self, call: Call) -> list[LayerGradients]:
         """``layer_gradients`` for every chosen layer, from one forward and one batched backward."""
-        choices = self.resolve(inputs)
-        selection, captured = self.forward_with_targets(inputs, target, [c.module for c in choices])
-        raw = [self._layer_output(captured, choice, len(inputs)) for choice in choices]
-        grid = tuple(inputs.shape[2:])
+        choices = self.resolve(call)
+        selection, captured = self.forward_with_targets(call, [c.module for c in choices])
+        batch, grid = len(call.x), tuple(call.x.shape[2:])
+        raw = [self._layer_output(captured, choice, batch) for choice in choices]
         activations = [c.grid(a.detach(), grid) for c, a in zip(choices, raw)]  # refuses a wrong layout first
         for choice, activation in zip(choices, activations):
             if math.prod(activation.shape[2:]) == 1:
                 warnings.warn(f"layer '{choice.name}' has a single position at this input size, so its maps are "
                               "constant and cannot localise", LocalisationWarning, stacklevel=4)
         gradients = per_target_gradients(selection.scores, raw, selection.graph_elements)
-        self.layer_name = choices[-1].name
         return [LayerGradients(c.name, a, c.grid(g, grid, lead=2), selection)
                 for c, a, g in zip(choices, activations, gradients)]
 

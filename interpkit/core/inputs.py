@@ -105,8 +105,18 @@ def model_inputs(inputs: InputsLike, model: nn.Module, attribute_to: int | str |
     return prepared.with_primary(primary)
 
 
-def check_tensor(inputs: Any, model: nn.Module) -> torch.Tensor:
-    """The attributed input: a finite, floating, non-empty batch on the model's device and dtype."""
+def check_finite(**tensors: torch.Tensor) -> None:
+    """Raise an InputError naming the first of ``tensors`` that holds NaN or Inf. All of them
+    are checked with one host-device synchronisation: the one an explanation call makes."""
+    flags = torch.stack([torch.isfinite(t).all() for t in tensors.values()])
+    for name, finite in zip(tensors, flags.tolist()):
+        if not finite:
+            raise InputError(f"{name} contain NaN or Inf values; clean or re-normalise them")
+
+
+def check_tensor(inputs: Any, model: nn.Module, finite: bool = True) -> torch.Tensor:
+    """The attributed input: a finite, floating, non-empty batch on the model's device and dtype
+    (``finite=False``: the caller checks finiteness itself, with others, in one ``check_finite``)."""
     if not isinstance(inputs, torch.Tensor):
         raise InputError(f"the attributed input must be a torch.Tensor, not {type(inputs).__name__}")
     if not 2 <= inputs.dim() <= 5:
@@ -131,6 +141,6 @@ def check_tensor(inputs: Any, model: nn.Module) -> torch.Tensor:
     if dtype is not None and inputs.dtype != dtype:
         raise InputError(f"inputs are {inputs.dtype} but the model's parameters are {dtype}; convert one to the "
                          f"other, e.g. inputs.to({dtype})")
-    if not bool(torch.isfinite(inputs).all()):
-        raise InputError("inputs contain NaN or Inf values; clean or re-normalise them")
+    if finite:
+        check_finite(inputs=inputs)
     return inputs.detach()

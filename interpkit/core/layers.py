@@ -28,6 +28,7 @@ from ..errors import LayerError, LayerNotFoundError
 from .hooks import forward_hooks
 from .inputs import ModelInputs
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned
+from .state import model_facts
 
 ModuleLike = Union[str, nn.Module]  # a dotted name or the submodule itself
 LayerLike = Union[ModuleLike, tuple, None]  # also a (layer, layout) pair, or None to choose
@@ -56,7 +57,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """Return ``(name, module)`` for a dotted name or a submodule object of ``model``."""
     if isinstance(layer, str):
-        modules = dict(model.named_modules())
+        modules = model_facts(model).by_name
         name = layer[len(ORIGINAL):] if layer.startswith(ORIGINAL) and layer not in modules else layer
         if name in modules:
             return name, modules[name]
@@ -67,9 +68,9 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
             "List the names with [n for n, _ in model.named_modules()]."
         )
     if isinstance(layer, nn.Module):
-        for name, module in model.named_modules():
-            if module is layer:
-                return name, module
+        name = model_facts(model).names.get(layer)
+        if name is not None:
+            return name, layer
         raise LayerNotFoundError(
             f"the {type(layer).__name__} module given as layer is not a submodule of the "
             "model; pass one of model.modules() or its dotted name"
@@ -114,7 +115,7 @@ def layout_hint(model: nn.Module, module: nn.Module) -> str | None:
     """What the module that made a layer's output says of its layout: 'first' for convolutions,
     pooling and batch/group/instance norms, 'last' for layer norms, linear layers and attention
     blocks; a container by its last leaf, an activation by the module before it; else None."""
-    parents = {child: parent for parent in model.modules() for child in parent.children()}
+    parents = model_facts(model).parents
     for _ in range(64):  # bounded walk
         if isinstance(module, _FIRST):
             return "first"
@@ -177,7 +178,7 @@ class _Candidate:
 def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoice:
     """Choose the layer by the rule in this module's docstring, from one probe forward (and,
     when ``score`` maps the output to (N,) scores, one backward) of the first sample, twice."""
-    names = {module: name for name, module in model.named_modules() if name}
+    names = {module: name for module, name in model_facts(model).names.items() if name}
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module):
         names = {m: n for m, n in names.items() if n.startswith("backbone.")}

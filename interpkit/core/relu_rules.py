@@ -12,7 +12,7 @@ does not cover it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, ClassVar, ContextManager, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +20,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import NoReLUError, UncoveredNonlinearityError
-from .explainer import Explainer, check_flag
+from .explainer import Call, Explainer, check_flag
 from .explanation import Explanation
 from .gradients import per_target_gradients
 from .maps import MapKind
-from .targets import TargetLike
 
 # backward rules: (incoming gradient, the op's forward output, its upper bound or None) -> gradient
 Rule = Callable[[torch.Tensor, torch.Tensor, Optional[float]], torch.Tensor]
@@ -141,27 +140,21 @@ class ReLURuleExplainer(Explainer):
     def __init__(self, model: nn.Module, strict: bool = True) -> None:
         super().__init__(model)
         self.strict = check_flag("strict", strict)
-        self._mode: ReLURuleMode | None = None
 
-    def forward_mode(self) -> ContextManager[ReLURuleMode]:
-        """A fresh mode that applies ``rule`` to every ReLU of this call's forward and counts them."""
-        self._mode = ReLURuleMode(type(self).rule)
-        return self._mode
-
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+    def explain(self, call: Call) -> Explanation:
         """Input gradients of every target under the rule; the model is already in eval mode."""
-        x = inputs.clone().requires_grad_(True)
-        selection, _ = self.forward_with_targets(x, target)
-        assert self._mode is not None
-        if self.strict and self._mode.count == 0:
+        x = call.x.clone().requires_grad_(True)
+        mode = ReLURuleMode(type(self).rule)  # this call's: counts its ReLUs
+        selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
+        if self.strict and mode.count == 0:
             raise NoReLUError(
                 f"{type(self).__name__}: the forward evaluated no ReLU, so the result would be the "
                 "plain input gradient; pass strict=False if that is what you want"
             )
-        if self.strict and self._mode.uncovered:
-            kinds = ", ".join(f"{count} {kind}" for kind, count in self._mode.uncovered.most_common())
+        if self.strict and mode.uncovered:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in mode.uncovered.most_common())
             raise UncoveredNonlinearityError(
-                f"{type(self).__name__}: besides {self._mode.count} ReLU-family ops the forward ran {kinds}, "
+                f"{type(self).__name__}: besides {mode.count} ReLU-family ops the forward ran {kinds}, "
                 "which the rule is not defined for, so the map would be partly the plain gradient; "
                 "pass strict=False to accept a partial rule"
             )

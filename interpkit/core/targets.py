@@ -185,26 +185,33 @@ def _class_indices(target: TargetLike, logits: torch.Tensor, n: int) -> torch.Te
     if isinstance(target, np.ndarray):
         target = torch.from_numpy(target)
     if _is_index(target):
-        indices = torch.full((n, 1), int(target), dtype=torch.long, device=device)  # type: ignore[arg-type]
-    elif isinstance(target, (list, tuple)):
+        _check_range([int(target)], classes)  # type: ignore[call-overload]
+        return torch.full((n, 1), int(target), dtype=torch.long, device=device)  # type: ignore[arg-type]
+    if isinstance(target, (list, tuple)):
         if not all(_is_index(t) for t in target):
             raise TargetError("a list target must hold one int class index per sample (or Neurons)")
         if len(target) != n:
             raise TargetError(
                 f"got {len(target)} targets for a batch of {n}; give one class index per sample"
             )
-        indices = torch.tensor([int(t) for t in target], dtype=torch.long, device=device).unsqueeze(1)
-    elif isinstance(target, torch.Tensor):
-        indices = _tensor_indices(target, n).to(device)
-    else:
-        raise TargetError(
-            f"unsupported target of type {type(target).__name__}; use None, an int, a list of "
-            "ints, 'all', a LongTensor (N,) or (N, K), a callable, or Neuron(s)"
-        )
-    if indices.numel() and (indices.min() < 0 or indices.max() >= classes):
-        bad = indices[(indices < 0) | (indices >= classes)][0].item()
+        _check_range([int(t) for t in target], classes)
+        return torch.tensor([int(t) for t in target], dtype=torch.long).to(device, non_blocking=True).unsqueeze(1)
+    if isinstance(target, torch.Tensor):
+        indices = _tensor_indices(target, n)
+        # checked where the tensor lies: free on the CPU, the one documented sync for a target tensor on a GPU
+        if indices.numel() and bool((indices.min() < 0) | (indices.max() >= classes)):
+            _check_range(indices.flatten().tolist(), classes)
+        return indices.to(device, non_blocking=True)
+    raise TargetError(
+        f"unsupported target of type {type(target).__name__}; use None, an int, a list of "
+        "ints, 'all', a LongTensor (N,) or (N, K), a callable, or Neuron(s)"
+    )
+
+
+def _check_range(indices: list[int], classes: int) -> None:
+    bad = next((i for i in indices if not 0 <= i < classes), None)
+    if bad is not None:
         raise TargetError(f"class index {bad} is out of range: the model has {classes} outputs")
-    return indices
 
 
 def _tensor_indices(target: torch.Tensor, n: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
-    Explanation, LayerExplainer, LayerGradients, LayerLike, MapKind, TargetLike, check_flag, normalize_maps,
+    Call, Explanation, LayerExplainer, LayerGradients, LayerLike, MapKind, check_flag, normalize_maps,
 )
 from ..errors import LayerError
 
@@ -89,15 +89,15 @@ class GradCAM(LayerExplainer):
         if isinstance(layer, list) and len(layer) > 1 and not upsample:
             raise LayerError("several layers have grids of different sizes: keep upsample=True to fuse them")
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
-        """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
-        found = self.all_layer_gradients(inputs, target)
-        maps = [self.layer_map(inputs, f) for f in found]
+    def explain(self, call: Call) -> Explanation:
+        """Explain a validated call; the model is already in eval mode."""
+        found = self.all_layer_gradients(call)
+        maps = [self.layer_map(call, f) for f in found]
         maps = [m.clamp_min(0) if self.relu else m for m in maps]
         selection = found[0].selection
         if not self.upsample:
             return self.result(maps[0], selection, MapKind.LAYER_GRID, found[0].layer)
-        size = tuple(inputs.shape[2:])
+        size = tuple(call.x.shape[2:])
         maps = [upsample(m, size) for m in maps]
         if len(maps) == 1:
             return self.result(maps[0], selection, MapKind.INPUT_GRID, found[0].layer)
@@ -106,9 +106,9 @@ class GradCAM(LayerExplainer):
         return MultiLayerExplanation(**vars(plain), layer_maps=stacked.detach().float(),
                                      layers=tuple(f.layer for f in found))
 
-    def layer_map(self, inputs: torch.Tensor, found: LayerGradients) -> torch.Tensor:
+    def layer_map(self, call: Call, found: LayerGradients) -> torch.Tensor:
         """One layer's maps (N, K, *grid) before the ReLU. CAMs whose weights need more than the
-        layer's activations and gradients (ScoreCAM scores masked copies of ``inputs``) override
+        layer's activations and gradients (ScoreCAM scores masked copies of ``call.x``) override
         this; the others override ``channel_weights``."""
         return self.cam(found.activation, found.gradients)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from ..core import Explanation, LayerExplainer, LayerLike, MapKind, TargetLike, TargetSelection
+from ..core import Call, Explanation, LayerExplainer, LayerLike, MapKind, TargetSelection
 from .gradcam import GradCAM
 from .guided_backprop import GuidedBackprop
 
@@ -23,13 +22,11 @@ class GuidedGradCAM(LayerExplainer):
         self.gradcam = GradCAM(model, layer)
         self.guided = GuidedBackprop(model, strict=strict)
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
-        """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
-        with self.sharing(self.gradcam, self.guided):
-            cam = self.gradcam.explain(inputs, target)
-            # top-1 is resolved once, by GradCAM, so both passes explain the same classes
-            guided = self.guided.explain(inputs, cam.targets if target is None else target)
-        self.layer_name = cam.layer
+    def explain(self, call: Call) -> Explanation:
+        """Explain a validated call; the model is already in eval mode."""
+        cam = self.gradcam.explain(call)
+        # top-1 is resolved once, by GradCAM, so both passes explain the same classes
+        guided = self.guided.explain(call.with_(target=cam.targets if call.target is None else call.target))
         maps = guided.maps * cam.maps.unsqueeze(2)
         selection = TargetSelection(cam.targets, cam.scores, classes=cam.class_targets)
         return self.result(maps, selection, MapKind.INPUT_CHANNELS, cam.layer)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..analysis import ReceptiveField, receptive_field
-from ..core import ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike
+from ..core import Call, ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike
 from ..errors import InputError, LayerError
 
 
@@ -75,10 +75,11 @@ class MaxActivatingPatches(LayerExplainer):
                  attribute_to: int | str | None = None) -> PatchExplanation:
         return cast(PatchExplanation, super().__call__(inputs, target, attribute_to=attribute_to))
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> PatchExplanation:
-        """Explain validated ``inputs`` for ``target``; the model is already in eval mode."""
-        found = self.layer_gradients(inputs, target)
-        if inputs.dim() != 4 or not isinstance(self.resolve(inputs)[0].layout, ChannelsFirst):
+    def explain(self, call: Call) -> PatchExplanation:
+        """Explain a validated call; the model is already in eval mode."""
+        inputs = call.x
+        found = self.layer_gradients(call)
+        if inputs.dim() != 4 or not isinstance(self.resolve(call)[0].layout, ChannelsFirst):
             raise LayerError(f"{type(self).__name__} traces receptive fields, which exist for channels-first layers of "
                              f"image models; layer '{found.layer}' of inputs {tuple(inputs.shape)} is not one")
         contribution = (found.gradients * found.activation.unsqueeze(1)).sum(dim=2)

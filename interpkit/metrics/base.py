@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..core import Explanation, MapKind, check_tensor, class_scores, evaluation, mixes_samples
+from ..core import Explanation, MapKind, check_finite, check_tensor, class_scores, evaluation, mixes_samples
 from ..errors import InputError
 from ..explainers import upsample
 
@@ -61,15 +61,17 @@ class Metric:
         int, or None: the explanation's own targets, else the model's top class)."""
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-        inputs = check_tensor(inputs, model)
+        inputs = check_tensor(inputs, model, finite=False)
         if inputs.dim() < 3:
             raise InputError(f"metrics perturb the input's grid: inputs {tuple(inputs.shape)} have none")
         saliency = self.prepare(maps, inputs)
+        check_finite(inputs=inputs, maps=saliency)  # one sync for both
         with evaluation(model), torch.no_grad():
             # a model whose eval forward mixes samples scores every copy alone, as explainers do
             max_batch = 1 if mixes_samples(model) else self.max_batch or len(inputs)
             indices = self._targets(model, inputs, maps, targets, max_batch)
-            return self.compute(model, inputs, saliency, self._scorer(model, indices, max_batch))
+            scorer = self._scorer(model, indices, max_batch, targets is not None or isinstance(maps, Explanation))
+            return self.compute(model, inputs, saliency, scorer)
 
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The maps as the metric reads them: by default one saliency value per grid position."""
@@ -102,17 +104,20 @@ class Metric:
             raise InputError(f"targets must be one class index per sample (N = {n}), got shape {tuple(indices.shape)}")
         return indices
 
-    def _scorer(self, model: nn.Module, indices: torch.Tensor, max_batch: int
+    def _scorer(self, model: nn.Module, indices: torch.Tensor, max_batch: int, targets_given: bool = True
                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        checked: list[int] = []  # the class count the targets were checked against, once per metric call
+
         def score(batch: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
             """Target scores (B,) of perturbed copies ``batch`` of samples ``samples`` (B,)."""
             parts = []
             for part in chunks(len(batch), max_batch):
                 logits = class_scores(model(batch[part]))
-                chosen = indices[samples[part]]
-                if len(chosen) and (chosen.min() < 0 or chosen.max() >= logits.shape[1]):
-                    raise InputError(f"target classes must lie in [0, {logits.shape[1]}); got "
-                                     f"{sorted(set(chosen.tolist()))}")
+                if checked != [logits.shape[1]]:  # one sync per metric call, none for the model's own top classes
+                    if targets_given and bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):
+                        raise InputError(f"target classes must lie in [0, {logits.shape[1]}); got "
+                                         f"{sorted(set(indices.tolist()))}")
+                    checked[:] = [logits.shape[1]]
                 values = logits.softmax(dim=1) if self.score == "probability" else logits
                 parts.append(values.gather(1, indices[samples[part]].unsqueeze(1))[:, 0])
             return torch.cat(parts)
@@ -123,7 +128,7 @@ class Metric:
 def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """One saliency value per input grid position (N, *grid): an Explanation with one map per
     sample, or a tensor (N, *grid) or (N, C, *grid) aligned with the inputs; channels are summed
-    in absolute value. Maps on a layer's grid are refused: upsample them first (GradCAM does by
+    in absolute value; finiteness is the caller's to check (``check_finite``). Maps on a layer's grid are refused: upsample them first (GradCAM does by
     default; ``interpkit.explainers.gradcam.upsample`` for others)."""
     tensor = maps.maps if isinstance(maps, Explanation) else maps
     if not isinstance(tensor, torch.Tensor):
@@ -142,8 +147,6 @@ def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> 
     if tensor.shape[0] != len(inputs) or tuple(tensor.shape[1:]) != grid:
         raise InputError(f"maps of shape {tuple(tensor.shape)} do not align with inputs {tuple(inputs.shape)}: "
                          f"give (N, *{grid}) maps; upsample layer maps to the input first (GradCAM(upsample=True))")
-    if not bool(torch.isfinite(tensor).all()):
-        raise InputError("maps contain NaN or Inf values")
     return tensor.detach().to(inputs.device, torch.float32)
 
 

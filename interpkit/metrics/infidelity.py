@@ -56,8 +56,6 @@ class Infidelity(Metric):
                 or tensor.shape[2:] != inputs.shape[2:]):
             raise InputError(f"attributions of shape {tuple(tensor.shape)} do not align with inputs "
                              f"{tuple(inputs.shape)}; give (N, C, *grid) or (N, *grid)")
-        if not bool(torch.isfinite(tensor).all()):
-            raise InputError("attributions contain NaN or Inf values")
         return tensor.expand(inputs.shape).detach().to(inputs.device, inputs.dtype)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,

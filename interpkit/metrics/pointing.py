@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Explanation, check_flag, check_tensor
+from ..core import Explanation, check_finite, check_flag, check_tensor
 from ..errors import InputError
 from .base import Metric, MetricResult
 
@@ -31,7 +31,9 @@ class PointingGame(Metric):
     def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
                  targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
         """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
-        saliency = self.prepare(maps, check_tensor(inputs, model))
+        inputs = check_tensor(inputs, model, finite=False)
+        saliency = self.prepare(maps, inputs)
+        check_finite(inputs=inputs, maps=saliency)
         if not isinstance(masks, torch.Tensor) or masks.shape != saliency.shape:
             shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
             raise InputError(f"the pointing game needs masks= of shape {tuple(saliency.shape)} (one per sample, on "

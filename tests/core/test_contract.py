@@ -187,7 +187,7 @@ def test_layer_by_module_and_auto_choice(small_cnn, images):
     by_module = GradCAM(small_cnn, layer=small_cnn.features[5])(images)
     explainer = GradCAM(small_cnn)
     auto = explainer(images)
-    assert explainer.layer_name == "features.5" == by_module.layer
+    assert auto.layer == "features.5" == by_module.layer
     torch.testing.assert_close(auto.maps, by_module.maps)
 
 

@@ -54,9 +54,7 @@ def test_relu_false_keeps_negative_evidence():
 
 def test_default_layer_of_resnet_is_the_last_block_not_its_reused_relu():
     model = torchvision.models.resnet18().eval()
-    explainer = GradCAM(model)
-    explainer(torch.randn(1, 3, 64, 64))
-    assert explainer.layer_name == "layer4"
+    assert GradCAM(model)(torch.randn(1, 3, 64, 64)).layer == "layer4"
 
 
 def test_reused_module_is_refused_as_a_layer():

@@ -16,7 +16,7 @@ import torch
 
 import interpkit
 from interpkit import GradCAM
-from interpkit.core import LayerGradients, class_scores, forward_hooks
+from interpkit.core import Call, LayerGradients, class_scores, forward_hooks
 from interpkit.explainers import upsample
 
 __version__ = "0.2.0"
@@ -117,19 +117,15 @@ class _PerturbationCAM(GradCAM):
             raise interpkit.InputError(f"max_batch must be a positive int, got {max_batch!r}")
         self.max_batch = max_batch
 
-    def explain(self, inputs: torch.Tensor, target=None):
-        self._target = target  # a callable target scores the perturbed copies too
-        return super().explain(inputs, target)
-
-    def layer_map(self, inputs: torch.Tensor, found: LayerGradients) -> torch.Tensor:
+    def layer_map(self, call: Call, found: LayerGradients) -> torch.Tensor:
         if found.selection.classes:
             target = found.selection.indices
-        elif callable(self._target):
-            target = self._target
+        elif callable(call.target):  # a callable target scores the perturbed copies too
+            target = call.target
         else:
             raise interpkit.TargetError(f"{type(self).__name__} scores perturbed copies of the input: give classes "
                                         "or a callable, not neurons")
-        scores = self.channel_scores(inputs, found, lambda output, copies: _scores(target, output, copies))
+        scores = self.channel_scores(call, found, lambda output, copies: _scores(target, output, copies))
         return self.combine(self.weights_from(scores, found.selection.scores), found.activation)
 
     def copy_scores(self, inputs: torch.Tensor, channels: int, run) -> torch.Tensor:
@@ -139,7 +135,7 @@ class _PerturbationCAM(GradCAM):
         parts = [run(first, min(per_call, channels - first)) for first in range(0, channels, per_call)]
         return torch.cat(parts).permute(1, 2, 0)
 
-    def channel_scores(self, inputs, found, score) -> torch.Tensor:
+    def channel_scores(self, call: Call, found: LayerGradients, score) -> torch.Tensor:
         raise NotImplementedError
 
     def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
@@ -163,7 +159,8 @@ class ScoreCAM(_PerturbationCAM):
     name = "scorecam"
 
     @torch.no_grad()
-    def channel_scores(self, inputs: torch.Tensor, found: LayerGradients, score) -> torch.Tensor:
+    def channel_scores(self, call: Call, found: LayerGradients, score) -> torch.Tensor:
+        inputs = call.x
         masks = upsample(found.activation, tuple(inputs.shape[2:]))  # (N, C, *input grid)
         flat = masks.flatten(2)
         low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
@@ -172,7 +169,7 @@ class ScoreCAM(_PerturbationCAM):
         def run(first: int, count: int) -> torch.Tensor:
             channels = masks[:, first:first + count].transpose(0, 1)  # (count, N, *grid): copy-major
             masked = (inputs.unsqueeze(0) * channels.unsqueeze(2)).flatten(0, 1)
-            return score(self.model_inputs(masked).run(self.model), count)
+            return score(call.model_inputs(masked).run(self.model), count)
 
         return self.copy_scores(inputs, found.activation.shape[1], run)
 
@@ -190,7 +187,8 @@ class AblationCAM(_PerturbationCAM):
     supports = frozenset({"1d", "2d", "3d", "several_inputs"})
 
     @torch.no_grad()
-    def channel_scores(self, inputs: torch.Tensor, found: LayerGradients, score) -> torch.Tensor:
+    def channel_scores(self, call: Call, found: LayerGradients, score) -> torch.Tensor:
+        inputs = call.x
         module = self.model.get_submodule(found.layer)
         shape = tuple(found.activation.shape[1:])
         ablated: list[int] = []
@@ -208,7 +206,7 @@ class AblationCAM(_PerturbationCAM):
             ablated[:] = range(first, first + count)
             copies = inputs.repeat(count, *[1] * (inputs.dim() - 1))
             with forward_hooks([module], zero_channels):
-                return score(self.model_inputs(copies).run(self.model), count)
+                return score(call.model_inputs(copies).run(self.model), count)
 
         return self.copy_scores(inputs, found.activation.shape[1], run)
 

@@ -16,7 +16,7 @@ from torch import nn
 
 import interpkit
 from interpkit import InputError
-from interpkit.core import Explainer, Explanation, MapKind, TargetLike, neurons_of, per_target_gradients
+from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, neurons_of, per_target_gradients
 
 __version__ = "0.2.0"
 
@@ -44,8 +44,9 @@ class PathAverage(Explainer):
     def finish(self, inputs: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         return average
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
-        clean, _ = self.forward_with_targets(inputs, target)  # what is explained, pinned on the clean input
+    def explain(self, call: Call) -> Explanation:
+        inputs, target = call.x, call.target
+        clean, _ = self.forward_with_targets(call)  # what is explained, pinned on the clean input
         pinned = target if _batch_free(target) else clean.indices
         n = len(inputs)
         total = None
@@ -54,7 +55,7 @@ class PathAverage(Explainer):
             x = points.expand(copies, n, *inputs.shape[1:]).reshape(copies * n, *inputs.shape[1:])
             x = x.detach().requires_grad_(True)
             expanded = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
-            selection, _ = self.forward_with_targets(x, expanded)
+            selection, _ = self.forward_with_targets(call.with_(x, expanded))
             (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
             gradients = self.gradient_term(gradients.reshape(copies, n, *gradients.shape[1:]))
             part = torch.einsum("s,s...->...", weights.to(gradients), gradients)
@@ -179,19 +180,19 @@ class NoiseTunnel(Explainer):
         self.samples, self.stdev, self.kind, self.seed, self.max_batch = samples, stdev, kind, seed, max_batch
         self.perturb = perturb
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+    def explain(self, call: Call) -> Explanation:
+        inputs, target = call.x, call.target
         n = len(inputs)
-        with self.sharing(self.inner):
-            clean = self.inner.explain(inputs, target)
-            pinned = clean.targets if clean.class_targets and not _batch_free(target) else target
-            total = squares = None
-            for noisy in self._noisy_chunks(inputs):
-                copies = len(noisy) // n
-                repeated = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
-                maps = self.inner.explain(noisy, repeated).maps.reshape(copies, n, *clean.maps.shape[1:])
-                part, part_squares = maps.sum(0), maps.square().sum(0)
-                total = part if total is None else total + part
-                squares = part_squares if squares is None else squares + part_squares
+        clean = self.inner.explain(call)
+        pinned = clean.targets if clean.class_targets and not _batch_free(target) else target
+        total = squares = None
+        for noisy in self._noisy_chunks(inputs):
+            copies = len(noisy) // n
+            repeated = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
+            maps = self.inner.explain(call.with_(noisy, repeated)).maps.reshape(copies, n, *clean.maps.shape[1:])
+            part, part_squares = maps.sum(0), maps.square().sum(0)
+            total = part if total is None else total + part
+            squares = part_squares if squares is None else squares + part_squares
         assert total is not None and squares is not None
         mean, mean_squares = total / self.samples, squares / self.samples
         maps = {"smoothgrad": mean, "smoothgrad_sq": mean_squares, "vargrad": mean_squares - mean.square()}[self.kind]

@@ -20,7 +20,7 @@ import interpkit
 from interpkit import TokenGrid
 from typing import Any
 
-from interpkit.core import Explainer, Explanation, MapKind, TargetLike, per_target_gradients
+from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, per_target_gradients
 from interpkit.explainers import upsample
 
 __version__ = "0.1.0"
@@ -98,14 +98,15 @@ class AttentionRollout(Explainer):
             raise interpkit.LayerError("no attention module found: attention rollout explains torchvision, timm and "
                                        "HuggingFace vision transformers")
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+    def explain(self, call: Call) -> Explanation:
+        inputs, target = call.x, call.target
         queries_and_keys: dict[nn.Module, dict[str, torch.Tensor]] = {block: {} for block in self.blocks}
         handles = []
         for block in self.blocks:
             handles += _capture_queries_and_keys(block, queries_and_keys[block])
         try:
             with torch.no_grad() if _plain(target) else contextlib.nullcontext():  # rollout needs no gradient
-                selection, _ = self.forward_with_targets(inputs, target)
+                selection, _ = self.forward_with_targets(call)
         finally:
             for handle in handles:
                 handle.remove()
@@ -199,7 +200,8 @@ class GenericAttention(AttentionRollout):
     def __init__(self, model: nn.Module, upsample: bool = True, layout: TokenGrid | None = None) -> None:
         super().__init__(model, upsample=upsample, layout=layout)
 
-    def explain(self, inputs: torch.Tensor, target: TargetLike = None) -> Explanation:
+    def explain(self, call: Call) -> Explanation:
+        inputs = call.x
         weights: list[torch.Tensor] = []
 
         def eager(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
@@ -210,7 +212,7 @@ class GenericAttention(AttentionRollout):
 
         handles = [b.register_forward_hook(eager, with_kwargs=True) for b in self.blocks]
         try:
-            selection, _ = self.forward_with_targets(inputs, target)
+            selection, _ = self.forward_with_targets(call)
         finally:
             for handle in handles:
                 handle.remove()

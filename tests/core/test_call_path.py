@@ -1,0 +1,269 @@
+"""The call path: exact hygiene at a cost that does not grow with the model, no host-device
+synchronisation beyond the documented one, and explainers that keep no call data (shared by
+threads, called again from inside their own target)."""
+
+import threading
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from interpkit import GradCAM, GuidedBackprop, ModelChangedError
+from interpkit.core import ModelSnapshot
+from interpkit.core import state as state_module
+from interpkit.testing import ModelFingerprint, TwoInputs, assert_model_unchanged
+
+
+class ClipsWhenBright(nn.Module):
+    """Clips its weights through ``.data`` (no version counter sees it), for bright inputs only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if x.mean() > 0.5:
+            self.conv.weight.data.clamp_(-0.01, 0.01)
+            self.head.bias.data.zero_()
+        return self.head(F.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_a_data_dependent_writer_is_restored_exactly_after_calls_that_wrote_nothing():
+    torch.manual_seed(0)
+    model = ClipsWhenBright()
+    before = ModelFingerprint.of(model)
+    explainer = GradCAM(model)
+    for _ in range(3):  # dark inputs: no write, whatever a path might learn from them
+        explainer(torch.rand(2, 3, 8, 8) * 0.1)
+    images = torch.rand(2, 3, 8, 8) + 1
+    bright = explainer(images, target=0)
+    assert_model_unchanged(before, model)
+    clipped = ClipsWhenBright()  # the map is the clipped model's, as the forward made it
+    clipped.load_state_dict(model.state_dict())
+    clipped.conv.weight.data.clamp_(-0.01, 0.01)
+    clipped.head.bias.data.zero_()
+    torch.testing.assert_close(bright.maps, GradCAM(clipped)(images, target=0).maps)
+
+
+def test_library_models_take_the_plain_path_and_the_users_code_the_guarded_one():
+    assert ModelSnapshot(torchvision.models.resnet18()).guard is None
+    assert ModelSnapshot(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())).guard is None
+    assert ModelSnapshot(ClipsWhenBright()).guard is not None
+    hooked = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    handle = hooked[1].register_forward_hook(lambda *args: None)  # a user's hook may write anything
+    assert ModelSnapshot(hooked).guard is not None
+    handle.remove()
+    assert ModelSnapshot(hooked).guard is None
+
+
+def test_a_write_on_the_plain_path_is_reported_not_left_silently(monkeypatch):
+    monkeypatch.setattr(state_module, "_trusted", lambda module: True)
+    model = ClipsWhenBright()
+    state_module._facts.pop(model, None)
+    explainer = GradCAM(model)
+
+    def write(output):
+        with torch.no_grad():
+            model.head.bias.add_(1.0)
+        return output[:, 0]
+
+    with pytest.raises(ModelChangedError, match="written during the explanation"):
+        explainer(torch.rand(2, 3, 8, 8), target=write)
+
+
+def test_facts_follow_a_model_whose_modules_change():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    GradCAM(model, layer="0")(torch.randn(1, 3, 8, 8))
+    model[1] = ClipsWhenBright().head  # replaced through setattr: the structure changed
+    model[1] = nn.ReLU()
+    model.append(nn.Dropout())
+    model.train()
+    before = ModelFingerprint.of(model)
+    GradCAM(model, layer="0")(torch.randn(1, 3, 8, 8))
+    assert_model_unchanged(before, model)  # the new Dropout's training flag is back too
+    assert model[5].training
+
+
+def test_gradients_a_target_accumulates_are_dropped_and_existing_ones_kept():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    kept = model[0].weight.grad
+
+    def backward_inside(output):
+        output[:, 0].sum().backward(retain_graph=True)
+        return output[:, 0]
+
+    GradCAM(model, layer="0")(torch.randn(2, 3, 8, 8), target=backward_inside)
+    assert model[0].weight.grad is kept and torch.equal(kept, torch.ones_like(kept))
+    assert model[4].weight.grad is None
+
+
+def test_one_explainer_object_shared_by_threads_gives_sequential_results():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).train()
+    inputs = [torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(24)]
+    for explainer in (GradCAM(model, layer="3"), GuidedBackprop(model)):
+        expected = [explainer(x, target="all").maps for x in inputs]
+        before = ModelFingerprint.of(model)
+        results, errors = {}, []
+
+        def work(index):
+            try:
+                for j in range(index, len(inputs), 4):
+                    results[j] = explainer(inputs[j], target="all").maps
+            except Exception as error:  # collected: a thread's exception would otherwise vanish
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        assert all(torch.equal(results[j], expected[j]) for j in range(len(inputs))), type(explainer).__name__
+        assert_model_unchanged(before, model)
+
+
+def test_a_target_that_explains_with_the_same_explainer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    explainer, images = GradCAM(model, layer="2"), torch.randn(2, 3, 8, 8)
+    inner = []
+
+    def nested(output):
+        inner.append(explainer(images, target=2).maps)
+        return output[:, 1]
+
+    outer = explainer(images, target=nested)
+    torch.testing.assert_close(outer.maps, explainer(images, target=1).maps)
+    torch.testing.assert_close(inner[0], explainer(images, target=2).maps)
+    assert outer.layer == "2"
+
+
+def test_a_target_that_calls_the_same_scorecam_on_a_two_input_model():
+    from interpkit_cam_variants import ScoreCAM
+
+    torch.manual_seed(0)
+    model = TwoInputs()
+    generator = torch.Generator().manual_seed(0)
+    inputs = model.example_inputs(2, generator)
+    explainer = ScoreCAM(model)
+    plain = explainer(inputs, target=0)
+
+    def nested(output):
+        explainer(inputs, target=1)
+        return output[:, 0]
+
+    torch.testing.assert_close(explainer(inputs, target=nested).maps, plain.maps)
+
+
+# --- what interpkit itself costs per call ---------------------------------------------------------
+
+
+class OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _dispatched(work) -> int:
+    with OpCounter() as counter:
+        work()
+    return counter.ops
+
+
+def _overhead(depth: str) -> int:
+    """The ops an explanation dispatches beyond a bare forward and backward to the same layer."""
+    model = getattr(torchvision.models, depth)().eval()
+    x = torch.randn(1, 3, 32, 32)
+    explainer = GradCAM(model, layer="layer3")
+    explainer(x)  # the first call per shape counts what the forward saves, once
+
+    def bare():
+        kept = {}
+        handle = model.layer3.register_forward_hook(lambda _m, _i, out: kept.setdefault("a", out))
+        y = model(x)
+        handle.remove()
+        torch.autograd.grad(y[:, 0].sum(), kept["a"])
+
+    return _dispatched(lambda: explainer(x, target=0)) - _dispatched(bare)
+
+
+def test_the_torch_ops_interpkit_adds_per_call_do_not_grow_with_depth():
+    shallow, deep = _overhead("resnet18"), _overhead("resnet152")
+    assert shallow == deep, (shallow, deep)
+    assert shallow < 40  # a handful per call: validation, the capture's clone, the map and its upsampling
+
+
+SYNCING = {  # tensor methods and functions that wait for a GPU's results
+    torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy,
+    torch.Tensor.nonzero, torch.nonzero, torch.equal, torch.Tensor.__int__, torch.Tensor.__float__,
+    torch.Tensor.__index__, torch.Tensor.any, torch.Tensor.all,
+}
+# the documented syncs (docs/architecture.md): finiteness of the inputs (and maps, for metrics), one per
+# call; a metric given target classes checks their range once, on its first forward
+ALLOWED = {"check_finite"}
+
+
+class SyncSpy(TorchFunctionMode):
+    """Records the interpkit function that made each sync-making call, and the value was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in SYNCING and func not in (torch.Tensor.any, torch.Tensor.all):
+            import inspect
+
+            frame = inspect.currentframe().f_back
+            while frame is not None and "/interpkit/" not in frame.f_code.co_filename:
+                frame = frame.f_back
+            self.sites.append(frame.f_code.co_name if frame is not None else "<model>")
+        return func(*args, **(kwargs or {}))
+
+
+def _sync_sites(work) -> list[str]:
+    work()  # the first call per shape may probe; the steady state is what is checked
+    with SyncSpy() as spy:
+        work()
+    return spy.sites
+
+
+@pytest.mark.parametrize("case", ["gradcam", "gradcam_all", "guided_backprop", "deletion", "explain_dataset_batch"])
+def test_no_undocumented_host_device_synchronisation(case, tmp_path):
+    from interpkit.dataset_run import _explain_batch
+    from interpkit.metrics import Deletion
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    explanation = GradCAM(model)(x)
+    work = {
+        "gradcam": lambda: GradCAM(model)(x),
+        "gradcam_all": lambda: GradCAM(model, layer="layer3")(x, target="all"),
+        "guided_backprop": lambda: GuidedBackprop(model)(x, target=1),
+        "deletion": lambda: Deletion(steps=4)(model, x, explanation),
+    }
+    if case == "explain_dataset_batch":
+        with warnings.catch_warnings():
+            sites = _sync_sites(lambda: _explain_batch(GradCAM(model), x, torch.zeros(2, dtype=torch.long), ["", ""],
+                                                       None, [], torch.device("cpu"), None))
+        # the store needs the batch's results on the host: those copies are the result's, not overhead
+        assert set(sites) <= ALLOWED | {"_explain_batch"}, sites
+        assert sites.count("check_finite") == 1
+        return
+    sites = _sync_sites(work[case])
+    assert sorted(sites) == (["check_finite", "score"] if case == "deletion" else ["check_finite"]), sites
