@@ -9,9 +9,8 @@ import warnings
 
 import torch
 
-from common import backward_to, machine, report, resnet18_batch, time_all
-
 import interpkit
+from common import backward_to, machine, report, resnet18_batch, time_all
 
 CLASSES = [1, 2, 3, 4, 5]
 

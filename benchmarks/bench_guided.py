@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from common import machine, report, resnet18_batch, time_all
-
 import interpkit
+from common import machine, report, resnet18_batch, time_all
 
 CLASSES = [1, 2, 3, 4, 5]
 

@@ -2,7 +2,8 @@
 
 torchvision resnet18 (random weights, eval), batch 16, 224 x 224, 20 steps (21 points per
 sample, the first and last included), copies in batches of 16 (the default: the inputs' batch),
-targets given, against 21 plain forward passes of the same batch under no_grad. Run: python benchmarks/bench_metrics.py [--device cuda] [--repeats 3]
+targets given, against 21 plain forward passes of the same batch under no_grad.
+Run: python benchmarks/bench_metrics.py [--device cuda] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from common import arguments, machine, report, time_all
-
 from interpkit import GradCAM
 from interpkit.metrics import Deletion, RegionPerturbation, randomisation_check
 

@@ -23,9 +23,8 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
-from common import machine, sync
-
 import interpkit
+from common import machine, sync
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/caltech101/101_ObjectCategories"
 

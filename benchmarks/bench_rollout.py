@@ -11,7 +11,6 @@ import timm
 import torch
 
 from common import arguments, machine, report, time_all
-
 from interpkit_transformers import AttentionRollout
 
 

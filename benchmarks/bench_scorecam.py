@@ -16,7 +16,6 @@ import torch
 import torchvision
 
 from common import machine, report, time_all
-
 from interpkit_cam_variants import ScoreCAM
 
 

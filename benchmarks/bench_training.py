@@ -18,7 +18,6 @@ import torch
 import torchvision
 
 from common import machine
-
 from interpkit.data import ImageTransform
 from interpkit.train import TrainConfig, load_splits, train_models
 from interpkit.zoo import vgg

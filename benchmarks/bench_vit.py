@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from common import arguments, backward_to, machine, report, time_all
-
 import interpkit
+from common import arguments, backward_to, machine, report, time_all
 from interpkit import TokenGrid
 
 

@@ -11,26 +11,53 @@ import pkgutil
 from typing import Any
 
 from .analysis import (
-    FeatureMapSet, LayerRow, ReceptiveField, TopPatches, feature_maps, layer_table, receptive_field, top_patches,
+    FeatureMapSet,
+    LayerRow,
+    ReceptiveField,
+    TopPatches,
+    feature_maps,
+    layer_table,
+    receptive_field,
+    top_patches,
 )
 from .core import ChannelsFirst, ChannelsLast, Explainer, Explanation, LayerExplainer, MapKind, Neuron, TokenGrid
+from .dataset_run import explain_dataset
 from .errors import (
-    InputError, InterpkitError, LayerError, LayerNotFoundError, ModelChangedError, NoReLUError, PluginError,
+    InputError,
+    InterpkitError,
+    LayerError,
+    LayerNotFoundError,
+    ModelChangedError,
+    NoReLUError,
+    PluginError,
     ReceptiveFieldError,
-    TargetError, UncoveredNonlinearityError, WeightsError,
+    TargetError,
+    UncoveredNonlinearityError,
+    WeightsError,
 )
 from .explainers import (
-    Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, MultiLayerExplanation, PatchExplanation,
+    Deconvnet,
+    GradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
+    MaxActivatingPatches,
+    MultiLayerExplanation,
+    PatchExplanation,
 )
-from .dataset_run import explain_dataset
 from .hookspecs import hookimpl
 from .registry import (
-    explain, get_explainer, get_metric, get_model, get_weights, list_explainers, list_metrics, list_models,
+    explain,
+    get_explainer,
+    get_metric,
+    get_model,
+    get_weights,
+    list_explainers,
+    list_metrics,
+    list_models,
 )
 from .registry import registry as _registry
 from .store import MapStore, read_store
 from .version import __version__
-
 
 # every submodule, read from the package itself so that the list cannot drift
 _SUBMODULES = {found.name for found in pkgutil.iter_modules(__path__)}
@@ -49,7 +76,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ChannelsFirst", "ChannelsLast", "MultiLayerExplanation", "TokenGrid", "Deconvnet", "Explainer", "Explanation", "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
+    "ChannelsFirst", "ChannelsLast", "MultiLayerExplanation", "TokenGrid", "Deconvnet", "Explainer", "Explanation",
+    "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
     "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind", "ModelChangedError",
     "MaxActivatingPatches", "Neuron", "NoReLUError", "PatchExplanation", "PluginError", "ReceptiveField",
     "ReceptiveFieldError", "TargetError", "TopPatches", "UncoveredNonlinearityError", "WeightsError", "__version__",

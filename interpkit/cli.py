@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
-from .version import __version__
 from .errors import InputError, InterpkitError
+from .version import __version__
 
 EXIT_BAD_INPUT = 2
 

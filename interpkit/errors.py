@@ -72,5 +72,6 @@ class PluginWarning(UserWarning):
     """A plugin was skipped; the message names it and says why."""
 
 
-__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning", "ModelChangedError", "NoReLUError", "PluginError",
-           "PluginWarning", "ReceptiveFieldError", "TargetError", "UncoveredNonlinearityError", "VectorizationWarning", "WeightsError"]
+__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning", "ModelChangedError",
+           "NoReLUError", "PluginError", "PluginWarning", "ReceptiveFieldError", "TargetError", "UncoveredNonlinearityError",
+           "VectorizationWarning", "WeightsError"]

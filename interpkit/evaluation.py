@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .data import caltech5
 from .data.images import IMAGE_SUFFIXES
 from .errors import InputError
-from .metrics import scored_maps
 from .files import write_text
+from .metrics import scored_maps
 from .registry import get_explainer, get_metric
 
 

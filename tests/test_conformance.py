@@ -7,8 +7,8 @@ from hypothesis import given, settings
 
 from interpkit import GradCAM, TargetError
 from interpkit.testing import check_explainer, hard_case_models
-from interpkit.testing.models import input_kind
 from interpkit.testing.conformance import CHECKS
+from interpkit.testing.models import input_kind
 from interpkit.testing.strategies import image_batches, layer_choices, small_models, targets
 
 

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from distributed import run_ranks
+from models import SmallCNN
 from torch.utils.data import DataLoader, TensorDataset
 
 import interpkit
 from interpkit import GradCAM, InputError, explain_dataset, read_store
 from interpkit.data import caltech5
-
-from distributed import run_ranks
-from models import SmallCNN
 
 
 def _data(n=13):

@@ -68,9 +68,9 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
             "List the names with [n for n, _ in model.named_modules()]."
         )
     if isinstance(layer, nn.Module):
-        name = model_facts(model).names.get(layer)
-        if name is not None:
-            return name, layer
+        found = model_facts(model).names.get(layer)
+        if found is not None:
+            return found, layer
         raise LayerNotFoundError(
             f"the {type(layer).__name__} module given as layer is not a submodule of the "
             "model; pass one of model.modules() or its dotted name"

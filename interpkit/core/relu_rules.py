@@ -127,7 +127,8 @@ class ReLURuleExplainer(Explainer):
     """Input gradients with a backward rule at every ReLU-family op the forward evaluates.
 
     Subclasses set ``rule`` (a staticmethod ``(grad, output, upper) -> grad``: the incoming
-    gradient, the op's forward output and its upper bound, None for a plain ReLU). Maps have shape (N, K, C, H, W). K targets (classes or
+    gradient, the op's forward output and its upper bound, None for a plain ReLU).
+    Maps have shape (N, K, C, H, W). K targets (classes or
     ``Neuron`` units) share one forward and one batched backward. With ``strict=True`` (the
     default) a forward without any ReLU raises ``NoReLUError``, and a forward that also ran
     other elementwise nonlinearities (GELU, SiLU, Hardswish, sigmoid, ...) raises

@@ -119,14 +119,15 @@ class WriteGuard(TorchFunctionMode):
     def __init__(self, tensors: list[torch.Tensor]) -> None:
         super().__init__()
         self.storages = {t.untyped_storage().data_ptr(): t for t in tensors
-                         if not isinstance(t, nn.parameter.UninitializedTensorMixin)}  # lazy ones have none yet
+                         if not isinstance(t, nn.parameter.UninitializedTensorMixin)}  # type: ignore[attr-defined]  # lazy: no storage yet
         self.copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         written = args[0] if args and (name.endswith("_") or name == "__setitem__") else kwargs.get("out")
-        if isinstance(written, torch.Tensor) and not isinstance(written, nn.parameter.UninitializedTensorMixin):
+        lazy = nn.parameter.UninitializedTensorMixin
+        if isinstance(written, torch.Tensor) and not isinstance(written, lazy):
             pointer = written.untyped_storage().data_ptr()
             if pointer in self.storages and pointer not in self.copies:
                 tensor = self.storages[pointer]

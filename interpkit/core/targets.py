@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
-
 import torch
 from torch import nn
 
@@ -185,7 +184,7 @@ def _class_indices(target: TargetLike, logits: torch.Tensor, n: int) -> torch.Te
     if isinstance(target, np.ndarray):
         target = torch.from_numpy(target)
     if _is_index(target):
-        _check_range([int(target)], classes)  # type: ignore[call-overload]
+        _check_range([int(target)], classes)  # type: ignore[arg-type]
         return torch.full((n, 1), int(target), dtype=torch.long, device=device)  # type: ignore[arg-type]
     if isinstance(target, (list, tuple)):
         if not all(_is_index(t) for t in target):

@@ -1,7 +1,13 @@
 """Bundled images and dataset loaders."""
 
 from .datasets import (
-    ImageDataset, SplitSizes, bundled_root, caltech5, caltech101_categories, image_folder, torchvision_caltech101,
+    ImageDataset,
+    SplitSizes,
+    bundled_root,
+    caltech5,
+    caltech101_categories,
+    image_folder,
+    torchvision_caltech101,
 )
 from .images import read_image
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
-    Call, Explanation, LayerExplainer, LayerGradients, LayerLike, MapKind, check_flag, normalize_maps,
+    Call,
+    Explanation,
+    LayerExplainer,
+    LayerGradients,
+    LayerLike,
+    MapKind,
+    check_flag,
+    normalize_maps,
 )
 from ..errors import LayerError
 

@@ -128,7 +128,8 @@ class Metric:
 def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """One saliency value per input grid position (N, *grid): an Explanation with one map per
     sample, or a tensor (N, *grid) or (N, C, *grid) aligned with the inputs; channels are summed
-    in absolute value; finiteness is the caller's to check (``check_finite``). Maps on a layer's grid are refused: upsample them first (GradCAM does by
+    in absolute value; finiteness is the caller's to check (``check_finite``).
+    Maps on a layer's grid are refused: upsample them first (GradCAM does by
     default; ``interpkit.explainers.gradcam.upsample`` for others)."""
     tensor = maps.maps if isinstance(maps, Explanation) else maps
     if not isinstance(tensor, torch.Tensor):

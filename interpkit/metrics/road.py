@@ -58,7 +58,8 @@ class ROAD(Metric):
     are removed: the most relevant first (``order="morf"``), the least relevant first
     (``"lerf"``), ties to the earlier position in row-major order; they are filled by noisy
     linear imputation (Gaussian noise of std ``noise`` on the filled values, drawn from
-    ``seed``, the same draw for every image so that no score depends on the batch). ``curves`` (N, fractions) hold the target's score after removal minus before;
+    ``seed``, the same draw for every image so that no score depends on the batch).
+    ``curves`` (N, fractions) hold the target's score after removal minus before;
     ``scores`` their mean. ``order="combined"`` gives (LeRF - MoRF) / 2 (higher is better), as
     Rong et al. recommend; MoRF alone is better when lower, LeRF when higher."""
 

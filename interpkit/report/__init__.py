@@ -22,14 +22,19 @@ from tqdm.auto import tqdm
 
 import interpkit
 from interpkit.commands import parse_device
+from interpkit.core import MapKind
 from interpkit.data import caltech5
 from interpkit.errors import InputError, InterpkitError, WeightsError
 from interpkit.files import save_figure, write_text
-from interpkit.train import STUDY, Split, evaluate
-from interpkit.core import MapKind
 from interpkit.metrics import AverageDrop, Deletion, Insertion, randomisation_check, scored_maps
+from interpkit.train import STUDY, Split, evaluate
 from interpkit.viz import (
-    NeuronPanel, colorize, plot_confusion, plot_image_grid, plot_metric_curves, plot_neuron_gradients,
+    NeuronPanel,
+    colorize,
+    plot_confusion,
+    plot_image_grid,
+    plot_metric_curves,
+    plot_neuron_gradients,
     to_uint8_images,
 )
 

@@ -9,8 +9,18 @@ from .conformance import ConformanceReport, check_explainer
 from .fingerprint import ModelFingerprint, assert_model_unchanged
 from .metrics import check_metric
 from .models import (
-    BatchNormDropout, Conv1dNet, Conv3dNet, ConvStack, DictOutput, FunctionalReLU, ResidualReusedReLU, TinyTokens,
-    TwoInputs, example_inputs, hard_case_models, input_kind,
+    BatchNormDropout,
+    Conv1dNet,
+    Conv3dNet,
+    ConvStack,
+    DictOutput,
+    FunctionalReLU,
+    ResidualReusedReLU,
+    TinyTokens,
+    TwoInputs,
+    example_inputs,
+    hard_case_models,
+    input_kind,
 )
 
 __all__ = [

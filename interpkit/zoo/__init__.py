@@ -8,7 +8,12 @@ weights enum (``caltech5_arch1.weights``). Look models up by name with
 """
 
 from .caltech_cnn import (
-    CaltechCNN, Caltech5Arch1Weights, Caltech5Arch2Weights, Caltech5Arch3Weights, caltech5_arch1, caltech5_arch2,
+    Caltech5Arch1Weights,
+    Caltech5Arch2Weights,
+    Caltech5Arch3Weights,
+    CaltechCNN,
+    caltech5_arch1,
+    caltech5_arch2,
     caltech5_arch3,
 )
 from .vgg import Vgg19Caltech5Weights, vgg19_caltech5

@@ -6,13 +6,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from models import DictOutput, SmallCNN
 
 import interpkit
 from interpkit import GradCAM, InputError, LayerError, LayerNotFoundError, Neuron, TargetError
 from interpkit.errors import LocalisationWarning
-from interpkit.testing import ModelFingerprint, assert_model_unchanged
-from interpkit.testing import FunctionalReLU
-from models import DictOutput, SmallCNN
+from interpkit.testing import FunctionalReLU, ModelFingerprint, assert_model_unchanged
 
 
 def test_model_restored_after_success(small_cnn, images):

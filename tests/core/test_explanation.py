@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from interpkit import Explanation, GradCAM, MapKind, Neuron, InputError
+from interpkit import Explanation, GradCAM, InputError, MapKind, Neuron
 
 
 def _explanation(maps):

@@ -14,8 +14,16 @@ from torch import nn
 
 import interpkit
 from interpkit import (
-    Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, InputError, MaxActivatingPatches, Neuron, TargetError,
-    UncoveredNonlinearityError, feature_maps,
+    Deconvnet,
+    GradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
+    InputError,
+    MaxActivatingPatches,
+    Neuron,
+    TargetError,
+    UncoveredNonlinearityError,
+    feature_maps,
 )
 from interpkit.errors import VectorizationWarning
 from interpkit.testing import ModelFingerprint, assert_model_unchanged

@@ -12,7 +12,14 @@ from torch import nn
 
 import interpkit
 from interpkit import (
-    ChannelsLast, GradCAM, GuidedBackprop, InputError, LayerError, MultiLayerExplanation, Neuron, TokenGrid,
+    ChannelsLast,
+    GradCAM,
+    GuidedBackprop,
+    InputError,
+    LayerError,
+    MultiLayerExplanation,
+    Neuron,
+    TokenGrid,
 )
 from interpkit.core import ModelInputs, choose_layer, class_scores
 from interpkit.explainers.gradcam import fuse
@@ -153,7 +160,8 @@ def _last_features(model):
     return next(module for name, module in model.named_modules() if name.endswith("features.3"))
 
 
-@pytest.mark.parametrize("cls", [lambda m: GradCAM(m, layer=_last_features(m)), GuidedBackprop, lambda m: interpkit.get_explainer("smoothgrad")(m, samples=4)],
+@pytest.mark.parametrize("cls", [lambda m: GradCAM(m, layer=_last_features(m)), GuidedBackprop,
+                                 lambda m: interpkit.get_explainer("smoothgrad")(m, samples=4)],
                          ids=["gradcam", "guided_backprop", "smoothgrad"])
 def test_two_inputs_equal_a_wrapper_that_fixes_the_second(cls):
     torch.manual_seed(0)

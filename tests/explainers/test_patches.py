@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from distributed import run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
@@ -11,7 +12,6 @@ from torch.utils.data import DataLoader, TensorDataset
 import interpkit
 from interpkit import InputError, MaxActivatingPatches, Neuron, receptive_field, top_patches
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
-from distributed import run_ranks
 
 
 class GapNet(nn.Module):

@@ -4,12 +4,11 @@ import warnings
 from functools import partial
 
 import numpy as np
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import interpkit
 from interpkit import GradCAM, InputError

@@ -120,9 +120,9 @@ def test_quantus_area_under_curve_needs_numpys_removed_trapz():
 
 
 def test_pytorch_grad_cam_road_removes_every_pixel_of_a_mostly_zero_map(small_cnn, monkeypatch):
-    import interpkit.metrics.road as road
-
     from pytorch_grad_cam.metrics.perturbation_confidence import RemoveMostRelevantFirst
+
+    import interpkit.metrics.road as road
 
     cam = torch.zeros(16, 16)
     cam.view(-1)[torch.randperm(256, generator=torch.Generator().manual_seed(2))[:26]] = torch.rand(26) + 0.1

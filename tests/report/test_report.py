@@ -8,9 +8,7 @@ import sys
 import pytest
 
 import interpkit
-
 from interpkit.report import build_report
-
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -104,7 +102,8 @@ def test_two_reports_in_one_process_are_both_complete(tmp_path, tiny_data):
     for out, models in ((tmp_path / "a", ["caltech5_arch2"]), (tmp_path / "b", ["caltech5_arch2", "caltech5_arch3"])):
         html = build_report(out, models=models, data_dir=tiny_data, progress=False).read_text()
         for figure in ("images/patch_scorpion.png", "images/gradcam.png", "images/guided_scorpion.png",
-                       "images/top_patches.png", "images/feature_maps_0.png", "images/faithfulness_curves.png", "images/randomisation.png"):
+                       "images/top_patches.png", "images/feature_maps_0.png", "images/faithfulness_curves.png",
+                       "images/randomisation.png"):
             assert f'src="{figure}"' in html and (out / figure).exists()
         assert 'id="faithfulness"' in html
         for method in interpkit.list_explainers():  # every registered explainer has a row of scores

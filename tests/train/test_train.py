@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from distributed import run_ranks
 
 import interpkit
 from interpkit.data import ImageTransform, caltech5
 from interpkit.train import Split, TrainConfig, evaluate, fit, train_models
 from interpkit.train.checkpoint import load_checkpoint, save_atomic
 from interpkit.train.features import cached_features
-from distributed import run_ranks
 
 CONFIG = TrainConfig(epochs=4, batch_size=8, patience=None, seed=3)
 TRANSFORM = ImageTransform()

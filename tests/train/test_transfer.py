@@ -7,7 +7,7 @@ from PIL import Image
 
 import interpkit
 from interpkit import InputError
-from interpkit.data import caltech101_categories, caltech5
+from interpkit.data import caltech5, caltech101_categories
 from interpkit.train import Split, evaluate
 from interpkit.train.loop import TrainConfig
 from interpkit.train.transfer import fine_tune, fold_batch_norm, with_batch_norm

@@ -6,7 +6,14 @@ import interpkit
 from interpkit import GradCAM
 from interpkit.testing import check_explainer
 from interpkit_cam_variants import (
-    AblationCAM, EigenCAM, EigenGradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM,
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
 )
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is in interpkit's [test] extra")

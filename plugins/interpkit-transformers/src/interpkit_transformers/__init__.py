@@ -12,14 +12,13 @@ token's row over the patch tokens, on the patch grid or resized to the input.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 from torch import nn
 
 import interpkit
 from interpkit import TokenGrid
-from typing import Any
-
 from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, per_target_gradients
 from interpkit.explainers import upsample
 
