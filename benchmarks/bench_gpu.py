@@ -243,7 +243,8 @@ def main() -> None:
     device = torch.device(args.device)
     s = sizes(args.small)
     if args.proxies:
-        report(f"CPU proxies of the call path, {machine(device)}", {}, cpu_proxies(repeats=21))
+        ratios = cpu_proxies(repeats=21)
+        report(f"CPU proxies of the call path, {machine(device)}", {}, ratios)
         return
     ratios = []
     with warnings.catch_warnings():
