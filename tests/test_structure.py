@@ -2,6 +2,8 @@
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,12 @@ def test_the_published_names_check_catches_internals(tmp_path):
     source.write_text("import interpkit\nfrom interpkit.core.gradients import per_target_gradients\n"
                       "from interpkit.core import Explainer, _secret\nx = interpkit.plugins\n")
     assert sorted(_unpublished(source)) == ["interpkit.core._secret", "interpkit.core.gradients", "interpkit.plugins"]
+
+
+def test_every_submodule_is_reachable_on_first_access():
+    code = "import interpkit, pkgutil\n" \
+           "for m in pkgutil.iter_modules(interpkit.__path__):\n" \
+           "    if m.name != '__main__': getattr(interpkit, m.name)\n" \
+           "print(interpkit.metrics.Deletion.name)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "deletion", done.stderr[-1000:]

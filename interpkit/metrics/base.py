@@ -104,20 +104,19 @@ class Metric:
             raise InputError(f"targets must be one class index per sample (N = {n}), got shape {tuple(indices.shape)}")
         return indices
 
-    def _scorer(self, model: nn.Module, indices: torch.Tensor, max_batch: int, targets_given: bool = True
+    def _scorer(self, model: nn.Module, indices: torch.Tensor, max_batch: int, check_range: bool
                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        checked: list[int] = []  # the class count the targets were checked against, once per metric call
-
         def score(batch: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
             """Target scores (B,) of perturbed copies ``batch`` of samples ``samples`` (B,)."""
+            nonlocal check_range
             parts = []
             for part in chunks(len(batch), max_batch):
                 logits = class_scores(model(batch[part]))
-                if checked != [logits.shape[1]]:  # one sync per metric call, none for the model's own top classes
-                    if targets_given and bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):
+                if check_range:  # given classes, once per metric call (the model's own top classes need none)
+                    check_range = False
+                    if bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):
                         raise InputError(f"target classes must lie in [0, {logits.shape[1]}); got "
                                          f"{sorted(set(indices.tolist()))}")
-                    checked[:] = [logits.shape[1]]
                 values = logits.softmax(dim=1) if self.score == "probability" else logits
                 parts.append(values.gather(1, indices[samples[part]].unsqueeze(1))[:, 0])
             return torch.cat(parts)

@@ -2,13 +2,13 @@
 synchronisation beyond the documented one, and explainers that keep no call data (shared by
 threads, called again from inside their own target)."""
 
-import threading
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from threads import in_threads
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -112,21 +112,13 @@ def test_one_explainer_object_shared_by_threads_gives_sequential_results():
     for explainer in (GradCAM(model, layer="3"), GuidedBackprop(model)):
         expected = [explainer(x, target="all").maps for x in inputs]
         before = ModelFingerprint.of(model)
-        results, errors = {}, []
+        results = {}
 
         def work(index):
-            try:
-                for j in range(index, len(inputs), 4):
-                    results[j] = explainer(inputs[j], target="all").maps
-            except Exception as error:  # collected: a thread's exception would otherwise vanish
-                errors.append(error)
+            for j in range(index, len(inputs), 4):
+                results[j] = explainer(inputs[j], target="all").maps
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not errors
+        assert not in_threads(work, 4)
         assert all(torch.equal(results[j], expected[j]) for j in range(len(inputs))), type(explainer).__name__
         assert_model_unchanged(before, model)
 

@@ -215,6 +215,7 @@ BAD_TARGETS = [
     (5, "out of range"),
     (-1, "out of range"),
     (torch.tensor([[0, 9]] * 4), "out of range"),
+    ([0, 9, 0, 0], "class index 9 is out of range"),
     (torch.tensor([1.0, 2.0, 3.0, 4.0]), "integer"),
     (torch.tensor([1, 2]), "shape"),
     ("every", "only string target"),

@@ -1,7 +1,6 @@
 """No silent wrong results: state and buffers, batch-mixing models, threads, rule coverage,
 vectorisation fallbacks and typed errors (each test fails on the code before the fix)."""
 
-import threading
 import warnings
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threads import in_threads
 from torch import nn
 
 import interpkit
@@ -110,21 +110,13 @@ def test_one_model_shared_by_threads_gives_sequential_results():
     inputs = [torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(8)]
     expected = [GuidedBackprop(model)(x, target="all").maps for x in inputs]
     before = ModelFingerprint.of(model)
-    results, errors = {}, []
+    results = {}
 
     def work(index):
-        try:
-            for j in range(index, len(inputs), 4):
-                results[j] = GuidedBackprop(model)(inputs[j], target="all").maps
-        except Exception as error:  # collected: a thread's exception would otherwise vanish
-            errors.append(error)
+        for j in range(index, len(inputs), 4):
+            results[j] = GuidedBackprop(model)(inputs[j], target="all").maps
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not in_threads(work, 4)
     assert all(torch.equal(results[j], expected[j]) for j in range(len(inputs)))
     assert_model_unchanged(before, model)
 
