@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 import interpkit
 from interpkit import GradCAM, explain_dataset
 from interpkit.data import ImageTransform
-from interpkit.dataset_run import image_folder_dataset
+from interpkit.dataset import image_folder_dataset
 
 
 def build(model_name: str, device: torch.device) -> tuple[torch.nn.Module, str]:

@@ -20,8 +20,8 @@ from .analysis import (
     receptive_field,
     top_patches,
 )
-from .core import ChannelsFirst, ChannelsLast, Explainer, Explanation, LayerExplainer, MapKind, Neuron, TokenGrid
-from .dataset_run import explain_dataset
+from .core import ChannelsFirst, ChannelsLast, Explainer, Explanation, LayerExplainer, MapKind, Neuron, TokenGrid, provide_display
+from .dataset import MapStore, explain_dataset, read_store
 from .errors import (
     InputError,
     InterpkitError,
@@ -44,7 +44,6 @@ from .explainers import (
     MultiLayerExplanation,
     PatchExplanation,
 )
-from .hookspecs import hookimpl
 from .registry import (
     explain,
     get_explainer,
@@ -56,8 +55,11 @@ from .registry import (
     list_models,
 )
 from .registry import registry as _registry
-from .store import MapStore, read_store
+from .registry.hookspecs import hookimpl
 from .version import __version__
+
+# core knows no pixels: the package above it tells Explanation.overlay/save where they are made
+provide_display(lambda: importlib.import_module(f"{__name__}.viz"))
 
 # every submodule, read from the package itself so that the list cannot drift
 _SUBMODULES = {found.name for found in pkgutil.iter_modules(__path__)}

@@ -14,7 +14,8 @@ PACKAGE = ROOT / "interpkit"
 PUBLISHED = ("interpkit", "interpkit.core", "interpkit.analysis", "interpkit.errors", "interpkit.explainers",
              "interpkit.testing", "interpkit.testing.strategies", "interpkit.viz", "interpkit.zoo", "interpkit.data")
 AUTHORS = sorted([*ROOT.glob("plugins/*/src/**/*.py"), *PACKAGE.glob("explainers/*.py"),
-                  PACKAGE / "builtin_plugins.py"])
+                  PACKAGE / "registry" / "builtin.py"])
+BUILTIN = PACKAGE / "registry" / "builtin.py"
 
 
 def _module_name(path: Path) -> str:
@@ -109,6 +110,8 @@ def _unpublished(path: Path) -> list[str]:
                         bad.append(alias.name)
                 continue
             own_package = module.rsplit(".", 1)[0] if not _is_package(path) else module
+            if path == BUILTIN:
+                own_package = "interpkit"  # registers the package's own explainers, metrics and models
             if node.level and target.startswith(own_package):
                 continue  # a sibling module of the same built-in package
             if target not in PUBLISHED:
@@ -143,3 +146,50 @@ def test_every_submodule_is_reachable_on_first_access():
            "print(interpkit.metrics.Deletion.name)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "deletion", done.stderr[-1000:]
+
+
+# The layers of docs/architecture.md: a package imports only from its own layer or those below.
+LAYERS = {
+    "interpkit.errors": 0, "interpkit.version": 0, "interpkit.files": 0,
+    "interpkit.core": 1, "interpkit.data": 1,
+    "interpkit.analysis": 2, "interpkit.explainers": 2, "interpkit.zoo": 2,
+    "interpkit.metrics": 3, "interpkit.dataset": 3, "interpkit.viz": 3, "interpkit.registry": 3,
+    "interpkit.train": 3, "interpkit.testing": 3,
+    "interpkit.report": 4, "interpkit.cli": 4,
+    "interpkit": 4, "interpkit.__main__": 5,  # the package's own names: the public API over layers 0-3
+}
+
+
+def _package(module: str) -> str:
+    return max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+
+
+def _layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, targets in graph.items():
+        for target in targets:
+            source, imported = _package(module), _package(target)
+            if LAYERS[imported] > LAYERS[source]:
+                found.append(f"{module} (layer {LAYERS[source]}) imports {target} (layer {LAYERS[imported]})")
+            if imported == "interpkit.cli" and source not in ("interpkit.cli", "interpkit.__main__"):
+                found.append(f"{module} imports the command line's {target}")
+    return sorted(found)
+
+
+def test_every_module_belongs_to_a_layer():
+    assert all(module in LAYERS or _package(module) for module in _graph())
+    tops = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or
+            (p.is_dir() and (p / "__init__.py").exists())}
+    assert {f"interpkit.{t}" for t in tops if t != "__init__"} <= set(LAYERS)
+
+
+def test_packages_import_only_from_their_layer_or_below_even_inside_functions():
+    assert _layering_violations(_graph()) == []
+
+
+def test_the_layering_check_sees_an_upward_or_command_line_import():
+    graph = {"interpkit.core.explanation": {"interpkit.viz.images"}, "interpkit.report": {"interpkit.cli.commands"}}
+    assert _layering_violations(graph) == [
+        "interpkit.core.explanation (layer 1) imports interpkit.viz.images (layer 3)",
+        "interpkit.report imports the command line's interpkit.cli.commands",
+    ]

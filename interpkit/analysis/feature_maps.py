@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..core import ModuleLike, capture_outputs, evaluation, model_inputs, resolve_layer
+from ..core import ModuleLike, capture_outputs, display, evaluation, model_inputs, resolve_layer
 from ..errors import LayerError
 
 
@@ -32,10 +32,8 @@ class FeatureMapSet:
 
     def figure(self, layer: str, sample: int = 0, **options):
         """The grid of every channel of ``layer`` for one sample, as a matplotlib Figure."""
-        from ..viz import plot_feature_maps
-
         options.setdefault("title", layer)
-        return plot_feature_maps(self[layer][sample], **options)
+        return display().plot_feature_maps(self[layer][sample], **options)
 
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,

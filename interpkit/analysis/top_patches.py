@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..core import ModuleLike, evaluation, forward_hooks, model_device, resolve_layer
+from ..core import ModuleLike, display, evaluation, forward_hooks, model_device, resolve_layer
 from ..errors import InputError, LayerError
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -53,11 +53,9 @@ class TopPatches:
 
     def figure(self, crop_pixels: int = 48, channels: Sequence[int] | None = None):
         """A Zeiler-Fergus grid: a row of k crops per channel, each scaled to ``crop_pixels``."""
-        from ..viz import plot_top_patches
-
         chosen = range(len(self.channels)) if channels is None else [self.channels.index(c) for c in channels]
         crops = self.crops()
-        return plot_top_patches([crops[i] for i in chosen], [f"{self.layer}[{self.channels[i]}]" for i in chosen],
+        return display().plot_top_patches([crops[i] for i in chosen], [f"{self.layer}[{self.channels[i]}]" for i in chosen],
                                 crop_pixels)
 
 

@@ -13,19 +13,20 @@ from .explainer import Call, Explainer, LayerExplainer, LayerGradients, check_fl
 from .explanation import Explanation
 from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs, forward_hooks
-from .inputs import InputsLike, ModelInputs, check_finite, check_tensor, model_inputs
+from .inputs import InputsLike, ModelInputs, check_finite, check_tensor, model_inputs, parse_device
 from .layers import LayerChoice, LayerLike, ModuleLike, choose_layer, detect_layout, layer_choices, resolve_layer, unwrap
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid
-from .maps import MapKind, normalize_maps
+from .maps import MapKind, display, normalize_maps, provide_display, upsample
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
 from .state import ModelSnapshot, evaluation, mixes_samples, model_device
 from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, select_targets
 
 __all__ = [
     "Call", "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
-    "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModuleLike", "ModelSnapshot", "Neuron",
-    "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection", "TokenGrid", "capture_outputs",
-    "check_finite", "check_flag", "check_tensor", "choose_layer", "class_scores", "deconvnet_rule", "detect_layout", "evaluation",
-    "forward_hooks", "guided_rule", "layer_choices", "mixes_samples", "model_device", "model_inputs", "neurons_of",
-    "normalize_maps", "per_target_gradients", "resolve_layer", "select_targets", "unwrap",
+    "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModelSnapshot",
+    "ModuleLike", "Neuron", "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection",
+    "TokenGrid", "capture_outputs", "check_finite", "check_flag", "check_tensor", "choose_layer", "class_scores",
+    "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks", "guided_rule", "layer_choices",
+    "mixes_samples", "model_device", "model_inputs", "neurons_of", "normalize_maps", "parse_device",
+    "per_target_gradients", "provide_display", "resolve_layer", "select_targets", "unwrap", "upsample",
 ]

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .maps import MapKind, normalize_maps
+from .maps import MapKind, display, normalize_maps
 
 
 @dataclass
@@ -43,15 +43,11 @@ class Explanation:
         ``scale="sample"`` puts a sample's K maps on one colour scale (the evidence for each
         class comparable); ``"map"`` scales each map on its own.
         """
-        from ..viz import overlay_maps
-
-        return overlay_maps(self.maps, images, self.kind, alpha=alpha, colormap=colormap, scale=scale)
+        return display().overlay_maps(self.maps, images, self.kind, alpha=alpha, colormap=colormap, scale=scale)
 
     def save(self, out_dir: str | Path, colormap: int | str = "jet") -> list[Path]:
         """Write one colour-mapped PNG per map into ``out_dir``; returns the paths."""
-        from ..viz import save_maps
-
-        return save_maps(self, out_dir, colormap=colormap)
+        return display().save_maps(self, out_dir, colormap=colormap)
 
     def cpu(self) -> "Explanation":
         """A copy with every tensor on the CPU."""

@@ -144,3 +144,21 @@ def check_tensor(inputs: Any, model: nn.Module, finite: bool = True) -> torch.Te
     if finite:
         check_finite(inputs=inputs)
     return inputs.detach()
+
+
+def parse_device(text: str) -> torch.device:
+    """A torch device that exists here and holds data, or an InputError saying which to use."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        hint = " (did you mean 'cuda'?)" if text.lower().startswith("gpu") else ""
+        raise InputError(f"unknown device {text!r}{hint}; use --device cpu, or cuda where a GPU is installed") from None
+    if device.type == "meta":
+        raise InputError("the meta device holds no data, so nothing can be explained there; use --device cpu "
+                         "or --device cuda")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise InputError(f"cannot use device {text!r} here ({' '.join(str(error).split())[:160]}); "
+                         "use --device cpu") from None
+    return device

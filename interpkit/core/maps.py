@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 
 class MapKind(str, enum.Enum):
@@ -36,3 +38,32 @@ def normalize_maps(maps: torch.Tensor, start_dim: int) -> torch.Tensor:
     span = flat.amax(dim=-1, keepdim=True) - low
     scaled = (flat - low) / torch.where(span > 0, span, 1.0)
     return scaled.reshape(maps.shape).to(maps.dtype if maps.dtype.is_floating_point else torch.float32)
+
+
+_display_provider: list[Callable[[], Any]] = []
+
+
+def provide_display(provider: Callable[[], Any]) -> None:
+    """Name the module that turns maps into pixels; the ``interpkit`` package, which sits above
+    core and viz alike, names ``interpkit.viz``. Core, analysis and explainers import nothing of viz."""
+    _display_provider[:] = [provider]
+
+
+def display() -> Any:
+    """The display module (``interpkit.viz``): ``display().overlay_maps(...)``."""
+    if not _display_provider:
+        raise RuntimeError("no display module was provided: import interpkit, which provides interpkit.viz")
+    return _display_provider[0]()
+
+
+_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Maps (N, K, *grid) resized to ``size`` by linear, bilinear or trilinear interpolation
+    (``align_corners=False``), the interpolation of the grid's rank."""
+    if tuple(maps.shape[2:]) == tuple(size):
+        return maps
+    if maps.shape[2:].numel() == 1:  # one position: exactly constant (interpolation rounds)
+        return maps.expand(*maps.shape[:2], *size).contiguous()
+    return F.interpolate(maps, size=size, mode=_MODES[len(size)], align_corners=False)

@@ -1,4 +1,4 @@
-"""The built-in explainers; ``interpkit.builtin_plugins`` registers them like any plugin."""
+"""The built-in explainers; ``interpkit.registry.builtin`` registers them like any plugin."""
 
 from .gradcam import GradCAM, MultiLayerExplanation, fuse, upsample
 from .guided_backprop import Deconvnet, GuidedBackprop

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
@@ -17,10 +16,9 @@ from ..core import (
     MapKind,
     check_flag,
     normalize_maps,
+    upsample,
 )
 from ..errors import LayerError
-
-_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 @dataclass
@@ -30,16 +28,6 @@ class MultiLayerExplanation(Explanation):
 
     layer_maps: torch.Tensor = field(default=None)  # type: ignore[assignment]
     layers: tuple[str, ...] = ()
-
-
-def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """Maps (N, K, *grid) resized to ``size`` by linear, bilinear or trilinear interpolation
-    (``align_corners=False``), the interpolation of the grid's rank."""
-    if tuple(maps.shape[2:]) == tuple(size):
-        return maps
-    if maps.shape[2:].numel() == 1:  # one position: exactly constant (interpolation rounds)
-        return maps.expand(*maps.shape[:2], *size).contiguous()
-    return F.interpolate(maps, size=size, mode=_MODES[len(size)], align_corners=False)
 
 
 def principal_projection(terms: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..analysis import ReceptiveField, receptive_field
-from ..core import Call, ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike
+from ..core import Call, ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike, display
 from ..errors import InputError, LayerError
 
 
@@ -43,10 +43,9 @@ class PatchExplanation(Explanation):
 
     def figure(self, images: Any, sample: int = 0, target: int = 0, title: str | None = None):
         """The study's figure 7/9 for one image: the image with the box drawn, and the patch."""
-        from ..viz import plot_patch, to_uint8_images
-
-        picture = to_uint8_images(images)[sample]
-        return plot_patch(picture, self.box(sample, target), title=title)
+        viz = display()
+        picture = viz.to_uint8_images(images)[sample]
+        return viz.plot_patch(picture, self.box(sample, target), title=title)
 
 
 def _crop(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:

@@ -16,9 +16,8 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..core import Explanation, MapKind, check_finite, check_tensor, class_scores, evaluation, mixes_samples
+from ..core import Explanation, MapKind, check_finite, check_tensor, class_scores, evaluation, mixes_samples, upsample
 from ..errors import InputError
-from ..explainers import upsample
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> (B,) scores of its targets
 

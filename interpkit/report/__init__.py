@@ -21,8 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 import interpkit
-from interpkit.commands import parse_device
-from interpkit.core import MapKind
+from interpkit.core import MapKind, parse_device
 from interpkit.data import caltech5
 from interpkit.errors import InputError, InterpkitError, WeightsError
 from interpkit.files import save_figure, write_text

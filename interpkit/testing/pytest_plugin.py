@@ -10,7 +10,7 @@ from .models import hard_case_models
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "interpkit_explainer" in metafunc.fixturenames:
-        from .. import list_explainers
+        from ..registry import list_explainers  # on use: pytest loads this plugin in every run
 
         metafunc.parametrize("interpkit_explainer", list_explainers(), indirect=True)
 
@@ -18,7 +18,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def interpkit_explainer(request: pytest.FixtureRequest) -> type:
     """Each registered explainer class in turn (built-in and plugins): a new one cannot skip a test."""
-    from .. import get_explainer
+    from ..registry import get_explainer
 
     return get_explainer(request.param)
 

@@ -11,20 +11,8 @@ import torch
 from torch import nn
 
 from ..core import evaluation
+from ..data.fingerprint import fingerprint, weights_fingerprint
 from .checkpoint import load_checkpoint, save_atomic
-
-
-def fingerprint(*tensors: torch.Tensor) -> str:
-    """sha256 over the tensors' bytes, shapes and dtypes."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    return fingerprint(*model.state_dict().values())
 
 
 @torch.no_grad()

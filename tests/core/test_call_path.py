@@ -236,7 +236,7 @@ def _sync_sites(work) -> list[str]:
 
 @pytest.mark.parametrize("case", ["gradcam", "gradcam_all", "guided_backprop", "deletion", "explain_dataset_batch"])
 def test_no_undocumented_host_device_synchronisation(case, tmp_path):
-    from interpkit.dataset_run import _explain_batch
+    from interpkit.dataset.run import _explain_batch
     from interpkit.metrics import Deletion
 
     torch.manual_seed(0)

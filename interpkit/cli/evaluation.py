@@ -14,12 +14,12 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .data import caltech5
-from .data.images import IMAGE_SUFFIXES
-from .errors import InputError
-from .files import write_text
-from .metrics import scored_maps
-from .registry import get_explainer, get_metric
+from ..data import caltech5
+from ..data.images import IMAGE_SUFFIXES
+from ..errors import InputError
+from ..files import write_text
+from ..metrics import scored_maps
+from ..registry import get_explainer, get_metric
 
 
 @dataclass(frozen=True)

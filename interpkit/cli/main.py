@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
-from .errors import InputError, InterpkitError
-from .version import __version__
+from ..errors import InputError, InterpkitError
+from ..version import __version__
 
 EXIT_BAD_INPUT = 2
 
@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _plugins(_args: argparse.Namespace) -> None:
-    from .registry import registry
+    from ..registry import registry
 
     reg = registry()
     print("plugins loaded:")
@@ -40,7 +40,7 @@ def _plugins(_args: argparse.Namespace) -> None:
 
 
 def _zoo(_args: argparse.Namespace) -> None:
-    from .registry import get_weights, list_models
+    from ..registry import get_weights, list_models
 
     for name in list_models():
         try:
@@ -54,7 +54,7 @@ def _zoo(_args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train_models
+    from ..train import TrainConfig, train_models
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          augment=not args.no_augment, patience=args.patience or None)
@@ -90,9 +90,9 @@ def _explain_dataset(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
+    from ..dataset import explain_dataset
+    from ..registry import get_explainer
     from .commands import load_model, parse_target
-    from .dataset_run import explain_dataset
-    from .registry import get_explainer
 
     if args.images:
         raise InputError("give image files or --data, not both")
@@ -126,8 +126,8 @@ def _feature_maps(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     import torch
 
+    from ..data import read_image
     from .commands import load_model
-    from .data import read_image
     from .evaluation import dataset_images, evaluate_explainers, format_rows, write_rows
 
     network, transform, _ = load_model(args.model, args.checkpoint, args.device)
@@ -145,7 +145,7 @@ def _names(text: str) -> list[str]:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from ..report import build_report
 
     models = [n.strip() for n in args.models.split(",")] if args.models else None
     page = build_report(args.out, models=models, data_dir=args.data_dir, device=args.device,

@@ -23,12 +23,12 @@ from typing import Any, Callable
 import pluggy
 import torch
 
+from ..core import Explainer, Explanation, TargetLike
+from ..errors import PluginError, PluginWarning
 from . import hookspecs
-from .core import Explainer, Explanation, TargetLike
-from .errors import PluginError, PluginWarning
 
 KINDS = ("explainers", "models", "metrics")
-BUILTIN_PLUGINS = ("interpkit.builtin_plugins",)
+BUILTIN_PLUGINS = ("interpkit.registry.builtin",)
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

@@ -9,11 +9,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .analysis import feature_maps
-from .data import ImageTransform, read_image
-from .errors import InputError, TargetError, WeightsError
-from .registry import get_model, get_weights
-from .zoo import WeightsFile
+from ..analysis import feature_maps
+from ..core import parse_device
+from ..data import ImageTransform, read_image
+from ..errors import InputError, TargetError, WeightsError
+from ..registry import get_model, get_weights
+from ..zoo import WeightsFile
 
 
 def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[torch.nn.Module, ImageTransform, list[str]]:
@@ -37,22 +38,6 @@ def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[
     return network.to(parse_device(device)).eval(), transform, categories
 
 
-def parse_device(text: str) -> torch.device:
-    """A torch device that exists here and holds data, or an InputError saying which to use."""
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        hint = " (did you mean 'cuda'?)" if text.lower().startswith("gpu") else ""
-        raise InputError(f"unknown device {text!r}{hint}; use --device cpu, or cuda where a GPU is installed") from None
-    if device.type == "meta":
-        raise InputError("the meta device holds no data, so nothing can be explained there; use --device cpu "
-                         "or --device cuda")
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        raise InputError(f"cannot use device {text!r} here ({' '.join(str(error).split())[:160]}); "
-                         "use --device cpu") from None
-    return device
 def parse_target(text: str | None, categories: Sequence[str]) -> Any:
     """None (top-1), 'all', a class index, or a class name."""
     if text is None or text == "top":

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .files import default_mode
+from ..errors import InputError
+from ..files import default_mode
 
 FORMAT = "interpkit-store/1"
 SHARDS = "shards"

@@ -3,10 +3,10 @@ as any third-party distribution. The registry loads it by its module path before
 
 from __future__ import annotations
 
-from .explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches
+from ..explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches
+from ..metrics import BUILTIN_METRICS
+from ..zoo import BUILTIN_MODELS
 from .hookspecs import hookimpl
-from .metrics import BUILTIN_METRICS
-from .zoo import BUILTIN_MODELS
 
 
 @hookimpl

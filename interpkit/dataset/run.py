@@ -24,15 +24,15 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .core import Explainer, class_scores, forward_hooks, model_device
-from .data import ImageDataset, ImageTransform, caltech5
-from .data.images import IMAGE_SUFFIXES
-from .errors import InputError
-from .files import write_text
-from .registry import get_metric
+from ..core import Explainer, class_scores, forward_hooks, model_device
+from ..data import ImageDataset, ImageTransform, caltech5
+from ..data.fingerprint import weights_fingerprint
+from ..data.images import IMAGE_SUFFIXES
+from ..errors import InputError
+from ..files import write_text
+from ..registry import get_metric
+from ..version import __version__
 from .store import FORMAT, MapStore, differences, read_store, shard_done, shard_ranges, write_shard
-from .train.features import weights_fingerprint
-from .version import __version__
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 STORED = {"float32": np.float32, "float16": np.float16}
@@ -43,7 +43,7 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
                     shard_size: int = 256, dtype: str = "float32", precision: str | None = None,
                     transform: Any = None, resume: bool = False, progress: bool = True) -> MapStore:
     """Explain every sample of ``data`` with ``explainer`` into a store under ``out``; returns it
-    (see ``interpkit.store`` for the layout, ``read_store(out)`` to read it later).
+    (see ``interpkit.dataset.store`` for the layout, ``read_store(out)`` to read it later).
 
     ``data`` is a Dataset of (input, label) pairs, a DataLoader (its dataset, batch size and
     workers), a folder of images (one subfolder per class, or none) or ``"caltech5:SPLIT"`` for

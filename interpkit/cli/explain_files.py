@@ -23,14 +23,14 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from ..core import Explainer, Explanation, LayerExplainer, MapKind
+from ..data import read_image
+from ..data.transforms import resize_uint8
+from ..errors import InputError, InterpkitError, LayerNotFoundError
+from ..files import replacing, write_text
+from ..registry import get_explainer
+from ..viz import gradient_images, overlay_maps, plot_patch, to_uint8_images, write_png
 from .commands import load_model, parse_target
-from .core import Explainer, Explanation, LayerExplainer, MapKind
-from .data import read_image
-from .data.transforms import resize_uint8
-from .errors import InputError, InterpkitError, LayerNotFoundError
-from .files import replacing, write_text
-from .registry import get_explainer
-from .viz import gradient_images, overlay_maps, plot_patch, to_uint8_images, write_png
 
 MAX_DISPLAY_SIDE = 640  # overlays are drawn on the image at its own aspect ratio, at most this large
 
