@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..core import ModuleLike, display, evaluation, forward_hooks, model_device, resolve_layer
+from ..core import ModuleLike, check_int, display, evaluation, forward_hooks, model_device, resolve_layer
 from ..errors import InputError, LayerError
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -74,8 +74,7 @@ def top_patches(model: nn.Module, layer: ModuleLike | None, data: Dataset | Data
     if layer is None:
         raise LayerError("top_patches needs a layer: a dotted name or a module")
     name, module = resolve_layer(model, layer)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InputError(f"k must be a positive int, got {k!r}")
+    check_int("k", k)
     dataset, loader, first = _loader(data, batch_size, num_workers)
     device = model_device(model)
     best: _TopK | None = None

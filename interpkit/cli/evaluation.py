@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..core import check_int
 from ..data import caltech5
 from ..data.images import IMAGE_SUFFIXES
 from ..errors import InputError
@@ -39,8 +40,7 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
                         metrics: Sequence[str], batch_size: int = 16, progress: bool = True) -> list[EvaluationRow]:
     """Explain ``images`` (N, C, H, W, on the model's device) for the top class with each method
     and score every explanation with each metric (metrics with their defaults)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"--batch-size must be a positive int, got {batch_size!r}")
+    check_int("--batch-size", batch_size)
     if not methods or not metrics:
         raise InputError("name at least one method (--methods) and one metric (--metrics)")
     explainers = {name: get_explainer(name)(model) for name in methods}

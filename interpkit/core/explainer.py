@@ -237,12 +237,3 @@ class LayerExplainer(Explainer):
             raise LayerError(f"layer '{choice.name}' gives {output.shape[0]} rows for a batch of {batch}: its output "
                              "is not one per sample (pooled regions, flattened tokens); choose another layer")
         return output
-
-
-def check_flag(name: str, value: Any) -> bool:
-    """A boolean option, refused when it is anything but a bool (``upsample="no"`` is truthy)."""
-    if not isinstance(value, bool):
-        raise InputError(f"{name} must be True or False, not {value!r}")
-    return value
-
-

@@ -20,10 +20,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import NoReLUError, UncoveredNonlinearityError
-from .explainer import Call, Explainer, check_flag
+from .explainer import Call, Explainer
 from .explanation import Explanation
 from .gradients import per_target_gradients
 from .maps import MapKind
+from .options import check_flag
 
 # backward rules: (incoming gradient, the op's forward output, its upper bound or None) -> gradient
 Rule = Callable[[torch.Tensor, torch.Tensor, Optional[float]], torch.Tensor]

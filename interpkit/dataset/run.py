@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..core import Explainer, class_scores, forward_hooks, model_device
+from ..core import Explainer, check_int, class_scores, forward_hooks, model_device
 from ..data import ImageDataset, ImageTransform, caltech5
 from ..data.fingerprint import weights_fingerprint
 from ..data.images import IMAGE_SUFFIXES
@@ -113,8 +113,7 @@ def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: 
     if precision == "float16" and model_device(explainer.model).type != "cuda":
         raise InputError("float16 autocast needs a CUDA model; use precision='bfloat16' on a CPU")
     for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+        check_int(name, value)
     if target == "labels" and not _has_labels(dataset):
         raise InputError("target='labels' needs a dataset of (input, label) pairs")
     if len(dataset) == 0:  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..analysis import ReceptiveField, receptive_field
-from ..core import Call, ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike, display
+from ..core import Call, ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike, check_int, display
 from ..errors import InputError, LayerError
 
 
@@ -65,9 +65,7 @@ class MaxActivatingPatches(LayerExplainer):
 
     def __init__(self, model: nn.Module, layer: LayerLike = None, k: int = 5) -> None:
         super().__init__(model, layer)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InputError(f"k must be a positive int, got {k!r}")
-        self.k = k
+        self.k = check_int("k", k)
         self._fields: dict[tuple[str, tuple[int, int]], ReceptiveField] = {}
 
     def __call__(self, inputs: InputsLike, target: TargetLike = None, *,

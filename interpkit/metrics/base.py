@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..core import Explanation, MapKind, check_finite, check_tensor, class_scores, evaluation, mixes_samples, upsample
+from ..core import Explanation, MapKind, check_finite, check_int, check_tensor, class_scores, evaluation, mixes_samples, upsample
 from ..errors import InputError
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> (B,) scores of its targets
@@ -47,8 +47,7 @@ class Metric:
     higher_is_better: ClassVar[bool] = True
 
     def __init__(self, *, max_batch: int | None = None, score: str = "probability") -> None:
-        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-            raise InputError(f"max_batch must be a positive int or None (the inputs' batch size), got {max_batch!r}")
+        check_int("max_batch", max_batch, none="the inputs' batch size")
         if score not in ("probability", "logit"):
             raise InputError(f"score must be 'probability' or 'logit', not {score!r}")
         self.max_batch = max_batch

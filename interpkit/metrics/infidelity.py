@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Explanation
+from ..core import Explanation, check_int
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
@@ -37,10 +37,8 @@ class Infidelity(Metric):
     def __init__(self, *, perturbation: Perturbation | None = None, samples: int = 10, seed: int = 0,
                  max_batch: int | None = None, score: str = "logit") -> None:
         super().__init__(max_batch=max_batch, score=score)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise InputError(f"samples must be a positive int, got {samples!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InputError(f"seed must be an int, got {seed!r}")
+        check_int("samples", samples)
+        check_int("seed", seed, minimum=None)
         self.perturbation = perturbation or gaussian()
         self.samples, self.seed = samples, seed
 

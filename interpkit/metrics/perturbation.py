@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import check_flag
+from ..core import check_flag, check_int
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
@@ -48,9 +48,7 @@ class _RankedRemoval(Metric):
     def __init__(self, *, steps: int = 20, baseline: Baseline = "zero", max_batch: int | None = None,
                  score: str = "probability") -> None:
         super().__init__(max_batch=max_batch, score=score)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InputError(f"steps must be a positive int, got {steps!r}")
-        self.steps = steps
+        self.steps = check_int("steps", steps)
         self.baseline = baseline
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Explanation, check_finite, check_flag, check_tensor
+from ..core import Explanation, check_finite, check_flag, check_number, check_tensor
 from ..errors import InputError
 from .base import Metric, MetricResult
 
@@ -24,9 +24,8 @@ class PointingGame(Metric):
 
     def __init__(self, *, tolerance: float = 15.0, energy: bool = False) -> None:
         super().__init__()
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
-            raise InputError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}")
-        self.tolerance, self.energy = float(tolerance), check_flag("energy", energy)
+        self.tolerance = check_number("tolerance", tolerance, unit=" of pixels")
+        self.energy = check_flag("energy", energy)
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
                  targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import check_int
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 from .perturbation import baseline_of
@@ -29,8 +30,7 @@ class RegionPerturbation(Metric):
                  max_batch: int | None = None, score: str = "probability") -> None:
         super().__init__(max_batch=max_batch, score=score)
         for label, value in (("patch_size", patch_size), ("regions", regions)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{label} must be a positive int, got {value!r}")
+            check_int(label, value)
         if order not in ("morf", "lerf"):
             raise InputError(f"order must be 'morf' (most relevant first) or 'lerf', not {order!r}")
         self.patch_size, self.regions, self.order, self.baseline = patch_size, regions, order, baseline

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import check_int, check_number
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
@@ -72,10 +73,8 @@ class ROAD(Metric):
             raise InputError(f"order must be 'morf', 'lerf' or 'combined', not {order!r}")
         if not fractions or not all(isinstance(f, (int, float)) and 0 < f < 1 for f in fractions):
             raise InputError(f"fractions must lie strictly between 0 and 1, got {fractions!r}")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-            raise InputError(f"noise must be a non-negative number, got {noise!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InputError(f"seed must be an int, got {seed!r}")
+        check_number("noise", noise)
+        check_int("seed", seed, minimum=None)
         self.order, self.fractions, self.noise, self.seed = order, tuple(float(f) for f in fractions), noise, seed
 
     @property

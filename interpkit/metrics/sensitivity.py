@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ..core import Explainer, TargetLike, check_tensor
+from ..core import Explainer, TargetLike, check_int, check_tensor
 from ..errors import InputError
 from .base import MetricResult, chunks
 
@@ -22,8 +22,7 @@ def max_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLi
     ``x``, in batches of ``max_batch`` copies (default: the inputs' batch). Lower is better."""
     if not isinstance(explainer, Explainer):
         raise InputError(f"max_sensitivity takes an interpkit explainer instance, not {type(explainer).__name__}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise InputError(f"samples must be a positive int, got {samples!r}")
+    check_int("samples", samples)
     inputs = check_tensor(inputs, explainer.model)
     n = len(inputs)
     clean = explainer(inputs, target)

@@ -16,7 +16,7 @@ import torch
 
 import interpkit
 from interpkit import GradCAM
-from interpkit.core import Call, LayerGradients, class_scores, forward_hooks
+from interpkit.core import Call, LayerGradients, check_int, class_scores, forward_hooks
 from interpkit.explainers import upsample
 
 __version__ = "0.2.0"
@@ -113,9 +113,7 @@ class _PerturbationCAM(GradCAM):
     def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, eigen_smooth: bool = False,
                  max_batch: int = 64) -> None:
         super().__init__(model, layer, upsample=upsample, relu=relu, eigen_smooth=eigen_smooth)
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise interpkit.InputError(f"max_batch must be a positive int, got {max_batch!r}")
-        self.max_batch = max_batch
+        self.max_batch = check_int("max_batch", max_batch)
 
     def layer_map(self, call: Call, found: LayerGradients) -> torch.Tensor:
         if found.selection.classes:

@@ -16,7 +16,17 @@ from torch import nn
 
 import interpkit
 from interpkit import InputError
-from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, neurons_of, per_target_gradients
+from interpkit.core import (
+    Call,
+    Explainer,
+    Explanation,
+    MapKind,
+    TargetLike,
+    check_int,
+    check_number,
+    neurons_of,
+    per_target_gradients,
+)
 
 __version__ = "0.2.0"
 
@@ -30,9 +40,7 @@ class PathAverage(Explainer):
 
     def __init__(self, model: nn.Module, chunk: int | None = None) -> None:
         super().__init__(model)
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise InputError(f"chunk must be a positive int or None, got {chunk!r}")
-        self.chunk = chunk
+        self.chunk = check_int("chunk", chunk, none="every point in one forward")
 
     def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -89,8 +97,7 @@ class SmoothGrad(PathAverage):
     def __init__(self, model: nn.Module, samples: int = 25, noise: float = 0.15, seed: int = 0,
                  squared: bool = False, chunk: int | None = None) -> None:
         super().__init__(model, chunk)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise InputError(f"samples must be a positive int, got {samples!r}")
+        check_int("samples", samples)
         if noise < 0:
             raise InputError(f"noise must be non-negative, got {noise}")
         self.samples, self.noise, self.seed, self.squared = samples, noise, seed, squared
@@ -121,8 +128,7 @@ class IntegratedGradients(PathAverage):
     def __init__(self, model: nn.Module, steps: int = 32, baseline: float | torch.Tensor = 0.0,
                  chunk: int | None = None) -> None:
         super().__init__(model, chunk)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise InputError(f"steps must be an int of at least 2, got {steps!r}")
+        check_int("steps", steps, minimum=2)
         self.steps, self.baseline = steps, baseline
 
     def _baseline(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -165,14 +171,11 @@ class NoiseTunnel(Explainer):
                  stdev: float = 0.1, kind: str = "smoothgrad", seed: int = 0, max_batch: int | None = None,
                  perturb: Perturb | None = None, **options) -> None:
         super().__init__(model)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise InputError(f"samples must be a positive int, got {samples!r}")
+        check_int("samples", samples)
         if kind not in self.KINDS:
             raise InputError(f"kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
-        if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or stdev < 0:
-            raise InputError(f"stdev must be a non-negative number, got {stdev!r}")
-        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-            raise InputError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        check_number("stdev", stdev)
+        check_int("max_batch", max_batch, none="every copy in one batch")
         cls = interpkit.get_explainer(method) if isinstance(method, str) else method
         if cls is NoiseTunnel:
             raise InputError("a noise tunnel wraps another explainer, not itself")

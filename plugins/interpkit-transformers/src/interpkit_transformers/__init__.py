@@ -19,7 +19,7 @@ from torch import nn
 
 import interpkit
 from interpkit import TokenGrid
-from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, per_target_gradients
+from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, check_number, per_target_gradients
 from interpkit.explainers import upsample
 
 __version__ = "0.1.0"
@@ -88,9 +88,8 @@ class AttentionRollout(Explainer):
         super().__init__(model)
         if head_fusion not in ("mean", "max", "min"):
             raise interpkit.InputError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
-        if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not 0 <= discard_ratio < 1:
-            raise interpkit.InputError(f"discard_ratio must lie in [0, 1), got {discard_ratio!r}")
-        self.head_fusion, self.discard_ratio, self.upsample = head_fusion, float(discard_ratio), upsample
+        self.discard_ratio = check_number("discard_ratio", discard_ratio, below=1)
+        self.head_fusion, self.upsample = head_fusion, upsample
         self.layout = layout or TokenGrid()
         self.blocks = attention_modules(model)
         if not self.blocks:

@@ -1,0 +1,37 @@
+"""Checks of the options every public function takes: ints, numbers and flags, each refused
+with an InputError that names the option, says what it must be and shows what it got."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InputError
+
+
+def check_int(name: str, value: Any, minimum: int | None = 1, none: str | None = None) -> Any:
+    """``value`` when it is an int (never a bool) of at least ``minimum`` (None: any int); with
+    ``none`` (what None means, for the message) None is accepted too."""
+    if value is None and none is not None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        wanted = {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(minimum,
+                                                                                   f"an int of at least {minimum}")
+        either = f" or None ({none})" if none else ""
+        raise InputError(f"{name} must be {wanted}{either}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: Any, below: float | None = None, unit: str = "") -> float:
+    """``value`` as a float when it is a non-negative number (never a bool), below ``below`` if given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or (  # NaN too
+            below is not None and not value < below):
+        wanted = f"lie in [0, {below:g})" if below is not None else f"be a non-negative number{unit}"
+        raise InputError(f"{name} must {wanted}, got {value!r}")
+    return float(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A boolean option, refused when it is anything but a bool (``upsample="no"`` is truthy)."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False, not {value!r}")
+    return value

@@ -1,0 +1,49 @@
+"""The one set of option checks every public function uses."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from interpkit import InputError
+from interpkit.core import check_flag, check_int, check_number
+
+
+@given(value=st.integers(-5, 5), minimum=st.sampled_from([None, 0, 1, 2]))
+def test_ints_are_accepted_exactly_from_their_minimum(value, minimum):
+    if minimum is None or value >= minimum:
+        assert check_int("k", value, minimum=minimum) == value
+    else:
+        with pytest.raises(InputError, match=r"^k must be .*, got -?\d+$"):
+            check_int("k", value, minimum=minimum)
+
+
+@pytest.mark.parametrize("value", [True, False, 2.0, "3", [1]])
+def test_what_only_looks_like_an_int_is_refused(value):
+    with pytest.raises(InputError, match="samples must be a positive int"):
+        check_int("samples", value)
+
+
+def test_none_is_accepted_only_where_it_means_something():
+    assert check_int("max_batch", None, none="the inputs' batch size") is None
+    with pytest.raises(InputError, match=r"positive int or None \(the inputs' batch size\), got 0"):
+        check_int("max_batch", 0, none="the inputs' batch size")
+    with pytest.raises(InputError, match="positive int, got None"):
+        check_int("steps", None)
+
+
+@given(value=st.floats(-2, 2, allow_nan=False))
+def test_numbers_are_non_negative_and_below_their_bound(value):
+    if 0 <= value < 1:
+        assert check_number("ratio", value, below=1) == value
+    else:
+        with pytest.raises(InputError, match=r"ratio must lie in \[0, 1\)"):
+            check_number("ratio", value, below=1)
+
+
+def test_flags_and_numbers_refuse_their_look_alikes():
+    for bad in (1, "yes", None):
+        with pytest.raises(InputError, match="must be True or False"):
+            check_flag("relu", bad)
+    for bad in (True, "0.5", float("nan")):
+        with pytest.raises(InputError, match="noise must be a non-negative number"):
+            check_number("noise", bad)
