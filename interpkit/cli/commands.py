@@ -15,6 +15,7 @@ from ..data import ImageTransform, read_image
 from ..errors import InputError, TargetError, WeightsError
 from ..registry import get_model, get_weights
 from ..zoo import WeightsFile
+from .arguments import comma_names
 
 
 def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[torch.nn.Module, ImageTransform, list[str]]:
@@ -58,7 +59,7 @@ def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model:
                        checkpoint: str | None = None, layers: str | None = None, device: str = "cpu") -> list[Path]:
     """Draw the feature maps of each image file; writes one figure (PNG) and raw maps (.npy) per layer."""
     network, transform, _ = load_model(model, checkpoint, device)
-    chosen = [name.strip() for name in layers.split(",") if name.strip()] if layers is not None else None
+    chosen = comma_names(layers)
     if chosen == []:
         raise InputError("--layers names no layer; give dotted names separated by commas, or drop --layers")
     folder = Path(out_dir)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..core import check_int
 from ..data import caltech5
-from ..data.images import IMAGE_SUFFIXES
+from ..data.images import image_files
 from ..errors import InputError
 from ..files import write_text
 from ..metrics import scored_maps
@@ -45,9 +45,10 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
         raise InputError("name at least one method (--methods) and one metric (--metrics)")
     explainers = {name: get_explainer(name)(model) for name in methods}
     scorers = {name: get_metric(name)() for name in metrics}
-    needs_masks = [name for name, metric in scorers.items() if name == "pointing_game"]
+    needs_masks = [name for name, metric in scorers.items() if getattr(metric, "needs_masks", False)]
     if needs_masks:
-        raise InputError("pointing_game needs ground-truth masks, which images alone do not give; drop it here")
+        raise InputError(f"{', '.join(needs_masks)} needs ground-truth masks, which images alone do not give; "
+                         "drop it here")
     scores: dict[tuple[str, str], list[torch.Tensor]] = {(m, s): [] for m in methods for s in metrics}
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
@@ -71,12 +72,7 @@ def dataset_images(split: str | None, images_dir: str | os.PathLike | None, data
                    limit: int | None) -> list[Path]:
     """Image files: every image under ``images_dir`` (sorted), or a split of the canonical set."""
     if images_dir is not None:
-        folder = Path(images_dir)
-        if not folder.is_dir():
-            raise InputError(f"--images {folder} is not a folder")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(f"no image files under {folder}")
+        files = image_files(Path(images_dir))
     else:
         files = caltech5(split or "test", root=data_dir).paths
     if limit is not None:

@@ -27,6 +27,7 @@ from ..core import Explainer, Explanation, LayerExplainer, MapKind
 from ..data import read_image
 from ..data.transforms import resize_uint8
 from ..errors import InputError, InterpkitError, LayerNotFoundError
+from ..explainers import PatchExplanation
 from ..files import replacing, write_text
 from ..registry import get_explainer
 from ..viz import gradient_images, overlay_maps, plot_patch, to_uint8_images, write_png
@@ -152,7 +153,7 @@ def _renderings(result: Explanation, pixels: torch.Tensor, model_size: tuple[int
     display = _display(pixels)
     name = f"{stem.name}_{result.method}"
     files: dict[Path, Any] = {}
-    if result.method == "max_activating_patches":
+    if isinstance(result, PatchExplanation):  # boxes, not maps over the image
         for k in range(result.maps.shape[1]):
             box = _scaled_box(result.box(0, k), model_size, display.shape[:2])  # type: ignore[attr-defined]
             label = _label(result, k, categories)

@@ -11,6 +11,7 @@ from typing import Callable, NoReturn, Sequence
 
 from ..errors import InputError, InterpkitError
 from ..version import __version__
+from .arguments import comma_names
 
 EXIT_BAD_INPUT = 2
 
@@ -58,7 +59,7 @@ def _train(args: argparse.Namespace) -> None:
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          augment=not args.no_augment, patience=args.patience or None)
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    names = comma_names(args.models) or []
     rows = train_models(names, args.out, config, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
                         resume=args.resume, backbone=args.backbone, progress=not args.no_progress,
                         command="interpkit " + shlex.join(sys.argv[1:]))
@@ -102,7 +103,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
     options = {"layer": args.layer} if args.layer else {}
     target = "labels" if args.target == "labels" else parse_target(args.target, categories)
     store = explain_dataset(get_explainer(args.method)(network, **options), args.data, args.out, target=target,
-                            metrics=_names(args.metrics or ""), batch_size=args.batch_size, shard_size=args.shard_size,
+                            metrics=comma_names(args.metrics) or [], batch_size=args.batch_size, shard_size=args.shard_size,
                             num_workers=args.workers,
                             dtype=args.dtype, precision=args.precision, transform=transform, resume=args.resume,
                             progress=not args.no_progress)
@@ -133,21 +134,19 @@ def _evaluate(args: argparse.Namespace) -> None:
     network, transform, _ = load_model(args.model, args.checkpoint, args.device)
     files = dataset_images(args.split, args.images, args.data_dir, args.limit)
     images = torch.stack([transform(read_image(f)) for f in files]).to(next(network.parameters()).device)
-    rows = evaluate_explainers(network, images, _names(args.methods), _names(args.metrics), args.batch_size,
+    rows = evaluate_explainers(network, images, comma_names(args.methods) or [], comma_names(args.metrics) or [], args.batch_size,
                                progress=not args.no_progress)
     csv_path, json_path = write_rows(rows, args.out)
     print(format_rows(rows))
     print(f"{len(files)} images; table written to {csv_path} and {json_path}")
 
 
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
 def _report(args: argparse.Namespace) -> None:
     from ..report import build_report
 
-    models = [n.strip() for n in args.models.split(",")] if args.models else None
+    models = comma_names(args.models)
+    if models == []:
+        raise InputError("--models names no model; give zoo names separated by commas, or drop --models")
     page = build_report(args.out, models=models, data_dir=args.data_dir, device=args.device,
                         progress=not args.no_progress)
     print(f"report written to {page}")

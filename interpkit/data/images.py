@@ -14,6 +14,17 @@ from ..errors import InputError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (subfolders too), in sorted path order; an InputError
+    when ``folder`` is not a folder or holds no image."""
+    if not folder.is_dir():
+        raise InputError(f"image folder not found: {folder} is not a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise InputError(f"no image files under {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """The image at ``path`` as RGB uint8 (3, H, W); grayscale, palette, CMYK, alpha and 16-bit
     images are converted. An unreadable or corrupt file raises InputError naming it."""

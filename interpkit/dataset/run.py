@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..core import Explainer, check_int, class_scores, forward_hooks, model_device
 from ..data import ImageDataset, ImageTransform, caltech5
 from ..data.fingerprint import weights_fingerprint
-from ..data.images import IMAGE_SUFFIXES
+from ..data.images import image_files
 from ..errors import InputError
 from ..files import write_text
 from ..registry import get_metric
@@ -91,11 +91,7 @@ def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any) -> tu
 def image_folder_dataset(folder: Path, transform: Any) -> ImageDataset:
     """Every image under ``folder`` in sorted path order; labelled by class subfolder when the
     images lie in subfolders (-1 for images directly in ``folder``)."""
-    if not folder.is_dir():
-        raise InputError(f"image folder not found: {folder}")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise InputError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    paths = image_files(folder)
     classes = sorted({p.relative_to(folder).parts[0] for p in paths if len(p.relative_to(folder).parts) > 1})
     labels = [classes.index(p.relative_to(folder).parts[0]) if len(p.relative_to(folder).parts) > 1 else -1
               for p in paths]

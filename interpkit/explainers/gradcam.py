@@ -18,7 +18,7 @@ from ..core import (
     normalize_maps,
     upsample,
 )
-from ..errors import LayerError
+from ..errors import InputError, LayerError
 
 
 @dataclass
@@ -81,6 +81,9 @@ class GradCAM(LayerExplainer):
         self.upsample = check_flag("upsample", upsample)
         self.relu = check_flag("relu", relu)
         self.eigen_smooth = check_flag("eigen_smooth", eigen_smooth)
+        if eigen_smooth and type(self).cam is not GradCAM.cam:  # the whole map is the subclass's: no terms to smooth
+            raise InputError(f"{type(self).__name__} overrides cam(), so eigen_smooth=True could not reach its channel "
+                             "terms and would be ignored; override channel_weights() instead to have it smoothed")
         if isinstance(layer, list) and len(layer) > 1 and not upsample:
             raise LayerError("several layers have grids of different sizes: keep upsample=True to fuse them")
 

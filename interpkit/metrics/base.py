@@ -45,6 +45,8 @@ class Metric:
     name: ClassVar[str] = ""
     #: True when a larger score means a more faithful explanation
     higher_is_better: ClassVar[bool] = True
+    #: True when the metric scores maps against ground-truth masks (``masks=``), which images alone do not give
+    needs_masks: ClassVar[bool] = False
 
     def __init__(self, *, max_batch: int | None = None, score: str = "probability") -> None:
         check_int("max_batch", max_batch, none="the inputs' batch size")

@@ -21,6 +21,7 @@ class PointingGame(Metric):
     booleans; the model is not run."""
 
     name = "pointing_game"
+    needs_masks = True
 
     def __init__(self, *, tolerance: float = 15.0, energy: bool = False) -> None:
         super().__init__()

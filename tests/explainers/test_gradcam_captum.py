@@ -6,6 +6,8 @@ import torchvision
 
 import interpkit
 from interpkit import GradCAM
+from interpkit.core import upsample
+from interpkit.explainers.gradcam import principal_projection
 
 captum_attr = pytest.importorskip("captum.attr", reason="captum is part of the [test] extra")
 
@@ -76,3 +78,33 @@ def test_gradcam_matches_torchcam():
             assert ((ours[:, k] - theirs).abs().max() / theirs.abs().max()) < 1e-4
     finally:
         extractor.remove_hooks()
+
+
+class WholeMapCAM(GradCAM):
+    """A variant written the old guide's way: the whole map in cam()."""
+
+    def cam(self, activation, gradients):
+        return (gradients.abs() * activation.unsqueeze(1)).sum(dim=2)
+
+
+class WeightsCAM(GradCAM):
+    """The same variant written the guide's way: a weight per channel and position."""
+
+    def channel_weights(self, activation, gradients):
+        return gradients.abs()
+
+
+def test_eigen_smooth_reaches_a_channel_weights_variant_and_a_cam_override_is_refused():
+    torch.manual_seed(0)
+    model, images = torchvision.models.resnet18().eval(), torch.randn(2, 3, 64, 64)
+    plain = WeightsCAM(model, layer="layer3")(images, target="all").maps
+    torch.testing.assert_close(plain, WholeMapCAM(model, layer="layer3")(images, target="all").maps)
+    smoothed = WeightsCAM(model, layer="layer3", eigen_smooth=True)(images, target=[1, 2])
+    assert not torch.allclose(smoothed.maps, plain[:, :1].expand_as(smoothed.maps))
+    found = WeightsCAM(model, layer="layer3").all_layer_gradients(
+        interpkit.core.Call(interpkit.core.model_inputs(images, model), [1, 2]))[0]
+    terms = found.gradients.abs() * found.activation.unsqueeze(1)
+    expected = upsample(principal_projection(terms).clamp_min(0), (64, 64))
+    torch.testing.assert_close(smoothed.maps, expected)
+    with pytest.raises(interpkit.InputError, match="overrides cam.*channel_weights"):
+        WholeMapCAM(model, layer="layer3", eigen_smooth=True)
