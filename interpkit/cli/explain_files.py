@@ -155,7 +155,7 @@ def _renderings(result: Explanation, pixels: torch.Tensor, model_size: tuple[int
     files: dict[Path, Any] = {}
     if isinstance(result, PatchExplanation):  # boxes, not maps over the image
         for k in range(result.maps.shape[1]):
-            box = _scaled_box(result.box(0, k), model_size, display.shape[:2])  # type: ignore[attr-defined]
+            box = _scaled_box(result.box(0, k), model_size, display.shape[:2])
             label = _label(result, k, categories)
             top, left, bottom, right = box
             files[stem.with_name(f"{name}_{label}.png")] = _figure_writer(plot_patch(display, box, title=label))
