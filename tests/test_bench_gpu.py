@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_gpu_smoke_run_prints_every_ratio():
     done = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--device", "cpu", "--small"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

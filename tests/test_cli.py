@@ -12,6 +12,8 @@ import interpkit
 from interpkit import __version__
 from interpkit.data import caltech5
 
+pytestmark = pytest.mark.slow  # subprocesses of the command line and the whole report
+
 
 def run(*args, timeout=300, cwd=None):
     return subprocess.run([sys.executable, "-m", "interpkit", *map(str, args)], capture_output=True, text=True,

@@ -16,6 +16,8 @@ from PIL import Image
 
 from interpkit.data import caltech5
 
+pytestmark = pytest.mark.slow  # subprocesses of the command line and the whole report
+
 
 def run(*args, cwd, timeout=300):
     return subprocess.run([sys.executable, "-m", "interpkit", *map(str, args)], capture_output=True, text=True,

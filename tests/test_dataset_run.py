@@ -40,6 +40,7 @@ def _explain_on_this_rank(out):
     return str(out)
 
 
+@pytest.mark.slow
 def test_two_processes_and_one_write_the_same_store(tmp_path):
     torch.set_num_threads(1)  # as each rank; thread count can change float reductions
     single = tmp_path / "one"
@@ -121,6 +122,7 @@ def test_bfloat16_maps_are_float32_and_close_to_the_float32_ones(tmp_path):
     assert (cosine >= 0.99).all(), cosine
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_identical_files(tmp_path):
     folder = tmp_path / "images"
     data = caltech5("val")

@@ -22,7 +22,8 @@ def _call_tests(namespace):
             value()
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p.name == "report.md" else p
+                                  for p in PAGES], ids=lambda p: str(p.relative_to(DOCS)))
 def test_page_examples_run(page, tmp_path, monkeypatch):
     """Each block runs alone, in a fresh namespace; its test_* functions are called."""
     monkeypatch.chdir(tmp_path)

@@ -139,6 +139,7 @@ def test_the_published_names_check_catches_internals(tmp_path):
     assert sorted(_unpublished(source)) == ["interpkit.core._secret", "interpkit.core.gradients", "interpkit.plugins"]
 
 
+@pytest.mark.slow
 def test_every_submodule_is_reachable_on_first_access():
     code = "import interpkit, pkgutil\n" \
            "for m in pkgutil.iter_modules(interpkit.__path__):\n" \

@@ -57,3 +57,16 @@ def test_neuron_gradients_show_the_crop_and_the_whole_gradient():
     images = [a.images[0].get_array() for a in figure.axes if a.images]
     assert images[1].shape[:2] == (10, 14) and images[2].shape[:2] == (32, 32)  # crop, then the whole
     assert [a.get_title() for a in figure.axes[1:3]] == ["channel 5\nact 2.50", "channel 9\nact 1.25"]
+
+
+def test_a_field_past_the_border_is_cropped_to_its_full_size_with_the_outside_striped():
+    from interpkit.viz.figures import OUTSIDE_STRIPES
+
+    gradient = torch.randn(3, 32, 32)
+    panels = [NeuronPanel(1, 1.0, (-6, 20, 10, 36), gradient), NeuronPanel(2, 1.0, (8, 8, 24, 24), gradient)]
+    figure = plot_neuron_gradients(np.zeros((32, 32, 3), dtype=np.uint8), panels)
+    crops = [a.images[0].get_array() for a in figure.axes if a.images][1:3]
+    assert crops[0].shape[:2] == crops[1].shape[:2] == (16, 16)  # one size, whatever the border
+    outside = np.concatenate([crops[0][:6].reshape(-1, 3), crops[0][:, 12:].reshape(-1, 3)])
+    assert {tuple(p) for p in outside} <= set(OUTSIDE_STRIPES)
+    assert not {tuple(p) for p in crops[0][6:, :12].reshape(-1, 3)} <= set(OUTSIDE_STRIPES)

@@ -218,8 +218,22 @@ def _patches(subject: _Subject, build: _Build) -> None:
     pictures = _display(subject.transform, batch)
     subject.figures["patch_layer"] = layer
     subject.figures["receptive_field"] = repr(explanation.receptive_field)
+    subject.figures["patch_note"] = _field_note(explanation.receptive_field, layer, subject.transform.size)
     subject.figures["patches"] = [(classes[i], build.figure(f"{subject.prefix}patch_{classes[i]}", explanation.figure(
         pictures, sample=i, title=f"{classes[i]}: box {explanation.box(i, 0)}"))) for i in range(len(classes))]
+
+
+def _field_note(field: Any, layer: str, size: tuple[int, int]) -> str:
+    """What a reader must know when one unit's field is larger than the image: every patch is most of it."""
+    if field is None:
+        return ""
+    top, left, bottom, right = field.box(0, 0)
+    if bottom - top <= size[0] and right - left <= size[1]:
+        return ""
+    return (f"At this input size ({size[0]} x {size[1]}) each unit of {layer} sees a field of {bottom - top} x "
+            f"{right - left} pixels, larger than the image itself: clipped to the image, every 'patch' below spans "
+            "most or all of it, so the box says which unit contributes most rather than which part of the image it "
+            "looks at.")
 
 
 NEURONS_SHOWN = 6
@@ -241,7 +255,7 @@ def _guided(subject: _Subject, build: _Build) -> None:
         places = [(c, int(positions[c]) // width, int(positions[c]) % width) for c in channels]
         neurons = [interpkit.Neuron(layer, c, y, x) for c, y, x in places]
         maps = interpkit.GuidedBackprop(subject.model)(batch[i:i + 1].to(build.device), target=neurons).maps[0]
-        panels = [NeuronPanel(c, float(peaks[c]), field.clipped_box(y, x), maps[k].cpu())
+        panels = [NeuronPanel(c, float(peaks[c]), field.box(y, x), maps[k].cpu())
                   for k, (c, y, x) in enumerate(places)]
         figures.append((name, build.figure(f"{subject.prefix}guided_{name}", plot_neuron_gradients(
             pictures[i], panels, f"{name}: the {NEURONS_SHOWN} most active channels of {layer}"))))
@@ -267,7 +281,30 @@ def _gradcam(subject: _Subject, build: _Build) -> None:
     subject.figures["gradcam_layer"] = layer
     subject.figures["gradcam"] = build.figure(f"{subject.prefix}gradcam", plot_image_grid(
         rows, labels, ["image"] + [f"for {c}" for c in classes], panel_inches=1.3,
-        highlight=[(i, p + 1) for i, p in enumerate(predicted)]))
+        highlight=[(i, p + 1) for i, p in enumerate(predicted)],
+        colorbar=("jet", "0", "row's\nmax")))
+    signed = interpkit.GradCAM(subject.model, layer=layer, relu=False, upsample=False)(images, target=predicted).maps
+    subject.figures["gradcam_empty"] = _empty_predictions(explanation.maps, signed, probabilities, predicted, classes)
+
+
+WEAK = 0.5  # a predicted class's map below this share of its row's strongest map is pointed out
+
+
+def _empty_predictions(maps: torch.Tensor, signed: torch.Tensor, probabilities: torch.Tensor, predicted: list[int],
+                       classes: list[str]) -> list[dict[str, str]]:
+    """The rows whose predicted class has a weak GradCAM map (below ``WEAK`` of the row's
+    strongest), with what its map was before GradCAM's ReLU: the facts a reader needs to see
+    that the method, not the page, shows little."""
+    found = []
+    for i, p in enumerate(predicted):
+        peak, row_peak = float(maps[i, p].max()), float(maps[i].max())
+        if peak < WEAK * row_peak or row_peak == 0:
+            before = signed[i, 0]
+            found.append({"image": classes[i], "predicted": classes[p], "probability": f"{probabilities[i, p]:.0%}",
+                          "peak": f"{peak:.2g}", "row_peak": f"{row_peak:.2g}", "share": f"{peak / row_peak:.0%}",
+                          "strongest": classes[int(maps[i].flatten(1).amax(1).argmax())],
+                          "positive": f"{float((before > 0).float().mean()):.0%}"})
+    return found
 
 
 def _top_patches(subject: _Subject, build: _Build) -> None:
@@ -303,11 +340,36 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
             curves = results[name].curves
             assert curves is not None  # deletion and insertion are curve metrics
             panels[title][method] = (results[name].fractions, curves.mean(dim=0))
+    scored = [r for r in rows if "skipped" not in r]
+    gradcam = interpkit.GradCAM(subject.model, layer=_last_conv_activation(subject, build.device))(images)
     subject.figures["faithfulness"] = {
-        "rows": rows, "images": len(images), "layer": _last_conv(subject.model),
+        "rows": rows, "images": len(images), "layer": _last_conv(subject.model), "ranks": _ranks(scored),
+        "scored": len(scored), "gradcam_grid": " x ".join(map(str, gradcam_grid(subject, build.device))),
+        "gradcam_empty": int((gradcam.maps.flatten(1).amax(1) == 0).sum()),
         "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)),
         "sanity": build.figure(f"{subject.prefix}randomisation", _randomisation_figure(subject, images[:1])),
+        "sanity_image": classes[int(data.labels[picks[0]])],
     }
+
+
+DIRECTIONS = {"deletion": min, "insertion": max, "average_drop": min}  # which end is better
+
+
+def _ranks(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """Per metric: the best and the worst explainer, and GradCAM's rank (1 = best) among ``rows``."""
+    found = {}
+    for metric, better in DIRECTIONS.items():
+        order = sorted(rows, key=lambda r: float(r[metric]), reverse=better is max)
+        rank = next((i + 1 for i, r in enumerate(order) if r["method"] == "gradcam"), None)
+        found[metric] = {"best": order[0]["method"], "worst": order[-1]["method"], "gradcam": rank}
+    return found
+
+
+def gradcam_grid(subject: _Subject, device: torch.device) -> tuple[int, ...]:
+    """The grid GradCAM's maps come from at the last convolution's activation."""
+    probe = torch.zeros(1, 3, *subject.transform.size, device=device)
+    layer = _last_conv_activation(subject, device)
+    return tuple(interpkit.GradCAM(subject.model, layer=layer, upsample=False)(probe).maps.shape[2:])
 
 
 def _randomisation_figure(subject: _Subject, image: torch.Tensor) -> Any:
@@ -318,9 +380,10 @@ def _randomisation_figure(subject: _Subject, image: torch.Tensor) -> Any:
         original = make(subject.model)(image).maps
         planes = [original[0, 0].abs().sum(0) if original.dim() == 5 else original[0, 0]]
         planes += [m[0].abs() for m in result.maps]
-        rows.append([colorize(p[None, None], MapKind.INPUT_GRID, "inferno")[0, 0] for p in planes])
+        picture = _display(subject.transform, image)[0]
+        rows.append([picture] + [colorize(p[None, None], MapKind.INPUT_GRID, "inferno")[0, 0] for p in planes])
         labels.append(f"{name}\nrho = {result.mean_spearman_abs[0]:.2f}")
-        columns = ["original"] + [f"{layer} random" for layer in result.layers]
+        columns = ["image", "trained model"] + [f"{layer} random" for layer in result.layers]
     return plot_image_grid(rows, labels, columns, panel_inches=1.2)
 
 

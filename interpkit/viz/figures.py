@@ -77,15 +77,18 @@ def plot_patch(image, box: tuple[int, int, int, int], title: str | None = None,
 
 def plot_image_grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
                     column_labels: list[str] | None = None, panel_inches: float = 0.9,
-                    highlight: Sequence[tuple[int, int]] = ()) -> Figure:
+                    highlight: Sequence[tuple[int, int]] = (),
+                    colorbar: tuple[str, str, str] | None = None) -> Figure:
     """A grid of uint8 RGB images, one list per row (a Zeiler-Fergus grid: one row per channel),
     each panel ``panel_inches`` square; ``highlight`` frames the panels at (row, column). Row
-    labels get the room their longest line needs."""
+    labels get the room their longest line needs. ``colorbar`` = (colormap, low label, high
+    label) adds a colour bar on the right for panels coloured with that map."""
     ncols = max((len(r) for r in rows), default=1)
     top = 0.35 if column_labels else 0.0
     longest = max((len(line) for label in row_labels or [] for line in label.split("\n")), default=0)
     left = 0.07 * longest + 0.2 if row_labels else 0.1  # about 0.07 inch per character at 7 points
-    width = panel_inches * ncols + left + 0.1
+    right = 0.9 if colorbar else 0.1
+    width = panel_inches * ncols + left + right
     height = panel_inches * max(len(rows), 1) + top
     figure = Figure(figsize=(width, height))
     axes = figure.subplots(max(len(rows), 1), ncols, squeeze=False)
@@ -104,8 +107,15 @@ def plot_image_grid(rows: list[list[np.ndarray]], row_labels: list[str] | None =
                 axis.set_title(column_labels[c], fontsize=7)
         if row_labels:
             axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
-    figure.subplots_adjust(left=left / width, right=1 - 0.1 / width, bottom=0.05 / height,
+    figure.subplots_adjust(left=left / width, right=1 - right / width, bottom=0.05 / height,
                            top=1 - top / height, wspace=0.06, hspace=0.06)
+    if colorbar:
+        colormap, low, high = colorbar
+        bar = figure.add_axes((1 - 0.75 / width, 0.15, 0.12 / width, 0.7))
+        bar.imshow(np.linspace(1, 0, 256)[:, None], cmap=colormap, aspect="auto")
+        bar.set_xticks([])
+        bar.set_yticks([0, 255], [high, low], fontsize=7)
+        bar.yaxis.tick_right()
     return figure
 
 
@@ -132,7 +142,8 @@ def plot_confusion(matrix, classes: list[str], title: str | None = None) -> Figu
 @dataclass
 class NeuronPanel:
     """One neuron's guided-backprop gradient (C, H, W) over the whole input, its channel, its
-    activation and its receptive field's box (top, left, bottom, right) in input pixels."""
+    activation and its receptive field's box (top, left, bottom, right) in input pixels,
+    unclipped: it may pass the image border (``ReceptiveField.box``)."""
 
     channel: int
     activation: float
@@ -144,12 +155,14 @@ def plot_neuron_gradients(image: np.ndarray, panels: list[NeuronPanel], title: s
                           panel_inches: float = 1.25, outliers: float = 0.005) -> Figure:
     """Guided backprop of neurons as Springenberg et al. and Zeiler and Fergus show them: the top
     row each gradient cropped to its neuron's receptive field, the bottom row the whole-image
-    gradient with that field framed; the image itself on the left. Every panel is scaled on its
-    own, symmetrically around zero (mid-grey; the ``outliers`` fraction of largest |values|
-    saturates), and titled with the channel and its activation."""
+    gradient with that field framed; the image itself on the left. Every crop shows the field's
+    full extent, so all crops of one layer are one size: the part outside the image is striped
+    (``OUTSIDE_STRIPES``). Every panel is scaled on its own, symmetrically around zero (mid-grey;
+    the ``outliers`` fraction of largest |values| saturates), and titled with the channel and its
+    activation."""
     from .images import gradient_images
 
-    figure = Figure(figsize=(panel_inches * (len(panels) + 1), panel_inches * 2 + (0.45 if title else 0.2)))
+    figure = Figure(figsize=(panel_inches * (len(panels) + 1), panel_inches * 2 + (0.65 if title else 0.4)))
     axes = figure.subplots(2, len(panels) + 1, squeeze=False)
     for axis in axes.flat:
         axis.set_axis_off()
@@ -157,17 +170,32 @@ def plot_neuron_gradients(image: np.ndarray, panels: list[NeuronPanel], title: s
     axes[0, 0].set_title("image", fontsize=7)
     for column, panel in enumerate(panels, start=1):
         top, left, bottom, right = panel.box
-        crop = panel.gradient[:, top:bottom, left:right]
-        axes[0, column].imshow(gradient_images(crop[None, None], symmetric=True, outliers=outliers)[0, 0])
+        height, width = panel.gradient.shape[-2:]
+        inside = (max(top, 0), max(left, 0), min(bottom, height), min(right, width))
+        crop = panel.gradient[:, inside[0]:inside[2], inside[1]:inside[3]]
+        picture = gradient_images(crop[None, None], symmetric=True, outliers=outliers)[0, 0]
+        axes[0, column].imshow(_in_field(picture, panel.box, inside))
         axes[0, column].set_title(f"channel {panel.channel}\nact {panel.activation:.2f}", fontsize=7)
         axes[1, column].imshow(gradient_images(panel.gradient[None, None], symmetric=True, outliers=outliers)[0, 0])
-        axes[1, column].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
-                                            edgecolor="#ffd700", linewidth=1.2))
+        axes[1, column].add_patch(Rectangle((inside[1] - 0.5, inside[0] - 0.5), inside[3] - inside[1],
+                                            inside[2] - inside[0], fill=False, edgecolor="#ffd700", linewidth=1.2))
     axes[1, 0].text(0.5, 0.5, "whole\nimage", ha="center", va="center", fontsize=7, transform=axes[1, 0].transAxes)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / figure.get_figheight() if title else 1))
+    figure.tight_layout(pad=0.3, h_pad=1.2, rect=(0, 0, 1, 1 - 0.3 / figure.get_figheight() if title else 1))
     return figure
+
+
+OUTSIDE_STRIPES = ((196, 214, 232), (226, 235, 244))  # pale blue diagonal stripes: outside the image
+
+
+def _in_field(picture: np.ndarray, box: tuple[int, int, int, int], inside: tuple[int, int, int, int]) -> np.ndarray:
+    """``picture`` (the part of a field inside the image) placed in the field's full box, the rest striped."""
+    top, left, bottom, right = box
+    rows, columns = np.mgrid[0:bottom - top, 0:right - left]
+    stripes = np.array(OUTSIDE_STRIPES, dtype=np.uint8)[((rows + columns) // 3) % 2]
+    stripes[inside[0] - top:inside[2] - top, inside[1] - left:inside[3] - left] = picture
+    return stripes
 
 
 def plot_top_patches(crops: list[list[torch.Tensor]], row_labels: list[str], crop_pixels: int = 48) -> Figure:

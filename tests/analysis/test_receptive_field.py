@@ -234,8 +234,9 @@ def test_tight_on_random_architectures(model, data):
 @settings(max_examples=10, deadline=None)
 @given(data=st.data())
 @pytest.mark.parametrize("builder, layer", [
-    (torchvision.models.resnet18, "layer2"), (torchvision.models.densenet121, "features.transition1"),
-    (torchvision.models.mobilenet_v2, "features.6"),
+    (torchvision.models.resnet18, "layer2"),
+    pytest.param(torchvision.models.densenet121, "features.transition1", marks=pytest.mark.slow),
+    pytest.param(torchvision.models.mobilenet_v2, "features.6", marks=pytest.mark.slow),
 ])
 def test_sound_on_torchvision_families(builder, layer, data):
     torch.manual_seed(0)

@@ -94,6 +94,7 @@ class WeightsCAM(GradCAM):
         return gradients.abs()
 
 
+@pytest.mark.slow
 def test_eigen_smooth_reaches_a_channel_weights_variant_and_a_cam_override_is_refused():
     torch.manual_seed(0)
     model, images = torchvision.models.resnet18().eval(), torch.randn(2, 3, 64, 64)

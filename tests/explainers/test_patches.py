@@ -151,6 +151,7 @@ def _top_patches_on_this_rank(images):
     return result.values.numpy(), result.indices.numpy(), result.positions.numpy()
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one():
     images = torch.randn(23, 3, 24, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     images[17] = images[2].clone()  # a tie across the two shards

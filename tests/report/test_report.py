@@ -1,5 +1,6 @@
 """The report from the bundled models and data, checked in headless Chromium."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,7 +11,11 @@ import pytest
 import interpkit
 from interpkit.report import build_report
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.slow  # subprocesses of the command line and the whole report
+
+# found by PATH, else where Debian puts it: a PATH without /usr/bin must not turn the check into a skip
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or next(
+    (path for path in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if os.access(path, os.X_OK)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -39,16 +44,27 @@ def test_every_part_of_the_study_is_there(report):
     sources = re.findall(r'<img src="([^"]+)"', html)
     assert len(sources) >= 40 and all((report / s).stat().st_size > 1000 for s in sources)
     assert not list(report.rglob("*.tmp*"))
-    import os
-
     mask = os.umask(0)
     os.umask(mask)
     assert {p.stat().st_mode & 0o777 for p in report.rglob("*") if p.is_file()} == {0o666 & ~mask}
     assert "93.0%" in html  # the study's VGG19 test accuracy, beside ours
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium; .ci/run installs it")
+def test_a_reader_is_told_what_the_figures_show(report):
+    html = (report / "index.html").read_text()
+    contents = re.search(r'<nav class="toc".*?</nav>', html, re.S).group(0)
+    anchors = set(re.findall(r'href="#([\w-]+)"', contents))
+    assert anchors >= {"task1", "feature-maps", "patches", "guided", "gradcam", "faithfulness", "task2"}
+    assert all(f'id="{a}"' in html for a in anchors)  # every entry leads somewhere
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert re.search(r"GradCAM, the study's method, ranks \d+ of \d+ on deletion", text)
+    assert re.search(r"field of 252 x 252 pixels, larger than the image itself", text)  # the stand-in at 160 px
+    assert "striped pale blue" in text and re.search(r"the \w+ image, first column", text)
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="needs Debian's chromium; .ci/run installs it")
 def test_page_in_headless_chromium(report, tmp_path):
+    assert CHROMIUM is not None, "CI installs Debian's chromium (.ci/run); without it the page is not checked"
     page = (report / "index.html").as_uri()
     dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'a'}", "--virtual-time-budget=10000",
                           "--enable-logging=stderr", "--v=0", "--dump-dom", page],
@@ -144,3 +160,22 @@ def test_vgg19_section_when_its_weights_are_installed(tmp_path, tiny_data, monke
     for name in ("vgg_gradcam.png", "vgg_guided_scorpion.png", "vgg_patch_scorpion.png",
                  "confusion_vgg19_caltech5_test.png"):
         assert (tmp_path / "out" / "images" / name).stat().st_size > 1000
+
+
+def test_weak_predicted_maps_and_ranks_are_found_from_the_numbers():
+    import torch
+
+    from interpkit.report import _empty_predictions, _ranks
+
+    maps = torch.zeros(2, 3, 4, 4)
+    maps[0, 1, 0, 0], maps[0, 2, 1, 1] = 1.0, 0.3  # row 0 predicts class 2: its map is 30% of the row's strongest
+    maps[1, 0, 2, 2] = 2.0  # row 1 predicts class 0, the strongest: nothing to say
+    signed = torch.tensor([[[[1.0, -1.0], [-1.0, -1.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    found = _empty_predictions(maps, signed, torch.full((2, 3), 0.5), [2, 0], ["a", "b", "c"])
+    assert [(f["image"], f["predicted"], f["share"], f["strongest"], f["positive"]) for f in found] == [
+        ("a", "c", "30%", "b", "25%")]
+    rows = [{"method": "gradcam", "deletion": "0.5", "insertion": "0.6", "average_drop": "0.1"},
+            {"method": "other", "deletion": "0.4", "insertion": "0.7", "average_drop": "0.3"}]
+    assert _ranks(rows) == {"deletion": {"best": "other", "worst": "gradcam", "gradcam": 2},
+                            "insertion": {"best": "other", "worst": "gradcam", "gradcam": 2},
+                            "average_drop": {"best": "gradcam", "worst": "other", "gradcam": 1}}

@@ -136,6 +136,7 @@ def _train_on_this_rank(splits):
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(small_splits):
     torch.manual_seed(CONFIG.seed)
     single = interpkit.get_model("caltech5_arch2", dropout=0.0)
@@ -146,6 +147,7 @@ def test_two_process_ddp_matches_single_process(small_splits):
         torch.testing.assert_close(torch.from_numpy(first[key]), value, rtol=1e-3, atol=1e-4)  # = full batch
 
 
+@pytest.mark.slow
 def test_train_command_writes_weights_tables_and_figures(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "interpkit", "train", "--models", "caltech5_arch1", "--epochs", "1",

@@ -63,6 +63,7 @@ def test_same_maps_as_pytorch_grad_cam(ours, theirs):
     assert ((mine - theirs_maps).abs().max() / theirs_maps.abs().max()) < 1e-4
 
 
+@pytest.mark.slow
 def test_k_targets_in_one_call_equal_one_at_a_time():
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
@@ -132,6 +133,7 @@ def test_eigen_methods_refuse_to_switch_the_component_off():
         EigenCAM(model, eigen_smooth=False)
 
 
+@pytest.mark.slow
 def test_scorecam_equals_pytorch_grad_cam_with_the_authors_upsampling(monkeypatch):
     """pytorch-grad-cam upsamples the masks with UpsamplingBilinear2d (align_corners=True); the
     Score-CAM authors and interpkit use align_corners=False. With that one difference removed the
@@ -163,6 +165,7 @@ def test_scorecam_equals_pytorch_grad_cam_with_the_authors_upsampling(monkeypatc
     assert (mine - aligned).abs().max() / aligned.abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_scorecam_batches_do_not_change_the_maps_and_targets_must_be_classes():
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
@@ -196,6 +199,7 @@ def _their_ablation_maps(model, layer, images, classes):
     return torch.einsum("nc,nc...->n...", torch.from_numpy(weights).float(), kept[0])
 
 
+@pytest.mark.slow
 def test_ablationcam_equals_pytorch_grad_cam_on_a_relu_layer():
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
@@ -205,6 +209,7 @@ def test_ablationcam_equals_pytorch_grad_cam_on_a_relu_layer():
     assert ((mine[:, 0] - theirs).abs().max() / theirs.abs().max()) < 1e-4
 
 
+@pytest.mark.slow
 def test_ablationcam_zeroes_the_channel_where_pytorch_grad_cam_subtracts_1e7():
     """On a layer with negative values (a convolution before its ReLU) pytorch-grad-cam ablates
     with min - 1e7, not with 0 as the paper does; interpkit follows the paper, checked by hand."""
