@@ -27,6 +27,8 @@ import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, is_not
 from typing import Any, Iterator
 
 import torch
@@ -152,53 +154,60 @@ class ModelSnapshot:
     def __init__(self, model: nn.Module) -> None:
         facts = model_facts(model)
         self.modules = facts.modules
-        self.training = [m.training for m in self.modules]
+        self.training = list(map(_training, self.modules))  # map with attrgetter: C speed, no Python loop
         self.params = [p for m in self.modules for p in m._parameters.values() if p is not None]
-        self.requires_grad = [p.requires_grad for p in self.params]
-        self.grads = [p.grad for p in self.params]
-        self.buffers = [(m, name, b) for m in self.modules for name, b in m._buffers.items()]
-        tensors = self.params + [b for _, _, b in self.buffers if b is not None]
+        self.requires_grad = list(map(_requires_grad, self.params))
+        self.grads = list(map(_grad, self.params))
+        self.buffers = [(m._buffers, name, b) for m in self.modules for name, b in m._buffers.items()]
+        self.tensors = self.params + [b for _, _, b in self.buffers if b is not None]
         self.guard: WriteGuard | None = None
+        self.versions: list[int] = []
         if not facts.trusted or _hooked(self.modules):
-            self.guard = WriteGuard(tensors)
+            self.guard = WriteGuard(self.tensors)
             self.buffer_names = [(m, set(m._buffers)) for m in self.modules]
-            self.versions: list[int] = []
         else:
-            self.versions = [t._version for t in tensors]
-        for param, grad in zip(self.params, self.grads):
-            if grad is not None:
-                param.grad = None
+            self.versions = list(map(_version, self.tensors))
+        if any(map(is_not, self.grads, repeat(None))):
+            for param, grad in zip(self.params, self.grads):
+                if grad is not None:
+                    param.grad = None
 
     def restore(self) -> None:
-        """Put every recorded flag, gradient, buffer and written tensor back."""
+        """Put every recorded flag, gradient, buffer and written tensor back; each kind is
+        compared as a whole first and walked only where something differs."""
         if self.guard is not None:
             self.guard.restore()
             for module, names in self.buffer_names:  # buffers a forward registered anew
                 for name in set(module._buffers) - names:
                     del module._buffers[name]
-        for module, training in zip(self.modules, self.training):
-            if module.training is not training:
+        if list(map(_training, self.modules)) != self.training:
+            for module, training in zip(self.modules, self.training):
                 module.training = training
-        for param, flag in zip(self.params, self.requires_grad):
-            if param.requires_grad is not flag:
-                param.requires_grad_(flag)
-        for param, grad in zip(reversed(self.params), reversed(self.grads)):  # a shared parameter: first record last
-            if param.grad is not grad:
-                param.grad = grad
-        for module, name, buffer in self.buffers:
-            if module._buffers.get(name) is not buffer:
-                module._buffers[name] = buffer  # a forward may have rebound the attribute
-        if self.versions:
-            self._check_versions()
+        if list(map(_requires_grad, self.params)) != self.requires_grad:
+            for param, flag in zip(self.params, self.requires_grad):
+                if param.requires_grad is not flag:
+                    param.requires_grad_(flag)
+        if any(map(is_not, map(_grad, self.params), self.grads)):
+            for param, grad in zip(reversed(self.params), reversed(self.grads)):  # a shared parameter: first record last
+                if param.grad is not grad:
+                    param.grad = grad
+        for slots, name, buffer in self.buffers:
+            if slots.get(name) is not buffer:
+                slots[name] = buffer  # a forward may have rebound the attribute
+        if self.versions and list(map(_version, self.tensors)) != self.versions:
+            self._report_write()
 
-    def _check_versions(self) -> None:
-        tensors = self.params + [b for _, _, b in self.buffers if b is not None]
-        for tensor, version in zip(tensors, self.versions):
+    def _report_write(self) -> None:
+        for tensor, version in zip(self.tensors, self.versions):
             if tensor._version != version:
                 raise ModelChangedError(
                     f"a {type(tensor).__name__} of shape {tuple(tensor.shape)} was written during the explanation by "
                     "a module interpkit trusts not to write in eval mode; report it, and meanwhile wrap the model in "
                     "a module of your own so that interpkit guards its writes")
+
+
+_training, _requires_grad, _grad, _version = (attrgetter(name) for name in ("training", "requires_grad", "grad",
+                                                                             "_version"))
 
 
 class _Record:

@@ -1,11 +1,12 @@
 """The one set of option checks every public function uses."""
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from interpkit import InputError
-from interpkit.core import check_flag, check_int, check_number
+from interpkit.core import check_finite, check_flag, check_int, check_number
 
 
 @given(value=st.integers(-5, 5), minimum=st.sampled_from([None, 0, 1, 2]))
@@ -47,3 +48,14 @@ def test_flags_and_numbers_refuse_their_look_alikes():
     for bad in (True, "0.5", float("nan")):
         with pytest.raises(InputError, match="noise must be a non-negative number"):
             check_number("noise", bad)
+
+
+@given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=40),
+       dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]))
+def test_the_finite_check_refuses_exactly_nan_and_inf_and_never_overflows(values, dtype):
+    tensor = torch.tensor(values, dtype=torch.float64).to(dtype)  # large floats may become inf in small dtypes
+    if bool(torch.isfinite(tensor).all()):
+        check_finite(inputs=tensor, maps=tensor.abs())  # 3e38 + 3e38 must not read as Inf
+    else:
+        with pytest.raises(InputError, match="inputs contain NaN or Inf"):
+            check_finite(inputs=tensor, maps=torch.zeros(1))
