@@ -328,12 +328,14 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
     metrics = {"deletion": Deletion(steps=10), "insertion": Insertion(steps=10), "average_drop": AverageDrop()}
     rows: list[dict[str, str]] = []
     panels: dict[str, dict[str, Any]] = {"deletion (lower is better)": {}, "insertion (higher is better)": {}}
+    explained = {}
     for method in interpkit.list_explainers():
         try:
-            maps, targets = scored_maps(interpkit.get_explainer(method)(subject.model)(images), images)
+            explained[method] = interpkit.get_explainer(method)(subject.model)(images)
         except InterpkitError as refused:  # a method for another kind of model (a transformer's)
             rows.append({"method": method, "skipped": " ".join(str(refused).split())})
             continue
+        maps, targets = scored_maps(explained[method], images)
         results = {name: metric(subject.model, images, maps, targets) for name, metric in metrics.items()}
         rows.append({"method": method, **{name: f"{r.mean.item():.3f}" for name, r in results.items()}})
         for title, name in zip(panels, ("deletion", "insertion")):
@@ -341,10 +343,11 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
             assert curves is not None  # deletion and insertion are curve metrics
             panels[title][method] = (results[name].fractions, curves.mean(dim=0))
     scored = [r for r in rows if "skipped" not in r]
-    gradcam = interpkit.GradCAM(subject.model, layer=_last_conv_activation(subject, build.device))(images)
+    gradcam = explained["gradcam"]  # as scored: the layer it chose itself
+    grid = interpkit.GradCAM(subject.model, layer=gradcam.layer, upsample=False)(images[:1]).maps.shape[2:]
     subject.figures["faithfulness"] = {
         "rows": rows, "images": len(images), "layer": _last_conv(subject.model), "ranks": _ranks(scored),
-        "scored": len(scored), "gradcam_grid": " x ".join(map(str, gradcam_grid(subject, build.device))),
+        "scored": len(scored), "gradcam_layer": gradcam.layer, "gradcam_grid": " x ".join(map(str, grid)),
         "gradcam_empty": int((gradcam.maps.flatten(1).amax(1) == 0).sum()),
         "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)),
         "sanity": build.figure(f"{subject.prefix}randomisation", _randomisation_figure(subject, images[:1])),
@@ -363,13 +366,6 @@ def _ranks(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
         rank = next((i + 1 for i, r in enumerate(order) if r["method"] == "gradcam"), None)
         found[metric] = {"best": order[0]["method"], "worst": order[-1]["method"], "gradcam": rank}
     return found
-
-
-def gradcam_grid(subject: _Subject, device: torch.device) -> tuple[int, ...]:
-    """The grid GradCAM's maps come from at the last convolution's activation."""
-    probe = torch.zeros(1, 3, *subject.transform.size, device=device)
-    layer = _last_conv_activation(subject, device)
-    return tuple(interpkit.GradCAM(subject.model, layer=layer, upsample=False)(probe).maps.shape[2:])
 
 
 def _randomisation_figure(subject: _Subject, image: torch.Tensor) -> Any:
