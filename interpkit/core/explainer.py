@@ -99,7 +99,9 @@ class Explainer:
 
     def __call__(self, inputs: InputsLike, target: TargetLike = None, *,
                  attribute_to: int | str | None = None) -> Explanation:
-        with evaluation(self.model):  # re-entrant: inside a with block or an outer call it records nothing
+        # re-entrant: inside a with block or an outer call it records nothing; a callable target is the
+        # user's code running inside the call, so it takes the guarded path
+        with evaluation(self.model, user_code=callable(target)):
             prepared = model_inputs(inputs, self.model, attribute_to)
             return self._explain_exactly(Call(prepared, target))
 

@@ -1,28 +1,30 @@
 """Put a model into eval mode for an explanation and give it back exactly as it was, cheaply.
 
-Two paths, chosen per call from facts cached per model (``model_facts``):
+Two paths, chosen per call:
 
 * **Plain.** Every module's class comes from a library whose forwards are known not to write
   parameters or buffers in eval mode (``TRUSTED_MODULES``: ``torch.nn``, torchvision, timm and
-  interpkit's zoo) and no module carries hooks. Nothing intercepts the forward: the snapshot
-  records flags, ``requires_grad``, ``.grad`` objects (moved aside, not copied) and the version
-  counters of parameters and buffers, and ``restore`` rebinds what was rebound. A version that
-  moved anyway raises ``ModelChangedError`` naming the tensor, instead of leaving it silently
-  changed. No tensor is copied or compared, so no host-device synchronisation happens.
-* **Guarded.** Any other module (the user's own code, which may write its weights for some inputs
-  and not others) or any hook: a ``TorchFunctionMode`` copies a parameter or buffer just before
-  the first in-place write to its storage (``p.data.clamp_()`` included, which no version counter
-  sees), and ``restore`` copies it back; buffers a forward registers anew are removed.
+  interpkit's zoo), no module carries a forward or backward hook of the user's, and no user code
+  runs inside the call (a callable target does). Nothing intercepts the forward: the snapshot
+  records flags, ``requires_grad``, ``.grad`` objects (moved aside, not copied), the tensors in
+  every parameter and buffer slot, and their version counters; ``restore`` rebinds what was
+  rebound. A version that moved anyway raises ``ModelChangedError`` rather than pass silently.
+  No tensor is copied or compared, so no host-device synchronisation happens.
+* **Guarded.** Anything else: a ``TorchDispatchMode`` sees every op torch dispatches, inside
+  composite functions and the backward too, and copies a parameter or buffer just before the
+  first op whose schema writes its storage (through ``.data`` as well, which no version counter
+  sees; batch norm's running statistics in training mode as well, which its schema does not
+  mark). ``restore`` puts the values back and removes buffers, parameters and submodules the
+  call created. Writes that bypass torch's dispatcher (through numpy, raw storages or
+  ``swap_tensors``) are not seen.
 
-Why this is exact: in eval mode the trusted classes' forwards only read their tensors; a write
-from anywhere else runs under the guard; a grad accumulated by a target callable lands in a
-fresh tensor, since the original ``.grad`` objects are out of reach until ``restore`` puts them
-back untouched.
+Per-model facts (modules, names, parents, trust) are cached and checked on every call against
+each module's children, compared by identity at C speed, so a submodule replaced by any means,
+``_modules[...] = ...`` included, is seen.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 import weakref
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import ModelChangedError
 
@@ -42,29 +44,19 @@ from ..errors import ModelChangedError
 TRUSTED_MODULES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.", "timm.layers.", "timm.models.",
                    "interpkit.zoo.")
 
-_generation = itertools.count()
-_structure = [next(_generation)]  # bumped whenever any module anywhere gains a submodule or a buffer
-
-
-def _structure_changed(*_args: Any) -> None:
-    _structure[0] = next(_generation)
-
-
-module_hooks.register_module_module_registration_hook(_structure_changed)
-module_hooks.register_module_buffer_registration_hook(_structure_changed)  # a BatchNorm's statistics set to None
-
 
 @dataclass
 class ModelFacts:
-    """What a call needs to know about a model's structure, computed once per structure: its
-    modules, their names and parents, whether its eval forward mixes samples, whether every
-    module's class is trusted, and per-shape caches of explainers (``cache``)."""
+    """What a call needs to know about a model's structure: its modules, their names and
+    parents, its batch norms (whether the eval forward mixes samples is read from them per
+    call), whether every module's class is trusted, and per-shape caches of explainers
+    (``cache``). ``children`` is the structure it was computed from."""
 
-    structure: int
+    children: list[tuple[Any, ...]]
     modules: tuple[nn.Module, ...]
     names: dict[nn.Module, str]
     parents: dict[nn.Module, nn.Module]
-    mixes_samples: bool
+    norms: tuple[nn.Module, ...]
     trusted: bool
     cache: dict[Any, Any] = field(default_factory=dict)
 
@@ -76,21 +68,33 @@ class ModelFacts:
             found = self.cache["by_name"] = {name: module for module, name in self.names.items()}
         return found
 
+    @property
+    def mixes_samples(self) -> bool:
+        """True when the eval forward mixes the samples of a batch (a batch norm without running statistics)."""
+        return any(m.running_mean is None for m in self.norms)
+
 
 _facts: "weakref.WeakKeyDictionary[nn.Module, ModelFacts]" = weakref.WeakKeyDictionary()
 _facts_guard = threading.Lock()
+_submodules = attrgetter("_modules")
+
+
+def _children(modules: tuple[nn.Module, ...]) -> list[tuple[Any, ...]]:
+    """Every module's children as tuples, built at C speed; equal lists mean the same tree."""
+    return list(map(tuple, map(dict.values, map(_submodules, modules))))
 
 
 def model_facts(model: nn.Module) -> ModelFacts:
-    """The model's ``ModelFacts``, recomputed only after a submodule was added or replaced
-    (anywhere: torch's global module-registration hook tells)."""
+    """The model's ``ModelFacts``, recomputed when any module's children changed since."""
     facts = _facts.get(model)
-    if facts is not None and facts.structure == _structure[0]:
+    if facts is not None and _children(facts.modules) == facts.children:
         return facts
-    structure = _structure[0]
     names = {module: name for name, module in model.named_modules(remove_duplicate=True)}
+    modules = tuple(names)
     parents = {child: parent for parent in names for child in parent.children()}
-    facts = ModelFacts(structure, tuple(names), names, parents, _mixes(names), all(map(_trusted, names)))
+    norms = tuple(m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)
+                  and not isinstance(m, nn.modules.instancenorm._InstanceNorm))
+    facts = ModelFacts(_children(modules), modules, names, parents, norms, all(map(_trusted, modules)))
     with _facts_guard:
         _facts[model] = facts
     return facts
@@ -100,71 +104,90 @@ def _trusted(module: nn.Module) -> bool:
     return type(module).__module__.startswith(TRUSTED_MODULES)
 
 
-def _mixes(modules: Any) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._NormBase) and not isinstance(m, nn.modules.instancenorm._InstanceNorm)
-               and m.running_mean is None for m in modules)
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
 
 
 def _hooked(modules: tuple[nn.Module, ...]) -> bool:
     """True when a hook of the user's (not one of ``forward_hooks``, which write nothing of the
-    model's) may run in the forward."""
-    if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+    model's) may run in the forward or the backward. Empty hook dicts are skipped at C speed."""
+    if any(getattr(module_hooks, name, None) for name in _GLOBAL_HOOKS):
         return True
-    return any(not getattr(hook, "interpkit", False) for m in modules if m._forward_hooks or m._forward_pre_hooks
-               for hook in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
+    return any(not getattr(hook, "interpkit", False) for name in _HOOKS
+               for slots in filter(None, map(attrgetter(name), modules)) for hook in slots.values())
 
 
-class WriteGuard(TorchFunctionMode):
-    """While active, the first in-place write to the storage of one of ``tensors`` (an in-place
-    method, ``__setitem__``, or ``out=``) first copies that tensor, so ``restore`` can put it back."""
+# ops whose schema does not mark the running statistics they update in training mode
+_RUNNING_STATS = {"aten::native_batch_norm", "aten::_native_batch_norm_legit", "aten::cudnn_batch_norm",
+                  "aten::miopen_batch_norm", "aten::batch_norm_update_stats"}
+
+
+def _written(func: Any, args: tuple, kwargs: dict) -> Iterator[Any]:
+    """The tensors an op writes, by its schema's alias annotations."""
+    schema = func._schema
+    for index, argument in enumerate(schema.arguments):
+        if argument.alias_info is not None and argument.alias_info.is_write:
+            value = args[index] if index < len(args) else kwargs.get(argument.name)
+            yield from (value if isinstance(value, (list, tuple)) else [value])
+    if schema.name in _RUNNING_STATS:
+        yield from args[3:5]
+
+
+class WriteGuard(TorchDispatchMode):
+    """While active, the first op that writes the storage of one of ``tensors`` first copies
+    every tensor on that storage, so ``restore`` can put them back."""
 
     def __init__(self, tensors: list[torch.Tensor]) -> None:
         super().__init__()
-        self.storages = {t.untyped_storage().data_ptr(): t for t in tensors
-                         if not isinstance(t, nn.parameter.UninitializedTensorMixin)}  # type: ignore[attr-defined]  # lazy: no storage yet
-        self.copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.storages: dict[int, list[torch.Tensor]] = {}
+        for tensor in tensors:
+            self.storages.setdefault(tensor.untyped_storage().data_ptr(), []).append(tensor)
+        self.copies: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        written = args[0] if args and (name.endswith("_") or name == "__setitem__") else kwargs.get("out")
-        lazy = nn.parameter.UninitializedTensorMixin
-        if isinstance(written, torch.Tensor) and not isinstance(written, lazy):
-            pointer = written.untyped_storage().data_ptr()
-            if pointer in self.storages and pointer not in self.copies:
-                tensor = self.storages[pointer]
-                self.copies[pointer] = (tensor, tensor.detach().clone())
+        for tensor in _written(func, args, kwargs):
+            if isinstance(tensor, torch.Tensor):
+                pointer = tensor.untyped_storage().data_ptr()
+                if pointer in self.storages and pointer not in self.copies:
+                    self.copies[pointer] = [(t, t.detach().clone()) for t in self.storages[pointer]]
         return func(*args, **kwargs)
 
     def restore(self) -> None:
-        """Put every written tensor back."""
+        """Put every written tensor back (its storage too, where a ``set_`` swapped it)."""
         with torch.no_grad():
-            for tensor, value in self.copies.values():
-                if tensor.shape != value.shape:
-                    tensor.resize_(value.shape)
-                tensor.copy_(value)
+            for pointer, saved in self.copies.items():
+                for tensor, value in saved:
+                    if tensor.shape == value.shape and tensor.untyped_storage().data_ptr() == pointer:
+                        tensor.copy_(value)
+                    else:
+                        tensor.set_(value)  # type: ignore[call-overload]  # a tensor source is valid
 
 
 class ModelSnapshot:
     """The parts of a model's state an explanation could disturb, recorded to be put back:
     module training flags, every parameter's ``requires_grad`` and ``.grad`` (the objects are
-    set aside, so a target callable that calls ``backward`` cannot leave gradients behind), and
-    every buffer by object; values only where the guarded path says a write happened."""
+    set aside, so a target callable that calls ``backward`` cannot leave gradients behind), the
+    tensor in every parameter and buffer slot; values only where the guard sees a write.
+    ``user_code`` (a callable target) takes the guarded path whatever the model."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, user_code: bool = False) -> None:
         facts = model_facts(model)
         self.modules = facts.modules
         self.training = list(map(_training, self.modules))  # map with attrgetter: C speed, no Python loop
         self.params = [p for m in self.modules for p in m._parameters.values() if p is not None]
         self.requires_grad = list(map(_requires_grad, self.params))
         self.grads = list(map(_grad, self.params))
-        self.buffers = [(m._buffers, name, b) for m in self.modules for name, b in m._buffers.items()]
-        self.tensors = self.params + [b for _, _, b in self.buffers if b is not None]
+        self.slots: list[tuple[dict[str, Any], str, Any]] = [
+            (slots, name, value) for m in self.modules for slots in (m._parameters, m._buffers)
+            for name, value in slots.items()]
+        self.tensors = [t for _, _, t in self.slots if t is not None and not _inert(t)]
         self.guard: WriteGuard | None = None
         self.versions: list[int] = []
-        if not facts.trusted or _hooked(self.modules):
+        if user_code or not facts.trusted or _hooked(self.modules):
             self.guard = WriteGuard(self.tensors)
-            self.buffer_names = [(m, set(m._buffers)) for m in self.modules]
+            self.names = [(m, set(m._buffers), set(m._parameters), set(m._modules)) for m in self.modules]
         else:
             self.versions = list(map(_version, self.tensors))
         if any(map(is_not, self.grads, repeat(None))):
@@ -172,14 +195,24 @@ class ModelSnapshot:
                 if grad is not None:
                     param.grad = None
 
+    def guarded(self) -> WriteGuard:
+        """Switch a plain hold to the guarded path (user code is about to run inside it)."""
+        if self.guard is None:
+            self.guard = WriteGuard(self.tensors)
+            self.names = [(m, set(m._buffers), set(m._parameters), set(m._modules)) for m in self.modules]
+            self.versions = []
+        return self.guard
+
     def restore(self) -> None:
-        """Put every recorded flag, gradient, buffer and written tensor back; each kind is
+        """Put every recorded flag, gradient, slot and written tensor back; each kind is
         compared as a whole first and walked only where something differs."""
         if self.guard is not None:
             self.guard.restore()
-            for module, names in self.buffer_names:  # buffers a forward registered anew
-                for name in set(module._buffers) - names:
-                    del module._buffers[name]
+            for module, buffers, parameters, children in self.names:  # what the call created
+                for slots, before in ((module._buffers, buffers), (module._parameters, parameters),
+                                      (module._modules, children)):
+                    for name in set(slots) - before:
+                        del slots[name]
         if list(map(_training, self.modules)) != self.training:
             for module, training in zip(self.modules, self.training):
                 module.training = training
@@ -191,9 +224,9 @@ class ModelSnapshot:
             for param, grad in zip(reversed(self.params), reversed(self.grads)):  # a shared parameter: first record last
                 if param.grad is not grad:
                     param.grad = grad
-        for slots, name, buffer in self.buffers:
-            if slots.get(name) is not buffer:
-                slots[name] = buffer  # a forward may have rebound the attribute
+        for slots, name, value in self.slots:
+            if slots.get(name) is not value:
+                slots[name] = value  # a forward may have rebound the attribute
         if self.versions and list(map(_version, self.tensors)) != self.versions:
             self._report_write()
 
@@ -201,9 +234,14 @@ class ModelSnapshot:
         for tensor, version in zip(self.tensors, self.versions):
             if tensor._version != version:
                 raise ModelChangedError(
-                    f"a {type(tensor).__name__} of shape {tuple(tensor.shape)} was written during the explanation by "
-                    "a module interpkit trusts not to write in eval mode; report it, and meanwhile wrap the model in "
-                    "a module of your own so that interpkit guards its writes")
+                    f"a {type(tensor).__name__} of shape {tuple(tensor.shape)} was written during the explanation on "
+                    "interpkit's unguarded path (a model of torch.nn, torchvision or timm classes without hooks); "
+                    "it could not be put back. Please report it with the model's code")
+
+
+def _inert(tensor: torch.Tensor) -> bool:
+    """Tensors that no explanation can write: lazy parameters (no storage yet) and inference tensors."""
+    return isinstance(tensor, nn.parameter.UninitializedTensorMixin) or tensor.is_inference()  # type: ignore[attr-defined]
 
 
 _training, _requires_grad, _grad, _version = (attrgetter(name) for name in ("training", "requires_grad", "grad",
@@ -238,16 +276,21 @@ def model_lock(model: nn.Module) -> threading.RLock:
 
 
 @contextmanager
-def evaluation(model: nn.Module) -> Iterator[None]:
+def evaluation(model: nn.Module, user_code: bool = False) -> Iterator[None]:
     """Run the block with the model in eval mode, holding its lock, and restore everything after.
     Re-entrant: inside a block of the same thread (a target callable that explains the same
     model, an explainer that delegates) the model is already held, and nothing is recorded twice."""
     record = _record(model)
     with record.lock:
-        if record.snapshot is not None:
-            yield
+        held = record.snapshot
+        if held is not None:
+            if user_code and held.guard is None:  # user code inside a plain hold: guard from here on
+                with held.guarded():
+                    yield
+            else:
+                yield
             return
-        snapshot = record.snapshot = ModelSnapshot(model)
+        snapshot = record.snapshot = ModelSnapshot(model, user_code)
         try:
             if any(snapshot.training):  # model.eval() walks every module's __setattr__: skip it when it would do nothing
                 model.eval()

@@ -62,19 +62,141 @@ def test_library_models_take_the_plain_path_and_the_users_code_the_guarded_one()
     assert ModelSnapshot(hooked).guard is None
 
 
-def test_a_write_on_the_plain_path_is_reported_not_left_silently(monkeypatch):
-    monkeypatch.setattr(state_module, "_trusted", lambda module: True)
-    model = ClipsWhenBright()
-    state_module._facts.pop(model, None)
-    explainer = GradCAM(model)
+class WritesThroughNoGrad(nn.Module):
+    """Bumps its bias in the forward: a write no trusted torch.nn class makes."""
 
-    def write(output):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
         with torch.no_grad():
-            model.head.bias.add_(1.0)
+            self.head.bias.add_(1.0)
+        return self.head(F.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_a_write_on_the_plain_path_is_reported_not_left_silently(monkeypatch):
+    monkeypatch.setattr(state_module, "_trusted", lambda module: True)  # pretend the writer is a library class
+    model = WritesThroughNoGrad()
+    state_module._facts.pop(model, None)
+    with pytest.raises(ModelChangedError, match="written during the explanation"):
+        GradCAM(model)(torch.rand(2, 3, 8, 8), target=0)
+
+
+@pytest.mark.parametrize("write", [
+    lambda m: m[0].weight.data.zero_(),  # through .data: no version counter sees it
+    lambda m: (m.train(), m(torch.rand(2, 3, 8, 8)), m.eval()),  # batch norm statistics updated in training mode
+    lambda m: torch._foreach_add_([m[5].bias.detach()], 1.0),
+    lambda m: m[1].running_mean.set_(torch.zeros(7)),
+], ids=["data", "batch_norm_training", "foreach", "set_"])
+def test_a_target_callable_that_writes_a_library_model_is_undone(write):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 5)).eval()
+    before = ModelFingerprint.of(model)
+
+    def target(output):
+        write(model)
         return output[:, 0]
 
-    with pytest.raises(ModelChangedError, match="written during the explanation"):
-        explainer(torch.rand(2, 3, 8, 8), target=write)
+    GradCAM(model, layer="0")(torch.rand(2, 3, 8, 8), target=target)
+    assert_model_unchanged(before, model)
+
+
+class Wrapped(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def _writes_in_composites():
+    """User modules whose writes happen inside a composite torch function (the dispatcher sees them)."""
+    class Composite(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+            self.embedding = nn.Embedding(3, 4, max_norm=0.5)
+            self.register_buffer("mean", torch.zeros(4))
+            self.register_buffer("var", torch.ones(4))
+            base = torch.arange(8.0)
+            self.register_buffer("first", base[:4])
+            self.register_buffer("second", base[4:])
+
+        def forward(self, x):
+            features = F.batch_norm(self.conv(x), self.mean, self.var, training=True)
+            self.embedding(torch.tensor([0, 1]))
+            F.relu(self.first.sub_(10), inplace=True)
+            return self.head(F.relu(features).mean(dim=(2, 3)))
+
+    return Composite()
+
+
+def test_writes_inside_composite_functions_views_and_backward_hooks_are_undone():
+    torch.manual_seed(0)
+    model = _writes_in_composites()
+    with torch.no_grad():
+        model.embedding.weight.mul_(10)  # rows above max_norm: the forward renormalises them in place
+    before = ModelFingerprint.of(model)
+    GradCAM(model, layer="conv")(torch.rand(2, 3, 8, 8), target=0)
+    assert_model_unchanged(before, model)
+    hooked = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+
+    def doubles(module, *_):
+        module.weight.data.mul_(2)
+
+    hooked[4].register_full_backward_hook(doubles)
+    before = ModelFingerprint.of(hooked)
+    GradCAM(hooked, layer="0")(torch.rand(2, 3, 8, 8), target=0)
+    assert_model_unchanged(before, hooked)
+
+
+def test_submodules_and_parameters_a_forward_creates_are_removed():
+    class Grows(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+
+        def forward(self, x):
+            if not hasattr(self, "extra"):
+                self.extra = nn.Linear(4, 4)
+                self.scale = nn.Parameter(torch.ones(()))
+            return self.head(F.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    model = Grows()
+    before = ModelFingerprint.of(model)
+    GradCAM(model, layer="conv")(torch.rand(2, 3, 8, 8), target=0)
+    assert_model_unchanged(before, model)
+    assert not hasattr(model, "extra") and not hasattr(model, "scale")
+
+
+def test_a_model_made_under_inference_mode_is_explained_not_refused():
+    from interpkit.metrics import Deletion
+
+    with torch.inference_mode():
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    result = Deletion(steps=4)(model, torch.randn(2, 3, 16, 16), torch.rand(2, 16, 16), targets=0)
+    assert result.scores.shape == (2,)
+
+
+def test_facts_follow_submodules_replaced_by_any_means():
+    conv = nn.Conv2d(3, 4, 3)
+    block = nn.Sequential(conv, nn.BatchNorm2d(4))  # in training mode: must be put in eval for the call
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    images = torch.randn(4, 3, 16, 16)
+    GradCAM(model, layer="0")(images)
+    model._modules["0"] = block  # no registration hook fires
+    before = ModelFingerprint.of(model)
+    got = GradCAM(model, layer="0")(images, target=0).maps
+    assert_model_unchanged(before, model)
+    reference = nn.Sequential(block, *list(model)[1:])
+    torch.testing.assert_close(got, GradCAM(reference, layer="0")(images, target=0).maps)
+    model[0][1]._buffers["running_mean"] = None  # now it mixes samples: each map must be its sample's own
+    model[0][1]._buffers["running_var"] = None
+    alone = GradCAM(model, layer="0")(images[:1], target=0).maps
+    torch.testing.assert_close(GradCAM(model, layer="0")(images, target=0).maps[:1], alone)
 
 
 def test_facts_follow_a_model_whose_modules_change():
