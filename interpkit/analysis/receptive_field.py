@@ -24,49 +24,67 @@ from torch.overrides import TorchFunctionMode
 from ..core import ModuleLike, evaluation, forward_hooks, model_device, resolve_layer
 from ..errors import ReceptiveFieldError
 
+_NONE = np.iinfo(np.int64).max // 4  # an empty reach: [_NONE, -_NONE) takes part in no hull
+
 
 @dataclass(frozen=True)
 class Axis:
-    """Input interval ``[lo[i], hi[i])`` of each position along one axis; ``step`` extrapolates
-    positions outside the tensor (padding) by the grid's pitch at its borders."""
+    """Per position along one axis: the theoretical interval ``[lo, hi)`` of input pixels (it may
+    pass the image border, counting padding as if it were pixels) and the exact reach
+    ``[reach_lo, reach_hi)``, the hull of the input pixels that can affect it (empty when it reads
+    padding only). ``step`` extrapolates theoretical intervals into padding by the grid's pitch."""
 
     lo: np.ndarray
     hi: np.ndarray
+    reach_lo: np.ndarray
+    reach_hi: np.ndarray
     step: int
 
     @classmethod
     def identity(cls, n: int) -> "Axis":
         positions = np.arange(n, dtype=np.int64)
-        return cls(positions, positions + 1, 1)
+        return cls(positions, positions + 1, positions, positions + 1, 1)
 
-    def lo_at(self, index: np.ndarray) -> np.ndarray:
+    def at(self, index: np.ndarray) -> "Axis":
+        """Positions ``index``, which may lie in (constant) padding: their theoretical intervals
+        extrapolate the border's, their reach is empty."""
         inside = np.clip(index, 0, len(self.lo) - 1)
-        return self.lo[inside] + (index - inside) * self.step
+        outside = index != inside
+        shift = (index - inside) * self.step
+        return Axis(self.lo[inside] + shift, self.hi[inside] + shift,
+                    np.where(outside, _NONE, self.reach_lo[inside]), np.where(outside, -_NONE, self.reach_hi[inside]),
+                    self.step)
 
-    def hi_at(self, index: np.ndarray) -> np.ndarray:
-        inside = np.clip(index, 0, len(self.hi) - 1)
-        return self.hi[inside] + (index - inside) * self.step
+    def take(self, index: np.ndarray) -> "Axis":
+        """Positions ``index``, all inside the tensor (copying padding, cropping)."""
+        return Axis(self.lo[index], self.hi[index], self.reach_lo[index], self.reach_hi[index], self.step)
 
-    def window(self, first: np.ndarray, last: np.ndarray, stride: int) -> "Axis":
-        """Positions reading input positions ``first..last`` (inclusive, may lie in padding): the
-        hull of those positions' intervals (not only of the ends: after reflect padding the
-        intervals are not monotone)."""
+    def window(self, first: np.ndarray, last: np.ndarray, stride: int, dilation: int = 1) -> "Axis":
+        """Positions reading input positions ``first, first + dilation, ..., last`` (may lie in
+        padding). The theoretical interval is the hull of the whole span; the reach only of the
+        positions read (a dilated kernel skips the holes, padding reads nothing). Every position is
+        taken, not only the ends: after reflect padding the intervals are not monotone."""
         span = int((last - first).max()) if len(first) else 0
-        reads = [np.minimum(first + t, last) for t in range(span + 1)]
-        low = np.min([self.lo_at(index) for index in reads], axis=0)
-        high = np.max([self.hi_at(index) for index in reads], axis=0)
-        return Axis(low, high, self.step * stride)
+        spanned = [self.at(np.minimum(first + t, last)) for t in range(span + 1)]
+        read = spanned[::dilation]
+        return Axis(np.min([a.lo for a in spanned], axis=0), np.max([a.hi for a in spanned], axis=0),
+                    np.min([a.reach_lo for a in read], axis=0), np.max([a.reach_hi for a in read], axis=0),
+                    self.step * stride)
 
     def broadcast(self, n: int) -> "Axis":
         if len(self.lo) == n:
             return self
-        return Axis(np.repeat(self.lo.min(), n), np.repeat(self.hi.max(), n), self.step)
+        whole = self.collapse()
+        return Axis(*(np.repeat(values, n) for values in (whole.lo, whole.hi, whole.reach_lo, whole.reach_hi)),
+                    self.step)
 
     def union(self, other: "Axis") -> "Axis":
-        return Axis(np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi), max(self.step, other.step))
+        return Axis(np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi), np.minimum(self.reach_lo, other.reach_lo),
+                    np.maximum(self.reach_hi, other.reach_hi), max(self.step, other.step))
 
     def collapse(self) -> "Axis":
-        return Axis(self.lo.min(keepdims=True), self.hi.max(keepdims=True), self.step)
+        return Axis(self.lo.min(keepdims=True), self.hi.max(keepdims=True), self.reach_lo.min(keepdims=True),
+                    self.reach_hi.max(keepdims=True), self.step)
 
 
 Field = tuple[Axis, Axis]  # (rows, columns)
@@ -84,7 +102,9 @@ class ReceptiveField:
         self.regular = all(shape is not None for shape in shapes)
         #: per axis (rows, columns), or None when the grid is irregular
         self.size = tuple(s[0] for s in shapes) if self.regular else None  # type: ignore[index]
-        self.stride = tuple(s[1] for s in shapes) if self.regular else None  # type: ignore[index]
+        #: None as well when the field does not move along an axis (global pooling, a gate)
+        self.stride = tuple(s[1] for s in shapes) if self.regular and all(s[1] for s in shapes) else None  # type: ignore
+
         self.offset = tuple(s[2] for s in shapes) if self.regular else None  # type: ignore[index]
 
     def _check(self, y: int, x: int) -> None:
@@ -93,28 +113,34 @@ class ReceptiveField:
             raise ReceptiveFieldError(f"unit ({y}, {x}) is outside layer '{self.layer}' grid of {h} x {w}")
 
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
-        """``(top, left, bottom, right)``, half-open, unclipped (may pass the image border)."""
+        """``(top, left, bottom, right)``, half-open: the theoretical field, unclipped (it may
+        pass the image border)."""
         self._check(y, x)
         return (int(self.rows.lo[y]), int(self.columns.lo[x]), int(self.rows.hi[y]), int(self.columns.hi[x]))
 
     def clipped_box(self, y: int, x: int) -> tuple[int, int, int, int]:
-        """The box cut to the image."""
-        top, left, bottom, right = self.box(y, x)
-        height, width = self.input_size
-        return (max(top, 0), max(left, 0), min(bottom, height), min(right, width))
+        """The exact support in the image: the smallest box holding every pixel that can affect
+        the unit. Not merely the box cut to the image: padding read by any layer on the way
+        reaches no pixel. ``(0, 0, 0, 0)`` for a unit that reads padding only."""
+        self._check(y, x)
+        return tuple(int(v) for v in self._reach(np.array([y]), np.array([x]))[0])  # type: ignore[return-value]
 
     def boxes(self, positions: torch.Tensor, clipped: bool = True) -> torch.Tensor:
-        """Boxes (..., 4) for integer positions (..., 2) given as (y, x), on the positions' device."""
-        table = torch.from_numpy(np.stack([self.rows.lo, self.rows.hi]))
-        cols = torch.from_numpy(np.stack([self.columns.lo, self.columns.hi]))
-        flat = positions.reshape(-1, 2).cpu()
+        """Boxes (..., 4) for integer positions (..., 2) given as (y, x), on the positions' device:
+        exact supports (``clipped_box``) or theoretical fields (``box``)."""
+        flat = positions.reshape(-1, 2).cpu().numpy()
         ys, xs = flat[:, 0], flat[:, 1]
-        out = torch.stack([table[0, ys], cols[0, xs], table[1, ys], cols[1, xs]], dim=1)
         if clipped:
-            height, width = self.input_size
-            out = torch.stack([out[:, 0].clamp_min(0), out[:, 1].clamp_min(0),
-                               out[:, 2].clamp_max(height), out[:, 3].clamp_max(width)], dim=1)
-        return out.reshape(*positions.shape[:-1], 4).to(positions.device)
+            out = self._reach(ys, xs)
+        else:
+            out = np.stack([self.rows.lo[ys], self.columns.lo[xs], self.rows.hi[ys], self.columns.hi[xs]], axis=1)
+        return torch.from_numpy(out).reshape(*positions.shape[:-1], 4).to(positions.device)
+
+    def _reach(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        out = np.stack([self.rows.reach_lo[ys], self.columns.reach_lo[xs],
+                        self.rows.reach_hi[ys], self.columns.reach_hi[xs]], axis=1)
+        empty = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])
+        return np.where(empty[:, None], 0, out)
 
     @property
     def covers_input(self) -> bool:
@@ -130,13 +156,13 @@ class ReceptiveField:
 
 
 def _regular(axis: Axis) -> tuple[int, int, int] | None:
-    """(size, stride, offset) of a grid of equal, equally spaced windows; one window (a layer
-    after global pooling) tiles the axis with a stride of its own size."""
+    """(size, stride, offset) of a grid of equal, equally spaced windows; the stride is 0 when
+    the windows do not move (one position, or a gate broadcast over the grid)."""
     sizes = axis.hi - axis.lo
     steps = np.diff(axis.lo)
     if not (sizes == sizes[0]).all() or (len(steps) and not (steps == steps[0]).all()):
         return None
-    return int(sizes[0]), int(steps[0]) if len(steps) else int(sizes[0]), int(axis.lo[0])
+    return int(sizes[0]), int(steps[0]) if len(steps) else 0, int(axis.lo[0])
 
 
 def receptive_field(model: nn.Module, layer: ModuleLike | None, input_size: tuple[int, int] = (224, 224),
@@ -358,7 +384,7 @@ def _windowed(source: Field, kernel: Sequence[int], stride: Any, padding: Any, d
     axes = []
     for axis, k, s, p, d, n in zip(source, kernel, stride, padding, dilation, size):
         first = np.arange(n, dtype=np.int64) * s - p
-        axes.append(axis.window(first, first + d * (k - 1), s))
+        axes.append(axis.window(first, first + d * (k - 1), s, d))
     return axes[0], axes[1]
 
 
@@ -375,12 +401,11 @@ def _shifted(axis: Axis, before: int, n_out: int, mode: str = "constant") -> Axi
     a replicate-padded one reads the border position, a reflect-padded one its mirror image."""
     index = np.arange(n_out, dtype=np.int64) - before
     if mode == "constant":
-        return Axis(axis.lo_at(index), axis.hi_at(index), axis.step)
+        return axis.at(index)
     last = len(axis.lo) - 1
     if mode == "reflect":
         index = np.where(index < 0, -index, np.where(index > last, 2 * last - index, index))
-    index = np.clip(index, 0, last)
-    return Axis(axis.lo[index], axis.hi[index], axis.step)
+    return axis.take(np.clip(index, 0, last))
 
 
 def _pointwise(fields: list[Field | None], shapes: list[tuple[int, int]], size: tuple[int, ...], func: Any) -> Field:

@@ -211,12 +211,7 @@ def test_tight_on_random_architectures(model, data):
         return  # a unit made of padding reads no pixel, though its theoretical box may overlap the image
     edges = {"top": (slice(top, top + 1), slice(left, right)), "bottom": (slice(bottom - 1, bottom), slice(left, right)),
              "left": (slice(top, bottom), slice(left, left + 1)), "right": (slice(top, bottom), slice(right - 1, right))}
-    # a clipped edge may fall into a hole of a dilated kernel, its real edge out in the padding
-    unclipped = dict(zip(("top", "left", "bottom", "right"), field.box(y, x)))
-    clipped = dict(top=top, left=left, bottom=bottom, right=right)
-    for name, (rows, cols) in edges.items():
-        if unclipped[name] != clipped[name]:
-            continue
+    for name, (rows, cols) in edges.items():  # every edge of the exact support, holes of dilated kernels included
         changed = False
         # huge values of either sign, then small random nudges: behind a max-pool a huge value can win
         # only in channels the next layer weighs negatively, where a small change still shows
@@ -228,7 +223,7 @@ def test_tight_on_random_architectures(model, data):
             if not torch.allclose(_unit(model, edited, y, x), reference, rtol=0, atol=1e-12):
                 changed = True
                 break
-        assert changed, f"the {name} edge of box {clipped} does not affect unit {(y, x)}"
+        assert changed, f"the {name} edge of box {(top, left, bottom, right)} does not affect unit {(y, x)}"
 
 
 @settings(max_examples=10, deadline=None)
@@ -349,7 +344,7 @@ def test_a_layer_after_global_pooling_covers_the_whole_input():
     for layer in ("2", "4"):
         field = receptive_field(model, layer, (32, 24))
         assert field.grid_size == (1, 1) and field.covers_input
-        assert field.size == field.stride == (32, 24) and "whole input" in repr(field)
+        assert field.size == (32, 24) and field.stride is None and "whole input" in repr(field)
     assert not receptive_field(model, "0", (32, 24)).covers_input
 
 
@@ -366,26 +361,94 @@ def test_input_channels_come_from_the_first_convolution_that_runs():
     assert receptive_field(RegisteredOutOfOrder(), "head", (10, 10)).box(0, 0) == (0, 0, 3, 3)
 
 
-@pytest.mark.parametrize("name, layer", [("caltech5_arch2", "features.7"), ("caltech5_arch3", "features.9")])
-def test_clipped_boxes_are_exact_at_the_borders(name, layer):
-    """Every unit's clipped box is the hull of the pixels that reach it, found by autograd on a
-    copy with the ReLUs removed and each max-pool read as an average over the same window."""
+def symmetric_arch2() -> nn.Sequential:
+    """The study's arch2 written with symmetric padding: the padding of conv2 and conv3 reads
+    positions past what the previous layer produced, so their border units reach less of the image
+    than their clipped theoretical boxes."""
+    return nn.Sequential(nn.Conv2d(3, 8, 11, 4, padding=5), nn.ReLU(), nn.MaxPool2d(3, 2),
+                         nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(16, 32, 3, padding=1))
+
+
+def _structural_copy(model: nn.Module) -> nn.Module:
+    """The same geometry with one channel, weights of one and no nonlinearity (max-pooling read
+    as averaging over the same windows): a pixel reaches a unit exactly when a path joins them,
+    and nothing can cancel. Its gradient support is the truth an exact receptive field must equal."""
     import copy
 
-    model = interpkit.get_model(name).eval()
-    field = receptive_field(model, layer, (224, 224))
-    linear = copy.deepcopy(model)
-    for i, module in enumerate(linear.features):
-        if isinstance(module, nn.ReLU):
-            linear.features[i] = nn.Identity()
+    structural = copy.deepcopy(model).double()
+    for name, module in list(structural.named_modules()):
+        if isinstance(module, nn.Conv2d):
+            new: nn.Module = nn.Conv2d(1, 1, module.kernel_size, module.stride, module.padding, module.dilation,
+                                       bias=False, padding_mode=module.padding_mode).double()
+            nn.init.ones_(new.weight)
         elif isinstance(module, nn.MaxPool2d):
-            linear.features[i] = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode)
-    image = torch.randn(1, 3, 224, 224, requires_grad=True)
-    out = linear.features[: int(layer.split(".")[1]) + 1](image)
-    h, w = out.shape[2:]
-    selectors = torch.eye(h * w).reshape(h * w, 1, 1, h, w).expand(-1, 1, out.shape[1], h, w)
+            assert module.dilation in (1, (1, 1))
+            new = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode)
+        elif isinstance(module, (nn.ReLU, nn.ReLU6, nn.BatchNorm2d, nn.Dropout)):
+            new = nn.Identity()
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(structural.get_submodule(parent) if parent else structural, child, new)
+    return structural.eval()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _exact_supports(model: nn.Module, layer: str, size: tuple[int, int]) -> torch.Tensor:
+    """(units, 4) hulls of the pixels reaching each unit of ``layer``, row-major, by autograd."""
+    structural = _structural_copy(model)
+    kept = []
+
+    def stop(_module, _inputs, out):
+        kept.append(out)
+        raise _Stop
+
+    image = torch.rand(1, 1, *size, dtype=torch.float64, requires_grad=True)
+    handle = structural.get_submodule(layer).register_forward_hook(stop)
+    try:
+        structural(image)
+    except _Stop:
+        pass
+    handle.remove()
+    out = kept[0][0].sum(0)  # one channel anyway
+    h, w = out.shape
+    selectors = torch.eye(h * w, dtype=torch.float64).reshape(h * w, h, w)
     (gradients,) = torch.autograd.grad(out, image, selectors, is_grads_batched=True)
-    for k in range(h * w):
-        rows, cols = gradients[k, 0].abs().sum(0).nonzero(as_tuple=True)
-        truth = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
-        assert field.clipped_box(*divmod(k, w)) == truth
+    reached = gradients[:, 0, 0] != 0
+    rows, cols = reached.any(2), reached.any(1)
+    first = lambda m: m.int().argmax(1)  # noqa: E731
+    last = lambda m: m.shape[1] - m.flip(1).int().argmax(1)  # noqa: E731
+    return torch.stack([first(rows), first(cols), last(rows), last(cols)], dim=1)
+
+
+@pytest.mark.parametrize("builder, layers", [
+    (symmetric_arch2, ["3", "6"]),
+    (lambda: interpkit.get_model("caltech5_arch2").features, ["7", "9"]),
+    (lambda: interpkit.get_model("caltech5_arch3").features, ["9"]),
+    (torchvision.models.vgg16, ["features.16", "features.28"]),
+    (torchvision.models.resnet18, ["layer1", "layer3.0", "layer4"]),
+    (torchvision.models.mobilenet_v2, ["features.3", "features.13"]),
+])
+@pytest.mark.parametrize("size", [(224, 224), (97, 130)])
+def test_clipped_boxes_are_exact_supports_at_every_unit(builder, layers, size):
+    """Every unit's clipped box is the hull of the pixels that reach it: clipping tracked at every
+    layer, not the theoretical box cut to the image at the end."""
+    model = builder()
+    for layer in layers:
+        field = receptive_field(model, layer, size)
+        truth = _exact_supports(model, layer, size)
+        h, w = field.grid_size
+        positions = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2)
+        boxes = field.boxes(positions)
+        wrong = (boxes != truth).any(1).nonzero().flatten()
+        assert len(wrong) == 0, (layer, size, [(divmod(int(k), w), boxes[k].tolist(), truth[k].tolist())
+                                              for k in wrong[:3]], f"{len(wrong)} of {h * w}")
+        assert field.clipped_box(h - 1, w - 1) == tuple(truth[-1].tolist())
+
+
+def test_symmetric_arch2_border_unit_from_the_issue():
+    field = receptive_field(symmetric_arch2(), "6", (224, 224))
+    assert field.box(6, 12) == (59, 155, 158, 254) and field.clipped_box(6, 12) == (59, 155, 158, 222)
