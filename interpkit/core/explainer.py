@@ -220,13 +220,13 @@ class LayerExplainer(Explainer):
         selection, captured = self.forward_with_targets(call, [c.module for c in choices])
         batch, grid = len(call.x), tuple(call.x.shape[2:])
         raw = [self._layer_output(captured, choice, batch) for choice in choices]
-        activations = [c.grid(a.detach(), grid) for c, a in zip(choices, raw)]  # refuses a wrong layout first
+        activations = [c.grid(a, grid).detach() for c, a in zip(choices, raw)]  # refuses a wrong layout first
         for choice, activation in zip(choices, activations):
             if math.prod(activation.shape[2:]) == 1:
                 warnings.warn(f"layer '{choice.name}' has a single position at this input size, so its maps are "
                               "constant and cannot localise", LocalisationWarning, stacklevel=4)
         gradients = per_target_gradients(selection.scores, raw, selection.graph_elements)
-        return [LayerGradients(c.name, a, c.grid(g, grid, lead=2), selection)
+        return [LayerGradients(c.name, a, c.grid(g, grid, lead=2, checked=False), selection)
                 for c, a, g in zip(choices, activations, gradients)]
 
     def _layer_output(self, captured: Captured, choice: LayerChoice, batch: int) -> torch.Tensor:

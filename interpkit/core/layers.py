@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import LayerError, LayerNotFoundError
 from .hooks import forward_hooks
 from .inputs import ModelInputs
-from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned
+from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, history_hint
 from .state import model_facts
 
 ModuleLike = Union[str, nn.Module]  # a dotted name or the submodule itself
@@ -43,9 +43,11 @@ class LayerChoice:
     module: nn.Module
     layout: Layout
 
-    def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1) -> torch.Tensor:
-        """``tensor`` (lead dims, *output) as (lead dims, C, *grid) through the layout."""
-        return self.layout.grid(tensor, input_grid, lead, self.name)
+    def grid(self, tensor: torch.Tensor, input_grid: Sequence[int], lead: int = 1, checked: bool = True) -> torch.Tensor:
+        """``tensor`` (lead dims, *output) as (lead dims, C, *grid) through the layout;
+        ``checked=False`` for a tensor shaped as an output already checked (its gradients)."""
+        layout = self.layout if checked or not isinstance(self.layout, ChannelsFirst) else ChannelsFirst()
+        return layout.grid(tensor, input_grid, lead, self.name)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -142,6 +144,9 @@ def detect_layout(output: Any, input_grid: Sequence[int], batch: int, hint: str 
     if not isinstance(output, torch.Tensor) or output.dim() < 2 or output.shape[0] != batch:
         return None
     rank, shape = len(input_grid), tuple(output.shape[1:])
+    hint = hint or history_hint(output)
+    if hint == "first" and output.dim() == rank + 2:
+        return ChannelsFirst(checked=True, known=True)  # a map whatever its per-axis strides
     readings: list[Layout] = []
     if output.dim() == rank + 2 and aligned(shape[1:], input_grid):
         readings.append(ChannelsFirst(checked=True, known=hint == "first"))

@@ -49,21 +49,23 @@ class ChannelsFirst(Layout):
                 f"grid of the input's {len(input_grid)} spatial dimension(s); give its layout with the layer, e.g. "
                 f"layer=('{name}', TokenGrid()) for (N, tokens, dim) or ('{name}', ChannelsLast()) for (N, *grid, C)"
             )
-        if self.checked and not self.known and aligned(grid, input_grid) \
-                and other_readings(tensor.shape[lead:], input_grid):
+        if not self.checked or self.known or (aligned(grid, input_grid)
+                                              and not other_readings(tensor.shape[lead:], input_grid)):
+            return tensor
+        if history_hint(tensor) == "first":  # made by a convolution or pooling: a map whatever its strides
+            return tensor
+        if aligned(grid, input_grid):
             raise LayerError(
                 f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample, which lines up with the input "
                 f"read as channels first and also as {' or '.join(other_readings(tensor.shape[lead:], input_grid))}; "
                 f"give its layout with the layer: ('{name}', ChannelsFirst()) to confirm channels first, or the other"
             )
-        if self.checked and not aligned(grid, input_grid):
-            raise LayerError(
-                f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample: read as channels first its grid "
-                f"{grid} does not line up with the input's {tuple(input_grid)} (no common stride), so it is not a map "
-                f"of the input; give its layout with the layer (TokenGrid(), ChannelsLast(), or ChannelsFirst() to "
-                "insist)"
-            )
-        return tensor
+        raise LayerError(
+            f"layer '{name}' gives shape {tuple(tensor.shape[lead:])} per sample: read as channels first its grid "
+            f"{grid} does not line up with the input's {tuple(input_grid)} (no common stride), so it is not a map "
+            f"of the input; give its layout with the layer (TokenGrid(), ChannelsLast(), or ChannelsFirst() to "
+            "insist)"
+        )
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,36 @@ def other_readings(shape: Sequence[int], input_grid: Sequence[int]) -> list[str]
             patch_grid(int(shape[0]) - prefix, input_grid) is not None for prefix in range(MAX_PREFIX_TOKENS + 1)):
         readings.append("tokens (TokenGrid())")
     return readings
+
+
+# autograd nodes whose output is channels first, or channels last / tokens (name substrings)
+_FIRST_NODES = ("Convolution", "Pool", "BatchNorm", "GroupNorm")
+_LAST_NODES = ("LayerNorm", "Addmm", "Linear")
+# elementwise nodes: their output keeps the layout of their inputs
+_ELEMENTWISE_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "GeluBackward0", "SiluBackward0",
+                      "HardswishBackward0", "HardsigmoidBackward0", "LeakyReluBackward0", "EluBackward0",
+                      "MishBackward0", "SigmoidBackward0", "TanhBackward0", "MulBackward0", "AddBackward0",
+                      "NativeDropoutBackward0", "CloneBackward0"}
+
+
+def history_hint(tensor: torch.Tensor) -> str | None:
+    """The layout a tensor's autograd history shows: 'first' when elementwise ops lead back only
+    to convolutions, pooling or batch/group norms (a functional ReLU after a convolution), 'last'
+    when only to layer norms or linear layers; None without history or when the two disagree."""
+    node = tensor.grad_fn
+    found: set[str] = set()
+    stack, seen = [node], 0
+    while stack and seen < 64:
+        node = stack.pop()
+        seen += 1
+        name = type(node).__name__
+        if any(part in name for part in _FIRST_NODES):
+            found.add("first")
+        elif any(part in name for part in _LAST_NODES):
+            found.add("last")
+        elif name in _ELEMENTWISE_NODES:
+            stack.extend(parent for parent, _ in node.next_functions if parent is not None)
+    return found.pop() if len(found) == 1 else None
 
 
 LayoutLike = Union[Layout, None]

@@ -341,6 +341,33 @@ def test_shapes_with_two_readings_need_the_module_or_a_layout():
                 layer=("0", ChannelsLast()))(torch.randn(1, 3, 8, 8))
 
 
+class _CaptumStyleConvNet(nn.Module):
+    """As captum's small test convnets: modules registered, called in the forward (not a
+    Sequential), the ReLU's 2-channel 2 x 2 output also readable as channels last."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.relu1 = nn.Conv2d(1, 2, 3), nn.ReLU()
+        self.pool1, self.fc1 = nn.MaxPool2d(2), nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.fc1(self.pool1(self.relu1(self.conv1(x))).flatten(1))
+
+
+@pytest.mark.parametrize("cls", [GradCAM, interpkit.get_explainer("scorecam")])
+def test_a_shape_preserving_module_keeps_its_producers_layout(cls):
+    """The ReLU after a convolution is channels first because its input came from the convolution:
+    not refused as ambiguous, equal to the convolution's map clipped by the ReLU's reading."""
+    torch.manual_seed(0)
+    model, x = _CaptumStyleConvNet().eval(), torch.randn(3, 1, 4, 4)
+    maps = cls(model, layer="relu1", upsample=False)(x, target=[0, 1, 2]).maps
+    assert maps.shape == (3, 1, 2, 2)
+    if cls is GradCAM:
+        captum_attr = pytest.importorskip("captum.attr")
+        theirs = captum_attr.LayerGradCam(model, model.relu1).attribute(x, target=[0, 1, 2], relu_attributions=True)
+        torch.testing.assert_close(maps, theirs)
+
+
 def test_token_grids_with_registers_on_wide_inputs():
     timm = pytest.importorskip("timm")
     vit = _random_head(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(64, 96), reg_tokens=4,

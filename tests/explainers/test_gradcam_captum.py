@@ -109,3 +109,42 @@ def test_eigen_smooth_reaches_a_channel_weights_variant_and_a_cam_override_is_re
     torch.testing.assert_close(smoothed.maps, expected)
     with pytest.raises(interpkit.InputError, match="overrides cam.*channel_weights"):
         WholeMapCAM(model, layer="layer3", eigen_smooth=True)
+
+
+class Anisotropic(torch.nn.Module):
+    """A video stem with temporal stride 2 and spatial stride 4, then a second stride-(1, 2, 2) stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv3d(3, 8, 3, stride=(2, 4, 4), padding=1)
+        self.stage = torch.nn.Sequential(torch.nn.Conv3d(8, 8, 3, stride=(1, 2, 2), padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.stage(torch.relu(self.stem(x))).mean(dim=(2, 3, 4)))
+
+
+@pytest.mark.parametrize("builder, layer, size", [
+    (torchvision.models.video.r3d_18, "layer2", (16, 112, 112)),  # grid (8, 28, 28): strides 2, 4, 4
+    (torchvision.models.video.r3d_18, "layer3", (16, 112, 112)),  # grid (4, 14, 14)
+    (Anisotropic, "stem", (8, 32, 48)),
+    (Anisotropic, "stage", (8, 32, 48)),
+], ids=str)
+def test_video_grids_with_per_axis_strides_match_captum(builder, layer, size):
+    """Temporal and spatial strides differ in most video networks: a convolution's output is a map
+    of the input whatever its per-axis strides, upsampled trilinearly."""
+    torch.manual_seed(0)
+    model = builder().eval()
+    clips = torch.randn(2, 3, *size)
+    ours = GradCAM(model, layer=layer)(clips, target=[1, 3]).maps
+    module = dict(model.named_modules())[layer]
+    raw = captum_attr.LayerGradCam(model, module).attribute(clips, target=[1, 3], relu_attributions=True)
+    theirs = captum_attr.LayerAttribution.interpolate(raw, size, interpolate_mode="trilinear")
+    assert ours.shape == theirs.shape == (2, 1, *size)
+    scale = theirs.abs().max()
+    assert scale > 0 and ((ours - theirs).abs().max() / scale) < 1e-4
+
+
+def test_the_layer_choice_accepts_anisotropic_grids():
+    model = Anisotropic().eval()
+    assert GradCAM(model)(torch.randn(1, 3, 8, 32, 48)).layer.startswith("stage")
