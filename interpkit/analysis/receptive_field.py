@@ -75,8 +75,8 @@ class Axis:
         if len(self.lo) == n:
             return self
         whole = self.collapse()
-        return Axis(*(np.repeat(values, n) for values in (whole.lo, whole.hi, whole.reach_lo, whole.reach_hi)),
-                    self.step)
+        return Axis(np.repeat(whole.lo, n), np.repeat(whole.hi, n), np.repeat(whole.reach_lo, n),
+                    np.repeat(whole.reach_hi, n), self.step)
 
     def union(self, other: "Axis") -> "Axis":
         return Axis(np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi), np.minimum(self.reach_lo, other.reach_lo),

@@ -209,11 +209,12 @@ def history_hint(tensor: torch.Tensor) -> str | None:
     """The layout a tensor's autograd history shows: 'first' when elementwise ops lead back only
     to convolutions, pooling or batch/group norms (a functional ReLU after a convolution), 'last'
     when only to layer norms or linear layers; None without history or when the two disagree."""
-    node = tensor.grad_fn
     found: set[str] = set()
-    stack, seen = [node], 0
+    stack, seen = [tensor.grad_fn], 0
     while stack and seen < 64:
         node = stack.pop()
+        if node is None:
+            continue
         seen += 1
         name = type(node).__name__
         if any(part in name for part in _FIRST_NODES):
