@@ -97,6 +97,9 @@ def _explain_dataset(args: argparse.Namespace) -> int:
 
     if args.images:
         raise InputError("give image files or --data, not both")
+    if args.overwrite:
+        raise InputError("--overwrite applies to image files; a store is continued with --resume, or written to a "
+                         "new --out folder")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # started by torchrun
         dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
     network, transform, categories = load_model(args.model, args.checkpoint, args.device)
@@ -105,7 +108,8 @@ def _explain_dataset(args: argparse.Namespace) -> int:
     store = explain_dataset(get_explainer(args.method)(network, **options), args.data, args.out, target=target,
                             metrics=comma_names(args.metrics) or [], batch_size=args.batch_size, shard_size=args.shard_size,
                             num_workers=args.workers,
-                            dtype=args.dtype, precision=args.precision, transform=transform, resume=args.resume,
+                            dtype=args.dtype, precision=args.precision, transform=transform, classes=categories,
+                            resume=args.resume,
                             progress=not args.no_progress)
     if not dist.is_initialized() or dist.get_rank() == 0:
         failed = store.failures

@@ -9,7 +9,6 @@ progress is held in memory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import deque
@@ -21,12 +20,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from ..core import Explainer, check_int, class_scores, forward_hooks, model_device
+from ..core.state import model_facts
 from ..data import ImageDataset, ImageTransform, caltech5
-from ..data.fingerprint import weights_fingerprint
+from ..data.fingerprint import fingerprint, weights_fingerprint
 from ..data.images import image_files
 from ..errors import InputError
 from ..files import write_text
@@ -41,7 +41,8 @@ STORED = {"float32": np.float32, "float16": np.float16}
 def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, target: Any = None,
                     metrics: Sequence[str] = (), batch_size: int = 32, num_workers: int = 0,
                     shard_size: int = 256, dtype: str = "float32", precision: str | None = None,
-                    transform: Any = None, resume: bool = False, progress: bool = True) -> MapStore:
+                    transform: Any = None, classes: Sequence[str] | None = None, resume: bool = False,
+                    progress: bool = True) -> MapStore:
     """Explain every sample of ``data`` with ``explainer`` into a store under ``out``; returns it
     (see ``interpkit.dataset.store`` for the layout, ``read_store(out)`` to read it later).
 
@@ -50,15 +51,21 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     the bundled split; folders and the split are decoded with ``transform`` (default: 224 x 224,
     ImageNet normalisation). ``target`` is as in a single call, or ``"labels"`` for each sample's
     own label. ``metrics`` are names from the metrics registry, computed on the same batches.
-    ``dtype`` stores maps as float32 or float16; ``precision`` runs the model under autocast
+    ``classes`` are the model's class names in output order: a folder's class subfolders are
+    matched to them by name (a name the model lacks is refused); without them subfolders are
+    numbered alphabetically, as torchvision's ImageFolder does.
+    ``dtype`` stores maps as float32 or float16 (a map beyond float16's range is not stored: the
+    sample is marked failed, saying so); ``precision`` runs the model under autocast
     (``"bfloat16"``, or ``"float16"`` on CUDA) with maps returned in float32. With ``resume`` a
-    store begun with the same arguments is continued; other arguments are refused, naming them.
+    store begun with the same arguments and data is continued; other arguments are refused, naming
+    them. Everything is validated, and the first sample explained, before anything is written.
     """
-    dataset, batch_size, num_workers = _dataset(data, batch_size, num_workers, transform)
+    dataset, batch_size, num_workers = _dataset(data, batch_size, num_workers, transform, classes)
     _check(explainer, dtype, precision, shard_size, batch_size, target, dataset)
     if isinstance(metrics, str):
         raise InputError(f"metrics takes a list of names, e.g. [{metrics!r}]")
     scorers = [get_metric(m)() for m in metrics]  # unknown names refused before anything is written
+    _try_first_sample(explainer, dataset, target, scorers, precision)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     root = Path(out)
     wanted = _manifest(explainer, dataset, target, metrics, batch_size, shard_size, dtype, precision)
@@ -74,28 +81,39 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     return read_store(root)
 
 
-def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any) -> tuple[Dataset, int, int]:
+def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any,
+             classes: Sequence[str] | None) -> tuple[Dataset, int, int]:
     if isinstance(data, DataLoader):
-        return data.dataset, data.batch_size or batch_size, data.num_workers
+        data, batch_size, num_workers = data.dataset, data.batch_size or batch_size, data.num_workers
+    if isinstance(data, IterableDataset):
+        raise InputError("explain_dataset needs a map-style Dataset (a length and samples by index) for its "
+                         "index-keyed, resumable store, not an IterableDataset; wrap the samples in a Dataset")
     if isinstance(data, Dataset):
         return data, batch_size, num_workers
     if isinstance(data, (str, os.PathLike)):
         transform = transform or ImageTransform()
         if str(data).startswith("caltech5:"):
             return caltech5(str(data).split(":", 1)[1], transform=transform), batch_size, num_workers
-        return image_folder_dataset(Path(data), transform), batch_size, num_workers
+        return image_folder_dataset(Path(data), transform, classes), batch_size, num_workers
     raise InputError(f"data must be a Dataset, a DataLoader, an image folder or 'caltech5:SPLIT', "
                      f"not {type(data).__name__}")
 
 
-def image_folder_dataset(folder: Path, transform: Any) -> ImageDataset:
+def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | None = None) -> ImageDataset:
     """Every image under ``folder`` in sorted path order; labelled by class subfolder when the
-    images lie in subfolders (-1 for images directly in ``folder``)."""
+    images lie in subfolders (-1 for images directly in ``folder``). Subfolders are matched by
+    name to ``classes`` (the model's, in output order) when given, else numbered alphabetically."""
     paths = image_files(folder)
-    classes = sorted({p.relative_to(folder).parts[0] for p in paths if len(p.relative_to(folder).parts) > 1})
-    labels = [classes.index(p.relative_to(folder).parts[0]) if len(p.relative_to(folder).parts) > 1 else -1
+    folders = sorted({p.relative_to(folder).parts[0] for p in paths if len(p.relative_to(folder).parts) > 1})
+    if classes is not None:
+        unknown = [name for name in folders if name not in classes]
+        if unknown:
+            raise InputError(f"class folder(s) {', '.join(unknown)} in {folder} are not classes of the model "
+                             f"({', '.join(classes)}); rename them to its class names, or explain without labels")
+    names = list(classes) if classes is not None else folders
+    labels = [names.index(p.relative_to(folder).parts[0]) if len(p.relative_to(folder).parts) > 1 else -1
               for p in paths]
-    return ImageDataset(paths, labels, classes, transform)
+    return ImageDataset(paths, labels, names, transform)
 
 
 def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: int, batch_size: int,
@@ -110,39 +128,107 @@ def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: 
         raise InputError("float16 autocast needs a CUDA model; use precision='bfloat16' on a CPU")
     for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
         check_int(name, value)
-    if target == "labels" and not _has_labels(dataset):
-        raise InputError("target='labels' needs a dataset of (input, label) pairs")
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise InputError("the dataset is empty")
+    sample = _first_readable(dataset)
+    if sample is None:
+        return  # the first samples cannot be read: each is recorded as failed, with its reason
+    if isinstance(sample, dict):
+        raise InputError(f"the dataset returns dicts (keys {', '.join(map(str, sample))}); explain_dataset needs "
+                         "(input, label) pairs or input tensors: wrap it in a Dataset that returns them")
+    if not isinstance(sample, (tuple, list)):
+        sample = (sample,)
+    if not isinstance(sample[0], torch.Tensor):
+        raise InputError(f"the dataset's inputs are {type(sample[0]).__name__}, not tensors; give it a transform that "
+                         "makes tensors (an image folder gets interpkit's by default)")
+    if len(sample) > 1 and not _is_label(sample[1]):
+        raise InputError(f"the dataset's labels must be class indices (ints), not {sample[1]!r}; map class names "
+                         "to the model's output indices")
+    if target == "labels" and (len(sample) < 2 or not _labelled(dataset)):
+        raise InputError("target='labels' needs labelled samples, and this data has none (a folder without class "
+                         "subfolders, or a dataset of inputs alone); give a class or leave the target to top-1")
 
 
-def _has_labels(dataset: Dataset) -> bool:
-    sample = dataset[0]
-    return isinstance(sample, (tuple, list)) and len(sample) >= 2
+def _first_readable(dataset: Dataset, tries: int = 8) -> Any:
+    for index in range(min(len(dataset), tries)):  # type: ignore[arg-type]
+        try:
+            return dataset[index]
+        except Exception:  # a reader's failure is that sample's; the run records it
+            continue
+    return None
+
+
+def _is_label(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.is_floating_point() and not value.is_complex()
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _labelled(dataset: Dataset) -> bool:
+    labels = getattr(dataset, "labels", None)  # a file dataset knows them without reading images
+    return labels is None or any(label >= 0 for label in labels)
 
 
 def _manifest(explainer: Explainer, dataset: Dataset, target: Any, metrics: Sequence[str], batch_size: int,
               shard_size: int, dtype: str, precision: str | None) -> dict[str, Any]:
-    options = {k: repr(v) for k, v in sorted(vars(explainer).items())
-               if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), tuple, list))}
     return {
         "format": FORMAT, "versions": {"interpkit": __version__, "torch": torch.__version__},
         "model": {"class": type(explainer.model).__name__, "weights_sha256": weights_fingerprint(explainer.model)},
-        "explainer": {"name": explainer.name, "class": type(explainer).__name__, "options": options},
-        "dataset": {"class": type(dataset).__name__, "length": len(dataset),  # type: ignore[arg-type]
-                    "fingerprint": _fingerprint(dataset)},
+        "explainer": {"name": explainer.name, **_describe(explainer, explainer.model)},
+        "dataset": _describe_data(dataset),
         "target": repr(target), "metrics": list(metrics), "batch_size": batch_size, "shard_size": shard_size,
         "dtype": dtype, "precision": precision,
     }
 
 
-def _fingerprint(dataset: Dataset) -> str:
-    """The file list where the dataset has one (file dataset), else its class and length."""
+def _describe(value: Any, model: torch.nn.Module) -> Any:
+    """What an explainer's configuration is, in JSON: options by value, a layer given as a module
+    by its name, a wrapped explainer with its own options, a tensor by its content."""
+    if isinstance(value, Explainer):
+        options = {k: _describe(v, model) for k, v in sorted(vars(value).items()) if not k.startswith("_") and k != "model"}
+        return {"class": type(value).__name__, "options": options}
+    if isinstance(value, torch.nn.Module):
+        name = model_facts(model).names.get(value)
+        return f"layer '{name}'" if name is not None else f"a {type(value).__name__} outside the model"
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)} {value.dtype} sha256 {fingerprint(value)[:16]}"
+    if isinstance(value, (list, tuple)):
+        return [_describe(v, model) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe(v, model) for k, v in value.items()}
+    if isinstance(value, type) or callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    return repr(value)
+
+
+def _describe_data(dataset: Dataset) -> dict[str, Any]:
+    """The data by what identifies it: a file dataset's files (relative to their common folder,
+    resolved, so './x' and '/abs/x' agree), classes and transform; another dataset's first,
+    middle and last samples, hashed."""
+    length = len(dataset)  # type: ignore[arg-type]
+    described: dict[str, Any] = {"class": type(dataset).__name__, "length": length}
     paths = getattr(dataset, "paths", None) or [p for p, *_ in getattr(dataset, "samples", [])]
-    digest = hashlib.sha256(f"{type(dataset).__name__}:{len(dataset)}".encode())  # type: ignore[arg-type]
-    for path in paths:
-        digest.update(str(path).encode())
-    return digest.hexdigest()
+    if paths:
+        resolved = [Path(p).resolve() for p in paths]
+        root = Path(os.path.commonpath(resolved)) if len(resolved) > 1 else resolved[0].parent
+        described.update(root=str(root), files=[p.relative_to(root).as_posix() for p in resolved])
+    else:
+        tensors = [t for i in sorted({0, length // 2, length - 1}) for t in _tensors(dataset, i)]
+        described["samples_sha256"] = fingerprint(*tensors) if tensors else None
+    if getattr(dataset, "classes", None) is not None:
+        described["classes"] = list(dataset.classes)  # type: ignore[attr-defined]
+    transform = getattr(dataset, "transform", None)
+    described["transform"] = repr(transform) if transform is not None else None
+    return described
+
+
+def _tensors(dataset: Dataset, index: int) -> list[torch.Tensor]:
+    try:
+        sample = dataset[index]
+    except Exception:  # an unreadable sample is recorded when it is explained
+        return [torch.tensor(index)]
+    parts = sample if isinstance(sample, (tuple, list)) else (sample,)
+    return [torch.as_tensor(p) for p in parts if isinstance(p, (torch.Tensor, int, float, np.ndarray))]
 
 
 def _agree_on_manifest(root: Path, wanted: dict[str, Any], resume: bool, rank: int, world: int) -> None:
@@ -173,10 +259,35 @@ def _check_folder(root: Path, wanted: dict[str, Any], resume: bool) -> str:
         stored = json.loads(manifest.read_text())
     except ValueError:
         return f"{manifest} is unreadable; choose a new folder"
-    changed = [d for d in differences(stored, wanted) if not d.startswith("versions.")]
+    if not isinstance(stored, dict):
+        return f"{manifest} is not an interpkit manifest (a JSON {type(stored).__name__}); choose a new folder"
+    changed = _changes(stored, wanted)
     if changed:
         return f"the store in {root} was begun with other arguments ({'; '.join(changed)}); use them, or a new folder"
     return ""
+
+
+def _changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """What differs between a store's manifest and this call, in words."""
+    said = []
+    old, new = dict(stored.get("dataset") or {}), dict(wanted["dataset"])
+    old_files, new_files = old.pop("files", None), new.pop("files", None)
+    if old_files != new_files and old_files and new_files:
+        first = next((i for i, (a, b) in enumerate(zip(old_files, new_files)) if a != b), min(len(old_files), len(new_files)))
+        was = old_files[first] if first < len(old_files) else "nothing"
+        now = new_files[first] if first < len(new_files) else "nothing"
+        said.append(f"other files: sample {first} was {was!r}, now {now!r}")
+    elif old_files != new_files:
+        said.append("other data: the store was begun from files" if old_files else "other data: the store was begun "
+                    "from a dataset without files")
+    if old.pop("samples_sha256", None) != new.pop("samples_sha256", None) and not said:
+        said.append("other data: the first, middle or last sample differs")
+    if (stored.get("model") or {}).get("weights_sha256") != wanted["model"]["weights_sha256"]:
+        said.append("other model weights")
+    rest = [d for d in differences({**stored, "dataset": old, "model": {**(stored.get("model") or {}), "weights_sha256": 0}},
+                                   {**wanted, "dataset": new, "model": {**wanted["model"], "weights_sha256": 0}})
+            if not d.startswith("versions.")]
+    return said + rest
 
 
 class _Guarded(Dataset):
@@ -201,12 +312,39 @@ class _Guarded(Dataset):
         return index, sample, -1, ""
 
 
-def _collate(items: list[tuple[int, Any, int, str]]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list]:
-    indices = torch.tensor([i for i, *_ in items])
-    good = [x for _, x, _, reason in items if not reason]
-    labels = torch.tensor([label for _, _, label, _ in items])
-    inputs = torch.stack(good) if good else None
-    return indices, inputs, labels, [reason for *_, reason in items]
+class _Collate:
+    """Stacks a batch's readable samples; a sample whose shape differs from the batch's first, or
+    that has no label when the target is each sample's label, is recorded as failed, saying why."""
+
+    def __init__(self, need_labels: bool) -> None:
+        self.need_labels = need_labels
+
+    def __call__(self, items: list[tuple[int, Any, int, str]]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list]:
+        shape = next((tuple(x.shape) for _, x, _, reason in items if not reason), None)
+        checked = []
+        for index, x, label, reason in items:
+            if not reason and tuple(x.shape) != shape:
+                reason = (f"its shape {tuple(x.shape)} differs from its batch's {shape}; give a transform that resizes "
+                          "the inputs, or batch_size=1")
+            if not reason and self.need_labels and label < 0:
+                reason = "it has no label (an image outside the class folders), and the target is each sample's label"
+            checked.append((index, x, label, reason))
+        indices = torch.tensor([i for i, *_ in checked])
+        good = [x for _, x, _, reason in checked if not reason]
+        labels = torch.tensor([label for _, _, label, _ in checked])
+        return indices, torch.stack(good) if good else None, labels, [reason for *_, reason in checked]
+
+
+def _try_first_sample(explainer: Explainer, dataset: Dataset, target: Any, metrics: list[Any],
+                      precision: str | None) -> None:
+    """Explain (and score) the first readable sample, so that a call that cannot work is refused
+    before the store's folder is touched."""
+    guarded = _Guarded(dataset)
+    for index in range(min(len(guarded), 8)):
+        _, inputs, labels, reasons = _Collate(target == "labels")([guarded[index]])
+        if inputs is not None:
+            _explain_batch(explainer, inputs, labels, reasons, target, metrics, model_device(explainer.model), precision)
+            return
 
 
 def _run(explainer: Explainer, dataset: Dataset, root: Path, shards: list[tuple[int, int]], target: Any,
@@ -214,7 +352,8 @@ def _run(explainer: Explainer, dataset: Dataset, root: Path, shards: list[tuple[
          precision: str | None, progress: bool) -> None:
     batches = [list(range(b, min(b + batch_size, stop))) for start, stop in shards
                for b in range(start, stop, batch_size)]
-    loader = DataLoader(_Guarded(dataset), batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
+    loader = DataLoader(_Guarded(dataset), batch_sampler=batches, num_workers=num_workers,
+                        collate_fn=_Collate(target == "labels"),
                         persistent_workers=False)
     device = model_device(explainer.model)
     writes: deque[Future] = deque()
@@ -279,30 +418,49 @@ class _ShardBuffer:
 
     def take(self, stored: Any) -> tuple[dict[str, np.ndarray], list[dict]]:
         rows, self.rows = self.rows, []
-        shape = next(((m.shape[1:], t.shape[1]) for _, _, _, m, t, *_ in rows if m is not None), ((0,), 0))
-        (grid, k) = shape
+        grid, k = next(((tuple(m.shape[1:]), t.shape[1]) for _, _, _, m, t, *_ in rows if m is not None), ((0,), 0))
         columns: dict[str, list[np.ndarray]] = {n: [] for n in ("maps", "targets", "scores", "predictions",
                                                                  "probabilities", "labels", "valid")}
         columns.update({f"metric-{n}": [] for n in self.metric_names})
         failures = []
         for indices, labels, reasons, maps, targets, scores, predictions, probabilities, metrics in rows:
-            ok = np.array([not r for r in reasons])
-            n = len(indices)
+            explained = np.array([not r for r in reasons])
+            reasons = list(reasons)
+            for row, problem in zip(explained.nonzero()[0], _unstorable(maps, grid, stored)):
+                reasons[row] = reasons[row] or problem
+            valid = np.array([not r for r in reasons])
             failures += [{"index": int(i), "reason": r} for i, r in zip(indices.tolist(), reasons) if r]
 
-            def spread(values: Any, fill: Any, dtype: Any, tail: tuple = ()) -> np.ndarray:
-                full = np.full((n, *tail), fill, dtype=dtype)
+            def spread(values: Any, fill: Any, dtype: Any, tail: tuple = (), rows: np.ndarray = explained) -> np.ndarray:
+                full = np.full((len(indices), *tail), fill, dtype=dtype)
                 if values is not None:
-                    full[ok] = values.numpy()
+                    full[rows] = values.numpy()
                 return full
 
-            columns["maps"].append(spread(maps, np.nan, stored, tuple(grid)))
+            stored_maps = maps[torch.from_numpy(valid[explained])] if maps is not None else None
+            columns["maps"].append(spread(stored_maps, np.nan, stored, grid, rows=valid))
             columns["targets"].append(spread(targets, -1, np.int64, (k,)))
             columns["scores"].append(spread(scores, np.nan, np.float32, (k,)))
             columns["predictions"].append(spread(predictions, -1, np.int64))
             columns["probabilities"].append(spread(probabilities, np.nan, np.float32))
             columns["labels"].append(labels.numpy().astype(np.int64))
-            columns["valid"].append(ok)
+            columns["valid"].append(valid)
             for name in self.metric_names:
                 columns[f"metric-{name}"].append(spread(metrics.get(name), np.nan, np.float32))
         return {name: np.concatenate(parts) for name, parts in columns.items()}, failures
+
+
+def _unstorable(maps: torch.Tensor | None, grid: tuple, stored: Any) -> list[str]:
+    """Why each explained sample's maps cannot be stored exactly ('' where they can): a shard
+    holds maps of one shape, and float16 holds magnitudes up to 65504 (more would read as inf)."""
+    if maps is None:
+        return []
+    if tuple(maps.shape[1:]) != grid:
+        return [f"its maps' shape {tuple(maps.shape[1:])} differs from the rest of its shard's {grid}; give a "
+                "transform that resizes the inputs"] * len(maps)
+    if stored is not np.float16 or not maps.numel():
+        return [""] * len(maps)
+    peaks = maps.flatten(1).abs().amax(1).tolist()
+    limit = float(np.finfo(np.float16).max)
+    return [f"its maps reach {peak:.4g}, beyond float16's range; store them as float32 (dtype='float32')"
+            if peak > limit else "" for peak in peaks]

@@ -42,8 +42,19 @@ def shard_ranges(length: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, length)) for start in range(0, length, shard_size)]
 
 
+ARRAYS = ("maps", "targets", "scores", "predictions", "probabilities", "labels", "valid")
+
+
 def shard_done(out: Path, start: int, stop: int) -> bool:
-    return (out / SHARDS / shard_name(start, stop) / "valid.npy").exists()
+    """True when the shard is whole: every array present with its full length (a truncated or
+    missing file makes it pending again, so resuming repairs it)."""
+    folder = out / SHARDS / shard_name(start, stop)
+    try:
+        lengths = {len(np.load(folder / f"{name}.npy", mmap_mode="r")) for name in ARRAYS}
+        json.loads((folder / "failures.json").read_text())
+    except (OSError, ValueError, EOFError):
+        return False
+    return lengths == {stop - start}
 
 
 def write_shard(out: Path, start: int, stop: int, arrays: dict[str, np.ndarray], failures: list[dict]) -> None:
@@ -58,7 +69,12 @@ def write_shard(out: Path, start: int, stop: int, arrays: dict[str, np.ndarray],
         os.chmod(temporary, default_mode(directory=True))  # mkdtemp's 0700 would hide it from other users
         for file in temporary.iterdir():
             os.chmod(file, default_mode())
-        os.replace(temporary, folder / shard_name(start, stop))
+        final = folder / shard_name(start, stop)
+        if final.exists():  # a damaged shard being repaired: moved aside first, so the rename stays atomic
+            damaged = Path(tempfile.mkdtemp(dir=folder, prefix=f".{shard_name(start, stop)}.damaged."))
+            os.replace(final, damaged / "shard")
+            shutil.rmtree(damaged, ignore_errors=True)
+        os.replace(temporary, final)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -97,16 +113,47 @@ class MapStore:
     def array(self, name: str) -> np.ndarray:
         """One array over the whole dataset (``maps``, ``targets``, ``scores``, ``predictions``,
         ``probabilities``, ``labels``, ``valid`` or ``metric-NAME``)."""
-        parts = [np.load(folder / f"{name}.npy", mmap_mode="r") for folder in self._shards()]
-        if name == "maps":  # a shard where every sample failed stores (n, 0) maps
-            shape = next((p.shape[1:] for p in parts if p.ndim > 2 or (p.ndim == 2 and p.shape[1])), None)
-            if shape is not None:
-                parts = [p if p.shape[1:] == shape else np.full((len(p), *shape), np.nan, p.dtype) for p in parts]
+        parts = [self._load(folder, name) for folder in self._shards()]
+        # a shard where every sample failed stores (n, 0) maps, targets and scores: filled to the others' shape
+        shapes = {p.shape[1:] for p in parts if not (p.ndim > 1 and p.shape[1] == 0)}
+        if len(shapes) > 1:
+            raise InputError(f"the store's {name} have different shapes in different shards ({', '.join(map(str, sorted(shapes)))}"
+                             f"), inputs of different sizes; read them shard by shard with store.shard_array('{name}', i)")
+        if shapes:
+            shape = shapes.pop()
+            fill = -1 if np.issubdtype(parts[0].dtype, np.integer) else np.nan
+            parts = [p if p.shape[1:] == shape else np.full((len(p), *shape), fill, p.dtype) for p in parts]
         return np.concatenate(parts)
+
+    def shard_array(self, name: str, shard: int) -> np.ndarray:
+        """The array ``name`` of the ``shard``-th shard (indices ``shard * shard_size`` onwards)."""
+        folders = self._shards()
+        if not 0 <= shard < len(folders):
+            raise InputError(f"shard {shard} is out of range: the store has {len(folders)} shards")
+        return self._load(folders[shard], name)
+
+    def _load(self, folder: Path, name: str) -> np.ndarray:
+        file = folder / f"{name}.npy"
+        try:
+            return np.load(file, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as error:
+            raise InputError(f"{file} is missing or damaged ({error}); resume the run that wrote the store to "
+                             "rewrite that shard") from None
+
+    @property
+    def files(self) -> list[str] | None:
+        """Each sample's file, in index order (for data read from files)."""
+        dataset = self.manifest["dataset"]
+        return [str(Path(dataset["root"]) / f) for f in dataset["files"]] if "files" in dataset else None
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names that ``labels`` index, where the data has them."""
+        return self.manifest["dataset"].get("classes")
 
     @property
     def maps(self) -> np.ndarray:
-        """Every sample's maps (N, K, *grid), NaN for samples that failed."""
+        """Every sample's maps (N, K, *grid), NaN where ``valid`` is False."""
         return self.array("maps")
 
     def metric(self, name: str) -> np.ndarray:
@@ -126,6 +173,8 @@ def read_store(out: str | os.PathLike) -> MapStore:
         manifest = json.loads((path / "manifest.json").read_text())
     except (OSError, ValueError):
         raise InputError(f"no interpkit store in {path} (manifest.json missing or unreadable)") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path / 'manifest.json'} is not an interpkit manifest (a JSON {type(manifest).__name__})")
     if manifest.get("format") != FORMAT:
         raise InputError(f"{path} holds a store of format {manifest.get('format')!r}; this interpkit reads {FORMAT}")
     return MapStore(path, manifest)

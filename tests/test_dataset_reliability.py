@@ -1,0 +1,227 @@
+"""explain_dataset and its store under hostile input: labels by the model's class names, resumes
+that would mix methods or data, maps that cannot be stored exactly, damaged shards, and inputs
+the store cannot take (each a defect an adversarial probe reproduced)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from models import SmallCNN
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
+
+import interpkit
+from interpkit import GradCAM, InputError, explain_dataset, read_store
+from interpkit.cli.main import main
+from interpkit.data import bundled_root
+
+
+def _data(n=6, seed=7):
+    generator = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, 32, 32, generator=generator), torch.randint(0, 5, (n,), generator=generator))
+
+
+def _model():
+    torch.manual_seed(0)
+    return SmallCNN().eval()
+
+
+def _explain(out, explainer=None, data=None, **options):
+    options = {"batch_size": 2, "shard_size": 4, "progress": False, **options}
+    return explain_dataset(explainer or GradCAM(_model()), _data() if data is None else data, out, **options)
+
+
+@pytest.fixture
+def two_classes(tmp_path):
+    """Folders named after two of caltech5_arch2's classes that are not its first two."""
+    for name in ("scorpion", "sunflower"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for image in sorted((bundled_root() / name).glob("*.jpg"))[:2]:
+            shutil.copy(image, tmp_path / "data" / name / image.name)
+    return tmp_path
+
+
+def test_cli_labels_are_the_models_classes_by_folder_name(two_classes, capsys):
+    out = two_classes / "store"
+    assert main(["explain", "--data", str(two_classes / "data"), "--model", "caltech5_arch2", "--target", "labels",
+                 "--out", str(out), "--no-progress", "--batch-size", "2", "--workers", "0"]) == 0
+    store = read_store(out)
+    categories = interpkit.get_weights("caltech5_arch2").meta["categories"]
+    assert store.classes == categories
+    expected = [categories.index("scorpion")] * 2 + [categories.index("sunflower")] * 2
+    assert store.array("labels").tolist() == expected
+    assert store.array("targets")[:, 0].tolist() == expected  # each image explained for its own class
+    assert [Path(f).parent.name for f in store.files] == ["scorpion"] * 2 + ["sunflower"] * 2
+
+
+def test_cli_refuses_folders_the_model_has_no_class_for_and_folders_without_labels(two_classes, capsys):
+    (two_classes / "data" / "scorpion").rename(two_classes / "data" / "lobster")
+    args = ["explain", "--model", "caltech5_arch2", "--target", "labels", "--no-progress", "--workers", "0"]
+    assert main([*args, "--data", str(two_classes / "data"), "--out", str(two_classes / "a")]) == 2
+    assert "lobster" in capsys.readouterr().err and not (two_classes / "a").exists()
+    flat = two_classes / "flat"
+    flat.mkdir()
+    for image in (two_classes / "data" / "sunflower").glob("*.jpg"):
+        shutil.copy(image, flat / image.name)
+    assert main([*args, "--data", str(flat), "--out", str(two_classes / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "has none" in err and "index -1" not in err and not (two_classes / "b").exists()
+    assert main([*args, "--data", str(flat), "--out", str(two_classes / "c"), "--target", "0", "--overwrite"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and not (two_classes / "c").exists()
+
+
+def test_cli_refuses_a_metric_the_target_cannot_have_before_writing(two_classes, capsys):
+    out = two_classes / "store"
+    args = ["explain", "--data", str(two_classes / "data"), "--model", "caltech5_arch2", "--target", "all",
+            "--metrics", "deletion", "--out", str(out), "--no-progress", "--workers", "0"]
+    assert main(args) == 2 and not out.exists()
+    assert main([*args, "--resume"]) == 2 and not out.exists()
+
+
+def test_resuming_with_another_layer_module_or_a_wrapped_method_is_refused(tmp_path):
+    model = _model()
+    _explain(tmp_path / "a", GradCAM(model, layer=model.features[3]))
+    with pytest.raises(InputError, match="layer"):
+        _explain(tmp_path / "a", GradCAM(model, layer=model.features[1]), resume=True)
+    tunnel = interpkit.get_explainer("noise_tunnel")
+    _explain(tmp_path / "b", tunnel(model, method="gradcam", samples=2))
+    with pytest.raises(InputError, match="inner"):
+        _explain(tmp_path / "b", tunnel(model, method="layercam", samples=2), resume=True)
+
+
+def test_resuming_with_the_same_explainer_object_and_another_spelling_of_the_path_is_accepted(two_classes,
+                                                                                               monkeypatch):
+    explainer = GradCAM(_model())
+    data = [tmp for tmp in (two_classes / "data",)][0]
+    first = explain_dataset(explainer, data, two_classes / "s", transform=interpkit.data.ImageTransform((32, 32)),
+                            batch_size=2, shard_size=2, progress=False)
+    shutil.rmtree(first.path / "shards" / "00000002-00000004")
+    monkeypatch.chdir(two_classes)
+    again = explain_dataset(explainer, Path("data"), Path("s"), transform=interpkit.data.ImageTransform((32, 32)),
+                            batch_size=2, shard_size=2, progress=False, resume=True)
+    assert np.isfinite(again.maps).all()
+
+
+def test_other_data_of_the_same_length_is_refused_in_words(two_classes):
+    transform = interpkit.data.ImageTransform((32, 32))
+    explain_dataset(GradCAM(_model()), two_classes / "data", two_classes / "s", transform=transform, progress=False)
+    image = next((two_classes / "data" / "sunflower").glob("*.jpg"))
+    image.rename(image.with_name("renamed.jpg"))
+    with pytest.raises(InputError, match=r"other files: sample \d was 'sunflower/image_\d+.jpg', now 'sunflower/renamed.jpg'"):
+        explain_dataset(GradCAM(_model()), two_classes / "data", two_classes / "s", transform=transform,
+                        progress=False, resume=True)
+    _explain(two_classes / "t")
+    with pytest.raises(InputError, match="other data: the first, middle or last sample differs"):
+        _explain(two_classes / "t", data=_data(seed=8), resume=True)
+    with pytest.raises(InputError, match="transform"):
+        explain_dataset(GradCAM(_model()), two_classes / "data", two_classes / "s", progress=False, resume=True,
+                        transform=interpkit.data.ImageTransform((40, 40)))
+
+
+class _Sizes(Dataset):
+    """Inputs of two sizes."""
+
+    def __init__(self, sizes):
+        self.sizes = sizes
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def __getitem__(self, index):
+        return torch.randn(3, self.sizes[index], self.sizes[index], generator=torch.Generator().manual_seed(index)), 1
+
+
+def test_inputs_of_different_sizes_are_stored_exactly_or_marked(tmp_path):
+    store = _explain(tmp_path / "s", data=_Sizes([32, 32, 32, 40, 40, 40]), batch_size=2, shard_size=2)
+    valid = store.array("valid")
+    assert valid.tolist() == [True, True, True, False, True, True]  # index 3 shares a batch with a 32 x 32 image
+    assert "shape" in store.failures[0]["reason"] and store.failures[0]["index"] == 3
+    with pytest.raises(InputError, match="different shapes in different shards"):
+        store.maps
+    assert store.shard_array("maps", 2).shape == (2, 1, 40, 40) and np.isfinite(store.shard_array("maps", 2)).all()
+    assert store.array("targets").shape == (6, 1)
+
+
+def test_float16_maps_beyond_its_range_are_marked_not_stored_as_inf(tmp_path):
+    class Huge(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = _model()
+
+        def forward(self, x):
+            return self.inner(x) * torch.tensor([1e12, 1, 1, 1, 1])
+
+    store = _explain(tmp_path / "s", GradCAM(Huge().eval(), relu=False), target=0, dtype="float16")
+    maps = store.maps
+    assert not np.isinf(maps).any()
+    assert not store.array("valid").any() and all("float16" in f["reason"] for f in store.failures)
+    assert np.isfinite(store.array("scores")).all()  # what could be stored was
+
+
+class _FailsFrom(Dataset):
+    def __init__(self, start):
+        self.data, self.start = _data(), start
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        if index >= self.start:
+            raise OSError("unreadable")
+        return self.data[index]
+
+
+def test_a_shard_where_every_sample_failed_reads_back(tmp_path):
+    store = _explain(tmp_path / "s", data=_FailsFrom(4), target="all")
+    assert store.array("targets").shape == (6, 5) and (store.array("targets")[4:] == -1).all()
+    assert np.isnan(store.array("scores")[4:]).all() and np.isnan(store.maps[4:]).all()
+    assert store.maps.shape == (6, 5, 32, 32) and np.isfinite(store.maps[:4]).all()
+
+
+def test_damaged_shards_are_named_and_repaired_by_resuming(tmp_path):
+    out = tmp_path / "s"
+    good = _explain(out).maps.copy()
+    maps = out / "shards" / "00000000-00000004" / "maps.npy"
+    maps.write_bytes(maps.read_bytes()[:200])
+    (out / "shards" / "00000004-00000006" / "valid.npy").unlink()
+    with pytest.raises(InputError, match="incomplete|maps.npy"):
+        read_store(out).maps
+    np.testing.assert_array_equal(_explain(out, resume=True).maps, good)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(InputError, match="not an interpkit manifest"):
+        read_store(out)
+    with pytest.raises(InputError, match="not an interpkit manifest"):
+        _explain(out, resume=True)
+
+
+class _Dicts(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return {"image": torch.randn(3, 32, 32), "label": 1}
+
+
+class _Strings(_Dicts):
+    def __getitem__(self, index):
+        return torch.randn(3, 32, 32), "bonsai"
+
+
+class _Stream(IterableDataset):
+    def __iter__(self):
+        yield torch.randn(3, 32, 32), 1
+
+
+@pytest.mark.parametrize("data, message", [(_Dicts(), "dicts"), (_Strings(), "class indices"),
+                                           (_Stream(), "IterableDataset")])
+def test_datasets_the_store_cannot_take_are_refused_before_writing(tmp_path, data, message):
+    with pytest.raises(InputError, match=message):
+        _explain(tmp_path / "s", data=data)
+    assert not (tmp_path / "s").exists()
