@@ -127,7 +127,7 @@ def test_evaluate_writes_the_table_as_csv_and_json(tmp_path):
     assert [r["better"] for r in rows] == ["lower", "higher", "lower", "higher"]
     with (out / "evaluation.csv").open() as handle:
         assert [row["metric"] for row in csv.DictReader(handle)] == [r["metric"] for r in rows]
-    assert "guided_backprop" in done.stdout and "4 images" in done.stdout
+    assert "guided_backprop" in done.stdout and "4 images (0 unreadable" in done.stdout
 
 
 @pytest.mark.parametrize("args, words", [
@@ -143,3 +143,40 @@ def test_evaluate_bad_input_exits_2(tmp_path, args, words):
     done = run("evaluate", "--model", "caltech5_arch2", "--limit", "2", "--out", tmp_path / "e", *args)
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_evaluate_images_skips_a_broken_image_and_explains_outputs(tmp_path, capsys):
+    import json
+    import shutil
+
+    from interpkit.cli.main import main
+    from interpkit.data import bundled_root
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in sorted((bundled_root() / "bonsai").glob("*.jpg"))[:2]:
+        shutil.copy(image, folder / image.name)
+    (folder / "broken.jpg").write_bytes(b"garbage")
+    assert main(["explain", str(folder / "image_0001.jpg"), "--model", "caltech5_arch2", "--out", str(folder / "out"),
+                 "--no-progress"]) == 0  # its overlays are not images to evaluate
+    assert main(["evaluate", "--model", "caltech5_arch2", "--images", str(folder), "--methods", "gradcam", "--metrics",
+                 "deletion", "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped:" in captured.err and "broken.jpg" in captured.err
+    assert json.loads((tmp_path / "e" / "evaluation.json").read_text())[0]["n"] == 2
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_while_starting_ends_with_one_line_and_130(tmp_path, delay):
+    import signal
+    import time
+
+    script = Path(sys.executable).parent / "interpkit"
+    process = subprocess.Popen([str(script), "zoo"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               cwd=tmp_path)
+    time.sleep(delay)  # torch and interpkit are still importing
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.fail("the command finished before the interrupt; the test needs a slower start")
+    assert process.returncode == 130 and err.strip() == "interpkit: interrupted", err

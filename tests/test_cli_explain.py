@@ -152,3 +152,36 @@ def test_file_modes_follow_the_umask(folders):
     os.umask(mask)
     modes = {p.stat().st_mode & 0o777 for p in (folders / "out").rglob("*") if p.is_file()}
     assert modes == {0o666 & ~mask}  # 0644 under the usual umask, not a temporary file's 0600
+
+
+def test_a_folder_stands_for_the_images_under_it(folders, monkeypatch, capsys):
+    from interpkit.cli.main import main
+
+    monkeypatch.chdir(folders)
+    (folders / "dupA" / "deeper").mkdir()
+    shutil.copy(folders / "dupA" / "x.jpg", folders / "dupA" / "deeper" / "y.jpg")
+    assert main(["explain", "dupA", "--model", "caltech5_arch2", "--out", "out", "--no-progress"]) == 0
+    rows = manifest(folders / "out")
+    assert set(rows) == {"dupA/deeper/y.jpg", "dupA/x.jpg"}
+    assert (folders / "out" / "dupA" / "deeper" / "y_gradcam.npy").exists()
+    (folders / "empty").mkdir()
+    assert main(["explain", "empty", "--model", "caltech5_arch2", "--out", "out2", "--no-progress"]) == 2
+    assert "no image files under empty" in capsys.readouterr().err and not (folders / "out2").exists()
+
+
+def test_output_names_are_unique_within_a_run(folders, monkeypatch):
+    from interpkit.cli.main import main
+
+    monkeypatch.chdir(folders / "dupA")
+    image = Path("x.jpg").read_bytes()
+    for name in ("a.b.jpg", "a.b.png", "a_b_jpg.png"):
+        Path(name).write_bytes(image)
+    outside = folders / "dupB" / "x.jpg"
+    for overwrite in ([], ["--overwrite"]):
+        out = f"out{len(overwrite)}"
+        code = main(["explain", "a.b.jpg", "a.b.png", "a_b_jpg.png", "./x.jpg", str(outside), "--model",
+                     "caltech5_arch2", "--out", out, "--no-progress", *overwrite])
+        rows = manifest(Path(out))
+        assert code == 0 and all(r["status"] == "done" for r in rows.values())
+        outputs = [o for r in rows.values() for o in r["outputs"]]
+        assert len(outputs) == len(set(outputs)) == 10  # an overlay and the maps per input, none shared

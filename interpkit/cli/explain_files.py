@@ -1,7 +1,8 @@
 """Explaining image files in bulk (``interpkit explain``): nothing lost, nothing overwritten.
 
 Every input gets its own outputs, named by mirroring its path relative to the working directory
-(Caltech folders share names such as ``image_0038.jpg``). Existing files are kept unless
+(Caltech folders share names such as ``image_0038.jpg``); a folder stands for the images under
+it, and names stay unique within a run. Existing files are kept unless
 ``overwrite``; an image that cannot be read or explained is recorded and skipped, the rest are
 done. A manifest (``manifest.csv`` and ``manifest.json``) records for each input its prediction
 and probability, the requested target, the files written and any failure. Every file appears
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..core import Explainer, Explanation, LayerExplainer, MapKind
 from ..data import read_image
+from ..data.images import image_files
 from ..data.transforms import resize_uint8
 from ..errors import InputError, InterpkitError, LayerNotFoundError
 from ..explainers import PatchExplanation
@@ -74,8 +76,7 @@ def explain_files(images: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                   progress: bool = True) -> ExplainRun:
     """Explain each image file with ``method``; see the module docstring. Everything the run
     needs (model, method, layer, target) is checked before any file is written."""
-    if not images:
-        raise InputError("no images given")
+    images = _expand(images)
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise InputError(f"image file not found: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
@@ -85,13 +86,27 @@ def explain_files(images: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     stems = _output_stems([Path(p) for p in images])
     out = Path(out_dir)
     records = [ImageRecord(str(p), requested=target or "top-1") for p in images]
+    written: set[Path] = set()  # by this run: never replaced by another input's file
     try:
         for record, stem in tqdm(list(zip(records, stems)), desc="explain", unit="image", disable=not progress):
-            _explain_one(record, out / stem, explainer, network, transform, categories, chosen, overwrite)
+            _explain_one(record, out / stem, explainer, network, transform, categories, chosen, overwrite, written)
     finally:  # also after Ctrl-C: the manifest lists what was done
         if any(r.outputs for r in records) or out.exists():
             _write_manifest(out, records)
     return ExplainRun(records, out)
+
+
+def _expand(images: Sequence[str | os.PathLike]) -> list[Path]:
+    """The files given, with each folder replaced by the images under it (recursively, sorted)."""
+    if not images:
+        raise InputError("no images given")
+    files: list[Path] = []
+    for item in map(Path, images):
+        if item.is_dir():
+            files += image_files(item)  # refuses a folder without images, saying which suffixes it looked for
+        else:
+            files.append(item)
+    return files
 
 
 def _explainer(network: torch.nn.Module, method: str, layer: str | None) -> Explainer:
@@ -120,11 +135,29 @@ def _output_stems(paths: list[Path]) -> list[Path]:
     elsewhere = Path(os.path.commonpath(outside)) if outside else here
     relative = [p.relative_to(here if p.is_relative_to(here) else elsewhere) for p in resolved]
     plain = [r.with_suffix("") for r in relative]
-    return [s if plain.count(s) == 1 else r.with_name(r.name.replace(".", "_")) for r, s in zip(relative, plain)]
+    stems = [s if plain.count(s) == 1 else r.with_name(r.name.replace(".", "_")) for r, s in zip(relative, plain)]
+    return _unique(stems)
+
+
+def _unique(stems: list[Path]) -> list[Path]:
+    """The stems with a repeated one (``a.b.jpg`` made ``a_b_jpg`` beside ``a_b_jpg.png``; ``./x``
+    and ``/elsewhere/x``) numbered ``-2``, ``-3`` from its second use on, in input order; compared
+    ignoring case, for file systems that do."""
+    taken = {str(s).lower() for s in stems}
+    seen: set[str] = set()
+    unique = []
+    for stem in stems:
+        candidate, number = stem, 1
+        while str(candidate).lower() in seen or (candidate != stem and str(candidate).lower() in taken):
+            number += 1
+            candidate = stem.with_name(f"{stem.name}-{number}")
+        seen.add(str(candidate).lower())
+        unique.append(candidate)
+    return unique
 
 
 def _explain_one(record: ImageRecord, stem: Path, explainer: Explainer, network: torch.nn.Module, transform: Any,
-                 categories: Sequence[str], target: Any, overwrite: bool) -> None:
+                 categories: Sequence[str], target: Any, overwrite: bool, written: set[Path]) -> None:
     try:
         pixels = read_image(record.input)
         batch = transform(pixels).unsqueeze(0).to(next(network.parameters()).device)
@@ -137,12 +170,17 @@ def _explain_one(record: ImageRecord, stem: Path, explainer: Explainer, network:
     except (InterpkitError, OSError, ValueError, RuntimeError) as error:
         record.status, record.reason = "failed", " ".join(str(error).split())
         return
+    clashing = [str(path) for path in files if path in written]
+    if clashing:
+        record.status, record.reason = "failed", f"{clashing[0]} was written for another input of this run"
+        return
     existing = [str(path) for path in files if path.exists()]
     if existing and not overwrite:
         record.status, record.reason = "skipped", f"{existing[0]} exists (pass --overwrite to replace it)"
         return
     for path, write in files.items():
         write(path)
+        written.add(path)
         record.outputs.append(str(path))
     record.status = "done"
 

@@ -137,12 +137,22 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     network, transform, _ = load_model(args.model, args.checkpoint, args.device)
     files = dataset_images(args.split, args.images, args.data_dir, args.limit)
-    images = torch.stack([transform(read_image(f)) for f in files]).to(next(network.parameters()).device)
+    readable, unreadable = [], []
+    for file in files:
+        try:
+            readable.append(transform(read_image(file)))
+        except InputError as error:  # one broken image does not end the run: it is named and left out
+            unreadable.append(f"{file} ({error})")
+    for line in unreadable:
+        print(f"skipped: {line}", file=sys.stderr)
+    if not readable:
+        raise InputError(f"none of the {len(files)} images could be read")
+    images = torch.stack(readable).to(next(network.parameters()).device)
     rows = evaluate_explainers(network, images, comma_names(args.methods) or [], comma_names(args.metrics) or [], args.batch_size,
                                progress=not args.no_progress)
     csv_path, json_path = write_rows(rows, args.out)
     print(format_rows(rows))
-    print(f"{len(files)} images; table written to {csv_path} and {json_path}")
+    print(f"{len(readable)} images ({len(unreadable)} unreadable, skipped); table written to {csv_path} and {json_path}")
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -15,11 +15,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (subfolders too), in sorted path order; an InputError
-    when ``folder`` is not a folder or holds no image."""
+    """Every image file under ``folder`` (subfolders too), in sorted path order, leaving out the
+    overlays ``interpkit explain`` wrote (folders with its manifest.csv and manifest.json); an
+    InputError when ``folder`` is not a folder or holds no image."""
     if not folder.is_dir():
         raise InputError(f"image folder not found: {folder} is not a folder")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    outputs = [m.parent for m in folder.rglob("manifest.csv") if (m.parent / "manifest.json").is_file()]
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(p.is_relative_to(o) for o in outputs))
     if not paths:
         raise InputError(f"no image files under {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return paths
