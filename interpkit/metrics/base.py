@@ -111,7 +111,7 @@ class Metric:
             nonlocal check_range
             parts = []
             for part in chunks(len(batch), max_batch):
-                logits = class_scores(model(batch[part]))
+                logits = class_scores(model(batch[part])).float()  # half-precision models: scores in float32
                 if check_range:  # given classes, once per metric call (the model's own top classes need none)
                     check_range = False
                     if bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):

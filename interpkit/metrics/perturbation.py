@@ -109,7 +109,7 @@ class _Masked(Metric):
         mask = flat.reshape(saliency.shape).unsqueeze(1)
         samples = torch.arange(len(inputs), device=inputs.device)
         before = score(inputs, samples)
-        after = score(inputs * mask, samples)
+        after = score(inputs * mask.to(inputs.dtype), samples)
         return MetricResult(self.name, self.per_sample(before, after))
 
     def per_sample(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:

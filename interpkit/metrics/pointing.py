@@ -32,6 +32,9 @@ class PointingGame(Metric):
                  targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
         """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
         inputs = check_tensor(inputs, model, finite=False)
+        if inputs.dim() < 3:
+            raise InputError(f"the pointing game points into the input's grid: inputs {tuple(inputs.shape)} have none "
+                             "(it needs (N, C, *grid))")
         saliency = self.prepare(maps, inputs)
         check_finite(inputs=inputs, maps=saliency)
         if not isinstance(masks, torch.Tensor) or masks.shape != saliency.shape:

@@ -23,7 +23,10 @@ def linear_imputation(images: torch.Tensor, removed: torch.Tensor, tolerance: fl
     """``images`` (N, C, H, W) with the ``removed`` pixels (N, H, W, bool) replaced by the solution
     of Rong et al.'s linear system: each removed pixel equals the weighted mean of its neighbours
     inside the image. Solved by conjugate gradients on the (symmetric, positive definite) system,
-    batched over images and channels, to ``tolerance`` relative residual."""
+    batched over images and channels, to ``tolerance`` relative residual; in float32 at least
+    (half precision underflows the solver's sums), returned in the images' dtype."""
+    if images.dtype in (torch.float16, torch.bfloat16):
+        return linear_imputation(images.float(), removed, tolerance, max_iterations).to(images.dtype)
     n, c, h, w = images.shape
     kernel = _NEIGHBOURS.to(images).expand(c, 1, 3, 3)
     unknown = removed.unsqueeze(1).to(images.dtype)

@@ -347,3 +347,28 @@ def test_tied_ranks_equal_scipys(values, rows):
 
     data = torch.tensor([values[i:] + values[:i] for i in range(rows)], dtype=torch.float32)
     torch.testing.assert_close(_ranks(data), torch.tensor(rankdata(data.numpy(), axis=1), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["road", "average_drop", "increase_in_confidence"])
+def test_half_precision_models_get_the_float32_models_scores(small_cnn, images, dtype, name):
+    """The metric on a half-precision copy of the model scores what the float32 model scores on
+    the same (rounded) inputs, within the half precision's error; never NaN, never a raw error."""
+    import copy
+
+    half = copy.deepcopy(small_cnn).to(dtype)
+    x = images[:2].to(dtype)
+    maps = GradCAM(small_cnn)(x.float(), target=[0, 1])
+    metric = interpkit.get_metric(name)()
+    ours = metric(half, x, maps).scores
+    reference = metric(small_cnn, x.float(), maps).scores
+    assert ours.dtype == torch.float32 and torch.isfinite(ours).all()
+    tolerance = 0.05 if dtype == torch.float16 else 0.2
+    assert (ours - reference).abs().max() <= tolerance, (ours, reference)
+
+
+def test_the_pointing_game_refuses_inputs_without_a_grid():
+    model = torch.nn.Linear(6, 3)
+    with pytest.raises(InputError, match="points into the input's grid"):
+        interpkit.get_metric("pointing_game")()(model, torch.randn(2, 6), torch.randn(2, 6),
+                                                masks=torch.ones(2, 6, dtype=torch.bool))
