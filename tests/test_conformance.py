@@ -18,7 +18,8 @@ def test_registered_explainer_conforms(interpkit_explainer):
     supported = [m for m, model in models.items() if input_kind(model) in interpkit_explainer.supports]
     every = {f"{check.__name__.strip('_')} on {model}" for check in CHECKS for model in supported}
     every |= {f"refused on {model}" for model in models if model not in supported}
-    assert set(report.passed) == every and not report.failures
+    every |= {f"options on {supported[0]}"}
+    assert set(report.passed) == every and not report.failures, report.failures
     assert {"ConvStack", "Conv1dNet", "Conv3dNet", "TinyTokens", "TwoInputs"} & set(supported)
 
 
@@ -64,9 +65,30 @@ class AcceptsNaN(GradCAM):
         return super().__call__(inputs, target)
 
 
+class TruthyFlag(GradCAM):
+    """Reads a flag by truthiness: ``sharpen="no"`` acts as True."""
+
+    name = "truthy_flag"
+
+    def __init__(self, model, layer=None, sharpen: bool = False) -> None:
+        super().__init__(model, layer)
+        self.sharpen = sharpen
+
+
+class RawSeed(GradCAM):
+    name = "raw_seed"
+
+    def __init__(self, model, layer=None, seed: int = 0, scale: float = 1.0) -> None:
+        super().__init__(model, layer)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.scale = scale
+
+
 @pytest.mark.parametrize("broken, words", [
     (LeavesEvalMode, "training changed"), (LeaksAHook, "hooks changed"),
     (NoisyMaps, "different results"), (AcceptsNaN, "NaN values"),
+    (TruthyFlag, "sharpen='no' was accepted"), (RawSeed, r"seed=1.5 raised RuntimeError"),
+    (RawSeed, "scale=nan was accepted"),
 ])
 def test_the_suite_catches_broken_explainers(broken, words):
     with pytest.raises(AssertionError, match=words):

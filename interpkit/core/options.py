@@ -3,6 +3,7 @@ with an InputError that names the option, says what it must be and shows what it
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..errors import InputError
@@ -22,10 +23,11 @@ def check_int(name: str, value: Any, minimum: int | None = 1, none: str | None =
 
 
 def check_number(name: str, value: Any, below: float | None = None, unit: str = "") -> float:
-    """``value`` as a float when it is a non-negative number (never a bool), below ``below`` if given."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or (  # NaN too
+    """``value`` as a float when it is a finite non-negative number (never a bool), below
+    ``below`` if given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf or (  # NaN too
             below is not None and not value < below):
-        wanted = f"lie in [0, {below:g})" if below is not None else f"be a non-negative number{unit}"
+        wanted = f"lie in [0, {below:g})" if below is not None else f"be a finite non-negative number{unit}"
         raise InputError(f"{name} must {wanted}, got {value!r}")
     return float(value)
 

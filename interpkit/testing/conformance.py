@@ -7,6 +7,7 @@ parametrised over the registry, and a plugin author calls it in their own tests.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -36,12 +37,15 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
     Checks: output shapes, dtype, device and grid; the model exactly restored (flags,
     ``requires_grad``, ``.grad``, parameters, buffers, hooks) after a call and after a raising
     target; batch-composition invariance; determinism for a fixed seed; ``InputError``/
-    ``TargetError`` for bad input. A model of a kind the explainer does not support (its
-    ``supports``) must be refused with an ``InterpkitError``, the model restored. Raises
-    AssertionError listing every failure unless ``raise_on_failure=False``.
+    ``TargetError`` for bad input; an ``InterpkitError`` for an option of the wrong kind (each
+    option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"`` or NaN, at construction
+    or at the first call). A model of a kind the explainer does not support (its ``supports``)
+    must be refused with an ``InterpkitError``, the model restored. Raises AssertionError listing
+    every failure unless ``raise_on_failure=False``.
     """
     report = ConformanceReport(getattr(explainer_cls, "name", "") or explainer_cls.__name__)
     supported = getattr(explainer_cls, "supports", None)
+    options_checked = False
     for model_name, model in (models or hard_case_models(seed)).items():
         inputs = _to(example_inputs(model, batch, seed, size), next(model.parameters()).device)
         target = (lambda out: out["logits"][:, 1]) if _returns_mapping(model, inputs) else 1
@@ -54,6 +58,11 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
                 report.passed.append(label)
             except Exception as error:  # every failure is collected, not just the first
                 report.failures.append(f"{label}: {type(error).__name__}: {error}")
+        if not options_checked and checks is CHECKS:  # once, on the first model the explainer supports
+            options_checked = True
+            found = _bad_options(explainer_cls, dict(options or {}), model, inputs, target)
+            report.failures += [f"options on {model_name}: {failure}" for failure in found]
+            report.passed += [] if found else [f"options on {model_name}"]
     if report.failures and raise_on_failure:
         raise AssertionError(f"{report.explainer} fails {len(report.failures)} conformance check(s):\n  "
                              + "\n  ".join(report.failures))
@@ -166,6 +175,37 @@ def _bad_inputs(factory: Factory, model: nn.Module, inputs: Any, target: Any) ->
     except TargetError:
         return
     raise AssertionError("class index 10000 did not raise TargetError")
+
+
+def _bad_options(explainer_cls: type, options: dict[str, Any], model: nn.Module, inputs: Any,
+                 target: Any) -> list[str]:
+    """Each option annotated bool, int or float, given a value of another kind, must raise an
+    InterpkitError when the explainer is made or first called; what did not, said in words."""
+    failures = []
+    for name, parameter in inspect.signature(explainer_cls.__init__).parameters.items():
+        for bad in _wrong_values(parameter.annotation):
+            try:
+                explainer_cls(copy.deepcopy(model), **{**options, name: bad})(inputs, target)
+            except InterpkitError:
+                continue
+            except Exception as error:
+                failures.append(f"{name}={bad!r} raised {type(error).__name__} ({error}), not an InterpkitError")
+            else:
+                failures.append(f"{name}={bad!r} was accepted")
+    return failures
+
+
+def _wrong_values(annotation: Any) -> list[Any]:
+    """Values of the wrong kind for an option's annotation (a string under postponed evaluation)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    kinds = {part.strip() for part in text.split("|")} - {"None"}
+    if kinds == {"bool"}:
+        return ["no"]
+    if kinds == {"int"}:
+        return [1.5, "3"]
+    if "float" in kinds:
+        return ["0.1", float("nan")]
+    return []
 
 
 #: every check, run on every model

@@ -46,7 +46,7 @@ def test_flags_and_numbers_refuse_their_look_alikes():
         with pytest.raises(InputError, match="must be True or False"):
             check_flag("relu", bad)
     for bad in (True, "0.5", float("nan")):
-        with pytest.raises(InputError, match="noise must be a non-negative number"):
+        with pytest.raises(InputError, match="noise must be a finite non-negative number"):
             check_number("noise", bad)
 
 
@@ -59,3 +59,20 @@ def test_the_finite_check_refuses_exactly_nan_and_inf_and_never_overflows(values
     else:
         with pytest.raises(InputError, match="inputs contain NaN or Inf"):
             check_finite(inputs=tensor, maps=torch.zeros(1))
+
+
+def test_infinite_numbers_are_refused_and_plugins_use_the_checks():
+    import math
+
+    import interpkit
+    from interpkit.core import check_number
+    from interpkit.testing import ConvStack
+
+    with pytest.raises(interpkit.InputError, match="finite"):
+        check_number("stdev", math.inf)
+    model = ConvStack().eval()
+    for name, options in [("noise_tunnel", {"stdev": math.inf}), ("smoothgrad", {"noise": math.inf}),
+                          ("integrated_gradients", {"baseline": "zero"}),
+                          ("integrated_gradients", {"baseline": torch.full((1, 3, 1, 1), math.nan)})]:
+        with pytest.raises(interpkit.InputError):
+            interpkit.get_explainer(name)(model, **options)

@@ -9,7 +9,8 @@ and one batched backward for all K targets, through interpkit's explainer machin
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import math
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from interpkit.core import (
     Explanation,
     MapKind,
     TargetLike,
+    check_flag,
     check_int,
     check_number,
     neurons_of,
@@ -98,9 +100,9 @@ class SmoothGrad(PathAverage):
                  squared: bool = False, chunk: int | None = None) -> None:
         super().__init__(model, chunk)
         check_int("samples", samples)
-        if noise < 0:
-            raise InputError(f"noise must be non-negative, got {noise}")
-        self.samples, self.noise, self.seed, self.squared = samples, noise, seed, squared
+        check_number("noise", noise)
+        check_int("seed", seed, minimum=0)
+        self.samples, self.noise, self.seed, self.squared = samples, noise, seed, check_flag("squared", squared)
 
     def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
@@ -112,6 +114,17 @@ class SmoothGrad(PathAverage):
 
     def gradient_term(self, gradients: torch.Tensor) -> torch.Tensor:
         return gradients.square() if self.squared else gradients
+
+
+def _checked_baseline(baseline: Any) -> Any:
+    """A finite number or a tensor of finite values (checked once, here)."""
+    if isinstance(baseline, torch.Tensor):
+        if baseline.is_floating_point() and not bool(torch.isfinite(baseline).all()):
+            raise InputError("the baseline tensor holds NaN or infinite values")
+        return baseline
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
+        raise InputError(f"baseline must be a finite number or a tensor broadcastable to the inputs, not {baseline!r}")
+    return baseline
 
 
 class IntegratedGradients(PathAverage):
@@ -129,7 +142,7 @@ class IntegratedGradients(PathAverage):
                  chunk: int | None = None) -> None:
         super().__init__(model, chunk)
         check_int("steps", steps, minimum=2)
-        self.steps, self.baseline = steps, baseline
+        self.steps, self.baseline = steps, _checked_baseline(baseline)
 
     def _baseline(self, inputs: torch.Tensor) -> torch.Tensor:
         baseline = torch.as_tensor(self.baseline, dtype=inputs.dtype, device=inputs.device)
@@ -175,6 +188,7 @@ class NoiseTunnel(Explainer):
         if kind not in self.KINDS:
             raise InputError(f"kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
         check_number("stdev", stdev)
+        check_int("seed", seed, minimum=0)
         check_int("max_batch", max_batch, none="every copy in one batch")
         cls = interpkit.get_explainer(method) if isinstance(method, str) else method
         if cls is NoiseTunnel:

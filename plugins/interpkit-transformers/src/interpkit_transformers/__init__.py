@@ -19,7 +19,7 @@ from torch import nn
 
 import interpkit
 from interpkit import TokenGrid
-from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, check_number, per_target_gradients
+from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, check_flag, check_number, per_target_gradients
 from interpkit.explainers import upsample
 
 __version__ = "0.1.0"
@@ -89,7 +89,7 @@ class AttentionRollout(Explainer):
         if head_fusion not in ("mean", "max", "min"):
             raise interpkit.InputError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
         self.discard_ratio = check_number("discard_ratio", discard_ratio, below=1)
-        self.head_fusion, self.upsample = head_fusion, upsample
+        self.head_fusion, self.upsample = head_fusion, check_flag("upsample", upsample)
         self.layout = layout or TokenGrid()
         self.blocks = attention_modules(model)
         if not self.blocks:
