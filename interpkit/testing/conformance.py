@@ -182,7 +182,7 @@ def _bad_options(explainer_cls: type, options: dict[str, Any], model: nn.Module,
     """Each option annotated bool, int or float, given a value of another kind, must raise an
     InterpkitError when the explainer is made or first called; what did not, said in words."""
     failures = []
-    for name, parameter in inspect.signature(explainer_cls.__init__).parameters.items():
+    for name, parameter in inspect.signature(explainer_cls).parameters.items():
         for bad in _wrong_values(parameter.annotation):
             try:
                 explainer_cls(copy.deepcopy(model), **{**options, name: bad})(inputs, target)
