@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..errors import ModelChangedError
+from ..errors import InputError, ModelChangedError
 
 #: module classes from these packages are trusted not to write parameters or buffers in eval mode
 TRUSTED_MODULES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.", "timm.layers.", "timm.models.",
@@ -293,7 +293,7 @@ def evaluation(model: nn.Module, user_code: bool = False) -> Iterator[None]:
         snapshot = record.snapshot = ModelSnapshot(model, user_code)
         try:
             if any(snapshot.training):  # model.eval() walks every module's __setattr__: skip it when it would do nothing
-                model.eval()
+                _eval(model)
             if snapshot.guard is None:
                 yield
             else:
@@ -302,6 +302,14 @@ def evaluation(model: nn.Module, user_code: bool = False) -> Iterator[None]:
         finally:
             record.snapshot = None
             snapshot.restore()
+
+
+def _eval(model: nn.Module) -> None:
+    try:
+        model.eval()
+    except Exception as error:  # a model's own train() override: what it changed is restored by the caller
+        raise InputError(f"the model's eval() raised {type(error).__name__} ({error}); interpkit explains models in eval "
+                         "mode, so their train(False) must work") from error
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:

@@ -13,6 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import interpkit
 from interpkit import GradCAM, GuidedBackprop, ModelChangedError
 from interpkit.core import ModelSnapshot
 from interpkit.core import state as state_module
@@ -381,3 +382,18 @@ def test_no_undocumented_host_device_synchronisation(case, tmp_path):
         return
     sites = _sync_sites(work[case])
     assert sorted(sites) == (["check_finite", "score"] if case == "deletion" else ["check_finite"]), sites
+
+
+def test_a_model_whose_eval_raises_is_restored_and_refused_clearly():
+    class RefusesEval(nn.Sequential):
+        def train(self, mode=True):
+            self[0].training = mode  # changes a flag, then raises
+            if not mode:
+                raise RuntimeError("eval refused")
+            return super().train(mode)
+
+    model = RefusesEval(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).train()
+    before = ModelFingerprint.of(model)
+    with pytest.raises(interpkit.InputError, match=r"eval\(\) raised RuntimeError"):
+        GradCAM(model, layer="0")(torch.randn(1, 3, 8, 8))
+    assert_model_unchanged(before, model)

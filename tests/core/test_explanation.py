@@ -38,8 +38,9 @@ def test_overlay_shapes_and_inputs(small_cnn, images):
                           (floats.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
     with pytest.raises(InputError, match="colormap"):
         explanation.overlay(floats, colormap="rainbowz")
-    with pytest.raises(InputError, match="alpha"):
-        explanation.overlay(floats, alpha=2)
+    for bad in (2, "0.5", None, float("nan"), True):
+        with pytest.raises(InputError, match="alpha must be a number"):
+            explanation.overlay(floats, alpha=bad)
     with pytest.raises(InputError, match="3 images for 4"):
         explanation.overlay(floats[:3])
 
