@@ -173,3 +173,102 @@ def test_generic_attention_on_torchvision_and_huggingface_and_conformance():
     with torch.no_grad():
         torch.testing.assert_close(hf_maps.scores[:, 0], hf(pixel_values=images).logits[:, 1], rtol=1e-5, atol=1e-5)
     check_explainer(GenericAttention)
+
+
+def test_a_vit_without_a_class_token_is_read_at_the_patch_mean():
+    """timm's class_token=False, global_pool="avg": the output averages the patch tokens, so the
+    map is the mean of their rows, not token 0's row (a patch)."""
+    from interpkit_transformers import GenericAttention
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, num_classes=4, depth=2,
+                              class_token=False, global_pool="avg").eval()
+    for block in model.blocks:
+        block.attn.fused_attn = False
+    images = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
+    caught = []
+    handles = [b.attn.attn_drop.register_forward_hook(lambda m, i, o: caught.append(o.detach())) for b in model.blocks]
+    with torch.no_grad():
+        model(images)
+    for handle in handles:
+        handle.remove()
+    expected = _hand_rollout(caught).mean(dim=1).reshape(2, 1, 3, 3)
+    torch.testing.assert_close(AttentionRollout(model, upsample=False)(images).maps, expected, rtol=1e-4, atol=1e-6)
+    assert GenericAttention(model, upsample=False)(images, target=1).maps.shape == (2, 1, 3, 3)
+    with pytest.raises(interpkit.LayerError, match="no class token"):
+        AttentionRollout(model, readout="class_token")(images)
+    pooled = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, num_classes=4, depth=1,
+                               class_token=False, global_pool="map").eval()
+    with pytest.raises(interpkit.LayerError, match="global_pool='map'"):
+        AttentionRollout(pooled)(images)
+
+
+class _PaddedTokens(torch.nn.Module):
+    """A class token and 16 patch tokens of which the last 6 are padding the attention ignores."""
+
+    def __init__(self, float_mask: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.patches = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 8))
+        self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, 3)
+        mask = torch.zeros(1, 17, dtype=torch.bool)
+        mask[:, 11:] = True
+        self.register_buffer("mask", mask.float().masked_fill(mask, float("-inf")) if float_mask else mask)
+
+    def forward(self, x, need_weights=False):
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), self.patches(x).flatten(2).transpose(1, 2)], dim=1)
+        out, weights = self.attention(tokens, tokens, tokens, key_padding_mask=self.mask.expand(len(x), -1),
+                                      need_weights=need_weights, average_attn_weights=False)
+        logits = self.head((tokens + out)[:, 0])
+        return (logits, weights) if need_weights else logits
+
+
+@pytest.mark.parametrize("float_mask", [False, True])
+def test_a_key_padding_mask_is_applied_exactly(float_mask):
+    from interpkit_transformers import GenericAttention
+
+    model = _PaddedTokens(float_mask).eval()
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits, weights = model(images, need_weights=True)  # the module's own masked attention
+    expected = _hand_rollout([weights])[:, 0, 1:].reshape(2, 1, 4, 4)
+    ours = AttentionRollout(model, upsample=False)(images).maps
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+    assert (ours.flatten(1)[:, 10:] == 0).all()  # the ignored tokens get nothing
+    chefer = GenericAttention(model, upsample=False)(images, target=[0, 2])
+    torch.testing.assert_close(chefer.scores[:, 0], logits[torch.arange(2), torch.tensor([0, 2])])
+    assert (chefer.maps.flatten(1)[:, 10:] == 0).all()
+
+
+def test_other_attention_masks_are_refused():
+    from interpkit_transformers import GenericAttention
+
+    class Causal(_PaddedTokens):
+        def forward(self, x, need_weights=False):
+            tokens = torch.cat([self.cls.expand(len(x), -1, -1), self.patches(x).flatten(2).transpose(1, 2)], dim=1)
+            causal = torch.triu(torch.ones(17, 17, dtype=torch.bool), 1)
+            out, _ = self.attention(tokens, tokens, tokens, attn_mask=causal, need_weights=False)
+            return self.head((tokens + out)[:, 0])
+
+    images = torch.randn(1, 3, 16, 16)
+    for cls in (AttentionRollout, GenericAttention):
+        with pytest.raises(interpkit.LayerError, match="attn_mask"):
+            cls(Causal().eval())(images)
+
+
+def test_generic_attention_refuses_a_block_it_cannot_recompute_exactly():
+    from interpkit_transformers import GenericAttention
+
+    class Tempered(torch.nn.MultiheadAttention):  # looks like nn.MultiheadAttention, scales its output
+        def forward(self, *args, **kwargs):
+            out, weights = super().forward(*args, **kwargs)
+            return out * 1.5, weights
+
+    model = _PaddedTokens().eval()
+    tempered = Tempered(8, 2, batch_first=True)
+    tempered.load_state_dict(model.attention.state_dict())
+    model.attention = tempered
+    with pytest.raises(interpkit.LayerError, match="differs from the model's"):
+        GenericAttention(model)(torch.randn(1, 3, 16, 16))

@@ -5,8 +5,11 @@ Each attention block's input is captured during one forward and its attention re
 ``softmax(Q K^T / sqrt(d))`` from the block's own query and key projections, so fused attention
 kernels (which never expose the weights) are explained exactly. Per block the heads are fused
 (mean, max or min), the identity is added for the residual path, ``A' = 0.5 A + 0.5 I``, rows are
-renormalised, and the blocks are multiplied from the first to the last; the map is the class
-token's row over the patch tokens, on the patch grid or resized to the input.
+renormalised, and the blocks are multiplied from the first to the last; the map is the row of
+the token the model's output reads (the class token; the mean of the patch tokens' rows for a
+model that averages them) over the patch tokens, on the patch grid or resized to the input.
+A ``key_padding_mask`` of ``nn.MultiheadAttention`` is applied exactly; other attention masks
+are refused.
 """
 
 from __future__ import annotations
@@ -78,16 +81,23 @@ class AttentionRollout(Explainer):
     zeroes that fraction of the lowest attention weights of each fused map (the class token's
     own column kept) before the identity is added; ``layout`` reads the tokens (class token
     first, then a row-major grid; ``TokenGrid(prefix=...)`` for distillation or register tokens).
+    ``readout`` is the token the output reads: ``"class_token"`` (token 0), ``"mean"`` (the
+    patch tokens averaged, as timm's ``global_pool="avg"``), or ``"auto"``: timm's own
+    ``global_pool``, else the class token where the tokens have a prefix; a model without a class
+    token whose pooling is unknown is refused rather than read at a patch.
     """
 
     name = "attention_rollout"
     supports = frozenset({"tokens"})
 
     def __init__(self, model: nn.Module, head_fusion: str = "mean", discard_ratio: float = 0.0,
-                 upsample: bool = True, layout: TokenGrid | None = None) -> None:
+                 upsample: bool = True, layout: TokenGrid | None = None, readout: str = "auto") -> None:
         super().__init__(model)
         if head_fusion not in ("mean", "max", "min"):
             raise interpkit.InputError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
+        if readout not in ("auto", "class_token", "mean"):
+            raise interpkit.InputError(f"readout must be 'auto', 'class_token' or 'mean', got {readout!r}")
+        self.readout = readout
         self.discard_ratio = check_number("discard_ratio", discard_ratio, below=1)
         self.head_fusion, self.upsample = head_fusion, check_flag("upsample", upsample)
         self.layout = layout or TokenGrid()
@@ -102,6 +112,7 @@ class AttentionRollout(Explainer):
         handles = []
         for block in self.blocks:
             handles += _capture_queries_and_keys(block, queries_and_keys[block])
+            handles.append(block.register_forward_pre_hook(_keep_padding_mask(queries_and_keys[block]), with_kwargs=True))
         try:
             with torch.no_grad() if _plain(target) else contextlib.nullcontext():  # rollout needs no gradient
                 selection, _ = self.forward_with_targets(call)
@@ -109,30 +120,39 @@ class AttentionRollout(Explainer):
             for handle in handles:
                 handle.remove()
         with torch.no_grad():
-            rollout = self.rollout([(found["q"], found["k"]) for found in queries_and_keys.values() if found])
+            rollout = self.rollout([(found["q"], found["k"], found.get("mask")) for found in queries_and_keys.values()
+                                    if "q" in found])
         tokens = rollout.shape[-1]
         prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
-        flow = rollout[:, 0, prefix:prefix + int(torch.tensor(grid).prod())].reshape(len(inputs), 1, *grid)
+        flow = self.read(rollout, prefix)[:, prefix:prefix + int(torch.tensor(grid).prod())].reshape(len(inputs), 1, *grid)
         maps = flow.expand(-1, selection.indices.shape[1], *grid)
         if self.upsample:
             maps = upsample(maps.contiguous(), tuple(inputs.shape[2:]))
             return self.result(maps, selection, MapKind.INPUT_GRID)
         return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
 
+    def read(self, flows: torch.Tensor, prefix: int) -> torch.Tensor:
+        """The row (..., T) of ``flows`` (..., T, T) for the token the model's output reads."""
+        readout = self.readout if self.readout != "auto" else _pooling(self.model, prefix)
+        if readout == "class_token" and prefix == 0:
+            raise interpkit.LayerError(
+                "the tokens have no class token (no prefix before the patch grid), so the map cannot be read at token "
+                "0, which is a patch; pass readout='mean' if the model averages its patch tokens")
+        return flows[..., 0, :] if readout == "class_token" else flows[..., prefix:, :].mean(dim=-2)
+
     def attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Head-fused attention (N, T, T) of one block, recomputed from its input."""
         q, k = _projections(block, x.float())  # type: ignore[misc]
         return self.fused(q, k)
 
-    def fused(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """``softmax(Q K^T / sqrt(d))`` (N, heads, T, T) with the heads fused: (N, T, T)."""
-        weights = (q.float() @ k.float().transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)
-        return {"mean": weights.mean(1), "max": weights.amax(1), "min": weights.amin(1)}[self.head_fusion]
+    def fused(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``softmax(Q K^T / sqrt(d) + mask)`` (N, heads, T, T) with the heads fused: (N, T, T)."""
+        return _fuse(_attention(q.float(), k.float(), mask), self.head_fusion)
 
-    def rollout(self, queries_and_keys: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def rollout(self, queries_and_keys: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
         result = None
-        for q, k in queries_and_keys:
-            fused = self.fused(q, k)
+        for q, k, mask in queries_and_keys:
+            fused = self.fused(q, k, mask)
             if self.discard_ratio:
                 fused = _discard(fused, self.discard_ratio)
             eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
@@ -175,6 +195,62 @@ def _plain(target: TargetLike) -> bool:
     return target is None or isinstance(target, (int, str, torch.Tensor, list))
 
 
+def _fuse(weights: torch.Tensor, how: str) -> torch.Tensor:
+    return {"mean": weights.mean(1), "max": weights.amax(1), "min": weights.amin(1)}[how]
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``softmax(Q K^T / sqrt(d))`` (N, heads, T, T) with a key padding mask (N, T) applied as
+    nn.MultiheadAttention does: True (or -inf) keys get no weight."""
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if mask is not None:
+        padding = mask[:, None, None, :]
+        scores = scores.masked_fill(padding, float("-inf")) if mask.dtype == torch.bool else scores + padding.to(scores)
+    return scores.softmax(dim=-1)
+
+
+def _pooling(model: nn.Module, prefix: int) -> str:
+    """How the model reads its tokens: timm's ``global_pool`` where it has one, else the class
+    token (token 0) when the tokens have a prefix."""
+    pool = getattr(model, "global_pool", None)
+    if isinstance(pool, str) and hasattr(model, "num_prefix_tokens"):  # timm's vision transformers
+        if pool in ("token", "avg"):
+            return "class_token" if pool == "token" else "mean"
+        raise interpkit.LayerError(f"the model pools its tokens with global_pool={pool!r}, through which attention "
+                                   "flow is not defined; attention maps are read at the class token or the patch mean")
+    if prefix == 0:
+        raise interpkit.LayerError(
+            "the tokens have no class token, and how the model pools them is unknown, so the map cannot be read at "
+            "the token its output reads; pass readout='mean' if the model averages its patch tokens")
+    return "class_token"
+
+
+def _masks(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The block's key padding mask (nn.MultiheadAttention), or None; any other attention mask is
+    refused, because the recomputed attention would not be the model's."""
+    if isinstance(module, nn.MultiheadAttention):
+        names = ("key", "value", "key_padding_mask", "need_weights", "attn_mask")
+        given = {**dict(zip(names, args[1:])), **kwargs}
+        if given.get("attn_mask") is not None or given.get("is_causal"):
+            raise interpkit.LayerError("attention maps are recomputed without attn_mask or is_causal; a key padding mask "
+                                       "is applied exactly, other masks are refused")
+        return given.get("key_padding_mask")
+    masked = [name for name in ("attn_mask", "attention_mask", "head_mask", "is_causal") if kwargs.get(name) is not None
+              and kwargs.get(name) is not False]
+    if masked or any(isinstance(a, torch.Tensor) for a in args[1:]):
+        raise interpkit.LayerError(f"attention maps are recomputed without masks; this block was given "
+                                   f"{', '.join(masked) or 'more arguments than its input'}")
+    return None
+
+
+def _keep_padding_mask(found: dict[str, Any]) -> Any:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = _masks(module, args, kwargs)
+        if mask is not None and "mask" not in found:
+            found["mask"] = mask.detach()
+    return hook
+
+
 def _discard(fused: torch.Tensor, ratio: float) -> torch.Tensor:
     """Zero the lowest ``ratio`` of each map's weights, never those into the class token (column 0)."""
     flat = fused.flatten(1).clone()
@@ -195,17 +271,20 @@ class GenericAttention(AttentionRollout):
 
     name = "generic_attention"
 
-    def __init__(self, model: nn.Module, upsample: bool = True, layout: TokenGrid | None = None) -> None:
-        super().__init__(model, upsample=upsample, layout=layout)
+    def __init__(self, model: nn.Module, upsample: bool = True, layout: TokenGrid | None = None,
+                 readout: str = "auto") -> None:
+        super().__init__(model, upsample=upsample, layout=layout, readout=readout)
 
     def explain(self, call: Call) -> Explanation:
         inputs = call.x
         weights: list[torch.Tensor] = []
+        errors: list[torch.Tensor] = []
 
         def eager(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
             recomputed, attention = _eager_attention(module, x, args, kwargs, output)
             weights.append(attention)
+            errors.append(_relative_error(recomputed, output))
             return recomputed
 
         handles = [b.register_forward_hook(eager, with_kwargs=True) for b in self.blocks]
@@ -214,6 +293,12 @@ class GenericAttention(AttentionRollout):
         finally:
             for handle in handles:
                 handle.remove()
+        worst = float(torch.stack(errors).max()) if errors else 0.0  # one sync for every block
+        if worst > 1e-3:
+            raise interpkit.LayerError(
+                f"an attention block's output recomputed with explicit weights differs from the model's by {worst:.2g} "
+                "(relative): the block does something beyond softmax(QK^T/sqrt(d))V that this method does not "
+                "recompute, so its gradients would not be the model's")
         gradients = per_target_gradients(selection.scores, weights, selection.graph_elements)
         n, k = selection.scores.shape
         tokens = weights[0].shape[-1]
@@ -222,7 +307,7 @@ class GenericAttention(AttentionRollout):
             fused = (gradient * attention.detach().unsqueeze(1)).clamp_min(0).mean(dim=2)  # (N, K, T, T)
             relevance = relevance + fused @ relevance
         prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
-        maps = relevance[:, :, 0, prefix:prefix + int(torch.tensor(grid).prod())].reshape(n, k, *grid)
+        maps = self.read(relevance, prefix)[:, :, prefix:prefix + int(torch.tensor(grid).prod())].reshape(n, k, *grid)
         if self.upsample:
             return self.result(upsample(maps.contiguous(), tuple(inputs.shape[2:])), selection, MapKind.INPUT_GRID)
         return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
@@ -236,12 +321,12 @@ def _eager_attention(module: nn.Module, x: torch.Tensor, args: tuple, kwargs: di
     if projections is None:
         raise interpkit.LayerError(f"cannot recompute attention of {type(module).__name__}")
     q, k = projections
-    attention = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)
+    attention = _attention(q, k, _masks(module, args, kwargs))
     n, t, _ = x.shape
     if isinstance(module, nn.MultiheadAttention):
         key, value = (args[1], args[2]) if len(args) >= 3 else (kwargs.get("key"), kwargs.get("value"))
-        if key is not x or value is not x or kwargs.get("attn_mask") is not None:
-            raise interpkit.LayerError("generic attention explains self-attention without masks")
+        if key is not x or value is not x:
+            raise interpkit.LayerError("generic attention explains self-attention (query, key and value the same)")
         _, _, w_v = module.in_proj_weight.chunk(3)
         b_v = module.in_proj_bias.chunk(3)[2] if module.in_proj_bias is not None else None
         v = nn.functional.linear(x, w_v, b_v).reshape(n, t, module.num_heads, -1).transpose(1, 2)
@@ -261,6 +346,13 @@ def _eager_attention(module: nn.Module, x: torch.Tensor, args: tuple, kwargs: di
     v = value(x).reshape(n, t, q.shape[1], -1).transpose(1, 2)
     merged = out((attention @ v).transpose(1, 2).reshape(n, t, -1))
     return ((merged, attention) if isinstance(output, tuple) else merged), attention
+
+
+def _relative_error(recomputed: Any, output: Any) -> torch.Tensor:
+    """max |recomputed - output| / max |output| of the first tensors of two block outputs."""
+    first = [value[0] if isinstance(value, tuple) else value for value in (recomputed, output)]
+    difference = (first[0].detach() - first[1].detach()).abs().max()
+    return difference / first[1].detach().abs().max().clamp_min(1e-12)
 
 
 @interpkit.hookimpl
