@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..core import ModuleLike, evaluation, forward_hooks, model_device, resolve_layer
+from ..core.hooks import hooks_set_aside
 from ..errors import ReceptiveFieldError
 
 _NONE = np.iinfo(np.int64).max // 4  # an empty reach: [_NONE, -_NONE) takes part in no hull
@@ -169,7 +170,9 @@ def receptive_field(model: nn.Module, layer: ModuleLike | None, input_size: tupl
                     in_channels: int | None = None) -> ReceptiveField:
     """Trace the receptive fields of ``layer``'s output for an input of ``input_size`` (H, W).
 
-    Runs one forward of a zero image (batch 1, ``no_grad``, eval mode, model restored after).
+    Runs one forward of a zero image (batch 1, ``no_grad``, eval mode, model restored after);
+    without ``in_channels``, the first convolution the forward reaches is found first by forwards
+    stopped there, which the model's own hooks do not see.
     """
     if layer is None:
         raise ReceptiveFieldError("receptive_field needs a layer: a dotted name or a module")
@@ -232,7 +235,8 @@ def _first_in_channels(model: nn.Module, size: tuple[int, int], dtype: torch.dty
     for channels in dict.fromkeys(conv.in_channels for conv in convolutions):
         reached.clear()
         try:
-            with evaluation(model), forward_hooks(convolutions, stop, pre=True), torch.no_grad():
+            with evaluation(model), hooks_set_aside(model.modules()), forward_hooks(convolutions, stop, pre=True), \
+                    torch.no_grad():
                 model(torch.zeros(1, channels, *size, device=model_device(model), dtype=dtype))
         except _FirstConv:
             if reached[0].in_channels == channels:

@@ -33,6 +33,30 @@ def forward_hooks(modules: Iterable[nn.Module], hook: Callable[..., Any], pre: b
             handle.remove()
 
 
+_SET_ASIDE = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+              "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+
+
+@contextmanager
+def hooks_set_aside(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """The modules' own hooks set aside for the block, for a probe forward (choosing a layer,
+    finding input channels) that the user's hooks must not see: a user counting forwards counts
+    the explaining one only. Only modules with hooks are touched; their very hook dicts are put
+    back in ``finally``. Global module hooks stay: setting them aside would hide them from other
+    threads' models."""
+    kept = []
+    for module in modules:
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+            kept.append((module, {name: module.__dict__[name] for name in _SET_ASIDE}))
+            for name in _SET_ASIDE:
+                module.__dict__[name] = type(module.__dict__[name])()
+    try:
+        yield
+    finally:
+        for module, dicts in kept:
+            module.__dict__.update(dicts)
+
+
 class Captured(dict):
     """Layer outputs recorded during one forward, keyed by module, with call counts."""
 

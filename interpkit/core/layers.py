@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerError, LayerNotFoundError
-from .hooks import forward_hooks
+from .hooks import forward_hooks, hooks_set_aside
 from .inputs import ModelInputs
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, history_hint
 from .state import model_facts
@@ -182,7 +182,8 @@ class _Candidate:
 
 def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoice:
     """Choose the layer by the rule in this module's docstring, from one probe forward (and,
-    when ``score`` maps the output to (N,) scores, one backward) of the first sample, twice."""
+    when ``score`` maps the output to (N,) scores, one backward) of the first sample, twice,
+    with the model's own hooks set aside: they see only the explaining forward."""
     names = {module: name for module, name in model_facts(model).names.items() if name}
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module):
@@ -207,15 +208,16 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
         if layout is not None:
             candidates.append(_Candidate(module, output, layout, output._version))
 
-    with torch.enable_grad(), forward_hooks(names, hook):
-        output = probe.run(model)
-    usable = [c for c in candidates if calls[c.module] == 1]
-    if not usable:
-        raise LayerError(
-            "no layer of the model gives a per-sample grid lined up with the input; pass layer=... naming one, "
-            "with its layout if it is not channels first (TokenGrid(), ChannelsLast())"
-        )
-    depends = _depending(usable, output, score, input_grid)
+    with hooks_set_aside(model_facts(model).modules):  # the user's hooks see the explaining forward only
+        with torch.enable_grad(), forward_hooks(names, hook):
+            output = probe.run(model)
+        usable = [c for c in candidates if calls[c.module] == 1]
+        if not usable:
+            raise LayerError(
+                "no layer of the model gives a per-sample grid lined up with the input; pass layer=... naming one, "
+                "with its layout if it is not channels first (TokenGrid(), ChannelsLast())"
+            )
+        depends = _depending(usable, output, score, input_grid)
     kept = [c for c, positions in zip(usable, depends)
             if positions > 1 or (positions < 0 and _positions(c, input_grid) > 1)] or usable
     chosen = kept[-1]

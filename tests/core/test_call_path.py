@@ -397,3 +397,27 @@ def test_a_model_whose_eval_raises_is_restored_and_refused_clearly():
     with pytest.raises(interpkit.InputError, match=r"eval\(\) raised RuntimeError"):
         GradCAM(model, layer="0")(torch.randn(1, 3, 8, 8))
     assert_model_unchanged(before, model)
+
+
+def test_the_users_hooks_see_one_forward_when_the_layer_is_chosen():
+    """layer=None chooses from a probe forward the model's own hooks do not see: a user counting
+    forwards (and backwards) of the model and of a block counts the explaining ones only; the
+    hooks are the same objects after."""
+    from interpkit import receptive_field
+
+    model = torchvision.models.resnet18().eval()
+    counts = {"model": 0, "block": 0, "pre": 0, "backward": 0}
+    handles = [model.register_forward_hook(lambda *_: counts.__setitem__("model", counts["model"] + 1)),
+               model.layer3.register_forward_hook(lambda *_: counts.__setitem__("block", counts["block"] + 1)),
+               model.conv1.register_forward_pre_hook(lambda *_: counts.__setitem__("pre", counts["pre"] + 1)),
+               model.fc.register_full_backward_hook(lambda *_: counts.__setitem__("backward", counts["backward"] + 1))]
+    hooks_before = {name: dict(getattr(model.layer3, name)) for name in ("_forward_hooks", "_forward_pre_hooks")}
+    explanation = GradCAM(model)(torch.randn(2, 3, 64, 64), target=[1, 2])
+    assert explanation.layer == "layer4"
+    assert counts == {"model": 1, "block": 1, "pre": 1, "backward": 1}
+    assert {name: dict(getattr(model.layer3, name)) for name in hooks_before} == hooks_before
+    counts.update(model=0, pre=0)
+    receptive_field(model, "layer2", (64, 64))  # the input channels are found first, unseen
+    assert counts["model"] == 1 and counts["pre"] == 1
+    for handle in handles:
+        handle.remove()
