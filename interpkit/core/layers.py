@@ -108,9 +108,17 @@ _FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2
           nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
           nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
 _LAST = (nn.LayerNorm, nn.Linear, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-_PASS_ON = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Identity,
-            nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, torch.ao.quantization.FakeQuantizeBase,
-            torch.ao.quantization.ObserverBase)  # elementwise: the layout is the previous module's
+_PASS_ON = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+            torch.ao.quantization.FakeQuantizeBase, torch.ao.quantization.ObserverBase)  # the layout is the previous module's
+
+
+def _passes_on(module: nn.Module) -> bool:
+    """Modules whose output keeps its input's shape and layout: every activation of torch.nn
+    (PReLU, Softplus, Softmax over channels ...) but attention and GLU, dropout, quantisation stubs."""
+    if isinstance(module, _PASS_ON):
+        return True
+    return type(module).__module__ == "torch.nn.modules.activation" and not isinstance(module, (nn.MultiheadAttention,
+                                                                                                nn.GLU))
 
 
 def layout_hint(model: nn.Module, module: nn.Module) -> str | None:
@@ -123,7 +131,7 @@ def layout_hint(model: nn.Module, module: nn.Module) -> str | None:
             return "first"
         if isinstance(module, _LAST):
             return "last"
-        if isinstance(module, _PASS_ON):
+        if _passes_on(module):
             parent = parents.get(module)
             siblings = list(parent.children()) if isinstance(parent, nn.Sequential) else []
             if module not in siblings or siblings.index(module) == 0:

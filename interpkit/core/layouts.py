@@ -200,9 +200,11 @@ _FIRST_NODES = ("Convolution", "Pool", "BatchNorm", "GroupNorm")
 _LAST_NODES = ("LayerNorm", "Addmm", "Linear")
 # elementwise nodes: their output keeps the layout of their inputs
 _ELEMENTWISE_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "GeluBackward0", "SiluBackward0",
-                      "HardswishBackward0", "HardsigmoidBackward0", "LeakyReluBackward0", "EluBackward0",
-                      "MishBackward0", "SigmoidBackward0", "TanhBackward0", "MulBackward0", "AddBackward0",
-                      "NativeDropoutBackward0", "CloneBackward0"}
+                      "HardswishBackward0", "HardsigmoidBackward0", "LeakyReluBackward0", "EluBackward0", "CeluBackward0",
+                      "PreluKernelBackward0", "RreluWithNoiseBackward0", "SoftplusBackward0", "SoftshrinkBackward0",
+                      "HardshrinkBackward0", "LogSigmoidBackward0", "MishBackward0", "SigmoidBackward0", "TanhBackward0",
+                      "SoftmaxBackward0", "LogSoftmaxBackward0", "MulBackward0", "AddBackward0", "SubBackward0",
+                      "DivBackward0", "NativeDropoutBackward0", "CloneBackward0"}
 
 
 def history_hint(tensor: torch.Tensor) -> str | None:

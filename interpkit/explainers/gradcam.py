@@ -118,6 +118,8 @@ class GradCAM(LayerExplainer):
     def combine(self, weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         """``sum_c w_c * A_c`` for weights (N, K, C) or (N, K, C, *grid), or with
         ``eigen_smooth`` the first principal component of the terms ``w_c * A_c``."""
+        if weights.dtype != activation.dtype:  # scores of perturbed copies are float32, a half model's activations not
+            weights, activation = weights.float(), activation.float()
         if weights.dim() == 3 and not self.eigen_smooth:  # per channel: one batched matmul, no (N, K, C, *grid) tensor
             return (weights @ activation.flatten(2)).view(*weights.shape[:2], *activation.shape[2:])
         terms = weights.view(*weights.shape, *[1] * (activation.dim() - weights.dim() + 1)) * activation.unsqueeze(1)

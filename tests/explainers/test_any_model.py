@@ -368,6 +368,37 @@ def test_a_shape_preserving_module_keeps_its_producers_layout(cls):
         torch.testing.assert_close(maps, theirs)
 
 
+ACTIVATIONS = [nn.ReLU(), nn.PReLU(), nn.Softplus(), nn.CELU(), nn.SELU(), nn.Softsign(), nn.Mish(), nn.Hardsigmoid(),
+               nn.Tanhshrink(), nn.Softshrink(), nn.Hardshrink(), nn.LogSigmoid(), nn.RReLU(), nn.Threshold(0.1, 0.0),
+               nn.Softmax(dim=1), nn.LogSoftmax(dim=1)]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("in_sequential", [True, False])
+def test_every_activation_after_a_convolution_keeps_channels_first(activation, in_sequential):
+    """8 channels over an 8 x 8 grid: channels first and channels last both line up; the module
+    that made it (in a Sequential) or the output's autograd history (a hand-written forward) says which."""
+    torch.manual_seed(0)
+
+    class Hand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act, self.head = nn.Conv2d(3, 8, 4, stride=4), activation, nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.act(self.conv(x)).mean((2, 3)))
+
+    model = (nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), activation, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(8, 3)) if in_sequential else Hand()).eval()
+    layer = "1" if in_sequential else "act"
+    x = torch.randn(2, 3, 32, 32)
+    maps = GradCAM(model, layer=layer, upsample=False)(x, target=[0, 2]).maps
+    captum_attr = pytest.importorskip("captum.attr")
+    module = model.get_submodule(layer)
+    theirs = captum_attr.LayerGradCam(model, module).attribute(x, target=[0, 2], relu_attributions=True)
+    torch.testing.assert_close(maps, theirs, rtol=1e-4, atol=1e-6)
+
+
 def test_token_grids_with_registers_on_wide_inputs():
     timm = pytest.importorskip("timm")
     vit = _random_head(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(64, 96), reg_tokens=4,
@@ -380,3 +411,23 @@ def test_token_grids_with_registers_on_wide_inputs():
         TokenGrid(grid_size=(-4, 4))
     with pytest.raises(LayerError, match="dimension"):
         GradCAM(vit, layer=(auto.layer, TokenGrid(prefix=5, grid_size=(24,))))(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", interpkit.list_explainers())
+def test_every_explainer_takes_a_half_precision_model(name, dtype):
+    """A float16 or bfloat16 model is explained (maps in float32, close to the float32 model's
+    for the CAM family) or refused with an InterpkitError, never a raw dtype error."""
+    from interpkit.testing import ConvStack
+
+    torch.manual_seed(0)
+    model, x = ConvStack().eval(), torch.randn(2, 3, 20, 16)
+    cls = interpkit.get_explainer(name)
+    try:
+        reference = cls(model)(x, target=1).maps
+    except interpkit.InterpkitError:
+        return  # not defined for this model (attention maps)
+    half = cls(model.to(dtype))(x.to(dtype), target=1).maps
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    if "cam" in name and not name.startswith("guided"):  # input gradients flip with ReLU patterns in half precision
+        assert (half - reference).abs().max() <= 0.05 * reference.abs().max()

@@ -166,7 +166,7 @@ class ScoreCAM(_PerturbationCAM):
 
         def run(first: int, count: int) -> torch.Tensor:
             channels = masks[:, first:first + count].transpose(0, 1)  # (count, N, *grid): copy-major
-            masked = (inputs.unsqueeze(0) * channels.unsqueeze(2)).flatten(0, 1)
+            masked = (inputs.unsqueeze(0) * channels.unsqueeze(2).to(inputs.dtype)).flatten(0, 1)
             return score(call.model_inputs(masked).run(self.model), count)
 
         return self.copy_scores(inputs, found.activation.shape[1], run)

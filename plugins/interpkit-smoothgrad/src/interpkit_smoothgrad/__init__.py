@@ -110,7 +110,7 @@ class SmoothGrad(PathAverage):
         span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).view(1, -1, *[1] * (inputs.dim() - 1))
         weights = torch.full((self.samples,), 1.0 / self.samples)
         for part in _chunks(self.samples, self.chunk):
-            yield inputs.unsqueeze(0) + draws[part] * (self.noise * span), weights[part]
+            yield inputs.unsqueeze(0) + (draws[part] * (self.noise * span)).to(inputs.dtype), weights[part]
 
     def gradient_term(self, gradients: torch.Tensor) -> torch.Tensor:
         return gradients.square() if self.squared else gradients
