@@ -262,14 +262,26 @@ _MOVES_PIXELS = {torch.flip, torch.roll, torch.rot90, torch.transpose, torch.per
                  torch.Tensor.roll, torch.Tensor.transpose, torch.Tensor.permute, torch.Tensor.view,
                  torch.Tensor.reshape, torch.reshape, torch.Tensor.__getitem__, F.interpolate,
                  F.conv_transpose2d, torch.conv_transpose2d, F.grid_sample, F.pixel_shuffle,
-                 F.unfold, F.fold, torch.Tensor.unfold, torch.cumsum, torch.Tensor.cumsum,
-                 torch.softmax, torch.Tensor.softmax, F.softmax, torch.sort, torch.Tensor.sort,
+                 F.unfold, F.fold, torch.Tensor.unfold, torch.sort, torch.Tensor.sort, torch.argsort, torch.Tensor.argsort,
+                 torch.Tensor.rot90,
                  torch.movedim, torch.Tensor.movedim, torch.Tensor.swapaxes, torch.swapaxes, torch.swapdims,
                  torch.Tensor.swapdims, torch.einsum, torch.index_select, torch.Tensor.index_select, torch.gather,
                  torch.Tensor.gather, torch.take_along_dim, torch.Tensor.take_along_dim, torch.Tensor.scatter,
                  torch.scatter, torch.index_add, torch.Tensor.index_add, torch.Tensor.narrow, torch.narrow,
                  torch.Tensor.flatten, torch.flatten, torch.Tensor.unflatten, torch.Tensor.as_strided, torch.as_strided,
-                 torch.fft.fft2, torch.fft.rfft2, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
+                 torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
+                 *(getattr(torch.fft, name) for name in ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "irfft2",
+                                                         "fftn", "ifftn", "rfftn", "irfftn", "fftshift", "ifftshift"))}
+# ops along one dim: every position reads the whole axis (softmax, L2 normalisation) or the
+# positions before it (cumulative ops); along channels they are pointwise in space
+_ALONG_AXIS = {torch.softmax, torch.Tensor.softmax, F.softmax, torch.log_softmax, torch.Tensor.log_softmax, F.log_softmax,
+               F.softmin, F.normalize}
+_CUMULATIVE = {torch.cumsum, torch.Tensor.cumsum, torch.cumprod, torch.Tensor.cumprod, torch.cummax, torch.Tensor.cummax,
+               torch.cummin, torch.Tensor.cummin, torch.logcumsumexp, torch.Tensor.logcumsumexp}
+# normalisations whose statistics span the plane: every position reads all of it
+_PLANE_NORMS = {F.group_norm, torch.group_norm, F.instance_norm, torch.instance_norm}
+_LAYER_NORMS = {F.layer_norm, torch.layer_norm, F.rms_norm}
+_BATCH_NORMS = {F.batch_norm, torch.batch_norm}
 # properties that move pixels: the function seen is the descriptor's __get__
 _MOVING_PROPERTIES = {torch.Tensor.mT, torch.Tensor.mH, torch.Tensor.T, torch.Tensor.H}
 # padding modes whose padded values copy border pixels: a padded position reads pixel 0 (or the mirror)
@@ -350,7 +362,40 @@ class _Tracer(TorchFunctionMode):
                 f"receptive fields cannot be traced through '{name}' (it moves pixels); compute them up to "
                 "a layer before it"
             )
-        return _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], size, func)
+        field = _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], size, func)
+        mixed = _mixed_axes(func, args, kwargs)
+        if mixed is None:
+            return field
+        how, axes = mixed
+        spread = _prefix if how == "prefix" else (lambda axis: axis.collapse().broadcast(len(axis.lo)))
+        return (spread(field[0]) if 0 in axes else field[0], spread(field[1]) if 1 in axes else field[1])
+
+
+def _mixed_axes(func: Any, args: Sequence[Any], kwargs: dict) -> tuple[str, set[int]] | None:
+    """Which spatial axes (0 rows, 1 columns) an op that keeps the grid mixes, and how: each
+    position reads the ``"whole"`` axis, or the ``"prefix"`` before it (cumulative ops)."""
+    if func in _ALONG_AXIS or func in _CUMULATIVE:
+        dim = _arg(args, kwargs, 1, "dim", None)
+        if dim is None:
+            return ("whole", {0, 1})  # softmax's legacy implicit dim, or F.normalize's default: read it all
+        axes = {int(dim) % 4 - 2} & {0, 1}
+        return ("prefix" if func in _CUMULATIVE else "whole", axes) if axes else None
+    if func in _PLANE_NORMS:
+        return ("whole", {0, 1})
+    if func in _LAYER_NORMS:
+        shape = _arg(args, kwargs, 1, "normalized_shape", ())
+        return ("whole", {1} if len(tuple(shape)) == 1 else {0, 1})
+    if func in _BATCH_NORMS:
+        running = _arg(args, kwargs, 1 if func is F.batch_norm else 3, "running_mean", None)
+        training = _arg(args, kwargs, 5, "training", False)
+        return ("whole", {0, 1}) if training or running is None else None  # batch statistics span the plane
+    return None
+
+
+def _prefix(axis: Axis) -> Axis:
+    """Each position reading itself and every position before it."""
+    return Axis(np.minimum.accumulate(axis.lo), np.maximum.accumulate(axis.hi), np.minimum.accumulate(axis.reach_lo),
+                np.maximum.accumulate(axis.reach_hi), axis.step)
 
 
 def _is_map(value: Any) -> bool:

@@ -125,9 +125,24 @@ class Pad(nn.Module):
         return F.pad(x, self.pad)
 
 
+class AlongAxis(nn.Module):
+    """An op that keeps the grid but reads along one axis: softmax, cumulative sum, L2 norm."""
+
+    def __init__(self, op: str, dim: int) -> None:
+        super().__init__()
+        self.op, self.dim = op, dim
+
+    def forward(self, x):
+        if self.op == "softmax":
+            return x.softmax(dim=self.dim)
+        if self.op == "cumsum":
+            return x.cumsum(dim=self.dim)
+        return F.normalize(x, dim=self.dim)
+
+
 @st.composite
 def layers(draw, channels: int, relu: bool):
-    kinds = ["conv", "maxpool", "avgpool", "pad", "residual", "concat", "same"] + ["relu"] * relu
+    kinds = ["conv", "maxpool", "avgpool", "pad", "residual", "concat", "same", "norm", "along"] + ["relu"] * relu
     kind = draw(st.sampled_from(kinds))
     k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
@@ -145,6 +160,10 @@ def layers(draw, channels: int, relu: bool):
         return Pad(tuple(draw(st.integers(0, 2)) for _ in range(4)))
     if kind == "residual":
         return Residual(nn.Conv2d(channels, channels, k, padding="same"), relu)
+    if kind == "norm":
+        return draw(st.sampled_from([nn.GroupNorm(1, channels), nn.InstanceNorm2d(channels, affine=True)]))
+    if kind == "along":
+        return AlongAxis(draw(st.sampled_from(["softmax", "cumsum", "normalize"])), draw(st.sampled_from([1, 2, 3, -1])))
     if kind == "concat":
         return nn.Sequential(Concat(nn.Conv2d(channels, channels, k, padding="same"), nn.Identity()),
                              nn.Conv2d(2 * channels, channels, 1))
@@ -452,3 +471,35 @@ def test_clipped_boxes_are_exact_supports_at_every_unit(builder, layers, size):
 def test_symmetric_arch2_border_unit_from_the_issue():
     field = receptive_field(symmetric_arch2(), "6", (224, 224))
     assert field.box(6, 12) == (59, 155, 158, 254) and field.clipped_box(6, 12) == (59, 155, 158, 222)
+
+
+@pytest.mark.parametrize("norm", [nn.GroupNorm(2, 4), nn.InstanceNorm2d(4), nn.LayerNorm([4, 10, 10]),
+                                  nn.BatchNorm2d(4, track_running_stats=False)], ids=lambda m: type(m).__name__)
+def test_normalisations_over_the_plane_widen_the_field_to_it(norm):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), norm, nn.Conv2d(4, 4, 3))
+    assert receptive_field(model, "2", (10, 10)).clipped_box(0, 0) == (0, 0, 10, 10)
+    assert receptive_field(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3)),
+                           "2", (10, 10)).clipped_box(0, 0) == (0, 0, 4, 4)  # running statistics: pointwise
+
+
+class _ThenOp(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.conv, self.op, self.after = nn.Conv2d(3, 2, 3), op, nn.Identity()
+
+    def forward(self, x):
+        return self.after(self.op(self.conv(x)))
+
+
+def test_ops_along_an_axis():
+    """A cumulative op reads the positions before it, a softmax its whole axis, along channels
+    neither moves anything; rot90 moves pixels and is refused."""
+    def box(op):
+        return receptive_field(_ThenOp(op), "after", (10, 10)).clipped_box(0, 2)
+
+    assert box(lambda t: t) == (0, 2, 3, 5)
+    assert box(lambda t: t.cummax(dim=3).values) == (0, 0, 3, 5)
+    assert box(lambda t: t.softmax(dim=1)) == (0, 2, 3, 5)
+    assert box(lambda t: t.log_softmax(dim=2)) == (0, 2, 10, 5)
+    with pytest.raises(ReceptiveFieldError, match="rot90"):
+        box(lambda t: t.rot90(1, [2, 3]))
