@@ -24,7 +24,7 @@ from .gradients import per_target_gradients
 from .hooks import Captured, SavedElements, capture_outputs
 from .inputs import InputsLike, ModelInputs, model_inputs
 from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
-from .layouts import ChannelsFirst
+from .layouts import ChannelsFirst, stated
 from .maps import MapKind
 from .state import evaluation, model_facts
 from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
@@ -159,7 +159,8 @@ class Explainer:
                 else:
                     output = call.inputs.run(self.model)
             # the hooks are gone: a target callable may run the model again (even explain it) unseen
-            neuron_outputs = {n: (name, captured.output(m, name), self._default_layout(m))
+            neuron_outputs = {n: (name, captured.output(m, name),
+                                  stated(n.layout, self.model) if n.layout is not None else self._default_layout(m))
                               for n, (name, m) in neuron_layers.items()}
             selection = select_targets(target, output, len(x), neuron_outputs, tuple(x.shape[2:]))
         return replace(selection, graph_elements=per_sample * len(x)), captured

@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import LayerError, LayerNotFoundError
 from .hooks import forward_hooks, hooks_set_aside
 from .inputs import ModelInputs
-from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, history_hint
+from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, history_hint, stated, token_layout
 from .state import model_facts
 
 ModuleLike = Union[str, nn.Module]  # a dotted name or the submodule itself
@@ -98,6 +98,7 @@ def layer_choices(model: nn.Module, layer: Any) -> list[LayerChoice] | None:
         name, module = resolve_layer(model, named)
         if layout is None:  # checked to be channels first; the module may vouch for it
             layout = ChannelsFirst(checked=True, known=layout_hint(model, module) == "first")
+        layout = stated(layout, model)  # TokenGrid(): the prefix the model states, where it states one
         choices.append(LayerChoice(name, module, layout))
     if len({c.name for c in choices}) != len(choices):
         raise LayerError("the same layer is named twice in layer=[...]")
@@ -145,7 +146,8 @@ def layout_hint(model: nn.Module, module: nn.Module) -> str | None:
     return None
 
 
-def detect_layout(output: Any, input_grid: Sequence[int], batch: int, hint: str | None = None) -> Layout | None:
+def detect_layout(output: Any, input_grid: Sequence[int], batch: int, hint: str | None = None,
+                  tokens: TokenGrid = TokenGrid()) -> Layout | None:
     """The layout under which ``output`` is a per-sample grid lined up with the input, or None;
     where its shape alone allows several readings, the producing module's ``hint`` decides, and
     without one the output is not used."""
@@ -162,8 +164,8 @@ def detect_layout(output: Any, input_grid: Sequence[int], batch: int, hint: str 
         readings.append(ChannelsLast())
     if output.dim() == 3 and rank in (1, 2):
         try:
-            TokenGrid().resolve(shape[0], input_grid)
-            readings.append(TokenGrid())
+            tokens.resolve(shape[0], input_grid)
+            readings.append(tokens)
         except LayerError:
             pass
     if len(readings) == 1:
@@ -203,6 +205,7 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
             inputs.sample(0).run(model)  # an input that is no batch at all is the first thing to report
         raise LayerError("inputs (N, D) have no grid to map a layer onto; give the layer, or use an input-gradient "
                          "method such as GuidedBackprop")
+    tokens = token_layout(model)
     probe_input = torch.cat([primary[:1], primary[:1]]).requires_grad_(True)
     probe = inputs.sample(0).with_primary(probe_input)
     candidates: list[_Candidate] = []
@@ -212,7 +215,7 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
         calls[module] = calls.get(module, 0) + 1
         if isinstance(module, _NOT_FEATURES):
             return
-        layout = detect_layout(output, input_grid, 2, layout_hint(model, module))
+        layout = detect_layout(output, input_grid, 2, layout_hint(model, module), tokens)
         if layout is not None:
             candidates.append(_Candidate(module, output, layout, output._version))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import torch
 
@@ -88,7 +88,9 @@ class TokenGrid(Layout):
     """(N, tokens, D): ``prefix`` tokens (class, distillation, registers) then a row-major grid.
 
     With ``prefix="auto"`` and ``grid=None`` both are derived from the token count and the input
-    size: the grid must tile the input with one patch size. Give them when they cannot be.
+    size: the grid must tile the input with one patch size, and only one reading may do so. Give
+    them when they cannot be (``token_layout(model)`` reads them from timm, torchvision and
+    HuggingFace vision transformers).
     """
 
     prefix: Union[int, str] = "auto"
@@ -105,10 +107,10 @@ class TokenGrid(Layout):
                              f"not {self.grid_size!r}")
 
     def resolve(self, tokens: int, input_grid: Sequence[int], name: str = "") -> tuple[int, tuple[int, ...]]:
-        """(prefix, grid) for ``tokens`` tokens over ``input_grid``: the smallest prefix whose
+        """(prefix, grid) for ``tokens`` tokens over ``input_grid``: the one prefix whose
         remaining tokens are patches that tile the input exactly; else the one reading whose
-        patches tile it with a crop. A LayerError names the candidates when several cropped
-        readings fit, or both counts when none does."""
+        patches tile it with a crop. A LayerError names the candidates when several readings
+        fit, or both counts when none does."""
         if self.grid_size is not None and len(self.grid_size) != len(input_grid):
             raise LayerError(f"TokenGrid grid_size {self.grid_size} has {len(self.grid_size)} dimension(s), the "
                              f"input's grid {tuple(input_grid)} has {len(input_grid)}")
@@ -124,9 +126,9 @@ class TokenGrid(Layout):
                 grid = patch_grid(rest, input_grid, exact)
                 if grid is not None:
                     found.append((prefix, grid))
-            if found and (exact or len(found) == 1):
-                return found[0]  # exact tilings: the smallest prefix (class, distillation, registers)
-            if len(found) > 1:
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:  # 17 tokens over 48 x 48: a class token and 4 x 4, or 8 prefix tokens and 3 x 3
                 readings = ", ".join(f"prefix={p} with a {'x'.join(map(str, g))} grid" for p, g in found)
                 raise LayerError(f"layer '{name}' gives {tokens} tokens, which over the {tuple(input_grid)} input can "
                                  f"be read as {readings}; pass TokenGrid(prefix=..., grid_size=...)")
@@ -226,6 +228,28 @@ def history_hint(tensor: torch.Tensor) -> str | None:
         elif name in _ELEMENTWISE_NODES:
             stack.extend(parent for parent, _ in node.next_functions if parent is not None)
     return found.pop() if len(found) == 1 else None
+
+
+def token_layout(model: Any) -> TokenGrid:
+    """The token layout a vision transformer states: timm's ``num_prefix_tokens`` (class,
+    distillation and register tokens), torchvision's class token, HuggingFace ViT's class token
+    and DeiT's class and distillation tokens; ``TokenGrid()`` (derived from the counts) otherwise."""
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if isinstance(prefix, int) and not isinstance(prefix, bool):
+        return TokenGrid(prefix=prefix)
+    if type(model).__module__.startswith("torchvision.models.vision_transformer"):
+        return TokenGrid(prefix=1)
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind in ("vit", "deit"):  # DeiT's embeddings always carry a distillation token
+        return TokenGrid(prefix=2 if kind == "deit" else 1)
+    return TokenGrid()
+
+
+def stated(layout: Layout, model: Any) -> Layout:
+    """``layout``, with an automatic ``TokenGrid()`` replaced by the one the model states."""
+    if isinstance(layout, TokenGrid) and layout.prefix == "auto" and layout.grid_size is None:
+        return token_layout(model)
+    return layout
 
 
 LayoutLike = Union[Layout, None]

@@ -49,11 +49,12 @@ class Neuron:
 
     def score(self, activation: torch.Tensor, name: str, input_grid: tuple[int, ...] = (),
               default: Layout | None = None) -> torch.Tensor:
-        """The neuron's value for every sample, shape (N,); without its own layout a grid output
-        is read through ``default`` (a checked channels-first reading)."""
+        """The neuron's value for every sample, shape (N,), read through ``default``: the caller's
+        resolution of the neuron's own layout (an automatic ``TokenGrid()`` as the model states it)
+        or, without one, a checked channels-first reading."""
         if not isinstance(activation, torch.Tensor) or activation.dim() < 2:
             raise TargetError(f"layer '{name}' has no (N, C, ...) tensor output to pick a neuron from")
-        layout = self.layout
+        layout = default if self.layout is not None and default is not None else self.layout  # as the model states
         if layout is None and activation.dim() > 2 and input_grid:
             layout = default or ChannelsFirst(checked=True)  # a grid must provably be channels first
         if layout is not None:

@@ -234,10 +234,13 @@ def test_a_key_padding_mask_is_applied_exactly(float_mask):
     with torch.no_grad():
         logits, weights = model(images, need_weights=True)  # the module's own masked attention
     expected = _hand_rollout([weights])[:, 0, 1:].reshape(2, 1, 4, 4)
-    ours = AttentionRollout(model, upsample=False)(images).maps
+    layout = interpkit.TokenGrid(prefix=1)  # 17 tokens over 16 x 16 read also as 13 + 2 x 2 or 16 + 1 x 1
+    with pytest.raises(interpkit.LayerError, match="can be read as prefix=1 with a 4x4 grid, prefix=13"):
+        AttentionRollout(model)(images)
+    ours = AttentionRollout(model, upsample=False, layout=layout)(images).maps
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
     assert (ours.flatten(1)[:, 10:] == 0).all()  # the ignored tokens get nothing
-    chefer = GenericAttention(model, upsample=False)(images, target=[0, 2])
+    chefer = GenericAttention(model, upsample=False, layout=layout)(images, target=[0, 2])
     torch.testing.assert_close(chefer.scores[:, 0], logits[torch.arange(2), torch.tensor([0, 2])])
     assert (chefer.maps.flatten(1)[:, 10:] == 0).all()
 
@@ -272,3 +275,24 @@ def test_generic_attention_refuses_a_block_it_cannot_recompute_exactly():
     model.attention = tempered
     with pytest.raises(interpkit.LayerError, match="differs from the model's"):
         GenericAttention(model)(torch.randn(1, 3, 16, 16))
+
+
+def test_register_tokens_are_read_as_the_model_states_them():
+    """17 tokens over 48 x 48 are a class token and 4 x 4 patches, or 8 prefix tokens (class and
+    7 registers) and 3 x 3: timm says which; a bare TokenGrid() on an unknown model refuses."""
+    from interpkit import GradCAM, TokenGrid
+    from interpkit.core import token_layout
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, depth=2, num_classes=5,
+                              reg_tokens=7).eval()
+    assert token_layout(model) == TokenGrid(prefix=8)
+    images = torch.randn(2, 3, 48, 48)
+    chosen = GradCAM(model, upsample=False)(images, target=1)
+    explicit = GradCAM(model, layer=(chosen.layer, TokenGrid(prefix=8, grid_size=(3, 3))), upsample=False)(images, 1)
+    torch.testing.assert_close(chosen.maps, explicit.maps)
+    auto = GradCAM(model, layer=(chosen.layer, TokenGrid()), upsample=False)(images, target=1)
+    torch.testing.assert_close(auto.maps, explicit.maps)
+    assert AttentionRollout(model, upsample=False)(images).maps.shape == (2, 1, 3, 3)
+    with pytest.raises(interpkit.LayerError, match="prefix=1 with a 4x4 grid, prefix=8 with a 3x3 grid"):
+        TokenGrid().resolve(17, (48, 48))

@@ -22,7 +22,17 @@ from torch import nn
 
 import interpkit
 from interpkit import TokenGrid
-from interpkit.core import Call, Explainer, Explanation, MapKind, TargetLike, check_flag, check_number, per_target_gradients
+from interpkit.core import (
+    Call,
+    Explainer,
+    Explanation,
+    MapKind,
+    TargetLike,
+    check_flag,
+    check_number,
+    per_target_gradients,
+    token_layout,
+)
 from interpkit.explainers import upsample
 
 __version__ = "0.1.0"
@@ -100,7 +110,7 @@ class AttentionRollout(Explainer):
         self.readout = readout
         self.discard_ratio = check_number("discard_ratio", discard_ratio, below=1)
         self.head_fusion, self.upsample = head_fusion, check_flag("upsample", upsample)
-        self.layout = layout or TokenGrid()
+        self.layout = layout or token_layout(model)
         self.blocks = attention_modules(model)
         if not self.blocks:
             raise interpkit.LayerError("no attention module found: attention rollout explains torchvision, timm and "
