@@ -139,3 +139,22 @@ def test_noise_tunnel_batches_seeds_and_options(model, images):
                 {"method": "nope"}):
         with pytest.raises(interpkit.InterpkitError):
             NoiseTunnel(model, **bad)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"method": 1.5}, "method must be"), ({"method": None}, "method must be"), ({"method": int}, "method must be"),
+    ({"method": "gradcam", "bogus": 1}, "does not take these options"), ({"perturb": "no"}, "perturb must be a function"),
+])
+def test_noise_tunnel_refuses_what_it_cannot_wrap(options, words):
+    from interpkit.testing import ConvStack
+
+    with pytest.raises(interpkit.InputError, match=words):
+        interpkit.get_explainer("noise_tunnel")(ConvStack().eval(), **options)
+
+
+def test_noise_tunnel_refuses_a_perturbation_that_returns_no_copy():
+    from interpkit.testing import ConvStack
+
+    tunnel = interpkit.get_explainer("noise_tunnel")(ConvStack().eval(), perturb=lambda x, g: "noisy")
+    with pytest.raises(interpkit.InputError, match="perturb must return one noisy copy"):
+        tunnel(torch.randn(2, 3, 20, 16))

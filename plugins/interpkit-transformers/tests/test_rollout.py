@@ -296,3 +296,25 @@ def test_register_tokens_are_read_as_the_model_states_them():
     assert AttentionRollout(model, upsample=False)(images).maps.shape == (2, 1, 3, 3)
     with pytest.raises(interpkit.LayerError, match="prefix=1 with a 4x4 grid, prefix=8 with a 3x3 grid"):
         TokenGrid().resolve(17, (48, 48))
+
+
+@pytest.mark.parametrize("variant", ["cross", "bias_kv", "zero_attn"])
+def test_attention_that_is_not_over_the_tokens_alone_is_refused(variant):
+    from interpkit_transformers import GenericAttention
+
+    class Variant(_PaddedTokens):
+        def __init__(self):
+            super().__init__()
+            self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True, add_bias_kv=variant == "bias_kv",
+                                                         add_zero_attn=variant == "zero_attn")
+
+        def forward(self, x, need_weights=False):
+            tokens = torch.cat([self.cls.expand(len(x), -1, -1), self.patches(x).flatten(2).transpose(1, 2)], dim=1)
+            memory = tokens.flip(1) if variant == "cross" else tokens
+            out, _ = self.attention(tokens, memory, memory, need_weights=False)
+            return self.head((tokens + out)[:, 0])
+
+    layout = interpkit.TokenGrid(prefix=1)
+    for cls in (AttentionRollout, GenericAttention):
+        with pytest.raises(interpkit.LayerError, match="cross-attention" if variant == "cross" else "bias_kv"):
+            cls(Variant().eval(), layout=layout)(torch.randn(1, 3, 16, 16))

@@ -191,9 +191,16 @@ class NoiseTunnel(Explainer):
         check_int("seed", seed, minimum=0)
         check_int("max_batch", max_batch, none="every copy in one batch")
         cls = interpkit.get_explainer(method) if isinstance(method, str) else method
+        if not (isinstance(cls, type) and issubclass(cls, Explainer)):
+            raise InputError(f"method must be a registered explainer's name or an Explainer class, not {method!r}")
         if cls is NoiseTunnel:
             raise InputError("a noise tunnel wraps another explainer, not itself")
-        self.inner = cls(model, **options)
+        if perturb is not None and not callable(perturb):
+            raise InputError(f"perturb must be a function (inputs, generator) -> one noisy copy, not {perturb!r}")
+        try:
+            self.inner = cls(model, **options)
+        except TypeError as error:  # an option the wrapped explainer does not take
+            raise InputError(f"{cls.__name__} does not take these options ({error})") from None
         self.samples, self.stdev, self.kind, self.seed, self.max_batch = samples, stdev, kind, seed, max_batch
         self.perturb = perturb
 
@@ -223,10 +230,18 @@ class NoiseTunnel(Explainer):
         for first in range(0, self.samples, per_call):
             count = min(per_call, self.samples - first)
             if self.perturb is not None:
-                yield torch.cat([self.perturb(inputs, generator) for _ in range(count)])
+                yield torch.cat([self._perturbed(inputs, generator) for _ in range(count)])
             else:
                 draws = torch.randn((count, 1, *inputs.shape[1:]), generator=generator, device=inputs.device)
                 yield (inputs.unsqueeze(0) + self.stdev * draws.to(inputs.dtype)).flatten(0, 1)
+
+
+    def _perturbed(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        copy = self.perturb(inputs, generator)  # type: ignore[misc]
+        if not isinstance(copy, torch.Tensor) or copy.shape != inputs.shape:
+            shape = tuple(copy.shape) if isinstance(copy, torch.Tensor) else type(copy).__name__
+            raise InputError(f"perturb must return one noisy copy shaped as the inputs {tuple(inputs.shape)}, not {shape}")
+        return copy.to(inputs.dtype)
 
 
 @interpkit.hookimpl

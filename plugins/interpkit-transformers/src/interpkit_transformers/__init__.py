@@ -241,6 +241,13 @@ def _masks(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
     if isinstance(module, nn.MultiheadAttention):
         names = ("key", "value", "key_padding_mask", "need_weights", "attn_mask")
         given = {**dict(zip(names, args[1:])), **kwargs}
+        query = args[0] if args else kwargs.get("query")
+        if given.get("key") is not query or given.get("value") is not query:
+            raise interpkit.LayerError("attention maps explain self-attention: this nn.MultiheadAttention was called "
+                                       "with keys or values other than its queries (cross-attention)")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise interpkit.LayerError("attention maps are recomputed over the tokens alone; add_bias_kv and "
+                                       "add_zero_attn add keys that are not tokens")
         if given.get("attn_mask") is not None or given.get("is_causal"):
             raise interpkit.LayerError("attention maps are recomputed without attn_mask or is_causal; a key padding mask "
                                        "is applied exactly, other masks are refused")
