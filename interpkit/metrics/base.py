@@ -16,7 +16,18 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..core import Explanation, MapKind, check_finite, check_int, check_tensor, class_scores, evaluation, mixes_samples, upsample
+from ..core import (
+    Explanation,
+    MapKind,
+    ModelInputs,
+    check_finite,
+    check_int,
+    check_tensor,
+    class_scores,
+    evaluation,
+    mixes_samples,
+    upsample,
+)
 from ..errors import InputError
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> (B,) scores of its targets
@@ -92,17 +103,8 @@ class Metric:
                                  "Neuron), so the metric cannot know which class to score; pass targets=")
             targets = maps.targets[:, 0]
         if targets is None:
-            return torch.cat([class_scores(model(inputs[part])).argmax(dim=1) for part in chunks(n, max_batch)])
-        try:
-            indices = torch.as_tensor(targets, device=inputs.device)
-        except (TypeError, ValueError, RuntimeError):
-            raise InputError(f"targets must be class indices (an int, or one per sample), not {targets!r}") from None
-        if indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise InputError(f"targets must be class indices, not {indices.dtype}")
-        indices = indices.long().expand(n) if indices.dim() == 0 else indices.long()
-        if indices.shape != (n,):
-            raise InputError(f"targets must be one class index per sample (N = {n}), got shape {tuple(indices.shape)}")
-        return indices
+            return torch.cat([class_scores(_forward(model, inputs[part])).argmax(dim=1) for part in chunks(n, max_batch)])
+        return class_indices(targets, n, inputs.device)
 
     def _scorer(self, model: nn.Module, indices: torch.Tensor, max_batch: int, check_range: bool
                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -111,7 +113,7 @@ class Metric:
             nonlocal check_range
             parts = []
             for part in chunks(len(batch), max_batch):
-                logits = class_scores(model(batch[part])).float()  # half-precision models: scores in float32
+                logits = class_scores(_forward(model, batch[part])).float()  # half-precision models: scores in float32
                 if check_range:  # given classes, once per metric call (the model's own top classes need none)
                     check_range = False
                     if bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):
@@ -122,6 +124,25 @@ class Metric:
             return torch.cat(parts)
 
         return score
+
+
+def class_indices(targets: Any, n: int, device: torch.device) -> torch.Tensor:
+    """``targets`` (an int, or one class index per sample) as a LongTensor (N,), or an InputError."""
+    try:
+        indices = torch.as_tensor(targets, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"targets must be class indices (an int, or one per sample), not {targets!r}") from None
+    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        raise InputError(f"targets must be class indices, not {indices.dtype}")
+    indices = indices.long().expand(n) if indices.dim() == 0 else indices.long()
+    if indices.shape != (n,):
+        raise InputError(f"targets must be one class index per sample (N = {n}), got shape {tuple(indices.shape)}")
+    return indices
+
+
+def _forward(model: nn.Module, batch: torch.Tensor) -> Any:
+    """The model's output, its own failure reported as bad input (as the explainers do)."""
+    return ModelInputs(args=(batch,)).run(model)
 
 
 def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

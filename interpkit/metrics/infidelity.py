@@ -38,7 +38,9 @@ class Infidelity(Metric):
                  max_batch: int | None = None, score: str = "logit") -> None:
         super().__init__(max_batch=max_batch, score=score)
         check_int("samples", samples)
-        check_int("seed", seed, minimum=None)
+        check_int("seed", seed, minimum=0)
+        if perturbation is not None and not callable(perturbation):
+            raise InputError(f"perturbation must be a function such as interpkit.metrics.gaussian(), not {perturbation!r}")
         self.perturbation = perturbation or gaussian()
         self.samples, self.seed = samples, seed
 

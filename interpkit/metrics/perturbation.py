@@ -16,6 +16,21 @@ from .base import Metric, MetricResult, chunks
 Baseline = Any  # "zero", "blur", a number, or a tensor broadcastable to the inputs
 
 
+def check_baseline(baseline: Baseline, names: tuple[str, ...] = ("zero", "blur")) -> Baseline:
+    """A baseline option: one of ``names``, a finite number or a tensor of finite values."""
+    if isinstance(baseline, str):
+        if baseline not in names:
+            raise InputError(f"unknown baseline {baseline!r}; use {', '.join(map(repr, names))}, a number or a tensor")
+        return baseline
+    if isinstance(baseline, torch.Tensor):
+        if not baseline.is_floating_point() or not bool(torch.isfinite(baseline).all()):
+            raise InputError("a baseline tensor must hold finite floating values")
+        return baseline
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
+        raise InputError(f"baseline must be {', '.join(map(repr, names))}, a finite number or a tensor, not {baseline!r}")
+    return baseline
+
+
 def baseline_of(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     """What removed pixels become: zeros, the image blurred (Gaussian, kernel 11, sigma 5, as
     Petsiuk et al.), a constant, or a given tensor."""
@@ -49,7 +64,7 @@ class _RankedRemoval(Metric):
                  score: str = "probability") -> None:
         super().__init__(max_batch=max_batch, score=score)
         self.steps = check_int("steps", steps)
-        self.baseline = baseline
+        self.baseline = check_baseline(baseline)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:

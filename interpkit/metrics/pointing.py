@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core import Explanation, check_finite, check_flag, check_number, check_tensor
 from ..errors import InputError
-from .base import Metric, MetricResult
+from .base import Metric, MetricResult, class_indices
 
 
 class PointingGame(Metric):
@@ -32,6 +32,8 @@ class PointingGame(Metric):
                  targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
         """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
         inputs = check_tensor(inputs, model, finite=False)
+        if targets is not None:
+            class_indices(targets, len(inputs), inputs.device)  # checked as elsewhere, though the masks decide
         if inputs.dim() < 3:
             raise InputError(f"the pointing game points into the input's grid: inputs {tuple(inputs.shape)} have none "
                              "(it needs (N, C, *grid))")

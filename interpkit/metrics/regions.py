@@ -13,7 +13,7 @@ from torch import nn
 from ..core import check_int
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
-from .perturbation import baseline_of
+from .perturbation import baseline_of, check_baseline
 
 
 class RegionPerturbation(Metric):
@@ -33,7 +33,8 @@ class RegionPerturbation(Metric):
             check_int(label, value)
         if order not in ("morf", "lerf"):
             raise InputError(f"order must be 'morf' (most relevant first) or 'lerf', not {order!r}")
-        self.patch_size, self.regions, self.order, self.baseline = patch_size, regions, order, baseline
+        self.patch_size, self.regions, self.order = patch_size, regions, order
+        self.baseline = check_baseline(baseline, ("black", "zero", "blur"))
 
     @property
     def higher_is_better(self) -> bool:  # type: ignore[override]

@@ -74,10 +74,11 @@ class ROAD(Metric):
         super().__init__(max_batch=max_batch, score=score)
         if order not in ("morf", "lerf", "combined"):
             raise InputError(f"order must be 'morf', 'lerf' or 'combined', not {order!r}")
-        if not fractions or not all(isinstance(f, (int, float)) and 0 < f < 1 for f in fractions):
+        if not isinstance(fractions, (list, tuple)) or not fractions or not all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in fractions):
             raise InputError(f"fractions must lie strictly between 0 and 1, got {fractions!r}")
         check_number("noise", noise)
-        check_int("seed", seed, minimum=None)
+        check_int("seed", seed, minimum=0)
         self.order, self.fractions, self.noise, self.seed = order, tuple(float(f) for f in fractions), noise, seed
 
     @property

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..core import Explainer, TargetLike, check_tensor, evaluation
+from ..core import Explainer, ModelInputs, TargetLike, check_tensor, evaluation
 from ..errors import InputError
 
 
@@ -88,7 +88,7 @@ def _top_down(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, nn.Modu
     handles = [m.register_forward_hook(lambda m, i, o: order.append(m) if m not in order else None) for m in names]
     try:
         with evaluation(model), torch.no_grad():
-            model(inputs[:1])
+            ModelInputs(args=(inputs[:1],)).run(model)  # its own failure reported as bad input
     finally:
         for handle in handles:
             handle.remove()

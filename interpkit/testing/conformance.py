@@ -181,11 +181,18 @@ def _bad_options(explainer_cls: type, options: dict[str, Any], model: nn.Module,
                  target: Any) -> list[str]:
     """Each option annotated bool, int or float, given a value of another kind, must raise an
     InterpkitError when the explainer is made or first called; what did not, said in words."""
+    return wrong_options(explainer_cls, lambda **given: explainer_cls(copy.deepcopy(model), **{**options, **given})(
+        inputs, target))
+
+
+def wrong_options(cls: type, make_and_call: Callable[..., Any]) -> list[str]:
+    """For each option of ``cls`` annotated bool, int or float, ``make_and_call(option=value)``
+    with values of the wrong kind must raise an InterpkitError; what did not, said in words."""
     failures = []
-    for name, parameter in inspect.signature(explainer_cls).parameters.items():
+    for name, parameter in inspect.signature(cls).parameters.items():
         for bad in _wrong_values(parameter.annotation):
             try:
-                explainer_cls(copy.deepcopy(model), **{**options, name: bad})(inputs, target)
+                make_and_call(**{name: bad})
             except InterpkitError:
                 continue
             except Exception as error:

@@ -10,6 +10,7 @@ import torch
 from ..core import Explanation, MapKind
 from ..errors import InputError
 from ..metrics import MetricResult
+from .conformance import wrong_options
 from .fingerprint import ModelFingerprint
 from .models import ConvStack
 
@@ -18,7 +19,9 @@ def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, bat
     """Check ``metric_cls(**options)`` on a small model: a ``MetricResult`` with per-sample
     scores (N,) (and curves (N, steps) when given) on the model's device; the model exactly
     restored; no forward larger than ``max_batch``; the same result twice; ``InputError`` for
-    maps that do not align with the inputs. Raises AssertionError naming the first failure."""
+    maps that do not align with the inputs; an ``InterpkitError`` for options of the wrong kind
+    (each option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"`` or NaN). Raises
+    AssertionError naming the first failure."""
     torch.manual_seed(seed)
     model = ConvStack().train()
     inputs = torch.randn(batch, 3, 12, 10, generator=torch.Generator().manual_seed(seed))
@@ -45,6 +48,9 @@ def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, bat
         assert result.curves.shape[1] == len(result.fractions), "curves and fractions differ in length"
     assert not batched or max(sizes, default=0) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
     assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
+    wrong = wrong_options(metric_cls, lambda **given: metric_cls(**{**dict(options or {}), **given})(
+        model, inputs, maps, **extra))
+    assert not wrong, f"{metric_cls.__name__} options of the wrong kind: {'; '.join(wrong)}"
     for bad in (maps[:, :6], maps[:1], torch.rand(batch, 2, 12, 10)):
         try:
             metric(model, inputs, bad, **extra)

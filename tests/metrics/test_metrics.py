@@ -372,3 +372,27 @@ def test_the_pointing_game_refuses_inputs_without_a_grid():
     with pytest.raises(InputError, match="points into the input's grid"):
         interpkit.get_metric("pointing_game")()(model, torch.randn(2, 6), torch.randn(2, 6),
                                                 masks=torch.ones(2, 6, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: Deletion(baseline=None), "baseline must be"), (lambda: Deletion(baseline=float("nan")), "finite"),
+    (lambda: Insertion(baseline=float("inf")), "finite"), (lambda: Deletion(baseline=True), "baseline must be"),
+    (lambda: Deletion(baseline=[1]), "baseline must be"), (lambda: Deletion(baseline="black"), "unknown baseline"),
+    (lambda: interpkit.get_metric("region_perturbation")(baseline=None), "baseline must be"),
+    (lambda: Deletion(baseline=torch.tensor(float("nan"))), "finite"),
+    (lambda: interpkit.get_metric("infidelity")(perturbation="no"), "perturbation must be a function"),
+    (lambda: interpkit.get_metric("infidelity")(seed=-1), "seed"),
+    (lambda: interpkit.get_metric("road")(fractions=1.5), "fractions"),
+    (lambda: interpkit.get_metric("road")(fractions=[True]), "fractions"),
+])
+def test_metric_options_of_the_wrong_kind_are_refused(make, words):
+    with pytest.raises(InputError, match=words):
+        make()
+
+
+def test_the_models_own_failure_is_reported_as_bad_input_and_targets_are_checked(small_cnn, images):
+    with pytest.raises(InputError, match="the model's forward failed"):
+        Deletion()(small_cnn, images[:, :2], torch.rand(len(images), 32, 32))  # two channels for a 3-channel model
+    with pytest.raises(InputError, match="class indices"):
+        interpkit.get_metric("pointing_game")()(small_cnn, images, torch.rand(len(images), 32, 32), targets=1.5,
+                                                masks=torch.ones(len(images), 32, 32, dtype=torch.bool))
