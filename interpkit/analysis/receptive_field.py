@@ -110,6 +110,8 @@ class ReceptiveField:
 
     def _check(self, y: int, x: int) -> None:
         h, w = self.grid_size
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (y, x)):
+            raise ReceptiveFieldError(f"a unit is given by int positions (y, x), not ({y!r}, {x!r})")
         if not (0 <= y < h and 0 <= x < w):
             raise ReceptiveFieldError(f"unit ({y}, {x}) is outside layer '{self.layer}' grid of {h} x {w}")
 
@@ -129,8 +131,13 @@ class ReceptiveField:
     def boxes(self, positions: torch.Tensor, clipped: bool = True) -> torch.Tensor:
         """Boxes (..., 4) for integer positions (..., 2) given as (y, x), on the positions' device:
         exact supports (``clipped_box``) or theoretical fields (``box``)."""
+        if not isinstance(positions, torch.Tensor) or positions.shape[-1:] != (2,) or positions.is_floating_point():
+            raise ReceptiveFieldError("positions must be an integer tensor (..., 2) of (y, x)")
         flat = positions.reshape(-1, 2).cpu().numpy()
         ys, xs = flat[:, 0], flat[:, 1]
+        h, w = self.grid_size
+        if len(flat) and not ((0 <= ys).all() and (ys < h).all() and (0 <= xs).all() and (xs < w).all()):
+            raise ReceptiveFieldError(f"positions must lie in layer '{self.layer}' grid of {h} x {w}")
         if clipped:
             out = self._reach(ys, xs)
         else:
@@ -178,8 +185,10 @@ def receptive_field(model: nn.Module, layer: ModuleLike | None, input_size: tupl
         raise ReceptiveFieldError("receptive_field needs a layer: a dotted name or a module")
     name, module = resolve_layer(model, layer)
     height, width = _size(input_size)
+    if in_channels is not None and (isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1):
+        raise ReceptiveFieldError(f"in_channels must be a positive int or None (found from the model), not {in_channels!r}")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    channels = in_channels or _first_in_channels(model, (height, width), dtype)
+    channels = in_channels if in_channels is not None else _first_in_channels(model, (height, width), dtype)
     image = torch.zeros(1, channels, height, width, device=model_device(model), dtype=dtype)
     tracer = _Tracer()
     tracer.track(image, (Axis.identity(height), Axis.identity(width)))

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .maps import MapKind, display, normalize_maps
 
 
@@ -47,7 +48,10 @@ class Explanation:
 
     def save(self, out_dir: str | Path, colormap: int | str = "jet") -> list[Path]:
         """Write one colour-mapped PNG per map into ``out_dir``; returns the paths."""
-        return display().save_maps(self, out_dir, colormap=colormap)
+        try:
+            return display().save_maps(self, out_dir, colormap=colormap)
+        except OSError as error:  # a folder that cannot be made or written
+            raise InputError(f"cannot write the maps into {out_dir}: {error.strerror or error}") from None
 
     def cpu(self) -> "Explanation":
         """A copy with every tensor on the CPU."""

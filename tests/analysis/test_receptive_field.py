@@ -503,3 +503,16 @@ def test_ops_along_an_axis():
     assert box(lambda t: t.log_softmax(dim=2)) == (0, 2, 10, 5)
     with pytest.raises(ReceptiveFieldError, match="rot90"):
         box(lambda t: t.rot90(1, [2, 3]))
+
+
+def test_bad_arguments_raise_receptive_field_errors(small_cnn):
+    for channels in (1.5, "a", -1, 0, True):
+        with pytest.raises(ReceptiveFieldError, match="in_channels"):
+            receptive_field(small_cnn, "features.1", (16, 16), in_channels=channels)
+    field = receptive_field(small_cnn, "features.1", (16, 16))
+    for y, x in ((1.5, 0), ("a", 0), (True, 0)):
+        with pytest.raises(ReceptiveFieldError, match="int positions"):
+            field.clipped_box(y, x)
+    for positions in (torch.tensor([[99, 0]]), torch.tensor([[-1, 0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([1, 2, 3])):
+        with pytest.raises(ReceptiveFieldError, match="positions"):
+            field.boxes(positions)

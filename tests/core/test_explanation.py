@@ -82,3 +82,11 @@ def test_cpu_and_numpy(small_cnn, images):
     arrays_ = explanation.numpy()
     assert arrays_["maps"].shape == (4, 1, 32, 32) and arrays_["layer"] == "features.5"
     assert explanation.cpu().maps.device.type == "cpu"
+
+
+def test_saving_where_nothing_can_be_written_is_bad_input(small_cnn, images, tmp_path):
+    explanation = GradCAM(small_cnn)(images[:1])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="cannot write the maps"):
+        explanation.save(blocker / "maps")
