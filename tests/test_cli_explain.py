@@ -185,3 +185,41 @@ def test_output_names_are_unique_within_a_run(folders, monkeypatch):
         assert code == 0 and all(r["status"] == "done" for r in rows.values())
         outputs = [o for r in rows.values() for o in r["outputs"]]
         assert len(outputs) == len(set(outputs)) == 10  # an overlay and the maps per input, none shared
+
+
+def test_store_mode_refuses_a_layer_for_a_method_without_one_and_bad_workers(folders, capsys):
+    from interpkit.cli.main import main
+
+    base = ["explain", "--model", "caltech5_arch2", "--data", str(folders / "dupA"), "--no-progress"]
+    for extra, words in ((["--method", "guided_backprop", "--layer", "features.1"], "takes no layer"),
+                         (["--workers", "-1"], "num_workers")):
+        assert main([*base, "--out", str(folders / "s"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1 and not (folders / "s").exists()
+
+
+def test_overwrite_never_replaces_another_inputs_outputs_from_an_earlier_run(folders, monkeypatch):
+    from interpkit.cli.main import main
+
+    out = folders / "G"
+    args = ["--model", "caltech5_arch2", "--out", str(out), "--no-progress"]
+    monkeypatch.chdir(folders / "dupA")
+    assert main(["explain", "x.jpg", *args]) == 0
+    first = (out / "x_gradcam.npy").read_bytes()
+    monkeypatch.chdir(folders / "dupB")
+    assert main(["explain", "x.jpg", *args, "--overwrite"]) == 1  # same name, another image
+    assert (out / "x_gradcam.npy").read_bytes() == first
+    rows = {r["path"]: r for r in json.loads((out / "manifest.json").read_text())}
+    assert rows[str(folders / "dupA" / "x.jpg")]["status"] == "done"
+    failed = rows[str(folders / "dupB" / "x.jpg")]
+    assert failed["status"] == "failed" and "output of another input" in failed["reason"]
+
+
+def test_a_very_thin_image_is_explained(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from interpkit.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (2, 5000), (120, 30, 200)).save("thin.png")
+    assert main(["explain", "thin.png", "--model", "caltech5_arch2", "--out", "o", "--no-progress"]) == 0

@@ -225,3 +225,120 @@ def test_datasets_the_store_cannot_take_are_refused_before_writing(tmp_path, dat
     with pytest.raises(InputError, match=message):
         _explain(tmp_path / "s", data=data)
     assert not (tmp_path / "s").exists()
+
+
+# ---- a second adversarial pass --------------------------------------------------------------
+
+def _linked_folder(root, layout):
+    """Class folders of symlinks into one pool of images: {class: [pool indices]}."""
+    pool = sorted((bundled_root() / "bonsai").glob("*.jpg"))
+    for name, picks in layout.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in picks:
+            (root / name / f"img{k}.jpg").symlink_to(pool[k])
+
+
+def test_relabelling_through_symlinks_is_other_data(tmp_path):
+    transform = interpkit.data.ImageTransform((32, 32))
+    _linked_folder(tmp_path / "d", {"bonsai": [0, 1], "sunflower": [2, 3]})
+    options = dict(transform=transform, batch_size=2, shard_size=2, progress=False, target="labels")
+    explain_dataset(GradCAM(_model()), tmp_path / "d", tmp_path / "s", **options)
+    shutil.rmtree(tmp_path / "d")
+    _linked_folder(tmp_path / "d", {"bonsai": [0], "sunflower": [1, 2, 3]})  # the same images in the same order
+    with pytest.raises(InputError, match="other files"):
+        explain_dataset(GradCAM(_model()), tmp_path / "d", tmp_path / "s", resume=True, **options)
+
+
+def test_symlinked_class_folders_are_followed(tmp_path):
+    _linked_folder(tmp_path / "real", {"bonsai": [0, 1, 2]})
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "bonsai").symlink_to(tmp_path / "real" / "bonsai", target_is_directory=True)
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d", target_is_directory=True)  # followed once, not for ever
+    assert len(interpkit.data.images.image_files(tmp_path / "d")) == 3
+
+
+def test_a_data_folder_with_manifests_of_its_own_is_not_taken_for_explains_output(tmp_path):
+    _linked_folder(tmp_path / "d", {"bonsai": [0, 1]})
+    (tmp_path / "d" / "bonsai" / "manifest.csv").write_text("a,b\n")
+    (tmp_path / "d" / "bonsai" / "manifest.json").write_text('{"not": "interpkit"}')
+    assert len(interpkit.data.images.image_files(tmp_path / "d")) == 2
+
+
+class _Labelled(Dataset):
+    def __init__(self, labels, inputs=None):
+        self.labels_, self.inputs = labels, inputs or {}
+
+    def __len__(self):
+        return len(self.labels_)
+
+    def __getitem__(self, index):
+        x = self.inputs.get(index, torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(index)))
+        return x, self.labels_[index]
+
+
+def test_numpy_labels_are_part_of_the_data(tmp_path):
+    _explain(tmp_path / "s", data=_Labelled([np.int64(0)] * 6), target="labels")
+    with pytest.raises(InputError, match="other data"):
+        _explain(tmp_path / "s", data=_Labelled([np.int64(1)] * 6), target="labels", resume=True)
+
+
+def test_one_bad_sample_is_recorded_and_the_run_goes_on(tmp_path):
+    labels = [0, 1, 2, 2.7, 1, 99, True, 0]
+    inputs = {1: torch.full((3, 32, 32), float("nan")), 2: np.zeros((3, 32, 32), np.float32), 7: None}
+    store = _explain(tmp_path / "s", data=_Labelled(labels, inputs), target="labels", batch_size=4, shard_size=4)
+    failed = {f["index"]: f["reason"] for f in store.failures}
+    assert set(failed) == {1, 2, 3, 5, 6, 7}, failed
+    assert "NaN" in failed[1] and "ndarray" in failed[2] and "2.7" in failed[3] and "99" in failed[5]
+    assert store.array("valid").tolist() == [True, False, False, False, True, False, False, False]
+    assert store.array("targets")[[0, 4], 0].tolist() == [0, 1]
+
+
+def test_arguments_that_cannot_work_are_refused_before_writing(tmp_path):
+    for options, words in [({"num_workers": -1}, "num_workers"), ({"num_workers": "2"}, "num_workers"),
+                           ({"transform": interpkit.data.ImageTransform()}, "transform")]:
+        with pytest.raises(InputError, match=words):
+            _explain(tmp_path / "s", **options)
+        assert not (tmp_path / "s").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="is a file"):
+        _explain(tmp_path / "file")
+    assert len(_explain(tmp_path / "t", batch_size=np.int64(2))) == 6
+
+
+def test_hand_edited_manifests_are_refused_in_words(tmp_path):
+    out = tmp_path / "s"
+    _explain(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "dataset": "x"}))
+    with pytest.raises(InputError, match="dataset"):
+        _explain(out, resume=True)
+    (out / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "shard_size"}))
+    with pytest.raises(InputError, match="damaged"):
+        read_store(out)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "shards" / "00000000-00000004" / "failures.json").write_text("{}")
+    assert not interpkit.dataset.store.shard_done(out, 0, 4)
+
+
+class Halve:
+    """A transform with Python's default repr (its address differs in every process)."""
+
+    def __init__(self, factor=0.5):
+        self.factor = factor
+
+    def __call__(self, image):
+        return interpkit.data.ImageTransform((32, 32))(image) * self.factor
+
+
+def test_resuming_in_a_new_process_and_with_the_layer_spelled_otherwise_is_accepted(two_classes):
+    model = _model()
+    options = dict(batch_size=2, shard_size=2, progress=False)
+    first = explain_dataset(GradCAM(model, layer="features.3"), two_classes / "data", two_classes / "s",
+                            transform=Halve(), **options)
+    shutil.rmtree(first.path / "shards" / "00000002-00000004")
+    again = explain_dataset(GradCAM(model, layer=model.features[3]), two_classes / "data", two_classes / "s",
+                            transform=Halve(), resume=True, **options)
+    assert again.array("valid").all()
+    with pytest.raises(InputError, match="factor"):
+        explain_dataset(GradCAM(model, layer="features.3"), two_classes / "data", two_classes / "s",
+                        transform=Halve(0.25), resume=True, **options)

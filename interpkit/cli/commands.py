@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..analysis import feature_maps
-from ..core import parse_device
+from ..core import Explainer, LayerExplainer, parse_device
 from ..data import ImageTransform, read_image
-from ..errors import InputError, TargetError, WeightsError
-from ..registry import get_model, get_weights
+from ..errors import InputError, LayerNotFoundError, TargetError, WeightsError
+from ..registry import get_explainer, get_model, get_weights
 from ..zoo import WeightsFile
 from .arguments import comma_names
 
@@ -73,3 +73,18 @@ def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model:
             np.save(path.with_suffix(".npy"), activation.cpu().numpy())
             written += [path, path.with_suffix(".npy")]
     return written
+
+
+def make_explainer(network: torch.nn.Module, method: str, layer: str | None) -> Explainer:
+    """The registered ``method`` on ``network``, with ``layer`` where it takes one (refused where not)."""
+    cls = get_explainer(method)
+    if layer is None:
+        return cls(network)
+    if not issubclass(cls, LayerExplainer):
+        raise InputError(f"method '{method}' takes no layer; drop --layer")
+    try:
+        return cls(network, layer=layer)
+    except LayerNotFoundError:
+        names = [n for n, _ in network.named_modules() if n]
+        raise LayerNotFoundError(f"--layer {layer}: the model has no such layer; its layers are "
+                                 f"{', '.join(names[:40])}{' ...' if len(names) > 40 else ''}") from None

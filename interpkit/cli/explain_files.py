@@ -24,16 +24,15 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from ..core import Explainer, Explanation, LayerExplainer, MapKind
+from ..core import Explainer, Explanation, MapKind
 from ..data import read_image
 from ..data.images import image_files
 from ..data.transforms import resize_uint8
-from ..errors import InputError, InterpkitError, LayerNotFoundError
+from ..errors import InputError, InterpkitError
 from ..explainers import PatchExplanation
 from ..files import replacing, write_text
-from ..registry import get_explainer
 from ..viz import gradient_images, overlay_maps, plot_patch, to_uint8_images, write_png
-from .commands import load_model, parse_target
+from .commands import load_model, make_explainer, parse_target
 
 MAX_DISPLAY_SIDE = 640  # overlays are drawn on the image at its own aspect ratio, at most this large
 
@@ -42,7 +41,8 @@ MAX_DISPLAY_SIDE = 640  # overlays are drawn on the image at its own aspect rati
 class ImageRecord:
     """What happened to one input image."""
 
-    input: str
+    input: str  # as given
+    path: str = ""  # absolute: the same name given from another folder is another input
     status: str = "pending"  # "done", "failed" or "skipped" (its outputs existed)
     predicted: str = ""
     probability: float | None = None
@@ -81,15 +81,16 @@ def explain_files(images: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     if missing:
         raise InputError(f"image file not found: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     network, transform, categories = load_model(model, checkpoint, device)
-    explainer = _explainer(network, method, layer)
+    explainer = make_explainer(network, method, layer)
     chosen = parse_target(target, categories)
     stems = _output_stems([Path(p) for p in images])
     out = Path(out_dir)
-    records = [ImageRecord(str(p), requested=target or "top-1") for p in images]
-    written: set[Path] = set()  # by this run: never replaced by another input's file
+    records = [ImageRecord(str(p), os.path.abspath(p), requested=target or "top-1") for p in images]
+    # whose each file is: this run's and earlier runs' (from the folder's manifest); never another input's
+    owners = {Path(o): _key(row) for row in _earlier_manifest(out) for o in row["outputs"]}
     try:
         for record, stem in tqdm(list(zip(records, stems)), desc="explain", unit="image", disable=not progress):
-            _explain_one(record, out / stem, explainer, network, transform, categories, chosen, overwrite, written)
+            _explain_one(record, out / stem, explainer, network, transform, categories, chosen, overwrite, owners)
     finally:  # also after Ctrl-C: the manifest lists what was done
         if any(r.outputs for r in records) or out.exists():
             _write_manifest(out, records)
@@ -107,20 +108,6 @@ def _expand(images: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             files.append(item)
     return files
-
-
-def _explainer(network: torch.nn.Module, method: str, layer: str | None) -> Explainer:
-    cls = get_explainer(method)
-    if layer is None:
-        return cls(network)
-    if not issubclass(cls, LayerExplainer):
-        raise InputError(f"method '{method}' takes no layer; drop --layer")
-    try:
-        return cls(network, layer=layer)
-    except LayerNotFoundError:
-        names = [n for n, _ in network.named_modules() if n]
-        raise LayerNotFoundError(f"--layer {layer}: the model has no such layer; its layers are "
-                                 f"{', '.join(names[:40])}{' ...' if len(names) > 40 else ''}") from None
 
 
 def _output_stems(paths: list[Path]) -> list[Path]:
@@ -157,7 +144,7 @@ def _unique(stems: list[Path]) -> list[Path]:
 
 
 def _explain_one(record: ImageRecord, stem: Path, explainer: Explainer, network: torch.nn.Module, transform: Any,
-                 categories: Sequence[str], target: Any, overwrite: bool, written: set[Path]) -> None:
+                 categories: Sequence[str], target: Any, overwrite: bool, owners: dict[Path, str]) -> None:
     try:
         pixels = read_image(record.input)
         batch = transform(pixels).unsqueeze(0).to(next(network.parameters()).device)
@@ -170,9 +157,10 @@ def _explain_one(record: ImageRecord, stem: Path, explainer: Explainer, network:
     except (InterpkitError, OSError, ValueError, RuntimeError) as error:
         record.status, record.reason = "failed", " ".join(str(error).split())
         return
-    clashing = [str(path) for path in files if path in written]
+    clashing = [(path, owners[path]) for path in files if owners.get(path, record.path) != record.path]
     if clashing:
-        record.status, record.reason = "failed", f"{clashing[0]} was written for another input of this run"
+        path, other = clashing[0]
+        record.status, record.reason = "failed", f"{path} is the output of another input ({other}); use another --out"
         return
     existing = [str(path) for path in files if path.exists()]
     if existing and not overwrite:
@@ -180,7 +168,7 @@ def _explain_one(record: ImageRecord, stem: Path, explainer: Explainer, network:
         return
     for path, write in files.items():
         write(path)
-        written.add(path)
+        owners[path] = record.path
         record.outputs.append(str(path))
     record.status = "done"
 
@@ -213,7 +201,8 @@ def _display(pixels: torch.Tensor) -> np.ndarray:
     """The image at its own aspect ratio, its longer side at most MAX_DISPLAY_SIDE."""
     height, width = pixels.shape[-2:]
     scale = min(1.0, MAX_DISPLAY_SIDE / max(height, width))
-    return to_uint8_images(resize_uint8(pixels, (round(height * scale), round(width * scale))))[0]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))  # a 5000 x 2 image keeps a row
+    return to_uint8_images(resize_uint8(pixels, size))[0]
 
 
 def _resized(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -254,16 +243,20 @@ def _npy_writer(array: np.ndarray) -> Any:
     return write
 
 
-MANIFEST_FIELDS = ("input", "status", "predicted", "probability", "requested", "outputs", "reason")
+MANIFEST_FIELDS = ("input", "path", "status", "predicted", "probability", "requested", "outputs", "reason")
+
+
+def _key(row: dict[str, Any]) -> str:
+    return row.get("path") or row["input"]  # manifests of earlier versions name inputs as given only
 
 
 def _write_manifest(out: Path, records: list[ImageRecord]) -> None:
     """The manifest of this run merged into the folder's earlier one: inputs of earlier runs
     stay listed, and an input skipped now keeps the record of the run that wrote its files."""
-    merged = {row["input"]: row for row in _earlier_manifest(out)}
+    merged = {_key(row): row for row in _earlier_manifest(out)}
     for record in records:
-        if not (record.status == "skipped" and merged.get(record.input, {}).get("status") == "done"):
-            merged[record.input] = asdict(record)
+        if not (record.status == "skipped" and merged.get(record.path, {}).get("status") == "done"):
+            merged[record.path] = asdict(record)
     rows = list(merged.values())
     write_text(out / "manifest.json", json.dumps(rows, indent=1))
     text = io.StringIO()
@@ -282,4 +275,4 @@ def _earlier_manifest(out: Path) -> list[dict[str, Any]]:
         return []  # none yet, or unreadable: this run's manifest replaces it
     if not isinstance(rows, list):
         return []
-    return [row for row in rows if isinstance(row, dict) and set(MANIFEST_FIELDS) <= set(row)]
+    return [{"path": "", **row} for row in rows if isinstance(row, dict) and set(MANIFEST_FIELDS) - {"path"} <= set(row)]

@@ -92,8 +92,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from ..dataset import explain_dataset
-    from ..registry import get_explainer
-    from .commands import load_model, parse_target
+    from .commands import load_model, make_explainer, parse_target
 
     if args.images:
         raise InputError("give image files or --data, not both")
@@ -103,9 +102,8 @@ def _explain_dataset(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # started by torchrun
         dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
     network, transform, categories = load_model(args.model, args.checkpoint, args.device)
-    options = {"layer": args.layer} if args.layer else {}
     target = "labels" if args.target == "labels" else parse_target(args.target, categories)
-    store = explain_dataset(get_explainer(args.method)(network, **options), args.data, args.out, target=target,
+    store = explain_dataset(make_explainer(network, args.method, args.layer), args.data, args.out, target=target,
                             metrics=comma_names(args.metrics) or [], batch_size=args.batch_size, shard_size=args.shard_size,
                             num_workers=args.workers,
                             dtype=args.dtype, precision=args.precision, transform=transform, classes=categories,

@@ -4,6 +4,7 @@ with an InputError that names the option, says what it must be and shows what it
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from ..errors import InputError
@@ -14,12 +15,12 @@ def check_int(name: str, value: Any, minimum: int | None = 1, none: str | None =
     ``none`` (what None means, for the message) None is accepted too."""
     if value is None and none is not None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
         wanted = {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(minimum,
                                                                                    f"an int of at least {minimum}")
         either = f" or None ({none})" if none else ""
         raise InputError(f"{name} must be {wanted}{either}, got {value!r}")
-    return value
+    return int(value)  # numpy integers as plain ints
 
 
 def check_number(name: str, value: Any, below: float | None = None, unit: str = "") -> float:

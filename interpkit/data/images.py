@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,17 +16,34 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (subfolders too), in sorted path order, leaving out the
-    overlays ``interpkit explain`` wrote (folders with its manifest.csv and manifest.json); an
-    InputError when ``folder`` is not a folder or holds no image."""
+    """Every image file under ``folder`` (subfolders too, symlinked ones followed once), in sorted
+    path order, leaving out the overlays ``interpkit explain`` wrote (a folder whose manifest.json
+    is its manifest); an InputError when ``folder`` is not a folder or holds no image."""
     if not folder.is_dir():
         raise InputError(f"image folder not found: {folder} is not a folder")
-    outputs = [m.parent for m in folder.rglob("manifest.csv") if (m.parent / "manifest.json").is_file()]
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(p.is_relative_to(o) for o in outputs))
+    paths, seen = [], set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen or _explain_output(Path(root)):  # a symlink loop, or explain's own outputs
+            folders.clear()
+            continue
+        seen.add(real)
+        paths += [Path(root) / name for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
         raise InputError(f"no image files under {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return paths
+    return sorted(paths)
+
+
+def _explain_output(folder: Path) -> bool:
+    """True for a folder ``interpkit explain`` wrote into: its manifest.json lists inputs and outputs."""
+    if not (folder / "manifest.csv").is_file():
+        return False
+    try:
+        rows = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) and {"input", "outputs"} <= set(r)
+                                                         for r in rows)
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:

@@ -28,7 +28,7 @@ from ..core.state import model_facts
 from ..data import ImageDataset, ImageTransform, caltech5
 from ..data.fingerprint import fingerprint, weights_fingerprint
 from ..data.images import image_files
-from ..errors import InputError
+from ..errors import InputError, InterpkitError
 from ..files import write_text
 from ..registry import get_metric
 from ..version import __version__
@@ -61,7 +61,8 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     them. Everything is validated, and the first sample explained, before anything is written.
     """
     dataset, batch_size, num_workers = _dataset(data, batch_size, num_workers, transform, classes)
-    _check(explainer, dtype, precision, shard_size, batch_size, target, dataset)
+    _check(explainer, dtype, precision, shard_size, batch_size, num_workers, target, dataset)
+    batch_size, shard_size, num_workers = int(batch_size), int(shard_size), int(num_workers)  # numpy ints too
     if isinstance(metrics, str):
         raise InputError(f"metrics takes a list of names, e.g. [{metrics!r}]")
     scorers = [get_metric(m)() for m in metrics]  # unknown names refused before anything is written
@@ -89,6 +90,9 @@ def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any,
         raise InputError("explain_dataset needs a map-style Dataset (a length and samples by index) for its "
                          "index-keyed, resumable store, not an IterableDataset; wrap the samples in a Dataset")
     if isinstance(data, Dataset):
+        if transform is not None or classes is not None:
+            raise InputError("transform= and classes= apply to image folders and 'caltech5:SPLIT'; a Dataset applies "
+                             "its own transform and labels")
         return data, batch_size, num_workers
     if isinstance(data, (str, os.PathLike)):
         transform = transform or ImageTransform()
@@ -117,7 +121,7 @@ def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | 
 
 
 def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: int, batch_size: int,
-           target: Any, dataset: Dataset) -> None:
+           num_workers: int, target: Any, dataset: Dataset) -> None:
     if not isinstance(explainer, Explainer):
         raise InputError(f"explain_dataset takes an interpkit explainer instance, not {type(explainer).__name__}")
     if dtype not in STORED:
@@ -128,6 +132,7 @@ def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: 
         raise InputError("float16 autocast needs a CUDA model; use precision='bfloat16' on a CPU")
     for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
         check_int(name, value)
+    check_int("num_workers", num_workers, minimum=0)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise InputError("the dataset is empty")
     sample = _first_readable(dataset)
@@ -149,6 +154,10 @@ def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: 
                          "subfolders, or a dataset of inputs alone); give a class or leave the target to top-1")
 
 
+def _kind(value: Any) -> str:
+    return f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
 def _first_readable(dataset: Dataset, tries: int = 8) -> Any:
     for index in range(min(len(dataset), tries)):  # type: ignore[arg-type]
         try:
@@ -160,7 +169,7 @@ def _first_readable(dataset: Dataset, tries: int = 8) -> Any:
 
 def _is_label(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
-        return value.numel() == 1 and not value.is_floating_point() and not value.is_complex()
+        return value.numel() == 1 and not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
@@ -196,9 +205,11 @@ def _describe(value: Any, model: torch.nn.Module) -> Any:
         return [_describe(v, model) for v in value]
     if isinstance(value, dict):
         return {str(k): _describe(v, model) for k, v in value.items()}
-    if isinstance(value, type) or callable(value):
-        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
-    return repr(value)
+    if isinstance(value, str) and value and value in model_facts(model).by_name:
+        return f"layer '{value}'"  # the same as the module given for it
+    if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return _plain_repr(value)
 
 
 def _describe_data(dataset: Dataset) -> dict[str, Any]:
@@ -209,17 +220,30 @@ def _describe_data(dataset: Dataset) -> dict[str, Any]:
     described: dict[str, Any] = {"class": type(dataset).__name__, "length": length}
     paths = getattr(dataset, "paths", None) or [p for p, *_ in getattr(dataset, "samples", [])]
     if paths:
-        resolved = [Path(p).resolve() for p in paths]
-        root = Path(os.path.commonpath(resolved)) if len(resolved) > 1 else resolved[0].parent
-        described.update(root=str(root), files=[p.relative_to(root).as_posix() for p in resolved])
+        absolute = [Path(os.path.abspath(p)) for p in paths]  # not through symlinks: a relinked file is other data
+        root = Path(os.path.commonpath(absolute)) if len(absolute) > 1 else absolute[0].parent
+        described.update(root=str(root), files=[p.relative_to(root).as_posix() for p in absolute])
+        labels = getattr(dataset, "labels", None)
+        if labels is not None:
+            described["labels_sha256"] = fingerprint(torch.as_tensor(list(labels)))
     else:
         tensors = [t for i in sorted({0, length // 2, length - 1}) for t in _tensors(dataset, i)]
         described["samples_sha256"] = fingerprint(*tensors) if tensors else None
     if getattr(dataset, "classes", None) is not None:
         described["classes"] = list(dataset.classes)  # type: ignore[attr-defined]
     transform = getattr(dataset, "transform", None)
-    described["transform"] = repr(transform) if transform is not None else None
+    described["transform"] = _plain_repr(transform) if transform is not None else None
     return described
+
+
+def _plain_repr(value: Any) -> Any:
+    """``repr`` where it says what the object is; for an object with Python's default repr (its
+    address, which differs in every process), its class and public attributes."""
+    text = repr(value)
+    if " object at 0x" not in text:
+        return text
+    state = {k: _plain_repr(v) for k, v in sorted(getattr(value, "__dict__", {}).items()) if not k.startswith("_")}
+    return {"class": f"{type(value).__module__}.{type(value).__qualname__}", **state}
 
 
 def _tensors(dataset: Dataset, index: int) -> list[torch.Tensor]:
@@ -228,7 +252,7 @@ def _tensors(dataset: Dataset, index: int) -> list[torch.Tensor]:
     except Exception:  # an unreadable sample is recorded when it is explained
         return [torch.tensor(index)]
     parts = sample if isinstance(sample, (tuple, list)) else (sample,)
-    return [torch.as_tensor(p) for p in parts if isinstance(p, (torch.Tensor, int, float, np.ndarray))]
+    return [torch.as_tensor(p) for p in parts if isinstance(p, (torch.Tensor, int, float, np.ndarray, np.generic))]
 
 
 def _agree_on_manifest(root: Path, wanted: dict[str, Any], resume: bool, rank: int, world: int) -> None:
@@ -249,6 +273,8 @@ def _agree_on_manifest(root: Path, wanted: dict[str, Any], resume: bool, rank: i
 
 def _check_folder(root: Path, wanted: dict[str, Any], resume: bool) -> str:
     manifest = root / "manifest.json"
+    if root.exists() and not root.is_dir():
+        return f"{root} is a file, not a folder; choose a new folder for the store"
     if not manifest.exists():
         if root.exists() and any(root.iterdir()):
             return f"{root} is not empty and holds no interpkit store; choose an empty or new folder"
@@ -270,7 +296,7 @@ def _check_folder(root: Path, wanted: dict[str, Any], resume: bool) -> str:
 def _changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """What differs between a store's manifest and this call, in words."""
     said = []
-    old, new = dict(stored.get("dataset") or {}), dict(wanted["dataset"])
+    old, new = _as_dict(stored.get("dataset")), dict(wanted["dataset"])
     old_files, new_files = old.pop("files", None), new.pop("files", None)
     if old_files != new_files and old_files and new_files:
         first = next((i for i, (a, b) in enumerate(zip(old_files, new_files)) if a != b), min(len(old_files), len(new_files)))
@@ -282,12 +308,16 @@ def _changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
                     "from a dataset without files")
     if old.pop("samples_sha256", None) != new.pop("samples_sha256", None) and not said:
         said.append("other data: the first, middle or last sample differs")
-    if (stored.get("model") or {}).get("weights_sha256") != wanted["model"]["weights_sha256"]:
+    if _as_dict(stored.get("model")).get("weights_sha256") != wanted["model"]["weights_sha256"]:
         said.append("other model weights")
-    rest = [d for d in differences({**stored, "dataset": old, "model": {**(stored.get("model") or {}), "weights_sha256": 0}},
+    rest = [d for d in differences({**stored, "dataset": old, "model": {**_as_dict(stored.get("model")), "weights_sha256": 0}},
                                    {**wanted, "dataset": new, "model": {**wanted["model"], "weights_sha256": 0}})
             if not d.startswith("versions.")]
     return said + rest
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {"(not an object)": value}
 
 
 class _Guarded(Dataset):
@@ -307,9 +337,13 @@ class _Guarded(Dataset):
             known = getattr(self.dataset, "labels", None)  # a file dataset knows the label without the file
             label = int(known[index]) if known is not None else -1
             return index, None, label, " ".join(f"{type(error).__name__}: {error}".split())
-        if isinstance(sample, (tuple, list)):
-            return index, sample[0], int(sample[1]) if len(sample) > 1 else -1, ""
-        return index, sample, -1, ""
+        parts = sample if isinstance(sample, (tuple, list)) else (sample,)
+        x, label = parts[0], parts[1] if len(parts) > 1 else -1
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return index, None, -1, f"its input is {_kind(x)}, not a floating tensor"
+        if not _is_label(label):
+            return index, None, -1, f"its label {label!r} is not a class index (an int)"
+        return index, x, int(label), ""
 
 
 class _Collate:
@@ -337,14 +371,25 @@ class _Collate:
 
 def _try_first_sample(explainer: Explainer, dataset: Dataset, target: Any, metrics: list[Any],
                       precision: str | None) -> None:
-    """Explain (and score) the first readable sample, so that a call that cannot work is refused
-    before the store's folder is touched."""
-    guarded = _Guarded(dataset)
+    """Explain (and score) the first readable samples until one works, so that a call that cannot
+    work is refused before the store's folder is touched; when the first three all fail, the
+    first's error is the call's (one sample that fails alone is recorded in the run)."""
+    guarded, first_error = _Guarded(dataset), None
+    tried = 0
     for index in range(min(len(guarded), 8)):
         _, inputs, labels, reasons = _Collate(target == "labels")([guarded[index]])
-        if inputs is not None:
-            _explain_batch(explainer, inputs, labels, reasons, target, metrics, model_device(explainer.model), precision)
+        if inputs is None:
+            continue
+        wanted = labels.to(model_device(explainer.model)) if target == "labels" else target
+        try:
+            _explain_readable(explainer, inputs.to(model_device(explainer.model)), wanted, metrics, precision)
             return
+        except InterpkitError as error:
+            first_error, tried = first_error or error, tried + 1
+            if tried == 3:
+                break
+    if first_error is not None:
+        raise first_error
 
 
 def _run(explainer: Explainer, dataset: Dataset, root: Path, shards: list[tuple[int, int]], target: Any,
@@ -363,8 +408,8 @@ def _run(explainer: Explainer, dataset: Dataset, root: Path, shards: list[tuple[
     bar = tqdm(total=sum(stop - start for start, stop in shards), desc="explain", unit="image", disable=not progress)
     with ThreadPoolExecutor(max_workers=1) as writer:
         for indices, inputs, labels, reasons in loader:
-            buffer.add(indices, labels, reasons, *_explain_batch(explainer, inputs, labels, reasons, target,
-                                                                   metrics, device, precision))
+            buffer.add(indices, labels, *_explain_batch(explainer, inputs, labels, reasons, target, metrics, device,
+                                                        precision))
             bar.update(len(indices))
             if int(indices[-1]) + 1 == current[1]:  # the shard is complete: write it while the model goes on
                 writes.append(writer.submit(write_shard, root, *current, *buffer.take(stored)))
@@ -378,31 +423,59 @@ def _run(explainer: Explainer, dataset: Dataset, root: Path, shards: list[tuple[
 
 def _explain_batch(explainer: Explainer, inputs: torch.Tensor | None, labels: torch.Tensor, reasons: list[str],
                    target: Any, metrics: list[Any], device: torch.device, precision: str | None) -> tuple:
-    """Maps, targets, scores, predictions, probabilities and metric scores of the readable samples."""
+    """The reasons, updated, and the maps, targets, scores, predictions, probabilities and metric
+    scores of the samples explained. A batch the explainer refuses is explained sample by sample,
+    so that one sample it refuses (non-finite values, a label out of range) is recorded as failed
+    with the reason and the others are done; so is a sample whose maps are not finite."""
+    reasons = list(reasons)
+    rows = [i for i, reason in enumerate(reasons) if not reason]
     if inputs is None:
-        return None, None, None, None, None, {}
-    inputs = inputs.to(device)
-    ok = torch.tensor([not r for r in reasons])
-    batch_target = labels[ok].to(device) if target == "labels" else target
+        return reasons, None, None, None, None, None, {}
+    inputs, wanted = inputs.to(device), labels[rows].to(device) if target == "labels" else None
+    try:
+        found = [(rows, _explain_readable(explainer, inputs, wanted if wanted is not None else target, metrics, precision))]
+    except InterpkitError:
+        found = []
+        for k, row in enumerate(rows):
+            try:
+                alone = wanted[k:k + 1] if wanted is not None else target
+                found.append(([row], _explain_readable(explainer, inputs[k:k + 1], alone, metrics, precision)))
+            except InterpkitError as error:
+                reasons[row] = " ".join(str(error).split())
+    if not found:
+        return reasons, None, None, None, None, None, {}
+    kept = [row for part, _ in found for row in part]
+    columns = [torch.cat([result[i] for _, result in found]) for i in range(5)]
+    scored = {name: torch.cat([result[5][name] for _, result in found]) for name in found[0][1][5]}
+    finite = torch.isfinite(columns[0].flatten(1)).all(dim=1)
+    if not bool(finite.all()):
+        hint = "; run without precision= (in float32)" if precision else ""
+        for row, ok in zip(kept, finite.tolist()):
+            if not ok:
+                reasons[row] = f"its maps hold NaN or infinite values{hint}"
+        columns = [column[finite] for column in columns]
+        scored = {name: values[finite] for name, values in scored.items()}
+    return (reasons, *columns, scored)
+
+
+def _explain_readable(explainer: Explainer, inputs: torch.Tensor, target: Any, metrics: list[Any],
+                      precision: str | None) -> tuple:
+    """Maps, targets, scores, predictions, probabilities (on the host) and metric scores."""
+    device = inputs.device
     autocast = torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision else nullcontext()
     outputs: list[Any] = []  # the explainer's own forward gives the predictions, sparing a second one
     with forward_hooks([explainer.model], lambda _m, _i, output: outputs.append(output)), autocast:
-        explanation = explainer(inputs, batch_target)
+        explanation = explainer(inputs, target)
     logits = [class_scores(o) for o in outputs]
     logits = [t for t in logits if t.shape[0] == len(inputs)]
     if len(logits) != 1:  # split into several calls (a batch-mixing model): one plain forward
         with torch.no_grad(), autocast:
             logits = [class_scores(explainer.model(inputs))]
     probabilities = logits[0].detach().float().softmax(dim=1)
-    scored = {}
-    for metric in metrics:
-        scored[metric.name] = metric(explainer.model, inputs, explanation).scores.float().cpu()
+    scored = {metric.name: metric(explainer.model, inputs, explanation).scores.float().cpu() for metric in metrics}
     best = probabilities.max(dim=1)
-    maps = explanation.maps.float().cpu()  # the store needs the results on the host; checked there, for free
-    if not torch.isfinite(maps).all():
-        raise InputError("the explanation has non-finite values; run without precision= (in float32)")
-    return (maps, explanation.targets.cpu(), explanation.scores.float().cpu(), best.indices.cpu(),
-            best.values.cpu(), scored)
+    return (explanation.maps.float().cpu(), explanation.targets.cpu(), explanation.scores.float().cpu(),
+            best.indices.cpu(), best.values.cpu(), scored)
 
 
 class _ShardBuffer:

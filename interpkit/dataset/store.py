@@ -51,10 +51,10 @@ def shard_done(out: Path, start: int, stop: int) -> bool:
     folder = out / SHARDS / shard_name(start, stop)
     try:
         lengths = {len(np.load(folder / f"{name}.npy", mmap_mode="r")) for name in ARRAYS}
-        json.loads((folder / "failures.json").read_text())
+        failures = json.loads((folder / "failures.json").read_text())
     except (OSError, ValueError, EOFError):
         return False
-    return lengths == {stop - start}
+    return lengths == {stop - start} and isinstance(failures, list)
 
 
 def write_shard(out: Path, start: int, stop: int, arrays: dict[str, np.ndarray], failures: list[dict]) -> None:
@@ -166,6 +166,10 @@ class MapStore:
         return [f for folder in self._shards() for f in json.loads((folder / "failures.json").read_text())]
 
 
+def _count(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def read_store(out: str | os.PathLike) -> MapStore:
     """Open the store written by ``explain_dataset`` into ``out``."""
     path = Path(out)
@@ -177,4 +181,9 @@ def read_store(out: str | os.PathLike) -> MapStore:
         raise InputError(f"{path / 'manifest.json'} is not an interpkit manifest (a JSON {type(manifest).__name__})")
     if manifest.get("format") != FORMAT:
         raise InputError(f"{path} holds a store of format {manifest.get('format')!r}; this interpkit reads {FORMAT}")
+    dataset, shard_size = manifest.get("dataset"), manifest.get("shard_size")
+    length = dataset.get("length") if isinstance(dataset, dict) else None
+    if not (_count(length, 0) and _count(shard_size, 1)):
+        raise InputError(f"{path / 'manifest.json'} is damaged (its dataset length or shard size is missing or not a "
+                         "positive int); it was not written by interpkit as it is")
     return MapStore(path, manifest)
