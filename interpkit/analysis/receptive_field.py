@@ -327,7 +327,7 @@ class _Tracer(TorchFunctionMode):
                    if isinstance(r, torch.Tensor)]
         if inputs and outputs:
             primary = outputs[0]
-            if primary.dim() == 4 and primary.shape[-2:].numel() > 1:
+            if primary.dim() == 4 and any(_grid(t) != (1, 1) for t in (primary, *inputs)):  # a grid in or out
                 field = self._rule(func, args, kwargs, inputs, primary)
             else:
                 field = _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], (1, 1), func)

@@ -516,3 +516,12 @@ def test_bad_arguments_raise_receptive_field_errors(small_cnn):
     for positions in (torch.tensor([[99, 0]]), torch.tensor([[-1, 0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([1, 2, 3])):
         with pytest.raises(ReceptiveFieldError, match="positions"):
             field.boxes(positions)
+
+
+def test_a_convolution_down_to_one_position_is_traced_not_pooled():
+    """A 3 x 3 grid read by a dilated (2, 3) kernel with padding (0, 1) gives one position, whose
+    columns read only the middle column (found by hypothesis: it was taken for a global pool)."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 1, stride=4), nn.Conv2d(3, 3, (2, 3), padding=(0, 1), dilation=2))
+    field = receptive_field(model, "1", (12, 12), in_channels=2)
+    assert field.grid_size == (1, 1) and field.clipped_box(0, 0) == (0, 4, 9, 5)
+    assert field.box(0, 0) == (0, -4, 9, 13) and not field.covers_input
