@@ -160,10 +160,11 @@ def layers(draw, channels: int, relu: bool):
         return Pad(tuple(draw(st.integers(0, 2)) for _ in range(4)))
     if kind == "residual":
         return Residual(nn.Conv2d(channels, channels, k, padding="same"), relu)
-    if kind == "norm":
-        return draw(st.sampled_from([nn.GroupNorm(1, channels), nn.InstanceNorm2d(channels, affine=True)]))
-    if kind == "along":
-        return AlongAxis(draw(st.sampled_from(["softmax", "cumsum", "normalize"])), draw(st.sampled_from([1, 2, 3, -1])))
+    if kind == "norm":  # an instance norm's means are constant: hidden from tightness as the softmax's sums
+        return draw(st.sampled_from([nn.GroupNorm(1, channels)] + [nn.InstanceNorm2d(channels, affine=True)] * relu))
+    if kind == "along":  # a softmax's sums are constant: a gate's mean of them would hide every edge from tightness
+        ops = ["cumsum", "normalize"] + ["softmax"] * relu
+        return AlongAxis(draw(st.sampled_from(ops)), draw(st.sampled_from([1, 2, 3, -1])))
     if kind == "concat":
         return nn.Sequential(Concat(nn.Conv2d(channels, channels, k, padding="same"), nn.Identity()),
                              nn.Conv2d(2 * channels, channels, 1))
