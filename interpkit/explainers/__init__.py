@@ -3,7 +3,8 @@
 from .gradcam import GradCAM, MultiLayerExplanation, fuse, upsample
 from .guided_backprop import Deconvnet, GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
+from .occlusion import Occlusion
 from .patches import MaxActivatingPatches, PatchExplanation
 
 __all__ = ["Deconvnet", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "MaxActivatingPatches", "MultiLayerExplanation",
-           "PatchExplanation", "fuse", "upsample"]
+           "Occlusion", "PatchExplanation", "fuse", "upsample"]

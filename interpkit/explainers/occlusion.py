@@ -1,0 +1,113 @@
+"""Occlusion (Zeiler and Fergus, 2014): how much the target's score falls when a window of the
+input is replaced by a baseline, slid over the grid.
+
+Windows of ``window`` positions start every ``stride`` positions along each axis of the input's
+grid (1-D to 3-D), until a window reaches the far edge; the last one is cut at the edge where the
+stride does not land on it. Every channel of a window is occluded together. A position's value
+is the mean, over the windows covering it, of ``f(x) - f(x occluded)``: captum's ``Occlusion``
+with ``sliding_window_shapes=(C, *window)`` and ``strides=(C, *stride)``. The occluded copies go
+through the model in batches of about ``max_batch`` samples, under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..core import Call, Explainer, Explanation, MapKind, check_int, class_scores
+from ..errors import InputError, TargetError
+
+
+class Occlusion(Explainer):
+    """Occlusion maps (N, K, *grid) for any model whose input has a grid. ``window`` and
+    ``stride`` are an int or one int per grid axis (``stride`` defaults to half the window);
+    ``baseline`` is a finite number or a tensor broadcastable to one sample (C, *grid)."""
+
+    name = "occlusion"
+    supports = frozenset({"1d", "2d", "3d", "tokens", "several_inputs"})
+
+    def __init__(self, model: nn.Module, window: int | tuple = 8, stride: int | tuple | None = None,
+                 baseline: float | torch.Tensor = 0.0, max_batch: int = 64) -> None:
+        super().__init__(model)
+        self.window, self.stride = _sizes("window", window), None if stride is None else _sizes("stride", stride)
+        self.baseline = _baseline(baseline)
+        self.max_batch = check_int("max_batch", max_batch)
+
+    def explain(self, call: Call) -> Explanation:
+        x, target = call.x, call.target
+        if x.dim() < 3:
+            raise InputError(f"occlusion slides a window over the input's grid: inputs {tuple(x.shape)} have none")
+        grid = tuple(x.shape[2:])
+        window = _per_axis(self.window, grid, "window")
+        stride = _per_axis(self.stride or tuple(max(1, w // 2) for w in window), grid, "stride")
+        with torch.no_grad():
+            selection, _ = self.forward_with_targets(call)
+            if not selection.classes and not callable(target):
+                raise TargetError("occlusion scores occluded copies of the input: give classes or a callable, "
+                                  "not neurons")
+            wanted = selection.indices if selection.classes else target
+            masks = _windows(grid, window, stride, x.device)  # (W, *grid)
+            baseline = self.baseline.to(x).expand(x.shape[1:]) if isinstance(self.baseline, torch.Tensor) \
+                else torch.full(x.shape[1:], float(self.baseline), dtype=x.dtype, device=x.device)
+            total = torch.zeros(len(x), selection.scores.shape[1], *grid, device=x.device)
+            per_chunk = max(1, self.max_batch // len(x))
+            for first in range(0, len(masks), per_chunk):
+                chunk = masks[first:first + per_chunk]  # (w, *grid)
+                hidden = chunk[:, None, None].expand(len(chunk), *x.shape)  # (w, N, C, *grid)
+                copies = torch.where(hidden, baseline, x.unsqueeze(0)).flatten(0, 1)
+                scores = _scores(wanted, call.model_inputs(copies).run(self.model), len(chunk))  # (w, N, K)
+                drops = selection.scores.detach().float().unsqueeze(0) - scores
+                total += torch.einsum("wnk,w...->nk...", drops, chunk.float())
+            covered = masks.sum(0).clamp_min(1)  # every position lies in some window
+        return self.result(total / covered, selection, MapKind.INPUT_GRID)
+
+
+def _sizes(name: str, value: Any) -> int | tuple[int, ...]:
+    values = value if isinstance(value, tuple) else (value,)
+    if not values:
+        raise InputError(f"{name} must be a positive int or a tuple of them, got {value!r}")
+    for v in values:
+        check_int(name, v)
+    return value
+
+
+def _per_axis(value: int | tuple[int, ...], grid: tuple[int, ...], name: str) -> tuple[int, ...]:
+    values = (value,) * len(grid) if isinstance(value, int) else tuple(value)
+    if len(values) != len(grid):
+        raise InputError(f"{name} {value!r} has {len(values)} size(s) for an input grid of {len(grid)} axes {grid}")
+    return tuple(min(v, n) for v, n in zip(values, grid))
+
+
+def _baseline(value: Any) -> float | torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise InputError("a baseline tensor must hold finite floating values")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"baseline must be a finite number or a tensor, not {value!r}")
+    return float(value)
+
+
+def _windows(grid: Sequence[int], window: Sequence[int], stride: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Boolean masks (W, *grid) of every window, in row-major order of their starts."""
+    # windows are no larger than the grid: starts 0, s, 2s ... while a window has not reached the edge
+    starts = [[p for p in range(0, n - w + s, s) if p < n] for n, w, s in zip(grid, window, stride)]
+    masks = torch.zeros(math.prod(len(a) for a in starts), *grid, dtype=torch.bool, device=device)
+    for k, corner in enumerate(itertools.product(*starts)):
+        box = tuple(slice(p, p + w) for p, w in zip(corner, window))
+        masks[k][box] = True
+    return masks
+
+
+def _scores(target: Any, output: Any, copies: int) -> torch.Tensor:
+    """The target scores (copies, N, K) of a copy-major output, in float32."""
+    if isinstance(target, torch.Tensor):  # class indices (N, K), the same for every copy
+        values = class_scores(output).gather(1, target.repeat(copies, 1))
+    else:
+        values = target(output)
+        values = values.unsqueeze(1) if values.dim() == 1 else values
+    return values.reshape(copies, len(values) // copies, -1).float()
