@@ -342,3 +342,13 @@ def test_resuming_in_a_new_process_and_with_the_layer_spelled_otherwise_is_accep
     with pytest.raises(InputError, match="factor"):
         explain_dataset(GradCAM(model, layer="features.3"), two_classes / "data", two_classes / "s",
                         transform=Halve(0.25), resume=True, **options)
+
+
+def test_resuming_removes_what_a_killed_writer_left_half_written(tmp_path):
+    out = tmp_path / "s"
+    _explain(out)
+    leftover = out / "shards" / ".00000004-00000006.k1ll3d"
+    leftover.mkdir()
+    (leftover / "maps.npy").write_bytes(b"half")
+    _explain(out, resume=True)
+    assert not leftover.exists()

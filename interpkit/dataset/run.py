@@ -32,7 +32,7 @@ from ..errors import InputError, InterpkitError
 from ..files import write_text
 from ..registry import get_metric
 from ..version import __version__
-from .store import FORMAT, MapStore, differences, read_store, shard_done, shard_ranges, write_shard
+from .store import FORMAT, MapStore, differences, read_store, remove_unfinished, shard_done, shard_ranges, write_shard
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 STORED = {"float32": np.float32, "float16": np.float16}
@@ -256,12 +256,14 @@ def _tensors(dataset: Dataset, index: int) -> list[torch.Tensor]:
 
 
 def _agree_on_manifest(root: Path, wanted: dict[str, Any], resume: bool, rank: int, world: int) -> None:
-    """Rank 0 checks the folder (new, or a store to resume with the same arguments) and writes the
-    manifest; every rank learns the verdict, so all raise the same error."""
+    """Rank 0 checks the folder (new, or a store to resume with the same arguments), removes what a
+    killed writer left half-written, and writes the manifest, before any rank writes a shard;
+    every rank learns the verdict, so all raise the same error."""
     problem = ""
     if rank == 0:
         problem = _check_folder(root, wanted, resume)
         if not problem:
+            remove_unfinished(root)
             write_text(root / "manifest.json", json.dumps(wanted, indent=1))
     if world > 1:
         verdict = [problem]

@@ -57,6 +57,15 @@ def shard_done(out: Path, start: int, stop: int) -> bool:
     return lengths == {stop - start} and isinstance(failures, list)
 
 
+def remove_unfinished(out: Path) -> None:
+    """Delete the temporary shard folders a killed writer left (``shards/.NAME.*``); call it only
+    while no writer runs."""
+    folder = out / SHARDS
+    if folder.is_dir():
+        for temporary in folder.glob(".*"):
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
 def write_shard(out: Path, start: int, stop: int, arrays: dict[str, np.ndarray], failures: list[dict]) -> None:
     """Write one shard's arrays into a temporary directory beside it, then rename it into place."""
     folder = out / SHARDS

@@ -38,6 +38,7 @@ class Occlusion(Explainer):
         self.max_batch = check_int("max_batch", max_batch)
 
     def explain(self, call: Call) -> Explanation:
+        """The clean forward gives the targets and their scores; the occluded copies, the drops."""
         x, target = call.x, call.target
         if x.dim() < 3:
             raise InputError(f"occlusion slides a window over the input's grid: inputs {tuple(x.shape)} have none")
