@@ -152,7 +152,7 @@ def test_autoload_can_be_disabled(fake_plugins, monkeypatch):
         warnings.simplefilter("error", PluginWarning)
         registry_module.reload()
     assert interpkit.list_explainers() == ["deconvnet", "gradcam", "guided_backprop", "guided_gradcam",
-                                           "max_activating_patches", "occlusion"]
+                                           "max_activating_patches", "occlusion", "rise"]
     assert interpkit.list_explainers() == _builtin_explainers()
 
 

@@ -5,6 +5,7 @@ from .guided_backprop import Deconvnet, GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
 from .occlusion import Occlusion
 from .patches import MaxActivatingPatches, PatchExplanation
+from .rise import RISE, rise_masks
 
 __all__ = ["Deconvnet", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "MaxActivatingPatches", "MultiLayerExplanation",
-           "Occlusion", "PatchExplanation", "fuse", "upsample"]
+           "Occlusion", "PatchExplanation", "RISE", "fuse", "rise_masks", "upsample"]

@@ -3,7 +3,7 @@ as any third-party distribution. The registry loads it by its module path before
 
 from __future__ import annotations
 
-from ..explainers import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, Occlusion
+from ..explainers import RISE, Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, Occlusion
 from ..metrics import BUILTIN_METRICS
 from ..zoo import BUILTIN_MODELS
 from .hookspecs import hookimpl
@@ -11,7 +11,7 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def interpkit_register_explainers(register):
-    for cls in (GradCAM, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches, Occlusion):
+    for cls in (GradCAM, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches, Occlusion, RISE):
         register(cls)
 
 

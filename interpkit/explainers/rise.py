@@ -1,0 +1,96 @@
+"""RISE (Petsiuk et al., 2018): the input multiplied by many random smooth masks; each mask is
+weighted by the target's score on its masked copy.
+
+A mask is a ``cells`` grid per axis of independent Bernoulli(``p``) values, upsampled (linear,
+bilinear or trilinear, ``align_corners=False``) to ``(cells + 1)`` cells of ``ceil(size / cells)``
+positions, then cropped to the input's grid at a random shift of less than one cell. The map is
+
+    sum_i f(x * M_i) M_i / (N p)
+
+with ``f`` the target class's probability (``score="probability"``, the paper's) or logit, or a
+callable target's values as they are. The masks come
+from ``seed`` on the input's device, the same for every image of a batch, so no map depends on
+its batch; the masked copies go through the model about ``max_batch`` samples at a time, under
+``no_grad``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import Call, Explainer, Explanation, MapKind, check_int, check_number, class_scores
+from ..errors import InputError, TargetError
+
+_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def rise_masks(count: int, grid: Sequence[int], cells: int, p: float, generator: torch.Generator,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """``count`` RISE masks (count, *grid) in [0, 1], drawn from ``generator``: Bernoulli(p) cell
+    values, upsampled to cells + 1 cells, cropped at a random shift of less than one cell."""
+    if len(grid) not in _MODES:
+        raise InputError(f"RISE masks cover 1 to 3 grid axes, not {len(grid)}")
+    cell = [math.ceil(n / cells) for n in grid]
+    values = (torch.rand(count, 1, *[cells] * len(grid), generator=generator, device=device) < p).float()
+    upsampled = F.interpolate(values, size=[(cells + 1) * c for c in cell], mode=_MODES[len(grid)], align_corners=False)
+    shifts = torch.stack([torch.randint(0, c, (count,), generator=generator, device=device) for c in cell], dim=1)
+    masks = torch.empty(count, *grid, device=device)
+    for i, shift in enumerate(shifts.tolist()):  # one host read of the shifts, then slicing
+        box = tuple(slice(s, s + n) for s, n in zip(shift, grid))
+        masks[i] = upsampled[i, 0][box]
+    return masks
+
+
+class RISE(Explainer):
+    """RISE maps (N, K, *grid) for any model whose input has a 1-D to 3-D grid."""
+
+    name = "rise"
+    supports = frozenset({"1d", "2d", "3d", "tokens", "several_inputs"})
+
+    def __init__(self, model: nn.Module, masks: int = 4000, cells: int = 7, p: float = 0.5, seed: int = 0,
+                 max_batch: int = 64, score: str = "probability") -> None:
+        super().__init__(model)
+        self.masks, self.cells = check_int("masks", masks), check_int("cells", cells)
+        self.p = check_number("p", p)
+        if not 0 < self.p <= 1:
+            raise InputError(f"p must lie in (0, 1], got {p!r}")
+        self.seed, self.max_batch = check_int("seed", seed, minimum=0), check_int("max_batch", max_batch)
+        if score not in ("probability", "logit"):
+            raise InputError(f"score must be 'probability' or 'logit', not {score!r}")
+        self.score = score
+
+    def explain(self, call: Call) -> Explanation:
+        """The clean forward gives the targets; the masked copies, the weights of their masks."""
+        x, target = call.x, call.target
+        if x.dim() < 3:
+            raise InputError(f"RISE masks the input's grid: inputs {tuple(x.shape)} have none")
+        with torch.no_grad():
+            selection, _ = self.forward_with_targets(call)
+            if not selection.classes and not callable(target):
+                raise TargetError("RISE scores masked copies of the input: give classes or a callable, not neurons")
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            masks = rise_masks(self.masks, x.shape[2:], self.cells, self.p, generator, x.device)
+            total = torch.zeros(len(x), selection.scores.shape[1], *x.shape[2:], device=x.device)
+            per_chunk = max(1, self.max_batch // len(x))
+            for first in range(0, len(masks), per_chunk):
+                chunk = masks[first:first + per_chunk]  # (m, *grid)
+                copies = (x.unsqueeze(0) * chunk[:, None, None].to(x.dtype)).flatten(0, 1)
+                output = call.model_inputs(copies).run(self.model)
+                scores = self._scores(selection.indices if selection.classes else target, output, len(chunk))
+                total += torch.einsum("mnk,m...->nk...", scores, chunk)
+        return self.result(total / (self.masks * self.p), selection, MapKind.INPUT_GRID)
+
+    def _scores(self, target: Any, output: Any, copies: int) -> torch.Tensor:
+        """The target scores (copies, N, K) of a copy-major output, in float32."""
+        if isinstance(target, torch.Tensor):
+            logits = class_scores(output).float()
+            values = (logits.softmax(dim=1) if self.score == "probability" else logits).gather(1, target.repeat(copies, 1))
+        else:
+            values = target(output).float()
+            values = values.unsqueeze(1) if values.dim() == 1 else values
+        return values.reshape(copies, len(values) // copies, -1)
