@@ -38,3 +38,22 @@ def check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InputError(f"{name} must be True or False, not {value!r}")
     return value
+
+
+def check_baseline(value: Any, names: tuple[str, ...] = ()) -> Any:
+    """A baseline option: one of ``names``, a finite number (never a bool) or a floating tensor
+    of finite values (checked once, where it is given)."""
+    import torch
+
+    if isinstance(value, str):
+        if value not in names:
+            raise InputError(f"unknown baseline {value!r}; use {''.join(f'{n!r}, ' for n in names)}a number or a tensor")
+        return value
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise InputError("a baseline tensor must hold finite floating values")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        named = "".join(f"{n!r}, " for n in names)
+        raise InputError(f"baseline must be {named}a finite number or a tensor, not {value!r}")
+    return value

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_int, class_scores
+from ..core import Call, Explainer, Explanation, MapKind, check_baseline, check_int, class_scores
 from ..errors import InputError, TargetError
 
 
@@ -34,7 +34,7 @@ class Occlusion(Explainer):
                  baseline: float | torch.Tensor = 0.0, max_batch: int = 64) -> None:
         super().__init__(model)
         self.window, self.stride = _sizes("window", window), None if stride is None else _sizes("stride", stride)
-        self.baseline = _baseline(baseline)
+        self.baseline = check_baseline(baseline)
         self.max_batch = check_int("max_batch", max_batch)
 
     def explain(self, call: Call) -> Explanation:
@@ -81,16 +81,6 @@ def _per_axis(value: int | tuple[int, ...], grid: tuple[int, ...], name: str) ->
     if len(values) != len(grid):
         raise InputError(f"{name} {value!r} has {len(values)} size(s) for an input grid of {len(grid)} axes {grid}")
     return tuple(min(v, n) for v, n in zip(values, grid))
-
-
-def _baseline(value: Any) -> float | torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
-            raise InputError("a baseline tensor must hold finite floating values")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"baseline must be a finite number or a tensor, not {value!r}")
-    return float(value)
 
 
 def _windows(grid: Sequence[int], window: Sequence[int], stride: Sequence[int], device: torch.device) -> torch.Tensor:

@@ -9,26 +9,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import check_flag, check_int
+from ..core import check_baseline, check_flag, check_int
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
 Baseline = Any  # "zero", "blur", a number, or a tensor broadcastable to the inputs
-
-
-def check_baseline(baseline: Baseline, names: tuple[str, ...] = ("zero", "blur")) -> Baseline:
-    """A baseline option: one of ``names``, a finite number or a tensor of finite values."""
-    if isinstance(baseline, str):
-        if baseline not in names:
-            raise InputError(f"unknown baseline {baseline!r}; use {', '.join(map(repr, names))}, a number or a tensor")
-        return baseline
-    if isinstance(baseline, torch.Tensor):
-        if not baseline.is_floating_point() or not bool(torch.isfinite(baseline).all()):
-            raise InputError("a baseline tensor must hold finite floating values")
-        return baseline
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
-        raise InputError(f"baseline must be {', '.join(map(repr, names))}, a finite number or a tensor, not {baseline!r}")
-    return baseline
 
 
 def baseline_of(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
@@ -64,7 +49,7 @@ class _RankedRemoval(Metric):
                  score: str = "probability") -> None:
         super().__init__(max_batch=max_batch, score=score)
         self.steps = check_int("steps", steps)
-        self.baseline = check_baseline(baseline)
+        self.baseline = check_baseline(baseline, ("zero", "blur"))
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:

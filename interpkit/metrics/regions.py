@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import check_int
+from ..core import check_baseline, check_int
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
-from .perturbation import baseline_of, check_baseline
+from .perturbation import baseline_of
 
 
 class RegionPerturbation(Metric):

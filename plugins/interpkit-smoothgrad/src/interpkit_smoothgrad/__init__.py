@@ -9,8 +9,7 @@ and one batched backward for all K targets, through interpkit's explainer machin
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -23,6 +22,7 @@ from interpkit.core import (
     Explanation,
     MapKind,
     TargetLike,
+    check_baseline,
     check_flag,
     check_int,
     check_number,
@@ -116,17 +116,6 @@ class SmoothGrad(PathAverage):
         return gradients.square() if self.squared else gradients
 
 
-def _checked_baseline(baseline: Any) -> Any:
-    """A finite number or a tensor of finite values (checked once, here)."""
-    if isinstance(baseline, torch.Tensor):
-        if baseline.is_floating_point() and not bool(torch.isfinite(baseline).all()):
-            raise InputError("the baseline tensor holds NaN or infinite values")
-        return baseline
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
-        raise InputError(f"baseline must be a finite number or a tensor broadcastable to the inputs, not {baseline!r}")
-    return baseline
-
-
 class IntegratedGradients(PathAverage):
     """``(x - baseline) * mean of gradients along the straight path``, with the trapezoid rule
     over ``steps`` points (end points weighted half; the weights sum to 1, so attributions add up
@@ -142,7 +131,7 @@ class IntegratedGradients(PathAverage):
                  chunk: int | None = None) -> None:
         super().__init__(model, chunk)
         check_int("steps", steps, minimum=2)
-        self.steps, self.baseline = steps, _checked_baseline(baseline)
+        self.steps, self.baseline = steps, check_baseline(baseline)
 
     def _baseline(self, inputs: torch.Tensor) -> torch.Tensor:
         baseline = torch.as_tensor(self.baseline, dtype=inputs.dtype, device=inputs.device)
