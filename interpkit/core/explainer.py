@@ -137,19 +137,21 @@ class Explainer:
         return ChannelsFirst(checked=True, known=layout_hint(self.model, module) == "first")
 
     def forward_with_targets(
-        self, call: Call, modules: Sequence[nn.Module] = (), mode: ContextManager[Any] | None = None
+        self, call: Call, modules: Sequence[nn.Module] = (), mode: ContextManager[Any] | None = None,
+        graph: bool = True,
     ) -> tuple[TargetSelection, Captured]:
         """One forward of ``call`` with gradients enabled, capturing ``modules`` and any Neuron
         layers, under ``mode`` (a context active during the forward only: op-level rules).
         ``selection.graph_elements`` is what one target's backward works through, counted on
-        the first call per input shape and layers, then scaled by the batch."""
+        the first call per input shape and layers, then scaled by the batch. ``graph=False``
+        runs it under ``no_grad`` for explainers that only read the scores."""
         target, x = call.target, call.x
         neuron_layers = {n: resolve_layer(self.model, n.layer) for n in neurons_of(target)}
         hooked = list(modules) + [module for _, module in neuron_layers.values()]
         key = ("saved", type(self), tuple(x.shape[1:]), x.dtype, x.device, tuple(map(id, hooked)))
         cache = model_facts(self.model).cache
-        per_sample = cache.get(key)
-        with torch.enable_grad():
+        per_sample = cache.get(key) if graph else 0
+        with torch.enable_grad() if graph else torch.no_grad():
             with capture_outputs(hooked, for_gradients=True) as captured, mode or contextlib.nullcontext():
                 if per_sample is None:
                     saved = SavedElements(captured)

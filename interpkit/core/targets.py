@@ -235,7 +235,7 @@ def _callable_scores(target: Callable[[Any], torch.Tensor], output: Any, n: int)
         raise TargetError(
             f"a target callable must return (N,) or (N, K) scores with N = {n}, got {tuple(scores.shape)}"
         )
-    if not scores.requires_grad:
+    if not scores.requires_grad and torch.is_grad_enabled():  # no_grad: forward-only explainers
         raise TargetError("the target callable's scores do not depend on the model output; "
                           "compute them from the output without detaching")
     indices = torch.arange(scores.shape[1], device=scores.device).expand(n, -1)

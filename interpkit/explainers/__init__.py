@@ -1,11 +1,16 @@
 """The built-in explainers; ``interpkit.registry.builtin`` registers them like any plugin."""
 
+from .ablation import FeatureAblation, ShapleyValueSampling, shapley_permutations
+from .features import feature_mask, grid_cells, superpixels
 from .gradcam import GradCAM, MultiLayerExplanation, fuse, upsample
 from .guided_backprop import Deconvnet, GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
 from .occlusion import Occlusion
 from .patches import MaxActivatingPatches, PatchExplanation
 from .rise import RISE, rise_masks
+from .surrogate import LIME, KernelSHAP, fit_linear, kernel_shap_coalitions, lime_coalitions
 
-__all__ = ["Deconvnet", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "MaxActivatingPatches", "MultiLayerExplanation",
-           "Occlusion", "PatchExplanation", "RISE", "fuse", "rise_masks", "upsample"]
+__all__ = ["Deconvnet", "FeatureAblation", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "KernelSHAP", "LIME",
+           "MaxActivatingPatches", "MultiLayerExplanation", "Occlusion", "PatchExplanation", "RISE", "ShapleyValueSampling",
+           "feature_mask", "fit_linear", "fuse", "grid_cells", "kernel_shap_coalitions", "lime_coalitions", "rise_masks",
+           "shapley_permutations", "superpixels", "upsample"]

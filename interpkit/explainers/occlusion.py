@@ -18,8 +18,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_baseline, check_int, class_scores
-from ..errors import InputError, TargetError
+from ..core import Call, Explainer, Explanation, MapKind, check_baseline, check_int
+from ..errors import InputError
+from .perturbation import baseline_like, clean_targets, perturbed_scores
 
 
 class Occlusion(Explainer):
@@ -39,32 +40,25 @@ class Occlusion(Explainer):
 
     def explain(self, call: Call) -> Explanation:
         """The clean forward gives the targets and their scores; the occluded copies, the drops."""
-        x, target = call.x, call.target
+        x = call.x
         if x.dim() < 3:
             raise InputError(f"occlusion slides a window over the input's grid: inputs {tuple(x.shape)} have none")
         grid = tuple(x.shape[2:])
         window = _per_axis(self.window, grid, "window")
         stride = _per_axis(self.stride or tuple(max(1, w // 2) for w in window), grid, "stride")
-        with torch.no_grad():
-            selection, _ = self.forward_with_targets(call)
-            if not selection.classes and not callable(target):
-                raise TargetError("occlusion scores occluded copies of the input: give classes or a callable, "
-                                  "not neurons")
-            wanted = selection.indices if selection.classes else target
-            masks = _windows(grid, window, stride, x.device)  # (W, *grid)
-            baseline = self.baseline.to(x).expand(x.shape[1:]) if isinstance(self.baseline, torch.Tensor) \
-                else torch.full(x.shape[1:], float(self.baseline), dtype=x.dtype, device=x.device)
-            total = torch.zeros(len(x), selection.scores.shape[1], *grid, device=x.device)
-            per_chunk = max(1, self.max_batch // len(x))
-            for first in range(0, len(masks), per_chunk):
-                chunk = masks[first:first + per_chunk]  # (w, *grid)
-                hidden = chunk[:, None, None].expand(len(chunk), *x.shape)  # (w, N, C, *grid)
-                copies = torch.where(hidden, baseline, x.unsqueeze(0)).flatten(0, 1)
-                scores = _scores(wanted, call.model_inputs(copies).run(self.model), len(chunk))  # (w, N, K)
-                drops = selection.scores.detach().float().unsqueeze(0) - scores
-                total += torch.einsum("wnk,w...->nk...", drops, chunk.float())
-            covered = masks.sum(0).clamp_min(1)  # every position lies in some window
-        return self.result(total / covered, selection, MapKind.INPUT_GRID)
+        selection, wanted = clean_targets(self, call, "occlusion")
+        masks = _windows(grid, window, stride, x.device)  # (W, *grid)
+        baseline = baseline_like(self.baseline, x)
+
+        def occluded(first: int, stop: int) -> torch.Tensor:
+            hidden = masks[first:stop, None, None].expand(stop - first, *x.shape)
+            return torch.where(hidden, baseline, x.unsqueeze(0))
+
+        scores = perturbed_scores(self.model, call, wanted, len(masks), occluded, self.max_batch)  # (W, N, K)
+        drops = selection.scores.detach().float().unsqueeze(0) - scores
+        covered = masks.sum(0).clamp_min(1)  # every position lies in some window
+        return self.result(torch.einsum("wnk,w...->nk...", drops, masks.float()) / covered, selection,
+                           MapKind.INPUT_GRID)
 
 
 def _sizes(name: str, value: Any) -> int | tuple[int, ...]:
@@ -93,12 +87,3 @@ def _windows(grid: Sequence[int], window: Sequence[int], stride: Sequence[int], 
         masks[k][box] = True
     return masks
 
-
-def _scores(target: Any, output: Any, copies: int) -> torch.Tensor:
-    """The target scores (copies, N, K) of a copy-major output, in float32."""
-    if isinstance(target, torch.Tensor):  # class indices (N, K), the same for every copy
-        values = class_scores(output).gather(1, target.repeat(copies, 1))
-    else:
-        values = target(output)
-        values = values.unsqueeze(1) if values.dim() == 1 else values
-    return values.reshape(copies, len(values) // copies, -1).float()

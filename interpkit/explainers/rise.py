@@ -17,14 +17,15 @@ its batch; the masked copies go through the model about ``max_batch`` samples at
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_int, check_number, class_scores
-from ..errors import InputError, TargetError
+from ..core import Call, Explainer, Explanation, MapKind, check_int, check_number
+from ..errors import InputError
+from .perturbation import clean_targets, perturbed_scores
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -66,31 +67,17 @@ class RISE(Explainer):
 
     def explain(self, call: Call) -> Explanation:
         """The clean forward gives the targets; the masked copies, the weights of their masks."""
-        x, target = call.x, call.target
+        x = call.x
         if x.dim() < 3:
             raise InputError(f"RISE masks the input's grid: inputs {tuple(x.shape)} have none")
-        with torch.no_grad():
-            selection, _ = self.forward_with_targets(call)
-            if not selection.classes and not callable(target):
-                raise TargetError("RISE scores masked copies of the input: give classes or a callable, not neurons")
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
-            masks = rise_masks(self.masks, x.shape[2:], self.cells, self.p, generator, x.device)
-            total = torch.zeros(len(x), selection.scores.shape[1], *x.shape[2:], device=x.device)
-            per_chunk = max(1, self.max_batch // len(x))
-            for first in range(0, len(masks), per_chunk):
-                chunk = masks[first:first + per_chunk]  # (m, *grid)
-                copies = (x.unsqueeze(0) * chunk[:, None, None].to(x.dtype)).flatten(0, 1)
-                output = call.model_inputs(copies).run(self.model)
-                scores = self._scores(selection.indices if selection.classes else target, output, len(chunk))
-                total += torch.einsum("mnk,m...->nk...", scores, chunk)
-        return self.result(total / (self.masks * self.p), selection, MapKind.INPUT_GRID)
+        selection, wanted = clean_targets(self, call, "RISE")
+        generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        masks = rise_masks(self.masks, x.shape[2:], self.cells, self.p, generator, x.device)
 
-    def _scores(self, target: Any, output: Any, copies: int) -> torch.Tensor:
-        """The target scores (copies, N, K) of a copy-major output, in float32."""
-        if isinstance(target, torch.Tensor):
-            logits = class_scores(output).float()
-            values = (logits.softmax(dim=1) if self.score == "probability" else logits).gather(1, target.repeat(copies, 1))
-        else:
-            values = target(output).float()
-            values = values.unsqueeze(1) if values.dim() == 1 else values
-        return values.reshape(copies, len(values) // copies, -1)
+        def masked(first: int, stop: int) -> torch.Tensor:
+            return x.unsqueeze(0) * masks[first:stop, None, None].to(x.dtype)
+
+        scores = perturbed_scores(self.model, call, wanted, len(masks), masked, self.max_batch,
+                                  probability=self.score == "probability")  # (M, N, K)
+        return self.result(torch.einsum("mnk,m...->nk...", scores, masks) / (self.masks * self.p), selection,
+                           MapKind.INPUT_GRID)

@@ -3,7 +3,19 @@ as any third-party distribution. The registry loads it by its module path before
 
 from __future__ import annotations
 
-from ..explainers import RISE, Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, MaxActivatingPatches, Occlusion
+from ..explainers import (
+    LIME,
+    RISE,
+    Deconvnet,
+    FeatureAblation,
+    GradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
+    KernelSHAP,
+    MaxActivatingPatches,
+    Occlusion,
+    ShapleyValueSampling,
+)
 from ..metrics import BUILTIN_METRICS
 from ..zoo import BUILTIN_MODELS
 from .hookspecs import hookimpl
@@ -11,7 +23,8 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def interpkit_register_explainers(register):
-    for cls in (GradCAM, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches, Occlusion, RISE):
+    for cls in (GradCAM, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches, Occlusion, RISE, FeatureAblation,
+                ShapleyValueSampling, KernelSHAP, LIME):
         register(cls)
 
 

@@ -1,0 +1,65 @@
+"""The engine under the perturbation explainers (occlusion, RISE, feature ablation, Shapley
+sampling, KernelSHAP, LIME): one clean forward resolves the targets, then perturbed copies of
+the whole batch are built on the device a chunk at a time and scored under ``no_grad``, about
+``max_batch`` samples per forward, so memory is bounded by ``max_batch`` copies however many
+perturbations a method asks for."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core import Call, Explainer, class_scores
+from ..core.targets import TargetSelection, neurons_of
+from ..errors import InputError, TargetError
+
+#: ``copies(first, stop)``: perturbations first..stop-1 of the batch, (stop - first, N, *x.shape[1:])
+CopyMaker = Callable[[int, int], torch.Tensor]
+
+
+def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[TargetSelection, Any]:
+    """The clean forward, without a graph: the resolved targets and what scores a copy (the class
+    indices (N, K), or the user's callable). Neuron targets are refused: copies are scored at
+    the output."""
+    if neurons_of(call.target):
+        raise TargetError(f"{method} scores perturbed copies of the input: give classes or a callable, not neurons")
+    selection, _ = explainer.forward_with_targets(call, graph=False)
+    return selection, selection.indices if selection.classes else call.target
+
+
+def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copies: CopyMaker, max_batch: int,
+                     probability: bool = False) -> torch.Tensor:
+    """The target scores (count, N, K), float32, of ``count`` perturbed copies of the batch; a
+    class's score is its logit, or its probability with ``probability=True``."""
+    per_chunk = max(1, max_batch // call.inputs.batch_size)
+    scores = []
+    with torch.no_grad():
+        for first in range(0, count, per_chunk):
+            stop = min(count, first + per_chunk)
+            output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model)
+            scores.append(_scores(wanted, output, stop - first, probability))
+    return torch.cat(scores)
+
+
+def _scores(wanted: Any, output: Any, copies: int, probability: bool) -> torch.Tensor:
+    """The target scores (copies, N, K) of a copy-major output, in float32."""
+    if isinstance(wanted, torch.Tensor):  # class indices (N, K), the same for every copy
+        logits = class_scores(output).float()
+        values = (logits.softmax(dim=1) if probability else logits).gather(1, wanted.repeat(copies, 1))
+    else:
+        values = wanted(output).float()
+        values = values.unsqueeze(1) if values.dim() == 1 else values
+    return values.reshape(copies, len(values) // copies, -1)
+
+
+def baseline_like(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The baseline as one sample (C, *grid) in ``x``'s dtype and device."""
+    if isinstance(baseline, torch.Tensor):
+        try:
+            return baseline.to(x).expand(x.shape[1:])
+        except RuntimeError as error:
+            raise InputError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to one sample "
+                             f"{tuple(x.shape[1:])}") from error
+    return torch.full(x.shape[1:], float(baseline), dtype=x.dtype, device=x.device)
