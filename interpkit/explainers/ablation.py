@@ -31,6 +31,7 @@ class FeatureAblation(FeatureExplainer):
 
     def attribute(self, call: Call, wanted: Any, selection: TargetSelection,
                   copies: Callable[[torch.Tensor], torch.Tensor], count: int, x: torch.Tensor) -> torch.Tensor:
+        """One copy per feature, that feature at the baseline: the drops."""
         def all_but_one(first: int, stop: int) -> torch.Tensor:
             present = torch.ones(stop - first, count, dtype=torch.bool, device=x.device)
             present[torch.arange(stop - first, device=x.device), torch.arange(first, stop, device=x.device)] = False
@@ -59,6 +60,7 @@ class ShapleyValueSampling(FeatureExplainer):
 
     def attribute(self, call: Call, wanted: Any, selection: TargetSelection,
                   copies: Callable[[torch.Tensor], torch.Tensor], count: int, x: torch.Tensor) -> torch.Tensor:
+        """``samples * F + 1`` copies: the baseline, then each order's growing prefixes; the gains."""
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
         orders = shapley_permutations(self.samples, count, generator, x.device)  # (S, F)
         ranks = orders.argsort(dim=1)  # ranks[s, f]: where feature f comes in order s

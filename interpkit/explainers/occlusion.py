@@ -11,7 +11,6 @@ through the model in batches of about ``max_batch`` samples, under ``no_grad``.
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any, Sequence
 
@@ -47,18 +46,23 @@ class Occlusion(Explainer):
         window = _per_axis(self.window, grid, "window")
         stride = _per_axis(self.stride or tuple(max(1, w // 2) for w in window), grid, "stride")
         selection, wanted = clean_targets(self, call, "occlusion")
-        masks = _windows(grid, window, stride, x.device)  # (W, *grid)
+        # a window starts every stride until one reaches the far edge (windows are no larger than the grid)
+        starts = [torch.tensor([p for p in range(0, n - w + s, s) if p < n], device=x.device)
+                  for n, w, s in zip(grid, window, stride)]
+        count = math.prod(len(a) for a in starts)
         baseline = baseline_like(self.baseline, x)
 
         def occluded(first: int, stop: int) -> torch.Tensor:
-            hidden = masks[first:stop, None, None].expand(stop - first, *x.shape)
+            hidden = _windows(starts, window, grid, first, stop)[:, None, None].expand(stop - first, *x.shape)
             return torch.where(hidden, baseline, x.unsqueeze(0))
 
-        scores = perturbed_scores(self.model, call, wanted, len(masks), occluded, self.max_batch)  # (W, N, K)
+        scores = perturbed_scores(self.model, call, wanted, count, occluded, self.max_batch)  # (W, N, K)
         drops = selection.scores.detach().float().unsqueeze(0) - scores
-        covered = masks.sum(0).clamp_min(1)  # every position lies in some window
-        return self.result(torch.einsum("wnk,w...->nk...", drops, masks.float()) / covered, selection,
-                           MapKind.INPUT_GRID)
+        total = sum(torch.einsum("wnk,w...->nk...", drops[a:a + self.max_batch],
+                                 _windows(starts, window, grid, a, min(count, a + self.max_batch)).float())
+                    for a in range(0, count, self.max_batch))
+        covered = _windows(starts, window, grid, 0, count, covered=True).clamp_min(1)  # every position is in a window
+        return self.result(total / covered, selection, MapKind.INPUT_GRID)
 
 
 def _sizes(name: str, value: Any) -> int | tuple[int, ...]:
@@ -77,13 +81,20 @@ def _per_axis(value: int | tuple[int, ...], grid: tuple[int, ...], name: str) ->
     return tuple(min(v, n) for v, n in zip(values, grid))
 
 
-def _windows(grid: Sequence[int], window: Sequence[int], stride: Sequence[int], device: torch.device) -> torch.Tensor:
-    """Boolean masks (W, *grid) of every window, in row-major order of their starts."""
-    # windows are no larger than the grid: starts 0, s, 2s ... while a window has not reached the edge
-    starts = [[p for p in range(0, n - w + s, s) if p < n] for n, w, s in zip(grid, window, stride)]
-    masks = torch.zeros(math.prod(len(a) for a in starts), *grid, dtype=torch.bool, device=device)
-    for k, corner in enumerate(itertools.product(*starts)):
-        box = tuple(slice(p, p + w) for p, w in zip(corner, window))
-        masks[k][box] = True
+def _windows(starts: list[torch.Tensor], window: Sequence[int], grid: Sequence[int], first: int, stop: int,
+             covered: bool = False) -> torch.Tensor:
+    """Boolean masks (stop - first, *grid) of windows first..stop-1, in row-major order of their
+    starts; with ``covered``, how many of all the windows cover each position (*grid) instead."""
+    index = torch.arange(first, stop, device=starts[0].device)
+    masks: torch.Tensor | None = None
+    for axis in reversed(range(len(grid))):  # the last axis varies fastest
+        place = torch.arange(grid[axis], device=index.device)
+        begin = starts[axis] if covered else starts[axis][index % len(starts[axis])]
+        inside = (place >= begin[:, None]) & (place < begin[:, None] + window[axis])  # (m, n)
+        shape = [1] * (len(grid) + 1)
+        shape[0], shape[axis + 1] = -1, grid[axis]
+        along = inside.sum(0).view(shape[1:]) if covered else inside.view(shape)
+        masks = along if masks is None else masks * along if covered else masks & along
+        index = index // len(starts[axis])
+    assert masks is not None
     return masks
-

@@ -34,17 +34,31 @@ def rise_masks(count: int, grid: Sequence[int], cells: int, p: float, generator:
                device: torch.device | str = "cpu") -> torch.Tensor:
     """``count`` RISE masks (count, *grid) in [0, 1], drawn from ``generator``: Bernoulli(p) cell
     values, upsampled to cells + 1 cells, cropped at a random shift of less than one cell."""
+    return _render(*_draw(count, grid, cells, p, generator, device), grid)
+
+
+def _draw(count: int, grid: Sequence[int], cells: int, p: float, generator: torch.Generator,
+          device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of ``count`` masks, small: cell values (count, 1, *cells) and shifts (count, d)."""
     if len(grid) not in _MODES:
         raise InputError(f"RISE masks cover 1 to 3 grid axes, not {len(grid)}")
-    cell = [math.ceil(n / cells) for n in grid]
     values = (torch.rand(count, 1, *[cells] * len(grid), generator=generator, device=device) < p).float()
-    upsampled = F.interpolate(values, size=[(cells + 1) * c for c in cell], mode=_MODES[len(grid)], align_corners=False)
-    shifts = torch.stack([torch.randint(0, c, (count,), generator=generator, device=device) for c in cell], dim=1)
-    masks = torch.empty(count, *grid, device=device)
-    for i, shift in enumerate(shifts.tolist()):  # one host read of the shifts, then slicing
-        box = tuple(slice(s, s + n) for s, n in zip(shift, grid))
-        masks[i] = upsampled[i, 0][box]
-    return masks
+    shifts = torch.stack([torch.randint(0, math.ceil(n / cells), (count,), generator=generator, device=device)
+                          for n in grid], dim=1)
+    return values, shifts
+
+
+def _render(values: torch.Tensor, shifts: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """The masks (m, *grid) of drawn cell values and shifts: upsampled, then cropped."""
+    m, d, cells = len(values), len(grid), values.shape[-1]
+    size = [(cells + 1) * math.ceil(n / cells) for n in grid]
+    upsampled = F.interpolate(values, size=size, mode=_MODES[d], align_corners=False)[:, 0]
+    index = [torch.arange(m, device=values.device).view(m, *[1] * d)]
+    for axis, n in enumerate(grid):  # each mask's window along this axis, broadcast over the others
+        along = [1] * d
+        along[axis] = n
+        index.append(shifts[:, axis].view(m, *[1] * d) + torch.arange(n, device=values.device).view(1, *along))
+    return upsampled[tuple(index)]
 
 
 class RISE(Explainer):
@@ -72,12 +86,15 @@ class RISE(Explainer):
             raise InputError(f"RISE masks the input's grid: inputs {tuple(x.shape)} have none")
         selection, wanted = clean_targets(self, call, "RISE")
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        masks = rise_masks(self.masks, x.shape[2:], self.cells, self.p, generator, x.device)
+        grid = tuple(x.shape[2:])
+        values, shifts = _draw(self.masks, grid, self.cells, self.p, generator, x.device)  # masks made a chunk at a time
 
         def masked(first: int, stop: int) -> torch.Tensor:
-            return x.unsqueeze(0) * masks[first:stop, None, None].to(x.dtype)
+            return x.unsqueeze(0) * _render(values[first:stop], shifts[first:stop], grid)[:, None, None].to(x.dtype)
 
-        scores = perturbed_scores(self.model, call, wanted, len(masks), masked, self.max_batch,
+        scores = perturbed_scores(self.model, call, wanted, self.masks, masked, self.max_batch,
                                   probability=self.score == "probability")  # (M, N, K)
-        return self.result(torch.einsum("mnk,m...->nk...", scores, masks) / (self.masks * self.p), selection,
-                           MapKind.INPUT_GRID)
+        total = sum(torch.einsum("mnk,m...->nk...", scores[a:a + self.max_batch],
+                                 _render(values[a:a + self.max_batch], shifts[a:a + self.max_batch], grid))
+                    for a in range(0, self.masks, self.max_batch))
+        return self.result(total / (self.masks * self.p), selection, MapKind.INPUT_GRID)

@@ -103,6 +103,7 @@ class KernelSHAP(FeatureExplainer):
 
     def attribute(self, call: Call, wanted: Any, selection: TargetSelection,
                   copies: Callable[[torch.Tensor], torch.Tensor], count: int, x: torch.Tensor) -> torch.Tensor:
+        """The scores of KernelSHAP's coalitions, fitted by weighted least squares."""
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
         z = kernel_shap_coalitions(self.samples, count, generator, x.device)
         scores = self.scores(call, wanted, len(z), lambda a, b: z[a:b], copies)
@@ -136,6 +137,7 @@ class LIME(FeatureExplainer):
 
     def attribute(self, call: Call, wanted: Any, selection: TargetSelection,
                   copies: Callable[[torch.Tensor], torch.Tensor], count: int, x: torch.Tensor) -> torch.Tensor:
+        """The scores of random coalitions, fitted with the copies' closeness as weights."""
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
         z = lime_coalitions(self.samples, count, generator, x.device)
         distances = []

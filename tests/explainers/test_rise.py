@@ -59,3 +59,18 @@ def test_a_mask_independent_model_gets_a_flat_map_and_maps_do_not_depend_on_the_
 def test_bad_options(options):
     with pytest.raises(InputError):
         RISE(ConvStack(), **options)
+
+
+def test_each_mask_is_its_upsampled_cells_cropped_at_its_shift():
+    """The paper's construction step by step, one mask at a time, from the same random draws."""
+    grid, cells, p = (20, 13), 4, 0.5
+    masks = rise_masks(6, grid, cells, p, torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    cell = [math.ceil(n / cells) for n in grid]
+    values = (torch.rand(6, 1, cells, cells, generator=generator) < p).float()
+    big = torch.nn.functional.interpolate(values, size=[(cells + 1) * c for c in cell], mode="bilinear",
+                                          align_corners=False)
+    shifts = [torch.randint(0, c, (6,), generator=generator) for c in cell]
+    for i in range(6):
+        top, left = int(shifts[0][i]), int(shifts[1][i])
+        assert torch.equal(masks[i], big[i, 0, top:top + grid[0], left:left + grid[1]])
