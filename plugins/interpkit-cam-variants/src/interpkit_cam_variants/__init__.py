@@ -16,8 +16,9 @@ import torch
 
 import interpkit
 from interpkit import GradCAM
-from interpkit.core import Call, LayerGradients, check_int, class_scores, forward_hooks
+from interpkit.core import Call, LayerGradients, check_int, forward_hooks
 from interpkit.explainers import upsample
+from interpkit.explainers.perturbation import perturbed_scores
 
 __version__ = "0.2.0"
 
@@ -123,30 +124,16 @@ class _PerturbationCAM(GradCAM):
         else:
             raise interpkit.TargetError(f"{type(self).__name__} scores perturbed copies of the input: give classes "
                                         "or a callable, not neurons")
-        scores = self.channel_scores(call, found, lambda output, copies: _scores(target, output, copies))
+        scores = self.channel_scores(call, found, target).permute(1, 2, 0)  # (N, K, C)
         return self.combine(self.weights_from(scores, found.selection.scores), found.activation)
 
-    def copy_scores(self, inputs: torch.Tensor, channels: int, run) -> torch.Tensor:
-        """Scores (N, K, C): ``run(first, count)`` gives the model output of ``count`` copies of
-        the batch perturbed for channels ``first``...; chunked to about ``max_batch`` samples."""
-        per_call = max(1, self.max_batch // len(inputs))
-        parts = [run(first, min(per_call, channels - first)) for first in range(0, channels, per_call)]
-        return torch.cat(parts).permute(1, 2, 0)
-
-    def channel_scores(self, call: Call, found: LayerGradients, score) -> torch.Tensor:
+    def channel_scores(self, call: Call, found: LayerGradients, target) -> torch.Tensor:
+        """The target's scores (C, N, K) on the batch perturbed for each channel, through
+        interpkit's perturbation engine."""
         raise NotImplementedError
 
     def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-
-def _scores(target, output, copies: int) -> torch.Tensor:
-    """The target scores (copies, N, K) of a copy-major output."""
-    if isinstance(target, torch.Tensor):  # class indices (N, K), the same for every copy
-        values = class_scores(output).gather(1, target.repeat(copies, 1))
-    else:
-        values = target(output)
-    return values.reshape(copies, len(values) // copies, -1).float()
 
 
 class ScoreCAM(_PerturbationCAM):
@@ -156,20 +143,18 @@ class ScoreCAM(_PerturbationCAM):
 
     name = "scorecam"
 
-    @torch.no_grad()
-    def channel_scores(self, call: Call, found: LayerGradients, score) -> torch.Tensor:
+    def channel_scores(self, call: Call, found: LayerGradients, target) -> torch.Tensor:
         inputs = call.x
         masks = upsample(found.activation, tuple(inputs.shape[2:]))  # (N, C, *input grid)
         flat = masks.flatten(2)
         low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
         masks = ((flat - low) / torch.where(high > low, high - low, 1.0)).view_as(masks)
 
-        def run(first: int, count: int) -> torch.Tensor:
-            channels = masks[:, first:first + count].transpose(0, 1)  # (count, N, *grid): copy-major
-            masked = (inputs.unsqueeze(0) * channels.unsqueeze(2).to(inputs.dtype)).flatten(0, 1)
-            return score(call.model_inputs(masked).run(self.model), count)
+        def masked(first: int, stop: int) -> torch.Tensor:
+            channels = masks[:, first:stop].transpose(0, 1)  # (count, N, *grid): copy-major
+            return inputs.unsqueeze(0) * channels.unsqueeze(2).to(inputs.dtype)
 
-        return self.copy_scores(inputs, found.activation.shape[1], run)
+        return perturbed_scores(self.model, call, target, masks.shape[1], masked, self.max_batch)
 
     def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         return scores.softmax(dim=-1)
@@ -184,12 +169,11 @@ class AblationCAM(_PerturbationCAM):
     name = "ablationcam"
     supports = frozenset({"1d", "2d", "3d", "several_inputs"})
 
-    @torch.no_grad()
-    def channel_scores(self, call: Call, found: LayerGradients, score) -> torch.Tensor:
+    def channel_scores(self, call: Call, found: LayerGradients, target) -> torch.Tensor:
         inputs = call.x
         module = self.model.get_submodule(found.layer)
         shape = tuple(found.activation.shape[1:])
-        ablated: list[int] = []
+        ablated: list[int] = []  # the channels of the chunk being scored, one per copy
 
         def zero_channels(_module, _inputs, output):
             if not isinstance(output, torch.Tensor) or tuple(output.shape[1:]) != shape:
@@ -200,13 +184,12 @@ class AblationCAM(_PerturbationCAM):
                 output[copy * len(inputs):(copy + 1) * len(inputs), channel] = 0
             return output
 
-        def run(first: int, count: int) -> torch.Tensor:
-            ablated[:] = range(first, first + count)
-            copies = inputs.repeat(count, *[1] * (inputs.dim() - 1))
-            with forward_hooks([module], zero_channels):
-                return score(call.model_inputs(copies).run(self.model), count)
+        def repeated(first: int, stop: int) -> torch.Tensor:
+            ablated[:] = range(first, stop)
+            return inputs.unsqueeze(0).expand(stop - first, *inputs.shape)
 
-        return self.copy_scores(inputs, found.activation.shape[1], run)
+        with forward_hooks([module], zero_channels):
+            return perturbed_scores(self.model, call, target, shape[0], repeated, self.max_batch)
 
     def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         before = original.float().unsqueeze(-1)  # (N, K, 1)
