@@ -68,10 +68,15 @@ class LocalisationWarning(UserWarning):
     """A layer's grid has a single position at this input size: its maps are constant."""
 
 
+class SamplingWarning(UserWarning):
+    """A sampled estimate drew too few samples to be determined; the result is a fallback."""
+
+
 class PluginWarning(UserWarning):
     """A plugin was skipped; the message names it and says why."""
 
 
 __all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning", "ModelChangedError",
-           "NoReLUError", "PluginError", "PluginWarning", "ReceptiveFieldError", "TargetError", "UncoveredNonlinearityError",
+           "NoReLUError", "PluginError", "PluginWarning", "ReceptiveFieldError", "SamplingWarning", "TargetError",
+           "UncoveredNonlinearityError",
            "VectorizationWarning", "WeightsError"]

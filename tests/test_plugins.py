@@ -151,8 +151,9 @@ def test_autoload_can_be_disabled(fake_plugins, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)
         registry_module.reload()
-    assert interpkit.list_explainers() == ["deconvnet", "gradcam", "guided_backprop", "guided_gradcam",
-                                           "max_activating_patches", "occlusion", "rise"]
+    assert interpkit.list_explainers() == ["deconvnet", "feature_ablation", "gradcam", "guided_backprop", "guided_gradcam",
+                                           "kernel_shap", "lime", "max_activating_patches", "occlusion", "rise",
+                                           "shapley_value_sampling"]
     assert interpkit.list_explainers() == _builtin_explainers()
 
 

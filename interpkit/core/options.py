@@ -23,6 +23,14 @@ def check_int(name: str, value: Any, minimum: int | None = 1, none: str | None =
     return int(value)  # numpy integers as plain ints
 
 
+def check_seed(value: Any) -> int:
+    """A seed for ``torch.Generator.manual_seed``: an int in [0, 2**63)."""
+    seed = check_int("seed", value, minimum=0)
+    if seed >= 2**63:
+        raise InputError(f"seed must be below 2**63, got {value!r}")
+    return seed
+
+
 def check_number(name: str, value: Any, below: float | None = None, unit: str = "") -> float:
     """``value`` as a float when it is a finite non-negative number (never a bool), below
     ``below`` if given."""

@@ -17,32 +17,36 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_baseline, check_int
-from ..core.targets import TargetSelection
+from ..core import Call, Explainer, Explanation, MapKind, check_baseline, check_int, check_number
+from ..core.explanation import concatenate
+from ..core.state import model_facts
+from ..core.targets import TargetSelection, sample_target
 from ..errors import InputError
 from .perturbation import baseline_like, clean_targets, perturbed_scores
 
 
 def feature_mask(x: torch.Tensor, features: str | torch.Tensor | None, segments: int,
-                 compactness: float = 1.0) -> tuple[torch.Tensor, int]:
-    """The feature ids (N, *grid) of a batch ``x`` (N, C, *grid) and the feature count F.
-    ``features`` is "superpixels", "grid", an integer tensor broadcastable to (N, *grid) (or
-    to (N, 1, *grid)), or None: superpixels for inputs with a grid."""
+                 compactness: float = 1.0) -> tuple[torch.Tensor, list[int]]:
+    """The feature ids (N, *grid) of a batch ``x`` (N, C, *grid), numbered 0..F_n-1 per image in
+    the order of the given ids, and each image's feature count F_n. ``features`` is
+    "superpixels", "grid", an integer tensor broadcastable to (N, *grid) (or to (N, 1, *grid)),
+    or None: superpixels."""
     if isinstance(features, torch.Tensor):
-        return _given(features, x)
-    if features in (None, "superpixels"):
-        return superpixels(x, segments, compactness), _seed_count(x.shape[2:], segments)
-    if features == "grid":
-        labels, count = grid_cells(x.shape[2:], segments, x.device)
-        return labels.expand(len(x), *labels.shape), count
-    raise InputError(f"features must be 'superpixels', 'grid' or an integer tensor of feature ids, not {features!r}")
+        labels = _given(features, x)
+    elif features is None or features == "superpixels":
+        labels = superpixels(x, segments, compactness)
+    elif features == "grid":
+        labels = grid_cells(x.shape[2:], segments, x.device)[0].expand(len(x), *x.shape[2:])
+    else:
+        raise InputError(f"features must be 'superpixels', 'grid' or an integer tensor of feature ids, not {features!r}")
+    return _renumbered(labels)
 
 
-def _given(mask: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _given(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if mask.dtype.is_floating_point or mask.dtype.is_complex or mask.dtype == torch.bool:
         raise InputError(f"a feature mask holds integer feature ids, not {mask.dtype}")
     if mask.dim() == x.dim():  # (N or 1, 1, *grid): captum's layout, every channel alike
@@ -57,16 +61,27 @@ def _given(mask: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, int]:
                          f"{(len(x), *x.shape[2:])}") from error
     if labels.numel() == 0:
         raise InputError("the feature mask is empty")
-    low, high = labels.aminmax()
-    if int(low) < 0:  # one host read of the mask's range per call
-        raise InputError(f"feature ids must be 0 or more, the mask holds {int(low)}")
-    return labels, int(high) + 1
+    return labels
+
+
+def _renumbered(labels: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Ids renumbered 0..F_n-1 per image, keeping their order, and the counts F_n: gaps in the
+    ids cost nothing, and an image's features do not depend on the others' ids."""
+    flat = labels.flatten(1)
+    ordered, order = flat.sort(dim=1)
+    new = torch.zeros_like(ordered)
+    new[:, 1:] = (ordered.diff(dim=1) != 0).cumsum(dim=1)
+    facts = torch.cat([new[:, -1] + 1, ordered[:, 0]]).tolist()  # one host read: the counts and the smallest ids
+    if min(facts[len(flat):]) < 0:
+        raise InputError(f"feature ids must be 0 or more, the mask holds {min(facts[len(flat):])}")
+    return torch.empty_like(flat).scatter_(1, order, new).view_as(labels), facts[:len(flat)]
 
 
 def grid_cells(grid: tuple[int, ...] | torch.Size, segments: int, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, int]:
     """A regular grid of about ``segments`` cells over ``grid``, the same number per axis
     where the grid allows it: feature ids (*grid) in row-major order of the cells, and their count."""
+    check_int("segments", segments)
     per_axis = _cells_per_axis(tuple(grid), segments)
     ids = torch.zeros((), dtype=torch.long, device=device)
     for axis, (size, cells) in enumerate(zip(grid, per_axis)):
@@ -79,12 +94,15 @@ def superpixels(x: torch.Tensor, segments: int = 50, compactness: float = 1.0, i
     """SLIC superpixels (N, *grid) of a batch (N, C, *grid), about ``segments`` per image: each
     image's segmentation depends on that image only. ``compactness`` weighs one grid step
     between seeds against one standard deviation of the image's values."""
+    check_int("segments", segments)
+    check_number("compactness", compactness)
+    check_int("iterations", iterations, minimum=0)
     if x.dim() < 3 or x.dim() > 5:
         raise InputError(f"superpixels segment a 1-D to 3-D grid (N, C, *grid), not inputs {tuple(x.shape)}")
     grid = tuple(x.shape[2:])
     per_axis = _cells_per_axis(grid, segments)
     step = (math.prod(grid) / math.prod(per_axis)) ** (1 / len(grid))
-    values = _smoothed(x.detach().float(), step).flatten(2).transpose(1, 2)  # (N, P, C): texture averaged out
+    values = x.detach().float().flatten(2).transpose(1, 2)  # (N, P, C)
     spread = values.flatten(1).std(dim=1, correction=0).clamp_min(1e-12)
     values = (values - values.mean(dim=(1, 2), keepdim=True)) / spread[:, None, None]
     axes = [torch.arange(n, device=x.device, dtype=torch.float32) for n in grid]
@@ -96,14 +114,6 @@ def superpixels(x: torch.Tensor, segments: int = 50, compactness: float = 1.0, i
         labels = _nearest(points, centres)
         centres = _means(points, labels, len(centres[0]), centres)
     return _nearest(points, centres).view(len(x), *grid)
-
-
-def _smoothed(x: torch.Tensor, step: float) -> torch.Tensor:
-    """``x`` averaged over a window of about a quarter grid step per axis (at least 1), edges replicated."""
-    width = max(1, round(step / 4)) // 2 * 2 + 1  # odd, so positions stay aligned
-    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.dim() - 3]
-    padded = F.pad(x, [width // 2] * (2 * (x.dim() - 2)), mode="replicate")
-    return pool(padded, width, stride=1)
 
 
 def _nearest(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -127,10 +137,6 @@ def _cells_per_axis(grid: tuple[int, ...], segments: int) -> tuple[int, ...]:
     return tuple(max(1, min(n, round(n / step))) for n in grid)
 
 
-def _seed_count(grid: tuple[int, ...] | torch.Size, segments: int) -> int:
-    return math.prod(_cells_per_axis(tuple(grid), segments))
-
-
 def spread(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-feature values (N, K, F) laid out on the grid (N, K, *grid): each position gets its
     feature's value."""
@@ -141,9 +147,25 @@ def spread(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def with_features(x: torch.Tensor, baseline: torch.Tensor, labels: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Copies (m, N, C, *grid) of the batch with the features of each coalition row of
-    ``present`` (m, F) kept and the others set to ``baseline`` (C, *grid)."""
-    keep = present[:, labels].unsqueeze(2)  # (m, N, 1, *grid)
+    ``present`` kept and the others set to ``baseline`` (C, *grid); ``present`` is (m, F), the
+    same for every image, or (m, N, F), one row per image."""
+    m, n = len(present), len(x)
+    rows = present.unsqueeze(1).expand(m, n, -1) if present.dim() == 2 else present
+    keep = rows.gather(2, labels.reshape(1, n, -1).expand(m, -1, -1)).view(m, n, 1, *labels.shape[1:])
     return torch.where(keep, x.unsqueeze(0), baseline)
+
+
+def per_image(draw: Callable[[int, torch.Generator], torch.Tensor], counts: list[int], seed: int,
+              device: torch.device, fill: Any = False) -> torch.Tensor:
+    """Each image's random draw (S, N, F), padded with ``fill`` to the largest count F: ``draw(F_n,
+    generator)`` gives (S, F_n) from a generator seeded with ``seed``, so an image draws the same
+    whatever its batch."""
+    drawn = {c: draw(c, torch.Generator(device=device).manual_seed(seed)) for c in sorted(set(counts))}
+    rows = len(next(iter(drawn.values())))
+    out = torch.full((rows, len(counts), max(counts)), fill, dtype=next(iter(drawn.values())).dtype, device=device)
+    for image, c in enumerate(counts):
+        out[:, image, :c] = drawn[c]
+    return out
 
 
 class FeatureExplainer(Explainer):
@@ -156,22 +178,36 @@ class FeatureExplainer(Explainer):
     def __init__(self, model: nn.Module, features: str | torch.Tensor | None = None, segments: int = 50,
                  baseline: float | torch.Tensor = 0.0, max_batch: int = 64) -> None:
         super().__init__(model)
+        if isinstance(features, np.ndarray):
+            features = torch.from_numpy(features)
         if not (features is None or isinstance(features, torch.Tensor) or features in ("superpixels", "grid")):
             raise InputError(f"features must be 'superpixels', 'grid' or an integer tensor of feature ids, "
                              f"not {features!r}")
         self.features, self.segments = features, check_int("segments", segments)
         self.baseline, self.max_batch = check_baseline(baseline), check_int("max_batch", max_batch)
 
+    def _explain_exactly(self, call: Call) -> Explanation:
+        """One sample at a time, each with its own row of a per-image mask, when the model mixes samples."""
+        n, mask = call.inputs.batch_size, self.features
+        grid_axes = max(3, call.x.dim()) - 2  # a mask is (*grid), (N, *grid) or (N, 1, *grid)
+        if n > 1 and isinstance(mask, torch.Tensor) and mask.dim() > grid_axes and mask.shape[0] == n and \
+                model_facts(self.model).mixes_samples:
+            return concatenate([self._explain(Call(call.inputs.sample(i), sample_target(call.target, i, n)), mask[i:i + 1])
+                                for i in range(n)])
+        return super()._explain_exactly(call)
+
     def explain(self, call: Call) -> Explanation:
+        return self._explain(call, self.features)
+
+    def _explain(self, call: Call, features: str | torch.Tensor | None) -> Explanation:
         x = call.x
         if x.dim() < 2:
             raise InputError(f"{self.name} switches features of a batch (N, ...) on and off: inputs {tuple(x.shape)}")
         tabular = x.dim() == 2
         grid_x = x.unsqueeze(1) if tabular else x  # (N, C, *grid)
-        features = self.features
         if features is None and tabular:
             features = torch.arange(x.shape[1], device=x.device)
-        labels, count = feature_mask(grid_x, features, self.segments)
+        labels, counts = feature_mask(grid_x, features, self.segments)
         selection, wanted = clean_targets(self, call, self.name)
         baseline = baseline_like(self.baseline, grid_x)
 
@@ -179,13 +215,14 @@ class FeatureExplainer(Explainer):
             made = with_features(grid_x, baseline, labels, present)
             return made.squeeze(2) if tabular else made
 
-        values = self.attribute(call, wanted, selection, copies, count, grid_x)
+        values = self.attribute(call, wanted, selection, copies, counts)
         return self.result(spread(values, labels), selection, MapKind.INPUT_GRID)
 
     def attribute(self, call: Call, wanted: Any, selection: TargetSelection,
-                  copies: Callable[[torch.Tensor], torch.Tensor], count: int, x: torch.Tensor) -> torch.Tensor:
-        """Per-feature values (N, K, F) for ``count`` features; ``copies(present)`` makes the
-        batch's copies for coalition rows ``present`` (m, F) of kept features."""
+                  copies: Callable[[torch.Tensor], torch.Tensor], counts: list[int]) -> torch.Tensor:
+        """Per-feature values (N, K, F), F the largest of the images' feature counts ``counts``;
+        ``copies(present)`` makes the batch's copies for coalition rows ``present``, (m, F) or
+        (m, N, F), of kept features."""
         raise NotImplementedError
 
     def scores(self, call: Call, wanted: Any, rows: int, coalitions: Callable[[int, int], torch.Tensor],

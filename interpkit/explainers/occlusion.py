@@ -45,6 +45,9 @@ class Occlusion(Explainer):
         grid = tuple(x.shape[2:])
         window = _per_axis(self.window, grid, "window")
         stride = _per_axis(self.stride or tuple(max(1, w // 2) for w in window), grid, "stride")
+        if any(s > w for s, w in zip(stride, window)):  # positions between windows would get no value
+            raise InputError(f"occlusion's stride {stride} is larger than its window {window} (after clipping to the "
+                             f"grid {grid}): some positions would lie in no window; give a stride no larger than it")
         selection, wanted = clean_targets(self, call, "occlusion")
         # a window starts every stride until one reaches the far edge (windows are no larger than the grid)
         starts = [torch.tensor([p for p in range(0, n - w + s, s) if p < n], device=x.device)
@@ -57,21 +60,20 @@ class Occlusion(Explainer):
             return torch.where(hidden, baseline, x.unsqueeze(0))
 
         scores = perturbed_scores(self.model, call, wanted, count, occluded, self.max_batch)  # (W, N, K)
-        drops = selection.scores.detach().float().unsqueeze(0) - scores
+        drops = selection.scores.detach().to(scores.dtype).unsqueeze(0) - scores
         total = sum(torch.einsum("wnk,w...->nk...", drops[a:a + self.max_batch],
-                                 _windows(starts, window, grid, a, min(count, a + self.max_batch)).float())
+                                 _windows(starts, window, grid, a, min(count, a + self.max_batch)).to(drops.dtype))
                     for a in range(0, count, self.max_batch))
-        covered = _windows(starts, window, grid, 0, count, covered=True).clamp_min(1)  # every position is in a window
+        covered = _windows(starts, window, grid, 0, count, covered=True)  # every position is in a window
         return self.result(total / covered, selection, MapKind.INPUT_GRID)
 
 
 def _sizes(name: str, value: Any) -> int | tuple[int, ...]:
-    values = value if isinstance(value, tuple) else (value,)
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if not values:
         raise InputError(f"{name} must be a positive int or a tuple of them, got {value!r}")
-    for v in values:
-        check_int(name, v)
-    return value
+    sizes = tuple(check_int(name, v) for v in values)
+    return sizes if isinstance(value, (tuple, list)) else sizes[0]
 
 
 def _per_axis(value: int | tuple[int, ...], grid: tuple[int, ...], name: str) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core import Call, Explainer, class_scores
+from ..core.state import model_facts
 from ..core.targets import TargetSelection, neurons_of
 from ..errors import InputError, TargetError
 
@@ -31,27 +32,45 @@ def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[Target
 
 def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copies: CopyMaker, max_batch: int,
                      probability: bool = False) -> torch.Tensor:
-    """The target scores (count, N, K), float32, of ``count`` perturbed copies of the batch; a
-    class's score is its logit, or its probability with ``probability=True``."""
-    per_chunk = max(1, max_batch // call.inputs.batch_size)
+    """The target scores (count, N, K) of ``count`` perturbed copies of the batch, in float32 or
+    the model's float64; a class's score is its logit, or its probability with
+    ``probability=True``. A model whose forward mixes samples gets one copy per forward."""
+    n = call.inputs.batch_size
+    per_chunk = 1 if model_facts(model).mixes_samples else max(1, max_batch // n)
     scores = []
     with torch.no_grad():
         for first in range(0, count, per_chunk):
             stop = min(count, first + per_chunk)
             output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model)
-            scores.append(_scores(wanted, output, stop - first, probability))
-    return torch.cat(scores)
+            scores.append(_scores(wanted, output, stop - first, n, probability))
+    scores_ = torch.cat(scores)
+    if not bool(torch.isfinite(scores_).all()):  # one host read per call
+        raise TargetError("the target's scores on perturbed copies are not all finite: the baseline or masks take the "
+                          "model outside its domain (a log of 0, a division by 0); choose another baseline")
+    return scores_
 
 
-def _scores(wanted: Any, output: Any, copies: int, probability: bool) -> torch.Tensor:
-    """The target scores (copies, N, K) of a copy-major output, in float32."""
+def _scores(wanted: Any, output: Any, copies: int, n: int, probability: bool) -> torch.Tensor:
+    """The target scores (copies, N, K) of a copy-major output."""
     if isinstance(wanted, torch.Tensor):  # class indices (N, K), the same for every copy
-        logits = class_scores(output).float()
+        logits = class_scores(output)
+        logits = logits.to(score_dtype(logits))
         values = (logits.softmax(dim=1) if probability else logits).gather(1, wanted.repeat(copies, 1))
     else:
-        values = wanted(output).float()
+        values = wanted(output)
+        if not isinstance(values, torch.Tensor) or not values.dtype.is_floating_point:
+            raise TargetError("a target callable must return a floating tensor of shape (N,) or (N, K)")
+        values = values.to(score_dtype(values))
         values = values.unsqueeze(1) if values.dim() == 1 else values
-    return values.reshape(copies, len(values) // copies, -1)
+        if values.dim() != 2 or len(values) != copies * n:
+            raise TargetError(f"the target callable returned {tuple(values.shape)} scores for {copies * n} perturbed "
+                              f"copies: it must give one row per sample of the output it is given, whatever its size")
+    return values.reshape(copies, n, -1)
+
+
+def score_dtype(values: torch.Tensor) -> torch.dtype:
+    """Scores keep float64; half precision is read in float32."""
+    return torch.float64 if values.dtype == torch.float64 else torch.float32
 
 
 def baseline_like(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_int, check_number
+from ..core import Call, Explainer, Explanation, MapKind, check_int, check_number, check_seed
 from ..errors import InputError
 from .perturbation import clean_targets, perturbed_scores
 
@@ -74,7 +74,7 @@ class RISE(Explainer):
         self.p = check_number("p", p)
         if not 0 < self.p <= 1:
             raise InputError(f"p must lie in (0, 1], got {p!r}")
-        self.seed, self.max_batch = check_int("seed", seed, minimum=0), check_int("max_batch", max_batch)
+        self.seed, self.max_batch = check_seed(seed), check_int("max_batch", max_batch)
         if score not in ("probability", "logit"):
             raise InputError(f"score must be 'probability' or 'logit', not {score!r}")
         self.score = score
@@ -95,6 +95,6 @@ class RISE(Explainer):
         scores = perturbed_scores(self.model, call, wanted, self.masks, masked, self.max_batch,
                                   probability=self.score == "probability")  # (M, N, K)
         total = sum(torch.einsum("mnk,m...->nk...", scores[a:a + self.max_batch],
-                                 _render(values[a:a + self.max_batch], shifts[a:a + self.max_batch], grid))
+                                 _render(values[a:a + self.max_batch], shifts[a:a + self.max_batch], grid).to(scores.dtype))
                     for a in range(0, self.masks, self.max_batch))
         return self.result(total / (self.masks * self.p), selection, MapKind.INPUT_GRID)

@@ -16,15 +16,16 @@ device, shared by the batch's images.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..core import Call, check_int, check_number
+from ..core import Call, check_int, check_number, check_seed
 from ..core.targets import TargetSelection
-from ..errors import InputError
-from .features import FeatureExplainer
+from ..errors import InputError, SamplingWarning
+from .features import FeatureExplainer, per_image
 from .perturbation import perturbed_scores
 
 _REGULARISERS = ("lasso", "ridge", None)
@@ -53,14 +54,22 @@ def lime_coalitions(samples: int, features: int, generator: torch.Generator,
 
 def fit_linear(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, regulariser: str | None = None,
                alpha: float = 0.0) -> torch.Tensor:
-    """The coefficients (N, K, F) of ``y ~ b + z . beta`` for coalitions ``z`` (S, F), targets
-    ``y`` (S, N, K) and sample weights (S, N), in float64 (float32 where the device has no
-    float64). ``regulariser``: None minimises ``sum_s w_s r_s^2`` (the minimum-norm solution
-    where that is not unique); "ridge" adds ``alpha |beta|^2``; "lasso" minimises
-    ``sum_s w_s r_s^2 / (2 sum_s w_s) + alpha |beta|_1``: scikit-learn's objectives."""
+    """The coefficients (N, K, F) of ``y ~ b + z . beta`` for coalitions ``z``, (S, F) shared or
+    (S, N, F) per image, targets ``y`` (S, N, K) and sample weights (S, N), in float64 (float32
+    where the device has none). ``regulariser``: None minimises ``sum_s w_s r_s^2`` (the
+    minimum-norm solution where that is not unique); "ridge" adds ``alpha |beta|^2``; "lasso"
+    minimises ``sum_s w_s r_s^2 / (2 sum_s w_s) + alpha |beta|_1``: scikit-learn's objectives."""
+    if regulariser not in _REGULARISERS:
+        raise InputError(f"regulariser must be 'lasso', 'ridge' or None, not {regulariser!r}")
+    check_number("alpha", alpha)
+    if y.dim() != 3 or z.dim() not in (2, 3) or weights.shape != y.shape[:2] or len(z) != len(y) or \
+            (z.dim() == 3 and z.shape[1] != y.shape[1]):
+        raise InputError(f"fit_linear takes z (S, F) or (S, N, F), y (S, N, K) and weights (S, N); got z "
+                         f"{tuple(z.shape)}, y {tuple(y.shape)}, weights {tuple(weights.shape)}")
     dtype = torch.float32 if z.device.type == "mps" else torch.float64
     w = weights.to(dtype).T.unsqueeze(-1)  # (N, S, 1)
-    z, y = z.to(dtype).unsqueeze(0), y.to(dtype).transpose(0, 1)  # (1, S, F), (N, S, K)
+    z = z.to(dtype).transpose(0, 1) if z.dim() == 3 else z.to(dtype).unsqueeze(0)  # (N or 1, S, F)
+    y = y.to(dtype).transpose(0, 1)  # (N, S, K)
     total = w.sum(dim=1, keepdim=True)
     zc = z - (w * z).sum(dim=1, keepdim=True) / total
     yc = y - (w * y).sum(dim=1, keepdim=True) / total
@@ -70,6 +79,13 @@ def fit_linear(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, regulari
     if regulariser == "ridge":
         gram = gram + alpha * torch.eye(gram.shape[-1], dtype=dtype, device=gram.device)
     return (torch.linalg.pinv(gram, hermitian=True) @ moment).transpose(1, 2).float()
+
+
+def _warn_if_underdetermined(samples: int, counts: list[int], method: str) -> None:
+    if samples <= max(counts):
+        warnings.warn(f"{method} fits {max(counts)} features and an intercept to {samples} samples: the fit is "
+                      f"underdetermined (the minimum-norm solution); give samples well above the feature count",
+                      SamplingWarning, stacklevel=5)
 
 
 def _lasso(gram: torch.Tensor, moment: torch.Tensor, alpha: float, tolerance: float = 1e-12,
@@ -99,16 +115,18 @@ class KernelSHAP(FeatureExplainer):
     def __init__(self, model: nn.Module, features: str | torch.Tensor | None = None, segments: int = 50,
                  baseline: float | torch.Tensor = 0.0, samples: int = 200, seed: int = 0, max_batch: int = 64) -> None:
         super().__init__(model, features, segments, baseline, max_batch)
-        self.samples, self.seed = check_int("samples", samples), check_int("seed", seed, minimum=0)
+        self.samples, self.seed = check_int("samples", samples), check_seed(seed)
 
     def attribute(self, call: Call, wanted: Any, selection: TargetSelection,
-                  copies: Callable[[torch.Tensor], torch.Tensor], count: int, x: torch.Tensor) -> torch.Tensor:
+                  copies: Callable[[torch.Tensor], torch.Tensor], counts: list[int]) -> torch.Tensor:
         """The scores of KernelSHAP's coalitions, fitted by weighted least squares."""
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        z = kernel_shap_coalitions(self.samples, count, generator, x.device)
+        device = call.x.device
+        z = per_image(lambda c, g: kernel_shap_coalitions(self.samples, c, g, device), counts, self.seed, device)
         scores = self.scores(call, wanted, len(z), lambda a, b: z[a:b], copies)
-        ends = (z.all(dim=1) | ~z.any(dim=1)).double()
-        weights = (1 + ends * (1e6 - 1)).unsqueeze(1).expand(-1, len(x))
+        valid = torch.arange(z.shape[-1], device=device) < torch.tensor(counts, device=device).unsqueeze(1)  # (N, F)
+        ends = (z | ~valid).all(dim=-1) | ~(z & valid).any(dim=-1)  # all or none of the image's features kept
+        weights = torch.where(ends, 1e6, 1.0).double()
+        _warn_if_underdetermined(self.samples, counts, self.name)
         return fit_linear(z, scores, weights)
 
 
@@ -125,7 +143,7 @@ class LIME(FeatureExplainer):
                  distance: str = "cosine", regulariser: str | None = "lasso", alpha: float = 0.01,
                  max_batch: int = 64) -> None:
         super().__init__(model, features, segments, baseline, max_batch)
-        self.samples, self.seed = check_int("samples", samples), check_int("seed", seed, minimum=0)
+        self.samples, self.seed = check_int("samples", samples), check_seed(seed)
         self.kernel_width = None if kernel_width is None else check_number("kernel_width", kernel_width)
         if self.kernel_width == 0:
             raise InputError("kernel_width must be above 0 (or None for equal weights)")
@@ -136,27 +154,31 @@ class LIME(FeatureExplainer):
         self.distance, self.regulariser, self.alpha = distance, regulariser, check_number("alpha", alpha)
 
     def attribute(self, call: Call, wanted: Any, selection: TargetSelection,
-                  copies: Callable[[torch.Tensor], torch.Tensor], count: int, x: torch.Tensor) -> torch.Tensor:
+                  copies: Callable[[torch.Tensor], torch.Tensor], counts: list[int]) -> torch.Tensor:
         """The scores of random coalitions, fitted with the copies' closeness as weights."""
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        z = lime_coalitions(self.samples, count, generator, x.device)
+        x, device = call.x, call.x.device
+        z = per_image(lambda c, g: lime_coalitions(self.samples, c, g, device), counts, self.seed, device)
         distances = []
 
         def weighed(first: int, stop: int) -> torch.Tensor:
             made = copies(z[first:stop])  # measured here, while the copies exist
-            distances.append(self._distance(made.flatten(2).float(), x.flatten(1).float()))
+            distances.append(self._distance(made.flatten(2).double(), x.flatten(1).double()))
             return made
 
         scores = perturbed_scores(self.model, call, wanted, len(z), weighed, self.max_batch)
         if self.kernel_width is None:
-            weights = torch.ones(len(z), len(x), device=x.device)
+            weights = torch.ones(len(z), len(x), dtype=torch.float64, device=device)
         else:
-            d = torch.cat(distances)
-            weights = torch.exp(-d * d / (2 * self.kernel_width ** 2))
+            d = torch.cat(distances) / self.kernel_width
+            weights = torch.exp(-d * d / 2)
+            if not bool((weights.amax(dim=0) > 0).all()):  # one host read per call
+                raise InputError(f"every LIME weight of an image underflows to 0: its copies lie {float(d.min()):.3g} "
+                                 f"kernel widths or more from it; raise kernel_width (or use the cosine distance)")
+        _warn_if_underdetermined(self.samples, counts, self.name)
         return fit_linear(z, scores, weights, self.regulariser, self.alpha)
 
     def _distance(self, copies: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The distance (m, N) of copies (m, N, P) to their images (N, P)."""
-        if self.distance == "cosine":
+        if self.distance == "cosine":  # captum's: 1 - x.y / (max(|x|, eps) max(|y|, eps))
             return 1 - torch.nn.functional.cosine_similarity(copies, x.unsqueeze(0), dim=2)
         return (copies - x).norm(dim=2)

@@ -254,3 +254,88 @@ def test_bad_options_inputs_and_targets():
                     {"alpha": -0.1}):
         with pytest.raises(InputError):
             LIME(model, **options)
+
+
+def test_a_model_that_mixes_samples_sees_one_copy_per_forward():
+    """A batch norm without running statistics normalises each forward's samples together: the
+    copies must not share forwards, so max_batch cannot change the result."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    per_image = torch.stack([block_mask(8, 8, 2, 2), block_mask(8, 8, 2, 4)])
+    for method in (FeatureAblation, KernelSHAP):
+        one, many = (method(model, features=per_image, max_batch=b, **({} if method is FeatureAblation else
+                                                                       {"samples": 12}))(x, target=0).maps
+                     for b in (1, 64))
+        torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-6)
+
+
+def test_float64_models_keep_their_precision():
+    model = nn.Linear(4, 1).double().eval()
+    with torch.no_grad():
+        model.bias.fill_(1e6)
+        model.weight.copy_(torch.tensor([[1e-3, 2e-3, -1e-3, 5e-4]], dtype=torch.float64))
+    x = torch.ones(1, 4, dtype=torch.float64)
+    expected = torch.tensor([1e-3, 2e-3, -1e-3, 5e-4], dtype=torch.float64)
+    for method in (FeatureAblation, ShapleyValueSampling):
+        torch.testing.assert_close(method(model)(x, target=0).maps[0, 0].double(), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_feature_ids_are_renumbered_per_image():
+    """Gaps and huge ids cost nothing, and an image with few features gets the same values in a
+    batch with an image of many as alone."""
+    model, x = resnet_and_images(size=8)
+    few, many = block_mask(8, 8, 2, 2), block_mask(8, 8, 4, 4)
+    for method in (ShapleyValueSampling, KernelSHAP, LIME):
+        options = {"samples": 3} if method is ShapleyValueSampling else {"samples": 40}
+        together = method(model, features=torch.stack([few, many]), **options)(x, target=1).maps
+        alone = method(model, features=few, **options)(x[:1], target=1).maps
+        torch.testing.assert_close(together[:1], alone, rtol=1e-4, atol=1e-6)
+        gappy = method(model, features=few * 5 + 2**40, **options)(x[:1], target=1).maps
+        torch.testing.assert_close(gappy, alone, rtol=1e-4, atol=1e-6)
+
+
+def test_degenerate_settings_are_refused_or_warned_about():
+    from interpkit import SamplingWarning
+
+    model, x = resnet_and_images(size=8)
+    with pytest.raises(InputError, match="underflows"):
+        LIME(model, features="grid", segments=16, distance="euclidean", kernel_width=0.01, samples=20)(x, target=0)
+    wide = LIME(model, features="grid", segments=4, kernel_width=1e200, samples=20)(x, target=0).maps
+    assert torch.isfinite(wide).all()
+    with pytest.warns(SamplingWarning, match="underdetermined"):
+        KernelSHAP(model, features="grid", segments=16, samples=10)(x, target=0)
+    with pytest.raises(TargetError, match="one row per sample"):
+        FeatureAblation(model, features="grid", segments=4, max_batch=4)(x, target=lambda out: out[:2, 0])
+    class LogScores(nn.Module):
+        def forward(self, inputs):
+            return inputs.abs().log().flatten(1)[:, :3]
+
+    with pytest.raises(TargetError, match="not all finite"):  # log 0 at the baseline
+        FeatureAblation(LogScores(), features="grid", segments=4)(x, target=0)
+
+
+def test_numpy_and_odd_options():
+    import numpy as np
+
+    model, x = resnet_and_images(size=8)
+    mask = block_mask(8, 8, 2, 2)
+    torch.testing.assert_close(FeatureAblation(model, features=mask.numpy())(x, target=0).maps,
+                               FeatureAblation(model, features=mask)(x, target=0).maps)
+    from interpkit import Occlusion
+
+    assert Occlusion(model, window=np.int64(4), stride=np.int64(2))(x, target=0).maps.shape == (2, 1, 8, 8)
+    with pytest.raises(InputError, match="stride"):
+        Occlusion(model, window=2, stride=3)(x, target=0)
+    for method in (ShapleyValueSampling, KernelSHAP, LIME):
+        with pytest.raises(InputError, match="seed"):
+            method(model, seed=2**64)
+    with pytest.raises(InputError):
+        superpixels(x, 0)
+    with pytest.raises(InputError):
+        grid_cells((8, 8), 0)
+    with pytest.raises(InputError, match="regulariser"):
+        fit_linear(torch.ones(3, 2, dtype=torch.bool), torch.zeros(3, 1, 1), torch.ones(3, 1), "lassoo")
+    with pytest.raises(InputError, match="fit_linear takes"):
+        fit_linear(torch.ones(3, 2, dtype=torch.bool), torch.zeros(4, 1, 1), torch.ones(3, 1))
