@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -241,17 +242,24 @@ def plot_signal_map(signal: torch.Tensor, heat: torch.Tensor, title: str | None 
 
 def plot_metric_curves(panels: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> Figure:
     """One panel per curve metric (title -> {explainer: (fractions, mean curve)}), the score
-    against the fraction of the input perturbed, one line per explainer."""
-    figure = Figure(figsize=(4.2 * max(len(panels), 1) + 1.8, 3.3))
+    against the fraction of the input perturbed, one line per explainer, each with its own colour
+    and dash (20 colours, then dashes), the legend in columns below."""
+    names = list(dict.fromkeys(name for lines in panels.values() for name in lines))
+    columns = 5
+    legend_height = 0.2 * math.ceil(len(names) / columns) + 0.2
+    figure = Figure(figsize=(4.6 * max(len(panels), 1), 3.3 + legend_height))
     axes = figure.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    colours = matplotlib.colormaps["tab20"].colors
     for axis, (title, lines) in zip(axes, panels.items()):
         for label, (fractions, curve) in lines.items():
-            axis.plot(fractions.cpu().numpy(), curve.cpu().numpy(), label=label, linewidth=1.2)
+            i = names.index(label)
+            axis.plot(fractions.cpu().numpy(), curve.cpu().numpy(), label=label, linewidth=1.2,
+                      color=colours[i % len(colours)], linestyle=("-", "--", ":", "-.")[i // len(colours) % 4])
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("fraction of the image perturbed", fontsize=8)
         axis.set_ylabel("probability of the class", fontsize=8)
         axis.tick_params(labelsize=7)
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
-    figure.tight_layout(rect=(0, 0, 1 - 1.8 / figure.get_figwidth(), 1))
+    figure.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, legend_height / figure.get_figheight(), 1, 1))
     return figure
