@@ -6,13 +6,16 @@ import interpkit
 from interpkit import GradCAM
 from interpkit.testing import check_explainer
 from interpkit_cam_variants import (
+    KPCACAM,
     AblationCAM,
     EigenCAM,
     EigenGradCAM,
+    GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
     ScoreCAM,
+    SegEigenCAM,
     XGradCAM,
 )
 
@@ -27,7 +30,8 @@ def test_registered_and_importable_from_interpkit():
     assert Imported is GradCAMPlusPlus
 
 
-FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM]
+FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, GradCAMElementWise,
+          SegEigenCAM, KPCACAM]
 
 
 @pytest.mark.parametrize("explainer", FAMILY)
@@ -102,6 +106,70 @@ def test_more_of_the_family_equal_pytorch_grad_cam(ours, theirs):
     mine = ours(model, layer="layer4", upsample=False, relu=False)(images, target=[3, 7]).maps[:, 0]
     peer = _theirs(theirs, model, images, activations, gradients)
     assert ((mine - peer).abs().max() / peer.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("ours, theirs, options", [(GradCAMElementWise, "GradCAMElementWise", {}),
+                                                    (SegEigenCAM, "SegEigenCAM", {}),
+                                                    (KPCACAM, "KPCA_CAM", {}),
+                                                    (KPCACAM, "KPCA_CAM", {"kernel": "rbf", "gamma": 0.01}),
+                                                    (KPCACAM, "KPCA_CAM", {"kernel": "poly"}),
+                                                    (KPCACAM, "KPCA_CAM", {"kernel": "cosine"}),
+                                                    (KPCACAM, "KPCA_CAM", {"kernel": "linear"})])
+def test_newer_variants_equal_pytorch_grad_cam(ours, theirs, options):
+    """Seg-Eigen-CAM's sign is the paper's (no ambiguity left) and KPCA-CAM's is scikit-learn's,
+    so these equal pytorch-grad-cam's maps outright, not up to a sign. KPCA-CAM is compared on
+    float64 activations: interpkit computes the kernel in float64 (see the next test)."""
+    model, images, activations, gradients = _layer4_case()
+    if ours is KPCACAM:
+        activations = activations.double()
+    mine = ours(model, layer="layer4", upsample=False, relu=False, **options)(images, target=[3, 7]).maps[:, 0]
+    peer = getattr(pytorch_grad_cam, theirs)(model=model, target_layers=[model.layer4], **options)
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    theirs_maps = torch.from_numpy(peer.get_cam_image(images, model.layer4, [ClassifierOutputTarget(3),
+                                                                             ClassifierOutputTarget(7)],
+                                                      activations.numpy(), gradients.numpy(), eigen_smooth=False))
+    assert theirs_maps.abs().max() > 0
+    assert ((mine - theirs_maps).abs().max() / theirs_maps.abs().max()) < 1e-4
+
+
+def test_pytorch_grad_cams_float32_rbf_kernel_loses_digits():
+    """scikit-learn computes the RBF kernel's distances in the activations' float32 through
+    |x|^2 - 2 x.y + |y|^2, which cancels: pytorch-grad-cam's map is off by 7e-4 of its peak here,
+    and equals interpkit's (float64) once given float64 activations."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
+
+    model, images, activations, _ = _layer4_case()
+    mine = KPCACAM(model, layer="layer4", upsample=False, relu=False, kernel="rbf", gamma=0.01)(images, target=0).maps[:, 0]
+    single = torch.from_numpy(get_2d_projection_kernel(activations.numpy(), "rbf", 0.01))
+    double = torch.from_numpy(get_2d_projection_kernel(activations.double().numpy(), "rbf", 0.01))
+    assert ((mine - double).abs().max() / double.abs().max()) < 1e-6
+    assert ((mine - single).abs().max() / single.abs().max()) > 1e-4
+
+
+def test_kpca_cam_equals_pytorch_grad_cam_on_a_large_grid():
+    """Over 200 positions scikit-learn switches to ARPACK; the component is the same."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(1, 3, 128, 128)
+    kept = []
+    handle = model.layer2.register_forward_hook(lambda m, i, o: kept.append(o.detach()))
+    model(images)
+    handle.remove()
+    mine = KPCACAM(model, layer="layer2", upsample=False, relu=False)(images, target=0).maps[:, 0]
+    peer = pytorch_grad_cam.KPCA_CAM(model=model, target_layers=[model.layer2])
+    theirs = torch.from_numpy(peer.get_cam_image(images, model.layer2, None, kept[0].numpy(), None, False))
+    assert mine.shape == (1, 16, 16)
+    assert ((mine - theirs).abs().max() / theirs.abs().max()) < 1e-4
+
+
+def test_newer_variants_refuse_bad_options():
+    model = torchvision.models.resnet18().eval()
+    for options in ({"kernel": "laplacian"}, {"gamma": -1.0}, {"gamma": float("nan")}):
+        with pytest.raises(interpkit.InputError):
+            KPCACAM(model, **options)
+    with pytest.raises(interpkit.InputError, match="drop eigen_smooth=False"):
+        SegEigenCAM(model, eigen_smooth=False)
 
 
 @pytest.mark.parametrize("ours, theirs, smooth", [(EigenCAM, "EigenCAM", False), (EigenGradCAM, "EigenGradCAM", False),

@@ -16,8 +16,9 @@ import torch
 
 import interpkit
 from interpkit import GradCAM
-from interpkit.core import Call, LayerGradients, check_int, forward_hooks
+from interpkit.core import Call, LayerGradients, check_int, check_number, forward_hooks
 from interpkit.explainers import upsample
+from interpkit.explainers.gradcam import principal_projection
 from interpkit.explainers.perturbation import perturbed_scores
 
 __version__ = "0.2.0"
@@ -103,6 +104,86 @@ class EigenGradCAM(_Eigen):
 
     def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return gradients
+
+
+class GradCAMElementWise(GradCAM):
+    """``sum_c ReLU(G_c * A_c)``: HiResCAM's element-wise terms, each clipped at 0 before the
+    channel sum (pytorch-grad-cam's ``GradCAMElementWise``)."""
+
+    name = "gradcam_elementwise"
+
+    def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return gradients
+
+    def combine(self, weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        terms = (weights * activation.unsqueeze(1)).clamp_min(0)
+        return principal_projection(terms) if self.eigen_smooth else terms.sum(dim=2)
+
+
+class SegEigenCAM(_Eigen):
+    """Seg-Eigen-CAM (Chung and Ying, 2025): the first principal component of ``|G_c| * A_c``,
+    its sign chosen as the paper's Eq. 13 says: flipped where the map's most negative value is
+    larger in magnitude than its most positive one."""
+
+    name = "seg_eigencam"
+
+    def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return gradients.abs()
+
+    def combine(self, weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        projection = super().combine(weights, activation)
+        flat = projection.flatten(2)
+        flip = flat.amin(dim=-1).abs() > flat.amax(dim=-1).abs()
+        return torch.where(flip.view(*flip.shape, *[1] * (projection.dim() - 2)), -projection, projection)
+
+
+_KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")
+
+
+class KPCACAM(GradCAM):
+    """KPCA-CAM (Karmani et al., 2024): per image, the activation vectors of the layer's
+    positions, centred, projected on their first kernel principal component, as scikit-learn's
+    ``KernelPCA(n_components=1)`` does: the centred kernel matrix's top eigenvector times the
+    square root of its eigenvalue, signed so that its largest-magnitude entry is positive. Kernels
+    as scikit-learn's with its defaults (``gamma`` 1 / C, ``coef0`` 1, degree 3). The map is
+    the same for every target; no gradient is needed."""
+
+    name = "kpca_cam"
+
+    def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, kernel: str = "sigmoid",
+                 gamma: float | None = None) -> None:
+        super().__init__(model, layer, upsample=upsample, relu=relu)
+        if kernel not in _KERNELS:
+            raise interpkit.InputError(f"kernel must be one of {', '.join(_KERNELS)}, not {kernel!r}")
+        self.kernel = kernel
+        self.gamma = None if gamma is None else check_number("gamma", gamma)
+
+    def cam(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        n, c = activation.shape[:2]
+        points = activation.flatten(2).transpose(1, 2).double()  # (N, P, C)
+        points = points - points.mean(dim=1, keepdim=True)
+        kernel = self._kernel(points, 1.0 / c if self.gamma is None else self.gamma)
+        ones = torch.full_like(kernel, 1.0 / kernel.shape[-1])
+        centred = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
+        values, vectors = torch.linalg.eigh(centred)
+        top = vectors[..., -1]  # (N, P): the largest eigenvalue's vector
+        peak = top.gather(1, top.abs().argmax(dim=1, keepdim=True))
+        projection = top * torch.where(peak < 0, -1.0, 1.0) * values[:, -1:].clamp_min(0).sqrt()
+        maps = projection.to(activation.dtype).view(n, 1, *activation.shape[2:])
+        return maps.expand(n, gradients.shape[1], *activation.shape[2:])
+
+    def _kernel(self, points: torch.Tensor, gamma: float) -> torch.Tensor:
+        inner = points @ points.transpose(1, 2)
+        if self.kernel == "linear":
+            return inner
+        if self.kernel == "poly":
+            return (gamma * inner + 1) ** 3
+        if self.kernel == "sigmoid":
+            return torch.tanh(gamma * inner + 1)
+        if self.kernel == "rbf":
+            return torch.exp(-gamma * torch.cdist(points, points).square())
+        norms = points.norm(dim=2, keepdim=True).clamp_min(1e-300)  # cosine: a zero vector's similarities are 0
+        return inner / (norms * norms.transpose(1, 2))
 
 
 class _PerturbationCAM(GradCAM):
@@ -198,5 +279,6 @@ class AblationCAM(_PerturbationCAM):
 
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
-    for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM):
+    for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM,
+                GradCAMElementWise, SegEigenCAM, KPCACAM):
         register(cls)
