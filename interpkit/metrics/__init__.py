@@ -2,7 +2,16 @@
 (``Metric`` returning a ``MetricResult``) and registered like any plugin's."""
 
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
+from .complexity import Complexity, EffectiveComplexity, MapMetric, Sparseness
 from .infidelity import Infidelity, gaussian
+from .localisation import (
+    AttributionLocalisation,
+    LocalisationAUC,
+    MaskMetric,
+    RelevanceMassAccuracy,
+    RelevanceRankAccuracy,
+    TopKIntersection,
+)
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
 from .pointing import PointingGame
 from .regions import RegionPerturbation
@@ -11,8 +20,11 @@ from .sanity import RandomisationResult, randomisation_check
 from .sensitivity import max_sensitivity
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
-                   PointingGame, ROAD)
+                   PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
+                   TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity)
 
-__all__ = ["AverageDrop", "BUILTIN_METRICS", "Deletion", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
+__all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complexity", "Deletion", "EffectiveComplexity",
+           "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
+           "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",
            "baseline_of", "gaussian", "linear_imputation", "max_sensitivity", "randomisation_check", "scored_maps"]

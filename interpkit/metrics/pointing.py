@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Explanation, check_finite, check_flag, check_number, check_tensor
-from ..errors import InputError
-from .base import Metric, MetricResult, class_indices
+from ..core import check_flag, check_number
+from .base import MetricResult
+from .localisation import MaskMetric
 
 
-class PointingGame(Metric):
+class PointingGame(MaskMetric):
     """1 when the map's maximum (the first in row-major order) lies within ``tolerance`` pixels
     (Euclidean) of the mask, else 0; with ``energy=True`` the share of the map's positive mass
     inside the mask. A sample whose mask is empty scores NaN and is left out of the mean.
@@ -21,29 +21,11 @@ class PointingGame(Metric):
     booleans; the model is not run."""
 
     name = "pointing_game"
-    needs_masks = True
 
     def __init__(self, *, tolerance: float = 15.0, energy: bool = False) -> None:
         super().__init__()
         self.tolerance = check_number("tolerance", tolerance, unit=" of pixels")
         self.energy = check_flag("energy", energy)
-
-    def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
-                 targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
-        """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
-        inputs = check_tensor(inputs, model, finite=False)
-        if targets is not None:
-            class_indices(targets, len(inputs), inputs.device)  # checked as elsewhere, though the masks decide
-        if inputs.dim() < 3:
-            raise InputError(f"the pointing game points into the input's grid: inputs {tuple(inputs.shape)} have none "
-                             "(it needs (N, C, *grid))")
-        saliency = self.prepare(maps, inputs)
-        check_finite(inputs=inputs, maps=saliency)
-        if not isinstance(masks, torch.Tensor) or masks.shape != saliency.shape:
-            shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
-            raise InputError(f"the pointing game needs masks= of shape {tuple(saliency.shape)} (one per sample, on "
-                             f"the input grid), got {shape}")
-        return self.compute(model, inputs, saliency, masks.to(saliency.device).bool())
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, masks: Any) -> MetricResult:
         empty = ~masks.flatten(1).any(dim=1)

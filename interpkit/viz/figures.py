@@ -249,7 +249,7 @@ def plot_metric_curves(panels: dict[str, dict[str, tuple[torch.Tensor, torch.Ten
     legend_height = 0.2 * math.ceil(len(names) / columns) + 0.2
     figure = Figure(figsize=(4.6 * max(len(panels), 1), 3.3 + legend_height))
     axes = figure.subplots(1, max(len(panels), 1), squeeze=False)[0]
-    colours = matplotlib.colormaps["tab20"].colors
+    colours = [matplotlib.colormaps["tab20"](i) for i in range(20)]
     for axis, (title, lines) in zip(axes, panels.items()):
         for label, (fractions, curve) in lines.items():
             i = names.index(label)

@@ -369,7 +369,7 @@ def test_half_precision_models_get_the_float32_models_scores(small_cnn, images, 
 
 def test_the_pointing_game_refuses_inputs_without_a_grid():
     model = torch.nn.Linear(6, 3)
-    with pytest.raises(InputError, match="points into the input's grid"):
+    with pytest.raises(InputError, match="scores maps on the input's grid"):
         interpkit.get_metric("pointing_game")()(model, torch.randn(2, 6), torch.randn(2, 6),
                                                 masks=torch.ones(2, 6, dtype=torch.bool))
 
