@@ -126,6 +126,12 @@ class Metric:
         return score
 
 
+def check_model(model: Any) -> None:
+    """An InputError unless ``model`` is a torch module."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+
+
 def class_indices(targets: Any, n: int, device: torch.device) -> torch.Tensor:
     """``targets`` (an int, or one class index per sample) as a LongTensor (N,), or an InputError."""
     try:
@@ -145,10 +151,11 @@ def _forward(model: nn.Module, batch: torch.Tensor) -> Any:
     return ModelInputs(args=(batch,)).run(model)
 
 
-def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor, signed: bool = False) -> torch.Tensor:
     """One saliency value per input grid position (N, *grid): an Explanation with one map per
     sample, or a tensor (N, *grid) or (N, C, *grid) aligned with the inputs; channels are summed
-    in absolute value; finiteness is the caller's to check (``check_finite``).
+    in absolute value; finiteness is the caller's to check (``check_finite``). With ``signed``
+    a single channel keeps its sign and float64 maps stay float64 (maps read without the model).
     Maps on a layer's grid are refused: upsample them first (GradCAM does by
     default; ``interpkit.explainers.gradcam.upsample`` for others)."""
     tensor = maps.maps if isinstance(maps, Explanation) else maps
@@ -164,11 +171,12 @@ def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> 
         if tensor.shape[1] not in (1, inputs.shape[1]):
             raise InputError(f"maps of shape {tuple(tensor.shape)} have {tensor.shape[1]} channels for inputs with "
                              f"{inputs.shape[1]}; give one channel, the inputs' channels, or (N, *grid) maps")
-        tensor = tensor.abs().sum(dim=1)
+        tensor = tensor[:, 0] if signed and tensor.shape[1] == 1 else tensor.abs().sum(dim=1)
     if tensor.shape[0] != len(inputs) or tuple(tensor.shape[1:]) != grid:
         raise InputError(f"maps of shape {tuple(tensor.shape)} do not align with inputs {tuple(inputs.shape)}: "
                          f"give (N, *{grid}) maps; upsample layer maps to the input first (GradCAM(upsample=True))")
-    return tensor.detach().to(inputs.device, torch.float32)
+    dtype = torch.float64 if signed and tensor.dtype == torch.float64 else torch.float32
+    return tensor.detach().to(inputs.device, dtype)
 
 
 def scored_maps(explanation: Explanation, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..core import Explanation, check_finite, check_number, check_tensor
 from ..errors import InputError
-from .base import Metric, MetricResult, class_indices
+from .base import Metric, MetricResult, aligned_saliency, check_model, class_indices
 
 
 class MapMetric(Metric):
@@ -32,7 +32,9 @@ class MapMetric(Metric):
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
                  targets: Any = None) -> MetricResult:
-        """Score ``maps`` of ``inputs`` (the model is not run; ``targets`` are only checked)."""
+        """Score ``maps`` of ``inputs`` (the model is not run, so ``targets`` are only checked
+        for their form, not against the model's classes)."""
+        check_model(model)
         inputs = check_tensor(inputs, model, finite=False)
         if targets is not None:
             class_indices(targets, len(inputs), inputs.device)
@@ -41,6 +43,10 @@ class MapMetric(Metric):
         saliency = self.prepare(maps, inputs)
         check_finite(inputs=inputs, maps=saliency)
         return self.compute(model, inputs, saliency, None)
+
+    def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The maps with float64 kept (a tiny or huge float64 map is not lost in float32)."""
+        return aligned_saliency(maps, inputs, signed=True)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, score: Any) -> MetricResult:
         values = saliency.flatten(1).double().abs()

@@ -10,9 +10,12 @@ without running the model; a sample whose mask is empty scores NaN and is left o
 - ``LocalisationAUC`` (Fawcett, 2006): the area under the ROC curve of the map as a classifier of
   the mask's positions.
 
-Quantus (0.6) normalises a whole batch by its largest value before scoring; these metrics are
-invariant to a positive scale, so that changes nothing here. Ties in rankings are broken by
-position (the first in row-major order ranks higher), as a stable sort does.
+Maps keep their sign ((N, 1, *grid) maps too; several channels are summed in absolute value)
+and float64 maps stay float64. Quantus (0.6) normalises a whole batch by its largest value
+before scoring; these metrics are invariant to a positive scale, so that changes nothing here.
+Ties in rankings are broken by position (the first in row-major order ranks higher), as a stable
+sort does (Quantus' unstable sort may order ties otherwise); the rank metrics give NaN for a
+constant map, whose ranking would be the positions' order alone.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch import nn
 
 from ..core import Explanation, check_finite, check_int, check_tensor
 from ..errors import InputError
-from .base import Metric, MetricResult, class_indices
+from .base import Metric, MetricResult, aligned_saliency, check_model, class_indices
 
 
 class MaskMetric(Metric):
@@ -38,6 +41,7 @@ class MaskMetric(Metric):
     def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
                  targets: Any = None, *, masks: torch.Tensor | None = None) -> MetricResult:
         """Score ``maps`` of ``inputs`` against ground-truth ``masks`` (N, *grid)."""
+        check_model(model)
         inputs = check_tensor(inputs, model, finite=False)
         if targets is not None:
             class_indices(targets, len(inputs), inputs.device)  # checked as elsewhere, though the masks decide
@@ -51,6 +55,10 @@ class MaskMetric(Metric):
             raise InputError(f"{self.name} needs masks= of shape {tuple(saliency.shape)} (one per sample, on the input "
                              f"grid), got {shape}")
         return self.compute(model, inputs, saliency, masks.to(saliency.device).bool())
+
+    def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The maps with their sign (a single channel is not made absolute) and float64 kept."""
+        return aligned_saliency(maps, inputs, signed=True)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, masks: Any) -> MetricResult:
         flat, inside = saliency.flatten(1).double(), masks.flatten(1)
@@ -66,6 +74,11 @@ def _ranks(saliency: torch.Tensor) -> torch.Tensor:
     """Each position's rank (N, P), 0 the highest value; ties by position."""
     order = saliency.argsort(dim=1, descending=True, stable=True)
     return torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+
+
+def _ranked(saliency: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``scores``, NaN where the map is constant: its ranking would be the positions' order alone."""
+    return torch.where(saliency.amax(dim=1) > saliency.amin(dim=1), scores, torch.nan)
 
 
 class AttributionLocalisation(MaskMetric):
@@ -98,19 +111,20 @@ class RelevanceMassAccuracy(MaskMetric):
 
 
 class RelevanceRankAccuracy(MaskMetric):
-    """Of the ``|mask|`` highest-ranked positions, the share inside the mask."""
+    """Of the ``|mask|`` highest-ranked positions, the share inside the mask (NaN for a constant map)."""
 
     name = "relevance_rank_accuracy"
 
     def localise(self, saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         size = masks.sum(dim=1, keepdim=True)
         hits = (masks & (_ranks(saliency) < size)).sum(dim=1)
-        return hits / size[:, 0].clamp_min(1)
+        return _ranked(saliency, hits / size[:, 0].clamp_min(1))
 
 
 class TopKIntersection(MaskMetric):
     """Of the ``k`` highest-ranked positions (all of them where there are fewer), the share
-    inside the mask; ``concept_influence=True`` divides by the mask's share of the grid."""
+    inside the mask; ``concept_influence=True`` divides by the mask's share of the grid. NaN
+    for a constant map."""
 
     name = "top_k_intersection"
 
@@ -126,7 +140,7 @@ class TopKIntersection(MaskMetric):
         share = (masks & (_ranks(saliency) < k)).sum(dim=1) / k
         if self.concept_influence:
             share = share * saliency.shape[1] / masks.sum(dim=1).clamp_min(1)
-        return share
+        return _ranked(saliency, share)
 
 
 class LocalisationAUC(MaskMetric):

@@ -157,3 +157,38 @@ def test_bad_options_and_masks():
             metric(model, images, maps)
         with pytest.raises(InputError, match="needs masks="):
             metric(model, images, maps, masks=masks[:, :5])
+
+
+def test_maps_keep_their_sign_and_precision():
+    """A single-channel map keeps its sign, and float64 maps are not rounded to float32: a peak
+    1e-12 above a flat map is still the peak, a 1e-50 map is not zero, a 1e300 map is finite."""
+    model, images, maps, masks = case()
+    for metric in (RelevanceMassAccuracy(), AttributionLocalisation(), LocalisationAUC()):
+        torch.testing.assert_close(metric(model, images, maps[:, None], masks=masks).scores,
+                                   metric(model, images, maps, masks=masks).scores, equal_nan=True)
+    flat = torch.ones(1, 6, 6, dtype=torch.float64)
+    flat[0, 5, 5] += 1e-12
+    mask = torch.zeros(1, 6, 6, dtype=torch.bool)
+    mask[0, 5, 5] = True
+    assert TopKIntersection(k=1)(model, images[:1, :, :6, :6], flat, masks=mask).scores.item() == 1.0
+    assert LocalisationAUC()(model, images[:1, :, :6, :6], flat, masks=mask).scores.item() == 1.0
+    values = torch.rand(1, 6, 6, dtype=torch.float64)
+    for scale in (1e-50, 1e300):
+        torch.testing.assert_close(Sparseness()(model, images[:1, :, :6, :6], values * scale).scores,
+                                   Sparseness()(model, images[:1, :, :6, :6], values).scores)
+
+
+def test_a_constant_map_has_no_ranking():
+    model, images, _, masks = case()
+    for metric in (RelevanceRankAccuracy(), TopKIntersection(k=5)):
+        assert torch.isnan(metric(model, images, torch.zeros(4, 12, 10), masks=masks).scores).all()
+
+
+def test_bad_models_and_keywords():
+    _, images, maps, masks = case()
+    for metric in [cls() for cls in MASK_METRICS]:
+        with pytest.raises(InputError, match="torch.nn.Module"):
+            metric(None, images, maps, masks=masks)
+    for metric in [cls() for cls in MAP_METRICS]:
+        with pytest.raises(InputError, match="torch.nn.Module"):
+            metric("resnet", images, maps)

@@ -305,3 +305,31 @@ def test_ablationcam_zeroes_the_channel_where_pytorch_grad_cam_subtracts_1e7():
         handle.remove()
     expected = torch.einsum("cn,nc...->n...", torch.stack(drops), kept[0])
     torch.testing.assert_close(mine, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_kpca_cosine_gives_a_zero_vector_no_similarity():
+    """A position whose centred activations are 0 (a 1 x 1 grid, or one equal to the mean) is
+    similar to nothing, as in scikit-learn: the map stays finite and equals pytorch-grad-cam's."""
+    from interpkit import ChannelsFirst
+
+    class Identity(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.feat, self.head = torch.nn.Identity(), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(self.feat(x).mean(-1))
+
+    x = torch.tensor([[[1.0, 2, 3, 5, 9], [0, 1, 2, 4, 3], [1, 3, 1, 0, 5]]])
+    x[0, :, 1] = x[0][:, [0, 2, 3, 4]].mean(1)  # this position is the mean: centred, it is 0
+    model = Identity().eval()
+    mine = KPCACAM(model, layer=("feat", ChannelsFirst()), upsample=False, relu=False, kernel="cosine")(x, target=0).maps
+    peer = pytorch_grad_cam.KPCA_CAM(model=model, target_layers=[model.feat], kernel="cosine")
+    theirs = torch.from_numpy(peer.get_cam_image(x, model.feat, None, x.double().numpy(), None, False))
+    assert torch.isfinite(mine).all()
+    torch.testing.assert_close(mine[:, 0].double(), theirs.double(), rtol=1e-4, atol=1e-5)
+    one = KPCACAM(torchvision.models.resnet18(num_classes=5).eval(), layer="layer4", upsample=False, relu=False,
+                  kernel="cosine")(torch.randn(2, 3, 32, 32), target=1).maps
+    assert torch.equal(one, torch.zeros_like(one))
+    with pytest.raises(interpkit.InputError, match="eigen_smooth"):
+        KPCACAM(model, eigen_smooth=True)

@@ -146,13 +146,14 @@ class KPCACAM(GradCAM):
     ``KernelPCA(n_components=1)`` does: the centred kernel matrix's top eigenvector times the
     square root of its eigenvalue, signed so that its largest-magnitude entry is positive. Kernels
     as scikit-learn's with its defaults (``gamma`` 1 / C, ``coef0`` 1, degree 3). The map is
-    the same for every target; no gradient is needed."""
+    the same for every target; no gradient is needed. Where the top eigenvalue is repeated the
+    component is not unique, and neither is the map (in any library)."""
 
     name = "kpca_cam"
 
     def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, kernel: str = "sigmoid",
-                 gamma: float | None = None) -> None:
-        super().__init__(model, layer, upsample=upsample, relu=relu)
+                 gamma: float | None = None, eigen_smooth: bool = False) -> None:
+        super().__init__(model, layer, upsample=upsample, relu=relu, eigen_smooth=eigen_smooth)  # True is refused
         if kernel not in _KERNELS:
             raise interpkit.InputError(f"kernel must be one of {', '.join(_KERNELS)}, not {kernel!r}")
         self.kernel = kernel
@@ -182,8 +183,9 @@ class KPCACAM(GradCAM):
             return torch.tanh(gamma * inner + 1)
         if self.kernel == "rbf":
             return torch.exp(-gamma * torch.cdist(points, points).square())
-        norms = points.norm(dim=2, keepdim=True).clamp_min(1e-300)  # cosine: a zero vector's similarities are 0
-        return inner / (norms * norms.transpose(1, 2))
+        norms = points.norm(dim=2, keepdim=True)
+        both = norms * norms.transpose(1, 2)
+        return torch.where(both > 0, inner / torch.where(both > 0, both, 1.0), 0.0)  # a zero vector's similarities: 0
 
 
 class _PerturbationCAM(GradCAM):
