@@ -1,6 +1,7 @@
 """Metrics that say which explanation is faithful to the model, built on one contract
 (``Metric`` returning a ``MetricResult``) and registered like any plugin's."""
 
+from .axiomatic import Completeness
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
 from .complexity import Complexity, EffectiveComplexity, MapMetric, Sparseness
 from .infidelity import Infidelity, gaussian
@@ -21,9 +22,10 @@ from .sensitivity import max_sensitivity
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
-                   TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity)
+                   TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness)
 
-__all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complexity", "Deletion", "EffectiveComplexity",
+__all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
+           "EffectiveComplexity",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",

@@ -113,7 +113,9 @@ class Metric:
             nonlocal check_range
             parts = []
             for part in chunks(len(batch), max_batch):
-                logits = class_scores(_forward(model, batch[part])).float()  # half-precision models: scores in float32
+                logits = class_scores(_forward(model, batch[part]))
+                # half-precision models: scores in float32; float64 ones keep their digits
+                logits = logits.double() if logits.dtype == torch.float64 else logits.float()
                 if check_range:  # given classes, once per metric call (the model's own top classes need none)
                     check_range = False
                     if bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):

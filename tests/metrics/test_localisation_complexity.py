@@ -192,3 +192,36 @@ def test_bad_models_and_keywords():
     for metric in [cls() for cls in MAP_METRICS]:
         with pytest.raises(InputError, match="torch.nn.Module"):
             metric("resnet", images, maps)
+
+
+def linear_case():
+    generator = torch.Generator().manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 5, 4)).double().eval()
+    images = torch.randn(3, 3, 6, 5, generator=generator, dtype=torch.float64)
+    targets = torch.tensor([0, 2, 3])
+    weights = model[1].weight.detach()[targets].view(3, 3, 6, 5)
+    return model, images, targets, weights * images  # w (x - 0): complete by construction
+
+
+def test_completeness_of_an_attribution_complete_by_construction():
+    from interpkit.metrics import Completeness
+
+    model, images, targets, attribution = linear_case()
+    assert Completeness()(model, images, attribution, targets).scores.max() < 1e-10
+    off = Completeness()(model, images, 2 * attribution, targets).scores
+    torch.testing.assert_close(off.double(), attribution.flatten(1).sum(1).abs(), rtol=1e-5, atol=1e-6)
+    shifted = Completeness(baseline=0.5)(model, images, attribution, targets).scores  # x0 = 0.5, not 0
+    expected = (model[1].weight.detach()[targets].sum(1) * 0.5).abs()
+    torch.testing.assert_close(shifted.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_quantus_completeness_fails_a_complete_attribution():
+    """Quantus compares the two sides with == after rescaling the attribution by the batch's
+    largest value (its default): an attribution complete to 1e-15 is reported incomplete."""
+    model, images, targets, attribution = linear_case()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        verdicts = quantus.Completeness(disable_warnings=True)(
+            model=model.float(), x_batch=images.float().numpy(), y_batch=targets.numpy(),
+            a_batch=attribution.float().numpy(), device="cpu")
+    assert not any(verdicts)
