@@ -10,7 +10,7 @@ and restores it.
 """
 
 from .explainer import Call, Explainer, LayerExplainer, LayerGradients
-from .explanation import Explanation
+from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs, forward_hooks
 from .inputs import InputsLike, ModelInputs, check_finite, check_tensor, model_inputs, parse_device
@@ -20,7 +20,7 @@ from .maps import MapKind, display, normalize_maps, provide_display, upsample
 from .options import check_baseline, check_flag, check_int, check_number, check_seed
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
 from .state import ModelSnapshot, evaluation, mixes_samples, model_device
-from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, select_targets
+from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 __all__ = [
     "Call", "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
@@ -28,8 +28,8 @@ __all__ = [
     "ModuleLike", "Neuron", "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection",
     "TokenGrid", "capture_outputs", "check_baseline",
     "check_finite", "check_flag", "check_int", "check_number", "check_seed", "check_tensor", "token_layout",
-    "choose_layer", "class_scores", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
+    "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
     "guided_rule", "layer_choices", "mixes_samples", "model_device", "model_inputs", "neurons_of",
-    "normalize_maps", "parse_device", "per_target_gradients", "provide_display", "resolve_layer", "select_targets",
+    "normalize_maps", "parse_device", "per_target_gradients", "provide_display", "resolve_layer", "sample_target", "select_targets",
     "unwrap", "upsample",
 ]

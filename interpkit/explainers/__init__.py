@@ -2,15 +2,17 @@
 
 from .ablation import FeatureAblation, ShapleyValueSampling, shapley_permutations
 from .features import feature_mask, grid_cells, superpixels
-from .gradcam import GradCAM, MultiLayerExplanation, fuse, upsample
+from .gradcam import GradCAM, MultiLayerExplanation, fuse, principal_projection, upsample
 from .guided_backprop import Deconvnet, GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
 from .occlusion import Occlusion
 from .patches import MaxActivatingPatches, PatchExplanation
+from .perturbation import perturbed_scores
 from .rise import RISE, rise_masks
 from .surrogate import LIME, KernelSHAP, fit_linear, kernel_shap_coalitions, lime_coalitions
 
 __all__ = ["Deconvnet", "FeatureAblation", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "KernelSHAP", "LIME",
            "MaxActivatingPatches", "MultiLayerExplanation", "Occlusion", "PatchExplanation", "RISE", "ShapleyValueSampling",
-           "feature_mask", "fit_linear", "fuse", "grid_cells", "kernel_shap_coalitions", "lime_coalitions", "rise_masks",
+           "feature_mask", "fit_linear", "fuse", "grid_cells", "kernel_shap_coalitions", "lime_coalitions", "perturbed_scores",
+           "principal_projection", "rise_masks",
            "shapley_permutations", "superpixels", "upsample"]

@@ -16,8 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Call, check_int, check_seed
-from ..core.targets import TargetSelection
+from ..core import Call, TargetSelection, check_int, check_seed
 from .features import FeatureExplainer, per_image
 
 

@@ -21,10 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_baseline, check_int, check_number
-from ..core.explanation import concatenate
-from ..core.state import model_facts
-from ..core.targets import TargetSelection, sample_target
+from ..core import (
+    Call,
+    Explainer,
+    Explanation,
+    MapKind,
+    TargetSelection,
+    check_baseline,
+    check_int,
+    check_number,
+    concatenate,
+    mixes_samples,
+    sample_target,
+)
 from ..errors import InputError
 from .perturbation import baseline_like, clean_targets, perturbed_scores
 
@@ -191,7 +200,7 @@ class FeatureExplainer(Explainer):
         n, mask = call.inputs.batch_size, self.features
         grid_axes = max(3, call.x.dim()) - 2  # a mask is (*grid), (N, *grid) or (N, 1, *grid)
         if n > 1 and isinstance(mask, torch.Tensor) and mask.dim() > grid_axes and mask.shape[0] == n and \
-                model_facts(self.model).mixes_samples:
+                mixes_samples(self.model):
             return concatenate([self._explain(Call(call.inputs.sample(i), sample_target(call.target, i, n)), mask[i:i + 1])
                                 for i in range(n)])
         return super()._explain_exactly(call)

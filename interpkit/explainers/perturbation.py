@@ -11,9 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Call, Explainer, class_scores
-from ..core.state import model_facts
-from ..core.targets import TargetSelection, neurons_of
+from ..core import Call, Explainer, TargetSelection, class_scores, mixes_samples, neurons_of
 from ..errors import InputError, TargetError
 
 #: ``copies(first, stop)``: perturbations first..stop-1 of the batch, (stop - first, N, *x.shape[1:])
@@ -36,7 +34,7 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     the model's float64; a class's score is its logit, or its probability with
     ``probability=True``. A model whose forward mixes samples gets one copy per forward."""
     n = call.inputs.batch_size
-    per_chunk = 1 if model_facts(model).mixes_samples else max(1, max_batch // n)
+    per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
     scores = []
     with torch.no_grad():
         for first in range(0, count, per_chunk):

@@ -22,8 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Call, check_int, check_number, check_seed
-from ..core.targets import TargetSelection
+from ..core import Call, TargetSelection, check_int, check_number, check_seed
 from ..errors import InputError, SamplingWarning
 from .features import FeatureExplainer, per_image
 from .perturbation import perturbed_scores

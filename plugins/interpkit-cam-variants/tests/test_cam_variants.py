@@ -6,7 +6,9 @@ import interpkit
 from interpkit import GradCAM
 from interpkit.testing import check_explainer
 from interpkit_cam_variants import (
+    ISCAM,
     KPCACAM,
+    SSCAM,
     AblationCAM,
     EigenCAM,
     EigenGradCAM,
@@ -31,7 +33,7 @@ def test_registered_and_importable_from_interpkit():
 
 
 FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, GradCAMElementWise,
-          SegEigenCAM, KPCACAM]
+          SegEigenCAM, KPCACAM, SSCAM, ISCAM]
 
 
 @pytest.mark.parametrize("explainer", FAMILY)
@@ -333,3 +335,71 @@ def test_kpca_cosine_gives_a_zero_vector_no_similarity():
     assert torch.equal(one, torch.zeros_like(one))
     with pytest.raises(interpkit.InputError, match="eigen_smooth"):
         KPCACAM(model, eigen_smooth=True)
+
+
+def _torchcam(method, model, image, target, **options):
+    """torchcam's CAM (N, h, w) at layer4's resolution, before its normalisation."""
+    from torchcam import methods
+
+    with getattr(methods, method)(model, target_layer="layer4", input_shape=tuple(image.shape[1:]), **options) as cam:
+        with torch.no_grad():
+            out = model(image)
+        return cam(class_idx=target, scores=out, normalized=False)[0]
+
+
+def test_iscam_equals_torchcam_given_its_accumulated_scales():
+    """torchcam's ISCAM scales the masks by 0.25, 0.75, 1.5, 2.5 for four samples (it adds to its
+    coefficient instead of setting it): ours equals it given those scales, and with the paper's
+    0.25, 0.5, 0.75, 1 it does not."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.randn(1, 3, 64, 64)
+    theirs = _torchcam("ISCAM", model, image, 3, num_samples=4, batch_size=16)
+    cumulative = ISCAM(model, layer="layer4", upsample=False, scales=[0.25, 0.75, 1.5, 2.5])(image, target=3).maps[:, 0]
+    assert theirs.abs().max() > 0
+    assert ((cumulative - theirs).abs().max() / theirs.abs().max()) < 1e-4
+    paper = ISCAM(model, layer="layer4", upsample=False, samples=4)(image, target=3).maps[:, 0]
+    assert ((paper - theirs).abs().max() / theirs.abs().max()) > 1e-3
+
+
+def test_sscam_equals_torchcam_given_the_same_noise(monkeypatch):
+    """Given our noise draws (the s-th (C, h, w) draw of the seeded generator, times std),
+    torchcam's SSCAM gives our map."""
+    from torchcam.methods import SSCAM as TorchcamSSCAM
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.randn(1, 3, 64, 64)
+    generator = torch.Generator().manual_seed(7)
+    draws = iter([0.5 * torch.randn(512, 64, 64, generator=generator) for _ in range(3)])
+    monkeypatch.setattr(TorchcamSSCAM, "__init__", _wrap_sscam_init(TorchcamSSCAM.__init__, draws))
+    theirs = _torchcam("SSCAM", model, image, 2, num_samples=3, std=0.5, batch_size=16)
+    mine = SSCAM(model, layer="layer4", upsample=False, samples=3, std=0.5, seed=7)(image, target=2).maps[:, 0]
+    assert theirs.abs().max() > 0
+    assert ((mine - theirs).abs().max() / theirs.abs().max()) < 1e-4
+
+
+def _wrap_sscam_init(init, draws):
+    class GivenNoise:
+        def sample(self, shape):
+            return next(draws).expand(shape)
+
+    def wrapped(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._distrib = GivenNoise()
+
+    return wrapped
+
+
+def test_sscam_and_iscam_options_and_batches():
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    images = torch.randn(2, 3, 32, 32)
+    for cls in (SSCAM, ISCAM):
+        explainer = cls(model, layer="layer4", samples=2)
+        together = explainer(images, target=[1, 4]).maps
+        alone = torch.cat([explainer(images[i:i + 1], target=[[1, 4][i]]).maps for i in range(2)])
+        torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)  # shared noise: no batch dependence
+    for make in (lambda: SSCAM(model, samples=0), lambda: SSCAM(model, std=-1.0), lambda: SSCAM(model, seed=-1),
+                 lambda: ISCAM(model, scales=[]), lambda: ISCAM(model, scales="1"), lambda: ISCAM(model, scales=[-0.5])):
+        with pytest.raises(interpkit.InputError):
+            make()

@@ -16,10 +16,8 @@ import torch
 
 import interpkit
 from interpkit import GradCAM
-from interpkit.core import Call, LayerGradients, check_int, check_number, forward_hooks
-from interpkit.explainers import upsample
-from interpkit.explainers.gradcam import principal_projection
-from interpkit.explainers.perturbation import perturbed_scores
+from interpkit.core import Call, LayerGradients, check_int, check_number, check_seed, forward_hooks
+from interpkit.explainers import perturbed_scores, principal_projection, upsample
 
 __version__ = "0.2.0"
 
@@ -243,6 +241,83 @@ class ScoreCAM(_PerturbationCAM):
         return scores.softmax(dim=-1)
 
 
+def _unit_masks(activation: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """Each channel min-max scaled to [0, 1] at the layer's resolution (``+ 1e-8`` below), then
+    upsampled to the input's grid: torchcam's masks for its Score-CAM family."""
+    flat = activation.flatten(2)
+    shifted = flat - flat.amin(-1, keepdim=True)
+    return upsample((shifted / (shifted.amax(-1, keepdim=True) + 1e-8)).view_as(activation), grid)
+
+
+class _AveragedScoreCAM(_PerturbationCAM):
+    """A Score-CAM whose channel scores are averaged over several versions of each mask."""
+
+    def channel_scores(self, call: Call, found: LayerGradients, target) -> torch.Tensor:
+        inputs = call.x
+        masks = _unit_masks(found.activation, tuple(inputs.shape[2:]))  # (N, C, *grid)
+        total = None
+        for version in self.versions(masks, inputs.device):  # each (N, C, *grid)
+            def masked(first: int, stop: int, version=version) -> torch.Tensor:
+                return inputs.unsqueeze(0) * version[:, first:stop].transpose(0, 1).unsqueeze(2).to(inputs.dtype)
+
+            scores = perturbed_scores(self.model, call, target, masks.shape[1], masked, self.max_batch)
+            total = scores if total is None else total + scores
+        return total / self.count
+
+    def versions(self, masks: torch.Tensor, device: torch.device):
+        """The versions of the masks to average over, one at a time (memory: one set of masks)."""
+        raise NotImplementedError
+
+    def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        return scores.softmax(dim=-1)
+
+
+class SSCAM(_AveragedScoreCAM):
+    """Smoothed Score-CAM (Wang et al., 2020): the masks with Gaussian noise of standard
+    deviation ``std`` added, ``samples`` times; the softmax over channels of the target's mean
+    score on the noisy masked copies weights the channels. Sample ``s``'s noise is the ``s``-th
+    draw of shape (C, *grid) from ``torch.Generator`` seeded with ``seed`` on the input's device,
+    shared by the batch's images (torchcam draws it per image, so its maps depend on the batch)."""
+
+    name = "sscam"
+
+    def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, eigen_smooth: bool = False,
+                 max_batch: int = 64, samples: int = 35, std: float = 2.0, seed: int = 0) -> None:
+        super().__init__(model, layer, upsample=upsample, relu=relu, eigen_smooth=eigen_smooth, max_batch=max_batch)
+        self.count, self.std = check_int("samples", samples), check_number("std", std)
+        self.seed = check_seed(seed)
+
+    def versions(self, masks: torch.Tensor, device: torch.device):
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        for _ in range(self.count):
+            yield masks + self.std * torch.randn(masks.shape[1:], generator=generator, device=device, dtype=masks.dtype)
+
+
+class ISCAM(_AveragedScoreCAM):
+    """Integrated Score-CAM (Naidu et al., 2020): the masks scaled by ``1/S, 2/S, ..., 1`` for
+    ``samples`` = S (the paper's path from the baseline 0 to the mask), or by the given
+    ``scales``; the softmax over channels of the mean score weights the channels. torchcam 0.5
+    accumulates its coefficient (``coeff += (s + 1) / S``), so it scales the masks by 0.1, 0.3,
+    ..., 5.5 for S = 10, up to 5.5 times the input; a test shows it."""
+
+    name = "iscam"
+
+    def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, eigen_smooth: bool = False,
+                 max_batch: int = 64, samples: int = 10, scales=None) -> None:
+        super().__init__(model, layer, upsample=upsample, relu=relu, eigen_smooth=eigen_smooth, max_batch=max_batch)
+        samples = check_int("samples", samples)
+        if scales is None:
+            scales = [(s + 1) / samples for s in range(samples)]
+        if not isinstance(scales, (list, tuple)) or not scales:
+            raise interpkit.InputError(f"scales must be a non-empty list of numbers, not {scales!r}")
+        self.scales = [check_number("scales", value) for value in scales]
+        self.count = len(self.scales)
+
+    def versions(self, masks: torch.Tensor, device: torch.device):
+        for scale in self.scales:
+            yield masks * scale
+
+
 class AblationCAM(_PerturbationCAM):
     """Ablation-CAM (Desai and Ramaswamy, 2020): the relative drop of the target's score when
     a channel of the layer is set to zero, ``(S - S_without_c) / S``, weights that channel. The
@@ -282,5 +357,5 @@ class AblationCAM(_PerturbationCAM):
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
     for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM,
-                GradCAMElementWise, SegEigenCAM, KPCACAM):
+                GradCAMElementWise, SegEigenCAM, KPCACAM, SSCAM, ISCAM):
         register(cls)
