@@ -89,12 +89,25 @@ class RISE(Explainer):
         grid = tuple(x.shape[2:])
         values, shifts = _draw(self.masks, grid, self.cells, self.p, generator, x.device)  # masks made a chunk at a time
 
+        size, block = self.max_batch, {}  # one block of masks at a time, made once for the chunks inside it
+
+        def masks(first: int, stop: int) -> torch.Tensor:
+            parts = []
+            while first < stop:
+                start = first // size * size
+                if start not in block:
+                    block.clear()
+                    block[start] = _render(values[start:start + size], shifts[start:start + size], grid).to(x.dtype)
+                end = min(stop, start + size)
+                parts.append(block[start][first - start:end - start])
+                first = end
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
         def masked(first: int, stop: int) -> torch.Tensor:
-            return x.unsqueeze(0) * _render(values[first:stop], shifts[first:stop], grid)[:, None, None].to(x.dtype)
+            return x.unsqueeze(0) * masks(first, stop)[:, None, None]
 
         scores = perturbed_scores(self.model, call, wanted, self.masks, masked, self.max_batch,
                                   probability=self.score == "probability")  # (M, N, K)
-        total = sum(torch.einsum("mnk,m...->nk...", scores[a:a + self.max_batch],
-                                 _render(values[a:a + self.max_batch], shifts[a:a + self.max_batch], grid).to(scores.dtype))
-                    for a in range(0, self.masks, self.max_batch))
+        total = sum(torch.einsum("mnk,m...->nk...", scores[a:a + size], masks(a, min(a + size, self.masks)).to(scores.dtype))
+                    for a in range(0, self.masks, size))
         return self.result(total / (self.masks * self.p), selection, MapKind.INPUT_GRID)
