@@ -89,7 +89,8 @@ class RISE(Explainer):
         grid = tuple(x.shape[2:])
         values, shifts = _draw(self.masks, grid, self.cells, self.p, generator, x.device)  # masks made a chunk at a time
 
-        size, block = self.max_batch, {}  # one block of masks at a time, made once for the chunks inside it
+        size = self.max_batch
+        block: dict[int, torch.Tensor] = {}  # one block of masks at a time, made once for the chunks inside it
 
         def masks(first: int, stop: int) -> torch.Tensor:
             parts = []
