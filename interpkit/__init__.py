@@ -15,10 +15,12 @@ from .analysis import (
     LayerRow,
     ReceptiveField,
     TopPatches,
+    Visualisation,
     feature_maps,
     layer_table,
     receptive_field,
     top_patches,
+    visualise,
 )
 from .core import ChannelsFirst, ChannelsLast, Explainer, Explanation, LayerExplainer, MapKind, Neuron, TokenGrid, provide_display
 from .dataset import MapStore, explain_dataset, read_store
@@ -87,5 +89,5 @@ __all__ = [
     "__version__",
     "MapStore", "explain", "explain_dataset", "feature_maps", "read_store",
     "get_explainer", "get_metric", "get_model", "get_weights", "hookimpl", "layer_table", "list_explainers",
-    "list_metrics", "list_models", "receptive_field", "top_patches",
+    "list_metrics", "list_models", "receptive_field", "top_patches", "Visualisation", "visualise",
 ]

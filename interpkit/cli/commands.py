@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..analysis import feature_maps
+from ..analysis import channel, feature_maps, visualise
 from ..core import Explainer, LayerExplainer, parse_device
 from ..data import ImageTransform, read_image
 from ..errors import InputError, LayerNotFoundError, TargetError, WeightsError
@@ -88,3 +88,14 @@ def make_explainer(network: torch.nn.Module, method: str, layer: str | None) -> 
         names = [n for n, _ in network.named_modules() if n]
         raise LayerNotFoundError(f"--layer {layer}: the model has no such layer; its layers are "
                                  f"{', '.join(names[:40])}{' ...' if len(names) > 40 else ''}") from None
+
+
+def visualise_channels(out_dir: str | os.PathLike, *, model: str | None, checkpoint: str | None, layer: str,
+                       channels: list[int], size: int, steps: int, seed: int, max_batch: int, device: str,
+                       progress: bool) -> list[Path]:
+    """Optimise one image per channel of ``layer`` (the model's normalisation before it, seen at
+    the model's input size) and write them with a contact sheet; returns the paths, the sheet last."""
+    network, transform, _ = load_model(model, checkpoint, device)
+    result = visualise(network, channel(layer, channels), size=size, steps=steps, seed=seed, max_batch=max_batch,
+                       preprocess=transform.standardize, input_size=transform.size, progress=progress)
+    return result.save(out_dir)

@@ -126,6 +126,17 @@ def _feature_maps(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} files to {args.out}/")
 
 
+def _visualise(args: argparse.Namespace) -> None:
+    from .arguments import index_ranges
+    from .commands import visualise_channels
+
+    paths = visualise_channels(args.out, model=args.model, checkpoint=args.checkpoint, layer=args.layer,
+                               channels=index_ranges(args.channels, "--channels"), size=args.size, steps=args.steps,
+                               seed=args.seed, max_batch=args.batch_size, device=args.device,
+                               progress=not args.no_progress)
+    print(f"wrote {len(paths) - 1} images and {paths[-1]} to {args.out}/")
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     import torch
 
@@ -209,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--out", required=True, help="output directory")
     features.add_argument("--device", default="cpu")
     features.set_defaults(run=_feature_maps)
+
+    visualise = commands.add_parser("visualise", help="images optimised to excite channels of a layer")
+    weights = visualise.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--model", help="a zoo model with bundled weights, e.g. caltech5_arch1")
+    weights.add_argument("--checkpoint", help="weights written by 'interpkit train' (NAME.pt beside NAME.json)")
+    visualise.add_argument("--layer", required=True, help="dotted layer name, e.g. features.4")
+    visualise.add_argument("--channels", required=True, help="channels to visualise: indices and ranges, e.g. 0-15")
+    visualise.add_argument("--out", required=True, help="directory for unit_*.png and contact_sheet.png")
+    visualise.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+    visualise.add_argument("--steps", type=int, default=512, help="optimisation steps (default: 512)")
+    visualise.add_argument("--seed", type=int, default=0)
+    visualise.add_argument("--batch-size", type=int, default=64, help="images optimised together (default: 64)")
+    visualise.add_argument("--device", default="cpu")
+    visualise.add_argument("--no-progress", action="store_true", help="no progress bar")
+    visualise.set_defaults(run=_visualise)
 
     evaluate = commands.add_parser("evaluate", help="score explainers with faithfulness metrics over a dataset")
     weights = evaluate.add_mutually_exclusive_group(required=True)

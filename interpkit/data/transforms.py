@@ -31,9 +31,13 @@ class ImageTransform:
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, H, W) already at ``size`` -> normalised float."""
-        mean = torch.tensor(self.mean, device=pixels.device).view(3, 1, 1)
-        std = torch.tensor(self.std, device=pixels.device).view(3, 1, 1)
-        return (pixels.float() / 255.0 - mean) / std
+        return self.standardize(pixels.float() / 255.0)
+
+    def standardize(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images (..., 3, H, W) in [0, 1] -> normalised (the model's input), differentiably."""
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(3, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(3, 1, 1)
+        return (images - mean) / std
 
     def denormalize(self, tensor: torch.Tensor) -> torch.Tensor:
         """Back to float images in [0, 1], for display."""

@@ -3,6 +3,7 @@
 from .figures import (
     NeuronPanel,
     plot_confusion,
+    plot_contact_sheet,
     plot_feature_maps,
     plot_image_grid,
     plot_metric_curves,
@@ -10,6 +11,7 @@ from .figures import (
     plot_patch,
     plot_signal_map,
     plot_top_patches,
+    save_visualisation,
 )
 from .images import (
     COLORMAPS,
@@ -25,6 +27,6 @@ from .images import (
 
 __all__ = [
     "COLORMAPS", "NeuronPanel", "STRIP_HEIGHT", "colorize", "gradient_images", "montage", "overlay_maps",
-    "plot_confusion", "plot_feature_maps", "plot_image_grid", "plot_metric_curves", "plot_neuron_gradients",
-    "plot_patch", "plot_signal_map", "plot_top_patches", "save_maps", "to_uint8_images", "write_png",
+    "plot_confusion", "plot_contact_sheet", "plot_feature_maps", "plot_image_grid", "plot_metric_curves", "plot_neuron_gradients",
+    "plot_patch", "plot_signal_map", "plot_top_patches", "save_maps", "save_visualisation", "to_uint8_images", "write_png",
 ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib
 import numpy as np
@@ -14,6 +16,11 @@ from matplotlib.patches import Rectangle
 
 from ..core.maps import normalize_maps
 from ..errors import InputError
+from ..files import save_figure
+from .images import to_uint8_images, write_png
+
+if TYPE_CHECKING:
+    from ..analysis.visualise import Visualisation
 
 
 def plot_feature_maps(activation: torch.Tensor, ncols: int | None = None, title: str | None = None,
@@ -197,6 +204,43 @@ def _in_field(picture: np.ndarray, box: tuple[int, int, int, int], inside: tuple
     stripes = np.array(OUTSIDE_STRIPES, dtype=np.uint8)[((rows + columns) // 3) % 2]
     stripes[inside[0] - top:inside[2] - top, inside[1] - left:inside[3] - left] = picture
     return stripes
+
+
+def plot_contact_sheet(images: torch.Tensor, labels: list[str], ncols: int | None = None,
+                       panel_inches: float = 1.2) -> Figure:
+    """Images (N, 1 or 3, H, W) in [0, 1] in a grid of ``ncols`` columns, each titled by its label."""
+    if images.dim() != 4:
+        raise InputError(f"a contact sheet shows 2-D images (N, C, H, W), got shape {tuple(images.shape)}")
+    pictures = to_uint8_images(images.float())
+    ncols = ncols or min(len(pictures), 8)
+    nrows = math.ceil(len(pictures) / ncols)
+    figure = Figure(figsize=(panel_inches * ncols, (panel_inches + 0.2) * nrows))
+    axes = figure.subplots(nrows, ncols, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if index < len(pictures):
+            axis.imshow(pictures[index])
+            axis.set_title(labels[index], fontsize=6, pad=1.5)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.25 / figure.get_figheight(),
+                           wspace=0.05, hspace=0.25)
+    return figure
+
+
+def save_visualisation(visualisation: "Visualisation", out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``unit_{i}.png`` per optimised image and ``contact_sheet.png`` (labelled) into ``out_dir``."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder to save the images in; name a folder")
+    if visualisation.images.dim() != 4:
+        raise InputError(f"only 2-D images are saved as PNG, got shape {tuple(visualisation.images.shape)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, picture in enumerate(to_uint8_images(visualisation.images.float())):
+        paths.append(folder / f"unit_{i:03d}.png")
+        write_png(paths[-1], picture)
+    paths.append(folder / "contact_sheet.png")
+    save_figure(paths[-1], plot_contact_sheet(visualisation.images, list(visualisation.labels)))
+    return paths
 
 
 def plot_top_patches(crops: list[list[torch.Tensor]], row_labels: list[str], crop_pixels: int = 48) -> Figure:
