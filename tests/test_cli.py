@@ -180,3 +180,18 @@ def test_ctrl_c_while_starting_ends_with_one_line_and_130(tmp_path, delay):
     if process.returncode == 0:
         pytest.fail("the command finished before the interrupt; the test needs a slower start")
     assert process.returncode == 130 and err.strip() == "interpkit: interrupted", err
+
+
+def test_visualise_writes_images_and_a_contact_sheet(tmp_path):
+    done = run("visualise", "--model", "caltech5_arch1", "--layer", "features.4", "--channels", "0-2,5", "--size", "32",
+               "--steps", "3", "--out", tmp_path / "vis", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (tmp_path / "vis").iterdir())
+    assert names == ["contact_sheet.png", "unit_000.png", "unit_001.png", "unit_002.png", "unit_003.png"]
+    image = np.asarray(Image.open(tmp_path / "vis" / "unit_000.png"))
+    assert image.shape == (32, 32, 3)
+    for bad in (["--channels", "4-2"], ["--channels", "0,99"], ["--channels", "a"], ["--layer", "features.44"]):
+        args = {"--layer": "features.4", "--channels": "0", **dict(zip(bad[::2], bad[1::2]))}
+        failed = run("visualise", "--model", "caltech5_arch1", *[x for kv in args.items() for x in kv], "--steps", "1",
+                     "--out", tmp_path / "bad", "--no-progress")
+        assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr, bad

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,8 +107,8 @@ def pixel_image(pixels: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
 class Transforms:
     """Transformation robustness, lucent's ``standard_transforms`` by default: each image, each
     step, is padded by ``pad`` pixels of grey (0.5), translated by a random (0 .. jitter[0] - 1)
-    pixels in x and y, scaled by one of ``scales`` and rotated by one of ``angles`` (degrees)
-    about the centre, then translated by (0 .. jitter[1] - 1) pixels. The four are composed into
+    pixels in x and y, scaled by one of ``scales`` and rotated by one of ``angles`` (degrees,
+    anticlockwise) about the centre, then translated by (0 .. jitter[1] - 1) pixels. The four are composed into
     one affine resampling (bilinear), which also resamples to the model's input size."""
 
     pad: int = 12
@@ -133,29 +134,42 @@ STANDARD_TRANSFORMS = Transforms()
 NO_TRANSFORMS = Transforms(pad=0, jitter=(1, 1), scales=(1.0,), angles=(0.0,))
 
 
-def random_views(transforms: Transforms, steps: int, images: int, size: tuple[int, int],
-                 generator: torch.Generator) -> torch.Tensor:
+def image_generators(seed: int, count: int) -> list[torch.Generator]:
+    """One generator per image, seeded from (seed, image number) through NumPy's SeedSequence:
+    an image's draws do not depend on how many images there are."""
+    states = (np.random.SeedSequence((seed, i)).generate_state(1, np.uint64)[0] >> np.uint64(1) for i in range(count))
+    return [torch.Generator().manual_seed(int(state)) for state in states]
+
+
+def random_views(transforms: Transforms, steps: int, size: tuple[int, int],
+                 generators: Sequence[torch.Generator]) -> torch.Tensor:
     """The affine matrices (steps, images, 2, 3) for ``F.affine_grid`` that sample each step's
-    view of each image, drawn in a fixed order from ``generator``: output coordinates cover the
-    padded canvas, source coordinates the image (outside it, grey)."""
-    shape = (steps, images)
-    before = torch.randint(transforms.jitter[0], (*shape, 2), generator=generator).double()
-    scales = torch.tensor(transforms.scales, dtype=torch.float64)[torch.randint(len(transforms.scales), shape,
-                                                                                generator=generator)]
-    angles = torch.tensor(transforms.angles, dtype=torch.float64)[torch.randint(len(transforms.angles), shape,
-                                                                                generator=generator)]
-    after = torch.randint(transforms.jitter[1], (*shape, 2), generator=generator).double()
-    return affine(transforms.pad, size, before, scales, angles, after)
+    view of each image, drawn from the image's generator: output coordinates cover the padded
+    canvas, source coordinates the image (outside it, grey)."""
+    draws = []
+    for generator in generators:
+        before = torch.randint(transforms.jitter[0], (steps, 2), generator=generator)
+        scale = torch.randint(len(transforms.scales), (steps,), generator=generator)
+        angle = torch.randint(len(transforms.angles), (steps,), generator=generator)
+        after = torch.randint(transforms.jitter[1], (steps, 2), generator=generator)
+        draws.append((before, scale, angle, after))
+    before, scale, angle, after = (torch.stack(d, dim=1) for d in zip(*draws))
+    scales = torch.tensor(transforms.scales, dtype=torch.float64)[scale]
+    angles = torch.tensor(transforms.angles, dtype=torch.float64)[angle]
+    return affine(transforms.pad, size, before.double(), scales, angles, after.double())
 
 
 def affine(pad: int, size: tuple[int, int], before: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor,
            after: torch.Tensor) -> torch.Tensor:
     """Matrices mapping an output point q (normalised over the padded canvas) to the source point
-    p = R(-a) (q - after) / s - before in pixels from the centre, normalised over the image."""
+    p = R(a) (q - after) / s - before in pixels from the centre, normalised over the image: the
+    picture moves by ``before``, is scaled by s and turned by a degrees anticlockwise about the
+    centre, then moves by ``after``."""
     h, w = size
     radians = torch.deg2rad(angles)
     cos, sin = radians.cos() / scales, radians.sin() / scales
-    inverse = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)  # R(-a) / s on (x, y)
+    # x right, y down: sampling through R(a) turns the picture anticlockwise on screen (kornia's sense)
+    inverse = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     to_image = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64)
     from_canvas = torch.tensor([(w + 2 * pad) / 2.0, (h + 2 * pad) / 2.0], dtype=torch.float64)
     matrix = to_image[:, None] * inverse * from_canvas
@@ -299,12 +313,12 @@ def visualise(model: nn.Module, objective: Objective, *, size: int | Sequence[in
                          f"to {count} or more")
     if check_number("lr", lr) == 0:
         raise InputError("lr must be positive, got 0")
-    generator = torch.Generator().manual_seed(check_seed(seed))
-    setup = _setup(model, size, channels, count, check_int("steps", steps), parametrisation, decorrelate, transforms,
-                   preprocess, input_size, generator)
+    generators = image_generators(check_seed(seed), count)
+    setup = _setup(model, size, channels, check_int("steps", steps), parametrisation, decorrelate, transforms,
+                   preprocess, input_size, generators)
     choices = _choices(model, objective)
     device = model_device(model)
-    initial = torch.randn((count, *setup.shape), generator=generator, dtype=torch.float64) * INITIAL_SD
+    initial = torch.stack([torch.randn(setup.shape, generator=g, dtype=torch.float64) for g in generators]) * INITIAL_SD
     made, scores = [], []
     bar = tqdm(total=setup.steps * -(-count // max_batch), desc="visualise", unit="step",
                disable=not check_flag("progress", progress))
@@ -337,8 +351,8 @@ def _optimise(model: nn.Module, objective: Objective, choices: dict[Any, LayerCh
         done(1)
 
 
-def _setup(model: nn.Module, size: Any, channels: Any, count: int, steps: int, parametrisation: Any,
-           decorrelate: Any, transforms: Any, preprocess: Any, input_size: Any, generator: torch.Generator) -> _Setup:
+def _setup(model: nn.Module, size: Any, channels: Any, steps: int, parametrisation: Any, decorrelate: Any,
+           transforms: Any, preprocess: Any, input_size: Any, generators: Sequence[torch.Generator]) -> _Setup:
     grid = _grid_size(size)
     check_int("channels", channels)
     colour = channels == 3 if decorrelate is None else check_flag("decorrelate", decorrelate)
@@ -372,7 +386,7 @@ def _setup(model: nn.Module, size: Any, channels: Any, count: int, steps: int, p
         zero = torch.zeros(1, 1, dtype=torch.float64)
         final = affine(pad, (grid[0], grid[1]), zero[..., None].expand(1, 1, 2), zero + 1, zero,
                        zero[..., None].expand(1, 1, 2)).to(device, dtype)
-        views_ = final if transforms is None else random_views(transforms, steps, count, (grid[0], grid[1]), generator).to(
+        views_ = final if transforms is None else random_views(transforms, steps, (grid[0], grid[1]), generators).to(
             device, dtype)
     return _Setup(make, shape, steps, preprocess or (lambda x: x), views_, final, seen_size, dtype, model_dtype)
 
