@@ -57,6 +57,10 @@ def main(out: Path) -> list[Path]:
     top = interpkit.top_patches(model, "features.7", caltech5("train", transform=transform), k=6,
                                 channels=list(range(6)), progress=False)
     save("top_patches", top.figure(crop_pixels=40))
+
+    optimised = interpkit.visualise(model, interpkit.analysis.channel("features.7", range(8)), steps=256,
+                                    preprocess=transform.standardize, input_size=transform.size)
+    save("visualise", optimised.figure(panel_inches=1.3))
     written.append(out / "sample.png")
     write_png(out / "sample.png", pictures[4])
     return written

@@ -51,12 +51,20 @@ class TopPatches:
             out.append([images[i][:, t:b, l:r] for i, (t, l, b, r) in zip(row, boxes) if i >= 0])
         return out
 
-    def figure(self, crop_pixels: int = 48, channels: Sequence[int] | None = None):
-        """A Zeiler-Fergus grid: a row of k crops per channel, each scaled to ``crop_pixels``."""
+    def figure(self, crop_pixels: int = 48, channels: Sequence[int] | None = None, visualisation: Any = None):
+        """A Zeiler-Fergus grid: a row of k crops per channel, each scaled to ``crop_pixels``;
+        with ``visualisation`` (a ``Visualisation`` of every channel here, in this order) each row
+        opens with the image optimised to excite its channel."""
         chosen = range(len(self.channels)) if channels is None else [self.channels.index(c) for c in channels]
+        leading = None
+        if visualisation is not None:
+            if len(visualisation.images) != len(self.channels) or visualisation.images.dim() != 4:
+                raise InputError(f"the visualisation has {len(visualisation.images)} images; give one 2-D image per "
+                                 f"channel of these top patches ({len(self.channels)}), in their order")
+            leading = visualisation.images[list(chosen)]
         crops = self.crops()
         return display().plot_top_patches([crops[i] for i in chosen], [f"{self.layer}[{self.channels[i]}]" for i in chosen],
-                                crop_pixels)
+                                          crop_pixels, leading)
 
 
 class _StopForward(Exception):

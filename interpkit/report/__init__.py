@@ -3,7 +3,8 @@
 ``build_report()`` evaluates the bundled models on the bundled canonical split and writes
 ``index.html`` with its images beside it: layer tables, accuracy table and confusion matrices,
 the best model's feature maps, maximally activating patches, guided backprop of last-layer
-neurons, GradCAM for every class, top patches over the training set, and the VGG19 section.
+neurons, GradCAM for every class, each CNN's top patches over the training set beside feature
+visualisations of the same channels, and the VGG19 section.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 import interpkit
+from interpkit.analysis import channel
 from interpkit.core import MapKind, parse_device
 from interpkit.data import caltech5
 from interpkit.errors import InputError, InterpkitError, WeightsError
@@ -63,6 +65,7 @@ class Page:
     classes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     vgg: dict[str, Any] = field(default_factory=dict)
+    units: list[dict[str, str]] = field(default_factory=list)
     study: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -113,7 +116,8 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]
     steps += [partial(_choose_best, page), partial(_feature_maps, build)]
     steps += [partial(_best_section, section, build)
-              for section in (_patches, _guided, _gradcam, _top_patches, _faithfulness)]
+              for section in (_patches, _guided, _gradcam, _faithfulness)]
+    steps += [partial(_units, build, n) for n in cnns]
     steps.append(partial(_vgg, build, any(n in TASK2 for n in names)))
     for step in tqdm(steps, desc="report", unit="step", disable=not progress):
         step()
@@ -307,13 +311,23 @@ def _empty_predictions(maps: torch.Tensor, signed: torch.Tensor, probabilities: 
     return found
 
 
-def _top_patches(subject: _Subject, build: _Build) -> None:
+UNIT_CHANNELS = 8  # channels of each CNN's last convolution shown with their patches and visualisations
+VISUALISE_STEPS = 256
+
+
+def _units(build: _Build, name: str) -> None:
+    """For eight channels of a CNN's last convolution: the training images' top patches (one
+    streaming pass), each row opened by the image optimised to excite the channel."""
+    subject = _subject(name, build.device, {})
     layer = _last_conv(subject.model)
+    channels = list(range(UNIT_CHANNELS))
     dataset = caltech5("train", transform=subject.transform, root=build.data_dir)
-    result = interpkit.top_patches(subject.model, layer, dataset, k=8, channels=list(range(8)), batch_size=50,
-                                   progress=False)
-    subject.figures["top_layer"] = layer
-    subject.figures["top_patches"] = build.figure(f"{subject.prefix}top_patches", result.figure(crop_pixels=40))
+    patches = interpkit.top_patches(subject.model, layer, dataset, k=8, channels=channels, batch_size=50,
+                                    progress=False)
+    optimised = interpkit.visualise(subject.model, channel(layer, channels), steps=VISUALISE_STEPS,
+                                    preprocess=subject.transform.standardize, input_size=subject.transform.size)
+    figure = build.figure(f"top_patches_{name}", patches.figure(crop_pixels=40, visualisation=optimised))
+    build.page.units.append({"model": name, "layer": layer, "figure": figure, "steps": str(VISUALISE_STEPS)})
 
 
 FAITHFULNESS_IMAGES_PER_CLASS = 5

@@ -243,8 +243,11 @@ def save_visualisation(visualisation: "Visualisation", out_dir: str | os.PathLik
     return paths
 
 
-def plot_top_patches(crops: list[list[torch.Tensor]], row_labels: list[str], crop_pixels: int = 48) -> Figure:
-    """Rows of input crops (C, h, w), each min-max scaled and resized to ``crop_pixels`` square."""
+def plot_top_patches(crops: list[list[torch.Tensor]], row_labels: list[str], crop_pixels: int = 48,
+                     leading: torch.Tensor | None = None) -> Figure:
+    """Rows of input crops (C, h, w), each min-max scaled and resized to ``crop_pixels`` square;
+    ``leading`` (one image (C, H, W) in [0, 1] per row: a feature visualisation) opens each row,
+    framed, under the column label "optimised"."""
     import cv2
 
     rows = []
@@ -258,7 +261,15 @@ def plot_top_patches(crops: list[list[torch.Tensor]], row_labels: list[str], cro
             pictures.append(cv2.resize(np.ascontiguousarray(picture), (crop_pixels, crop_pixels),
                                        interpolation=cv2.INTER_NEAREST))
         rows.append(pictures)
-    return plot_image_grid(rows, row_labels)
+    if leading is None:
+        return plot_image_grid(rows, row_labels)
+    if len(leading) != len(rows):
+        raise InputError(f"{len(leading)} leading images for {len(rows)} rows of patches")
+    openers = [cv2.resize(picture, (2 * crop_pixels, 2 * crop_pixels), interpolation=cv2.INTER_AREA)
+               for picture in to_uint8_images(leading.float())]
+    columns = ["optimised"] + [f"top {j + 1}" for j in range(max(map(len, rows), default=0))]
+    return plot_image_grid([[opener, *row] for opener, row in zip(openers, rows)], row_labels, columns,
+                           highlight=[(r, 0) for r in range(len(rows))])
 
 
 def plot_signal_map(signal: torch.Tensor, heat: torch.Tensor, title: str | None = None,

@@ -35,6 +35,7 @@ def test_every_part_of_the_study_is_there(report):
         assert f'id="{anchor}"' in html
     for name in ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3"):
         assert f"<h3 id=\"{name}\">" in html
+        assert f'src="images/top_patches_{name}.png"' in html  # each CNN's patches beside its visualisations
     assert "353,013" in html and "158,997" in html and "324,949" in html
     assert "ImageNet" in html  # the Task 2 section says what it shows instead of ImageNet VGG19
     assert 'id="vgg19_slim_caltech5"' in html and "stand-in" in html and 'id="vgg-guided"' in html
@@ -118,7 +119,7 @@ def test_two_reports_in_one_process_are_both_complete(tmp_path, tiny_data):
     for out, models in ((tmp_path / "a", ["caltech5_arch2"]), (tmp_path / "b", ["caltech5_arch2", "caltech5_arch3"])):
         html = build_report(out, models=models, data_dir=tiny_data, progress=False).read_text()
         for figure in ("images/patch_scorpion.png", "images/gradcam.png", "images/guided_scorpion.png",
-                       "images/top_patches.png", "images/feature_maps_0.png", "images/faithfulness_curves.png",
+                       "images/top_patches_caltech5_arch2.png", "images/feature_maps_0.png", "images/faithfulness_curves.png",
                        "images/randomisation.png"):
             assert f'src="{figure}"' in html and (out / figure).exists()
         assert 'id="faithfulness"' in html
