@@ -332,8 +332,11 @@ def visualise(model: nn.Module, objective: Objective, *, size: int | Sequence[in
                 final = None if setup.final is None else setup.final[0, 0].expand(len(rows), 2, 3)
                 scores.append(_scores(model, objective, choices, setup.input(image, final), rows, stop_early=True))
             made.append(image)
-    labels = tuple(objective.label(i) for i in range(count))
-    return Visualisation(torch.cat(made), torch.cat(scores).float(), labels)
+    result = Visualisation(torch.cat(made), torch.cat(scores).float(), tuple(objective.label(i) for i in range(count)))
+    if not bool(torch.isfinite(result.images).all() & torch.isfinite(result.scores).all()):  # one read, at the end
+        raise InputError("the optimisation diverged: the objective's gradient or score became infinite or NaN; lower "
+                         "lr, or check the model at the visualised input size")
+    return result
 
 
 def _optimise(model: nn.Module, objective: Objective, choices: dict[Any, LayerChoice], setup: _Setup,
@@ -345,7 +348,10 @@ def _optimise(model: nn.Module, objective: Objective, choices: dict[Any, LayerCh
     for step in range(setup.steps):
         x = setup.input(setup.make(params), setup.view(step, rows))
         scores = _scores(model, objective, choices, x, rows, stop_early=step > 0)
-        (gradient,) = torch.autograd.grad(scores.sum(), params)
+        (gradient,) = torch.autograd.grad(scores.sum(), params, allow_unused=True) if scores.requires_grad else (None,)
+        if gradient is None:
+            raise InputError("the objective does not depend on the image: preprocess or the model cuts the gradient "
+                             "(torch.no_grad, .detach()) before the layers it reads")
         params.grad = gradient.neg_()
         optimiser.step()
         done(1)

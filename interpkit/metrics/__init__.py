@@ -4,6 +4,7 @@
 from .axiomatic import Completeness
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
 from .complexity import Complexity, EffectiveComplexity, MapMetric, Sparseness
+from .faithfulness import FaithfulnessCorrelation, FaithfulnessEstimate, FeatureRemoval, Monotonicity, PixelFlipping
 from .infidelity import Infidelity, gaussian
 from .localisation import (
     AttributionLocalisation,
@@ -22,10 +23,12 @@ from .sensitivity import max_sensitivity
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
-                   TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness)
+                   TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness,
+                   PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity)
 
 __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
-           "EffectiveComplexity",
+           "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
+           "PixelFlipping",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",

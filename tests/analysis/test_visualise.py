@@ -312,6 +312,36 @@ def test_bad_input_is_refused_and_the_model_left_alone(small_cnn, call, error):
     assert_model_unchanged(before, small_cnn)
 
 
+class Cut(nn.Module):
+    """A model whose forward detaches its input: no gradient reaches the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x.detach())
+
+
+class Explodes(nn.Module):
+    """A model whose score's gradient is NaN at any input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x * float("nan"))
+
+
+def test_a_cut_gradient_or_a_diverging_run_is_refused_not_returned():
+    for model, words in ((Cut(), "does not depend on the image"), (Explodes(), "diverged")):
+        before = ModelFingerprint.of(model)
+        with pytest.raises(InputError, match=words):
+            visualise(model, channel("conv", 0), size=8, steps=2, transforms=None)
+        assert_model_unchanged(before, model)
+
+
 def test_no_transforms_are_seen_as_made():
     assert NO_TRANSFORMS.pad == 0 and NO_TRANSFORMS.scales == (1.0,)
     image = torch.rand(2, 3, 5, 5)

@@ -1,0 +1,229 @@
+"""Faithfulness by setting features to a baseline: pixel flipping (Bach et al., 2015), faithfulness
+correlation (Bhatt et al., 2020), faithfulness estimate (Alvarez-Melis and Jaakkola, 2018) and
+monotonicity (Arya et al., 2019), as Quantus 0.6 defines them.
+
+A feature is an element of the input (one channel of one position) when the maps have the
+input's channels, as Quantus reads every attribution; it is a grid position, all its channels
+together, when the maps have one channel (a CAM, a saliency map). Attributions keep their sign
+(the metrics that take absolute values say so); each metric depends only on their order or is
+invariant to their scale, so Quantus' normalisation by the maximum changes nothing. Perturbed
+copies are built on the device and scored in batches of ``max_batch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core import Explanation, check_baseline, check_int, check_seed
+from ..errors import InputError
+from .base import Metric, MetricResult, chunks
+
+Baseline = Any  # "black", "white", "mean", a number, or a tensor broadcastable to one input
+DEFAULT_STEPS = 100  # without features_in_step: Quantus' 1 costs one forward per feature (150,528 at 224 px RGB)
+
+
+def feature_attributions(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """The attributions as (N, F) signed values: F = C x positions when the maps have the inputs'
+    C channels, else F = positions (maps (N, *grid) or (N, 1, *grid))."""
+    tensor = maps.maps if isinstance(maps, Explanation) else maps
+    if not isinstance(tensor, torch.Tensor):
+        raise InputError(f"maps must be an Explanation or a tensor, not {type(maps).__name__}")
+    if isinstance(maps, Explanation):
+        if tensor.shape[1] != 1:
+            raise InputError(f"the explanation has {tensor.shape[1]} maps per sample; score one target at a time")
+        tensor = tensor[:, 0]
+    if tensor.dim() == inputs.dim() - 1:
+        tensor = tensor.unsqueeze(1)
+    if (tensor.dim() != inputs.dim() or len(tensor) != len(inputs) or tensor.shape[1] not in (1, inputs.shape[1])
+            or tensor.shape[2:] != inputs.shape[2:]):
+        raise InputError(f"maps of shape {tuple(tensor.shape)} do not align with inputs {tuple(inputs.shape)}: give "
+                         "(N, *grid) or (N, 1, *grid) maps (positions) or (N, C, *grid) (elements); upsample layer maps")
+    dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    return tensor.detach().to(inputs.device, dtype).flatten(1)
+
+
+def baseline_values(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
+    """What a removed feature becomes, as a tensor shaped like ``inputs``: Quantus' "black" (each
+    input's minimum), "white" (its maximum), "mean" (its mean), a number or a given tensor."""
+    per_sample = {"black": lambda f: f.amin(1), "white": lambda f: f.amax(1), "mean": lambda f: f.mean(1)}
+    if isinstance(baseline, str):
+        value = per_sample[baseline](inputs.flatten(1))
+        return value.reshape(-1, *[1] * (inputs.dim() - 1)).expand_as(inputs)
+    value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
+    try:
+        return torch.broadcast_to(value, inputs.shape)
+    except RuntimeError:
+        raise InputError(f"a baseline of shape {tuple(value.shape)} does not broadcast to the inputs "
+                         f"{tuple(inputs.shape)}") from None
+
+
+def with_features_removed(inputs: torch.Tensor, base: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """``inputs`` (B, C, *grid) with the features ``removed`` (B, F) set to ``base``: F elements
+    (C x positions) or F positions (every channel)."""
+    flat, flat_base = inputs.flatten(1), base.flatten(1)
+    if removed.shape[1] != flat.shape[1]:  # positions: every channel alike
+        flat, flat_base = inputs.flatten(2), base.flatten(2)
+        removed = removed.unsqueeze(1)
+    return torch.where(removed, flat_base, flat).reshape(inputs.shape)
+
+
+class FeatureRemoval(Metric):
+    """Base of the metrics that set features to a baseline (``baseline``: "black", Quantus'
+    default, "white", "mean", a number or a tensor) and read the target's score."""
+
+    def __init__(self, *, baseline: Baseline = "black", max_batch: int | None = None, score: str = "probability"
+                 ) -> None:
+        super().__init__(max_batch=max_batch, score=score)
+        self.baseline = check_baseline(baseline, ("black", "white", "mean"))
+
+    def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return feature_attributions(maps, inputs)
+
+    def removed_scores(self, inputs: torch.Tensor, removed: Callable[[torch.Tensor], torch.Tensor], jobs: int,
+                       score: Callable[..., Any]) -> torch.Tensor:
+        """Scores (N, jobs): job j of sample i sets ``removed(pairs)`` to the baseline, where
+        ``pairs`` (B, 2) holds (sample, job) for a batch of copies."""
+        n = len(inputs)
+        base = baseline_values(inputs, self.baseline)
+        pairs = torch.cartesian_prod(torch.arange(n, device=inputs.device), torch.arange(jobs, device=inputs.device))
+        values = []
+        for part in chunks(len(pairs), self.max_batch or n):
+            samples = pairs[part, 0]
+            values.append(score(with_features_removed(inputs[samples], base[samples], removed(pairs[part])), samples))
+        return torch.cat(values).reshape(n, jobs)
+
+
+def step_of_each_feature(attributions: torch.Tensor, step: int | None, descending: bool) -> tuple[torch.Tensor, int]:
+    """(N, F): the step at which each feature goes, ``step`` features per step (None: a
+    ``DEFAULT_STEPS``-th of them, rounded up) in order of attribution (a stable sort: ties in
+    feature order); and the number of steps."""
+    features = attributions.shape[1]
+    step = step or -(-features // DEFAULT_STEPS)
+    order = torch.argsort(attributions, dim=1, descending=descending, stable=True)
+    return torch.argsort(order, dim=1) // step, -(-features // step)
+
+
+class PixelFlipping(FeatureRemoval):
+    """Features set to the baseline in order of decreasing attribution, ``features_in_step`` at a
+    time (default: a hundredth of them; Quantus' default is 1), cumulatively; the curve is the
+    target's probability after each step (its last point has every feature removed) and the
+    score its area with unit spacing, as Quantus' ``return_auc_per_sample`` (lower is better: a
+    faithful map removes the evidence first)."""
+
+    name = "pixel_flipping"
+    higher_is_better = False
+
+    def __init__(self, *, features_in_step: int | None = None, baseline: Baseline = "black", max_batch: int | None = None,
+                 score: str = "probability") -> None:
+        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
+        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        steps_of, total = step_of_each_feature(attributions, self.features_in_step, descending=True)
+        curves = self.removed_scores(inputs, lambda pairs: steps_of[pairs[:, 0]] <= pairs[:, 1:], total, score)
+        fractions = torch.arange(1, total + 1, device=inputs.device, dtype=curves.dtype) / total
+        return MetricResult(self.name, torch.trapezoid(curves, dim=1), curves, fractions)
+
+
+class FaithfulnessEstimate(FeatureRemoval):
+    """The Pearson correlation, over steps, between the attribution of the ``features_in_step``
+    features each step removes (in order of decreasing attribution, each step from the original
+    input) and the drop of the target's logit it causes (higher is better)."""
+
+    name = "faithfulness_estimate"
+
+    def __init__(self, *, features_in_step: int | None = None, baseline: Baseline = "black", max_batch: int | None = None,
+                 score: str = "logit") -> None:
+        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
+        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        steps_of, total = step_of_each_feature(attributions, self.features_in_step, descending=True)
+        after = self.removed_scores(inputs, lambda pairs: steps_of[pairs[:, 0]] == pairs[:, 1:], total, score)
+        before = score(inputs, torch.arange(len(inputs), device=inputs.device))
+        sums = torch.zeros(len(inputs), total, dtype=attributions.dtype, device=inputs.device).scatter_add_(
+            1, steps_of, attributions)
+        return MetricResult(self.name, pearson(sums.to(after.dtype), before[:, None] - after))
+
+
+class FaithfulnessCorrelation(FeatureRemoval):
+    """The Pearson correlation, over ``runs`` random subsets of ``subset_size`` features, between
+    the subset's attribution sum and the drop of the target's logit when the subset is set to the
+    baseline (higher is better). The subsets are drawn once from a generator seeded with ``seed``
+    and shared by the images (so no score depends on its batch), or given as ``subsets`` (N, runs,
+    subset_size) feature indices (Quantus draws its own for each image)."""
+
+    name = "faithfulness_correlation"
+
+    def __init__(self, *, runs: int = 100, subset_size: int = 224, baseline: Baseline = "black", seed: int = 0,
+                 subsets: torch.Tensor | None = None, max_batch: int | None = None, score: str = "logit") -> None:
+        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
+        self.runs, self.subset_size = check_int("runs", runs, minimum=2), check_int("subset_size", subset_size)
+        self.seed = check_seed(seed)
+        if subsets is not None and (not isinstance(subsets, torch.Tensor) or subsets.dim() != 3
+                                    or subsets.dtype.is_floating_point or subsets.shape[1:] != (runs, subset_size)):
+            raise InputError(f"subsets must be feature indices of shape (N, {runs}, {subset_size})")
+        self.subsets = subsets
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        n, features = attributions.shape
+        subsets = self._subsets(n, features, inputs.device)
+
+        def removed(pairs: torch.Tensor) -> torch.Tensor:  # built per batch of copies: (B, F), not (N, runs, F)
+            mask = torch.zeros(len(pairs), features, dtype=torch.bool, device=inputs.device)
+            return mask.scatter_(1, subsets[pairs[:, 0], pairs[:, 1]], True)
+
+        after = self.removed_scores(inputs, removed, self.runs, score)
+        before = score(inputs, torch.arange(n, device=inputs.device))
+        sums = attributions.gather(1, subsets.flatten(1)).reshape(n, self.runs, self.subset_size).sum(2)
+        return MetricResult(self.name, pearson(sums.to(after.dtype), before[:, None] - after))
+
+    def _subsets(self, n: int, features: int, device: torch.device) -> torch.Tensor:
+        if self.subset_size > features:
+            raise InputError(f"subset_size {self.subset_size} exceeds the {features} features of each input")
+        if self.subsets is not None:
+            subsets = self.subsets.to(device).long()
+            if len(subsets) != n or bool((subsets.min() < 0) | (subsets.max() >= features)):
+                raise InputError(f"subsets must hold one row per input ({n}) of indices below {features}")
+            if bool((subsets.sort(dim=2).values.diff(dim=2) == 0).any()):
+                raise InputError("each subset must name distinct features")
+            return subsets
+        generator = torch.Generator().manual_seed(self.seed)  # one set of subsets for every image: none depends on its batch
+        draws = torch.stack([torch.randperm(features, generator=generator)[:self.subset_size] for _ in range(self.runs)])
+        return draws.to(device).expand(n, -1, -1)
+
+
+class Monotonicity(FeatureRemoval):
+    """Arya et al.'s monotonicity: starting from the baseline, the input's own features are
+    restored in order of increasing absolute attribution, ``features_in_step`` at a time; 1 when
+    the target's probability never falls from one step to the next, else 0 (higher is better).
+    The curve holds the probabilities after each step."""
+
+    name = "monotonicity"
+
+    def __init__(self, *, features_in_step: int | None = None, baseline: Baseline = "black", max_batch: int | None = None,
+                 score: str = "probability") -> None:
+        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
+        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        steps_of, total = step_of_each_feature(attributions.abs(), self.features_in_step, descending=False)
+        curves = self.removed_scores(inputs, lambda pairs: steps_of[pairs[:, 0]] > pairs[:, 1:], total, score)
+        fractions = torch.arange(1, total + 1, device=inputs.device, dtype=curves.dtype) / total
+        rising = (curves.diff(dim=1) >= 0).all(dim=1)
+        return MetricResult(self.name, rising.to(curves.dtype), curves, fractions)
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson's correlation of the rows of ``a`` and ``b`` (N, K), in float64; NaN for a
+    constant row (the correlation is undefined), as SciPy gives."""
+    a, b = a.double(), b.double()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
