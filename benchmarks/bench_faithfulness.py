@@ -10,7 +10,7 @@ NumPy arrays and its own model wrapper (``device``), as its users call it; each 
 own model copy.
 
 Run: python benchmarks/bench_faithfulness.py [--device cuda] [--batch 8] [--size 224] [--step 3136] [--runs 20]
-     [--repeats 3]
+     [--threads 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--step", type=int, default=3136, help="pixel flipping's features per step")
     parser.add_argument("--runs", type=int, default=20, help="faithfulness correlation's subsets")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval().to(device)
