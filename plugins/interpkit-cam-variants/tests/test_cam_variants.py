@@ -403,3 +403,34 @@ def test_sscam_and_iscam_options_and_batches():
                  lambda: ISCAM(model, scales=[]), lambda: ISCAM(model, scales="1"), lambda: ISCAM(model, scales=[-0.5])):
         with pytest.raises(interpkit.InputError):
             make()
+
+
+def test_torchcam_gradcampp_never_divides_alpha():
+    """torchcam 0.5's GradCAM++ divides its alpha in place on a copy (``alpha[idx][mask].div_``:
+    boolean indexing copies), so its weights are sum(relu(G) G^2) where the paper's are
+    sum(relu(G) G^2 / (2 G^2 + sum(A G^3))). Its map equals the undivided formula on the same
+    activations and gradients; ours is the paper's (and pytorch-grad-cam's, above), another map."""
+    from torchcam.methods import GradCAMpp as TorchcamGradCAMpp
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.randn(1, 3, 64, 64)
+    with TorchcamGradCAMpp(model, target_layer="layer4", input_shape=(3, 64, 64)) as extractor:
+        theirs = extractor(class_idx=2, scores=model(image), normalized=False)[0]
+    kept = []
+    handle = model.layer4.register_forward_hook(lambda m, i, o: kept.append(o))
+    score = model(image)[0, 2]
+    handle.remove()
+    activation = kept[0].detach()
+    gradient = torch.autograd.grad(score, kept[0])[0]
+    undivided = (torch.relu(gradient) * gradient.pow(2)).sum((2, 3), keepdim=True)
+    torch.testing.assert_close(theirs, torch.relu((undivided * activation).sum(1)), rtol=1e-4, atol=1e-6)
+    alpha = gradient.pow(2) / (2 * gradient.pow(2) + (activation * gradient.pow(3)).sum((2, 3), keepdim=True))
+    paper = torch.relu(((alpha * torch.relu(gradient)).sum((2, 3), keepdim=True) * activation).sum(1))
+    mine = GradCAMPlusPlus(model, layer="layer4", upsample=False)(image, target=2).maps[:, 0]
+    torch.testing.assert_close(mine, paper, rtol=1e-4, atol=1e-6)
+
+    def scaled(m):
+        return m / m.max()
+
+    assert (scaled(mine) - scaled(theirs)).abs().max() > 1e-2  # not the same map up to scale
