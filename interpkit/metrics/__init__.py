@@ -16,6 +16,7 @@ from .localisation import (
 )
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
 from .pointing import PointingGame
+from .random_logit import random_logit
 from .regions import RegionPerturbation
 from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
@@ -32,4 +33,5 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",
-           "baseline_of", "gaussian", "linear_imputation", "max_sensitivity", "randomisation_check", "scored_maps"]
+           "baseline_of", "gaussian", "linear_imputation", "max_sensitivity", "random_logit", "randomisation_check",
+           "scored_maps"]

@@ -1,0 +1,111 @@
+"""Random logit: equal to Quantus 0.6 given its off classes and similarity, batch-independent
+where Quantus' is not, and bad input refused."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from interpkit import GradCAM, GuidedBackprop, InputError
+from interpkit.metrics import random_logit
+
+quantus = pytest.importorskip("quantus")
+
+
+def setup(seed=0, n=3):
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=6).eval()
+    images = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return model, images, torch.tensor([0, 5, 2, 3][:n])
+
+
+def quantus_random_logit(model, explainer, images, labels, seed, classes):
+    def explain(model, inputs, targets, **_):
+        return explainer(torch.as_tensor(inputs), torch.as_tensor(targets)).maps.numpy()
+
+    maps = explain(model, images.numpy(), labels.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = quantus.RandomLogit(num_classes=classes, seed=seed, normalise=False, disable_warnings=True,
+                                     similarity_func=quantus.similarity_func.correlation_pearson)(
+            model=model, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=maps, explain_func=explain,
+            device="cpu")
+    return torch.tensor(np.array(scores, dtype=np.float64))
+
+
+def quantus_off_classes(seed, labels, classes):
+    """The off classes Quantus 0.6 draws: np.random.seed(seed), one randint per image over the
+    classes other than its own."""
+    np.random.seed(seed)
+    picks = np.random.randint(0, classes - 1, len(labels))
+    return torch.tensor([[c for c in range(classes) if c != y][p] for y, p in zip(labels.tolist(), picks)])
+
+
+def test_equals_quantus_given_its_off_classes():
+    model, images, labels = setup()
+    explainer = GradCAM(model, layer="layer1")
+    expected = quantus_random_logit(model, explainer, images, labels, 42, 6)
+    off = quantus_off_classes(42, labels, 6)
+    ours = random_logit(explainer, images, labels, similarity="pearson", off_targets=off)
+    assert torch.isfinite(expected).sum() >= 2  # an all-zero CAM (ReLU'd) has no correlation: NaN for both
+    torch.testing.assert_close(ours.scores.double(), expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_quantus_off_class_depends_on_the_batch_ours_does_not():
+    """Quantus draws one index per position in the batch, so an image's off class (and score)
+    changes with where it sits; interpkit's depends on the target and the seed only."""
+    model, images, labels = setup(1, n=3)
+    explainer = GradCAM(model, layer="layer3")
+    together = quantus_off_classes(42, labels, 6)
+    alone = torch.cat([quantus_off_classes(42, labels[i:i + 1], 6) for i in range(3)])
+    assert not torch.equal(together, alone)
+    ours = random_logit(explainer, images, labels, classes=6).scores
+    ours_alone = torch.cat([random_logit(explainer, images[i:i + 1], labels[i:i + 1], classes=6).scores
+                            for i in range(3)])
+    torch.testing.assert_close(ours, ours_alone, rtol=1e-4, atol=1e-5)
+
+
+def test_the_off_class_is_never_the_target_and_similarities_are_bounded():
+    model, images, labels = setup(2, n=4)
+    for seed in range(20):
+        draw = torch.randint(5, (1,), generator=torch.Generator().manual_seed(seed))
+        off = draw + (draw >= labels).long()
+        assert not (off == labels).any() and (off < 6).all()
+    for similarity in ("ssim", "spearman", "pearson"):
+        scores = random_logit(GuidedBackprop(model), images, labels, similarity=similarity, seed=3).scores
+        assert scores.shape == (4,) and (scores <= 1 + 1e-6).all() and (scores >= -1 - 1e-6).all()
+        assert (scores < 1 - 1e-3).all()  # guided backprop of another class is another map
+
+
+def test_a_class_blind_explanation_scores_one():
+    """Guided backprop of a model whose classes share one score head explains every class alike."""
+    class Blind(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Conv2d(3, 1, 3)
+
+        def forward(self, x):
+            score = self.head(x).mean(dim=(1, 2, 3))
+            return torch.stack([score, score, score], dim=1)
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 16, 16)
+    scores = random_logit(GuidedBackprop(Blind(), strict=False), images, torch.tensor([0, 2]), similarity="pearson",
+                          seed=1).scores
+    torch.testing.assert_close(scores, torch.ones(2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda e, x: random_logit("gradcam", x),
+    lambda e, x: random_logit(e, x, similarity="cosine"),
+    lambda e, x: random_logit(e, x, seed=-1),
+    lambda e, x: random_logit(e, x, classes=1),
+    lambda e, x: random_logit(e, x, torch.tensor([1, 1, 1]), off_targets=torch.tensor([2, 1, 3])),
+    lambda e, x: random_logit(e, x, off_targets=torch.tensor([1.5, 2.0, 3.0])),
+])
+def test_bad_input(call):
+    model, images, _ = setup()
+    with pytest.raises(InputError):
+        call(GradCAM(model, layer="layer3"), images)
