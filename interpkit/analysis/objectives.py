@@ -50,7 +50,7 @@ class Objective:
         if isinstance(other, numbers.Number) and not isinstance(other, bool) and other == 0:
             return self  # sum([...]) starts from 0
         if not isinstance(other, Objective):
-            return NotImplemented
+            raise InputError(f"objectives add to objectives (a constant changes no image), not {other!r}")
         images = _common_images(self, other)
         count = images or 1
 
@@ -64,10 +64,7 @@ class Objective:
     __radd__ = __add__
 
     def __mul__(self, weight: Any) -> "Objective":
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not torch.isfinite(
-                torch.tensor(float(weight))):
-            return NotImplemented
-        factor = float(weight)
+        factor = _weight(weight)
 
         def score(activations: Activations, rows: torch.Tensor) -> torch.Tensor:
             return factor * self.score(activations, rows)
@@ -86,9 +83,19 @@ class Objective:
         return self + (-other)
 
     def __truediv__(self, weight: Any) -> "Objective":
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or weight == 0:
-            return NotImplemented
-        return self * (1.0 / float(weight))
+        divisor = _weight(weight)
+        if divisor == 0:
+            raise InputError("an objective divided by 0 has no score")
+        return self * (1.0 / divisor)
+
+
+def _weight(value: Any) -> float:
+    """A finite real weight (a one-element tensor too), or an InputError."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"an objective is scaled by a finite number, not {value!r}")
+    return float(value)
 
 
 def _common_images(a: Objective, b: Objective) -> int | None:
@@ -154,6 +161,8 @@ def neuron(layer: Any, index: int | Sequence[int], position: Sequence[int] | Non
     """The activation of channel ``index`` at one grid ``position`` (a tuple of the grid's
     rank; default its centre, each size // 2, as lucent's ``neuron``)."""
     layer, units = _check_layer(layer), _units("neuron", index)
+    if position is not None and not isinstance(position, (tuple, list)):
+        raise InputError(f"position is a tuple of grid indices, one per dimension, got {position!r}")
     at = None if position is None else tuple(_units("position", list(position)))
 
     def score(activations: Activations, rows: torch.Tensor) -> torch.Tensor:

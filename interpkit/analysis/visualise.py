@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..core import (
     LayerChoice,
+    ModelInputs,
     check_flag,
     check_int,
     check_number,
@@ -38,6 +39,7 @@ from ..core import (
     evaluation,
     forward_hooks,
     layer_choices,
+    mixes_samples,
     model_device,
 )
 from ..errors import InputError, LayerError
@@ -81,6 +83,7 @@ def spectral_image(spectrum: torch.Tensor, size: int | Sequence[int], decay_powe
     divided by 4, colours decorrelated (C = 3) and passed through a sigmoid: (N, C, *size) in
     [0, 1], as lucent's ``fft_image`` and ``to_valid_rgb`` make it."""
     grid = _grid_size(size)
+    check_number("decay_power", decay_power)
     expected = (*grid[:-1], grid[-1] // 2 + 1, 2)
     if not isinstance(spectrum, torch.Tensor) or not spectrum.is_floating_point() or tuple(
             spectrum.shape[2:]) != expected or spectrum.dim() != len(expected) + 2:
@@ -95,6 +98,9 @@ def spectral_image(spectrum: torch.Tensor, size: int | Sequence[int], decay_powe
 
 def pixel_image(pixels: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
     """Pixels (N, C, *grid) -> image in [0, 1]: colours decorrelated (C = 3), then a sigmoid."""
+    if not isinstance(pixels, torch.Tensor) or not pixels.is_floating_point() or pixels.dim() < 3:
+        shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
+        raise InputError(f"pixels must be a floating tensor (N, C, *grid), got {shape}")
     if decorrelate:
         if pixels.shape[1] != 3:
             raise InputError(f"colour decorrelation is defined for 3 channels; got {pixels.shape[1]}: "
@@ -118,16 +124,15 @@ class Transforms:
 
     def __post_init__(self) -> None:
         check_int("pad", self.pad, minimum=0)
-        if len(self.jitter) != 2:
+        if not isinstance(self.jitter, (tuple, list)) or len(self.jitter) != 2:
             raise InputError(f"jitter is (before, after) in pixels, got {self.jitter!r}")
         for value in self.jitter:
             check_int("jitter", value)
-        if not self.scales or any(isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 < s < math.inf
-                                  for s in self.scales):
-            raise InputError(f"scales must be positive finite numbers, got {self.scales!r}")
-        if not self.angles or any(isinstance(a, bool) or not isinstance(a, numbers.Real) or not math.isfinite(a)
-                                  for a in self.angles):
-            raise InputError(f"angles must be finite numbers of degrees, got {self.angles!r}")
+        for name, values, valid in (("scales", self.scales, lambda v: 0 < v < math.inf),
+                                    ("angles", self.angles, math.isfinite)):
+            if not isinstance(values, (tuple, list)) or not values or any(
+                    isinstance(v, bool) or not isinstance(v, numbers.Real) or not valid(v) for v in values):
+                raise InputError(f"{name} must be a non-empty tuple of finite numbers (scales positive), got {values!r}")
 
 
 STANDARD_TRANSFORMS = Transforms()
@@ -215,7 +220,9 @@ class _Enough(BaseException):
 def read(model: nn.Module, x: torch.Tensor, objective: Objective, choices: dict[Any, LayerChoice],
          stop_early: bool) -> Activations:
     """One forward of ``x``: the activations ``objective`` reads, as channels-first grids (and
-    the class scores for ``OUTPUT``); with ``stop_early`` the forward ends at the last of them."""
+    the class scores for ``OUTPUT``); with ``stop_early`` the forward ends at the last of them.
+    A whole forward that fails after every layer read has run (a head built for another input
+    size) still gives them; a layer called again after that point cannot be seen."""
     outputs: dict[nn.Module, Any] = {}
     calls: dict[nn.Module, int] = {}
     modules = {choice.module for choice in choices.values()}
@@ -231,9 +238,13 @@ def read(model: nn.Module, x: torch.Tensor, objective: Objective, choices: dict[
     model_output = None
     with forward_hooks(modules, hook):
         try:
-            model_output = model(x)
+            model_output = ModelInputs(args=(x,)).run(model)
         except _Enough:
             pass
+        except InputError:
+            # a head built for another input size fails after the layers read: the rest is unused
+            if OUTPUT in objective.reads or len(outputs) < len(modules):
+                raise
     grid = tuple(x.shape[2:])
     activations: dict[Any, torch.Tensor] = {}
     for key, choice in choices.items():
@@ -262,7 +273,7 @@ class _Setup:
     """How the images are made and seen, fixed for one call and shared by its chunks."""
 
     make: Callable[[torch.Tensor], torch.Tensor]
-    shape: tuple[int, ...]  # one image's parameters
+    initial: torch.Tensor  # (N, *one image's parameters), float64 on the CPU
     steps: int
     preprocess: Callable[[torch.Tensor], torch.Tensor]
     views: torch.Tensor | None  # (steps, N, 2, 3), or (1, 1, 2, 3) to resize only; None: seen as made
@@ -318,21 +329,24 @@ def visualise(model: nn.Module, objective: Objective, *, size: int | Sequence[in
                    preprocess, input_size, generators)
     choices = _choices(model, objective)
     device = model_device(model)
-    initial = torch.stack([torch.randn(setup.shape, generator=g, dtype=torch.float64) for g in generators]) * INITIAL_SD
+    if mixes_samples(model) and not objective.couples:  # batch statistics: each image alone, as explainers do
+        max_batch = 1
     made, scores = [], []
     bar = tqdm(total=setup.steps * -(-count // max_batch), desc="visualise", unit="step",
                disable=not check_flag("progress", progress))
-    with evaluation(model), bar:
+    with evaluation(model), bar, torch.inference_mode(False), torch.enable_grad():  # the caller's no_grad aside
         for start in range(0, count, max_batch):
             rows = torch.arange(start, min(start + max_batch, count), device=device)
-            params = initial[start:start + len(rows)].to(device, setup.dtype).requires_grad_(True)
+            params = setup.initial[start:start + len(rows)].to(device, setup.dtype).requires_grad_(True)
             _optimise(model, objective, choices, setup, params, rows, float(lr), bar.update)
             with torch.no_grad():
                 image = setup.make(params)
                 final = None if setup.final is None else setup.final[0, 0].expand(len(rows), 2, 3)
                 scores.append(_scores(model, objective, choices, setup.input(image, final), rows, stop_early=True))
             made.append(image)
-    result = Visualisation(torch.cat(made), torch.cat(scores).float(), tuple(objective.label(i) for i in range(count)))
+    joined = torch.cat(scores)
+    joined = joined if joined.dtype == torch.float64 else joined.float()
+    result = Visualisation(torch.cat(made), joined, tuple(objective.label(i) for i in range(count)))
     if not bool(torch.isfinite(result.images).all() & torch.isfinite(result.scores).all()):  # one read, at the end
         raise InputError("the optimisation diverged: the objective's gradient or score became infinite or NaN; lower "
                          "lr, or check the model at the visualised input size")
@@ -377,6 +391,8 @@ def _setup(model: nn.Module, size: Any, channels: Any, steps: int, parametrisati
         raise InputError(f"transforms must be a Transforms (STANDARD_TRANSFORMS) or None, got {transforms!r}")
     if preprocess is not None and not callable(preprocess):
         raise InputError(f"preprocess must be a callable from the [0, 1] image to the model's input, got {preprocess!r}")
+    # each image's first draws are its start, so it starts alike whatever the steps and transforms
+    initial = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in generators]) * INITIAL_SD
     pad = transforms.pad if transforms is not None else 0
     seen_size = tuple(s + 2 * pad for s in grid) if input_size is None else _grid_size(input_size, "input_size")
     if (transforms is not None or seen_size != grid) and len(grid) != 2:
@@ -394,7 +410,22 @@ def _setup(model: nn.Module, size: Any, channels: Any, steps: int, parametrisati
                        zero[..., None].expand(1, 1, 2)).to(device, dtype)
         views_ = final if transforms is None else random_views(transforms, steps, (grid[0], grid[1]), generators).to(
             device, dtype)
-    return _Setup(make, shape, steps, preprocess or (lambda x: x), views_, final, seen_size, dtype, model_dtype)
+    return _Setup(make, initial, steps, _checked(preprocess), views_, final, seen_size, dtype, model_dtype)
+
+
+def _checked(preprocess: Callable[[torch.Tensor], torch.Tensor] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``preprocess`` (or the identity), its result refused unless it is a batch of tensors."""
+    if preprocess is None:
+        return lambda x: x
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = preprocess(x)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or len(out) != len(x):
+            raise InputError(f"preprocess must return a floating tensor with one row per image, got "
+                             f"{type(out).__name__ if not isinstance(out, torch.Tensor) else tuple(out.shape)}")
+        return out
+
+    return run
 
 
 def _image_count(objective: Objective, images: int | None) -> int:

@@ -101,9 +101,17 @@ def step_of_each_feature(attributions: torch.Tensor, step: int | None, descendin
     ``DEFAULT_STEPS``-th of them, rounded up) in order of attribution (a stable sort: ties in
     feature order); and the number of steps."""
     features = attributions.shape[1]
+    if step is not None and step > features:
+        raise InputError(f"features_in_step {step} exceeds the {features} features of each input")
     step = step or -(-features // DEFAULT_STEPS)
     order = torch.argsort(attributions, dim=1, descending=descending, stable=True)
     return torch.argsort(order, dim=1) // step, -(-features // step)
+
+
+def moved_fractions(steps_of: torch.Tensor, total: int, dtype: torch.dtype) -> torch.Tensor:
+    """The fraction of the features gone (or restored) after each step (the last step may be short)."""
+    counts = torch.bincount(steps_of[0], minlength=total).cumsum(0)
+    return counts.to(dtype) / steps_of.shape[1]
 
 
 class PixelFlipping(FeatureRemoval):
@@ -125,8 +133,7 @@ class PixelFlipping(FeatureRemoval):
                 score: Callable[..., Any]) -> MetricResult:
         steps_of, total = step_of_each_feature(attributions, self.features_in_step, descending=True)
         curves = self.removed_scores(inputs, lambda pairs: steps_of[pairs[:, 0]] <= pairs[:, 1:], total, score)
-        fractions = torch.arange(1, total + 1, device=inputs.device, dtype=curves.dtype) / total
-        return MetricResult(self.name, torch.trapezoid(curves, dim=1), curves, fractions)
+        return MetricResult(self.name, torch.trapezoid(curves, dim=1), curves, moved_fractions(steps_of, total, curves.dtype))
 
 
 class FaithfulnessEstimate(FeatureRemoval):
@@ -216,9 +223,8 @@ class Monotonicity(FeatureRemoval):
                 score: Callable[..., Any]) -> MetricResult:
         steps_of, total = step_of_each_feature(attributions.abs(), self.features_in_step, descending=False)
         curves = self.removed_scores(inputs, lambda pairs: steps_of[pairs[:, 0]] > pairs[:, 1:], total, score)
-        fractions = torch.arange(1, total + 1, device=inputs.device, dtype=curves.dtype) / total
         rising = (curves.diff(dim=1) >= 0).all(dim=1)
-        return MetricResult(self.name, rising.to(curves.dtype), curves, fractions)
+        return MetricResult(self.name, rising.to(curves.dtype), curves, moved_fractions(steps_of, total, curves.dtype))
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

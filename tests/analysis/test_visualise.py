@@ -346,3 +346,77 @@ def test_no_transforms_are_seen_as_made():
     assert NO_TRANSFORMS.pad == 0 and NO_TRANSFORMS.scales == (1.0,)
     image = torch.rand(2, 3, 5, 5)
     assert seen(image, None, (5, 5)) is image
+
+
+class FixedHead(nn.Module):
+    """A CNN whose linear head takes 24 x 24 inputs only (as VGG's classifier takes 224 px)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 24 * 24, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_a_head_for_another_size_does_not_stop_an_inner_objective():
+    model = FixedHead()
+    result = visualise(model, channel("conv", [0, 1]), size=16, steps=3)  # the model sees 40 px
+    assert result.images.shape == (2, 3, 16, 16)
+    with pytest.raises(InputError, match="forward failed"):
+        visualise(model, class_logit(0), size=16, steps=3)  # the head is read: its failure is the caller's
+    with pytest.raises(InputError, match="forward failed"):
+        visualise(model, channel("conv", 0), size=16, steps=2, channels=1, decorrelate=False)  # 1 channel for 3
+
+
+def test_a_model_that_mixes_samples_gets_each_image_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1))
+    together = visualise(model, channel("3", range(3)), size=12, steps=4)
+    alone = visualise(model, channel("3", [1]), size=12, steps=4, seed=0)
+    torch.testing.assert_close(together.images[1:2], visualise(model, channel("3", [0, 1]), size=12, steps=4).images[1:2])
+    assert together.images.shape == (3, 3, 12, 12) and alone.images.shape == (1, 3, 12, 12)
+
+
+def test_the_callers_grad_mode_does_not_matter(small_cnn):
+    expected = visualise(small_cnn, channel("features.4", 2), size=16, steps=3)
+    with torch.no_grad():
+        torch.testing.assert_close(visualise(small_cnn, channel("features.4", 2), size=16, steps=3).images,
+                                   expected.images)
+    with torch.inference_mode():
+        torch.testing.assert_close(visualise(small_cnn, channel("features.4", 2), size=16, steps=3).images,
+                                   expected.images)
+
+
+def test_float64_scores_stay_float64():
+    model = LinearFilter(torch.randn(1, 3, 16, 16)).double()
+    assert visualise(model, channel("filter", 0), size=16, steps=2, transforms=None).scores.dtype == torch.float64
+
+
+@pytest.mark.parametrize("call", [
+    lambda: Transforms(jitter=8),
+    lambda: Transforms(scales=1.1),
+    lambda: Transforms(angles=5),
+    lambda: Transforms(scales=np.array([1.0, 1.1])),
+    lambda: neuron("features.4", 1, position=3),
+    lambda: pixel_image([1.0]),
+    lambda: pixel_image(torch.ones(1, 3, 2, 2, dtype=torch.long)),
+    lambda: spectral_image(torch.zeros(1, 3, 8, 5, 2), 8, decay_power=math.nan),
+    lambda: channel("features.4", 1) * math.nan,
+    lambda: channel("features.4", 1) * math.inf,
+    lambda: channel("features.4", 1) * True,
+    lambda: channel("features.4", 1) / 0,
+    lambda: channel("features.4", 1) + 1,
+])
+def test_bad_arguments_raise_input_errors(call):
+    with pytest.raises(InputError):
+        call()
+
+
+def test_a_preprocess_that_returns_no_tensor_is_refused(small_cnn):
+    with pytest.raises(InputError, match="preprocess must return"):
+        visualise(small_cnn, channel("features.4", 1), size=16, steps=2, preprocess=lambda x: x.detach().numpy())
+    weighted = 2 * channel("features.4", 1) * torch.tensor(0.5)
+    assert weighted.labels == ("0.5·(2·(features.4:1))",)

@@ -192,3 +192,13 @@ def test_bad_subsets_and_sizes_are_refused():
     with pytest.raises(InputError, match="one row per input"):
         FaithfulnessCorrelation(runs=2, subset_size=4, subsets=repeated[:2] + torch.arange(4))(model, images, maps,
                                                                                                labels)
+
+
+def test_fractions_count_the_features_moved_and_a_step_beyond_them_is_refused():
+    model, images, _, labels = case(8)
+    maps = torch.randn(3, 8, 6)  # 48 positions, 7 a step: 6 full steps and one of 6
+    for metric in (PixelFlipping(features_in_step=7), Monotonicity(features_in_step=7)):
+        fractions = metric(model, images, maps, labels).fractions
+        torch.testing.assert_close(fractions, torch.tensor([7, 14, 21, 28, 35, 42, 48]) / 48)
+    with pytest.raises(InputError, match="exceeds"):
+        PixelFlipping(features_in_step=49)(model, images, maps, labels)
