@@ -1,4 +1,5 @@
-"""Max-sensitivity (Yeh et al., 2019): how much an explanation moves under a small input change."""
+"""Max- and average sensitivity (Yeh et al., 2019): how much an explanation moves under a small
+input change."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from ..core import Explainer, TargetLike, check_int, check_tensor
+from ..core import Explainer, TargetLike, check_int, check_number, check_seed, check_tensor
 from ..errors import InputError
 from .base import MetricResult, chunks
 
@@ -20,9 +21,30 @@ def max_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLi
     divides by 1), d uniform in the L-infinity ball of ``radius`` (or ``perturb``), drawn from a
     generator seeded with ``seed``. The perturbed copies are explained for the same targets as
     ``x``, in batches of ``max_batch`` copies (default: the inputs' batch). Lower is better."""
+    ratios = _sensitivities("max_sensitivity", explainer, inputs, target, radius, samples, seed, perturb, max_batch)
+    return MetricResult("max_sensitivity", ratios.amax(dim=0))
+
+
+def avg_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLike = None, *, radius: float = 0.2,
+                    samples: int = 200, seed: int = 0, perturb: Perturb | None = None,
+                    max_batch: int | None = None) -> MetricResult:
+    """The mean over samples of the same ratio as ``max_sensitivity`` (Yeh et al., 2019), with
+    Quantus' defaults for ``AvgSensitivity``: noise uniform in [-0.2, 0.2], 200 samples. Lower is
+    better."""
+    ratios = _sensitivities("avg_sensitivity", explainer, inputs, target, radius, samples, seed, perturb, max_batch)
+    return MetricResult("avg_sensitivity", ratios.mean(dim=0))
+
+
+def _sensitivities(name: str, explainer: Explainer, inputs: torch.Tensor, target: TargetLike, radius: float,
+                   samples: int, seed: int, perturb: Perturb | None, max_batch: int | None) -> torch.Tensor:
+    """``||E(x + d) - E(x)|| / ||E(x)||`` for every sample of d and every input: (samples, N)."""
     if not isinstance(explainer, Explainer):
-        raise InputError(f"max_sensitivity takes an interpkit explainer instance, not {type(explainer).__name__}")
+        raise InputError(f"{name} takes an interpkit explainer instance, not {type(explainer).__name__}")
     check_int("samples", samples)
+    check_number("radius", radius)
+    check_seed(seed)
+    if perturb is not None and not callable(perturb):
+        raise InputError(f"perturb must be a function (inputs, generator) -> perturbed inputs, not {perturb!r}")
     inputs = check_tensor(inputs, explainer.model)
     n = len(inputs)
     clean = explainer(inputs, target)
@@ -34,6 +56,8 @@ def max_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLi
 
     draw = perturb or uniform
     perturbed = torch.cat([draw(inputs, generator) for _ in range(samples)])  # copy-major (S * N, ...)
+    if perturbed.shape != (samples * n, *inputs.shape[1:]):
+        raise InputError(f"perturb returned {tuple(perturbed.shape[1:])} for inputs {tuple(inputs.shape)}")
     sample_of = torch.arange(n, device=inputs.device).repeat(samples)
     maps = []
     for part in chunks(len(perturbed), max_batch or n):
@@ -41,5 +65,4 @@ def max_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLi
         maps.append(explainer(perturbed[part], part_target).maps)
     moved = torch.cat(maps).reshape(samples, n, -1) - clean.maps.reshape(1, n, -1)
     size = clean.maps.reshape(n, -1).norm(dim=1)
-    ratios = moved.norm(dim=2) / torch.where(size == 0, 1.0, size)
-    return MetricResult("max_sensitivity", ratios.amax(dim=0))
+    return moved.norm(dim=2) / torch.where(size == 0, 1.0, size)

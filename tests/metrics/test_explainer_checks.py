@@ -1,5 +1,6 @@
-"""Random logit: equal to Quantus 0.6 given its off classes and similarity, batch-independent
-where Quantus' is not, and bad input refused."""
+"""Checks that need the explainer itself: random logit (equal to Quantus 0.6 given its off classes
+and similarity, batch-independent where Quantus' is not, bad input refused) and average
+sensitivity (equal to Quantus given its noise)."""
 
 import warnings
 
@@ -109,3 +110,29 @@ def test_bad_input(call):
     model, images, _ = setup()
     with pytest.raises(InputError):
         call(GradCAM(model, layer="layer3"), images)
+
+
+def test_avg_sensitivity_equals_quantus_given_its_noise(monkeypatch):
+    """Quantus' AvgSensitivity draws uniform noise in [-0.2, 0.2] per element and sample (recorded
+    here) and averages ||E(x + d) - E(x)|| / ||E(x)||; interpkit, given the same draws, agrees."""
+    from interpkit.metrics import avg_sensitivity
+
+    model, images, labels = setup(3, n=2)
+    explainer = GuidedBackprop(model)
+
+    def explain(model, inputs, targets, **_):
+        return explainer(torch.as_tensor(inputs), torch.as_tensor(targets)).maps[:, 0].numpy()
+
+    drawn, uniform = [], np.random.uniform
+    monkeypatch.setattr(np.random, "uniform", lambda *a, **k: drawn.append(uniform(*a, **k)) or drawn[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = quantus.AvgSensitivity(nr_samples=4, disable_warnings=True)(
+            model=model, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=explain(model, images, labels),
+            explain_func=explain, device="cpu")
+    noise = iter([torch.tensor(d.reshape(images.shape), dtype=torch.float32) for d in drawn
+                  if np.shape(d) == (len(images), images[0].numel())])
+    ours = avg_sensitivity(explainer, images, labels, samples=4, perturb=lambda x, g: x + next(noise))
+    torch.testing.assert_close(ours.scores.double(), torch.tensor(np.array(expected, dtype=np.float64)), rtol=1e-4,
+                               atol=1e-5)
+    assert (ours.scores > 0).all()
