@@ -20,7 +20,7 @@ from .random_logit import random_logit
 from .regions import RegionPerturbation
 from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
-from .sensitivity import avg_sensitivity, max_sensitivity
+from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
@@ -33,6 +33,7 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",
-           "avg_sensitivity", "baseline_of", "gaussian", "linear_imputation", "max_sensitivity", "random_logit",
+           "avg_sensitivity", "baseline_of", "gaussian", "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
+           "random_logit",
            "randomisation_check",
            "scored_maps"]

@@ -22,6 +22,7 @@ from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
 Baseline = Any  # "black", "white", "mean", a number, or a tensor broadcastable to one input
+DEFAULT_SUBSET = 224  # Quantus' subset size
 DEFAULT_STEPS = 100  # without features_in_step: Quantus' 1 costs one forward per feature (150,528 at 224 px RGB)
 
 
@@ -159,7 +160,8 @@ class FaithfulnessEstimate(FeatureRemoval):
 
 
 class FaithfulnessCorrelation(FeatureRemoval):
-    """The Pearson correlation, over ``runs`` random subsets of ``subset_size`` features, between
+    """The Pearson correlation, over ``runs`` random subsets of ``subset_size`` features (default
+    224, as Quantus, or half the features of a smaller input), between
     the subset's attribution sum and the drop of the target's logit when the subset is set to the
     baseline (higher is better). The subsets are drawn once from a generator seeded with ``seed``
     and shared by the images (so no score depends on its batch), or given as ``subsets`` (N, runs,
@@ -167,14 +169,16 @@ class FaithfulnessCorrelation(FeatureRemoval):
 
     name = "faithfulness_correlation"
 
-    def __init__(self, *, runs: int = 100, subset_size: int = 224, baseline: Baseline = "black", seed: int = 0,
+    def __init__(self, *, runs: int = 100, subset_size: int | None = None, baseline: Baseline = "black", seed: int = 0,
                  subsets: torch.Tensor | None = None, max_batch: int | None = None, score: str = "logit") -> None:
         super().__init__(baseline=baseline, max_batch=max_batch, score=score)
-        self.runs, self.subset_size = check_int("runs", runs, minimum=2), check_int("subset_size", subset_size)
+        self.runs = check_int("runs", runs, minimum=2)
+        self.subset_size = check_int("subset_size", subset_size, none="224, or half the features of a smaller input")
         self.seed = check_seed(seed)
         if subsets is not None and (not isinstance(subsets, torch.Tensor) or subsets.dim() != 3
-                                    or subsets.dtype.is_floating_point or subsets.shape[1:] != (runs, subset_size)):
-            raise InputError(f"subsets must be feature indices of shape (N, {runs}, {subset_size})")
+                                    or subsets.dtype.is_floating_point or subsets.shape[1] != runs
+                                    or subsets.shape[2] != (subset_size or subsets.shape[2])):
+            raise InputError(f"subsets must be feature indices of shape (N, {runs}, subset_size)")
         self.subsets = subsets
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
@@ -188,12 +192,10 @@ class FaithfulnessCorrelation(FeatureRemoval):
 
         after = self.removed_scores(inputs, removed, self.runs, score)
         before = score(inputs, torch.arange(n, device=inputs.device))
-        sums = attributions.gather(1, subsets.flatten(1)).reshape(n, self.runs, self.subset_size).sum(2)
+        sums = attributions.gather(1, subsets.flatten(1)).reshape(n, self.runs, subsets.shape[2]).sum(2)
         return MetricResult(self.name, pearson(sums.to(after.dtype), before[:, None] - after))
 
     def _subsets(self, n: int, features: int, device: torch.device) -> torch.Tensor:
-        if self.subset_size > features:
-            raise InputError(f"subset_size {self.subset_size} exceeds the {features} features of each input")
         if self.subsets is not None:
             subsets = self.subsets.to(device).long()
             if len(subsets) != n or bool((subsets.min() < 0) | (subsets.max() >= features)):
@@ -201,8 +203,11 @@ class FaithfulnessCorrelation(FeatureRemoval):
             if bool((subsets.sort(dim=2).values.diff(dim=2) == 0).any()):
                 raise InputError("each subset must name distinct features")
             return subsets
+        size = self.subset_size or min(DEFAULT_SUBSET, max(features // 2, 1))
+        if size > features:
+            raise InputError(f"subset_size {size} exceeds the {features} features of each input")
         generator = torch.Generator().manual_seed(self.seed)  # one set of subsets for every image: none depends on its batch
-        draws = torch.stack([torch.randperm(features, generator=generator)[:self.subset_size] for _ in range(self.runs)])
+        draws = torch.stack([torch.randperm(features, generator=generator)[:size] for _ in range(self.runs)])
         return draws.to(device).expand(n, -1, -1)
 
 

@@ -1,5 +1,5 @@
-"""Max- and average sensitivity (Yeh et al., 2019): how much an explanation moves under a small
-input change."""
+"""Robustness of an explanation: max- and average sensitivity (Yeh et al., 2019) and the local
+Lipschitz estimate (Alvarez-Melis and Jaakkola, 2018), how much it moves under a small input change."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def max_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLi
     generator seeded with ``seed``. The perturbed copies are explained for the same targets as
     ``x``, in batches of ``max_batch`` copies (default: the inputs' batch). Lower is better."""
     ratios = _sensitivities("max_sensitivity", explainer, inputs, target, radius, samples, seed, perturb, max_batch)
-    return MetricResult("max_sensitivity", ratios.amax(dim=0))
+    return MetricResult("max_sensitivity", ratios.amax(dim=0).float())
 
 
 def avg_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLike = None, *, radius: float = 0.2,
@@ -32,29 +32,62 @@ def avg_sensitivity(explainer: Explainer, inputs: torch.Tensor, target: TargetLi
     Quantus' defaults for ``AvgSensitivity``: noise uniform in [-0.2, 0.2], 200 samples. Lower is
     better."""
     ratios = _sensitivities("avg_sensitivity", explainer, inputs, target, radius, samples, seed, perturb, max_batch)
-    return MetricResult("avg_sensitivity", ratios.mean(dim=0))
+    return MetricResult("avg_sensitivity", ratios.mean(dim=0).float())
+
+
+def local_lipschitz_estimate(explainer: Explainer, inputs: torch.Tensor, target: TargetLike = None, *,
+                             std: float = 0.1, samples: int = 200, seed: int = 0, perturb: Perturb | None = None,
+                             max_batch: int | None = None) -> MetricResult:
+    """Alvarez-Melis and Jaakkola's (2018) local Lipschitz estimate: the largest
+    ``||E(x') - E(x)|| / (||x' - x|| + 1e-10)`` (Euclidean norms) over ``samples`` copies x' = x + d,
+    d Gaussian with ``std`` per element (Quantus' ``LocalLipschitzEstimate`` defaults), one draw
+    per sample shared by the batch's images. Lower is better."""
+    clean, moved, shifts = _perturbed_explanations("local_lipschitz_estimate", explainer, inputs, target, samples,
+                                                   seed, perturb or _gaussian(check_number("std", std)), max_batch)
+    ratios = (moved - clean).norm(dim=2) / (shifts.norm(dim=2) + 1e-10)
+    return MetricResult("local_lipschitz_estimate", ratios.amax(dim=0).float())
+
+
+def _uniform(radius: float) -> Perturb:
+    """x + d, d uniform in [-radius, radius] per element: one draw shared by the batch's images."""
+    def draw(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return x + (torch.rand((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype) * 2 - 1) * radius
+    return draw
+
+
+def _gaussian(std: float) -> Perturb:
+    """x + d, d ~ N(0, std^2) per element: one draw shared by the batch's images."""
+    def draw(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return x + torch.randn((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype) * std
+    return draw
 
 
 def _sensitivities(name: str, explainer: Explainer, inputs: torch.Tensor, target: TargetLike, radius: float,
                    samples: int, seed: int, perturb: Perturb | None, max_batch: int | None) -> torch.Tensor:
-    """``||E(x + d) - E(x)|| / ||E(x)||`` for every sample of d and every input: (samples, N)."""
+    """``||E(x + d) - E(x)|| / ||E(x)||`` (a zero explanation divides by 1): (samples, N)."""
+    draw = perturb or _uniform(check_number("radius", radius))
+    clean, moved, _ = _perturbed_explanations(name, explainer, inputs, target, samples, seed, draw, max_batch)
+    size = clean.norm(dim=2)
+    return (moved - clean).norm(dim=2) / torch.where(size == 0, 1.0, size)
+
+
+def _perturbed_explanations(name: str, explainer: Explainer, inputs: torch.Tensor, target: TargetLike, samples: int,
+                            seed: int, draw: Perturb, max_batch: int | None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The explanation of ``inputs`` (1, N, F), of ``samples`` perturbed copies (samples, N, F),
+    explained for the same targets in batches of ``max_batch`` copies, and the perturbations
+    (samples, N, D)."""
     if not isinstance(explainer, Explainer):
         raise InputError(f"{name} takes an interpkit explainer instance, not {type(explainer).__name__}")
     check_int("samples", samples)
-    check_number("radius", radius)
     check_seed(seed)
-    if perturb is not None and not callable(perturb):
-        raise InputError(f"perturb must be a function (inputs, generator) -> perturbed inputs, not {perturb!r}")
+    if not callable(draw):
+        raise InputError(f"perturb must be a function (inputs, generator) -> perturbed inputs, not {draw!r}")
     inputs = check_tensor(inputs, explainer.model)
     n = len(inputs)
     clean = explainer(inputs, target)
     pinned = clean.targets if clean.class_targets else target
     generator = torch.Generator(device=inputs.device).manual_seed(seed)
-
-    def uniform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:  # one draw shared by the batch's images
-        return x + (torch.rand((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype) * 2 - 1) * radius
-
-    draw = perturb or uniform
     perturbed = torch.cat([draw(inputs, generator) for _ in range(samples)])  # copy-major (S * N, ...)
     if perturbed.shape != (samples * n, *inputs.shape[1:]):
         raise InputError(f"perturb returned {tuple(perturbed.shape[1:])} for inputs {tuple(inputs.shape)}")
@@ -63,6 +96,5 @@ def _sensitivities(name: str, explainer: Explainer, inputs: torch.Tensor, target
     for part in chunks(len(perturbed), max_batch or n):
         part_target = pinned[sample_of[part]] if isinstance(pinned, torch.Tensor) else pinned
         maps.append(explainer(perturbed[part], part_target).maps)
-    moved = torch.cat(maps).reshape(samples, n, -1) - clean.maps.reshape(1, n, -1)
-    size = clean.maps.reshape(n, -1).norm(dim=1)
-    return moved.norm(dim=2) / torch.where(size == 0, 1.0, size)
+    shifts = (perturbed.reshape(samples, n, -1) - inputs.reshape(1, n, -1)).double()
+    return (clean.maps.reshape(1, n, -1).double(), torch.cat(maps).reshape(samples, n, -1).double(), shifts)

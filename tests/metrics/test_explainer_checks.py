@@ -136,3 +136,50 @@ def test_avg_sensitivity_equals_quantus_given_its_noise(monkeypatch):
     torch.testing.assert_close(ours.scores.double(), torch.tensor(np.array(expected, dtype=np.float64)), rtol=1e-4,
                                atol=1e-5)
     assert (ours.scores > 0).all()
+
+
+def quantus_lle(model, explainer, images, labels, samples, normalise, monkeypatch=None, drawn=None):
+    def explain(model, inputs, targets, **_):
+        return explainer(torch.as_tensor(inputs), torch.as_tensor(targets)).maps[:, 0].numpy()
+
+    if monkeypatch is not None:
+        normal = np.random.normal
+        monkeypatch.setattr(np.random, "normal", lambda *a, **k: drawn.append(normal(*a, **k)) or drawn[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = quantus.LocalLipschitzEstimate(nr_samples=samples, normalise=normalise, disable_warnings=True)(
+            model=model, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=explain(model, images, labels),
+            explain_func=explain, device="cpu")
+    return torch.tensor(np.array(scores, dtype=np.float64))
+
+
+def test_local_lipschitz_estimate_equals_quantus_given_its_noise(monkeypatch):
+    from interpkit.metrics import local_lipschitz_estimate
+
+    model, images, labels = setup(4, n=2)
+    explainer = GuidedBackprop(model)
+    drawn = []
+    expected = quantus_lle(model, explainer, images, labels, 4, False, monkeypatch, drawn)
+    noise = iter([torch.tensor(d.reshape(images.shape), dtype=torch.float32) for d in drawn])
+    ours = local_lipschitz_estimate(explainer, images, labels, samples=4, perturb=lambda x, g: x + next(noise))
+    torch.testing.assert_close(ours.scores.double(), expected, rtol=1e-4, atol=1e-6)
+    seeded = [local_lipschitz_estimate(explainer, images, labels, samples=3, seed=s).scores for s in (0, 0, 1)]
+    assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
+    alone = torch.cat([local_lipschitz_estimate(explainer, images[i:i + 1], labels[i:i + 1], samples=3).scores
+                       for i in range(2)])
+    torch.testing.assert_close(seeded[0], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_quantus_default_normalisation_makes_an_images_estimate_depend_on_its_batch():
+    """With its default normalise=True Quantus divides every explanation by the largest value in
+    the whole batch, so one image's Lipschitz estimate changes when another image joins it."""
+    model, images, labels = setup(5, n=2)
+    images[1] *= 5  # a second image with a larger explanation
+    explainer = GuidedBackprop(model)
+    scores = {}
+    for normalise in (True, False):
+        for n in (1, 2):
+            np.random.seed(0)  # one sample: image 0 gets the same noise (the first draws) either way
+            scores[normalise, n] = float(quantus_lle(model, explainer, images[:n], labels[:n], 1, normalise)[0])
+    assert scores[False, 1] == pytest.approx(scores[False, 2], rel=1e-6)  # the same noise, the same estimate
+    assert abs(scores[True, 1] - scores[True, 2]) > 1e-3 * abs(scores[True, 1])
