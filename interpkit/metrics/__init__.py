@@ -21,6 +21,7 @@ from .regions import RegionPerturbation
 from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
+from .stability import relative_input_stability, relative_output_stability
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
@@ -34,6 +35,6 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",
            "avg_sensitivity", "baseline_of", "gaussian", "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
-           "random_logit",
+           "random_logit", "relative_input_stability", "relative_output_stability",
            "randomisation_check",
            "scored_maps"]

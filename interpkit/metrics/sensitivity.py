@@ -42,8 +42,9 @@ def local_lipschitz_estimate(explainer: Explainer, inputs: torch.Tensor, target:
     ``||E(x') - E(x)|| / (||x' - x|| + 1e-10)`` (Euclidean norms) over ``samples`` copies x' = x + d,
     d Gaussian with ``std`` per element (Quantus' ``LocalLipschitzEstimate`` defaults), one draw
     per sample shared by the batch's images. Lower is better."""
-    clean, moved, shifts = _perturbed_explanations("local_lipschitz_estimate", explainer, inputs, target, samples,
+    clean, moved, copies = perturbed_explanations("local_lipschitz_estimate", explainer, inputs, target, samples,
                                                    seed, perturb or _gaussian(check_number("std", std)), max_batch)
+    shifts = (copies - inputs.unsqueeze(0)).flatten(2).double()
     ratios = (moved - clean).norm(dim=2) / (shifts.norm(dim=2) + 1e-10)
     return MetricResult("local_lipschitz_estimate", ratios.amax(dim=0).float())
 
@@ -66,17 +67,17 @@ def _sensitivities(name: str, explainer: Explainer, inputs: torch.Tensor, target
                    samples: int, seed: int, perturb: Perturb | None, max_batch: int | None) -> torch.Tensor:
     """``||E(x + d) - E(x)|| / ||E(x)||`` (a zero explanation divides by 1): (samples, N)."""
     draw = perturb or _uniform(check_number("radius", radius))
-    clean, moved, _ = _perturbed_explanations(name, explainer, inputs, target, samples, seed, draw, max_batch)
+    clean, moved, _ = perturbed_explanations(name, explainer, inputs, target, samples, seed, draw, max_batch)
     size = clean.norm(dim=2)
     return (moved - clean).norm(dim=2) / torch.where(size == 0, 1.0, size)
 
 
-def _perturbed_explanations(name: str, explainer: Explainer, inputs: torch.Tensor, target: TargetLike, samples: int,
+def perturbed_explanations(name: str, explainer: Explainer, inputs: torch.Tensor, target: TargetLike, samples: int,
                             seed: int, draw: Perturb, max_batch: int | None
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The explanation of ``inputs`` (1, N, F), of ``samples`` perturbed copies (samples, N, F),
-    explained for the same targets in batches of ``max_batch`` copies, and the perturbations
-    (samples, N, D)."""
+    explained for the same targets in batches of ``max_batch`` copies, and the copies (samples,
+    N, ...)."""
     if not isinstance(explainer, Explainer):
         raise InputError(f"{name} takes an interpkit explainer instance, not {type(explainer).__name__}")
     check_int("samples", samples)
@@ -96,5 +97,5 @@ def _perturbed_explanations(name: str, explainer: Explainer, inputs: torch.Tenso
     for part in chunks(len(perturbed), max_batch or n):
         part_target = pinned[sample_of[part]] if isinstance(pinned, torch.Tensor) else pinned
         maps.append(explainer(perturbed[part], part_target).maps)
-    shifts = (perturbed.reshape(samples, n, -1) - inputs.reshape(1, n, -1)).double()
-    return (clean.maps.reshape(1, n, -1).double(), torch.cat(maps).reshape(samples, n, -1).double(), shifts)
+    return (clean.maps.reshape(1, n, -1).double(), torch.cat(maps).reshape(samples, n, -1).double(),
+            perturbed.reshape(samples, n, *inputs.shape[1:]))

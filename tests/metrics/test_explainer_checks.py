@@ -183,3 +183,68 @@ def test_quantus_default_normalisation_makes_an_images_estimate_depend_on_its_ba
             scores[normalise, n] = float(quantus_lle(model, explainer, images[:n], labels[:n], 1, normalise)[0])
     assert scores[False, 1] == pytest.approx(scores[False, 2], rel=1e-6)  # the same noise, the same estimate
     assert abs(scores[True, 1] - scores[True, 2]) > 1e-3 * abs(scores[True, 1])
+
+
+def quantus_stability(metric, model, explainer, images, labels, monkeypatch, drawn, **kwargs):
+    def explain(model, inputs, targets, **_):
+        return explainer(torch.as_tensor(inputs), torch.as_tensor(targets)).maps[:, 0].numpy()
+
+    uniform = np.random.uniform
+    monkeypatch.setattr(np.random, "uniform", lambda *a, **k: drawn.append(uniform(*a, **k)) or drawn[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = metric(disable_warnings=True, **kwargs)(
+            model=model, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=explain(model, images, labels),
+            explain_func=explain, device="cpu", softmax=False)
+    return torch.tensor(np.array(scores, dtype=np.float64))
+
+
+@pytest.mark.parametrize("name", ["relative_input_stability", "relative_output_stability"])
+def test_relative_stability_equals_quantus_given_its_noise(monkeypatch, name):
+    import interpkit.metrics as metrics
+
+    model, images, labels = setup(6, n=2)
+    labels = model(images).argmax(1).detach()
+    explainer = GuidedBackprop(model)
+    peer = {"relative_input_stability": quantus.RelativeInputStability,
+            "relative_output_stability": quantus.RelativeOutputStability}[name]
+    drawn = []
+    expected = quantus_stability(peer, model, explainer, images, labels, monkeypatch, drawn, nr_samples=3,
+                                 perturb_func_kwargs={"lower_bound": 0.001, "upper_bound": 0.002})
+    noise = iter([torch.tensor(d.reshape(images.shape), dtype=torch.float32) for d in drawn
+                  if np.shape(d) == (len(images), images[0].numel())])
+    ours = getattr(metrics, name)(explainer, images, labels, samples=3, perturb=lambda x, g: x + next(noise))
+    assert torch.isfinite(expected).all()  # no prediction changed
+    # Quantus divides by x' - x in float64 while its model sees x' in float32; interpkit uses the
+    # float32 copy the model saw: with shifts of 1e-3 the two keep about four digits in common
+    torch.testing.assert_close(ours.scores.double(), expected, rtol=2e-3, atol=0)
+
+
+def test_quantus_stability_is_nan_when_one_copy_changes_the_prediction(monkeypatch):
+    """Quantus marks a copy whose predicted class changes with NaN and then takes np.max, so one
+    such copy makes the whole score NaN; interpkit takes the worst of the copies that keep it."""
+    from interpkit.metrics import relative_input_stability
+
+    model, images, labels = setup(7, n=2)
+    labels = model(images).argmax(1).detach()
+    explainer = GuidedBackprop(model)
+    small = torch.full_like(images, 0.001)
+    flipping = torch.randn(images.shape, generator=torch.Generator().manual_seed(2)) * 3
+    assert (model(images + flipping).argmax(1) != labels).tolist() == [True, False]
+    shifts = [small, flipping]
+    given = iter([s.flatten(1).double().numpy() for s in shifts])
+    monkeypatch.setattr(np.random, "uniform", lambda *a, **k: next(given))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = quantus.RelativeInputStability(nr_samples=2, disable_warnings=True)(
+            model=model, x_batch=images.numpy(), y_batch=labels.numpy(),
+            a_batch=explainer(images, labels).maps[:, 0].numpy(),
+            explain_func=lambda model, inputs, targets, **_: explainer(torch.as_tensor(inputs),
+                                                                       torch.as_tensor(targets)).maps[:, 0].numpy(),
+            device="cpu")
+    assert np.isnan(theirs[0]) and np.isfinite(theirs[1])
+    pending = list(shifts)
+    ours = relative_input_stability(explainer, images, labels, samples=2, perturb=lambda x, g: x + pending.pop(0))
+    only_small = relative_input_stability(explainer, images, labels, samples=1, perturb=lambda x, g: x + small)
+    assert torch.isfinite(ours.scores).all()
+    torch.testing.assert_close(ours.scores[0], only_small.scores[0])  # the flipping copy left out
