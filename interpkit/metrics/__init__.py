@@ -4,7 +4,14 @@
 from .axiomatic import Completeness
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
 from .complexity import Complexity, EffectiveComplexity, MapMetric, Sparseness
-from .faithfulness import FaithfulnessCorrelation, FaithfulnessEstimate, FeatureRemoval, Monotonicity, PixelFlipping
+from .faithfulness import (
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
+    FeatureRemoval,
+    Monotonicity,
+    NonSensitivity,
+    PixelFlipping,
+)
 from .infidelity import Infidelity, gaussian
 from .localisation import (
     AttributionLocalisation,
@@ -26,10 +33,11 @@ from .stability import relative_input_stability, relative_output_stability
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
                    TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness,
-                   PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity)
+                   PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity)
 
 __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
            "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
+           "NonSensitivity",
            "PixelFlipping",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Explanation, check_baseline, check_int, check_seed
+from ..core import Explanation, check_baseline, check_int, check_number, check_seed
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
@@ -238,3 +238,37 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.double(), b.double()
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+class NonSensitivity(FeatureRemoval):
+    """Nguyen and Martinez's (2020) non-sensitivity: over groups of ``features_in_step``
+    consecutive features, each set to the baseline alone, the number of groups where "the
+    explanation gives it nothing" (every |a| at most ``eps`` times the map's largest) differs from
+    "removing it moves the target's probability by less than ``eps``" (lower is better: 0 when
+    exactly the features without effect get no attribution)."""
+
+    name = "non_sensitivity"
+    higher_is_better = False
+
+    def __init__(self, *, features_in_step: int = 1, eps: float = 1e-5, baseline: Baseline = "black",
+                 max_batch: int | None = None, score: str = "probability") -> None:
+        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
+        self.features_in_step = check_int("features_in_step", features_in_step)
+        self.eps = check_number("eps", eps)
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        features = attributions.shape[1]
+        if self.features_in_step > features:
+            raise InputError(f"features_in_step {self.features_in_step} exceeds the {features} features of each input")
+        group = torch.arange(features, device=inputs.device) // self.features_in_step
+        total = int(group[-1]) + 1
+        after = self.removed_scores(inputs, lambda pairs: group.unsqueeze(0) == pairs[:, 1:], total, score)
+        before = score(inputs, torch.arange(len(inputs), device=inputs.device))
+        no_effect = (after - before[:, None]).abs() < self.eps
+        magnitude = attributions.abs()
+        largest = magnitude.amax(dim=1, keepdim=True)
+        unattributed = magnitude <= self.eps * torch.where(largest > 0, largest, 1.0)
+        nothing = torch.ones(len(inputs), total, dtype=torch.bool, device=inputs.device).scatter_reduce(
+            1, group.expand(len(inputs), -1), unattributed, reduce="amin")
+        return MetricResult(self.name, (no_effect ^ nothing).sum(dim=1).to(after.dtype))

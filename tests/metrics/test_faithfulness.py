@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from interpkit import InputError
-from interpkit.metrics import FaithfulnessCorrelation, FaithfulnessEstimate, Monotonicity, PixelFlipping
+from interpkit.metrics import FaithfulnessCorrelation, FaithfulnessEstimate, Monotonicity, NonSensitivity, PixelFlipping
 from interpkit.testing import ConvStack
 from interpkit.testing.metrics import check_metric
 
@@ -143,7 +143,8 @@ def test_positions_go_together_for_single_channel_maps():
 def test_scores_do_not_depend_on_the_batch():
     model, images, maps, labels = case(5, n=4)
     for metric in (PixelFlipping(features_in_step=24), FaithfulnessEstimate(features_in_step=12),
-                   FaithfulnessCorrelation(runs=5, subset_size=10, seed=3), Monotonicity(features_in_step=24)):
+                   FaithfulnessCorrelation(runs=5, subset_size=10, seed=3), Monotonicity(features_in_step=24),
+                   NonSensitivity(features_in_step=24)):
         together = metric(model, images, maps, labels).scores
         alone = torch.cat([metric(model, images[i:i + 1], maps[i:i + 1], labels[i:i + 1]).scores for i in range(4)])
         torch.testing.assert_close(together, alone, equal_nan=True, atol=1e-5, rtol=1e-5)  # batched rounding
@@ -165,7 +166,8 @@ def test_resnet18_pixel_flipping_equals_quantus():
 @pytest.mark.parametrize("cls, options", [(PixelFlipping, {"features_in_step": 30}),
                                           (FaithfulnessEstimate, {"features_in_step": 30}),
                                           (FaithfulnessCorrelation, {"runs": 4, "subset_size": 8}),
-                                          (Monotonicity, {"features_in_step": 30})])
+                                          (Monotonicity, {"features_in_step": 30}),
+                                          (NonSensitivity, {"features_in_step": 30})])
 def test_the_contract(cls, options):
     check_metric(cls, options)
 
@@ -202,3 +204,43 @@ def test_fractions_count_the_features_moved_and_a_step_beyond_them_is_refused():
         torch.testing.assert_close(fractions, torch.tensor([7, 14, 21, 28, 35, 42, 48]) / 48)
     with pytest.raises(InputError, match="exceeds"):
         PixelFlipping(features_in_step=49)(model, images, maps, labels)
+
+
+def test_non_sensitivity_equals_quantus_per_feature():
+    """Quantus reads a < eps after normalising by the batch's largest value, so one image at a
+    time; its features_in_step must be 1 (see below)."""
+    from interpkit.metrics import NonSensitivity
+
+    model, images, maps, labels = case(9, n=2)
+    maps[maps.abs() < 0.8] = 0  # about half the elements get nothing
+    for i in range(2):
+        ours = NonSensitivity(eps=1e-3)(model, images[i:i + 1], maps[i:i + 1], labels[i:i + 1])
+        expected = theirs(quantus.NonSensitivity(eps=1e-3, disable_warnings=True), model, images[i:i + 1],
+                          maps[i:i + 1], labels[i:i + 1], True)
+        torch.testing.assert_close(ours.scores.double(), expected)
+        assert 0 < ours.scores[0] < 144
+
+
+def test_quantus_non_sensitivity_fails_for_steps_of_several_features():
+    """Quantus XORs (N, steps) prediction changes with (N, features) zero attributions: for a step
+    of several features the shapes do not broadcast. interpkit compares groups with groups."""
+    from interpkit.metrics import NonSensitivity
+
+    model, images, maps, labels = case(10, n=1)
+    with pytest.raises(ValueError):
+        theirs(quantus.NonSensitivity(features_in_step=4, disable_warnings=True), model, images, maps, labels, True)
+    assert NonSensitivity(features_in_step=4)(model, images, maps, labels).scores.shape == (1,)
+
+
+def test_non_sensitivity_is_zero_for_a_linear_models_own_terms():
+    from interpkit.metrics import NonSensitivity
+
+    generator = torch.Generator().manual_seed(11)
+    weight = torch.randn(1, 2, 5, 4, generator=generator, dtype=torch.float64)
+    weight[weight.abs() < 0.7] = 0  # features the model ignores
+    x = torch.randn(3, 2, 5, 4, generator=generator, dtype=torch.float64)
+    terms = weight * (x - x.flatten(1).amin(1).reshape(3, 1, 1, 1))
+    result = NonSensitivity(eps=1e-9, score="logit")(Linear(weight), x, terms, targets=0)
+    assert (result.scores == 0).all()
+    shuffled = terms.flatten(1)[:, torch.randperm(40, generator=generator)].reshape(terms.shape)
+    assert (NonSensitivity(eps=1e-9, score="logit")(Linear(weight), x, shuffled, targets=0).scores > 0).all()
