@@ -10,11 +10,9 @@ from .layer_table import LayerRow, layer_table
 from .objectives import Objective, channel, class_logit, direction, diversity, neuron
 from .receptive_field import ReceptiveField, receptive_field
 from .top_patches import TopPatches, top_patches
+from .views import NO_TRANSFORMS, STANDARD_TRANSFORMS, Transforms
 from .visualise import (
     DECORRELATION,
-    NO_TRANSFORMS,
-    STANDARD_TRANSFORMS,
-    Transforms,
     Visualisation,
     decorrelate_colours,
     frequency_scale,

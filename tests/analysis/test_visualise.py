@@ -26,7 +26,7 @@ from interpkit.analysis import (
     visualise,
 )
 from interpkit.analysis.objectives import OUTPUT, Objective
-from interpkit.analysis.visualise import affine, seen
+from interpkit.analysis.views import affine, seen
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
 from interpkit.testing.models import Conv1dNet, Conv3dNet, TinyTokens
 
