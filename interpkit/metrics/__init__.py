@@ -24,7 +24,7 @@ from .localisation import (
 from .perturbation import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
 from .pointing import PointingGame
 from .random_logit import random_logit
-from .regions import RegionPerturbation
+from .regions import RegionPerturbation, Selectivity
 from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
@@ -33,7 +33,8 @@ from .stability import relative_input_stability, relative_output_stability
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
                    TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness,
-                   PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity)
+                   PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity,
+                   Selectivity)
 
 __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
            "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
@@ -41,7 +42,7 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "PixelFlipping",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
-           "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "aligned_saliency",
+           "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity", "aligned_saliency",
            "avg_sensitivity", "baseline_of", "gaussian", "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
            "random_logit", "relative_input_stability", "relative_output_stability",
            "randomisation_check",

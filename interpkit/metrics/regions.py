@@ -43,6 +43,14 @@ class RegionPerturbation(Metric):
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
+        before, after, fractions = self.removed(inputs, saliency, score, self.regions)
+        curves = before.unsqueeze(1) - after
+        return MetricResult(self.name, curves.mean(dim=1), curves, fractions)
+
+    def removed(self, inputs: torch.Tensor, saliency: torch.Tensor, score: Callable[..., Any], regions: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The target's score on the inputs (N,), after each of the first ``regions`` ranked regions
+        is replaced, cumulatively (N, steps), and the fraction of the grid's regions gone (steps,)."""
         if inputs.dim() != 4:
             raise InputError("region perturbation is defined for images (N, C, H, W)")
         n, (height, width), size = len(inputs), inputs.shape[2:], self.patch_size
@@ -51,7 +59,7 @@ class RegionPerturbation(Metric):
         padded = F.pad(saliency, (left, cols * size - width - left, top, rows * size - height - top))
         sums = padded.reshape(n, rows, size, cols, size).sum(dim=(2, 4)).flatten(1)  # (N, regions in the grid)
         order = torch.sort(sums, dim=1, descending=self.order == "morf", stable=True).indices
-        steps = min(self.regions, rows * cols)
+        steps = min(regions, rows * cols)
         region_of = ((torch.arange(height, device=inputs.device)[:, None] + top) // size * cols
                      + (torch.arange(width, device=inputs.device)[None, :] + left) // size)  # (H, W) region index
         rank = torch.argsort(order, dim=1)[:, region_of]  # (N, H, W): when each pixel's region goes
@@ -63,11 +71,33 @@ class RegionPerturbation(Metric):
             gone = (rank[samples[part]] < counts[part, None, None]).unsqueeze(1)
             values.append(score(torch.where(gone, base[samples[part]], inputs[samples[part]]), samples[part]))
         before = score(inputs, torch.arange(n, device=inputs.device))
-        curves = before.unsqueeze(1) - torch.cat(values).reshape(n, steps)
-        return MetricResult(self.name, curves.mean(dim=1), curves,
-                            torch.arange(1, steps + 1, device=inputs.device).float() / (rows * cols))
+        fractions = torch.arange(1, steps + 1, device=inputs.device).float() / (rows * cols)
+        return before, torch.cat(values).reshape(n, steps), fractions
 
     def _baseline(self, inputs: torch.Tensor) -> torch.Tensor:
         if isinstance(self.baseline, str) and self.baseline == "black":
             return inputs.flatten(1).amin(dim=1).view(-1, 1, 1, 1).expand_as(inputs)
         return baseline_of(inputs, self.baseline)
+
+
+class Selectivity(RegionPerturbation):
+    """Montavon et al.'s (2018) selectivity: every ``patch_size`` square, ranked by the sum of the
+    map inside it, most relevant first, replaced cumulatively by the baseline; ``curves`` (N,
+    regions) hold the target's probability after each, ``scores`` the area under them with unit
+    spacing, as Quantus' ``Selectivity`` (lower is better: the evidence goes first)."""
+
+    name = "selectivity"
+
+    def __init__(self, *, patch_size: int = 8, baseline: Any = "black", max_batch: int | None = None,
+                 score: str = "probability") -> None:
+        super().__init__(patch_size=patch_size, order="morf", baseline=baseline, max_batch=max_batch, score=score)
+
+    @property
+    def higher_is_better(self) -> bool:  # type: ignore[override]
+        """The probability should fall as fast as the map says."""
+        return False
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        _, after, fractions = self.removed(inputs, saliency, score, inputs.shape[-1] * inputs.shape[-2])
+        return MetricResult(self.name, torch.trapezoid(after, dim=1), after, fractions)

@@ -244,3 +244,21 @@ def test_non_sensitivity_is_zero_for_a_linear_models_own_terms():
     assert (result.scores == 0).all()
     shuffled = terms.flatten(1)[:, torch.randperm(40, generator=generator)].reshape(terms.shape)
     assert (NonSensitivity(eps=1e-9, score="logit")(Linear(weight), x, shuffled, targets=0).scores > 0).all()
+
+
+def test_selectivity_equals_quantus():
+    from interpkit.metrics import Selectivity
+
+    model, _, _, _ = case(12)
+    generator = torch.Generator().manual_seed(12)
+    images = torch.randn(3, 3, 30, 28, generator=generator)  # 8 does not divide: padded regions
+    maps = torch.rand(3, 30, 28, generator=generator)
+    labels = torch.tensor([0, 3, 1])
+    ours = Selectivity(patch_size=8)(model, images, maps, labels)
+    expected = theirs(quantus.Selectivity(patch_size=8, disable_warnings=True), model, images, maps[:, None], labels,
+                      True)
+    assert ours.curves.shape == (3, 16)  # 4 x 4 regions, every one removed
+    torch.testing.assert_close(ours.curves.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours.scores.double(), torch.from_numpy(np.trapezoid(expected.numpy(), axis=1)),
+                               rtol=1e-5, atol=1e-5)
+    check_metric(Selectivity, {"patch_size": 4})
