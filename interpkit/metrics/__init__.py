@@ -1,7 +1,7 @@
 """Metrics that say which explanation is faithful to the model, built on one contract
 (``Metric`` returning a ``MetricResult``) and registered like any plugin's."""
 
-from .axiomatic import Completeness
+from .axiomatic import Completeness, input_invariance
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
 from .complexity import Complexity, EffectiveComplexity, MapMetric, Sparseness
 from .faithfulness import (
@@ -43,7 +43,8 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity", "aligned_saliency",
-           "avg_sensitivity", "baseline_of", "gaussian", "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
+           "avg_sensitivity", "baseline_of", "gaussian", "input_invariance",
+           "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
            "random_logit", "relative_input_stability", "relative_output_stability",
            "randomisation_check",
            "scored_maps"]

@@ -1,15 +1,20 @@
-"""Completeness (Sundararajan et al., 2017): an attribution's total is the change of the score
-from the baseline to the input, ``sum_i a_i = f(x) - f(x0)``. Integrated Gradients, DeepLift
-with its rescale rule and exact Shapley values satisfy it by construction."""
+"""Axioms an attribution method should satisfy. Completeness (Sundararajan et al., 2017): an
+attribution's total is the change of the score from the baseline to the input, ``sum_i a_i =
+f(x) - f(x0)``; Integrated Gradients, DeepLift with its rescale rule and exact Shapley values
+satisfy it by construction. Input invariance (Kindermans et al., 2017): a constant shift of the
+input that the model takes back out does not change the explanation."""
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..core import Explanation, check_baseline
+from ..core import Explainer, Explanation, TargetLike, check_baseline, check_number, check_tensor
+from ..errors import InputError
 from .base import Metric, MetricResult, aligned_saliency
 from .perturbation import Baseline, baseline_of
 
@@ -41,3 +46,34 @@ class Completeness(Metric):
         samples = torch.arange(len(inputs), device=inputs.device)
         change = score(inputs, samples).double() - score(baseline_of(inputs, self.baseline), samples).double()
         return MetricResult(self.name, (saliency.flatten(1).double().sum(dim=1) - change).abs().float())
+
+
+def input_invariance(make_explainer: Callable[[nn.Module], Explainer], model: nn.Module, inputs: torch.Tensor,
+                     target: TargetLike = None, *, shift: float = -1.0, atol: float = 1e-4) -> MetricResult:
+    """Kindermans et al.'s (2017) input invariance: a second model that sees every input shifted by
+    ``shift`` and takes the shift back out before its first layer computes the same function on
+    x + shift as the model on x; an explanation method is input invariant when it explains both
+    alike. 1 where every value of the two explanations agrees within ``atol``, else 0 (higher is
+    better). The second model is a copy with the shift taken out by a forward pre-hook on its
+    whole forward (exact whatever the first layer and its padding); the model is left unchanged."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if not callable(make_explainer):
+        raise InputError("make_explainer must be a function from a model to an interpkit explainer")
+    offset = _finite("shift", shift)
+    tolerance = check_number("atol", atol)
+    inputs = check_tensor(inputs, model)
+    original = make_explainer(model)(inputs, target)
+    pinned = original.targets if original.class_targets else target
+    shifted_model = copy.deepcopy(model)
+    shifted_model.register_forward_pre_hook(lambda _m, args: (args[0] - offset, *args[1:]))
+    shifted = make_explainer(shifted_model)(inputs + offset, pinned)
+    agree = ((original.maps - shifted.maps).abs() <= tolerance).flatten(1).all(dim=1)
+    return MetricResult("input_invariance", agree.float())
+
+
+def _finite(name: str, value: Any) -> float:
+    """A finite number of either sign (never a bool), or an InputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return float(value)

@@ -2,6 +2,7 @@
 and similarity, batch-independent where Quantus' is not, bad input refused) and average
 sensitivity (equal to Quantus given its noise)."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -248,3 +249,44 @@ def test_quantus_stability_is_nan_when_one_copy_changes_the_prediction(monkeypat
     only_small = relative_input_stability(explainer, images, labels, samples=1, perturb=lambda x, g: x + small)
     assert torch.isfinite(ours.scores).all()
     torch.testing.assert_close(ours.scores[0], only_small.scores[0])  # the flipping copy left out
+
+
+def test_input_invariance_tells_gradients_from_zero_baselines():
+    from interpkit import Occlusion
+    from interpkit.metrics import input_invariance
+    from interpkit.testing import ModelFingerprint, assert_model_unchanged
+
+    model, images, labels = setup(8, n=2)
+    before = ModelFingerprint.of(model)
+    for make in (lambda m: GuidedBackprop(m), lambda m: GradCAM(m, layer="layer3")):
+        assert input_invariance(make, model, images, labels).scores.tolist() == [1.0, 1.0]
+    zero_baseline = input_invariance(lambda m: Occlusion(m, window=8, stride=8, baseline=0.0), model, images, labels)
+    assert zero_baseline.scores.tolist() == [0.0, 0.0]  # the shifted input's occluded copies are other inputs
+    assert_model_unchanged(before, model)
+    for bad in (lambda: input_invariance("gradcam", model, images), lambda: input_invariance(GradCAM, "model", images),
+                lambda: input_invariance(GradCAM, model, images, shift=float("nan")),
+                lambda: input_invariance(GradCAM, model, images, atol=-1.0)):
+        with pytest.raises(InputError):
+            bad()
+
+
+def test_quantus_shifted_model_is_not_the_same_function():
+    """Quantus moves the first layer's bias by the smallest value of its output on a constant
+    image (``torch.unique(...)[0]``), a border value under zero padding, so its shifted model does
+    not compute the model's function on the shifted input; and a first convolution without bias
+    (every ResNet's) stops it with a TypeError. interpkit's shifted copy is the same function."""
+    from quantus.helpers.model.pytorch_model import PyTorchModel
+
+    model, images, _ = setup(9, n=2)
+    with pytest.raises(TypeError):
+        PyTorchModel(model, channel_first=True, device="cpu").add_mean_shift_to_first_layer(-1.0, (1, 3, 32, 32))
+    torch.manual_seed(9)
+    padded = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 32 * 32, 3)).eval()
+    theirs = PyTorchModel(padded, channel_first=True, device="cpu").add_mean_shift_to_first_layer(-1.0, (1, 3, 32, 32))
+    ours = copy.deepcopy(padded)
+    ours.register_forward_pre_hook(lambda _m, args: (args[0] + 1.0,))
+    with torch.no_grad():
+        reference = padded(images)
+        assert (theirs(images - 1.0) - reference).abs().max() > 1e-3
+        torch.testing.assert_close(ours(images - 1.0), reference, rtol=1e-4, atol=1e-5)
