@@ -9,6 +9,7 @@ from .faithfulness import (
     FaithfulnessEstimate,
     FeatureRemoval,
     Monotonicity,
+    MonotonicityCorrelation,
     NonSensitivity,
     PixelFlipping,
 )
@@ -34,11 +35,11 @@ BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infid
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
                    TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness,
                    PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity,
-                   Selectivity)
+                   Selectivity, MonotonicityCorrelation)
 
 __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
            "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
-           "NonSensitivity",
+           "MonotonicityCorrelation", "NonSensitivity",
            "PixelFlipping",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",

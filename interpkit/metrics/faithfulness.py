@@ -20,6 +20,7 @@ from torch import nn
 from ..core import Explanation, check_baseline, check_int, check_number, check_seed
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
+from .sanity import _ranks
 
 Baseline = Any  # "black", "white", "mean", a number, or a tensor broadcastable to one input
 DEFAULT_SUBSET = 224  # Quantus' subset size
@@ -272,3 +273,59 @@ class NonSensitivity(FeatureRemoval):
         nothing = torch.ones(len(inputs), total, dtype=torch.bool, device=inputs.device).scatter_reduce(
             1, group.expand(len(inputs), -1), unattributed, reduce="amin")
         return MetricResult(self.name, (no_effect ^ nothing).sum(dim=1).to(after.dtype))
+
+
+class MonotonicityCorrelation(FeatureRemoval):
+    """Nguyen and Martinez's (2020) monotonicity correlation: in order of increasing absolute
+    attribution, each group of ``features_in_step`` features is set, ``samples`` times, to a value
+    uniform in [0, 1) (the same value for the group, as Quantus' "uniform" baseline); Spearman's
+    correlation (average ranks) over the groups between the group's absolute attribution and the
+    mean squared change of the target's probability, divided by the probability squared (by 1
+    below ``eps``). Higher is better. The values are drawn from a generator seeded with ``seed``,
+    one per group and sample shared by the images, or given as ``values`` (N, groups, samples)."""
+
+    name = "monotonicity_correlation"
+
+    def __init__(self, *, features_in_step: int | None = None, samples: int = 100, eps: float = 1e-5, seed: int = 0,
+                 values: torch.Tensor | None = None, max_batch: int | None = None, score: str = "probability") -> None:
+        super().__init__(max_batch=max_batch, score=score)
+        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
+        self.samples, self.eps, self.seed = check_int("samples", samples), check_number("eps", eps), check_seed(seed)
+        if values is not None and (not isinstance(values, torch.Tensor) or values.dim() != 3
+                                   or not values.is_floating_point() or values.shape[2] != samples):
+            raise InputError(f"values must be a floating tensor (N, groups, {samples})")
+        self.values = values
+
+    def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                score: Callable[..., Any]) -> MetricResult:
+        n, magnitude = len(inputs), attributions.abs()
+        steps_of, total = step_of_each_feature(magnitude, self.features_in_step, descending=False)
+        values = self._values(n, total, inputs)
+        jobs = torch.cartesian_prod(torch.arange(n, device=inputs.device), torch.arange(total * self.samples,
+                                                                                     device=inputs.device))
+        after = []
+        for part in chunks(len(jobs), self.max_batch or n):
+            samples, job = jobs[part, 0], jobs[part, 1]
+            group, run = job // self.samples, job % self.samples
+            fill = values[samples, group, run].reshape(-1, *[1] * (inputs.dim() - 1)).expand(len(samples),
+                                                                                             *inputs.shape[1:])
+            after.append(score(with_features_removed(inputs[samples], fill, steps_of[samples] == group[:, None]), samples))
+        before = score(inputs, torch.arange(n, device=inputs.device))
+        moved = torch.cat(after).reshape(n, total, self.samples)
+        weight = torch.where(before.abs() >= self.eps, 1 / before.abs().clamp_min(self.eps), 1.0) ** 2
+        variances = (moved - before[:, None, None]).square().mean(dim=2) * weight[:, None]
+        sums = torch.zeros(n, total, dtype=magnitude.dtype, device=inputs.device).scatter_add_(1, steps_of, magnitude)
+        return MetricResult(self.name, spearman(sums, variances))
+
+    def _values(self, n: int, total: int, inputs: torch.Tensor) -> torch.Tensor:
+        if self.values is not None:
+            if self.values.shape[:2] != (n, total):
+                raise InputError(f"values must be ({n}, {total}, {self.samples}): one per input, group and sample")
+            return self.values.to(inputs.device, inputs.dtype)
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.rand((1, total, self.samples), generator=generator).to(inputs.device, inputs.dtype).expand(n, -1, -1)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman's correlation of the rows of ``a`` and ``b`` (average ranks for ties), as SciPy."""
+    return pearson(_ranks(a.double()), _ranks(b.double()))

@@ -262,3 +262,21 @@ def test_selectivity_equals_quantus():
     torch.testing.assert_close(ours.scores.double(), torch.from_numpy(np.trapezoid(expected.numpy(), axis=1)),
                                rtol=1e-5, atol=1e-5)
     check_metric(Selectivity, {"patch_size": 4})
+
+
+def test_monotonicity_correlation_equals_quantus_given_its_values(monkeypatch):
+    """Quantus' "uniform" baseline draws one value per image for every perturbation (recorded
+    here, group by group and sample by sample) and gives it to all of the group's features."""
+    from interpkit.metrics import MonotonicityCorrelation
+
+    model, images, maps, labels = case(13)
+    drawn, uniform = [], np.random.uniform
+    monkeypatch.setattr(np.random, "uniform", lambda *a, **k: drawn.append(uniform(*a, **k)) or drawn[-1])
+    expected = theirs(quantus.MonotonicityCorrelation(features_in_step=16, nr_samples=3, disable_warnings=True), model,
+                      images, maps, labels, True)
+    values = torch.tensor(np.array(drawn), dtype=torch.float32).reshape(9, 3, len(images)).permute(2, 0, 1)
+    ours = MonotonicityCorrelation(features_in_step=16, samples=3, values=values)(model, images, maps, labels)
+    torch.testing.assert_close(ours.scores, expected, rtol=1e-5, atol=1e-5)
+    check_metric(MonotonicityCorrelation, {"features_in_step": 30, "samples": 2})
+    with pytest.raises(InputError):
+        MonotonicityCorrelation(samples=3, values=torch.zeros(2, 3, 4))
