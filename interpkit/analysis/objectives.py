@@ -79,7 +79,7 @@ class Objective:
 
     def __sub__(self, other: Any) -> "Objective":
         if not isinstance(other, Objective):
-            return NotImplemented
+            raise InputError(f"objectives subtract objectives (a constant changes no image), not {other!r}")
         return self + (-other)
 
     def __truediv__(self, weight: Any) -> "Objective":

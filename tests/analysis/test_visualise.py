@@ -409,6 +409,7 @@ def test_float64_scores_stay_float64():
     lambda: channel("features.4", 1) * True,
     lambda: channel("features.4", 1) / 0,
     lambda: channel("features.4", 1) + 1,
+    lambda: channel("features.4", 1) - 1,
 ])
 def test_bad_arguments_raise_input_errors(call):
     with pytest.raises(InputError):
