@@ -18,6 +18,7 @@ from interpkit_cam_variants import (
     LayerCAM,
     ScoreCAM,
     SegEigenCAM,
+    SmoothGradCAMPlusPlus,
     XGradCAM,
 )
 
@@ -33,7 +34,7 @@ def test_registered_and_importable_from_interpkit():
 
 
 FAMILY = [GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, GradCAMElementWise,
-          SegEigenCAM, KPCACAM, SSCAM, ISCAM]
+          SegEigenCAM, KPCACAM, SSCAM, ISCAM, SmoothGradCAMPlusPlus]
 
 
 @pytest.mark.parametrize("explainer", FAMILY)
@@ -434,3 +435,72 @@ def test_torchcam_gradcampp_never_divides_alpha():
         return m / m.max()
 
     assert (scaled(mine) - scaled(theirs)).abs().max() > 1e-2  # not the same map up to scale
+
+
+def _noisy_layer4(model, image, noise, target):
+    """layer4's activation and the target's gradient for each noisy copy: (S, C, h, w) each."""
+    activations, gradients = [], []
+    for copy in noise:
+        kept = []
+        handle = model.layer4.register_forward_hook(lambda m, i, o: kept.append(o))
+        score = model(image + copy)[0, target]
+        handle.remove()
+        activations.append(kept[0][0].detach())
+        gradients.append(torch.autograd.grad(score, kept[0])[0][0])
+    return torch.stack(activations), torch.stack(gradients)
+
+
+def test_smoothgradcampp_is_the_papers_and_torchcam_differs_in_three_ways():
+    """Given the same noise, interpkit's SmoothGrad-CAM++ equals the paper's formula (mean powers
+    of the noisy gradients, alpha's denominator sum(A) * D3, ReLU of the mean gradient, the clean
+    activation). torchcam 0.5's equals another formula: sum(A * D3) in alpha's denominator, the
+    last copy's gradient in the ReLU, and the last copy's activation in the map."""
+    from torchcam.methods import SmoothGradCAMpp
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.randn(1, 3, 64, 64)
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.stack([0.3 * torch.randn(3, 64, 64, generator=generator) for _ in range(3)])
+    mine = SmoothGradCAMPlusPlus(model, layer="layer4", upsample=False, samples=3, std=0.3, seed=3)(
+        image, target=2).maps[0, 0]
+    kept = []
+    handle = model.layer4.register_forward_hook(lambda m, i, o: kept.append(o.detach()))
+    with torch.no_grad():
+        model(image)
+    handle.remove()
+    clean = kept[0][0]
+    activations, gradients = _noisy_layer4(model, image, noise, 2)
+    d1, d2, d3 = (gradients.pow(k).mean(0) for k in (1, 2, 3))
+    alpha = d2 / (2 * d2 + clean.sum((1, 2), keepdim=True) * d3)
+    paper = torch.relu(((alpha * torch.relu(d1)).sum((1, 2), keepdim=True) * clean).sum(0))
+    torch.testing.assert_close(mine, paper, rtol=1e-4, atol=1e-6)
+
+    class Given:
+        draws = iter(noise)
+
+        def sample(self, size):
+            return next(self.draws).expand(size)
+
+    with SmoothGradCAMpp(model, target_layer="layer4", num_samples=3, std=0.3, input_shape=(3, 64, 64)) as extractor:
+        extractor._distrib = Given()
+        theirs = extractor(class_idx=2, scores=model(image), normalized=False)[0][0]
+    their_alpha = d2 / (2 * d2 + (d3 * clean).sum((1, 2), keepdim=True) + 1e-8)
+    their_weights = (their_alpha * torch.relu(gradients[-1])).sum((1, 2), keepdim=True)
+    torch.testing.assert_close(theirs, torch.relu((their_weights * activations[-1]).sum(0)), rtol=1e-4, atol=1e-6)
+    assert (mine / mine.max() - theirs / theirs.max()).abs().max() > 1e-2
+
+
+def test_smoothgradcampp_batches_and_options():
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    images = torch.randn(2, 3, 64, 64)
+    explainer = SmoothGradCAMPlusPlus(model, layer="layer4", samples=3)
+    together = explainer(images, target=[1, 3]).maps
+    alone = torch.cat([explainer(images[i:i + 1], target=[[1, 3][i]]).maps for i in range(2)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)  # shared noise: no batch dependence
+    chunked = SmoothGradCAMPlusPlus(model, layer="layer4", samples=3, max_batch=2)(images, target="all").maps
+    torch.testing.assert_close(chunked, explainer(images, target="all").maps, rtol=1e-4, atol=1e-6)
+    for make in (lambda: SmoothGradCAMPlusPlus(model, samples=0), lambda: SmoothGradCAMPlusPlus(model, std=-1.0),
+                 lambda: SmoothGradCAMPlusPlus(model, seed=-1), lambda: SmoothGradCAMPlusPlus(model, max_batch=0)):
+        with pytest.raises(interpkit.InputError):
+            make()

@@ -1,7 +1,8 @@
 """The CAM family as interpkit plugins: GradCAM++ (Chattopadhyay et al., 2018), LayerCAM (Jiang
 et al., 2021), XGradCAM (Fu et al., 2020), HiResCAM (Draelos and Carin, 2020), EigenCAM
-(Muhammad and Yeasin, 2020), EigenGradCAM, ScoreCAM (Wang et al., 2020) and AblationCAM (Desai and
-Ramaswamy, 2020).
+(Muhammad and Yeasin, 2020), EigenGradCAM, ScoreCAM (Wang et al., 2020), AblationCAM (Desai and
+Ramaswamy, 2020), and the variants pytorch-grad-cam and torchcam add (GradCAMElementWise, SegEigenCAM,
+KPCA-CAM, SSCAM, ISCAM, SmoothGrad-CAM++).
 
 Each reuses interpkit's GradCAM entirely (layer choice, targets, one forward and one batched
 backward, ReLU, upsampling, ``eigen_smooth``, hook hygiene) and overrides only the weights of the
@@ -41,6 +42,50 @@ class GradCAMPlusPlus(GradCAM):
         safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
         alpha = torch.where(denominator != 0, squared / safe, torch.zeros_like(gradients))
         return _grid_sum(alpha * gradients.clamp_min(0))  # (N, K, C)
+
+
+class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
+    """SmoothGrad-CAM++ (Omeiza et al., 2019): GradCAM++ with the layer's gradients averaged over
+    ``samples`` noisy copies of the input, ``alpha = D2 / (2 D2 + sum_ab A_ab D3)`` and
+    ``w_c = sum_ij alpha_ij ReLU(D1_ij)``, where ``Dk`` is the mean k-th power of the gradient
+    over the copies and ``A`` the clean input's activation. Copy ``s`` adds noise of standard
+    deviation ``std``: the ``s``-th draw of the input's shape (C, *grid) from a generator seeded
+    with ``seed``, shared by the batch's images. The copies are explained for the clean input's
+    targets, ``max_batch`` copies a forward."""
+
+    name = "smoothgradcam_plus_plus"
+
+    def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, samples: int = 4,
+                 std: float = 0.3, seed: int = 0, max_batch: int = 64) -> None:
+        super().__init__(model, layer, upsample=upsample, relu=relu)
+        self.samples, self.std = check_int("samples", samples), check_number("std", std)
+        self.seed, self.max_batch = check_seed(seed), check_int("max_batch", max_batch)
+        if isinstance(layer, list) and len(layer) > 1:
+            raise interpkit.LayerError("SmoothGradCAMPlusPlus reads one layer; name one")
+
+    def layer_map(self, call: Call, found: LayerGradients) -> torch.Tensor:
+        inputs, n = call.x, len(call.x)
+        generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
+        noise = torch.stack([self.std * torch.randn(inputs.shape[1:], generator=generator, device=inputs.device,
+                                                    dtype=inputs.dtype) for _ in range(self.samples)])
+        copies = (inputs.unsqueeze(0) + noise.unsqueeze(1)).flatten(0, 1)  # sample-major (S * N, ...)
+        targets = found.selection.indices.repeat(self.samples, 1)
+        moments = torch.zeros(3, *found.gradients.shape, dtype=found.gradients.dtype, device=inputs.device)
+        per_forward = max(self.max_batch // n, 1) * n
+        for first in range(0, len(copies), per_forward):
+            part = slice(first, first + per_forward)
+            noisy = self.layer_gradients(call.with_(x=copies[part], target=targets[part]))
+            gradients = noisy.gradients.reshape(-1, *found.gradients.shape)  # (copies in part / N, N, K, C, *grid)
+            for power in range(3):
+                moments[power] += gradients.pow(power + 1).sum(dim=0)
+        mean, squared, cubed = moments / self.samples
+        total = found.activation.flatten(2).sum(-1).view(n, 1, found.activation.shape[1],
+                                                          *[1] * (found.activation.dim() - 2))
+        denominator = 2 * squared + total * cubed
+        alpha = torch.where(denominator != 0, squared / torch.where(denominator != 0, denominator, 1.0), 0.0)
+        weights = _grid_sum(alpha * mean.clamp_min(0))  # (N, K, C)
+        grid_rank = found.activation.dim() - 2
+        return (weights.view(*weights.shape, *[1] * grid_rank) * found.activation.unsqueeze(1)).sum(dim=2)
 
 
 class LayerCAM(GradCAM):
@@ -357,5 +402,5 @@ class AblationCAM(_PerturbationCAM):
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
     for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM,
-                GradCAMElementWise, SegEigenCAM, KPCACAM, SSCAM, ISCAM):
+                GradCAMElementWise, SegEigenCAM, KPCACAM, SSCAM, ISCAM, SmoothGradCAMPlusPlus):
         register(cls)
