@@ -12,7 +12,7 @@ copies are built on the device and scored in batches of ``max_batch``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -98,6 +98,18 @@ class FeatureRemoval(Metric):
         return torch.cat(values).reshape(n, jobs)
 
 
+class Stepwise(FeatureRemoval):
+    """Feature removal ``features_in_step`` features at a time (default: a hundredth of them;
+    Quantus' default is 1); the target's score is ``default_score`` unless ``score`` is given."""
+
+    default_score: ClassVar[str] = "probability"
+
+    def __init__(self, *, features_in_step: int | None = None, baseline: Baseline = "black",
+                 max_batch: int | None = None, score: str | None = None) -> None:
+        super().__init__(baseline=baseline, max_batch=max_batch, score=score or self.default_score)
+        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
+
+
 def step_of_each_feature(attributions: torch.Tensor, step: int | None, descending: bool) -> tuple[torch.Tensor, int]:
     """(N, F): the step at which each feature goes, ``step`` features per step (None: a
     ``DEFAULT_STEPS``-th of them, rounded up) in order of attribution (a stable sort: ties in
@@ -116,7 +128,7 @@ def moved_fractions(steps_of: torch.Tensor, total: int, dtype: torch.dtype) -> t
     return counts.to(dtype) / steps_of.shape[1]
 
 
-class PixelFlipping(FeatureRemoval):
+class PixelFlipping(Stepwise):
     """Features set to the baseline in order of decreasing attribution, ``features_in_step`` at a
     time (default: a hundredth of them; Quantus' default is 1), cumulatively; the curve is the
     target's probability after each step (its last point has every feature removed) and the
@@ -126,11 +138,6 @@ class PixelFlipping(FeatureRemoval):
     name = "pixel_flipping"
     higher_is_better = False
 
-    def __init__(self, *, features_in_step: int | None = None, baseline: Baseline = "black", max_batch: int | None = None,
-                 score: str = "probability") -> None:
-        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
-        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
-
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
         steps_of, total = step_of_each_feature(attributions, self.features_in_step, descending=True)
@@ -138,17 +145,13 @@ class PixelFlipping(FeatureRemoval):
         return MetricResult(self.name, torch.trapezoid(curves, dim=1), curves, moved_fractions(steps_of, total, curves.dtype))
 
 
-class FaithfulnessEstimate(FeatureRemoval):
+class FaithfulnessEstimate(Stepwise):
     """The Pearson correlation, over steps, between the attribution of the ``features_in_step``
     features each step removes (in order of decreasing attribution, each step from the original
     input) and the drop of the target's logit it causes (higher is better)."""
 
     name = "faithfulness_estimate"
-
-    def __init__(self, *, features_in_step: int | None = None, baseline: Baseline = "black", max_batch: int | None = None,
-                 score: str = "logit") -> None:
-        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
-        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
+    default_score = "logit"
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
@@ -212,18 +215,13 @@ class FaithfulnessCorrelation(FeatureRemoval):
         return draws.to(device).expand(n, -1, -1)
 
 
-class Monotonicity(FeatureRemoval):
+class Monotonicity(Stepwise):
     """Arya et al.'s monotonicity: starting from the baseline, the input's own features are
     restored in order of increasing absolute attribution, ``features_in_step`` at a time; 1 when
     the target's probability never falls from one step to the next, else 0 (higher is better).
     The curve holds the probabilities after each step."""
 
     name = "monotonicity"
-
-    def __init__(self, *, features_in_step: int | None = None, baseline: Baseline = "black", max_batch: int | None = None,
-                 score: str = "probability") -> None:
-        super().__init__(baseline=baseline, max_batch=max_batch, score=score)
-        self.features_in_step = check_int("features_in_step", features_in_step, none=f"1/{DEFAULT_STEPS} of the features")
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
