@@ -228,9 +228,15 @@ class LayerExplainer(Explainer):
             if math.prod(activation.shape[2:]) == 1:
                 warnings.warn(f"layer '{choice.name}' has a single position at this input size, so its maps are "
                               "constant and cannot localise", LocalisationWarning, stacklevel=4)
-        gradients = per_target_gradients(selection.scores, raw, selection.graph_elements)
+        gradients = self.target_gradients(selection, raw)
         return [LayerGradients(c.name, a, c.grid(g, grid, lead=2, checked=False), selection)
                 for c, a, g in zip(choices, activations, gradients)]
+
+    def target_gradients(self, selection: TargetSelection, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every target's gradients (N, K, ...) with respect to each layer's raw output (N, ...),
+        still attached to the forward's graph. Explainers that weigh channels by more than the
+        first derivative (ShapleyCAM's Hessian-vector product) override this."""
+        return per_target_gradients(selection.scores, outputs, selection.graph_elements)
 
     def _layer_output(self, captured: Captured, choice: LayerChoice, batch: int) -> torch.Tensor:
         """The layer's captured output, checked to be a tensor with one row per sample."""

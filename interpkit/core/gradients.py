@@ -18,13 +18,14 @@ MAX_BATCHED_ELEMENTS = 2**28
 
 @torch.enable_grad()
 def per_target_gradients(
-    scores: torch.Tensor, wrt: Sequence[torch.Tensor], graph_elements: int = 0
+    scores: torch.Tensor, wrt: Sequence[torch.Tensor], graph_elements: int = 0, keep_graph: bool = False
 ) -> list[torch.Tensor]:
     """For scores (N, K), return for each tensor in ``wrt`` (N, ...) its gradients (N, K, ...).
 
     ``graph_elements`` (``TargetSelection.graph_elements``) is what the forward saved for the
     backward; with it the targets are chunked so that a chunk's backward stays within
-    ``MAX_BATCHED_ELEMENTS`` whatever K is.
+    ``MAX_BATCHED_ELEMENTS`` whatever K is. ``keep_graph`` keeps the graph for a later backward
+    (one target's graph is otherwise freed at once).
 
     The gradient of column k summed over the batch is every sample's own gradient when samples
     are independent; explainers call this one sample at a time for models whose eval forward
@@ -34,7 +35,8 @@ def per_target_gradients(
     n, k = scores.shape
     if k == 1:
         with _reentrant_refused():
-            single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), materialize_grads=True)
+            single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), retain_graph=keep_graph,
+                                         materialize_grads=True)
         return [g.unsqueeze(1) for g in single]
     per_column = sum(t.numel() for t in wrt) + graph_elements
     chunk = max(1, MAX_BATCHED_ELEMENTS // max(per_column, 1))

@@ -237,7 +237,7 @@ def token_layout(model: Any) -> TokenGrid:
     prefix = getattr(model, "num_prefix_tokens", None)
     if isinstance(prefix, int) and not isinstance(prefix, bool):
         return TokenGrid(prefix=prefix)
-    if type(model).__module__.startswith("torchvision.models.vision_transformer"):
+    if any(c.__module__.startswith("torchvision.models.vision_transformer") for c in type(model).__mro__):  # subclasses too
         return TokenGrid(prefix=1)
     kind = getattr(getattr(model, "config", None), "model_type", None)
     if kind in ("vit", "deit"):  # DeiT's embeddings always carry a distillation token

@@ -12,14 +12,19 @@ from interpkit_cam_variants import (
     AblationCAM,
     EigenCAM,
     EigenGradCAM,
+    FinerCAM,
+    FullGrad,
     GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    RefineCAM,
     ScoreCAM,
     SegEigenCAM,
+    ShapleyCAM,
     SmoothGradCAMPlusPlus,
     XGradCAM,
+    rest_target,
 )
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is in interpkit's [test] extra")
@@ -504,3 +509,254 @@ def test_smoothgradcampp_batches_and_options():
                  lambda: SmoothGradCAMPlusPlus(model, seed=-1), lambda: SmoothGradCAMPlusPlus(model, max_batch=0)):
         with pytest.raises(interpkit.InputError):
             make()
+
+
+def _their_layer_cam(peer, images, targets, holder=None):
+    """pytorch-grad-cam's raw CAM at the layer's resolution (before its scaling and resizing)."""
+    base = holder or peer
+    kept = {}
+    original = base.get_cam_image
+
+    def grab(*args, **kwargs):
+        kept["cam"] = original(*args, **kwargs)
+        return kept["cam"]
+
+    base.get_cam_image = grab
+    peer(images, targets=targets) if targets is not None else peer(images)
+    return torch.from_numpy(kept["cam"]).float().clamp_min(0)
+
+
+def test_shapleycam_equals_pytorch_grad_cam_on_the_rest_target_and_is_gradcam_on_a_logit():
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 64, 64)
+    mine = ShapleyCAM(model, layer="layer3", upsample=False)(images, target=rest_target([3])).maps[:, 0]
+    peer = pytorch_grad_cam.ShapleyCAM(model=model, target_layers=[model.layer3])
+    theirs = _their_layer_cam(peer, images, [ClassifierOutputReST(3)] * 2)
+    assert ((mine - theirs).abs().max() / theirs.abs().max()) < 1e-4
+    plain = GradCAM(model, layer="layer3", upsample=False)(images, target=rest_target([3])).maps[:, 0]
+    assert (mine - plain).abs().max() > 0.1 * plain.abs().max()  # the Hessian term is live on ReST
+    on_logit = ShapleyCAM(model, layer="layer3", upsample=False)(images, target=[3, 5]).maps
+    assert torch.allclose(on_logit, GradCAM(model, layer="layer3", upsample=False)(images, target=[3, 5]).maps,
+                          rtol=1e-5, atol=1e-7)  # ReLUs and linear layers after the layer: H A = 0
+
+
+class _Quadratic(torch.nn.Module):
+    """A 1-D model whose score is ``sum_c w_c sum_p A_cp^2`` over a convolution's output A: the
+    gradient is 2 w A, the Hessian times A also 2 w A, so ShapleyCAM's weights are GradCAM's halved."""
+
+    input_kind = "1d"
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(2, 3, 3)
+        self.weights = torch.nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x):
+        return (self.conv(x).square().sum(-1)) @ self.weights.T
+
+
+def test_shapleycam_halves_gradcam_on_a_quadratic_score_and_handles_k_targets():
+    torch.manual_seed(0)
+    model = _Quadratic().eval()
+    x = torch.randn(3, 2, 12)
+    shapley = ShapleyCAM(model, layer="conv", relu=False)(x, target="all").maps
+    gradcam = GradCAM(model, layer="conv", relu=False)(x, target="all").maps
+    assert shapley.shape == (3, 4, 12)
+    assert torch.allclose(2 * shapley, gradcam, rtol=1e-5, atol=1e-6)
+
+
+def test_shapleycam_on_a_3d_model_equals_pytorch_grad_cam():
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 6, 3), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(6, 5)).eval()
+    x = torch.randn(2, 1, 6, 7, 8)
+    mine = ShapleyCAM(model, layer="2", upsample=False)(x, target=rest_target(torch.tensor([1, 4]))).maps[:, 0]
+    peer = pytorch_grad_cam.ShapleyCAM(model=model, target_layers=[model[2]])
+    theirs = _their_layer_cam(peer, x, [ClassifierOutputReST(1), ClassifierOutputReST(4)])
+    assert ((mine - theirs).abs().max() / theirs.abs().max()) < 1e-4
+
+
+def test_rest_target_refuses_what_is_not_classes():
+    scores = torch.randn(2, 4)
+    assert rest_target(2)(scores).shape == (2, 1)
+    assert rest_target([0, 3])(scores).shape == (2, 2)
+    assert torch.allclose(rest_target(torch.tensor([1, 2]))(scores)[:, 0],
+                          scores[[0, 1], [1, 2]] - torch.nn.functional.cross_entropy(scores, torch.tensor([1, 2]),
+                                                                                     reduction="none"))
+    for bad in ("cat", 1.5, [], [[[1]]]):
+        with pytest.raises(interpkit.TargetError):
+            rest_target(bad)
+    with pytest.raises(interpkit.TargetError, match="do not fit"):
+        rest_target([9])(scores)
+
+
+def test_finercam_equals_pytorch_grad_cam_with_its_reference_classes():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        model.fc.weight *= 30  # logits spread enough that the nearest classes are well defined
+    images = torch.randn(2, 3, 64, 64)
+    for base, their_base, options in [(GradCAM, pytorch_grad_cam.GradCAM, {}),
+                                      (LayerCAM, pytorch_grad_cam.LayerCAM, {"alpha": 0.6}),
+                                      (GradCAM, pytorch_grad_cam.GradCAM, {"comparisons": (1, 4), "alpha": 0.8})]:
+        explanation = FinerCAM(model, layer="layer3", upsample=False, base=base, **options)(images)
+        peer = pytorch_grad_cam.FinerCAM(model, [model.layer3], base_method=their_base)
+        kept = {}
+        original = peer.base_cam.get_cam_image
+        peer.base_cam.get_cam_image = lambda *a, **k: kept.setdefault("cam", original(*a, **k))
+        theirs_options = {"alpha": options.get("alpha", 1)}
+        if "comparisons" in options:
+            theirs_options["comparison_categories"] = list(options["comparisons"])
+        peer(images, **theirs_options)
+        theirs = torch.from_numpy(kept["cam"]).float().clamp_min(0)
+        mine = explanation.maps[:, 0]
+        assert ((mine - theirs).abs().max() / theirs.abs().max()) < 1e-4
+        assert explanation.class_targets and explanation.method == "finercam"
+        assert torch.equal(explanation.targets[:, 0], model(images).argmax(1))
+
+
+def test_finercam_on_few_classes_and_bad_input():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    binary = FinerCAM(model, layer="0")(x, target=1)  # three comparisons asked, one exists: it is used
+    logits = model(x)
+    expected = (logits[:, 1] - logits[:, 0]) * logits.softmax(1)[:, 0] / (logits.softmax(1)[:, 0] + 1e-9)
+    assert torch.allclose(binary.scores[:, 0], expected, atol=1e-5)
+    with pytest.raises(interpkit.TargetError, match="ranks"):
+        FinerCAM(model, layer="0", comparisons=(1, 2))(x)
+    with pytest.raises(interpkit.TargetError, match="compares classes"):
+        FinerCAM(model, layer="0")(x, target=lambda out: out[:, 0])
+    for bad in ({"base": torch.nn.Linear}, {"base": "gradcam"}, {"comparisons": (0,)}, {"comparisons": 0},
+                {"alpha": float("nan")}):
+        with pytest.raises(interpkit.InterpkitError):
+            FinerCAM(model, layer="0", **bad)
+
+
+def test_finercam_conformance_on_every_model_with_class_outputs():
+    from interpkit.testing.models import hard_case_models
+
+    models = {name: model for name, model in hard_case_models().items() if name != "DictOutput"}  # classes need logits
+    check_explainer(FinerCAM, models=models)
+
+
+def _authors_fullgrad(model, images, target):
+    """FullGrad as the authors' code computes it (idiap/fullgrad-saliency), written from its
+    formulas: each layer's |bias gradient| (and |input gradient * input|) min-max scaled over the
+    whole tensor per image (+1e-6), summed over channels, resized (here align_corners=False, as
+    interpkit; the authors use True)."""
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.BatchNorm3d, torch.nn.Conv2d,
+                                                          torch.nn.BatchNorm2d)) and m.bias is not None]
+    kept = []
+    handles = [m.register_forward_hook(lambda m, i, o: kept.append((m, o))) for m in layers]
+    x = images.clone().requires_grad_(True)
+    out = model(x)
+    for handle in handles:
+        handle.remove()
+    grads = torch.autograd.grad(out[:, target].sum(), [x] + [o for _, o in kept])
+
+    def post(t):
+        t = t.abs()
+        flat = t.flatten(1)
+        t = t - flat.min(1).values.view(-1, *[1] * (t.dim() - 1))
+        return t / (t.flatten(1).max(1).values.view(-1, *[1] * (t.dim() - 1)) + 1e-6)
+
+    cam = post(grads[0] * images).sum(1)
+    for (module, _), grad in zip(kept, grads[1:]):
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            bias = module.bias - module.running_mean * module.weight / torch.sqrt(module.running_var + module.eps)
+        else:
+            bias = module.bias
+        term = post(grad * bias.view(1, -1, *[1] * (grad.dim() - 2)))
+        mode = "trilinear" if grad.dim() == 5 else "bilinear"
+        cam = cam + torch.nn.functional.interpolate(term, size=images.shape[2:], mode=mode, align_corners=False).sum(1)
+    return cam.detach()
+
+
+def test_fullgrad_equals_pytorch_grad_cam_per_channel_and_the_authors_per_layer():
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 64, 64)
+    channel = FullGrad(model, scale="channel")(images, target=3).maps[:, 0]
+    layer = FullGrad(model)(images, target=torch.tensor([[3, 5], [3, 5]])).maps
+    peer = pytorch_grad_cam.FullGrad(model, [])  # its constructor leaves hooks on the model: ours ran first
+    theirs = torch.from_numpy(peer(images, targets=[ClassifierOutputTarget(3)] * 2)).float()
+    assert (interpkit.core.normalize_maps(channel, 1) - theirs).abs().max() < 1e-4
+    authors = _authors_fullgrad(model, images, 5)
+    assert ((layer[:, 1] - authors).abs().max() / authors.abs().max()) < 1e-5
+    assert (layer[:, 0] - channel).abs().max() > 1e-2 * channel.abs().max()  # the two scalings differ
+
+
+def test_fullgrad_on_a_3d_model_with_batch_norm_and_a_reused_convolution():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 4, 3, padding=1)
+
+    class Reused(torch.nn.Module):
+        input_kind = "3d"
+
+        def __init__(self):
+            super().__init__()
+            self.stem, self.norm, self.conv = torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.BatchNorm3d(4), conv
+            self.head = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.norm(self.stem(x)))
+            h = torch.relu(self.conv(torch.relu(self.conv(h))))  # one module, two bias terms
+            return self.head(h.mean(dim=(2, 3, 4)))
+
+    model = Reused().eval()
+    model.norm.running_mean.uniform_(-1, 1)
+    model.norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 1, 5, 6, 7)
+    mine = FullGrad(model)(x, target=2).maps[:, 0]
+    authors = _authors_fullgrad(model, x, 2)  # its hooks see the reused convolution twice too
+    assert ((mine - authors).abs().max() / authors.abs().max()) < 1e-5
+    model.norm.track_running_stats, model.norm.running_mean, model.norm.running_var = False, None, None
+    with pytest.raises(interpkit.InputError, match="running statistics"):
+        FullGrad(model)(x)
+    with pytest.raises(interpkit.InputError, match="scale"):
+        FullGrad(model, scale="pixel")
+
+
+def test_fullgrad_refuses_token_models():
+    from interpkit.testing.models import TinyTokens
+
+    with pytest.raises(interpkit.LayerError, match="tokens"):
+        FullGrad(TinyTokens().eval())(torch.randn(1, 3, 8, 8))
+
+
+def test_refinecam_equals_pytorch_grad_cam():
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        model.fc.weight *= 1000  # pytorch-grad-cam's GradCAM++ epsilon negligible (see above)
+    images = torch.randn(2, 3, 64, 64)
+    layers = ["layer2", "layer3", "layer4"]
+    for base, theirs_base in [(GradCAMPlusPlus, pytorch_grad_cam.GradCAMPlusPlus), (LayerCAM, pytorch_grad_cam.LayerCAM)]:
+        mine = RefineCAM(model, layers, base=base)(images, target=3)
+        peer = pytorch_grad_cam.RefineCAM(model, [model.layer2, model.layer3, model.layer4], base_method=theirs_base)
+        theirs = torch.from_numpy(peer(images, targets=[ClassifierOutputTarget(3)] * 2)).float()
+        assert (mine.maps[:, 0] - theirs).abs().max() < 1e-4
+        assert mine.layer == "layer4" and mine.method == "refinecam"
+
+
+def test_refinecam_bad_options():
+    model = torchvision.models.resnet18().eval()
+    for bad in ({"relu": False}, {"upsample": False}, {"base": torch.nn.Linear}):
+        with pytest.raises(interpkit.InputError):
+            RefineCAM(model, ["layer3", "layer4"], **bad)
+
+
+@pytest.mark.parametrize("explainer", [ShapleyCAM, FullGrad, RefineCAM])
+def test_new_variants_conformance(explainer):
+    check_explainer(explainer)

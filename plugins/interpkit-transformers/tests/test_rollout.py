@@ -318,3 +318,98 @@ def test_attention_that_is_not_over_the_tokens_alone_is_refused(variant):
     for cls in (AttentionRollout, GenericAttention):
         with pytest.raises(interpkit.LayerError, match="cross-attention" if variant == "cross" else "bias_kv"):
             cls(Variant().eval(), layout=layout)(torch.randn(1, 3, 16, 16))
+
+
+def _small_torchvision_vit(classes=6):
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2,
+                                               hidden_dim=16, mlp_dim=32, num_classes=classes).eval()
+    torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts the head at zero: no gradient at all
+    return vit
+
+
+def test_legrad_equals_torchcam_given_its_readout_and_reads_the_class_token_itself():
+    from torchcam.methods import LeGrad as TheirLeGrad
+
+    from interpkit_transformers import LeGrad
+
+    vit = _small_torchvision_vit()
+    images = torch.randn(2, 3, 32, 32)
+
+    def torchcams_readout(tokens):  # torchcam 0.5 averages every token, the class token too
+        return vit.heads(vit.encoder.ln(tokens.mean(dim=1)))
+
+    for layers, blocks, target in [(None, list(vit.encoder.layers), 3), (2, list(vit.encoder.layers)[-2:], [3, 5])]:
+        mine = LeGrad(vit, layers=layers, upsample=False, score_projection=torchcams_readout)(images, target=target)
+        with TheirLeGrad(vit, blocks) as extractor:
+            theirs = extractor(target, vit(images), normalized=False)[0]
+        torch.testing.assert_close(mine.maps[:, 0], theirs, rtol=1e-5, atol=1e-7)
+    own = LeGrad(vit, upsample=False)(images, target=3).maps[:, 0]
+    assert (own - theirs).abs().max() > 0.05 * theirs.abs().max()
+    kept = []
+    handle = vit.encoder.layers[-1].register_forward_hook(lambda m, i, o: kept.append(o))
+    with torch.no_grad():
+        logits = vit(images)
+    handle.remove()
+    readout = vit.heads(vit.encoder.ln(kept[0])[:, 0])  # the model's readout: LeGrad's default
+    torch.testing.assert_close(readout, logits)
+    assert (torchcams_readout(kept[0]) - logits).abs().max() > 1e-2
+
+
+def test_legrad_on_timm_and_huggingface_and_by_hand():
+    from interpkit_transformers import LeGrad
+
+    model = _timm_vit(fused=True)
+    images = torch.randn(2, 3, 48, 48)
+    maps = LeGrad(model, upsample=False)(images, target=torch.tensor([[0, 1], [2, 3]])).maps
+    assert maps.shape == (2, 2, 3, 3) and (maps >= 0).all()
+    # by hand: each block's attention weights from the eager path, its score through timm's own head
+    for block in model.blocks:
+        block.attn.fused_attn = False
+    weights, tokens = [], []
+    handles = [b.attn.attn_drop.register_forward_hook(lambda m, i, o: weights.append(o)) for b in model.blocks]
+    handles += [b.register_forward_hook(lambda m, i, o: tokens.append(o)) for b in model.blocks]
+    model(images)
+    for handle in handles:
+        handle.remove()
+    expected = 0
+    for attention, out in zip(weights, tokens):
+        scores = model.forward_head(model.norm(out))
+        (gradient,) = torch.autograd.grad(scores[0, 1] + scores[1, 3], attention, retain_graph=True)
+        expected = expected + gradient.clamp_min(0).mean(dim=(1, 2))[:, 1:].reshape(2, 3, 3) / 3
+    torch.testing.assert_close(maps[:, 1], expected, rtol=1e-4, atol=1e-8)
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                    hidden_size=16, intermediate_size=32, num_labels=3)
+    hf = transformers.ViTForImageClassification(config).eval()
+    assert LeGrad(hf, layers=[-1])(torch.randn(1, 3, 32, 32), target=2).maps.shape == (1, 1, 32, 32)
+
+
+def test_legrad_refusals_and_conformance():
+    from interpkit.testing import check_explainer
+    from interpkit.testing.models import TinyTokens
+    from interpkit_transformers import LeGrad
+
+    vit = _small_torchvision_vit()
+    for bad in ({"layers": 0}, {"layers": 4}, {"layers": [3]}, {"layers": []}, {"score_projection": 3}):
+        with pytest.raises(interpkit.InputError):
+            LeGrad(vit, **bad)
+    with pytest.raises(interpkit.TargetError, match="class"):
+        LeGrad(vit)(torch.randn(1, 3, 32, 32), target=lambda out: out[:, 0])
+    with pytest.raises(interpkit.LayerError, match="reads its tokens another way"):
+        LeGrad(TinyTokens().eval())(torch.randn(1, 3, 8, 8))  # its residual stream is no module's output
+    with pytest.raises(interpkit.LayerError, match="score_projection"):
+        LeGrad(torchvision.models.VisionTransformer(32, 8, 1, 2, 16, 32).encoder)
+
+    class TinyViT(torchvision.models.VisionTransformer):
+        input_kind = "tokens"
+
+        def __init__(self):
+            super().__init__(image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16,
+                             num_classes=4)
+            torch.nn.init.normal_(self.heads.head.weight)
+
+        def example_inputs(self, batch, generator):
+            return torch.randn(batch, 3, 16, 16, generator=generator)
+
+    check_explainer(LeGrad, models={"TinyViT": TinyViT().train()})

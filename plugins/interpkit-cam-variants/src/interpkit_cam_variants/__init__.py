@@ -13,11 +13,26 @@ perturbed copies of the batch instead.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import interpkit
 from interpkit import GradCAM
-from interpkit.core import Call, LayerGradients, check_int, check_number, check_seed, forward_hooks
+from interpkit.core import (
+    Call,
+    LayerExplainer,
+    LayerGradients,
+    check_int,
+    check_number,
+    check_seed,
+    class_scores,
+    forward_hooks,
+    normalize_maps,
+    per_target_gradients,
+    select_targets,
+)
 from interpkit.explainers import perturbed_scores, principal_projection, upsample
 
 __version__ = "0.2.0"
@@ -178,6 +193,233 @@ class SegEigenCAM(_Eigen):
         flat = projection.flatten(2)
         flip = flat.amin(dim=-1).abs() > flat.amax(dim=-1).abs()
         return torch.where(flip.view(*flip.shape, *[1] * (projection.dim() - 2)), -projection, projection)
+
+
+class ShapleyCAM(GradCAM):
+    """ShapleyCAM (Cai et al., 2025): GradCAM with each channel weighted by the grid mean of
+    ``G - H A / 2``, where ``H A`` is the Hessian of the target's score with respect to the
+    layer's output times that output: the second-order estimate of the channels' Shapley
+    values. Each target takes one backward that keeps its graph and one more for the product.
+    Where the score is piecewise linear in the layer (a logit after ReLUs and linear layers),
+    ``H A`` is 0 and the map is GradCAM's; the paper pairs it with ``rest_target``."""
+
+    name = "shapleycam"
+
+    def forward_with_targets(self, *args, **kwargs):
+        # fused attention kernels have no second derivative; the math kernel computes the same
+        with sdpa_kernel(SDPBackend.MATH):
+            return super().forward_with_targets(*args, **kwargs)
+
+    def target_gradients(self, selection, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        try:
+            return self._shapley_gradients(selection, outputs)
+        except RuntimeError as error:
+            if "derivative for" not in str(error) and "double backward" not in str(error):
+                raise
+            raise interpkit.InputError(f"ShapleyCAM needs second derivatives, which an op of this model does not have "
+                                       f"({' '.join(str(error).split())[:160]}); use GradCAM") from error
+
+    def _shapley_gradients(self, selection, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        columns = []
+        for k in range(selection.scores.shape[1]):
+            gradients = torch.autograd.grad(selection.scores[:, k].sum(), outputs, create_graph=True,
+                                            retain_graph=True, materialize_grads=True)
+            curved = [g for g in gradients if g.requires_grad]  # a constant gradient has no Hessian
+            products = iter(torch.autograd.grad(curved, outputs, grad_outputs=[o.detach() for o in outputs][:len(curved)],
+                                                retain_graph=True, allow_unused=True, materialize_grads=True)
+                            if curved else ())
+            columns.append([(g - 0.5 * next(products)).detach() if g.requires_grad else g.detach() for g in gradients])
+        return [torch.stack(parts, dim=1) for parts in zip(*columns)]
+
+
+def rest_target(classes):
+    """The ReST score the ShapleyCAM paper explains, ``z_c - CE(z, c) = z_c + log softmax(z)_c``
+    for the model's logits ``z``: a callable target giving (N, K) scores for ``classes`` (an int,
+    a list of K ints for every sample, or a LongTensor (N,) or (N, K) per sample)."""
+    if isinstance(classes, bool) or not isinstance(classes, (int, list, tuple, torch.Tensor)):
+        raise interpkit.TargetError(f"rest_target takes class indices, not {classes!r}")
+    chosen = torch.as_tensor(classes)
+    if chosen.is_floating_point() or chosen.dim() > 2 or chosen.numel() == 0:
+        raise interpkit.TargetError(f"rest_target takes an int, a list of ints or a LongTensor (N,) or (N, K), "
+                                    f"not {classes!r}")
+
+    def score(output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+            raise interpkit.TargetError("rest_target needs the model's logits (N, classes)")
+        columns = chosen.to(output.device)
+        if columns.dim() < 2:
+            columns = columns.view(-1, 1) if tuple(columns.shape) == (len(output),) and isinstance(classes, torch.Tensor) \
+                else columns.view(1, -1).expand(len(output), -1)
+        if columns.shape[0] != len(output) or columns.min() < 0 or columns.max() >= output.shape[1]:
+            raise interpkit.TargetError(f"rest_target's classes {classes!r} do not fit logits of shape "
+                                        f"{tuple(output.shape)}")
+        return (output + output.log_softmax(dim=1)).gather(1, columns)
+
+    return score
+
+
+class FinerCAM(LayerExplainer):
+    """Finer-CAM (Zhang et al., 2025): a CAM of the target class against the classes the model
+    finds most similar. For target class ``c`` with logit ``z_c``, the comparison classes are
+    those whose logits are nearest to ``z_c`` (ranks ``comparisons``: 1 is the nearest), and the
+    map explains ``sum_j p_j (z_c - alpha z_j) / (sum_j p_j + 1e-9)`` with ``p`` the softmax,
+    through the ``base`` CAM (GradCAM by default; any class of the family, built with
+    ``options``). Targets are classes as for every explainer; the explanation's scores are the
+    Finer scores. ``comparisons=3`` takes the three nearest classes, or as many as the model has
+    besides ``c``, as pytorch-grad-cam does; explicit ranks must exist. The target itself is
+    rank 0 even where another class ties with it."""
+
+    name = "finercam"
+
+    def __init__(self, model, layer=None, base: type = GradCAM, alpha: float = 1.0,
+                 comparisons: int | tuple[int, ...] = 3, **options) -> None:
+        super().__init__(model, layer)
+        if not (isinstance(base, type) and issubclass(base, GradCAM)) or issubclass(base, FinerCAM):
+            raise interpkit.InputError(f"base must be a CAM class such as GradCAM, not {base!r}")
+        self.base = base(model, layer, **options)
+        self.alpha = check_number("alpha", alpha)
+        if isinstance(comparisons, tuple):
+            if not comparisons or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in comparisons):
+                raise interpkit.InputError(f"comparisons must be ranks >= 1 (1 the nearest class), not {comparisons!r}")
+            self.ranks, self.fill = comparisons, False
+        else:
+            self.ranks, self.fill = tuple(range(1, check_int("comparisons", comparisons) + 1)), True
+
+    def explain(self, call: Call) -> interpkit.Explanation:
+        chosen = {}
+
+        def finer(output):
+            logits = class_scores(output)
+            selection = select_targets(call.target, output, len(logits))
+            if not selection.classes:
+                raise interpkit.TargetError("FinerCAM compares classes: give class indices, not neurons or a callable")
+            chosen["classes"] = classes = selection.indices  # (N, K)
+            return self.finer_scores(logits, classes)
+
+        found = self.base.explain(call.with_(target=finer))
+        return replace(found, targets=chosen["classes"], class_targets=True, method=self.name)
+
+    def finer_scores(self, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The Finer score (N, K) of each target class against its nearest classes."""
+        n, count = logits.shape
+        ranks = [r for r in self.ranks if r < count] if self.fill else list(self.ranks)
+        if not ranks or max(ranks) >= count:
+            raise interpkit.TargetError(f"FinerCAM compares with the classes at ranks {self.ranks}, but the model has "
+                                        f"{count} classes; choose ranks below {count}")
+        main = logits.gather(1, classes)  # (N, K)
+        distance = (logits.detach().unsqueeze(1) - main.detach().unsqueeze(2)).abs()  # (N, K, classes)
+        distance.scatter_(2, classes.unsqueeze(2), -1.0)  # the target is rank 0
+        nearest = distance.argsort(dim=2, stable=True)[:, :, ranks]  # (N, K, R)
+        others = logits.unsqueeze(1).expand(n, classes.shape[1], count).gather(2, nearest)
+        weights = logits.softmax(dim=1).unsqueeze(1).expand(n, classes.shape[1], count).gather(2, nearest)
+        return (weights * (main.unsqueeze(2) - self.alpha * others)).sum(2) / (weights.sum(2) + 1e-9)
+
+
+_SCALES = {"layer": 1e-6, "channel": 1e-7}  # the authors' code and pytorch-grad-cam add these to the span
+
+
+class FullGrad(interpkit.Explainer):
+    """FullGrad (Srinivas and Fleuret, 2019): ``psi(|dS/dx * x|) + sum_l sum_c psi(|dS/dz_l * b_l|)``
+    over the input and every bias of the network that lies on its grid: each convolution's bias
+    and each batch norm's effective bias ``beta - mu gamma / sqrt(var + eps)`` (1-D to 3-D),
+    times the gradient of the target's score with respect to that layer's output ``z_l``. ``psi``
+    takes the absolute value, min-max scales (``scale="layer"``: each layer's whole tensor, as the
+    authors' code; ``"channel"``: each channel alone, as pytorch-grad-cam), upsamples bilinearly
+    (``align_corners=False``; the authors' code uses True) and sums the channels. Biases off the
+    grid (linear layers) are not spatial and, as in the paper, not in the map. A module called
+    several times adds a term per call. Batch norms without running statistics have no fixed
+    bias and are refused."""
+
+    name = "fullgrad"
+    supports = frozenset({"1d", "2d", "3d", "several_inputs"})
+
+    def __init__(self, model, scale: str = "layer") -> None:
+        super().__init__(model)
+        if scale not in _SCALES:
+            raise interpkit.InputError(f"scale must be 'layer' or 'channel', not {scale!r}")
+        self.scale = scale
+
+    def explain(self, call: Call) -> interpkit.Explanation:
+        x = call.x.clone().requires_grad_(True)
+        grid = tuple(x.shape[2:])
+        biases = {module: bias for module in self.model.modules() if (bias := _effective_bias(module)) is not None}
+        linear = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None]
+        outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, bias) per call of a biased module
+
+        def record(module, _inputs, output):
+            if isinstance(module, torch.nn.Linear) and isinstance(output, torch.Tensor) and output.dim() > 2:
+                raise interpkit.LayerError(f"FullGrad places bias terms on the input's grid, but a Linear layer adds its "
+                                           f"bias at each of {output.shape[1]} positions (tokens), which it cannot place "
+                                           "there; FullGrad explains convolutional networks")
+            if isinstance(module, torch.nn.Linear):
+                return None  # a bias on (N, features) is not spatial: the paper leaves it out of the map
+            if isinstance(output, torch.Tensor) and output.dim() == x.dim() and output.requires_grad:
+                outputs.append((output, biases[module]))
+                return output.clone()  # an in-place op downstream must not change the tensor differentiated
+            return None
+
+        selection, _ = self.forward_with_targets(call.with_(x), mode=forward_hooks(list(biases) + linear, record))
+        gradients = per_target_gradients(selection.scores, [x] + [o for o, _ in outputs],
+                                                        selection.graph_elements)
+        maps = self.scaled(gradients[0] * x.detach().unsqueeze(1)).sum(dim=2)
+        for gradient, (output, bias) in zip(gradients[1:], outputs):
+            terms = gradient * bias.to(gradient.dtype).view(1, 1, -1, *[1] * len(grid))
+            maps = maps + upsample(self.scaled(terms).sum(dim=2), grid)
+        return self.result(maps, selection, interpkit.MapKind.INPUT_GRID)
+
+    def scaled(self, terms: torch.Tensor) -> torch.Tensor:
+        """``|terms|`` (N, K, C, *grid) min-max scaled per sample and target, over the whole
+        tensor or per channel."""
+        start = 2 if self.scale == "layer" else 3
+        flat = terms.abs().flatten(start)
+        shifted = flat - flat.amin(dim=-1, keepdim=True)
+        return (shifted / (shifted.amax(dim=-1, keepdim=True) + _SCALES[self.scale])).view_as(terms)
+
+
+def _effective_bias(module: torch.nn.Module) -> torch.Tensor | None:
+    """The constant a convolution or an eval-mode batch norm adds to each channel, or None."""
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        return None if module.bias is None else module.bias.detach()
+    if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        return None
+    if module.running_mean is None:
+        raise interpkit.InputError(f"FullGrad needs every batch norm's fixed bias, but {type(module).__name__} has no "
+                                   "running statistics (track_running_stats=False)")
+    scale = torch.rsqrt(module.running_var + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight.detach()
+    shift = -module.running_mean * scale
+    return shift if module.bias is None else shift + module.bias.detach()
+
+
+class RefineCAM(LayerExplainer):
+    """RefineCAM: the product of several layers' CAMs, each min-max scaled to [0, 1] at its
+    layer's resolution and upsampled to the input, scaled to [0, 1] again; the deep layers'
+    localisation denoises the shallow layers' detail. The layers' maps come from ``base``
+    (GradCAM++ by default, as pytorch-grad-cam's; any class of the family, built with
+    ``options``) in one forward and one batched backward. ``layer`` is a list; maps are always
+    upsampled and kept positive."""
+
+    name = "refinecam"
+
+    def __init__(self, model, layer=None, base: type = GradCAMPlusPlus, **options) -> None:
+        super().__init__(model, layer)
+        if not (isinstance(base, type) and issubclass(base, GradCAM)):
+            raise interpkit.InputError(f"base must be a CAM class such as GradCAMPlusPlus, not {base!r}")
+        for fixed in ("upsample", "relu"):
+            if options.get(fixed, True) is not True:
+                raise interpkit.InputError(f"RefineCAM multiplies upsampled positive maps; drop {fixed}=False")
+        self.base = base(model, layer, **options)
+
+    def explain(self, call: Call) -> interpkit.Explanation:
+        found = self.base.all_layer_gradients(call)
+        grid = tuple(call.x.shape[2:])
+        product = None
+        for layer in found:
+            scaled = upsample(normalize_maps(self.base.layer_map(call, layer).clamp_min(0), start_dim=2), grid)
+            product = scaled if product is None else product * scaled
+        return self.result(normalize_maps(product, start_dim=2), found[0].selection, interpkit.MapKind.INPUT_GRID,
+                           found[-1].layer)
 
 
 _KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")
@@ -402,5 +644,6 @@ class AblationCAM(_PerturbationCAM):
 @interpkit.hookimpl
 def interpkit_register_explainers(register):
     for cls in (GradCAMPlusPlus, LayerCAM, XGradCAM, HiResCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM,
-                GradCAMElementWise, SegEigenCAM, KPCACAM, SSCAM, ISCAM, SmoothGradCAMPlusPlus):
+                GradCAMElementWise, SegEigenCAM, KPCACAM, SSCAM, ISCAM, SmoothGradCAMPlusPlus,
+                ShapleyCAM, FinerCAM, FullGrad, RefineCAM):
         register(cls)

@@ -28,6 +28,7 @@ from interpkit.core import (
     Explanation,
     MapKind,
     TargetLike,
+    TargetSelection,
     check_flag,
     check_number,
     per_target_gradients,
@@ -294,28 +295,7 @@ class GenericAttention(AttentionRollout):
 
     def explain(self, call: Call) -> Explanation:
         inputs = call.x
-        weights: list[torch.Tensor] = []
-        errors: list[torch.Tensor] = []
-
-        def eager(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
-            recomputed, attention = _eager_attention(module, x, args, kwargs, output)
-            weights.append(attention)
-            errors.append(_relative_error(recomputed, output))
-            return recomputed
-
-        handles = [b.register_forward_hook(eager, with_kwargs=True) for b in self.blocks]
-        try:
-            selection, _ = self.forward_with_targets(call)
-        finally:
-            for handle in handles:
-                handle.remove()
-        worst = float(torch.stack(errors).max()) if errors else 0.0  # one sync for every block
-        if worst > 1e-3:
-            raise interpkit.LayerError(
-                f"an attention block's output recomputed with explicit weights differs from the model's by {worst:.2g} "
-                "(relative): the block does something beyond softmax(QK^T/sqrt(d))V that this method does not "
-                "recompute, so its gradients would not be the model's")
+        selection, weights, _ = self.forward_with_attention(call, self.blocks)
         gradients = per_target_gradients(selection.scores, weights, selection.graph_elements)
         n, k = selection.scores.shape
         tokens = weights[0].shape[-1]
@@ -328,6 +308,142 @@ class GenericAttention(AttentionRollout):
         if self.upsample:
             return self.result(upsample(maps.contiguous(), tuple(inputs.shape[2:])), selection, MapKind.INPUT_GRID)
         return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
+
+
+    def forward_with_attention(self, call: Call, blocks: list[nn.Module], layers: tuple[nn.Module, ...] = ()
+                               ) -> tuple[TargetSelection, list[torch.Tensor], list[torch.Tensor]]:
+        """One forward in which each of ``blocks`` computes its output from explicit attention
+        weights kept in the graph: the resolved targets, the weights (N, heads, T, T) of each
+        block in order, and the outputs of ``layers`` (their first tensor)."""
+        weights: list[torch.Tensor] = []
+        errors: list[torch.Tensor] = []
+        outputs: dict[nn.Module, torch.Tensor] = {}
+
+        def eager(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
+            recomputed, attention = _eager_attention(module, x, args, kwargs, output)
+            weights.append(attention)
+            errors.append(_relative_error(recomputed, output))
+            return recomputed
+
+        def keep(module: nn.Module, _args: tuple, output: Any) -> None:
+            outputs.setdefault(module, output[0] if isinstance(output, tuple) else output)
+
+        handles = [b.register_forward_hook(eager, with_kwargs=True) for b in blocks]
+        handles += [layer.register_forward_hook(keep) for layer in layers]
+        try:
+            selection, _ = self.forward_with_targets(call)
+        finally:
+            for handle in handles:
+                handle.remove()
+        worst = float(torch.stack(errors).max()) if errors else 0.0  # one sync for every block
+        if worst > 1e-3:
+            raise interpkit.LayerError(
+                f"an attention block's output recomputed with explicit weights differs from the model's by {worst:.2g} "
+                "(relative): the block does something beyond softmax(QK^T/sqrt(d))V that this method does not "
+                "recompute, so its gradients would not be the model's")
+        return selection, weights, [outputs[layer] for layer in layers]
+
+
+class LeGrad(GenericAttention):
+    """LeGrad (Bousselham et al., 2024): for each chosen transformer layer ``l``, its output
+    tokens are read out as the model reads its last layer's (``score_projection``: the final
+    norm, the pooling and the head), giving scores ``s^l``; the gradient of the target's
+    ``s^l`` with respect to the layer's attention weights ``A^l`` (N, heads, T, T), its positive
+    part averaged over heads and queries, is that layer's map over the key tokens, and the map
+    is the mean over the layers (patch tokens on the grid). ``layers`` chooses them: None for
+    all, an int ``k`` for the last ``k``, or a list of indices. The default ``score_projection``
+    knows torchvision's, timm's and HuggingFace's vision transformers and is checked to give
+    the model's own logits from its last layer; for any other model pass one (tokens (N, T, D)
+    to logits (N, classes)). torchcam 0.5 averages all tokens, class token included, before its
+    projection, where torchvision's model reads the class token; a test shows the difference.
+    Targets are classes: each layer's scores are read at the target's class. One backward per
+    layer (each layer has its own score)."""
+
+    name = "legrad"
+
+    def __init__(self, model: nn.Module, layers: int | list[int] | None = None, score_projection: Any = None,
+                 upsample: bool = True, layout: TokenGrid | None = None) -> None:
+        super().__init__(model, upsample=upsample, layout=layout)
+        count = len(self.blocks)
+        if layers is None:
+            chosen = list(range(count))
+        elif isinstance(layers, int) and not isinstance(layers, bool) and 1 <= layers <= count:
+            chosen = list(range(count - layers, count))
+        elif isinstance(layers, list) and layers and all(isinstance(i, int) and -count <= i < count for i in layers):
+            chosen = sorted({i % count for i in layers})
+        else:
+            raise interpkit.InputError(f"layers must be None, an int from 1 to {count} (the last ones) or a list of "
+                                       f"indices of the model's {count} attention blocks, not {layers!r}")
+        self.chosen = [self.blocks[i] for i in chosen]
+        self.outputs = tuple(_layer_of(self.model, block, self.blocks) for block in self.chosen)
+        self.checked = score_projection is None  # ours must reproduce the logits; a user's is theirs
+        self.last = _layer_of(self.model, self.blocks[-1], self.blocks)
+        if score_projection is not None and not callable(score_projection):
+            raise interpkit.InputError(f"score_projection must be a callable from tokens to logits, not {score_projection!r}")
+        self.score_projection = score_projection or _score_projection(self.model)
+
+    def explain(self, call: Call) -> Explanation:
+        inputs = call.x
+        selection, weights, outputs = self.forward_with_attention(call, self.chosen, self.outputs + (self.last,))
+        if not selection.classes:
+            raise interpkit.TargetError("LeGrad reads each layer's score of the target class: give class indices, "
+                                        "not a callable or neurons")
+        with torch.enable_grad():
+            if self.checked:
+                _check_projection(self.score_projection(outputs[-1]), selection)
+            maps = None
+            for attention, tokens in zip(weights, outputs):  # (N, H, T, T), (N, T, D)
+                scores = self.score_projection(tokens).gather(1, selection.indices)  # (N, K)
+                (gradient,) = per_target_gradients(scores, [attention], keep_graph=True)
+                layer_map = gradient.clamp_min(0).mean(dim=(2, 3))  # (N, K, T): heads and queries averaged
+                maps = layer_map if maps is None else maps + layer_map
+        assert maps is not None
+        n, k, tokens = maps.shape
+        prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
+        maps = (maps / len(weights))[:, :, prefix:prefix + int(torch.tensor(grid).prod())].reshape(n, k, *grid)
+        if self.upsample:
+            return self.result(upsample(maps.contiguous(), tuple(inputs.shape[2:])), selection, MapKind.INPUT_GRID)
+        return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
+
+
+def _layer_of(model: nn.Module, block: nn.Module, blocks: list[nn.Module]) -> nn.Module:
+    """The transformer layer around an attention module: its largest ancestor that holds no
+    other attention module (torchvision's EncoderBlock, timm's Block, HuggingFace's ViTLayer)."""
+    names = {module: name for name, module in model.named_modules()}
+    name = names[block]
+    others = [names[b] for b in blocks if b is not block]
+    parts = name.split(".")
+    for end in range(1, len(parts)):
+        prefix = ".".join(parts[:end])
+        if not any(other.startswith(prefix + ".") for other in others):
+            return model.get_submodule(prefix)
+    return block
+
+
+def _score_projection(model: nn.Module) -> Any:
+    """The model's own readout from its last layer's tokens to its logits."""
+    if hasattr(model, "encoder") and isinstance(getattr(model.encoder, "ln", None), nn.Module) and hasattr(model, "heads"):
+        return lambda tokens: model.heads(model.encoder.ln(tokens)[:, 0])  # torchvision
+    if callable(getattr(model, "forward_head", None)) and isinstance(getattr(model, "norm", None), nn.Module):
+        return lambda tokens: model.forward_head(model.norm(tokens))  # timm
+    vit = getattr(model, "vit", None)
+    if isinstance(getattr(vit, "layernorm", None), nn.Module) and isinstance(getattr(model, "classifier", None), nn.Module):
+        return lambda tokens: model.classifier(vit.layernorm(tokens)[:, 0])  # HuggingFace ViTForImageClassification
+    norm, head = getattr(model, "norm", None), getattr(model, "head", None)
+    if isinstance(norm, nn.Module) and isinstance(head, nn.Linear):
+        return lambda tokens: head(norm(tokens)[:, 0])  # a class token read through norm and head (checked)
+    raise interpkit.LayerError(f"LeGrad does not know how {type(model).__name__} reads its tokens into logits; pass "
+                               "score_projection, a callable from a layer's tokens (N, T, D) to logits (N, classes)")
+
+
+def _check_projection(logits: torch.Tensor, selection: TargetSelection) -> None:
+    """Refuse a readout that does not give the model's own scores from its last layer."""
+    mine = logits.detach().gather(1, selection.indices)
+    error = float((mine - selection.scores.detach()).abs().max() / selection.scores.detach().abs().max().clamp_min(1e-12))
+    if error > 1e-3:
+        raise interpkit.LayerError(f"LeGrad's readout of the last layer's tokens differs from the model's output by "
+                                   f"{error:.2g} (relative): the model reads its tokens another way; pass score_projection")
 
 
 def _eager_attention(module: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict,
@@ -376,3 +492,4 @@ def _relative_error(recomputed: Any, output: Any) -> torch.Tensor:
 def interpkit_register_explainers(register):
     register(AttentionRollout)
     register(GenericAttention)
+    register(LeGrad)
