@@ -2,7 +2,8 @@
 et al., 2021), XGradCAM (Fu et al., 2020), HiResCAM (Draelos and Carin, 2020), EigenCAM
 (Muhammad and Yeasin, 2020), EigenGradCAM, ScoreCAM (Wang et al., 2020), AblationCAM (Desai and
 Ramaswamy, 2020), and the variants pytorch-grad-cam and torchcam add (GradCAMElementWise, SegEigenCAM,
-KPCA-CAM, SSCAM, ISCAM, SmoothGrad-CAM++).
+KPCA-CAM, SSCAM, ISCAM, SmoothGrad-CAM++, ShapleyCAM, FinerCAM, FullGrad, RefineCAM) and Deep
+Feature Factorization (``deep_feature_factorization``).
 
 Each reuses interpkit's GradCAM entirely (layer choice, targets, one forward and one batched
 backward, ReLU, upsampling, ``eigen_smooth``, hook hygiene) and overrides only the weights of the
@@ -35,7 +36,9 @@ from interpkit.core import (
 )
 from interpkit.explainers import perturbed_scores, principal_projection, upsample
 
-__version__ = "0.2.0"
+from .factorization import Factorization, deep_feature_factorization, nmf  # noqa: F401 (published here)
+
+__version__ = "0.3.0"
 
 
 def _grid_sum(values: torch.Tensor) -> torch.Tensor:
