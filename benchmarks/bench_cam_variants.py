@@ -17,7 +17,7 @@ import copy
 import torch
 
 import interpkit
-from common import backward_to, machine, report, resnet18_batch, time_all
+from common import machine, report, resnet18_batch, time_all
 
 VARIANTS = ("gradcam_plus_plus", "layercam", "xgradcam", "hirescam", "eigencam", "eigengradcam",
             "gradcam_elementwise", "seg_eigencam", "kpca_cam", "finercam", "shapleycam")

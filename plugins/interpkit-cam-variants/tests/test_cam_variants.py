@@ -760,3 +760,27 @@ def test_refinecam_bad_options():
 @pytest.mark.parametrize("explainer", [ShapleyCAM, FullGrad, RefineCAM])
 def test_new_variants_conformance(explainer):
     check_explainer(explainer)
+
+
+def test_pytorch_grad_cams_epsilons_change_gradcam_plus_plus_and_xgradcam():
+    """GradCAM++: with resnet18's own small gradients pytorch-grad-cam's 1e-6 in the denominator
+    moves its map away from the paper's closed form, which interpkit computes. XGradCAM: a channel
+    whose activations sum to 0 (values of both signs) gets pytorch-grad-cam's weight
+    sum(G A) / 1e-7, which swamps every other channel; interpkit's weight there is 0."""
+    model, images, activations, gradients = _layer4_case()
+    mine = GradCAMPlusPlus(model, layer="layer4", upsample=False, relu=False)(images, target=[3, 7]).maps[:, 0]
+    squared, total = gradients.pow(2), activations.flatten(2).sum(-1)[..., None, None]
+    denominator = 2 * squared + total * gradients.pow(3)
+    alpha = torch.where(denominator != 0, squared / torch.where(denominator != 0, denominator, 1.0), 0.0)
+    paper = ((alpha * gradients.clamp_min(0)).flatten(2).sum(-1)[..., None, None] * activations).sum(1)
+    torch.testing.assert_close(mine, paper, rtol=1e-4, atol=1e-7)
+    theirs = _theirs("GradCAMPlusPlus", model, images, activations, gradients)
+    assert (theirs - paper).abs().max() > 1e-2 * paper.abs().max()
+
+    activation = torch.tensor([[[[1.0, -1.0], [2.0, -2.0]], [[1.0, 2.0], [3.0, 4.0]]]])  # channel 0 sums to 0
+    gradient = torch.tensor([[[[0.5, 0.1], [0.2, 0.3]], [[0.1, 0.2], [0.3, 0.4]]]])
+    weights = XGradCAM(torch.nn.Conv2d(1, 2, 1)).channel_weights(activation, gradient.unsqueeze(1))
+    assert weights[0, 0, 0] == 0 and torch.isclose(weights[0, 0, 1], torch.tensor(3.0 / 10))
+    peer = pytorch_grad_cam.XGradCAM(model=model, target_layers=[model.layer4])
+    their_weights = peer.get_cam_weights(None, None, None, activation.numpy(), gradient.numpy())
+    assert their_weights[0, 0] > 1e6
