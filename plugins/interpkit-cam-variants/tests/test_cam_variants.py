@@ -4,6 +4,7 @@ import torchvision
 
 import interpkit
 from interpkit import GradCAM
+from interpkit.explainers import upsample
 from interpkit.testing import check_explainer
 from interpkit_cam_variants import (
     ISCAM,
@@ -720,7 +721,7 @@ def test_fullgrad_on_a_3d_model_with_batch_norm_and_a_reused_convolution():
     authors = _authors_fullgrad(model, x, 2)  # its hooks see the reused convolution twice too
     assert ((mine - authors).abs().max() / authors.abs().max()) < 1e-5
     model.norm.track_running_stats, model.norm.running_mean, model.norm.running_var = False, None, None
-    with pytest.raises(interpkit.InputError, match="running statistics"):
+    with pytest.raises(interpkit.LayerError, match="running statistics"):  # named as the cause, batch or not
         FullGrad(model)(x)
     with pytest.raises(interpkit.InputError, match="scale"):
         FullGrad(model, scale="pixel")
@@ -784,3 +785,79 @@ def test_pytorch_grad_cams_epsilons_change_gradcam_plus_plus_and_xgradcam():
     peer = pytorch_grad_cam.XGradCAM(model=model, target_layers=[model.layer4])
     their_weights = peer.get_cam_weights(None, None, None, activation.numpy(), gradient.numpy())
     assert their_weights[0, 0] > 1e6
+
+
+def test_shapleycam_of_several_layers_is_each_layers_own():
+    """Each layer's Hessian product is its own (no cross-layer terms), whatever the layers' order,
+    and RefineCAM over ShapleyCAM multiplies the single-layer maps."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 5, 3, padding=1),
+                                torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(5, 3)).eval()
+    for parameter in model[0].parameters():
+        parameter.requires_grad_(False)
+    x = torch.randn(2, 3, 8, 8)
+    target = rest_target([1])
+    alone = [ShapleyCAM(model, layer=name, upsample=False, relu=False)(x, target=target).maps for name in ("0", "2")]
+    for order in (["0", "2"], ["2", "0"]):
+        both = ShapleyCAM(model, layer=order)(x, target=target)
+        for name, maps in zip(("0", "2"), alone):
+            position = both.layers.index(name)
+            expected = upsample(maps.clamp_min(0), (8, 8))
+            torch.testing.assert_close(both.layer_maps[:, :, position], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_shapleycam_refuses_a_once_differentiable_function_after_the_layer():
+    class Softplus(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.nn.functional.softplus(x)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * torch.sigmoid(x)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(Softplus.apply(self.conv(x)).mean(dim=(2, 3)))
+
+    with pytest.raises(interpkit.InputError, match="once_differentiable"):
+        ShapleyCAM(Model().eval(), layer="conv")(torch.randn(1, 3, 6, 6), target=rest_target([1]))
+
+
+def test_rest_target_per_sample_classes_refuse_another_batch():
+    scores = torch.randn(3, 4)
+    with pytest.raises(interpkit.TargetError, match="shared by"):
+        rest_target(torch.tensor([1, 2]))(scores)
+    for bad in ([True, 2], [[1], [2, 3]], torch.tensor([0.5])):
+        with pytest.raises(interpkit.TargetError):
+            rest_target(bad)
+
+
+def test_finercam_refuses_bases_that_score_copies_and_smoothgradcampp_keeps_a_callable_target():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 6)).eval()
+    for base in (ScoreCAM, AblationCAM, SSCAM, SmoothGradCAMPlusPlus):
+        with pytest.raises(interpkit.InputError, match="copies"):
+            FinerCAM(model, layer="0", base=base)
+    x = torch.randn(2, 3, 8, 8)
+    smooth = SmoothGradCAMPlusPlus(model, layer="0", samples=3)
+    torch.testing.assert_close(smooth(x, target=lambda out: out[:, 5]).maps, smooth(x, target=5).maps)
+
+
+def test_refinecam_equals_pytorch_grad_cam_on_layers_of_very_different_sizes():
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    images = torch.randn(2, 3, 64, 64)
+    mine = RefineCAM(model, ["layer1.0", "layer4"], base=GradCAM)(images, target=3).maps[:, 0]
+    peer = pytorch_grad_cam.RefineCAM(model, [model.layer1[0], model.layer4], base_method=pytorch_grad_cam.GradCAM)
+    theirs = torch.from_numpy(peer(images, targets=[ClassifierOutputTarget(3)] * 2)).float()
+    assert (mine - theirs).abs().max() < 1e-4

@@ -105,7 +105,9 @@ def test_factorization_reconstructs_a_planted_non_negative_product():
 def test_bad_input():
     model, images = _resnet()
     for bad in ({"components": 0}, {"tol": float("nan")}, {"head": 3}, {"init": (torch.ones(3), torch.ones(3))},
-                {"init": (-torch.ones(512, 5), torch.ones(5, 4))}, {"seed": -1}):
+                {"init": (-torch.ones(512, 5), torch.ones(5, 4))}, {"seed": -1}, {"joint": "yes"},
+                {"init": (torch.full((512, 5), float("nan")), torch.ones(5, 4))}, {"head": lambda c: [c]},
+                {"head": lambda c: {}["missing"]}):
         with pytest.raises(interpkit.InterpkitError):
             deep_feature_factorization(model, images, layer="layer4", **bad)
     with pytest.raises(interpkit.InputError, match="head could not score"):
@@ -114,3 +116,11 @@ def test_bad_input():
         deep_feature_factorization(model, images * float("nan"), layer="layer4")
     with pytest.raises(interpkit.LayerError):
         deep_feature_factorization(model, images, layer="nope")
+
+
+def test_choosing_the_layer_leaves_a_training_model_as_it_was():
+    model, images = _resnet()
+    model.train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    deep_feature_factorization(model, images, components=2)
+    assert model.training and all(torch.equal(before[name], value) for name, value in model.state_dict().items())

@@ -413,3 +413,42 @@ def test_legrad_refusals_and_conformance():
             return torch.randn(batch, 3, 16, 16, generator=generator)
 
     check_explainer(LeGrad, models={"TinyViT": TinyViT().train()})
+
+
+def test_legrad_reads_a_one_block_vit_at_its_block():
+    from torchcam.methods import LeGrad as TheirLeGrad
+
+    from interpkit_transformers import LeGrad
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+                                               mlp_dim=32, num_classes=5).eval()
+    torch.nn.init.normal_(vit.heads.head.weight)
+    torch.nn.init.normal_(vit.encoder.ln.weight)  # a final norm that is not the identity
+    images = torch.randn(2, 3, 32, 32)
+    own = LeGrad(vit, upsample=False)(images, target=1).maps  # the readout check passes: the block is read
+    assert own.shape == (2, 1, 4, 4)
+
+    def torchcams_readout(tokens):
+        return vit.heads(vit.encoder.ln(tokens.mean(dim=1)))
+
+    mine = LeGrad(vit, upsample=False, score_projection=torchcams_readout)(images, target=1).maps[:, 0]
+    with TheirLeGrad(vit, list(vit.encoder.layers)) as extractor:
+        theirs = extractor(1, vit(images), normalized=False)[0]
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                    hidden_size=16, intermediate_size=32, num_labels=3)
+    assert LeGrad(transformers.ViTForImageClassification(config).eval())(images, target=2).maps.shape == (2, 1, 32, 32)
+
+
+def test_legrad_refuses_a_readout_that_gives_no_logits():
+    from interpkit_transformers import LeGrad
+
+    vit = _small_torchvision_vit()
+    images = torch.randn(1, 3, 32, 32)
+    for readout in (lambda t: t[:, 0, 0], lambda t: t[:, 0, :2], lambda t: t[:, 0].detach()):
+        with pytest.raises(interpkit.InputError, match="score_projection"):
+            LeGrad(vit, score_projection=readout)(images, target=3)
+    with pytest.raises(interpkit.InputError):
+        LeGrad(vit, layers=[True])

@@ -87,12 +87,14 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         noise = torch.stack([self.std * torch.randn(inputs.shape[1:], generator=generator, device=inputs.device,
                                                     dtype=inputs.dtype) for _ in range(self.samples)])
         copies = (inputs.unsqueeze(0) + noise.unsqueeze(1)).flatten(0, 1)  # sample-major (S * N, ...)
-        targets = found.selection.indices.repeat(self.samples, 1)
+        # classes are pinned to the clean input's; a callable or neurons are the target itself on every copy
+        targets = found.selection.indices.repeat(self.samples, 1) if found.selection.classes else call.target
         moments = torch.zeros(3, *found.gradients.shape, dtype=found.gradients.dtype, device=inputs.device)
         per_forward = max(self.max_batch // n, 1) * n
         for first in range(0, len(copies), per_forward):
             part = slice(first, first + per_forward)
-            noisy = self.layer_gradients(call.with_(x=copies[part], target=targets[part]))
+            noisy = self.layer_gradients(call.with_(x=copies[part], target=targets[part] if found.selection.classes
+                                                    else targets))
             gradients = noisy.gradients.reshape(-1, *found.gradients.shape)  # (copies in part / N, N, K, C, *grid)
             for power in range(3):
                 moments[power] += gradients.pow(power + 1).sum(dim=0)
@@ -227,33 +229,67 @@ class ShapleyCAM(GradCAM):
         for k in range(selection.scores.shape[1]):
             gradients = torch.autograd.grad(selection.scores[:, k].sum(), outputs, create_graph=True,
                                             retain_graph=True, materialize_grads=True)
-            curved = [g for g in gradients if g.requires_grad]  # a constant gradient has no Hessian
-            products = iter(torch.autograd.grad(curved, outputs, grad_outputs=[o.detach() for o in outputs][:len(curved)],
-                                                retain_graph=True, allow_unused=True, materialize_grads=True)
-                            if curved else ())
-            columns.append([(g - 0.5 * next(products)).detach() if g.requires_grad else g.detach() for g in gradients])
+            column = []
+            for gradient, output in zip(gradients, outputs):  # each layer's own Hessian: no cross-layer terms
+                product = torch.zeros_like(output)
+                if gradient.requires_grad:  # a constant gradient has no Hessian
+                    _refuse_once_differentiable(gradient)
+                    (found,) = torch.autograd.grad(gradient, output, grad_outputs=output.detach(), retain_graph=True,
+                                                   allow_unused=True, materialize_grads=True)
+                    product = found
+                column.append((gradient - 0.5 * product).detach())
+            columns.append(column)
         return [torch.stack(parts, dim=1) for parts in zip(*columns)]
+
+
+def _refuse_once_differentiable(gradient: torch.Tensor) -> None:
+    """A custom Function marked once-differentiable leaves an ``Error`` node in the gradient's
+    graph, through which the Hessian would silently be 0."""
+    seen, stack = set(), [gradient.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in ("Error", "DelayedError"):
+            raise interpkit.InputError("ShapleyCAM needs second derivatives, but an op after the layer is a custom "
+                                       "autograd Function marked once_differentiable; use GradCAM")
+        stack.extend(next_node for next_node, _ in node.next_functions)
 
 
 def rest_target(classes):
     """The ReST score the ShapleyCAM paper explains, ``z_c - CE(z, c) = z_c + log softmax(z)_c``
-    for the model's logits ``z``: a callable target giving (N, K) scores for ``classes`` (an int,
-    a list of K ints for every sample, or a LongTensor (N,) or (N, K) per sample)."""
-    if isinstance(classes, bool) or not isinstance(classes, (int, list, tuple, torch.Tensor)):
-        raise interpkit.TargetError(f"rest_target takes class indices, not {classes!r}")
-    chosen = torch.as_tensor(classes)
-    if chosen.is_floating_point() or chosen.dim() > 2 or chosen.numel() == 0:
+    for the model's logits ``z``: a callable target giving (N, K) scores. ``classes`` is an int or
+    a list of K ints (the same for every sample), or a LongTensor (N,) or (N, K) of each sample's
+    classes, which only fits outputs of exactly those N samples."""
+    if isinstance(classes, torch.Tensor):
+        chosen = classes
+    elif isinstance(classes, int) and not isinstance(classes, bool):
+        chosen = torch.tensor([classes])
+    elif isinstance(classes, (list, tuple)) and classes and all(isinstance(c, int) and not isinstance(c, bool)
+                                                               for c in classes):
+        chosen = torch.tensor(list(classes))
+    else:
         raise interpkit.TargetError(f"rest_target takes an int, a list of ints or a LongTensor (N,) or (N, K), "
                                     f"not {classes!r}")
+    if chosen.is_floating_point() or chosen.dtype == torch.bool or chosen.dim() > 2 or chosen.numel() == 0:
+        raise interpkit.TargetError(f"rest_target takes integer classes, not {classes!r}")
+    per_sample = isinstance(classes, torch.Tensor)
 
     def score(output: torch.Tensor) -> torch.Tensor:
         if not isinstance(output, torch.Tensor) or output.dim() != 2:
             raise interpkit.TargetError("rest_target needs the model's logits (N, classes)")
         columns = chosen.to(output.device)
-        if columns.dim() < 2:
-            columns = columns.view(-1, 1) if tuple(columns.shape) == (len(output),) and isinstance(classes, torch.Tensor) \
-                else columns.view(1, -1).expand(len(output), -1)
-        if columns.shape[0] != len(output) or columns.min() < 0 or columns.max() >= output.shape[1]:
+        if per_sample:
+            columns = columns.view(-1, 1) if columns.dim() == 1 else columns
+            if len(columns) != len(output):
+                raise interpkit.TargetError(
+                    f"rest_target was given classes for {len(columns)} samples but scores an output of {len(output)} "
+                    "rows (samples explained one at a time, or perturbed copies); give a list of classes shared by "
+                    "every sample")
+        else:
+            columns = columns.view(1, -1).expand(len(output), -1)
+        if columns.min() < 0 or columns.max() >= output.shape[1]:
             raise interpkit.TargetError(f"rest_target's classes {classes!r} do not fit logits of shape "
                                         f"{tuple(output.shape)}")
         return (output + output.log_softmax(dim=1)).gather(1, columns)
@@ -277,8 +313,12 @@ class FinerCAM(LayerExplainer):
     def __init__(self, model, layer=None, base: type = GradCAM, alpha: float = 1.0,
                  comparisons: int | tuple[int, ...] = 3, **options) -> None:
         super().__init__(model, layer)
-        if not (isinstance(base, type) and issubclass(base, GradCAM)) or issubclass(base, FinerCAM):
+        if not (isinstance(base, type) and issubclass(base, GradCAM)):
             raise interpkit.InputError(f"base must be a CAM class such as GradCAM, not {base!r}")
+        if issubclass(base, (_PerturbationCAM, SmoothGradCAMPlusPlus)):
+            raise interpkit.InputError(f"FinerCAM chooses its comparison classes from the clean input's logits; "
+                                       f"{base.__name__} scores perturbed or noisy copies, on which they would be "
+                                       "chosen again; use a gradient CAM as base")
         self.base = base(model, layer, **options)
         self.alpha = check_number("alpha", alpha)
         if isinstance(comparisons, tuple):
@@ -386,7 +426,7 @@ def _effective_bias(module: torch.nn.Module) -> torch.Tensor | None:
     if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
         return None
     if module.running_mean is None:
-        raise interpkit.InputError(f"FullGrad needs every batch norm's fixed bias, but {type(module).__name__} has no "
+        raise interpkit.LayerError(f"FullGrad needs every batch norm's fixed bias, but {type(module).__name__} has no "
                                    "running statistics (track_running_stats=False)")
     scale = torch.rsqrt(module.running_var + module.eps)
     if module.weight is not None:
@@ -397,7 +437,8 @@ def _effective_bias(module: torch.nn.Module) -> torch.Tensor | None:
 
 class RefineCAM(LayerExplainer):
     """RefineCAM: the product of several layers' CAMs, each min-max scaled to [0, 1] at its
-    layer's resolution and upsampled to the input, scaled to [0, 1] again; the deep layers'
+    layer's resolution, upsampled to the input and scaled again (as pytorch-grad-cam), the
+    product scaled to [0, 1]; the deep layers'
     localisation denoises the shallow layers' detail. The layers' maps come from ``base``
     (GradCAM++ by default, as pytorch-grad-cam's; any class of the family, built with
     ``options``) in one forward and one batched backward. ``layer`` is a list; maps are always
@@ -420,6 +461,7 @@ class RefineCAM(LayerExplainer):
         product = None
         for layer in found:
             scaled = upsample(normalize_maps(self.base.layer_map(call, layer).clamp_min(0), start_dim=2), grid)
+            scaled = normalize_maps(scaled, start_dim=2)  # in [0, 1] again after the interpolation
             product = scaled if product is None else product * scaled
         return self.result(normalize_maps(product, start_dim=2), found[0].selection, interpkit.MapKind.INPUT_GRID,
                            found[-1].layer)

@@ -15,6 +15,7 @@ from interpkit.core import (
     LayerExplainer,
     capture_outputs,
     check_finite,
+    check_flag,
     check_int,
     check_number,
     check_seed,
@@ -60,7 +61,7 @@ def deep_feature_factorization(model: torch.nn.Module, inputs: Any, layer: Any =
     reproducing another library's draws. ``head`` maps concept embeddings (R, C) to class scores
     (pytorch-grad-cam's ``computation_on_concepts``, e.g. a ResNet's ``fc``)."""
     components, max_iter = check_int("components", components), check_int("max_iter", max_iter)
-    tol, seed = check_number("tol", tol), check_seed(seed)
+    tol, seed, joint = check_number("tol", tol), check_seed(seed), check_flag("joint", joint)
     if head is not None and not callable(head):
         raise interpkit.InputError(f"head must be a callable from concepts (R, C) to scores, not {head!r}")
     activation, name, input_grid = _activation(model, inputs, layer)  # (N, C, *grid)
@@ -80,13 +81,25 @@ def deep_feature_factorization(model: torch.nn.Module, inputs: Any, layer: Any =
     maps = upsample(normalize_maps(h.view(n, components, *grid), start_dim=2).float(), input_grid)
     scores = None
     if head is not None:
-        try:
-            with torch.no_grad():
-                scores = head(concepts.transpose(1, 2).reshape(n * components, channels)).reshape(n, components, -1)
-        except (RuntimeError, ValueError, TypeError) as error:
-            raise interpkit.InputError(f"head could not score the concepts, embeddings of shape ({components}, "
-                                       f"{channels}) over layer '{name}''s channels: {error}") from error
+        scores = _head_scores(head, concepts, name)
     return Factorization(maps, concepts.contiguous(), scores, name, iterations)
+
+
+def _head_scores(head: Callable[[torch.Tensor], torch.Tensor], concepts: torch.Tensor, layer: str) -> torch.Tensor:
+    """``head`` of every concept (N, C, R) as scores (N, R, classes)."""
+    n, channels, components = concepts.shape
+    problem = None
+    try:
+        with torch.no_grad():
+            scores = head(concepts.transpose(1, 2).reshape(n * components, channels))
+        if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or len(scores) != n * components:
+            problem = f"it returned {type(scores).__name__} {tuple(getattr(scores, 'shape', ()))}, not scores (R, classes)"
+    except Exception as error:  # the user's callable: whatever it raises is reported as bad input
+        problem = f"{type(error).__name__}: {error}"
+    if problem is not None:
+        raise interpkit.InputError(f"head could not score the concepts, embeddings of shape ({components}, {channels}) "
+                                   f"over layer '{layer}''s channels ({problem})")
+    return scores.reshape(n, components, -1)
 
 
 def nmf(x: torch.Tensor, w: torch.Tensor, h: torch.Tensor, max_iter: int = 200, tol: float = 1e-4
@@ -142,8 +155,8 @@ def _starts(init, seed: int, channels: int, positions: int, components: int, dev
             or tuple(init[0].shape) != (channels, components) or tuple(init[1].shape) != (components, positions)):
         raise interpkit.InputError(f"init must be a pair of tensors W {(channels, components)} and H "
                                    f"{(components, positions)}")
-    if bool((init[0] < 0).any()) or bool((init[1] < 0).any()):
-        raise interpkit.InputError("init must be non-negative")
+    if not all(bool(torch.isfinite(t).all()) and bool((t >= 0).all()) for t in init):
+        raise interpkit.InputError("init must be finite and non-negative")
     return init[0].to(device, torch.float64), init[1].to(device, torch.float64)
 
 
@@ -152,12 +165,13 @@ def _activation(model: torch.nn.Module, inputs: Any, layer: Any) -> tuple[torch.
     name and the input's grid."""
     reader = LayerExplainer(model, layer)
     prepared = model_inputs(inputs, reader.model)
-    choices = reader.resolve(Call(prepared))
-    if len(choices) != 1:
-        raise interpkit.LayerError(f"deep feature factorization reads one layer; got {len(choices)}")
-    choice = choices[0]
-    with evaluation(reader.model), torch.no_grad(), capture_outputs([choice.module], for_gradients=False) as captured:
-        prepared.run(reader.model)
+    with evaluation(reader.model):  # choosing a layer runs the model too
+        choices = reader.resolve(Call(prepared))
+        if len(choices) != 1:
+            raise interpkit.LayerError(f"deep feature factorization reads one layer; got {len(choices)}")
+        choice = choices[0]
+        with torch.no_grad(), capture_outputs([choice.module], for_gradients=False) as captured:
+            prepared.run(reader.model)
     activation = choice.grid(captured.output(choice.module, choice.name), tuple(prepared.primary.shape[2:]))
     check_finite(activation=activation)
     return activation, choice.name, tuple(prepared.primary.shape[2:])

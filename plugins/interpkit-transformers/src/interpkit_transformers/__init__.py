@@ -370,7 +370,8 @@ class LeGrad(GenericAttention):
             chosen = list(range(count))
         elif isinstance(layers, int) and not isinstance(layers, bool) and 1 <= layers <= count:
             chosen = list(range(count - layers, count))
-        elif isinstance(layers, list) and layers and all(isinstance(i, int) and -count <= i < count for i in layers):
+        elif isinstance(layers, list) and layers and all(isinstance(i, int) and not isinstance(i, bool)
+                                                         and -count <= i < count for i in layers):
             chosen = sorted({i % count for i in layers})
         else:
             raise interpkit.InputError(f"layers must be None, an int from 1 to {count} (the last ones) or a list of "
@@ -391,10 +392,10 @@ class LeGrad(GenericAttention):
                                         "not a callable or neurons")
         with torch.enable_grad():
             if self.checked:
-                _check_projection(self.score_projection(outputs[-1]), selection)
+                _check_projection(_read_out(self.score_projection, outputs[-1], selection), selection)
             maps = None
             for attention, tokens in zip(weights, outputs):  # (N, H, T, T), (N, T, D)
-                scores = self.score_projection(tokens).gather(1, selection.indices)  # (N, K)
+                scores = _read_out(self.score_projection, tokens, selection)  # (N, K)
                 (gradient,) = per_target_gradients(scores, [attention], keep_graph=True)
                 layer_map = gradient.clamp_min(0).mean(dim=(2, 3))  # (N, K, T): heads and queries averaged
                 maps = layer_map if maps is None else maps + layer_map
@@ -408,17 +409,21 @@ class LeGrad(GenericAttention):
 
 
 def _layer_of(model: nn.Module, block: nn.Module, blocks: list[nn.Module]) -> nn.Module:
-    """The transformer layer around an attention module: its largest ancestor that holds no
-    other attention module (torchvision's EncoderBlock, timm's Block, HuggingFace's ViTLayer)."""
+    """The transformer layer around an attention module: its outermost ancestor that is an item
+    of a Sequential or ModuleList and holds no other attention module (torchvision's
+    EncoderBlock, timm's Block, HuggingFace's ViTLayer); without such an ancestor, the outermost
+    holding no other attention module where there are several, else the attention module itself
+    (the readout check then refuses what is not the model's layer)."""
     names = {module: name for name, module in model.named_modules()}
-    name = names[block]
+    parts = names[block].split(".")
     others = [names[b] for b in blocks if b is not block]
-    parts = name.split(".")
-    for end in range(1, len(parts)):
-        prefix = ".".join(parts[:end])
-        if not any(other.startswith(prefix + ".") for other in others):
+    alone = [".".join(parts[:end]) for end in range(1, len(parts))
+             if not any(other.startswith(".".join(parts[:end]) + ".") for other in others)]
+    for prefix in alone:
+        parent = model.get_submodule(prefix.rpartition(".")[0]) if "." in prefix else model
+        if isinstance(parent, (nn.Sequential, nn.ModuleList)):
             return model.get_submodule(prefix)
-    return block
+    return model.get_submodule(alone[0]) if alone and others else block
 
 
 def _score_projection(model: nn.Module) -> Any:
@@ -437,9 +442,24 @@ def _score_projection(model: nn.Module) -> Any:
                                "score_projection, a callable from a layer's tokens (N, T, D) to logits (N, classes)")
 
 
-def _check_projection(logits: torch.Tensor, selection: TargetSelection) -> None:
+def _read_out(projection: Any, tokens: torch.Tensor, selection: TargetSelection) -> torch.Tensor:
+    """The targets' scores (N, K) read out of a layer's tokens; a readout that does not give
+    logits (N, classes) in the graph is refused."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
+        raise interpkit.LayerError("LeGrad reads a layer's tokens (N, T, D); this layer returns something else")
+    logits = projection(tokens)
+    n, wanted = selection.indices.shape[0], int(selection.indices.max()) + 1
+    if (not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != n or logits.shape[1] < wanted
+            or not logits.requires_grad):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise interpkit.InputError(f"score_projection must map tokens (N, T, D) to logits (N, classes) that depend on "
+                                   f"them, with the target's class among them; it gave {shape} for N = {n}")
+    return logits.gather(1, selection.indices)
+
+
+def _check_projection(mine: torch.Tensor, selection: TargetSelection) -> None:
     """Refuse a readout that does not give the model's own scores from its last layer."""
-    mine = logits.detach().gather(1, selection.indices)
+    mine = mine.detach()
     error = float((mine - selection.scores.detach()).abs().max() / selection.scores.detach().abs().max().clamp_min(1e-12))
     if error > 1e-3:
         raise interpkit.LayerError(f"LeGrad's readout of the last layer's tokens differs from the model's output by "
