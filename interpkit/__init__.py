@@ -72,6 +72,8 @@ def __getattr__(name: str) -> Any:
     """Explainer classes from plugins are importable by class name: ``from interpkit import X``."""
     if name in _SUBMODULES:  # not imported yet: import it, as ``import interpkit.name`` would
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "view":  # the viewer draws with OpenCV: imported when first asked for
+        return importlib.import_module(f"{__name__}.viewer").view
     if name.startswith("_"):
         raise AttributeError(f"module 'interpkit' has no attribute '{name}'")
     for cls in _registry().entries["explainers"].values():
@@ -89,5 +91,5 @@ __all__ = [
     "__version__",
     "MapStore", "explain", "explain_dataset", "feature_maps", "read_store",
     "get_explainer", "get_metric", "get_model", "get_weights", "hookimpl", "layer_table", "list_explainers",
-    "list_metrics", "list_models", "receptive_field", "top_patches", "Visualisation", "visualise",
+    "list_metrics", "list_models", "receptive_field", "top_patches", "Visualisation", "view", "visualise",
 ]

@@ -156,7 +156,7 @@ LAYERS = {
     "interpkit.analysis": 2, "interpkit.explainers": 2, "interpkit.zoo": 2,
     "interpkit.metrics": 3, "interpkit.dataset": 3, "interpkit.viz": 3, "interpkit.registry": 3,
     "interpkit.train": 3, "interpkit.testing": 3,
-    "interpkit.report": 4, "interpkit.cli": 4,
+    "interpkit.report": 4, "interpkit.viewer": 4, "interpkit.cli": 4,
     "interpkit": 4, "interpkit.__main__": 5,  # the package's own names: the public API over layers 0-3
 }
 

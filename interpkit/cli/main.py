@@ -40,6 +40,18 @@ def _plugins(_args: argparse.Namespace) -> None:
             print(f"  {source}: {reason}")
 
 
+def _view(args: argparse.Namespace) -> None:
+    from ..viewer import serve, write_site
+
+    if args.stores:
+        page = write_site(args.stores, args.out, progress=not args.no_progress)
+        print(f"viewer written to {page}")
+    elif not args.serve:
+        raise InputError("give one or more stores to view, or --serve to serve an existing viewer")
+    if args.serve:
+        serve(args.out, args.port)
+
+
 def _zoo(_args: argparse.Namespace) -> None:
     from ..registry import get_weights, list_models
 
@@ -268,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backbone", default="IMAGENET1K_V1", help="VGG19 ImageNet weights: IMAGENET1K_V1 or a file")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=_train)
+
+    view = commands.add_parser("view", help="a browsable static site over explained-dataset stores")
+    view.add_argument("stores", nargs="*", help="store folders written by 'interpkit explain --data' (same data)")
+    view.add_argument("--out", required=True, help="folder for the site (index.html opens from disk)")
+    view.add_argument("--serve", action="store_true", help="then serve it on http://127.0.0.1:PORT/")
+    view.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000)")
+    view.add_argument("--no-progress", action="store_true", help="no progress bar")
+    view.set_defaults(run=_view)
 
     commands.add_parser("zoo", help="list zoo models and their weights").set_defaults(run=_zoo)
     commands.add_parser("plugins", help="list plugins, their explainers, and failures").set_defaults(run=_plugins)
