@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -66,6 +67,7 @@ class Page:
     figures: dict[str, Any] = field(default_factory=dict)
     vgg: dict[str, Any] = field(default_factory=dict)
     units: list[dict[str, str]] = field(default_factory=list)
+    viewer: dict[str, Any] = field(default_factory=dict)
     study: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -117,6 +119,7 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     steps += [partial(_choose_best, page), partial(_feature_maps, build)]
     steps += [partial(_best_section, section, build)
               for section in (_patches, _guided, _gradcam, _faithfulness)]
+    steps.append(partial(_test_split_viewer, build))
     steps += [partial(_units, build, n) for n in cnns]
     steps.append(partial(_vgg, build, any(n in TASK2 for n in names)))
     for step in tqdm(steps, desc="report", unit="step", disable=not progress):
@@ -309,6 +312,24 @@ def _empty_predictions(maps: torch.Tensor, signed: torch.Tensor, probabilities: 
                           "strongest": classes[int(maps[i].flatten(1).amax(1).argmax())],
                           "positive": f"{float((before > 0).float().mean()):.0%}"})
     return found
+
+
+def _test_split_viewer(build: _Build) -> None:
+    """The best CNN's GradCAM of every test image into a store, with deletion scores, and the
+    viewer over it (written fresh beside the page, so a rerun never resumes another model's store)."""
+    subject = build.best()
+    store, site = build.out / "test-split-store", build.out / "viewer"
+    for folder in (store, site):
+        if folder.exists():
+            shutil.rmtree(folder)
+    dataset = caltech5("test", transform=subject.transform, root=build.data_dir)
+    explained = interpkit.explain_dataset(interpkit.GradCAM(subject.model), dataset, store, metrics=["deletion"],
+                                          batch_size=50, progress=False)
+    interpkit.view([explained], site, progress=False)
+    labels, predictions = explained.array("labels"), explained.array("predictions")
+    build.page.viewer = {"href": "viewer/index.html", "samples": len(explained), "model": subject.name,
+                         "wrong": int((labels != predictions).sum()), "store": store.name,
+                         "wrong_href": "viewer/index.html#correct=wrong&sort=0%3Ametric%3Adeletion&direction=desc"}
 
 
 UNIT_CHANNELS = 8  # channels of each CNN's last convolution shown with their patches and visualisations

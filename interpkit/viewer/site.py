@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,14 +54,18 @@ def write_site(stores: Sequence[str | Path | MapStore], out: str | Path, progres
     root = Path(out)
     record = _open_out(root)
     files = opened[0].files
-    todo = [_pending(record, key, files, len(opened[0]), root) for key in _keys(opened)]
+    keys = _keys(opened)
+    todo = [_pending(record, key, files, len(opened[0]), root) for key in keys]
     total = sum(len(indices) for indices in todo)
     with tqdm(total=total, desc="viewer", unit="image", disable=not progress or total == 0) as bar:
-        for number, (store, indices) in enumerate(zip(opened, todo)):
-            _render(store, number, indices, root, write_images=number == 0, bar=bar)
+        for number, (store, key, indices) in enumerate(zip(opened, keys, todo)):
+            known = _known_concentration(record, key, len(store), set(indices))
+            known.update(_render(store, number, indices, root, write_images=number == 0, bar=bar))
+            columns[number]["concentration"] = _floats(np.array([known[i] for i in range(len(store))], np.float64))
     _write_data(root, opened, columns)
     rendered: list[str | None] = list(files) if files else [None] * len(opened[0])
-    record["stores"] = {key: {"files": rendered} for key in _keys(opened)}
+    record["stores"] = {key: {"files": rendered, "concentration": values["concentration"]}
+                        for key, values in zip(keys, columns)}
     with replacing(root / RECORD) as temporary:
         temporary.write_text(json.dumps(record))
     for asset in ("viewer.js", "viewer.css", "index.html"):  # the page last: it appears whole
@@ -68,12 +74,28 @@ def write_site(stores: Sequence[str | Path | MapStore], out: str | Path, progres
     return root / "index.html"
 
 
+def _shard_maps(store: MapStore):
+    """Each shard's maps (n, K, H, W), memory-mapped, with the index of its first sample."""
+    size = int(store.manifest["shard_size"])
+    for shard in range(-(-len(store) // size)):
+        maps = store.shard_array("maps", shard)
+        if maps.ndim == 2 and maps.shape[1] == 0:  # every sample of the shard failed: nothing to draw
+            maps = np.full((len(maps), 1, LONGEST, LONGEST), np.nan, np.float32)
+        if maps.ndim != 4:
+            raise InputError(f"the viewer shows maps over images (N, K, H, W); {store.path} holds maps of shape "
+                             f"{maps.shape[1:]} per sample")
+        yield shard * size, maps
+
+
+def _known_concentration(record: dict[str, Any], key: str, length: int, pending: set[int]) -> dict[int, float]:
+    """The concentrations an earlier run recorded for the samples not rendered again."""
+    before = record["stores"].get(key, {}).get("concentration", [])
+    return {i: np.nan if i >= len(before) or before[i] is None else float(before[i])
+            for i in range(length) if i not in pending}
+
+
 def _columns(store: MapStore) -> dict[str, Any]:
     """The per-sample values the page filters and sorts by, as JSON-ready lists."""
-    maps = store.maps
-    if maps.ndim != 4:
-        raise InputError(f"the viewer shows maps over images (N, K, H, W); {store.path} holds maps of shape "
-                         f"{maps.shape}")
     valid = store.array("valid").astype(bool)
     probabilities = store.array("probabilities")
     columns: dict[str, Any] = {
@@ -83,8 +105,6 @@ def _columns(store: MapStore) -> dict[str, Any]:
         "valid": valid.tolist(),
         "target": _ints(store.array("targets")[:, 0]) if store.array("targets").shape[1] else [None] * len(store),
         "score": _floats(store.array("scores")[:, 0]) if store.array("scores").shape[1] else [None] * len(store),
-        "concentration": _floats(concentration(maps[:, 0] if maps.shape[1] else np.full(maps.shape[:1] + maps.shape[2:],
-                                                                                       np.nan, np.float32))),
     }
     for name in store.manifest.get("metrics") or []:
         columns[f"metric:{name}"] = _floats(store.metric(name))
@@ -92,16 +112,18 @@ def _columns(store: MapStore) -> dict[str, Any]:
     return columns
 
 
-def concentration(maps: np.ndarray) -> np.ndarray:
+def concentration(maps: Any) -> np.ndarray:
     """How concentrated each map (N, H, W) is: the share of its positive mass in its top 10 % of
-    positions (0.1 for a flat map, 1 for a map whose mass all lies there); NaN for failed maps."""
-    flat = np.clip(np.nan_to_num(np.asarray(maps, dtype=np.float64).reshape(len(maps), -1), nan=0.0), 0, None)
+    positions (0.1 for a flat map, 1 for a map whose mass all lies there); NaN for failed maps
+    (all NaN) and maps with no positive mass."""
+    flat = torch.as_tensor(np.asarray(maps, dtype=np.float32)).flatten(1)
+    failed = flat.isnan().all(dim=1)
+    flat = flat.nan_to_num(0.0).clamp_min(0)
     top = max(1, flat.shape[1] // 10)
-    mass = flat.sum(axis=1)
-    heaviest = -np.partition(-flat, top - 1, axis=1)[:, :top].sum(axis=1)
-    share = np.divide(heaviest, mass, out=np.full(len(flat), np.nan), where=mass > 0)
-    failed = np.isnan(np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)).all(axis=1)
-    return np.where(failed, np.nan, share)
+    mass = flat.sum(dim=1)
+    heaviest = flat.topk(top, dim=1, sorted=False).values.sum(dim=1)
+    share = torch.where(mass > 0, heaviest / torch.where(mass > 0, mass, 1.0), torch.nan)
+    return torch.where(failed, torch.nan, share).double().numpy()
 
 
 def _ints(values: np.ndarray) -> list[int | None]:
@@ -153,27 +175,42 @@ def _pending(record: dict[str, Any], key: str, files: list[str] | None, length: 
     before = record["stores"].get(key, {}).get("files", [])
     number = key.split(":")[0]
     current: list[str | None] = list(files) if files else [None] * length
-    return [i for i in range(length)
-            if i >= len(before) or before[i] != current[i] or not (root / "maps" / number / f"{i:06d}.jpg").is_file()]
+    folders = [root / "maps" / number] + ([root / "images"] if number == "0" else [])
+    present = [{p.name for p in folder.glob("*.jpg")} if folder.is_dir() else set() for folder in folders]
+    return [i for i in range(length) if i >= len(before) or before[i] != current[i]
+            or any(f"{i:06d}.jpg" not in names for names in present)]
 
 
-def _render(store: MapStore, number: int, indices: list[int], root: Path, write_images: bool, bar: tqdm) -> None:
-    """Each sample's first map over its image (and the image alone, once for all stores)."""
+def _render(store: MapStore, number: int, indices: list[int], root: Path, write_images: bool, bar: tqdm
+            ) -> dict[int, float]:
+    """Each sample's first map over its image (and the image alone, once for all stores), shard
+    by shard so that only one shard's maps are read at a time; returns their concentrations."""
     files = store.files
-    maps = store.maps
-    for first in range(0, len(indices), BATCH):
-        chosen = indices[first:first + BATCH]
-        planes = np.nan_to_num(np.asarray(maps[chosen, :1], dtype=np.float32))  # (B, 1, H, W); failed: zeros
-        height, width = _size(planes.shape[-2:])
-        images = np.stack([_image(files[i] if files else None, height, width) for i in chosen])
-        heat = torch.from_numpy(planes)
-        overlays = overlay_maps(torch.nn.functional.interpolate(heat, size=(height, width), mode="bilinear",
-                                                                align_corners=False), images)[:, 0]
-        for position, index in enumerate(chosen):
-            if write_images:
-                _write_jpeg(root / "images" / f"{index:06d}.jpg", images[position])
-            _write_jpeg(root / "maps" / str(number) / f"{index:06d}.jpg", overlays[position])
-        bar.update(len(chosen))
+    pending = set(indices)
+    found: dict[int, float] = {}
+    for folder in ("images", f"maps/{number}"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    # OpenCV's reading, resizing and encoding release the GIL: one thread per core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start, maps in _shard_maps(store):
+            mine = [i for i in range(start, start + len(maps)) if i in pending]
+            for first in range(0, len(mine), BATCH):
+                chosen = mine[first:first + BATCH]
+                rows = (slice(chosen[0] - start, chosen[-1] - start + 1) if chosen[-1] - chosen[0] == len(chosen) - 1
+                        else [i - start for i in chosen])  # a slice of the memory map reads far faster
+                planes = torch.from_numpy(np.array(maps[rows, :1], dtype=np.float32))  # a copy: the map is read-only
+                found.update(zip(chosen, concentration(planes[:, 0]).tolist()))
+                height, width = _size((int(planes.shape[-2]), int(planes.shape[-1])))
+                images = np.stack(list(pool.map(lambda i: _image(files[i] if files else None, height, width), chosen)))
+                heat = torch.nn.functional.interpolate(planes.nan_to_num_(0.0), size=(height, width), mode="bilinear",
+                                                       align_corners=False)  # a failed map is drawn as zeros
+                overlays = overlay_maps(heat, images)[:, 0]
+                writes = [(root / "maps" / str(number) / f"{index:06d}.jpg", overlays[k]) for k, index in enumerate(chosen)]
+                if write_images:
+                    writes += [(root / "images" / f"{index:06d}.jpg", images[k]) for k, index in enumerate(chosen)]
+                list(pool.map(lambda job: _write_jpeg(*job), writes))
+                bar.update(len(chosen))
+    return found
 
 
 def _size(grid: tuple[int, int]) -> tuple[int, int]:
@@ -193,11 +230,18 @@ def _image(file: str | None, height: int, width: int) -> np.ndarray:
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    """Encode and write beside, then rename: a reader sees the old image or the new, never half
+    (a plain temporary name: mkstemp per image cost as much as the encoding)."""
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
     if not ok:
         raise InputError(f"could not encode an image of shape {rgb.shape} as JPEG")
-    with replacing(path) as temporary:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
         temporary.write_bytes(data.tobytes())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _write_data(root: Path, stores: list[MapStore], columns: list[dict[str, Any]]) -> None:

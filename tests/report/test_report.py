@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import interpkit
+from interpkit import read_store
 from interpkit.report import build_report
 
 pytestmark = pytest.mark.slow  # subprocesses of the command line and the whole report
@@ -49,6 +50,9 @@ def test_every_part_of_the_study_is_there(report):
     os.umask(mask)
     assert {p.stat().st_mode & 0o777 for p in report.rglob("*") if p.is_file()} == {0o666 & ~mask}
     assert "93.0%" in html  # the study's VGG19 test accuracy, beside ours
+    assert 'id="dataset"' in html and 'href="viewer/index.html"' in html  # the test split's viewer, linked
+    assert (report / "viewer" / "index.html").is_file() and len(list((report / "viewer" / "maps" / "0").glob("*.jpg"))) == 100
+    assert len(read_store(report / "test-split-store")) == 100
 
 
 def test_a_reader_is_told_what_the_figures_show(report):

@@ -269,3 +269,31 @@ def test_the_page_in_chromium(stores, viewer, browser, tmp_path):
     assert errors == []
     server.shutdown()
     server.server_close()
+
+
+def test_a_shard_where_every_sample_failed_and_data_without_files(tmp_path):
+    """Shards of (n, 0) maps (every sample failed) are drawn blank and marked failed; data that
+    is not files gets grey images."""
+    from interpkit.dataset.store import FORMAT, write_shard
+
+    root = tmp_path / "store"
+    root.mkdir()
+    manifest = {"format": FORMAT, "dataset": {"length": 4}, "shard_size": 2, "metrics": [],
+                "explainer": {"name": "gradcam"}, "model": {"class": "Net"}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    good = {"maps": np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32), "targets": np.zeros((2, 1), int),
+            "scores": np.ones((2, 1), np.float32), "predictions": np.array([0, 1]), "probabilities": np.array([0.9, 0.8]),
+            "labels": np.array([0, 0]), "valid": np.array([True, True])}
+    failed = {"maps": np.zeros((2, 0), np.float32), "targets": np.zeros((2, 0), int), "scores": np.zeros((2, 0), np.float32),
+              "predictions": np.array([-1, -1]), "probabilities": np.array([np.nan, np.nan]), "labels": np.array([1, 1]),
+              "valid": np.array([False, False])}
+    write_shard(root, 0, 2, good, [])
+    write_shard(root, 2, 4, failed, [{"index": 2, "reason": "unreadable"}, {"index": 3, "reason": "unreadable"}])
+    page = write_site([root], tmp_path / "site", progress=False)
+    text = (page.parent / "data" / "store-0.js").read_text()
+    columns = json.loads(text[text.index("(") + 1:text.rindex(")")])["columns"]
+    assert columns["valid"] == [True, True, False, False] and columns["failure"]["3"] == "unreadable"
+    assert columns["concentration"][2] is None and columns["prediction"][2] is None
+    grey = cv2.imread(str(page.parent / "images" / "000000.jpg"))
+    assert grey.shape == (8, 8, 3) and np.abs(grey.astype(int) - 128).max() <= 2
+    assert cv2.imread(str(page.parent / "maps" / "0" / "000003.jpg")).shape == (224, 224, 3)
