@@ -103,9 +103,10 @@ def _columns(store: MapStore) -> dict[str, Any]:
         "prediction": _ints(store.array("predictions")),
         "confidence": _floats(probabilities),
         "valid": valid.tolist(),
-        "target": _ints(store.array("targets")[:, 0]) if store.array("targets").shape[1] else [None] * len(store),
-        "score": _floats(store.array("scores")[:, 0]) if store.array("scores").shape[1] else [None] * len(store),
     }
+    for name, column, convert in (("targets", "target", _ints), ("scores", "score", _floats)):
+        values = store.array(name)  # (N, K): the first target's
+        columns[column] = convert(values[:, 0]) if values.shape[1] else [None] * len(store)
     for name in store.manifest.get("metrics") or []:
         columns[f"metric:{name}"] = _floats(store.metric(name))
     columns["failure"] = {str(f["index"]): str(f.get("reason", "")) for f in store.failures}
@@ -167,7 +168,10 @@ def _open_out(root: Path) -> dict[str, Any]:
         return {"stores": {}}  # a damaged record: everything is rendered again
     if root.exists() and any(root.iterdir()):
         raise InputError(f"{root} is not empty and holds no viewer; give an empty or new folder")
-    return {"stores": {}}
+    fresh: dict[str, Any] = {"stores": {}}
+    with replacing(root / RECORD) as temporary:  # first: an interrupted first run leaves a folder a rerun resumes
+        temporary.write_text(json.dumps(fresh))
+    return fresh
 
 
 def _pending(record: dict[str, Any], key: str, files: list[str] | None, length: int, root: Path) -> list[int]:
