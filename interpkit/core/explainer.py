@@ -77,6 +77,9 @@ class Explainer:
     #: the kinds of model it explains ('1d', '2d', '3d' inputs, 'tokens' layers, 'several_inputs');
     #: ``check_explainer`` expects the others to be refused with an InterpkitError
     supports: ClassVar[frozenset[str]] = frozenset({"1d", "2d", "3d", "tokens", "several_inputs"})
+    #: True where the method is defined for class targets only (FinerCAM compares classes): a
+    #: model whose classes need a callable target must then be refused, as ``check_explainer`` expects
+    class_targets_only: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):

@@ -5,7 +5,7 @@
 ``interpkit_explainer`` (parametrised over every registered explainer).
 """
 
-from .conformance import ConformanceReport, check_explainer
+from .conformance import ConformanceReport, check_explainer, supported_hard_cases
 from .fingerprint import ModelFingerprint, assert_model_unchanged
 from .metrics import check_metric
 from .models import (
@@ -26,5 +26,5 @@ from .models import (
 __all__ = [
     "BatchNormDropout", "ConformanceReport", "Conv1dNet", "Conv3dNet", "ConvStack", "DictOutput", "FunctionalReLU",
     "ModelFingerprint", "ResidualReusedReLU", "TinyTokens", "TwoInputs", "assert_model_unchanged", "check_explainer", "check_metric",
-    "example_inputs", "hard_case_models", "input_kind",
+    "example_inputs", "hard_case_models", "input_kind", "supported_hard_cases",
 ]

@@ -44,12 +44,11 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
     every failure unless ``raise_on_failure=False``.
     """
     report = ConformanceReport(getattr(explainer_cls, "name", "") or explainer_cls.__name__)
-    supported = getattr(explainer_cls, "supports", None)
     options_checked = False
     for model_name, model in (models or hard_case_models(seed)).items():
         inputs = _to(example_inputs(model, batch, seed, size), next(model.parameters()).device)
-        target = (lambda out: out["logits"][:, 1]) if _returns_mapping(model, inputs) else 1
-        checks = CHECKS if supported is None or input_kind(model) in supported else (_refused,)
+        target = _target(model, inputs)
+        checks = CHECKS if _supported(explainer_cls, model, target) else (_refused,)
         for check in checks:
             label = f"{check.__name__.strip('_')} on {model_name}"
             fresh = copy.deepcopy(model)  # a check that breaks the model must not hide from the next one
@@ -67,6 +66,29 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
         raise AssertionError(f"{report.explainer} fails {len(report.failures)} conformance check(s):\n  "
                              + "\n  ".join(report.failures))
     return report
+
+
+def supported_hard_cases(explainer_cls: type, seed: int = 0) -> list[str]:
+    """The hard-case models ``check_explainer`` expects ``explainer_cls`` to explain (the others
+    it expects refused): those of a kind in its ``supports``, and, for an explainer of class
+    targets only, not those whose classes need a callable target."""
+    found = []
+    for name, model in hard_case_models(seed).items():
+        if _supported(explainer_cls, model, _target(model, example_inputs(model, 1, seed, (20, 16)))):
+            found.append(name)
+    return found
+
+
+def _target(model: nn.Module, inputs: Any) -> Any:
+    """Class 1: by index, or through a callable for a model returning a mapping."""
+    return (lambda out: out["logits"][:, 1]) if _returns_mapping(model, inputs) else 1
+
+
+def _supported(explainer_cls: type, model: nn.Module, target: Any) -> bool:
+    supported = getattr(explainer_cls, "supports", None)
+    if supported is not None and input_kind(model) not in supported:
+        return False
+    return not (getattr(explainer_cls, "class_targets_only", False) and callable(target))
 
 
 def _to(inputs: Any, device: torch.device) -> Any:

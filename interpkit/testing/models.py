@@ -133,9 +133,27 @@ class Conv3dNet(nn.Module):
         return torch.randn(batch, 1, 6, 10, 8, generator=generator)
 
 
+class TokenBlock(nn.Module):
+    """A pre-norm transformer block: attention, then a ReLU MLP, each added to the tokens."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, tokens):
+        """Tokens (N, T, dim) through the block."""
+        normed = self.norm1(tokens)
+        tokens = tokens + self.attention(normed, normed, normed, need_weights=False)[0]
+        return tokens + self.mlp(self.norm2(tokens))
+
+
 class TinyTokens(nn.Module):
-    """A vision transformer in miniature: 4 x 4 patches, a class token, one attention block
-    with a ReLU MLP, the class token to the head. Its token outputs are (N, 1 + patches, 16)."""
+    """A vision transformer in miniature: 4 x 4 patches, a class token, one block
+    (``blocks.0``: attention and a ReLU MLP), the class token to the head. Its token outputs are
+    (N, 1 + patches, 16)."""
 
     input_kind = "tokens"
 
@@ -143,10 +161,7 @@ class TinyTokens(nn.Module):
         super().__init__()
         self.patches = nn.Conv2d(3, dim, 4, stride=4)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attention = nn.MultiheadAttention(dim, 2, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        self.blocks = nn.Sequential(TokenBlock(dim))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
@@ -154,10 +169,7 @@ class TinyTokens(nn.Module):
         """Class scores (N, classes) for images (N, 3, H, W), H and W multiples of 4."""
         tokens = self.patches(x).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1)
-        normed = self.norm1(tokens)
-        tokens = tokens + self.attention(normed, normed, normed, need_weights=False)[0]
-        tokens = tokens + self.mlp(self.norm2(tokens))
-        return self.head(self.norm(tokens)[:, 0])
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
 
     def example_inputs(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Random images (batch, 3, 16, 12)."""

@@ -222,7 +222,7 @@ def test_layouts_read_as_channels_first():
 
 def test_tokens_one_and_three_dimensional_models():
     torch.manual_seed(0)
-    tokens = visualise(TinyTokens(), channel(("mlp", TokenGrid(prefix=1)), [0, 3]), size=16, steps=8, transforms=None)
+    tokens = visualise(TinyTokens(), channel(("blocks.0.mlp", TokenGrid(prefix=1)), [0, 3]), size=16, steps=8, transforms=None)
     assert tokens.images.shape == (2, 3, 16, 16)
     signal = Conv1dNet()
     start = visualise(signal, channel("features.3", 2), size=(24,), channels=2, steps=1, transforms=None)

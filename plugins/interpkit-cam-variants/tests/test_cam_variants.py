@@ -640,11 +640,9 @@ def test_finercam_on_few_classes_and_bad_input():
             FinerCAM(model, layer="0", **bad)
 
 
-def test_finercam_conformance_on_every_model_with_class_outputs():
-    from interpkit.testing.models import hard_case_models
-
-    models = {name: model for name, model in hard_case_models().items() if name != "DictOutput"}  # classes need logits
-    check_explainer(FinerCAM, models=models)
+def test_finercam_conformance_refuses_the_model_whose_classes_need_a_callable():
+    report = check_explainer(FinerCAM)
+    assert "refused on DictOutput" in report.passed  # class_targets_only: a callable's score is no class
 
 
 def _authors_fullgrad(model, images, target):

@@ -396,8 +396,17 @@ def test_legrad_refusals_and_conformance():
             LeGrad(vit, **bad)
     with pytest.raises(interpkit.TargetError, match="class"):
         LeGrad(vit)(torch.randn(1, 3, 32, 32), target=lambda out: out[:, 0])
-    with pytest.raises(interpkit.LayerError, match="reads its tokens another way"):
-        LeGrad(TinyTokens().eval())(torch.randn(1, 3, 8, 8))  # its residual stream is no module's output
+    class Inline(TinyTokens):  # the block's residual additions written in forward: no module outputs them
+        def forward(self, x):
+            tokens = self.patches(x).flatten(2).transpose(1, 2)
+            tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1)
+            block = self.blocks[0]
+            normed = block.norm1(tokens)
+            tokens = tokens + block.attention(normed, normed, normed, need_weights=False)[0]
+            return self.head(self.norm(tokens + block.mlp(block.norm2(tokens)))[:, 0])
+
+    with pytest.raises(interpkit.LayerError, match="not called"):
+        LeGrad(Inline().eval())(torch.randn(1, 3, 8, 8))
     with pytest.raises(interpkit.LayerError, match="score_projection"):
         LeGrad(torchvision.models.VisionTransformer(32, 8, 1, 2, 16, 32).encoder)
 

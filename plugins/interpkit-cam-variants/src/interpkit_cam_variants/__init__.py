@@ -309,6 +309,7 @@ class FinerCAM(LayerExplainer):
     rank 0 even where another class ties with it."""
 
     name = "finercam"
+    class_targets_only = True
 
     def __init__(self, model, layer=None, base: type = GradCAM, alpha: float = 1.0,
                  comparisons: int | tuple[int, ...] = 3, **options) -> None:

@@ -342,6 +342,11 @@ class GenericAttention(AttentionRollout):
                 f"an attention block's output recomputed with explicit weights differs from the model's by {worst:.2g} "
                 "(relative): the block does something beyond softmax(QK^T/sqrt(d))V that this method does not "
                 "recompute, so its gradients would not be the model's")
+        missing = [layer for layer in layers if layer not in outputs]
+        if missing:
+            raise interpkit.LayerError(f"the transformer layer {type(missing[0]).__name__} around an attention block was "
+                                       "not called in the forward (its parts are called one by one), so its output "
+                                       "cannot be read; pass score_projection and a model whose blocks are modules")
         return selection, weights, [outputs[layer] for layer in layers]
 
 
