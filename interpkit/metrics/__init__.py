@@ -29,7 +29,7 @@ from .regions import RegionPerturbation, Selectivity
 from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
-from .stability import relative_input_stability, relative_output_stability
+from .stability import relative_input_stability, relative_output_stability, relative_representation_stability
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
@@ -47,5 +47,6 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "avg_sensitivity", "baseline_of", "gaussian", "input_invariance",
            "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
            "random_logit", "relative_input_stability", "relative_output_stability",
+           "relative_representation_stability",
            "randomisation_check",
            "scored_maps"]

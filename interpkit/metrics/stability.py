@@ -1,14 +1,15 @@
-"""Relative input and output stability (Agarwal et al., 2022): how much an explanation changes,
-relative to itself, per relative change of the input or of the model's output, at the worst of
+"""Relative input, output and representation stability (Agarwal et al., 2022): how much an
+explanation changes, relative to itself, per relative change of the input, of the model's output
+or of its internal representation, at the worst of
 several small perturbations that keep the prediction."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from ..core import Explainer, ModelInputs, TargetLike, check_number, class_scores, evaluation
+from ..core import Explainer, ModelInputs, TargetLike, check_number, class_scores, evaluation, forward_hooks, resolve_layer
 from ..errors import InputError
 from .base import MetricResult, chunks
 from .sensitivity import Perturb, perturbed_explanations
@@ -41,6 +42,65 @@ def relative_output_stability(explainer: Explainer, inputs: torch.Tensor, target
 
     return _stability("relative_output_stability", denominator, explainer, inputs, target, samples, low, high, eps,
                       seed, perturb, max_batch)
+
+
+def relative_representation_stability(explainer: Explainer, inputs: torch.Tensor, target: TargetLike = None, *,
+                                      layers: Sequence[str] | None = None, samples: int = 200, low: float = 0.02,
+                                      high: float = 0.2, eps: float = 1e-6, seed: int = 0,
+                                      perturb: Perturb | None = None, max_batch: int | None = None) -> MetricResult:
+    """As ``relative_input_stability`` with the denominator ``max(||(L_x - L_x') / L_x||, eps)``,
+    L the model's internal representation: the outputs of ``layers`` (dotted names), every call's
+    output flattened and joined, or by default of every module but the model itself and its
+    Sequential containers (Quantus' ``RelativeRepresentationStability`` default). The norm is
+    accumulated layer by layer, so no representation is held whole. Lower is better."""
+    chosen = _representation_modules(explainer.model, layers)
+
+    def denominator(x: torch.Tensor, copies: torch.Tensor, _logits: Any, _moved_logits: Any) -> torch.Tensor:
+        return _representation_change(explainer.model, x, copies, chosen, eps, max_batch)
+
+    return _stability("relative_representation_stability", denominator, explainer, inputs, target, samples, low, high,
+                      eps, seed, perturb, max_batch)
+
+
+def _representation_modules(model: torch.nn.Module, layers: Sequence[str] | None) -> list[torch.nn.Module]:
+    if layers is None:
+        return [m for m in model.modules() if m is not model and not isinstance(m, torch.nn.Sequential)]
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+        raise InputError(f"layers must be a non-empty list of dotted layer names, not {layers!r}")
+    return [resolve_layer(model, name)[1] for name in layers]
+
+
+def _representation_change(model: torch.nn.Module, inputs: torch.Tensor, copies: torch.Tensor,
+                           modules: list[torch.nn.Module], eps: float, max_batch: int | None) -> torch.Tensor:
+    """``||(L_x - L_x') / L_x||`` (samples, N), accumulated over every call of ``modules``."""
+    clean: list[torch.Tensor] = []
+    squares: list[torch.Tensor] = []
+
+    def keep(_module: Any, _args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            clean.append(output.detach().flatten(1).double())
+
+    with evaluation(model), torch.no_grad(), forward_hooks(modules, keep):
+        ModelInputs(args=(inputs,)).run(model)
+    samples, n = copies.shape[:2]
+    flat = copies.flatten(0, 1)
+    sample_of = torch.arange(n, device=inputs.device).repeat(samples)  # copy-major
+    for part in chunks(len(flat), max_batch or n):
+        calls = iter(clean)
+        total = torch.zeros(part.stop - part.start, dtype=torch.float64, device=inputs.device)
+
+        def add(_module: Any, _args: Any, output: Any, part: slice = part, calls: Any = calls,
+                total: torch.Tensor = total) -> None:
+            if isinstance(output, torch.Tensor):
+                before = next(calls)[sample_of[part]]
+                total.add_(_relative(before[:, None], output.detach().flatten(1).double()[:, None], eps).square()[:, 0])
+
+        with evaluation(model), torch.no_grad(), forward_hooks(modules, add):
+            ModelInputs(args=(flat[part],)).run(model)
+        squares.append(total)
+    if not clean:
+        raise InputError("relative_representation_stability: none of the layers returned a tensor in the forward")
+    return torch.cat(squares).sqrt().reshape(samples, n)
 
 
 def _relative(before: torch.Tensor, after: torch.Tensor, eps: float) -> torch.Tensor:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 
+import interpkit
 from interpkit import GradCAM, GuidedBackprop, InputError
 from interpkit.metrics import random_logit
 
@@ -219,6 +220,52 @@ def test_relative_stability_equals_quantus_given_its_noise(monkeypatch, name):
     # Quantus divides by x' - x in float64 while its model sees x' in float32; interpkit uses the
     # float32 copy the model saw: with shifts of 1e-3 the two keep about four digits in common
     torch.testing.assert_close(ours.scores.double(), expected, rtol=2e-3, atol=0)
+
+
+def test_relative_representation_stability_equals_quantus_given_its_noise(monkeypatch):
+    """On layers that no in-place op rewrites and that are not Sequential containers (see the
+    next test for both), equal to Quantus given its noise."""
+    from interpkit.metrics import relative_representation_stability
+
+    layers = ["layer1.0", "layer4.1.conv2", "fc"]
+    model, images, labels = setup(6, n=2)
+    labels = model(images).argmax(1).detach()
+    explainer = GuidedBackprop(model)
+    drawn = []
+    expected = quantus_stability(quantus.RelativeRepresentationStability, model, explainer, images, labels,
+                                 monkeypatch, drawn, nr_samples=3, layer_names=layers,
+                                 perturb_func_kwargs={"lower_bound": 0.001, "upper_bound": 0.002})
+    noise = iter([torch.tensor(d.reshape(images.shape), dtype=torch.float32) for d in drawn
+                  if np.shape(d) == (len(images), images[0].numel())])
+    ours = relative_representation_stability(explainer, images, labels, layers=layers, samples=3, max_batch=3,
+                                             perturb=lambda x, g: x + next(noise))
+    assert torch.isfinite(expected).all()
+    # Quantus forms the representations' relative change and its norm in float32, interpkit in float64
+    torch.testing.assert_close(ours.scores.double(), expected, rtol=1e-3, atol=0)
+    with pytest.raises(interpkit.InterpkitError):
+        relative_representation_stability(explainer, images, labels, layers="layer1")
+    with pytest.raises(interpkit.LayerError):
+        relative_representation_stability(explainer, images, labels, layers=["nope"])
+
+
+def test_quantus_representation_drops_sequential_layers_and_reads_outputs_rewritten_in_place():
+    """Quantus' representation silently leaves out a named layer that is a Sequential (ResNet's
+    ``layer1``), and keeps views of outputs that a later in-place op rewrites: its "bn1" is
+    ReLU(bn1), because torchvision's ResNet applies ``relu(inplace=True)`` to it. interpkit's
+    default (every module, as Quantus means it) reads each output as the layer gave it."""
+    from quantus.helpers.model.pytorch_model import PyTorchModel
+
+    model, images, _ = setup(6, n=2)
+    peer = PyTorchModel(model, channel_first=True, softmax=False, device="cpu")
+    assert peer.get_hidden_representations(images.numpy(), ["layer1", "fc"], None).shape == (2, 6)  # fc alone
+    kept = []
+    handle = model.bn1.register_forward_hook(lambda m, i, o: kept.append(o.detach().clone()))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    theirs = peer.get_hidden_representations(images.numpy(), ["bn1"], None)
+    assert (kept[0] < 0).any() and (theirs >= 0).all()
+    np.testing.assert_allclose(theirs, kept[0].clamp_min(0).flatten(1).numpy(), rtol=1e-6)
 
 
 def test_quantus_stability_is_nan_when_one_copy_changes_the_prediction(monkeypatch):

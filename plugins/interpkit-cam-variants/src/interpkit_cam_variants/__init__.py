@@ -302,8 +302,8 @@ class FinerCAM(LayerExplainer):
     finds most similar. For target class ``c`` with logit ``z_c``, the comparison classes are
     those whose logits are nearest to ``z_c`` (ranks ``comparisons``: 1 is the nearest), and the
     map explains ``sum_j p_j (z_c - alpha z_j) / (sum_j p_j + 1e-9)`` with ``p`` the softmax,
-    through the ``base`` CAM (GradCAM by default; any class of the family, built with
-    ``options``). Targets are classes as for every explainer; the explanation's scores are the
+    through the ``base`` CAM (GradCAM by default; any gradient CAM, built with ``options``; those
+    that score copies of the input are refused). Targets are classes; the explanation's scores are the
     Finer scores. ``comparisons=3`` takes the three nearest classes, or as many as the model has
     besides ``c``, as pytorch-grad-cam does; explicit ranks must exist. The target itself is
     rank 0 even where another class ties with it."""
@@ -403,8 +403,7 @@ class FullGrad(interpkit.Explainer):
             return None
 
         selection, _ = self.forward_with_targets(call.with_(x), mode=forward_hooks(list(biases) + linear, record))
-        gradients = per_target_gradients(selection.scores, [x] + [o for o, _ in outputs],
-                                                        selection.graph_elements)
+        gradients = per_target_gradients(selection.scores, [x] + [o for o, _ in outputs], selection.graph_elements)
         maps = self.scaled(gradients[0] * x.detach().unsqueeze(1)).sum(dim=2)
         for gradient, (output, bias) in zip(gradients[1:], outputs):
             terms = gradient * bias.to(gradient.dtype).view(1, 1, -1, *[1] * len(grid))
