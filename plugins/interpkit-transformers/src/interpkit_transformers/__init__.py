@@ -395,12 +395,13 @@ class LeGrad(GenericAttention):
         if not selection.classes:
             raise interpkit.TargetError("LeGrad reads each layer's score of the target class: give class indices, "
                                         "not a callable or neurons")
+        classes = int(selection.indices.max()) + 1  # one host read for every layer's readout
         with torch.enable_grad():
             if self.checked:
-                _check_projection(_read_out(self.score_projection, outputs[-1], selection), selection)
+                _check_projection(_read_out(self.score_projection, outputs[-1], selection, classes), selection)
             maps = None
             for attention, tokens in zip(weights, outputs):  # (N, H, T, T), (N, T, D)
-                scores = _read_out(self.score_projection, tokens, selection)  # (N, K)
+                scores = _read_out(self.score_projection, tokens, selection, classes)  # (N, K)
                 (gradient,) = per_target_gradients(scores, [attention], keep_graph=True)
                 layer_map = gradient.clamp_min(0).mean(dim=(2, 3))  # (N, K, T): heads and queries averaged
                 maps = layer_map if maps is None else maps + layer_map
@@ -447,14 +448,14 @@ def _score_projection(model: nn.Module) -> Any:
                                "score_projection, a callable from a layer's tokens (N, T, D) to logits (N, classes)")
 
 
-def _read_out(projection: Any, tokens: torch.Tensor, selection: TargetSelection) -> torch.Tensor:
+def _read_out(projection: Any, tokens: torch.Tensor, selection: TargetSelection, classes: int) -> torch.Tensor:
     """The targets' scores (N, K) read out of a layer's tokens; a readout that does not give
-    logits (N, classes) in the graph is refused."""
+    logits (N, at least ``classes``) in the graph is refused."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
         raise interpkit.LayerError("LeGrad reads a layer's tokens (N, T, D); this layer returns something else")
     logits = projection(tokens)
-    n, wanted = selection.indices.shape[0], int(selection.indices.max()) + 1
-    if (not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != n or logits.shape[1] < wanted
+    n = selection.indices.shape[0]
+    if (not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != n or logits.shape[1] < classes
             or not logits.requires_grad):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise interpkit.InputError(f"score_projection must map tokens (N, T, D) to logits (N, classes) that depend on "
