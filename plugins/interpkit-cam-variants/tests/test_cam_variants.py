@@ -859,3 +859,33 @@ def test_refinecam_equals_pytorch_grad_cam_on_layers_of_very_different_sizes():
     peer = pytorch_grad_cam.RefineCAM(model, [model.layer1[0], model.layer4], base_method=pytorch_grad_cam.GradCAM)
     theirs = torch.from_numpy(peer(images, targets=[ClassifierOutputTarget(3)] * 2)).float()
     assert (mine - theirs).abs().max() < 1e-4
+
+
+def _volume_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 6, 3, padding=1),
+                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(6, 5)).eval()
+
+
+def test_finercam_and_refinecam_on_a_3d_model_equal_pytorch_grad_cam():
+    """Layers at the volume's own size, so that pytorch-grad-cam's resizing (scipy's spline zoom
+    for 3-D maps, where interpkit interpolates trilinearly) is the identity on both sides."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = _volume_model()
+    with torch.no_grad():
+        model[6].weight *= 20  # logits spread enough for well-defined nearest classes
+    x = torch.randn(2, 1, 5, 6, 7)
+    mine = FinerCAM(model, layer="2", upsample=False)(x).maps[:, 0]
+    peer = pytorch_grad_cam.FinerCAM(model, [model[2]])
+    kept = {}
+    original = peer.base_cam.get_cam_image
+    peer.base_cam.get_cam_image = lambda *a, **k: kept.setdefault("cam", original(*a, **k))
+    peer(x)
+    theirs = torch.from_numpy(kept["cam"]).float().clamp_min(0)
+    assert ((mine - theirs).abs().max() / theirs.abs().max()) < 1e-4
+    refined = RefineCAM(model, ["0", "2"], base=GradCAM)(x, target=3).maps[:, 0]
+    peer = pytorch_grad_cam.RefineCAM(model, [model[0], model[2]], base_method=pytorch_grad_cam.GradCAM)
+    theirs = torch.from_numpy(peer(x, targets=[ClassifierOutputTarget(3)] * 2)).float()
+    assert theirs.shape == refined.shape and (refined - theirs).abs().max() < 1e-4
