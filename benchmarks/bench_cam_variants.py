@@ -59,9 +59,13 @@ def main() -> None:
     args, device, model, images = resnet18_batch(__doc__)
     explainers = {name: interpkit.get_explainer(name)(model, layer="layer4") for name in ("gradcam", *VARIANTS)}
     cases = {name: (lambda e: lambda: e(images, target=1))(e) for name, e in explainers.items()}
+    # on a score with curvature ShapleyCAM adds its Hessian-vector product: against GradCAM of the same score
+    cases["gradcam, ReST target"] = lambda: explainers["gradcam"](images, target=rest_target(1))
+    cases["shapleycam, ReST target"] = lambda: explainers["shapleycam"](images, target=rest_target(1))
     t = time_all(cases, device, repeats=args.repeats)
     report(f"CAM variants / GradCAM, resnet18, batch 8, 224 x 224, layer4, {machine(device)}", t,
-           [(f"{name} / gradcam", t[name] / t["gradcam"], "<= 1.2") for name in VARIANTS])
+           [(f"{name} / gradcam", t[name] / t["gradcam"], "<= 1.2") for name in VARIANTS]
+           + [("shapleycam / gradcam, ReST target", t["shapleycam, ReST target"] / t["gradcam, ReST target"], "<= 1.2")])
 
     layers = ["layer2", "layer3", "layer4"]
     copies = {name: copy.deepcopy(model) for name in ("shapley", "refine", "fullgrad", "dff")}
