@@ -24,7 +24,8 @@ def relative_input_stability(explainer: Explainer, inputs: torch.Tensor, target:
     [``low``, ``high``] per element (Quantus' ``RelativeInputStability`` defaults), one draw per
     sample shared by the batch's images; copies whose predicted class changes are left out (NaN
     when all are). Lower is better."""
-    def denominator(x: torch.Tensor, copies: torch.Tensor, _logits: Any, _moved_logits: Any) -> torch.Tensor:
+    def denominator(x: torch.Tensor, copies: torch.Tensor, _logits: Any, _moved_logits: Any, _change: Any
+                    ) -> torch.Tensor:
         return _relative(x.unsqueeze(0), copies, eps)
 
     return _stability("relative_input_stability", denominator, explainer, inputs, target, samples, low, high, eps,
@@ -37,7 +38,8 @@ def relative_output_stability(explainer: Explainer, inputs: torch.Tensor, target
                               ) -> MetricResult:
     """As ``relative_input_stability`` with the denominator ``max(||h(x) - h(x')||, eps)``, h the
     model's class scores (logits). Lower is better."""
-    def denominator(_x: Any, _copies: Any, logits: torch.Tensor, moved_logits: torch.Tensor) -> torch.Tensor:
+    def denominator(_x: Any, _copies: Any, logits: torch.Tensor, moved_logits: torch.Tensor, _change: Any
+                    ) -> torch.Tensor:
         return (logits.unsqueeze(0) - moved_logits).flatten(2).double().norm(dim=2)
 
     return _stability("relative_output_stability", denominator, explainer, inputs, target, samples, low, high, eps,
@@ -55,11 +57,11 @@ def relative_representation_stability(explainer: Explainer, inputs: torch.Tensor
     accumulated layer by layer, so no representation is held whole. Lower is better."""
     chosen = _representation_modules(explainer.model, layers)
 
-    def denominator(x: torch.Tensor, copies: torch.Tensor, _logits: Any, _moved_logits: Any) -> torch.Tensor:
-        return _representation_change(explainer.model, x, copies, chosen, eps, max_batch)
+    def denominator(_x: Any, _copies: Any, _logits: Any, _moved_logits: Any, change: torch.Tensor) -> torch.Tensor:
+        return change
 
     return _stability("relative_representation_stability", denominator, explainer, inputs, target, samples, low, high,
-                      eps, seed, perturb, max_batch)
+                      eps, seed, perturb, max_batch, chosen)
 
 
 def _representation_modules(model: torch.nn.Module, layers: Sequence[str] | None) -> list[torch.nn.Module]:
@@ -68,39 +70,6 @@ def _representation_modules(model: torch.nn.Module, layers: Sequence[str] | None
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise InputError(f"layers must be a non-empty list of dotted layer names, not {layers!r}")
     return [resolve_layer(model, name)[1] for name in layers]
-
-
-def _representation_change(model: torch.nn.Module, inputs: torch.Tensor, copies: torch.Tensor,
-                           modules: list[torch.nn.Module], eps: float, max_batch: int | None) -> torch.Tensor:
-    """``||(L_x - L_x') / L_x||`` (samples, N), accumulated over every call of ``modules``."""
-    clean: list[torch.Tensor] = []
-    squares: list[torch.Tensor] = []
-
-    def keep(_module: Any, _args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            clean.append(output.detach().flatten(1).double())
-
-    with evaluation(model), torch.no_grad(), forward_hooks(modules, keep):
-        ModelInputs(args=(inputs,)).run(model)
-    samples, n = copies.shape[:2]
-    flat = copies.flatten(0, 1)
-    sample_of = torch.arange(n, device=inputs.device).repeat(samples)  # copy-major
-    for part in chunks(len(flat), max_batch or n):
-        calls = iter(clean)
-        total = torch.zeros(part.stop - part.start, dtype=torch.float64, device=inputs.device)
-
-        def add(_module: Any, _args: Any, output: Any, part: slice = part, calls: Any = calls,
-                total: torch.Tensor = total) -> None:
-            if isinstance(output, torch.Tensor):
-                before = next(calls)[sample_of[part]]
-                total.add_(_relative(before[:, None], output.detach().flatten(1).double()[:, None], eps).square()[:, 0])
-
-        with evaluation(model), torch.no_grad(), forward_hooks(modules, add):
-            ModelInputs(args=(flat[part],)).run(model)
-        squares.append(total)
-    if not clean:
-        raise InputError("relative_representation_stability: none of the layers returned a tensor in the forward")
-    return torch.cat(squares).sqrt().reshape(samples, n)
 
 
 def _relative(before: torch.Tensor, after: torch.Tensor, eps: float) -> torch.Tensor:
@@ -112,7 +81,7 @@ def _relative(before: torch.Tensor, after: torch.Tensor, eps: float) -> torch.Te
 
 def _stability(name: str, denominator: Any, explainer: Explainer, inputs: torch.Tensor, target: TargetLike,
                samples: int, low: float, high: float, eps: float, seed: int, perturb: Perturb | None,
-               max_batch: int | None) -> MetricResult:
+               max_batch: int | None, representation: Sequence[torch.nn.Module] = ()) -> MetricResult:
     check_number("eps", eps)
     if eps == 0:
         raise InputError("eps must be positive: it bounds the denominators")
@@ -124,20 +93,46 @@ def _stability(name: str, denominator: Any, explainer: Explainer, inputs: torch.
 
     clean, moved, copies = perturbed_explanations(name, explainer, inputs, target, samples, seed, perturb or uniform,
                                                   max_batch)
-    logits, moved_logits = _logits(explainer, inputs, copies, max_batch)
-    ratios = _relative(clean, moved, eps) / denominator(inputs, copies, logits, moved_logits).clamp_min(eps)
+    logits, moved_logits, change = _forwards(explainer, inputs, copies, max_batch, representation, eps)
+    ratios = _relative(clean, moved, eps) / denominator(inputs, copies, logits, moved_logits, change).clamp_min(eps)
     kept = moved_logits.argmax(dim=2) == logits.argmax(dim=1).unsqueeze(0)  # the prediction holds
     ratios = torch.where(kept, ratios, torch.nan)
     best = torch.where(kept.any(dim=0), ratios.nan_to_num(-torch.inf).amax(dim=0), torch.nan)
     return MetricResult(name, best.float())
 
 
-def _logits(explainer: Explainer, inputs: torch.Tensor, copies: torch.Tensor, max_batch: int | None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's class scores for the inputs (N, K) and the copies (samples, N, K)."""
+def _forwards(explainer: Explainer, inputs: torch.Tensor, copies: torch.Tensor, max_batch: int | None,
+              modules: Sequence[torch.nn.Module], eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The model's class scores for the inputs (N, K) and the copies (samples, N, K), and, from
+    the same forwards, ``||(L_x - L_x') / L_x||`` (samples, N) accumulated over every call of
+    ``modules`` (None without modules)."""
     model, flat = explainer.model, copies.flatten(0, 1)
+    samples, n = copies.shape[:2]
+    sample_of = torch.arange(n, device=inputs.device).repeat(samples)  # copy-major
+    clean_calls: list[torch.Tensor] = []
+    state: dict[str, Any] = {}
+
+    def keep(_module: Any, _args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            clean_calls.append(output.detach().flatten(1).double())
+
+    def add(_module: Any, _args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            before = next(state["calls"])[sample_of[state["part"]]]
+            after = output.detach().flatten(1).double()
+            state["total"].add_(_relative(before[:, None], after[:, None], eps).square()[:, 0])
+
+    squares, moved = [], []
     with evaluation(model), torch.no_grad():
-        clean = class_scores(ModelInputs(args=(inputs,)).run(model))
-        moved = torch.cat([class_scores(ModelInputs(args=(flat[part],)).run(model))
-                           for part in chunks(len(flat), max_batch or len(inputs))])
-    return clean, moved.reshape(*copies.shape[:2], -1)
+        with forward_hooks(modules, keep):
+            clean = class_scores(ModelInputs(args=(inputs,)).run(model))
+        if modules and not clean_calls:
+            raise InputError("relative_representation_stability: none of the layers returned a tensor in the forward")
+        for part in chunks(len(flat), max_batch or n):
+            state.update(part=part, calls=iter(clean_calls),
+                         total=torch.zeros(part.stop - part.start, dtype=torch.float64, device=inputs.device))
+            with forward_hooks(modules, add):
+                moved.append(class_scores(ModelInputs(args=(flat[part],)).run(model)))
+            squares.append(state["total"])
+    change = torch.cat(squares).sqrt().reshape(samples, n) if modules else None
+    return clean, torch.cat(moved).reshape(samples, n, -1), change
