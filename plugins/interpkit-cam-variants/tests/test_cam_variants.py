@@ -889,3 +889,118 @@ def test_finercam_and_refinecam_on_a_3d_model_equal_pytorch_grad_cam():
     peer = pytorch_grad_cam.RefineCAM(model, [model[0], model[2]], base_method=pytorch_grad_cam.GradCAM)
     theirs = torch.from_numpy(peer(x, targets=[ClassifierOutputTarget(3)] * 2)).float()
     assert theirs.shape == refined.shape and (refined - theirs).abs().max() < 1e-4
+
+
+def _strided_model(dims):
+    """A 1-D or 3-D CNN whose layer "2" halves the grid, so that the maps are upsampled."""
+    conv = {1: torch.nn.Conv1d, 3: torch.nn.Conv3d}[dims]
+    pool = {1: torch.nn.AdaptiveAvgPool1d, 3: torch.nn.AdaptiveAvgPool3d}[dims]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(conv(2, 4, 3, padding=1), torch.nn.ReLU(), conv(4, 6, 3, stride=2, padding=1),
+                                torch.nn.ReLU(), pool(1), torch.nn.Flatten(), torch.nn.Linear(6, 5)).eval()
+    with torch.no_grad():
+        model[6].weight *= 10  # scores spread enough that the channels' softmax is not flat
+    return model
+
+
+def _layer_case(model, x, targets, layer="2"):
+    """A layer's activations and the targets' gradients, by hand."""
+    kept = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: kept.append(o))
+    out = model(x)
+    handle.remove()
+    (gradients,) = torch.autograd.grad(sum(out[i, t] for i, t in enumerate(targets)), kept[0])
+    return kept[0].detach(), gradients
+
+
+@pytest.mark.parametrize("ours, theirs, options", [(GradCAMElementWise, "GradCAMElementWise", {}),
+                                                    (SegEigenCAM, "SegEigenCAM", {}),
+                                                    (KPCACAM, "KPCA_CAM", {}),
+                                                    (KPCACAM, "KPCA_CAM", {"kernel": "rbf", "gamma": 0.05})])
+def test_newer_variants_on_a_3d_model_equal_pytorch_grad_cam(ours, theirs, options):
+    """pytorch-grad-cam's 3-D path (it has no 1-D one), compared at the layer's resolution."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = _strided_model(3)
+    x = torch.randn(2, 2, 6, 8, 10)
+    activations, gradients = _layer_case(model, x, [3, 1])
+    mine = ours(model, layer="2", upsample=False, relu=False, **options)(x, target=[3, 1]).maps[:, 0]
+    peer = getattr(pytorch_grad_cam, theirs)(model=model, target_layers=[model[2]], **options)
+    theirs_maps = torch.from_numpy(peer.get_cam_image(x, model[2], [ClassifierOutputTarget(3), ClassifierOutputTarget(1)],
+                                                      activations.double().numpy(), gradients.double().numpy(),
+                                                      eigen_smooth=False)).float()
+    assert mine.shape == theirs_maps.shape == (2, 3, 4, 5) and theirs_maps.abs().max() > 0
+    assert ((mine - theirs_maps).abs().max() / theirs_maps.abs().max()) < 1e-4
+
+
+def _torchcam_nd(method, model, x, target, **options):
+    """torchcam's CAM at layer "2"'s resolution, before its normalisation."""
+    from torchcam import methods
+
+    with getattr(methods, method)(model, target_layer="2", input_shape=tuple(x.shape[1:]), **options) as cam:
+        with torch.no_grad():
+            out = model(x)
+        return cam(class_idx=target, scores=out, normalized=False)[0]
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_sscam_and_iscam_on_1d_and_3d_models_equal_torchcam(dims, monkeypatch):
+    """3-D: equal (both interpolate the masks trilinearly). 1-D: torchcam 0.5 cannot run at all:
+    it always resizes the masks, asking ``F.interpolate`` for nearest with ``align_corners``, a
+    ValueError; given linear interpolation in its place, it equals ours."""
+    from torchcam.methods import SSCAM as TorchcamSSCAM
+    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+    model = _strided_model(dims)
+    x = torch.randn(1, 2, *((6, 8, 10) if dims == 3 else (16,)))
+    if dims == 1:
+        for method in ("SSCAM", "ISCAM"):
+            with pytest.raises(ValueError, match="align_corners"):
+                _torchcam_nd(method, model, x, 2, num_samples=3, batch_size=4)
+        monkeypatch.setattr(TorchcamScoreCAM, "_upsample", lambda self, maps: torch.nn.functional.interpolate(
+            maps, self._input.shape[2:], mode="linear", align_corners=False))
+    generator = torch.Generator().manual_seed(7)
+    draws = iter([0.5 * torch.randn(6, *x.shape[2:], generator=generator) for _ in range(3)])
+    monkeypatch.setattr(TorchcamSSCAM, "__init__", _wrap_sscam_init(TorchcamSSCAM.__init__, draws))
+    smoothed = _torchcam_nd("SSCAM", model, x, 2, num_samples=3, std=0.5, batch_size=4)
+    integrated = _torchcam_nd("ISCAM", model, x, 2, num_samples=3, batch_size=4)
+    mine = (SSCAM(model, layer="2", upsample=False, samples=3, std=0.5, seed=7)(x, target=2).maps[:, 0],
+            ISCAM(model, layer="2", upsample=False, scales=[1 / 3, 1, 2])(x, target=2).maps[:, 0])
+    for ours, theirs in zip(mine, (smoothed, integrated)):
+        assert theirs.abs().max() > 0
+        assert ((ours - theirs).abs().max() / theirs.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_smoothgradcampp_on_1d_and_3d_models_is_the_papers_and_torchcams_is_its_own(dims):
+    """The three differences shown on resnet18 above, on 1-D and 3-D models: ours is the paper's
+    formula and torchcam's its own, given the same noise (at the ReLU's output, as layer4's is)."""
+    from torchcam.methods import SmoothGradCAMpp
+
+    model = _strided_model(dims)
+    x = torch.randn(1, 2, *((6, 8, 10) if dims == 3 else (16,)))
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.stack([0.3 * torch.randn(x.shape[1:], generator=generator) for _ in range(3)])
+    mine = SmoothGradCAMPlusPlus(model, layer="3", upsample=False, samples=3, std=0.3, seed=3)(x, target=2).maps[0, 0]
+    clean, _ = _layer_case(model, x, [2], "3")
+    noisy = [_layer_case(model, x + copy, [2], "3") for copy in noise]
+    activations, gradients = torch.cat([a for a, _ in noisy]), torch.cat([g for _, g in noisy])
+    grid = tuple(range(1, clean.dim() - 1))
+    d1, d2, d3 = (gradients.pow(k).mean(0) for k in (1, 2, 3))
+    alpha = d2 / (2 * d2 + clean[0].sum(grid, keepdim=True) * d3)
+    paper = torch.relu(((alpha * torch.relu(d1)).sum(grid, keepdim=True) * clean[0]).sum(0))
+    torch.testing.assert_close(mine, paper, rtol=1e-4, atol=1e-6)
+
+    class Given:
+        draws = iter(noise)
+
+        def sample(self, size):
+            return next(self.draws).expand(size)
+
+    with SmoothGradCAMpp(model, target_layer="3", num_samples=3, std=0.3, input_shape=tuple(x.shape[1:])) as extractor:
+        extractor._distrib = Given()
+        theirs = extractor(class_idx=2, scores=model(x), normalized=False)[0][0]
+    their_alpha = d2 / (2 * d2 + (d3 * clean[0]).sum(grid, keepdim=True) + 1e-8)
+    their_weights = (their_alpha * torch.relu(gradients[-1])).sum(grid, keepdim=True)
+    torch.testing.assert_close(theirs, torch.relu((their_weights * activations[-1]).sum(0)), rtol=1e-4, atol=1e-6)
+    assert (mine / mine.max() - theirs / theirs.max()).abs().max() > 1e-2
