@@ -151,9 +151,10 @@ def test_autoload_can_be_disabled(fake_plugins, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)
         registry_module.reload()
-    assert interpkit.list_explainers() == ["deconvnet", "feature_ablation", "gradcam", "guided_backprop", "guided_gradcam",
+    assert interpkit.list_explainers() == ["deconvnet", "deeplift", "deeplift_shap", "feature_ablation", "gradcam",
+                                           "gradient_shap", "guided_backprop", "guided_gradcam", "input_x_gradient",
                                            "kernel_shap", "lime", "max_activating_patches", "occlusion", "rise",
-                                           "shapley_value_sampling"]
+                                           "saliency", "shapley_value_sampling"]
     assert interpkit.list_explainers() == _builtin_explainers()
 
 

@@ -18,6 +18,7 @@ from .layers import LayerChoice, LayerLike, ModuleLike, choose_layer, detect_lay
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, token_layout
 from .maps import MapKind, display, normalize_maps, provide_display, upsample
 from .options import check_baseline, check_flag, check_int, check_number, check_seed
+from .propagation import PropagationMode, PropagationRule
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
 from .state import ModelSnapshot, evaluation, mixes_samples, model_device
 from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
@@ -25,7 +26,8 @@ from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_
 __all__ = [
     "Call", "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
     "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModelSnapshot",
-    "ModuleLike", "Neuron", "ReLURuleExplainer", "ReLURuleMode", "Rule", "TargetLike", "TargetSelection",
+    "ModuleLike", "Neuron", "PropagationMode", "PropagationRule", "ReLURuleExplainer", "ReLURuleMode", "Rule",
+    "TargetLike", "TargetSelection",
     "TokenGrid", "capture_outputs", "check_baseline",
     "check_finite", "check_flag", "check_int", "check_number", "check_seed", "check_tensor", "token_layout",
     "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",

@@ -51,6 +51,13 @@ class ModelInputs:
         kwargs = {k: tensor if k == self.key else fit(v) for k, v in self.kwargs.items()}
         return replace(self, args=args, kwargs=kwargs)
 
+    @property
+    def others_batched(self) -> bool:
+        """Whether another argument than the primary is a tensor with the batch's rows."""
+        n = self.batch_size
+        others = [a for i, a in enumerate(self.args) if i != self.key] + [v for k, v in self.kwargs.items() if k != self.key]
+        return any(_batched(value, n) for value in others)
+
     def sample(self, index: int) -> "ModelInputs":
         """Sample ``index`` alone (batch 1): every batched tensor sliced."""
         n = self.batch_size

@@ -71,7 +71,7 @@ def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any)
     return args[position] if len(args) > position else kwargs.get(name, default)
 
 
-def _relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None] | None:
+def relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None] | None:
     """``(inplace, upper)`` when ``func(*args, **kwargs)`` is a ReLU-family op, else None."""
     if func in (torch.relu, torch.Tensor.relu, F.relu):
         return bool(_argument(args, kwargs, 1, "inplace", False)) and func is F.relu, None
@@ -92,7 +92,7 @@ _CLAMPS = {torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch
            torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.clamp_min_, torch.clamp_min_}
 _IN_PLACE_CLAMPS = {torch.clamp_, torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_, torch.clamp_min_}
 # elementwise nonlinearities a ReLU rule is not defined for, by the name reported to the user
-_UNCOVERED = {
+UNCOVERED_NONLINEARITIES = {
     F.gelu: "GELU", F.silu: "SiLU", F.hardswish: "Hardswish", F.mish: "Mish", F.elu: "ELU", F.elu_: "ELU",
     F.selu: "SELU", F.celu: "CELU", F.leaky_relu: "LeakyReLU", F.leaky_relu_: "LeakyReLU", F.softplus: "Softplus",
     F.hardsigmoid: "Hardsigmoid", F.sigmoid: "Sigmoid", torch.sigmoid: "Sigmoid", torch.Tensor.sigmoid: "Sigmoid",
@@ -115,12 +115,12 @@ class ReLURuleMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        relu = _relu_call(func, args, kwargs)
+        relu = relu_call(func, args, kwargs)
         if relu is not None:
             self.count += 1
             return _RuledReLU.apply(args[0], relu[0], relu[1], self.rule)
-        if func in _UNCOVERED:
-            self.uncovered[_UNCOVERED[func]] += 1
+        if func in UNCOVERED_NONLINEARITIES:
+            self.uncovered[UNCOVERED_NONLINEARITIES[func]] += 1
         return func(*args, **kwargs)
 
 

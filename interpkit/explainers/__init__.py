@@ -1,8 +1,10 @@
 """The built-in explainers; ``interpkit.registry.builtin`` registers them like any plugin."""
 
 from .ablation import FeatureAblation, ShapleyValueSampling, shapley_permutations
+from .deeplift import DeepLift, DeepLiftShap
 from .features import feature_mask, grid_cells, superpixels
 from .gradcam import GradCAM, MultiLayerExplanation, fuse, principal_projection, upsample
+from .gradients import GradientShap, InputXGradient, Saliency, gradient_shap_draws
 from .guided_backprop import Deconvnet, GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
 from .occlusion import Occlusion
@@ -11,7 +13,8 @@ from .perturbation import perturbed_scores
 from .rise import RISE, rise_masks
 from .surrogate import LIME, KernelSHAP, fit_linear, kernel_shap_coalitions, lime_coalitions
 
-__all__ = ["Deconvnet", "FeatureAblation", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "KernelSHAP", "LIME",
+__all__ = ["Deconvnet", "DeepLift", "DeepLiftShap", "FeatureAblation", "GradientShap", "InputXGradient", "Saliency",
+           "gradient_shap_draws", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "KernelSHAP", "LIME",
            "MaxActivatingPatches", "MultiLayerExplanation", "Occlusion", "PatchExplanation", "RISE", "ShapleyValueSampling",
            "feature_mask", "fit_linear", "fuse", "grid_cells", "kernel_shap_coalitions", "lime_coalitions", "perturbed_scores",
            "principal_projection", "rise_masks",

@@ -7,13 +7,18 @@ from ..explainers import (
     LIME,
     RISE,
     Deconvnet,
+    DeepLift,
+    DeepLiftShap,
     FeatureAblation,
     GradCAM,
+    GradientShap,
     GuidedBackprop,
     GuidedGradCAM,
+    InputXGradient,
     KernelSHAP,
     MaxActivatingPatches,
     Occlusion,
+    Saliency,
     ShapleyValueSampling,
 )
 from ..metrics import BUILTIN_METRICS
@@ -24,7 +29,7 @@ from .hookspecs import hookimpl
 @hookimpl
 def interpkit_register_explainers(register):
     for cls in (GradCAM, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches, Occlusion, RISE, FeatureAblation,
-                ShapleyValueSampling, KernelSHAP, LIME):
+                ShapleyValueSampling, KernelSHAP, LIME, Saliency, InputXGradient, GradientShap, DeepLift, DeepLiftShap):
         register(cls)
 
 

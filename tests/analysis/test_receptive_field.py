@@ -162,8 +162,10 @@ def layers(draw, channels: int, relu: bool):
         return Residual(nn.Conv2d(channels, channels, k, padding="same"), relu)
     if kind == "norm":  # an instance norm's means are constant: hidden from tightness as the softmax's sums
         return draw(st.sampled_from([nn.GroupNorm(1, channels)] + [nn.InstanceNorm2d(channels, affine=True)] * relu))
-    if kind == "along":  # a softmax's sums are constant: a gate's mean of them would hide every edge from tightness
-        ops = ["cumsum", "normalize"] + ["softmax"] * relu
+    if kind == "along":  # a softmax's sums are constant: a gate's mean of them would hide every edge from tightness;
+        # an L2 normalisation along an axis of length 1 is the sign function, constant almost everywhere (found by
+        # hypothesis: two of them after a pool to one column left a box's edge unable to change the unit)
+        ops = ["cumsum"] + ["normalize", "softmax"] * relu
         return AlongAxis(draw(st.sampled_from(ops)), draw(st.sampled_from([1, 2, 3, -1])))
     if kind == "concat":
         return nn.Sequential(Concat(nn.Conv2d(channels, channels, k, padding="same"), nn.Identity()),

@@ -1,0 +1,104 @@
+"""DeepLift, Saliency, InputXGradient and GradientShap against a plain input gradient, and DeepLift
+and GradientShap against captum 0.9 on the same work, in one run.
+
+The plain input gradient is one forward and one ``torch.autograd.grad`` of the target's summed
+score with respect to the input. Models: torchvision VGG11 (no batch norm; captum's DeepLift
+runs on it, one ReLU module per use) and resnet18 (captum's DeepLift refuses its reused ReLUs,
+so only interpkit's is timed). Each captum explainer runs on its own model copy.
+
+Run: python benchmarks/bench_propagation.py [--device cuda] [--repeats 7] [--size 64] [--batch 8] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import warnings
+
+import torch
+import torchvision
+
+import interpkit
+from common import machine, report, time_all
+
+
+def plain_gradient(model, images, target: int):
+    def run():
+        x = images.clone().requires_grad_(True)
+        torch.autograd.grad(model(x)[:, target].sum(), x)
+    return run
+
+
+def five_gradients(model, images):
+    """The floor of five classes: one forward and five input gradients from it."""
+    def run():
+        x = images.clone().requires_grad_(True)
+        logits = model(x)
+        for k in range(5):
+            torch.autograd.grad(logits[:, k].sum(), x, retain_graph=k < 4)
+    return run
+
+
+def cases_for(name: str, model, images, captum_too: bool):
+    from captum.attr import DeepLift as CaptumDeepLift
+    from captum.attr import GradientShap as CaptumGradientShap
+
+    baselines = torch.zeros(4, *images.shape[1:], device=images.device)
+    cases = {
+        f"{name}: plain input gradient": plain_gradient(model, images, 1),
+        f"{name}: interpkit saliency": (lambda e: lambda: e(images, target=1))(interpkit.Saliency(model, absolute=False)),
+        f"{name}: interpkit input_x_gradient": (lambda e: lambda: e(images, target=1))(interpkit.InputXGradient(model)),
+        f"{name}: interpkit deeplift": (lambda e: lambda: e(images, target=1))(interpkit.DeepLift(model)),
+        f"{name}: floor of 5 classes (1 forward, 5 gradients)": five_gradients(model, images),
+        f"{name}: interpkit deeplift, 5 classes": (lambda e: lambda: e(images, target=torch.arange(5).expand(len(images), 5)))(
+            interpkit.DeepLift(model)),
+        f"{name}: interpkit gradient_shap, 5 samples": (lambda e: lambda: e(images, target=1))(
+            interpkit.GradientShap(model, baselines=baselines, samples=5)),
+    }
+    if captum_too:
+        deeplift, shap = CaptumDeepLift(copy.deepcopy(model)), CaptumGradientShap(copy.deepcopy(model))
+        cases[f"{name}: captum DeepLift"] = lambda: deeplift.attribute(images, target=1)
+        cases[f"{name}: captum GradientShap, 5 samples"] = lambda: shap.attribute(images, baselines=baselines,
+                                                                                   n_samples=5, target=1)
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    models = {"vgg11": torchvision.models.vgg11(num_classes=10), "resnet18": torchvision.models.resnet18(num_classes=10)}
+    cases = {}
+    for name, model in models.items():
+        cases.update(cases_for(name, model.eval().to(device), images, captum_too=name == "vgg11"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time_all(cases, device, repeats=args.repeats, warmup=1)
+    ratios = []
+    for name in models:
+        plain = t[f"{name}: plain input gradient"]
+        for method in ("saliency", "input_x_gradient", "deeplift"):
+            goal = "<= 1.2" if method == "deeplift" else "<= 1.1"
+            ratios.append((f"{name}: interpkit {method} / plain gradient", t[f"{name}: interpkit {method}"] / plain, goal))
+        ratios.append((f"{name}: interpkit deeplift 5 classes / floor of 5 gradients",
+                       t[f"{name}: interpkit deeplift, 5 classes"] / t[f"{name}: floor of 5 classes (1 forward, 5 gradients)"],
+                       "<= 1.1 (LRP's goal; DeepLift adds the baseline's forward)"))
+    ratios.append(("vgg11: captum DeepLift / interpkit", t["vgg11: captum DeepLift"] / t["vgg11: interpkit deeplift"],
+                   "> 1"))
+    ratios.append(("vgg11: captum GradientShap / interpkit", t["vgg11: captum GradientShap, 5 samples"]
+                   / t["vgg11: interpkit gradient_shap, 5 samples"], "> 1"))
+    report(f"Gradient and propagation explainers, batch {args.batch}, {args.size}x{args.size}, {machine(device)}", t,
+           ratios)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""DeepLift with the rescale rule (Shrikumar et al., 2017) and DeepLiftShap, on the op-level
+propagation engine.
+
+The baseline goes through the model first, under ``no_grad``, and every nonlinear op records
+its input; the input's forward then pairs its nonlinear ops with those records in call order,
+so a reused module, a functional ``F.relu`` or an in-place one each gets its own reference, and
+no batch layout is assumed. An elementwise op's multiplier is the secant
+``(f(x) - f(x0)) / (x - x0)`` (its derivative where ``|x - x0| < eps``); max pooling routes
+``max(y, y0) - y0`` to the input's maximum and ``y - max(y, y0)`` to the baseline's, so that
+the attributions of a ReLU / max-pooling / linear network sum to ``f(x) - f(x0)`` exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from ..core import (
+    Call,
+    Explainer,
+    Explanation,
+    MapKind,
+    PropagationMode,
+    PropagationRule,
+    check_flag,
+    check_number,
+    per_target_gradients,
+)
+from ..errors import InputError, UncoveredNonlinearityError
+from .gradients import BaselineLike, check_reference, reference
+
+
+class _PathChanged(Exception):
+    """The input's forward ran other nonlinear ops than the baseline's."""
+
+
+class _Recorder(PropagationRule):
+    """The baseline's forward: each nonlinear op's input, in call order."""
+
+    def __init__(self) -> None:
+        self.inputs: list[torch.Tensor] = []
+
+    def elementwise(self, function, x, inplace, slope=None):
+        self.inputs.append(x.detach().clone())
+        return x.copy_(function(x)) if inplace else function(x)
+
+    def max_pool(self, pool, x):
+        self.inputs.append(x.detach().clone())
+        return pool(x)[0]
+
+
+class _Rescale(PropagationRule):
+    """The input's forward: each nonlinear op paired with the baseline's, its backward rescaled."""
+
+    def __init__(self, references: list[torch.Tensor], eps: float) -> None:
+        self.references: Iterator[torch.Tensor] = iter(references)
+        self.eps = eps
+
+    def paired(self, x: torch.Tensor) -> torch.Tensor:
+        found = next(self.references, None)
+        if found is None or found.dim() != x.dim() or torch.broadcast_shapes(found.shape, x.shape) != x.shape:
+            raise _PathChanged
+        return found
+
+    def elementwise(self, function, x, inplace, slope=None):
+        return _RescaledElementwise.apply(x, self.paired(x), function, slope, inplace, self.eps)
+
+    def max_pool(self, pool, x):
+        return _RescaledMaxPool.apply(x, self.paired(x), pool, self.eps)
+
+    def finished(self) -> bool:
+        return next(self.references, None) is None
+
+
+class _RescaledElementwise(torch.autograd.Function):
+    """``function(x)`` whose backward multiplies by the secant slope to the baseline's input."""
+
+    @staticmethod
+    def forward(ctx: Any, x, x0, function, slope, inplace, eps):
+        y = function(x)
+        delta = x - x0
+        ctx.save_for_backward(torch.where(delta.abs() < eps, _derivative(function, slope, x), (y - function(x0)) / delta))
+        if inplace:
+            ctx.mark_dirty(x)
+            return x.copy_(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad):
+        (multiplier,) = ctx.saved_tensors
+        return grad * multiplier, None, None, None, None, None
+
+
+def _derivative(function, slope, x: torch.Tensor) -> torch.Tensor:
+    """The elementwise ``function``'s derivative at ``x``: ``slope`` where known, else by autograd."""
+    if slope is not None:
+        return slope(x)
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        return torch.autograd.grad(function(leaf).sum(), leaf)[0]
+
+
+class _RescaledMaxPool(torch.autograd.Function):
+    """Max pooling whose backward routes the output's difference to the two maxima (captum's
+    rule, with both parts kept and overlapping windows added)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, x0, pool, eps):
+        y, at_x = pool(x)
+        y0, at_x0 = pool(x0)
+        top = torch.maximum(y, y0)
+        ctx.save_for_backward(x - x0, at_x, at_x0.expand_as(at_x), top - y0, y - top)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad):
+        delta, at_x, at_x0, up, down = ctx.saved_tensors
+
+        lead = delta.shape[:2]
+
+        def scatter(values, at):  # reshape, not flatten or view: both lack a batching rule here
+            flat = torch.zeros(lead + (delta[0, 0].numel(),), dtype=grad.dtype, device=grad.device)
+            return flat.scatter_add(2, at.reshape(*lead, -1), values.reshape(*lead, -1)).reshape(delta.shape)
+
+        routed = scatter(grad * up, at_x) + scatter(grad * down, at_x0)
+        return torch.where(delta.abs() < ctx.eps, scatter(grad, at_x), routed / delta), None, None, None
+
+
+class DeepLift(Explainer):
+    """DeepLift, rescale rule: ``(x - x0) * m`` per channel, maps (N, K, C, *grid), where ``m``
+    is the input gradient with each nonlinearity's derivative replaced by its secant slope to
+    the baseline ``x0`` (``baseline``: a number, a tensor of one sample or one per sample, or a
+    callable of the inputs). The attributions sum to ``f(x) - f(x0)``.
+
+    The rule is defined for elementwise nonlinearities and max pooling between linear ops. With
+    ``strict=True`` a forward that also runs another op on input-dependent tensors (a product of
+    two, softmax, layer norm, attention) is refused naming it; ``strict=False`` gives those ops
+    their plain gradient, and the sum no longer holds."""
+
+    name = "deeplift"
+    supports = frozenset({"1d", "2d", "3d", "several_inputs"})  # attention and layer norm are refused by name
+
+    def __init__(self, model: nn.Module, baseline: BaselineLike = 0.0, eps: float = 1e-10, strict: bool = True) -> None:
+        super().__init__(model)
+        self.baseline = check_reference(baseline)
+        self.eps, self.strict = check_number("eps", eps), check_flag("strict", strict)
+
+    def explain(self, call: Call) -> Explanation:
+        """``(x - x0)`` times every target's multipliers."""
+        x0 = reference(self.baseline, call.x)
+        selection, multipliers = self.multipliers(call, x0)
+        return self.result((call.x - x0).unsqueeze(1) * multipliers, selection, MapKind.INPUT_CHANNELS)
+
+    def multipliers(self, call: Call, x0: torch.Tensor):
+        """The resolved targets and DeepLift's multipliers (N, K, C, *grid) against baseline ``x0``
+        (1 or N rows). A shared baseline goes through the model once, as one row, unless the
+        model's other inputs are batched or its forward does not broadcast that row (then N)."""
+        n = len(call.x)
+        if len(x0) == 1 and n > 1 and call.inputs.others_batched:
+            x0 = x0.expand(n, *x0.shape[1:])
+        try:
+            return self._pass(call, x0)
+        except _PathChanged:
+            if len(x0) == n:
+                raise InputError(f"{type(self).__name__}: the forward ran other nonlinear ops for the baseline than for "
+                                 "the input (data-dependent control flow), so they cannot be paired") from None
+        return self.multipliers(call, x0.expand(n, *x0.shape[1:]))
+
+    def _pass(self, call: Call, x0: torch.Tensor):
+        recorder = _Recorder()
+        x0 = x0.contiguous()
+        inputs = call.inputs.sample(0).with_primary(x0) if len(x0) == 1 else call.model_inputs(x0)
+        mode = PropagationMode(recorder, x0)
+        with torch.no_grad(), mode:
+            inputs.run(self.model)
+        self._refuse_uncovered(mode)
+        x = call.x.detach().clone().requires_grad_(True)
+        rescale = _Rescale(recorder.inputs, self.eps)
+        mode = PropagationMode(rescale, x)
+        selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
+        self._refuse_uncovered(mode)
+        if not rescale.finished():
+            raise _PathChanged
+        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        return selection, gradients
+
+    def _refuse_uncovered(self, mode: PropagationMode) -> None:
+        if self.strict and mode.uncovered:
+            kinds = ", ".join(f"{name} ({count})" for name, count in mode.uncovered.most_common())
+            raise UncoveredNonlinearityError(
+                f"{type(self).__name__}: the forward ran {kinds} on input-dependent tensors, which the rescale rule is "
+                "not defined for (only elementwise nonlinearities and max pooling between linear ops are); explain a "
+                "model without them, or pass strict=False to give them their plain gradient (the attributions then "
+                "no longer sum to f(x) - f(baseline))")
+
+
+class DeepLiftShap(DeepLift):
+    """DeepLift averaged over ``baselines`` (B, C, *grid): for each input, the mean of its
+    DeepLift attributions against each baseline (captum's ``DeepLiftShap``), one pass per
+    baseline. The attributions sum to ``f(x)`` minus the baselines' mean score."""
+
+    name = "deeplift_shap"
+
+    def __init__(self, model: nn.Module, baselines: BaselineLike = 0.0, eps: float = 1e-10, strict: bool = True) -> None:
+        super().__init__(model, baselines, eps, strict)
+
+    def explain(self, call: Call) -> Explanation:
+        """DeepLift against each baseline in turn, averaged."""
+        baselines = reference(self.baseline, call.x, batch=True)
+        total, selection = None, None
+        for x0 in baselines.split(1):
+            found, multipliers = self.multipliers(call, x0)
+            selection = found if selection is None else selection
+            part = (call.x - x0).unsqueeze(1) * multipliers
+            total = part if total is None else total + part
+        assert selection is not None and total is not None
+        return self.result(total / len(baselines), selection, MapKind.INPUT_CHANNELS)
+

@@ -1,0 +1,149 @@
+"""The plain-gradient family: Saliency (Simonyan et al., 2014), input times gradient (Shrikumar
+et al., 2016) and GradientShap (Lundberg and Lee, 2017; captum's form), plus the baselines that
+this family and DeepLift take."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+from torch import nn
+
+from ..core import (
+    Call,
+    Explainer,
+    Explanation,
+    MapKind,
+    check_baseline,
+    check_finite,
+    check_flag,
+    check_int,
+    check_number,
+    check_seed,
+    neurons_of,
+    per_target_gradients,
+)
+from ..errors import InputError
+
+#: a baseline: a number, a tensor of one sample (C, *grid), of (1 or N, C, *grid), or a callable of the inputs
+BaselineLike = Union[float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def check_reference(value: Any) -> Any:
+    """A baseline option, checked where it is given: a finite number, a floating tensor, or a callable."""
+    if callable(value) and not isinstance(value, torch.Tensor):
+        return value
+    return check_baseline(value)
+
+
+def reference(baseline: BaselineLike, x: torch.Tensor, batch: bool = False) -> torch.Tensor:
+    """The baseline for inputs ``x`` (N, C, *grid), in their dtype and device: (1, C, *grid) when
+    it is shared by the samples, (N, C, *grid) when given per sample. With ``batch=True`` a
+    tensor (B, C, *grid) is B baselines to draw from (GradientShap, DeepLiftShap)."""
+    if callable(baseline) and not isinstance(baseline, torch.Tensor):
+        value = baseline(x)
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise InputError(f"a baseline callable must return a floating tensor, not {type(value).__name__}")
+        check_finite(baseline=value)
+        baseline = value
+    if not isinstance(baseline, torch.Tensor):
+        return torch.full((1, *x.shape[1:]), float(baseline), dtype=x.dtype, device=x.device)
+    value = baseline.to(dtype=x.dtype, device=x.device)
+    if value.dim() == x.dim() - 1:
+        value = value.unsqueeze(0)
+    if value.dim() != x.dim():
+        raise InputError(f"a baseline of shape {tuple(baseline.shape)} is neither one sample {tuple(x.shape[1:])} nor a "
+                         f"batch of them")
+    rows = len(value)
+    if not batch and rows not in (1, len(x)):
+        raise InputError(f"{rows} baselines for {len(x)} inputs: give one baseline for all or one per sample")
+    try:
+        return value.expand(rows, *x.shape[1:])
+    except RuntimeError:
+        raise InputError(f"a baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs "
+                         f"{tuple(x.shape)}") from None
+
+
+class Saliency(Explainer):
+    """The input gradient of each target, its absolute value by default (``absolute=True``, as
+    Simonyan et al. and captum's ``Saliency`` default), per channel: maps (N, K, C, *grid)."""
+
+    name = "saliency"
+
+    def __init__(self, model: nn.Module, absolute: bool = True) -> None:
+        super().__init__(model)
+        self.absolute = check_flag("absolute", absolute)
+
+    def explain(self, call: Call) -> Explanation:
+        """Every target's input gradient from one forward and one batched backward."""
+        x = call.x.detach().clone().requires_grad_(True)
+        selection, _ = self.forward_with_targets(call.with_(x))
+        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        return self.result(gradients.abs() if self.absolute else gradients, selection, MapKind.INPUT_CHANNELS)
+
+
+class InputXGradient(Explainer):
+    """The input times its gradient, ``x * df/dx``, per channel: maps (N, K, C, *grid)."""
+
+    name = "input_x_gradient"
+
+    def explain(self, call: Call) -> Explanation:
+        """The inputs times every target's input gradient."""
+        x = call.x.detach().clone().requires_grad_(True)
+        selection, _ = self.forward_with_targets(call.with_(x))
+        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        return self.result(call.x.unsqueeze(1) * gradients, selection, MapKind.INPUT_CHANNELS)
+
+
+class GradientShap(Explainer):
+    """Expected gradients (captum's ``GradientShap``): over ``samples`` draws per image, a
+    baseline ``b`` drawn from ``baselines`` (B, C, *grid), Gaussian noise of standard deviation
+    ``noise`` added to the input (``x' = x + e``), and ``alpha`` uniform in [0, 1); the map is the
+    mean of ``(x' - b) * grad f(b + alpha (x' - b))``. The draws come from ``gradient_shap_draws``
+    with ``seed``, shared by the images, so an image's map does not depend on its batch. ``max_batch`` bounds
+    the points per forward. Targets are resolved on the clean input."""
+
+    name = "gradient_shap"
+
+    def __init__(self, model: nn.Module, baselines: BaselineLike = 0.0, samples: int = 5, noise: float = 0.0,
+                 seed: int = 0, max_batch: int = 64) -> None:
+        super().__init__(model)
+        self.baselines = check_reference(baselines)
+        self.samples, self.noise = check_int("samples", samples), check_number("noise", noise)
+        self.seed, self.max_batch = check_seed(seed), check_int("max_batch", max_batch)
+
+    def explain(self, call: Call) -> Explanation:
+        """The draws' points, ``max_batch`` at a time, each chunk one forward and one batched backward."""
+        x = call.x
+        clean, _ = self.forward_with_targets(call, graph=False)  # what is explained, pinned on the clean input
+        pinned = call.target if neurons_of(call.target) or not clean.classes else clean.indices
+        noisy, chosen, alphas = gradient_shap_draws(x, reference(self.baselines, x, batch=True), self.samples,
+                                                    self.noise, self.seed)
+        total = torch.zeros((len(x), clean.indices.shape[1], *x.shape[1:]), dtype=torch.float64, device=x.device)
+        per_chunk = max(1, self.max_batch // len(x))
+        for first in range(0, self.samples, per_chunk):
+            part = slice(first, min(first + per_chunk, self.samples))
+            copies = part.stop - part.start
+            step = alphas[part].view(copies, len(x), *[1] * (x.dim() - 1))
+            points = (chosen[part] + step * (noisy[part] - chosen[part])).flatten(0, 1).detach().requires_grad_(True)
+            target = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
+            selection, _ = self.forward_with_targets(call.with_(points, target))
+            (gradients,) = per_target_gradients(selection.scores, [points], selection.graph_elements)
+            gradients = gradients.view(copies, len(x), *gradients.shape[1:])
+            total += ((noisy[part] - chosen[part]).unsqueeze(2) * gradients).sum(0).double()
+        return self.result(total / self.samples, clean, MapKind.INPUT_CHANNELS)
+
+
+def gradient_shap_draws(x: torch.Tensor, baselines: torch.Tensor, samples: int, noise: float, seed: int
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GradientShap's draws for inputs (N, C, *grid) and baselines (B, C, *grid): the noisy inputs
+    and the chosen baselines (samples, N, C, *grid), and the alphas (samples, N). The draws come
+    from a generator seeded with ``seed`` on the inputs' device, in this order: the noise
+    (samples, C, *grid), the baseline indices (samples,), the alphas (samples,); every image
+    shares them, so that its map does not depend on its batch."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    shape = (samples, 1, *x.shape[1:])
+    noisy = x.unsqueeze(0) + noise * torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    picks = torch.randint(len(baselines), (samples,), generator=generator, device=x.device)
+    alphas = torch.rand(samples, 1, generator=generator, device=x.device, dtype=x.dtype).expand(samples, len(x))
+    return noisy, baselines[picks].unsqueeze(1).expand_as(noisy), alphas

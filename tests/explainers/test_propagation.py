@@ -1,0 +1,252 @@
+"""DeepLift, DeepLiftShap, GradientShap, Saliency and InputXGradient: the op-level propagation
+engine, summation to delta, and captum 0.9 as the oracle (with its DeepLift bugs shown)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import interpkit
+from interpkit import DeepLift, DeepLiftShap, GradientShap, InputXGradient, Saliency
+from interpkit.explainers import gradient_shap_draws
+from interpkit.testing import check_explainer
+from interpkit.testing.models import Conv1dNet, Conv3dNet, FunctionalReLU, ResidualReusedReLU, TinyTokens
+
+captum_attr = pytest.importorskip("captum.attr", reason="captum is in interpkit's [test] extra")
+
+
+@pytest.mark.parametrize("explainer", [Saliency, InputXGradient, GradientShap, DeepLift, DeepLiftShap])
+def test_conformance(explainer):
+    check_explainer(explainer)
+
+
+def _smooth_net(pool):
+    """A CNN with every nonlinearity captum's DeepLift covers, each module used once."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), pool, nn.Conv2d(8, 8, 3, padding=1), nn.Sigmoid(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 5), nn.ELU(), nn.Linear(5, 5)).eval()
+
+
+def _deltas(model, x, x0, targets):
+    with torch.no_grad():
+        return (model(x) - model(x0))[torch.arange(len(x)), targets]
+
+
+def test_deeplift_equals_captum_on_a_cnn_with_one_module_per_use():
+    """In float64: the secant slopes of float32 lose digits where x and x0 are close, on both sides."""
+    model = _smooth_net(nn.AvgPool2d(2)).double()
+    x, x0 = torch.randn(3, 3, 16, 16, dtype=torch.float64), torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    mine = DeepLift(model, baseline=x0)(x, target=[1, 2, 3]).maps[:, 0]
+    theirs = captum_attr.DeepLift(model).attribute(x, baselines=x0.expand_as(x), target=[1, 2, 3]).detach()
+    assert theirs.abs().max() > 0
+    assert (mine - theirs).abs().max() / theirs.abs().max() < 1e-5
+    assert (mine.flatten(1).sum(1) - _deltas(model, x, x0, [1, 2, 3])).abs().max() < 1e-5
+
+
+def test_captums_max_pooling_rule_loses_the_baseline_side_and_ours_sums_to_delta():
+    """captum routes max(y, y0) - y0 to the input's maximum and y - max(y, y0) to the baseline's,
+    but the baseline half's gradient is zero (only the input's score is differentiated), so
+    wherever the baseline's pooled value is larger the difference is lost."""
+    model = _smooth_net(nn.MaxPool2d(2))
+    x, x0 = torch.randn(3, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    deltas = _deltas(model, x, x0, [1, 2, 3])
+    mine = DeepLift(model, baseline=x0)(x, target=[1, 2, 3]).maps[:, 0]
+    theirs = captum_attr.DeepLift(model).attribute(x, baselines=x0.expand_as(x), target=[1, 2, 3]).detach()
+    assert (mine.flatten(1).sum(1) - deltas).abs().max() < 1e-5
+    assert (theirs.flatten(1).sum(1) - deltas).abs().max() > 1e-3
+
+
+def test_captum_refuses_a_reused_relu_and_misses_a_functional_one_where_ours_sums_to_delta():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 20, 16)
+    reused = ResidualReusedReLU().eval()
+    with pytest.raises(RuntimeError, match="used more than once"):
+        captum_attr.DeepLift(reused).attribute(x, baselines=torch.zeros_like(x), target=1)
+    functional = FunctionalReLU().eval()
+    x0 = torch.randn(1, 3, 20, 16)
+    theirs = captum_attr.DeepLift(functional).attribute(x, baselines=x0.expand_as(x), target=1).detach()
+    deltas = _deltas(functional, x, x0, [1, 1])
+    assert (theirs.flatten(1).sum(1) - deltas).abs().max() > 1e-3  # F.relu taken as linear
+    for model in (reused, functional):
+        mine = DeepLift(model, baseline=x0)(x, target=1).maps[:, 0]
+        assert (mine.flatten(1).sum(1) - _deltas(model, x, x0, [1, 1])).abs().max() < 1e-5
+
+
+class _Stack(nn.Module):
+    """A random stack of convolutions, ReLUs (module, reused, functional, in place), max and average
+    pooling and a linear head."""
+
+    def __init__(self, kinds, dims):
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+        self.kinds, self.dims = kinds, dims
+        self.convs = nn.ModuleList(conv(4 if i else 2, 4, 3, padding=1) for i in range(len(kinds)))
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        for conv, kind in zip(self.convs, self.kinds):
+            x = conv(x)
+            if kind == "reused":
+                x = self.relu(x)
+            elif kind == "functional":
+                x = F.relu(x)
+            elif kind == "inplace":
+                x = x.relu_()
+            elif kind == "maxpool":
+                x = F.max_pool1d(x, 2) if self.dims == 1 else F.max_pool2d(x, 2) if self.dims == 2 else F.max_pool3d(x, 2)
+            elif kind == "leaky":
+                x = F.leaky_relu(x, 0.1)
+        return self.head(x.flatten(2).mean(-1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["reused", "functional", "inplace", "maxpool", "leaky"]), min_size=1, max_size=4),
+       dims=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16), per_sample=st.booleans())
+def test_deeplift_sums_to_the_score_difference(kinds, dims, seed, per_sample):
+    torch.manual_seed(seed)
+    model = _Stack(kinds, dims).eval().double()
+    grid = (16,) * dims
+    x = torch.randn(3, 2, *grid, dtype=torch.float64)
+    x0 = torch.randn(3 if per_sample else 1, 2, *grid, dtype=torch.float64)
+    explanation = DeepLift(model, baseline=x0)(x, target="all")
+    with torch.no_grad():
+        deltas = model(x) - model(x0)
+    assert (explanation.maps.flatten(2).sum(-1).double() - deltas).abs().max() < 1e-5 * max(1.0, deltas.abs().max())
+
+
+def test_deeplift_on_1d_and_3d_models_sums_to_delta_and_k_targets_equal_one_at_a_time():
+    for model in (Conv1dNet().eval(), Conv3dNet().eval()):
+        x = model.example_inputs(2, torch.Generator().manual_seed(0))
+        x0 = 0.5 * torch.ones_like(x[:1])
+        together = DeepLift(model, baseline=x0)(x, target="all")
+        with torch.no_grad():
+            deltas = model(x) - model(x0)
+        assert (together.maps.flatten(2).sum(-1) - deltas).abs().max() < 1e-4
+        alone = DeepLift(model, baseline=x0)(x, target=1).maps[:, 0]
+        torch.testing.assert_close(together.maps[:, 1], alone, rtol=1e-5, atol=1e-7)
+
+
+def test_deepliftshap_equals_captum():
+    model = _smooth_net(nn.AvgPool2d(2)).double()
+    x, baselines = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    mine = DeepLiftShap(model, baselines=baselines)(x, target=[0, 4]).maps[:, 0]
+    theirs = captum_attr.DeepLiftShap(model).attribute(x, baselines=baselines, target=[0, 4]).detach()
+    assert (mine - theirs).abs().max() / theirs.abs().max() < 1e-5
+    with torch.no_grad():
+        expected = model(x)[[0, 1], [0, 4]] - model(baselines)[:, [0, 4]].mean(0)
+    assert (mine.flatten(1).sum(1) - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+def test_saliency_and_input_x_gradient_equal_captum(absolute):
+    model = _smooth_net(nn.MaxPool2d(2))
+    x = torch.randn(3, 3, 16, 16)
+    mine = Saliency(model, absolute=absolute)(x, target=[0, 1, 2]).maps[:, 0]
+    theirs = captum_attr.Saliency(model).attribute(x, target=[0, 1, 2], abs=absolute)
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-8)
+    mine = InputXGradient(model)(x, target=[0, 1, 2]).maps[:, 0]
+    theirs = captum_attr.InputXGradient(model).attribute(x.clone(), target=[0, 1, 2]).detach()
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-8)
+
+
+def test_gradient_shap_equals_captum_given_the_same_draws(monkeypatch):
+    """captum's GradientShap is the mean over samples of InputBaselineXGradient at the noisy input
+    with a drawn baseline and a uniform alpha: fed our draws, it gives our map."""
+    model = _smooth_net(nn.MaxPool2d(2))
+    x, baselines = torch.randn(2, 3, 16, 16), torch.randn(3, 3, 16, 16)
+    mine = GradientShap(model, baselines=baselines, samples=4, noise=0.2, seed=5)(x, target=[1, 3]).maps[:, 0]
+    noisy, chosen, alphas = gradient_shap_draws(x, baselines, 4, 0.2, 5)
+    parts = []
+    for s in range(4):
+        monkeypatch.setattr(np.random, "uniform", lambda low, high, size, s=s: alphas[s].numpy())
+        parts.append(_input_baseline_x_gradient(model, noisy[s], chosen[s], [1, 3]))
+    theirs = torch.stack(parts).mean(0)
+    assert (mine - theirs).abs().max() / theirs.abs().max() < 1e-5
+    again = GradientShap(model, baselines=baselines, samples=4, noise=0.2, seed=5, max_batch=2)(x, target=[1, 3]).maps
+    torch.testing.assert_close(again[:, 0], mine, rtol=1e-5, atol=1e-8)
+
+
+def _input_baseline_x_gradient(model, inputs, baselines, target):
+    from captum.attr._core.gradient_shap import InputBaselineXGradient
+
+    return InputBaselineXGradient(model).attribute(inputs, baselines=baselines, target=target).detach()
+
+
+def test_deeplift_refuses_what_the_rescale_rule_is_not_defined_for():
+    model = TinyTokens().eval()
+    x = model.example_inputs(2, torch.Generator().manual_seed(0))
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="layer_norm"):
+        DeepLift(model)(x, target=1)
+
+    class Gate(nn.Module):  # squeeze-and-excitation: a product of two input-dependent tensors
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+
+        def forward(self, x):
+            features = torch.relu(self.conv(x))
+            return self.head((features * torch.sigmoid(features.mean((2, 3), keepdim=True))).mean((2, 3)))
+
+    gate = Gate().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="mul"):
+        DeepLift(gate)(x, target=0)
+    assert torch.isfinite(DeepLift(gate, strict=False)(x, target=0).maps).all()
+
+    class Softmaxed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.linear(x).softmax(-1)
+
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="softmax"):
+        DeepLift(Softmaxed().eval())(torch.randn(2, 4), target=0)
+
+
+def test_deeplift_refuses_a_forward_whose_path_depends_on_the_input():
+    class Branching(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.relu(self.linear(x)) if x.sum() > 0 else self.linear(x)
+
+    x = torch.ones(1, 4)
+    with pytest.raises(interpkit.InputError, match="other nonlinear ops"):
+        DeepLift(Branching().eval(), baseline=-1.0)(x, target=0)
+
+
+def test_bad_baselines_are_refused():
+    model = _smooth_net(nn.AvgPool2d(2))
+    x = torch.randn(2, 3, 16, 16)
+    for baseline in ("zeros", True, float("nan"), torch.zeros(3, 3, dtype=torch.long)):
+        with pytest.raises(interpkit.InputError):
+            DeepLift(model, baseline=baseline)
+    for baseline in (torch.zeros(3, 3, 16, 16), torch.zeros(3, 8, 8), torch.zeros(16, 16), lambda inputs: "zeros",
+                     lambda inputs: torch.full_like(inputs, float("nan"))):
+        with pytest.raises(interpkit.InputError):
+            DeepLift(model, baseline=baseline)(x, target=0)
+    for make in (lambda: GradientShap(model, samples=0), lambda: GradientShap(model, noise=-1.0),
+                 lambda: GradientShap(model, seed=-1), lambda: Saliency(model, absolute="yes"),
+                 lambda: DeepLift(model, eps=-1.0), lambda: DeepLift(model, strict=1)):
+        with pytest.raises(interpkit.InputError):
+            make()
+    with pytest.raises(interpkit.InputError):
+        GradientShap(model, baselines=torch.zeros(2, 3, 8, 8))(x, target=0)
+
+
+def test_a_callable_baseline_and_per_sample_baselines():
+    model = _smooth_net(nn.MaxPool2d(2))
+    x = torch.randn(2, 3, 16, 16)
+    blurred = DeepLift(model, baseline=lambda inputs: inputs.mean((2, 3), keepdim=True).expand_as(inputs))(x, target=1)
+    per_sample = DeepLift(model, baseline=x.mean((2, 3), keepdim=True).expand_as(x).clone())(x, target=1)
+    torch.testing.assert_close(blurred.maps, per_sample.maps)
+    assert blurred.maps.abs().sum() > 0
