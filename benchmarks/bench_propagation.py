@@ -1,10 +1,11 @@
-"""DeepLift, Saliency, InputXGradient and GradientShap against a plain input gradient, and DeepLift
-and GradientShap against captum 0.9 on the same work, in one run.
+"""LRP, DeepLift, Saliency, InputXGradient and GradientShap against a plain input gradient, and
+against zennit 0.5 (LRP) and captum 0.9 (DeepLift, GradientShap) on the same work, in one run.
 
 The plain input gradient is one forward and one ``torch.autograd.grad`` of the target's summed
-score with respect to the input. Models: torchvision VGG11 (no batch norm; captum's DeepLift
-runs on it, one ReLU module per use) and resnet18 (captum's DeepLift refuses its reused ReLUs,
-so only interpkit's is timed). Each captum explainer runs on its own model copy.
+score with respect to the input. Models: torchvision VGG16 (LRP with EpsilonPlusFlat, as the
+issue's goal names), VGG11 (no batch norm; captum's DeepLift runs on it, one ReLU module per
+use) and resnet18 (captum's DeepLift refuses its reused ReLUs, so only interpkit's is timed).
+Each peer runs on its own model copy.
 
 Run: python benchmarks/bench_propagation.py [--device cuda] [--repeats 7] [--size 64] [--batch 8] [--threads 1]
 """
@@ -37,6 +38,28 @@ def five_gradients(model, images):
         for k in range(5):
             torch.autograd.grad(logits[:, k].sum(), x, retain_graph=k < 4)
     return run
+
+
+def lrp_cases(model, images):
+    import torch.nn.functional as F
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+
+    theirs = copy.deepcopy(model)
+    one_hot = F.one_hot(torch.full((len(images),), 1, device=images.device), 10).to(images)
+
+    def zennit():
+        with Gradient(model=theirs, composite=EpsilonPlusFlat()) as attributor:
+            attributor(images, one_hot)
+
+    lrp = interpkit.LRP(model, "epsilon_plus_flat")
+    return {
+        "vgg16: plain input gradient": plain_gradient(model, images, 1),
+        "vgg16: interpkit lrp epsilon_plus_flat": lambda: lrp(images, target=1),
+        "vgg16: zennit EpsilonPlusFlat": zennit,
+        "vgg16: floor of 5 classes (1 forward, 5 gradients)": five_gradients(model, images),
+        "vgg16: interpkit lrp, 5 classes": lambda: lrp(images, target=torch.arange(5).expand(len(images), 5)),
+    }
 
 
 def cases_for(name: str, model, images, captum_too: bool):
@@ -77,13 +100,18 @@ def main() -> None:
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     models = {"vgg11": torchvision.models.vgg11(num_classes=10), "resnet18": torchvision.models.resnet18(num_classes=10)}
-    cases = {}
+    cases = lrp_cases(torchvision.models.vgg16(num_classes=10).eval().to(device), images)
     for name, model in models.items():
         cases.update(cases_for(name, model.eval().to(device), images, captum_too=name == "vgg11"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time_all(cases, device, repeats=args.repeats, warmup=1)
-    ratios = []
+    ratios = [("vgg16: interpkit lrp / plain gradient", t["vgg16: interpkit lrp epsilon_plus_flat"]
+               / t["vgg16: plain input gradient"], "<= 1.5"),
+              ("vgg16: zennit / interpkit lrp", t["vgg16: zennit EpsilonPlusFlat"]
+               / t["vgg16: interpkit lrp epsilon_plus_flat"], "> 1"),
+              ("vgg16: interpkit lrp 5 classes / floor of 5 gradients", t["vgg16: interpkit lrp, 5 classes"]
+               / t["vgg16: floor of 5 classes (1 forward, 5 gradients)"], "<= 1.1")]
     for name in models:
         plain = t[f"{name}: plain input gradient"]
         for method in ("saliency", "input_x_gradient", "deeplift"):
@@ -91,7 +119,7 @@ def main() -> None:
             ratios.append((f"{name}: interpkit {method} / plain gradient", t[f"{name}: interpkit {method}"] / plain, goal))
         ratios.append((f"{name}: interpkit deeplift 5 classes / floor of 5 gradients",
                        t[f"{name}: interpkit deeplift, 5 classes"] / t[f"{name}: floor of 5 classes (1 forward, 5 gradients)"],
-                       "<= 1.1 (LRP's goal; DeepLift adds the baseline's forward)"))
+                       "none set (DeepLift adds the baseline's forward)"))
     ratios.append(("vgg11: captum DeepLift / interpkit", t["vgg11: captum DeepLift"] / t["vgg11: interpkit deeplift"],
                    "> 1"))
     ratios.append(("vgg11: captum GradientShap / interpkit", t["vgg11: captum GradientShap, 5 samples"]

@@ -153,8 +153,8 @@ def test_autoload_can_be_disabled(fake_plugins, monkeypatch):
         registry_module.reload()
     assert interpkit.list_explainers() == ["deconvnet", "deeplift", "deeplift_shap", "feature_ablation", "gradcam",
                                            "gradient_shap", "guided_backprop", "guided_gradcam", "input_x_gradient",
-                                           "kernel_shap", "lime", "max_activating_patches", "occlusion", "rise",
-                                           "saliency", "shapley_value_sampling"]
+                                           "kernel_shap", "lime", "lrp", "max_activating_patches", "occlusion",
+                                           "rise", "saliency", "shapley_value_sampling"]
     assert interpkit.list_explainers() == _builtin_explainers()
 
 

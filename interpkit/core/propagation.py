@@ -49,6 +49,25 @@ class PropagationRule:
         """``pool(x)[0]`` with this rule's backward."""
         raise NotImplementedError
 
+    # linear ops: their gradient unless a rule says otherwise (LRP)
+    def layer(self, run: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
+              bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
+        """A convolution (``transposed`` for a transposed one) or linear layer, ``run(x, weight,
+        bias)``, with parameters that do not depend on the input."""
+        return run(x, weight, bias)
+
+    def average_pool(self, run: Function, x: torch.Tensor) -> torch.Tensor:
+        """Average pooling (plain or adaptive), ``run(x)``."""
+        return run(x)
+
+    def sum(self, a: torch.Tensor, b: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``a + b`` of two input-dependent tensors (into ``a`` when ``inplace``): residual connections."""
+        return a.add_(b) if inplace else a + b
+
+    def batch_norm(self, run: Function, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """An eval batch norm, ``run(x)``: per channel ``x * scale + shift``."""
+        return run(x)
+
 
 def _named(owner: Any, names: str) -> set:
     return {getattr(owner, name) for name in names.split() if hasattr(owner, name)}
@@ -79,6 +98,11 @@ _TRAINING_FLAG = {F.dropout: 2, F.dropout1d: 2, F.dropout2d: 2, F.dropout3d: 2, 
 # outputs that do not depend on the input's values
 _CONSTANT = _named(torch, "zeros_like ones_like empty_like full_like rand_like randn_like") | _named(
     T, "new_zeros new_ones new_empty new_full new_tensor size dim numel detach")
+# layers with parameters: a convolution (1-D to 3-D, transposed too) or a linear layer
+_LAYERS = _named(torch, "conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d") | {F.linear}
+_TRANSPOSED = _named(torch, "conv_transpose1d conv_transpose2d conv_transpose3d")
+_AVERAGE_POOLS = _named(F, "avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d")
+_SUMS = _named(torch, "add") | _named(T, "add add_ __add__ __radd__ __iadd__")
 # max pooling, and the position of its ``return_indices`` argument
 _MAX_POOLS: dict[Any, int] = {F.max_pool1d: 6, F.max_pool2d: 6, F.max_pool3d: 6,
                               F.adaptive_max_pool1d: 2, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 2}
@@ -146,6 +170,18 @@ class PropagationMode(TorchFunctionMode):
             self.ruled += 1
             rest, options = args[1:], {k: v for k, v in kwargs.items() if k != "return_indices"}
             return self.rule.max_pool(lambda t: func(t, *rest, **options, return_indices=True), args[0])
+        if func in _LAYERS and self._depends(args[0]):
+            weight, bias = _argument(args, kwargs, 1, "weight", None), _argument(args, kwargs, 2, "bias", None)
+            if not (self._depends(weight) or self._depends(bias)):
+                rest, options = args[3:], {k: v for k, v in kwargs.items() if k not in ("weight", "bias")}
+                return self.rule.layer(lambda t, w, b: func(t, w, b, *rest, **options), args[0], weight, bias,
+                                       func in _TRANSPOSED)
+        if func in _AVERAGE_POOLS and self._depends(args[0]):
+            return self.rule.average_pool(lambda t: func(t, *args[1:], **kwargs), args[0])
+        if func in _SUMS and len(args) == 2 and not kwargs and self._depends(args[0]) and self._depends(args[1]):
+            return self.rule.sum(args[0], args[1], func in (T.__iadd__, T.add_))
+        if func is F.batch_norm and self._depends(args[0]) and not _argument(args, kwargs, 5, "training"):
+            return self.rule.batch_norm(lambda t: func(t, *args[1:], **kwargs), args[0], *_affine(args, kwargs))
         if not self._linear(func, args, kwargs):
             result = func(*args, **kwargs)
             if any(t.is_floating_point() for t in _tensors(result)):
@@ -168,6 +204,15 @@ class PropagationMode(TorchFunctionMode):
         if func in (torch.masked_fill, T.masked_fill, T.masked_fill_):
             return not self._depends(args[1])
         return False
+
+
+def _affine(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval ``F.batch_norm``'s per-channel scale and shift."""
+    mean, var = _argument(args, kwargs, 1, "running_mean"), _argument(args, kwargs, 2, "running_var")
+    weight, bias = _argument(args, kwargs, 3, "weight", None), _argument(args, kwargs, 4, "bias", None)
+    eps = _argument(args, kwargs, 7, "eps", 1e-5)
+    scale = (var + eps).rsqrt() if weight is None else weight * (var + eps).rsqrt()
+    return scale, (-mean * scale if bias is None else bias - mean * scale)
 
 
 def _relu_slope(upper: float | None) -> Function:

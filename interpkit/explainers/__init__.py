@@ -7,13 +7,30 @@ from .gradcam import GradCAM, MultiLayerExplanation, fuse, principal_projection,
 from .gradients import GradientShap, InputXGradient, Saliency, gradient_shap_draws
 from .guided_backprop import Deconvnet, GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
+from .lrp import (
+    LRP,
+    AlphaBeta,
+    Composite,
+    Epsilon,
+    Flat,
+    Gamma,
+    LayerRule,
+    WSquare,
+    ZBox,
+    ZPlus,
+    epsilon_alpha2_beta1,
+    epsilon_gamma_box,
+    epsilon_plus,
+    epsilon_plus_flat,
+)
 from .occlusion import Occlusion
 from .patches import MaxActivatingPatches, PatchExplanation
 from .perturbation import perturbed_scores
 from .rise import RISE, rise_masks
 from .surrogate import LIME, KernelSHAP, fit_linear, kernel_shap_coalitions, lime_coalitions
 
-__all__ = ["Deconvnet", "DeepLift", "DeepLiftShap", "FeatureAblation", "GradientShap", "InputXGradient", "Saliency",
+__all__ = ["LRP", "AlphaBeta", "Composite", "Epsilon", "Flat", "Gamma", "LayerRule", "WSquare", "ZBox", "ZPlus",
+           "epsilon_alpha2_beta1", "epsilon_gamma_box", "epsilon_plus", "epsilon_plus_flat", "Deconvnet", "DeepLift", "DeepLiftShap", "FeatureAblation", "GradientShap", "InputXGradient", "Saliency",
            "gradient_shap_draws", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "KernelSHAP", "LIME",
            "MaxActivatingPatches", "MultiLayerExplanation", "Occlusion", "PatchExplanation", "RISE", "ShapleyValueSampling",
            "feature_mask", "fit_linear", "fuse", "grid_cells", "kernel_shap_coalitions", "lime_coalitions", "perturbed_scores",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..explainers import (
     LIME,
+    LRP,
     RISE,
     Deconvnet,
     DeepLift,
@@ -29,7 +30,7 @@ from .hookspecs import hookimpl
 @hookimpl
 def interpkit_register_explainers(register):
     for cls in (GradCAM, GuidedBackprop, Deconvnet, GuidedGradCAM, MaxActivatingPatches, Occlusion, RISE, FeatureAblation,
-                ShapleyValueSampling, KernelSHAP, LIME, Saliency, InputXGradient, GradientShap, DeepLift, DeepLiftShap):
+                ShapleyValueSampling, KernelSHAP, LIME, Saliency, InputXGradient, GradientShap, DeepLift, DeepLiftShap, LRP):
         register(cls)
 
 

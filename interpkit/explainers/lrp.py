@@ -1,0 +1,428 @@
+"""Layer-wise relevance propagation (Bach et al., 2015; Montavon et al., 2019) on the op-level
+propagation engine, with zennit's rules, composites and defaults.
+
+Relevance starts as the target's score and flows backwards as the "gradient": every
+convolution and linear layer redistributes it by its rule, average pooling and residual sums by
+their contributions (the Norm rule), elementwise nonlinearities pass it on unchanged, max
+pooling routes it to the maximum, and reshaping ops keep it where it is. An eval batch norm
+applied to a layer's output is folded into that layer (the canonizer zennit applies by module
+order, here by data flow, for one call and nothing written to the model), and a sum of two
+input-dependent tensors (a residual connection, written as ``+`` or ``+=`` anywhere in a
+``forward``) splits relevance by contribution, so ResNets conserve it without a model-specific
+canonizer. The map is the relevance at the input, (N, K, C, *grid).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core import (
+    Call,
+    Explainer,
+    Explanation,
+    MapKind,
+    PropagationMode,
+    PropagationRule,
+    check_flag,
+    check_number,
+    per_target_gradients,
+)
+from ..errors import InputError, UncoveredNonlinearityError
+
+Run = Callable[..., torch.Tensor]  # run(x, weight, bias): the layer
+
+
+def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``z + epsilon * sign(z)``, with the sign of 0 taken as +1 (zennit's stabilizer)."""
+    return z + torch.where(z >= 0, epsilon, -epsilon)
+
+
+def _terms(run: Run, pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]):
+    """Each modified layer ``run(input_k, weight_k, bias_k)`` with the graph to its input."""
+    leaves = [x.detach().requires_grad_(True) for x, _, _ in pairs]
+    return leaves, [run(leaf, w, b) for leaf, (_, w, b) in zip(leaves, pairs)]
+
+
+def _pulled(leaves, outputs, grads) -> list[torch.Tensor]:
+    """Each term's ``J_k^T g_k``: the modified layer's transpose applied to its output share."""
+    return list(torch.autograd.grad(outputs, leaves, grads))
+
+
+def _part(t: torch.Tensor | None, positive: bool) -> torch.Tensor | None:
+    return None if t is None else t.clamp(min=0) if positive else t.clamp(max=0)
+
+
+@dataclass
+class LayerCall:
+    """What a rule reads of one layer's call: ``run(x, weight, bias)`` the layer, its input and
+    parameters (a folded batch norm included), its ``output``, ``pull(g)`` its transpose
+    ``J^T g`` (from the forward's own graph), and whether the input is known to be non-negative
+    (a ReLU's output, pooled or not: the rules' negative-input terms are then zero and skipped)."""
+
+    run: Run
+    x: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    output: torch.Tensor
+    pull: Callable[[torch.Tensor], torch.Tensor]
+    nonnegative: bool
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """A rule for a convolution or linear layer: ``relevance(layer, R)`` is the input's relevance
+    given the output's ``R``. ``stabilizer`` is added to denominators with their sign (the sign
+    of 0 taken as +1)."""
+
+    stabilizer: float = 1e-6
+
+    def relevance(self, layer: LayerCall, relevance: torch.Tensor) -> torch.Tensor:
+        """The input's relevance."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Epsilon(LayerRule):
+    """LRP-epsilon: ``R_in = x * W^T (R / (z + epsilon sign z))``; ``epsilon=0`` is LRP-0."""
+
+    epsilon: float = 1e-6
+
+    def relevance(self, layer, relevance):
+        return layer.x * layer.pull(relevance / stabilize(layer.output, self.epsilon))
+
+
+def _signed_terms(layer: LayerCall, positive_weight, negative_weight, bias, relevance, stabilizer):
+    """``x+ A^T g + x- B^T g`` with ``g = R / stab(A x+ + bias + B x-)``: one signed half of z+,
+    alpha-beta and gamma (the ``x-`` term dropped for a non-negative input). The weights are
+    callables, made only when used."""
+    x = layer.x
+    pairs = [(x if layer.nonnegative else x.clamp(min=0), positive_weight(), bias)]
+    if not layer.nonnegative:
+        pairs.append((x.clamp(max=0), negative_weight(), None))
+    with torch.enable_grad():
+        leaves, z = _terms(layer.run, pairs)
+        share = relevance / stabilize(sum(z), stabilizer)
+        pulled = _pulled(leaves, z, [share] * len(z))
+    return sum(inputs * p for (inputs, _, _), p in zip(pairs, pulled))
+
+
+@dataclass(frozen=True)
+class ZPlus(LayerRule):
+    """LRP-z+: positive contributions only, ``z = W+ x+ + W- x- + b+``."""
+
+    def relevance(self, layer, relevance):
+        w, b = layer.weight, layer.bias
+        return _signed_terms(layer, lambda: w.clamp(min=0), lambda: w.clamp(max=0), _part(b, True), relevance,
+                             self.stabilizer)
+
+
+@dataclass(frozen=True)
+class AlphaBeta(LayerRule):
+    """LRP-alpha-beta: positive contributions weighted ``alpha``, negative ``beta``
+    (``alpha - beta = 1``); ``AlphaBeta(alpha=2, beta=1)`` is alpha2-beta1, ``(1, 0)`` z+."""
+
+    alpha: float = 2.0
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_number("alpha", self.alpha)
+        check_number("beta", self.beta)
+        if self.alpha - self.beta != 1:
+            raise InputError(f"alpha - beta must be 1, got alpha={self.alpha}, beta={self.beta}")
+
+    def relevance(self, layer, relevance):
+        w, b = layer.weight, layer.bias
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        positive = _signed_terms(layer, lambda: wp, lambda: wn, _part(b, True), relevance, self.stabilizer)
+        negative = _signed_terms(layer, lambda: wn, lambda: wp, _part(b, False), relevance, self.stabilizer)
+        return self.alpha * positive - self.beta * negative
+
+
+@dataclass(frozen=True)
+class Gamma(LayerRule):
+    """LRP-gamma (generalised to inputs of either sign, as zennit): contributions of the output's
+    sign favoured by ``gamma``."""
+
+    gamma: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_number("gamma", self.gamma)
+
+    def relevance(self, layer, relevance):
+        g, w, b = self.gamma, layer.weight, layer.bias
+        up, down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
+        bias_up = None if b is None else b + g * b.clamp(min=0)
+        bias_down = None if b is None else b + g * b.clamp(max=0)
+        positive = (layer.output > 0).to(relevance) * relevance
+        negative = (layer.output < 0).to(relevance) * relevance
+        return (_signed_terms(layer, lambda: up, lambda: down, bias_up, positive, self.stabilizer)
+                + _signed_terms(layer, lambda: down, lambda: up, bias_down, negative, self.stabilizer))
+
+
+@dataclass(frozen=True)
+class Flat(LayerRule):
+    """LRP-flat: relevance spread uniformly over the receptive field (weights and inputs 1, no bias)."""
+
+    def relevance(self, layer, relevance):
+        with torch.enable_grad():
+            leaves, (z,) = _terms(layer.run, [(torch.ones_like(layer.x), torch.ones_like(layer.weight), None)])
+            (pulled,) = _pulled(leaves, [z], [relevance / stabilize(z, self.stabilizer)])
+        return pulled
+
+
+@dataclass(frozen=True)
+class WSquare(LayerRule):
+    """LRP-w^2: relevance spread by squared weights (inputs 1, the bias squared too, as zennit)."""
+
+    def relevance(self, layer, relevance):
+        square = None if layer.bias is None else layer.bias ** 2
+        with torch.enable_grad():
+            leaves, (z,) = _terms(layer.run, [(torch.ones_like(layer.x), layer.weight ** 2, square)])
+            (pulled,) = _pulled(leaves, [z], [relevance / stabilize(z, self.stabilizer)])
+        return pulled
+
+
+@dataclass(frozen=True)
+class ZBox(LayerRule):
+    """LRP-z^B for inputs bounded by ``low`` and ``high`` (numbers or tensors broadcastable to
+    the input, e.g. (1, C, 1, 1) per channel), usually the first layer."""
+
+    low: Any = 0.0
+    high: Any = 1.0
+
+    def relevance(self, layer, relevance):
+        x, w, b = layer.x, layer.weight, layer.bias
+        low, high = (torch.as_tensor(v, dtype=x.dtype, device=x.device).expand_as(x) for v in (self.low, self.high))
+        pairs = [(low, w.clamp(min=0), _part(b, True)), (high, w.clamp(max=0), _part(b, False))]
+        with torch.enable_grad():
+            leaves, z = _terms(layer.run, pairs)
+            share = relevance / stabilize(layer.output - z[0] - z[1], self.stabilizer)
+            p = _pulled(leaves, z, [share] * 2)
+        return x * layer.pull(share) - low * p[0] - high * p[1]
+
+
+@dataclass(frozen=True)
+class Composite:
+    """Which rule each layer gets: ``first`` for the first convolution or linear layer the input
+    reaches (None: by its kind; ``first_convolution_only`` as zennit's EpsilonGammaBox, whose box
+    rule applies to a first convolution and not to a first linear layer), ``convolution`` and
+    ``linear`` for the others; ``stabilizer`` for average pooling and residual sums (the Norm rule)."""
+
+    convolution: LayerRule = field(default_factory=ZPlus)
+    linear: LayerRule = field(default_factory=Epsilon)
+    first: LayerRule | None = None
+    first_convolution_only: bool = False
+    stabilizer: float = 1e-6
+
+
+def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """zennit's EpsilonPlus: z+ for convolutions, epsilon for linear layers."""
+    return Composite(ZPlus(stabilizer), Epsilon(stabilizer, epsilon), stabilizer=stabilizer)
+
+
+def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """zennit's EpsilonPlusFlat: EpsilonPlus with the flat rule for the first layer."""
+    return Composite(ZPlus(stabilizer), Epsilon(stabilizer, epsilon), Flat(stabilizer), stabilizer=stabilizer)
+
+
+def epsilon_gamma_box(low: Any, high: Any, epsilon: float = 1e-6, gamma: float = 0.25,
+                      stabilizer: float = 1e-6) -> Composite:
+    """zennit's EpsilonGammaBox: gamma for convolutions, epsilon for linear layers, z^B with the
+    input's bounds for a first convolution."""
+    return Composite(Gamma(stabilizer, gamma), Epsilon(stabilizer, epsilon), ZBox(stabilizer, low, high), True,
+                     stabilizer)
+
+
+def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """zennit's EpsilonAlpha2Beta1: alpha2-beta1 for convolutions, epsilon for linear layers."""
+    return Composite(AlphaBeta(stabilizer, 2.0, 1.0), Epsilon(stabilizer, epsilon), stabilizer=stabilizer)
+
+
+COMPOSITES: dict[str, Callable[..., Composite]] = {
+    "epsilon_plus": epsilon_plus, "epsilon_plus_flat": epsilon_plus_flat, "epsilon_gamma_box": epsilon_gamma_box,
+    "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
+}
+
+
+class _Layer(torch.autograd.Function):
+    """A layer whose backward is its rule. The forward keeps its own graph (the layer's
+    transpose, for the rules at the original weights); ``folded`` holds a batch norm's (scale,
+    shift) once one reads the output, folded into what the rule sees."""
+
+    @staticmethod
+    def forward(ctx: Any, x, weight, bias, run, rule, folded, transposed, nonnegative):
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            output = run(leaf, weight.detach(), None if bias is None else bias.detach())
+        ctx.leaf, ctx.inner, ctx.weight, ctx.bias = leaf, output, weight.detach(), bias
+        ctx.run, ctx.rule, ctx.folded, ctx.transposed, ctx.nonnegative = run, rule, folded, transposed, nonnegative
+        return output.detach().clone()  # a copy: an in-place ReLU after the layer must not rewrite its z
+
+    @staticmethod
+    def backward(ctx: Any, relevance):
+        weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
+        output = ctx.inner.detach()
+        scale = None
+        if ctx.folded:
+            scale, shift = ctx.folded[0]  # per output channel: a transposed convolution's weight's second axis
+            shape = (1, -1) + (1,) * (weight.dim() - 2) if ctx.transposed else (-1,) + (1,) * (weight.dim() - 1)
+            weight = weight * scale.view(shape)
+            bias = shift if bias is None else bias * scale + shift
+            channel = (-1,) + (1,) * (output.dim() - 2) if output.dim() > 2 else (-1,)
+            scale = scale.view(channel)
+            output = output * scale + shift.view(channel)
+
+        def pull(g: torch.Tensor) -> torch.Tensor:
+            return torch.autograd.grad(ctx.inner, ctx.leaf, g if scale is None else g * scale, retain_graph=True)[0]
+
+        layer = LayerCall(ctx.run, ctx.leaf.detach(), weight, bias, output, pull, ctx.nonnegative)
+        return ctx.rule.relevance(layer, relevance), None, None, None, None, None, None, None
+
+
+class _Norm(torch.autograd.Function):
+    """Average pooling or a sum with the Norm rule: each input's share ``x_i * J_i^T (R / stab(y))``."""
+
+    @staticmethod
+    def forward(ctx: Any, stabilizer, run, *inputs):
+        ctx.save_for_backward(*inputs)
+        ctx.run, ctx.stabilizer = run, stabilizer
+        return run(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, relevance):
+        inputs = ctx.saved_tensors
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(True) for t in inputs]
+            y = ctx.run(*leaves)
+            pulled = torch.autograd.grad(y, leaves, relevance / stabilize(y.detach(), ctx.stabilizer))
+        return (None, None, *(t * p for t, p in zip(inputs, pulled)))
+
+
+class _Pass(torch.autograd.Function):
+    """An op whose output takes its input's relevance unchanged: elementwise nonlinearities
+    (zennit's Pass rule) and batch norms (folded into their layer, or passed through)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, run, inplace):
+        if inplace:
+            ctx.mark_dirty(x)
+            return x.copy_(run(x))
+        return run(x)
+
+    @staticmethod
+    def backward(ctx: Any, relevance):
+        return relevance, None, None
+
+
+class _Relevance(PropagationRule):
+    """One call's LRP: each layer gets the composite's rule; batch norms fold into the layer
+    whose output they read."""
+
+    def __init__(self, composite: Composite) -> None:
+        self.composite = composite
+        self.first = True
+        self.layers: dict[int, tuple[weakref.ref, list]] = {}  # a layer's output -> its batch-norm fold
+        self.nonnegative: dict[int, weakref.ref] = {}  # outputs of the ReLU family, pooled or not
+
+    def _nonnegative(self, tensor: torch.Tensor, mark: bool = False) -> bool:
+        if mark:
+            self.nonnegative[id(tensor)] = weakref.ref(tensor)
+        found = self.nonnegative.get(id(tensor))
+        return found is not None and found() is tensor
+
+    def layer(self, run, x, weight, bias, transposed):
+        convolution = weight.dim() > 2
+        rule = self.composite.convolution if convolution else self.composite.linear
+        if self.first:
+            self.first = False
+            if self.composite.first is not None and (convolution or not self.composite.first_convolution_only):
+                rule = self.composite.first
+        folded: list = []
+        y = _Layer.apply(x, weight, bias, run, rule, folded, transposed, self._nonnegative(x))
+        self.layers[id(y)] = (weakref.ref(y), folded)
+        return y
+
+    def batch_norm(self, run, x, scale, shift):
+        found = self.layers.get(id(x))
+        if found is not None and found[0]() is x and not found[1]:
+            found[1].append((scale.detach(), shift.detach()))
+        return _Pass.apply(x, run, False)
+
+    def elementwise(self, function, x, inplace, slope=None):
+        y = _Pass.apply(x, function, inplace)
+        if slope is not None:  # the ReLU family: clamp(x, 0, upper)
+            self._nonnegative(y, mark=True)
+        return y
+
+    def max_pool(self, pool, x):
+        y = pool(x)[0]  # the gradient: relevance to the maximum
+        if self._nonnegative(x):
+            self._nonnegative(y, mark=True)
+        return y
+
+    def average_pool(self, run, x):
+        y = _Norm.apply(self.composite.stabilizer, run, x)
+        if self._nonnegative(x):
+            self._nonnegative(y, mark=True)
+        return y
+
+    def sum(self, a, b, inplace):
+        if not inplace:
+            return _Norm.apply(self.composite.stabilizer, torch.add, a, b)
+        return a.copy_(_Norm.apply(self.composite.stabilizer, torch.add, a.clone(), b))  # the rule keeps a's value
+
+
+class LRP(Explainer):
+    """Layer-wise relevance propagation with a ``composite``: a name (``"epsilon_plus_flat"``, the
+    default, ``"epsilon_plus"``, ``"epsilon_alpha2_beta1"``, ``"epsilon_gamma_box"`` with
+    ``low`` and ``high``: the input's bounds) or a ``Composite`` of rules. ``epsilon``, ``gamma``
+    and ``stabilizer`` are zennit's defaults. Relevance starts as the target's score, so the
+    map (N, K, C, *grid) sums to about the score (less what biases and epsilon absorb).
+
+    Defined for networks of convolutions, linear layers, eval batch norms, pooling, residual
+    sums, concatenation and elementwise nonlinearities. With ``strict=True`` any other op on
+    input-dependent tensors (a product of two, softmax, layer norm, attention) is refused by
+    name; ``strict=False`` gives it its plain gradient."""
+
+    name = "lrp"
+    supports = frozenset({"1d", "2d", "3d", "several_inputs"})  # attention and layer norm are refused by name
+
+    def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat", epsilon: float = 1e-6,
+                 gamma: float = 0.25, low: Any = None, high: Any = None, stabilizer: float = 1e-6,
+                 strict: bool = True) -> None:
+        super().__init__(model)
+        self.strict = check_flag("strict", strict)
+        self.composite = _composite(composite, check_number("epsilon", epsilon), check_number("gamma", gamma), low, high,
+                                    check_number("stabilizer", stabilizer))
+
+    def explain(self, call: Call) -> Explanation:
+        """One forward under the composite's rules and one batched backward of every target's score."""
+        x = call.x.detach().clone().requires_grad_(True)
+        mode = PropagationMode(_Relevance(self.composite), x)
+        selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
+        if self.strict and mode.uncovered:
+            kinds = ", ".join(f"{name} ({count})" for name, count in mode.uncovered.most_common())
+            raise UncoveredNonlinearityError(
+                f"LRP: the forward ran {kinds} on input-dependent tensors, which no rule covers (the composites have "
+                "rules for convolutions, linear layers, batch norms, pooling, sums and elementwise nonlinearities); "
+                "explain a model without them, or pass strict=False to give them their plain gradient")
+        scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
+        (relevance,) = per_target_gradients(scores, [x], selection.graph_elements)
+        return self.result(relevance, selection, MapKind.INPUT_CHANNELS)
+
+
+def _composite(composite: Any, epsilon: float, gamma: float, low: Any, high: Any, stabilizer: float) -> Composite:
+    if isinstance(composite, Composite):
+        return composite
+    if composite not in COMPOSITES:
+        raise InputError(f"unknown composite {composite!r}; use one of {', '.join(sorted(COMPOSITES))} or a Composite")
+    if composite == "epsilon_gamma_box":
+        if low is None or high is None:
+            raise InputError("the epsilon_gamma_box composite needs the input's bounds: pass low= and high=")
+        return epsilon_gamma_box(low, high, epsilon, gamma, stabilizer)
+    return COMPOSITES[composite](epsilon, stabilizer)

@@ -1,0 +1,227 @@
+"""LRP: every rule against its formula written out as matrix products, relevance conservation
+over random networks, and zennit 0.5 as the oracle (with two of its problems shown)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import interpkit
+from interpkit import LRP
+from interpkit.explainers import AlphaBeta, Composite, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
+from interpkit.testing import check_explainer
+
+zennit = pytest.importorskip("zennit", reason="zennit is in interpkit's [test] extra")
+from zennit.attribution import Gradient  # noqa: E402
+from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
+from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat  # noqa: E402
+from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402
+
+
+def test_conformance():
+    check_explainer(LRP)
+
+
+def _stab(z, eps=1e-6):
+    return z + ((z == 0).to(z) + z.sign()) * eps  # zennit's form
+
+
+def _matrix_formula(rule, x, W, b, r):
+    """The input relevance of one linear layer z = x W^T + b under ``rule``, by hand."""
+    xp, xn, Wp, Wn = x.clamp(min=0), x.clamp(max=0), W.clamp(min=0), W.clamp(max=0)
+    bp, bn = b.clamp(min=0), b.clamp(max=0)
+    if isinstance(rule, Epsilon):
+        return x * ((r / _stab(x @ W.T + b, rule.epsilon)) @ W)
+    if isinstance(rule, ZPlus):
+        g = r / _stab(xp @ Wp.T + bp + xn @ Wn.T)
+        return xp * (g @ Wp) + xn * (g @ Wn)
+    if isinstance(rule, AlphaBeta):
+        gp, gn = r / _stab(xp @ Wp.T + bp + xn @ Wn.T), r / _stab(xp @ Wn.T + bn + xn @ Wp.T)
+        return rule.alpha * (xp * (gp @ Wp) + xn * (gp @ Wn)) - rule.beta * (xp * (gn @ Wn) + xn * (gn @ Wp))
+    if isinstance(rule, Gamma):
+        up, down = W + rule.gamma * Wp, W + rule.gamma * Wn
+        z = x @ W.T + b
+        gp = (z > 0) * r / _stab(xp @ up.T + b + rule.gamma * bp + xn @ down.T)
+        gn = (z < 0) * r / _stab(xp @ down.T + b + rule.gamma * bn + xn @ up.T)
+        return xp * (gp @ up) + xn * (gp @ down) + xp * (gn @ down) + xn * (gn @ up)
+    if isinstance(rule, Flat):
+        ones = torch.ones_like(W)
+        return (r / _stab(torch.ones_like(x) @ ones.T)) @ ones
+    if isinstance(rule, WSquare):
+        return (r / _stab(torch.ones_like(x) @ (W ** 2).T + b ** 2)) @ W ** 2
+    assert isinstance(rule, ZBox)
+    low, high = torch.full_like(x, rule.low), torch.full_like(x, rule.high)
+    g = r / _stab(x @ W.T + b - (low @ Wp.T + bp) - (high @ Wn.T + bn))
+    return x * (g @ W) - low * (g @ Wp) - high * (g @ Wn)
+
+
+@pytest.mark.parametrize("rule", [Epsilon(), Epsilon(epsilon=0.5), ZPlus(), AlphaBeta(), AlphaBeta(alpha=1.0, beta=0.0),
+                                  Gamma(), Gamma(gamma=1.0), Flat(), WSquare(), ZBox(low=-2.0, high=2.0)])
+def test_each_rule_is_its_formula_on_a_linear_layer(rule):
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 4).double()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    mine = LRP(layer, Composite(convolution=rule, linear=rule))(x, target=[0, 2, 3]).maps[:, 0].double()
+    with torch.no_grad():
+        z = layer(x)
+    r = torch.zeros_like(z)
+    r[[0, 1, 2], [0, 2, 3]] = z[[0, 1, 2], [0, 2, 3]]  # relevance at the output: the target's score
+    expected = _matrix_formula(rule, x, layer.weight.detach(), layer.bias.detach(), r)
+    torch.testing.assert_close(mine, expected.float().double(), rtol=1e-5, atol=1e-7)
+
+
+class _Net(nn.Module):
+    """Bias-free convolutions and linear layers with ReLUs, max and average pooling and a residual
+    sum written in ``forward`` (no module for it): relevance must be conserved (by the composites'
+    rules: the flat rule in a middle layer spreads relevance onto positions where both summands
+    of a residual sum are 0, which the sum's rule gives none)."""
+
+    def __init__(self, kinds):
+        super().__init__()
+        self.kinds = kinds
+        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1, bias=False) for i in range(len(kinds)))
+        self.head = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        for conv, kind in zip(self.convs, self.kinds):
+            y = F.relu(conv(x))
+            x = y + x if kind == "residual" and x.shape == y.shape else F.max_pool2d(y, 2) if kind == "maxpool" else y
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["plain", "residual", "maxpool"]), min_size=1, max_size=4),
+       composite=st.sampled_from(["epsilon_plus", "epsilon_plus_flat", "gamma", "gamma_box"]),
+       seed=st.integers(0, 2**16))
+def test_relevance_is_conserved_on_bias_free_networks(kinds, composite, seed):
+    torch.manual_seed(seed)
+    model = _Net(kinds).eval().double()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    chosen = {"gamma": Composite(Gamma(), Epsilon()),
+              "gamma_box": Composite(Gamma(), Epsilon(), ZBox(low=-5.0, high=5.0), True)}.get(composite, composite)
+    relevance = LRP(model, chosen)(x, target="all")
+    with torch.no_grad():
+        scores = model(x)
+    totals = relevance.maps.flatten(2).sum(-1).double()
+    assert (totals - scores).abs().max() < 1e-4 * max(1.0, scores.abs().max())
+
+
+def _zennit(model, x, targets, composite):
+    with Gradient(model=model, composite=composite) as attributor:
+        _, relevance = attributor(x, lambda out: out * F.one_hot(torch.as_tensor(targets), out.shape[1]).to(out))
+    return relevance
+
+
+def _random_batch_norms(model):
+    """Batch norms with statistics away from the identity; eps 0, see the test below."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+            module.eps = 0.0
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build, canonizers, composites", [
+    (torchvision.models.vgg16, [], ["epsilon_plus_flat", "epsilon_gamma_box"]),
+    (torchvision.models.vgg16_bn, [VGGCanonizer()], ["epsilon_plus_flat", "epsilon_alpha2_beta1"]),
+    (torchvision.models.resnet50, [ResNetCanonizer()], ["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_plus"]),
+])
+def test_lrp_equals_zennit(build, canonizers, composites):
+    """zennit's canonizers fold the batch norms and turn ResNet's residual ``+=`` into a summing
+    module; interpkit does both at the op level, for any model, with nothing written to it."""
+    torch.manual_seed(0)
+    model = _random_batch_norms(build(num_classes=5).eval().double())
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    theirs_of = {"epsilon_plus_flat": EpsilonPlusFlat, "epsilon_gamma_box": lambda **k: EpsilonGammaBox(-3.0, 3.0, **k),
+                 "epsilon_alpha2_beta1": EpsilonAlpha2Beta1, "epsilon_plus": EpsilonPlus}
+    for name in composites:
+        options = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
+        mine = LRP(model, name, **options)(x, target="all").maps.double()
+        for k in range(5):
+            theirs = _zennit(model, x, [k, k], theirs_of[name](canonizers=canonizers))
+            assert (mine[:, k] - theirs).abs().max() / theirs.abs().max() < 1e-5, (name, k)
+        one = LRP(model, name, **options)(x, target=[1, 4]).maps[:, 0].double()
+        torch.testing.assert_close(one, mine[[0, 1], [1, 4]], rtol=1e-6, atol=1e-12)
+
+
+def test_zennits_batch_norm_merge_changes_the_model():
+    """zennit's merge leaves each batch norm with variance 1 and its eps, so the canonized model
+    divides by sqrt(1 + eps) at every batch norm: its relevance is that of another function.
+    interpkit folds the batch norm exactly (nothing is written to the model)."""
+    torch.manual_seed(0)
+    layers = []
+    for i in range(4):
+        layers += [nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1), nn.BatchNorm2d(8, eps=1e-3), nn.ReLU()]
+    model = _random_batch_norms(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval().double())
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = 1e-3
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        before = model(x)
+        with EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()]).context(model) as canonized:
+            during = canonized(x)
+    assert (during - before).abs().max() / before.abs().max() > 1e-4
+    mine = LRP(model, "epsilon_plus_flat")(x, target=0).maps[:, 0].double()
+    theirs = _zennit(model, x, [0], EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()]))
+    assert (mine - theirs).abs().max() / theirs.abs().max() > 1e-4
+    for module in model.modules():  # with eps 0 the merge is exact, and the two agree
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = 0.0
+    mine = LRP(model, "epsilon_plus_flat")(x, target=0).maps[:, 0].double()
+    theirs = _zennit(model, x, [0], EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()]))
+    assert (mine - theirs).abs().max() / theirs.abs().max() < 1e-5
+
+
+def test_zennit_without_its_resnet_canonizer_doubles_relevance_at_residual_sums():
+    """A residual sum written as ``out += identity`` gets the gradient in zennit unless its ResNet
+    canonizer rewrites the block (zennit #236): both branches receive the whole relevance. A
+    custom residual model has no canonizer; interpkit splits every sum of two input-dependent
+    tensors by contribution."""
+    torch.manual_seed(0)
+    model = _Net(["plain", "residual", "residual", "residual"]).eval().double()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        scores = model(x)[:, 1]
+    theirs = _zennit(model, x, [1, 1], EpsilonPlus()).flatten(1).sum(1)
+    mine = LRP(model, "epsilon_plus")(x, target=1).maps.flatten(1).sum(1).double()
+    assert (mine - scores).abs().max() < 1e-4 * scores.abs().max()
+    assert ((theirs - scores).abs() / scores.abs()).max() > 0.5
+
+
+def test_lrp_on_1d_and_3d_models_conserves_relevance_and_k_targets_equal_one_at_a_time():
+    for conv, pool in ((nn.Conv1d, nn.MaxPool1d), (nn.Conv3d, nn.MaxPool3d)):
+        torch.manual_seed(0)
+        model = nn.Sequential(conv(2, 4, 3, padding=1, bias=False), nn.ReLU(), pool(2), conv(4, 4, 3, padding=1, bias=False),
+                              nn.ReLU(), nn.Flatten(), nn.LazyLinear(3, bias=False)).double()
+        x = torch.randn(2, 2, *((16,) if conv is nn.Conv1d else (4, 8, 8)), dtype=torch.float64)
+        model(x)
+        model.eval()
+        together = LRP(model, "epsilon_plus")(x, target="all")
+        with torch.no_grad():
+            scores = model(x)
+        assert (together.maps.flatten(2).sum(-1).double() - scores).abs().max() < 1e-4 * scores.abs().max()
+        alone = LRP(model, "epsilon_plus")(x, target=2).maps[:, 0]
+        torch.testing.assert_close(together.maps[:, 2], alone)
+
+
+def test_lrp_refuses_what_no_rule_covers_and_bad_options():
+    from interpkit.testing.models import TinyTokens
+
+    model = TinyTokens().eval()
+    x = model.example_inputs(2, torch.Generator().manual_seed(0))
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="layer_norm"):
+        LRP(model)(x, target=1)
+    assert torch.isfinite(LRP(model, strict=False)(x, target=1).maps).all()
+    vgg = torchvision.models.vgg11(num_classes=3).eval()
+    for make in (lambda: LRP(vgg, "epsilon_gamma_box"), lambda: LRP(vgg, "no_such"), lambda: LRP(vgg, epsilon=-1.0),
+                 lambda: LRP(vgg, strict="yes"), lambda: AlphaBeta(alpha=2.0, beta=2.0), lambda: Gamma(gamma=-1.0)):
+        with pytest.raises(interpkit.InputError):
+            make()
