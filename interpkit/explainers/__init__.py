@@ -29,10 +29,11 @@ from .perturbation import perturbed_scores
 from .rise import RISE, rise_masks
 from .surrogate import LIME, KernelSHAP, fit_linear, kernel_shap_coalitions, lime_coalitions
 
-__all__ = ["LRP", "AlphaBeta", "Composite", "Epsilon", "Flat", "Gamma", "LayerRule", "WSquare", "ZBox", "ZPlus",
-           "epsilon_alpha2_beta1", "epsilon_gamma_box", "epsilon_plus", "epsilon_plus_flat", "Deconvnet", "DeepLift", "DeepLiftShap", "FeatureAblation", "GradientShap", "InputXGradient", "Saliency",
-           "gradient_shap_draws", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "KernelSHAP", "LIME",
-           "MaxActivatingPatches", "MultiLayerExplanation", "Occlusion", "PatchExplanation", "RISE", "ShapleyValueSampling",
-           "feature_mask", "fit_linear", "fuse", "grid_cells", "kernel_shap_coalitions", "lime_coalitions", "perturbed_scores",
-           "principal_projection", "rise_masks",
-           "shapley_permutations", "superpixels", "upsample"]
+__all__ = ["AlphaBeta", "Composite", "Deconvnet", "DeepLift", "DeepLiftShap", "Epsilon", "FeatureAblation", "Flat",
+           "Gamma", "GradCAM", "GradientShap", "GuidedBackprop", "GuidedGradCAM", "InputXGradient", "KernelSHAP",
+           "LIME", "LRP", "LayerRule", "MaxActivatingPatches", "MultiLayerExplanation", "Occlusion",
+           "PatchExplanation", "RISE", "Saliency", "ShapleyValueSampling", "WSquare", "ZBox", "ZPlus",
+           "epsilon_alpha2_beta1", "epsilon_gamma_box", "epsilon_plus", "epsilon_plus_flat", "feature_mask",
+           "fit_linear", "fuse", "gradient_shap_draws", "grid_cells", "kernel_shap_coalitions", "lime_coalitions",
+           "perturbed_scores", "principal_projection", "rise_masks", "shapley_permutations", "superpixels",
+           "upsample"]
