@@ -141,10 +141,12 @@ class Explainer:
 
     def forward_with_targets(
         self, call: Call, modules: Sequence[nn.Module] = (), mode: ContextManager[Any] | None = None,
-        graph: bool = True,
+        graph: bool = True, mode_reads_targets: bool = False,
     ) -> tuple[TargetSelection, Captured]:
         """One forward of ``call`` with gradients enabled, capturing ``modules`` and any Neuron
-        layers, under ``mode`` (a context active during the forward only: op-level rules).
+        layers, under ``mode`` (a context active during the forward only: op-level rules; with
+        ``mode_reads_targets`` also while the targets' scores are read from the output, for
+        rules that must see how a score is made: a Neuron's maximum, a callable's softmax).
         ``selection.graph_elements`` is what one target's backward works through, counted on
         the first call per input shape and layers, then scaled by the batch. ``graph=False``
         runs it under ``no_grad`` for explainers that only read the scores."""
@@ -167,7 +169,8 @@ class Explainer:
             neuron_outputs = {n: (name, captured.output(m, name),
                                   stated(n.layout, self.model) if n.layout is not None else self._default_layout(m))
                               for n, (name, m) in neuron_layers.items()}
-            selection = select_targets(target, output, len(x), neuron_outputs, tuple(x.shape[2:]))
+            with mode if mode_reads_targets and mode is not None else contextlib.nullcontext():
+                selection = select_targets(target, output, len(x), neuron_outputs, tuple(x.shape[2:]))
         return replace(selection, graph_elements=per_sample * len(x)), captured
 
 

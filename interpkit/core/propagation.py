@@ -1,19 +1,27 @@
-"""Op-level propagation: a rule says how an attribution passes through each nonlinear op of the
-forward, and every other op the attributed input reaches must be linear, or it is named.
+"""Op-level propagation: a rule says how an attribution passes through each op of the forward
+that reads the attributed input, and an op no rule covers is named, never passed silently.
 
 A ``TorchFunctionMode`` sees every torch function the forward calls, whatever calls it: modules,
 reused modules, ``F.relu``, ``Tensor.relu_``, in-place variants alike. It follows which tensors
-depend on the attributed input, and for each op that reads one:
+depend on the attributed input (a write into a tensor, or into a view of it, makes its storage
+dependent), and hands each op that reads one to the rule:
 
-- an elementwise nonlinearity (the ReLU family, sigmoid, tanh, GELU, SiLU, ...) goes to
-  ``rule.elementwise``;
-- max pooling (plain and adaptive, 1-D to 3-D) goes to ``rule.max_pool``;
-- a linear op (convolutions, linear layers, eval batch norm, average pooling, sums, products
-  with one input-dependent factor, reshaping, indexing, concatenation, ...) runs unchanged: its
-  own gradient is what every propagation rule passes through it;
-- any other op with a floating output is uncovered: counted by name in ``uncovered``, so that
-  an explainer refuses the model (a product of two input-dependent tensors, softmax, layer
-  norm, attention) instead of returning a silently wrong map.
+- an elementwise nonlinearity (the ReLU family, clamps, sigmoid, tanh, GELU, SiLU, PReLU, abs,
+  ...) to ``rule.elementwise``;
+- max pooling (plain and adaptive, 1-D to 3-D) to ``rule.max_pool``;
+- a convolution or linear layer whose parameters do not depend on the input to ``rule.layer``;
+- an eval batch norm to ``rule.batch_norm``;
+- a linear op that combines values (sums, differences, means, average pooling, interpolation,
+  products and quotients with a constant) to ``rule.linear``;
+- a linear op that only moves values (reshaping, indexing with constant indices, concatenation,
+  padding, copies) runs unchanged: its gradient routes any attribution exactly;
+- anything else with a floating result is uncovered: counted by name in ``uncovered`` (a product
+  of two input-dependent tensors, softmax, layer norm, an index or mask computed from the input,
+  a value taken out of the graph), so that an explainer refuses the model instead of returning a
+  silently wrong map.
+
+``path`` records each op on a dependent tensor with the parameters it read, so that two forwards
+(DeepLift's input and baseline) can be checked to have taken the same path.
 """
 
 from __future__ import annotations
@@ -24,45 +32,43 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .relu_rules import UNCOVERED_NONLINEARITIES, relu_call
+from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 Pool = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 class PropagationRule:
-    """How an attribution passes through the nonlinear ops; subclasses override both.
+    """How an attribution passes through the ops of a forward; subclasses override what they
+    change (the nonlinear ops at least), the rest keeps its gradient.
 
     ``elementwise(function, x, inplace, slope)`` returns ``function(x)`` (written into ``x`` when
     ``inplace``) with the rule's backward; ``slope`` is the function's derivative where known
-    (the ReLU family), else None; ``max_pool(pool, x)`` returns the pooled ``x`` with
-    the rule's backward, ``pool`` giving the pooled values and their flat indices."""
+    (the ReLU family), else None. ``max_pool(pool, x, dims)`` returns the pooled ``x`` (over its
+    last ``dims`` axes) with the rule's backward, ``pool`` giving the pooled values and their
+    flat indices."""
 
     def elementwise(self, function: Function, x: torch.Tensor, inplace: bool,
                     slope: Function | None = None) -> torch.Tensor:
         """``function(x)`` with this rule's backward."""
         raise NotImplementedError
 
-    def max_pool(self, pool: Pool, x: torch.Tensor) -> torch.Tensor:
+    def max_pool(self, pool: Pool, x: torch.Tensor, dims: int) -> torch.Tensor:
         """``pool(x)[0]`` with this rule's backward."""
         raise NotImplementedError
 
-    # linear ops: their gradient unless a rule says otherwise (LRP)
     def layer(self, run: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
               bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
         """A convolution (``transposed`` for a transposed one) or linear layer, ``run(x, weight,
         bias)``, with parameters that do not depend on the input."""
         return run(x, weight, bias)
 
-    def average_pool(self, run: Function, x: torch.Tensor) -> torch.Tensor:
-        """Average pooling (plain or adaptive), ``run(x)``."""
-        return run(x)
-
-    def sum(self, a: torch.Tensor, b: torch.Tensor, inplace: bool) -> torch.Tensor:
-        """``a + b`` of two input-dependent tensors (into ``a`` when ``inplace``): residual connections."""
-        return a.add_(b) if inplace else a + b
+    def linear(self, run: Callable[..., torch.Tensor], inputs: list[torch.Tensor]) -> torch.Tensor:
+        """A linear op combining values, ``run(*inputs)`` of its input-dependent tensors."""
+        return run(*inputs)
 
     def batch_norm(self, run: Function, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """An eval batch norm, ``run(x)``: per channel ``x * scale + shift``."""
@@ -73,39 +79,54 @@ def _named(owner: Any, names: str) -> set:
     return {getattr(owner, name) for name in names.split() if hasattr(owner, name)}
 
 
+def _properties(names: str) -> set:
+    return {getattr(torch.Tensor, name).__get__ for name in names.split() if hasattr(torch.Tensor, name)}
+
+
 T = torch.Tensor
-# linear in every input-dependent argument
-_LINEAR = (
+# linear ops that only move values: their gradient routes an attribution exactly
+_MOVES = (
     _named(torch, "cat concat concatenate stack hstack vstack flatten reshape squeeze unsqueeze transpose swapaxes "
-                  "permute movedim moveaxis narrow select split chunk unbind tensor_split flip roll add sub subtract neg "
-                  "negative sum mean cumsum t clone diagonal tile repeat_interleave conv1d conv2d conv3d "
-                  "conv_transpose1d conv_transpose2d conv_transpose3d")
-    | _named(T, "view view_as reshape reshape_as flatten unflatten permute transpose t contiguous unsqueeze squeeze "
-                "expand expand_as repeat __getitem__ __setitem__ narrow select split chunk unbind clone to float double "
-                "half bfloat16 type type_as movedim flip roll add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ "
-                "__rsub__ __isub__ neg neg_ __neg__ __pos__ sum mean cumsum copy_ diagonal tile")
-    | _named(F, "linear avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d "
-                "pad interpolate pixel_shuffle pixel_unshuffle fold unfold")
+                  "permute movedim moveaxis narrow select split chunk unbind tensor_split flip roll rot90 t clone "
+                  "diagonal tile repeat_interleave broadcast_to channel_shuffle")
+    | _named(T, "view view_as reshape reshape_as flatten unflatten permute transpose t contiguous unsqueeze unsqueeze_ "
+                "squeeze squeeze_ expand expand_as broadcast_to repeat narrow select split chunk unbind clone to cpu "
+                "cuda float double half bfloat16 type type_as movedim flip roll rot90 copy_ diagonal tile unfold")
+    | _named(F, "pad pixel_shuffle pixel_unshuffle unfold channel_shuffle")
+    | _properties("T mT H mH")
 )
+# moves whose index arguments (position 1, or ``index``) must not depend on the input
+_INDEXED = {T.__getitem__: 1, T.__setitem__: 1, torch.index_select: 2, T.index_select: 2, torch.gather: 2,
+            T.gather: 2, torch.take_along_dim: 1, T.take_along_dim: 1}
+# linear ops that combine values
+_MIXES = (_named(torch, "add sub subtract neg negative sum mean cumsum diff sum_to_size")
+          | _named(T, "add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ neg neg_ __neg__ __pos__ "
+                      "sum mean cumsum diff sum_to_size")
+          | _named(F, "avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d "
+                      "interpolate fold"))
 # linear while at most one factor depends on the input (a product of two is not)
-_ONE_FACTOR = _named(torch, "mul multiply matmul mm bmm einsum") | _named(T, "mul mul_ __mul__ __rmul__ __imul__ "
-                                                                           "matmul __matmul__ __rmatmul__ mm bmm")
-# linear in the numerator only
+_ONE_FACTOR = (_named(torch, "mul multiply matmul mm bmm einsum tensordot")
+               | _named(T, "mul mul_ __mul__ __rmul__ __imul__ matmul __matmul__ __rmatmul__ mm bmm"))
+# linear in the numerator only (and without rounding)
 _DIVISIONS = _named(torch, "div divide true_divide") | _named(T, "div div_ __truediv__ __itruediv__")
+# in-place ops that combine values, and their out-of-place forms
+_IN_PLACE = {T.add_: T.add, T.__iadd__: T.__add__, T.sub_: T.sub, T.__isub__: T.__sub__, T.neg_: T.neg,
+             T.mul_: T.mul, T.__imul__: T.__mul__, T.div_: T.div, T.__itruediv__: T.__truediv__}
 # identities in eval mode (``training`` False)
 _TRAINING_FLAG = {F.dropout: 2, F.dropout1d: 2, F.dropout2d: 2, F.dropout3d: 2, F.alpha_dropout: 2,
-                  F.feature_alpha_dropout: 2, F.batch_norm: 5}
+                  F.feature_alpha_dropout: 2}
 # outputs that do not depend on the input's values
 _CONSTANT = _named(torch, "zeros_like ones_like empty_like full_like rand_like randn_like") | _named(
-    T, "new_zeros new_ones new_empty new_full new_tensor size dim numel detach")
+    T, "new_zeros new_ones new_empty new_full new_tensor size dim numel")
+# a value taken out of the graph: an op that reads it loses its attribution
+_DETACH = _named(T, "detach detach_") | _properties("data")
 # layers with parameters: a convolution (1-D to 3-D, transposed too) or a linear layer
 _LAYERS = _named(torch, "conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d") | {F.linear}
 _TRANSPOSED = _named(torch, "conv_transpose1d conv_transpose2d conv_transpose3d")
-_AVERAGE_POOLS = _named(F, "avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d")
-_SUMS = _named(torch, "add") | _named(T, "add add_ __add__ __radd__ __iadd__")
-# max pooling, and the position of its ``return_indices`` argument
-_MAX_POOLS: dict[Any, int] = {F.max_pool1d: 6, F.max_pool2d: 6, F.max_pool3d: 6,
-                              F.adaptive_max_pool1d: 2, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 2}
+# max pooling: the position of its ``return_indices`` argument and the axes it pools
+_MAX_POOLS: dict[Any, tuple[int, int]] = {
+    F.max_pool1d: (6, 1), F.max_pool2d: (6, 2), F.max_pool3d: (6, 3),
+    F.adaptive_max_pool1d: (2, 1), F.adaptive_max_pool2d: (2, 2), F.adaptive_max_pool3d: (2, 3)}
 
 
 def _tensors(value: Any):
@@ -121,89 +142,198 @@ def _tensors(value: Any):
 
 
 def _name(func: Any) -> str:
-    return UNCOVERED_NONLINEARITIES.get(func) or getattr(func, "__name__", None) or str(func)
+    name = UNCOVERED_NONLINEARITIES.get(func) or getattr(func, "__name__", None) or str(func)
+    if name == "__get__":  # a property: its own name
+        return getattr(getattr(func, "__self__", None), "__name__", name)
+    return name
 
 
 class PropagationMode(TorchFunctionMode):
-    """While active, ``rule`` handles the nonlinear ops on tensors that depend on ``source`` (the
-    attributed input); ``ruled`` counts them and ``uncovered`` counts, by name, the ops on such
-    tensors that are neither linear nor ruled. The forward is otherwise unchanged."""
+    """While active, ``rule`` handles the ops on tensors that depend on ``source`` (the attributed
+    input); ``ruled`` counts its nonlinear ops, ``uncovered`` counts by name the ops on such
+    tensors that no rule covers, ``path`` lists every op on them that gives a tensor, with the
+    parameters it read, and
+    ``reads(tensor)`` says how many ops read a dependent tensor (``forward_ops``: how many of
+    ``path`` ran before the mode was first left). The forward is otherwise unchanged."""
 
     def __init__(self, rule: PropagationRule, source: torch.Tensor) -> None:
         super().__init__()
         self.rule = rule
         self.ruled = 0
         self.uncovered: Counter[str] = Counter()
-        self._dependent: dict[int, weakref.ref] = {}  # by id, checked to be the same tensor (ids are reused)
+        self.path: list[tuple] = []
+        self.forward_ops: int | None = None  # the length of ``path`` when the mode was first left
+        self._dependent: dict[int, tuple[weakref.ref, list[int]]] = {}  # id -> (the tensor, its read count)
+        self._detached: dict[int, weakref.ref] = {}
+        self._written: set[int] = set()  # storages that received input-dependent values in place
+        self._kept: list[torch.Tensor] = []  # the written tensors, alive so that no other storage takes their place
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
-        self._dependent[id(tensor)] = weakref.ref(tensor)
+        self._dependent[id(tensor)] = (weakref.ref(tensor), [0])
 
     def _depends(self, value: Any) -> bool:
         if not isinstance(value, torch.Tensor):
             return False
         known = self._dependent.get(id(value))
-        return known is not None and known() is value
+        if known is not None and known[0]() is value:
+            return True
+        return bool(self._written) and _storage(value) in self._written
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.forward_ops is None:  # the first exit ends the forward; later entries read its output
+            self.forward_ops = len(self.path)
+        super().__exit__(*exc_info)
+
+    def reads(self, tensor: torch.Tensor) -> list[int]:
+        """How many ops read ``tensor`` (a dependent tensor): a one-element list that later
+        reads keep counting in, so it can be read after the forward."""
+        known = self._dependent.get(id(tensor))
+        return known[1] if known is not None and known[0]() is tensor else [0]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _CONSTANT or not any(self._depends(t) for t in _tensors((args, kwargs))):
+        if not args and "input" in kwargs:  # torch.tanh(input=x): the input first, as every rule reads it
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("input"),)
+        dependent = [t for t in _tensors((args, kwargs)) if self._depends(t)]
+        if func in _CONSTANT or not dependent:
             return func(*args, **kwargs)
-        result = self._run(func, args, kwargs)
+        for tensor in dependent:
+            known = self._dependent.get(id(tensor))
+            if known is not None:
+                known[1][0] += 1
+        counted = sum(self.uncovered.values())
+        result = self._run(func, args, kwargs, dependent)
+        if func is T.__setitem__ or any(True for _ in _tensors(result)):  # not size or length queries
+            self.path.append((func, tuple(id(t) for t in _tensors((args, kwargs)) if isinstance(t, nn.Parameter))))
+        floating = any(t.is_floating_point() for t in _tensors(result))
+        if sum(self.uncovered.values()) == counted and floating:
+            if any(self._detached.get(id(t), _dead)() is t for t in dependent):
+                self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
+            elif any(not t.is_floating_point() for t in dependent):
+                self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
         for tensor in _tensors(result):
             self._mark(tensor)
-        if func is T.__setitem__:
-            self._mark(args[0])
+            if func in _DETACH:
+                self._detached[id(tensor)] = weakref.ref(tensor)
+        if func is T.__setitem__ or (args and isinstance(args[0], torch.Tensor) and result is args[0]):
+            written = _storage(args[0])  # an in-place write: every view of that storage depends
+            if written:
+                self._written.add(written)
+                self._kept.append(args[0])
         return result
 
-    def _run(self, func: Any, args: tuple, kwargs: dict) -> Any:
+    def _run(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
+        x: Any = args[0] if args else None
+        first = self._depends(x)
         relu = relu_call(func, args, kwargs)
-        if relu is not None:
+        if relu is not None and first:
             inplace, upper = relu
             self.ruled += 1
-            return self.rule.elementwise(lambda t: t.clamp(0, upper), args[0], inplace, _relu_slope(upper))
-        if func in _ELEMENTWISE and self._depends(args[0]):
-            self.ruled += 1
-            return self.rule.elementwise(*_ELEMENTWISE[func](args, kwargs))
-        if func in _MAX_POOLS and self._depends(args[0]) and not _argument(args, kwargs, _MAX_POOLS[func], "return_indices"):
+            return self.rule.elementwise(lambda t: t.clamp(0, upper), x, inplace, _relu_slope(upper))
+        if first and (func in _ELEMENTWISE or func in CLAMPS or func in _POWERS):
+            elementwise = _elementwise(func, args, kwargs, self._depends)
+            if elementwise is not None:
+                self.ruled += 1
+                return self.rule.elementwise(*elementwise)
+        if func in _MAX_POOLS and first and not _argument(args, kwargs, _MAX_POOLS[func][0], "return_indices"):
             self.ruled += 1
             rest, options = args[1:], {k: v for k, v in kwargs.items() if k != "return_indices"}
-            return self.rule.max_pool(lambda t: func(t, *rest, **options, return_indices=True), args[0])
-        if func in _LAYERS and self._depends(args[0]):
+            return self.rule.max_pool(lambda t: func(t, *rest, **options, return_indices=True), x, _MAX_POOLS[func][1])
+        if func in _LAYERS:
             weight, bias = _argument(args, kwargs, 1, "weight", None), _argument(args, kwargs, 2, "bias", None)
-            if not (self._depends(weight) or self._depends(bias)):
+            if first and not (self._depends(weight) or self._depends(bias)):
                 rest, options = args[3:], {k: v for k, v in kwargs.items() if k not in ("weight", "bias")}
-                return self.rule.layer(lambda t, w, b: func(t, w, b, *rest, **options), args[0], weight, bias,
+                return self.rule.layer(lambda t, w, b: func(t, w, b, *rest, **options), x, weight, bias,
                                        func in _TRANSPOSED)
-        if func in _AVERAGE_POOLS and self._depends(args[0]):
-            return self.rule.average_pool(lambda t: func(t, *args[1:], **kwargs), args[0])
-        if func in _SUMS and len(args) == 2 and not kwargs and self._depends(args[0]) and self._depends(args[1]):
-            return self.rule.sum(args[0], args[1], func in (T.__iadd__, T.add_))
-        if func is F.batch_norm and self._depends(args[0]) and not _argument(args, kwargs, 5, "training"):
-            return self.rule.batch_norm(lambda t: func(t, *args[1:], **kwargs), args[0], *_affine(args, kwargs))
-        if not self._linear(func, args, kwargs):
-            result = func(*args, **kwargs)
-            if any(t.is_floating_point() for t in _tensors(result)):
-                self.uncovered[_name(func)] += 1
-            return result
-        return func(*args, **kwargs)
+            if first and self._depends(weight):  # a product of the input and an input-dependent weight
+                return self._uncovered(func, args, kwargs)
+            return self._mixed(func, args, kwargs, dependent)
+        if func is F.batch_norm and first:
+            if _argument(args, kwargs, 5, "training") or self._depends(_argument(args, kwargs, 3, "weight", None)):
+                return self._uncovered(func, args, kwargs)
+            return self.rule.batch_norm(lambda t: func(t, *args[1:], **kwargs), x, *_affine(args, kwargs))
+        if self._moves(func, args, kwargs):
+            return func(*args, **kwargs)
+        if self._mixes(func, args, kwargs, dependent):
+            return self._mixed(func, args, kwargs, dependent)
+        return self._uncovered(func, args, kwargs)
 
-    def _linear(self, func: Any, args: tuple, kwargs: dict) -> bool:
-        if func in _LINEAR:
+    def _uncovered(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        result = func(*args, **kwargs)
+        if func is T.__setitem__ or (func not in _DETACH and any(t.is_floating_point() for t in _tensors(result))):
+            self.uncovered[_name(func)] += 1
+        return result
+
+    def _mixed(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
+        """A linear op combining values, through ``rule.linear`` (in place: computed out of place
+        from a copy of the written tensor, then written)."""
+        out_of_place = _IN_PLACE.get(func)
+        if out_of_place is None:
+            return self.rule.linear(_substituted(func, args, kwargs, dependent), dependent)
+        inputs = [t.clone() if t is args[0] else t for t in dependent]
+        return args[0].copy_(self.rule.linear(_substituted(out_of_place, args, kwargs, dependent), inputs))
+
+    def _moves(self, func: Any, args: tuple, kwargs: dict) -> bool:
+        if func in _MOVES:
             return True
-        if func in _ONE_FACTOR:
-            return sum(self._depends(t) for t in _tensors((args, kwargs))) <= 1
-        if func in _DIVISIONS:
-            return not any(self._depends(t) for t in _tensors((args[1:], kwargs)))
+        if func in _INDEXED:
+            position = _INDEXED[func]
+            return not any(self._depends(t) for t in _tensors(_argument(args, kwargs, position, "index", None)))
         if func in _TRAINING_FLAG:
             return not _argument(args, kwargs, _TRAINING_FLAG[func], "training")
         if func in (torch.where, T.where):
-            condition = args[0] if func is torch.where else args[1]
-            return not self._depends(condition)
+            return not self._depends(args[0] if func is torch.where else args[1])
         if func in (torch.masked_fill, T.masked_fill, T.masked_fill_):
-            return not self._depends(args[1])
+            return not self._depends(args[1]) and not self._depends(_argument(args, kwargs, 2, "value", None))
         return False
+
+    def _mixes(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> bool:
+        if func in _MIXES:
+            return True
+        if func in _ONE_FACTOR:
+            return len(dependent) <= 1
+        if func in _DIVISIONS:
+            return (_argument(args, kwargs, 2, "rounding_mode", None) is None
+                    and not any(self._depends(t) for t in _tensors((args[1:], kwargs))))
+        if func in (torch.lerp, T.lerp):
+            return not self._depends(_argument(args, kwargs, 2, "weight", None))
+        if func in (torch.addmm, T.addmm):
+            return not (self._depends(args[1]) and self._depends(args[2]))
+        return False
+
+
+def _dead() -> None:
+    return None
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    """The address of the tensor's storage (0: none to follow, an empty or storage-less tensor)."""
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # meta tensors, functional wrappers
+        return 0
+
+
+def _substituted(func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Callable[..., Any]:
+    """``func`` as a function of its input-dependent tensors, in the order they appear."""
+    places = {id(t) for t in dependent}
+
+    def swap(value: Any, replacements) -> Any:
+        if isinstance(value, torch.Tensor):
+            return next(replacements) if id(value) in places else value
+        if isinstance(value, (tuple, list)) and any(True for _ in _tensors(value)):
+            return type(value)(swap(item, replacements) for item in value)
+        if isinstance(value, dict):
+            return {key: swap(item, replacements) for key, item in value.items()}
+        return value
+
+    def run(*inputs: torch.Tensor) -> Any:
+        replacements = iter(inputs)
+        return func(*swap(args, replacements), **swap(kwargs, replacements))
+
+    return run
 
 
 def _affine(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,10 +357,25 @@ def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any 
     return args[position] if len(args) > position else kwargs.get(name, default)
 
 
-def _bound(func: Any, inplace: bool = False, inplace_at: int | None = None) -> Callable[[tuple, dict], tuple]:
+def _elementwise(func: Any, args: tuple, kwargs: dict, depends: Callable[[Any], bool]) -> tuple | None:
+    """``(function of the first argument, that argument, in place)`` for an elementwise op whose
+    other arguments do not depend on the input, else None."""
+    if any(depends(t) for t in _tensors((args[1:], kwargs))):
+        return None
+    if func in CLAMPS or func in _POWERS:  # a clamp with constant bounds, a power with a constant exponent
+        inplace = func in IN_PLACE_CLAMPS or func in _POWERS_IN_PLACE
+        out_of_place = _OUT_OF_PLACE.get(func, func)
+        return (lambda t: out_of_place(t, *args[1:], **kwargs)), args[0], inplace
+    return _ELEMENTWISE[func](args, kwargs)
+
+
+def _bound(func: Any, inplace: bool = False, inplace_at: int | None = None, training_at: int | None = None
+           ) -> Callable[[tuple, dict], tuple | None]:
     """An elementwise op as ``(function of its first argument, that argument, in place)``."""
 
-    def split(args: tuple, kwargs: dict) -> tuple:
+    def split(args: tuple, kwargs: dict) -> tuple | None:
+        if training_at is not None and _argument(args, kwargs, training_at, "training"):
+            return None  # random in training mode (RReLU): not a function of its input
         rest = dict(kwargs)
         written = inplace
         if inplace_at is not None:
@@ -244,14 +389,26 @@ def _bound(func: Any, inplace: bool = False, inplace_at: int | None = None) -> C
 
 
 # elementwise nonlinearities a rule covers, and where each says "in place"
-_ELEMENTWISE: dict[Any, Callable[[tuple, dict], tuple]] = {}
-_OUT_OF_PLACE = {torch.sigmoid_: torch.sigmoid, T.sigmoid_: torch.sigmoid, torch.tanh_: torch.tanh,
-                 T.tanh_: torch.tanh, F.elu_: F.elu, F.leaky_relu_: F.leaky_relu}
-for _func in (torch.sigmoid, T.sigmoid, F.sigmoid, torch.tanh, T.tanh, F.tanh, F.softplus, F.gelu, F.mish,
-              F.hardsigmoid, F.softsign, F.logsigmoid, torch.erf, T.exp, torch.exp):
+_ELEMENTWISE: dict[Any, Callable[[tuple, dict], tuple | None]] = {}
+_OUT_OF_PLACE: dict[Any, Any] = {torch.sigmoid_: torch.sigmoid, T.sigmoid_: torch.sigmoid, torch.tanh_: torch.tanh,
+                 T.tanh_: torch.tanh, F.elu_: F.elu, F.leaky_relu_: F.leaky_relu, torch.clamp_: torch.clamp,
+                 T.clamp_: torch.clamp, T.clip_: torch.clamp, T.clamp_min_: torch.clamp_min, torch.clamp_min_: torch.clamp_min,
+                 T.clamp_max_: torch.clamp_max, T.abs_: torch.abs, torch.abs_: torch.abs, T.exp_: torch.exp,
+                 torch.exp_: torch.exp, T.pow_: torch.pow, T.__ipow__: torch.pow, F.threshold_: F.threshold,  # type: ignore[attr-defined]
+                 F.rrelu_: F.rrelu}
+_POWERS = _named(torch, "pow") | _named(T, "pow pow_ __pow__ __ipow__")
+_POWERS_IN_PLACE = _named(T, "pow_ __ipow__")
+_func: Any
+for _func in (torch.sigmoid, T.sigmoid, F.sigmoid, torch.tanh, T.tanh, F.tanh, F.softplus, F.gelu, F.softsign,
+              F.logsigmoid, torch.erf, T.exp, torch.exp, torch.abs, T.abs, T.__abs__, torch.square, T.square,
+              torch.clamp_max, T.clamp_max, F.prelu, torch.prelu):
     _ELEMENTWISE[_func] = _bound(_func)
-for _func in (torch.sigmoid_, T.sigmoid_, torch.tanh_, T.tanh_, F.elu_, F.leaky_relu_):
+for _func in (torch.sigmoid_, T.sigmoid_, torch.tanh_, T.tanh_, F.elu_, F.leaky_relu_, T.clamp_max_, T.abs_,
+              torch.abs_, T.exp_, torch.exp_):
     _ELEMENTWISE[_func] = _bound(_func, inplace=True)
 for _func, _position in ((F.elu, 2), (F.selu, 1), (F.celu, 2), (F.leaky_relu, 2), (F.silu, 1), (F.hardswish, 1),
-                         (F.hardtanh, 3), (F.relu6, 1)):
+                         (F.hardtanh, 3), (F.relu6, 1), (F.mish, 1), (F.hardsigmoid, 1), (F.threshold, 3)):
     _ELEMENTWISE[_func] = _bound(_func, inplace_at=_position)
+_ELEMENTWISE[F.threshold_] = _bound(F.threshold_, inplace=True)  # type: ignore[attr-defined]
+_ELEMENTWISE[F.rrelu] = _bound(F.rrelu, inplace_at=4, training_at=3)
+_ELEMENTWISE[F.rrelu_] = _bound(F.rrelu_, inplace=True, training_at=3)

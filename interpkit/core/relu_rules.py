@@ -81,16 +81,16 @@ def relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None]
         return bool(_argument(args, kwargs, 1, "inplace", False)), 6.0
     if func is F.hardtanh and _argument(args, kwargs, 1, "min_val", -1.0) == 0:
         return bool(_argument(args, kwargs, 3, "inplace", False)), float(_argument(args, kwargs, 2, "max_val", 1.0))
-    if func in _CLAMPS:
+    if func in CLAMPS:
         low, high = _argument(args, kwargs, 1, "min", None), _argument(args, kwargs, 2, "max", None)
         if isinstance(low, (int, float)) and low == 0 and (high is None or isinstance(high, (int, float))):
-            return func in _IN_PLACE_CLAMPS, None if high is None else float(high)
+            return func in IN_PLACE_CLAMPS, None if high is None else float(high)
     return None
 
 
-_CLAMPS = {torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.Tensor.clamp_,
+CLAMPS = {torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.Tensor.clamp_,
            torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.clamp_min_, torch.clamp_min_}
-_IN_PLACE_CLAMPS = {torch.clamp_, torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_, torch.clamp_min_}
+IN_PLACE_CLAMPS = {torch.clamp_, torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_, torch.clamp_min_}
 # elementwise nonlinearities a ReLU rule is not defined for, by the name reported to the user
 UNCOVERED_NONLINEARITIES = {
     F.gelu: "GELU", F.silu: "SiLU", F.hardswish: "Hardswish", F.mish: "Mish", F.elu: "ELU", F.elu_: "ELU",

@@ -46,29 +46,32 @@ class _Recorder(PropagationRule):
         self.inputs.append(x.detach().clone())
         return x.copy_(function(x)) if inplace else function(x)
 
-    def max_pool(self, pool, x):
+    def max_pool(self, pool, x, dims):
         self.inputs.append(x.detach().clone())
         return pool(x)[0]
 
 
 class _Rescale(PropagationRule):
-    """The input's forward: each nonlinear op paired with the baseline's, its backward rescaled."""
+    """The input's forward: each nonlinear op paired with the baseline's, its backward rescaled.
+    A baseline run as one row pairs only with tensors whose first axis is the batch (N rows
+    against its 1, the other axes equal): any other layout could pair the wrong elements."""
 
-    def __init__(self, references: list[torch.Tensor], eps: float) -> None:
+    def __init__(self, references: list[torch.Tensor], eps: float, batch: int) -> None:
         self.references: Iterator[torch.Tensor] = iter(references)
-        self.eps = eps
+        self.eps, self.batch = eps, batch
 
     def paired(self, x: torch.Tensor) -> torch.Tensor:
         found = next(self.references, None)
-        if found is None or found.dim() != x.dim() or torch.broadcast_shapes(found.shape, x.shape) != x.shape:
+        if found is None or found.shape[1:] != x.shape[1:] or (found.shape[0], x.shape[0]) not in (
+                (x.shape[0], x.shape[0]), (1, self.batch)):
             raise _PathChanged
         return found
 
     def elementwise(self, function, x, inplace, slope=None):
         return _RescaledElementwise.apply(x, self.paired(x), function, slope, inplace, self.eps)
 
-    def max_pool(self, pool, x):
-        return _RescaledMaxPool.apply(x, self.paired(x), pool, self.eps)
+    def max_pool(self, pool, x, dims):
+        return _RescaledMaxPool.apply(x, self.paired(x), pool, self.eps, dims)
 
     def finished(self) -> bool:
         return next(self.references, None) is None
@@ -81,7 +84,7 @@ class _RescaledElementwise(torch.autograd.Function):
     def forward(ctx: Any, x, x0, function, slope, inplace, eps):
         y = function(x)
         delta = x - x0
-        ctx.save_for_backward(torch.where(delta.abs() < eps, _derivative(function, slope, x), (y - function(x0)) / delta))
+        ctx.save_for_backward(torch.where(delta.abs() <= eps, _derivative(function, slope, x), (y - function(x0)) / delta))
         if inplace:
             ctx.mark_dirty(x)
             return x.copy_(y)
@@ -107,26 +110,27 @@ class _RescaledMaxPool(torch.autograd.Function):
     rule, with both parts kept and overlapping windows added)."""
 
     @staticmethod
-    def forward(ctx: Any, x, x0, pool, eps):
+    def forward(ctx: Any, x, x0, pool, eps, dims):
         y, at_x = pool(x)
         y0, at_x0 = pool(x0)
         top = torch.maximum(y, y0)
         ctx.save_for_backward(x - x0, at_x, at_x0.expand_as(at_x), top - y0, y - top)
-        ctx.eps = eps
+        ctx.eps, ctx.dims = eps, dims
         return y
 
     @staticmethod
     def backward(ctx: Any, grad):
         delta, at_x, at_x0, up, down = ctx.saved_tensors
 
-        lead = delta.shape[:2]
+        lead = delta.shape[:delta.dim() - ctx.dims]  # the axes not pooled (batched or not)
+        pooled = delta.shape[delta.dim() - ctx.dims:].numel()
 
         def scatter(values, at):  # reshape, not flatten or view: both lack a batching rule here
-            flat = torch.zeros(lead + (delta[0, 0].numel(),), dtype=grad.dtype, device=grad.device)
-            return flat.scatter_add(2, at.reshape(*lead, -1), values.reshape(*lead, -1)).reshape(delta.shape)
+            flat = torch.zeros(lead + (pooled,), dtype=grad.dtype, device=grad.device)
+            return flat.scatter_add(-1, at.reshape(*lead, -1), values.reshape(*lead, -1)).reshape(delta.shape)
 
         routed = scatter(grad * up, at_x) + scatter(grad * down, at_x0)
-        return torch.where(delta.abs() < ctx.eps, scatter(grad, at_x), routed / delta), None, None, None
+        return torch.where(delta.abs() <= ctx.eps, scatter(grad, at_x), routed / delta), None, None, None, None
 
 
 class DeepLift(Explainer):
@@ -157,32 +161,36 @@ class DeepLift(Explainer):
     def multipliers(self, call: Call, x0: torch.Tensor):
         """The resolved targets and DeepLift's multipliers (N, K, C, *grid) against baseline ``x0``
         (1 or N rows). A shared baseline goes through the model once, as one row, unless the
-        model's other inputs are batched or its forward does not broadcast that row (then N)."""
+        model's other inputs are batched; where that row fails (a forward that needs a batch) or
+        does not pair with the batch (another layout, another path), it goes as N rows."""
         n = len(call.x)
         if len(x0) == 1 and n > 1 and call.inputs.others_batched:
             x0 = x0.expand(n, *x0.shape[1:])
         try:
             return self._pass(call, x0)
-        except _PathChanged:
+        except (_PathChanged, InputError) as error:
             if len(x0) == n:
-                raise InputError(f"{type(self).__name__}: the forward ran other nonlinear ops for the baseline than for "
-                                 "the input (data-dependent control flow), so they cannot be paired") from None
+                if isinstance(error, InputError):
+                    raise
+                raise InputError(f"{type(self).__name__}: the forward took another path for the baseline than for "
+                                 "the input (control flow on the input's values), so their ops cannot be "
+                                 "paired") from None
         return self.multipliers(call, x0.expand(n, *x0.shape[1:]))
 
     def _pass(self, call: Call, x0: torch.Tensor):
         recorder = _Recorder()
-        x0 = x0.contiguous()
+        x0 = x0.clone(memory_format=torch.contiguous_format)  # the model may write into its input
         inputs = call.inputs.sample(0).with_primary(x0) if len(x0) == 1 else call.model_inputs(x0)
-        mode = PropagationMode(recorder, x0)
-        with torch.no_grad(), mode:
+        reference = PropagationMode(recorder, x0)
+        with torch.no_grad(), reference:
             inputs.run(self.model)
-        self._refuse_uncovered(mode)
+        self._refuse_uncovered(reference)
         x = call.x.detach().clone().requires_grad_(True)
-        rescale = _Rescale(recorder.inputs, self.eps)
+        rescale = _Rescale(recorder.inputs, self.eps, len(x))
         mode = PropagationMode(rescale, x)
-        selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
+        selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         self._refuse_uncovered(mode)
-        if not rescale.finished():
+        if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path:
             raise _PathChanged
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
         return selection, gradients
@@ -192,9 +200,9 @@ class DeepLift(Explainer):
             kinds = ", ".join(f"{name} ({count})" for name, count in mode.uncovered.most_common())
             raise UncoveredNonlinearityError(
                 f"{type(self).__name__}: the forward ran {kinds} on input-dependent tensors, which the rescale rule is "
-                "not defined for (only elementwise nonlinearities and max pooling between linear ops are); explain a "
-                "model without them, or pass strict=False to give them their plain gradient (the attributions then "
-                "no longer sum to f(x) - f(baseline))")
+                "not defined for (only elementwise nonlinearities and max pooling between linear ops are, and a "
+                "target score linear in the output); explain a model without them, or pass strict=False to give "
+                "them their plain gradient (the attributions then no longer sum to f(x) - f(baseline))")
 
 
 class DeepLiftShap(DeepLift):

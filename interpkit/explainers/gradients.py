@@ -33,6 +33,8 @@ def check_reference(value: Any) -> Any:
     """A baseline option, checked where it is given: a finite number, a floating tensor, or a callable."""
     if callable(value) and not isinstance(value, torch.Tensor):
         return value
+    if isinstance(value, torch.Tensor) and value.device.type == "meta":
+        raise InputError("a baseline tensor must hold values (it is on the meta device)")
     return check_baseline(value)
 
 
@@ -42,9 +44,9 @@ def reference(baseline: BaselineLike, x: torch.Tensor, batch: bool = False) -> t
     tensor (B, C, *grid) is B baselines to draw from (GradientShap, DeepLiftShap)."""
     if callable(baseline) and not isinstance(baseline, torch.Tensor):
         value = baseline(x)
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise InputError(f"a baseline callable must return a floating tensor, not {type(value).__name__}")
-        check_finite(baseline=value)
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.device.type == "meta":
+            raise InputError(f"a baseline callable must return a floating tensor with values, not {value!r:.80}")
+        check_finite(baseline=value.to(x.device))
         baseline = value
     if not isinstance(baseline, torch.Tensor):
         return torch.full((1, *x.shape[1:]), float(baseline), dtype=x.dtype, device=x.device)
@@ -55,6 +57,8 @@ def reference(baseline: BaselineLike, x: torch.Tensor, batch: bool = False) -> t
         raise InputError(f"a baseline of shape {tuple(baseline.shape)} is neither one sample {tuple(x.shape[1:])} nor a "
                          f"batch of them")
     rows = len(value)
+    if rows == 0:
+        raise InputError("got an empty batch of baselines: give at least one")
     if not batch and rows not in (1, len(x)):
         raise InputError(f"{rows} baselines for {len(x)} inputs: give one baseline for all or one per sample")
     try:
@@ -115,7 +119,8 @@ class GradientShap(Explainer):
     def explain(self, call: Call) -> Explanation:
         """The draws' points, ``max_batch`` at a time, each chunk one forward and one batched backward."""
         x = call.x
-        clean, _ = self.forward_with_targets(call, graph=False)  # what is explained, pinned on the clean input
+        # what is explained, pinned on the clean input (a copy: the model may write into its input)
+        clean, _ = self.forward_with_targets(call.with_(x.clone()), graph=False)
         pinned = call.target if neurons_of(call.target) or not clean.classes else clean.indices
         noisy, chosen, alphas = gradient_shap_draws(x, reference(self.baselines, x, batch=True), self.samples,
                                                     self.noise, self.seed)

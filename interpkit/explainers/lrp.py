@@ -14,6 +14,7 @@ canonizer. The map is the relevance at the input, (N, K, C, *grid).
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,6 +29,7 @@ from ..core import (
     MapKind,
     PropagationMode,
     PropagationRule,
+    check_baseline,
     check_flag,
     check_number,
     per_target_gradients,
@@ -81,6 +83,9 @@ class LayerRule:
 
     stabilizer: float = 1e-6
 
+    def __post_init__(self) -> None:
+        check_number("stabilizer", self.stabilizer)
+
     def relevance(self, layer: LayerCall, relevance: torch.Tensor) -> torch.Tensor:
         """The input's relevance."""
         raise NotImplementedError
@@ -91,6 +96,10 @@ class Epsilon(LayerRule):
     """LRP-epsilon: ``R_in = x * W^T (R / (z + epsilon sign z))``; ``epsilon=0`` is LRP-0."""
 
     epsilon: float = 1e-6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number("epsilon", self.epsilon)
 
     def relevance(self, layer, relevance):
         return layer.x * layer.pull(relevance / stabilize(layer.output, self.epsilon))
@@ -130,9 +139,10 @@ class AlphaBeta(LayerRule):
     beta: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_number("alpha", self.alpha)
         check_number("beta", self.beta)
-        if self.alpha - self.beta != 1:
+        if not math.isclose(self.alpha - self.beta, 1.0):
             raise InputError(f"alpha - beta must be 1, got alpha={self.alpha}, beta={self.beta}")
 
     def relevance(self, layer, relevance):
@@ -151,6 +161,7 @@ class Gamma(LayerRule):
     gamma: float = 0.25
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_number("gamma", self.gamma)
 
     def relevance(self, layer, relevance):
@@ -195,9 +206,37 @@ class ZBox(LayerRule):
     low: Any = 0.0
     high: Any = 1.0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bounds = []
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            try:
+                check_baseline(value)
+            except InputError:
+                raise InputError(f"ZBox {name} must be a finite number or a finite floating tensor (broadcastable "
+                                 f"to its layer's input, e.g. (1, C, 1, 1)), not {value!r}") from None
+            bounds.append(torch.as_tensor(value, dtype=torch.float64))
+        try:
+            inverted = bool((bounds[0] > bounds[1]).any())
+        except RuntimeError:
+            raise InputError(f"low {tuple(bounds[0].shape)} and high {tuple(bounds[1].shape)} do not broadcast") from None
+        if inverted:
+            raise InputError("ZBox needs low <= high everywhere")
+
+    def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``low`` and ``high`` as tensors shaped like ``x``, or an InputError."""
+        try:
+            return tuple(torch.as_tensor(v, dtype=x.dtype, device=x.device).expand_as(x)  # type: ignore[return-value]
+                         for v in (self.low, self.high))
+        except RuntimeError:
+            raise InputError(f"ZBox bounds of shapes {tuple(torch.as_tensor(self.low).shape)} and "
+                             f"{tuple(torch.as_tensor(self.high).shape)} do not broadcast to its layer's input "
+                             f"{tuple(x.shape)}: give numbers or tensors like (1, C, 1, 1)") from None
+
     def relevance(self, layer, relevance):
         x, w, b = layer.x, layer.weight, layer.bias
-        low, high = (torch.as_tensor(v, dtype=x.dtype, device=x.device).expand_as(x) for v in (self.low, self.high))
+        low, high = self.bounds(x)
         pairs = [(low, w.clamp(min=0), _part(b, True)), (high, w.clamp(max=0), _part(b, False))]
         with torch.enable_grad():
             leaves, z = _terms(layer.run, pairs)
@@ -218,6 +257,14 @@ class Composite:
     first: LayerRule | None = None
     first_convolution_only: bool = False
     stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name in ("convolution", "linear", "first"):
+            rule = getattr(self, name)
+            if not isinstance(rule, LayerRule) and not (name == "first" and rule is None):
+                raise InputError(f"Composite {name} must be a LayerRule (Epsilon(), ZPlus(), ...), not {rule!r}")
+        check_flag("first_convolution_only", self.first_convolution_only)
+        check_number("stabilizer", self.stabilizer)
 
 
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
@@ -268,10 +315,9 @@ class _Layer(torch.autograd.Function):
         weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
         output = ctx.inner.detach()
         scale = None
-        if ctx.folded:
-            scale, shift = ctx.folded[0]  # per output channel: a transposed convolution's weight's second axis
-            shape = (1, -1) + (1,) * (weight.dim() - 2) if ctx.transposed else (-1,) + (1,) * (weight.dim() - 1)
-            weight = weight * scale.view(shape)
+        if ctx.folded and ctx.folded[0][2][0] == 1:  # the batch norm is the output's only reader
+            scale, shift, _ = ctx.folded[0]
+            weight = _folded_weight(weight, scale, ctx.transposed)
             bias = shift if bias is None else bias * scale + shift
             channel = (-1,) + (1,) * (output.dim() - 2) if output.dim() > 2 else (-1,)
             scale = scale.view(channel)
@@ -284,8 +330,20 @@ class _Layer(torch.autograd.Function):
         return ctx.rule.relevance(layer, relevance), None, None, None, None, None, None, None
 
 
+def _folded_weight(weight: torch.Tensor, scale: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """The layer's weight times a batch norm's per-output-channel scale: a transposed
+    convolution's weight is (in, out / groups, *kernel), its output channels by group."""
+    kernel = (1,) * (weight.dim() - 2)
+    if not transposed:  # (out, in / groups, *kernel) or a linear layer's (out, in)
+        return weight * scale.view(-1, *(1,) * (weight.dim() - 1))
+    groups = scale.numel() // weight.shape[1]
+    grouped = weight.view(groups, weight.shape[0] // groups, *weight.shape[1:])
+    return (grouped * scale.view(groups, 1, -1, *kernel)).view_as(weight)
+
+
 class _Norm(torch.autograd.Function):
-    """Average pooling or a sum with the Norm rule: each input's share ``x_i * J_i^T (R / stab(y))``."""
+    """A linear op that combines values (sums, differences, means, average pooling, scaling) with
+    the Norm rule: each input's share ``x_i * J_i^T (R / stab(y))``, which conserves relevance."""
 
     @staticmethod
     def forward(ctx: Any, stabilizer, run, *inputs):
@@ -320,20 +378,28 @@ class _Pass(torch.autograd.Function):
 
 
 class _Relevance(PropagationRule):
-    """One call's LRP: each layer gets the composite's rule; batch norms fold into the layer
-    whose output they read."""
+    """One call's LRP: each layer gets the composite's rule; a batch norm folds into the layer
+    whose output it reads (when it is that output's only reader, decided after the forward).
+    Facts about tensors (a layer's output, a ReLU's non-negative output) are kept with the
+    tensor's version: an in-place write afterwards makes them void."""
 
     def __init__(self, composite: Composite) -> None:
         self.composite = composite
+        self.mode: PropagationMode | None = None
         self.first = True
-        self.layers: dict[int, tuple[weakref.ref, list]] = {}  # a layer's output -> its batch-norm fold
-        self.nonnegative: dict[int, weakref.ref] = {}  # outputs of the ReLU family, pooled or not
+        self.layers: dict[int, tuple[weakref.ref, int, list, bool]] = {}  # output -> version, fold, is linear
+        self.nonnegative: dict[int, tuple[weakref.ref, int]] = {}
 
-    def _nonnegative(self, tensor: torch.Tensor, mark: bool = False) -> bool:
-        if mark:
-            self.nonnegative[id(tensor)] = weakref.ref(tensor)
-        found = self.nonnegative.get(id(tensor))
-        return found is not None and found() is tensor
+    @staticmethod
+    def _known(table: dict, tensor: torch.Tensor) -> tuple | None:
+        found = table.get(id(tensor))
+        return found if found is not None and found[0]() is tensor and found[1] == tensor._version else None
+
+    def _is_nonnegative(self, tensor: torch.Tensor) -> bool:
+        return self._known(self.nonnegative, tensor) is not None
+
+    def _mark_nonnegative(self, tensor: torch.Tensor) -> None:
+        self.nonnegative[id(tensor)] = (weakref.ref(tensor), tensor._version)
 
     def layer(self, run, x, weight, bias, transposed):
         convolution = weight.dim() > 2
@@ -343,38 +409,31 @@ class _Relevance(PropagationRule):
             if self.composite.first is not None and (convolution or not self.composite.first_convolution_only):
                 rule = self.composite.first
         folded: list = []
-        y = _Layer.apply(x, weight, bias, run, rule, folded, transposed, self._nonnegative(x))
-        self.layers[id(y)] = (weakref.ref(y), folded)
+        y = _Layer.apply(x, weight, bias, run, rule, folded, transposed, self._is_nonnegative(x))
+        self.layers[id(y)] = (weakref.ref(y), y._version, folded, not convolution)
         return y
 
     def batch_norm(self, run, x, scale, shift):
-        found = self.layers.get(id(x))
-        if found is not None and found[0]() is x and not found[1]:
-            found[1].append((scale.detach(), shift.detach()))
+        found = self._known(self.layers, x)
+        # a batch norm normalises axis 1: a linear layer's features only when its output is (N, F)
+        if found is not None and not found[2] and (not found[3] or x.dim() == 2) and self.mode is not None:
+            found[2].append((scale.detach(), shift.detach(), self.mode.reads(x)))
         return _Pass.apply(x, run, False)
 
     def elementwise(self, function, x, inplace, slope=None):
         y = _Pass.apply(x, function, inplace)
         if slope is not None:  # the ReLU family: clamp(x, 0, upper)
-            self._nonnegative(y, mark=True)
+            self._mark_nonnegative(y)
         return y
 
-    def max_pool(self, pool, x):
+    def max_pool(self, pool, x, dims):
         y = pool(x)[0]  # the gradient: relevance to the maximum
-        if self._nonnegative(x):
-            self._nonnegative(y, mark=True)
+        if self._is_nonnegative(x):
+            self._mark_nonnegative(y)
         return y
 
-    def average_pool(self, run, x):
-        y = _Norm.apply(self.composite.stabilizer, run, x)
-        if self._nonnegative(x):
-            self._nonnegative(y, mark=True)
-        return y
-
-    def sum(self, a, b, inplace):
-        if not inplace:
-            return _Norm.apply(self.composite.stabilizer, torch.add, a, b)
-        return a.copy_(_Norm.apply(self.composite.stabilizer, torch.add, a.clone(), b))  # the rule keeps a's value
+    def linear(self, run, inputs):
+        return _Norm.apply(self.composite.stabilizer, run, *inputs)
 
 
 class LRP(Explainer):
@@ -403,23 +462,32 @@ class LRP(Explainer):
     def explain(self, call: Call) -> Explanation:
         """One forward under the composite's rules and one batched backward of every target's score."""
         x = call.x.detach().clone().requires_grad_(True)
-        mode = PropagationMode(_Relevance(self.composite), x)
-        selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
+        rule = _Relevance(self.composite)
+        mode = rule.mode = PropagationMode(rule, x)
+        selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         if self.strict and mode.uncovered:
             kinds = ", ".join(f"{name} ({count})" for name, count in mode.uncovered.most_common())
             raise UncoveredNonlinearityError(
                 f"LRP: the forward ran {kinds} on input-dependent tensors, which no rule covers (the composites have "
-                "rules for convolutions, linear layers, batch norms, pooling, sums and elementwise nonlinearities); "
-                "explain a model without them, or pass strict=False to give them their plain gradient")
-        scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
-        (relevance,) = per_target_gradients(scores, [x], selection.graph_elements)
+                "rules for convolutions, linear layers, batch norms, pooling, linear ops and elementwise "
+                "nonlinearities, and a target score read linearly from the output); explain a model without them, "
+                "or pass strict=False to give them their plain gradient")
+        with torch.enable_grad():
+            scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
+        try:
+            (relevance,) = per_target_gradients(scores, [x], selection.graph_elements)
+        except RuntimeError as error:
+            if "inplace operation" not in str(error):
+                raise
+            raise InputError("LRP: the model writes in place into a tensor a layer had read (the layer's rule needs "
+                             "its input as it was); write out of place (x = x + y, not x += y, after the layer)") from error
         return self.result(relevance, selection, MapKind.INPUT_CHANNELS)
 
 
 def _composite(composite: Any, epsilon: float, gamma: float, low: Any, high: Any, stabilizer: float) -> Composite:
     if isinstance(composite, Composite):
         return composite
-    if composite not in COMPOSITES:
+    if not isinstance(composite, str) or composite not in COMPOSITES:
         raise InputError(f"unknown composite {composite!r}; use one of {', '.join(sorted(COMPOSITES))} or a Composite")
     if composite == "epsilon_gamma_box":
         if low is None or high is None:

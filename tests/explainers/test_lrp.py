@@ -225,3 +225,144 @@ def test_lrp_refuses_what_no_rule_covers_and_bad_options():
                  lambda: LRP(vgg, strict="yes"), lambda: AlphaBeta(alpha=2.0, beta=2.0), lambda: Gamma(gamma=-1.0)):
         with pytest.raises(interpkit.InputError):
             make()
+
+
+class _PostAdd(nn.Module):
+    """A residual sum written in place, then a batch norm of the sum (not of the convolution)."""
+
+    def __init__(self, in_place):
+        super().__init__()
+        torch.manual_seed(0)
+        self.in_place = in_place
+        self.c0, self.c1 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.norm, self.fc = nn.BatchNorm2d(4), nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x):
+        identity = torch.relu(self.c0(x))
+        out = self.c1(identity)
+        if self.in_place:
+            out += identity
+        else:
+            out = out + identity
+        return self.fc(torch.relu(self.norm(out)).flatten(1))
+
+
+def test_facts_about_a_tensor_die_with_an_in_place_write_to_it():
+    """A batch norm after ``out += identity`` reads the sum, not the convolution's output (no
+    fold), and a ReLU's output shifted in place is no longer known non-negative: written in
+    place or not, the model gets the same relevance."""
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    pair = [_random_batch_norms(_PostAdd(in_place).eval().double()) for in_place in (True, False)]
+    pair[1].load_state_dict(pair[0].state_dict())
+    maps = [LRP(m, "epsilon_plus")(x, target=0).maps for m in pair]
+    torch.testing.assert_close(maps[0], maps[1])
+
+    class Shifted(nn.Module):
+        def __init__(self, in_place):
+            super().__init__()
+            torch.manual_seed(0)
+            self.in_place = in_place
+            self.c0, self.c1 = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Conv2d(4, 4, 3, padding=1, bias=False)
+
+        def forward(self, x):
+            h = torch.relu(self.c0(x))
+            if self.in_place:
+                h -= 0.5
+            else:
+                h = h - 0.5
+            return torch.relu(self.c1(h)).mean((2, 3))
+
+    maps = [LRP(Shifted(in_place).eval().double(), "epsilon_plus")(x, target=0).maps for in_place in (True, False)]
+    torch.testing.assert_close(maps[0], maps[1])
+
+
+def test_a_batch_norm_folds_only_into_a_layer_it_alone_reads_and_along_the_layers_channels():
+    class TwoReaders(nn.Module):
+        def __init__(self, side):
+            super().__init__()
+            torch.manual_seed(0)
+            self.side = side
+            self.lin, self.norm, self.head = nn.Linear(6, 6, bias=False), nn.BatchNorm1d(6), nn.Linear(6, 2, bias=False)
+
+        def forward(self, x):
+            y = self.lin(x)
+            out = self.head(torch.relu(y))
+            return out + 0.0 * self.norm(y).sum(1, keepdim=True) if self.side else out
+
+    x = torch.randn(3, 6, dtype=torch.float64)
+    models = [TwoReaders(side).eval().double() for side in (True, False)]
+    models[0].norm.running_var.uniform_(0.5, 2.0)
+    models[0].norm.running_mean.uniform_(-1.0, 1.0)  # a shift: folding would change the epsilon rule's denominators
+    models[1].load_state_dict(models[0].state_dict())
+    with_side, without = (LRP(m, "epsilon_plus")(x, target=0).maps.double() for m in models)
+    assert (with_side - without).abs().max() < 1e-4 * without.abs().max()  # the dead branch changes nothing
+
+    class TokensThenNorm(nn.Module):  # a linear layer on (N, L, D), a batch norm over L: no fold
+        def __init__(self):
+            super().__init__()
+            self.lin, self.norm, self.fc = nn.Linear(5, 5), nn.BatchNorm1d(3), nn.Linear(15, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.norm(self.lin(x))).flatten(1))
+
+    tokens = TokensThenNorm().eval()
+    tokens.norm.running_var.uniform_(0.5, 2.0)
+    assert torch.isfinite(LRP(tokens, Composite(ZPlus(), ZPlus()))(torch.randn(2, 3, 5), target=0).maps).all()
+
+
+def test_a_grouped_transposed_convolution_folds_its_batch_norm_by_group():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ConvTranspose2d(4, 6, 3, groups=2), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(600, 2)).eval().double()
+    _random_batch_norms(model)
+    merged = nn.Sequential(nn.ConvTranspose2d(4, 6, 3, groups=2), nn.Identity(), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(600, 2)).eval().double()
+    merged.load_state_dict(model.state_dict(), strict=False)
+    norm = model[1]
+    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+    merged[0].weight.data = (model[0].weight.view(2, 2, 3, 3, 3) * scale.view(2, 1, 3, 1, 1)).reshape(4, 3, 3, 3)
+    merged[0].bias.data = (model[0].bias - norm.running_mean) * scale + norm.bias
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(LRP(model, "epsilon_plus")(x, target=0).maps, LRP(merged, "epsilon_plus")(x, target=0).maps)
+
+
+@pytest.mark.parametrize("op", [lambda h, b: h / 0.5, lambda h, b: h * 0.5, lambda h, b: torch.stack([h, b]).sum(0),
+                                lambda h, b: torch.add(h, b, alpha=1), lambda h, b: h - 0.5 * b, lambda h, b: h.cumsum(2)])
+def test_linear_ops_that_combine_values_conserve_relevance(op):
+    """zennit gives a functional linear op its gradient, so ``x / 0.5`` doubles relevance and a
+    difference cancels it; interpkit gives every op that combines values the Norm rule."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.c0, self.c1 = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.fc = nn.Linear(4, 2, bias=False)
+
+        def forward(self, x):
+            h = torch.relu(self.c0(x))
+            return self.fc(op(h, torch.relu(self.c1(h))).mean((2, 3)))
+
+    model = Net().eval().double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    total = LRP(model, "epsilon_plus")(x, target=0).maps.double().flatten(1).sum(1)
+    with torch.no_grad():
+        scores = model(x)[:, 0]
+    assert (total / scores - 1).abs().max() < 1e-3
+
+
+def test_lrp_under_no_grad_and_bad_bounds_and_composites():
+    vgg = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.isfinite(LRP(vgg)(x, target=0).maps).all()
+    for low, high in ((torch.zeros(5), torch.ones(5)), ("a", 1.0), (float("nan"), 1.0), (2.0, 1.0), ([0.0], [1.0])):
+        with pytest.raises(interpkit.InputError):
+            LRP(vgg, "epsilon_gamma_box", low=low, high=high)(x, target=0)
+    per_channel = LRP(vgg, "epsilon_gamma_box", low=torch.full((1, 3, 1, 1), -3.0), high=torch.full((1, 3, 1, 1), 3.0))
+    assert torch.isfinite(per_channel(x, target=0).maps).all()
+    for make in (lambda: LRP(vgg, composite=[]), lambda: Composite(linear=None), lambda: Epsilon(epsilon=-1.0),
+                 lambda: ZPlus(stabilizer=float("nan"))):
+        with pytest.raises(interpkit.InputError):
+            make()
+    assert AlphaBeta(alpha=2.2, beta=1.2).alpha == 2.2  # alpha - beta = 1 up to rounding

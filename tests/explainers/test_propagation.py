@@ -220,7 +220,7 @@ def test_deeplift_refuses_a_forward_whose_path_depends_on_the_input():
             return torch.relu(self.linear(x)) if x.sum() > 0 else self.linear(x)
 
     x = torch.ones(1, 4)
-    with pytest.raises(interpkit.InputError, match="other nonlinear ops"):
+    with pytest.raises(interpkit.InputError, match="another path"):
         DeepLift(Branching().eval(), baseline=-1.0)(x, target=0)
 
 
@@ -250,3 +250,126 @@ def test_a_callable_baseline_and_per_sample_baselines():
     per_sample = DeepLift(model, baseline=x.mean((2, 3), keepdim=True).expand_as(x).clone())(x, target=1)
     torch.testing.assert_close(blurred.maps, per_sample.maps)
     assert blurred.maps.abs().sum() > 0
+
+
+class _Around(nn.Module):
+    """Linear, ``f``, linear (float64): the op under test sits between two layers."""
+
+    def __init__(self, f):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.f = nn.Linear(6, 6), nn.Linear(6, 3), f
+
+    def forward(self, x):
+        return self.b(self.f(self.a(x)))
+
+
+def _set_negative_to_zero(h):
+    h = h.clone()
+    h[h < 0] = 0  # a ReLU written as a masked write
+    return h
+
+
+def _written_through_a_view(h):
+    buf = torch.zeros_like(h)
+    buf.view(-1)[:] = h.reshape(-1)
+    return torch.sigmoid(buf)
+
+
+@pytest.mark.parametrize("f", [
+    _set_negative_to_zero,
+    lambda h: h + h[torch.arange(len(h)), h.argmax(1)].unsqueeze(1),  # an index computed from the input
+    lambda h: h + 3 * (h > 0).to(h.dtype),  # a mask made floating again
+    lambda h: F.one_hot(h.argmax(1), 6).to(h.dtype) + h,
+    lambda h: torch.div(h, 0.5, rounding_mode="floor"),
+    lambda h: F.linear(h, torch.eye(6, dtype=h.dtype) * h.sum()),  # a weight computed from the input
+    lambda h: h * h.detach(),
+    lambda h: h + (h.round() - h).detach(),  # a straight-through estimator
+    lambda h: h.softmax(1),
+    lambda h: h * h,
+])
+def test_ops_outside_the_rescale_rule_are_refused_by_name(f):
+    """Each of these passed as linear once and returned a map that does not sum to the score's
+    difference (an adversarial review found them); each is now named and refused."""
+    model = _Around(f).double().eval()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    with pytest.raises(interpkit.UncoveredNonlinearityError):
+        DeepLift(model, baseline=torch.randn(1, 6, dtype=torch.float64))(x, target=0)
+
+
+@pytest.mark.parametrize("f", [
+    _written_through_a_view,
+    lambda h: torch.sigmoid(h.reshape(6, -1)).reshape(-1, 6),  # the batch axis merged: one baseline row cannot pair
+    lambda h: torch.tanh(input=h),
+    lambda h: F.mish(h.clone(), inplace=True),
+    lambda h: F.hardsigmoid(h.clone(), inplace=True),
+    lambda h: torch.relu(h.T).T,
+    lambda h: torch.relu(h.index_select(1, torch.tensor([5, 4, 3, 2, 1, 0]))),
+    lambda h: h.clamp(min=0.1) + h.abs() + F.prelu(h, torch.tensor([0.2], dtype=h.dtype)) + h ** 2,
+    lambda h: torch.relu(torch.lerp(h, 2 * h, 0.3)).cumsum(1),
+    lambda h: F.max_pool1d(torch.relu(h).unsqueeze(1), 2).flatten(1).repeat(1, 2),
+    lambda h: torch.relu(h) if bool(h.sum() > 0) else torch.sigmoid(h),  # paired only when both take one path
+])
+def test_ops_the_rule_covers_sum_to_the_score_difference(f):
+    model = _Around(f).double().eval()
+    x, x0 = torch.randn(3, 6, dtype=torch.float64), torch.randn(1, 6, dtype=torch.float64)
+    try:
+        total = DeepLift(model, baseline=x0)(x, target="all").maps.double().flatten(2).sum(-1)
+    except interpkit.InputError as error:  # the branch: refused only when the two took different paths
+        assert "another path" in str(error)
+        return
+    with torch.no_grad():
+        deltas = model(x) - model(x0)
+    assert (total - deltas).abs().max() < 1e-5 * max(1.0, deltas.abs().max())
+
+
+def test_deeplift_refuses_targets_read_nonlinearly_and_runs_a_head_that_needs_a_batch():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 2)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    for target in (interpkit.Neuron("2", 1), lambda out: out.softmax(1)[:, 0]):  # a channel's maximum, a softmax
+        with pytest.raises(interpkit.UncoveredNonlinearityError):
+            DeepLift(model)(x, target=target)
+
+    class Head(nn.Module):  # squeeze() then a batch norm: one baseline row cannot run alone
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm1d(4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.norm(F.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1).squeeze()))
+
+    head = Head().eval()
+    explained = DeepLift(head)(x, target=0).maps
+    with torch.no_grad():
+        delta = head(x)[:, 0] - head(torch.zeros_like(x))[:, 0]
+    assert (explained.sum((1, 2, 3, 4)) - delta).abs().max() < 1e-4
+
+
+def test_bad_baselines_of_every_kind_are_refused_before_the_model_runs():
+    model = _smooth_net(nn.AvgPool2d(2))
+    x = torch.randn(2, 3, 16, 16)
+    for make in (lambda: GradientShap(model, baselines=torch.zeros(0, 3, 16, 16))(x, target=0),
+                 lambda: DeepLiftShap(model, baselines=torch.zeros(0, 3, 16, 16))(x, target=0),
+                 lambda: DeepLift(model, baseline=torch.zeros(3, 16, 16, device="meta")),
+                 lambda: DeepLift(model, baseline=lambda t: torch.zeros_like(t, device="meta"))(x, target=0)):
+        with pytest.raises(interpkit.InputError):
+            make()
+
+
+def test_the_model_writing_into_its_input_leaves_the_users_tensors_alone():
+    class Writes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            x.mul_(2)
+            return torch.relu(self.conv(x)).mean((2, 3))
+
+    model = Writes().eval()
+    x, baseline = torch.randn(2, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    kept = x.clone(), baseline.clone()
+    for explainer in (DeepLift(model, baseline=baseline), GradientShap(model, baselines=baseline)):
+        with pytest.raises(interpkit.InputError):  # autograd cannot write into the attributed leaf
+            explainer(x, target=0)
+        assert torch.equal(x, kept[0]) and torch.equal(baseline, kept[1])  # the forwards without a graph ran on copies
