@@ -102,6 +102,7 @@ class Epsilon(LayerRule):
         check_number("epsilon", self.epsilon)
 
     def relevance(self, layer, relevance):
+        """The input's relevance by this rule."""
         return layer.x * layer.pull(relevance / stabilize(layer.output, self.epsilon))
 
 
@@ -125,6 +126,7 @@ class ZPlus(LayerRule):
     """LRP-z+: positive contributions only, ``z = W+ x+ + W- x- + b+``."""
 
     def relevance(self, layer, relevance):
+        """The input's relevance by this rule."""
         w, b = layer.weight, layer.bias
         return _signed_terms(layer, lambda: w.clamp(min=0), lambda: w.clamp(max=0), _part(b, True), relevance,
                              self.stabilizer)
@@ -146,6 +148,7 @@ class AlphaBeta(LayerRule):
             raise InputError(f"alpha - beta must be 1, got alpha={self.alpha}, beta={self.beta}")
 
     def relevance(self, layer, relevance):
+        """The input's relevance by this rule."""
         w, b = layer.weight, layer.bias
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         positive = _signed_terms(layer, lambda: wp, lambda: wn, _part(b, True), relevance, self.stabilizer)
@@ -165,6 +168,7 @@ class Gamma(LayerRule):
         check_number("gamma", self.gamma)
 
     def relevance(self, layer, relevance):
+        """The input's relevance by this rule."""
         g, w, b = self.gamma, layer.weight, layer.bias
         up, down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
         bias_up = None if b is None else b + g * b.clamp(min=0)
@@ -180,6 +184,7 @@ class Flat(LayerRule):
     """LRP-flat: relevance spread uniformly over the receptive field (weights and inputs 1, no bias)."""
 
     def relevance(self, layer, relevance):
+        """The input's relevance by this rule."""
         with torch.enable_grad():
             leaves, (z,) = _terms(layer.run, [(torch.ones_like(layer.x), torch.ones_like(layer.weight), None)])
             (pulled,) = _pulled(leaves, [z], [relevance / stabilize(z, self.stabilizer)])
@@ -191,6 +196,7 @@ class WSquare(LayerRule):
     """LRP-w^2: relevance spread by squared weights (inputs 1, the bias squared too, as zennit)."""
 
     def relevance(self, layer, relevance):
+        """The input's relevance by this rule."""
         square = None if layer.bias is None else layer.bias ** 2
         with torch.enable_grad():
             leaves, (z,) = _terms(layer.run, [(torch.ones_like(layer.x), layer.weight ** 2, square)])
@@ -235,6 +241,7 @@ class ZBox(LayerRule):
                              f"{tuple(x.shape)}: give numbers or tensors like (1, C, 1, 1)") from None
 
     def relevance(self, layer, relevance):
+        """The input's relevance by this rule."""
         x, w, b = layer.x, layer.weight, layer.bias
         low, high = self.bounds(x)
         pairs = [(low, w.clamp(min=0), _part(b, True)), (high, w.clamp(max=0), _part(b, False))]

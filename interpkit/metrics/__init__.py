@@ -14,6 +14,7 @@ from .faithfulness import (
     PixelFlipping,
 )
 from .infidelity import Infidelity, gaussian
+from .irof import IROF
 from .localisation import (
     AttributionLocalisation,
     LocalisationAUC,
@@ -35,11 +36,11 @@ BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infid
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
                    TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness,
                    PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity,
-                   Selectivity, MonotonicityCorrelation)
+                   Selectivity, MonotonicityCorrelation, IROF)
 
 __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
            "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
-           "MonotonicityCorrelation", "NonSensitivity",
+           "IROF", "MonotonicityCorrelation", "NonSensitivity",
            "PixelFlipping",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",

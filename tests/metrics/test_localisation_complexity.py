@@ -130,14 +130,18 @@ def test_known_answers():
 @given(seed=st.integers(0, 2**16), scale=st.floats(1e-3, 1e3))
 def test_scale_invariance_and_batch_independence(seed, scale):
     """Every one of these metrics is unchanged by a positive scale of a map, and a sample's score
-    does not depend on the rest of its batch."""
+    does not depend on the rest of its batch. (Relevance mass divides by the map's signed total:
+    where that nearly cancels, float32 rounding of the scaled map moves the ratio, so those
+    samples are compared only for batch independence; hypothesis found one at -213.)"""
     model, images, maps, masks = case(seed=seed)
+    conditioned = maps.flatten(1).sum(1).abs() > 1e-2 * maps.flatten(1).abs().sum(1)
     for metric in [cls() for cls in MASK_METRICS] + [cls() for cls in MAP_METRICS]:
         extra = {"masks": masks} if metric.needs_masks else {}
         together = metric(model, images, maps, **extra).scores
         scaled = metric(model, images, maps * scale, **extra).scores
         alone = metric(model, images[1:2], maps[1:2], **({"masks": masks[1:2]} if extra else {})).scores
-        torch.testing.assert_close(scaled, together, rtol=1e-5, atol=1e-6, equal_nan=True)
+        kept = conditioned if metric.name == "relevance_mass_accuracy" else torch.ones_like(conditioned)
+        torch.testing.assert_close(scaled[kept], together[kept], rtol=1e-5, atol=1e-6, equal_nan=True)
         torch.testing.assert_close(alone, together[1:2], rtol=1e-6, atol=1e-7, equal_nan=True)
 
 
