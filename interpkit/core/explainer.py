@@ -169,7 +169,10 @@ class Explainer:
             neuron_outputs = {n: (name, captured.output(m, name),
                                   stated(n.layout, self.model) if n.layout is not None else self._default_layout(m))
                               for n, (name, m) in neuron_layers.items()}
-            with mode if mode_reads_targets and mode is not None else contextlib.nullcontext():
+            # a class's score is a logit picked by index; a callable or a Neuron may read it nonlinearly
+            reads = mode_reads_targets and (
+                bool(neurons_of(target)) or (callable(target) and not isinstance(target, torch.Tensor)))
+            with mode if reads and mode is not None else contextlib.nullcontext():
                 selection = select_targets(target, output, len(x), neuron_outputs, tuple(x.shape[2:]))
         return replace(selection, graph_elements=per_sample * len(x)), captured
 

@@ -109,6 +109,10 @@ _ONE_FACTOR = (_named(torch, "mul multiply matmul mm bmm einsum tensordot")
                | _named(T, "mul mul_ __mul__ __rmul__ __imul__ matmul __matmul__ __rmatmul__ mm bmm"))
 # linear in the numerator only (and without rounding)
 _DIVISIONS = _named(torch, "div divide true_divide") | _named(T, "div div_ __truediv__ __itruediv__")
+# arithmetic that is elementwise and affine when one operand is a constant
+_ARITHMETIC = (_named(torch, "add sub subtract neg negative mul multiply div divide true_divide")
+               | _named(T, "add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ neg neg_ __neg__ "
+                           "mul mul_ __mul__ __rmul__ __imul__ div div_ __truediv__ __itruediv__"))
 # in-place ops that combine values, and their out-of-place forms
 _IN_PLACE = {T.add_: T.add, T.__iadd__: T.__add__, T.sub_: T.sub, T.__isub__: T.__sub__, T.neg_: T.neg,
              T.mul_: T.mul, T.__imul__: T.__mul__, T.div_: T.div, T.__itruediv__: T.__truediv__}
@@ -199,25 +203,34 @@ class PropagationMode(TorchFunctionMode):
         dependent = [t for t in _tensors((args, kwargs)) if self._depends(t)]
         if func in _CONSTANT or not dependent:
             return func(*args, **kwargs)
-        for tensor in dependent:
+        counted = sum(self.uncovered.values())
+        if kwargs.get("out") is not None:  # the rules return new tensors: an ``out=`` would stay unwritten
+            result = self._uncovered(func, args, kwargs, always=True)
+        else:
+            result = self._run(func, args, kwargs, dependent)
+        tensors = list(_tensors(result))
+        if not tensors and func is not T.__setitem__:
+            return result  # a size, a length, a dtype: no value read
+        for tensor in dependent:  # reads: a batch norm folds only into a layer whose output it alone reads
             known = self._dependent.get(id(tensor))
             if known is not None:
                 known[1][0] += 1
-        counted = sum(self.uncovered.values())
-        result = self._run(func, args, kwargs, dependent)
-        if func is T.__setitem__ or any(True for _ in _tensors(result)):  # not size or length queries
+        if func not in _MOVES and func not in _INDEXED:  # the path: what changes values, with its parameters
             self.path.append((func, tuple(id(t) for t in _tensors((args, kwargs)) if isinstance(t, nn.Parameter))))
-        floating = any(t.is_floating_point() for t in _tensors(result))
-        if sum(self.uncovered.values()) == counted and floating:
-            if any(self._detached.get(id(t), _dead)() is t for t in dependent):
+        detached = [self._detached.get(id(t), _dead)() is t for t in dependent]
+        if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in tensors):
+            if any(detached) and not all(detached):
                 self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
             elif any(not t.is_floating_point() for t in dependent):
                 self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
-        for tensor in _tensors(result):
+        given = {id(t) for t in _tensors((args, kwargs)) if not self._depends(t)}
+        for tensor in tensors:
+            if id(tensor) in given and not _writes(func):
+                continue  # a constant returned as it was (``w.to(x)``, ``w.type_as(x)``)
             self._mark(tensor)
-            if func in _DETACH:
+            if func in _DETACH or all(detached):
                 self._detached[id(tensor)] = weakref.ref(tensor)
-        if func is T.__setitem__ or (args and isinstance(args[0], torch.Tensor) and result is args[0]):
+        if _writes(func) and args and isinstance(args[0], torch.Tensor):
             written = _storage(args[0])  # an in-place write: every view of that storage depends
             if written:
                 self._written.add(written)
@@ -260,16 +273,25 @@ class PropagationMode(TorchFunctionMode):
             return self._mixed(func, args, kwargs, dependent)
         return self._uncovered(func, args, kwargs)
 
-    def _uncovered(self, func: Any, args: tuple, kwargs: dict) -> Any:
+    def _uncovered(self, func: Any, args: tuple, kwargs: dict, always: bool = False) -> Any:
         result = func(*args, **kwargs)
-        if func is T.__setitem__ or (func not in _DETACH and any(t.is_floating_point() for t in _tensors(result))):
-            self.uncovered[_name(func)] += 1
+        if always or func is T.__setitem__ or (
+                func not in _DETACH and any(t.is_floating_point() for t in _tensors(result))):
+            self.uncovered[_name(func) + (" with out=" if always else "")] += 1
         return result
 
     def _mixed(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
         """A linear op combining values, through ``rule.linear`` (in place: computed out of place
-        from a copy of the written tensor, then written)."""
+        from a copy of the written tensor, then written). Arithmetic with a constant on one
+        input-dependent tensor (``x * k + c``, a normalisation) is elementwise and affine: it goes
+        to ``rule.elementwise``, whose rules pass an attribution through it exactly."""
         out_of_place = _IN_PLACE.get(func)
+        if func in _ARITHMETIC and len(dependent) == 1:
+            shapes = [t.shape for t in _tensors((args, kwargs))]
+            if torch.broadcast_shapes(*shapes) == dependent[0].shape:
+                self.ruled += 1
+                run = _substituted(out_of_place or func, args, kwargs, dependent)
+                return self.rule.elementwise(run, dependent[0], out_of_place is not None)
         if out_of_place is None:
             return self.rule.linear(_substituted(func, args, kwargs, dependent), dependent)
         inputs = [t.clone() if t is args[0] else t for t in dependent]
@@ -306,6 +328,13 @@ class PropagationMode(TorchFunctionMode):
 
 def _dead() -> None:
     return None
+
+
+def _writes(func: Any) -> bool:
+    """Whether ``func`` writes into its first argument: ``x.add_(y)``, ``x += y``, ``x[i] = y``."""
+    name = getattr(func, "__name__", "")
+    return func is T.__setitem__ or (name.endswith("_") and not name.startswith("__")) or (
+        name.startswith("__i") and name.endswith("__") and name not in ("__index__", "__int__", "__invert__"))
 
 
 def _storage(tensor: torch.Tensor) -> int:

@@ -313,12 +313,16 @@ class _Layer(torch.autograd.Function):
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             output = run(leaf, weight.detach(), None if bias is None else bias.detach())
-        ctx.leaf, ctx.inner, ctx.weight, ctx.bias = leaf, output, weight.detach(), bias
+        ctx.leaf, ctx.inner, ctx.weight, ctx.bias, ctx.version = leaf, output, weight.detach(), bias, x._version
         ctx.run, ctx.rule, ctx.folded, ctx.transposed, ctx.nonnegative = run, rule, folded, transposed, nonnegative
         return output.detach().clone()  # a copy: an in-place ReLU after the layer must not rewrite its z
 
     @staticmethod
     def backward(ctx: Any, relevance):
+        if ctx.leaf._version != ctx.version:  # the rules read the layer's input as the layer did
+            raise InputError("LRP: the model wrote in place into a tensor after a layer had read it (the layer's "
+                             "rule needs its input as it was); write out of place (h = h.relu(), not h.relu_(), "
+                             "after the layer)")
         weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
         output = ctx.inner.detach()
         scale = None

@@ -366,3 +366,68 @@ def test_lrp_under_no_grad_and_bad_bounds_and_composites():
         with pytest.raises(interpkit.InputError):
             make()
     assert AlphaBeta(alpha=2.2, beta=1.2).alpha == 2.2  # alpha - beta = 1 up to rounding
+
+
+def test_second_review_regressions():
+    """The default target, a Neuron at a position, a detached side value, shape queries between a
+    convolution and its batch norm, a normalisation inside the model, a weight cast with ``.to``
+    and an ``out=`` (a second adversarial review found each broken or refused by the first fixes)."""
+    from interpkit import DeepLift, Neuron
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self, inside):
+            super().__init__()
+            self.inside = inside
+            self.conv, self.norm = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4, 3)
+            self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+            self.seen = []
+
+        def forward(self, x):
+            if self.inside:
+                x = (x - self.mean) / 0.25  # a normalisation written in forward
+            y = self.conv(x)
+            n, c, h, w = y.shape  # a shape query between the layer and its batch norm
+            self.seen.append(y.detach().mean())  # a detached side value that reaches no output
+            h = torch.relu(self.norm(y))
+            return F.linear(h.mean((2, 3)), self.fc.weight.to(h), self.fc.bias)
+
+    inside = _random_batch_norms(Net(True).eval().double())
+    outside = Net(False).eval().double()
+    outside.load_state_dict(inside.state_dict())
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    normalised = (x - inside.mean) / 0.25
+    a, b = LRP(inside)(x).maps, LRP(outside)(normalised).maps  # default target: the top class
+    torch.testing.assert_close(a, b)  # the normalisation passes relevance through unchanged
+    assert LRP(inside)(x).targets.tolist() == LRP(inside)(x, target=None).targets.tolist()
+    explained = DeepLift(outside)(normalised, target=Neuron("conv", 1, 2, 2)).maps
+    assert torch.isfinite(explained).all()
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="out="):
+        DeepLift(_Out().eval())(torch.randn(2, 6), target=0)
+
+    class WritesAfter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c0, self.c1 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 3, padding=1)
+
+        def forward(self, x):
+            h = self.c0(x)
+            y = self.c1(h)
+            h.relu_()  # writes into the input the layer read
+            return (y.mean((2, 3)) + h.mean((2, 3))[:, :2])
+
+    with pytest.raises(interpkit.InputError, match="in place"):
+        LRP(WritesAfter().eval(), "epsilon_plus")(torch.randn(2, 3, 8, 8), target=0)
+
+
+class _Out(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(6, 3)
+
+    def forward(self, x):
+        buffer = torch.zeros(len(x), 3)
+        torch.clamp(self.linear(x), 0, out=buffer)
+        return buffer
