@@ -5,7 +5,7 @@ The baseline goes through the model first, under ``no_grad``, and every nonlinea
 its input; the input's forward then pairs its nonlinear ops with those records in call order,
 so a reused module, a functional ``F.relu`` or an in-place one each gets its own reference, and
 no batch layout is assumed. An elementwise op's multiplier is the secant
-``(f(x) - f(x0)) / (x - x0)`` (its derivative where ``|x - x0| < eps``); max pooling routes
+``(f(x) - f(x0)) / (x - x0)`` (its derivative where ``|x - x0| <= eps``); max pooling routes
 ``max(y, y0) - y0`` to the input's maximum and ``y - max(y, y0)`` to the baseline's, so that
 the attributions of a ReLU / max-pooling / linear network sum to ``f(x) - f(x0)`` exactly.
 """

@@ -2,11 +2,12 @@
 propagation engine, with zennit's rules, composites and defaults.
 
 Relevance starts as the target's score and flows backwards as the "gradient": every
-convolution and linear layer redistributes it by its rule, average pooling and residual sums by
-their contributions (the Norm rule), elementwise nonlinearities pass it on unchanged, max
-pooling routes it to the maximum, and reshaping ops keep it where it is. An eval batch norm
-applied to a layer's output is folded into that layer (the canonizer zennit applies by module
-order, here by data flow, for one call and nothing written to the model), and a sum of two
+convolution and linear layer redistributes it by its rule, every linear op that combines
+input-dependent values (average pooling, residual sums, means) by contributions (the Norm rule),
+elementwise nonlinearities and arithmetic with a constant pass it on unchanged, max pooling
+routes it to the maximum, and reshaping ops keep it where it is. An eval batch norm that alone
+reads a layer's output is folded into that layer (the canonizer zennit applies by module order,
+here by data flow, for one call and nothing written to the model), and a sum of two
 input-dependent tensors (a residual connection, written as ``+`` or ``+=`` anywhere in a
 ``forward``) splits relevance by contribution, so ResNets conserve it without a model-specific
 canonizer. The map is the relevance at the input, (N, K, C, *grid).
