@@ -31,19 +31,20 @@ from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
 from .stability import relative_input_stability, relative_output_stability, relative_representation_stability
+from .sufficiency import Sufficiency
 
 BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infidelity, RegionPerturbation,
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
                    TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness,
                    PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity,
-                   Selectivity, MonotonicityCorrelation, IROF)
+                   Selectivity, MonotonicityCorrelation, IROF, Sufficiency)
 
 __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
            "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
            "IROF", "MonotonicityCorrelation", "NonSensitivity",
            "PixelFlipping",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
-           "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
+           "Sufficiency", "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity", "aligned_saliency",
            "avg_sensitivity", "baseline_of", "gaussian", "input_invariance",
            "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
