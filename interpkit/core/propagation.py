@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..errors import UncoveredNonlinearityError
 from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
 
 Function = Callable[[torch.Tensor], torch.Tensor]
@@ -188,6 +189,15 @@ class PropagationMode(TorchFunctionMode):
         if self.forward_ops is None:  # the first exit ends the forward; later entries read its output
             self.forward_ops = len(self.path)
         super().__exit__(*exc_info)
+
+    def refuse_uncovered(self, method: str, covered: str, otherwise: str) -> None:
+        """Raise ``UncoveredNonlinearityError`` naming the uncovered ops, if any: ``covered`` says
+        what the method's rules are defined for, ``otherwise`` what ``strict=False`` gives."""
+        if self.uncovered:
+            kinds = ", ".join(f"{name} ({count})" for name, count in self.uncovered.most_common())
+            raise UncoveredNonlinearityError(
+                f"{method}: the forward ran {kinds} on input-dependent tensors, which {covered}; explain a model "
+                f"without them, or pass strict=False to give them their plain gradient{otherwise}")
 
     def reads(self, tensor: torch.Tensor) -> list[int]:
         """How many ops read ``tensor`` (a dependent tensor): a one-element list that later

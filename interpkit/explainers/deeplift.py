@@ -28,7 +28,7 @@ from ..core import (
     check_number,
     per_target_gradients,
 )
-from ..errors import InputError, UncoveredNonlinearityError
+from ..errors import InputError
 from .gradients import BaselineLike, check_reference, reference
 
 
@@ -196,13 +196,10 @@ class DeepLift(Explainer):
         return selection, gradients
 
     def _refuse_uncovered(self, mode: PropagationMode) -> None:
-        if self.strict and mode.uncovered:
-            kinds = ", ".join(f"{name} ({count})" for name, count in mode.uncovered.most_common())
-            raise UncoveredNonlinearityError(
-                f"{type(self).__name__}: the forward ran {kinds} on input-dependent tensors, which the rescale rule is "
-                "not defined for (only elementwise nonlinearities and max pooling between linear ops are, and a "
-                "target score linear in the output); explain a model without them, or pass strict=False to give "
-                "them their plain gradient (the attributions then no longer sum to f(x) - f(baseline))")
+        if self.strict:
+            mode.refuse_uncovered(type(self).__name__, "the rescale rule is not defined for (only elementwise "
+                                  "nonlinearities and max pooling between linear ops are, and a target score linear "
+                                  "in the output)", " (the attributions then no longer sum to f(x) - f(baseline))")
 
 
 class DeepLiftShap(DeepLift):

@@ -35,7 +35,7 @@ from ..core import (
     check_number,
     per_target_gradients,
 )
-from ..errors import InputError, UncoveredNonlinearityError
+from ..errors import InputError
 
 Run = Callable[..., torch.Tensor]  # run(x, weight, bias): the layer
 
@@ -477,13 +477,10 @@ class LRP(Explainer):
         rule = _Relevance(self.composite)
         mode = rule.mode = PropagationMode(rule, x)
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
-        if self.strict and mode.uncovered:
-            kinds = ", ".join(f"{name} ({count})" for name, count in mode.uncovered.most_common())
-            raise UncoveredNonlinearityError(
-                f"LRP: the forward ran {kinds} on input-dependent tensors, which no rule covers (the composites have "
-                "rules for convolutions, linear layers, batch norms, pooling, linear ops and elementwise "
-                "nonlinearities, and a target score read linearly from the output); explain a model without them, "
-                "or pass strict=False to give them their plain gradient")
+        if self.strict:
+            mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
+                                  "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "
+                                  "read linearly from the output)", "")
         with torch.enable_grad():
             scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
         try:
