@@ -373,3 +373,24 @@ def test_the_model_writing_into_its_input_leaves_the_users_tensors_alone():
         with pytest.raises(interpkit.InputError):  # autograd cannot write into the attributed leaf
             explainer(x, target=0)
         assert torch.equal(x, kept[0]) and torch.equal(baseline, kept[1])  # the forwards without a graph ran on copies
+
+
+def test_deeplift_pairs_a_shared_baseline_with_each_samples_other_inputs():
+    """A second, batched input that enters before a ReLU: the baseline runs with each sample's
+    own second input (N rows), so the attributions still sum to each sample's score difference."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x, scale):
+            return self.b(torch.relu(self.a(x) * scale))
+
+    model = Scaled().eval().double()
+    x, scale = torch.randn(3, 6, dtype=torch.float64), torch.tensor([[0.5], [-1.0], [2.0]], dtype=torch.float64)
+    total = DeepLift(model, baseline=0.3)((x, scale), target=1).maps.double().flatten(1).sum(1)
+    with torch.no_grad():
+        delta = model(x, scale)[:, 1] - model(torch.full_like(x, 0.3), scale)[:, 1]
+    assert (total - delta).abs().max() < 1e-5 * max(1.0, delta.abs().max())
