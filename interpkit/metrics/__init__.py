@@ -4,6 +4,7 @@
 from .axiomatic import Completeness, input_invariance
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
 from .complexity import Complexity, EffectiveComplexity, MapMetric, Sparseness
+from .continuity import continuity
 from .faithfulness import (
     FaithfulnessCorrelation,
     FaithfulnessEstimate,
@@ -46,7 +47,7 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "Sufficiency", "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity", "aligned_saliency",
-           "avg_sensitivity", "baseline_of", "gaussian", "input_invariance",
+           "avg_sensitivity", "baseline_of", "continuity", "gaussian", "input_invariance",
            "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
            "random_logit", "relative_input_stability", "relative_output_stability",
            "relative_representation_stability",

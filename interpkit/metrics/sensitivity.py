@@ -78,24 +78,36 @@ def perturbed_explanations(name: str, explainer: Explainer, inputs: torch.Tensor
     """The explanation of ``inputs`` (1, N, F), of ``samples`` perturbed copies (samples, N, F),
     explained for the same targets in batches of ``max_batch`` copies, and the copies (samples,
     N, ...)."""
-    if not isinstance(explainer, Explainer):
-        raise InputError(f"{name} takes an interpkit explainer instance, not {type(explainer).__name__}")
     check_int("samples", samples)
     check_seed(seed)
     if not callable(draw):
         raise InputError(f"perturb must be a function (inputs, generator) -> perturbed inputs, not {draw!r}")
-    inputs = check_tensor(inputs, explainer.model)
+    inputs = checked_inputs(name, explainer, inputs)
+    generator = torch.Generator(device=inputs.device).manual_seed(seed)
+    perturbed = torch.cat([draw(inputs, generator) for _ in range(samples)])  # copy-major (S * N, ...)
+    if perturbed.shape != (samples * len(inputs), *inputs.shape[1:]):
+        raise InputError(f"perturb returned {tuple(perturbed.shape[1:])} for inputs {tuple(inputs.shape)}")
+    clean, moved = explained_copies(explainer, inputs, target, perturbed, max_batch)
+    return clean, moved, perturbed.reshape(samples, len(inputs), *inputs.shape[1:])
+
+
+def checked_inputs(name: str, explainer: Explainer, inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` validated for ``explainer``'s model, or an InputError naming the metric."""
+    if not isinstance(explainer, Explainer):
+        raise InputError(f"{name} takes an interpkit explainer instance, not {type(explainer).__name__}")
+    return check_tensor(inputs, explainer.model)
+
+
+def explained_copies(explainer: Explainer, inputs: torch.Tensor, target: TargetLike, copies: torch.Tensor,
+                     max_batch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The explanation of ``inputs`` (1, N, F) and of their ``copies`` (S * N, ..., copy-major),
+    (S, N, F), explained for the inputs' targets in batches of ``max_batch`` copies."""
     n = len(inputs)
     clean = explainer(inputs, target)
     pinned = clean.targets if clean.class_targets else target
-    generator = torch.Generator(device=inputs.device).manual_seed(seed)
-    perturbed = torch.cat([draw(inputs, generator) for _ in range(samples)])  # copy-major (S * N, ...)
-    if perturbed.shape != (samples * n, *inputs.shape[1:]):
-        raise InputError(f"perturb returned {tuple(perturbed.shape[1:])} for inputs {tuple(inputs.shape)}")
-    sample_of = torch.arange(n, device=inputs.device).repeat(samples)
+    sample_of = torch.arange(n, device=inputs.device).repeat(len(copies) // n)
     maps = []
-    for part in chunks(len(perturbed), max_batch or n):
+    for part in chunks(len(copies), max_batch or n):
         part_target = pinned[sample_of[part]] if isinstance(pinned, torch.Tensor) else pinned
-        maps.append(explainer(perturbed[part], part_target).maps)
-    return (clean.maps.reshape(1, n, -1).double(), torch.cat(maps).reshape(samples, n, -1).double(),
-            perturbed.reshape(samples, n, *inputs.shape[1:]))
+        maps.append(explainer(copies[part], part_target).maps)
+    return clean.maps.reshape(1, n, -1).double(), torch.cat(maps).reshape(len(copies) // n, n, -1).double()
