@@ -31,6 +31,7 @@ from .regions import RegionPerturbation, Selectivity
 from .road import ROAD, linear_imputation
 from .sanity import RandomisationResult, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
+from .sensitivity_n import SensitivityN
 from .stability import relative_input_stability, relative_output_stability, relative_representation_stability
 from .sufficiency import Sufficiency
 
@@ -38,7 +39,7 @@ BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infid
                    PointingGame, ROAD, AttributionLocalisation, RelevanceMassAccuracy, RelevanceRankAccuracy,
                    TopKIntersection, LocalisationAUC, Sparseness, Complexity, EffectiveComplexity, Completeness,
                    PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity,
-                   Selectivity, MonotonicityCorrelation, IROF, Sufficiency)
+                   Selectivity, MonotonicityCorrelation, IROF, Sufficiency, SensitivityN)
 
 __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
            "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
@@ -46,7 +47,8 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "PixelFlipping",
            "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
            "Sufficiency", "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
-           "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity", "aligned_saliency",
+           "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity",
+           "SensitivityN", "aligned_saliency",
            "avg_sensitivity", "baseline_of", "continuity", "gaussian", "input_invariance",
            "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
            "random_logit", "relative_input_stability", "relative_output_stability",

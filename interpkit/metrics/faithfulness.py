@@ -187,17 +187,8 @@ class FaithfulnessCorrelation(FeatureRemoval):
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
-        n, features = attributions.shape
-        subsets = self._subsets(n, features, inputs.device)
-
-        def removed(pairs: torch.Tensor) -> torch.Tensor:  # built per batch of copies: (B, F), not (N, runs, F)
-            mask = torch.zeros(len(pairs), features, dtype=torch.bool, device=inputs.device)
-            return mask.scatter_(1, subsets[pairs[:, 0], pairs[:, 1]], True)
-
-        after = self.removed_scores(inputs, removed, self.runs, score)
-        before = score(inputs, torch.arange(n, device=inputs.device))
-        sums = attributions.gather(1, subsets.flatten(1)).reshape(n, self.runs, subsets.shape[2]).sum(2)
-        return MetricResult(self.name, pearson(sums.to(after.dtype), before[:, None] - after))
+        subsets = self._subsets(*attributions.shape, inputs.device)
+        return MetricResult(self.name, pearson(*subset_effects(self, inputs, attributions, subsets, score)))
 
     def _subsets(self, n: int, features: int, device: torch.device) -> torch.Tensor:
         if self.subsets is not None:
@@ -211,8 +202,29 @@ class FaithfulnessCorrelation(FeatureRemoval):
         if size > features:
             raise InputError(f"subset_size {size} exceeds the {features} features of each input")
         generator = torch.Generator().manual_seed(self.seed)  # one set of subsets for every image: none depends on its batch
-        draws = torch.stack([torch.randperm(features, generator=generator)[:size] for _ in range(self.runs)])
-        return draws.to(device).expand(n, -1, -1)
+        return random_subsets(generator, features, size, self.runs).to(device).expand(n, -1, -1)
+
+
+def random_subsets(generator: torch.Generator, features: int, size: int, runs: int) -> torch.Tensor:
+    """``runs`` subsets (runs, size) of ``size`` distinct feature indices, uniformly drawn."""
+    return torch.stack([torch.randperm(features, generator=generator)[:size] for _ in range(runs)])
+
+
+def subset_effects(metric: FeatureRemoval, inputs: torch.Tensor, attributions: torch.Tensor, subsets: torch.Tensor,
+                   score: Callable[..., Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For feature subsets (N, R, size): each subset's attribution sum (N, R) and the drop of the
+    target's score (N, R) when the subset alone is set to ``metric``'s baseline."""
+    n, runs, size = subsets.shape
+    features = attributions.shape[1]
+
+    def removed(pairs: torch.Tensor) -> torch.Tensor:  # built per batch of copies: (B, F), not (N, runs, F)
+        mask = torch.zeros(len(pairs), features, dtype=torch.bool, device=inputs.device)
+        return mask.scatter_(1, subsets[pairs[:, 0], pairs[:, 1]], True)
+
+    after = metric.removed_scores(inputs, removed, runs, score)
+    before = score(inputs, torch.arange(n, device=inputs.device))
+    sums = attributions.gather(1, subsets.flatten(1)).reshape(n, runs, size).sum(2)
+    return sums.to(after.dtype), before[:, None] - after
 
 
 class Monotonicity(Stepwise):
