@@ -29,7 +29,7 @@ from .pointing import PointingGame
 from .random_logit import random_logit
 from .regions import RegionPerturbation, Selectivity
 from .road import ROAD, linear_imputation
-from .sanity import RandomisationResult, randomisation_check
+from .sanity import RandomisationResult, efficient_randomisation_check, histogram_entropy, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
 from .sensitivity_n import SensitivityN
 from .stability import relative_input_stability, relative_output_stability, relative_representation_stability
@@ -49,7 +49,8 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Complet
            "Sufficiency", "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
            "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity",
            "SensitivityN", "aligned_saliency",
-           "avg_sensitivity", "baseline_of", "continuity", "gaussian", "input_invariance",
+           "avg_sensitivity", "baseline_of", "continuity", "efficient_randomisation_check",
+           "histogram_entropy", "gaussian", "input_invariance",
            "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
            "random_logit", "relative_input_stability", "relative_output_stability",
            "relative_representation_stability",

@@ -187,7 +187,7 @@ class FaithfulnessCorrelation(FeatureRemoval):
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
-        subsets = self._subsets(*attributions.shape, inputs.device)
+        subsets = self._subsets(len(attributions), attributions.shape[1], inputs.device)
         return MetricResult(self.name, pearson(*subset_effects(self, inputs, attributions, subsets, score)))
 
     def _subsets(self, n: int, features: int, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,135 @@
+"""The smooth and efficient MPRT (Hedström et al., 2023): equal to Quantus 0.6 given its seeds and
+noise, the histogram entropy equal to NumPy's histogram, and Quantus' smooth MPRT shown ignoring
+the explanation function it is given."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from torch import nn
+
+from interpkit import GradCAM, InputError
+from interpkit.explainers import Saliency
+from interpkit.metrics import efficient_randomisation_check, histogram_entropy, randomisation_check
+
+quantus = pytest.importorskip("quantus")
+LAYERS = 4  # SmallCNN's parameterised layers; Quantus seeds each with its seed + 1
+
+
+def plane(explainer, inputs, targets):
+    maps = explainer(torch.as_tensor(inputs), torch.as_tensor(targets)).maps[:, 0]
+    return (maps.sum(1) if maps.dim() == 4 else maps)[:, None].detach().numpy()
+
+
+def signed_saliency(model):
+    return Saliency(model, absolute=False)
+
+
+@pytest.mark.parametrize("make", [signed_saliency, GradCAM], ids=["saliency", "gradcam"])
+def test_efficient_check_equals_quantus(small_cnn, images, make):
+    small_cnn.eval()
+    labels = small_cnn(images).argmax(1)
+    before = copy.deepcopy(small_cnn.state_dict())
+
+    def explain(model, inputs, targets, **_):
+        return plane(make(model), inputs, targets)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = quantus.EfficientMPRT(seed=42, disable_warnings=True)(
+            model=small_cnn, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=explain(small_cnn, images, labels),
+            explain_func=explain, device="cpu")
+    ours = efficient_randomisation_check(make, small_cnn, images, labels, seed=[43] * LAYERS)
+    torch.testing.assert_close(ours.scores.double(), torch.tensor(theirs, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(v, before[k]) for k, v in small_cnn.state_dict().items())
+
+
+def test_histogram_entropy_equals_numpy_and_scipy():
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randn(500, generator=generator), torch.arange(101.0),  # values on the edges themselves
+            torch.full((50,), 3.0), torch.rand(64, generator=generator).round(decimals=1)]
+    for row in rows:
+        for bins in (1, 10, 100):
+            expected = scipy.stats.entropy(np.histogram(row.numpy(), bins=bins)[0])
+            assert histogram_entropy(row[None], bins).item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_constant_original_map_has_no_rise():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).eval()
+    nn.init.zeros_(model[1].weight)  # every input gradient 0: a constant map, entropy 0
+    result = efficient_randomisation_check(Saliency, model, torch.rand(2, 3, 4, 4), 0)
+    assert torch.isnan(result.scores).all()
+
+
+def draws_of(seed, count, shape):
+    """interpkit's documented noise: standard normal draws (count, 1, *shape) from a CPU
+    generator seeded with ``noise_seed``, shared by the images."""
+    return torch.randn((count, 1, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def quantus_smooth_mprt(monkeypatch, model, images, labels, samples, explain):
+    """Quantus' smooth MPRT with its np.random.randn replaced by interpkit's draws, the same for
+    every model it explains (it draws afresh for each)."""
+    draws = draws_of(5, samples - 1, images.shape[1:]).expand(-1, len(images), *images.shape[1:]).double().numpy()
+    calls = iter(range(10**6))
+    monkeypatch.setattr(np.random, "randn", lambda *shape: draws[next(calls) % (samples - 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantus.SmoothMPRT(layer_order="top_down", seed=42, nr_samples=samples, disable_warnings=True,
+                                  display_progressbar=False)(
+            model=model, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=None, explain_func=explain,
+            explain_func_kwargs={"method": "Saliency"}, device="cpu")
+
+
+def test_smooth_check_equals_quantus_given_its_noise(small_cnn, images, monkeypatch):
+    small_cnn.eval()
+    labels = small_cnn(images).argmax(1)
+    per_layer = quantus_smooth_mprt(monkeypatch, small_cnn, images, labels, 4, quantus.explain)
+    ours = randomisation_check(Saliency, small_cnn, images, labels, seed=[43] * LAYERS, smooth=4, noise_seed=5)
+    assert list(per_layer)[1:] == ours.layers
+    theirs = torch.tensor(np.array([per_layer[name] for name in ours.layers]), dtype=torch.float32).T
+    torch.testing.assert_close(ours.spearman_abs, theirs, rtol=1e-5, atol=1e-5)
+    plain = randomisation_check(Saliency, small_cnn, images, labels, seed=[43] * LAYERS)
+    assert not torch.allclose(plain.spearman_abs, ours.spearman_abs, atol=1e-3)  # the smoothing did something
+
+
+def test_quantus_smooth_mprt_ignores_the_explanation_function(small_cnn, images, monkeypatch):
+    """It explains every noisy copy with ``quantus.explain`` (captum, by ``method``), whatever
+    ``explain_func`` says: given GradCAM, it still scores saliency."""
+    small_cnn.eval()
+    labels = small_cnn(images).argmax(1)
+    saliency = quantus_smooth_mprt(monkeypatch, small_cnn, images, labels, 3, quantus.explain)
+    gradcam = quantus_smooth_mprt(monkeypatch, small_cnn, images, labels, 3,
+                                  lambda model, inputs, targets, **_: plane(GradCAM(model), inputs, targets))
+    for layer in saliency:
+        np.testing.assert_array_equal(saliency[layer], gradcam[layer])
+    ours_saliency = randomisation_check(Saliency, small_cnn, images, labels, smooth=3)
+    ours_gradcam = randomisation_check(GradCAM, small_cnn, images, labels, smooth=3)
+    assert not torch.allclose(ours_saliency.spearman_abs, ours_gradcam.spearman_abs, atol=1e-2)
+
+
+def test_smoothing_leaves_the_model_and_draws_once(small_cnn, images):
+    small_cnn.eval()
+    before = copy.deepcopy(small_cnn.state_dict())
+    first = randomisation_check(GradCAM, small_cnn, images, smooth=3, noise=0.2, noise_seed=1)
+    again = randomisation_check(GradCAM, small_cnn, images, smooth=3, noise=0.2, noise_seed=1)
+    torch.testing.assert_close(first.maps, again.maps)
+    alone = randomisation_check(GradCAM, small_cnn, images[1:2], smooth=3, noise=0.2, noise_seed=1)
+    torch.testing.assert_close(alone.maps[:, 0], first.maps[:, 1], rtol=1e-4, atol=1e-5)  # shared by the images
+    assert all(torch.equal(v, before[k]) for k, v in small_cnn.state_dict().items())
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: randomisation_check(GradCAM, m, x, smooth=0),
+    lambda m, x: randomisation_check(GradCAM, m, x, smooth=2, noise=-1.0),
+    lambda m, x: randomisation_check(GradCAM, m, x, smooth=2, noise_seed=-1),
+    lambda m, x: efficient_randomisation_check(GradCAM, m, x, bins=0),
+    lambda m, x: efficient_randomisation_check(GradCAM, m, x, seed=[1, 2]),
+    lambda m, x: efficient_randomisation_check(Saliency, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), x),
+], ids=["smooth", "noise", "noise-seed", "bins", "seeds", "no-layers"])
+def test_bad_input(small_cnn, images, call):
+    with pytest.raises(InputError):
+        call(small_cnn.eval(), images)
