@@ -81,7 +81,7 @@ def test_other_arguments_into_the_same_store_are_refused_by_name(tmp_path):
     for bad in ({"dtype": "int8"}, {"precision": "float8"}, {"shard_size": 0}, {"batch_size": True}):
         with pytest.raises(InputError):
             explain_dataset(GradCAM(model), _data(5), tmp_path / "bad", progress=False, **bad)
-    for bad_metrics in (["delition"], "deletion"):
+    for bad_metrics in (["delition"], "deletion", ["continuity"]):  # a check re-runs the explainer: not stored
         with pytest.raises(interpkit.InterpkitError):
             explain_dataset(GradCAM(model), _data(5), tmp_path / "unwritten", metrics=bad_metrics, progress=False)
         assert not (tmp_path / "unwritten").exists()

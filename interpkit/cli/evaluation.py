@@ -19,7 +19,7 @@ from ..data import caltech5
 from ..data.images import image_files
 from ..errors import InputError
 from ..files import write_text
-from ..metrics import scored_maps
+from ..metrics import ExplainerCheck, scored_maps
 from ..registry import get_explainer, get_metric
 
 
@@ -43,7 +43,8 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
     check_int("--batch-size", batch_size)
     if not methods or not metrics:
         raise InputError("name at least one method (--methods) and one metric (--metrics)")
-    explainers = {name: get_explainer(name)(model) for name in methods}
+    factories = {name: get_explainer(name) for name in methods}
+    explainers = {name: factory(model) for name, factory in factories.items()}
     scorers = {name: get_metric(name)() for name in metrics}
     needs_masks = [name for name, metric in scorers.items() if getattr(metric, "needs_masks", False)]
     if needs_masks:
@@ -56,7 +57,11 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
         for method, explainer in explainers.items():
             maps, targets = scored_maps(explainer(batch), batch)
             for name, metric in scorers.items():
-                scores[(method, name)].append(metric(model, batch, maps, targets).scores)
+                if isinstance(metric, ExplainerCheck):  # it re-runs the explainer: given its factory, not its maps
+                    result = metric(factories[method], model, batch, targets)
+                else:
+                    result = metric(model, batch, maps, targets)
+                scores[(method, name)].append(result.scores)
     rows = []
     for (method, name), parts in scores.items():
         values = torch.cat(parts)

@@ -30,6 +30,7 @@ from ..data.fingerprint import fingerprint, weights_fingerprint
 from ..data.images import image_files
 from ..errors import InputError, InterpkitError
 from ..files import write_text
+from ..metrics import ExplainerCheck
 from ..registry import get_metric
 from ..version import __version__
 from .store import FORMAT, MapStore, differences, read_store, remove_unfinished, shard_done, shard_ranges, write_shard
@@ -66,6 +67,10 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     if isinstance(metrics, str):
         raise InputError(f"metrics takes a list of names, e.g. [{metrics!r}]")
     scorers = [get_metric(m)() for m in metrics]  # unknown names refused before anything is written
+    rerunning = [m for m, scorer in zip(metrics, scorers) if isinstance(scorer, ExplainerCheck)]
+    if rerunning:
+        raise InputError(f"{', '.join(rerunning)} re-runs the explainer on perturbed inputs or randomised models, "
+                         "which explain_dataset does not store; score those with interpkit evaluate or the check itself")
     _try_first_sample(explainer, dataset, target, scorers, precision)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     root = Path(out)

@@ -1,8 +1,25 @@
 """Metrics that say which explanation is faithful to the model, built on one contract
-(``Metric`` returning a ``MetricResult``) and registered like any plugin's."""
+(``Metric`` returning a ``MetricResult``) and registered like any plugin's; the checks that
+re-run the explainer (``ExplainerCheck``) are registered beside them."""
 
 from .axiomatic import Completeness, input_invariance
 from .base import Metric, MetricResult, aligned_saliency, scored_maps
+from .checks import (
+    BUILTIN_CHECKS,
+    MPRT,
+    AvgSensitivity,
+    Continuity,
+    EfficientMPRT,
+    ExplainerCheck,
+    InputInvariance,
+    LocalLipschitzEstimate,
+    MaxSensitivity,
+    RandomLogit,
+    RelativeInputStability,
+    RelativeOutputStability,
+    RelativeRepresentationStability,
+    SmoothMPRT,
+)
 from .complexity import Complexity, EffectiveComplexity, MapMetric, Sparseness
 from .continuity import continuity
 from .faithfulness import (
@@ -41,18 +58,15 @@ BUILTIN_METRICS = (Deletion, Insertion, AverageDrop, IncreaseInConfidence, Infid
                    PixelFlipping, FaithfulnessEstimate, FaithfulnessCorrelation, Monotonicity, NonSensitivity,
                    Selectivity, MonotonicityCorrelation, IROF, Sufficiency, SensitivityN)
 
-__all__ = ["AttributionLocalisation", "AverageDrop", "BUILTIN_METRICS", "Completeness", "Complexity", "Deletion",
-           "EffectiveComplexity", "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "Monotonicity",
-           "IROF", "MonotonicityCorrelation", "NonSensitivity",
-           "PixelFlipping",
-           "LocalisationAUC", "MapMetric", "MaskMetric", "RelevanceMassAccuracy", "RelevanceRankAccuracy", "Sparseness",
-           "Sufficiency", "TopKIntersection", "IncreaseInConfidence", "Infidelity", "Insertion", "Metric",
-           "MetricResult", "PointingGame", "ROAD", "RandomisationResult", "RegionPerturbation", "Selectivity",
-           "SensitivityN", "aligned_saliency",
-           "avg_sensitivity", "baseline_of", "continuity", "efficient_randomisation_check",
-           "histogram_entropy", "gaussian", "input_invariance",
-           "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
-           "random_logit", "relative_input_stability", "relative_output_stability",
-           "relative_representation_stability",
-           "randomisation_check",
-           "scored_maps"]
+__all__ = ["AttributionLocalisation", "AverageDrop", "AvgSensitivity", "BUILTIN_CHECKS", "BUILTIN_METRICS", "Completeness",
+           "Complexity", "Continuity", "Deletion", "EffectiveComplexity", "EfficientMPRT", "ExplainerCheck",
+           "FaithfulnessCorrelation", "FaithfulnessEstimate", "FeatureRemoval", "IROF", "IncreaseInConfidence", "Infidelity",
+           "InputInvariance", "Insertion", "LocalLipschitzEstimate", "LocalisationAUC", "MPRT", "MapMetric", "MaskMetric",
+           "MaxSensitivity", "Metric", "MetricResult", "Monotonicity", "MonotonicityCorrelation", "NonSensitivity",
+           "PixelFlipping", "PointingGame", "ROAD", "RandomLogit", "RandomisationResult", "RegionPerturbation",
+           "RelativeInputStability", "RelativeOutputStability", "RelativeRepresentationStability", "RelevanceMassAccuracy",
+           "RelevanceRankAccuracy", "Selectivity", "SensitivityN", "SmoothMPRT", "Sparseness", "Sufficiency", "TopKIntersection",
+           "aligned_saliency", "avg_sensitivity", "baseline_of", "continuity", "efficient_randomisation_check", "gaussian",
+           "histogram_entropy", "input_invariance", "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
+           "random_logit", "randomisation_check", "relative_input_stability", "relative_output_stability",
+           "relative_representation_stability", "scored_maps"]

@@ -6,28 +6,32 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Explainer, TargetLike, check_int
+from ..core import Explainer, TargetLike, check_flag, check_int
 from ..errors import InputError
 from .base import MetricResult
 from .faithfulness import Baseline, baseline_values
 from .sensitivity import checked_inputs, explained_copies
 
 
-def continuity(explainer: Explainer, inputs: torch.Tensor, target: TargetLike = None, *, steps: int = 28,
+def continuity(explainer: Explainer, inputs: torch.Tensor, target: TargetLike = None, *, steps: int | None = None,
                baseline: Baseline = "black", normalise: bool = True, absolute: bool = True,
                max_batch: int | None = None) -> MetricResult:
-    """The largest ratio over ``steps`` translations of each input along its last grid axis, by
+    """The largest ratio over ``steps`` translations (default 28, Quantus', or all 2W + 1 of a grid
+    narrower than 14) of each input along its last grid axis, by
     ``dx = (2W + 1) // steps`` positions at a time from ``dx - W`` (W the axis' length; Quantus'
     schedule), the uncovered positions filled with ``baseline`` ("black": each input's minimum,
     "white", "mean", a number or a tensor). Each explanation is divided by its own largest absolute
     value (``normalise``) and taken in absolute value (``absolute``) before the L1 distance, as
     Quantus' defaults do. The translation by 0, whose ratio is 0 / 0, is left out. ``curves``
     (N, S) hold every translation's ratio and ``fractions`` its shift over W. Lower is better."""
-    check_int("steps", steps)
+    check_int("steps", steps, none="28, or 2W + 1 for a narrower grid")
+    check_flag("normalise", normalise)
+    check_flag("absolute", absolute)
     inputs = checked_inputs("continuity", explainer, inputs)
     if inputs.dim() < 3:
         raise InputError(f"continuity translates the input's grid: inputs {tuple(inputs.shape)} have none")
     width = inputs.shape[-1]
+    steps = steps or min(28, 2 * width + 1)
     dx = (2 * width + 1) // steps
     if dx == 0:
         raise InputError(f"steps={steps} exceeds the {2 * width + 1} translations of a grid {width} wide; give fewer")

@@ -11,7 +11,18 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..core import Explainer, Explanation, ModelInputs, TargetLike, check_int, check_number, check_seed, check_tensor, evaluation
+from ..core import (
+    Explainer,
+    Explanation,
+    ModelInputs,
+    TargetLike,
+    check_flag,
+    check_int,
+    check_number,
+    check_seed,
+    check_tensor,
+    evaluation,
+)
 from ..errors import InputError
 from .base import MetricResult
 
@@ -51,6 +62,7 @@ def randomisation_check(make_explainer: Callable[[nn.Module], Explainer], model:
     et al. (2023), which denoises the explanations before comparing them. The noise is drawn
     once from a generator seeded with ``noise_seed``, shared by the images and by every model, so
     the comparisons see the models change and not the noise."""
+    check_flag("cascading", cascading)
     inputs = check_tensor(inputs, model)
     explain = _smoothed(check_int("smooth", smooth), check_number("noise", noise), check_seed(noise_seed), inputs)
     original = explain(make_explainer(model), target)

@@ -102,6 +102,7 @@ def explained_copies(explainer: Explainer, inputs: torch.Tensor, target: TargetL
                      max_batch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The explanation of ``inputs`` (1, N, F) and of their ``copies`` (S * N, ..., copy-major),
     (S, N, F), explained for the inputs' targets in batches of ``max_batch`` copies."""
+    check_int("max_batch", max_batch, none="the inputs' batch size")
     n = len(inputs)
     clean = explainer(inputs, target)
     pinned = clean.targets if clean.class_targets else target

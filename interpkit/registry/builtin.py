@@ -22,7 +22,7 @@ from ..explainers import (
     Saliency,
     ShapleyValueSampling,
 )
-from ..metrics import BUILTIN_METRICS
+from ..metrics import BUILTIN_CHECKS, BUILTIN_METRICS
 from ..zoo import BUILTIN_MODELS
 from .hookspecs import hookimpl
 
@@ -42,5 +42,5 @@ def interpkit_register_models(register):
 
 @hookimpl
 def interpkit_register_metrics(register):
-    for metric in BUILTIN_METRICS:
+    for metric in BUILTIN_METRICS + BUILTIN_CHECKS:
         register(metric)

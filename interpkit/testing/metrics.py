@@ -8,8 +8,9 @@ from typing import Any, Mapping
 import torch
 
 from ..core import Explanation, MapKind
-from ..errors import InputError
-from ..metrics import MetricResult
+from ..errors import InputError, InterpkitError
+from ..explainers import Saliency
+from ..metrics import ExplainerCheck, MetricResult
 from .conformance import wrong_options
 from .fingerprint import ModelFingerprint
 from .models import ConvStack
@@ -21,7 +22,11 @@ def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, bat
     restored; no forward larger than ``max_batch``; the same result twice; ``InputError`` for
     maps that do not align with the inputs; an ``InterpkitError`` for options of the wrong kind
     (each option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"`` or NaN). Raises
-    AssertionError naming the first failure."""
+    AssertionError naming the first failure. A check that re-runs the explainer (an
+    ``ExplainerCheck``) is given the factory of saliency instead of maps, and must refuse an
+    explainer instance or anything that is not a factory."""
+    if issubclass(metric_cls, ExplainerCheck):
+        return _check_explainer_check(metric_cls, options, batch, seed)
     torch.manual_seed(seed)
     model = ConvStack().train()
     inputs = torch.randn(batch, 3, 12, 10, generator=torch.Generator().manual_seed(seed))
@@ -64,3 +69,34 @@ def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, bat
     except InputError:
         return
     raise AssertionError("an Explanation with two maps per sample did not raise InputError")
+
+
+def _check_explainer_check(check_cls: type, options: Mapping[str, Any] | None, batch: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = ConvStack().train()
+    inputs = torch.randn(batch, 3, 12, 10, generator=torch.Generator().manual_seed(seed))
+    check = check_cls(**dict(options or {}))
+    before = ModelFingerprint.of(model)
+    result, again = check(Saliency, model, inputs), check(Saliency, model, inputs)
+    changes = before.differences(ModelFingerprint.of(model))
+    assert not changes, f"{check_cls.__name__} changed the model: {'; '.join(changes)}"
+    assert isinstance(result, MetricResult), f"returns {type(result).__name__}, not a MetricResult"
+    assert result.scores.shape == (batch,), f"scores {tuple(result.scores.shape)} are not one per sample"
+    if result.curves is not None:
+        assert result.curves.shape[0] == batch and result.fractions is not None
+        assert result.curves.shape[1] == len(result.fractions), "curves and fractions differ in length"
+    assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
+    wrong = wrong_options(check_cls, lambda **given: check_cls(**{**dict(options or {}), **given})(
+        Saliency, model, inputs))
+    assert not wrong, f"{check_cls.__name__} options of the wrong kind: {'; '.join(wrong)}"
+    for bad in (Saliency(model), "saliency"):
+        try:
+            check(bad, model, inputs)
+        except InputError:
+            continue
+        raise AssertionError(f"{check_cls.__name__} accepted {bad!r} for a factory")
+    try:
+        check(Saliency, model, inputs[:, :, 0, 0])
+    except InterpkitError:
+        return
+    raise AssertionError(f"{check_cls.__name__} accepted inputs without a grid")
