@@ -188,7 +188,8 @@ class FaithfulnessCorrelation(FeatureRemoval):
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
         subsets = self._subsets(len(attributions), attributions.shape[1], inputs.device)
-        return MetricResult(self.name, pearson(*subset_effects(self, inputs, attributions, subsets, score)))
+        before = score(inputs, torch.arange(len(inputs), device=inputs.device))
+        return MetricResult(self.name, pearson(*subset_effects(self, inputs, attributions, subsets, score, before)))
 
     def _subsets(self, n: int, features: int, device: torch.device) -> torch.Tensor:
         if self.subsets is not None:
@@ -211,9 +212,9 @@ def random_subsets(generator: torch.Generator, features: int, size: int, runs: i
 
 
 def subset_effects(metric: FeatureRemoval, inputs: torch.Tensor, attributions: torch.Tensor, subsets: torch.Tensor,
-                   score: Callable[..., Any]) -> tuple[torch.Tensor, torch.Tensor]:
+                   score: Callable[..., Any], before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For feature subsets (N, R, size): each subset's attribution sum (N, R) and the drop of the
-    target's score (N, R) when the subset alone is set to ``metric``'s baseline."""
+    target's score from ``before`` (N,) (N, R) when the subset alone is set to ``metric``'s baseline."""
     n, runs, size = subsets.shape
     features = attributions.shape[1]
 
@@ -222,7 +223,6 @@ def subset_effects(metric: FeatureRemoval, inputs: torch.Tensor, attributions: t
         return mask.scatter_(1, subsets[pairs[:, 0], pairs[:, 1]], True)
 
     after = metric.removed_scores(inputs, removed, runs, score)
-    before = score(inputs, torch.arange(n, device=inputs.device))
     sums = attributions.gather(1, subsets.flatten(1)).reshape(n, runs, size).sum(2)
     return sums.to(after.dtype), before[:, None] - after
 

@@ -116,6 +116,9 @@ def histogram_entropy(values: torch.Tensor, bins: int) -> torch.Tensor:
     """The entropy (nats) of each row's histogram over ``bins`` equal bins from its smallest to its
     largest value, the last bin closed; a constant row gets one bin around its value (entropy 0).
     The edges are computed as ``numpy.histogram`` computes them, in the values' dtype."""
+    check_int("bins", bins)
+    if not isinstance(values, torch.Tensor) or values.dim() != 2 or not values.dtype.is_floating_point:
+        raise InputError(f"values must be a floating tensor (rows, values), not {getattr(values, 'shape', values)!r}")
     low, high = values.amin(dim=1, keepdim=True), values.amax(dim=1, keepdim=True)
     flat = low == high
     low, high = torch.where(flat, low - 0.5, low), torch.where(flat, high + 0.5, high)
@@ -129,22 +132,23 @@ def histogram_entropy(values: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 def _smoothed(smooth: int, noise: float, seed: int, inputs: torch.Tensor) -> Callable[[Explainer, TargetLike], Explanation]:
-    """Explain ``inputs`` as the mean over ``smooth`` copies, all but the last with Gaussian
-    noise (``noise`` times each input's range), the same draws for every explainer."""
+    """Explain ``inputs`` as the mean over ``smooth`` copies, the input itself and ``smooth - 1``
+    with Gaussian noise (``noise`` times each input's range), all for the clean input's targets,
+    the same draws for every explainer."""
     if smooth == 1:
         return lambda explainer, target: explainer(inputs, target)
     flat = inputs.flatten(1)
     spread = (flat.amax(dim=1) - flat.amin(dim=1)).view(-1, *[1] * (inputs.dim() - 1)) * noise
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
     draws = torch.randn((smooth - 1, 1, *inputs.shape[1:]), generator=generator, dtype=inputs.dtype).to(inputs.device)
-    copies = [inputs + spread * draw for draw in draws] + [inputs]
 
     def explain(explainer: Explainer, target: TargetLike) -> Explanation:
-        first = explainer(copies[0], target)
-        total = first.maps.clone()
-        for copy_ in copies[1:]:
-            total += explainer(copy_, target).maps
-        return dataclasses.replace(first, maps=total / smooth)
+        clean = explainer(inputs, target)
+        pinned = clean.targets if clean.class_targets else target  # every noisy copy explains the clean top class
+        total = clean.maps.clone()
+        for draw in draws:
+            total += explainer(inputs + spread * draw, pinned).maps
+        return dataclasses.replace(clean, maps=total / smooth)
 
     return explain
 

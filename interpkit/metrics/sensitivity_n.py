@@ -51,10 +51,11 @@ class SensitivityN(FeatureRemoval):
         n, features = attributions.shape
         sizes = self._cardinalities(features)
         generator = torch.Generator().manual_seed(self.seed)
+        before = score(inputs, torch.arange(n, device=inputs.device))
         curves = []
         for size in sizes:
             subsets = random_subsets(generator, features, size, self.runs).to(inputs.device).expand(n, -1, -1)
-            curves.append(pearson(*subset_effects(self, inputs, attributions, subsets, score)))
+            curves.append(pearson(*subset_effects(self, inputs, attributions, subsets, score, before)))
         stacked = torch.stack(curves, dim=1)
         fractions = torch.tensor(sizes, dtype=stacked.dtype, device=inputs.device) / features
         return MetricResult(self.name, stacked.nanmean(dim=1), stacked, fractions)

@@ -16,7 +16,7 @@ from .fingerprint import ModelFingerprint
 from .models import ConvStack
 
 
-def check_metric(metric_cls: type, options: Mapping[str, Any] | None = None, batch: int = 3, seed: int = 0) -> None:
+def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None, batch: int = 3, seed: int = 0) -> None:
     """Check ``metric_cls(**options)`` on a small model: a ``MetricResult`` with per-sample
     scores (N,) (and curves (N, steps) when given) on the model's device; the model exactly
     restored; no forward larger than ``max_batch``; the same result twice; ``InputError`` for

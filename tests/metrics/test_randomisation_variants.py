@@ -122,6 +122,19 @@ def test_smoothing_leaves_the_model_and_draws_once(small_cnn, images):
     assert all(torch.equal(v, before[k]) for k, v in small_cnn.state_dict().items())
 
 
+def test_noisy_copies_explain_the_clean_inputs_top_class(images):
+    """Loud noise changes the copies' own top classes; every copy still explains the clean one's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 32 * 32, 6)).eval()
+    top = model(images).argmax(1)
+    noisy_tops = torch.stack([model(images + 3 * torch.randn_like(images)).argmax(1) for _ in range(4)])
+    assert (noisy_tops != top).any()
+    loud = randomisation_check(Saliency, model, images, smooth=4, noise=3.0)
+    pinned = randomisation_check(Saliency, model, images, top, smooth=4, noise=3.0)
+    torch.testing.assert_close(loud.spearman, pinned.spearman)  # the original's maps enter here
+    torch.testing.assert_close(loud.maps, pinned.maps)
+
+
 @pytest.mark.parametrize("call", [
     lambda m, x: randomisation_check(GradCAM, m, x, smooth=0),
     lambda m, x: randomisation_check(GradCAM, m, x, smooth=2, noise=-1.0),

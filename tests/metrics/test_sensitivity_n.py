@@ -77,9 +77,10 @@ def test_quantus_drops_equal_ours_but_it_sums_only_each_steps_new_features():
     order = maps.flatten(1).argsort(dim=1, descending=True)
     metric = SensitivityN(score="logit")
     score = metric._scorer(model, labels, 64, False)
+    before = score(images, torch.arange(len(images)))
     for k in (0, 3, 10):
         subsets = order[:, None, :4 * (k + 1)]  # each image's own set: (N, 1, size)
-        sums, ours = subset_effects(metric, images, maps.flatten(1), subsets, score)
+        sums, ours = subset_effects(metric, images, maps.flatten(1), subsets, score, before)
         torch.testing.assert_close(ours[:, 0].double(), drops[:, k], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(sums[:, 0].double(), step_sums[:, :k + 1].sum(1), rtol=1e-5, atol=1e-6)
         if k:
