@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+import torchvision
 from torch import nn
 
 from interpkit import GradCAM, InputError
@@ -16,7 +17,6 @@ from interpkit.explainers import Saliency
 from interpkit.metrics import efficient_randomisation_check, histogram_entropy, randomisation_check
 
 quantus = pytest.importorskip("quantus")
-LAYERS = 4  # SmallCNN's parameterised layers; Quantus seeds each with its seed + 1
 
 
 def plane(explainer, inputs, targets):
@@ -28,11 +28,18 @@ def signed_saliency(model):
     return Saliency(model, absolute=False)
 
 
-@pytest.mark.parametrize("make", [signed_saliency, GradCAM], ids=["saliency", "gradcam"])
-def test_efficient_check_equals_quantus(small_cnn, images, make):
-    small_cnn.eval()
+def resnet18():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=6).eval()
+
+
+@pytest.mark.parametrize("make, build", [(signed_saliency, None), (GradCAM, None), (signed_saliency, resnet18)],
+                         ids=["saliency", "gradcam", "resnet18-saliency"])
+def test_efficient_check_equals_quantus(small_cnn, images, make, build):
+    small_cnn = build() if build else small_cnn.eval()
     labels = small_cnn(images).argmax(1)
     before = copy.deepcopy(small_cnn.state_dict())
+    layers = len([m for m in small_cnn.modules() if hasattr(m, "reset_parameters") and list(m.parameters(False))])
 
     def explain(model, inputs, targets, **_):
         return plane(make(model), inputs, targets)
@@ -42,7 +49,7 @@ def test_efficient_check_equals_quantus(small_cnn, images, make):
         theirs = quantus.EfficientMPRT(seed=42, disable_warnings=True)(
             model=small_cnn, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=explain(small_cnn, images, labels),
             explain_func=explain, device="cpu")
-    ours = efficient_randomisation_check(make, small_cnn, images, labels, seed=[43] * LAYERS)
+    ours = efficient_randomisation_check(make, small_cnn, images, labels, seed=[43] * layers)
     torch.testing.assert_close(ours.scores.double(), torch.tensor(theirs, dtype=torch.float64), rtol=1e-5, atol=1e-6)
     assert all(torch.equal(v, before[k]) for k, v in small_cnn.state_dict().items())
 
@@ -84,15 +91,18 @@ def quantus_smooth_mprt(monkeypatch, model, images, labels, samples, explain):
             explain_func_kwargs={"method": "Saliency"}, device="cpu")
 
 
-def test_smooth_check_equals_quantus_given_its_noise(small_cnn, images, monkeypatch):
-    small_cnn.eval()
+@pytest.mark.parametrize("build, samples", [(None, 4), pytest.param(resnet18, 2, marks=pytest.mark.slow)],
+                         ids=["small", "resnet18"])
+def test_smooth_check_equals_quantus_given_its_noise(small_cnn, images, monkeypatch, build, samples):
+    small_cnn = build() if build else small_cnn.eval()
     labels = small_cnn(images).argmax(1)
-    per_layer = quantus_smooth_mprt(monkeypatch, small_cnn, images, labels, 4, quantus.explain)
-    ours = randomisation_check(Saliency, small_cnn, images, labels, seed=[43] * LAYERS, smooth=4, noise_seed=5)
+    layers = len([m for m in small_cnn.modules() if hasattr(m, "reset_parameters") and list(m.parameters(False))])
+    per_layer = quantus_smooth_mprt(monkeypatch, small_cnn, images, labels, samples, quantus.explain)
+    ours = randomisation_check(Saliency, small_cnn, images, labels, seed=[43] * layers, smooth=samples, noise_seed=5)
     assert list(per_layer)[1:] == ours.layers
     theirs = torch.tensor(np.array([per_layer[name] for name in ours.layers]), dtype=torch.float32).T
     torch.testing.assert_close(ours.spearman_abs, theirs, rtol=1e-5, atol=1e-5)
-    plain = randomisation_check(Saliency, small_cnn, images, labels, seed=[43] * LAYERS)
+    plain = randomisation_check(Saliency, small_cnn, images, labels, seed=[43] * layers)
     assert not torch.allclose(plain.spearman_abs, ours.spearman_abs, atol=1e-3)  # the smoothing did something
 
 

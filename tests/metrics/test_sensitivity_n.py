@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -68,18 +69,27 @@ def quantus_steps(model, images, maps, labels, step):
     return torch.tensor(out["pred_deltas"]).double(), torch.tensor(out["att_sums"]).double()
 
 
-def test_quantus_drops_equal_ours_but_it_sums_only_each_steps_new_features():
+def resnet_case():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=6).eval()
+    generator = torch.Generator().manual_seed(2)
+    return model, torch.randn(3, 3, 16, 16, generator=generator), torch.randn(3, 3, 16, 16, generator=generator), \
+        torch.tensor([0, 5, 2])
+
+
+@pytest.mark.parametrize("case, step", [(small_case, 4), (resnet_case, 48)], ids=["small", "resnet18"])
+def test_quantus_drops_equal_ours_but_it_sums_only_each_steps_new_features(case, step):
     """Quantus' step k removes the k * step most attributed features (cumulatively) and records the
     drop of the whole set, but the attribution sum of the step's own features only; given the
     same sets, its drops equal interpkit's, and its sums are the increments of the set's sums."""
-    model, images, maps, labels = small_case()
-    drops, step_sums = quantus_steps(model, images, maps, labels, step=4)
+    model, images, maps, labels = case()
+    drops, step_sums = quantus_steps(model, images, maps, labels, step=step)
     order = maps.flatten(1).argsort(dim=1, descending=True)
     metric = SensitivityN(score="logit")
     score = metric._scorer(model, labels, 64, False)
     before = score(images, torch.arange(len(images)))
     for k in (0, 3, 10):
-        subsets = order[:, None, :4 * (k + 1)]  # each image's own set: (N, 1, size)
+        subsets = order[:, None, :step * (k + 1)]  # each image's own set: (N, 1, size)
         sums, ours = subset_effects(metric, images, maps.flatten(1), subsets, score, before)
         torch.testing.assert_close(ours[:, 0].double(), drops[:, k], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(sums[:, 0].double(), step_sums[:, :k + 1].sum(1), rtol=1e-5, atol=1e-6)
