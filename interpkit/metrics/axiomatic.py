@@ -17,6 +17,7 @@ from ..core import Explainer, Explanation, TargetLike, check_baseline, check_num
 from ..errors import InputError
 from .base import Metric, MetricResult, aligned_saliency
 from .perturbation import Baseline, baseline_of
+from .sanity import check_model, explained_by
 
 
 class Completeness(Metric):
@@ -56,18 +57,15 @@ def input_invariance(make_explainer: Callable[[nn.Module], Explainer], model: nn
     alike. 1 where every value of the two explanations agrees within ``atol``, else 0 (higher is
     better). The second model is a copy with the shift taken out by a forward pre-hook on its
     whole forward (exact whatever the first layer and its padding); the model is left unchanged."""
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    if not callable(make_explainer):
-        raise InputError("make_explainer must be a function from a model to an interpkit explainer")
+    check_model(model)
     offset = _finite("shift", shift)
     tolerance = check_number("atol", atol)
     inputs = check_tensor(inputs, model)
-    original = make_explainer(model)(inputs, target)
+    original = explained_by(make_explainer, model)(inputs, target)
     pinned = original.targets if original.class_targets else target
     shifted_model = copy.deepcopy(model)
     shifted_model.register_forward_pre_hook(lambda _m, args: (args[0] - offset, *args[1:]))
-    shifted = make_explainer(shifted_model)(inputs + offset, pinned)
+    shifted = explained_by(make_explainer, shifted_model)(inputs + offset, pinned)
     agree = ((original.maps - shifted.maps).abs() <= tolerance).flatten(1).all(dim=1)
     return MetricResult("input_invariance", agree.float())
 

@@ -4,7 +4,8 @@ class, or ``lambda model: ...``) instead of finished maps:
 ``check(make_explainer, model, inputs, targets=None)`` returns a ``MetricResult``.
 
 Each class is the registered form of one function of ``interpkit.metrics``; its options are the
-function's keyword options, checked when the check is made."""
+function's keyword options: their names are checked when the check is made, their values when it
+runs (by the function)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .axiomatic import input_invariance
 from .base import MetricResult
 from .continuity import continuity
 from .random_logit import random_logit
-from .sanity import RandomisationResult, efficient_randomisation_check, randomisation_check
+from .sanity import RandomisationResult, check_model, efficient_randomisation_check, explained_by, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
 from .stability import relative_input_stability, relative_output_stability, relative_representation_stability
 
@@ -41,12 +42,18 @@ class ExplainerCheck:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        options = [p.replace(default=cls.defaults.get(p.name, p.default))
-                   for p in inspect.signature(cls.function).parameters.values() if p.kind is p.KEYWORD_ONLY]
-        cls.__signature__ = inspect.Signature(options)  # type: ignore[attr-defined]  # what check_metric reads
+        if callable(getattr(cls, "function", None)):  # a class naming no function is a base, made by nobody
+            options = [p.replace(default=cls.defaults.get(p.name, p.default))
+                       for p in inspect.signature(cls.function).parameters.values() if p.kind is p.KEYWORD_ONLY]
+            cls.__signature__ = inspect.Signature(options)  # type: ignore[attr-defined]  # what check_metric reads
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *positional: Any, **options: Any) -> None:
+        if not callable(getattr(self, "function", None)):
+            raise InputError(f"{type(self).__name__} names no function to run: an ExplainerCheck subclass sets "
+                             "function = staticmethod(the check's function)")
         known = inspect.signature(type(self)).parameters
+        if positional:
+            raise InputError(f"{self.name} takes its options by name ({', '.join(known)}), not {positional!r}")
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise InputError(f"{self.name} takes no option {', '.join(unknown)}; its options: {', '.join(known)}")
@@ -55,17 +62,10 @@ class ExplainerCheck:
     def __call__(self, make_explainer: Factory, model: nn.Module, inputs: torch.Tensor, targets: Any = None
                  ) -> MetricResult:
         """Score the explainer that ``make_explainer(model)`` builds on ``inputs`` for ``targets``."""
-        if isinstance(make_explainer, Explainer) or not callable(make_explainer):
-            raise InputError(f"{self.name} re-runs the explainer, so it takes its factory (the explainer's class, or "
-                             f"lambda model: ...), not {type(make_explainer).__name__}")
-        if not isinstance(model, nn.Module):
-            raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-        if self.randomises:
+        check_model(model)
+        if self.randomises:  # the function builds (and checks) the explainers of its model copies
             return self.scored(self.function(make_explainer, model, inputs, targets, **self.options))
-        explainer = make_explainer(model)
-        if not isinstance(explainer, Explainer):
-            raise InputError(f"make_explainer(model) must return an interpkit Explainer, not {type(explainer).__name__}")
-        return self.scored(self.function(explainer, inputs, targets, **self.options))
+        return self.scored(self.function(explained_by(make_explainer, model), inputs, targets, **self.options))
 
     def scored(self, result: Any) -> MetricResult:
         """The function's result as a ``MetricResult`` named after the check."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Explainer, TargetLike, check_flag, check_int
+from ..core import Explainer, TargetLike, check_baseline, check_flag, check_int
 from ..errors import InputError
 from .base import MetricResult
 from .faithfulness import Baseline, baseline_values
@@ -25,6 +25,7 @@ def continuity(explainer: Explainer, inputs: torch.Tensor, target: TargetLike = 
     Quantus' defaults do. The translation by 0, whose ratio is 0 / 0, is left out. ``curves``
     (N, S) hold every translation's ratio and ``fractions`` its shift over W. Lower is better."""
     check_int("steps", steps, none="28, or 2W + 1 for a narrower grid")
+    baseline = check_baseline(baseline, ("black", "white", "mean"))
     check_flag("normalise", normalise)
     check_flag("absolute", absolute)
     inputs = checked_inputs("continuity", explainer, inputs)

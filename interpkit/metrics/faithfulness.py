@@ -247,8 +247,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson's correlation of the rows of ``a`` and ``b`` (N, K), in float64; NaN for a
     constant row (the correlation is undefined), as SciPy gives."""
     a, b = a.double(), b.double()
+    constant = (a.amax(1) == a.amin(1)) | (b.amax(1) == b.amin(1))  # a mean's rounding would leave noise
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    return torch.where(constant, torch.nan, (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)))
 
 
 class NonSensitivity(FeatureRemoval):

@@ -44,8 +44,11 @@ def random_logit(explainer: Explainer, inputs: torch.Tensor, targets: Any = None
         if bool((off == chosen).any()):
             raise InputError("off_targets must differ from each input's target")
     other = explainer(inputs, off)
-    reference, maps = _plane(explained.maps), _plane(other.maps)[None]
+    reference, maps = _plane(explained), _plane(other)[None]
     if similarity == "ssim":
+        if reference.dim() != 3:
+            raise InputError(f"SSIM compares 2-D maps, and these are {reference.dim() - 1}-D; give "
+                             "similarity='spearman' or 'pearson'")
         scores = _ssim(reference, maps)[:, 0]
     elif similarity == "spearman":
         scores = _rank_correlations(reference, maps)[1][:, 0]

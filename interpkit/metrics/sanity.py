@@ -14,6 +14,7 @@ from torch import nn
 from ..core import (
     Explainer,
     Explanation,
+    MapKind,
     ModelInputs,
     TargetLike,
     check_flag,
@@ -63,11 +64,12 @@ def randomisation_check(make_explainer: Callable[[nn.Module], Explainer], model:
     once from a generator seeded with ``noise_seed``, shared by the images and by every model, so
     the comparisons see the models change and not the noise."""
     check_flag("cascading", cascading)
+    check_model(model)
     inputs = check_tensor(inputs, model)
     explain = _smoothed(check_int("smooth", smooth), check_number("noise", noise), check_seed(noise_seed), inputs)
-    original = explain(make_explainer(model), target)
+    original = explain(explained_by(make_explainer, model), target)
     pinned = original.targets if original.class_targets else target
-    reference = _plane(original.maps)
+    reference = _plane(original)
     trial = copy.deepcopy(model)
     layers = _top_down(trial, inputs)
     if not layers:
@@ -77,7 +79,7 @@ def randomisation_check(make_explainer: Callable[[nn.Module], Explainer], model:
     for step, (_, module) in enumerate(layers):
         kept = None if cascading else copy.deepcopy(module.state_dict())  # one layer at a time
         _reset(module, seeds[step])
-        maps.append(_plane(explain(make_explainer(trial), pinned).maps))
+        maps.append(_plane(explain(explained_by(make_explainer, trial), pinned)))
         if kept is not None:
             module.load_state_dict(kept)
     stacked = torch.stack(maps)  # (steps, N, *grid)
@@ -97,8 +99,9 @@ def efficient_randomisation_check(make_explainer: Callable[[nn.Module], Explaine
     explanations in all, where the layer-by-layer check needs one per layer; the targets stay
     the original explanation's; the model is left unchanged."""
     check_int("bins", bins)
+    check_model(model)
     inputs = check_tensor(inputs, model)
-    original = make_explainer(model)(inputs, target)
+    original = explained_by(make_explainer, model)(inputs, target)
     pinned = original.targets if original.class_targets else target
     trial = copy.deepcopy(model)
     layers = _top_down(trial, inputs)
@@ -106,8 +109,8 @@ def efficient_randomisation_check(make_explainer: Callable[[nn.Module], Explaine
         raise InputError("the model has no layer with parameters to randomise")
     for (_, module), layer_seed in zip(layers, _layer_seeds(seed, len(layers))):
         _reset(module, layer_seed)
-    before = histogram_entropy(_plane(original.maps).flatten(1), bins)
-    after = histogram_entropy(_plane(make_explainer(trial)(inputs, pinned).maps).flatten(1), bins)
+    before = histogram_entropy(_plane(original).flatten(1), bins)
+    after = histogram_entropy(_plane(explained_by(make_explainer, trial)(inputs, pinned)).flatten(1), bins)
     rise = (after - before) / before
     return MetricResult("efficient_randomisation", torch.where(before > 0, rise, torch.nan).float())
 
@@ -117,13 +120,19 @@ def histogram_entropy(values: torch.Tensor, bins: int) -> torch.Tensor:
     largest value, the last bin closed; a constant row gets one bin around its value (entropy 0).
     The edges are computed as ``numpy.histogram`` computes them, in the values' dtype."""
     check_int("bins", bins)
-    if not isinstance(values, torch.Tensor) or values.dim() != 2 or not values.dtype.is_floating_point:
+    if not isinstance(values, torch.Tensor) or values.dim() != 2 or not values.dtype.is_floating_point \
+            or not values.shape[1]:
         raise InputError(f"values must be a floating tensor (rows, values), not {getattr(values, 'shape', values)!r}")
+    if not bool(torch.isfinite(values).all()):
+        raise InputError("values must be finite: a histogram has no bin for NaN or an infinite value")
     low, high = values.amin(dim=1, keepdim=True), values.amax(dim=1, keepdim=True)
     flat = low == high
     low, high = torch.where(flat, low - 0.5, low), torch.where(flat, high + 0.5, high)
+    width = (high - low) / bins
+    if not bool((torch.isfinite(width) & (width > 0)).all()) and values.dtype != torch.float64:
+        return histogram_entropy(values.double(), bins)  # a range beyond the dtype's (as NumPy widens it)
     steps = torch.arange(bins + 1, dtype=values.dtype, device=values.device)
-    edges = steps * ((high - low) / bins) + low
+    edges = steps * width + low
     index = (torch.searchsorted(edges, values, right=True) - 1).clamp(0, bins - 1)  # the largest: last bin
     counts = torch.zeros(len(values), bins, dtype=torch.float64, device=values.device)
     counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float64))
@@ -169,10 +178,28 @@ def _layer_seeds(seed: int | Sequence[int], count: int) -> list[int]:
     raise InputError(f"seed must be an int or a sequence of {count} ints (one per randomised layer), got {seed!r}")
 
 
-def _plane(maps: torch.Tensor) -> torch.Tensor:
-    """One map per sample: the first target's, channels summed when there are any."""
-    first = maps[:, 0]
-    return first.sum(dim=1) if first.dim() == 4 else first
+def _plane(explanation: Explanation) -> torch.Tensor:
+    """One map per sample (N, *grid): the first target's, its channels summed when it has the
+    input's channels (a 3-D CAM keeps its depth; a 1-D gradient loses its channels)."""
+    first = explanation.maps[:, 0]
+    return first.sum(dim=1) if explanation.kind is MapKind.INPUT_CHANNELS else first
+
+
+def explained_by(make_explainer: Callable[[nn.Module], Explainer], model: nn.Module) -> Explainer:
+    """``make_explainer(model)``, or an InputError saying what the factory should be."""
+    if isinstance(make_explainer, Explainer) or not callable(make_explainer):
+        raise InputError("make_explainer must be the explainer's factory (its class, or lambda model: ...), not "
+                         f"{type(make_explainer).__name__}: the check explains other models or inputs with it")
+    explainer = make_explainer(model)
+    if not isinstance(explainer, Explainer):
+        raise InputError(f"make_explainer(model) must return an interpkit Explainer, not {type(explainer).__name__}")
+    return explainer
+
+
+def check_model(model: object) -> None:
+    """An InputError unless ``model`` is a torch module."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
 
 
 def _top_down(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
@@ -233,8 +260,8 @@ def _ssim(reference: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """Mean SSIM (N, steps) of each 2-D map (steps, N, H, W) with the reference (N, H, W), both
     scaled to [0, 1] per map (Gaussian window 11, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2, as Wang et
     al. 2004). The reference's windowed moments are computed once."""
-    if reference.dim() != 3:
-        raise InputError("SSIM is computed for 2-D maps")
+    if reference.dim() != 3:  # SSIM is defined for images; other maps have none
+        return torch.full((len(reference), len(maps)), torch.nan, device=reference.device)
 
     def scaled(x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1).float()

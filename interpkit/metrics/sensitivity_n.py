@@ -12,6 +12,7 @@ set's, and correlates across the images of a batch rather than across subsets.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Sequence
 
 import torch
@@ -39,8 +40,10 @@ class SensitivityN(FeatureRemoval):
         super().__init__(baseline=baseline, max_batch=max_batch, score=score)
         if isinstance(sizes, int) and not isinstance(sizes, bool):
             check_int("sizes", sizes)
-        elif not (isinstance(sizes, Sequence) and sizes and all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                                                                for s in sizes)):
+        elif isinstance(sizes, Sequence) and sizes and all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
+            sizes = [int(s) for s in sizes]
+        else:
             raise InputError(f"sizes must be a positive int or a sequence of positive ints (subset sizes), not {sizes!r}")
         self.sizes = sizes
         self.runs = check_int("runs", runs, minimum=2)

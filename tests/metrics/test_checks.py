@@ -12,6 +12,7 @@ from interpkit.metrics import (
     MPRT,
     Continuity,
     EfficientMPRT,
+    ExplainerCheck,
     InputInvariance,
     MaxSensitivity,
     SmoothMPRT,
@@ -64,6 +65,13 @@ def test_bad_input(small_cnn, images):
         Continuity()(lambda m: m, model, images)
     with pytest.raises(InputError, match="torch.nn.Module"):
         MPRT()(GradCAM, "resnet", images)
+    with pytest.raises(InputError, match="by name"):
+        Continuity(10)
+    with pytest.raises(InputError, match="names no function"):
+        ExplainerCheck()
+    for check in (MPRT(), EfficientMPRT(), InputInvariance(), SmoothMPRT(smooth=2)):
+        with pytest.raises(InputError, match="must return an interpkit Explainer"):
+            check(lambda m: 5, model, images)
 
 
 def test_evaluate_scores_with_a_check(small_cnn, images):

@@ -96,7 +96,13 @@ def test_translation_moves_the_last_axis_and_fills_with_the_baseline():
     lambda e, x: continuity(e, x, baseline=torch.zeros(5)),
     lambda e, x: continuity(e, x[:, :, 0, 0]),
     lambda e, x: continuity(e, x, [0, 1]),
-], ids=["no-steps", "too-many-steps", "a-model", "baseline-shape", "no-grid", "targets"])
+    lambda e, x: continuity(e, x, baseline="purple"),
+    lambda e, x: continuity(e, x, baseline=None),
+    lambda e, x: continuity(e, x, baseline=True),
+    lambda e, x: continuity(e, x, baseline=float("nan")),
+    lambda e, x: continuity(e, x[..., :10], steps=28),  # an explicit 28 on a grid 10 wide: 21 translations
+], ids=["no-steps", "too-many-steps", "a-model", "baseline-shape", "no-grid", "targets", "baseline-name",
+        "baseline-none", "baseline-bool", "baseline-nan", "steps-beyond-narrow-grid"])
 def test_bad_input(call):
     model, images, _ = setup(n=3)
     before = {k: v.clone() for k, v in model.state_dict().items()}

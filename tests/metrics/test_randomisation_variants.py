@@ -14,7 +14,7 @@ from torch import nn
 
 from interpkit import GradCAM, InputError
 from interpkit.explainers import Saliency
-from interpkit.metrics import efficient_randomisation_check, histogram_entropy, randomisation_check
+from interpkit.metrics import efficient_randomisation_check, histogram_entropy, input_invariance, randomisation_check
 
 quantus = pytest.importorskip("quantus")
 
@@ -156,3 +156,51 @@ def test_noisy_copies_explain_the_clean_inputs_top_class(images):
 def test_bad_input(small_cnn, images, call):
     with pytest.raises(InputError):
         call(small_cnn.eval(), images)
+
+
+def conv_model(dims):
+    conv, pool = {1: (nn.Conv1d, nn.AdaptiveAvgPool1d), 3: (nn.Conv3d, nn.AdaptiveAvgPool3d)}[dims]
+    torch.manual_seed(0)
+    return nn.Sequential(conv(2, 4, 3, padding=1), nn.ReLU(), pool(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+
+
+def test_1d_and_3d_maps_keep_their_grid():
+    """A 3-D CAM keeps its depth and a 1-D gradient loses its channels (the maps' kind says
+    which); SSIM, defined for images, is NaN for them and the rank correlations are computed."""
+    volume, signal = torch.randn(2, 2, 4, 5, 6), torch.randn(3, 2, 15)
+    cams = randomisation_check(GradCAM, conv_model(3), volume)
+    assert cams.maps.shape == (2, 2, 4, 5, 6) and torch.isnan(cams.ssim).all()
+    assert torch.isfinite(cams.spearman_abs).any()
+    gradients = randomisation_check(Saliency, conv_model(1), signal)
+    assert gradients.maps.shape == (2, 3, 15)
+    cam = GradCAM(conv_model(3))(volume).maps[:, 0]
+    efficient = efficient_randomisation_check(GradCAM, conv_model(3), volume, bins=10)
+    trial = copy.deepcopy(conv_model(3))
+    for module, seed in zip([trial[4], trial[0]], [0, 1]):  # top down, seeds 0 and 1
+        torch.manual_seed(seed)
+        module.reset_parameters()
+    random_cam = GradCAM(trial)(volume, GradCAM(conv_model(3))(volume).targets).maps[:, 0]
+    before, after = histogram_entropy(cam.flatten(1), 10), histogram_entropy(random_cam.flatten(1), 10)
+    torch.testing.assert_close(efficient.scores.double(), ((after - before) / before), equal_nan=True)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: randomisation_check(lambda model: 5, m, x),
+    lambda m, x: randomisation_check(GradCAM(m), m, x),
+    lambda m, x: efficient_randomisation_check(lambda model: 5, m, x),
+    lambda m, x: efficient_randomisation_check(Saliency, "model", x),
+    lambda m, x: input_invariance(lambda model: None, m, x),
+], ids=["factory-returns-junk", "an-instance", "efficient-junk", "efficient-not-a-model", "invariance-junk"])
+def test_factories_and_models_are_checked(small_cnn, images, call):
+    with pytest.raises(InputError, match="factory|must return|torch.nn.Module"):
+        call(small_cnn.eval(), images)
+
+
+def test_histogram_entropy_refuses_what_has_no_histogram_and_widens_a_range_beyond_its_dtype():
+    for bad in (torch.tensor([[0.0, 1.0, float("inf")]]), torch.tensor([[0.0, float("nan")]]), torch.zeros(1, 0),
+                torch.arange(3)[None]):
+        with pytest.raises(InputError):
+            histogram_entropy(bad, 10)
+    for row in (torch.tensor([-3e38, 3e38, 0.0]), torch.tensor([0.0, 1e-45, 2e-45])):  # float32 range, width
+        expected = scipy.stats.entropy(np.histogram(row.double().numpy(), bins=10)[0])  # NumPy float32 raises on one
+        assert histogram_entropy(row[None], 10).item() == pytest.approx(expected, abs=1e-12)

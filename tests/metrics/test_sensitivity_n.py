@@ -122,6 +122,16 @@ def test_quantus_fails_attributions_that_satisfy_sensitivity_n_and_needs_several
         theirs(1, maps)
 
 
+def test_a_constant_drop_has_no_correlation_and_numpy_sizes_are_sizes():
+    """At n = all the features every subset is the same: the correlation is undefined (NaN), not
+    the float64 rounding of a mean subtracted from equal values."""
+    model, images, maps, targets, baseline = linear_case(5, 2, 3, n=3)
+    features = 2 * 3 * 3
+    result = SensitivityN(sizes=[np.int64(features)], runs=100, baseline=baseline)(model, images, maps, targets)
+    assert torch.isnan(result.scores).all()
+    assert SensitivityN(sizes=[np.int64(3)]).sizes == [3]
+
+
 def test_the_contract_and_bad_input():
     check_metric(SensitivityN, {"sizes": 3, "runs": 4})
     model, images, maps, labels = small_case()
