@@ -210,7 +210,8 @@ class PropagationMode(TorchFunctionMode):
         if not args and "input" in kwargs:  # torch.tanh(input=x): the input first, as every rule reads it
             kwargs = dict(kwargs)
             args = (kwargs.pop("input"),)
-        dependent = [t for t in _tensors((args, kwargs)) if self._depends(t)]
+        given = list(_tensors((args, kwargs)))  # once per op: the flattening is most of the mode's own cost
+        dependent = [t for t in given if self._depends(t)]
         if func in _CONSTANT or not dependent:
             return func(*args, **kwargs)
         counted = sum(self.uncovered.values())
@@ -226,16 +227,16 @@ class PropagationMode(TorchFunctionMode):
             if known is not None:
                 known[1][0] += 1
         if func not in _MOVES and func not in _INDEXED:  # the path: what changes values, with its parameters
-            self.path.append((func, tuple(id(t) for t in _tensors((args, kwargs)) if isinstance(t, nn.Parameter))))
+            self.path.append((func, tuple(id(t) for t in given if isinstance(t, nn.Parameter))))
         detached = [self._detached.get(id(t), _dead)() is t for t in dependent]
         if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in tensors):
             if any(detached) and not all(detached):
                 self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
             elif any(not t.is_floating_point() for t in dependent):
                 self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
-        given = {id(t) for t in _tensors((args, kwargs)) if not self._depends(t)}
+        constants = {id(t) for t in given if not self._depends(t)}
         for tensor in tensors:
-            if id(tensor) in given and not _writes(func):
+            if id(tensor) in constants and not _writes(func):
                 continue  # a constant returned as it was (``w.to(x)``, ``w.type_as(x)``)
             self._mark(tensor)
             if func in _DETACH or all(detached):
