@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -194,7 +194,9 @@ def _render(store: MapStore, number: int, indices: list[int], root: Path, write_
     found: dict[int, float] = {}
     for folder in ("images", f"maps/{number}"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    # OpenCV's reading, resizing and encoding release the GIL: one thread per core
+    # OpenCV's reading, resizing and encoding release the GIL: they run in a pool, one thread per
+    # core, while the main thread blends the next batch (one batch's writes in flight at a time)
+    writing: list[Future] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for start, maps in _shard_maps(store):
             mine = [i for i in range(start, start + len(maps)) if i in pending]
@@ -203,18 +205,27 @@ def _render(store: MapStore, number: int, indices: list[int], root: Path, write_
                 rows = (slice(chosen[0] - start, chosen[-1] - start + 1) if chosen[-1] - chosen[0] == len(chosen) - 1
                         else [i - start for i in chosen])  # a slice of the memory map reads far faster
                 planes = torch.from_numpy(np.array(maps[rows, :1], dtype=np.float32))  # a copy: the map is read-only
-                found.update(zip(chosen, concentration(planes[:, 0]).tolist()))
                 height, width = _size((int(planes.shape[-2]), int(planes.shape[-1])))
-                images = np.stack(list(pool.map(lambda i: _image(files[i] if files else None, height, width), chosen)))
+                reading = pool.map(lambda i: _image(files[i] if files else None, height, width), chosen)
+                found.update(zip(chosen, concentration(planes[:, 0]).tolist()))
                 heat = torch.nn.functional.interpolate(planes.nan_to_num_(0.0), size=(height, width), mode="bilinear",
                                                        align_corners=False)  # a failed map is drawn as zeros
+                images = np.stack(list(reading))
                 overlays = overlay_maps(heat, images)[:, 0]
                 writes = [(root / "maps" / str(number) / f"{index:06d}.jpg", overlays[k]) for k, index in enumerate(chosen)]
                 if write_images:
                     writes += [(root / "images" / f"{index:06d}.jpg", images[k]) for k, index in enumerate(chosen)]
-                list(pool.map(lambda job: _write_jpeg(*job), writes))
+                _finish(writing)  # the previous batch's: its errors raised here, its memory bounded
+                writing = [pool.submit(_write_jpeg, *job) for job in writes]
                 bar.update(len(chosen))
+        _finish(writing)
     return found
+
+
+def _finish(futures: list[Future]) -> None:
+    """Wait for ``futures``, raising the first error among them."""
+    for future in futures:
+        future.result()
 
 
 def _size(grid: tuple[int, int]) -> tuple[int, int]:

@@ -108,9 +108,11 @@ def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_
         planes = torch.nn.functional.interpolate(
             planes.float(), size=(height, width), mode="bilinear", align_corners=False
         )
-    heat = colorize(planes, MapKind.INPUT_GRID, colormap, scale).astype(np.float32)
-    blended = alpha * heat + (1.0 - alpha) * base[:, None].astype(np.float32)
-    return blended.round().astype(np.uint8)
+    heat = colorize(planes, MapKind.INPUT_GRID, colormap, scale)
+    for i, picture in enumerate(base):  # OpenCV's rounded, saturating blend: no float copy of the batch
+        for coloured in heat[i]:
+            cv2.addWeighted(coloured, alpha, picture, 1.0 - alpha, 0.0, dst=coloured)
+    return heat
 
 
 def _batch_of(images: Any) -> int:
