@@ -15,9 +15,9 @@ from torch import nn
 
 from ..core import Explainer, Explanation, TargetLike, check_baseline, check_number, check_tensor
 from ..errors import InputError
-from .base import Metric, MetricResult, aligned_saliency
+from .base import Metric, MetricResult, aligned_saliency, check_model
 from .perturbation import Baseline, baseline_of
-from .sanity import check_model, explained_by
+from .sanity import explained_by
 
 
 class Completeness(Metric):

@@ -18,10 +18,10 @@ from torch import nn
 from ..core import Explainer
 from ..errors import InputError
 from .axiomatic import input_invariance
-from .base import MetricResult
+from .base import MetricResult, check_model
 from .continuity import continuity
 from .random_logit import random_logit
-from .sanity import RandomisationResult, check_model, efficient_randomisation_check, explained_by, randomisation_check
+from .sanity import RandomisationResult, efficient_randomisation_check, explained_by, randomisation_check
 from .sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
 from .stability import relative_input_stability, relative_output_stability, relative_representation_stability
 

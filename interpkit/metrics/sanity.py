@@ -25,7 +25,7 @@ from ..core import (
     evaluation,
 )
 from ..errors import InputError
-from .base import MetricResult
+from .base import MetricResult, check_model
 
 
 @dataclass
@@ -194,12 +194,6 @@ def explained_by(make_explainer: Callable[[nn.Module], Explainer], model: nn.Mod
     if not isinstance(explainer, Explainer):
         raise InputError(f"make_explainer(model) must return an interpkit Explainer, not {type(explainer).__name__}")
     return explainer
-
-
-def check_model(model: object) -> None:
-    """An InputError unless ``model`` is a torch module."""
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
 
 
 def _top_down(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:

@@ -46,11 +46,7 @@ def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None
         handle.remove()
     changes = before.differences(ModelFingerprint.of(model))
     assert not changes, f"{metric_cls.__name__} changed the model: {'; '.join(changes)}"
-    assert isinstance(result, MetricResult), f"returns {type(result).__name__}, not a MetricResult"
-    assert result.scores.shape == (batch,), f"scores {tuple(result.scores.shape)} are not one per sample"
-    if result.curves is not None:
-        assert result.curves.shape[0] == batch and result.fractions is not None
-        assert result.curves.shape[1] == len(result.fractions), "curves and fractions differ in length"
+    _check_result(result, batch)
     assert not batched or max(sizes, default=0) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
     assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
     wrong = wrong_options(metric_cls, lambda **given: metric_cls(**{**dict(options or {}), **given})(
@@ -80,11 +76,7 @@ def _check_explainer_check(check_cls: type, options: Mapping[str, Any] | None, b
     result, again = check(Saliency, model, inputs), check(Saliency, model, inputs)
     changes = before.differences(ModelFingerprint.of(model))
     assert not changes, f"{check_cls.__name__} changed the model: {'; '.join(changes)}"
-    assert isinstance(result, MetricResult), f"returns {type(result).__name__}, not a MetricResult"
-    assert result.scores.shape == (batch,), f"scores {tuple(result.scores.shape)} are not one per sample"
-    if result.curves is not None:
-        assert result.curves.shape[0] == batch and result.fractions is not None
-        assert result.curves.shape[1] == len(result.fractions), "curves and fractions differ in length"
+    _check_result(result, batch)
     assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
     wrong = wrong_options(check_cls, lambda **given: check_cls(**{**dict(options or {}), **given})(
         Saliency, model, inputs))
@@ -100,3 +92,12 @@ def _check_explainer_check(check_cls: type, options: Mapping[str, Any] | None, b
     except InterpkitError:
         return
     raise AssertionError(f"{check_cls.__name__} accepted inputs without a grid")
+
+
+def _check_result(result: Any, batch: int) -> None:
+    """A ``MetricResult`` with one score per sample, and curves that match their fractions."""
+    assert isinstance(result, MetricResult), f"returns {type(result).__name__}, not a MetricResult"
+    assert result.scores.shape == (batch,), f"scores {tuple(result.scores.shape)} are not one per sample"
+    if result.curves is not None:
+        assert result.curves.shape[0] == batch and result.fractions is not None
+        assert result.curves.shape[1] == len(result.fractions), "curves and fractions differ in length"

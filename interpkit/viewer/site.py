@@ -195,31 +195,47 @@ def _render(store: MapStore, number: int, indices: list[int], root: Path, write_
     for folder in ("images", f"maps/{number}"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     # OpenCV's reading, resizing and encoding release the GIL: they run in a pool, one thread per
-    # core, while the main thread blends the next batch (one batch's writes in flight at a time)
+    # core, a batch ahead of the main thread's blending (the next batch's images are read while
+    # this one is blended; one batch of writes in flight)
+    batches = list(_batches(store, pending))
     writing: list[Future] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for start, maps in _shard_maps(store):
-            mine = [i for i in range(start, start + len(maps)) if i in pending]
-            for first in range(0, len(mine), BATCH):
-                chosen = mine[first:first + BATCH]
-                rows = (slice(chosen[0] - start, chosen[-1] - start + 1) if chosen[-1] - chosen[0] == len(chosen) - 1
-                        else [i - start for i in chosen])  # a slice of the memory map reads far faster
-                planes = torch.from_numpy(np.array(maps[rows, :1], dtype=np.float32))  # a copy: the map is read-only
-                height, width = _size((int(planes.shape[-2]), int(planes.shape[-1])))
-                reading = pool.map(lambda i: _image(files[i] if files else None, height, width), chosen)
-                found.update(zip(chosen, concentration(planes[:, 0]).tolist()))
-                heat = torch.nn.functional.interpolate(planes.nan_to_num_(0.0), size=(height, width), mode="bilinear",
-                                                       align_corners=False)  # a failed map is drawn as zeros
-                images = np.stack(list(reading))
-                overlays = overlay_maps(heat, images)[:, 0]
-                writes = [(root / "maps" / str(number) / f"{index:06d}.jpg", overlays[k]) for k, index in enumerate(chosen)]
-                if write_images:
-                    writes += [(root / "images" / f"{index:06d}.jpg", images[k]) for k, index in enumerate(chosen)]
-                _finish(writing)  # the previous batch's: its errors raised here, its memory bounded
-                writing = [pool.submit(_write_jpeg, *job) for job in writes]
-                bar.update(len(chosen))
+
+        def read(batch: tuple[Any, Any, list[int]]) -> list[Future]:
+            height, width = _size(tuple(batch[0].shape[-2:]))
+            return [pool.submit(_image, files[i] if files else None, height, width) for i in batch[2]]
+
+        reading = read(batches[0]) if batches else []
+        for number_in_order, (maps, rows, chosen) in enumerate(batches):
+            ahead = read(batches[number_in_order + 1]) if number_in_order + 1 < len(batches) else []
+            planes = torch.from_numpy(np.array(maps[rows, :1], dtype=np.float32))  # a copy: the map is read-only
+            found.update(zip(chosen, concentration(planes[:, 0]).tolist()))
+            height, width = _size((int(planes.shape[-2]), int(planes.shape[-1])))
+            heat = torch.nn.functional.interpolate(planes.nan_to_num_(0.0), size=(height, width), mode="bilinear",
+                                                   align_corners=False)  # a failed map is drawn as zeros
+            images = np.stack([future.result() for future in reading])
+            overlays = overlay_maps(heat, images)[:, 0]
+            writes = [(root / "maps" / str(number) / f"{index:06d}.jpg", overlays[k]) for k, index in enumerate(chosen)]
+            if write_images:
+                writes += [(root / "images" / f"{index:06d}.jpg", images[k]) for k, index in enumerate(chosen)]
+            _finish(writing)  # the previous batch's: its errors raised here, its memory bounded
+            writing = [pool.submit(_write_jpeg, *job) for job in writes]
+            reading = ahead
+            bar.update(len(chosen))
         _finish(writing)
     return found
+
+
+def _batches(store: MapStore, pending: set[int]):
+    """The pending samples in batches of at most BATCH within a shard: (the shard's maps, the
+    rows to read, the samples' indices)."""
+    for start, maps in _shard_maps(store):
+        mine = [i for i in range(start, start + len(maps)) if i in pending]
+        for first in range(0, len(mine), BATCH):
+            chosen = mine[first:first + BATCH]
+            rows = (slice(chosen[0] - start, chosen[-1] - start + 1) if chosen[-1] - chosen[0] == len(chosen) - 1
+                    else [i - start for i in chosen])  # a slice of the memory map reads far faster
+            yield maps, rows, chosen
 
 
 def _finish(futures: list[Future]) -> None:

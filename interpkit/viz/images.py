@@ -55,13 +55,26 @@ def colorize(maps: torch.Tensor, kind: MapKind = MapKind.INPUT_GRID, colormap: i
     code = _colormap_id(colormap)
     if scale not in SCALES:
         raise InputError(f"scale must be 'map' or 'sample', got {scale!r}")
-    planes = normalize_maps(_plane(maps.detach(), kind).float(), start_dim=SCALES[scale])
-    if planes.dim() == 3:  # a 1-D map: the same row repeated into a strip
-        planes = planes.unsqueeze(2).expand(-1, -1, STRIP_HEIGHT, -1)
-    levels = (planes * 255).round().to(torch.uint8).cpu().numpy()
+    levels = _levels(_plane(maps.detach(), kind).float(), start_dim=SCALES[scale])
+    if levels.ndim == 3:  # a 1-D map: the same row repeated into a strip
+        levels = np.repeat(levels[:, :, None], STRIP_HEIGHT, axis=2)
     width = levels.shape[-1]
     coloured = cv2.applyColorMap(levels.reshape(-1, width), code)
     return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB).reshape(*levels.shape, 3)
+
+
+def _levels(planes: torch.Tensor, start_dim: int) -> np.ndarray:
+    """Each map (flattened from ``start_dim``) min-max scaled to colour levels 0..255, uint8 on
+    the host. In float32 where every span is a normal float32 (one sync, as the copy to the host
+    is); ``normalize_maps``' float64 otherwise (subnormal or overflowing spans, NaN)."""
+    flat = planes.flatten(start_dim)
+    low, high = flat.amin(dim=-1, keepdim=True), flat.amax(dim=-1, keepdim=True)
+    span = high - low
+    if bool((torch.isfinite(span) & ((span == 0) | (span >= torch.finfo(torch.float32).tiny))).all()):
+        scaled = (flat - low) / torch.where(span > 0, span, 1.0)
+    else:
+        scaled = normalize_maps(planes, start_dim).flatten(start_dim)
+    return (scaled * 255).round().to(torch.uint8).reshape(planes.shape).cpu().numpy()
 
 
 def to_uint8_images(images: Any) -> np.ndarray:
