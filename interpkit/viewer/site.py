@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,8 +118,12 @@ def concentration(maps: Any) -> np.ndarray:
     positions (0.1 for a flat map, 1 for a map whose mass all lies there); NaN for failed maps
     (all NaN) and maps with no positive mass."""
     flat = torch.as_tensor(np.asarray(maps, dtype=np.float32)).flatten(1)
-    failed = flat.isnan().all(dim=1)
-    flat = flat.nan_to_num(0.0).clamp_min(0)
+    failed = torch.zeros(len(flat), dtype=torch.bool)
+    odd = ~torch.isfinite(flat.sum(dim=1))  # a NaN or an infinity somewhere: only those rows searched
+    if bool(odd.any()):
+        failed[odd] = flat[odd].isnan().all(dim=1)
+        flat = flat.nan_to_num(0.0)
+    flat = flat.clamp_min(0)
     top = max(1, flat.shape[1] // 10)
     mass = flat.sum(dim=1)
     heaviest = flat.topk(top, dim=1, sorted=False).values.sum(dim=1)
@@ -187,43 +191,47 @@ def _pending(record: dict[str, Any], key: str, files: list[str] | None, length: 
 
 def _render(store: MapStore, number: int, indices: list[int], root: Path, write_images: bool, bar: tqdm
             ) -> dict[int, float]:
-    """Each sample's first map over its image (and the image alone, once for all stores), shard
-    by shard so that only one shard's maps are read at a time; returns their concentrations."""
+    """Each sample's first map over its image (and the image alone, once for all stores), in
+    batches within a shard (each reads only its rows of the shard's memory map); returns their
+    concentrations."""
     files = store.files
     pending = set(indices)
     found: dict[int, float] = {}
-    for folder in ("images", f"maps/{number}"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    # OpenCV's reading, resizing and encoding release the GIL: they run in a pool, one thread per
-    # core, a batch ahead of the main thread's blending (the next batch's images are read while
-    # this one is blended; one batch of writes in flight)
+    for name in ("images", f"maps/{number}"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    # every step of a batch (OpenCV's reading, resizing and encoding, torch's arithmetic) releases
+    # the GIL: whole batches run in a pool, one thread per core, in order (memory: one batch each)
     batches = list(_batches(store, pending))
-    writing: list[Future] = []
+    folder = root / "maps" / str(number)
+
+    def render(batch: tuple[Any, Any, list[int]]) -> list[float]:
+        return _render_batch(*batch, files, folder, root / "images" if write_images else None)
+
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-
-        def read(batch: tuple[Any, Any, list[int]]) -> list[Future]:
-            height, width = _size(tuple(batch[0].shape[-2:]))
-            return [pool.submit(_image, files[i] if files else None, height, width) for i in batch[2]]
-
-        reading = read(batches[0]) if batches else []
-        for number_in_order, (maps, rows, chosen) in enumerate(batches):
-            ahead = read(batches[number_in_order + 1]) if number_in_order + 1 < len(batches) else []
-            planes = torch.from_numpy(np.array(maps[rows, :1], dtype=np.float32))  # a copy: the map is read-only
-            found.update(zip(chosen, concentration(planes[:, 0]).tolist()))
-            height, width = _size((int(planes.shape[-2]), int(planes.shape[-1])))
-            heat = torch.nn.functional.interpolate(planes.nan_to_num_(0.0), size=(height, width), mode="bilinear",
-                                                   align_corners=False)  # a failed map is drawn as zeros
-            images = np.stack([future.result() for future in reading])
-            overlays = overlay_maps(heat, images)[:, 0]
-            writes = [(root / "maps" / str(number) / f"{index:06d}.jpg", overlays[k]) for k, index in enumerate(chosen)]
-            if write_images:
-                writes += [(root / "images" / f"{index:06d}.jpg", images[k]) for k, index in enumerate(chosen)]
-            _finish(writing)  # the previous batch's: its errors raised here, its memory bounded
-            writing = [pool.submit(_write_jpeg, *job) for job in writes]
-            reading = ahead
+        for (_, _, chosen), values in zip(batches, pool.map(render, batches)):
+            found.update(zip(chosen, values))
             bar.update(len(chosen))
-        _finish(writing)
     return found
+
+
+def _render_batch(maps: Any, rows: Any, chosen: list[int], files: list[str] | None, folder: Path,
+                  images_folder: Path | None) -> list[float]:
+    """One batch: each sample's first map over its image (and the image alone into
+    ``images_folder`` when given), written as JPEGs; returns the maps' concentrations."""
+    planes = torch.from_numpy(np.array(maps[rows, :1], dtype=np.float32))  # a copy: the map is read-only
+    values = concentration(planes[:, 0]).tolist()
+    height, width = _size((int(planes.shape[-2]), int(planes.shape[-1])))
+    if not bool(torch.isfinite(planes.sum())):
+        planes.nan_to_num_(0.0)  # a failed map is drawn as zeros
+    heat = planes if planes.shape[-2:] == (height, width) else torch.nn.functional.interpolate(
+        planes, size=(height, width), mode="bilinear", align_corners=False)
+    images = np.stack([_image(files[i] if files else None, height, width) for i in chosen])
+    overlays = overlay_maps(heat, images)[:, 0]
+    for k, index in enumerate(chosen):
+        _write_jpeg(folder / f"{index:06d}.jpg", overlays[k])
+        if images_folder is not None:
+            _write_jpeg(images_folder / f"{index:06d}.jpg", images[k])
+    return values
 
 
 def _batches(store: MapStore, pending: set[int]):
@@ -236,12 +244,6 @@ def _batches(store: MapStore, pending: set[int]):
             rows = (slice(chosen[0] - start, chosen[-1] - start + 1) if chosen[-1] - chosen[0] == len(chosen) - 1
                     else [i - start for i in chosen])  # a slice of the memory map reads far faster
             yield maps, rows, chosen
-
-
-def _finish(futures: list[Future]) -> None:
-    """Wait for ``futures``, raising the first error among them."""
-    for future in futures:
-        future.result()
 
 
 def _size(grid: tuple[int, int]) -> tuple[int, int]:
