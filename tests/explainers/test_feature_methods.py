@@ -207,13 +207,16 @@ def test_fit_linear_against_closed_forms():
 @given(rows=st.integers(1, 4), cols=st.integers(1, 4), size=st.integers(4, 9), channels=st.integers(1, 3),
        compactness=st.floats(0.25, 5), seed=st.integers(0, 2**16))
 def test_superpixels_find_the_blocks_of_a_checkerboard(rows, cols, size, channels, compactness, seed):
-    """A checkerboard of as many blocks as seeds, two levels apart with a little noise, is cut
-    into exactly its blocks; an image's segmentation does not depend on the rest of its batch.
+    """A checkerboard of as many blocks as seeds, two levels at least 1 apart in every channel with
+    noise of 0.05, is cut into exactly its blocks; an image's segmentation does not depend on the
+    rest of its batch.
     (Below a compactness of about 0.1 the noise outweighs two blocks' distance, and blocks of one
     level trade pixels: SLIC's colour term dominates and connectivity is not enforced.)"""
     generator = torch.Generator().manual_seed(seed)
     blocks = block_mask(rows * size, cols * size, rows, cols)
-    levels = torch.randn(2, channels, 1, 1, generator=generator) * 5
+    base = torch.randn(channels, 1, 1, generator=generator) * 5
+    sign = torch.randint(0, 2, (channels, 1, 1), generator=generator) * 2 - 1
+    levels = torch.stack([base, base + sign * (1 + 4 * torch.rand(channels, 1, 1, generator=generator))])  # >= 1 apart
     checker = (blocks // cols + blocks % cols) % 2
     image = torch.where(checker == 0, levels[0], levels[1]) + 0.05 * torch.randn(channels, *blocks.shape, generator=generator)
     batch = torch.stack([image, torch.randn(channels, *blocks.shape, generator=generator)])
