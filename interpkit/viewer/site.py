@@ -19,7 +19,8 @@ import hashlib
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.images import read_image
 from ..dataset.store import MapStore, read_store
 from ..errors import InputError
 from ..files import replacing
@@ -51,11 +53,14 @@ def write_site(stores: Sequence[str | Path | MapStore], out: str | Path, progres
         raise InputError("give at least one store to view")
     columns = [_columns(store) for store in opened]  # reads every shard: an incomplete store is refused here
     _check_same_data(opened)
+    for store in opened:  # before anything is written
+        _check_maps(store)
     root = Path(out)
     record = _open_out(root)
-    files = opened[0].files
+    identities = _identities(opened[0])
     keys = _keys(opened)
-    todo = [_pending(record, key, files, len(opened[0]), root) for key in keys]
+    todo = [_pending(record, key, identities, root) for key in keys]
+    _forget(record, keys, todo, root)  # an interrupted run leaves no image a rerun would trust
     total = sum(len(indices) for indices in todo)
     with tqdm(total=total, desc="viewer", unit="image", disable=not progress or total == 0) as bar:
         for number, (store, key, indices) in enumerate(zip(opened, keys, todo)):
@@ -63,8 +68,7 @@ def write_site(stores: Sequence[str | Path | MapStore], out: str | Path, progres
             known.update(_render(store, number, indices, root, write_images=number == 0, bar=bar))
             columns[number]["concentration"] = _floats(np.array([known[i] for i in range(len(store))], np.float64))
     _write_data(root, opened, columns)
-    rendered: list[str | None] = list(files) if files else [None] * len(opened[0])
-    record["stores"] = {key: {"files": rendered, "concentration": values["concentration"]}
+    record["stores"] = {key: {"files": identities, "concentration": values["concentration"]}
                         for key, values in zip(keys, columns)}
     with replacing(root / RECORD) as temporary:
         temporary.write_text(json.dumps(record))
@@ -74,16 +78,22 @@ def write_site(stores: Sequence[str | Path | MapStore], out: str | Path, progres
     return root / "index.html"
 
 
+def _check_maps(store: MapStore) -> None:
+    """An InputError unless every shard holds maps over images (N, K, H, W) or none (all failed)."""
+    for shard in range(-(-len(store) // int(store.manifest["shard_size"]))):
+        maps = store.shard_array("maps", shard)
+        if maps.ndim != 4 and not (maps.ndim == 2 and maps.shape[1] == 0):
+            raise InputError(f"the viewer shows maps over images (N, K, H, W); {store.path} holds maps of shape "
+                             f"{maps.shape[1:]} per sample")
+
+
 def _shard_maps(store: MapStore):
     """Each shard's maps (n, K, H, W), memory-mapped, with the index of its first sample."""
     size = int(store.manifest["shard_size"])
     for shard in range(-(-len(store) // size)):
         maps = store.shard_array("maps", shard)
-        if maps.ndim == 2 and maps.shape[1] == 0:  # every sample of the shard failed: nothing to draw
+        if maps.ndim == 2:  # every sample of the shard failed: nothing to draw (made lazily, one shard at a time)
             maps = np.full((len(maps), 1, LONGEST, LONGEST), np.nan, np.float32)
-        if maps.ndim != 4:
-            raise InputError(f"the viewer shows maps over images (N, K, H, W); {store.path} holds maps of shape "
-                             f"{maps.shape[1:]} per sample")
         yield shard * size, maps
 
 
@@ -119,14 +129,14 @@ def concentration(maps: Any) -> np.ndarray:
     (all NaN) and maps with no positive mass."""
     flat = torch.as_tensor(np.asarray(maps, dtype=np.float32)).flatten(1)
     failed = torch.zeros(len(flat), dtype=torch.bool)
-    odd = ~torch.isfinite(flat.sum(dim=1))  # a NaN or an infinity somewhere: only those rows searched
+    odd = ~torch.isfinite(flat.sum(dim=1, dtype=torch.float64))  # a NaN or an infinity: only those rows searched
     if bool(odd.any()):
         failed[odd] = flat[odd].isnan().all(dim=1)
         flat = flat.nan_to_num(0.0)
     flat = flat.clamp_min(0)
     top = max(1, flat.shape[1] // 10)
-    mass = flat.sum(dim=1)
-    heaviest = flat.topk(top, dim=1, sorted=False).values.sum(dim=1)
+    mass = flat.sum(dim=1, dtype=torch.float64)  # float64: sums of large float32 values do not overflow
+    heaviest = flat.topk(top, dim=1, sorted=False).values.sum(dim=1, dtype=torch.float64)
     share = torch.where(mass > 0, heaviest / torch.where(mass > 0, mass, 1.0), torch.nan)
     return torch.where(failed, torch.nan, share).double().numpy()
 
@@ -149,13 +159,27 @@ def _check_same_data(stores: list[MapStore]) -> None:
 
 
 def _keys(stores: list[MapStore]) -> list[str]:
-    """Each store's identity for incremental rendering: its manifest without the data's extent."""
+    """Each store's identity for incremental rendering: its manifest without the data's extent
+    (its length, files and labels, which grow with it and are compared sample by sample)."""
     keys = []
     for number, store in enumerate(stores):
         described = {k: v for k, v in store.manifest.items() if k != "dataset"}
+        described["dataset"] = {k: v for k, v in (store.manifest.get("dataset") or {}).items()
+                                if k not in ("length", "files", "labels_sha256")}
         digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
         keys.append(f"{number}:{digest}")
     return keys
+
+
+def _identities(store: MapStore) -> list[str | None]:
+    """What each sample's images depend on besides the store's key: its file and label. Data
+    without files is identified whole by the key where the store hashed its samples (tensors),
+    else not at all: None, rendered every time."""
+    if not store.files:
+        hashed = "samples_sha256" in (store.manifest.get("dataset") or {})
+        return [str(i) if hashed else None for i in range(len(store))]
+    labels = store.array("labels").tolist()
+    return [f"{file}\t{label}" for file, label in zip(store.files, labels)]
 
 
 def _open_out(root: Path) -> dict[str, Any]:
@@ -178,15 +202,32 @@ def _open_out(root: Path) -> dict[str, Any]:
     return fresh
 
 
-def _pending(record: dict[str, Any], key: str, files: list[str] | None, length: int, root: Path) -> list[int]:
+def _pending(record: dict[str, Any], key: str, identities: list[str | None], root: Path) -> list[int]:
     """The samples whose images must be rendered for the store ``key``."""
     before = record["stores"].get(key, {}).get("files", [])
     number = key.split(":")[0]
-    current: list[str | None] = list(files) if files else [None] * length
     folders = [root / "maps" / number] + ([root / "images"] if number == "0" else [])
     present = [{p.name for p in folder.glob("*.jpg")} if folder.is_dir() else set() for folder in folders]
-    return [i for i in range(length) if i >= len(before) or before[i] != current[i]
-            or any(f"{i:06d}.jpg" not in names for names in present)]
+    return [i for i, identity in enumerate(identities) if identity is None or i >= len(before)
+            or before[i] != identity or any(f"{i:06d}.jpg" not in names for names in present)]
+
+
+def _forget(record: dict[str, Any], keys: list[str], todo: list[list[int]], root: Path) -> None:
+    """Record, before rendering, that the pending samples' images are not rendered (and drop the
+    entries of other stores drawn into the same folders), so that a run interrupted halfway
+    leaves a record under which a rerun renders them again."""
+    numbers = {key.split(":")[0]: key for key in keys}
+    for key in list(record["stores"]):
+        if numbers.get(key.split(":")[0], key) != key:
+            del record["stores"][key]
+    for key, indices in zip(keys, todo):
+        files = record["stores"].get(key, {}).get("files")
+        if files:
+            for i in indices:
+                if i < len(files):
+                    files[i] = None
+    with replacing(root / RECORD) as temporary:
+        temporary.write_text(json.dumps(record))
 
 
 def _render(store: MapStore, number: int, indices: list[int], root: Path, write_images: bool, bar: tqdm
@@ -201,16 +242,23 @@ def _render(store: MapStore, number: int, indices: list[int], root: Path, write_
         (root / name).mkdir(parents=True, exist_ok=True)
     # every step of a batch (OpenCV's reading, resizing and encoding, torch's arithmetic) releases
     # the GIL: whole batches run in a pool, one thread per core, in order (memory: one batch each)
-    batches = list(_batches(store, pending))
     folder = root / "maps" / str(number)
+    workers = os.cpu_count() or 1
+    running: deque[tuple[list[int], Future]] = deque()
 
-    def render(batch: tuple[Any, Any, list[int]]) -> list[float]:
-        return _render_batch(*batch, files, folder, root / "images" if write_images else None)
+    def collect() -> None:
+        chosen, future = running.popleft()
+        found.update(zip(chosen, future.result()))
+        bar.update(len(chosen))
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for (_, _, chosen), values in zip(batches, pool.map(render, batches)):
-            found.update(zip(chosen, values))
-            bar.update(len(chosen))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for maps, rows, chosen in _batches(store, pending):  # lazily: a few batches in memory at a time
+            running.append((chosen, pool.submit(_render_batch, maps, rows, chosen, files, folder,
+                                                 root / "images" if write_images else None)))
+            if len(running) > 2 * workers:
+                collect()
+        while running:
+            collect()
     return found
 
 
@@ -255,11 +303,24 @@ def _size(grid: tuple[int, int]) -> tuple[int, int]:
 
 def _image(file: str | None, height: int, width: int) -> np.ndarray:
     """The sample's image as RGB uint8 at the map's size (grey where the data has no files or the
-    file cannot be read now)."""
-    picture = cv2.imread(file, cv2.IMREAD_COLOR) if file else None
+    file cannot be read now), decoded as the model's loader (``read_image``) decodes it."""
+    picture = _decoded(file) if file else None
     if picture is None:
         return np.full((height, width, 3), 128, np.uint8)
-    return cv2.cvtColor(cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _decoded(file: str) -> np.ndarray | None:
+    """RGB uint8 (H, W, 3) as ``read_image`` gives it, or None if unreadable: JPEGs by OpenCV
+    (faster; told to ignore the EXIF orientation, which ``read_image`` does not apply either),
+    other formats by ``read_image`` itself (transparency over white, 16-bit, palettes)."""
+    if Path(file).suffix.lower() in (".jpg", ".jpeg"):
+        bgr = cv2.imread(file, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return np.ascontiguousarray(read_image(file).permute(1, 2, 0).numpy())
+    except InputError:
+        return None
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:

@@ -298,3 +298,101 @@ def test_a_shard_where_every_sample_failed_and_data_without_files(tmp_path):
     grey = cv2.imread(str(page.parent / "images" / "000000.jpg"))
     assert grey.shape == (8, 8, 3) and np.abs(grey.astype(int) - 128).max() <= 2
     assert cv2.imread(str(page.parent / "maps" / "0" / "000003.jpg")).shape == (224, 224, 3)
+
+
+def test_an_interrupted_run_leaves_nothing_a_rerun_trusts(stores, tmp_path, monkeypatch):
+    """Another store drawn into the same folder fails halfway; the first store's rerun draws its
+    own maps again instead of trusting the record of its earlier run."""
+    fresh = write_site(stores[:1], tmp_path / "fresh", progress=False).parent
+    out = tmp_path / "site"
+    write_site(stores[:1], out, progress=False)
+    original, calls = site._write_jpeg, []
+
+    def failing(path, rgb):
+        calls.append(path)
+        if len(calls) == 20:
+            raise OSError("disk full")
+        original(path, rgb)
+
+    monkeypatch.setattr(site, "_write_jpeg", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_site(stores[1:], out, progress=False)
+    monkeypatch.setattr(site, "_write_jpeg", original)
+    write_site(stores[:1], out, progress=False)
+    for picture in sorted((fresh / "maps" / "0").glob("*.jpg")):
+        assert (out / "maps" / "0" / picture.name).read_bytes() == picture.read_bytes(), picture.name
+    assert not list(out.rglob("*.tmp"))
+
+
+def _tensor_store(path, seed):
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    data = TensorDataset(torch.randn(6, 3, 16, 16, generator=generator), torch.zeros(6, dtype=torch.long))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    explain_dataset(GradCAM(model), data, path, progress=False)
+    return path
+
+
+def test_data_without_files_is_told_apart_by_its_samples_hash(tmp_path, monkeypatch):
+    """Two tensor datasets of the same length cannot be told apart sample by sample, only by the
+    hash of their samples: the second store's maps are drawn, not the first's kept."""
+    first, second = _tensor_store(tmp_path / "a", 1), _tensor_store(tmp_path / "b", 2)
+    write_site([first], tmp_path / "site", progress=False)
+    written = []
+    original = site._write_jpeg
+    monkeypatch.setattr(site, "_write_jpeg", lambda path, rgb: (written.append(path.name), original(path, rgb)))
+    write_site([first], tmp_path / "site", progress=False)
+    assert written == []  # the same samples (the store hashed them): nothing to draw
+    write_site([second], tmp_path / "site", progress=False)
+    assert sorted(set(written)) == [f"{i:06d}.jpg" for i in range(6)]
+    text = (tmp_path / "site" / "data" / "store-0.js").read_text()
+    shown = json.loads(text[text.index("(") + 1:text.rindex(")")])["columns"]["concentration"]
+    np.testing.assert_allclose(shown, concentration(np.array(read_store(second).maps)[:, 0]), rtol=1e-5)
+
+
+def test_the_image_is_drawn_as_the_model_read_it(tmp_path):
+    """A JPEG whose EXIF says "rotate 90 degrees" is read unrotated by the model's loader (PIL);
+    the viewer draws it the same way (OpenCV would rotate it by default)."""
+    from PIL import Image
+
+    folder = tmp_path / "images" / "a"
+    folder.mkdir(parents=True)
+    picture = np.zeros((64, 96, 3), np.uint8)
+    picture[:, :48] = (255, 0, 0)
+    picture[:, 48:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(picture).save(folder / "turned.jpg", exif=exif, quality=95)
+    model = get_model("caltech5_arch2", weights="DEFAULT")
+    explain_dataset(GradCAM(model), tmp_path / "images", tmp_path / "store", progress=False)
+    page = write_site([tmp_path / "store"], tmp_path / "site", progress=False)
+    drawn = cv2.cvtColor(cv2.imread(str(page.parent / "images" / "000000.jpg")), cv2.COLOR_BGR2RGB).astype(int)
+    height, width = drawn.shape[:2]
+    assert drawn[height // 2, width // 8, 0] > 200 and drawn[height // 2, width // 8, 2] < 60  # red on the left
+    assert drawn[height // 2, -width // 8, 2] > 200 and drawn[height // 2, -width // 8, 0] < 60  # blue on the right
+
+
+def test_maps_not_over_images_are_refused_before_anything_is_written(tmp_path):
+    from interpkit.dataset.store import FORMAT, write_shard
+
+    root = tmp_path / "store"
+    root.mkdir()
+    manifest = {"format": FORMAT, "dataset": {"length": 2}, "shard_size": 2, "metrics": [],
+                "explainer": {"name": "gradcam"}, "model": {"class": "Net"}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    signals = {"maps": np.random.default_rng(0).random((2, 1, 8), dtype=np.float32), "targets": np.zeros((2, 1), int),
+               "scores": np.ones((2, 1), np.float32), "predictions": np.array([0, 1]), "probabilities": np.array([0.9, 0.8]),
+               "labels": np.array([0, 0]), "valid": np.array([True, True])}
+    write_shard(root, 0, 2, signals, [])
+    with pytest.raises(interpkit.InputError, match="maps over images"):
+        write_site([root], tmp_path / "site", progress=False)
+    assert not (tmp_path / "site").exists()
+
+
+def test_concentration_of_large_values_does_not_overflow():
+    flat, peaked = np.full((1, 224, 224), 1e35, np.float32), np.zeros((1, 224, 224), np.float32)
+    peaked[0, 5, 5] = 3e37
+    assert concentration(flat)[0] == pytest.approx(0.1, rel=1e-3) and concentration(peaked)[0] == pytest.approx(1.0)
