@@ -160,12 +160,13 @@ def _check_same_data(stores: list[MapStore]) -> None:
 
 def _keys(stores: list[MapStore]) -> list[str]:
     """Each store's identity for incremental rendering: its manifest without the data's extent
-    (its length, files and labels, which grow with it and are compared sample by sample)."""
+    (its length, files, labels and classes, which grow with it; files and labels are compared
+    sample by sample)."""
     keys = []
     for number, store in enumerate(stores):
         described = {k: v for k, v in store.manifest.items() if k != "dataset"}
         described["dataset"] = {k: v for k, v in (store.manifest.get("dataset") or {}).items()
-                                if k not in ("length", "files", "labels_sha256")}
+                                if k not in ("length", "files", "labels_sha256", "classes")}
         digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
         keys.append(f"{number}:{digest}")
     return keys
