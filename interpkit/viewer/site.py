@@ -242,7 +242,8 @@ def _render(store: MapStore, number: int, indices: list[int], root: Path, write_
     for name in ("images", f"maps/{number}"):
         (root / name).mkdir(parents=True, exist_ok=True)
     # every step of a batch (OpenCV's reading, resizing and encoding, torch's arithmetic) releases
-    # the GIL: whole batches run in a pool, one thread per core, in order (memory: one batch each)
+    # the GIL: whole batches run in a pool, one thread per core, collected in order, at most two
+    # per thread submitted at a time (memory)
     folder = root / "maps" / str(number)
     workers = os.cpu_count() or 1
     running: deque[tuple[list[int], Future]] = deque()
