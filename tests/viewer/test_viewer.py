@@ -396,3 +396,29 @@ def test_concentration_of_large_values_does_not_overflow():
     flat, peaked = np.full((1, 224, 224), 1e35, np.float32), np.zeros((1, 224, 224), np.float32)
     peaked[0, 5, 5] = 3e37
     assert concentration(flat)[0] == pytest.approx(0.1, rel=1e-3) and concentration(peaked)[0] == pytest.approx(1.0)
+
+
+def test_batches_are_submitted_a_few_at_a_time(stores, tmp_path, monkeypatch):
+    """The pool never holds more than two batches per worker beyond those rendering: a store of
+    many batches (here 100 of one sample) is not read into memory at once."""
+    import threading
+
+    monkeypatch.setattr(site, "BATCH", 1)
+    yielded, ahead, lock = [0], [], threading.Lock()
+    batches, render = site._batches, site._render_batch
+
+    def counted(*args):
+        for batch in batches(*args):
+            with lock:
+                yielded[0] += 1
+            yield batch
+
+    def rendering(maps, rows, chosen, *rest):
+        with lock:
+            ahead.append(yielded[0] - chosen[0])  # batches yielded beyond this one, which starts now
+        return render(maps, rows, chosen, *rest)
+
+    monkeypatch.setattr(site, "_batches", counted)
+    monkeypatch.setattr(site, "_render_batch", rendering)
+    write_site(stores[:1], tmp_path / "site", progress=False)
+    assert len(ahead) == 100 and max(ahead) <= 2 * (os.cpu_count() or 1) + 1
