@@ -153,8 +153,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from ..data import read_image
+    from ..dataset.evaluation import evaluate_explainers
     from .commands import load_model
-    from .evaluation import dataset_images, evaluate_explainers, format_rows, write_rows
+    from .evaluation import dataset_images, format_rows, write_rows
 
     network, transform, _ = load_model(args.model, args.checkpoint, args.device)
     files = dataset_images(args.split, args.images, args.data_dir, args.limit)
@@ -182,8 +183,11 @@ def _report(args: argparse.Namespace) -> None:
     models = comma_names(args.models)
     if models == []:
         raise InputError("--models names no model; give zoo names separated by commas, or drop --models")
+    metrics = comma_names(args.metrics)
+    if metrics == []:
+        raise InputError("--metrics names no metric; give registered metric names separated by commas, or drop --metrics")
     page = build_report(args.out, models=models, data_dir=args.data_dir, device=args.device,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, **({"metrics": metrics} if metrics else {}))
     print(f"report written to {page}")
 
 
@@ -197,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--models", help="comma-separated zoo models (default: the three Caltech CNNs and VGG19)")
     report.add_argument("--data-dir", help="folder with split.json / caltech5_split.json (default: bundled split)")
     report.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    report.add_argument("--metrics", help="comma-separated metrics for the faithfulness table (default: deletion, "
+                        "insertion, average_drop, faithfulness_correlation, sparseness, complexity)")
     report.add_argument("--no-progress", action="store_true", help="no progress bars")
     report.set_defaults(run=_report)
 

@@ -10,6 +10,7 @@ visualisations of the same channels, and the VGG19 section.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ import interpkit
 from interpkit.analysis import channel
 from interpkit.core import MapKind, parse_device
 from interpkit.data import caltech5
+from interpkit.dataset.evaluation import metric_scorers, score, summarise
 from interpkit.errors import InputError, InterpkitError, WeightsError
 from interpkit.files import save_figure, write_text
-from interpkit.metrics import AverageDrop, Deletion, Insertion, randomisation_check, scored_maps
+from interpkit.metrics import randomisation_check, scored_maps
 from interpkit.train import STUDY, Split, evaluate
 from interpkit.viz import (
     NeuronPanel,
@@ -44,6 +46,10 @@ CNNS = ("caltech5_arch1", "caltech5_arch2", "caltech5_arch3")
 STAND_IN = "vgg19_slim_caltech5"
 TASK2 = ("vgg19_caltech5", STAND_IN)  # ImageNet VGG19 where its weights load, else the offline stand-in
 SPLITS = ("train", "val", "test")
+#: what the faithfulness section scores unless ``metrics=`` says otherwise: the forward-cheap
+#: faithfulness metrics and two map-only complexity measures
+REPORT_METRICS = ("deletion", "insertion", "average_drop", "faithfulness_correlation", "sparseness", "complexity")
+REPORT_SETTINGS = {"deletion": {"steps": 10}, "insertion": {"steps": 10}}  # a tenth of the image per step
 
 
 @dataclass
@@ -79,6 +85,7 @@ class _Build:
     out: Path
     data_dir: Any
     device: torch.device
+    metrics: dict[str, Any]  # the faithfulness section's scorers by name
     loaded: dict[tuple, Any] = field(default_factory=dict)
 
     def figure(self, name: str, figure: Any) -> str:
@@ -103,18 +110,23 @@ class _Build:
 
 
 def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[str] | None = None,
-                 data_dir: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True) -> Path:
-    """Write the report into ``out`` and return the path of ``index.html``."""
+                 data_dir: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
+                 metrics: Sequence[str] = REPORT_METRICS) -> Path:
+    """Write the report into ``out`` and return the path of ``index.html``. ``metrics``: the
+    registered metrics that score every explainer in the faithfulness section."""
     names = list(models) if models else [*CNNS, "vgg19_caltech5"]
     cnns = [n for n in names if n not in TASK2]
     unknown = [n for n in names if n not in interpkit.list_models()]
     if unknown or not cnns:
         raise InputError(f"the report needs at least one of {', '.join(CNNS)}; unknown: {', '.join(unknown) or '-'}")
     torch_device = parse_device(device)
+    if isinstance(metrics, str) or not metrics:
+        raise InputError("metrics must name at least one registered metric, e.g. ['deletion', 'insertion']")
+    scorers = metric_scorers(list(dict.fromkeys(metrics)), REPORT_SETTINGS)  # refused before anything is written
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                 study={name: {split: "-" if value is None else f"{value:.1%}" for split, value in row.items()}
                        for name, row in STUDY.items()})
-    build = _Build(page, Path(out), data_dir, torch_device)
+    build = _Build(page, Path(out), data_dir, torch_device, scorers)
     steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]
     steps += [partial(_choose_best, page), partial(_feature_maps, build)]
     steps += [partial(_best_section, section, build)
@@ -352,54 +364,75 @@ def _units(build: _Build, name: str) -> None:
 
 
 FAITHFULNESS_IMAGES_PER_CLASS = 5
+CURVES = ("deletion", "insertion")  # drawn as mean curves below the table
+DESCRIPTIONS = {
+    "deletion": "the area under the class probability as the most relevant pixels are set to zero, a tenth at "
+                "a time (a faithful map removes the evidence first)",
+    "insertion": "the area under the probability as they are restored onto a black image",
+    "average_drop": "how much the probability falls when the image is multiplied by the map",
+    "faithfulness_correlation": "the correlation, over 100 random sets of 224 pixels, between the attribution a "
+                                "set holds and the fall of the class logit when the set is made black",
+    "sparseness": "the Gini index of the absolute map: near 1 when few pixels hold the attribution",
+    "complexity": "the entropy of the absolute map's shares: low when few pixels hold the attribution",
+}
 
 
 def _faithfulness(subject: _Subject, build: _Build) -> None:
-    """Every registered explainer scored by deletion, insertion and average drop on the first
-    test images of each class, with the mean deletion and insertion curves."""
+    """Every registered explainer scored by each of the report's metrics on the first test
+    images of each class, with the mean deletion and insertion curves."""
     data, classes = build.split("test", subject.transform.size)
     picks = torch.cat([(data.labels == c).nonzero()[:FAITHFULNESS_IMAGES_PER_CLASS, 0] for c in range(len(classes))])
     images = subject.transform.normalize(data.images[picks]).to(build.device)
-    metrics = {"deletion": Deletion(steps=10), "insertion": Insertion(steps=10), "average_drop": AverageDrop()}
-    rows: list[dict[str, str]] = []
-    panels: dict[str, dict[str, Any]] = {"deletion (lower is better)": {}, "insertion (higher is better)": {}}
+    rows: list[dict[str, Any]] = []
+    panels: dict[str, dict[str, Any]] = {}
     explained = {}
     for method in interpkit.list_explainers():
+        factory = interpkit.get_explainer(method)
         try:
-            explained[method] = interpkit.get_explainer(method)(subject.model)(images)
+            explained[method] = factory(subject.model)(images)
         except InterpkitError as refused:  # a method for another kind of model (a transformer's)
             rows.append({"method": method, "skipped": " ".join(str(refused).split())})
             continue
         maps, targets = scored_maps(explained[method], images)
-        results = {name: metric(subject.model, images, maps, targets) for name, metric in metrics.items()}
-        rows.append({"method": method, **{name: f"{r.mean.item():.3f}" for name, r in results.items()}})
-        for title, name in zip(panels, ("deletion", "insertion")):
-            curves = results[name].curves
-            assert curves is not None  # deletion and insertion are curve metrics
-            panels[title][method] = (results[name].fractions, curves.mean(dim=0))
+        results = {name: score(metric, factory, subject.model, images, maps, targets)
+                   for name, metric in build.metrics.items()}
+        rows.append({"method": method, "scores": {name: summarise(method, name, build.metrics[name], r.scores)
+                                                  for name, r in results.items()}})
+        for name in CURVES:
+            curves = results[name].curves if name in results else None
+            if curves is not None:
+                better = "higher" if build.metrics[name].higher_is_better else "lower"
+                panels.setdefault(f"{name} ({better} is better)", {})[method] = (results[name].fractions,
+                                                                                 curves.mean(dim=0))
     scored = [r for r in rows if "skipped" not in r]
     gradcam = explained["gradcam"]  # as scored: the layer it chose itself
     grid = interpkit.GradCAM(subject.model, layer=gradcam.layer, upsample=False)(images[:1]).maps.shape[2:]
     subject.figures["faithfulness"] = {
         "rows": rows, "images": len(images), "layer": _last_conv(subject.model), "ranks": _ranks(scored),
+        "metrics": [{"name": name, "higher": metric.higher_is_better,
+                     "about": DESCRIPTIONS.get(name, "see the metrics page of interpkit's documentation")}
+                    for name, metric in build.metrics.items()],
         "scored": len(scored), "gradcam_layer": gradcam.layer, "gradcam_grid": " x ".join(map(str, grid)),
         "gradcam_empty": int((gradcam.maps.flatten(1).amax(1) == 0).sum()),
-        "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)),
+        "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)) if panels else None,
         "sanity": build.figure(f"{subject.prefix}randomisation", _randomisation_figure(subject, images[:1])),
         "sanity_image": classes[int(data.labels[picks[0]])],
     }
 
 
-DIRECTIONS = {"deletion": min, "insertion": max, "average_drop": min}  # which end is better
-
-
-def _ranks(rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
-    """Per metric: the best and the worst explainer, and GradCAM's rank (1 = best) among ``rows``."""
+def _ranks(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per metric: the best and the worst explainer, and GradCAM's rank (1 = best) among the
+    ``rows`` where the metric is defined for some image."""
     found = {}
-    for metric, better in DIRECTIONS.items():
-        order = sorted(rows, key=lambda r: float(r[metric]), reverse=better is max)
+    for metric in rows[0]["scores"] if rows else ():
+        defined = [r for r in rows if not math.isnan(r["scores"][metric].mean)]
+        if not defined:
+            continue
+        higher = defined[0]["scores"][metric].better == "higher"
+        order = sorted(defined, key=lambda r: r["scores"][metric].mean, reverse=higher)
         rank = next((i + 1 for i, r in enumerate(order) if r["method"] == "gradcam"), None)
-        found[metric] = {"best": order[0]["method"], "worst": order[-1]["method"], "gradcam": rank}
+        found[metric] = {"best": order[0]["method"], "worst": order[-1]["method"], "gradcam": rank,
+                         "of": len(order)}
     return found
 
 

@@ -6,7 +6,7 @@ import torch
 
 import interpkit
 from interpkit import GradCAM, GuidedBackprop, InputError
-from interpkit.cli.evaluation import evaluate_explainers
+from interpkit.dataset.evaluation import evaluate_explainers
 from interpkit.metrics import (
     BUILTIN_CHECKS,
     MPRT,

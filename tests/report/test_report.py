@@ -179,8 +179,51 @@ def test_weak_predicted_maps_and_ranks_are_found_from_the_numbers():
     found = _empty_predictions(maps, signed, torch.full((2, 3), 0.5), [2, 0], ["a", "b", "c"])
     assert [(f["image"], f["predicted"], f["share"], f["strongest"], f["positive"]) for f in found] == [
         ("a", "c", "30%", "b", "25%")]
-    rows = [{"method": "gradcam", "deletion": "0.5", "insertion": "0.6", "average_drop": "0.1"},
-            {"method": "other", "deletion": "0.4", "insertion": "0.7", "average_drop": "0.3"}]
-    assert _ranks(rows) == {"deletion": {"best": "other", "worst": "gradcam", "gradcam": 2},
-                            "insertion": {"best": "other", "worst": "gradcam", "gradcam": 2},
-                            "average_drop": {"best": "gradcam", "worst": "other", "gradcam": 1}}
+    from interpkit.dataset.evaluation import EvaluationRow
+
+    def row(method, **means):
+        return {"method": method, "scores": {name: EvaluationRow(method, name, mean, 0.0, 5, better)
+                                             for name, (mean, better) in means.items()}}
+
+    nan = float("nan")
+    rows = [row("gradcam", deletion=(0.5, "lower"), insertion=(0.6, "higher"), pearson=(nan, "higher")),
+            row("other", deletion=(0.4, "lower"), insertion=(0.7, "higher"), pearson=(0.2, "higher")),
+            row("third", deletion=(0.45, "lower"), insertion=(0.65, "higher"), pearson=(0.3, "higher")),
+            row("blank", deletion=(0.9, "lower"), insertion=(0.1, "higher"), pearson=(nan, "higher"))]
+    assert _ranks(rows) == {"deletion": {"best": "other", "worst": "blank", "gradcam": 3, "of": 4},
+                            "insertion": {"best": "other", "worst": "blank", "gradcam": 3, "of": 4},
+                            "pearson": {"best": "third", "worst": "other", "gradcam": None, "of": 2}}
+    assert _ranks([row("gradcam", pearson=(nan, "higher"))]) == {}  # undefined everywhere: no ranking at all
+
+
+def test_the_faithfulness_table_scores_the_metrics_asked_for(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    html = build_report(out, models=["caltech5_arch2"], data_dir=tiny_data, progress=False,
+                        metrics=["sparseness", "effective_complexity", "sparseness"]).read_text()
+    table = re.search(r'id="faithfulness".*?</table>', html, re.S).group(0)
+    headers = re.findall(r"<th>([^<]*)</th>", table)
+    assert headers == ["explainer", "sparseness &uarr;", "effective complexity &darr;"]  # each once, in order
+    assert "deletion" not in table and not (out / "images" / "faithfulness_curves.png").exists()
+    gradcam = re.search(r"<td>gradcam</td>(.*?)</tr>", table).group(1)
+    assert len(re.findall(r'<td class="num">[-0-9.]+', gradcam)) == 2
+
+
+def test_bad_report_metrics_are_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "never"
+    for metrics, words in ((["nope"], "nope"), (["pointing_game"], "masks"), ("deletion", "at least one"),
+                           ([], "at least one")):
+        with pytest.raises(interpkit.InterpkitError, match=words):
+            build_report(out, models=["caltech5_arch2"], metrics=metrics, progress=False)
+    assert not out.exists()
+    done = subprocess.run([sys.executable, "-m", "interpkit", "report", "--out", str(out), "--metrics", "deletion,nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "nope" in done.stderr and done.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_the_report_help_names_the_default_metrics():
+    from interpkit.cli.main import build_parser
+    from interpkit.report import REPORT_METRICS
+
+    report = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("report"))
+    help_text = " ".join(next(a.help for a in report._actions if a.dest == "metrics").split())
+    assert all(name in help_text for name in REPORT_METRICS)
