@@ -8,10 +8,16 @@ no batch layout is assumed. An elementwise op's multiplier is the secant
 ``(f(x) - f(x0)) / (x - x0)`` (its derivative where ``|x - x0| <= eps``); max pooling routes
 ``max(y, y0) - y0`` to the input's maximum and ``y - max(y, y0)`` to the baseline's, so that
 the attributions of a ReLU / max-pooling / linear network sum to ``f(x) - f(x0)`` exactly.
+
+The reveal-cancel rule (``rule="reveal_cancel"``) splits the difference at a nonlinearity's
+input into the sum of its positive and of its negative terms, as the convolution or linear layer
+that produced it (through an eval batch norm) gives them, and passes each part through the
+nonlinearity with its own multiplier.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterator
 
 import torch
@@ -37,10 +43,17 @@ class _PathChanged(Exception):
 
 
 class _Recorder(PropagationRule):
-    """The baseline's forward: each nonlinear op's input, in call order."""
+    """The baseline's forward: each nonlinear op's input, and each layer's with ``layers``, in
+    call order."""
 
-    def __init__(self) -> None:
+    def __init__(self, layers: bool) -> None:
         self.inputs: list[torch.Tensor] = []
+        self.layers = layers
+
+    def layer(self, run, x, weight, bias, transposed):
+        if self.layers:
+            self.inputs.append(x.detach().clone())
+        return run(x, weight, bias)
 
     def elementwise(self, function, x, inplace, slope=None):
         self.inputs.append(x.detach().clone())
@@ -75,6 +88,96 @@ class _Rescale(PropagationRule):
 
     def finished(self) -> bool:
         return next(self.references, None) is None
+
+
+class _RevealCancel(_Rescale):
+    """The input's forward under reveal-cancel: a convolution or linear layer also computes the
+    sums of its positive and of its negative terms ``w_i (x_i - x0_i)`` (its parts), an eval
+    batch norm scales them, and a nonlinearity whose input has them passes each through with its
+    own multiplier. A nonlinearity whose input came otherwise (a residual sum, the input itself,
+    a tensor written in place since) sees one term, where reveal-cancel is the rescale rule."""
+
+    def __init__(self, references: list[torch.Tensor], eps: float, batch: int) -> None:
+        super().__init__(references, eps, batch)
+        self.parts: dict[int, tuple[weakref.ref, int, torch.Tensor, torch.Tensor]] = {}
+
+    def _keep(self, y: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> None:
+        self.parts[id(y)] = (weakref.ref(y), y._version, up, down)
+
+    def _parts_of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        found = self.parts.get(id(x))
+        if found is None or found[0]() is not x or found[1] != x._version:
+            return None
+        return found[2], found[3]
+
+    def layer(self, run, x, weight, bias, transposed):
+        positive, negative = _SignParts.apply(x - self.paired(x))
+        above, below = weight.clamp(min=0), weight.clamp(max=0)
+        y = run(x, weight, bias)
+        self._keep(y, run(positive, above, None) + run(negative, below, None),
+                   run(negative, above, None) + run(positive, below, None))
+        return y
+
+    def batch_norm(self, run, x, scale, shift):
+        y = run(x)
+        parts = self._parts_of(x)
+        if parts is not None:
+            up, down = parts
+            scale = scale.reshape(-1, *[1] * (x.dim() - 2))  # per channel, on axis 1
+            above, below = scale.clamp(min=0), scale.clamp(max=0)
+            self._keep(y, above * up + below * down, above * down + below * up)
+        return y
+
+    def elementwise(self, function, x, inplace, slope=None):
+        parts = self._parts_of(x)
+        x0 = self.paired(x)
+        if parts is None:
+            return _RescaledElementwise.apply(x, x0, function, slope, inplace, self.eps)
+        return _RevealCancelled.apply(x, x0, *parts, function, slope, inplace, self.eps)
+
+
+class _SignParts(torch.autograd.Function):
+    """``(max(d, 0), min(d, 0))``, each passing the gradient where ``d`` has its sign and half of
+    it where ``d`` is 0 (so a zero difference sends half its multiplier each way)."""
+
+    @staticmethod
+    def forward(ctx: Any, delta):
+        ctx.save_for_backward(delta)
+        return delta.clamp(min=0), delta.clamp(max=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad_positive, grad_negative):
+        (delta,) = ctx.saved_tensors
+        half = 0.5 * (grad_positive + grad_negative)
+        return torch.where(delta > 0, grad_positive, torch.where(delta < 0, grad_negative, half))
+
+
+class _RevealCancelled(torch.autograd.Function):
+    """``function(x)`` whose backward sends the gradient into the input's positive part ``up``
+    times ``(f(x0 + up) - f(x0) + f(x0 + up + down) - f(x0 + down)) / (2 up)`` and into its
+    negative part ``down`` likewise (the limit, ``(f'(x0) + f'(x0 + down)) / 2``, where
+    ``|up| <= eps``); nothing goes back through ``x`` itself."""
+
+    @staticmethod
+    def forward(ctx: Any, x, x0, up, down, function, slope, inplace, eps):
+        y = function(x)
+        start, both = function(x0), function(x0 + up + down)
+        after_up, after_down = function(x0 + up), function(x0 + down)
+        rise_up = 0.5 * (after_up - start + both - after_down)
+        rise_down = 0.5 * (after_down - start + both - after_up)
+        at_x0 = _derivative(function, slope, x0)
+        ctx.save_for_backward(
+            torch.where(up.abs() <= eps, 0.5 * (at_x0 + _derivative(function, slope, x0 + down)), rise_up / up),
+            torch.where(down.abs() <= eps, 0.5 * (at_x0 + _derivative(function, slope, x0 + up)), rise_down / down))
+        if inplace:
+            ctx.mark_dirty(x)
+            return x.copy_(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad):
+        multiplier_up, multiplier_down = ctx.saved_tensors
+        return None, None, grad * multiplier_up, grad * multiplier_down, None, None, None, None
 
 
 class _RescaledElementwise(torch.autograd.Function):
@@ -133,11 +236,16 @@ class _RescaledMaxPool(torch.autograd.Function):
         return torch.where(delta.abs() <= ctx.eps, scatter(grad, at_x), routed / delta), None, None, None, None
 
 
+RULES = ("rescale", "reveal_cancel")
+
+
 class DeepLift(Explainer):
     """DeepLift, rescale rule: ``(x - x0) * m`` per channel, maps (N, K, C, *grid), where ``m``
     is the input gradient with each nonlinearity's derivative replaced by its secant slope to
     the baseline ``x0`` (``baseline``: a number, a tensor of one sample or one per sample, or a
-    callable of the inputs). The attributions sum to ``f(x) - f(x0)``.
+    callable of the inputs). The attributions sum to ``f(x) - f(x0)``. ``rule="reveal_cancel"``
+    passes the positive and negative terms of a layer's difference through the nonlinearity
+    after it separately (Shrikumar et al., section 3.5.3); the sum still holds.
 
     The rule is defined for elementwise nonlinearities and max pooling between linear ops. With
     ``strict=True`` a forward that also runs another op on input-dependent tensors (a product of
@@ -147,10 +255,14 @@ class DeepLift(Explainer):
     name = "deeplift"
     supports = frozenset({"1d", "2d", "3d", "several_inputs"})  # attention and layer norm are refused by name
 
-    def __init__(self, model: nn.Module, baseline: BaselineLike = 0.0, eps: float = 1e-10, strict: bool = True) -> None:
+    def __init__(self, model: nn.Module, baseline: BaselineLike = 0.0, eps: float = 1e-10, strict: bool = True,
+                 rule: str = "rescale") -> None:
         super().__init__(model)
         self.baseline = check_reference(baseline)
         self.eps, self.strict = check_number("eps", eps), check_flag("strict", strict)
+        if rule not in RULES:
+            raise InputError(f"rule must be one of {', '.join(map(repr, RULES))}, not {rule!r}")
+        self.rule = rule
 
     def explain(self, call: Call) -> Explanation:
         """``(x - x0)`` times every target's multipliers."""
@@ -178,7 +290,8 @@ class DeepLift(Explainer):
         return self.multipliers(call, x0.expand(n, *x0.shape[1:]))
 
     def _pass(self, call: Call, x0: torch.Tensor):
-        recorder = _Recorder()
+        reveal_cancel = self.rule == "reveal_cancel"
+        recorder = _Recorder(layers=reveal_cancel)
         x0 = x0.clone(memory_format=torch.contiguous_format)  # the model may write into its input
         inputs = call.inputs.sample(0).with_primary(x0) if len(x0) == 1 else call.model_inputs(x0)
         reference = PropagationMode(recorder, x0)
@@ -186,7 +299,7 @@ class DeepLift(Explainer):
             inputs.run(self.model)
         self._refuse_uncovered(reference)
         x = call.x.detach().clone().requires_grad_(True)
-        rescale = _Rescale(recorder.inputs, self.eps, len(x))
+        rescale = (_RevealCancel if reveal_cancel else _Rescale)(recorder.inputs, self.eps, len(x))
         mode = PropagationMode(rescale, x)
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         self._refuse_uncovered(mode)
@@ -209,8 +322,9 @@ class DeepLiftShap(DeepLift):
 
     name = "deeplift_shap"
 
-    def __init__(self, model: nn.Module, baselines: BaselineLike = 0.0, eps: float = 1e-10, strict: bool = True) -> None:
-        super().__init__(model, baselines, eps, strict)
+    def __init__(self, model: nn.Module, baselines: BaselineLike = 0.0, eps: float = 1e-10, strict: bool = True,
+                 rule: str = "rescale") -> None:
+        super().__init__(model, baselines, eps, strict, rule)
 
     def explain(self, call: Call) -> Explanation:
         """DeepLift against each baseline in turn, averaged."""

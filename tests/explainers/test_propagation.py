@@ -23,6 +23,10 @@ def test_conformance(explainer):
     check_explainer(explainer)
 
 
+def test_conformance_of_reveal_cancel():
+    check_explainer(DeepLift, options={"rule": "reveal_cancel"})
+
+
 def _smooth_net(pool):
     """A CNN with every nonlinearity captum's DeepLift covers, each module used once."""
     torch.manual_seed(0)
@@ -106,14 +110,15 @@ class _Stack(nn.Module):
 
 @settings(max_examples=25, deadline=None)
 @given(kinds=st.lists(st.sampled_from(["reused", "functional", "inplace", "maxpool", "leaky"]), min_size=1, max_size=4),
-       dims=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16), per_sample=st.booleans())
-def test_deeplift_sums_to_the_score_difference(kinds, dims, seed, per_sample):
+       dims=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16), per_sample=st.booleans(),
+       rule=st.sampled_from(["rescale", "reveal_cancel"]))
+def test_deeplift_sums_to_the_score_difference(kinds, dims, seed, per_sample, rule):
     torch.manual_seed(seed)
     model = _Stack(kinds, dims).eval().double()
     grid = (16,) * dims
     x = torch.randn(3, 2, *grid, dtype=torch.float64)
     x0 = torch.randn(3 if per_sample else 1, 2, *grid, dtype=torch.float64)
-    explanation = DeepLift(model, baseline=x0)(x, target="all")
+    explanation = DeepLift(model, baseline=x0, rule=rule)(x, target="all")
     with torch.no_grad():
         deltas = model(x) - model(x0)
     assert (explanation.maps.flatten(2).sum(-1).double() - deltas).abs().max() < 1e-5 * max(1.0, deltas.abs().max())
@@ -394,3 +399,114 @@ def test_deeplift_pairs_a_shared_baseline_with_each_samples_other_inputs():
     with torch.no_grad():
         delta = model(x, scale)[:, 1] - model(torch.full_like(x, 0.3), scale)[:, 1]
     assert (total - delta).abs().max() < 1e-5 * max(1.0, delta.abs().max())
+
+
+def _reveal_cancel_by_hand(w1, b1, w2, x, x0):
+    """Shrikumar et al.'s reveal-cancel for ``w2 . relu(w1 x + b1)``, written out: the hidden
+    unit j's difference is split into its positive and negative terms ``w1_ji (x_i - x0_i)``,
+    each part gets its own multiplier, and input i's contribution is its term times the
+    multiplier of its part, times ``w2_j``."""
+    terms = w1 * (x - x0)[None, :]
+    up, down = terms.clip(min=0).sum(1), terms.clip(max=0).sum(1)
+    z0 = w1 @ x0 + b1
+
+    def relu(v):
+        return np.maximum(v, 0)
+
+    rise_up = 0.5 * (relu(z0 + up) - relu(z0) + relu(z0 + up + down) - relu(z0 + down))
+    rise_down = 0.5 * (relu(z0 + down) - relu(z0) + relu(z0 + up + down) - relu(z0 + up))
+    multipliers = np.where(terms > 0, (rise_up / up)[:, None], (rise_down / down)[:, None])
+    return (w2[:, None] * terms * multipliers).sum(0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), inputs=st.integers(2, 6), hidden=st.integers(1, 5), norm=st.booleans())
+def test_reveal_cancel_is_its_formula_on_one_hidden_layer(seed, inputs, hidden, norm):
+    """With ``norm``, an eval batch norm of signed scales sits between the layer and the ReLU: its
+    scale multiplies each term, so a negative one turns positive terms into negative ones."""
+    torch.manual_seed(seed)
+    batch_norm = nn.BatchNorm1d(hidden) if norm else nn.Identity()
+    model = nn.Sequential(nn.Linear(inputs, hidden), batch_norm, nn.ReLU(), nn.Linear(hidden, 1, bias=False))
+    model = model.double().eval()
+    w1, b1 = model[0].weight.detach().numpy(), model[0].bias.detach().numpy()
+    if norm:
+        with torch.no_grad():
+            batch_norm.weight.normal_()
+            batch_norm.bias.normal_()
+            batch_norm.running_mean.normal_()
+            batch_norm.running_var.uniform_(0.5, 2.0)
+        scale = (batch_norm.weight / (batch_norm.running_var + batch_norm.eps).sqrt()).detach().numpy()
+        w1, b1 = scale[:, None] * w1, scale * (b1 - batch_norm.running_mean.numpy()) + batch_norm.bias.detach().numpy()
+    x, x0 = torch.randn(2, inputs, dtype=torch.float64), torch.randn(1, inputs, dtype=torch.float64)
+    mine = DeepLift(model, baseline=x0, rule="reveal_cancel")(x, target=0).maps[:, 0]
+    w2 = model[3].weight[0].detach().numpy()
+    for row in range(2):
+        expected = _reveal_cancel_by_hand(w1, b1, w2, x[row].numpy(), x0[0].numpy())
+        np.testing.assert_allclose(mine[row].numpy(), expected, rtol=1e-5, atol=1e-7)  # maps are float32
+
+
+def test_reveal_cancel_differs_from_rescale_where_terms_cancel_and_equals_it_where_none_do():
+    """The paper's point: a unit fed +1 and -1 from two inputs does not move, and rescale gives both
+    inputs nothing; reveal-cancel reveals each input's effect, still summing to the difference."""
+    model = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1, bias=False)).double().eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        model[0].bias.zero_()
+        model[2].weight.fill_(1.0)
+    x, x0 = torch.tensor([[1.0, 1.0]], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64)
+    rescale = DeepLift(model, baseline=x0)(x, target=0).maps[0, 0]
+    revealed = DeepLift(model, baseline=x0, rule="reveal_cancel")(x, target=0).maps[0, 0]
+    assert rescale.abs().max() == 0  # relu(0) - relu(0): the cancelled terms are hidden
+    torch.testing.assert_close(revealed, torch.tensor([0.5, -0.5]))  # each half-revealed
+    torch.manual_seed(1)
+    positive = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 2))
+    positive = positive.double().eval()
+    with torch.no_grad():
+        positive[0].weight.abs_()
+        positive[1].weight.abs_()
+    x = torch.rand(2, 2, 8, 8, dtype=torch.float64) + 1  # above the baseline everywhere: no negative term
+    x0 = torch.rand(1, 2, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(DeepLift(positive, baseline=x0, rule="reveal_cancel")(x, target="all").maps,
+                               DeepLift(positive, baseline=x0)(x, target="all").maps)
+
+
+def test_reveal_cancel_through_batch_norm_in_place_writes_and_residual_sums():
+    """A negative batch-norm scale swaps the parts; a tensor written in place since its layer, and
+    a residual sum, give their nonlinearity one term (rescale there): in place equals out of place."""
+
+    class Net(nn.Module):
+        def __init__(self, in_place):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+            self.norm, self.head, self.in_place = nn.BatchNorm2d(3), nn.Linear(3, 2), in_place
+
+        def forward(self, x):
+            y = self.norm(self.conv1(x))
+            y = torch.relu(y)
+            z = self.conv2(y)
+            z = z.add_(0.5) if self.in_place else z + 0.5
+            z = torch.relu(z) + y  # a residual sum into the next nonlinearity
+            return self.head(torch.relu(z).mean((2, 3)))
+
+    torch.manual_seed(0)
+    nets = [Net(in_place).double() for in_place in (False, True)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    with torch.no_grad():
+        for net in nets:
+            net.norm.weight.copy_(torch.tensor([1.5, -2.0, 0.7]))
+            net.norm.running_mean.copy_(torch.tensor([0.3, -0.4, 0.1]))
+    x, x0 = torch.randn(3, 2, 8, 8, dtype=torch.float64), torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    maps = [DeepLift(net.eval(), baseline=x0, rule="reveal_cancel")(x, target="all").maps for net in nets]
+    torch.testing.assert_close(maps[0], maps[1])
+    with torch.no_grad():
+        deltas = nets[0](x) - nets[0](x0)
+    assert (maps[0].flatten(2).sum(-1) - deltas).abs().max() < 1e-5
+    assert (maps[0] - DeepLift(nets[0], baseline=x0)(x, target="all").maps).abs().max() > 1e-3
+
+
+def test_a_rule_that_does_not_exist_is_refused():
+    for rule in ("revealcancel", None, 1):
+        with pytest.raises(interpkit.InputError, match="rule must be one of"):
+            DeepLift(nn.Linear(2, 2), rule=rule)
+    with pytest.raises(interpkit.InputError, match="rule must be one of"):
+        DeepLiftShap(nn.Linear(2, 2), rule="gradient")
