@@ -155,8 +155,8 @@ class _SignParts(torch.autograd.Function):
 class _RevealCancelled(torch.autograd.Function):
     """``function(x)`` whose backward sends the gradient into the input's positive part ``up``
     times ``(f(x0 + up) - f(x0) + f(x0 + up + down) - f(x0 + down)) / (2 up)`` and into its
-    negative part ``down`` likewise (the limit, ``(f'(x0) + f'(x0 + down)) / 2``, where
-    ``|up| <= eps``); nothing goes back through ``x`` itself."""
+    negative part ``down`` likewise; a part within ``eps`` of zero gets multiplier 0, as in the
+    authors' implementation (its rise is zero too); nothing goes back through ``x`` itself."""
 
     @staticmethod
     def forward(ctx: Any, x, x0, up, down, function, slope, inplace, eps):
@@ -165,10 +165,8 @@ class _RevealCancelled(torch.autograd.Function):
         after_up, after_down = function(x0 + up), function(x0 + down)
         rise_up = 0.5 * (after_up - start + both - after_down)
         rise_down = 0.5 * (after_down - start + both - after_up)
-        at_x0 = _derivative(function, slope, x0)
-        ctx.save_for_backward(
-            torch.where(up.abs() <= eps, 0.5 * (at_x0 + _derivative(function, slope, x0 + down)), rise_up / up),
-            torch.where(down.abs() <= eps, 0.5 * (at_x0 + _derivative(function, slope, x0 + up)), rise_down / down))
+        ctx.save_for_backward(torch.where(up.abs() <= eps, 0.0, rise_up / up),
+                              torch.where(down.abs() <= eps, 0.0, rise_down / down))
         if inplace:
             ctx.mark_dirty(x)
             return x.copy_(y)
