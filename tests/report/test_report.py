@@ -62,7 +62,8 @@ def test_a_reader_is_told_what_the_figures_show(report):
     assert anchors >= {"task1", "feature-maps", "patches", "guided", "gradcam", "faithfulness", "task2"}
     assert all(f'id="{a}"' in html for a in anchors)  # every entry leads somewhere
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
-    assert re.search(r"GradCAM, the study's method, ranks \d+ of \d+ on deletion", text)
+    for metric in ("deletion", "insertion", "average drop", "faithfulness correlation", "sparseness", "complexity"):
+        assert re.search(rf"{metric} \w+ / \w+, GradCAM \d+ of \d+", text), metric  # each default metric's ranks
     assert re.search(r"field of 252 x 252 pixels, larger than the image itself", text)  # the stand-in at 160 px
     assert "striped pale blue" in text and re.search(r"the \w+ image, first column", text)
 
