@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -360,20 +360,23 @@ def _substituted(func: Any, args: tuple, kwargs: dict, dependent: list[torch.Ten
     """``func`` as a function of its input-dependent tensors, in the order they appear."""
     places = {id(t) for t in dependent}
 
-    def swap(value: Any, replacements) -> Any:
-        if isinstance(value, torch.Tensor):
-            return next(replacements) if id(value) in places else value
-        if isinstance(value, (tuple, list)) and any(True for _ in _tensors(value)):
-            return type(value)(swap(item, replacements) for item in value)
-        if isinstance(value, dict):
-            return {key: swap(item, replacements) for key, item in value.items()}
-        return value
-
     def run(*inputs: torch.Tensor) -> Any:
         replacements = iter(inputs)
-        return func(*swap(args, replacements), **swap(kwargs, replacements))
+        return func(*_swap(args, places, replacements), **_swap(kwargs, places, replacements))
 
     return run
+
+
+def _swap(value: Any, places: set[int], replacements: Iterator[torch.Tensor]) -> Any:
+    """``value`` with each tensor whose id is in ``places`` replaced by the next replacement (a
+    module-level function: a nested recursive one would be a reference cycle per op)."""
+    if isinstance(value, torch.Tensor):
+        return next(replacements) if id(value) in places else value
+    if isinstance(value, (tuple, list)) and any(True for _ in _tensors(value)):
+        return type(value)(_swap(item, places, replacements) for item in value)
+    if isinstance(value, dict):
+        return {key: _swap(item, places, replacements) for key, item in value.items()}
+    return value
 
 
 def _affine(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:

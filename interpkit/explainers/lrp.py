@@ -45,15 +45,36 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     return z + torch.where(z >= 0, epsilon, -epsilon)
 
 
-def _terms(run: Run, pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]):
-    """Each modified layer ``run(input_k, weight_k, bias_k)`` with the graph to its input."""
-    leaves = [x.detach().requires_grad_(True) for x, _, _ in pairs]
-    return leaves, [run(leaf, w, b) for leaf, (_, w, b) in zip(leaves, pairs)]
+Pairs = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]  # (input_k, weight_k, bias_k)
 
 
-def _pulled(leaves, outputs, grads) -> list[torch.Tensor]:
-    """Each term's ``J_k^T g_k``: the modified layer's transpose applied to its output share."""
-    return list(torch.autograd.grad(outputs, leaves, grads))
+@dataclass
+class _Terms:
+    """A rule's modified layers ``run(input_k, weight_k, bias_k)`` (``outputs``, with the graph to
+    ``leaves``) and the stabilised denominator its shares divide by."""
+
+    pairs: Pairs
+    leaves: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+    denominator: torch.Tensor
+
+    def pulled(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each term's ``J_k^T g_k``: the modified layer's transpose applied to its output share
+        (the graph kept for the next target's backward)."""
+        return list(torch.autograd.grad(self.outputs, self.leaves, grads, retain_graph=True))
+
+
+def _terms(layer: "LayerCall", key: str, pairs: Callable[[], Pairs],
+           denominator: Callable[[list[torch.Tensor]], torch.Tensor]) -> _Terms:
+    """The rule's terms ``key`` of this layer, made at the first target's backward and kept for
+    the others: they do not depend on the relevance, so K targets run the modified layers once."""
+    if key not in layer.memo:
+        made = pairs()
+        with torch.enable_grad():
+            leaves = [x.detach().requires_grad_(True) for x, _, _ in made]
+            outputs = [layer.run(leaf, w, b) for leaf, (_, w, b) in zip(leaves, made)]
+        layer.memo[key] = _Terms(made, leaves, outputs, denominator([z.detach() for z in outputs]))
+    return layer.memo[key]
 
 
 def _part(t: torch.Tensor | None, positive: bool) -> torch.Tensor | None:
@@ -74,6 +95,7 @@ class LayerCall:
     output: torch.Tensor
     pull: Callable[[torch.Tensor], torch.Tensor]
     nonnegative: bool
+    memo: dict[str, Any] = field(default_factory=dict)  # the rule's terms, shared by the targets' backwards
 
 
 @dataclass(frozen=True)
@@ -107,19 +129,21 @@ class Epsilon(LayerRule):
         return layer.x * layer.pull(relevance / stabilize(layer.output, self.epsilon))
 
 
-def _signed_terms(layer: LayerCall, positive_weight, negative_weight, bias, relevance, stabilizer):
+def _signed_terms(layer: LayerCall, key: str, positive_weight, negative_weight, bias, relevance, stabilizer):
     """``x+ A^T g + x- B^T g`` with ``g = R / stab(A x+ + bias + B x-)``: one signed half of z+,
-    alpha-beta and gamma (the ``x-`` term dropped for a non-negative input). The weights are
-    callables, made only when used."""
-    x = layer.x
-    pairs = [(x if layer.nonnegative else x.clamp(min=0), positive_weight(), bias)]
-    if not layer.nonnegative:
-        pairs.append((x.clamp(max=0), negative_weight(), None))
-    with torch.enable_grad():
-        leaves, z = _terms(layer.run, pairs)
-        share = relevance / stabilize(sum(z), stabilizer)
-        pulled = _pulled(leaves, z, [share] * len(z))
-    return sum(inputs * p for (inputs, _, _), p in zip(pairs, pulled))
+    alpha-beta and gamma (the ``x-`` term dropped for a non-negative input). The weights and the
+    bias are callables, made only when the terms are."""
+
+    def pairs() -> Pairs:
+        x = layer.x
+        made = [(x if layer.nonnegative else x.clamp(min=0), positive_weight(), bias())]
+        if not layer.nonnegative:
+            made.append((x.clamp(max=0), negative_weight(), None))
+        return made
+
+    terms = _terms(layer, key, pairs, lambda z: stabilize(sum(z[1:], z[0]), stabilizer))
+    pulled = terms.pulled([relevance / terms.denominator] * len(terms.outputs))
+    return sum(inputs * p for (inputs, _, _), p in zip(terms.pairs, pulled))
 
 
 @dataclass(frozen=True)
@@ -129,8 +153,8 @@ class ZPlus(LayerRule):
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         w, b = layer.weight, layer.bias
-        return _signed_terms(layer, lambda: w.clamp(min=0), lambda: w.clamp(max=0), _part(b, True), relevance,
-                             self.stabilizer)
+        return _signed_terms(layer, "z+", lambda: w.clamp(min=0), lambda: w.clamp(max=0), lambda: _part(b, True),
+                             relevance, self.stabilizer)
 
 
 @dataclass(frozen=True)
@@ -151,9 +175,10 @@ class AlphaBeta(LayerRule):
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         w, b = layer.weight, layer.bias
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        positive = _signed_terms(layer, lambda: wp, lambda: wn, _part(b, True), relevance, self.stabilizer)
-        negative = _signed_terms(layer, lambda: wn, lambda: wp, _part(b, False), relevance, self.stabilizer)
+        positive = _signed_terms(layer, "alpha", lambda: w.clamp(min=0), lambda: w.clamp(max=0),
+                                 lambda: _part(b, True), relevance, self.stabilizer)
+        negative = _signed_terms(layer, "beta", lambda: w.clamp(max=0), lambda: w.clamp(min=0),
+                                 lambda: _part(b, False), relevance, self.stabilizer)
         return self.alpha * positive - self.beta * negative
 
 
@@ -171,13 +196,19 @@ class Gamma(LayerRule):
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         g, w, b = self.gamma, layer.weight, layer.bias
-        up, down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
-        bias_up = None if b is None else b + g * b.clamp(min=0)
-        bias_down = None if b is None else b + g * b.clamp(max=0)
+
+        def up() -> torch.Tensor:
+            return w + g * w.clamp(min=0)
+
+        def down() -> torch.Tensor:
+            return w + g * w.clamp(max=0)
+
         positive = (layer.output > 0).to(relevance) * relevance
         negative = (layer.output < 0).to(relevance) * relevance
-        return (_signed_terms(layer, lambda: up, lambda: down, bias_up, positive, self.stabilizer)
-                + _signed_terms(layer, lambda: down, lambda: up, bias_down, negative, self.stabilizer))
+        return (_signed_terms(layer, "gamma+", up, down, lambda: None if b is None else b + g * b.clamp(min=0),
+                              positive, self.stabilizer)
+                + _signed_terms(layer, "gamma-", down, up, lambda: None if b is None else b + g * b.clamp(max=0),
+                                negative, self.stabilizer))
 
 
 @dataclass(frozen=True)
@@ -186,10 +217,9 @@ class Flat(LayerRule):
 
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
-        with torch.enable_grad():
-            leaves, (z,) = _terms(layer.run, [(torch.ones_like(layer.x), torch.ones_like(layer.weight), None)])
-            (pulled,) = _pulled(leaves, [z], [relevance / stabilize(z, self.stabilizer)])
-        return pulled
+        terms = _terms(layer, "flat", lambda: [(torch.ones_like(layer.x), torch.ones_like(layer.weight), None)],
+                       lambda z: stabilize(z[0], self.stabilizer))
+        return terms.pulled([relevance / terms.denominator])[0]
 
 
 @dataclass(frozen=True)
@@ -198,11 +228,10 @@ class WSquare(LayerRule):
 
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
-        square = None if layer.bias is None else layer.bias ** 2
-        with torch.enable_grad():
-            leaves, (z,) = _terms(layer.run, [(torch.ones_like(layer.x), layer.weight ** 2, square)])
-            (pulled,) = _pulled(leaves, [z], [relevance / stabilize(z, self.stabilizer)])
-        return pulled
+        b = layer.bias
+        terms = _terms(layer, "w2", lambda: [(torch.ones_like(layer.x), layer.weight ** 2, None if b is None else b ** 2)],
+                       lambda z: stabilize(z[0], self.stabilizer))
+        return terms.pulled([relevance / terms.denominator])[0]
 
 
 @dataclass(frozen=True)
@@ -245,11 +274,10 @@ class ZBox(LayerRule):
         """The input's relevance by this rule."""
         x, w, b = layer.x, layer.weight, layer.bias
         low, high = self.bounds(x)
-        pairs = [(low, w.clamp(min=0), _part(b, True)), (high, w.clamp(max=0), _part(b, False))]
-        with torch.enable_grad():
-            leaves, z = _terms(layer.run, pairs)
-            share = relevance / stabilize(layer.output - z[0] - z[1], self.stabilizer)
-            p = _pulled(leaves, z, [share] * 2)
+        terms = _terms(layer, "box", lambda: [(low, w.clamp(min=0), _part(b, True)), (high, w.clamp(max=0), _part(b, False))],
+                       lambda z: stabilize(layer.output - z[0] - z[1], self.stabilizer))
+        share = relevance / terms.denominator
+        p = terms.pulled([share] * 2)
         return x * layer.pull(share) - low * p[0] - high * p[1]
 
 
@@ -324,22 +352,30 @@ class _Layer(torch.autograd.Function):
             raise InputError("LRP: the model wrote in place into a tensor after a layer had read it (the layer's "
                              "rule needs its input as it was); write out of place (h = h.relu(), not h.relu_(), "
                              "after the layer)")
-        weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
-        output = ctx.inner.detach()
-        scale = None
-        if ctx.folded and ctx.folded[0][2][0] == 1:  # the batch norm is the output's only reader
-            scale, shift, _ = ctx.folded[0]
-            weight = _folded_weight(weight, scale, ctx.transposed)
-            bias = shift if bias is None else bias * scale + shift
-            channel = (-1,) + (1,) * (output.dim() - 2) if output.dim() > 2 else (-1,)
-            scale = scale.view(channel)
-            output = output * scale + shift.view(channel)
+        if not hasattr(ctx, "layer"):  # once per layer call: K targets' backwards share it and its terms
+            ctx.layer = _layer_call(ctx)
+        return ctx.rule.relevance(ctx.layer, relevance), None, None, None, None, None, None, None
 
-        def pull(g: torch.Tensor) -> torch.Tensor:
-            return torch.autograd.grad(ctx.inner, ctx.leaf, g if scale is None else g * scale, retain_graph=True)[0]
 
-        layer = LayerCall(ctx.run, ctx.leaf.detach(), weight, bias, output, pull, ctx.nonnegative)
-        return ctx.rule.relevance(layer, relevance), None, None, None, None, None, None, None
+def _layer_call(ctx: Any) -> LayerCall:
+    """What the rule reads of a ``_Layer`` call, a batch norm that alone reads its output folded in."""
+    weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
+    output = ctx.inner.detach()
+    scale = None
+    if ctx.folded and ctx.folded[0][2][0] == 1:  # the batch norm is the output's only reader
+        scale, shift, _ = ctx.folded[0]
+        weight = _folded_weight(weight, scale, ctx.transposed)
+        bias = shift if bias is None else bias * scale + shift
+        channel = (-1,) + (1,) * (output.dim() - 2) if output.dim() > 2 else (-1,)
+        scale = scale.view(channel)
+        output = output * scale + shift.view(channel)
+
+    inner, leaf = ctx.inner, ctx.leaf  # not ctx itself: ctx keeps this call, which must not keep ctx alive
+
+    def pull(g: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(inner, leaf, g if scale is None else g * scale, retain_graph=True)[0]
+
+    return LayerCall(ctx.run, ctx.leaf.detach(), weight, bias, output, pull, ctx.nonnegative)
 
 
 def _folded_weight(weight: torch.Tensor, scale: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -476,7 +512,10 @@ class LRP(Explainer):
         x = call.x.detach().clone().requires_grad_(True)
         rule = _Relevance(self.composite)
         mode = rule.mode = PropagationMode(rule, x)
-        selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
+        try:
+            selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
+        finally:
+            rule.mode = None  # the mode keeps the rule: no reference cycle outlives the forward
         if self.strict:
             mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
                                   "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "

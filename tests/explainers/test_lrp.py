@@ -431,3 +431,30 @@ class _Out(nn.Module):
         buffer = torch.zeros(len(x), 3)
         torch.clamp(self.linear(x), 0, out=buffer)
         return buffer
+
+
+@pytest.mark.parametrize("composite", [
+    "epsilon_plus_flat", "epsilon_alpha2_beta1",
+    Composite(convolution=Gamma(gamma=0.5), linear=AlphaBeta(alpha=1.5, beta=0.5), first=WSquare()),
+    Composite(convolution=ZPlus(), linear=Epsilon(epsilon=0.1), first=ZBox(low=-3.0, high=3.0)),
+    Composite(convolution=Flat(), linear=Gamma(), first=Flat())])
+def test_every_rule_gives_each_target_of_a_batched_call_what_it_gives_alone(composite, monkeypatch):
+    """A layer's modified terms are made at the first target's backward and kept for the others:
+    keeping anything that depends on the relevance would show here. A one-element budget makes
+    each target its own backward, so what the first one kept is reused."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16, 8), nn.ReLU(),
+                          nn.Linear(8, 5)).double()
+    with torch.no_grad():
+        model[1].running_mean.normal_()
+        model[1].weight.normal_()
+    model.eval()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    together = LRP(model, composite)(x, target="all").maps
+    monkeypatch.setattr(interpkit.core.gradients, "MAX_BATCHED_ELEMENTS", 1)
+    one_by_one = LRP(model, composite)(x, target="all").maps
+    for k in range(5):
+        alone = LRP(model, composite)(x, target=k).maps[:, 0]
+        torch.testing.assert_close(together[:, k], alone)
+        torch.testing.assert_close(one_by_one[:, k], alone)
