@@ -18,7 +18,7 @@ nonlinearity with its own multiplier.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,12 +70,15 @@ class _Rescale(PropagationRule):
     against its 1, the other axes equal): any other layout could pair the wrong elements."""
 
     def __init__(self, references: list[torch.Tensor], eps: float, batch: int) -> None:
-        self.references: Iterator[torch.Tensor] = iter(references)
+        self.references, self.paired_so_far = references, 0
         self.eps, self.batch = eps, batch
 
     def paired(self, x: torch.Tensor) -> torch.Tensor:
-        found = next(self.references, None)
-        if found is None or found.shape[1:] != x.shape[1:] or (found.shape[0], x.shape[0]) not in (
+        if self.finished():
+            raise _PathChanged
+        found = self.references[self.paired_so_far]
+        self.paired_so_far += 1
+        if found.shape[1:] != x.shape[1:] or (found.shape[0], x.shape[0]) not in (
                 (x.shape[0], x.shape[0]), (1, self.batch)):
             raise _PathChanged
         return found
@@ -87,15 +90,16 @@ class _Rescale(PropagationRule):
         return _RescaledMaxPool.apply(x, self.paired(x), pool, self.eps, dims)
 
     def finished(self) -> bool:
-        return next(self.references, None) is None
+        return self.paired_so_far == len(self.references)
 
 
 class _RevealCancel(_Rescale):
     """The input's forward under reveal-cancel: a convolution or linear layer also computes the
     sums of its positive and of its negative terms ``w_i (x_i - x0_i)`` (its parts), an eval
     batch norm scales them, and a nonlinearity whose input has them passes each through with its
-    own multiplier. A nonlinearity whose input came otherwise (a residual sum, the input itself,
-    a tensor written in place since) sees one term, where reveal-cancel is the rescale rule."""
+    own multiplier. A nonlinearity whose input came otherwise (a residual sum, an affine op with a
+    constant, the input itself, a tensor moved or written in place since) sees one term, where
+    reveal-cancel is the rescale rule."""
 
     def __init__(self, references: list[torch.Tensor], eps: float, batch: int) -> None:
         super().__init__(references, eps, batch)
@@ -111,6 +115,8 @@ class _RevealCancel(_Rescale):
         return found[2], found[3]
 
     def layer(self, run, x, weight, bias, transposed):
+        if self.finished():  # past the forward (a target that reads the output through a layer), or a
+            return run(x, weight, bias)  # path that differs, which the caller's path check refuses
         positive, negative = _SignParts.apply(x - self.paired(x))
         above, below = weight.clamp(min=0), weight.clamp(max=0)
         y = run(x, weight, bias)
@@ -308,7 +314,8 @@ class DeepLift(Explainer):
 
     def _refuse_uncovered(self, mode: PropagationMode) -> None:
         if self.strict:
-            mode.refuse_uncovered(type(self).__name__, "the rescale rule is not defined for (only elementwise "
+            rule = self.rule.replace("_", "-")
+            mode.refuse_uncovered(type(self).__name__, f"the {rule} rule is not defined for (only elementwise "
                                   "nonlinearities and max pooling between linear ops are, and a target score linear "
                                   "in the output)", " (the attributions then no longer sum to f(x) - f(baseline))")
 
@@ -316,7 +323,8 @@ class DeepLift(Explainer):
 class DeepLiftShap(DeepLift):
     """DeepLift averaged over ``baselines`` (B, C, *grid): for each input, the mean of its
     DeepLift attributions against each baseline (captum's ``DeepLiftShap``), one pass per
-    baseline. The attributions sum to ``f(x)`` minus the baselines' mean score."""
+    baseline, by ``rule`` (``"rescale"`` or ``"reveal_cancel"``, as DeepLift). The attributions
+    sum to ``f(x)`` minus the baselines' mean score."""
 
     name = "deeplift_shap"
 

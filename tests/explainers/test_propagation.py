@@ -529,3 +529,20 @@ def test_a_rule_that_does_not_exist_is_refused():
             DeepLift(nn.Linear(2, 2), rule=rule)
     with pytest.raises(interpkit.InputError, match="rule must be one of"):
         DeepLiftShap(nn.Linear(2, 2), rule="gradient")
+
+
+def test_reveal_cancel_takes_a_target_read_through_a_layer_and_names_itself_when_refusing():
+    """A callable target may read the output through a linear layer (a probe): that layer runs
+    after the forward, where no baseline record pairs with it, and runs as it is."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2)).double().eval()
+    probe = nn.Linear(2, 1).double()
+    x, x0 = torch.randn(3, 5, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)
+    with torch.no_grad():
+        deltas = probe(model(x))[:, 0] - probe(model(x0))[:, 0]
+    for rule in ("rescale", "reveal_cancel"):
+        maps = DeepLift(model, baseline=x0, rule=rule)(x, target=lambda out: probe(out)[:, 0]).maps
+        assert (maps.flatten(1).sum(1).double() - deltas).abs().max() < 1e-5
+    tokens = TinyTokens().eval()
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="the reveal-cancel rule is not defined"):
+        DeepLift(tokens, rule="reveal_cancel")(tokens.example_inputs(2, torch.Generator().manual_seed(0)), target=1)
