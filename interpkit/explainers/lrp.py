@@ -64,17 +64,25 @@ class _Terms:
         return list(torch.autograd.grad(self.outputs, self.leaves, grads, retain_graph=True))
 
 
-def _terms(layer: "LayerCall", key: str, pairs: Callable[[], Pairs],
+def _terms(layer: "LayerCall", rule: "LayerRule", tag: str, pairs: Callable[[], Pairs],
            denominator: Callable[[list[torch.Tensor]], torch.Tensor]) -> _Terms:
-    """The rule's terms ``key`` of this layer, made at the first target's backward and kept for
-    the others: they do not depend on the relevance, so K targets run the modified layers once."""
-    if key not in layer.memo:
+    """The terms ``tag`` of ``rule`` (with its settings) for this layer. They do not depend on the
+    relevance: where several targets' backwards come (``layer.memo``), the first makes them and
+    the others reuse them, so K targets run the modified layers once."""
+    try:
+        key: Any = (rule, tag)
+        found = None if layer.memo is None else layer.memo.get(key)
+    except TypeError:  # a rule that cannot be a key (unhashable): made each time
+        key, found = None, None
+    if found is None:
         made = pairs()
         with torch.enable_grad():
             leaves = [x.detach().requires_grad_(True) for x, _, _ in made]
             outputs = [layer.run(leaf, w, b) for leaf, (_, w, b) in zip(leaves, made)]
-        layer.memo[key] = _Terms(made, leaves, outputs, denominator([z.detach() for z in outputs]))
-    return layer.memo[key]
+        found = _Terms(made, leaves, outputs, denominator([z.detach() for z in outputs]))
+        if layer.memo is not None and key is not None:
+            layer.memo[key] = found
+    return found
 
 
 def _part(t: torch.Tensor | None, positive: bool) -> torch.Tensor | None:
@@ -86,7 +94,8 @@ class LayerCall:
     """What a rule reads of one layer's call: ``run(x, weight, bias)`` the layer, its input and
     parameters (a folded batch norm included), its ``output``, ``pull(g)`` its transpose
     ``J^T g`` (from the forward's own graph), and whether the input is known to be non-negative
-    (a ReLU's output, pooled or not: the rules' negative-input terms are then zero and skipped)."""
+    (a ReLU's output, pooled or not: the rules' negative-input terms are then zero and skipped).
+    ``memo`` keeps the rules' relevance-independent terms for the next target's backward."""
 
     run: Run
     x: torch.Tensor
@@ -95,7 +104,9 @@ class LayerCall:
     output: torch.Tensor
     pull: Callable[[torch.Tensor], torch.Tensor]
     nonnegative: bool
-    memo: dict[str, Any] = field(default_factory=dict)  # the rule's terms, shared by the targets' backwards
+    # the rules' terms by (rule, tag) when several targets' backwards share this call (else None); not
+    # an argument, so a ``dataclasses.replace`` of the call (other weights) starts without them
+    memo: dict[Any, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -129,7 +140,8 @@ class Epsilon(LayerRule):
         return layer.x * layer.pull(relevance / stabilize(layer.output, self.epsilon))
 
 
-def _signed_terms(layer: LayerCall, key: str, positive_weight, negative_weight, bias, relevance, stabilizer):
+def _signed_terms(layer: LayerCall, rule: "LayerRule", tag: str, positive_weight, negative_weight, bias, relevance,
+                  stabilizer):
     """``x+ A^T g + x- B^T g`` with ``g = R / stab(A x+ + bias + B x-)``: one signed half of z+,
     alpha-beta and gamma (the ``x-`` term dropped for a non-negative input). The weights and the
     bias are callables, made only when the terms are."""
@@ -141,7 +153,7 @@ def _signed_terms(layer: LayerCall, key: str, positive_weight, negative_weight, 
             made.append((x.clamp(max=0), negative_weight(), None))
         return made
 
-    terms = _terms(layer, key, pairs, lambda z: stabilize(sum(z[1:], z[0]), stabilizer))
+    terms = _terms(layer, rule, tag, pairs, lambda z: stabilize(sum(z[1:], z[0]), stabilizer))
     pulled = terms.pulled([relevance / terms.denominator] * len(terms.outputs))
     return sum(inputs * p for (inputs, _, _), p in zip(terms.pairs, pulled))
 
@@ -153,7 +165,7 @@ class ZPlus(LayerRule):
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         w, b = layer.weight, layer.bias
-        return _signed_terms(layer, "z+", lambda: w.clamp(min=0), lambda: w.clamp(max=0), lambda: _part(b, True),
+        return _signed_terms(layer, self, "z+", lambda: w.clamp(min=0), lambda: w.clamp(max=0), lambda: _part(b, True),
                              relevance, self.stabilizer)
 
 
@@ -175,9 +187,9 @@ class AlphaBeta(LayerRule):
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         w, b = layer.weight, layer.bias
-        positive = _signed_terms(layer, "alpha", lambda: w.clamp(min=0), lambda: w.clamp(max=0),
+        positive = _signed_terms(layer, self, "alpha", lambda: w.clamp(min=0), lambda: w.clamp(max=0),
                                  lambda: _part(b, True), relevance, self.stabilizer)
-        negative = _signed_terms(layer, "beta", lambda: w.clamp(max=0), lambda: w.clamp(min=0),
+        negative = _signed_terms(layer, self, "beta", lambda: w.clamp(max=0), lambda: w.clamp(min=0),
                                  lambda: _part(b, False), relevance, self.stabilizer)
         return self.alpha * positive - self.beta * negative
 
@@ -205,9 +217,9 @@ class Gamma(LayerRule):
 
         positive = (layer.output > 0).to(relevance) * relevance
         negative = (layer.output < 0).to(relevance) * relevance
-        return (_signed_terms(layer, "gamma+", up, down, lambda: None if b is None else b + g * b.clamp(min=0),
+        return (_signed_terms(layer, self, "gamma+", up, down, lambda: None if b is None else b + g * b.clamp(min=0),
                               positive, self.stabilizer)
-                + _signed_terms(layer, "gamma-", down, up, lambda: None if b is None else b + g * b.clamp(max=0),
+                + _signed_terms(layer, self, "gamma-", down, up, lambda: None if b is None else b + g * b.clamp(max=0),
                                 negative, self.stabilizer))
 
 
@@ -217,7 +229,7 @@ class Flat(LayerRule):
 
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
-        terms = _terms(layer, "flat", lambda: [(torch.ones_like(layer.x), torch.ones_like(layer.weight), None)],
+        terms = _terms(layer, self, "flat", lambda: [(torch.ones_like(layer.x), torch.ones_like(layer.weight), None)],
                        lambda z: stabilize(z[0], self.stabilizer))
         return terms.pulled([relevance / terms.denominator])[0]
 
@@ -229,7 +241,7 @@ class WSquare(LayerRule):
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         b = layer.bias
-        terms = _terms(layer, "w2", lambda: [(torch.ones_like(layer.x), layer.weight ** 2, None if b is None else b ** 2)],
+        terms = _terms(layer, self, "w2", lambda: [(torch.ones_like(layer.x), layer.weight ** 2, None if b is None else b ** 2)],
                        lambda z: stabilize(z[0], self.stabilizer))
         return terms.pulled([relevance / terms.denominator])[0]
 
@@ -274,7 +286,7 @@ class ZBox(LayerRule):
         """The input's relevance by this rule."""
         x, w, b = layer.x, layer.weight, layer.bias
         low, high = self.bounds(x)
-        terms = _terms(layer, "box", lambda: [(low, w.clamp(min=0), _part(b, True)), (high, w.clamp(max=0), _part(b, False))],
+        terms = _terms(layer, self, "box", lambda: [(low, w.clamp(min=0), _part(b, True)), (high, w.clamp(max=0), _part(b, False))],
                        lambda z: stabilize(layer.output - z[0] - z[1], self.stabilizer))
         share = relevance / terms.denominator
         p = terms.pulled([share] * 2)
@@ -338,12 +350,13 @@ class _Layer(torch.autograd.Function):
     shift) once one reads the output, folded into what the rule sees."""
 
     @staticmethod
-    def forward(ctx: Any, x, weight, bias, run, rule, folded, transposed, nonnegative):
+    def forward(ctx: Any, x, weight, bias, run, rule, folded, transposed, nonnegative, targets):
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             output = run(leaf, weight.detach(), None if bias is None else bias.detach())
         ctx.leaf, ctx.inner, ctx.weight, ctx.bias, ctx.version = leaf, output, weight.detach(), bias, x._version
         ctx.run, ctx.rule, ctx.folded, ctx.transposed, ctx.nonnegative = run, rule, folded, transposed, nonnegative
+        ctx.targets = targets  # [K], set once the forward has resolved them
         return output.detach().clone()  # a copy: an in-place ReLU after the layer must not rewrite its z
 
     @staticmethod
@@ -354,7 +367,9 @@ class _Layer(torch.autograd.Function):
                              "after the layer)")
         if not hasattr(ctx, "layer"):  # once per layer call: K targets' backwards share it and its terms
             ctx.layer = _layer_call(ctx)
-        return ctx.rule.relevance(ctx.layer, relevance), None, None, None, None, None, None, None
+            if ctx.targets[0] > 1:  # one target has no later backward: keeping its terms would only cost memory
+                ctx.layer.memo = {}
+        return ctx.rule.relevance(ctx.layer, relevance), None, None, None, None, None, None, None, None
 
 
 def _layer_call(ctx: Any) -> LayerCall:
@@ -435,6 +450,7 @@ class _Relevance(PropagationRule):
         self.composite = composite
         self.mode: PropagationMode | None = None
         self.first = True
+        self.targets = [1]  # how many targets' backwards will come, known after the forward
         self.layers: dict[int, tuple[weakref.ref, int, list, bool]] = {}  # output -> version, fold, is linear
         self.nonnegative: dict[int, tuple[weakref.ref, int]] = {}
 
@@ -457,7 +473,7 @@ class _Relevance(PropagationRule):
             if self.composite.first is not None and (convolution or not self.composite.first_convolution_only):
                 rule = self.composite.first
         folded: list = []
-        y = _Layer.apply(x, weight, bias, run, rule, folded, transposed, self._is_nonnegative(x))
+        y = _Layer.apply(x, weight, bias, run, rule, folded, transposed, self._is_nonnegative(x), self.targets)
         self.layers[id(y)] = (weakref.ref(y), y._version, folded, not convolution)
         return y
 
@@ -516,6 +532,7 @@ class LRP(Explainer):
             selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         finally:
             rule.mode = None  # the mode keeps the rule: no reference cycle outlives the forward
+        rule.targets[0] = selection.scores.shape[1]
         if self.strict:
             mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
                                   "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "

@@ -11,7 +11,7 @@ from torch import nn
 
 import interpkit
 from interpkit import LRP
-from interpkit.explainers import AlphaBeta, Composite, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
+from interpkit.explainers import AlphaBeta, Composite, Epsilon, Flat, Gamma, LayerRule, WSquare, ZBox, ZPlus
 from interpkit.testing import check_explainer
 
 zennit = pytest.importorskip("zennit", reason="zennit is in interpkit's [test] extra")
@@ -458,3 +458,41 @@ def test_every_rule_gives_each_target_of_a_batched_call_what_it_gives_alone(comp
         alone = LRP(model, composite)(x, target=k).maps[:, 0]
         torch.testing.assert_close(together[:, k], alone)
         torch.testing.assert_close(one_by_one[:, k], alone)
+
+
+def test_kept_terms_are_per_rule_setting_per_call_and_only_for_several_targets():
+    """A user's rule may combine built-in rules of other settings, or apply one to a replaced
+    layer (other weights): each gets its own terms. One target keeps none (memory)."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3)).double().eval()
+    flipped = nn.Sequential(nn.Linear(6, 3)).double().eval()
+    with torch.no_grad():
+        flipped[0].weight.copy_(-model[0].weight)
+        flipped[0].bias.copy_(model[0].bias)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    seen = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Mixed(LayerRule):
+        def relevance(self, layer, relevance):
+            seen.append(layer.memo)
+            other = dataclasses.replace(layer, weight=-layer.weight)
+            return (Gamma(gamma=0.1).relevance(layer, relevance) + Gamma(gamma=2.0).relevance(layer, relevance)
+                    + ZPlus().relevance(layer, relevance) + ZPlus().relevance(other, relevance)) / 4
+
+    def alone(net, rule, target):
+        """The rule alone, for relevance starting at ``model``'s scores (the rules are linear in it)."""
+        maps = LRP(net, Composite(linear=rule, first=rule))(x, target=target).maps
+        with torch.no_grad():
+            ratio = (model(x) / net(x))[:, [1] if target == 1 else slice(None)]
+        return maps * ratio.unsqueeze(-1).float()
+
+    for target in (1, "all"):
+        seen.clear()
+        mixed = LRP(model, Composite(linear=Mixed(), first=Mixed()))(x, target=target).maps
+        expected = (alone(model, Gamma(gamma=0.1), target) + alone(model, Gamma(gamma=2.0), target)
+                    + alone(model, ZPlus(), target) + alone(flipped, ZPlus(), target)) / 4
+        torch.testing.assert_close(mixed, expected)
+        assert all(memo is None for memo in seen) if target == 1 else all(isinstance(m, dict) for m in seen)
