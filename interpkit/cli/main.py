@@ -187,7 +187,7 @@ def _report(args: argparse.Namespace) -> None:
     if metrics == []:
         raise InputError("--metrics names no metric; give registered metric names separated by commas, or drop --metrics")
     page = build_report(args.out, models=models, data_dir=args.data_dir, device=args.device,
-                        progress=not args.no_progress, **({"metrics": metrics} if metrics else {}))
+                        progress=not args.no_progress, metrics=metrics)
     print(f"report written to {page}")
 
 

@@ -111,16 +111,18 @@ class _Build:
 
 def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[str] | None = None,
                  data_dir: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
-                 metrics: Sequence[str] = REPORT_METRICS) -> Path:
+                 metrics: Sequence[str] | None = None) -> Path:
     """Write the report into ``out`` and return the path of ``index.html``. ``metrics``: the
-    registered metrics that score every explainer in the faithfulness section."""
+    registered metrics that score every explainer in the faithfulness section (default:
+    ``REPORT_METRICS``)."""
     names = list(models) if models else [*CNNS, "vgg19_caltech5"]
     cnns = [n for n in names if n not in TASK2]
     unknown = [n for n in names if n not in interpkit.list_models()]
     if unknown or not cnns:
         raise InputError(f"the report needs at least one of {', '.join(CNNS)}; unknown: {', '.join(unknown) or '-'}")
     torch_device = parse_device(device)
-    if isinstance(metrics, str) or not metrics:
+    metrics = REPORT_METRICS if metrics is None else metrics
+    if isinstance(metrics, str) or not metrics or not all(isinstance(name, str) for name in metrics):
         raise InputError("metrics must name at least one registered metric, e.g. ['deletion', 'insertion']")
     scorers = metric_scorers(list(dict.fromkeys(metrics)), REPORT_SETTINGS)  # refused before anything is written
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -414,6 +416,7 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
                     for name, metric in build.metrics.items()],
         "scored": len(scored), "gradcam_layer": gradcam.layer, "gradcam_grid": " x ".join(map(str, grid)),
         "gradcam_empty": int((gradcam.maps.flatten(1).amax(1) == 0).sum()),
+        "sweeps": [name for name in CURVES if name in build.metrics],  # the metrics that sweep pixels in order
         "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)) if panels else None,
         "sanity": build.figure(f"{subject.prefix}randomisation", _randomisation_figure(subject, images[:1])),
         "sanity_image": classes[int(data.labels[picks[0]])],

@@ -212,6 +212,7 @@ def test_the_faithfulness_table_scores_the_metrics_asked_for(tmp_path, tiny_data
 def test_bad_report_metrics_are_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "never"
     for metrics, words in ((["nope"], "nope"), (["pointing_game"], "masks"), ("deletion", "at least one"),
+                           ([["deletion"]], "at least one"),
                            ([], "at least one")):
         with pytest.raises(interpkit.InterpkitError, match=words):
             build_report(out, models=["caltech5_arch2"], metrics=metrics, progress=False)
