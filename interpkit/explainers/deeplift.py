@@ -18,7 +18,7 @@ nonlinearity with its own multiplier.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -36,6 +36,8 @@ from ..core import (
 )
 from ..errors import InputError
 from .gradients import BaselineLike, check_reference, reference
+
+Parts = tuple[torch.Tensor, torch.Tensor]  # a difference's sums of positive and of negative terms
 
 
 class _PathChanged(Exception):
@@ -103,35 +105,50 @@ class _RevealCancel(_Rescale):
 
     def __init__(self, references: list[torch.Tensor], eps: float, batch: int) -> None:
         super().__init__(references, eps, batch)
-        self.parts: dict[int, tuple[weakref.ref, int, torch.Tensor, torch.Tensor]] = {}
+        self.parts: dict[int, list] = {}  # id -> [the tensor, its version, its parts or how to make them]
 
-    def _keep(self, y: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> None:
-        self.parts[id(y)] = (weakref.ref(y), y._version, up, down)
+    def _keep(self, y: torch.Tensor, make: Callable[[], Parts | None]) -> None:
+        """``y``'s parts, made when a nonlinearity first asks (a layer's output that only a
+        residual sum or the classifier's score reads never pays for them)."""
+        self.parts[id(y)] = [weakref.ref(y), y._version, make]
 
-    def _parts_of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _parts_of(self, x: torch.Tensor) -> Parts | None:
         found = self.parts.get(id(x))
         if found is None or found[0]() is not x or found[1] != x._version:
             return None
-        return found[2], found[3]
+        if callable(found[2]):
+            found[2] = found[2]()
+        return found[2]
 
     def layer(self, run, x, weight, bias, transposed):
         if self.finished():  # past the forward (a target that reads the output through a layer), or a
             return run(x, weight, bias)  # path that differs, which the caller's path check refuses
-        positive, negative = _SignParts.apply(x - self.paired(x))
-        above, below = weight.clamp(min=0), weight.clamp(max=0)
+        x0, version = self.paired(x), x._version
+
+        def make() -> Parts | None:
+            if x._version != version:  # written in place since the layer read it
+                return None
+            positive, negative = _SignParts.apply(x - x0)
+            above, below = weight.clamp(min=0), weight.clamp(max=0)
+            return (run(positive, above, None) + run(negative, below, None),
+                    run(negative, above, None) + run(positive, below, None))
+
         y = run(x, weight, bias)
-        self._keep(y, run(positive, above, None) + run(negative, below, None),
-                   run(negative, above, None) + run(positive, below, None))
+        self._keep(y, make)
         return y
 
     def batch_norm(self, run, x, scale, shift):
-        y = run(x)
-        parts = self._parts_of(x)
-        if parts is not None:
+        def make() -> Parts | None:
+            parts = self._parts_of(x)
+            if parts is None:
+                return None
             up, down = parts
-            scale = scale.reshape(-1, *[1] * (x.dim() - 2))  # per channel, on axis 1
-            above, below = scale.clamp(min=0), scale.clamp(max=0)
-            self._keep(y, above * up + below * down, above * down + below * up)
+            per_channel = scale.reshape(-1, *[1] * (x.dim() - 2))  # on axis 1
+            above, below = per_channel.clamp(min=0), per_channel.clamp(max=0)
+            return above * up + below * down, above * down + below * up
+
+        y = run(x)
+        self._keep(y, make)
         return y
 
     def elementwise(self, function, x, inplace, slope=None):

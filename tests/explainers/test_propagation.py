@@ -546,3 +546,24 @@ def test_reveal_cancel_takes_a_target_read_through_a_layer_and_names_itself_when
     tokens = TinyTokens().eval()
     with pytest.raises(interpkit.UncoveredNonlinearityError, match="the reveal-cancel rule is not defined"):
         DeepLift(tokens, rule="reveal_cancel")(tokens.example_inputs(2, torch.Generator().manual_seed(0)), target=1)
+
+
+def test_reveal_cancel_makes_a_layers_parts_only_when_a_nonlinearity_reads_them():
+    """The classifier's output is read by the score, not by a nonlinearity: its four extra
+    products are never run."""
+    from torch.overrides import TorchFunctionMode
+
+    class Count(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.linear = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.linear += func is F.linear
+            return func(*args, **(kwargs or {}))
+
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.randn(2, 4)
+    with Count() as counted:
+        DeepLift(model, rule="reveal_cancel")(x, target=0)
+    assert counted.linear == 2 + 2 + 4  # the baseline's forward, the input's, the first layer's parts
