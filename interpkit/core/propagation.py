@@ -134,16 +134,28 @@ _MAX_POOLS: dict[Any, tuple[int, int]] = {
     F.adaptive_max_pool1d: (2, 1), F.adaptive_max_pool2d: (2, 2), F.adaptive_max_pool3d: (2, 3)}
 
 
-def _tensors(value: Any):
-    """The tensors in an op's arguments or result (nested tuples, lists and dicts)."""
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in an op's arguments or result (nested tuples, lists and dicts), in order."""
+    found: list[torch.Tensor] = []
+    _collect(value, found)
+    return found
+
+
+def _collect(value: Any, found: list[torch.Tensor]) -> None:
+    # a loop over the items, recursing only into containers: most arguments are numbers, shapes
+    # and tensors, and this runs for every op of the forward
     if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
+        found.append(value)
+        return
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (tuple, list)):
+        return
+    for item in value:
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, (tuple, list, dict)):
+            _collect(item, found)
 
 
 def _name(func: Any) -> str:
@@ -210,7 +222,7 @@ class PropagationMode(TorchFunctionMode):
         if not args and "input" in kwargs:  # torch.tanh(input=x): the input first, as every rule reads it
             kwargs = dict(kwargs)
             args = (kwargs.pop("input"),)
-        given = list(_tensors((args, kwargs)))  # once per op: the flattening is most of the mode's own cost
+        given = _tensors((args, kwargs))  # once per op: the flattening is most of the mode's own cost
         dependent = [t for t in given if self._depends(t)]
         if func in _CONSTANT or not dependent:
             return func(*args, **kwargs)
@@ -219,7 +231,7 @@ class PropagationMode(TorchFunctionMode):
             result = self._uncovered(func, args, kwargs, always=True)
         else:
             result = self._run(func, args, kwargs, dependent)
-        tensors = list(_tensors(result))
+        tensors = _tensors(result)
         if not tensors and func is not T.__setitem__:
             return result  # a size, a length, a dtype: no value read
         for tensor in dependent:  # reads: a batch norm folds only into a layer whose output it alone reads
