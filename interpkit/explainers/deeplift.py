@@ -105,27 +105,31 @@ class _RevealCancel(_Rescale):
 
     def __init__(self, references: list[torch.Tensor], eps: float, batch: int) -> None:
         super().__init__(references, eps, batch)
-        self.parts: dict[int, list] = {}  # id -> [the tensor, its version, its parts or how to make them]
+        # id -> [the tensor, its version, the grad mode it was made in, its parts or how to make them]
+        self.parts: dict[int, list] = {}
 
-    def _keep(self, y: torch.Tensor, make: Callable[[], Parts | None]) -> None:
+    def _keep(self, y: torch.Tensor, make: Callable[["_RevealCancel"], Parts | None]) -> None:
         """``y``'s parts, made when a nonlinearity first asks (a layer's output that only a
-        residual sum or the classifier's score reads never pays for them)."""
-        self.parts[id(y)] = [weakref.ref(y), y._version, make]
+        residual sum or the classifier's score reads never pays for them), in the grad mode the
+        layer ran in. ``make`` takes the rule as an argument: a closure over it would be a
+        reference cycle."""
+        self.parts[id(y)] = [weakref.ref(y), y._version, torch.is_grad_enabled(), make]
 
     def _parts_of(self, x: torch.Tensor) -> Parts | None:
         found = self.parts.get(id(x))
         if found is None or found[0]() is not x or found[1] != x._version:
             return None
-        if callable(found[2]):
-            found[2] = found[2]()
-        return found[2]
+        if callable(found[3]):
+            with torch.set_grad_enabled(found[2]):
+                found[3] = found[3](self)
+        return found[3]
 
     def layer(self, run, x, weight, bias, transposed):
         if self.finished():  # past the forward (a target that reads the output through a layer), or a
             return run(x, weight, bias)  # path that differs, which the caller's path check refuses
         x0, version = self.paired(x), x._version
 
-        def make() -> Parts | None:
+        def make(rule: _RevealCancel) -> Parts | None:
             if x._version != version:  # written in place since the layer read it
                 return None
             positive, negative = _SignParts.apply(x - x0)
@@ -138,8 +142,8 @@ class _RevealCancel(_Rescale):
         return y
 
     def batch_norm(self, run, x, scale, shift):
-        def make() -> Parts | None:
-            parts = self._parts_of(x)
+        def make(rule: _RevealCancel) -> Parts | None:
+            parts = rule._parts_of(x)
             if parts is None:
                 return None
             up, down = parts

@@ -122,6 +122,8 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
         raise InputError(f"the report needs at least one of {', '.join(CNNS)}; unknown: {', '.join(unknown) or '-'}")
     torch_device = parse_device(device)
     metrics = REPORT_METRICS if metrics is None else metrics
+    if not isinstance(metrics, str):
+        metrics = list(metrics)  # a generator is read once
     if isinstance(metrics, str) or not metrics or not all(isinstance(name, str) for name in metrics):
         raise InputError("metrics must name at least one registered metric, e.g. ['deletion', 'insertion']")
     scorers = metric_scorers(list(dict.fromkeys(metrics)), REPORT_SETTINGS)  # refused before anything is written
@@ -416,7 +418,6 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
                     for name, metric in build.metrics.items()],
         "scored": len(scored), "gradcam_layer": gradcam.layer, "gradcam_grid": " x ".join(map(str, grid)),
         "gradcam_empty": int((gradcam.maps.flatten(1).amax(1) == 0).sum()),
-        "sweeps": [name for name in CURVES if name in build.metrics],  # the metrics that sweep pixels in order
         "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)) if panels else None,
         "sanity": build.figure(f"{subject.prefix}randomisation", _randomisation_figure(subject, images[:1])),
         "sanity_image": classes[int(data.labels[picks[0]])],

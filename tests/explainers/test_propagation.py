@@ -567,3 +567,28 @@ def test_reveal_cancel_makes_a_layers_parts_only_when_a_nonlinearity_reads_them(
     with Count() as counted:
         DeepLift(model, rule="reveal_cancel")(x, target=0)
     assert counted.linear == 2 + 2 + 4  # the baseline's forward, the input's, the first layer's parts
+
+
+def test_reveal_cancel_makes_parts_in_the_grad_mode_of_their_layer():
+    """A statistic read under no_grad first must not leave the parts without a graph for the
+    nonlinearity that reads them later."""
+
+    class TwoReads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 5), nn.Linear(5, 3)
+
+        def forward(self, x):
+            y = self.fc1(x)
+            with torch.no_grad():
+                self.statistic = torch.relu(y).mean()  # a monitor, first to read y
+            return self.fc2(torch.relu(y))
+
+    torch.manual_seed(0)
+    model = TwoReads().double().eval()
+    x, x0 = torch.randn(3, 4, dtype=torch.float64), torch.zeros(1, 4, dtype=torch.float64)
+    with torch.no_grad():
+        deltas = model(x) - model(x0)
+    maps = DeepLift(model, baseline=x0, rule="reveal_cancel")(x, target="all").maps
+    assert deltas.abs().max() > 1e-3
+    assert (maps.sum(-1).double() - deltas).abs().max() < 1e-5
