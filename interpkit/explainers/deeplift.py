@@ -194,10 +194,7 @@ class _RevealCancelled(torch.autograd.Function):
         rise_down = 0.5 * (after_down - start + both - after_up)
         ctx.save_for_backward(torch.where(up.abs() <= eps, 0.0, rise_up / up),
                               torch.where(down.abs() <= eps, 0.0, rise_down / down))
-        if inplace:
-            ctx.mark_dirty(x)
-            return x.copy_(y)
-        return y
+        return _output(ctx, x, y, inplace)
 
     @staticmethod
     def backward(ctx: Any, grad):
@@ -213,15 +210,20 @@ class _RescaledElementwise(torch.autograd.Function):
         y = function(x)
         delta = x - x0
         ctx.save_for_backward(torch.where(delta.abs() <= eps, _derivative(function, slope, x), (y - function(x0)) / delta))
-        if inplace:
-            ctx.mark_dirty(x)
-            return x.copy_(y)
-        return y
+        return _output(ctx, x, y, inplace)
 
     @staticmethod
     def backward(ctx: Any, grad):
         (multiplier,) = ctx.saved_tensors
         return grad * multiplier, None, None, None, None, None
+
+
+def _output(ctx: Any, x: torch.Tensor, y: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """An elementwise rule's result ``y``, written into ``x`` (marked dirty) for an in-place op."""
+    if inplace:
+        ctx.mark_dirty(x)
+        return x.copy_(y)
+    return y
 
 
 def _derivative(function, slope, x: torch.Tensor) -> torch.Tensor:
