@@ -35,7 +35,8 @@ def per_target_gradients(
     n, k = scores.shape
     if k == 1:
         with _reentrant_refused():
-            single = torch.autograd.grad(scores[:, 0].sum(), list(wrt), retain_graph=keep_graph,
+            # ones as the output gradient: no column select and sum in the graph
+            single = torch.autograd.grad(scores, list(wrt), torch.ones_like(scores), retain_graph=keep_graph,
                                          materialize_grads=True)
         return [g.unsqueeze(1) for g in single]
     per_column = sum(t.numel() for t in wrt) + graph_elements

@@ -29,7 +29,8 @@ import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
+from functools import partial
+from itertools import chain, repeat
 from operator import attrgetter, is_not
 from typing import Any, Iterator
 
@@ -85,7 +86,13 @@ def _children(modules: tuple[nn.Module, ...]) -> list[tuple[Any, ...]]:
 
 
 def model_facts(model: nn.Module) -> ModelFacts:
-    """The model's ``ModelFacts``, recomputed when any module's children changed since."""
+    """The model's ``ModelFacts``, recomputed when any module's children changed since. Inside
+    an explanation on the plain path (no user code runs) they are the ones its snapshot checked."""
+    record = _records.get(model)
+    if record is not None and record.holder == threading.get_ident():
+        held = record.snapshot
+        if held is not None and held.guard is None:
+            return held.facts
     facts = _facts.get(model)
     if facts is not None and _children(facts.modules) == facts.children:
         return facts
@@ -173,27 +180,42 @@ class ModelSnapshot:
     ``user_code`` (a callable target) takes the guarded path whatever the model."""
 
     def __init__(self, model: nn.Module, user_code: bool = False) -> None:
-        facts = model_facts(model)
+        self.facts = facts = model_facts(model)
         self.modules = facts.modules
-        self.training = list(map(_training, self.modules))  # map with attrgetter: C speed, no Python loop
-        self.params = [p for m in self.modules for p in m._parameters.values() if p is not None]
+        # maps and filters with C-level callables: no Python frame per module or tensor
+        self.training = list(map(_training, self.modules))
+        # the parameter and buffer dicts holding anything, and shallow copies to put rebound slots back
+        param_slots = list(filter(None, map(_parameters, self.modules)))
+        buffer_slots = list(filter(None, map(_buffers, self.modules)))
+        self.slots = param_slots + buffer_slots
+        self.slot_copies = list(map(dict.copy, self.slots))
+        self.params = list(filter(_present, chain.from_iterable(map(dict.values, param_slots))))
         self.requires_grad = list(map(_requires_grad, self.params))
         self.grads = list(map(_grad, self.params))
-        self.slots: list[tuple[dict[str, Any], str, Any]] = [
-            (slots, name, value) for m in self.modules for slots in (m._parameters, m._buffers)
-            for name, value in slots.items()]
-        self.tensors = [t for _, _, t in self.slots if t is not None and not _inert(t)]
+        self.tensors = self.params + list(filter(_present, chain.from_iterable(map(dict.values, buffer_slots))))
+        if any(map(isinstance, self.tensors, repeat(nn.parameter.UninitializedTensorMixin))):
+            self.tensors = [t for t in self.tensors if not isinstance(t, nn.parameter.UninitializedTensorMixin)]
         self.guard: WriteGuard | None = None
         self.versions: list[int] = []
         if user_code or not facts.trusted or _hooked(self.modules):
+            self.tensors = [t for t in self.tensors if not t.is_inference()]
             self.guard = WriteGuard(self.tensors)
             self.names = [(m, set(m._buffers), set(m._parameters), set(m._modules)) for m in self.modules]
         else:
-            self.versions = list(map(_version, self.tensors))
+            self.versions = self._versions()
         if any(map(is_not, self.grads, repeat(None))):
             for param, grad in zip(self.params, self.grads):
                 if grad is not None:
                     param.grad = None
+
+    def _versions(self) -> list[int]:
+        """Every recorded tensor's version counter; inference tensors, which have none and which
+        no explanation can write, are dropped from the record the first time."""
+        try:
+            return list(map(_version, self.tensors))
+        except RuntimeError:
+            self.tensors = [t for t in self.tensors if not t.is_inference()]
+            return list(map(_version, self.tensors))
 
     def guarded(self) -> WriteGuard:
         """Switch a plain hold to the guarded path (user code is about to run inside it)."""
@@ -224,9 +246,10 @@ class ModelSnapshot:
             for param, grad in zip(reversed(self.params), reversed(self.grads)):  # a shared parameter: first record last
                 if param.grad is not grad:
                     param.grad = grad
-        for slots, name, value in self.slots:
-            if slots.get(name) is not value:
-                slots[name] = value  # a forward may have rebound the attribute
+        for slots, before in zip(self.slots, self.slot_copies):
+            for name, value in before.items():
+                if slots.get(name) is not value:
+                    slots[name] = value  # a forward may have rebound the attribute
         if self.versions and list(map(_version, self.tensors)) != self.versions:
             self._report_write()
 
@@ -239,13 +262,9 @@ class ModelSnapshot:
                     "it could not be put back. Please report it with the model's code")
 
 
-def _inert(tensor: torch.Tensor) -> bool:
-    """Tensors that no explanation can write: lazy parameters (no storage yet) and inference tensors."""
-    return isinstance(tensor, nn.parameter.UninitializedTensorMixin) or tensor.is_inference()  # type: ignore[attr-defined]
-
-
-_training, _requires_grad, _grad, _version = (attrgetter(name) for name in ("training", "requires_grad", "grad",
-                                                                             "_version"))
+_training, _requires_grad, _grad, _version, _parameters, _buffers = (
+    attrgetter(name) for name in ("training", "requires_grad", "grad", "_version", "_parameters", "_buffers"))
+_present = partial(is_not, None)
 
 
 class _Record:
@@ -255,6 +274,7 @@ class _Record:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.snapshot: ModelSnapshot | None = None
+        self.holder: int | None = None  # the thread holding ``snapshot``
 
 
 _records: "weakref.WeakKeyDictionary[nn.Module, _Record]" = weakref.WeakKeyDictionary()
@@ -291,6 +311,7 @@ def evaluation(model: nn.Module, user_code: bool = False) -> Iterator[None]:
                 yield
             return
         snapshot = record.snapshot = ModelSnapshot(model, user_code)
+        record.holder = threading.get_ident()
         try:
             if any(snapshot.training):  # model.eval() walks every module's __setattr__: skip it when it would do nothing
                 _eval(model)
@@ -300,7 +321,7 @@ def evaluation(model: nn.Module, user_code: bool = False) -> Iterator[None]:
                 with snapshot.guard:
                     yield
         finally:
-            record.snapshot = None
+            record.snapshot = record.holder = None
             snapshot.restore()
 
 
