@@ -6,13 +6,21 @@ perturbations a method asks for."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from ..core import Call, Explainer, TargetSelection, class_scores, mixes_samples, neurons_of
+from ..core.state import model_facts
 from ..errors import InputError, TargetError
+
+#: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
+#: explainers' budget): copies per forward are capped so that their measured peak fits
+MEMORY_BUDGET = 2**30
 
 #: ``copies(first, stop)``: perturbations first..stop-1 of the batch, (stop - first, N, *x.shape[1:])
 CopyMaker = Callable[[int, int], torch.Tensor]
@@ -35,9 +43,19 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     ``probability=True``. A model whose forward mixes samples gets one copy per forward."""
     n = call.inputs.batch_size
     per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
-    scores = []
+    key = ("copy bytes", tuple(call.x.shape[1:]), call.x.dtype, call.x.device)
+    cache = model_facts(model).cache
+    scores, first = [], 0
     with torch.no_grad():
-        for first in range(0, count, per_chunk):
+        if key not in cache and count:  # measured on one copy, once per model and input shape
+            with LivePeak() as peak:
+                scores.append(_scores(wanted, call.model_inputs(copies(0, 1).flatten(0, 1)).run(model), 1, n,
+                                      probability))
+            cache[key] = -(-peak.bytes // n)
+            first = 1
+        # no more copies per forward than the memory budget holds
+        per_chunk = max(1, min(per_chunk, MEMORY_BUDGET // max(1, n * cache.get(key, 1))))
+        for first in range(first, count, per_chunk):
             stop = min(count, first + per_chunk)
             output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model)
             scores.append(_scores(wanted, output, stop - first, n, probability))
@@ -46,6 +64,38 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
         raise TargetError("the target's scores on perturbed copies are not all finite: the baseline or masks take the "
                           "model outside its domain (a log of 0, a division by 0); choose another baseline")
     return scores_
+
+
+class LivePeak(TorchDispatchMode):
+    """The most bytes the tensors made inside the block held at once (one count per storage;
+    views and in-place results add nothing): what a forward of the copies needs besides the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = set(map(_pointer, tree_leaves((args, kwargs))))  # a view or in-place result allocates nothing
+        for tensor in tree_leaves(out):
+            pointer = _pointer(tensor)
+            if pointer is not None and pointer not in given and pointer not in self.live:
+                self.live[pointer] = tensor.untyped_storage().nbytes()
+                weakref.finalize(tensor, self.live.pop, pointer, None)
+                self.bytes = max(self.bytes, sum(self.live.values()))
+        return out
+
+
+def _pointer(value: Any) -> int | None:
+    """The address of a tensor's storage (None for anything else, or a tensor without a plain
+    storage: sparse, a wrapper subclass)."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    try:
+        return value.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
 
 
 def _scores(wanted: Any, output: Any, copies: int, n: int, probability: bool) -> torch.Tensor:

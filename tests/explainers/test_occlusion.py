@@ -65,3 +65,44 @@ def test_bad_options_and_targets():
 
     with pytest.raises(TargetError, match="neurons"):
         Occlusion(model, window=4)(torch.randn(1, 2, 40), target=Neuron("features.0", 0))
+
+
+def test_live_peak_counts_what_is_held_at_once_not_views_or_in_place_results():
+    from interpkit.explainers.perturbation import LivePeak
+
+    weight = torch.ones(50, 40)
+    with LivePeak() as peak:
+        a = torch.ones(1000)  # 4,000 bytes
+        b = a * 2  # 8,000 held
+        del a
+        c = b + 1  # b and c: 8,000 again
+        b.add_(1)  # in place: nothing new
+        views = c.view(10, 100), weight.t()  # views, of a tensor made here and of one that was not
+        del b, c, views
+        d = torch.ones(1500)  # 6,000 after the others are gone
+    assert peak.bytes == 8000 and len(d) == 1500
+
+
+def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
+    import interpkit.explainers.perturbation as engine
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 3)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    batches = []
+    model.register_forward_pre_hook(lambda _m, args: batches.append(len(args[0])))
+    explainer = Occlusion(model, window=2, stride=2, max_batch=64)  # 36 windows
+    first = explainer(x, target=1).maps
+    # the first call per input shape measures one copy of the batch, after the clean forward
+    assert batches[:2] == [2, 2] and max(batches) == 64
+    per_sample = next(v for k, v in engine.model_facts(model).cache.items() if k[0] == "copy bytes")
+    assert 16 * 12 * 12 * 4 <= per_sample < 10 * 16 * 12 * 12 * 4  # the conv's output, the copy, a few more
+    monkeypatch.setattr(engine, "MEMORY_BUDGET", 5 * 2 * per_sample)  # room for five copies of the batch
+    batches.clear()
+    torch.testing.assert_close(explainer(x, target=1).maps, first)
+    assert batches[0] == 2 and set(batches[1:-1]) == {10} and len(batches) == 1 + 36 // 5 + 1
+    monkeypatch.setattr(engine, "MEMORY_BUDGET", 1)  # below one copy: one copy per forward, never none
+    batches.clear()
+    torch.testing.assert_close(explainer(x, target=1).maps, first)
+    assert set(batches) == {2} and len(batches) == 37
