@@ -1,8 +1,8 @@
 """The engine under the perturbation explainers (occlusion, RISE, feature ablation, Shapley
 sampling, KernelSHAP, LIME): one clean forward resolves the targets, then perturbed copies of
 the whole batch are built on the device a chunk at a time and scored under ``no_grad``, about
-``max_batch`` samples per forward, so memory is bounded by ``max_batch`` copies however many
-perturbations a method asks for."""
+``max_batch`` samples per forward and no more than ``MEMORY_BUDGET`` holds, so memory is bounded
+by the chunk however many perturbations a method asks for."""
 
 from __future__ import annotations
 
@@ -40,22 +40,23 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
                      probability: bool = False) -> torch.Tensor:
     """The target scores (count, N, K) of ``count`` perturbed copies of the batch, in float32 or
     the model's float64; a class's score is its logit, or its probability with
-    ``probability=True``. A model whose forward mixes samples gets one copy per forward."""
+    ``probability=True``. A model whose forward mixes samples gets one copy per forward. The
+    first call per model and input shape runs the batch once more, measuring its peak
+    (``LivePeak``), and chunks are capped so that their peak stays within ``MEMORY_BUDGET``; the
+    chunks, and so the results, are the same on every call."""
     n = call.inputs.batch_size
     per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
     key = ("copy bytes", tuple(call.x.shape[1:]), call.x.dtype, call.x.device)
     cache = model_facts(model).cache
-    scores, first = [], 0
+    scores = []
     with torch.no_grad():
-        if key not in cache and count:  # measured on one copy, once per model and input shape
+        if key not in cache:  # once per model and input shape: a forward of the batch itself, measured
             with LivePeak() as peak:
-                scores.append(_scores(wanted, call.model_inputs(copies(0, 1).flatten(0, 1)).run(model), 1, n,
-                                      probability))
+                call.inputs.run(model)
             cache[key] = -(-peak.bytes // n)
-            first = 1
-        # no more copies per forward than the memory budget holds
-        per_chunk = max(1, min(per_chunk, MEMORY_BUDGET // max(1, n * cache.get(key, 1))))
-        for first in range(first, count, per_chunk):
+        # no more copies per forward than the memory budget holds; the same chunks on every call
+        per_chunk = max(1, min(per_chunk, MEMORY_BUDGET // max(1, n * cache[key])))
+        for first in range(0, count, per_chunk):
             stop = min(count, first + per_chunk)
             output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model)
             scores.append(_scores(wanted, output, stop - first, n, probability))
