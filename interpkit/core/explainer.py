@@ -104,7 +104,7 @@ class Explainer:
                  attribute_to: int | str | None = None) -> Explanation:
         # re-entrant: inside a with block or an outer call it records nothing; a callable target is the
         # user's code running inside the call, so it takes the guarded path
-        with evaluation(self.model, user_code=callable(target)):
+        with evaluation(self.model, user_code=callable(target), call=True):
             prepared = model_inputs(inputs, self.model, attribute_to)
             return self._explain_exactly(Call(prepared, target))
 

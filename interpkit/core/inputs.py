@@ -117,10 +117,15 @@ def check_finite(**tensors: torch.Tensor) -> None:
     """Raise an InputError naming the first of ``tensors`` that holds NaN or Inf. All of them
     are checked with one host-device synchronisation: the one an explanation call makes."""
     # the largest magnitude is finite exactly when every value is (the maximum propagates NaN): one op
-    # per tensor, no temporary, where isfinite().all() dispatches five
-    checks = [torch.linalg.vector_norm(t, math.inf) for t in tensors.values()]
+    # per tensor, no temporary, where isfinite().all() dispatches five. Integers and empty tensors are
+    # finite; a complex value is finite when both its parts are
+    inexact = {name: torch.view_as_real(t) if t.is_complex() else t for name, t in tensors.items()
+               if t.numel() and (t.is_floating_point() or t.is_complex())}
+    if not inexact:
+        return
+    checks = [torch.linalg.vector_norm(t, math.inf) for t in inexact.values()]
     flags = [math.isfinite(checks[0].item())] if len(checks) == 1 else list(map(math.isfinite, torch.stack(checks).tolist()))
-    for name, finite in zip(tensors, flags):
+    for name, finite in zip(inexact, flags):
         if not finite:
             raise InputError(f"{name} contain NaN or Inf values; clean or re-normalise them")
 

@@ -87,12 +87,12 @@ def _children(modules: tuple[nn.Module, ...]) -> list[tuple[Any, ...]]:
 
 def model_facts(model: nn.Module) -> ModelFacts:
     """The model's ``ModelFacts``, recomputed when any module's children changed since. Inside
-    an explanation on the plain path (no user code runs) they are the ones its snapshot checked."""
-    record = _records.get(model)
-    if record is not None and record.holder == threading.get_ident():
-        held = record.snapshot
-        if held is not None and held.guard is None:
-            return held.facts
+    a plain explanation call (no user code runs in it) they are the ones checked at its start."""
+    in_call = getattr(_calls, "facts", None)
+    if in_call:
+        facts = in_call.get(id(model))  # the call holds the model: its id names no other
+        if facts is not None:
+            return facts
     facts = _facts.get(model)
     if facts is not None and _children(facts.modules) == facts.children:
         return facts
@@ -193,8 +193,8 @@ class ModelSnapshot:
         self.requires_grad = list(map(_requires_grad, self.params))
         self.grads = list(map(_grad, self.params))
         self.tensors = self.params + list(filter(_present, chain.from_iterable(map(dict.values, buffer_slots))))
-        if any(map(isinstance, self.tensors, repeat(nn.parameter.UninitializedTensorMixin))):
-            self.tensors = [t for t in self.tensors if not isinstance(t, nn.parameter.UninitializedTensorMixin)]
+        if any(map(isinstance, self.tensors, repeat(_LAZY))):  # no storage yet: nothing to write
+            self.tensors = [t for t in self.tensors if not isinstance(t, _LAZY)]
         self.guard: WriteGuard | None = None
         self.versions: list[int] = []
         if user_code or not facts.trusted or _hooked(self.modules):
@@ -246,10 +246,10 @@ class ModelSnapshot:
             for param, grad in zip(reversed(self.params), reversed(self.grads)):  # a shared parameter: first record last
                 if param.grad is not grad:
                     param.grad = grad
-        for slots, before in zip(self.slots, self.slot_copies):
-            for name, value in before.items():
-                if slots.get(name) is not value:
-                    slots[name] = value  # a forward may have rebound the attribute
+        for slot_dict, recorded in zip(self.slots, self.slot_copies):
+            for name, value in recorded.items():
+                if slot_dict.get(name) is not value:
+                    slot_dict[name] = value  # a forward may have rebound the attribute
         if self.versions and list(map(_version, self.tensors)) != self.versions:
             self._report_write()
 
@@ -265,6 +265,7 @@ class ModelSnapshot:
 _training, _requires_grad, _grad, _version, _parameters, _buffers = (
     attrgetter(name) for name in ("training", "requires_grad", "grad", "_version", "_parameters", "_buffers"))
 _present = partial(is_not, None)
+_LAZY = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]
 
 
 class _Record:
@@ -274,7 +275,6 @@ class _Record:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.snapshot: ModelSnapshot | None = None
-        self.holder: int | None = None  # the thread holding ``snapshot``
 
 
 _records: "weakref.WeakKeyDictionary[nn.Module, _Record]" = weakref.WeakKeyDictionary()
@@ -296,10 +296,11 @@ def model_lock(model: nn.Module) -> threading.RLock:
 
 
 @contextmanager
-def evaluation(model: nn.Module, user_code: bool = False) -> Iterator[None]:
+def evaluation(model: nn.Module, user_code: bool = False, call: bool = False) -> Iterator[None]:
     """Run the block with the model in eval mode, holding its lock, and restore everything after.
     Re-entrant: inside a block of the same thread (a target callable that explains the same
-    model, an explainer that delegates) the model is already held, and nothing is recorded twice."""
+    model, an explainer that delegates) the model is already held, and nothing is recorded twice.
+    ``call``: the block is one explanation call; on the plain path its model facts are checked once."""
     record = _record(model)
     with record.lock:
         held = record.snapshot
@@ -307,22 +308,45 @@ def evaluation(model: nn.Module, user_code: bool = False) -> Iterator[None]:
             if user_code and held.guard is None:  # user code inside a plain hold: guard from here on
                 with held.guarded():
                     yield
+            elif call and held.guard is None:  # the user's code may have run in the hold before this call
+                with _checked_once(model, model_facts(model)):
+                    yield
             else:
                 yield
             return
         snapshot = record.snapshot = ModelSnapshot(model, user_code)
-        record.holder = threading.get_ident()
         try:
             if any(snapshot.training):  # model.eval() walks every module's __setattr__: skip it when it would do nothing
                 _eval(model)
-            if snapshot.guard is None:
-                yield
-            else:
+            if snapshot.guard is not None:
                 with snapshot.guard:
                     yield
+            elif call:
+                with _checked_once(model, snapshot.facts):
+                    yield
+            else:
+                yield
         finally:
-            record.snapshot = record.holder = None
+            record.snapshot = None
             snapshot.restore()
+
+
+_calls = threading.local()  # ``facts``: id(model) -> facts, for the plain explanation calls open in this thread
+
+
+@contextmanager
+def _checked_once(model: nn.Module, facts: ModelFacts) -> Iterator[None]:
+    """Within a plain explanation call only interpkit and trusted library forwards run, so the
+    model's modules cannot change: its facts, just checked, serve every read until it returns."""
+    in_call = _calls.__dict__.setdefault("facts", {})
+    if id(model) in in_call:  # an outer call of the same model checked them
+        yield
+        return
+    in_call[id(model)] = facts
+    try:
+        yield
+    finally:
+        del in_call[id(model)]
 
 
 def _eval(model: nn.Module) -> None:

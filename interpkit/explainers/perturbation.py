@@ -15,7 +15,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..core import Call, Explainer, TargetSelection, class_scores, mixes_samples, neurons_of
-from ..core.state import model_facts
 from ..errors import InputError, TargetError
 
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
@@ -32,7 +31,13 @@ def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[Target
     the output."""
     if neurons_of(call.target):
         raise TargetError(f"{method} scores perturbed copies of the input: give classes or a callable, not neurons")
-    selection, _ = explainer.forward_with_targets(call, graph=False)
+    peaks, key = _peaks.setdefault(explainer.model, {}), _shapes(call)
+    if key in peaks:
+        selection, _ = explainer.forward_with_targets(call, graph=False)
+    else:  # the first clean forward per model and input shapes also measures what a forward holds
+        with LivePeak() as peak:
+            selection, _ = explainer.forward_with_targets(call, graph=False)
+        peaks[key] = -(-peak.bytes // call.inputs.batch_size)
     return selection, selection.indices if selection.classes else call.target
 
 
@@ -40,22 +45,18 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
                      probability: bool = False) -> torch.Tensor:
     """The target scores (count, N, K) of ``count`` perturbed copies of the batch, in float32 or
     the model's float64; a class's score is its logit, or its probability with
-    ``probability=True``. A model whose forward mixes samples gets one copy per forward. The
-    first call per model and input shape runs the batch once more, measuring its peak
-    (``LivePeak``), and chunks are capped so that their peak stays within ``MEMORY_BUDGET``; the
-    chunks, and so the results, are the same on every call."""
+    ``probability=True``. A model whose forward mixes samples gets one copy per forward. Chunks
+    are capped so that their peak stays within ``MEMORY_BUDGET``, from the peak per sample that
+    ``clean_targets`` measured (a caller without it gets one more forward of the batch, measured
+    with the random state kept); the chunks, and so the results, are the same on every call."""
     n = call.inputs.batch_size
     per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
-    key = ("copy bytes", tuple(call.x.shape[1:]), call.x.dtype, call.x.device)
-    cache = model_facts(model).cache
     scores = []
     with torch.no_grad():
-        if key not in cache:  # once per model and input shape: a forward of the batch itself, measured
-            with LivePeak() as peak:
-                call.inputs.run(model)
-            cache[key] = -(-peak.bytes // n)
-        # no more copies per forward than the memory budget holds; the same chunks on every call
-        per_chunk = max(1, min(per_chunk, MEMORY_BUDGET // max(1, n * cache[key])))
+        peak = _peaks.setdefault(model, {}).get(_shapes(call))
+        if peak is None and count:
+            peak = _measured(model, call)
+        per_chunk = max(1, min(per_chunk, MEMORY_BUDGET // (n * max(1, peak or 0))))
         for first in range(0, count, per_chunk):
             stop = min(count, first + per_chunk)
             output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model)
@@ -67,6 +68,26 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     return scores_
 
 
+_peaks: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]]" = weakref.WeakKeyDictionary()
+
+
+def _shapes(call: Call) -> tuple:
+    """What a forward's memory depends on: the shape, dtype and device of every tensor the model gets."""
+    leaves = tree_leaves((call.inputs.args, call.inputs.kwargs))
+    return tuple((tuple(t.shape), t.dtype, t.device) for t in leaves if isinstance(t, torch.Tensor))
+
+
+def _measured(model: nn.Module, call: Call) -> int:
+    """Bytes per sample of a forward of the batch (a copy of it: a model may write its input),
+    with the random state left as it was; recorded for later calls."""
+    device = call.x.device
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type), \
+            LivePeak() as peak:
+        call.model_inputs(call.x.clone()).run(model)
+    per_sample = _peaks.setdefault(model, {})[_shapes(call)] = -(-peak.bytes // call.inputs.batch_size)
+    return per_sample
+
+
 class LivePeak(TorchDispatchMode):
     """The most bytes the tensors made inside the block held at once (one count per storage;
     views and in-place results add nothing): what a forward of the copies needs besides the model."""
@@ -74,24 +95,28 @@ class LivePeak(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, int] = {}
-        self.bytes = 0
+        self.held = self.bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        given = set(map(_pointer, tree_leaves((args, kwargs))))  # before the op: an out= it grows counts
         out = func(*args, **(kwargs or {}))
-        given = set(map(_pointer, tree_leaves((args, kwargs))))  # a view or in-place result allocates nothing
         for tensor in tree_leaves(out):
             pointer = _pointer(tensor)
             if pointer is not None and pointer not in given and pointer not in self.live:
                 self.live[pointer] = tensor.untyped_storage().nbytes()
-                weakref.finalize(tensor, self.live.pop, pointer, None)
-                self.bytes = max(self.bytes, sum(self.live.values()))
+                self.held += self.live[pointer]
+                self.bytes = max(self.bytes, self.held)
+                weakref.finalize(tensor, self._freed, pointer)
         return out
+
+    def _freed(self, pointer: int) -> None:
+        self.held -= self.live.pop(pointer, 0)
 
 
 def _pointer(value: Any) -> int | None:
     """The address of a tensor's storage (None for anything else, or a tensor without a plain
     storage: sparse, a wrapper subclass)."""
-    if not isinstance(value, torch.Tensor):
+    if not isinstance(value, torch.Tensor) or value.device.type == "meta":  # meta tensors hold no memory
         return None
     try:
         return value.untyped_storage().data_ptr()

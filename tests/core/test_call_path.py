@@ -226,6 +226,22 @@ def test_one_call_walks_the_module_tree_once(monkeypatch):
     assert len(walks) == 1  # the snapshot's check; every later read in the call uses the facts it checked
 
 
+def test_a_call_inside_a_with_block_sees_modules_changed_in_the_block():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.randn(4, 3, 8, 8)
+    explainer = GradCAM(model, layer="0")
+    with explainer:  # the user's code runs between the calls of a block
+        explainer(x)
+        model.add_module("extra", nn.Identity())
+        assert GradCAM(model, layer="extra").layer == "extra"
+        model._modules["1"] = nn.BatchNorm2d(4, track_running_stats=False).eval()  # now it mixes samples
+        inside = explainer(x, target=0).maps
+    del model._modules["extra"]
+    torch.testing.assert_close(inside[:1], explainer(x[:1], target=0).maps)  # each sample explained alone
+
+
 def test_the_facts_a_call_checked_are_its_own_thread_s():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     held, replaced = threading.Event(), threading.Event()

@@ -61,6 +61,14 @@ def test_the_finite_check_refuses_exactly_nan_and_inf_and_never_overflows(values
             check_finite(inputs=tensor, maps=torch.zeros(1))
 
 
+def test_the_finite_check_passes_empty_integer_and_finite_complex_tensors():
+    check_finite(empty=torch.zeros(0, 3), counts=torch.arange(4), flags=torch.ones(2, dtype=torch.bool),
+                 waves=torch.full((3,), 3e38 + 3e38j, dtype=torch.complex64))  # |z| overflows; its parts do not
+    for bad in (complex(float("nan"), 0.0), complex(0.0, float("inf"))):
+        with pytest.raises(InputError, match="waves contain NaN or Inf"):
+            check_finite(empty=torch.zeros(0), waves=torch.tensor([1j, bad]))
+
+
 def test_infinite_numbers_are_refused_and_plugins_use_the_checks():
     import math
 

@@ -94,9 +94,8 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     model.register_forward_pre_hook(lambda _m, args: batches.append(len(args[0])))
     explainer = Occlusion(model, window=2, stride=2, max_batch=64)  # 36 windows
     first = explainer(x, target=1).maps
-    # the first call per input shape measures the batch once, after the clean forward
-    assert batches[:3] == [2, 2, 64] and len(batches) == 4
-    per_sample = next(v for k, v in engine.model_facts(model).cache.items() if k[0] == "copy bytes")
+    assert batches == [2, 64, 8]  # the clean forward (measured, the first time), then the copies
+    (per_sample,) = engine._peaks[model].values()
     assert 16 * 12 * 12 * 4 <= per_sample < 10 * 16 * 12 * 12 * 4  # the conv's output, the copy, a few more
     monkeypatch.setattr(engine, "MEMORY_BUDGET", 5 * 2 * per_sample)  # room for five copies of the batch
     batches.clear()
@@ -106,3 +105,27 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     batches.clear()
     torch.testing.assert_close(explainer(x, target=1).maps, first)
     assert set(batches) == {2} and len(batches) == 37
+    longer = torch.randn(2, 3, 24, 24)  # other shapes are measured again
+    explainer(longer, target=1)
+    assert len(engine._peaks[model]) == 2 and max(engine._peaks[model].values()) > per_sample
+
+
+def test_a_caller_without_the_clean_forward_gets_a_measured_forward_that_draws_nothing():
+    import interpkit.explainers.perturbation as engine
+    from interpkit.core import Call, ModelInputs
+
+    class Noisy(nn.Module):  # draws random numbers in eval: the measuring forward must not consume them
+        def forward(self, x):
+            return x.flatten(1)[:, :3] + torch.rand(len(x), 3)
+
+    model, x = Noisy(), torch.rand(2, 3, 4, 4)
+    call = Call(ModelInputs(args=(x,)), 0)
+
+    def scores():
+        torch.manual_seed(0)
+        return engine.perturbed_scores(model, call, torch.zeros(2, 1, dtype=torch.long), 3,
+                                       lambda a, b: x.expand(b - a, *x.shape), max_batch=4)
+
+    first = scores()
+    assert len(engine._peaks[model]) == 1
+    torch.testing.assert_close(scores(), first, rtol=0, atol=0)
