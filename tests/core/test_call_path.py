@@ -477,7 +477,9 @@ def test_a_call_for_one_target_leaves_no_reference_cycle():
     it returns, not at the next garbage collection: no built-in explainer leaves a cycle."""
     import gc
 
-    model = torchvision.models.resnet18(num_classes=4).eval()
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=4).eval()  # resnet18's parts, one block per stage
     x = torch.randn(2, 3, 32, 32)
     left = {}
     options = {"deeplift, reveal-cancel": lambda m: interpkit.DeepLift(m, rule="reveal_cancel")}  # resnet's bn2
