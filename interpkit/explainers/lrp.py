@@ -155,7 +155,8 @@ def _signed_terms(layer: LayerCall, rule: "LayerRule", tag: str, positive_weight
 
     terms = _terms(layer, rule, tag, pairs, lambda z: stabilize(sum(z[1:], z[0]), stabilizer))
     pulled = terms.pulled([relevance / terms.denominator] * len(terms.outputs))
-    return sum(inputs * p for (inputs, _, _), p in zip(terms.pairs, pulled))
+    shares = [inputs * p for (inputs, _, _), p in zip(terms.pairs, pulled)]
+    return sum(shares[1:], shares[0])  # not sum(shares): 0 + a tensor is one more pass over it
 
 
 @dataclass(frozen=True)
