@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--lrp-only", action="store_true",
+                        help="only VGG16's plain gradient, LRP for one and five classes and their floor, interleaved")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,6 +103,15 @@ def main() -> None:
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     models = {"vgg11": torchvision.models.vgg11(num_classes=10), "resnet18": torchvision.models.resnet18(num_classes=10)}
     cases = lrp_cases(torchvision.models.vgg16(num_classes=10).eval().to(device), images)
+    if args.lrp_only:  # the five-class case swings when interleaved with the peers: timed with its own only
+        del cases["vgg16: zennit EpsilonPlusFlat"]
+        t = time_all(cases, device, repeats=args.repeats, warmup=1)
+        report(f"LRP alone, batch {args.batch}, {args.size}x{args.size}, {machine(device)}", t, [
+            ("vgg16: interpkit lrp / plain gradient", t["vgg16: interpkit lrp epsilon_plus_flat"]
+             / t["vgg16: plain input gradient"], "<= 1.5"),
+            ("vgg16: interpkit lrp 5 classes / floor of 5 gradients", t["vgg16: interpkit lrp, 5 classes"]
+             / t["vgg16: floor of 5 classes (1 forward, 5 gradients)"], "<= 1.1")])
+        return
     for name, model in models.items():
         cases.update(cases_for(name, model.eval().to(device), images, captum_too=name == "vgg11"))
     with warnings.catch_warnings():
