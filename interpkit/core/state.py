@@ -98,6 +98,11 @@ def model_facts(model: nn.Module) -> ModelFacts:
         return facts
     names = {module: name for name, module in model.named_modules(remove_duplicate=True)}
     modules = tuple(names)
+    scripted = next((name for module, name in names.items() if isinstance(module, torch.jit.ScriptModule)), None)
+    if scripted is not None:
+        raise InputError(f"{'the model' if not scripted else f'its module {scripted!r}'} is a TorchScript module "
+                         "(torch.jit.script or torch.jit.trace), whose forward cannot carry interpkit's hooks and rules; "
+                         "pass the torch.nn.Module it was made from")
     parents = {child: parent for parent in names for child in parent.children()}
     norms = tuple(m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)
                   and not isinstance(m, nn.modules.instancenorm._InstanceNorm))

@@ -433,6 +433,24 @@ def test_no_undocumented_host_device_synchronisation(case, tmp_path):
     assert sorted(sites) == (["check_finite", "score"] if case == "deletion" else ["check_finite"]), sites
 
 
+@pytest.mark.parametrize("make", [lambda m: torch.jit.script(m), lambda m: torch.jit.trace(m, torch.rand(1, 3, 8, 8)),
+                                  lambda m: nn.Sequential(torch.jit.script(m), nn.Identity())],
+                         ids=["scripted", "traced", "scripted_part"])
+def test_torchscript_modules_are_refused_by_name(make):
+    from interpkit.metrics import Deletion
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation
+        scripted = make(model)
+    x = torch.rand(2, 3, 8, 8)
+    for run in (lambda: interpkit.Saliency(scripted)(x), lambda: GradCAM(scripted, layer=None)(x),
+                lambda: interpkit.Occlusion(scripted, window=4)(x),
+                lambda: Deletion(steps=2)(scripted, x, torch.rand(2, 8, 8), targets=0)):
+        with pytest.raises(interpkit.InputError, match="TorchScript module"):
+            run()
+
+
 def test_a_model_whose_eval_raises_is_restored_and_refused_clearly():
     class RefusesEval(nn.Sequential):
         def train(self, mode=True):
