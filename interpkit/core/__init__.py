@@ -20,7 +20,7 @@ from .maps import MapKind, display, normalize_maps, provide_display, upsample
 from .options import check_baseline, check_flag, check_int, check_number, check_seed
 from .propagation import PropagationMode, PropagationRule
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
-from .state import ModelSnapshot, evaluation, mixes_samples, model_device
+from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_device
 from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "TokenGrid", "capture_outputs", "check_baseline",
     "check_finite", "check_flag", "check_int", "check_number", "check_seed", "check_tensor", "token_layout",
     "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
-    "guided_rule", "layer_choices", "mixes_samples", "model_device", "model_inputs", "neurons_of",
+    "guided_rule", "layer_choices", "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of",
     "normalize_maps", "parse_device", "per_target_gradients", "provide_display", "resolve_layer", "sample_target", "select_targets",
     "unwrap", "upsample",
 ]

@@ -104,7 +104,7 @@ class Explainer:
                  attribute_to: int | str | None = None) -> Explanation:
         # re-entrant: inside a with block or an outer call it records nothing; a callable target is the
         # user's code running inside the call, so it takes the guarded path
-        with evaluation(self.model, user_code=callable(target), call=True):
+        with evaluation(self.model, user_code=callable(target) or _holds_user_code(self), call=True):
             prepared = model_inputs(inputs, self.model, attribute_to)
             return self._explain_exactly(Call(prepared, target))
 
@@ -175,6 +175,13 @@ class Explainer:
             with mode if reads and mode is not None else contextlib.nullcontext():
                 selection = select_targets(target, output, len(x), neuron_outputs, tuple(x.shape[2:]))
         return replace(selection, graph_elements=per_sample * len(x)), captured
+
+
+def _holds_user_code(explainer: Explainer) -> bool:
+    """Whether an option of the explainer is a function of the user's (a callable baseline): it
+    runs inside the call, so the call takes the guarded path. Delegates decide for themselves."""
+    return any(callable(value) and not isinstance(value, (nn.Module, torch.Tensor, Explainer))
+               for value in vars(explainer).values())
 
 
 @dataclass

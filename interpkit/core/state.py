@@ -112,6 +112,12 @@ def model_facts(model: nn.Module) -> ModelFacts:
     return facts
 
 
+def model_cache(model: nn.Module) -> dict[Any, Any]:
+    """A dict for what an explainer computes once per model (and input shape, in its key) and
+    reuses across calls; emptied when any of the model's modules is replaced."""
+    return model_facts(model).cache
+
+
 def _trusted(module: nn.Module) -> bool:
     return type(module).__module__.startswith(TRUSTED_MODULES)
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ..core import Call, Explainer, TargetSelection, class_scores, mixes_samples, neurons_of
+from ..core import Call, Explainer, ModelInputs, TargetSelection, class_scores, mixes_samples, model_cache, neurons_of
 from ..errors import InputError, TargetError
 
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
@@ -31,13 +31,13 @@ def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[Target
     the output."""
     if neurons_of(call.target):
         raise TargetError(f"{method} scores perturbed copies of the input: give classes or a callable, not neurons")
-    peaks, key = _peaks.setdefault(explainer.model, {}), _shapes(call)
-    if key in peaks:
+    cache, key = model_cache(explainer.model), _peak_key(call)
+    if key in cache:
         selection, _ = explainer.forward_with_targets(call, graph=False)
-    else:  # the first clean forward per model and input shapes also measures what a forward holds
-        with LivePeak() as peak:
+    else:  # the first clean forward per model and key also measures what a forward holds
+        with LivePeak(call.inputs) as peak:
             selection, _ = explainer.forward_with_targets(call, graph=False)
-        peaks[key] = -(-peak.bytes // call.inputs.batch_size)
+        cache[key] = -(-peak.bytes // call.inputs.batch_size)
     return selection, selection.indices if selection.classes else call.target
 
 
@@ -48,12 +48,13 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     ``probability=True``. A model whose forward mixes samples gets one copy per forward. Chunks
     are capped so that their peak stays within ``MEMORY_BUDGET``, from the peak per sample that
     ``clean_targets`` measured (a caller without it gets one more forward of the batch, measured
-    with the random state kept); the chunks, and so the results, are the same on every call."""
+    with the random state kept). The measure is kept per model (until its modules change), input
+    shapes, autocast state and kind of target, so calls alike score the same chunks."""
     n = call.inputs.batch_size
     per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
     scores = []
     with torch.no_grad():
-        peak = _peaks.setdefault(model, {}).get(_shapes(call))
+        peak = model_cache(model).get(_peak_key(call))
         if peak is None and count:
             peak = _measured(model, call)
         per_chunk = max(1, min(per_chunk, MEMORY_BUDGET // (n * max(1, peak or 0))))
@@ -68,38 +69,46 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     return scores_
 
 
-_peaks: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]]" = weakref.WeakKeyDictionary()
-
-
-def _shapes(call: Call) -> tuple:
-    """What a forward's memory depends on: the shape, dtype and device of every tensor the model gets."""
+def _peak_key(call: Call) -> tuple:
+    """What a forward's memory per sample depends on besides the model: the shape, dtype and
+    device of every tensor it gets, autocast (activations' dtype) and whether a callable scores it."""
     leaves = tree_leaves((call.inputs.args, call.inputs.kwargs))
-    return tuple((tuple(t.shape), t.dtype, t.device) for t in leaves if isinstance(t, torch.Tensor))
+    device = call.x.device.type
+    autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
+    return ("peak bytes", tuple((tuple(t.shape), t.dtype, t.device) for t in leaves if isinstance(t, torch.Tensor)),
+            autocast, callable(call.target))
 
 
 def _measured(model: nn.Module, call: Call) -> int:
     """Bytes per sample of a forward of the batch (a copy of it: a model may write its input),
     with the random state left as it was; recorded for later calls."""
     device = call.x.device
+    inputs = call.model_inputs(call.x.clone())
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type), \
-            LivePeak() as peak:
-        call.model_inputs(call.x.clone()).run(model)
-    per_sample = _peaks.setdefault(model, {})[_shapes(call)] = -(-peak.bytes // call.inputs.batch_size)
+            LivePeak(inputs) as peak:
+        inputs.run(model)
+    per_sample = model_cache(model)[_peak_key(call)] = -(-peak.bytes // call.inputs.batch_size)
     return per_sample
 
 
 class LivePeak(TorchDispatchMode):
-    """The most bytes the tensors made inside the block held at once (one count per storage;
-    views and in-place results add nothing): what a forward of the copies needs besides the model."""
+    """The most bytes held at once by the tensors made inside the block from the batch (``inputs``'
+    tensors, and what ops make from them; one count per storage, views and in-place results add
+    nothing): what a forward needs per batch. Tensors made from the weights alone (autocast's
+    cast copies, a rule's modified weights) are the same for any batch and are not counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: ModelInputs) -> None:
         super().__init__()
+        self.batch = set(map(_pointer, tree_leaves((inputs.args, inputs.kwargs)))) - {None}
         self.live: dict[int, int] = {}
         self.held = self.bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         given = set(map(_pointer, tree_leaves((args, kwargs))))  # before the op: an out= it grows counts
         out = func(*args, **(kwargs or {}))
+        tensors = given - {None}
+        if tensors and tensors.isdisjoint(self.batch) and tensors.isdisjoint(self.live):
+            return out  # made from the weights alone (a factory op counts: its size may be the batch's)
         for tensor in tree_leaves(out):
             pointer = _pointer(tensor)
             if pointer is not None and pointer not in given and pointer not in self.live:

@@ -86,6 +86,18 @@ def test_a_write_on_the_plain_path_is_reported_not_left_silently(monkeypatch):
         GradCAM(model)(torch.rand(2, 3, 8, 8), target=0)
 
 
+def test_a_callable_option_is_user_code_and_what_it_writes_is_undone():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    before = ModelFingerprint.of(model)
+
+    def baseline(x):  # the user's function, run inside the call: a write through .data no version counter sees
+        model[4].weight.data.mul_(2)
+        return torch.zeros_like(x)
+
+    interpkit.DeepLift(model, baseline=baseline)(torch.randn(2, 3, 8, 8), target=0)
+    assert_model_unchanged(before, model)
+
+
 @pytest.mark.parametrize("write", [
     lambda m: m[0].weight.data.zero_(),  # through .data: no version counter sees it
     lambda m: (m.train(), m(torch.rand(2, 3, 8, 8)), m.eval()),  # batch norm statistics updated in training mode

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from interpkit import InputError, Occlusion, TargetError
+from interpkit.core import model_cache
 from interpkit.testing import Conv1dNet, Conv3dNet
 
 captum_attr = pytest.importorskip("captum.attr", reason="captum is part of the [test] extra")
@@ -67,20 +68,22 @@ def test_bad_options_and_targets():
         Occlusion(model, window=4)(torch.randn(1, 2, 40), target=Neuron("features.0", 0))
 
 
-def test_live_peak_counts_what_is_held_at_once_not_views_or_in_place_results():
+def test_live_peak_counts_what_the_batch_holds_at_once_not_views_in_place_results_or_weights():
+    from interpkit.core import ModelInputs
     from interpkit.explainers.perturbation import LivePeak
 
-    weight = torch.ones(50, 40)
-    with LivePeak() as peak:
-        a = torch.ones(1000)  # 4,000 bytes
+    batch, weight = torch.ones(1000), torch.ones(50, 40)
+    with LivePeak(ModelInputs(args=(batch,))) as peak:
+        a = batch * 1  # 4,000 bytes
         b = a * 2  # 8,000 held
         del a
         c = b + 1  # b and c: 8,000 again
         b.add_(1)  # in place: nothing new
         views = c.view(10, 100), weight.t()  # views, of a tensor made here and of one that was not
+        cast = weight.to(torch.float64)  # made from a weight alone (as autocast's copies): 16,000 not counted
         del b, c, views
-        d = torch.ones(1500)  # 6,000 after the others are gone
-    assert peak.bytes == 8000 and len(d) == 1500
+        d = torch.ones(1500)  # a factory op may be sized by the batch: 6,000 counted, after the others are gone
+    assert peak.bytes == 8000 and len(d) == 1500 and cast.dtype == torch.float64
 
 
 def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
@@ -95,7 +98,7 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     explainer = Occlusion(model, window=2, stride=2, max_batch=64)  # 36 windows
     first = explainer(x, target=1).maps
     assert batches == [2, 64, 8]  # the clean forward (measured, the first time), then the copies
-    (per_sample,) = engine._peaks[model].values()
+    (per_sample,) = [v for k, v in model_cache(model).items() if k[0] == "peak bytes"]
     assert 16 * 12 * 12 * 4 <= per_sample < 10 * 16 * 12 * 12 * 4  # the conv's output, the copy, a few more
     monkeypatch.setattr(engine, "MEMORY_BUDGET", 5 * 2 * per_sample)  # room for five copies of the batch
     batches.clear()
@@ -107,7 +110,8 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     assert set(batches) == {2} and len(batches) == 37
     longer = torch.randn(2, 3, 24, 24)  # other shapes are measured again
     explainer(longer, target=1)
-    assert len(engine._peaks[model]) == 2 and max(engine._peaks[model].values()) > per_sample
+    peaks = [v for k, v in model_cache(model).items() if k[0] == "peak bytes"]
+    assert len(peaks) == 2 and max(peaks) > per_sample
 
 
 def test_a_caller_without_the_clean_forward_gets_a_measured_forward_that_draws_nothing():
@@ -127,5 +131,23 @@ def test_a_caller_without_the_clean_forward_gets_a_measured_forward_that_draws_n
                                        lambda a, b: x.expand(b - a, *x.shape), max_batch=4)
 
     first = scores()
-    assert len(engine._peaks[model]) == 1
+    assert len([k for k in model_cache(model) if k[0] == "peak bytes"]) == 1
     torch.testing.assert_close(scores(), first, rtol=0, atol=0)
+
+
+def test_the_measure_ignores_autocast_weight_copies_and_follows_the_model_s_modules():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 4096), nn.ReLU(), nn.Linear(4096, 3)).eval()
+    x = torch.randn(1, 3, 4, 4)
+    explainer = Occlusion(model, window=2, stride=2)
+
+    def peaks():
+        return sorted(v for k, v in model_cache(model).items() if k[0] == "peak bytes")
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # casts each weight once: 0.4 MB, the same for any batch
+        explainer(x, target=1)
+    explainer(x, target=1)
+    assert len(peaks()) == 2 and max(peaks()) < 4096 * 4 * 4  # a few activations of one sample, no weight
+    model[1], model[3] = nn.Linear(48, 16384), nn.Linear(16384, 3)  # four times wider: measured again
+    explainer(x, target=1)
+    assert len(peaks()) == 1 and peaks()[0] >= 16384 * 4
