@@ -9,6 +9,9 @@ exactly as it was whether the call returned or raised.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import inspect
 import math
 import threading
 import warnings
@@ -177,11 +180,42 @@ class Explainer:
         return replace(selection, graph_elements=per_sample * len(x)), captured
 
 
-def _holds_user_code(explainer: Explainer) -> bool:
-    """Whether an option of the explainer is a function of the user's (a callable baseline): it
-    runs inside the call, so the call takes the guarded path. Delegates decide for themselves."""
-    return any(callable(value) and not isinstance(value, (nn.Module, torch.Tensor, Explainer))
-               for value in vars(explainer).values())
+#: modules whose functions and classes are not the user's code
+_LIBRARY = ("interpkit", "torch", "builtins", "numpy", "math", "enum", "functools")
+
+
+def _holds_user_code(value: Any, seen: set[int] | None = None) -> bool:
+    """Whether the user's code sits among an explainer's options, in delegate explainers, rules,
+    containers or closures: a function, or an object of a class, defined outside the libraries
+    interpkit trusts (a callable baseline, a custom LRP rule). It runs inside the call, so the
+    call takes the guarded path, as with a callable target."""
+    seen = set() if seen is None else seen
+    if isinstance(value, (nn.Module, torch.Tensor, str, bytes, int, float, type(None), threading.local)) or (
+            id(value) in seen):  # a thread-local holds an explainer's open ``with`` block, not an option
+        return False
+    seen.add(id(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        inner: Any = value
+    elif isinstance(value, dict):
+        inner = [*value.keys(), *value.values()]
+    elif not _defined_in(value, _LIBRARY):
+        return True
+    elif isinstance(value, functools.partial):
+        inner = [value.func, *value.args, *value.keywords.values()]
+    elif inspect.isfunction(value):
+        inner = [cell.cell_contents for cell in value.__closure__ or ()]
+    elif inspect.ismethod(value):
+        inner = [value.__func__, value.__self__]
+    else:  # an object of the libraries': what it holds (a slotted dataclass has no __dict__)
+        inner = list(getattr(value, "__dict__", {}).values())
+        if dataclasses.is_dataclass(value):
+            inner += [getattr(value, f.name) for f in dataclasses.fields(value)]
+    return any(_holds_user_code(item, seen) for item in inner)
+
+
+def _defined_in(value: Any, modules: tuple[str, ...]) -> bool:
+    own = value if inspect.isfunction(value) or inspect.isclass(value) else type(value)
+    return (getattr(own, "__module__", None) or "").startswith(modules)
 
 
 @dataclass

@@ -6,11 +6,11 @@ by the chunk however many perturbations a method asks for."""
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -31,13 +31,7 @@ def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[Target
     the output."""
     if neurons_of(call.target):
         raise TargetError(f"{method} scores perturbed copies of the input: give classes or a callable, not neurons")
-    cache, key = model_cache(explainer.model), _peak_key(call)
-    if key in cache:
-        selection, _ = explainer.forward_with_targets(call, graph=False)
-    else:  # the first clean forward per model and key also measures what a forward holds
-        with LivePeak(call.inputs) as peak:
-            selection, _ = explainer.forward_with_targets(call, graph=False)
-        cache[key] = -(-peak.bytes // call.inputs.batch_size)
+    selection, _ = explainer.forward_with_targets(call, graph=False)
     return selection, selection.indices if selection.classes else call.target
 
 
@@ -46,18 +40,15 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     """The target scores (count, N, K) of ``count`` perturbed copies of the batch, in float32 or
     the model's float64; a class's score is its logit, or its probability with
     ``probability=True``. A model whose forward mixes samples gets one copy per forward. Chunks
-    are capped so that their peak stays within ``MEMORY_BUDGET``, from the peak per sample that
-    ``clean_targets`` measured (a caller without it gets one more forward of the batch, measured
-    with the random state kept). The measure is kept per model (until its modules change), input
-    shapes, autocast state and kind of target, so calls alike score the same chunks."""
+    are capped so that their peak stays within ``MEMORY_BUDGET`` (see ``forward_memory``)."""
     n = call.inputs.batch_size
     per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
     scores = []
     with torch.no_grad():
-        peak = model_cache(model).get(_peak_key(call))
-        if peak is None and count:
-            peak = _measured(model, call)
-        per_chunk = max(1, min(per_chunk, MEMORY_BUDGET // (n * max(1, peak or 0))))
+        if count:
+            fixed, per_sample = forward_memory(model, call)
+            if per_sample:
+                per_chunk = max(1, min(per_chunk, (MEMORY_BUDGET - fixed) // (per_sample * n)))
         for first in range(0, count, per_chunk):
             stop = min(count, first + per_chunk)
             output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model)
@@ -69,57 +60,63 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     return scores_
 
 
-def _peak_key(call: Call) -> tuple:
-    """What a forward's memory per sample depends on besides the model: the shape, dtype and
-    device of every tensor it gets, autocast (activations' dtype) and whether a callable scores it."""
+def forward_memory(model: nn.Module, call: Call) -> tuple[int, int]:
+    """The bytes a forward's new tensors hold at their peak, as ``(fixed, per sample)``: measured
+    once per model (until one of its modules is replaced), input shapes, autocast state and kind
+    of target, from the call's first sample run alone and twice over, so what does not grow with
+    the batch is told apart from what does. A first unmeasured run fills what a model makes once
+    (autocast's copies of the weights, lazy buffers). The forwards run on copies of the input with
+    the random state put back, and score nothing. A batch of two that measures no more than one
+    (allocations that differ between runs) counts everything as per sample: slower, never over."""
+    cache, key = model_cache(model), _memory_key(call)
+    if key not in cache:
+        one = call.inputs.sample(0)
+        x = one.primary.clone()  # a model may write its input
+        device = x.device
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
+            _, alone, twice = (_peak_bytes(model, one.with_primary(batch)) for batch in (x, x, torch.cat([x, x])))
+        per_sample = twice - alone if twice > alone else max(alone, 1)
+        cache[key] = (max(0, alone - per_sample), per_sample)
+    return cache[key]
+
+
+def _memory_key(call: Call) -> tuple:
     leaves = tree_leaves((call.inputs.args, call.inputs.kwargs))
     device = call.x.device.type
-    autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
-    return ("peak bytes", tuple((tuple(t.shape), t.dtype, t.device) for t in leaves if isinstance(t, torch.Tensor)),
+    try:
+        autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
+    except RuntimeError:  # a device type without autocast
+        autocast = False
+    return ("forward memory", tuple((tuple(t.shape[1:]), t.dtype, t.device) for t in leaves if isinstance(t, torch.Tensor)),
             autocast, callable(call.target))
 
 
-def _measured(model: nn.Module, call: Call) -> int:
-    """Bytes per sample of a forward of the batch (a copy of it: a model may write its input),
-    with the random state left as it was; recorded for later calls."""
-    device = call.x.device
-    inputs = call.model_inputs(call.x.clone())
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type), \
-            LivePeak(inputs) as peak:
+def _peak_bytes(model: nn.Module, inputs: ModelInputs) -> int:
+    with LivePeak() as peak:
         inputs.run(model)
-    per_sample = model_cache(model)[_peak_key(call)] = -(-peak.bytes // call.inputs.batch_size)
-    return per_sample
+    return peak.bytes
 
 
 class LivePeak(TorchDispatchMode):
-    """The most bytes held at once by the tensors made inside the block from the batch (``inputs``'
-    tensors, and what ops make from them; one count per storage, views and in-place results add
-    nothing): what a forward needs per batch. Tensors made from the weights alone (autocast's
-    cast copies, a rule's modified weights) are the same for any batch and are not counted."""
+    """The most bytes held at once by the storages that ops made inside the block (views and
+    in-place results make none; a storage counts until it is freed, whatever still points at it)."""
 
-    def __init__(self, inputs: ModelInputs) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.batch = set(map(_pointer, tree_leaves((inputs.args, inputs.kwargs)))) - {None}
-        self.live: dict[int, int] = {}
-        self.held = self.bytes = 0
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         given = set(map(_pointer, tree_leaves((args, kwargs))))  # before the op: an out= it grows counts
         out = func(*args, **(kwargs or {}))
-        tensors = given - {None}
-        if tensors and tensors.isdisjoint(self.batch) and tensors.isdisjoint(self.live):
-            return out  # made from the weights alone (a factory op counts: its size may be the batch's)
+        self.live = {pointer: kept for pointer, kept in self.live.items() if not kept[0].expired()}
         for tensor in tree_leaves(out):
             pointer = _pointer(tensor)
             if pointer is not None and pointer not in given and pointer not in self.live:
-                self.live[pointer] = tensor.untyped_storage().nbytes()
-                self.held += self.live[pointer]
-                self.bytes = max(self.bytes, self.held)
-                weakref.finalize(tensor, self._freed, pointer)
+                storage = tensor.untyped_storage()
+                self.live[pointer] = (StorageWeakRef(storage), storage.nbytes())
+        self.bytes = max(self.bytes, sum(size for _, size in self.live.values()))
         return out
-
-    def _freed(self, pointer: int) -> None:
-        self.held -= self.live.pop(pointer, 0)
 
 
 def _pointer(value: Any) -> int | None:

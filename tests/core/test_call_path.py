@@ -96,6 +96,36 @@ def test_a_callable_option_is_user_code_and_what_it_writes_is_undone():
 
     interpkit.DeepLift(model, baseline=baseline)(torch.randn(2, 3, 8, 8), target=0)
     assert_model_unchanged(before, model)
+    tunnel = interpkit.get_explainer("noise_tunnel")(model, method="deeplift", baseline=baseline)  # held by a delegate
+    tunnel(torch.randn(2, 3, 8, 8), target=0)
+    assert_model_unchanged(before, model)
+
+
+def test_a_custom_lrp_rule_is_user_code_and_builtin_options_are_not():
+    from dataclasses import dataclass
+
+    from interpkit.core.explainer import _holds_user_code
+    from interpkit.explainers.lrp import Composite, Epsilon
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    before = ModelFingerprint.of(model)
+
+    @dataclass(frozen=True)
+    class Writes(Epsilon):  # the user's rule: writes a weight through .data, which no version counter sees
+        def relevance(self, layer, relevance):
+            model[0].weight.data.mul_(2)
+            return super().relevance(layer, relevance)
+
+    interpkit.LRP(model, Composite(convolution=Writes(), linear=Epsilon()))(
+        torch.rand(2, 3, 8, 8), target=0)
+    assert_model_unchanged(before, model)
+    for name in interpkit.list_explainers():  # options by default: the plain path
+        try:
+            explainer = interpkit.get_explainer(name)(model)
+        except interpkit.InterpkitError:
+            continue  # a transformer's method
+        with explainer:  # its open block is no option
+            assert not _holds_user_code(explainer), name
 
 
 @pytest.mark.parametrize("write", [

@@ -68,22 +68,23 @@ def test_bad_options_and_targets():
         Occlusion(model, window=4)(torch.randn(1, 2, 40), target=Neuron("features.0", 0))
 
 
-def test_live_peak_counts_what_the_batch_holds_at_once_not_views_in_place_results_or_weights():
-    from interpkit.core import ModelInputs
+def test_live_peak_counts_storages_until_they_are_freed_not_views_or_in_place_results():
     from interpkit.explainers.perturbation import LivePeak
 
     batch, weight = torch.ones(1000), torch.ones(50, 40)
-    with LivePeak(ModelInputs(args=(batch,))) as peak:
+    with LivePeak() as peak:
         a = batch * 1  # 4,000 bytes
         b = a * 2  # 8,000 held
         del a
         c = b + 1  # b and c: 8,000 again
         b.add_(1)  # in place: nothing new
         views = c.view(10, 100), weight.t()  # views, of a tensor made here and of one that was not
-        cast = weight.to(torch.float64)  # made from a weight alone (as autocast's copies): 16,000 not counted
+        kept = b.detach()  # another tensor on b's storage: b's 4,000 bytes stay held after b is gone
         del b, c, views
-        d = torch.ones(1500)  # a factory op may be sized by the batch: 6,000 counted, after the others are gone
-    assert peak.bytes == 8000 and len(d) == 1500 and cast.dtype == torch.float64
+        cast = weight.to(torch.float64)  # 4,000 (kept) + 16,000
+        del cast
+        d = torch.ones(1500)  # 4,000 + 6,000
+    assert peak.bytes == 20000 and len(d) == 1500 and len(kept) == 1000
 
 
 def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
@@ -97,10 +98,12 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     model.register_forward_pre_hook(lambda _m, args: batches.append(len(args[0])))
     explainer = Occlusion(model, window=2, stride=2, max_batch=64)  # 36 windows
     first = explainer(x, target=1).maps
-    assert batches == [2, 64, 8]  # the clean forward (measured, the first time), then the copies
-    (per_sample,) = [v for k, v in model_cache(model).items() if k[0] == "peak bytes"]
-    assert 16 * 12 * 12 * 4 <= per_sample < 10 * 16 * 12 * 12 * 4  # the conv's output, the copy, a few more
-    monkeypatch.setattr(engine, "MEMORY_BUDGET", 5 * 2 * per_sample)  # room for five copies of the batch
+    # the clean forward, then the measure (the first sample alone, twice, then doubled), then the copies
+    assert batches == [2, 1, 1, 2, 64, 8]
+    (memory,) = [v for k, v in model_cache(model).items() if k[0] == "forward memory"]
+    fixed, per_sample = memory
+    assert 16 * 12 * 12 * 4 <= per_sample < 10 * 16 * 12 * 12 * 4  # the conv's output and a few more
+    monkeypatch.setattr(engine, "MEMORY_BUDGET", fixed + 5 * 2 * per_sample)  # room for five copies of the batch
     batches.clear()
     torch.testing.assert_close(explainer(x, target=1).maps, first)
     assert batches[0] == 2 and set(batches[1:-1]) == {10} and len(batches) == 1 + 36 // 5 + 1
@@ -108,18 +111,15 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     batches.clear()
     torch.testing.assert_close(explainer(x, target=1).maps, first)
     assert set(batches) == {2} and len(batches) == 37
-    longer = torch.randn(2, 3, 24, 24)  # other shapes are measured again
-    explainer(longer, target=1)
-    peaks = [v for k, v in model_cache(model).items() if k[0] == "peak bytes"]
-    assert len(peaks) == 2 and max(peaks) > per_sample
 
 
-def test_a_caller_without_the_clean_forward_gets_a_measured_forward_that_draws_nothing():
+def test_the_measure_draws_no_random_numbers_and_leaves_the_input_alone():
     import interpkit.explainers.perturbation as engine
     from interpkit.core import Call, ModelInputs
 
-    class Noisy(nn.Module):  # draws random numbers in eval: the measuring forward must not consume them
+    class Noisy(nn.Module):  # draws random numbers in eval and writes its input
         def forward(self, x):
+            x.add_(0.0)
             return x.flatten(1)[:, :3] + torch.rand(len(x), 3)
 
     model, x = Noisy(), torch.rand(2, 3, 4, 4)
@@ -128,26 +128,41 @@ def test_a_caller_without_the_clean_forward_gets_a_measured_forward_that_draws_n
     def scores():
         torch.manual_seed(0)
         return engine.perturbed_scores(model, call, torch.zeros(2, 1, dtype=torch.long), 3,
-                                       lambda a, b: x.expand(b - a, *x.shape), max_batch=4)
+                                       lambda a, b: x.expand(b - a, *x.shape).clone(), max_batch=4)
 
+    version = x._version
     first = scores()
-    assert len([k for k in model_cache(model) if k[0] == "peak bytes"]) == 1
+    assert len([k for k in model_cache(model) if k[0] == "forward memory"]) == 1 and x._version == version
     torch.testing.assert_close(scores(), first, rtol=0, atol=0)
 
 
-def test_the_measure_ignores_autocast_weight_copies_and_follows_the_model_s_modules():
+def test_the_measure_tells_weight_copies_from_what_grows_with_the_batch():
+    from interpkit.core import Call, ModelInputs
+    from interpkit.explainers.perturbation import forward_memory
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 4096), nn.ReLU(), nn.Linear(4096, 3)).eval()
-    x = torch.randn(1, 3, 4, 4)
-    explainer = Occlusion(model, window=2, stride=2)
-
-    def peaks():
-        return sorted(v for k, v in model_cache(model).items() if k[0] == "peak bytes")
-
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # casts each weight once: 0.4 MB, the same for any batch
-        explainer(x, target=1)
-    explainer(x, target=1)
-    assert len(peaks()) == 2 and max(peaks()) < 4096 * 4 * 4  # a few activations of one sample, no weight
+    call = Call(ModelInputs(args=(torch.randn(1, 3, 4, 4),)), 1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # its first forward casts the weights: 0.4 MB
+        fixed, per_sample = forward_memory(model, call)
+    assert per_sample < 4096 * 4 * 4  # a few activations of one sample, not the weights' copies
     model[1], model[3] = nn.Linear(48, 16384), nn.Linear(16384, 3)  # four times wider: measured again
-    explainer(x, target=1)
-    assert len(peaks()) == 1 and peaks()[0] >= 16384 * 4
+    Occlusion(model, window=2, stride=2)(call.x, target=1)
+    ((fixed, per_sample),) = [v for k, v in model_cache(model).items() if k[0] == "forward memory"]
+    assert per_sample >= 16384 * 4
+
+
+def test_a_tensor_tiled_to_the_batch_from_a_weight_counts_per_sample():
+    from interpkit.core import Call, ModelInputs
+    from interpkit.explainers.perturbation import forward_memory
+
+    class Tiled(nn.Module):  # a learned state repeated for every sample: made from a weight, sized by the batch
+        def __init__(self) -> None:
+            super().__init__()
+            self.state = nn.Parameter(torch.ones(1, 65536))
+
+        def forward(self, x):
+            return (self.state.repeat(len(x), 1) * 2)[:, :3] + x.flatten(1)[:, :3]
+
+    fixed, per_sample = forward_memory(Tiled(), Call(ModelInputs(args=(torch.rand(4, 3, 2, 2),)), 0))
+    assert per_sample >= 2 * 65536 * 4  # the repeat and its double
