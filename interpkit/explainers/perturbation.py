@@ -45,7 +45,7 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
     scores = []
     with torch.no_grad():
-        if count:
+        if per_chunk > 1 and count > 1:  # the budget can only lower a chunk of several copies
             fixed, per_sample = forward_memory(model, call)
             if per_sample:
                 per_chunk = max(1, min(per_chunk, (MEMORY_BUDGET - fixed) // (per_sample * n)))
@@ -73,7 +73,8 @@ def forward_memory(model: nn.Module, call: Call) -> tuple[int, int]:
         one = call.inputs.sample(0)
         x = one.primary.clone()  # a model may write its input
         device = x.device
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
+        accelerator = [device] if device.type == "cuda" else []  # other devices' generators: the CPU's only
+        with torch.random.fork_rng(devices=accelerator, device_type="cuda"):
             _, alone, twice = (_peak_bytes(model, one.with_primary(batch)) for batch in (x, x, torch.cat([x, x])))
         per_sample = twice - alone if twice > alone else max(alone, 1)
         cache[key] = (max(0, alone - per_sample), per_sample)
