@@ -105,8 +105,8 @@ class Explainer:
 
     def __call__(self, inputs: InputsLike, target: TargetLike = None, *,
                  attribute_to: int | str | None = None) -> Explanation:
-        # re-entrant: inside a with block or an outer call it records nothing; a callable target is the
-        # user's code running inside the call, so it takes the guarded path
+        # re-entrant: inside a with block or an outer call it records nothing; a callable target, or the
+        # user's function or class among the options, is code running inside the call: the guarded path
         with evaluation(self.model, user_code=callable(target) or _holds_user_code(self), call=True):
             prepared = model_inputs(inputs, self.model, attribute_to)
             return self._explain_exactly(Call(prepared, target))
@@ -194,8 +194,10 @@ def _holds_user_code(value: Any, seen: set[int] | None = None) -> bool:
             id(value) in seen):  # a thread-local holds an explainer's open ``with`` block, not an option
         return False
     seen.add(id(value))
-    if isinstance(value, (list, tuple, set, frozenset)):
-        inner: Any = value
+    if isinstance(value, Explainer):  # its class, a plugin's included, keeps the hygiene promise: its options
+        inner: Any = list(vars(value).values())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        inner = value
     elif isinstance(value, dict):
         inner = [*value.keys(), *value.values()]
     elif not _defined_in(value, _LIBRARY):

@@ -127,6 +127,12 @@ def test_a_custom_lrp_rule_is_user_code_and_builtin_options_are_not():
         with explainer:  # its open block is no option
             assert not _holds_user_code(explainer), name
 
+    class Plugins(interpkit.GradCAM):  # an explainer class of a third party's: its options decide
+        pass
+
+    assert not _holds_user_code(Plugins(model)) and _holds_user_code(interpkit.NoiseTunnel(model, method="deeplift",
+                                                                                          baseline=lambda x: x * 0))
+
 
 @pytest.mark.parametrize("write", [
     lambda m: m[0].weight.data.zero_(),  # through .data: no version counter sees it
