@@ -208,10 +208,10 @@ def _holds_user_code(value: Any, seen: set[int] | None = None) -> bool:
         inner = [cell.cell_contents for cell in value.__closure__ or ()]
     elif inspect.ismethod(value):
         inner = [value.__func__, value.__self__]
-    else:  # an object of the libraries': what it holds (a slotted dataclass has no __dict__)
-        inner = list(getattr(value, "__dict__", {}).values())
-        if dataclasses.is_dataclass(value):
-            inner += [getattr(value, f.name) for f in dataclasses.fields(value)]
+    elif hasattr(value, "__dict__"):  # an object of the libraries': what it holds
+        inner = list(vars(value).values())
+    else:  # a slotted dataclass keeps it in its fields
+        inner = [getattr(value, f.name) for f in dataclasses.fields(value)] if dataclasses.is_dataclass(value) else []
     return any(_holds_user_code(item, seen) for item in inner)
 
 
