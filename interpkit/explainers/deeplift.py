@@ -209,7 +209,9 @@ class _RescaledElementwise(torch.autograd.Function):
     def forward(ctx: Any, x, x0, function, slope, inplace, eps):
         y = function(x)
         delta = x - x0
-        ctx.save_for_backward(torch.where(delta.abs() <= eps, _derivative(function, slope, x), (y - function(x0)) / delta))
+        secant = (y - function(x0)).div_(delta)  # in place where it can: this runs at every nonlinearity
+        small = delta.abs_() <= eps
+        ctx.save_for_backward(torch.where(small, _derivative(function, slope, x), secant, out=secant))
         return _output(ctx, x, y, inplace)
 
     @staticmethod
@@ -237,30 +239,45 @@ def _derivative(function, slope, x: torch.Tensor) -> torch.Tensor:
 
 class _RescaledMaxPool(torch.autograd.Function):
     """Max pooling whose backward routes the output's difference to the two maxima (captum's
-    rule, with both parts kept and overlapping windows added)."""
+    rule, with both parts kept and overlapping windows added), each part divided by the input's
+    difference at the maximum it goes to (its derivative, 1 or 0, where that is within ``eps``).
+    The parts are formed on the pooled grid, so the backward is two scatters onto the input."""
 
     @staticmethod
     def forward(ctx: Any, x, x0, pool, eps, dims):
         y, at_x = pool(x)
         y0, at_x0 = pool(x0)
+        at_x0 = at_x0.expand_as(at_x)
         top = torch.maximum(y, y0)
-        ctx.save_for_backward(x - x0, at_x, at_x0.expand_as(at_x), top - y0, y - top)
-        ctx.eps, ctx.dims = eps, dims
+        lead = x.shape[:x.dim() - dims]  # the axes not pooled (batched or not)
+        # the input's difference at each maximum: x's against x0 there, and x0's against x
+        delta_at_x = y - _flat(x0, dims).expand(*lead, -1).gather(-1, _flat(at_x, dims)).view_as(y)
+        delta_at_x0 = _flat(x, dims).gather(-1, _flat(at_x0, dims)).view_as(y) - y0
+        ctx.save_for_backward(at_x, at_x0, _secant(top - y0, delta_at_x, eps, 1.0),
+                              _secant(y - top, delta_at_x0, eps, 0.0))
+        ctx.shape, ctx.dims = x.shape, dims
         return y
 
     @staticmethod
     def backward(ctx: Any, grad):
-        delta, at_x, at_x0, up, down = ctx.saved_tensors
+        at_x, at_x0, share_at_x, share_at_x0 = ctx.saved_tensors
+        dims = ctx.dims
+        flat = torch.zeros(ctx.shape[:len(ctx.shape) - dims] + (ctx.shape[len(ctx.shape) - dims:].numel(),),
+                           dtype=grad.dtype, device=grad.device)
+        # out of place first: under a batched backward (several targets) the sum is batched
+        routed = flat.scatter_add(-1, _flat(at_x, dims), _flat(grad * share_at_x, dims))
+        routed.scatter_add_(-1, _flat(at_x0, dims), _flat(grad * share_at_x0, dims))
+        return routed.reshape(ctx.shape), None, None, None, None
 
-        lead = delta.shape[:delta.dim() - ctx.dims]  # the axes not pooled (batched or not)
-        pooled = delta.shape[delta.dim() - ctx.dims:].numel()
 
-        def scatter(values, at):  # reshape, not flatten or view: both lack a batching rule here
-            flat = torch.zeros(lead + (pooled,), dtype=grad.dtype, device=grad.device)
-            return flat.scatter_add(-1, at.reshape(*lead, -1), values.reshape(*lead, -1)).reshape(delta.shape)
+def _flat(t: torch.Tensor, dims: int) -> torch.Tensor:
+    """``t`` with its last ``dims`` axes as one (reshape, not flatten: it has a batching rule)."""
+    return t.reshape(*t.shape[:t.dim() - dims], -1)
 
-        routed = scatter(grad * up, at_x) + scatter(grad * down, at_x0)
-        return torch.where(delta.abs() <= ctx.eps, scatter(grad, at_x), routed / delta), None, None, None, None
+
+def _secant(rise: torch.Tensor, delta: torch.Tensor, eps: float, derivative: float) -> torch.Tensor:
+    """``rise / delta``, and ``derivative`` where ``|delta| <= eps``."""
+    return torch.where(delta.abs() <= eps, derivative, rise / delta)
 
 
 RULES = ("rescale", "reveal_cancel")

@@ -64,6 +64,47 @@ def test_captums_max_pooling_rule_loses_the_baseline_side_and_ours_sums_to_delta
     assert (theirs.flatten(1).sum(1) - deltas).abs().max() > 1e-3
 
 
+def test_the_max_pooling_rule_is_its_formula_at_every_input_position():
+    """A 1 x 1 convolution giving ``x_0 - x_1`` and ``x_0 + x_1``, then overlapping pooling
+    windows; a shared one-row baseline ``x - 1`` in the top rows (so the first channel's
+    difference is 0 there and the second's is not); two targets in one batched backward. Each pooled input's multiplier is
+    the sum of the output gradient times ``max(y, y0) - y0`` over the windows whose input maximum
+    it is, plus times ``y - max(y, y0)`` over those whose baseline maximum it is, over its own
+    difference; where that difference is 0, the gradient's sum over its input windows (which the
+    convolution carries to inputs that differ)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), nn.MaxPool2d(3, stride=2, padding=1),
+                          nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double().eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0], [1.0, 1.0]]).reshape(2, 2, 1, 1))
+    x, x0 = torch.randn(2, 2, 7, 7, dtype=torch.float64), torch.randn(1, 2, 7, 7, dtype=torch.float64)
+    x[1, :, :4] = x[0, :, :4]
+    x0[..., :4, :] = x[:1, ..., :4, :] - 1
+    maps = DeepLift(model, baseline=x0)(x, target=torch.tensor([[0, 2], [1, 2]])).maps.double()
+    conv = model[0].weight.detach()
+    h, h0 = F.conv2d(x, conv), F.conv2d(x0, conv)
+    y, at_h = F.max_pool2d(h, 3, 2, 1, return_indices=True)
+    y0, at_h0 = F.max_pool2d(h0, 3, 2, 1, return_indices=True)
+    delta = (h - h0).flatten(2)
+    for n, k, target in ((0, 0, 0), (0, 1, 2), (1, 0, 1), (1, 1, 2)):
+        weight = model[3].weight[target].detach().reshape(2, 16)
+        found = {True: torch.zeros(2, 49, dtype=torch.float64), False: torch.zeros(2, 49, dtype=torch.float64)}
+        for derivative_at_zero, multiplier in found.items():
+            for c, o in np.ndindex(2, 16):
+                i, i0 = at_h[n, c].flatten()[o], at_h0[0, c].flatten()[o]
+                yo, y0o = y[n, c].flatten()[o], y0[0, c].flatten()[o]
+                if delta[n, c, i] == 0:
+                    multiplier[c, i] += weight[c, o] * derivative_at_zero
+                else:
+                    multiplier[c, i] += weight[c, o] * (max(yo, y0o) - y0o) / delta[n, c, i]
+                if delta[n, c, i0] != 0:
+                    multiplier[c, i0] += weight[c, o] * (yo - max(yo, y0o)) / delta[n, c, i0]
+        expected, without = ((x - x0)[n] * F.conv_transpose2d(found[key].reshape(1, 2, 7, 7), conv)[0]
+                             for key in (True, False))
+        assert (maps[n, k] - expected).abs().max() < 1e-6 * expected.abs().max()
+        assert (maps[n, k] - without).abs().max() > 1e-3 * expected.abs().max()
+
+
 def test_captum_refuses_a_reused_relu_and_misses_a_functional_one_where_ours_sums_to_delta():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 20, 16)
