@@ -40,6 +40,15 @@ def guided_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -
     return passed.clamp_min_(0)
 
 
+def _positive(grad: torch.Tensor) -> torch.Tensor:
+    return grad.clamp_min(0)
+
+
+# rules that are the op's own backward after a change of its output's gradient: a hook on the
+# output makes them (the rule's autograd Function costs a Python forward and backward per op)
+_BEFORE_OWN_BACKWARD: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {guided_rule: _positive}
+
+
 def deconvnet_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -> torch.Tensor:
     """Deconvnet: the ReLU is applied to the gradient, ignoring the forward input."""
     return grad.clamp_min(0)
@@ -88,6 +97,10 @@ def relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None]
     return None
 
 
+# ReLU-family ops whose own backward is the rules' mask: zero where the output is 0 or its upper
+# bound (clamps keep the rule's Function: their backward at the bounds is not documented)
+_MASKING_BACKWARD = {torch.relu, torch.Tensor.relu, F.relu, torch.relu_, torch.Tensor.relu_, F.relu_, F.relu6,
+                     F.hardtanh}
 CLAMPS = {torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.Tensor.clamp_,
            torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.clamp_min_, torch.clamp_min_}
 IN_PLACE_CLAMPS = {torch.clamp_, torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_, torch.clamp_min_}
@@ -118,6 +131,12 @@ class ReLURuleMode(TorchFunctionMode):
         relu = relu_call(func, args, kwargs)
         if relu is not None:
             self.count += 1
+            before = _BEFORE_OWN_BACKWARD.get(self.rule)
+            if before is not None and func in _MASKING_BACKWARD and not (relu[0] and args[0]._base is not None):
+                output = func(*args, **kwargs)
+                if output.requires_grad:
+                    output.register_hook(before)
+                return output
             return _RuledReLU.apply(args[0], relu[0], relu[1], self.rule)
         if func in UNCOVERED_NONLINEARITIES:
             self.uncovered[UNCOVERED_NONLINEARITIES[func]] += 1

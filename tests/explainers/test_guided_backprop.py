@@ -193,3 +193,39 @@ def test_gradient_images(batch):
     assert signed.reshape(6, -1).max(1).tolist() == [255] * 6 and signed.reshape(6, -1).min(1).tolist() == [0] * 6
     negative = (maps.permute(0, 1, 3, 4, 2) <= 0).numpy()
     assert (positive[negative] == 0).all()
+
+
+class _EveryReLUForm(nn.Module):
+    """Each ReLU-family form once, an in-place ReLU on a view whose base is read again after
+    it, and two targets' worth of output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Linear(6 * 8 * 8, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        a = F.relu(h[:, :2])
+        b = torch.relu_(h[:, 2:4] * 1.5)
+        c = F.relu6(h[:, 4:] * 4, inplace=True)
+        base = h * 1.0
+        F.relu(base[:, :3], inplace=True)  # through the view: the base holds the ReLU's output
+        d = F.hardtanh(h, 0.0, 2.0) + h.clamp(min=0) + base
+        return self.head((torch.cat([a, b, c], 1) + d).flatten(1))
+
+
+def test_the_output_hook_path_equals_the_rules_function_on_every_relu_form(monkeypatch):
+    """Guided backprop runs a plain ReLU's own backward after a hook on its output; a clamp and
+    an in-place ReLU on a view keep the rule's autograd Function. Both give the rule."""
+    import interpkit.core.relu_rules as relu_rules
+
+    torch.manual_seed(0)
+    model, x = _EveryReLUForm().eval(), torch.randn(3, 3, 8, 8)
+    targets = torch.tensor([[0, 3], [1, 2], [2, 0]])
+    hooked = GuidedBackprop(model)(x, target=targets).maps
+    monkeypatch.setattr(relu_rules, "_BEFORE_OWN_BACKWARD", {})
+    ruled = GuidedBackprop(model)(x, target=targets).maps
+    plain = torch.autograd.functional.jacobian(lambda t: model(t)[:, 0].sum(), x)
+    assert (hooked - plain.unsqueeze(1)).abs().max() > 1e-3  # the rule changed something
+    assert torch.allclose(hooked, ruled, atol=1e-7, rtol=0)
