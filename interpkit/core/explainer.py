@@ -29,7 +29,7 @@ from .inputs import InputsLike, ModelInputs, model_inputs
 from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
 from .layouts import ChannelsFirst, stated
 from .maps import MapKind
-from .state import evaluation, model_facts
+from .state import evaluation, held_in_eval, model_facts
 from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 _KEEP = object()  # ``Call.with_``: the target unchanged
@@ -91,9 +91,11 @@ class Explainer:
         self._blocks = threading.local()  # each thread's open ``with`` block
 
     def __enter__(self) -> "Explainer":
+        """Hold the model in eval mode, and against other threads, until the block ends (see
+        ``held_in_eval``: each call inside still records and restores the model itself)."""
         if getattr(self._blocks, "held", None) is not None:
             raise InterpkitError(f"{type(self).__name__} is already open in a with block")
-        held = evaluation(self.model)
+        held = held_in_eval(self.model)
         held.__enter__()
         self._blocks.held = held
         return self

@@ -2,6 +2,7 @@
 synchronisation beyond the documented one, and explainers that keep no call data (shared by
 threads, called again from inside their own target)."""
 
+import copy
 import threading
 import warnings
 
@@ -288,6 +289,52 @@ def test_a_call_inside_a_with_block_sees_modules_changed_in_the_block():
         inside = explainer(x, target=0).maps
     del model._modules["extra"]
     torch.testing.assert_close(inside[:1], explainer(x[:1], target=0).maps)  # each sample explained alone
+
+
+def test_the_users_code_in_a_with_block_keeps_what_it_did_and_each_call_is_exact():
+    """Between the calls of a block the user may train: a write of theirs is not reported as the
+    explanation's, a model put in training mode or a module swapped in is explained in eval mode
+    (batch statistics untouched, the same maps as outside) and left as the user set it until the
+    block ends."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.randn(4, 3, 8, 8)
+    explainer = GradCAM(model, layer="0")
+    with explainer:
+        explainer(x)
+        with torch.no_grad():
+            model[0].weight.add_(0.5)  # the user's step
+        expected = GradCAM(copy.deepcopy(model), layer="0")(x, target=0).maps
+        model.train()
+        fingerprint = ModelFingerprint.of(model)
+        torch.testing.assert_close(explainer(x, target=0).maps, expected)
+        assert_model_unchanged(fingerprint, model)
+        assert model.training and model[1].training
+        model._modules["1"] = nn.BatchNorm2d(4)  # new, in training mode
+        fingerprint = ModelFingerprint.of(model)
+        explainer(x, target=0)
+        assert_model_unchanged(fingerprint, model)
+    # the block's end puts back the flags its start found, on the modules there were then
+    assert not model.training and model[1].training and int(model[1].num_batches_tracked) == 0
+
+
+def test_a_with_block_holds_the_model_against_other_threads():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x, order = torch.randn(2, 3, 8, 8), []
+    explainer = GradCAM(model, layer="0")
+
+    def other():
+        GradCAM(model, layer="0")(x)
+        order.append("other")
+
+    with explainer:
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.5)
+        order.append("block")
+    thread.join(10)
+    assert order == ["block", "other"]
 
 
 def test_the_facts_a_call_checked_are_its_own_thread_s():
