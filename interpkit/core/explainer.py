@@ -29,7 +29,7 @@ from .inputs import InputsLike, ModelInputs, model_inputs
 from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
 from .layouts import ChannelsFirst, stated
 from .maps import MapKind
-from .state import evaluation, held_in_eval, model_facts
+from .state import evaluation, model_facts, model_lock
 from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 _KEEP = object()  # ``Call.with_``: the target unchanged
@@ -91,19 +91,20 @@ class Explainer:
         self._blocks = threading.local()  # each thread's open ``with`` block
 
     def __enter__(self) -> "Explainer":
-        """Hold the model in eval mode, and against other threads, until the block ends (see
-        ``held_in_eval``: each call inside still records and restores the model itself)."""
+        """Hold the model against other threads until the block ends. Each call inside records
+        and restores the model as a call of its own: the user's code runs between the calls of a
+        block, and what it does to the model (a training step, ``train()``) is the user's."""
         if getattr(self._blocks, "held", None) is not None:
             raise InterpkitError(f"{type(self).__name__} is already open in a with block")
-        held = held_in_eval(self.model)
-        held.__enter__()
-        self._blocks.held = held
+        lock = model_lock(self.model)
+        lock.acquire()
+        self._blocks.held = lock
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         held, self._blocks.held = getattr(self._blocks, "held", None), None
         if held is not None:
-            held.__exit__(None, None, None)
+            held.release()
 
     def __call__(self, inputs: InputsLike, target: TargetLike = None, *,
                  attribute_to: int | str | None = None) -> Explanation:

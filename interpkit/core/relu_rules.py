@@ -40,15 +40,6 @@ def guided_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -
     return passed.clamp_min_(0)
 
 
-def _positive(grad: torch.Tensor) -> torch.Tensor:
-    return grad.clamp_min(0)
-
-
-# rules that are the op's own backward after a change of its output's gradient: a hook on the
-# output makes them (the rule's autograd Function costs a Python forward and backward per op)
-_BEFORE_OWN_BACKWARD: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {guided_rule: _positive}
-
-
 def deconvnet_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -> torch.Tensor:
     """Deconvnet: the ReLU is applied to the gradient, ignoring the forward input."""
     return grad.clamp_min(0)
@@ -56,24 +47,44 @@ def deconvnet_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None
 
 class _RuledReLU(torch.autograd.Function):
     """``clamp(x, 0, upper)`` with a replaceable backward. The output is saved, as ReLU's own
-    backward does: it tells where the input was passed on, and survives the in-place variants."""
+    backward does: it tells where the input was passed on. Its context is set up apart from the
+    forward, so torch.func transforms apply it too (a model running its ReLUs under ``vmap``)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, inplace: bool, upper: float | None, rule: Rule) -> torch.Tensor:
-        ctx.rule = rule
-        if inplace:
-            ctx.mark_dirty(x)
-            output = x.clamp_(0, upper)
-        else:
-            output = x.clamp(0, upper)
-        ctx.upper = upper
+    def forward(x: torch.Tensor, upper: float | None, rule: Rule) -> torch.Tensor:
+        return x.clamp(0, upper)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        _, ctx.upper, ctx.rule = inputs
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (output,) = ctx.saved_tensors
+        return ctx.rule(grad, output, ctx.upper), None, None
+
+
+class _RuledReLUInPlace(torch.autograd.Function):
+    """``_RuledReLU`` written into ``x``: the saved output survives the in-place variants (an
+    in-place Function sets its context in the forward, which torch.func transforms refuse)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, upper: float | None, rule: Rule) -> torch.Tensor:
+        ctx.mark_dirty(x)
+        output = x.clamp_(0, upper)
+        ctx.upper, ctx.rule = upper, rule
         ctx.save_for_backward(output)
         return output
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        (output,) = ctx.saved_tensors
-        return ctx.rule(grad, output, ctx.upper), None, None, None
+    backward = _RuledReLU.backward
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a torch.func transform's tensor (``vmap``'s batched tensors)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any) -> Any:
@@ -97,10 +108,6 @@ def relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None]
     return None
 
 
-# ReLU-family ops whose own backward is the rules' mask: zero where the output is 0 or its upper
-# bound (clamps keep the rule's Function: their backward at the bounds is not documented)
-_MASKING_BACKWARD = {torch.relu, torch.Tensor.relu, F.relu, torch.relu_, torch.Tensor.relu_, F.relu_, F.relu6,
-                     F.hardtanh}
 CLAMPS = {torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.Tensor.clamp_,
            torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.clamp_min_, torch.clamp_min_}
 IN_PLACE_CLAMPS = {torch.clamp_, torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_, torch.clamp_min_}
@@ -131,13 +138,12 @@ class ReLURuleMode(TorchFunctionMode):
         relu = relu_call(func, args, kwargs)
         if relu is not None:
             self.count += 1
-            before = _BEFORE_OWN_BACKWARD.get(self.rule)
-            if before is not None and func in _MASKING_BACKWARD and not (relu[0] and args[0]._base is not None):
-                output = func(*args, **kwargs)
-                if output.requires_grad:
-                    output.register_hook(before)
-                return output
-            return _RuledReLU.apply(args[0], relu[0], relu[1], self.rule)
+            x, (inplace, upper) = args[0], relu
+            if not inplace:
+                return _RuledReLU.apply(x, upper, self.rule)
+            if _transformed(x):  # under vmap: computed out of place, then written
+                return x.copy_(_RuledReLU.apply(x, upper, self.rule))
+            return _RuledReLUInPlace.apply(x, upper, self.rule)
         if func in UNCOVERED_NONLINEARITIES:
             self.uncovered[UNCOVERED_NONLINEARITIES[func]] += 1
         return func(*args, **kwargs)

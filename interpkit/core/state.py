@@ -342,24 +342,6 @@ def evaluation(model: nn.Module, user_code: bool = False, call: bool = False) ->
             snapshot.restore()
 
 
-@contextmanager
-def held_in_eval(model: nn.Module) -> Iterator[None]:
-    """A ``with explainer:`` block: the model's lock and eval mode held until it ends, the
-    training flags put back then. Each call inside records and restores the rest itself, since
-    the user's code runs between the calls (it may write parameters, set gradients, train)."""
-    with _record(model).lock:
-        modules = model_facts(model).modules
-        training = list(map(_training, modules))
-        try:
-            if any(training):
-                _eval(model)
-            yield
-        finally:
-            for module, flag in zip(modules, training):
-                if module.training is not flag:
-                    module.training = flag
-
-
 _calls = threading.local()  # ``facts``: id(model) -> facts, for the plain explanation calls open in this thread
 
 

@@ -294,8 +294,7 @@ def test_a_call_inside_a_with_block_sees_modules_changed_in_the_block():
 def test_the_users_code_in_a_with_block_keeps_what_it_did_and_each_call_is_exact():
     """Between the calls of a block the user may train: a write of theirs is not reported as the
     explanation's, a model put in training mode or a module swapped in is explained in eval mode
-    (batch statistics untouched, the same maps as outside) and left as the user set it until the
-    block ends."""
+    (batch statistics untouched, the same maps as outside) and left as the user set it."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).eval()
@@ -315,8 +314,37 @@ def test_the_users_code_in_a_with_block_keeps_what_it_did_and_each_call_is_exact
         fingerprint = ModelFingerprint.of(model)
         explainer(x, target=0)
         assert_model_unchanged(fingerprint, model)
-    # the block's end puts back the flags its start found, on the modules there were then
-    assert not model.training and model[1].training and int(model[1].num_batches_tracked) == 0
+    assert model.training and int(model[1].num_batches_tracked) == 0
+
+
+def test_a_with_block_leaves_what_a_models_train_override_does_put_back():
+    """A model whose ``train(False)`` also freezes its parameters and registers a buffer: after a
+    block of calls it is as before, as after a plain call."""
+
+    class Freezing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.conv(x).relu().mean(dim=(2, 3)))
+
+        def train(self, mode=True):
+            super().train(mode)
+            for parameter in self.parameters():
+                parameter.requires_grad_(mode)
+            if not mode and "calibration" not in self._buffers:
+                self.register_buffer("calibration", torch.zeros(1))
+            return self
+
+    model, x = Freezing().train(), torch.randn(2, 3, 8, 8)
+    fingerprint = ModelFingerprint.of(model)
+    explainer = GradCAM(model, layer="conv")
+    with explainer:
+        explainer(x)
+        explainer(x, target=1)
+    assert_model_unchanged(fingerprint, model)
+    assert model.training and "calibration" not in model._buffers
 
 
 def test_a_with_block_holds_the_model_against_other_threads():

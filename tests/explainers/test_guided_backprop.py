@@ -195,37 +195,52 @@ def test_gradient_images(batch):
     assert (positive[negative] == 0).all()
 
 
-class _EveryReLUForm(nn.Module):
-    """Each ReLU-family form once, an in-place ReLU on a view whose base is read again after
-    it, and two targets' worth of output."""
 
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.head = nn.Linear(6 * 8 * 8, 4)
+def test_the_rule_is_the_last_word_on_the_gradient_leaving_a_relu():
+    """A gradient hook of the model's own on a ReLU's output (here a gradient reversal) runs
+    before the rule: what leaves the ReLU is still positive only."""
+    torch.manual_seed(0)
 
-    def forward(self, x):
-        h = self.conv(x)
-        a = F.relu(h[:, :2])
-        b = torch.relu_(h[:, 2:4] * 1.5)
-        c = F.relu6(h[:, 4:] * 4, inplace=True)
-        base = h * 1.0
-        F.relu(base[:, :3], inplace=True)  # through the view: the base holds the ReLU's output
-        d = F.hardtanh(h, 0.0, 2.0) + h.clamp(min=0) + base
-        return self.head((torch.cat([a, b, c], 1) + d).flatten(1))
+    class Reversal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 36, 3)
+
+        def forward(self, x):
+            y = F.relu(self.conv(x))
+            y.register_hook(torch.neg)
+            return self.head(y.flatten(1))
+
+    model, seen = Reversal().eval(), []
+    handle = model.conv.register_forward_hook(lambda m, i, out: out.register_hook(seen.append) and None)
+    try:
+        GuidedBackprop(model)(torch.randn(2, 3, 6, 6), target=0)
+    finally:
+        handle.remove()
+    assert seen[0].min() >= 0 and seen[0].max() > 0
 
 
-def test_the_output_hook_path_equals_the_rules_function_on_every_relu_form(monkeypatch):
-    """Guided backprop runs a plain ReLU's own backward after a hook on its output; a clamp and
-    an in-place ReLU on a view keep the rule's autograd Function. Both give the rule."""
-    import interpkit.core.relu_rules as relu_rules
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_relu_under_vmap_gets_the_rule(inplace):
+    """A model that runs its ReLUs under ``torch.vmap`` (an ensemble, per-sample code) gets the
+    same map as written without it, not the plain gradient."""
+
+    class Vmapped(nn.Module):
+        def __init__(self, vmapped):
+            super().__init__()
+            self.weight, self.head, self.vmapped = nn.Parameter(torch.randn(12, 5)), nn.Linear(5, 3), vmapped
+
+        def forward(self, x):
+            def hidden(t):
+                return F.relu(t @ self.weight, inplace=inplace)
+
+            return self.head(torch.vmap(hidden)(x) if self.vmapped else hidden(x))
 
     torch.manual_seed(0)
-    model, x = _EveryReLUForm().eval(), torch.randn(3, 3, 8, 8)
-    targets = torch.tensor([[0, 3], [1, 2], [2, 0]])
-    hooked = GuidedBackprop(model)(x, target=targets).maps
-    monkeypatch.setattr(relu_rules, "_BEFORE_OWN_BACKWARD", {})
-    ruled = GuidedBackprop(model)(x, target=targets).maps
-    plain = torch.autograd.functional.jacobian(lambda t: model(t)[:, 0].sum(), x)
-    assert (hooked - plain.unsqueeze(1)).abs().max() > 1e-3  # the rule changed something
-    assert torch.allclose(hooked, ruled, atol=1e-7, rtol=0)
+    model, x = Vmapped(True).eval(), torch.randn(4, 12)
+    written_out = copy.deepcopy(model)
+    written_out.vmapped = False
+    plain = torch.autograd.functional.jacobian(lambda t: written_out(t)[:, 0].sum(), x)
+    guided = GuidedBackprop(model)(x, target=torch.tensor([[0, 2]] * 4)).maps
+    torch.testing.assert_close(guided, GuidedBackprop(written_out)(x, target=torch.tensor([[0, 2]] * 4)).maps)
+    assert (guided[:, 0] - plain).abs().max() > 1e-3
