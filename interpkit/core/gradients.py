@@ -18,14 +18,16 @@ MAX_BATCHED_ELEMENTS = 2**28
 
 @torch.enable_grad()
 def per_target_gradients(
-    scores: torch.Tensor, wrt: Sequence[torch.Tensor], graph_elements: int = 0, keep_graph: bool = False
+    scores: torch.Tensor, wrt: Sequence[torch.Tensor], graph_elements: int = 0, keep_graph: bool = False,
+    unreached: str | None = None,
 ) -> list[torch.Tensor]:
     """For scores (N, K), return for each tensor in ``wrt`` (N, ...) its gradients (N, K, ...).
 
     ``graph_elements`` (``TargetSelection.graph_elements``) is what the forward saved for the
     backward; with it the targets are chunked so that a chunk's backward stays within
     ``MAX_BATCHED_ELEMENTS`` whatever K is. ``keep_graph`` keeps the graph for a later backward
-    (one target's graph is otherwise freed at once).
+    (one target's graph is otherwise freed at once). A tensor the scores' graph does not reach
+    gets zeros, or with ``unreached`` (what the caller says then) an ``InputError``.
 
     The gradient of column k summed over the batch is every sample's own gradient when samples
     are independent; explainers call this one sample at a time for models whose eval forward
@@ -33,12 +35,14 @@ def per_target_gradients(
     ``torch.autograd.grad(..., is_grads_batched=True)``: one backward pass, vectorised.
     """
     n, k = scores.shape
+    if not scores.requires_grad:  # no graph at all: nothing reaches any tensor
+        return [_reached(None, t, unreached, k).movedim(0, 1) for t in wrt]
     if k == 1:
         with _reentrant_refused():
             # ones as the output gradient: no column select and sum in the graph
             single = torch.autograd.grad(scores, list(wrt), torch.ones_like(scores), retain_graph=keep_graph,
-                                         materialize_grads=True)
-        return [g.unsqueeze(1) for g in single]
+                                         allow_unused=True)
+        return [_reached(g, t, unreached).unsqueeze(1) for g, t in zip(single, wrt)]
     per_column = sum(t.numel() for t in wrt) + graph_elements
     chunk = max(1, MAX_BATCHED_ELEMENTS // max(per_column, 1))
     eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
@@ -48,10 +52,21 @@ def per_target_gradients(
         grad_outputs = rows.unsqueeze(1).expand(-1, n, -1)  # (k', N, K)
         found = _batched_grad(scores, wrt, grad_outputs)
         # a score that does not depend on a tensor (a neuron before the layer) has zero gradient
-        grads = [torch.zeros((len(rows), *t.shape), dtype=t.dtype, device=t.device) if g is None else g
-                 for g, t in zip(found, wrt)]
+        grads = [_reached(g, t, unreached, len(rows)) for g, t in zip(found, wrt)]
         pieces.append([g.movedim(0, 1) for g in grads])
     return [torch.cat(parts, dim=1) for parts in zip(*pieces)]
+
+
+def _reached(gradient: torch.Tensor | None, tensor: torch.Tensor, unreached: str | None,
+             rows: int | None = None) -> torch.Tensor:
+    """``gradient``, or for a tensor the graph did not reach zeros (``rows`` of them when batched)
+    or the caller's ``unreached`` error."""
+    if gradient is not None:
+        return gradient
+    if unreached is not None:
+        raise InputError(unreached)
+    return torch.zeros((() if rows is None else (rows,)) + tuple(tensor.shape), dtype=tensor.dtype,
+                       device=tensor.device)
 
 
 def _batched_grad(scores: torch.Tensor, wrt: Sequence[torch.Tensor], grad_outputs: torch.Tensor

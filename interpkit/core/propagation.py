@@ -184,6 +184,7 @@ class PropagationMode(TorchFunctionMode):
         self._detached: dict[int, weakref.ref] = {}
         self._written: set[int] = set()  # storages that received input-dependent values in place
         self._kept: list[torch.Tensor] = []  # the written tensors, alive so that no other storage takes their place
+        self._graph = source.requires_grad  # then a result made under no_grad is out of the graph, as if detached
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
@@ -251,7 +252,7 @@ class PropagationMode(TorchFunctionMode):
             if id(tensor) in constants and not _writes(func):
                 continue  # a constant returned as it was (``w.to(x)``, ``w.type_as(x)``)
             self._mark(tensor)
-            if func in _DETACH or all(detached):
+            if func in _DETACH or all(detached) or (self._graph and not torch.is_grad_enabled()):
                 self._detached[id(tensor)] = weakref.ref(tensor)
         if _writes(func) and args and isinstance(args[0], torch.Tensor):
             written = _storage(args[0])  # an in-place write: every view of that storage depends
@@ -314,7 +315,10 @@ class PropagationMode(TorchFunctionMode):
             if torch.broadcast_shapes(*shapes) == dependent[0].shape:
                 self.ruled += 1
                 run = _substituted(out_of_place or func, args, kwargs, dependent)
-                return self.rule.elementwise(run, dependent[0], out_of_place is not None)
+                if out_of_place is None or args[0] is dependent[0]:
+                    return self.rule.elementwise(run, dependent[0], out_of_place is not None)
+                # written into a constant (``acc.add_(h)``): the sum made out of place, then written there
+                return args[0].copy_(self.rule.elementwise(run, dependent[0], False))
         if out_of_place is None:
             return self.rule.linear(_substituted(func, args, kwargs, dependent), dependent)
         inputs = [t.clone() if t is args[0] else t for t in dependent]
@@ -347,6 +351,14 @@ class PropagationMode(TorchFunctionMode):
         if func in (torch.addmm, T.addmm):
             return not (self._depends(args[1]) and self._depends(args[2]))
         return False
+
+
+def out_of_graph(method: str) -> str:
+    """What ``method`` says when no attribution reaches the input: the forward took the input's
+    path out of the graph before the target's score."""
+    return (f"{method}: the forward took the input's path out of the graph (under torch.no_grad or by .detach()) "
+            "before the target's score, so nothing reaches the input; explain a model that keeps the graph from its "
+            "input to its output")
 
 
 def _dead() -> None:

@@ -32,6 +32,7 @@ from ..core import (
     PropagationRule,
     check_flag,
     check_number,
+    out_of_graph,
     per_target_gradients,
 )
 from ..errors import InputError
@@ -349,7 +350,8 @@ class DeepLift(Explainer):
         self._refuse_uncovered(mode)
         if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path:
             raise _PathChanged
-        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements,
+                                            unreached=out_of_graph(type(self).__name__))
         return selection, gradients
 
     def _refuse_uncovered(self, mode: PropagationMode) -> None:

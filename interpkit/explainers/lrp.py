@@ -33,6 +33,7 @@ from ..core import (
     check_baseline,
     check_flag,
     check_number,
+    out_of_graph,
     per_target_gradients,
 )
 from ..errors import InputError
@@ -541,7 +542,7 @@ class LRP(Explainer):
         with torch.enable_grad():
             scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
         try:
-            (relevance,) = per_target_gradients(scores, [x], selection.graph_elements)
+            (relevance,) = per_target_gradients(scores, [x], selection.graph_elements, unreached=out_of_graph("LRP"))
         except RuntimeError as error:
             if "inplace operation" not in str(error):
                 raise

@@ -633,3 +633,71 @@ def test_reveal_cancel_makes_parts_in_the_grad_mode_of_their_layer():
     maps = DeepLift(model, baseline=x0, rule="reveal_cancel")(x, target="all").maps
     assert deltas.abs().max() > 1e-3
     assert (maps.sum(-1).double() - deltas).abs().max() < 1e-5
+
+
+class _Accumulates(nn.Module):
+    """Branches summed in place into a constant: a zero accumulator, and a constant plus the
+    branch written into the constant (``out = full_like(h, 2); out += h``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.b1, self.b2 = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.fc = nn.Linear(8, 3, bias=False)
+
+    def forward(self, x):
+        accumulated = torch.zeros(x.shape[0], 4, *x.shape[2:])
+        accumulated.add_(F.relu(self.b1(x)))
+        accumulated.add_(F.relu(self.b2(x)))
+        h = F.relu(self.b2(x))
+        offset = torch.full_like(h, 2.0)
+        offset += h
+        return self.fc(torch.cat([accumulated, offset + h], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift])
+def test_an_in_place_write_into_a_constant_computes_the_models_own_output(explainer):
+    """The write goes into the constant, not into the input-dependent operand: the scores are the
+    model's, and the attributions sum to them (LRP, no biases) or to f(x) - f(0) (DeepLift)."""
+    torch.manual_seed(0)
+    model, x = _Accumulates().eval(), torch.randn(2, 3, 8, 8)
+    found = explainer(model)(x, target="all")
+    with torch.no_grad():
+        expected = model(x) - (model(torch.zeros_like(x)) if explainer is DeepLift else 0)
+    torch.testing.assert_close(found.scores, model(x).detach())
+    torch.testing.assert_close(found.maps.flatten(2).sum(-1), expected, atol=1e-5, rtol=1e-4)
+
+
+class _OutOfGraph(nn.Module):
+    """A backbone under ``torch.no_grad`` or detached (``how``), or a centring by a mean taken
+    under ``no_grad`` (``centre``)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        if self.how == "centre":
+            with torch.no_grad():
+                mean = x.mean((2, 3), keepdim=True)
+            return self.head(torch.relu(self.conv(x - mean)).mean((2, 3)))
+        if self.how == "no_grad":
+            with torch.no_grad():
+                features = torch.relu(self.conv(x))
+        else:
+            features = torch.relu(self.conv(x)).detach()
+        return self.head(features.mean((2, 3)))
+
+
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift])
+@pytest.mark.parametrize("how", ["no_grad", "detach", "centre"])
+def test_a_path_taken_out_of_the_graph_is_refused_not_a_zero_map(explainer, how):
+    """Nothing reaches the input through a backbone run under no_grad or detached: refused, not
+    all zeros; a value taken under no_grad and combined with the input is named, as .detach() is."""
+    torch.manual_seed(0)
+    error = interpkit.UncoveredNonlinearityError if how == "centre" else interpkit.InputError
+    match = "detached input-dependent value" if how == "centre" else "out of the graph"
+    with pytest.raises(error, match=match):
+        explainer(_OutOfGraph(how).eval())(torch.randn(2, 3, 8, 8), target="all")
+    with pytest.raises(error, match=match):  # a frozen model too: no graph at all
+        explainer(_OutOfGraph(how).eval().requires_grad_(False))(torch.randn(2, 3, 8, 8), target=1)
