@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import torch
+from torch.utils.checkpoint import CheckpointError
 
 from ..errors import InputError, VectorizationWarning
 
@@ -94,10 +95,14 @@ def _reentrant_refused() -> Iterator[None]:
     except RuntimeError as error:
         if "use_reentrant" in str(error):
             raise _reentrant() from error
+        if isinstance(error, CheckpointError):  # the recomputation ran without the explainer's op rules
+            raise InputError("the model's activation checkpointing (torch.utils.checkpoint) recomputed a forward that "
+                             "differs from the explained one, whose ops ran under this explainer's rules; explain "
+                             "the model without checkpointing") from error
         raise
 
 
 def _reentrant() -> InputError:
     return InputError("the model uses reentrant activation checkpointing (torch.utils.checkpoint with "
                       "use_reentrant=True), which gives no gradients to torch.autograd.grad; use "
-                      "checkpoint(..., use_reentrant=False), which interpkit explains exactly")
+                      "checkpoint(..., use_reentrant=False)")

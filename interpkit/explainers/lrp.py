@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -33,8 +33,10 @@ from ..core import (
     check_baseline,
     check_flag,
     check_number,
+    neurons_of,
     out_of_graph,
     per_target_gradients,
+    resolve_layer,
 )
 from ..errors import InputError
 
@@ -451,7 +453,6 @@ class _Relevance(PropagationRule):
     def __init__(self, composite: Composite) -> None:
         self.composite = composite
         self.mode: PropagationMode | None = None
-        self.first = True
         self.targets = [1]  # how many targets' backwards will come, known after the forward
         self.layers: dict[int, tuple[weakref.ref, int, list, bool]] = {}  # output -> version, fold, is linear
         self.nonnegative: dict[int, tuple[weakref.ref, int]] = {}
@@ -470,10 +471,9 @@ class _Relevance(PropagationRule):
     def layer(self, run, x, weight, bias, transposed):
         convolution = weight.dim() > 2
         rule = self.composite.convolution if convolution else self.composite.linear
-        if self.first:
-            self.first = False
-            if self.composite.first is not None and (convolution or not self.composite.first_convolution_only):
-                rule = self.composite.first
+        if (self.composite.first is not None and (convolution or not self.composite.first_convolution_only)
+                and self.mode is not None and self.mode.unlayered(x)):
+            rule = self.composite.first
         folded: list = []
         y = _Layer.apply(x, weight, bias, run, rule, folded, transposed, self._is_nonnegative(x), self.targets)
         self.layers[id(y)] = (weakref.ref(y), y._version, folded, not convolution)
@@ -526,7 +526,18 @@ class LRP(Explainer):
                                     check_number("stabilizer", stabilizer))
 
     def explain(self, call: Call) -> Explanation:
-        """One forward under the composite's rules and one batched backward of every target's score."""
+        """One forward under the composite's rules and one batched backward of every target's
+        score; Neuron targets on different layers one at a time, since a neuron's read of its
+        layer's output decides whether a batch norm after that layer folds into it."""
+        neurons = neurons_of(call.target)
+        if len({id(resolve_layer(self.model, n.layer)[1]) for n in neurons}) > 1:
+            parts = [self._relevance(call.with_(target=neuron)) for neuron in neurons]
+            return replace(parts[0], maps=torch.cat([p.maps for p in parts], 1),
+                           targets=torch.cat([p.targets for p in parts], 1),
+                           scores=torch.cat([p.scores for p in parts], 1))
+        return self._relevance(call)
+
+    def _relevance(self, call: Call) -> Explanation:
         x = call.x.detach().clone().requires_grad_(True)
         rule = _Relevance(self.composite)
         mode = rule.mode = PropagationMode(rule, x)

@@ -1,6 +1,8 @@
 """LRP: every rule against its formula written out as matrix products, relevance conservation
 over random networks, and zennit 0.5 as the oracle (with two of its problems shown)."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -496,3 +498,72 @@ def test_kept_terms_are_per_rule_setting_per_call_and_only_for_several_targets()
                     + alone(model, ZPlus(), target) + alone(flipped, ZPlus(), target)) / 4
         torch.testing.assert_close(mixed, expected)
         assert all(memo is None for memo in seen) if target == 1 else all(isinstance(m, dict) for m in seen)
+
+
+def _conv_bn_net():
+    """Two convolutions each followed by a batch norm with running statistics of its own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6, eps=0.0), nn.ReLU(), nn.Conv2d(6, 6, 3),
+                          nn.BatchNorm2d(6, eps=0.0), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8 * 8, 3))
+    for norm in (model[1], model[4]):
+        with torch.no_grad():
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.2, 0.2)
+    return model.eval().double()
+
+
+def test_a_detached_copy_of_a_layers_output_leaves_its_batch_norm_folded():
+    """A forward hook that keeps a detached copy of a convolution's output (monitoring) reads
+    nothing the relevance flows through: the batch norm after it still folds, as zennit merges it."""
+    model, x = _conv_bn_net(), torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    kept = []
+    handle = model[3].register_forward_hook(lambda m, i, out: kept.append(out.detach()))
+    try:
+        mine = LRP(model, "epsilon_plus")(x, target=1).maps[:, 0].double()
+    finally:
+        handle.remove()
+    assert kept
+    with Gradient(model=copy.deepcopy(model), composite=EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])) as attr:
+        _, theirs = attr(x, lambda out: out * F.one_hot(torch.tensor([1, 1]), 3).to(out))
+    assert (mine - theirs).abs().max() / theirs.abs().max() < 1e-5
+
+
+def test_neuron_targets_on_different_layers_are_each_as_when_alone():
+    """A neuron's read of its layer's output keeps the batch norm after that layer unfolded for
+    it; a neuron on another layer in the same call gets the fold it gets alone."""
+    model, x = _conv_bn_net(), torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    neurons = [interpkit.Neuron("3", 1, 2, 3), interpkit.Neuron("4", 2, 0, 0)]
+    together = LRP(model, "epsilon_plus")(x, target=neurons)
+    for k, neuron in enumerate(neurons):
+        alone = LRP(model, "epsilon_plus")(x, target=neuron)
+        torch.testing.assert_close(together.maps[:, k], alone.maps[:, 0])
+        torch.testing.assert_close(together.scores[:, k], alone.scores[:, 0])
+
+
+class _MirrorAveraged(nn.Module):
+    """Test-time augmentation in ``forward``: one stem reads the input and its mirror image, so
+    the model is mirror-symmetric."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.conv = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 3)
+
+    def branch(self, x):
+        return self.fc(F.relu(self.conv(F.relu(self.stem(x)))).mean((2, 3)))
+
+    def forward(self, x):
+        return (self.branch(x) + self.branch(x.flip(3))) / 2
+
+
+@pytest.mark.parametrize("composite, bounds", [("epsilon_plus_flat", {}), ("epsilon_gamma_box", {"low": -3.0, "high": 3.0})])
+def test_every_layer_reading_the_input_gets_the_first_layer_rule(composite, bounds):
+    """The first-layer rule goes to each call of a layer on the input (here its mirror too), so
+    the mirror-symmetric model's map of a mirrored image is the mirrored map."""
+    torch.manual_seed(0)
+    model, x = _MirrorAveraged().eval().double(), torch.randn(1, 3, 12, 12, dtype=torch.float64)
+    explainer = LRP(model, composite, **bounds)
+    mirrored = explainer(x.flip(3), target=1).maps.flip(-1)
+    torch.testing.assert_close(explainer(x, target=1).maps, mirrored, rtol=1e-5, atol=1e-7)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -701,3 +702,28 @@ def test_a_path_taken_out_of_the_graph_is_refused_not_a_zero_map(explainer, how)
         explainer(_OutOfGraph(how).eval())(torch.randn(2, 3, 8, 8), target="all")
     with pytest.raises(error, match=match):  # a frozen model too: no graph at all
         explainer(_OutOfGraph(how).eval().requires_grad_(False))(torch.randn(2, 3, 8, 8), target=1)
+
+
+class _Checkpointed(nn.Module):
+    """A residual block under non-reentrant activation checkpointing: its recomputation in the
+    backward runs without the explainer's op rules."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def block(self, h):
+        return F.max_pool2d(F.relu(self.c1(h)) + h, 2)
+
+    def forward(self, x):
+        h = torch.utils.checkpoint.checkpoint(self.block, F.relu(self.c0(x)), use_reentrant=False)
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift])
+def test_checkpointing_whose_recomputation_differs_is_refused_by_name(explainer):
+    torch.manual_seed(0)
+    model, x = _Checkpointed().eval(), torch.randn(2, 3, 8, 8)
+    assert Saliency(model)(x, target=0).maps.abs().max() > 0  # no rules: the gradient is exact
+    with pytest.raises(interpkit.InputError, match="checkpointing"):
+        explainer(model)(x, target=0)
