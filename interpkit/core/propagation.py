@@ -184,10 +184,11 @@ class PropagationMode(TorchFunctionMode):
         self._detached: dict[int, weakref.ref] = {}
         self._written: set[int] = set()  # storages that received input-dependent values in place
         self._kept: list[torch.Tensor] = []  # the written tensors, alive so that no other storage takes their place
-        self._graph = source.requires_grad  # then a result made under no_grad is out of the graph, as if detached
-        self._unlayered: dict[int, weakref.ref] = {}  # the source, and what it gives through no layer
+        # with a graph from the source, a value read with grad on that has none (made under no_grad) is out
+        # of the graph as if detached (under no_grad nothing is judged: autograd Functions' forwards run so)
+        self._graph = source.requires_grad
+        self.detaching = False  # whether an input-dependent value was taken out of the graph
         self._mark(source)
-        self._unlayered[id(source)] = weakref.ref(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
         self._dependent[id(tensor)] = (weakref.ref(tensor), [0])
@@ -214,11 +215,6 @@ class PropagationMode(TorchFunctionMode):
                 f"{method}: the forward ran {kinds} on input-dependent tensors, which {covered}; explain a model "
                 f"without them, or pass strict=False to give them their plain gradient{otherwise}")
 
-    def unlayered(self, tensor: torch.Tensor) -> bool:
-        """Whether ``tensor`` comes from the source through no convolution or linear layer (the
-        source itself, a flipped, normalised or resized copy): what a first layer reads."""
-        return self._unlayered.get(id(tensor), _dead)() is tensor
-
     def reads(self, tensor: torch.Tensor) -> list[int]:
         """How many ops read ``tensor`` (a dependent tensor): a one-element list that later
         reads keep counting in, so it can be read after the forward."""
@@ -242,30 +238,30 @@ class PropagationMode(TorchFunctionMode):
         tensors = _tensors(result)
         if not tensors and func is not T.__setitem__:
             return result  # a size, a length, a dtype: no value read
-        # reads: a batch norm folds only into a layer whose output it alone reads; a read out of the
-        # graph (a hook or a log keeping a detached copy) carries nothing back, so it does not count
-        if func not in _DETACH and not (self._graph and not torch.is_grad_enabled()):
+        # reads: a batch norm folds only into a layer whose output it alone reads; a detached copy (a
+        # hook or a log keeping ``.detach()``) carries nothing back, so it does not count
+        if func not in _DETACH:
             for tensor in dependent:
                 known = self._dependent.get(id(tensor))
                 if known is not None:
                     known[1][0] += 1
         if func not in _MOVES and func not in _INDEXED:  # the path: what changes values, with its parameters
             self.path.append((func, tuple(id(t) for t in given if isinstance(t, nn.Parameter))))
-        detached = [self._detached.get(id(t), _dead)() is t for t in dependent]
+        judged = self._graph and torch.is_grad_enabled()
+        detached = [self._detached.get(id(t), _dead)() is t or (judged and t.is_floating_point() and not t.requires_grad)
+                    for t in dependent]
+        self.detaching = self.detaching or func in _DETACH or any(detached)
         if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in tensors):
             if any(detached) and not all(detached):
                 self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
             elif any(not t.is_floating_point() for t in dependent):
                 self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
         constants = {id(t) for t in given if not self._depends(t)}
-        unlayered = func not in _LAYERS and all(map(self.unlayered, dependent))
         for tensor in tensors:
             if id(tensor) in constants and not _writes(func):
                 continue  # a constant returned as it was (``w.to(x)``, ``w.type_as(x)``)
             self._mark(tensor)
-            if unlayered:
-                self._unlayered[id(tensor)] = weakref.ref(tensor)
-            if func in _DETACH or all(detached) or (self._graph and not torch.is_grad_enabled()):
+            if func in _DETACH or all(detached):
                 self._detached[id(tensor)] = weakref.ref(tensor)
         if _writes(func) and args and isinstance(args[0], torch.Tensor):
             written = _storage(args[0])  # an in-place write: every view of that storage depends

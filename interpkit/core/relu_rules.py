@@ -60,6 +60,15 @@ class _RuledReLU(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
         _, ctx.upper, ctx.rule = inputs
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> torch.Tensor:
+        """Forward mode (``torch.func.jvp`` inside a model) is the op's own derivative: the rules
+        change the backward only."""
+        (output,) = ctx.saved_tensors
+        passed = output > 0 if ctx.upper is None else (output > 0) & (output < ctx.upper)
+        return tangent * passed
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -83,8 +92,8 @@ class _RuledReLUInPlace(torch.autograd.Function):
 
 
 def _transformed(x: torch.Tensor) -> bool:
-    """Whether ``x`` is a torch.func transform's tensor (``vmap``'s batched tensors)."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+    """Whether a torch.func transform (``vmap``) is running, or ``x`` is one's tensor."""
+    return torch._C._are_functorch_transforms_active() or torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any) -> Any:

@@ -351,7 +351,7 @@ class DeepLift(Explainer):
         if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path:
             raise _PathChanged
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements,
-                                            unreached=out_of_graph(type(self).__name__))
+                                            unreached=out_of_graph(type(self).__name__) if mode.detaching else None)
         return selection, gradients
 
     def _refuse_uncovered(self, mode: PropagationMode) -> None:

@@ -453,6 +453,7 @@ class _Relevance(PropagationRule):
     def __init__(self, composite: Composite) -> None:
         self.composite = composite
         self.mode: PropagationMode | None = None
+        self.first = True
         self.targets = [1]  # how many targets' backwards will come, known after the forward
         self.layers: dict[int, tuple[weakref.ref, int, list, bool]] = {}  # output -> version, fold, is linear
         self.nonnegative: dict[int, tuple[weakref.ref, int]] = {}
@@ -471,9 +472,10 @@ class _Relevance(PropagationRule):
     def layer(self, run, x, weight, bias, transposed):
         convolution = weight.dim() > 2
         rule = self.composite.convolution if convolution else self.composite.linear
-        if (self.composite.first is not None and (convolution or not self.composite.first_convolution_only)
-                and self.mode is not None and self.mode.unlayered(x)):
-            rule = self.composite.first
+        if self.first:
+            self.first = False
+            if self.composite.first is not None and (convolution or not self.composite.first_convolution_only):
+                rule = self.composite.first
         folded: list = []
         y = _Layer.apply(x, weight, bias, run, rule, folded, transposed, self._is_nonnegative(x), self.targets)
         self.layers[id(y)] = (weakref.ref(y), y._version, folded, not convolution)
@@ -553,7 +555,8 @@ class LRP(Explainer):
         with torch.enable_grad():
             scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
         try:
-            (relevance,) = per_target_gradients(scores, [x], selection.graph_elements, unreached=out_of_graph("LRP"))
+            unreached = out_of_graph("LRP") if mode.detaching else None
+            (relevance,) = per_target_gradients(scores, [x], selection.graph_elements, unreached=unreached)
         except RuntimeError as error:
             if "inplace operation" not in str(error):
                 raise

@@ -244,3 +244,43 @@ def test_a_relu_under_vmap_gets_the_rule(inplace):
     guided = GuidedBackprop(model)(x, target=torch.tensor([[0, 2]] * 4)).maps
     torch.testing.assert_close(guided, GuidedBackprop(written_out)(x, target=torch.tensor([[0, 2]] * 4)).maps)
     assert (guided[:, 0] - plain).abs().max() > 1e-3
+
+
+def test_a_relu_under_forward_mode_jvp_in_the_model_gets_the_rule_on_its_value():
+    """``torch.func.jvp`` inside a forward: the tangent is the ReLU's own derivative (a step, so
+    nothing flows back through it), the value path gets the guided rule, written out by hand."""
+
+    class WithDirectionalDerivative(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.head = nn.Linear(12, 8), nn.Linear(16, 3)
+
+        def forward(self, x):
+            value, tangent = torch.func.jvp(lambda t: F.relu(self.l1(t)), (x,), (torch.ones_like(x),))
+            return self.head(torch.cat([value, tangent], 1))
+
+    torch.manual_seed(0)
+    model, x = WithDirectionalDerivative().eval(), torch.randn(4, 12)
+    found = GuidedBackprop(model)(x, target=1).maps[:, 0]
+    passed = model.head.weight[1, :8].detach().clamp(min=0) * (model.l1(x).detach() > 0)
+    torch.testing.assert_close(found, passed @ model.l1.weight.detach())
+
+
+def test_an_in_place_relu_on_a_shared_tensor_inside_vmap_gets_the_rule():
+    """An ensemble vmapped over its members with the input shared: the stem's in-place ReLU sees
+    a plain tensor while vmap runs."""
+
+    class Ensemble(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.members = nn.Linear(12, 6), nn.Parameter(torch.randn(3, 6, 2))
+
+        def forward(self, x):
+            return torch.vmap(lambda w: F.relu(self.stem(x), inplace=True) @ w)(self.members).sum(0)
+
+    torch.manual_seed(0)
+    model, x = Ensemble().eval(), torch.randn(4, 12)
+    found = GuidedBackprop(model)(x, target=1).maps[:, 0]
+    gradient = model.members[:, :, 1].detach().sum(0)  # the score's gradient at the stem's ReLU
+    passed = gradient.clamp(min=0) * (model.stem(x).detach() > 0)
+    torch.testing.assert_close(found, passed @ model.stem.weight.detach())

@@ -541,29 +541,3 @@ def test_neuron_targets_on_different_layers_are_each_as_when_alone():
         torch.testing.assert_close(together.maps[:, k], alone.maps[:, 0])
         torch.testing.assert_close(together.scores[:, k], alone.scores[:, 0])
 
-
-class _MirrorAveraged(nn.Module):
-    """Test-time augmentation in ``forward``: one stem reads the input and its mirror image, so
-    the model is mirror-symmetric."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem, self.conv = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 3)
-
-    def branch(self, x):
-        return self.fc(F.relu(self.conv(F.relu(self.stem(x)))).mean((2, 3)))
-
-    def forward(self, x):
-        return (self.branch(x) + self.branch(x.flip(3))) / 2
-
-
-@pytest.mark.parametrize("composite, bounds", [("epsilon_plus_flat", {}), ("epsilon_gamma_box", {"low": -3.0, "high": 3.0})])
-def test_every_layer_reading_the_input_gets_the_first_layer_rule(composite, bounds):
-    """The first-layer rule goes to each call of a layer on the input (here its mirror too), so
-    the mirror-symmetric model's map of a mirrored image is the mirrored map."""
-    torch.manual_seed(0)
-    model, x = _MirrorAveraged().eval().double(), torch.randn(1, 3, 12, 12, dtype=torch.float64)
-    explainer = LRP(model, composite, **bounds)
-    mirrored = explainer(x.flip(3), target=1).maps.flip(-1)
-    torch.testing.assert_close(explainer(x, target=1).maps, mirrored, rtol=1e-5, atol=1e-7)

@@ -727,3 +727,67 @@ def test_checkpointing_whose_recomputation_differs_is_refused_by_name(explainer)
     assert Saliency(model)(x, target=0).maps.abs().max() > 0  # no rules: the gradient is exact
     with pytest.raises(interpkit.InputError, match="checkpointing"):
         explainer(model)(x, target=0)
+
+
+class _SkipFromInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(F.relu(x + self.conv(x)).mean((2, 3)))
+
+
+def test_a_baseline_that_requires_grad_is_a_baseline_like_any_other():
+    """The baseline's forward runs under no_grad: a baseline parameter (an optimised one) is not
+    taken for a value out of the graph, with a skip from the input."""
+    torch.manual_seed(0)
+    model, x = _SkipFromInput().eval(), torch.randn(2, 3, 8, 8)
+    learned = nn.Parameter(torch.full((3, 8, 8), 0.1))
+    torch.testing.assert_close(DeepLift(model, baseline=learned)(x, target=1).maps,
+                               DeepLift(model, baseline=learned.detach())(x, target=1).maps)
+
+
+class _Doubles(torch.autograd.Function):
+    """A hand-written op (a fused kernel): its forward runs under no_grad, unseen by the mode."""
+
+    @staticmethod
+    def forward(ctx, h):
+        return h * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2
+
+
+def test_a_custom_autograd_function_in_the_forward_is_not_out_of_the_graph():
+    torch.manual_seed(0)
+
+    class Residual(_SkipFromInput):
+        def forward(self, x):
+            h = self.conv(x)
+            return self.fc(F.relu(_Doubles.apply(h) + h).mean((2, 3)))
+
+    model, x = Residual().eval(), torch.randn(2, 3, 8, 8)
+    found = interpkit.LRP(model, "epsilon_plus")(x, target=1)
+    assert found.maps.abs().max() > 0
+
+
+def test_a_score_that_does_not_depend_on_the_attributed_input_has_a_zero_map():
+    """Not refused as out of the graph: a neuron in the other input's branch depends on nothing
+    of the attributed input."""
+
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ca, self.cb, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(8, 3)
+
+        def forward(self, a, b):
+            return self.fc(torch.cat([F.relu(self.ca(a)).mean((2, 3)), F.relu(self.cb(b)).mean((2, 3))], 1))
+
+    torch.manual_seed(0)
+    model, a, b = TwoBranches().eval(), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    for explainer in (interpkit.LRP, DeepLift):
+        maps = explainer(model)((a, b), target=[interpkit.Neuron("ca", 1, 2, 2), interpkit.Neuron("cb", 1, 2, 2)],
+                                attribute_to=0).maps
+        assert maps[:, 0].abs().max() > 0 and maps[:, 1].abs().max() == 0
