@@ -123,6 +123,8 @@ _TRAINING_FLAG = {F.dropout: 2, F.dropout1d: 2, F.dropout2d: 2, F.dropout3d: 2, 
 # outputs that do not depend on the input's values
 _CONSTANT = _named(torch, "zeros_like ones_like empty_like full_like rand_like randn_like") | _named(
     T, "new_zeros new_ones new_empty new_full new_tensor size dim numel")
+# a constant converted to an input-dependent tensor's dtype or device (``pe.to(h)``): still a constant
+_CONVERSIONS = _named(T, "to type_as")
 # a value taken out of the graph: an op that reads it loses its attribution
 _DETACH = _named(T, "detach detach_") | _properties("data")
 # layers with parameters: a convolution (1-D to 3-D, transposed too) or a linear layer
@@ -228,7 +230,7 @@ class PropagationMode(TorchFunctionMode):
             args = (kwargs.pop("input"),)
         given = _tensors((args, kwargs))  # once per op: the flattening is most of the mode's own cost
         dependent = [t for t in given if self._depends(t)]
-        if func in _CONSTANT or not dependent:
+        if func in _CONSTANT or not dependent or (func in _CONVERSIONS and not self._depends(args[0])):
             return func(*args, **kwargs)
         counted = sum(self.uncovered.values())
         if kwargs.get("out") is not None:  # the rules return new tensors: an ``out=`` would stay unwritten
@@ -250,7 +252,7 @@ class PropagationMode(TorchFunctionMode):
         judged = self._graph and torch.is_grad_enabled()
         detached = [self._detached.get(id(t), _dead)() is t or (judged and t.is_floating_point() and not t.requires_grad)
                     for t in dependent]
-        self.detaching = self.detaching or func in _DETACH or any(detached)
+        self.detaching = self.detaching or any(detached)  # a detached value read again (not a log's copy)
         if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in tensors):
             if any(detached) and not all(detached):
                 self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1

@@ -791,3 +791,32 @@ def test_a_score_that_does_not_depend_on_the_attributed_input_has_a_zero_map():
         maps = explainer(model)((a, b), target=[interpkit.Neuron("ca", 1, 2, 2), interpkit.Neuron("cb", 1, 2, 2)],
                                 attribute_to=0).maps
         assert maps[:, 0].abs().max() > 0 and maps[:, 1].abs().max() == 0
+
+
+class _ConstantsConverted(nn.Module):
+    """Constants converted to an activation's dtype (``.to(h)``, ``.type_as(h)``): a positional
+    code, a float64 buffer, a boolean mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.out = nn.Linear(8, 8, bias=False), nn.Linear(8, 3, bias=False)
+        self.register_buffer("code", torch.linspace(0, 1, 8, dtype=torch.float64))
+        self.register_buffer("mask", torch.arange(8) % 3 > 0)
+
+    def forward(self, x):
+        h = self.inner(x)
+        position = torch.arange(h.shape[-1]).to(h)
+        return self.out(F.relu(h + position * 0.1 + self.code.to(h)) * self.mask.type_as(h))
+
+
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift])
+def test_a_constant_converted_like_an_activation_stays_a_constant(explainer):
+    """Not an input-dependent value (nor one out of the graph, nor a product of two): explained,
+    and DeepLift's attributions sum to f(x) - f(0)."""
+    torch.manual_seed(0)
+    model, x = _ConstantsConverted().eval(), torch.randn(2, 8)
+    maps = explainer(model)(x, target="all").maps
+    if explainer is DeepLift:
+        with torch.no_grad():
+            torch.testing.assert_close(maps.flatten(2).sum(-1), model(x) - model(torch.zeros_like(x)), atol=1e-5,
+                                       rtol=1e-4)
