@@ -36,8 +36,10 @@ def per_target_gradients(
     ``torch.autograd.grad(..., is_grads_batched=True)``: one backward pass, vectorised.
     """
     n, k = scores.shape
-    if not scores.requires_grad:  # no graph at all: nothing reaches any tensor
-        return [_reached(None, t, unreached, k).movedim(0, 1) for t in wrt]
+    if not scores.requires_grad:  # no graph at all: zeros would be silently wrong
+        raise InputError(unreached or "the target's score carries no gradient: the model's forward ran under "
+                         "torch.no_grad or detached its output; gradient explanations need the graph from the input "
+                         "to the output")
     if k == 1:
         with _reentrant_refused():
             # ones as the output gradient: no column select and sum in the graph

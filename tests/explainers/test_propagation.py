@@ -820,3 +820,21 @@ def test_a_constant_converted_like_an_activation_stays_a_constant(explainer):
         with torch.no_grad():
             torch.testing.assert_close(maps.flatten(2).sum(-1), model(x) - model(torch.zeros_like(x)), atol=1e-5,
                                        rtol=1e-4)
+
+
+@pytest.mark.parametrize("explainer", [Saliency, InputXGradient, interpkit.GuidedBackprop, interpkit.LRP, DeepLift])
+def test_a_model_whose_output_has_no_graph_is_refused_not_a_zero_map(explainer):
+    """A forward run whole under no_grad (a frozen model): before, a raw RuntimeError."""
+
+    class Frozen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                       nn.Linear(4, 3))
+
+        def forward(self, x):
+            with torch.no_grad():
+                return self.inner(x)
+
+    with pytest.raises(interpkit.InputError):
+        explainer(Frozen().eval().requires_grad_(False))(torch.randn(2, 3, 8, 8), target="all")
