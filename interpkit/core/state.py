@@ -170,7 +170,8 @@ class WriteGuard(TorchDispatchMode):
                 pointer = tensor.untyped_storage().data_ptr()
                 if pointer in self.storages and pointer not in self.copies:
                     self.copies[pointer] = [(t, t.detach().clone()) for t in self.storages[pointer]]
-        return func(*args, **kwargs)
+        with torch._C.DisableTorchFunction():  # an aten op, not the user's: the explainers' function modes keep out
+            return func(*args, **kwargs)
 
     def restore(self) -> None:
         """Put every written tensor back (its storage too, where a ``set_`` swapped it)."""
