@@ -373,7 +373,13 @@ class _Layer(torch.autograd.Function):
             ctx.layer = _layer_call(ctx)
             if ctx.targets[0] > 1:  # one target has no later backward: keeping its terms would only cost memory
                 ctx.layer.memo = {}
-        return ctx.rule.relevance(ctx.layer, relevance), None, None, None, None, None, None, None, None
+        found = ctx.rule.relevance(ctx.layer, relevance)
+        if not isinstance(found, torch.Tensor) or found.shape != ctx.leaf.shape:  # a user's rule, most likely
+            shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found).__name__
+            raise InputError(f"LRP: the rule {type(ctx.rule).__name__} returned relevance of shape {shape} for a layer "
+                             f"whose input has shape {tuple(ctx.leaf.shape)}; a LayerRule's relevance has its layer "
+                             "input's shape")
+        return found, None, None, None, None, None, None, None, None
 
 
 def _layer_call(ctx: Any) -> LayerCall:

@@ -541,3 +541,16 @@ def test_neuron_targets_on_different_layers_are_each_as_when_alone():
         torch.testing.assert_close(together.maps[:, k], alone.maps[:, 0])
         torch.testing.assert_close(together.scores[:, k], alone.scores[:, 0])
 
+
+
+@pytest.mark.parametrize("target", [0, torch.tensor([[0, 1]] * 2)])
+def test_a_custom_rule_returning_the_wrong_shape_is_named(target):
+    """Before, autograd's raw RuntimeError ("returned an invalid gradient")."""
+
+    class Summed(LayerRule):
+        def relevance(self, layer, relevance):
+            return relevance.sum()
+
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    with pytest.raises(interpkit.InputError, match="rule Summed returned relevance of shape"):
+        LRP(model, Composite(convolution=Summed(), linear=Summed()))(torch.randn(2, 6), target=target)
