@@ -167,6 +167,20 @@ def _name(func: Any) -> str:
     return name
 
 
+def _in_checkpoint() -> bool:
+    """Whether the op runs inside non-reentrant activation checkpointing. Its backward would
+    recompute the region's saved tensors with the plain ops, without the rules, and hand them to
+    the rules' backward by position: wrong values of the right shapes (a ReLU's output for a
+    multiplier) or an error. Inside it, the mode saves every op's tensors itself, so the region
+    is never recomputed: exact, at the memory cost of no checkpointing."""
+    hooks = torch._C._autograd._top_saved_tensors_default_hooks(False)
+    return hooks is not None and getattr(hooks[0], "__module__", None) == "torch.utils.checkpoint"
+
+
+def _kept(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach()  # the data only: a saved output must not hold its own grad_fn
+
+
 class PropagationMode(TorchFunctionMode):
     """While active, ``rule`` handles the ops on tensors that depend on ``source`` (the attributed
     input); ``ruled`` counts its nonlinear ops, ``uncovered`` counts by name the ops on such
@@ -224,7 +238,12 @@ class PropagationMode(TorchFunctionMode):
         return known[1] if known is not None and known[0]() is tensor else [0]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        if _in_checkpoint():  # see ``_in_checkpoint``: saved as without checkpointing, nothing is recomputed
+            with torch.autograd.graph.saved_tensors_hooks(_kept, _kept):
+                return self._handle(func, args, kwargs or {})
+        return self._handle(func, args, kwargs or {})
+
+    def _handle(self, func: Any, args: tuple, kwargs: dict) -> Any:
         if not args and "input" in kwargs:  # torch.tanh(input=x): the input first, as every rule reads it
             kwargs = dict(kwargs)
             args = (kwargs.pop("input"),)
