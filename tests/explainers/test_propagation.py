@@ -873,3 +873,20 @@ def test_a_model_whose_output_has_no_graph_is_refused_not_a_zero_map(explainer):
 
     with pytest.raises(interpkit.InputError):
         explainer(Frozen().eval().requires_grad_(False))(torch.randn(2, 3, 8, 8), target="all")
+
+
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift])
+def test_torchvision_memory_efficient_densenet_is_explained_as_the_plain_one(explainer):
+    """torchvision's ``memory_efficient=True`` checkpoints every dense layer's bottleneck (DeepLift
+    was refused on it before)."""
+    from torchvision.models import DenseNet
+
+    torch.manual_seed(0)
+    efficient = DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=3,
+                         memory_efficient=True).eval()
+    plain = DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=3).eval()
+    plain.load_state_dict(efficient.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    expected = explainer(plain)(x, target="all").maps
+    torch.testing.assert_close(explainer(efficient)(x, target="all").maps, expected, rtol=1e-5,
+                               atol=1e-6 * expected.abs().max().item())
