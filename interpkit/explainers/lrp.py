@@ -554,10 +554,6 @@ class LRP(Explainer):
         finally:
             rule.mode = None  # the mode keeps the rule: no reference cycle outlives the forward
         rule.targets[0] = selection.scores.shape[1]
-        if self.strict:
-            mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
-                                  "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "
-                                  "read linearly from the output)", "")
         with torch.enable_grad():
             scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
         try:
@@ -568,6 +564,10 @@ class LRP(Explainer):
                 raise
             raise InputError("LRP: the model writes in place into a tensor a layer had read (the layer's rule needs "
                              "its input as it was); write out of place (x = x + y, not x += y, after the layer)") from error
+        if self.strict:  # after the backward: an uncovered op counts where it went through
+            mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
+                                  "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "
+                                  "read linearly from the output)", "")
         return self.result(relevance, selection, MapKind.INPUT_CHANNELS)
 
 

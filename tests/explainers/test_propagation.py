@@ -1,6 +1,7 @@
 """DeepLift, DeepLiftShap, GradientShap, Saliency and InputXGradient: the op-level propagation
 engine, summation to delta, and captum 0.9 as the oracle (with its DeepLift bugs shown)."""
 
+import warnings
 from functools import partial
 
 import numpy as np
@@ -890,3 +891,34 @@ def test_torchvision_memory_efficient_densenet_is_explained_as_the_plain_one(exp
     expected = explainer(plain)(x, target="all").maps
     torch.testing.assert_close(explainer(efficient)(x, target="all").maps, expected, rtol=1e-5,
                                atol=1e-6 * expected.abs().max().item())
+
+
+class _SideStatistics(nn.Module):
+    """Statistics of an activation no score depends on (logged, kept on the module, an auxiliary
+    output), or with ``scaled`` one the output is divided by."""
+
+    def __init__(self, side: bool, scaled: bool = False):
+        super().__init__()
+        self.c, self.fc, self.side, self.scaled = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), side, scaled
+
+    def forward(self, x):
+        h = F.max_pool2d(torch.relu(self.c(x)), 2)
+        if self.side:
+            self.logged = float(h.detach().std()) + float(h.std())  # a log line's value
+            self.last_norm = h.norm()
+        logits = self.fc(h.mean((2, 3)) / (h.std() if self.scaled else 1.0))
+        return (logits, h * h) if self.side else logits  # an auxiliary output no class score reads
+
+
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift, partial(DeepLift, rule="reveal_cancel"), DeepLiftShap])
+def test_an_uncovered_op_no_score_depends_on_is_not_refused(explainer):
+    """Before, any uncovered op on an input-dependent tensor refused the model, used or not."""
+    torch.manual_seed(0)
+    side, plain = _SideStatistics(True).eval(), _SideStatistics(False).eval()
+    plain.load_state_dict(side.state_dict())
+    x = torch.randn(3, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float() of a tensor that requires grad
+        torch.testing.assert_close(explainer(side)(x, target="all").maps, explainer(plain)(x, target="all").maps)
+        with pytest.raises(interpkit.UncoveredNonlinearityError, match=r"std \(1\)"):
+            explainer(_SideStatistics(False, scaled=True).eval())(x, target=1)
