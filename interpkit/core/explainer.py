@@ -24,11 +24,12 @@ from torch import nn
 from ..errors import InputError, InterpkitError, LayerError, LocalisationWarning
 from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
-from .hooks import Captured, SavedElements, capture_outputs
+from .hooks import Captured, capture_outputs
 from .inputs import InputsLike, ModelInputs, model_inputs
 from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
 from .layouts import ChannelsFirst, stated
 from .maps import MapKind
+from .saved import SavedElements
 from .state import evaluation, model_facts, model_lock
 from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 

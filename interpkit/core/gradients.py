@@ -10,6 +10,7 @@ import torch
 from torch.utils.checkpoint import CheckpointError
 
 from ..errors import InputError, VectorizationWarning
+from .saved import MODIFIED
 
 # The memory budget of one vectorised backward, in tensor elements (2**28 float32: 1 GiB). Each
 # target's backward works through gradients as large as the tensors the forward saved, so K
@@ -41,7 +42,7 @@ def per_target_gradients(
                          "torch.no_grad or detached its output; gradient explanations need the graph from the input "
                          "to the output")
     if k == 1:
-        with _reentrant_refused():
+        with backward_errors_refused():
             # ones as the output gradient: no column select and sum in the graph
             single = torch.autograd.grad(scores, list(wrt), torch.ones_like(scores), retain_graph=keep_graph,
                                          allow_unused=True)
@@ -79,7 +80,7 @@ def _batched_grad(scores: torch.Tensor, wrt: Sequence[torch.Tensor], grad_output
     batching rule), with one warning saying so. The graph is kept for that second try; it is
     freed with the scores when the explanation returns."""
     try:
-        with _reentrant_refused():
+        with backward_errors_refused():
             return list(torch.autograd.grad(scores, list(wrt), grad_outputs, retain_graph=True, is_grads_batched=True,
                                             allow_unused=True))
     except RuntimeError as error:
@@ -90,13 +91,18 @@ def _batched_grad(scores: torch.Tensor, wrt: Sequence[torch.Tensor], grad_output
 
 
 @contextmanager
-def _reentrant_refused() -> Iterator[None]:
-    """Report torch's error for reentrant activation checkpointing as bad input."""
+def backward_errors_refused() -> Iterator[None]:
+    """Report as bad input torch's backward errors that the model causes: reentrant activation
+    checkpointing, a saved tensor written in place, a checkpointed recomputation that differs."""
     try:
         yield
     except RuntimeError as error:
         if "use_reentrant" in str(error):
             raise _reentrant() from error
+        if MODIFIED in str(error):
+            raise InputError("the model writes in place (x += y, relu_) into a tensor its backward needs as it was "
+                             "(a layer's input, a value an op saved), so torch gives it no gradient either; write out "
+                             "of place there (x = x + y)") from error
         if isinstance(error, CheckpointError):  # the recomputation ran without the explainer's op rules
             raise InputError("the model's activation checkpointing (torch.utils.checkpoint) recomputed a forward that "
                              "differs from the explained one, whose ops ran under this explainer's rules; explain "

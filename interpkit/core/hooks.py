@@ -114,24 +114,3 @@ def capture_outputs(modules: Sequence[nn.Module], *, for_gradients: bool) -> Ite
 
     with forward_hooks(modules, hook):
         yield captured
-
-
-class SavedElements:
-    """Pack/unpack hooks for ``torch.autograd.graph.saved_tensors_hooks`` that count the elements
-    autograd saves after the last layer ``captured`` recorded: what one backward to that layer
-    (or to the input, when no layer is captured) works through, for sizing batched backwards."""
-
-    def __init__(self, captured: Captured) -> None:
-        self.calls = captured.calls  # module call counts only: the graph must not reach the tensors
-        self.layers_seen = 0
-        self.total = 0
-
-    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if len(self.calls) != self.layers_seen:  # a layer was captured: the backward stops there
-            self.layers_seen, self.total = len(self.calls), 0
-        self.total += tensor.numel()
-        return tensor.detach()  # the data only: a saved output must not hold its own grad_fn
-
-    @staticmethod
-    def unpack(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerError, LayerNotFoundError
+from .gradients import backward_errors_refused
 from .hooks import forward_hooks, hooks_set_aside
 from .inputs import ModelInputs
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, history_hint, stated, token_layout
@@ -251,8 +252,9 @@ def _depending(candidates: list[_Candidate], output: Any, score: Any, input_grid
     if not scores.requires_grad:
         return [-1] * len(candidates)
     tracked = [c for c in candidates if c.output.requires_grad]  # not: made with gradients off
-    found = dict(zip(map(id, tracked), torch.autograd.grad(scores.sum(), [c.output for c in tracked],
-                                                           allow_unused=True))) if tracked else {}
+    with backward_errors_refused():
+        found = dict(zip(map(id, tracked), torch.autograd.grad(scores.sum(), [c.output for c in tracked],
+                                                               allow_unused=True))) if tracked else {}
     counts = []
     for candidate in candidates:
         gradient = found.get(id(candidate))

@@ -37,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import UncoveredNonlinearityError
 from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
+from .saved import Checkpoints
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 Pool = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -167,20 +168,6 @@ def _name(func: Any) -> str:
     return name
 
 
-def _in_checkpoint() -> bool:
-    """Whether the op runs inside non-reentrant activation checkpointing. Its backward would
-    recompute the region's saved tensors with the plain ops, without the rules, and hand them to
-    the rules' backward by position: wrong values of the right shapes (a ReLU's output for a
-    multiplier) or an error. Inside it, the mode saves every op's tensors itself, so the region
-    is never recomputed: exact, at the memory cost of no checkpointing."""
-    hooks = torch._C._autograd._top_saved_tensors_default_hooks(False)
-    return hooks is not None and getattr(hooks[0], "__module__", None) == "torch.utils.checkpoint"
-
-
-def _kept(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach()  # the data only: a saved output must not hold its own grad_fn
-
-
 class PropagationMode(TorchFunctionMode):
     """While active, ``rule`` handles the ops on tensors that depend on ``source`` (the attributed
     input); ``ruled`` counts its nonlinear ops, ``uncovered`` counts by name the ops on such
@@ -195,6 +182,7 @@ class PropagationMode(TorchFunctionMode):
         self.ruled = 0
         self.uncovered: Counter[str] = Counter()
         self._uncovered_ops = 0  # every uncovered op, counted in ``uncovered`` or not (yet)
+        self.checkpoints = Checkpoints()
         self.path: list[tuple] = []
         self.forward_ops: int | None = None  # the length of ``path`` when the mode was first left
         self._dependent: dict[int, tuple[weakref.ref, list[int]]] = {}  # id -> (the tensor, its read count)
@@ -239,8 +227,8 @@ class PropagationMode(TorchFunctionMode):
         return known[1] if known is not None and known[0]() is tensor else [0]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if _in_checkpoint():  # see ``_in_checkpoint``: saved as without checkpointing, nothing is recomputed
-            with torch.autograd.graph.saved_tensors_hooks(_kept, _kept):
+        if self.checkpoints.inside():  # saved as without checkpointing: nothing is recomputed without the rules
+            with self.checkpoints.kept():
                 return self._handle(func, args, kwargs or {})
         return self._handle(func, args, kwargs or {})
 

@@ -25,6 +25,7 @@ from .explanation import Explanation
 from .gradients import per_target_gradients
 from .maps import MapKind
 from .options import check_flag
+from .saved import Checkpoints
 
 # backward rules: (incoming gradient, the op's forward output, its upper bound or None) -> gradient
 Rule = Callable[[torch.Tensor, torch.Tensor, Optional[float]], torch.Tensor]
@@ -141,9 +142,15 @@ class ReLURuleMode(TorchFunctionMode):
         self.rule = rule
         self.count = 0
         self.uncovered: Counter[str] = Counter()
+        self.checkpoints = Checkpoints()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        if self.checkpoints.inside():  # saved as without checkpointing: nothing is recomputed without the rule
+            with self.checkpoints.kept():
+                return self._handle(func, args, kwargs or {})
+        return self._handle(func, args, kwargs or {})
+
+    def _handle(self, func: Any, args: tuple, kwargs: dict) -> Any:
         relu = relu_call(func, args, kwargs)
         if relu is not None:
             self.count += 1
@@ -195,4 +202,5 @@ class ReLURuleExplainer(Explainer):
                 "pass strict=False to accept a partial rule"
             )
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        mode.checkpoints.refuse_recomputation(type(self).__name__)
         return self.result(gradients, selection, MapKind.INPUT_CHANNELS)

@@ -353,6 +353,7 @@ class DeepLift(Explainer):
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements,
                                             unreached=out_of_graph(type(self).__name__) if mode.detaching else None)
         self._refuse_uncovered(mode)  # after the backward: an uncovered op counts where it went through
+        mode.checkpoints.refuse_recomputation(type(self).__name__)
         return selection, gradients
 
     def _refuse_uncovered(self, mode: PropagationMode) -> None:

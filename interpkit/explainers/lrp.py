@@ -556,14 +556,9 @@ class LRP(Explainer):
         rule.targets[0] = selection.scores.shape[1]
         with torch.enable_grad():
             scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
-        try:
-            unreached = out_of_graph("LRP") if mode.detaching else None
-            (relevance,) = per_target_gradients(scores, [x], selection.graph_elements, unreached=unreached)
-        except RuntimeError as error:
-            if "inplace operation" not in str(error):
-                raise
-            raise InputError("LRP: the model writes in place into a tensor a layer had read (the layer's rule needs "
-                             "its input as it was); write out of place (x = x + y, not x += y, after the layer)") from error
+        unreached = out_of_graph("LRP") if mode.detaching else None
+        (relevance,) = per_target_gradients(scores, [x], selection.graph_elements, unreached=unreached)
+        mode.checkpoints.refuse_recomputation("LRP")
         if self.strict:  # after the backward: an uncovered op counts where it went through
             mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
                                   "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "

@@ -249,6 +249,14 @@ def test_checkpointed_models():
                 self.block(x)
             return self.head(inner.mean(dim=(2, 3)))
 
+    class OutsideFirst(nn.Module):  # a layer before a reentrant region: the backward to it goes through
+        def __init__(self):
+            super().__init__()
+            self.conv, self.block, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(checkpoint(self.block, self.conv(x), use_reentrant=True).mean(dim=(2, 3)))
+
     torch.manual_seed(0)
     plain, x = Checkpointed(None), torch.randn(2, 3, 8, 8)
     exact = Checkpointed(False)
@@ -261,6 +269,11 @@ def test_checkpointed_models():
         warnings.simplefilter("ignore")
         with pytest.raises(LayerError, match="use_reentrant=False"):
             GradCAM(reentrant, layer="block.1")(x)
+        with pytest.raises((InputError, LayerError), match="use_reentrant=False"):  # the layer choice's probe too
+            GradCAM(reentrant)(x)
+        for layer in ("conv", None):  # a layer before the region; the layer choice's probe
+            with pytest.raises(InputError, match="use_reentrant=False"):
+                GradCAM(OutsideFirst(), layer=layer)(x)
         with pytest.raises(InputError, match="use_reentrant=False"):
             GuidedBackprop(reentrant)(x)
 
