@@ -333,17 +333,18 @@ class PropagationMode(TorchFunctionMode):
         that combines it with the graph, which is judged, or as a score without a graph, which is
         refused."""
         self._uncovered_ops += 1
-        nodes = [t.grad_fn for t in results if t.is_floating_point()]
-        if None in nodes:
+        graphs = [t.grad_fn for t in results if t.is_floating_point()]
+        nodes = {node for node in graphs if node is not None}
+        if len(nodes) < len(set(graphs)):  # a result without a graph
             return
-        uncovered, reached = self.uncovered, []  # not the mode: the graph must not keep it alive
+        uncovered, reached = self.uncovered, list[bool]()  # not the mode: the graph must not keep it alive
 
         def through(_grads: Any) -> None:
             if not reached:  # once, however many backwards go through it
                 reached.append(True)
                 uncovered[name] += 1
 
-        for node in set(nodes):
+        for node in nodes:
             node.register_prehook(through)
 
     def _mixed(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
