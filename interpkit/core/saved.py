@@ -10,7 +10,7 @@ Non-reentrant activation checkpointing saves its region's tensors in a frame and
 in the backward by running the region again, here without the explainers' op rules, and hands
 them back by position: wrong values of the right shapes for a rule's backward. ``Checkpoints``
 lets an explainer's function mode save each op of such a region as if it were not checkpointed,
-so nothing is recomputed, and refuse a forward that still left tensors to a frame.
+so nothing is recomputed, and refuse a result for which a region was recomputed all the same.
 """
 
 from __future__ import annotations
