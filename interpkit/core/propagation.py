@@ -181,7 +181,6 @@ class PropagationMode(TorchFunctionMode):
         self.rule = rule
         self.ruled = 0
         self.uncovered: Counter[str] = Counter()
-        self._uncovered_ops = 0  # every uncovered op, counted in ``uncovered`` or not (yet)
         self.checkpoints = Checkpoints()
         self.path: list[tuple] = []
         self.forward_ops: int | None = None  # the length of ``path`` when the mode was first left
@@ -240,7 +239,7 @@ class PropagationMode(TorchFunctionMode):
         dependent = [t for t in given if self._depends(t)]
         if func in _CONSTANT or not dependent or (func in _CONVERSIONS and not self._depends(args[0])):
             return func(*args, **kwargs)
-        counted = self._uncovered_ops
+        counted = sum(self.uncovered.values())
         if kwargs.get("out") is not None:  # the rules return new tensors: an ``out=`` would stay unwritten
             result = self._uncovered(func, args, kwargs, always=True)
         else:
@@ -261,11 +260,11 @@ class PropagationMode(TorchFunctionMode):
         detached = [self._detached.get(id(t), _dead)() is t or (judged and t.is_floating_point() and not t.requires_grad)
                     for t in dependent]
         self.detaching = self.detaching or any(detached)  # a detached value read again (not a log's copy)
-        if self._uncovered_ops == counted and any(t.is_floating_point() for t in tensors):
+        if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in tensors):
             if any(detached) and not all(detached):
-                self._count(f"{_name(func)} of a detached input-dependent value", tensors)
+                self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
             elif any(not t.is_floating_point() for t in dependent):
-                self._count(f"{_name(func)} of an input-dependent index, mask or integer", tensors)
+                self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
         constants = {id(t) for t in given if not self._depends(t)}
         for tensor in tensors:
             if id(tensor) in constants and not _writes(func):
@@ -318,34 +317,10 @@ class PropagationMode(TorchFunctionMode):
 
     def _uncovered(self, func: Any, args: tuple, kwargs: dict, always: bool = False) -> Any:
         result = func(*args, **kwargs)
-        if always or func is T.__setitem__:  # a write: whatever reads the written tensor sees it
-            self._uncovered_ops += 1
+        if always or func is T.__setitem__ or (
+                func not in _DETACH and any(t.is_floating_point() for t in _tensors(result))):
             self.uncovered[_name(func) + (" with out=" if always else "")] += 1
-        elif func not in _DETACH and any(t.is_floating_point() for t in _tensors(result)):
-            self._count(_name(func), _tensors(result))
         return result
-
-    def _count(self, name: str, results: list[torch.Tensor]) -> None:
-        """Count an uncovered op once a backward goes through it, where its results have a graph:
-        a result nothing differentiated reads (a statistic logged or kept on the side) leaves every
-        map as the rules make it. A result without a graph (of detached values, or made without
-        gradients: DeepLift's baseline pass, a ``no_grad`` block) reaches a map only through an op
-        that combines it with the graph, which is judged, or as a score without a graph, which is
-        refused."""
-        self._uncovered_ops += 1
-        graphs = [t.grad_fn for t in results if t.is_floating_point()]
-        nodes = {node for node in graphs if node is not None}
-        if len(nodes) < len(set(graphs)):  # a result without a graph
-            return
-        uncovered, reached = self.uncovered, list[bool]()  # not the mode: the graph must not keep it alive
-
-        def through(_grads: Any) -> None:
-            if not reached:  # once, however many backwards go through it
-                reached.append(True)
-                uncovered[name] += 1
-
-        for node in nodes:
-            node.register_prehook(through)
 
     def _mixed(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
         """A linear op combining values, through ``rule.linear`` (in place: computed out of place

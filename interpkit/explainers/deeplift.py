@@ -340,19 +340,18 @@ class DeepLift(Explainer):
         x0 = x0.clone(memory_format=torch.contiguous_format)  # the model may write into its input
         inputs = call.inputs.sample(0).with_primary(x0) if len(x0) == 1 else call.model_inputs(x0)
         reference = PropagationMode(recorder, x0)
-        with torch.no_grad(), reference:  # its uncovered ops are the input's, judged there (the paths must match)
+        with torch.no_grad(), reference:
             inputs.run(self.model)
-        self._refuse_uncovered(reference)  # what no pass could run with gradients (an out= argument)
+        self._refuse_uncovered(reference)
         x = call.x.detach().clone().requires_grad_(True)
         rescale = (_RevealCancel if reveal_cancel else _Rescale)(recorder.inputs, self.eps, len(x))
         mode = PropagationMode(rescale, x)
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
+        self._refuse_uncovered(mode)
         if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path:
-            self._refuse_uncovered(mode)
             raise _PathChanged
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements,
                                             unreached=out_of_graph(type(self).__name__) if mode.detaching else None)
-        self._refuse_uncovered(mode)  # after the backward: an uncovered op counts where it went through
         mode.checkpoints.refuse_recomputation(type(self).__name__)
         return selection, gradients
 

@@ -554,15 +554,15 @@ class LRP(Explainer):
         finally:
             rule.mode = None  # the mode keeps the rule: no reference cycle outlives the forward
         rule.targets[0] = selection.scores.shape[1]
+        if self.strict:
+            mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
+                                  "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "
+                                  "read linearly from the output)", "")
         with torch.enable_grad():
             scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself
         unreached = out_of_graph("LRP") if mode.detaching else None
         (relevance,) = per_target_gradients(scores, [x], selection.graph_elements, unreached=unreached)
         mode.checkpoints.refuse_recomputation("LRP")
-        if self.strict:  # after the backward: an uncovered op counts where it went through
-            mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
-                                  "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "
-                                  "read linearly from the output)", "")
         return self.result(relevance, selection, MapKind.INPUT_CHANNELS)
 
 
