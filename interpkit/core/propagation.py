@@ -260,7 +260,8 @@ class PropagationMode(TorchFunctionMode):
         detached = [self._detached.get(id(t), _dead)() is t or (judged and t.is_floating_point() and not t.requires_grad)
                     for t in dependent]
         self.detaching = self.detaching or any(detached)  # a detached value read again (not a log's copy)
-        if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in tensors):
+        made = [args[0]] if func is T.__setitem__ else tensors  # a write returns None: the written tensor
+        if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in made):
             if any(detached) and not all(detached):
                 self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
             elif any(not t.is_floating_point() for t in dependent):
@@ -306,8 +307,10 @@ class PropagationMode(TorchFunctionMode):
                 return self._uncovered(func, args, kwargs)
             return self._mixed(func, args, kwargs, dependent)
         if func is F.batch_norm and first:
-            if _argument(args, kwargs, 5, "training") or self._depends(_argument(args, kwargs, 3, "weight", None)):
-                return self._uncovered(func, args, kwargs)
+            statistics = [_argument(args, kwargs, i, name, None)
+                          for i, name in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+            if _argument(args, kwargs, 5, "training") or any(map(self._depends, statistics)):
+                return self._uncovered(func, args, kwargs)  # a normalisation by the input's own statistics
             return self.rule.batch_norm(lambda t: func(t, *args[1:], **kwargs), x, *_affine(args, kwargs))
         if self._moves(func, args, kwargs):
             return func(*args, **kwargs)

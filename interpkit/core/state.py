@@ -51,28 +51,65 @@ class ModelFacts:
     """What a call needs to know about a model's structure: its modules, their names and
     parents, its batch norms (whether the eval forward mixes samples is read from them per
     call), whether every module's class is trusted, and per-shape caches of explainers
-    (``cache``). ``children`` is the structure it was computed from."""
+    (``cache``). ``children`` is the structure it was computed from.
+
+    The model itself is held weakly (``root``), the rest by the properties: the facts are the
+    value of a dict keyed weakly by the model, and a value that held its key would keep every
+    explained model alive."""
 
     children: list[tuple[Any, ...]]
-    modules: tuple[nn.Module, ...]
-    names: dict[nn.Module, str]
-    parents: dict[nn.Module, nn.Module]
-    norms: tuple[nn.Module, ...]
+    root: "weakref.ref[nn.Module]"
+    submodules: tuple[nn.Module, ...]  # every module but the model, in ``named_modules`` order
+    subnames: dict[nn.Module, str]
+    subparents: dict[nn.Module, nn.Module]  # for the modules whose parent is not the model
+    subnorms: tuple[nn.Module, ...]
     trusted: bool
     cache: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> nn.Module:
+        model = self.root()
+        assert model is not None, "facts outlive their model only where nothing can ask for them"
+        return model
+
+    @property
+    def modules(self) -> tuple[nn.Module, ...]:
+        """The model and every submodule, as ``named_modules`` gives them."""
+        return (self.model, *self.submodules)
+
+    @property
+    def names(self) -> dict[nn.Module, str]:
+        """Dotted names by module (the model itself: '')."""
+        return {self.model: "", **self.subnames}
+
+    @property
+    def parents(self) -> dict[nn.Module, nn.Module]:
+        """Each submodule's parent."""
+        model = self.model
+        return {**{child: model for child in model.children()}, **self.subparents}
+
+    @property
+    def norms(self) -> tuple[nn.Module, ...]:
+        """The batch norms (not instance norms), the model itself included if it is one."""
+        return (self.model, *self.subnorms) if _is_norm(self.model) else self.subnorms
 
     @property
     def by_name(self) -> dict[str, nn.Module]:
         """Modules by dotted name (the model itself under '')."""
         found = self.cache.get("by_name")
         if found is None:
-            found = self.cache["by_name"] = {name: module for module, name in self.names.items()}
-        return found
+            found = self.cache["by_name"] = {name: module for module, name in self.subnames.items()}
+        return {"": self.model, **found}
 
     @property
     def mixes_samples(self) -> bool:
         """True when the eval forward mixes the samples of a batch (a batch norm without running statistics)."""
         return any(m.running_mean is None for m in self.norms)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._NormBase) and not isinstance(
+        module, nn.modules.instancenorm._InstanceNorm)
 
 
 _facts: "weakref.WeakKeyDictionary[nn.Module, ModelFacts]" = weakref.WeakKeyDictionary()
@@ -103,10 +140,10 @@ def model_facts(model: nn.Module) -> ModelFacts:
         raise InputError(f"{'the model' if not scripted else f'its module {scripted!r}'} is a TorchScript module "
                          "(torch.jit.script or torch.jit.trace), whose forward cannot carry interpkit's hooks and rules; "
                          "pass the torch.nn.Module it was made from")
-    parents = {child: parent for parent in names for child in parent.children()}
-    norms = tuple(m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)
-                  and not isinstance(m, nn.modules.instancenorm._InstanceNorm))
-    facts = ModelFacts(_children(modules), modules, names, parents, norms, all(map(_trusted, modules)))
+    submodules = modules[1:]
+    subparents = {child: parent for parent in submodules for child in parent.children()}
+    facts = ModelFacts(_children(modules), weakref.ref(model), submodules, {m: names[m] for m in submodules},
+                       subparents, tuple(filter(_is_norm, submodules)), all(map(_trusted, modules)))
     with _facts_guard:
         _facts[model] = facts
     return facts

@@ -34,8 +34,9 @@ from ..core import (
     check_number,
     out_of_graph,
     per_target_gradients,
+    select_targets,
 )
-from ..errors import InputError
+from ..errors import InputError, InterpkitError
 from .gradients import BaselineLike, check_reference, reference
 
 Parts = tuple[torch.Tensor, torch.Tensor]  # a difference's sums of positive and of negative terms
@@ -341,14 +342,22 @@ class DeepLift(Explainer):
         inputs = call.inputs.sample(0).with_primary(x0) if len(x0) == 1 else call.model_inputs(x0)
         reference = PropagationMode(recorder, x0)
         with torch.no_grad(), reference:
-            inputs.run(self.model)
+            output = inputs.run(self.model)
+        if callable(call.target) and not isinstance(call.target, torch.Tensor):
+            try:
+                with torch.no_grad(), reference:  # its ops on the output need references too (a scaled logit)
+                    select_targets(call.target, output, len(x0))
+            except InterpkitError:
+                if len(x0) == len(call.x):
+                    raise
+                raise _PathChanged from None  # a target written for the batch's rows: the baseline goes as N rows
         self._refuse_uncovered(reference)
         x = call.x.detach().clone().requires_grad_(True)
         rescale = (_RevealCancel if reveal_cancel else _Rescale)(recorder.inputs, self.eps, len(x))
         mode = PropagationMode(rescale, x)
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         self._refuse_uncovered(mode)
-        if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path:
+        if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path[:reference.forward_ops]:
             raise _PathChanged
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements,
                                             unreached=out_of_graph(type(self).__name__) if mode.detaching else None)

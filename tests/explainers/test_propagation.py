@@ -1031,3 +1031,45 @@ def test_a_side_statistic_is_refused_and_strict_false_explains_the_model(explain
                                    explainer(plain)(x, target="all").maps)
         with pytest.raises(interpkit.UncoveredNonlinearityError, match=r"std \(1\)"):
             explainer(_SideStatistics(False, scaled=True).eval())(x, target=1)
+
+
+class _InputStatistics(nn.Module):
+    """A value computed from the input written into the scores, or normalising by the input's own
+    statistics: both were explained as if constant (all-zero maps; LRP's batch norm rule took the
+    input-dependent shift as a constant)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.c, self.fc, self.how = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), how
+
+    def forward(self, x):
+        h = torch.relu(self.c(x))
+        if self.how == "written":
+            out = self.fc(h.mean((2, 3)))
+            out[:, 0] = h.detach().mean((1, 2, 3))
+            return out
+        h = F.batch_norm(h, torch.zeros(4), torch.ones(4), bias=h.mean((0, 2, 3)), training=False)
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("how", ["written", "shift"])
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift])
+def test_values_of_the_input_taken_as_constants_are_refused(explainer, how):
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="detached" if how == "written" else "batch_norm"):
+        explainer(_InputStatistics(how).eval())(torch.randn(2, 3, 6, 6), target=0)
+
+
+@pytest.mark.parametrize("target", [lambda o: o[:, 1] * 2, lambda o: o[:, 1].relu(), lambda o: -o[:, 1],
+                                    lambda o: o[torch.arange(len(o)), torch.tensor([1, 2])]],
+                         ids=["scaled", "relu", "negated", "per_row"])
+def test_deeplift_reads_a_callable_targets_ops_against_the_baselines(target):
+    """The target's ops on the output were paired with references the baseline's pass never made:
+    a scaled or rectified logit was refused as "another path"."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    maps = DeepLift(model)(x, target=target).maps
+    with torch.no_grad():
+        delta = target(model(x)) - target(model(torch.zeros_like(x)))
+    torch.testing.assert_close(maps.flatten(1).sum(1), delta, rtol=1e-5, atol=1e-7)
