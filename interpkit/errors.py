@@ -24,6 +24,10 @@ class InputError(InterpkitError, ValueError):
     """The inputs (images, model, options) are not what the call accepts."""
 
 
+class ForwardError(InputError):
+    """The model's own forward failed on the inputs it was given."""
+
+
 class WeightsError(InputError):
     """Weights are missing, corrupt or do not fit the model."""
 

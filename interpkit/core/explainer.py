@@ -21,7 +21,7 @@ from typing import Any, ClassVar, ContextManager, Sequence
 import torch
 from torch import nn
 
-from ..errors import InputError, InterpkitError, LayerError, LocalisationWarning
+from ..errors import ForwardError, InputError, InterpkitError, LayerError, LocalisationWarning
 from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
 from .hooks import Captured, capture_outputs
@@ -124,7 +124,7 @@ class Explainer:
         try:
             return concatenate([self.explain(Call(call.inputs.sample(i), sample_target(call.target, i, n)))
                                 for i in range(n)])
-        except InputError as error:
+        except ForwardError as error:  # not a bad option: those say what they are
             raise InputError(
                 "the model's eval forward mixes the samples of a batch (a batch norm without running statistics), so "
                 "interpkit explains one sample at a time, and the model cannot run one sample alone "
@@ -165,13 +165,14 @@ class Explainer:
         per_sample = cache.get(key) if graph else 0
         with torch.enable_grad() if graph else torch.no_grad():
             with capture_outputs(hooked, for_gradients=True) as captured, mode or contextlib.nullcontext():
+                inputs = call.inputs.with_primary(x.clone())  # a model may write its input: ``call.x`` stays as it was
                 if per_sample is None:
                     saved = SavedElements(captured)
                     with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-                        output = call.inputs.run(self.model)
+                        output = inputs.run(self.model)
                     per_sample = cache[key] = -(-saved.total // len(x))
                 else:
-                    output = call.inputs.run(self.model)
+                    output = inputs.run(self.model)
             # the hooks are gone: a target callable may run the model again (even explain it) unseen
             neuron_outputs = {n: (name, captured.output(m, name),
                                   stated(n.layout, self.model) if n.layout is not None else self._default_layout(m))

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Union
 import torch
 from torch import nn
 
-from ..errors import InputError, InterpkitError
+from ..errors import ForwardError, InputError, InterpkitError
 from .state import model_device, model_dtype
 
 InputsLike = Union[torch.Tensor, tuple, list, Mapping[str, Any]]
@@ -75,7 +75,7 @@ class ModelInputs:
         except (RuntimeError, ValueError, IndexError) as error:
             if isinstance(error, InterpkitError):
                 raise
-            raise InputError(f"the model's forward failed on inputs of shape {tuple(self.primary.shape)} "
+            raise ForwardError(f"the model's forward failed on inputs of shape {tuple(self.primary.shape)} "
                              f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects") from error
 
 

@@ -58,6 +58,8 @@ def check_baseline(value: Any, names: tuple[str, ...] = ()) -> Any:
             raise InputError(f"unknown baseline {value!r}; use {''.join(f'{n!r}, ' for n in names)}a number or a tensor")
         return value
     if isinstance(value, torch.Tensor):
+        if value.is_meta:
+            raise InputError("a baseline tensor on the meta device holds no values; give it on the model's device")
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
             raise InputError("a baseline tensor must hold finite floating values")
         return value

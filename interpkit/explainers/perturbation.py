@@ -32,7 +32,20 @@ def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[Target
     if neurons_of(call.target):
         raise TargetError(f"{method} scores perturbed copies of the input: give classes or a callable, not neurons")
     selection, _ = explainer.forward_with_targets(call, graph=False)
-    return selection, selection.indices if selection.classes else call.target
+    if selection.classes:
+        return selection, selection.indices
+    target: Callable[[Any], Any] = call.target  # type: ignore[assignment]  # not classes: the user's callable
+    width = selection.scores.shape[1]
+
+    def held(output: Any) -> Any:  # the user's callable, held to the clean call's number of targets
+        values = target(output)
+        given = 1 if isinstance(values, torch.Tensor) and values.dim() == 1 else getattr(values, "shape", (0, 0))[-1]
+        if isinstance(values, torch.Tensor) and values.dim() <= 2 and given != width:
+            raise TargetError(f"the target callable gave {given} scores per perturbed copy and {width} per input: it "
+                              "must give the same targets whatever the batch")
+        return values
+
+    return selection, held
 
 
 def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copies: CopyMaker, max_batch: int,
@@ -70,15 +83,22 @@ def forward_memory(model: nn.Module, call: Call) -> tuple[int, int]:
     (allocations that differ between runs) counts everything as per sample: slower, never over."""
     cache, key = model_cache(model), _memory_key(call)
     if key not in cache:
-        one = call.inputs.sample(0)
-        x = one.primary.clone()  # a model may write its input
-        device = x.device
-        accelerator = [device] if device.type == "cuda" else []  # other devices' generators: the CPU's only
-        with torch.random.fork_rng(devices=accelerator, device_type="cuda"):
-            _, alone, twice = (_peak_bytes(model, one.with_primary(batch)) for batch in (x, x, torch.cat([x, x])))
-        per_sample = twice - alone if twice > alone else max(alone, 1)
-        cache[key] = (max(0, alone - per_sample), per_sample)
+        try:
+            cache[key] = _measured(model, call.inputs.sample(0), 1)
+        except InputError:  # a forward that needs more than one sample (a squeeze before the head): the batch
+            cache[key] = _measured(model, call.inputs, call.inputs.batch_size)
     return cache[key]
+
+
+def _measured(model: nn.Module, unit: ModelInputs, samples: int) -> tuple[int, int]:
+    """``forward_memory`` from ``unit`` (``samples`` rows) run alone and twice over."""
+    x = unit.primary.clone()  # a model may write its input
+    device = x.device
+    accelerator = [device] if device.type == "cuda" else []  # other devices' generators: the CPU's only
+    with torch.random.fork_rng(devices=accelerator, device_type="cuda"):
+        _, alone, twice = (_peak_bytes(model, unit.with_primary(batch)) for batch in (x, x, torch.cat([x, x])))
+    per_unit = twice - alone if twice > alone else max(alone, 1)
+    return max(0, alone - per_unit), -(-per_unit // samples)
 
 
 def _memory_key(call: Call) -> tuple:
@@ -135,6 +155,9 @@ def _scores(wanted: Any, output: Any, copies: int, n: int, probability: bool) ->
     """The target scores (copies, N, K) of a copy-major output."""
     if isinstance(wanted, torch.Tensor):  # class indices (N, K), the same for every copy
         logits = class_scores(output)
+        if probability and logits.shape[1] == 1:
+            raise TargetError("the model gives one score per sample, whose softmax is always 1, so every copy would "
+                              "score the same; use score='logit', or a callable target (a sigmoid of the score)")
         logits = logits.to(score_dtype(logits))
         values = (logits.softmax(dim=1) if probability else logits).gather(1, wanted.repeat(copies, 1))
     else:

@@ -501,7 +501,7 @@ def _overhead(depth: str) -> int:
 def test_the_torch_ops_interpkit_adds_per_call_do_not_grow_with_depth():
     shallow, deep = _overhead("resnet18"), _overhead("resnet152")
     assert shallow == deep, (shallow, deep)
-    assert shallow <= 20  # a handful per call: validation, the capture's clone, the map and its upsampling
+    assert shallow <= 21  # a handful per call: validation, the input's copy, the capture's clone, the map, its upsampling
 
 
 SYNCING = {  # tensor methods and functions that wait for a GPU's results
