@@ -25,7 +25,7 @@ class InputError(InterpkitError, ValueError):
 
 
 class ForwardError(InputError):
-    """The model's own forward failed on the inputs it was given."""
+    """The model's own forward failed on the inputs it was given, or gave no row per sample."""
 
 
 class WeightsError(InputError):

@@ -165,14 +165,13 @@ class Explainer:
         per_sample = cache.get(key) if graph else 0
         with torch.enable_grad() if graph else torch.no_grad():
             with capture_outputs(hooked, for_gradients=True) as captured, mode or contextlib.nullcontext():
-                inputs = call.inputs.with_primary(x.clone())  # a model may write its input: ``call.x`` stays as it was
-                if per_sample is None:
+                if per_sample is None:  # the forward runs on copies of the inputs (``run``), here inside the mode
                     saved = SavedElements(captured)
                     with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-                        output = inputs.run(self.model)
+                        output = call.inputs.run(self.model)
                     per_sample = cache[key] = -(-saved.total // len(x))
                 else:
-                    output = inputs.run(self.model)
+                    output = call.inputs.run(self.model)
             # the hooks are gone: a target callable may run the model again (even explain it) unseen
             neuron_outputs = {n: (name, captured.output(m, name),
                                   stated(n.layout, self.model) if n.layout is not None else self._default_layout(m))

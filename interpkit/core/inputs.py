@@ -68,15 +68,24 @@ class ModelInputs:
 
         return replace(self, args=tuple(cut(a) for a in self.args), kwargs={k: cut(v) for k, v in self.kwargs.items()})
 
-    def run(self, model: nn.Module) -> Any:
-        """``model(*args, **kwargs)``, with a failure of the model's own forward reported as bad input."""
+    def run(self, model: nn.Module, fresh: bool = False) -> Any:
+        """``model(*args, **kwargs)`` on copies of its tensor arguments (a model may write its inputs
+        in place: what the caller holds stays as it was; ``fresh``: the primary is the caller's own
+        copy for this forward already), with a failure of the model's own forward reported as bad
+        input."""
+        args = tuple(_copy(a, fresh and i == self.key) for i, a in enumerate(self.args))
+        kwargs = {k: _copy(v, fresh and k == self.key) for k, v in self.kwargs.items()}
         try:
-            return model(*self.args, **self.kwargs)
+            return model(*args, **kwargs)
         except (RuntimeError, ValueError, IndexError) as error:
             if isinstance(error, InterpkitError):
                 raise
             raise ForwardError(f"the model's forward failed on inputs of shape {tuple(self.primary.shape)} "
                              f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects") from error
+
+
+def _copy(value: Any, fresh: bool) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) and not fresh else value
 
 
 def _batched(value: Any, n: int) -> bool:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from ..core import (
     Call,
@@ -36,7 +37,7 @@ from ..core import (
     per_target_gradients,
     select_targets,
 )
-from ..errors import InputError, InterpkitError
+from ..errors import InputError
 from .gradients import BaselineLike, check_reference, reference
 
 Parts = tuple[torch.Tensor, torch.Tensor]  # a difference's sums of positive and of negative terms
@@ -272,6 +273,10 @@ class _RescaledMaxPool(torch.autograd.Function):
         return routed.reshape(ctx.shape), None, None, None, None
 
 
+def _row(value: Any, rows: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == rows
+
+
 def _flat(t: torch.Tensor, dims: int) -> torch.Tensor:
     """``t`` with its last ``dims`` axes as one (reshape, not flatten: it has a batching rule)."""
     return t.reshape(*t.shape[:t.dim() - dims], -1)
@@ -342,15 +347,12 @@ class DeepLift(Explainer):
         inputs = call.inputs.sample(0).with_primary(x0) if len(x0) == 1 else call.model_inputs(x0)
         reference = PropagationMode(recorder, x0)
         with torch.no_grad(), reference:
-            output = inputs.run(self.model)
+            output = inputs.run(self.model, fresh=True)
         if callable(call.target) and not isinstance(call.target, torch.Tensor):
-            try:
-                with torch.no_grad(), reference:  # its ops on the output need references too (a scaled logit)
-                    select_targets(call.target, output, len(x0))
-            except InterpkitError:
-                if len(x0) == len(call.x):
-                    raise
-                raise _PathChanged from None  # a target written for the batch's rows: the baseline goes as N rows
+            n = len(call.x)  # the target reads N rows, as in the input's pass: a shared baseline's row repeated
+            rows = tree_map(lambda t: t.expand(n, *t.shape[1:]) if _row(t, len(x0)) and len(x0) == 1 else t, output)
+            with torch.no_grad(), reference:  # its ops on the output need references too (a scaled logit)
+                select_targets(call.target, rows, n)
         self._refuse_uncovered(reference)
         x = call.x.detach().clone().requires_grad_(True)
         rescale = (_RevealCancel if reveal_cancel else _Rescale)(recorder.inputs, self.eps, len(x))

@@ -39,8 +39,8 @@ def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[Target
 
     def held(output: Any) -> Any:  # the user's callable, held to the clean call's number of targets
         values = target(output)
-        given = 1 if isinstance(values, torch.Tensor) and values.dim() == 1 else getattr(values, "shape", (0, 0))[-1]
-        if isinstance(values, torch.Tensor) and values.dim() <= 2 and given != width:
+        if isinstance(values, torch.Tensor) and values.dim() in (1, 2) and (values.shape[1] if values.dim() == 2 else 1) != width:
+            given = values.shape[1] if values.dim() == 2 else 1
             raise TargetError(f"the target callable gave {given} scores per perturbed copy and {width} per input: it "
                               "must give the same targets whatever the batch")
         return values
@@ -64,7 +64,7 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
                 per_chunk = max(1, min(per_chunk, (MEMORY_BUDGET - fixed) // (per_sample * n)))
         for first in range(0, count, per_chunk):
             stop = min(count, first + per_chunk)
-            output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model)
+            output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model, fresh=True)
             scores.append(_scores(wanted, output, stop - first, n, probability))
     scores_ = torch.cat(scores)
     if not bool(torch.isfinite(scores_).all()):  # one host read per call
@@ -114,7 +114,7 @@ def _memory_key(call: Call) -> tuple:
 
 def _peak_bytes(model: nn.Module, inputs: ModelInputs) -> int:
     with LivePeak() as peak:
-        inputs.run(model)
+        inputs.run(model, fresh=True)  # as the copies' forwards run
     return peak.bytes
 
 

@@ -121,6 +121,9 @@ class Metric:
                     if bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):
                         raise InputError(f"target classes must lie in [0, {logits.shape[1]}); got "
                                          f"{sorted(set(indices.tolist()))}")
+                if self.score == "probability" and logits.shape[1] == 1:
+                    raise InputError("the model gives one score per sample, whose softmax is always 1, so every "
+                                     "copy would score the same; use score='logit'")
                 values = logits.softmax(dim=1) if self.score == "probability" else logits
                 parts.append(values.gather(1, indices[samples[part]].unsqueeze(1))[:, 0])
             return torch.cat(parts)

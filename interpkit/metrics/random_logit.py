@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..core import Explainer, check_int, check_seed, check_tensor, class_scores, evaluation
+from ..core import Explainer, ModelInputs, check_int, check_seed, check_tensor, class_scores, evaluation
 from ..errors import InputError
 from .base import MetricResult, class_indices
 from .sanity import _plane, _rank_correlations, _ssim
@@ -59,7 +59,7 @@ def random_logit(explainer: Explainer, inputs: torch.Tensor, targets: Any = None
 
 def _classes(explainer: Explainer, inputs: torch.Tensor) -> int:
     with evaluation(explainer.model), torch.no_grad():
-        return class_scores(explainer.model(inputs[:1])).shape[1]
+        return class_scores(ModelInputs(args=(inputs[:1],)).run(explainer.model)).shape[1]  # on a copy
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

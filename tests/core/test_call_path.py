@@ -668,3 +668,36 @@ def test_an_explained_model_is_freed_when_the_user_drops_it(name):
     del model
     gc.collect()
     assert alive() is None
+
+
+class _WritesBothInputs(nn.Module):
+    """Normalises both its inputs in place; ``in_place=False``: the same function out of place."""
+
+    def __init__(self, in_place=True):
+        super().__init__()
+        self.conv, self.fc, self.in_place = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 + 2, 3), in_place
+
+    def forward(self, x, y):
+        if self.in_place:
+            x.sub_(0.5).mul_(2)
+            y.mul_(2)
+        else:
+            x, y = (x - 0.5) * 2, y * 2
+        return self.fc(torch.cat([torch.relu(self.conv(x)).mean((2, 3)), y], 1))
+
+
+@pytest.mark.parametrize("name", ["gradcam", "saliency", "deeplift", "lrp", "occlusion", "feature_ablation",
+                                  "integrated_gradients"])
+def test_a_model_writing_its_inputs_in_place_explains_the_users_values_and_leaves_them(name):
+    """Every forward runs on copies of the model's tensor arguments: the user's inputs were
+    written, and later forwards (perturbed copies, the layer probe) read the written values."""
+    torch.manual_seed(0)
+    writes, plain = _WritesBothInputs().eval(), _WritesBothInputs(in_place=False).eval()
+    plain.load_state_dict(writes.state_dict())
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 2)
+    kept = x.clone(), y.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = interpkit.get_explainer(name)(writes)((x, y), target=1).maps  # GradCAM: the layer probe too
+        assert torch.equal(x, kept[0]) and torch.equal(y, kept[1])
+        torch.testing.assert_close(got, interpkit.get_explainer(name)(plain)((x, y), target=1).maps)

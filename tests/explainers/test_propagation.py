@@ -1062,12 +1062,17 @@ def test_values_of_the_input_taken_as_constants_are_refused(explainer, how):
         explainer(_InputStatistics(how).eval())(torch.randn(2, 3, 6, 6), target=0)
 
 
-@pytest.mark.parametrize("target", [lambda o: o[:, 1] * 2, lambda o: o[:, 1].relu(), lambda o: -o[:, 1],
-                                    lambda o: o[torch.arange(len(o)), torch.tensor([1, 2])]],
-                         ids=["scaled", "relu", "negated", "per_row"])
+@pytest.mark.parametrize("target", [
+    lambda o: o[:, 1] * 2, lambda o: o[:, 1].relu(), lambda o: -o[:, 1],
+    lambda o: o[torch.arange(len(o)), torch.tensor([1, 2])],
+    lambda o: o.gather(1, torch.tensor([[1], [2]])).sigmoid(),  # each sample's label
+    lambda o: o.gather(1, torch.tensor([[1], [2]])[:len(o)]).sigmoid(),  # the same, written for any batch
+], ids=["scaled", "relu", "negated", "per_row", "labels", "labels_sliced"])
 def test_deeplift_reads_a_callable_targets_ops_against_the_baselines(target):
     """The target's ops on the output were paired with references the baseline's pass never made:
-    a scaled or rectified logit was refused as "another path"."""
+    a scaled or rectified logit was refused as "another path". The baseline's pass runs the target
+    on N rows, as the input's does: on the baseline's one row a label target raised torch's error,
+    or read the first label for every sample (silently wrong)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).eval()
@@ -1075,4 +1080,4 @@ def test_deeplift_reads_a_callable_targets_ops_against_the_baselines(target):
     maps = DeepLift(model)(x, target=target).maps
     with torch.no_grad():
         delta = target(model(x)) - target(model(torch.zeros_like(x)))
-    torch.testing.assert_close(maps.flatten(1).sum(1), delta, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(maps.flatten(2).sum(2), delta.view(2, -1), rtol=1e-5, atol=1e-7)

@@ -396,3 +396,31 @@ def test_the_models_own_failure_is_reported_as_bad_input_and_targets_are_checked
     with pytest.raises(InputError, match="class indices"):
         interpkit.get_metric("pointing_game")()(small_cnn, images, torch.rand(len(images), 32, 32), targets=1.5,
                                                 masks=torch.ones(len(images), 32, 32, dtype=torch.bool))
+
+
+def test_a_probability_over_one_score_is_refused_and_inputs_are_left_alone():
+    """A one-logit model's softmax is always 1: deletion and insertion gave 1.0 whatever the map.
+    The metrics' forwards run on copies: a model writing its input changed the user's images."""
+    from interpkit.metrics import AverageDrop, Deletion
+
+    torch.manual_seed(0)
+    one = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(128, 1)).eval()
+    x = torch.rand(2, 3, 8, 8)
+    maps = torch.rand(2, 1, 8, 8)
+    with pytest.raises(InputError, match="softmax is always 1"):
+        Deletion(steps=4)(one, x, maps, targets=0)
+    assert Deletion(steps=4, score="logit")(one, x, maps, targets=0).scores.shape == (2,)
+
+    class Writes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Flatten(),
+                                            torch.nn.Linear(128, 4))
+
+        def forward(self, images):
+            return self.body(images.mul_(2))
+
+    model, kept = Writes().eval(), x.clone()
+    first = AverageDrop()(model, x, maps, targets=1).scores
+    assert torch.equal(x, kept)
+    torch.testing.assert_close(AverageDrop()(model, x, maps, targets=1).scores, first)  # the same images each time
