@@ -81,7 +81,7 @@ class ModelInputs:
             if isinstance(error, InterpkitError):
                 raise
             raise ForwardError(f"the model's forward failed on inputs of shape {tuple(self.primary.shape)} "
-                             f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects") from error
+                               f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects") from error
 
 
 def _copy(value: Any, fresh: bool) -> Any:

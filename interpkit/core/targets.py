@@ -142,13 +142,13 @@ def select_targets(
         return _callable_scores(target, output, batch_size)
     first = output[0] if isinstance(output, (tuple, list)) and output else output
     if isinstance(first, torch.Tensor) and first.dim() == 1 and len(first) != batch_size:
-        raise ForwardError(f"the model returned {tuple(first.shape)} for a batch of {batch_size}: no row per sample, so "
-                         "the inputs were not read as a batch; add the batch dimension (inputs.unsqueeze(0))")
+        raise ForwardError(f"the model returned {tuple(first.shape)} for a batch of {batch_size}: no row per sample, "
+                           "so the inputs were not read as a batch; add the batch dimension (inputs.unsqueeze(0))")
     logits = class_scores(output)
     if len(logits) != batch_size:
-        raise ForwardError(f"the model returned class scores {tuple(logits.shape)} for a batch of {batch_size}: no row "
-                         "per sample, so the inputs were not read as a batch; add the batch dimension "
-                         "(inputs.unsqueeze(0) for one sample), or pass a callable target")
+        raise ForwardError(f"the model returned class scores {tuple(logits.shape)} for a batch of {batch_size}: no "
+                           "row per sample, so the inputs were not read as a batch; add the batch dimension "
+                           "(inputs.unsqueeze(0) for one sample), or pass a callable target")
     indices = _class_indices(target, logits, batch_size)
     return TargetSelection(indices, logits.gather(1, indices))
 

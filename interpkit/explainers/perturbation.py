@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..core import Call, Explainer, ModelInputs, TargetSelection, class_scores, mixes_samples, model_cache, neurons_of
-from ..errors import InputError, TargetError
+from ..errors import ForwardError, InputError, TargetError
 
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
 #: explainers' budget): copies per forward are capped so that their measured peak fits
@@ -39,8 +39,9 @@ def clean_targets(explainer: Explainer, call: Call, method: str) -> tuple[Target
 
     def held(output: Any) -> Any:  # the user's callable, held to the clean call's number of targets
         values = target(output)
-        if isinstance(values, torch.Tensor) and values.dim() in (1, 2) and (values.shape[1] if values.dim() == 2 else 1) != width:
-            given = values.shape[1] if values.dim() == 2 else 1
+        shaped = isinstance(values, torch.Tensor) and values.dim() in (1, 2)  # others: refused with the scores' checks
+        given = values.shape[1] if shaped and values.dim() == 2 else 1
+        if shaped and given != width:
             raise TargetError(f"the target callable gave {given} scores per perturbed copy and {width} per input: it "
                               "must give the same targets whatever the batch")
         return values
@@ -85,7 +86,7 @@ def forward_memory(model: nn.Module, call: Call) -> tuple[int, int]:
     if key not in cache:
         try:
             cache[key] = _measured(model, call.inputs.sample(0), 1)
-        except InputError:  # a forward that needs more than one sample (a squeeze before the head): the batch
+        except ForwardError:  # a forward that needs more than one sample (a squeeze before the head): the batch
             cache[key] = _measured(model, call.inputs, call.inputs.batch_size)
     return cache[key]
 
