@@ -87,6 +87,20 @@ def _warn_if_underdetermined(samples: int, counts: list[int], method: str) -> No
                       SamplingWarning, stacklevel=5)
 
 
+def _warn_if_weights_underdetermine(z: torch.Tensor, weights: torch.Tensor, counts: list[int]) -> None:
+    """Warn where the copies that carry weight leave the fit underdetermined: a small kernel width
+    can leave only copies that keep every feature, identical rows whose fit is all zeros."""
+    rows = z if z.dim() == 3 else z.unsqueeze(1).expand(-1, weights.shape[1], -1)  # (S, N, F)
+    design = torch.cat([rows, torch.ones_like(rows[..., :1])], dim=-1).double()
+    ranks = torch.linalg.matrix_rank((design * weights.double().sqrt().unsqueeze(-1)).transpose(0, 1)).tolist()
+    short = [(rank, count + 1) for rank, count in zip(ranks, counts) if rank < count + 1]
+    if short:
+        rank, needed = short[0]
+        warnings.warn(f"LIME's weighted copies determine {rank} of the {needed} coefficients of an image's fit (its "
+                      "features and intercept): the kernel width leaves weight only on too few distinct copies, so "
+                      "the map is not the model's; raise kernel_width or samples", SamplingWarning, stacklevel=5)
+
+
 def _lasso(gram: torch.Tensor, moment: torch.Tensor, alpha: float, tolerance: float = 1e-12,
            most: int = 20_000) -> torch.Tensor:
     """argmin ``beta' G beta / 2 - m' beta + alpha |beta|_1`` (N, F, K) by accelerated proximal
@@ -173,6 +187,7 @@ class LIME(FeatureExplainer):
             if not bool((weights.amax(dim=0) > 0).all()):  # one host read per call
                 raise InputError(f"every LIME weight of an image underflows to 0: its copies lie {float(d.min()):.3g} "
                                  f"kernel widths or more from it; raise kernel_width (or use the cosine distance)")
+            _warn_if_weights_underdetermine(z, weights, counts)
         _warn_if_underdetermined(self.samples, counts, self.name)
         return fit_linear(z, scores, weights, self.regulariser, self.alpha)
 

@@ -344,3 +344,14 @@ def test_numpy_and_odd_options():
         fit_linear(torch.ones(3, 2, dtype=torch.bool), torch.zeros(3, 1, 1), torch.ones(3, 1), "lassoo")
     with pytest.raises(InputError, match="fit_linear takes"):
         fit_linear(torch.ones(3, 2, dtype=torch.bool), torch.zeros(4, 1, 1), torch.ones(3, 1))
+
+
+def test_lime_warns_when_its_weighted_copies_underdetermine_the_fit():
+    """With the Euclidean distance and a narrow kernel only copies keeping every feature carry
+    weight: identical rows, a fit of zeros, which came back without a word."""
+    from interpkit import SamplingWarning
+
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 3)).eval(), torch.randn(2, 3, 6, 6) * 10
+    with pytest.warns(SamplingWarning, match="determine 1 of the 5 coefficients"):
+        LIME(model, features="grid", segments=4, distance="euclidean", regulariser=None)(x, target=0)
