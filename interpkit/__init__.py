@@ -25,6 +25,7 @@ from .analysis import (
 from .core import ChannelsFirst, ChannelsLast, Explainer, Explanation, LayerExplainer, MapKind, Neuron, TokenGrid, provide_display
 from .dataset import MapStore, explain_dataset, read_store
 from .errors import (
+    ForwardError,
     InputError,
     InterpkitError,
     LayerError,
@@ -85,7 +86,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ChannelsFirst", "ChannelsLast", "MultiLayerExplanation", "TokenGrid", "Deconvnet", "Explainer", "Explanation",
     "FeatureMapSet", "GradCAM", "GuidedBackprop", "GuidedGradCAM",
-    "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow", "MapKind", "ModelChangedError",
+    "ForwardError", "InputError", "InterpkitError", "LayerError", "LayerExplainer", "LayerNotFoundError", "LayerRow",
+    "MapKind", "ModelChangedError",
     "MaxActivatingPatches", "Neuron", "NoReLUError", "PatchExplanation", "PluginError", "ReceptiveField",
     "ReceptiveFieldError", "SamplingWarning", "TargetError", "TopPatches", "UncoveredNonlinearityError", "WeightsError",
     "__version__",

@@ -80,7 +80,8 @@ class PluginWarning(UserWarning):
     """A plugin was skipped; the message names it and says why."""
 
 
-__all__ = ["InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning", "ModelChangedError",
+__all__ = ["ForwardError", "InputError", "InterpkitError", "LayerError", "LayerNotFoundError", "LocalisationWarning",
+           "ModelChangedError",
            "NoReLUError", "PluginError", "PluginWarning", "ReceptiveFieldError", "SamplingWarning", "TargetError",
            "UncoveredNonlinearityError",
            "VectorizationWarning", "WeightsError"]
