@@ -273,10 +273,6 @@ class _RescaledMaxPool(torch.autograd.Function):
         return routed.reshape(ctx.shape), None, None, None, None
 
 
-def _row(value: Any, rows: int) -> bool:
-    return isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == rows
-
-
 def _flat(t: torch.Tensor, dims: int) -> torch.Tensor:
     """``t`` with its last ``dims`` axes as one (reshape, not flatten: it has a batching rule)."""
     return t.reshape(*t.shape[:t.dim() - dims], -1)
@@ -350,9 +346,11 @@ class DeepLift(Explainer):
             output = inputs.run(self.model, fresh=True)
         if callable(call.target) and not isinstance(call.target, torch.Tensor):
             n = len(call.x)  # the target reads N rows, as in the input's pass: a shared baseline's row repeated
-            rows = tree_map(lambda t: t.expand(n, *t.shape[1:]) if _row(t, len(x0)) and len(x0) == 1 else t, output)
+            if len(x0) == 1:
+                output = tree_map(lambda t: t.expand(n, *t.shape[1:])
+                                  if isinstance(t, torch.Tensor) and t.dim() and len(t) == 1 else t, output)
             with torch.no_grad(), reference:  # its ops on the output need references too (a scaled logit)
-                select_targets(call.target, rows, n)
+                select_targets(call.target, output, n)
         self._refuse_uncovered(reference)
         x = call.x.detach().clone().requires_grad_(True)
         rescale = (_RevealCancel if reveal_cancel else _Rescale)(recorder.inputs, self.eps, len(x))
