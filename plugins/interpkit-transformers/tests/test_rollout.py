@@ -461,3 +461,37 @@ def test_legrad_refuses_a_readout_that_gives_no_logits():
             LeGrad(vit, score_projection=readout)(images, target=3)
     with pytest.raises(interpkit.InputError):
         LeGrad(vit, layers=[True])
+
+
+class _PooledTokens(torch.nn.Module):
+    """Two attention blocks, the second over half as many tokens (pooled in between)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.patches = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.first = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.second = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        tokens = self.patches(x).flatten(2).transpose(1, 2)  # (N, 16, 8)
+        tokens = tokens + self.first(tokens, tokens, tokens, need_weights=False)[0]
+        tokens = tokens.reshape(len(x), 8, 2, 8).mean(2)
+        tokens = tokens + self.second(tokens, tokens, tokens, need_weights=False)[0]
+        return self.head(tokens.mean(1))
+
+
+def test_attention_over_other_token_sequences_than_one_per_sample_is_refused():
+    """MobileViT attends within patches (four sequences per image, of 1, 4 and 16 tokens at 64 px);
+    a pooling model changes the number of tokens between blocks: rollout's product of the
+    blocks' maps is not defined for either (it raised torch's raw size error)."""
+    from interpkit_transformers import GenericAttention
+
+    mobilevit = timm.create_model("mobilevit_xxs", pretrained=False, num_classes=3).eval()
+    pooled = _PooledTokens().eval()
+    for model, size, found in ((mobilevit, 64, "8 sequences of 1 tokens, 8 sequences of 4 tokens"),
+                               (pooled, 16, "2 sequences of 8 tokens, 2 sequences of 16 tokens")):
+        for cls in (AttentionRollout, GenericAttention):
+            with pytest.raises(interpkit.LayerError, match=f"{found}.* for 2 samples"):
+                cls(model, layout=interpkit.TokenGrid(prefix=0), readout="mean")(torch.randn(2, 3, size, size), target=1)

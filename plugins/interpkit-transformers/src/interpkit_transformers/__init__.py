@@ -130,9 +130,10 @@ class AttentionRollout(Explainer):
         finally:
             for handle in handles:
                 handle.remove()
+        captured = [(found["q"], found["k"], found.get("mask")) for found in queries_and_keys.values() if "q" in found]
+        _check_one_token_sequence([q.shape for q, _, _ in captured], len(inputs))
         with torch.no_grad():
-            rollout = self.rollout([(found["q"], found["k"], found.get("mask")) for found in queries_and_keys.values()
-                                    if "q" in found])
+            rollout = self.rollout(captured)
         tokens = rollout.shape[-1]
         prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
         flow = self.read(rollout, prefix)[:, prefix:prefix + int(torch.tensor(grid).prod())].reshape(len(inputs), 1, *grid)
@@ -336,6 +337,7 @@ class GenericAttention(AttentionRollout):
         finally:
             for handle in handles:
                 handle.remove()
+        _check_one_token_sequence([attention.shape for attention in weights], len(call.x))
         worst = float(torch.stack(errors).max()) if errors else 0.0  # one sync for every block
         if worst > 1e-3:
             raise interpkit.LayerError(
@@ -412,6 +414,19 @@ class LeGrad(GenericAttention):
         if self.upsample:
             return self.result(upsample(maps.contiguous(), tuple(inputs.shape[2:])), selection, MapKind.INPUT_GRID)
         return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
+
+
+def _check_one_token_sequence(shapes: list[torch.Size], samples: int) -> None:
+    """Refuse attention that is not over one token sequence per sample through every block:
+    ``shapes`` are the blocks' (N, heads, T, ...) queries or weights."""
+    seen = sorted({(shape[0], shape[2]) for shape in shapes})
+    if any(rows != samples for rows, _ in seen) or len(seen) > 1:
+        found = ", ".join(f"{rows} sequences of {tokens} tokens" for rows, tokens in seen)
+        raise interpkit.LayerError(
+            f"these methods follow one token sequence per sample through every attention block, but this model's "
+            f"blocks attend over {found} for {samples} samples: a hybrid that attends within patches or changes the "
+            "number of tokens between blocks (e.g. MobileViT) is not a plain vision transformer, so attention "
+            "rollout, generic attention and LeGrad are not defined for it; GradCAM on a layer is")
 
 
 def _layer_of(model: nn.Module, block: nn.Module, blocks: list[nn.Module]) -> nn.Module:
