@@ -48,6 +48,7 @@ class Call:
 
     inputs: ModelInputs
     target: TargetLike = None
+    sample: tuple[int, int] | None = None  # (i, n): sample i of the user's batch of n, explained alone
 
     @property
     def x(self) -> torch.Tensor:
@@ -57,7 +58,7 @@ class Call:
     def with_(self, x: torch.Tensor | None = None, target: Any = _KEEP) -> "Call":
         """This call with another attributed tensor and/or target."""
         inputs = self.inputs if x is None else self.inputs.with_primary(x)
-        return Call(inputs, self.target if target is _KEEP else target)
+        return Call(inputs, self.target if target is _KEEP else target, self.sample)
 
     def model_inputs(self, x: torch.Tensor) -> ModelInputs:
         """The model's arguments with ``x`` (the batch, or copies of it) as the attributed tensor."""
@@ -122,7 +123,7 @@ class Explainer:
         if n == 1 or not model_facts(self.model).mixes_samples:
             return self.explain(call)
         try:
-            return concatenate([self.explain(Call(call.inputs.sample(i), sample_target(call.target, i, n)))
+            return concatenate([self.explain(Call(call.inputs.sample(i), sample_target(call.target, i, n), (i, n)))
                                 for i in range(n)])
         except ForwardError as error:  # not a bad option: those say what they are
             raise InputError(

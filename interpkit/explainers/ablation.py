@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..core import Call, TargetSelection, check_int, check_seed
+from .baselines import BaselineLike
 from .features import FeatureExplainer, per_image
 
 
@@ -55,7 +56,7 @@ class ShapleyValueSampling(FeatureExplainer):
     name = "shapley_value_sampling"
 
     def __init__(self, model: nn.Module, features: str | torch.Tensor | None = None, segments: int = 50,
-                 baseline: float | torch.Tensor = 0.0, samples: int = 25, seed: int = 0, max_batch: int = 64) -> None:
+                 baseline: BaselineLike = 0.0, samples: int = 25, seed: int = 0, max_batch: int = 64) -> None:
         super().__init__(model, features, segments, baseline, max_batch)
         self.samples, self.seed = check_int("samples", samples), check_seed(seed)
 

@@ -38,7 +38,7 @@ from ..core import (
     select_targets,
 )
 from ..errors import InputError
-from .gradients import BaselineLike, check_reference, reference
+from .baselines import BaselineLike, check_reference, reference
 
 Parts = tuple[torch.Tensor, torch.Tensor]  # a difference's sums of positive and of negative terms
 
@@ -313,7 +313,7 @@ class DeepLift(Explainer):
 
     def explain(self, call: Call) -> Explanation:
         """``(x - x0)`` times every target's multipliers."""
-        x0 = reference(self.baseline, call.x)
+        x0 = reference(self.baseline, call.x, sample=call.sample)
         selection, multipliers = self.multipliers(call, x0)
         return self.result((call.x - x0).unsqueeze(1) * multipliers, selection, MapKind.INPUT_CHANNELS)
 

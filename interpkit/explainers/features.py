@@ -27,7 +27,6 @@ from ..core import (
     Explanation,
     MapKind,
     TargetSelection,
-    check_baseline,
     check_int,
     check_number,
     concatenate,
@@ -35,7 +34,8 @@ from ..core import (
     sample_target,
 )
 from ..errors import InputError
-from .perturbation import baseline_like, clean_targets, perturbed_scores
+from .baselines import BaselineLike, check_reference, reference
+from .perturbation import clean_targets, perturbed_scores
 
 
 def feature_mask(x: torch.Tensor, features: str | torch.Tensor | None, segments: int,
@@ -180,12 +180,14 @@ def per_image(draw: Callable[[int, torch.Generator], torch.Tensor], counts: list
 class FeatureExplainer(Explainer):
     """Base of the explainers that switch features of the input on and off: each computes per
     feature values (N, K, F) in ``attribute``; the map gives every position its feature's value.
-    Inputs (N, D) without a grid are tabular: by default each column is a feature."""
+    Inputs (N, D) without a grid are tabular: by default each column is a feature. A switched-off
+    feature takes ``baseline``'s values: a finite number, a tensor broadcastable to one sample or
+    one per sample, or a callable of the inputs returning either."""
 
     supports = frozenset({"1d", "2d", "3d", "tokens", "several_inputs"})
 
     def __init__(self, model: nn.Module, features: str | torch.Tensor | None = None, segments: int = 50,
-                 baseline: float | torch.Tensor = 0.0, max_batch: int = 64) -> None:
+                 baseline: BaselineLike = 0.0, max_batch: int = 64) -> None:
         super().__init__(model)
         if isinstance(features, np.ndarray):
             features = torch.from_numpy(features)
@@ -193,7 +195,7 @@ class FeatureExplainer(Explainer):
             raise InputError(f"features must be 'superpixels', 'grid' or an integer tensor of feature ids, "
                              f"not {features!r}")
         self.features, self.segments = features, check_int("segments", segments)
-        self.baseline, self.max_batch = check_baseline(baseline), check_int("max_batch", max_batch)
+        self.baseline, self.max_batch = check_reference(baseline), check_int("max_batch", max_batch)
 
     def _explain_exactly(self, call: Call) -> Explanation:
         """One sample at a time, each with its own row of a per-image mask, when the model mixes samples."""
@@ -201,7 +203,8 @@ class FeatureExplainer(Explainer):
         grid_axes = max(3, call.x.dim()) - 2  # a mask is (*grid), (N, *grid) or (N, 1, *grid)
         if n > 1 and isinstance(mask, torch.Tensor) and mask.dim() > grid_axes and mask.shape[0] == n and \
                 mixes_samples(self.model):
-            return concatenate([self._explain(Call(call.inputs.sample(i), sample_target(call.target, i, n)), mask[i:i + 1])
+            return concatenate([self._explain(Call(call.inputs.sample(i), sample_target(call.target, i, n), (i, n)),
+                                              mask[i:i + 1])
                                 for i in range(n)])
         return super()._explain_exactly(call)
 
@@ -218,7 +221,8 @@ class FeatureExplainer(Explainer):
             features = torch.arange(x.shape[1], device=x.device)
         labels, counts = feature_mask(grid_x, features, self.segments)
         selection, wanted = clean_targets(self, call, self.name)
-        baseline = baseline_like(self.baseline, grid_x)
+        baseline = reference(self.baseline, x, sample=call.sample)  # (1 or N, C, *grid)
+        baseline = baseline.unsqueeze(1) if tabular else baseline
 
         def copies(present: torch.Tensor) -> torch.Tensor:
             made = with_features(grid_x, baseline, labels, present)

@@ -1,10 +1,7 @@
 """The plain-gradient family: Saliency (Simonyan et al., 2014), input times gradient (Shrikumar
-et al., 2016) and GradientShap (Lundberg and Lee, 2017; captum's form), plus the baselines that
-this family and DeepLift take."""
+et al., 2016) and GradientShap (Lundberg and Lee, 2017; captum's form), """
 
 from __future__ import annotations
-
-from typing import Any, Callable, Union
 
 import torch
 from torch import nn
@@ -14,8 +11,6 @@ from ..core import (
     Explainer,
     Explanation,
     MapKind,
-    check_baseline,
-    check_finite,
     check_flag,
     check_int,
     check_number,
@@ -23,49 +18,7 @@ from ..core import (
     neurons_of,
     per_target_gradients,
 )
-from ..errors import InputError
-
-#: a baseline: a number, a tensor of one sample (C, *grid), of (1 or N, C, *grid), or a callable of the inputs
-BaselineLike = Union[float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
-
-
-def check_reference(value: Any) -> Any:
-    """A baseline option, checked where it is given: a finite number, a floating tensor, or a callable."""
-    if callable(value) and not isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, torch.Tensor) and value.device.type == "meta":
-        raise InputError("a baseline tensor must hold values (it is on the meta device)")
-    return check_baseline(value)
-
-
-def reference(baseline: BaselineLike, x: torch.Tensor, batch: bool = False) -> torch.Tensor:
-    """The baseline for inputs ``x`` (N, C, *grid), in their dtype and device: (1, C, *grid) when
-    it is shared by the samples, (N, C, *grid) when given per sample. With ``batch=True`` a
-    tensor (B, C, *grid) is B baselines to draw from (GradientShap, DeepLiftShap)."""
-    if callable(baseline) and not isinstance(baseline, torch.Tensor):
-        value = baseline(x)
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.device.type == "meta":
-            raise InputError(f"a baseline callable must return a floating tensor with values, not {value!r:.80}")
-        check_finite(baseline=value.to(x.device))
-        baseline = value
-    if not isinstance(baseline, torch.Tensor):
-        return torch.full((1, *x.shape[1:]), float(baseline), dtype=x.dtype, device=x.device)
-    value = baseline.to(dtype=x.dtype, device=x.device)
-    if value.dim() == x.dim() - 1:
-        value = value.unsqueeze(0)
-    if value.dim() != x.dim():
-        raise InputError(f"a baseline of shape {tuple(baseline.shape)} is neither one sample {tuple(x.shape[1:])} nor a "
-                         f"batch of them")
-    rows = len(value)
-    if rows == 0:
-        raise InputError("got an empty batch of baselines: give at least one")
-    if not batch and rows not in (1, len(x)):
-        raise InputError(f"{rows} baselines for {len(x)} inputs: give one baseline for all or one per sample")
-    try:
-        return value.expand(rows, *x.shape[1:])
-    except RuntimeError:
-        raise InputError(f"a baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs "
-                         f"{tuple(x.shape)}") from None
+from .baselines import BaselineLike, check_reference, reference
 
 
 class Saliency(Explainer):

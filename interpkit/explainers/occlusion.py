@@ -17,24 +17,26 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_baseline, check_int
+from ..core import Call, Explainer, Explanation, MapKind, check_int
 from ..errors import InputError
-from .perturbation import baseline_like, clean_targets, perturbed_scores
+from .baselines import BaselineLike, check_reference, reference
+from .perturbation import clean_targets, perturbed_scores
 
 
 class Occlusion(Explainer):
     """Occlusion maps (N, K, *grid) for any model whose input has a grid. ``window`` and
     ``stride`` are an int or one int per grid axis (``stride`` defaults to half the window);
-    ``baseline`` is a finite number or a tensor broadcastable to one sample (C, *grid)."""
+    ``baseline`` is a finite number, a tensor broadcastable to one sample (C, *grid) or one per
+    sample (N, C, *grid), or a callable of the inputs returning either."""
 
     name = "occlusion"
     supports = frozenset({"1d", "2d", "3d", "tokens", "several_inputs"})
 
     def __init__(self, model: nn.Module, window: int | tuple = 8, stride: int | tuple | None = None,
-                 baseline: float | torch.Tensor = 0.0, max_batch: int = 64) -> None:
+                 baseline: BaselineLike = 0.0, max_batch: int = 64) -> None:
         super().__init__(model)
         self.window, self.stride = _sizes("window", window), None if stride is None else _sizes("stride", stride)
-        self.baseline = check_baseline(baseline)
+        self.baseline = check_reference(baseline)
         self.max_batch = check_int("max_batch", max_batch)
 
     def explain(self, call: Call) -> Explanation:
@@ -53,7 +55,7 @@ class Occlusion(Explainer):
         starts = [torch.tensor([p for p in range(0, n - w + s, s) if p < n], device=x.device)
                   for n, w, s in zip(grid, window, stride)]
         count = math.prod(len(a) for a in starts)
-        baseline = baseline_like(self.baseline, x)
+        baseline = reference(self.baseline, x, sample=call.sample)  # (1 or N, C, *grid)
 
         def occluded(first: int, stop: int) -> torch.Tensor:
             hidden = _windows(starts, window, grid, first, stop)[:, None, None].expand(stop - first, *x.shape)

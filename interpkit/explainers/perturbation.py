@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..core import Call, Explainer, ModelInputs, TargetSelection, class_scores, mixes_samples, model_cache, neurons_of
-from ..errors import ForwardError, InputError, TargetError
+from ..errors import ForwardError, TargetError
 
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
 #: explainers' budget): copies per forward are capped so that their measured peak fits
@@ -176,14 +176,3 @@ def _scores(wanted: Any, output: Any, copies: int, n: int, probability: bool) ->
 def score_dtype(values: torch.Tensor) -> torch.dtype:
     """Scores keep float64; half precision is read in float32."""
     return torch.float64 if values.dtype == torch.float64 else torch.float32
-
-
-def baseline_like(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The baseline as one sample (C, *grid) in ``x``'s dtype and device."""
-    if isinstance(baseline, torch.Tensor):
-        try:
-            return baseline.to(x).expand(x.shape[1:])
-        except RuntimeError as error:
-            raise InputError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to one sample "
-                             f"{tuple(x.shape[1:])}") from error
-    return torch.full(x.shape[1:], float(baseline), dtype=x.dtype, device=x.device)

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..core import Call, TargetSelection, check_int, check_number, check_seed
 from ..errors import InputError, SamplingWarning
+from .baselines import BaselineLike
 from .features import FeatureExplainer, per_image
 from .perturbation import perturbed_scores
 
@@ -126,7 +127,7 @@ class KernelSHAP(FeatureExplainer):
     name = "kernel_shap"
 
     def __init__(self, model: nn.Module, features: str | torch.Tensor | None = None, segments: int = 50,
-                 baseline: float | torch.Tensor = 0.0, samples: int = 200, seed: int = 0, max_batch: int = 64) -> None:
+                 baseline: BaselineLike = 0.0, samples: int = 200, seed: int = 0, max_batch: int = 64) -> None:
         super().__init__(model, features, segments, baseline, max_batch)
         self.samples, self.seed = check_int("samples", samples), check_seed(seed)
 
@@ -152,7 +153,7 @@ class LIME(FeatureExplainer):
     name = "lime"
 
     def __init__(self, model: nn.Module, features: str | torch.Tensor | None = None, segments: int = 50,
-                 baseline: float | torch.Tensor = 0.0, samples: int = 200, seed: int = 0, kernel_width: float | None = 1.0,
+                 baseline: BaselineLike = 0.0, samples: int = 200, seed: int = 0, kernel_width: float | None = 1.0,
                  distance: str = "cosine", regulariser: str | None = "lasso", alpha: float = 0.01,
                  max_batch: int = 64) -> None:
         super().__init__(model, features, segments, baseline, max_batch)

@@ -355,3 +355,55 @@ def test_lime_warns_when_its_weighted_copies_underdetermine_the_fit():
     model, x = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 3)).eval(), torch.randn(2, 3, 6, 6) * 10
     with pytest.warns(SamplingWarning, match="determine 1 of the 5 coefficients"):
         LIME(model, features="grid", segments=4, distance="euclidean", regulariser=None)(x, target=0)
+
+
+@pytest.mark.parametrize("given_as", ["per_sample", "callable"])
+def test_baselines_per_sample_and_from_a_callable_equal_captums_per_sample_baselines(given_as):
+    """captum takes one baseline per sample (N, C, H, W); so do the perturbation methods, and a
+    callable of the inputs (a blurred copy) gives one per sample too."""
+    model, x = resnet_and_images()
+    blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2)
+    baseline = blurred if given_as == "per_sample" else (lambda images: torch.nn.functional.avg_pool2d(images, 5, 1, 2))
+    mask = block_mask(24, 24, 3, 4)
+    ours = FeatureAblation(model, features=mask, baseline=baseline)(x, target=[1, 3]).maps
+    theirs = captum_attr.FeatureAblation(model).attribute(x, target=[1, 3], baselines=blurred, feature_mask=mask[None, None])
+    torch.testing.assert_close(ours[:, 0], theirs[:, 0], rtol=1e-6, atol=1e-6)
+    shared = FeatureAblation(model, features=mask, baseline=blurred[:1])(x, target=[1, 3]).maps
+    assert (shared[1] - ours[1]).abs().max() > 1e-3  # the second image's own baseline was used
+    for method in METHODS[1:]:  # the others: each image as if explained alone against its own baseline
+        together = method(model, features=mask, baseline=baseline)(x, target=[1, 3]).maps
+        alone = [method(model, features=mask, baseline=blurred[i])(x[i:i + 1], target=t).maps for i, t in enumerate((1, 3))]
+        torch.testing.assert_close(together, torch.cat(alone), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_that_mixes_samples_gets_each_samples_own_baseline():
+    """Explained one sample at a time (a batch norm without running statistics), sample i is
+    paired with row i of a baseline per sample; it was refused (or took row 0)."""
+    from interpkit.explainers import DeepLift, Occlusion
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x, baseline = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    for make in (lambda b: Occlusion(model, window=4, baseline=b), lambda b: FeatureAblation(model, baseline=b),
+                 lambda b: DeepLift(model, baseline=b, strict=False)):  # batch_norm of the sample: its plain gradient
+        together = make(baseline)(x, target=[0, 1, 2]).maps
+        alone = torch.cat([make(baseline[i])(x[i:i + 1], target=i).maps for i in range(3)])
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_baselines_are_named():
+    model, x = resnet_and_images()
+    for baseline, message in ((torch.zeros(3, 3, 24, 24), "3 baselines for 2 inputs"),
+                              (torch.zeros(3, 7, 7), "does not broadcast"),
+                              (lambda images: images.long(), "floating tensor"),
+                              (lambda images: images / 0, "NaN or Inf"),
+                              (torch.zeros(1, 2, 3, 24, 24), "neither one sample")):
+        for method in (FeatureAblation, ShapleyValueSampling):
+            with pytest.raises(InputError, match=message):
+                method(model, features=block_mask(24, 24, 2, 2), baseline=baseline, samples=2)(x, target=1) \
+                    if method is ShapleyValueSampling else method(model, baseline=baseline)(x, target=1)
+    means = torch.tensor([0.1, -0.2, 0.3]).view(3, 1, 1)  # per-channel values broadcast to one sample, as before
+    by_channel = FeatureAblation(model, features=block_mask(24, 24, 2, 2), baseline=means)(x, target=1).maps
+    full = FeatureAblation(model, features=block_mask(24, 24, 2, 2), baseline=means.expand(3, 24, 24))(x, target=1).maps
+    torch.testing.assert_close(by_channel, full)

@@ -42,11 +42,14 @@ def test_equals_captum_in_one_and_three_dimensions(make, shape, window, stride):
 
 @settings(max_examples=25, deadline=None)
 @given(height=st.integers(1, 6), width=st.integers(1, 6), channels=st.integers(1, 3),
-       baseline=st.floats(-2, 2), seed=st.integers(0, 2**16))
-def test_a_linear_model_gets_its_weights_times_the_change(height, width, channels, baseline, seed):
-    """For f(x) = w . x + b, one-position windows give sum_c w_c (x_c - x0) at each position."""
+       baseline=st.floats(-2, 2), per_sample=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_linear_model_gets_its_weights_times_the_change(height, width, channels, baseline, per_sample, seed):
+    """For f(x) = w . x + b, one-position windows give sum_c w_c (x_c - x0) at each position,
+    x0 a number or one baseline per sample."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(2, channels, height, width, generator=generator, dtype=torch.float64)
+    if per_sample:
+        baseline = baseline * torch.rand(2, channels, height, width, generator=generator, dtype=torch.float64)
     linear = nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, 3)).double()
     maps = Occlusion(linear, window=1, stride=1, baseline=baseline)(x, target=2).maps
     weights = linear[1].weight[2].detach().view(channels, height, width)

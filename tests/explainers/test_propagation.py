@@ -280,7 +280,7 @@ def test_bad_baselines_are_refused():
     for baseline in ("zeros", True, float("nan"), torch.zeros(3, 3, dtype=torch.long)):
         with pytest.raises(interpkit.InputError):
             DeepLift(model, baseline=baseline)
-    for baseline in (torch.zeros(3, 3, 16, 16), torch.zeros(3, 8, 8), torch.zeros(16, 16), lambda inputs: "zeros",
+    for baseline in (torch.zeros(3, 3, 16, 16), torch.zeros(3, 8, 8), torch.zeros(5, 16), lambda inputs: "zeros",
                      lambda inputs: torch.full_like(inputs, float("nan"))):
         with pytest.raises(interpkit.InputError):
             DeepLift(model, baseline=baseline)(x, target=0)
@@ -291,6 +291,9 @@ def test_bad_baselines_are_refused():
             make()
     with pytest.raises(interpkit.InputError):
         GradientShap(model, baselines=torch.zeros(2, 3, 8, 8))(x, target=0)
+    plane = torch.randn(16, 16)  # broadcast to one sample as numpy would: the same plane in every channel
+    torch.testing.assert_close(DeepLift(model, baseline=plane)(x, target=0).maps,
+                               DeepLift(model, baseline=plane.expand(3, 16, 16))(x, target=0).maps)
 
 
 def test_a_callable_baseline_and_per_sample_baselines():
