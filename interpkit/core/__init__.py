@@ -9,6 +9,7 @@ layer's activation and the gradients of every target in one forward and one batc
 and restores it.
 """
 
+from .baselines import BaselineLike, check_reference, reference
 from .explainer import Call, Explainer, LayerExplainer, LayerGradients
 from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
@@ -24,14 +25,15 @@ from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_
 from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 __all__ = [
-    "Call", "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
+    "BaselineLike", "Call", "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
     "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModelSnapshot",
     "ModuleLike", "Neuron", "PropagationMode", "PropagationRule", "ReLURuleExplainer", "ReLURuleMode", "Rule",
     "TargetLike", "TargetSelection",
     "TokenGrid", "capture_outputs", "check_baseline",
-    "check_finite", "check_flag", "check_int", "check_number", "check_seed", "check_tensor", "token_layout",
+    "check_finite", "check_flag", "check_reference", "check_int", "check_number", "check_seed", "check_tensor", "token_layout",
     "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
     "guided_rule", "layer_choices", "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
-    "normalize_maps", "parse_device", "per_target_gradients", "provide_display", "resolve_layer", "sample_target", "select_targets",
+    "normalize_maps", "parse_device", "per_target_gradients", "provide_display",
+    "reference", "resolve_layer", "sample_target", "select_targets",
     "unwrap", "upsample",
 ]

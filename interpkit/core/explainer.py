@@ -48,7 +48,10 @@ class Call:
 
     inputs: ModelInputs
     target: TargetLike = None
-    sample: tuple[int, int] | None = None  # (i, n): sample i of the user's batch of n, explained alone
+    #: the user's batch size and the sample explained alone (None: every one): ``x``'s rows are those
+    #: samples or copies of them, copy-major, so an option with one row per sample maps onto them
+    batch: int | None = None
+    sample: int | None = None
 
     @property
     def x(self) -> torch.Tensor:
@@ -58,7 +61,7 @@ class Call:
     def with_(self, x: torch.Tensor | None = None, target: Any = _KEEP) -> "Call":
         """This call with another attributed tensor and/or target."""
         inputs = self.inputs if x is None else self.inputs.with_primary(x)
-        return Call(inputs, self.target if target is _KEEP else target, self.sample)
+        return Call(inputs, self.target if target is _KEEP else target, self.batch, self.sample)
 
     def model_inputs(self, x: torch.Tensor) -> ModelInputs:
         """The model's arguments with ``x`` (the batch, or copies of it) as the attributed tensor."""
@@ -114,7 +117,7 @@ class Explainer:
         # user's function or class among the options, is code running inside the call: the guarded path
         with evaluation(self.model, user_code=callable(target) or _holds_user_code(self), call=True):
             prepared = model_inputs(inputs, self.model, attribute_to)
-            return self._explain_exactly(Call(prepared, target))
+            return self._explain_exactly(Call(prepared, target, prepared.batch_size))
 
     def _explain_exactly(self, call: Call) -> Explanation:
         """``explain``, one sample at a time when the model's eval forward mixes samples: a
@@ -123,7 +126,7 @@ class Explainer:
         if n == 1 or not model_facts(self.model).mixes_samples:
             return self.explain(call)
         try:
-            return concatenate([self.explain(Call(call.inputs.sample(i), sample_target(call.target, i, n), (i, n)))
+            return concatenate([self.explain(Call(call.inputs.sample(i), sample_target(call.target, i, n), n, i))
                                 for i in range(n)])
         except ForwardError as error:  # not a bad option: those say what they are
             raise InputError(

@@ -60,6 +60,8 @@ def check_baseline(value: Any, names: tuple[str, ...] = ()) -> Any:
     if isinstance(value, torch.Tensor):
         if value.is_meta:
             raise InputError("a baseline tensor on the meta device holds no values; give it on the model's device")
+        if value.layout != torch.strided:
+            raise InputError(f"a baseline tensor must be dense, not {value.layout}; give it with .to_dense()")
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
             raise InputError("a baseline tensor must hold finite floating values")
         return value

@@ -16,8 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Call, TargetSelection, check_int, check_seed
-from .baselines import BaselineLike
+from ..core import BaselineLike, Call, TargetSelection, check_int, check_seed
 from .features import FeatureExplainer, per_image
 
 

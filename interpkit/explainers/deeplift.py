@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..core import (
+    BaselineLike,
     Call,
     Explainer,
     Explanation,
@@ -33,12 +34,13 @@ from ..core import (
     PropagationRule,
     check_flag,
     check_number,
+    check_reference,
     out_of_graph,
     per_target_gradients,
+    reference,
     select_targets,
 )
 from ..errors import InputError
-from .baselines import BaselineLike, check_reference, reference
 
 Parts = tuple[torch.Tensor, torch.Tensor]  # a difference's sums of positive and of negative terms
 
@@ -313,7 +315,7 @@ class DeepLift(Explainer):
 
     def explain(self, call: Call) -> Explanation:
         """``(x - x0)`` times every target's multipliers."""
-        x0 = reference(self.baseline, call.x, sample=call.sample)
+        x0 = reference(self.baseline, call)
         selection, multipliers = self.multipliers(call, x0)
         return self.result((call.x - x0).unsqueeze(1) * multipliers, selection, MapKind.INPUT_CHANNELS)
 
@@ -386,7 +388,7 @@ class DeepLiftShap(DeepLift):
 
     def explain(self, call: Call) -> Explanation:
         """DeepLift against each baseline in turn, averaged."""
-        baselines = reference(self.baseline, call.x, batch=True)
+        baselines = reference(self.baseline, call, draws=True)
         total, selection = None, None
         for x0 in baselines.split(1):
             found, multipliers = self.multipliers(call, x0)

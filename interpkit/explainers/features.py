@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..core import (
+    BaselineLike,
     Call,
     Explainer,
     Explanation,
@@ -29,12 +30,13 @@ from ..core import (
     TargetSelection,
     check_int,
     check_number,
+    check_reference,
     concatenate,
     mixes_samples,
+    reference,
     sample_target,
 )
 from ..errors import InputError
-from .baselines import BaselineLike, check_reference, reference
 from .perturbation import clean_targets, perturbed_scores
 
 
@@ -203,7 +205,7 @@ class FeatureExplainer(Explainer):
         grid_axes = max(3, call.x.dim()) - 2  # a mask is (*grid), (N, *grid) or (N, 1, *grid)
         if n > 1 and isinstance(mask, torch.Tensor) and mask.dim() > grid_axes and mask.shape[0] == n and \
                 mixes_samples(self.model):
-            return concatenate([self._explain(Call(call.inputs.sample(i), sample_target(call.target, i, n), (i, n)),
+            return concatenate([self._explain(Call(call.inputs.sample(i), sample_target(call.target, i, n), n, i),
                                               mask[i:i + 1])
                                 for i in range(n)])
         return super()._explain_exactly(call)
@@ -221,7 +223,7 @@ class FeatureExplainer(Explainer):
             features = torch.arange(x.shape[1], device=x.device)
         labels, counts = feature_mask(grid_x, features, self.segments)
         selection, wanted = clean_targets(self, call, self.name)
-        baseline = reference(self.baseline, x, sample=call.sample)  # (1 or N, C, *grid)
+        baseline = reference(self.baseline, call)  # (1 or N, C, *grid)
         baseline = baseline.unsqueeze(1) if tabular else baseline
 
         def copies(present: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..core import (
+    BaselineLike,
     Call,
     Explainer,
     Explanation,
@@ -14,11 +15,12 @@ from ..core import (
     check_flag,
     check_int,
     check_number,
+    check_reference,
     check_seed,
     neurons_of,
     per_target_gradients,
+    reference,
 )
-from .baselines import BaselineLike, check_reference, reference
 
 
 class Saliency(Explainer):
@@ -75,7 +77,7 @@ class GradientShap(Explainer):
         # what is explained, pinned on the clean input (a copy: the model may write into its input)
         clean, _ = self.forward_with_targets(call.with_(x.clone()), graph=False)
         pinned = call.target if neurons_of(call.target) or not clean.classes else clean.indices
-        noisy, chosen, alphas = gradient_shap_draws(x, reference(self.baselines, x, batch=True), self.samples,
+        noisy, chosen, alphas = gradient_shap_draws(x, reference(self.baselines, call, draws=True), self.samples,
                                                     self.noise, self.seed)
         total = torch.zeros((len(x), clean.indices.shape[1], *x.shape[1:]), dtype=torch.float64, device=x.device)
         per_chunk = max(1, self.max_batch // len(x))

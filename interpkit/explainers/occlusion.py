@@ -17,9 +17,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_int
+from ..core import BaselineLike, Call, Explainer, Explanation, MapKind, check_int, check_reference, reference
 from ..errors import InputError
-from .baselines import BaselineLike, check_reference, reference
 from .perturbation import clean_targets, perturbed_scores
 
 
@@ -55,7 +54,7 @@ class Occlusion(Explainer):
         starts = [torch.tensor([p for p in range(0, n - w + s, s) if p < n], device=x.device)
                   for n, w, s in zip(grid, window, stride)]
         count = math.prod(len(a) for a in starts)
-        baseline = reference(self.baseline, x, sample=call.sample)  # (1 or N, C, *grid)
+        baseline = reference(self.baseline, call)  # (1 or N, C, *grid)
 
         def occluded(first: int, stop: int) -> torch.Tensor:
             hidden = _windows(starts, window, grid, first, stop)[:, None, None].expand(stop - first, *x.shape)

@@ -22,9 +22,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Call, TargetSelection, check_int, check_number, check_seed
+from ..core import BaselineLike, Call, TargetSelection, check_int, check_number, check_seed
 from ..errors import InputError, SamplingWarning
-from .baselines import BaselineLike
 from .features import FeatureExplainer, per_image
 from .perturbation import perturbed_scores
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 import interpkit
 from interpkit import InputError, Neuron
@@ -158,3 +159,30 @@ def test_noise_tunnel_refuses_a_perturbation_that_returns_no_copy():
     tunnel = interpkit.get_explainer("noise_tunnel")(ConvStack().eval(), perturb=lambda x, g: "noisy")
     with pytest.raises(interpkit.InputError, match="perturb must return one noisy copy"):
         tunnel(torch.randn(2, 3, 20, 16))
+
+
+def _batch_norm_net(mixes: bool) -> nn.Module:
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(4, track_running_stats=False) if mixes else nn.BatchNorm2d(4)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), norm, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+
+
+@pytest.mark.parametrize("mixes", [False, True])
+def test_baselines_per_sample_and_callable_follow_each_sample_through_noisy_copies(mixes):
+    """Noisy copies of the batch (or of one sample, for a model that mixes samples) take each
+    sample's own baseline row; a callable's rows are the copies' own. With as many copies as
+    samples, a callable's rows were taken for per-sample rows (silently wrong), and one row per
+    sample was refused for a batch of copies."""
+    model, x = _batch_norm_net(mixes), torch.randn(3, 3, 8, 8)
+    rows = torch.randn(3, 3, 8, 8)
+    for method, options in (("occlusion", {"window": 4}), ("deeplift", {"strict": False})):
+        for baseline, own in ((rows, list(rows)), (lambda inputs: 0.5 * inputs, [lambda inputs: 0.5 * inputs] * 3)):
+            def make(given):
+                return NoiseTunnel(model, method=method, samples=3, stdev=0.5, baseline=given, **options)
+
+            together = make(baseline)(x, target=[0, 1, 2]).maps
+            alone = torch.cat([make(own[i])(x[i:i + 1], target=i).maps for i in range(3)])
+            torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+    together = IntegratedGradients(model, steps=4, baseline=rows)(x, target=[0, 1, 2]).maps
+    alone = torch.cat([IntegratedGradients(model, steps=4, baseline=rows[i])(x[i:i + 1], target=i).maps for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)

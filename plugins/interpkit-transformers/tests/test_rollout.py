@@ -495,3 +495,58 @@ def test_attention_over_other_token_sequences_than_one_per_sample_is_refused():
         for cls in (AttentionRollout, GenericAttention):
             with pytest.raises(interpkit.LayerError, match=f"{found}.* for 2 samples"):
                 cls(model, layout=interpkit.TokenGrid(prefix=0), readout="mean")(torch.randn(2, 3, size, size), target=1)
+
+
+def test_attention_these_methods_do_not_recompute_is_refused_not_misread():
+    """timm's windowed (Swin), class (CaiT) and relative-position (BEiT) attention raised a raw
+    AttributeError; EVA's rotary embeddings and a position bias added inside an attention that
+    looks like timm's gave rollout maps of attention the model never computed, without a word."""
+    from timm.models.vision_transformer import Attention
+
+    from interpkit_transformers import GenericAttention
+
+    for name, options in (("swin_tiny_patch4_window7_224", {"img_size": 56, "depths": (1, 1), "num_heads": (1, 2)}),
+                          ("cait_xxs24_224", {"img_size": 32, "depth": 1}), ("beit_base_patch16_224", {"img_size": 32,
+                                                                                   "depth": 1})):
+        model = timm.create_model(name, pretrained=False, num_classes=3, **options).eval()
+        for cls in (AttentionRollout, GenericAttention):
+            with pytest.raises(interpkit.LayerError, match="computes its weights otherwise"):
+                cls(model)
+    eva = timm.create_model("eva02_tiny_patch14_224", pretrained=False, img_size=28, depth=2, num_classes=3).eval()
+    for cls in (AttentionRollout, GenericAttention):
+        with pytest.raises(interpkit.LayerError, match="given rope"):
+            cls(eva)(torch.randn(1, 3, 28, 28), target=0)
+
+    class BiasedAttention(Attention):  # a learned bias on the scores, inside a forward of its own
+        def forward(self, x, attn_mask=None, is_causal=False):
+            n, t, c = x.shape
+            q, k, v = self.qkv(x).reshape(n, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+            scores = (self.q_norm(q) * self.scale) @ self.k_norm(k).transpose(-2, -1) + torch.linspace(0, 3, t)
+            return self.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(n, t, c))
+
+    biased = _timm_vit(fused=False)
+    for block in biased.blocks:
+        plain = block.attn
+        block.attn = BiasedAttention(192, num_heads=3, qkv_bias=True)
+        block.attn.load_state_dict(plain.state_dict())
+    for cls in (AttentionRollout, GenericAttention):
+        for _ in range(2):  # refused on every call, not only the first of its shape
+            with pytest.raises(interpkit.LayerError, match="differs from the model's"):
+                cls(biased)(torch.randn(1, 3, 48, 48), target=0)
+
+
+def test_attention_that_never_runs_is_refused():
+    class Unused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)  # defined, never called
+            self.patches, self.head = torch.nn.Conv2d(3, 8, 4, 4), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.patches(x).mean((2, 3)))
+
+    from interpkit_transformers import GenericAttention
+
+    for cls in (AttentionRollout, GenericAttention):
+        with pytest.raises(interpkit.LayerError, match="none of the model's attention blocks ran"):
+            cls(Unused().eval(), layout=interpkit.TokenGrid(prefix=0), readout="mean")(torch.randn(2, 3, 16, 16), 0)

@@ -28,6 +28,7 @@ from interpkit.core import (
     check_number,
     neurons_of,
     per_target_gradients,
+    reference,
 )
 
 __version__ = "0.2.0"
@@ -36,22 +37,22 @@ __version__ = "0.2.0"
 class PathAverage(Explainer):
     """Weighted average of input gradients over points built from each image.
 
-    Subclasses give ``points`` (chunks of shape (S, 1 or N, C, H, W) with weights (S,)) and
-    may transform the average in ``finish``. ``chunk`` bounds the copies per forward.
+    Subclasses give ``points`` of a call (chunks of shape (S, 1 or N, C, H, W) with weights
+    (S,)) and may transform the average in ``finish``. ``chunk`` bounds the copies per forward.
     """
 
     def __init__(self, model: nn.Module, chunk: int | None = None) -> None:
         super().__init__(model)
         self.chunk = check_int("chunk", chunk, none="every point in one forward")
 
-    def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def points(self, call: Call) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
     def gradient_term(self, gradients: torch.Tensor) -> torch.Tensor:
         """What is averaged: the gradients themselves unless a subclass says otherwise."""
         return gradients
 
-    def finish(self, inputs: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+    def finish(self, call: Call, average: torch.Tensor) -> torch.Tensor:
         return average
 
     def explain(self, call: Call) -> Explanation:
@@ -60,7 +61,7 @@ class PathAverage(Explainer):
         pinned = target if _batch_free(target) else clean.indices
         n = len(inputs)
         total = None
-        for points, weights in self.points(inputs):
+        for points, weights in self.points(call):
             copies = points.shape[0]
             x = points.expand(copies, n, *inputs.shape[1:]).reshape(copies * n, *inputs.shape[1:])
             x = x.detach().requires_grad_(True)
@@ -71,7 +72,7 @@ class PathAverage(Explainer):
             part = torch.einsum("s,s...->...", weights.to(gradients), gradients)
             total = part if total is None else total + part
         assert total is not None
-        return self.result(self.finish(inputs, total), clean, MapKind.INPUT_CHANNELS)
+        return self.result(self.finish(call, total), clean, MapKind.INPUT_CHANNELS)
 
 
 def _batch_free(target: TargetLike) -> bool:
@@ -104,7 +105,8 @@ class SmoothGrad(PathAverage):
         check_int("seed", seed, minimum=0)
         self.samples, self.noise, self.seed, self.squared = samples, noise, seed, check_flag("squared", squared)
 
-    def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def points(self, call: Call) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        inputs = call.x
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
         draws = torch.randn((self.samples, 1, *inputs.shape[1:]), generator=generator, device=inputs.device)
         span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).view(1, -1, *[1] * (inputs.dim() - 1))
@@ -122,7 +124,8 @@ class IntegratedGradients(PathAverage):
     to ``f(x) - f(baseline)`` as steps grow. captum's ``riemann_trapezoid`` takes the same points
     with weights summing to (steps - 1) / steps).
 
-    ``baseline`` is a number or a tensor broadcastable to the inputs (default: zeros).
+    ``baseline`` is a number, a tensor broadcastable to one sample, or one per sample (default:
+    zeros).
     """
 
     name = "integrated_gradients"
@@ -133,16 +136,8 @@ class IntegratedGradients(PathAverage):
         check_int("steps", steps, minimum=2)
         self.steps, self.baseline = steps, check_baseline(baseline)
 
-    def _baseline(self, inputs: torch.Tensor) -> torch.Tensor:
-        baseline = torch.as_tensor(self.baseline, dtype=inputs.dtype, device=inputs.device)
-        try:
-            return torch.broadcast_to(baseline, inputs.shape)
-        except RuntimeError:
-            raise InputError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs "
-                             f"{tuple(inputs.shape)}") from None
-
-    def points(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        baseline = self._baseline(inputs)
+    def points(self, call: Call) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        inputs, baseline = call.x, reference(self.baseline, call)
         alphas = torch.linspace(0, 1, self.steps, dtype=inputs.dtype, device=inputs.device)
         weights = torch.full((self.steps,), 1.0 / (self.steps - 1), dtype=torch.float64)
         weights[0] = weights[-1] = 0.5 / (self.steps - 1)
@@ -150,8 +145,8 @@ class IntegratedGradients(PathAverage):
             step = alphas[part].view(-1, *[1] * inputs.dim())
             yield baseline.unsqueeze(0) + step * (inputs - baseline).unsqueeze(0), weights[part]
 
-    def finish(self, inputs: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
-        return average * (inputs - self._baseline(inputs)).unsqueeze(1)
+    def finish(self, call: Call, average: torch.Tensor) -> torch.Tensor:
+        return average * (call.x - reference(self.baseline, call)).unsqueeze(1)
 
 
 Perturb = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # inputs, generator -> one noisy copy

@@ -31,6 +31,7 @@ from interpkit.core import (
     TargetSelection,
     check_flag,
     check_number,
+    model_cache,
     per_target_gradients,
     token_layout,
 )
@@ -49,7 +50,7 @@ def _projections(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
         w_q, w_k, _ = module.in_proj_weight.chunk(3)
         b_q, b_k, _ = module.in_proj_bias.chunk(3) if module.in_proj_bias is not None else (None, None, None)
         q, k = nn.functional.linear(x, w_q, b_q), nn.functional.linear(x, w_k, b_k)
-    elif hasattr(module, "qkv") and hasattr(module, "num_heads"):  # timm
+    elif _timm(module):
         heads = module.num_heads
         width = module.qkv.out_features // 3  # queries and keys only: the values are not needed here
         bias = module.qkv.bias[:2 * width] if module.qkv.bias is not None else None
@@ -82,7 +83,15 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 def _recognised(module: nn.Module) -> bool:
     if isinstance(module, nn.MultiheadAttention):
         return module.batch_first and module._qkv_same_embed_dim
-    return (hasattr(module, "qkv") and hasattr(module, "num_heads")) or _huggingface(module) is not None
+    return _timm(module) or _huggingface(module) is not None
+
+
+def _timm(module: nn.Module) -> bool:
+    """timm's vision transformer attention: fused ``qkv``, ``num_heads`` and the ``q_norm`` and
+    ``k_norm`` its queries and keys leave through (windowed, class and talking-heads attention
+    have other parts, and are not recognised)."""
+    return hasattr(module, "qkv") and hasattr(module, "num_heads") and all(
+        isinstance(getattr(module, name, None), nn.Module) for name in ("q_norm", "k_norm"))
 
 
 class AttentionRollout(Explainer):
@@ -114,16 +123,24 @@ class AttentionRollout(Explainer):
         self.layout = layout or token_layout(model)
         self.blocks = attention_modules(model)
         if not self.blocks:
-            raise interpkit.LayerError("no attention module found: attention rollout explains torchvision, timm and "
-                                       "HuggingFace vision transformers")
+            others = sorted({type(m).__name__ for m in model.modules()
+                             if "attention" in type(m).__name__.lower() or "attn" in type(m).__name__.lower()})
+            raise interpkit.LayerError(
+                "no attention module found that these methods recompute (torchvision's nn.MultiheadAttention, timm's "
+                "and HuggingFace's vision transformer attention)" + (f"; the model's {', '.join(others)} computes its "
+                "weights otherwise (windows, a position bias, talking heads), which they do not follow" if others else ""))
 
     def explain(self, call: Call) -> Explanation:
         inputs, target = call.x, call.target
         queries_and_keys: dict[nn.Module, dict[str, torch.Tensor]] = {block: {} for block in self.blocks}
-        handles = []
+        handles, errors = [], []
         for block in self.blocks:
             handles += _capture_queries_and_keys(block, queries_and_keys[block])
             handles.append(block.register_forward_pre_hook(_keep_padding_mask(queries_and_keys[block]), with_kwargs=True))
+        checked_key = ("rollout recomputes the blocks", tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
+        checked = model_cache(self.model).get(checked_key, False)
+        if not checked:  # once per input shape: the recomputed blocks give the model's outputs
+            handles += [block.register_forward_hook(_compare_recomputed(errors), with_kwargs=True) for block in self.blocks]
         try:
             with torch.no_grad() if _plain(target) else contextlib.nullcontext():  # rollout needs no gradient
                 selection, _ = self.forward_with_targets(call)
@@ -132,6 +149,9 @@ class AttentionRollout(Explainer):
                 handle.remove()
         captured = [(found["q"], found["k"], found.get("mask")) for found in queries_and_keys.values() if "q" in found]
         _check_one_token_sequence([q.shape for q, _, _ in captured], len(inputs))
+        if not checked:
+            _refuse_inexact(errors)
+            model_cache(self.model)[checked_key] = True
         with torch.no_grad():
             rollout = self.rollout(captured)
         tokens = rollout.shape[-1]
@@ -254,11 +274,14 @@ def _masks(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
             raise interpkit.LayerError("attention maps are recomputed without attn_mask or is_causal; a key padding mask "
                                        "is applied exactly, other masks are refused")
         return given.get("key_padding_mask")
-    masked = [name for name in ("attn_mask", "attention_mask", "head_mask", "is_causal") if kwargs.get(name) is not None
-              and kwargs.get(name) is not False]
-    if masked or any(isinstance(a, torch.Tensor) for a in args[1:]):
-        raise interpkit.LayerError(f"attention maps are recomputed without masks; this block was given "
-                                   f"{', '.join(masked) or 'more arguments than its input'}")
+    inputs = ("hidden_states", "x", "query")  # the tokens themselves
+    given = [name for name, value in kwargs.items() if name not in inputs and (
+        any(isinstance(t, torch.Tensor) for t in (value if isinstance(value, (tuple, list)) else (value,)))
+        or (name == "is_causal" and value))]
+    if given or any(isinstance(a, torch.Tensor) for a in args[1:]):
+        raise interpkit.LayerError(f"attention maps are recomputed from the block's queries and keys alone; this block "
+                                   f"was given {', '.join(given) or 'more arguments than its input'} (a mask, rotary "
+                                   "position embeddings), which its attention may use")
     return None
 
 
@@ -338,12 +361,7 @@ class GenericAttention(AttentionRollout):
             for handle in handles:
                 handle.remove()
         _check_one_token_sequence([attention.shape for attention in weights], len(call.x))
-        worst = float(torch.stack(errors).max()) if errors else 0.0  # one sync for every block
-        if worst > 1e-3:
-            raise interpkit.LayerError(
-                f"an attention block's output recomputed with explicit weights differs from the model's by {worst:.2g} "
-                "(relative): the block does something beyond softmax(QK^T/sqrt(d))V that this method does not "
-                "recompute, so its gradients would not be the model's")
+        _refuse_inexact(errors)
         missing = [layer for layer in layers if layer not in outputs]
         if missing:
             raise interpkit.LayerError(f"the transformer layer {type(missing[0]).__name__} around an attention block was "
@@ -416,9 +434,32 @@ class LeGrad(GenericAttention):
         return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
 
 
+def _compare_recomputed(errors: list[torch.Tensor]) -> Any:
+    """A forward hook adding to ``errors`` how far the block's output recomputed from explicit
+    attention weights is from its own."""
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
+        with torch.no_grad():
+            errors.append(_relative_error(_eager_attention(module, x, args, kwargs, output)[0], output))
+    return hook
+
+
+def _refuse_inexact(errors: list[torch.Tensor]) -> None:
+    """Refuse blocks whose recomputed outputs (relative ``errors``) are not the model's."""
+    worst = float(torch.stack(errors).max())  # one sync for every block
+    if worst > 1e-3:
+        raise interpkit.LayerError(
+            f"an attention block's output recomputed with explicit weights differs from the model's by {worst:.2g} "
+            "(relative): the block does something beyond softmax(QK^T/sqrt(d))V (rotary embeddings, a position "
+            "bias) that these methods do not recompute, so its attention would not be the model's")
+
+
 def _check_one_token_sequence(shapes: list[torch.Size], samples: int) -> None:
     """Refuse attention that is not over one token sequence per sample through every block:
     ``shapes`` are the blocks' (N, heads, T, ...) queries or weights."""
+    if not shapes:
+        raise interpkit.LayerError("none of the model's attention blocks ran in its forward, so there is no attention "
+                                   "to follow")
     seen = sorted({(shape[0], shape[2]) for shape in shapes})
     if any(rows != samples for rows, _ in seen) or len(seen) > 1:
         found = ", ".join(f"{rows} sequences of {tokens} tokens" for rows, tokens in seen)

@@ -1,0 +1,71 @@
+"""The baselines (references) that DeepLift, the gradient family and the perturbation methods
+take: a number, a tensor of one sample or one per sample, or a callable of the inputs."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+
+from ..errors import InputError
+from .explainer import Call
+from .inputs import check_finite
+from .options import check_baseline
+
+#: a number, a tensor broadcastable to one sample (C, *grid), one per sample (N, C, *grid), or a callable of the inputs
+BaselineLike = Union[float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def check_reference(value: Any) -> Any:
+    """A baseline option, checked where it is given: a finite number, a floating tensor, or a callable."""
+    if callable(value) and not isinstance(value, torch.Tensor):
+        return value
+    return check_baseline(value)
+
+
+def reference(baseline: BaselineLike, call: Call, draws: bool = False) -> torch.Tensor:
+    """The baseline for ``call.x`` (M, C, *grid), in its dtype and device: (1, C, *grid) when
+    shared by the rows, (M, C, *grid) otherwise. A tensor with one row per sample of the user's
+    batch follows ``call.x``'s rows (``Call.batch``, ``Call.sample``: a sample explained alone,
+    copies of the batch); a callable gets a copy of ``call.x`` and returns one row or one per row.
+    With ``draws=True`` a tensor (B, C, *grid) is B baselines to draw from (GradientShap)."""
+    x = call.x
+    given = baseline
+    if callable(baseline) and not isinstance(baseline, torch.Tensor):
+        baseline = baseline(x.detach().clone())  # a copy: the callable may write what it is given
+        if not isinstance(baseline, torch.Tensor) or not baseline.is_floating_point() or baseline.is_meta or \
+                baseline.layout != torch.strided:
+            raise InputError(f"a baseline callable must return a dense floating tensor with values, not "
+                             f"{baseline!r:.80}")
+    if not isinstance(baseline, torch.Tensor):
+        return torch.full((1, *x.shape[1:]), float(baseline), dtype=x.dtype, device=x.device)
+    value = baseline.to(dtype=x.dtype, device=x.device)
+    if callable(given):
+        check_finite(baseline=value)
+    elif torch.finfo(x.dtype).max < torch.finfo(baseline.dtype).max:  # checked finite, but it may overflow
+        try:
+            check_finite(baseline=value)
+        except InputError:
+            raise InputError(f"the baseline has values beyond the range of the inputs' {x.dtype} "
+                             f"(+-{torch.finfo(x.dtype).max:.4g}); give one that fits it") from None
+    if value.dim() < x.dim():  # one sample, broadcast over the sample's axes as given (per-channel values)
+        value = value.reshape((1,) * (x.dim() - value.dim()) + tuple(value.shape))
+    if value.dim() != x.dim():
+        raise InputError(f"a baseline of shape {tuple(baseline.shape)} is neither one sample {tuple(x.shape[1:])} nor a "
+                         f"batch of them")
+    rows = len(value)
+    if rows == 0:
+        raise InputError("got an empty batch of baselines: give at least one")
+    if not draws and not callable(given) and call.batch is not None and rows == call.batch > 1:
+        value = value if call.sample is None else value[call.sample:call.sample + 1]
+        rows = len(value)
+        if rows > 1 and len(x) > rows:  # copies of the batch, copy-major: each copy gets its sample's baseline
+            value, rows = value.repeat(len(x) // rows, *[1] * (x.dim() - 1)), len(x)
+    if not draws and rows not in (1, len(x)):
+        raise InputError(f"{rows} baselines for {call.batch or len(x)} inputs: give one baseline for all or one per "
+                         "sample")
+    try:
+        return value.expand(rows, *x.shape[1:])
+    except RuntimeError:
+        raise InputError(f"a baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs "
+                         f"{tuple(x.shape)}") from None
