@@ -56,11 +56,9 @@ def reference(baseline: BaselineLike, call: Call, draws: bool = False) -> torch.
     rows = len(value)
     if rows == 0:
         raise InputError("got an empty batch of baselines: give at least one")
-    if not draws and not callable(given) and call.batch is not None and rows == call.batch > 1:
-        value = value if call.sample is None else value[call.sample:call.sample + 1]
+    if not draws and not callable(given):  # one per sample of the user's batch: for the call's rows
+        value = call.per_sample(value)
         rows = len(value)
-        if rows > 1 and len(x) > rows:  # copies of the batch, copy-major: each copy gets its sample's baseline
-            value, rows = value.repeat(len(x) // rows, *[1] * (x.dim() - 1)), len(x)
     if not draws and rows not in (1, len(x)):
         raise InputError(f"{rows} baselines for {call.batch or len(x)} inputs: give one baseline for all or one per "
                          "sample")

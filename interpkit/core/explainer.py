@@ -63,6 +63,17 @@ class Call:
         inputs = self.inputs if x is None else self.inputs.with_primary(x)
         return Call(inputs, self.target if target is _KEEP else target, self.batch, self.sample)
 
+    def per_sample(self, value: torch.Tensor) -> torch.Tensor:
+        """An option ``value`` with one row per sample of the user's batch, for ``x``'s rows: the
+        row of the sample explained alone, or the rows repeated for copies of the batch; any other
+        tensor as it is."""
+        if self.batch is None or self.batch < 2 or value.dim() == 0 or len(value) != self.batch:
+            return value
+        if self.sample is not None:
+            return value[self.sample:self.sample + 1]
+        copies = len(self.x) // self.batch
+        return value.repeat(copies, *[1] * (value.dim() - 1)) if copies > 1 else value
+
     def model_inputs(self, x: torch.Tensor) -> ModelInputs:
         """The model's arguments with ``x`` (the batch, or copies of it) as the attributed tensor."""
         return self.inputs.with_primary(x)

@@ -31,10 +31,7 @@ from ..core import (
     check_int,
     check_number,
     check_reference,
-    concatenate,
-    mixes_samples,
     reference,
-    sample_target,
 )
 from ..errors import InputError
 from .perturbation import clean_targets, perturbed_scores
@@ -199,28 +196,16 @@ class FeatureExplainer(Explainer):
         self.features, self.segments = features, check_int("segments", segments)
         self.baseline, self.max_batch = check_reference(baseline), check_int("max_batch", max_batch)
 
-    def _explain_exactly(self, call: Call) -> Explanation:
-        """One sample at a time, each with its own row of a per-image mask, when the model mixes samples."""
-        n, mask = call.inputs.batch_size, self.features
-        grid_axes = max(3, call.x.dim()) - 2  # a mask is (*grid), (N, *grid) or (N, 1, *grid)
-        if n > 1 and isinstance(mask, torch.Tensor) and mask.dim() > grid_axes and mask.shape[0] == n and \
-                mixes_samples(self.model):
-            return concatenate([self._explain(Call(call.inputs.sample(i), sample_target(call.target, i, n), n, i),
-                                              mask[i:i + 1])
-                                for i in range(n)])
-        return super()._explain_exactly(call)
-
     def explain(self, call: Call) -> Explanation:
-        return self._explain(call, self.features)
-
-    def _explain(self, call: Call, features: str | torch.Tensor | None) -> Explanation:
-        x = call.x
+        x, features = call.x, self.features
         if x.dim() < 2:
             raise InputError(f"{self.name} switches features of a batch (N, ...) on and off: inputs {tuple(x.shape)}")
         tabular = x.dim() == 2
         grid_x = x.unsqueeze(1) if tabular else x  # (N, C, *grid)
         if features is None and tabular:
             features = torch.arange(x.shape[1], device=x.device)
+        elif isinstance(features, torch.Tensor) and features.dim() > max(3, x.dim()) - 2:  # (N, *grid), (N, 1, *grid)
+            features = call.per_sample(features)  # a mask per image: for the call's rows
         labels, counts = feature_mask(grid_x, features, self.segments)
         selection, wanted = clean_targets(self, call, self.name)
         baseline = reference(self.baseline, call)  # (1 or N, C, *grid)

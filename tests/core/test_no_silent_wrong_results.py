@@ -311,3 +311,8 @@ def test_a_model_that_cannot_run_one_sample_alone_says_why():
                           nn.Linear(4, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU(), nn.Linear(8, 3))
     with pytest.raises(InputError, match="one sample at a time.*track_running_stats=True"):
         GradCAM(model)(torch.randn(4, 3, 8, 8))
+    from interpkit.explainers import FeatureAblation
+
+    per_image = torch.arange(4).repeat_interleave(16).view(1, 8, 8).expand(4, 8, 8)  # a mask per image said it too
+    with pytest.raises(InputError, match="one sample at a time.*track_running_stats=True"):
+        FeatureAblation(model, features=per_image)(torch.randn(4, 3, 8, 8))

@@ -186,3 +186,17 @@ def test_baselines_per_sample_and_callable_follow_each_sample_through_noisy_copi
     together = IntegratedGradients(model, steps=4, baseline=rows)(x, target=[0, 1, 2]).maps
     alone = torch.cat([IntegratedGradients(model, steps=4, baseline=rows[i])(x[i:i + 1], target=i).maps for i in range(3)])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_a_feature_mask_per_image_follows_each_image_through_noisy_copies():
+    """A mask with one row per image was refused for a batch of noisy copies (it did not
+    broadcast to 3 x 4 rows); each copy now takes its image's mask."""
+    model, x = _batch_norm_net(False), torch.randn(3, 3, 8, 8)
+    masks = torch.stack([torch.arange(64).view(8, 8) // 16, torch.arange(64).view(8, 8) % 4,
+                         (torch.arange(64).view(8, 8) // 8) % 3])
+    def make(mask):
+        return NoiseTunnel(model, method="feature_ablation", samples=4, stdev=0.5, features=mask)
+
+    together = make(masks)(x, target=[0, 1, 2]).maps
+    alone = torch.cat([make(masks[i])(x[i:i + 1], target=i).maps for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
