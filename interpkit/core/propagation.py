@@ -137,6 +137,9 @@ _MAX_POOLS: dict[Any, tuple[int, int]] = {
     F.adaptive_max_pool1d: (2, 1), F.adaptive_max_pool2d: (2, 2), F.adaptive_max_pool3d: (2, 3)}
 
 
+_UNSEEN = "an op out of the rules' sight (a TorchScript function, a C++ extension)"
+
+
 def _tensors(value: Any) -> list[torch.Tensor]:
     """The tensors in an op's arguments or result (nested tuples, lists and dicts), in order."""
     found: list[torch.Tensor] = []
@@ -184,8 +187,11 @@ class PropagationMode(TorchFunctionMode):
         self.checkpoints = Checkpoints()
         self.path: list[tuple] = []
         self.forward_ops: int | None = None  # the length of ``path`` when the mode was first left
-        self._dependent: dict[int, tuple[weakref.ref, list[int]]] = {}  # id -> (the tensor, its read count)
+        self._dependent: dict[int, tuple[weakref.ref, list[Any]]] = {}  # id -> (the tensor, the nodes that read it)
         self._detached: dict[int, weakref.ref] = {}
+        self._blind: dict[int, weakref.ref] = {}  # made under no_grad: inside an autograd Function's forward, say
+        self._origins: dict[int, tuple[Any, bool]] = {}  # autograd node id -> (the node, whether it reads the source)
+        self._source = weakref.ref(source)
         self._written: set[int] = set()  # storages that received input-dependent values in place
         self._kept: list[torch.Tensor] = []  # the written tensors, alive so that no other storage takes their place
         # with a graph from the source, a value read with grad on that has none (made under no_grad) is out
@@ -195,7 +201,7 @@ class PropagationMode(TorchFunctionMode):
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
-        self._dependent[id(tensor)] = (weakref.ref(tensor), [0])
+        self._dependent[id(tensor)] = (weakref.ref(tensor), [])
 
     def _depends(self, value: Any) -> bool:
         if not isinstance(value, torch.Tensor):
@@ -219,11 +225,17 @@ class PropagationMode(TorchFunctionMode):
                 f"{method}: the forward ran {kinds} on input-dependent tensors, which {covered}; explain a model "
                 f"without them, or pass strict=False to give them their plain gradient{otherwise}")
 
-    def reads(self, tensor: torch.Tensor) -> list[int]:
-        """How many ops read ``tensor`` (a dependent tensor): a one-element list that later
-        reads keep counting in, so it can be read after the forward."""
+    @property
+    def unseen(self) -> int:
+        """How many input-dependent values came from ops this mode did not see."""
+        return self.uncovered[_UNSEEN]
+
+    def reads(self, tensor: torch.Tensor) -> list[Any]:
+        """The autograd nodes of the ops that read ``tensor`` (a dependent tensor) into the graph,
+        in order: a list that later reads keep adding to, so it can be read in the backward (where
+        ``torch._C._will_engine_execute_node`` tells the reads that reach the score)."""
         known = self._dependent.get(id(tensor))
-        return known[1] if known is not None and known[0]() is tensor else [0]
+        return known[1] if known is not None and known[0]() is tensor else []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if self.checkpoints.inside():  # saved as without checkpointing: nothing is recomputed without the rules
@@ -237,6 +249,9 @@ class PropagationMode(TorchFunctionMode):
             args = (kwargs.pop("input"),)
         given = _tensors((args, kwargs))  # once per op: the flattening is most of the mode's own cost
         dependent = [t for t in given if self._depends(t)]
+        judged = self._graph and torch.is_grad_enabled()
+        if judged and len(dependent) < len(given):
+            dependent += self._unseen(given, dependent)
         if func in _CONSTANT or not dependent or (func in _CONVERSIONS and not self._depends(args[0])):
             return func(*args, **kwargs)
         counted = sum(self.uncovered.values())
@@ -247,16 +262,17 @@ class PropagationMode(TorchFunctionMode):
         tensors = _tensors(result)
         if not tensors and func is not T.__setitem__:
             return result  # a size, a length, a dtype: no value read
-        # reads: a batch norm folds only into a layer whose output it alone reads; a detached copy (a
-        # hook or a log keeping ``.detach()``) carries nothing back, so it does not count
-        if func not in _DETACH:
+        # reads: a batch norm folds only into a layer whose output it alone reads towards the score; a
+        # read without a graph (under no_grad, a detached copy) carries nothing back, so it is not kept
+        readers = [t.grad_fn for t in ([args[0]] if func is T.__setitem__ else tensors)
+                   if t.requires_grad and t.grad_fn is not None] if func not in _DETACH else []
+        if readers:
             for tensor in dependent:
                 known = self._dependent.get(id(tensor))
                 if known is not None:
-                    known[1][0] += 1
+                    known[1].extend(readers)
         if func not in _MOVES and func not in _INDEXED:  # the path: what changes values, with its parameters
             self.path.append((func, tuple(id(t) for t in given if isinstance(t, nn.Parameter))))
-        judged = self._graph and torch.is_grad_enabled()
         detached = [self._detached.get(id(t), _dead)() is t or (judged and t.is_floating_point() and not t.requires_grad)
                     for t in dependent]
         self.detaching = self.detaching or any(detached)  # a detached value read again (not a log's copy)
@@ -266,6 +282,10 @@ class PropagationMode(TorchFunctionMode):
                 self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
             elif any(not t.is_floating_point() for t in dependent):
                 self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
+            elif judged and any(self._blind.get(id(t), _dead)() is t and t.requires_grad for t in dependent):
+                # made where no graph was recorded, yet in the graph now: a custom autograd Function's output,
+                # whose own backward replaces the rules of the ops inside it
+                self.uncovered["a custom autograd Function"] += 1
         constants = {id(t) for t in given if not self._depends(t)}
         for tensor in tensors:
             if id(tensor) in constants and not _writes(func):
@@ -273,12 +293,48 @@ class PropagationMode(TorchFunctionMode):
             self._mark(tensor)
             if func in _DETACH or all(detached):
                 self._detached[id(tensor)] = weakref.ref(tensor)
+            elif self._graph and not torch.is_grad_enabled():
+                self._blind[id(tensor)] = weakref.ref(tensor)
         if _writes(func) and args and isinstance(args[0], torch.Tensor):
             written = _storage(args[0])  # an in-place write: every view of that storage depends
             if written:
                 self._written.add(written)
                 self._kept.append(args[0])
         return result
+
+    def _unseen(self, given: list[torch.Tensor], dependent: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The tensors among ``given`` that depend on the source through ops this mode never saw
+        (a TorchScript function, a C++ extension, an autograd Function returning its input): counted
+        as uncovered, then followed as dependent. Only a tensor in a graph that the mode did not
+        make is looked at, and each autograd node is searched once per call."""
+        found = []
+        for tensor in given:
+            node = tensor.grad_fn if tensor.requires_grad and not any(tensor is t for t in dependent) else None
+            if node is not None and self._reads_source(node):
+                self.uncovered[_UNSEEN] += 1
+                self._mark(tensor)
+                found.append(tensor)
+        return found
+
+    def _reads_source(self, node: Any) -> bool:
+        """Whether the autograd graph from ``node`` reaches the source (memoised per node)."""
+        known = self._origins.get(id(node))
+        if known is not None:
+            return known[1]
+        source, stack, visited = self._source(), [node], {}
+        while stack:
+            current = stack.pop()
+            if id(current) in visited:
+                continue
+            visited[id(current)] = current
+            memo = self._origins.get(id(current))
+            if (memo is not None and memo[1]) or (source is not None and getattr(current, "variable", None) is source):
+                self._origins[id(node)] = (node, True)
+                return True
+            if memo is None:
+                stack.extend(following for following, _ in current.next_functions if following is not None)
+        self._origins.update((key, (value, False)) for key, value in visited.items())  # no path: none of them reads it
+        return False
 
     def _run(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
         x: Any = args[0] if args else None

@@ -40,7 +40,7 @@ from ..core import (
     reference,
     select_targets,
 )
-from ..errors import InputError
+from ..errors import InputError, UncoveredNonlinearityError
 
 Parts = tuple[torch.Tensor, torch.Tensor]  # a difference's sums of positive and of negative terms
 
@@ -359,6 +359,11 @@ class DeepLift(Explainer):
         mode = PropagationMode(rescale, x)
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         self._refuse_uncovered(mode)
+        if mode.unseen:  # the baseline's forward, without a graph to search, cannot tell where they are
+            raise UncoveredNonlinearityError(
+                f"{type(self).__name__}: the forward ran ops out of the rules' sight (a TorchScript function, a C++ "
+                "extension), which cannot be paired with the baseline's, even with strict=False; explain the eager "
+                "model (the function before torch.jit.script)")
         if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path[:reference.forward_ops]:
             raise _PathChanged
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements,

@@ -382,13 +382,25 @@ class _Layer(torch.autograd.Function):
         return found, None, None, None, None, None, None, None, None
 
 
+def _alone(readers: list, own: int) -> bool:
+    """Whether the read at ``own`` of a layer's output is the only one that reaches the score in
+    this backward (a hook keeping a copy, a log of a statistic, reads none)."""
+    others = readers[:own] + readers[own + 1:]
+    return own < len(readers) and not any(map(_will_execute, others))
+
+
+def _will_execute(node: Any) -> bool:
+    check = getattr(torch._C, "_will_engine_execute_node", None)
+    return True if check is None else check(node)  # unknown: every read counts, as the fold's safe side
+
+
 def _layer_call(ctx: Any) -> LayerCall:
     """What the rule reads of a ``_Layer`` call, a batch norm that alone reads its output folded in."""
     weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
     output = ctx.inner.detach()
     scale = None
-    if ctx.folded and ctx.folded[0][2][0] == 1:  # the batch norm is the output's only reader
-        scale, shift, _ = ctx.folded[0]
+    if ctx.folded and _alone(*ctx.folded[0][2:]):
+        scale, shift = ctx.folded[0][:2]
         weight = _folded_weight(weight, scale, ctx.transposed)
         bias = shift if bias is None else bias * scale + shift
         channel = (-1,) + (1,) * (output.dim() - 2) if output.dim() > 2 else (-1,)
@@ -491,7 +503,8 @@ class _Relevance(PropagationRule):
         found = self._known(self.layers, x)
         # a batch norm normalises axis 1: a linear layer's features only when its output is (N, F)
         if found is not None and not found[2] and (not found[3] or x.dim() == 2) and self.mode is not None:
-            found[2].append((scale.detach(), shift.detach(), self.mode.reads(x)))
+            readers = self.mode.reads(x)  # the batch norm's own read is the next one
+            found[2].append((scale.detach(), shift.detach(), readers, len(readers)))
         return _Pass.apply(x, run, False)
 
     def elementwise(self, function, x, inplace, slope=None):

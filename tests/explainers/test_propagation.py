@@ -851,8 +851,14 @@ def test_a_custom_function_in_a_checkpointed_region_is_refused_not_recomputed_wi
     """The modes do not see a custom autograd Function's saves: checkpointing recomputes its region
     with the plain ops for them (DeepLift's sums were 0.71 where f(x) - f(0) is 0.11)."""
     torch.manual_seed(0)
-    with pytest.raises(interpkit.InputError, match="checkpointing recomputed"):
+    if explainer is interpkit.GuidedBackprop:
+        with pytest.raises(interpkit.InputError, match="checkpointing recomputed"):
+            explainer(_FunctionInRegion().eval())(torch.randn(16, 16), target=0)
+        return
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="custom autograd Function"):  # its own backward
         explainer(_FunctionInRegion().eval())(torch.randn(16, 16), target=0)
+    with pytest.raises(interpkit.InputError, match="checkpointing recomputed"):  # its plain gradient, not recomputed
+        explainer(_FunctionInRegion().eval(), strict=False)(torch.randn(16, 16), target=0)
 
 
 class _WritesASavedTensor(nn.Module):
@@ -920,7 +926,9 @@ def test_a_custom_autograd_function_in_the_forward_is_not_out_of_the_graph():
             return self.fc((_HandWrittenReLU.apply(h) + h).mean((2, 3)))
 
     model, x = Residual().eval(), torch.randn(2, 3, 8, 8)
-    explainer = interpkit.LRP(model, "epsilon_plus")
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="custom autograd Function"):
+        interpkit.LRP(model, "epsilon_plus")(x, target=1)  # its backward, not the rules, would pass the relevance
+    explainer = interpkit.LRP(model, "epsilon_plus", strict=False)
     first = explainer(x, target=1).maps
     assert first.abs().max() > 0
     for _ in range(2):  # later calls too: the guarded path's dispatch-level detach is not the model's op
@@ -1094,3 +1102,81 @@ def test_deeplift_reads_a_callable_targets_ops_against_the_baselines(target):
     with torch.no_grad():
         delta = target(model(x)) - target(model(torch.zeros_like(x)))
     torch.testing.assert_close(maps.flatten(2).sum(2), delta.view(2, -1), rtol=1e-5, atol=1e-7)
+
+
+@torch.jit.script
+def _scripted_relu(h: torch.Tensor) -> torch.Tensor:
+    return torch.relu(h)
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h):
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class _Passes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h):
+        return h  # autograd returns a view the modes never see made
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _Hidden(nn.Module):
+    """A conv and a linear layer with a hidden step between them: ``how`` the ReLU runs."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.c0, self.fc, self.how = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), how
+
+    def forward(self, x):
+        h = self.c0(x)
+        h = {"scripted": _scripted_relu, "reversed": lambda t: _GradientReversal.apply(F.relu(t)),
+             "passed": lambda t: F.relu(_Passes.apply(t)), "plain": F.relu}[self.how](h)
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("how", ["scripted", "reversed", "passed"])
+@pytest.mark.parametrize("explainer", [interpkit.LRP, DeepLift])
+def test_ops_the_rules_do_not_see_are_refused_by_name(explainer, how):
+    """A TorchScript function runs outside the modes: its output was taken for a constant, so every
+    op after it lost its rule (LRP's map 1.07 off, relative); a custom Function's backward replaced
+    the rules inside it (a gradient reversal negated the map). Both silently."""
+    torch.manual_seed(0)
+    model, x = _Hidden(how).eval(), torch.randn(2, 3, 8, 8)
+    named = "out of the rules' sight" if how == "scripted" else "custom autograd Function"
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match=named):
+        explainer(model)(x, target=1)
+    if explainer is DeepLift and how == "scripted":  # the baseline's pass has no graph in which to find them
+        with pytest.raises(interpkit.UncoveredNonlinearityError, match="even with strict=False"):
+            explainer(model, strict=False)(x, target=1)
+        return
+    plain = _Hidden("plain").eval()
+    plain.load_state_dict(model.state_dict())
+    loose = explainer(model, strict=False)(x, target=1).maps  # their plain gradient, as asked
+    sign = -1 if how == "reversed" else 1
+    torch.testing.assert_close(loose, sign * explainer(plain)(x, target=1).maps, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_computed_in_the_forward_are_not_taken_for_hidden_input_dependent_values():
+    """Tensors in a graph from the parameters alone (weight norm, a low-rank update) are searched
+    and found not to read the input: explained as the model with those weights written out."""
+    torch.manual_seed(0)
+    normed = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3, padding=1)), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    written = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        written[0].weight.copy_(normed[0].weight)
+        written[0].bias.copy_(normed[0].bias)
+        written[4].load_state_dict(normed[4].state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    for explainer in (interpkit.LRP, DeepLift):
+        torch.testing.assert_close(explainer(normed)(x, target=1).maps, explainer(written)(x, target=1).maps)
