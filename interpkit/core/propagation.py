@@ -135,6 +135,10 @@ _TRANSPOSED = _named(torch, "conv_transpose1d conv_transpose2d conv_transpose3d"
 _MAX_POOLS: dict[Any, tuple[int, int]] = {
     F.max_pool1d: (6, 1), F.max_pool2d: (6, 2), F.max_pool3d: (6, 3),
     F.adaptive_max_pool1d: (2, 1), F.adaptive_max_pool2d: (2, 2), F.adaptive_max_pool3d: (2, 3)}
+# max pooling that also returns the maxima's indices (``return_indices=True``): the axes it pools
+_MAX_POOLS_WITH_INDICES = {getattr(F, f"{kind}max_pool{d}d_with_indices"): d for kind in ("", "adaptive_") for d in (1, 2, 3)}
+# maxima over named axes (``torch.max(h, 2)``, ``h.amax((2, 3))``): max pooling those axes away
+_MAXIMA = _named(torch, "max amax") | _named(T, "max amax")
 
 
 _UNSEEN = "an op out of the rules' sight (a TorchScript function, a C++ extension)"
@@ -353,6 +357,18 @@ class PropagationMode(TorchFunctionMode):
             self.ruled += 1
             rest, options = args[1:], {k: v for k, v in kwargs.items() if k != "return_indices"}
             return self.rule.max_pool(lambda t: func(t, *rest, **options, return_indices=True), x, _MAX_POOLS[func][1])
+        if func in _MAX_POOLS_WITH_INDICES and first:
+            self.ruled += 1
+
+            def pool(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return func(t, *args[1:], **kwargs)
+
+            return self.rule.max_pool(pool, x, _MAX_POOLS_WITH_INDICES[func]), pool(x.detach())[1]
+        if func in _MAXIMA and first and len(dependent) == 1:
+            maxima = _maxima(func, args, kwargs, self.rule)
+            if maxima is not None:
+                self.ruled += 1
+                return maxima
         if func in _LAYERS:
             weight, bias = _argument(args, kwargs, 1, "weight", None), _argument(args, kwargs, 2, "bias", None)
             if first and not (self._depends(weight) or self._depends(bias)):
@@ -495,6 +511,34 @@ def _relu_slope(upper: float | None) -> Function:
         return passed.to(t.dtype)
 
     return slope
+
+
+def _maxima(func: Any, args: tuple, kwargs: dict, rule: PropagationRule) -> Any:
+    """``torch.max(x, dim)`` or ``x.amax(dims)`` through ``rule.max_pool``: the axes moved last
+    and pooled to one position each; None for what is not such a maximum (an elementwise maximum
+    of two tensors, a maximum over every axis or over the batch, which would mix the samples)."""
+    x, dim = args[0], _argument(args, kwargs, 1, "dim", None)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim) if isinstance(dim, (tuple, list)) and func not in (
+        torch.max, T.max) else ()
+    if not dims or not all(isinstance(d, int) for d in dims) or x.dim() == 0:
+        return None
+    axes = sorted({d % x.dim() for d in dims})
+    if axes[0] == 0:
+        return None
+    k = len(axes)
+    moved = x.movedim(axes, list(range(x.dim() - k, x.dim())))
+
+    def pool(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values, indices = t.flatten(-k).max(-1, keepdim=True)
+        shape = (*t.shape[:-k], *[1] * k)
+        return values.view(shape), indices.view(shape)
+
+    kept = [1 if axis in axes else size for axis, size in enumerate(x.shape)]
+    shape = kept if _argument(args, kwargs, 2, "keepdim", False) else [s for a, s in enumerate(x.shape) if a not in axes]
+    values = rule.max_pool(pool, moved, k).reshape(shape)
+    if func in (torch.max, T.max):
+        return torch.return_types.max((values, pool(moved.detach())[1].reshape(shape)))
+    return values
 
 
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any = False) -> Any:

@@ -35,6 +35,7 @@ from ..core import (
     check_flag,
     check_number,
     check_reference,
+    neurons_of,
     out_of_graph,
     per_target_gradients,
     reference,
@@ -324,6 +325,10 @@ class DeepLift(Explainer):
         (1 or N rows). A shared baseline goes through the model once, as one row, unless the
         model's other inputs are batched; where that row fails (a forward that needs a batch) or
         does not pair with the batch (another layout, another path), it goes as N rows."""
+        if any(neuron.y is None for neuron in neurons_of(call.target)):
+            raise UncoveredNonlinearityError(
+                f"{type(self).__name__}: a Neuron without a position is its channel's maximum over the layer's grid, "
+                "which the baseline's pass does not read; give the neuron's position (y, x)")
         n = len(call.x)
         if len(x0) == 1 and n > 1 and call.inputs.others_batched:
             x0 = x0.expand(n, *x0.shape[1:])

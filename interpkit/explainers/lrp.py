@@ -44,7 +44,11 @@ Run = Callable[..., torch.Tensor]  # run(x, weight, bias): the layer
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``z + epsilon * sign(z)``, with the sign of 0 taken as +1 (zennit's stabilizer)."""
+    """``z + epsilon * sign(z)``, with the sign of 0 taken as +1 (zennit's stabilizer). With
+    ``epsilon`` 0 (LRP-0) a zero denominator becomes infinite: a unit whose contributions sum to
+    exactly 0 passes on no relevance, where 0 / 0 made the whole map NaN (zennit's too)."""
+    if epsilon == 0:
+        return torch.where(z == 0, torch.inf, z)
     return z + torch.where(z >= 0, epsilon, -epsilon)
 
 

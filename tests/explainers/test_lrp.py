@@ -567,3 +567,22 @@ def test_a_custom_rule_returning_the_wrong_shape_is_named(target):
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
     with pytest.raises(interpkit.InputError, match="rule Summed returned relevance of shape"):
         LRP(model, Composite(convolution=Summed(), linear=Summed()))(torch.randn(2, 6), target=target)
+
+
+def test_lrp_0_passes_no_relevance_through_a_unit_whose_contributions_sum_to_zero():
+    """With epsilon 0 a unit behind dead ReLUs (z exactly 0) divided 0 by 0: the whole map was NaN,
+    as zennit's is. It passes on nothing, and the bias-free network still conserves the score."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 3, bias=False), nn.ReLU(),
+                          nn.Linear(3, 2, bias=False)).double().eval()
+    with torch.no_grad():
+        model[0].weight[0] = -1.0  # hidden unit 0 dies on positive inputs
+        model[0].weight[1:] = model[0].weight[1:].abs()
+        model[2].weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.5, 1.0]]))  # unit 0 reads only it
+        model[4].weight.fill_(1.0)
+    x = torch.rand(2, 4, dtype=torch.float64) + 0.1
+    for explainer in (LRP(model, Composite(Epsilon(epsilon=0.0), Epsilon(epsilon=0.0))),
+                      LRP(model, "epsilon_plus", epsilon=0.0)):
+        explanation = explainer(x, target=0)
+        assert torch.isfinite(explanation.maps).all()
+        torch.testing.assert_close(explanation.maps.double().sum(1).flatten(1).sum(1), explanation.scores[:, 0].double())

@@ -1180,3 +1180,66 @@ def test_weights_computed_in_the_forward_are_not_taken_for_hidden_input_dependen
     x = torch.randn(2, 3, 8, 8)
     for explainer in (interpkit.LRP, DeepLift):
         torch.testing.assert_close(explainer(normed)(x, target=1).maps, explainer(written)(x, target=1).maps)
+
+
+class _PointCloud(nn.Module):
+    """PointNet's shape: shared per-point layers, then a maximum over the points written ``how``."""
+
+    def __init__(self, how):
+        super().__init__()
+        torch.manual_seed(0)
+        self.points = nn.Sequential(nn.Conv1d(3, 8, 1), nn.ReLU(), nn.Conv1d(8, 8, 1), nn.ReLU())
+        self.head, self.how = nn.Linear(8, 3), how
+
+    def forward(self, x):
+        h = self.points(x)
+        h = {"adaptive": lambda t: F.adaptive_max_pool1d(t, 1).squeeze(-1), "torch.max": lambda t: torch.max(t, 2)[0],
+             "amax": lambda t: t.amax(-1), "max values": lambda t: t.max(dim=2).values,
+             "amax keepdim": lambda t: t.amax((2,), keepdim=True)[..., 0],
+             "with indices": lambda t: F.max_pool1d(t, t.shape[-1], return_indices=True)[0][..., 0]}[self.how](h)
+        return self.head(h)
+
+
+@pytest.mark.parametrize("how", ["torch.max", "amax", "max values", "amax keepdim", "with indices"])
+def test_a_maximum_over_axes_is_max_pooling_whatever_its_spelling(how):
+    """``torch.max(h, 2)``, ``h.amax(-1)`` and max pooling with ``return_indices=True`` were
+    refused as uncovered; they are the max pooling the rules cover (PointNet's global maximum)."""
+    model, pooled = _PointCloud(how).eval(), _PointCloud("adaptive").eval()
+    x = torch.randn(2, 3, 20, dtype=torch.float64)
+    model, pooled = model.double(), pooled.double()
+    for explainer in (interpkit.LRP, DeepLift):
+        torch.testing.assert_close(explainer(model)(x, target=1).maps, explainer(pooled)(x, target=1).maps)
+    deeplift = DeepLift(model)(x, target=1).maps
+    with torch.no_grad():
+        torch.testing.assert_close(deeplift.double().sum((1, 2, 3)), (model(x) - model(torch.zeros_like(x)))[:, 1],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_maxima_that_are_not_pooling_stay_refused():
+    class Maxima(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.c, self.how = nn.Conv1d(3, 4, 1), how
+
+        def forward(self, x):
+            h = self.c(x)
+            return {"two tensors": lambda: torch.max(h, h.flip(2)).mean(2), "batch": lambda: h.amax(0).mean(1)
+                    .expand(len(x), -1), "everything": lambda: h.max().expand(len(x), 4)}[self.how]()
+
+    for how in ("two tensors", "batch", "everything"):
+        with pytest.raises(interpkit.UncoveredNonlinearityError, match="max|amax"):
+            interpkit.LRP(Maxima(how).eval())(torch.randn(2, 3, 5), target=1)
+
+
+def test_lrp_of_a_neurons_maximum_is_lrp_of_the_neuron_where_it_peaks():
+    """A Neuron without a position (its channel's maximum) was refused as an uncovered amax; it is
+    max pooling over the grid, so its relevance is that of the neuron at the position of the maximum."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 2)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        peak = int(model[:3](x)[0, 1].argmax())
+    whole = interpkit.LRP(model)(x, target=interpkit.Neuron("2", 1)).maps
+    at_peak = interpkit.LRP(model)(x, target=interpkit.Neuron("2", 1, peak // 4, peak % 4)).maps
+    assert whole.abs().max() > 0
+    torch.testing.assert_close(whole, at_peak)
