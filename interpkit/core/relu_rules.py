@@ -26,6 +26,7 @@ from .gradients import per_target_gradients
 from .maps import MapKind
 from .options import check_flag
 from .saved import Checkpoints
+from .state import model_cache
 
 # backward rules: (incoming gradient, the op's forward output, its upper bound or None) -> gradient
 Rule = Callable[[torch.Tensor, torch.Tensor, Optional[float]], torch.Tensor]
@@ -137,12 +138,18 @@ class ReLURuleMode(TorchFunctionMode):
     """While active, every ReLU-family op uses ``rule`` in its backward; ``count`` tallies them
     and ``uncovered`` counts, by kind, the other elementwise nonlinearities that ran."""
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, mark_end: bool = False) -> None:
         super().__init__()
-        self.rule = rule
+        self.rule, self.mark_end = rule, mark_end
         self.count = 0
         self.uncovered: Counter[str] = Counter()
         self.checkpoints = Checkpoints()
+        self.forward_end: int | None = None  # the autograd sequence number when the forward ended
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.mark_end and self.forward_end is None:  # a node made now numbers the end of the forward's nodes
+            self.forward_end = _sequence_number()
+        super().__exit__(*exc_info)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if self.checkpoints.inside():  # saved as without checkpointing: nothing is recomputed without the rule
@@ -187,7 +194,10 @@ class ReLURuleExplainer(Explainer):
     def explain(self, call: Call) -> Explanation:
         """Input gradients of every target under the rule; the model is already in eval mode."""
         x = call.x.clone().requires_grad_(True)
-        mode = ReLURuleMode(type(self).rule)  # this call's: counts its ReLUs
+        key = ("ReLUs unseen", tuple(x.shape[1:]), x.dtype, x.device)
+        cache = model_cache(self.model)
+        scan = self.strict and key not in cache  # once per input shape: the graph's structure
+        mode = ReLURuleMode(type(self).rule, mark_end=scan)  # this call's: counts its ReLUs
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
         if self.strict and mode.count == 0:
             raise NoReLUError(
@@ -201,6 +211,36 @@ class ReLURuleExplainer(Explainer):
                 "which the rule is not defined for, so the map would be partly the plain gradient; "
                 "pass strict=False to accept a partial rule"
             )
+        if scan:
+            unseen = _unseen_relus(selection.scores, mode.forward_end)
+            if unseen:
+                raise UncoveredNonlinearityError(
+                    f"{type(self).__name__}: the forward ran {unseen} ReLU(s) out of the rule's sight (a TorchScript "
+                    "function, a C++ extension), which would keep their plain gradient; explain the eager model, or "
+                    "pass strict=False to accept a partial rule")
+            cache[key] = True
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
         mode.checkpoints.refuse_recomputation(type(self).__name__)
         return self.result(gradients, selection, MapKind.INPUT_CHANNELS)
+
+
+# the backward nodes of a ReLU autograd records when no rule replaced it
+_PLAIN_RELUS = {"ReluBackward0", "ReluBackward1", "ThresholdBackward0", "ThresholdBackward1"}
+
+
+def _sequence_number() -> int:
+    return torch.zeros((), requires_grad=True).mul(1).grad_fn._sequence_nr()  # type: ignore[union-attr]
+
+
+def _unseen_relus(scores: torch.Tensor, forward_end: int | None) -> int:
+    """How many plain ReLU nodes the forward put in the graph behind ``scores`` (the target's own
+    ops, numbered after the forward's end, are the user's)."""
+    stack, seen, found = [scores.grad_fn], set(), 0
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        found += type(node).__name__ in _PLAIN_RELUS and (forward_end is None or node._sequence_nr() < forward_end)
+        stack.extend(following for following, _ in node.next_functions)
+    return found

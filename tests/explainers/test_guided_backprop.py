@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from interpkit import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, Neuron, NoReLUError
+from interpkit import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, Neuron, NoReLUError, UncoveredNonlinearityError
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
 from interpkit.viz import gradient_images
 
@@ -284,3 +284,35 @@ def test_an_in_place_relu_on_a_shared_tensor_inside_vmap_gets_the_rule():
     gradient = model.members[:, :, 1].detach().sum(0)  # the score's gradient at the stem's ReLU
     passed = gradient.clamp(min=0) * (model.stem(x).detach() > 0)
     torch.testing.assert_close(found, passed @ model.stem.weight.detach())
+
+
+@torch.jit.script
+def _scripted_relu(h: torch.Tensor) -> torch.Tensor:
+    return torch.relu(h)
+
+
+class _ScriptedReLU(torch.nn.Module):
+    def __init__(self, scripted: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c0, self.c1, self.fc = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1), \
+            torch.nn.Linear(4, 3)
+        self.scripted = scripted
+
+    def forward(self, x):
+        h = self.c1(torch.relu(self.c0(x)))
+        return self.fc((_scripted_relu(h) if self.scripted else torch.relu(h)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
+def test_a_relu_the_rule_cannot_see_is_refused_not_left_plain(explainer):
+    """A ReLU inside a TorchScript function runs outside the mode: it kept its plain gradient and
+    the map was 0.81 off the eager model's, silently. The graph is searched for plain ReLU nodes
+    on the first call per input shape (a target's own ReLU, read after the forward, is the user's)."""
+    x = torch.randn(2, 3, 8, 8)
+    scripted, eager = _ScriptedReLU(True).eval(), _ScriptedReLU(False).eval()
+    with pytest.raises(UncoveredNonlinearityError, match="1 ReLU.* out of the rule's sight"):
+        explainer(scripted)(x, target=1)
+    explainer(scripted, strict=False)(x, target=1)  # accepted as partial, as asked
+    own = explainer(eager)(x, target=lambda out: out.relu()[:, 1]).maps
+    torch.testing.assert_close(own, explainer(eager)(x, target=1).maps)  # positive logits here: the same map
