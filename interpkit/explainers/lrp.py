@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
@@ -33,6 +34,8 @@ from ..core import (
     check_baseline,
     check_flag,
     check_number,
+    forward_hooks,
+    model_cache,
     neurons_of,
     out_of_graph,
     per_target_gradients,
@@ -567,7 +570,8 @@ class LRP(Explainer):
         rule = _Relevance(self.composite)
         mode = rule.mode = PropagationMode(rule, x)
         try:
-            selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
+            with forward_hooks(_frozen_norms(self.model), _as_batch_norm):
+                selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         finally:
             rule.mode = None  # the mode keeps the rule: no reference cycle outlives the forward
         rule.targets[0] = selection.scores.shape[1]
@@ -593,3 +597,23 @@ def _composite(composite: Any, epsilon: float, gamma: float, low: Any, high: Any
             raise InputError("the epsilon_gamma_box composite needs the input's bounds: pass low= and high=")
         return epsilon_gamma_box(low, high, epsilon, gamma, stabilizer)
     return COMPOSITES[composite](epsilon, stabilizer)
+
+
+def _frozen_norms(model: nn.Module) -> list[nn.Module]:
+    """The model's batch norms frozen into buffers (torchvision's and timm's ``FrozenBatchNorm2d``):
+    an eval batch norm written as ``x * scale + shift``, which the rules would see as arithmetic."""
+    cache = model_cache(model)
+    found = cache.get("frozen batch norms")
+    if found is None:
+        found = cache["frozen batch norms"] = [
+            m for m in model.modules() if type(m).__name__ == "FrozenBatchNorm2d"
+            and all(isinstance(getattr(m, name, None), torch.Tensor) for name in ("weight", "bias", "running_mean",
+                                                                                  "running_var"))]
+    return found
+
+
+def _as_batch_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """A frozen batch norm's output recomputed as the eval batch norm it is, so that it folds into
+    the layer before it as ``nn.BatchNorm2d`` does (its own arithmetic, discarded, reaches no score)."""
+    mean, var, weight, bias = (getattr(module, name) for name in ("running_mean", "running_var", "weight", "bias"))
+    return F.batch_norm(args[0], mean, var, weight, bias, False, 0.0, getattr(module, "eps", 1e-5))
