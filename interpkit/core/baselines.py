@@ -48,6 +48,10 @@ def reference(baseline: BaselineLike, call: Call, draws: bool = False) -> torch.
         except InputError:
             raise InputError(f"the baseline has values beyond the range of the inputs' {x.dtype} "
                              f"(+-{torch.finfo(x.dtype).max:.4g}); give one that fits it") from None
+    if value.dim() == 1 and x.dim() >= 3 and len(value) == x.shape[1] > 1:  # numpy would put it on the last axis
+        raise InputError(f"a baseline of shape {tuple(value.shape)} is ambiguous: give one value per channel as "
+                         f"{(len(value),) + (1,) * (x.dim() - 2)}, or values along the last axis as "
+                         f"{(1,) * (x.dim() - 2) + (len(value),)}")
     if value.dim() < x.dim():  # one sample, broadcast over the sample's axes as given (per-channel values)
         value = value.reshape((1,) * (x.dim() - value.dim()) + tuple(value.shape))
     if value.dim() != x.dim():

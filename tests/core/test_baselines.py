@@ -59,3 +59,15 @@ def test_bad_baselines_are_refused_naming_the_problem():
             make(half, torch.full((3, 8, 8), 1e5))(x.half(), target=0)
         with pytest.raises(InputError, match="NaN or Inf"):
             make(half, lambda inputs: inputs.float() * 1e5)(x.half(), target=0)
+
+
+def test_a_vector_as_long_as_the_channels_is_refused_as_ambiguous():
+    """A (C,) tensor broadcasts along the last axis, not the channels: where that axis has C
+    positions too, per-channel means would silently become per-column values."""
+    model, x = _net(False), torch.randn(2, 3, 8, 8)
+    for make in EXPLAINERS.values():
+        with pytest.raises(InputError, match=r"ambiguous: give one value per channel as \(3, 1, 1\)"):
+            make(model, torch.tensor([0.1, 0.2, 0.3]))(x, target=0)
+    per_channel = EXPLAINERS["deeplift"](model, torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1))(x, target=0).maps
+    full = EXPLAINERS["deeplift"](model, torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1).expand(3, 8, 8))(x, target=0).maps
+    torch.testing.assert_close(per_channel, full)
