@@ -26,6 +26,7 @@ dependent), and hands each op that reads one to the rule:
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections import Counter
 from typing import Any, Callable, Iterator
@@ -191,7 +192,7 @@ class PropagationMode(TorchFunctionMode):
         self.checkpoints = Checkpoints()
         self.path: list[tuple] = []
         self.forward_ops: int | None = None  # the length of ``path`` when the mode was first left
-        self._dependent: dict[int, tuple[weakref.ref, list[Any]]] = {}  # id -> (the tensor, the nodes that read it)
+        self._dependent: dict[int, tuple[weakref.ref, list[int]]] = {}  # id -> (the tensor, its read count)
         self._detached: dict[int, weakref.ref] = {}
         self._blind: dict[int, weakref.ref] = {}  # made under no_grad: inside an autograd Function's forward, say
         self._origins: dict[int, tuple[Any, bool]] = {}  # autograd node id -> (the node, whether it reads the source)
@@ -205,7 +206,7 @@ class PropagationMode(TorchFunctionMode):
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
-        self._dependent[id(tensor)] = (weakref.ref(tensor), [])
+        self._dependent[id(tensor)] = (weakref.ref(tensor), [0])
 
     def _depends(self, value: Any) -> bool:
         if not isinstance(value, torch.Tensor):
@@ -234,12 +235,11 @@ class PropagationMode(TorchFunctionMode):
         """How many input-dependent values came from ops this mode did not see."""
         return self.uncovered[_UNSEEN]
 
-    def reads(self, tensor: torch.Tensor) -> list[Any]:
-        """The autograd nodes of the ops that read ``tensor`` (a dependent tensor) into the graph,
-        in order: a list that later reads keep adding to, so it can be read in the backward (where
-        ``torch._C._will_engine_execute_node`` tells the reads that reach the score)."""
+    def reads(self, tensor: torch.Tensor) -> list[int]:
+        """How many ops read ``tensor`` (a dependent tensor) into the graph: a one-element list
+        that later reads keep counting in, so it can be read after the forward."""
         known = self._dependent.get(id(tensor))
-        return known[1] if known is not None and known[0]() is tensor else []
+        return known[1] if known is not None and known[0]() is tensor else [0]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if self.checkpoints.inside():  # saved as without checkpointing: nothing is recomputed without the rules
@@ -266,15 +266,13 @@ class PropagationMode(TorchFunctionMode):
         tensors = _tensors(result)
         if not tensors and func is not T.__setitem__:
             return result  # a size, a length, a dtype: no value read
-        # reads: a batch norm folds only into a layer whose output it alone reads towards the score; a
-        # read without a graph (under no_grad, a detached copy) carries nothing back, so it is not kept
-        readers = [t.grad_fn for t in ([args[0]] if func is T.__setitem__ else tensors)
-                   if t.requires_grad and t.grad_fn is not None] if func not in _DETACH else []
-        if readers:
+        # reads: a batch norm folds only into a layer whose output it alone reads; a read that makes no
+        # graph (under no_grad, a detached copy, an integer result) carries nothing back, so it does not count
+        if func not in _DETACH and any(t.requires_grad for t in ([args[0]] if func is T.__setitem__ else tensors)):
             for tensor in dependent:
                 known = self._dependent.get(id(tensor))
                 if known is not None:
-                    known[1].extend(readers)
+                    known[1][0] += 1
         if func not in _MOVES and func not in _INDEXED:  # the path: what changes values, with its parameters
             self.path.append((func, tuple(id(t) for t in given if isinstance(t, nn.Parameter))))
         detached = [self._detached.get(id(t), _dead)() is t or (judged and t.is_floating_point() and not t.requires_grad)
@@ -286,7 +284,8 @@ class PropagationMode(TorchFunctionMode):
                 self.uncovered[f"{_name(func)} of a detached input-dependent value"] += 1
             elif any(not t.is_floating_point() for t in dependent):
                 self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
-            elif judged and any(self._blind.get(id(t), _dead)() is t and t.requires_grad for t in dependent):
+            elif judged and any(self._blind.get(id(t), _dead)() is t and t.requires_grad and
+                                type(t.grad_fn).__name__ != "CheckpointFunctionBackward" for t in dependent):
                 # made where no graph was recorded, yet in the graph now: a custom autograd Function's output,
                 # whose own backward replaces the rules of the ops inside it
                 self.uncovered["a custom autograd Function"] += 1
@@ -474,17 +473,25 @@ def _storage(tensor: torch.Tensor) -> int:
 
 
 def _substituted(func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Callable[..., Any]:
-    """``func`` as a function of its input-dependent tensors, in the order they appear."""
+    """``func`` as a function of its input-dependent tensors, in the order they appear. It keeps
+    the other arguments only: a rule's backward keeps it, and an input-dependent tensor it kept
+    (one written in place, whose node then leads back to that backward) would be a cycle through
+    autograd's nodes that no garbage collection frees: the whole graph, leaked per call."""
     places = {id(t) for t in dependent}
+    slots = itertools.repeat(_SLOT)
+    template_args, template_kwargs = _swap(args, places, slots), _swap(kwargs, places, slots)
 
     def run(*inputs: torch.Tensor) -> Any:
         replacements = iter(inputs)
-        return func(*_swap(args, places, replacements), **_swap(kwargs, places, replacements))
+        return func(*_fill(template_args, replacements), **_fill(template_kwargs, replacements))
 
     return run
 
 
-def _swap(value: Any, places: set[int], replacements: Iterator[torch.Tensor]) -> Any:
+_SLOT = object()  # where ``_substituted``'s function takes an input-dependent tensor
+
+
+def _swap(value: Any, places: set[int], replacements: Iterator[Any]) -> Any:
     """``value`` with each tensor whose id is in ``places`` replaced by the next replacement (a
     module-level function: a nested recursive one would be a reference cycle per op)."""
     if isinstance(value, torch.Tensor):
@@ -493,6 +500,17 @@ def _swap(value: Any, places: set[int], replacements: Iterator[torch.Tensor]) ->
         return type(value)(_swap(item, places, replacements) for item in value)
     if isinstance(value, dict):
         return {key: _swap(item, places, replacements) for key, item in value.items()}
+    return value
+
+
+def _fill(value: Any, replacements: Iterator[torch.Tensor]) -> Any:
+    """``value`` with each ``_SLOT`` replaced by the next replacement."""
+    if value is _SLOT:
+        return next(replacements)
+    if isinstance(value, (tuple, list)) and any(item is _SLOT or isinstance(item, (tuple, list, dict)) for item in value):
+        return type(value)(_fill(item, replacements) for item in value)
+    if isinstance(value, dict):
+        return {key: _fill(item, replacements) for key, item in value.items()}
     return value
 
 
@@ -520,7 +538,7 @@ def _maxima(func: Any, args: tuple, kwargs: dict, rule: PropagationRule) -> Any:
     x, dim = args[0], _argument(args, kwargs, 1, "dim", None)
     dims = (dim,) if isinstance(dim, int) else tuple(dim) if isinstance(dim, (tuple, list)) and func not in (
         torch.max, T.max) else ()
-    if not dims or not all(isinstance(d, int) for d in dims) or x.dim() == 0:
+    if not dims or not all(isinstance(d, int) for d in dims) or x.dim() == 0 or not x.is_floating_point():
         return None
     axes = sorted({d % x.dim() for d in dims})
     if axes[0] == 0:

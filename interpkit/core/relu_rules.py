@@ -144,7 +144,13 @@ class ReLURuleMode(TorchFunctionMode):
         self.count = 0
         self.uncovered: Counter[str] = Counter()
         self.checkpoints = Checkpoints()
-        self.forward_end: int | None = None  # the autograd sequence number when the forward ended
+        self.forward_start: int | None = None  # autograd sequence numbers: the forward's nodes lie between
+        self.forward_end: int | None = None
+
+    def __enter__(self) -> "ReLURuleMode":
+        if self.mark_end and self.forward_start is None:
+            self.forward_start = _sequence_number()
+        return super().__enter__()
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.mark_end and self.forward_end is None:  # a node made now numbers the end of the forward's nodes
@@ -212,35 +218,38 @@ class ReLURuleExplainer(Explainer):
                 "pass strict=False to accept a partial rule"
             )
         if scan:
-            unseen = _unseen_relus(selection.scores, mode.forward_end)
+            unseen = _unseen_relus(selection.scores, mode.forward_start, mode.forward_end)
             if unseen:
                 raise UncoveredNonlinearityError(
-                    f"{type(self).__name__}: the forward ran {unseen} ReLU(s) out of the rule's sight (a TorchScript "
-                    "function, a C++ extension), which would keep their plain gradient; explain the eager model, or "
-                    "pass strict=False to accept a partial rule")
+                    f"{type(self).__name__}: the forward ran {unseen} ReLU(s) or TorchScript graph(s) out of the rule's "
+                    "sight (a TorchScript function, a C++ extension), whose ReLUs would keep their plain gradient; "
+                    "explain the eager model, or pass strict=False to accept a partial rule")
             cache[key] = True
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
         mode.checkpoints.refuse_recomputation(type(self).__name__)
         return self.result(gradients, selection, MapKind.INPUT_CHANNELS)
 
 
-# the backward nodes of a ReLU autograd records when no rule replaced it
-_PLAIN_RELUS = {"ReluBackward0", "ReluBackward1", "ThresholdBackward0", "ThresholdBackward1"}
+# the backward nodes of a ReLU autograd records when no rule replaced it, and of TorchScript's
+# differentiable graphs (a warmed-up scripted function), whose ReLUs no name shows
+_PLAIN_RELUS = {"ReluBackward0", "ReluBackward1", "ThresholdBackward0", "ThresholdBackward1", "CppFunction",
+                "DifferentiableGraphBackward"}
 
 
 def _sequence_number() -> int:
     return torch.zeros((), requires_grad=True).mul(1).grad_fn._sequence_nr()  # type: ignore[union-attr]
 
 
-def _unseen_relus(scores: torch.Tensor, forward_end: int | None) -> int:
-    """How many plain ReLU nodes the forward put in the graph behind ``scores`` (the target's own
-    ops, numbered after the forward's end, are the user's)."""
+def _unseen_relus(scores: torch.Tensor, start: int | None, end: int | None) -> int:
+    """How many plain ReLU nodes the forward (autograd's sequence numbers ``start`` to ``end``) put
+    in the graph behind ``scores``: weights made before it (a parametrisation's ``relu(w)``) and the
+    target's own ops after it are not the forward's."""
     stack, seen, found = [scores.grad_fn], set(), 0
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        found += type(node).__name__ in _PLAIN_RELUS and (forward_end is None or node._sequence_nr() < forward_end)
+        found += type(node).__name__ in _PLAIN_RELUS and (start is None or start <= node._sequence_nr() < (end or 0))
         stack.extend(following for following, _ in node.next_functions)
     return found

@@ -325,16 +325,17 @@ class DeepLift(Explainer):
         (1 or N rows). A shared baseline goes through the model once, as one row, unless the
         model's other inputs are batched; where that row fails (a forward that needs a batch) or
         does not pair with the batch (another layout, another path), it goes as N rows."""
-        if any(neuron.y is None for neuron in neurons_of(call.target)):
-            raise UncoveredNonlinearityError(
-                f"{type(self).__name__}: a Neuron without a position is its channel's maximum over the layer's grid, "
-                "which the baseline's pass does not read; give the neuron's position (y, x)")
         n = len(call.x)
         if len(x0) == 1 and n > 1 and call.inputs.others_batched:
             x0 = x0.expand(n, *x0.shape[1:])
         try:
             return self._pass(call, x0)
         except (_PathChanged, InputError) as error:
+            if isinstance(error, _PathChanged) and any(neuron.y is None for neuron in neurons_of(call.target)):
+                raise UncoveredNonlinearityError(
+                    f"{type(self).__name__}: a Neuron without a position on a layer with a grid is its channel's "
+                    "maximum over the grid, which the baseline's pass does not read; give the neuron's position "
+                    "(y, x)") from None
             if len(x0) == n:
                 if isinstance(error, InputError):
                     raise
@@ -362,19 +363,26 @@ class DeepLift(Explainer):
         x = call.x.detach().clone().requires_grad_(True)
         rescale = (_RevealCancel if reveal_cancel else _Rescale)(recorder.inputs, self.eps, len(x))
         mode = PropagationMode(rescale, x)
-        selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
+        try:
+            selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
+        except _PathChanged:
+            self._refuse_unseen(mode)  # the likelier cause
+            raise
         self._refuse_uncovered(mode)
-        if mode.unseen:  # the baseline's forward, without a graph to search, cannot tell where they are
-            raise UncoveredNonlinearityError(
-                f"{type(self).__name__}: the forward ran ops out of the rules' sight (a TorchScript function, a C++ "
-                "extension), which cannot be paired with the baseline's, even with strict=False; explain the eager "
-                "model (the function before torch.jit.script)")
+        self._refuse_unseen(mode)
         if not rescale.finished() or mode.path[:mode.forward_ops] != reference.path[:reference.forward_ops]:
             raise _PathChanged
         (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements,
                                             unreached=out_of_graph(type(self).__name__) if mode.detaching else None)
         mode.checkpoints.refuse_recomputation(type(self).__name__)
         return selection, gradients
+
+    def _refuse_unseen(self, mode: PropagationMode) -> None:
+        if mode.unseen:  # the baseline's forward, without a graph to search, cannot tell where they are
+            raise UncoveredNonlinearityError(
+                f"{type(self).__name__}: the forward ran ops out of the rules' sight (a TorchScript function, a C++ "
+                "extension), which cannot be paired with the baseline's, even with strict=False; explain the eager "
+                "model (the function before torch.jit.script)")
 
     def _refuse_uncovered(self, mode: PropagationMode) -> None:
         if self.strict:

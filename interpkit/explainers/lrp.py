@@ -389,25 +389,13 @@ class _Layer(torch.autograd.Function):
         return found, None, None, None, None, None, None, None, None
 
 
-def _alone(readers: list, own: int) -> bool:
-    """Whether the read at ``own`` of a layer's output is the only one that reaches the score in
-    this backward (a hook keeping a copy, a log of a statistic, reads none)."""
-    others = readers[:own] + readers[own + 1:]
-    return own < len(readers) and not any(map(_will_execute, others))
-
-
-def _will_execute(node: Any) -> bool:
-    check = getattr(torch._C, "_will_engine_execute_node", None)
-    return True if check is None else check(node)  # unknown: every read counts, as the fold's safe side
-
-
 def _layer_call(ctx: Any) -> LayerCall:
     """What the rule reads of a ``_Layer`` call, a batch norm that alone reads its output folded in."""
     weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
     output = ctx.inner.detach()
     scale = None
-    if ctx.folded and _alone(*ctx.folded[0][2:]):
-        scale, shift = ctx.folded[0][:2]
+    if ctx.folded and ctx.folded[0][2][0] == 1:  # the batch norm is the output's only reader
+        scale, shift, _ = ctx.folded[0]
         weight = _folded_weight(weight, scale, ctx.transposed)
         bias = shift if bias is None else bias * scale + shift
         channel = (-1,) + (1,) * (output.dim() - 2) if output.dim() > 2 else (-1,)
@@ -510,8 +498,7 @@ class _Relevance(PropagationRule):
         found = self._known(self.layers, x)
         # a batch norm normalises axis 1: a linear layer's features only when its output is (N, F)
         if found is not None and not found[2] and (not found[3] or x.dim() == 2) and self.mode is not None:
-            readers = self.mode.reads(x)  # the batch norm's own read is the next one
-            found[2].append((scale.detach(), shift.detach(), readers, len(readers)))
+            found[2].append((scale.detach(), shift.detach(), self.mode.reads(x)))
         return _Pass.apply(x, run, False)
 
     def elementwise(self, function, x, inplace, slope=None):
@@ -570,7 +557,16 @@ class LRP(Explainer):
         rule = _Relevance(self.composite)
         mode = rule.mode = PropagationMode(rule, x)
         try:
-            with forward_hooks(_frozen_norms(self.model), _as_batch_norm):
+            frozen, reads_before = _frozen_norms(self.model), {}
+
+            def before(module: nn.Module, args: tuple) -> None:
+                reads_before[id(module)] = mode.reads(args[0])[0]
+
+            def as_batch_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+                mode.reads(args[0])[0] = reads_before.pop(id(module))  # its own arithmetic is discarded: no read
+                return _as_batch_norm(module, args[0])
+
+            with forward_hooks(frozen, before, pre=True), forward_hooks(frozen, as_batch_norm):
                 selection, _ = self.forward_with_targets(call.with_(x), mode=mode, mode_reads_targets=True)
         finally:
             rule.mode = None  # the mode keeps the rule: no reference cycle outlives the forward
@@ -612,8 +608,8 @@ def _frozen_norms(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def _as_batch_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    """A frozen batch norm's output recomputed as the eval batch norm it is, so that it folds into
-    the layer before it as ``nn.BatchNorm2d`` does (its own arithmetic, discarded, reaches no score)."""
+def _as_batch_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A frozen batch norm's output for ``x`` recomputed as the eval batch norm it is, so that it
+    folds into the layer before it as ``nn.BatchNorm2d`` does."""
     mean, var, weight, bias = (getattr(module, name) for name in ("running_mean", "running_var", "weight", "bias"))
-    return F.batch_norm(args[0], mean, var, weight, bias, False, 0.0, getattr(module, "eps", 1e-5))
+    return F.batch_norm(x, mean, var, weight, bias, False, 0.0, getattr(module, "eps", 1e-5))

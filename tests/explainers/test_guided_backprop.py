@@ -288,7 +288,7 @@ def test_an_in_place_relu_on_a_shared_tensor_inside_vmap_gets_the_rule():
 
 @torch.jit.script
 def _scripted_relu(h: torch.Tensor) -> torch.Tensor:
-    return torch.relu(h)
+    return torch.relu(h * 1.0)  # two ops: warmed up, TorchScript fuses them into one differentiable graph
 
 
 class _ScriptedReLU(torch.nn.Module):
@@ -304,6 +304,11 @@ class _ScriptedReLU(torch.nn.Module):
         return self.fc((_scripted_relu(h) if self.scripted else torch.relu(h)).mean((2, 3)))
 
 
+class _RectifiedWeight(torch.nn.Module):
+    def forward(self, weight):
+        return torch.relu(weight)
+
+
 @pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
 def test_a_relu_the_rule_cannot_see_is_refused_not_left_plain(explainer):
     """A ReLU inside a TorchScript function runs outside the mode: it kept its plain gradient and
@@ -314,5 +319,15 @@ def test_a_relu_the_rule_cannot_see_is_refused_not_left_plain(explainer):
     with pytest.raises(UncoveredNonlinearityError, match="1 ReLU.* out of the rule's sight"):
         explainer(scripted)(x, target=1)
     explainer(scripted, strict=False)(x, target=1)  # accepted as partial, as asked
+    warmed = _ScriptedReLU(True).eval()
+    for _ in range(3):  # TorchScript's profiling executor then runs the function as one differentiable graph
+        warmed(x.requires_grad_()).sum().backward()
+    with pytest.raises(UncoveredNonlinearityError, match="out of the rule's sight"):
+        explainer(warmed)(x.detach(), target=1)
+    parametrized = _ScriptedReLU(False).eval()  # a ReLU in its weights, computed before the forward: not refused
+    torch.nn.utils.parametrize.register_parametrization(parametrized.c1, "weight", _RectifiedWeight())
+    with torch.nn.utils.parametrize.cached():
+        assert parametrized.c1.weight.grad_fn is not None  # computed here, before the explanation's forward
+        explainer(parametrized)(x.detach(), target=1)
     own = explainer(eager)(x, target=lambda out: out.relu()[:, 1]).maps
     torch.testing.assert_close(own, explainer(eager)(x, target=1).maps)  # positive logits here: the same map

@@ -1243,3 +1243,35 @@ def test_lrp_of_a_neurons_maximum_is_lrp_of_the_neuron_where_it_peaks():
     at_peak = interpkit.LRP(model)(x, target=interpkit.Neuron("2", 1, peak // 4, peak % 4)).maps
     assert whole.abs().max() > 0
     torch.testing.assert_close(whole, at_peak)
+
+
+def test_deeplift_explains_a_dense_unit_and_names_what_it_cannot_pair():
+    """A Neuron without a position on a dense layer is the unit itself (DeepLift's sums are
+    f(x) - f(0) at the unit); on a grid it is a maximum the baseline's pass does not read. A
+    scripted op before a ReLU was reported as control flow; it is named."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    x = torch.randn(4, 6)
+    sums = DeepLift(mlp)(x, target=interpkit.Neuron("2", 3)).maps.sum((1, 2))
+    with torch.no_grad():
+        torch.testing.assert_close(sums, mlp[:3](x)[:, 3] - mlp[:3](torch.zeros_like(x))[:, 3], rtol=1e-5, atol=1e-6)
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 2)).eval()
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="give the neuron's position"):
+        DeepLift(cnn)(torch.randn(2, 3, 8, 8), target=interpkit.Neuron("2", 1))
+
+    class Doubled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(F.relu(_scripted_double(self.c(x))).mean((2, 3)))
+
+    for strict in (True, False):
+        with pytest.raises(interpkit.UncoveredNonlinearityError, match="out of the rules' sight"):
+            DeepLift(Doubled().eval(), strict=strict)(torch.randn(2, 3, 8, 8), target=1)
+
+
+@torch.jit.script
+def _scripted_double(h: torch.Tensor) -> torch.Tensor:
+    return h * 2.0
