@@ -402,19 +402,24 @@ class PropagationMode(TorchFunctionMode):
         input-dependent tensor (``x * k + c``, a normalisation) is elementwise and affine: it goes
         to ``rule.elementwise``, whose rules pass an attribution through it exactly."""
         out_of_place = _IN_PLACE.get(func)
+        written = args[0] if out_of_place is not None else None
+        if written is not None and not any(written is t for t in dependent):
+            # written into a constant (``acc += h``): the rule keeps its value, not the tensor, which the write
+            # links to the rule's own node (a cycle through autograd's nodes that no collection frees)
+            args = (written.detach().clone(), *args[1:])
         if func in _ARITHMETIC and len(dependent) == 1:
             shapes = [t.shape for t in _tensors((args, kwargs))]
             if torch.broadcast_shapes(*shapes) == dependent[0].shape:
                 self.ruled += 1
                 run = _substituted(out_of_place or func, args, kwargs, dependent)
-                if out_of_place is None or args[0] is dependent[0]:
-                    return self.rule.elementwise(run, dependent[0], out_of_place is not None)
+                if written is None or written is dependent[0]:
+                    return self.rule.elementwise(run, dependent[0], written is not None)
                 # written into a constant (``acc.add_(h)``): the sum made out of place, then written there
-                return args[0].copy_(self.rule.elementwise(run, dependent[0], False))
-        if out_of_place is None:
+                return written.copy_(self.rule.elementwise(run, dependent[0], False))
+        if written is None:
             return self.rule.linear(_substituted(func, args, kwargs, dependent), dependent)
-        inputs = [t.clone() if t is args[0] else t for t in dependent]
-        return args[0].copy_(self.rule.linear(_substituted(out_of_place, args, kwargs, dependent), inputs))
+        inputs = [t.clone() if t is written else t for t in dependent]
+        return written.copy_(self.rule.linear(_substituted(out_of_place, args, kwargs, dependent), inputs))
 
     def _moves(self, func: Any, args: tuple, kwargs: dict) -> bool:
         if func in _MOVES:

@@ -562,8 +562,11 @@ class LRP(Explainer):
             def before(module: nn.Module, args: tuple) -> None:
                 reads_before[id(module)] = mode.reads(args[0])[0]
 
-            def as_batch_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-                mode.reads(args[0])[0] = reads_before.pop(id(module))  # its own arithmetic is discarded: no read
+            def as_batch_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+                before = reads_before.pop(id(module))
+                if _hooked_by_others(module):  # the user's hooks may change its output: it stays as they made it
+                    return None
+                mode.reads(args[0])[0] = before  # its own arithmetic is discarded: no read
                 return _as_batch_norm(module, args[0])
 
             with forward_hooks(frozen, before, pre=True), forward_hooks(frozen, as_batch_norm):
@@ -606,6 +609,15 @@ def _frozen_norms(model: nn.Module) -> list[nn.Module]:
             and all(isinstance(getattr(m, name, None), torch.Tensor) for name in ("weight", "bias", "running_mean",
                                                                                   "running_var"))]
     return found
+
+
+def _hooked_by_others(module: nn.Module) -> bool:
+    """Whether a forward hook other than interpkit's is on ``module`` or on every module."""
+    from torch.nn.modules import module as hooks
+
+    found = [*module._forward_hooks.values(), *module._forward_pre_hooks.values(),
+             *hooks._global_forward_hooks.values(), *hooks._global_forward_pre_hooks.values()]
+    return any(not getattr(hook, "interpkit", False) for hook in found)
 
 
 def _as_batch_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

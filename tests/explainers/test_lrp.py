@@ -2,6 +2,7 @@
 over random networks, and zennit 0.5 as the oracle (with two of its problems shown)."""
 
 import copy
+import weakref
 
 import pytest
 import torch
@@ -585,6 +586,24 @@ def test_lrp_0_passes_no_relevance_through_a_unit_whose_contributions_sum_to_zer
         torch.testing.assert_close(explanation.maps.double().sum(1).flatten(1).sum(1), explanation.scores[:, 0].double())
 
 
+def test_a_frozen_batch_norm_with_a_hook_of_the_users_keeps_the_hooks_output():
+    """LRP recomputes a frozen batch norm as F.batch_norm, which replaced what a user's forward
+    hook on it returned: the explained function was not the model's."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), FrozenBatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)).eval()
+    handle = model[1].register_forward_hook(lambda m, i, out: out * 0.5)
+    try:
+        x = torch.randn(2, 3, 8, 8)
+        with torch.no_grad():
+            expected = model(x)[:, 1]
+        torch.testing.assert_close(LRP(model)(x, target=1).scores[:, 0], expected)
+        assert len(model[1]._forward_hooks) == 1 and not model[1]._forward_pre_hooks
+    finally:
+        handle.remove()
+
+
 def test_a_frozen_batch_norm_folds_as_a_batch_norm_does():
     """torchvision's FrozenBatchNorm2d (detection backbones, fine-tuning) is an eval batch norm
     written as x * scale + shift: relevance passed through it unfolded, maps 23-48% off the same
@@ -617,15 +636,21 @@ class _InPlaceResidual(nn.Module):
         h = self.norm(self.c(x)).relu()
         out = self.c2(h)
         out += h  # torchvision's residual sum, in place
-        return self.fc(out.mean((2, 3)))
+        pooled = torch.zeros(out.shape)
+        pooled += out.mean((2, 3), keepdim=True)  # a sum written into a constant, broadcast
+        _WRITTEN.append(weakref.ref(pooled))
+        return self.fc(pooled.mean((2, 3)))
+
+
+_WRITTEN: list = []  # the constants _InPlaceResidual writes into, weakly
 
 
 def test_a_call_frees_its_graph():
     """LRP kept each call's graph alive through an in-place residual sum (``out += h``: the sum's
     rule kept the written tensor, whose node led back to the rule), 66 MiB per call on a small
-    CNN, 79 MiB on resnet18: a cycle through autograd's nodes that no garbage collection frees."""
+    CNN, 79 MiB on resnet18: a cycle through autograd's nodes that no garbage collection frees.
+    A sum written into a constant (``acc += h``) kept the constant the same way."""
     import gc
-    import weakref
 
     model = _InPlaceResidual().eval()
     seen = []
@@ -635,5 +660,6 @@ def test_a_call_frees_its_graph():
             explainer(torch.randn(2, 3, 8, 8), target=1)
             gc.collect()
             assert seen and seen[-1]() is None, type(explainer).__name__
+            assert _WRITTEN and _WRITTEN[-1]() is None, type(explainer).__name__
     finally:
         handle.remove()
