@@ -563,10 +563,10 @@ class LRP(Explainer):
                 reads_before[id(module)] = mode.reads(args[0])[0]
 
             def as_batch_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-                before = reads_before.pop(id(module))
+                reads = reads_before.pop(id(module))
                 if _hooked_by_others(module):  # the user's hooks may change its output: it stays as they made it
                     return None
-                mode.reads(args[0])[0] = before  # its own arithmetic is discarded: no read
+                mode.reads(args[0])[0] = reads  # its own arithmetic is discarded: no read
                 return _as_batch_norm(module, args[0])
 
             with forward_hooks(frozen, before, pre=True), forward_hooks(frozen, as_batch_norm):
