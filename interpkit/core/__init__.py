@@ -21,7 +21,7 @@ from .maps import MapKind, display, normalize_maps, provide_display, upsample
 from .options import check_baseline, check_flag, check_int, check_number, check_seed
 from .propagation import PropagationMode, PropagationRule, out_of_graph
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
-from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_device
+from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_device, user_hooked
 from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 __all__ = [
@@ -35,5 +35,5 @@ __all__ = [
     "guided_rule", "layer_choices", "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
     "normalize_maps", "parse_device", "per_target_gradients", "provide_display",
     "reference", "resolve_layer", "sample_target", "select_targets",
-    "unwrap", "upsample",
+    "unwrap", "upsample", "user_hooked",
 ]

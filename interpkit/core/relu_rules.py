@@ -218,6 +218,7 @@ class ReLURuleExplainer(Explainer):
                 "pass strict=False to accept a partial rule"
             )
         if scan:
+            assert mode.forward_start is not None and mode.forward_end is not None  # marked: ``scan``
             unseen = _unseen_relus(selection.scores, mode.forward_start, mode.forward_end)
             if unseen:
                 raise UncoveredNonlinearityError(
@@ -240,7 +241,7 @@ def _sequence_number() -> int:
     return torch.zeros((), requires_grad=True).mul(1).grad_fn._sequence_nr()  # type: ignore[union-attr]
 
 
-def _unseen_relus(scores: torch.Tensor, start: int | None, end: int | None) -> int:
+def _unseen_relus(scores: torch.Tensor, start: int, end: int) -> int:
     """How many plain ReLU nodes the forward (autograd's sequence numbers ``start`` to ``end``) put
     in the graph behind ``scores``: weights made before it (a parametrisation's ``relu(w)``) and the
     target's own ops after it are not the forward's."""
@@ -250,6 +251,6 @@ def _unseen_relus(scores: torch.Tensor, start: int | None, end: int | None) -> i
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        found += type(node).__name__ in _PLAIN_RELUS and (start is None or start <= node._sequence_nr() < (end or 0))
+        found += type(node).__name__ in _PLAIN_RELUS and start <= node._sequence_nr() < end
         stack.extend(following for following, _ in node.next_functions)
     return found

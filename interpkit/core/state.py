@@ -164,7 +164,7 @@ _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_
                  "_global_backward_pre_hooks")
 
 
-def _hooked(modules: tuple[nn.Module, ...]) -> bool:
+def user_hooked(modules: tuple[nn.Module, ...]) -> bool:
     """True when a hook of the user's (not one of ``forward_hooks``, which write nothing of the
     model's) may run in the forward or the backward. Empty hook dicts are skipped at C speed."""
     if any(getattr(module_hooks, name, None) for name in _GLOBAL_HOOKS):
@@ -246,7 +246,7 @@ class ModelSnapshot:
             self.tensors = [t for t in self.tensors if not isinstance(t, _LAZY)]
         self.guard: WriteGuard | None = None
         self.versions: list[int] = []
-        if user_code or not facts.trusted or _hooked(self.modules):
+        if user_code or not facts.trusted or user_hooked(self.modules):
             self.tensors = [t for t in self.tensors if not t.is_inference()]
             self.guard = WriteGuard(self.tensors)
             self.names = [(m, set(m._buffers), set(m._parameters), set(m._modules)) for m in self.modules]

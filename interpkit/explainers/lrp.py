@@ -40,6 +40,7 @@ from ..core import (
     out_of_graph,
     per_target_gradients,
     resolve_layer,
+    user_hooked,
 )
 from ..errors import InputError
 
@@ -564,7 +565,7 @@ class LRP(Explainer):
 
             def as_batch_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
                 reads = reads_before.pop(id(module))
-                if _hooked_by_others(module):  # the user's hooks may change its output: it stays as they made it
+                if user_hooked((module,)):  # the user's hooks may change its output: it stays as they made it
                     return None
                 mode.reads(args[0])[0] = reads  # its own arithmetic is discarded: no read
                 return _as_batch_norm(module, args[0])
@@ -609,15 +610,6 @@ def _frozen_norms(model: nn.Module) -> list[nn.Module]:
             and all(isinstance(getattr(m, name, None), torch.Tensor) for name in ("weight", "bias", "running_mean",
                                                                                   "running_var"))]
     return found
-
-
-def _hooked_by_others(module: nn.Module) -> bool:
-    """Whether a forward hook other than interpkit's is on ``module`` or on every module."""
-    from torch.nn.modules import module as hooks
-
-    found = [*module._forward_hooks.values(), *module._forward_pre_hooks.values(),
-             *hooks._global_forward_hooks.values(), *hooks._global_forward_pre_hooks.values()]
-    return any(not getattr(hook, "interpkit", False) for hook in found)
 
 
 def _as_batch_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
