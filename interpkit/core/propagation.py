@@ -15,10 +15,14 @@ dependent), and hands each op that reads one to the rule:
   products and quotients with a constant) to ``rule.linear``;
 - a linear op that only moves values (reshaping, indexing with constant indices, concatenation,
   padding, copies) runs unchanged: its gradient routes any attribution exactly;
-- anything else with a floating result is uncovered: counted by name in ``uncovered`` (a product
-  of two input-dependent tensors, softmax, layer norm, an index or mask computed from the input,
-  a value taken out of the graph), so that an explainer refuses the model instead of returning a
-  silently wrong map.
+- where the rule covers what attention is made of (``rule.attention``): a product of several
+  input-dependent tensors to ``rule.product``, softmax to ``rule.softmax``, a layer or RMS norm
+  to ``rule.normalisation``, and torch's fused attention written out as those
+  (``interpkit.core.attention``);
+- anything else with a floating result is uncovered: counted by name in ``uncovered`` (without
+  those rules a product of two input-dependent tensors, softmax, layer norm; an index or mask
+  computed from the input, a value taken out of the graph), so that an explainer refuses the
+  model instead of returning a silently wrong map.
 
 ``path`` records each op on a dependent tensor with the parameters it read, so that two forwards
 (DeepLift's input and baseline) can be checked to have taken the same path.
@@ -37,6 +41,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UncoveredNonlinearityError
+from .attention import mismatch, multi_head_attention, scaled_dot_product_attention
 from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
 from .saved import Checkpoints
 
@@ -77,6 +82,24 @@ class PropagationRule:
         """An eval batch norm, ``run(x)``: per channel ``x * scale + shift``."""
         return run(x)
 
+    #: whether the rule covers what attention is made of (``product``, ``softmax``, ``normalisation``);
+    #: with it, fused attention ops are written out as those parts (``interpkit.core.attention``)
+    attention = False
+
+    def product(self, run: Callable[..., torch.Tensor], inputs: list[torch.Tensor]) -> torch.Tensor:
+        """A product of several input-dependent tensors (``a * b``, ``q @ k.mT``, an einsum),
+        ``run(*inputs)``: multilinear in them."""
+        raise NotImplementedError
+
+    def softmax(self, run: Function, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """``run(x)``: a softmax over axis ``dim``."""
+        raise NotImplementedError
+
+    def normalisation(self, run: Function, linearised: Function, x: torch.Tensor) -> torch.Tensor:
+        """A layer or RMS norm ``run(x)``; ``linearised`` is the same norm with the input's
+        statistic of scale (its standard deviation or root mean square) held constant: linear."""
+        raise NotImplementedError
+
 
 def _named(owner: Any, names: str) -> set:
     return {getattr(owner, name) for name in names.split() if hasattr(owner, name)}
@@ -93,8 +116,8 @@ _MOVES = (
                   "permute movedim moveaxis narrow select split chunk unbind tensor_split flip roll rot90 t clone "
                   "diagonal tile repeat_interleave broadcast_to channel_shuffle")
     | _named(T, "view view_as reshape reshape_as flatten unflatten permute transpose t contiguous unsqueeze unsqueeze_ "
-                "squeeze squeeze_ expand expand_as broadcast_to repeat narrow select split chunk unbind clone to cpu "
-                "cuda float double half bfloat16 type type_as movedim flip roll rot90 copy_ diagonal tile unfold")
+                "squeeze squeeze_ expand expand_as broadcast_to repeat repeat_interleave narrow select split chunk unbind "
+                "clone to cpu cuda float double half bfloat16 type type_as movedim flip roll rot90 copy_ diagonal tile unfold")
     | _named(F, "pad pixel_shuffle pixel_unshuffle unfold channel_shuffle")
     | _properties("T mT H mH")
 )
@@ -140,6 +163,12 @@ _MAX_POOLS: dict[Any, tuple[int, int]] = {
 _MAX_POOLS_WITH_INDICES = {getattr(F, f"{kind}max_pool{d}d_with_indices"): d for kind in ("", "adaptive_") for d in (1, 2, 3)}
 # maxima over named axes (``torch.max(h, 2)``, ``h.amax((2, 3))``): max pooling those axes away
 _MAXIMA = _named(torch, "max amax") | _named(T, "max amax")
+
+
+# softmax over one axis, layer and RMS norms, and fused attention: covered by rules with ``attention``
+_SOFTMAX = {torch.softmax, T.softmax, F.softmax}
+_NORMS = {F.layer_norm, F.rms_norm}
+_ATTENTION = {F.scaled_dot_product_attention, F.multi_head_attention_forward}
 
 
 _UNSEEN = "an op out of the rules' sight (a TorchScript function, a C++ extension)"
@@ -203,6 +232,7 @@ class PropagationMode(TorchFunctionMode):
         # of the graph as if detached (under no_grad nothing is judged: autograd Functions' forwards run so)
         self._graph = source.requires_grad
         self.detaching = False  # whether an input-dependent value was taken out of the graph
+        self._mismatches: list[tuple[str, torch.Tensor]] = []  # attention decompositions against the fused ops
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
@@ -229,6 +259,19 @@ class PropagationMode(TorchFunctionMode):
             raise UncoveredNonlinearityError(
                 f"{method}: the forward ran {kinds} on input-dependent tensors, which {covered}; explain a model "
                 f"without them, or pass strict=False to give them their plain gradient{otherwise}")
+
+    def check_decompositions(self, method: str) -> None:
+        """Refuse the call if an attention op written out as its parts did not reproduce the fused
+        op (one synchronisation, and only where attention was written out)."""
+        if not self._mismatches:
+            return
+        worst = torch.stack([m.to(self._mismatches[0][1].device) for _, m in self._mismatches])
+        if worst.max().item() > 1:
+            name = self._mismatches[int(worst.argmax())][0]
+            raise UncoveredNonlinearityError(
+                f"{method}: {name} written out as its parts (projections, products, softmax) did not reproduce torch's "
+                "result, so its rules cannot be applied; please report the model (strict=False gives the op its plain "
+                "gradient)")
 
     @property
     def unseen(self) -> int:
@@ -383,11 +426,58 @@ class PropagationMode(TorchFunctionMode):
             if _argument(args, kwargs, 5, "training") or any(map(self._depends, statistics)):
                 return self._uncovered(func, args, kwargs)  # a normalisation by the input's own statistics
             return self.rule.batch_norm(lambda t: func(t, *args[1:], **kwargs), x, *_affine(args, kwargs))
+        if self.rule.attention:
+            ruled = self._attention(func, args, kwargs, dependent)
+            if ruled is not None:
+                self.ruled += 1
+                return ruled
         if self._moves(func, args, kwargs):
             return func(*args, **kwargs)
         if self._mixes(func, args, kwargs, dependent):
             return self._mixed(func, args, kwargs, dependent)
         return self._uncovered(func, args, kwargs)
+
+    def _attention(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
+        """What attention is made of, through the rule's ``product``, ``softmax`` and
+        ``normalisation``, and fused attention written out as those; None for anything else."""
+        x, rule = args[0] if args else None, self.rule
+        if func in _ONE_FACTOR and len(dependent) > 1 and func not in _IN_PLACE and all(
+                t.is_floating_point() for t in dependent):
+            return rule.product(_substituted(func, args, kwargs, dependent), dependent)
+        if len(dependent) != 1 or dependent[0] is not x:
+            return self._fused(func, args, kwargs) if func in _ATTENTION else None
+        rest, options = args[1:], kwargs
+        if func in _SOFTMAX and isinstance(_argument(args, kwargs, 1, "dim", None), int):
+            return rule.softmax(lambda t: func(t, *rest, **options), x, _argument(args, kwargs, 1, "dim", None))
+        if func in _NORMS:
+            return rule.normalisation(lambda t: func(t, *rest, **options), _linearised(func, args, kwargs), x)
+        return self._fused(func, args, kwargs) if func in _ATTENTION else None
+
+    def _fused(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """A fused attention op with the value torch gives, and the backward of its parts."""
+        if any(map(self._depends, _tensors((args[3:], {k: v for k, v in kwargs.items()
+                                                       if k not in ("query", "key", "value")})))):
+            return None  # a mask or weight computed from the input: not what the written-out ops expect
+        with torch.no_grad():
+            exact = func(*args, **kwargs)
+
+        def op(inner: Any, *inner_args: Any, **inner_kwargs: Any) -> Any:
+            return self._handle(inner, inner_args, inner_kwargs)
+
+        if func is F.scaled_dot_product_attention:
+            parts = scaled_dot_product_attention(op, *args, **kwargs)
+            if parts is None:
+                return None
+            self._mismatches.append((_name(func), mismatch(exact, parts)))
+            return _Valued.apply(parts, [exact])
+        written = multi_head_attention(op, args, kwargs)
+        if written is None:
+            return None
+        outputs = [(_Valued.apply(part, [value]) if part is not None else None) for part, value in zip(written, exact)]
+        for part, value in zip(written, exact):
+            if part is not None:
+                self._mismatches.append((_name(func), mismatch(value, part)))
+        return tuple(outputs)
 
     def _uncovered(self, func: Any, args: tuple, kwargs: dict, always: bool = False) -> Any:
         result = func(*args, **kwargs)
@@ -448,6 +538,44 @@ class PropagationMode(TorchFunctionMode):
         if func in (torch.addmm, T.addmm):
             return not (self._depends(args[1]) and self._depends(args[2]))
         return False
+
+
+class _Valued(torch.autograd.Function):
+    """``exact[0]`` (a fused op's own output) as the value, with the backward of ``parts`` (the
+    same op written out as ops the rules cover)."""
+
+    @staticmethod
+    def forward(ctx: Any, parts, exact):
+        return exact[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad):
+        return grad, None
+
+
+def _linearised(func: Any, args: tuple, kwargs: dict) -> Function:
+    """A layer or RMS norm of ``args[0]`` with its statistic of scale held at the input's value:
+    ``(t - mean(t)) / std(x) * weight + bias``, or ``t / rms(x) * weight``."""
+    x, shape = args[0], _argument(args, kwargs, 1, "normalized_shape", None)
+    dims = tuple(range(-len(shape), 0)) if isinstance(shape, (tuple, list, torch.Size)) else (-1,)
+    weight = _argument(args, kwargs, 2, "weight", None)
+    if func is F.layer_norm:
+        bias, eps = _argument(args, kwargs, 3, "bias", None), _argument(args, kwargs, 4, "eps", 1e-5)
+        with torch.no_grad():
+            scale = (x.var(dims, unbiased=False, keepdim=True) + eps).rsqrt()
+    else:
+        bias, eps = None, _argument(args, kwargs, 3, "eps", None)
+        eps = torch.finfo(x.dtype).eps if eps is None else eps
+        with torch.no_grad():
+            scale = (x.square().mean(dims, keepdim=True) + eps).rsqrt()
+    centred = func is F.layer_norm
+
+    def linearised(t: torch.Tensor) -> torch.Tensor:
+        y = (t - t.mean(dims, keepdim=True) if centred else t) * scale
+        y = y if weight is None else y * weight
+        return y if bias is None else y + bias
+
+    return linearised
 
 
 def out_of_graph(method: str) -> str:

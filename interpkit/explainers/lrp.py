@@ -350,8 +350,14 @@ def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Com
     return Composite(AlphaBeta(stabilizer, 2.0, 1.0), Epsilon(stabilizer, epsilon), stabilizer=stabilizer)
 
 
+def epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """The epsilon rule for every layer: with the rules for products, softmax and layer norms,
+    AttnLRP as its authors compute it for transformers (gradient times input through their rules)."""
+    return Composite(Epsilon(stabilizer, epsilon), Epsilon(stabilizer, epsilon), stabilizer=stabilizer)
+
+
 COMPOSITES: dict[str, Callable[..., Composite]] = {
-    "epsilon_plus": epsilon_plus, "epsilon_plus_flat": epsilon_plus_flat, "epsilon_gamma_box": epsilon_gamma_box,
+    "epsilon": epsilon, "epsilon_plus": epsilon_plus, "epsilon_plus_flat": epsilon_plus_flat, "epsilon_gamma_box": epsilon_gamma_box,
     "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
 }
 
@@ -423,13 +429,17 @@ def _folded_weight(weight: torch.Tensor, scale: torch.Tensor, transposed: bool) 
 
 
 class _Norm(torch.autograd.Function):
-    """A linear op that combines values (sums, differences, means, average pooling, scaling) with
-    the Norm rule: each input's share ``x_i * J_i^T (R / stab(y))``, which conserves relevance."""
+    """An op ``run`` linear in its inputs with the Norm rule: each input's share
+    ``x_i * J_i^T (R / stab(y))``, which conserves relevance (sums, differences, means, average
+    pooling, scaling), times ``share``. A product of n input-dependent tensors, linear in each,
+    takes ``share`` 1/n (AttnLRP's uniform rule: the n shares would each be the whole); a layer
+    norm takes ``linear``, its linearisation, for ``J`` (AttnLRP's identity rule on the division
+    by the standard deviation), where ``run`` gives the value."""
 
     @staticmethod
-    def forward(ctx: Any, stabilizer, run, *inputs):
-        ctx.save_for_backward(*inputs)
-        ctx.run, ctx.stabilizer = run, stabilizer
+    def forward(ctx: Any, stabilizer, share, run, linear, *inputs):
+        ctx.save_for_backward(*inputs)  # not the output: the forward may write into it afterwards
+        ctx.linear, ctx.stabilizer, ctx.share = linear, stabilizer, share
         return run(*inputs)
 
     @staticmethod
@@ -437,9 +447,31 @@ class _Norm(torch.autograd.Function):
         inputs = ctx.saved_tensors
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(True) for t in inputs]
-            y = ctx.run(*leaves)
+            y = ctx.linear(*leaves)
             pulled = torch.autograd.grad(y, leaves, relevance / stabilize(y.detach(), ctx.stabilizer))
-        return (None, None, *(t * p for t, p in zip(inputs, pulled)))
+        share = ctx.share
+        return (None, None, None, None, *((t * p if share == 1 else t * p * share) for t, p in zip(inputs, pulled)))
+
+
+class _Softmax(torch.autograd.Function):
+    """Softmax over ``dim`` with AttnLRP's rule (its Taylor expansion at the input, Achtibat et
+    al. 2024, Proposition 3.1): ``R_in = x * (R - s * sum(R))``, 0 where ``s`` is 0 (a masked
+    score, at -inf, holds no relevance). Not conservative: the expansion's bias term absorbs
+    ``sum(s * x) * sum(R)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x, run, dim):
+        s = run(x)
+        ctx.save_for_backward(x, s)
+        ctx.dim = dim
+        return s
+
+    @staticmethod
+    def backward(ctx: Any, relevance):
+        x, s = ctx.saved_tensors
+        r = relevance.to(s.dtype)
+        passed = x.to(s.dtype) * (r - s * r.sum(ctx.dim, keepdim=True))
+        return torch.where(s == 0, 0.0, passed).to(x.dtype), None, None
 
 
 class _Pass(torch.autograd.Function):
@@ -515,7 +547,18 @@ class _Relevance(PropagationRule):
         return y
 
     def linear(self, run, inputs):
-        return _Norm.apply(self.composite.stabilizer, run, *inputs)
+        return _Norm.apply(self.composite.stabilizer, 1, run, run, *inputs)
+
+    attention = True
+
+    def product(self, run, inputs):
+        return _Norm.apply(self.composite.stabilizer, 1 / len(inputs), run, run, *inputs)
+
+    def softmax(self, run, x, dim):
+        return _Softmax.apply(x, run, dim)
+
+    def normalisation(self, run, linearised, x):
+        return _Norm.apply(self.composite.stabilizer, 1, run, linearised, x)
 
 
 class LRP(Explainer):
@@ -531,7 +574,7 @@ class LRP(Explainer):
     name; ``strict=False`` gives it its plain gradient."""
 
     name = "lrp"
-    supports = frozenset({"1d", "2d", "3d", "several_inputs"})  # attention and layer norm are refused by name
+    supports = frozenset({"1d", "2d", "3d", "several_inputs", "tokens"})
 
     def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat", epsilon: float = 1e-6,
                  gamma: float = 0.25, low: Any = None, high: Any = None, stabilizer: float = 1e-6,
@@ -575,6 +618,7 @@ class LRP(Explainer):
         finally:
             rule.mode = None  # the mode keeps the rule: no reference cycle outlives the forward
         rule.targets[0] = selection.scores.shape[1]
+        mode.check_decompositions("LRP")
         if self.strict:
             mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
                                   "batch norms, pooling, linear ops and elementwise nonlinearities, and a target score "

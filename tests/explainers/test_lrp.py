@@ -216,11 +216,10 @@ def test_lrp_on_1d_and_3d_models_conserves_relevance_and_k_targets_equal_one_at_
 
 
 def test_lrp_refuses_what_no_rule_covers_and_bad_options():
-    from interpkit.testing.models import TinyTokens
-
-    model = TinyTokens().eval()
-    x = model.example_inputs(2, torch.Generator().manual_seed(0))
-    with pytest.raises(interpkit.UncoveredNonlinearityError, match="layer_norm"):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    with pytest.raises(interpkit.UncoveredNonlinearityError, match="group_norm"):
         LRP(model)(x, target=1)
     assert torch.isfinite(LRP(model, strict=False)(x, target=1).maps).all()
     vgg = torchvision.models.vgg11(num_classes=3).eval()

@@ -1,0 +1,125 @@
+"""Attention written out as the ops it is made of, so that propagation rules see each one.
+
+torch's fused ``F.scaled_dot_product_attention`` and ``F.multi_head_attention_forward`` (the
+function behind ``nn.MultiheadAttention``) are single calls to the propagation mode. Here they
+are rebuilt from the projections, a product of queries and keys, the scale, the mask, softmax and
+a product with the values, following torch's documented reference implementations; ``op(func,
+*args)`` runs each through the caller's mode, so each gets its rule. The caller keeps the fused
+op's own value as the output and checks the two against each other (``mismatch``): a
+decomposition that does not reproduce the op is refused, never used silently.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+T = torch.Tensor
+Op = Callable[..., Any]
+
+_MHA = inspect.signature(F.multi_head_attention_forward)
+
+
+def mismatch(exact: torch.Tensor, decomposed: torch.Tensor) -> torch.Tensor:
+    """The largest difference between the two, relative to the largest value and to a tolerance
+    by dtype (a 0-d tensor on their device, no synchronisation): above 1, they differ by more than
+    rounding. NaN on either side where the other has none counts as infinitely far."""
+    tolerance = 1e-3 if exact.dtype.itemsize >= 4 else 5e-2
+    exact, decomposed = exact.detach().float(), decomposed.detach().float()
+    finite = exact.isnan() == decomposed.isnan()
+    gap = torch.where(exact.isnan(), 0.0, (exact - decomposed).abs()).nan_to_num(torch.inf).amax()
+    scale = exact.nan_to_num(0.0, 0.0, 0.0).abs().amax().clamp(min=1e-6)
+    return torch.where(finite.all(), gap / (scale * tolerance), torch.inf)
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype, allowed: bool) -> torch.Tensor | None:
+    """A mask as what is added to the attention scores: a boolean one gives -inf where attention
+    is not allowed (``allowed``: True marks the allowed positions, as for SDPA; else the
+    forbidden ones, as for ``nn.MultiheadAttention``)."""
+    if mask is None or mask.is_floating_point():
+        return mask
+    forbidden = ~mask if allowed else mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(forbidden, -torch.inf)
+
+
+def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(q k^T scale + bias) v`` and the attention weights."""
+    scores = op(T.mul, op(torch.matmul, q, op(T.transpose, k, -2, -1)), scale)
+    if bias is not None:
+        scores = op(T.add, scores, bias)
+    weights = op(torch.softmax, scores, -1)
+    return op(torch.matmul, weights, v), weights
+
+
+def scaled_dot_product_attention(op: Op, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None, enable_gqa=False) -> torch.Tensor | None:
+    """``F.scaled_dot_product_attention`` from its parts (None with dropout: random weights)."""
+    if dropout_p:
+        return None
+    length, source = query.size(-2), key.size(-2)
+    bias = _additive(attn_mask, query.dtype, allowed=True)
+    if is_causal:
+        causal = torch.ones(length, source, dtype=torch.bool, device=query.device).tril()
+        bias = _additive(causal, query.dtype, allowed=True)
+    if enable_gqa:
+        groups = query.size(-3) // key.size(-3)
+        key, value = (op(torch.repeat_interleave, t, groups, -3) for t in (key, value))
+    factor = 1 / math.sqrt(query.size(-1)) if scale is None else scale
+    return _attend(op, query, key, value, factor, bias)[0]
+
+
+def multi_head_attention(op: Op, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``F.multi_head_attention_forward`` from its parts; None for what it does not write out
+    (added key and value biases, zero attention, static keys, dropout in training)."""
+    a = _MHA.bind(*args, **kwargs)
+    a.apply_defaults()
+    p = a.arguments
+    if (p["bias_k"] is not None or p["bias_v"] is not None or p["add_zero_attn"] or p["static_k"] is not None
+            or p["static_v"] is not None or (p["training"] and p["dropout_p"])):
+        return None
+    query, key, value = p["query"], p["key"], p["value"]
+    batched = query.dim() == 3
+    if not batched:
+        query, key, value = (op(T.unsqueeze, t, 1) for t in (query, key, value))
+    length, batch, dim = query.shape
+    source, heads = key.shape[0], p["num_heads"]
+    if p["use_separate_proj_weight"]:
+        weights = (p["q_proj_weight"], p["k_proj_weight"], p["v_proj_weight"])
+    else:
+        weights = p["in_proj_weight"].chunk(3)
+    biases = (None,) * 3 if p["in_proj_bias"] is None else p["in_proj_bias"].chunk(3)
+
+    def split(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, size: int) -> torch.Tensor:
+        projected = op(F.linear, t, w, b)  # (size, N, E) -> (N, heads, size, E / heads)
+        return op(T.permute, op(T.reshape, projected, size, batch, heads, dim // heads), 1, 2, 0, 3)
+
+    q, k, v = (split(t, w, b, size) for t, w, b, size in
+               zip((query, key, value), weights, biases, (length, source, source)))
+    bias = _mask(p["attn_mask"], p["key_padding_mask"], query.dtype, batch, heads, batched)
+    out, attention = _attend(op, q, k, v, 1 / math.sqrt(dim // heads), bias)
+    out = op(T.reshape, op(T.permute, out, 2, 0, 1, 3), length * batch, dim)
+    out = op(T.reshape, op(F.linear, out, p["out_proj_weight"], p["out_proj_bias"]), length, batch, dim)
+    if not batched:
+        out = op(T.squeeze, out, 1)
+    if not p["need_weights"]:
+        return out, None
+    if p["average_attn_weights"]:
+        attention = op(T.mean, attention, 1)
+    return out, attention if batched else op(T.squeeze, attention, 0)
+
+
+def _mask(attn_mask, key_padding_mask, dtype, batch: int, heads: int, batched: bool) -> torch.Tensor | None:
+    """``nn.MultiheadAttention``'s masks (True: not attended) as one additive (N or 1, heads or 1,
+    L, S) bias; ``is_causal`` is only a hint there that ``attn_mask`` is causal."""
+    bias = _additive(attn_mask, dtype, allowed=False)
+    if bias is not None and bias.dim() == 3:  # (N * heads, L, S)
+        bias = bias.view(batch, heads, *bias.shape[1:])
+    padding = _additive(key_padding_mask, dtype, allowed=False)
+    if padding is not None:  # (N, S), or (S,) unbatched
+        padding = padding.view(batch if batched else 1, 1, 1, -1)
+        bias = padding if bias is None else bias + padding
+    return bias
