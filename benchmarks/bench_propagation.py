@@ -3,8 +3,9 @@ against zennit 0.5 (LRP) and captum 0.9 (DeepLift, GradientShap) on the same wor
 
 The plain input gradient is one forward and one ``torch.autograd.grad`` of the target's summed
 score with respect to the input. Models: torchvision VGG16 (LRP with EpsilonPlusFlat, as the
-issue's goal names), VGG11 (no batch norm; captum's DeepLift runs on it, one ReLU module per
-use) and resnet18 (captum's DeepLift refuses its reused ReLUs, so only interpkit's is timed).
+issue's goal names), timm's ViT-Tiny (LRP with AttnLRP's rules), VGG11 (no batch norm; captum's
+DeepLift runs on it, one ReLU module per use) and resnet18 (captum's DeepLift refuses its reused
+ReLUs, so only interpkit's is timed).
 Each peer runs on its own model copy.
 
 Run: python benchmarks/bench_propagation.py [--device cuda] [--repeats 7] [--size 64] [--batch 8] [--threads 1]
@@ -62,6 +63,18 @@ def lrp_cases(model, images):
     }
 
 
+def vit_cases(images):
+    """AttnLRP on timm's ViT-Tiny (random weights, fused attention) against its plain gradient:
+    LXT, its authors' library, costs about one gradient (its rules are gradient changes)."""
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=images.shape[-1], num_classes=10)
+    model = model.eval().to(images.device)
+    lrp = interpkit.LRP(model, "epsilon")
+    return {"vit_tiny: plain input gradient": plain_gradient(model, images, 1),
+            "vit_tiny: interpkit lrp epsilon (AttnLRP)": lambda: lrp(images, target=1)}
+
+
 def cases_for(name: str, model, images, captum_too: bool):
     from captum.attr import DeepLift as CaptumDeepLift
     from captum.attr import GradientShap as CaptumGradientShap
@@ -114,6 +127,7 @@ def main() -> None:
         return
     for name, model in models.items():
         cases.update(cases_for(name, model.eval().to(device), images, captum_too=name == "vgg11"))
+    cases.update(vit_cases(images))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time_all(cases, device, repeats=args.repeats, warmup=1)
@@ -135,6 +149,8 @@ def main() -> None:
                    "> 1"))
     ratios.append(("vgg11: captum GradientShap / interpkit", t["vgg11: captum GradientShap, 5 samples"]
                    / t["vgg11: interpkit gradient_shap, 5 samples"], "> 1"))
+    ratios.append(("vit_tiny: interpkit lrp (AttnLRP) / plain gradient", t["vit_tiny: interpkit lrp epsilon (AttnLRP)"]
+                   / t["vit_tiny: plain input gradient"], "none set"))
     report(f"Gradient and propagation explainers, batch {args.batch}, {args.size}x{args.size}, {machine(device)}", t,
            ratios)
 

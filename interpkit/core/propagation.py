@@ -561,8 +561,8 @@ def _linearised(func: Any, args: tuple, kwargs: dict) -> Function:
     weight = _argument(args, kwargs, 2, "weight", None)
     if func is F.layer_norm:
         bias, eps = _argument(args, kwargs, 3, "bias", None), _argument(args, kwargs, 4, "eps", 1e-5)
-        with torch.no_grad():
-            scale = (x.var(dims, unbiased=False, keepdim=True) + eps).rsqrt()
+        with torch.no_grad():  # not x.var: 11x slower here on the CPU
+            scale = ((x - x.mean(dims, keepdim=True)).square().mean(dims, keepdim=True) + eps).rsqrt()
     else:
         bias, eps = None, _argument(args, kwargs, 3, "eps", None)
         eps = torch.finfo(x.dtype).eps if eps is None else eps

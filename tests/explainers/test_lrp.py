@@ -662,3 +662,14 @@ def test_a_call_frees_its_graph():
             assert _WRITTEN and _WRITTEN[-1]() is None, type(explainer).__name__
     finally:
         handle.remove()
+
+
+def test_the_stabiliser_adds_epsilon_with_the_sign_of_z_and_zero_counts_as_positive():
+    from interpkit.explainers.lrp import stabilize
+
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        tiny = 2.0 ** -20  # a half-precision subnormal
+        z = torch.tensor([0.0, -0.0, 1.5, -1.5, tiny, -tiny], dtype=dtype)
+        expected = torch.tensor([0.25, 0.25, 1.75, -1.75, 0.25 + tiny, -0.25 - tiny], dtype=torch.float64).to(dtype)
+        assert torch.equal(stabilize(z, 0.25), expected) and stabilize(z, 0.25).dtype == dtype
+    assert torch.equal(stabilize(torch.tensor([0.0, -0.0, 2.0]), 0.0), torch.tensor([torch.inf, torch.inf, 2.0]))
