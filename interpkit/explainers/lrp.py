@@ -53,9 +53,9 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     exactly 0 passes on no relevance, where 0 / 0 made the whole map NaN (zennit's too)."""
     if epsilon == 0:
         return torch.where(z == 0, torch.inf, z)
-    # arithmetic on the sign, not torch.where: where's CPU kernel is unvectorised, 6.8 ms against
-    # 0.8 ms on a (8, 64, 56, 56) map (and where with two Python numbers promoted half and double
-    # precision denominators to float32)
+    # arithmetic on the sign, not torch.where, whose CPU kernel is slow on a mask of random signs:
+    # 6.8 ms against 0.8 ms on a (8, 64, 56, 56) map (and where with two Python numbers promoted
+    # half and double precision denominators to float32)
     return (z >= 0).to(z.dtype).mul_(2).sub_(1).mul_(epsilon).add_(z)
 
 
