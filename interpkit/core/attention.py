@@ -27,8 +27,12 @@ _MHA = inspect.signature(F.multi_head_attention_forward)
 def mismatch(exact: torch.Tensor, decomposed: torch.Tensor) -> torch.Tensor:
     """The largest difference between the two, relative to the largest value and to a tolerance
     by dtype (a 0-d tensor on their device, no synchronisation): above 1, they differ by more than
-    rounding. NaN on either side where the other has none counts as infinitely far."""
-    tolerance = 1e-3 if exact.dtype.itemsize >= 4 else 5e-2
+    rounding. NaN on either side where the other has none counts as infinitely far. (Half
+    precision parts are checked as computed in float32: see ``written_out``.)"""
+    if exact.dtype.itemsize < 4:
+        tolerance = 5e-2
+    else:  # TF32 matrix products round to 10 bits on both sides
+        tolerance = 1e-3 if torch.get_float32_matmul_precision() == "highest" else 1e-2
     exact, decomposed = exact.detach().float(), decomposed.detach().float()
     finite = exact.isnan() == decomposed.isnan()
     gap = torch.where(exact.isnan(), 0.0, (exact - decomposed).abs()).nan_to_num(torch.inf).amax()
@@ -46,12 +50,29 @@ def _additive(mask: torch.Tensor | None, dtype: torch.dtype, allowed: bool) -> t
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(forbidden, -torch.inf)
 
 
-def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``softmax(q k^T scale + bias) v`` and the attention weights."""
+def written_out(func: Any, op: Op, args: tuple, kwargs: dict) -> Any:
+    """The fused attention ``func(*args, **kwargs)`` from its parts (None where they are not
+    written out here)."""
+    if func is F.scaled_dot_product_attention:
+        return scaled_dot_product_attention(op, *args, **kwargs)
+    return multi_head_attention(op, args, kwargs)
+
+
+def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows_zero: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(q k^T scale + bias) v`` and the attention weights. A query that may attend to
+    nothing (its bias all -inf) gets weights 0, as torch's SDPA gives it, where softmax would give
+    NaN (``empty_rows_zero`` False: the NaN kept, as ``nn.MultiheadAttention`` returning its weights)."""
+    keep = None
+    if bias is not None and empty_rows_zero:
+        empty = torch.isneginf(bias).all(-1, keepdim=True)  # from the masks alone: a constant
+        bias, keep = bias.masked_fill(empty, 0.0), (~empty).to(q.dtype)
     scores = op(T.mul, op(torch.matmul, q, op(T.transpose, k, -2, -1)), scale)
     if bias is not None:
         scores = op(T.add, scores, bias)
     weights = op(torch.softmax, scores, -1)
+    if keep is not None:
+        weights = op(T.mul, weights, keep)
     return op(torch.matmul, weights, v), weights
 
 
@@ -100,7 +121,8 @@ def multi_head_attention(op: Op, args: tuple, kwargs: dict) -> tuple[torch.Tenso
     q, k, v = (split(t, w, b, size) for t, w, b, size in
                zip((query, key, value), weights, biases, (length, source, source)))
     bias = _mask(p["attn_mask"], p["key_padding_mask"], query.dtype, batch, heads, batched)
-    out, attention = _attend(op, q, k, v, 1 / math.sqrt(dim // heads), bias)
+    # with its weights asked for, torch computes softmax itself (NaN for a query with nothing to attend to)
+    out, attention = _attend(op, q, k, v, 1 / math.sqrt(dim // heads), bias, not p["need_weights"])
     out = op(T.reshape, op(T.permute, out, 2, 0, 1, 3), length * batch, dim)
     out = op(T.reshape, op(F.linear, out, p["out_proj_weight"], p["out_proj_bias"]), length, batch, dim)
     if not batched:

@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
 from ..errors import UncoveredNonlinearityError
-from .attention import mismatch, multi_head_attention, scaled_dot_product_attention
+from .attention import mismatch, written_out
 from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
 from .saved import Checkpoints
 
@@ -266,12 +267,14 @@ class PropagationMode(TorchFunctionMode):
         if not self._mismatches:
             return
         worst = torch.stack([m.to(self._mismatches[0][1].device) for _, m in self._mismatches])
-        if worst.max().item() > 1:
+        largest = worst.max().item()
+        if largest > 1:
             name = self._mismatches[int(worst.argmax())][0]
             raise UncoveredNonlinearityError(
                 f"{method}: {name} written out as its parts (projections, products, softmax) did not reproduce torch's "
-                "result, so its rules cannot be applied; please report the model (strict=False gives the op its plain "
-                "gradient)")
+                f"result ({largest:.3g} times the rounding tolerance), so their rules would explain another function; "
+                "explain the model with its attention written out in Python (timm: fused_attn=False; HuggingFace: "
+                "attn_implementation='eager'), and please report it")
 
     @property
     def unseen(self) -> int:
@@ -464,20 +467,22 @@ class PropagationMode(TorchFunctionMode):
         def op(inner: Any, *inner_args: Any, **inner_kwargs: Any) -> Any:
             return self._handle(inner, inner_args, inner_kwargs)
 
-        if func is F.scaled_dot_product_attention:
-            parts = scaled_dot_product_attention(op, *args, **kwargs)
-            if parts is None:
-                return None
-            self._mismatches.append((_name(func), mismatch(exact, parts)))
-            return _Valued.apply(parts, [exact])
-        written = multi_head_attention(op, args, kwargs)
-        if written is None:
+        parts = written_out(func, op, args, kwargs)
+        if parts is None:
             return None
-        outputs = [(_Valued.apply(part, [value]) if part is not None else None) for part, value in zip(written, exact)]
-        for part, value in zip(written, exact):
+        exacts, parts = (exact, parts) if isinstance(exact, tuple) else ((exact,), (parts,))
+        checked = parts
+        if any(p is not None and p.dtype.itemsize < 4 for p in parts):
+            # half precision parts round the scores, which the fused op keeps in float32: the parts'
+            # arithmetic is checked as computed in float32, and they are used as they are
+            with torch.no_grad():
+                widened = written_out(func, _plain, *tree_map(_widened, (args, kwargs)))
+            checked = widened if isinstance(widened, tuple) else (widened,)
+        for value, part in zip(exacts, checked):
             if part is not None:
                 self._mismatches.append((_name(func), mismatch(value, part)))
-        return tuple(outputs)
+        outputs = tuple(None if part is None else _Valued.apply(part, [value]) for part, value in zip(parts, exacts))
+        return outputs if isinstance(exact, tuple) else outputs[0]
 
     def _uncovered(self, func: Any, args: tuple, kwargs: dict, always: bool = False) -> Any:
         result = func(*args, **kwargs)
@@ -540,13 +545,22 @@ class PropagationMode(TorchFunctionMode):
         return False
 
 
+def _plain(func: Any, *args: Any, **kwargs: Any) -> Any:
+    return func(*args, **kwargs)
+
+
+def _widened(value: Any) -> Any:
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
 class _Valued(torch.autograd.Function):
     """``exact[0]`` (a fused op's own output) as the value, with the backward of ``parts`` (the
     same op written out as ops the rules cover)."""
 
     @staticmethod
     def forward(ctx: Any, parts, exact):
-        return exact[0]
+        value = exact[0]
+        return value if value._base is None else value.clone()  # a view could not be written in place
 
     @staticmethod
     def backward(ctx: Any, grad):
@@ -559,18 +573,19 @@ def _linearised(func: Any, args: tuple, kwargs: dict) -> Function:
     x, shape = args[0], _argument(args, kwargs, 1, "normalized_shape", None)
     dims = tuple(range(-len(shape), 0)) if isinstance(shape, (tuple, list, torch.Size)) else (-1,)
     weight = _argument(args, kwargs, 2, "weight", None)
-    if func is F.layer_norm:
+    centred = func is F.layer_norm
+    if centred:
         bias, eps = _argument(args, kwargs, 3, "bias", None), _argument(args, kwargs, 4, "eps", 1e-5)
-        with torch.no_grad():  # not x.var: 11x slower here on the CPU
-            scale = ((x - x.mean(dims, keepdim=True)).square().mean(dims, keepdim=True) + eps).rsqrt()
     else:
         bias, eps = None, _argument(args, kwargs, 3, "eps", None)
         eps = torch.finfo(x.dtype).eps if eps is None else eps
-        with torch.no_grad():
-            scale = (x.square().mean(dims, keepdim=True) + eps).rsqrt()
-    centred = func is F.layer_norm
+    wide = torch.promote_types(x.dtype, torch.float32)  # as torch's norms: half precision squares overflow
+    with torch.no_grad():  # the mean of squares, not x.var: 11x slower here on the CPU
+        t = x.to(wide)
+        scale = ((t - t.mean(dims, keepdim=True) if centred else t).square().mean(dims, keepdim=True) + eps).rsqrt()
 
     def linearised(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(wide)
         y = (t - t.mean(dims, keepdim=True) if centred else t) * scale
         y = y if weight is None else y * weight
         return y if bias is None else y + bias

@@ -317,10 +317,65 @@ def test_a_decomposition_that_does_not_reproduce_the_fused_op_is_refused(monkeyp
     from interpkit.core import attention
 
     right = attention._attend
-    monkeypatch.setattr(attention, "_attend", lambda op, q, k, v, scale, bias: right(op, q, k, v, 2 * scale, bias))
+    monkeypatch.setattr(attention, "_attend", lambda op, q, k, v, scale, *rest: right(op, q, k, v, 2 * scale, *rest))
     for model in (_Scaled(True).double().eval(), _Masked().double().eval()):
-        with pytest.raises(interpkit.UncoveredNonlinearityError, match="did not reproduce"):
-            LRP(model)(torch.randn(2, 5, 3, dtype=torch.float64), target=1)
+        for strict in (True, False):  # rules for another function: refused either way
+            with pytest.raises(interpkit.UncoveredNonlinearityError, match="did not reproduce.*attn_implementation"):
+                LRP(model, strict=strict)(torch.randn(2, 5, 3, dtype=torch.float64), target=1)
+
+
+def test_a_query_with_nothing_to_attend_to_gets_zero_weights_as_in_torchs_sdpa():
+    """torch's SDPA gives such a query 0 (softmax alone would give NaN), and so does
+    nn.MultiheadAttention without its weights (it calls SDPA); GPT-2 with a left-padded batch
+    has such queries."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    nothing = torch.ones(5, 5, dtype=torch.bool).tril()
+    nothing[2] = False
+    padding = torch.tensor([[False] * 5, [True] * 5])  # the second sample attends to nothing at all
+    for model in (_Scaled(True, attn_mask=nothing).double().eval(),
+                  _Masked(key_padding_mask=padding, need_weights=False).double().eval(),
+                  _Masked(attn_mask=~nothing, need_weights=False).double().eval()):
+        found = LRP(model, "epsilon")(x, target=1)
+        # with gradients on (under no_grad nn.MultiheadAttention takes its fast path, which gives NaN there)
+        assert torch.equal(found.scores[:, 0], model(x)[:, 1].detach())
+        assert found.maps.isfinite().all() and found.maps.abs().sum() > 0
+
+
+def test_half_precision_norms_take_their_statistic_in_float32():
+    """(x / rms(x)) with x up to 333: x squared overflows float16 (NaN maps before the fix)."""
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(1)) * 100
+    for norm in (nn.LayerNorm(64), nn.RMSNorm(64)):
+        torch.manual_seed(0)
+        model = nn.Sequential(norm, nn.Linear(64, 4)).eval()
+        expected = LRP(copy.deepcopy(model).double(), "epsilon")(x.double(), target=1).maps
+        found = LRP(model.half(), "epsilon")(x.half(), target=1).maps
+        assert found.isfinite().all() and (found.double() - expected).abs().max() < 1e-2 * expected.abs().max()
+
+
+def test_bfloat16_attention_with_large_scores_is_explained():
+    """Its written-out parts round the scores to bfloat16, which the fused op keeps in float32:
+    checked as computed in float32, they are used as they are (refused before the fix)."""
+    model = _Scaled(True, heads=4, kv_heads=4).eval()
+    with torch.no_grad():
+        model.q.weight.mul_(40)
+        model.k.weight.mul_(40)
+    x = torch.randn(2, 64, 3, generator=torch.Generator().manual_seed(1))
+    assert LRP(model.bfloat16(), "epsilon")(x.bfloat16(), target=1).maps.isfinite().all()
+
+
+def test_the_output_of_multi_head_attention_can_be_written_in_place():
+    class WrittenInto(_Masked):
+        def forward(self, x):
+            h = self.embed(x)
+            out = self.attention(h, h, h, need_weights=False)[0]
+            out += h  # a view of the fused op's result could not be written (an error before the fix)
+            return self.head(out.mean(1))
+
+    model = WrittenInto().double().eval()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    found = LRP(model, "epsilon", epsilon=1e-12, stabilizer=1e-12)(x, target=1).maps[:, 0]
+    expected = _by_hand(model, x, 1)
+    assert (found - expected).abs().max() < 1e-6 * expected.abs().max()
 
 
 def test_what_attn_lrp_does_not_cover_stays_refused():
