@@ -10,7 +10,9 @@ reads a layer's output is folded into that layer (the canonizer zennit applies b
 here by data flow, for one call and nothing written to the model), and a sum of two
 input-dependent tensors (a residual connection, written as ``+`` or ``+=`` anywhere in a
 ``forward``) splits relevance by contribution, so ResNets conserve it without a model-specific
-canonizer. The map is the relevance at the input, (N, K, C, *grid).
+canonizer. Transformers take AttnLRP's rules (Achtibat et al., 2024): the uniform rule at a
+product of input-dependent tensors, a Taylor rule at softmax, a layer norm's standard deviation
+held constant. The map is the relevance at the input, (N, K, C, *grid).
 """
 
 from __future__ import annotations
@@ -566,15 +568,17 @@ class _Relevance(PropagationRule):
 
 class LRP(Explainer):
     """Layer-wise relevance propagation with a ``composite``: a name (``"epsilon_plus_flat"``, the
-    default, ``"epsilon_plus"``, ``"epsilon_alpha2_beta1"``, ``"epsilon_gamma_box"`` with
+    default, ``"epsilon_plus"``, ``"epsilon_alpha2_beta1"``, ``"epsilon"``, ``"epsilon_gamma_box"`` with
     ``low`` and ``high``: the input's bounds) or a ``Composite`` of rules. ``epsilon``, ``gamma``
     and ``stabilizer`` are zennit's defaults. Relevance starts as the target's score, so the
     map (N, K, C, *grid) sums to about the score (less what biases and epsilon absorb).
 
     Defined for networks of convolutions, linear layers, eval batch norms, pooling, residual
-    sums, concatenation and elementwise nonlinearities. With ``strict=True`` any other op on
-    input-dependent tensors (a product of two, softmax, layer norm, attention) is refused by
-    name; ``strict=False`` gives it its plain gradient."""
+    sums, concatenation and elementwise nonlinearities, and for transformers with AttnLRP's rules
+    (Achtibat et al., 2024): products of input-dependent tensors, softmax, layer and RMS norms, and
+    torch's fused attention written out as those (``"epsilon"`` is AttnLRP as its authors compute
+    it). With ``strict=True`` any other op on input-dependent tensors (a group norm, an index
+    computed from the input) is refused by name; ``strict=False`` gives it its plain gradient."""
 
     name = "lrp"
     supports = frozenset({"1d", "2d", "3d", "several_inputs", "tokens"})
