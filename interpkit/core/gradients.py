@@ -100,9 +100,9 @@ def backward_errors_refused() -> Iterator[None]:
         if "use_reentrant" in str(error):
             raise _reentrant() from error
         if MODIFIED in str(error):
-            raise InputError("the model writes in place (x += y, relu_) into a tensor its backward needs as it was "
-                             "(a layer's input, a value an op saved), so torch gives it no gradient either; write out "
-                             "of place there (x = x + y)") from error
+            raise InputError("the model writes in place (x += y, relu_) into a tensor that the backward needs as it "
+                             "was (a layer's input, a value an op or the explainer's rule for it saved, such as "
+                             "softmax's input under LRP); write out of place there (x = x + y)") from error
         if isinstance(error, CheckpointError):  # the recomputation ran without the explainer's op rules
             raise InputError("the model's activation checkpointing (torch.utils.checkpoint) recomputed a forward that "
                              "differs from the explained one, whose ops ran under this explainer's rules; explain "

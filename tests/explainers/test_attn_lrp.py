@@ -397,3 +397,23 @@ def test_what_attn_lrp_does_not_cover_stays_refused():
     for model in (_timm_vit(True), TinyTokens().double().eval()):  # DeepLift's rescale rule has no such rules
         with pytest.raises(interpkit.UncoveredNonlinearityError, match="layer_norm"):
             DeepLift(model)(torch.randn(2, 3, 16, 16, dtype=torch.float64), target=1)
+
+
+def test_writing_into_a_softmax_input_afterwards_is_refused_naming_the_rule():
+    """Softmax's rule reads its input (torch's own backward reads only the output), so a write into
+    that input after the softmax is refused, saying it is the rule that needs it."""
+
+    class Rewritten(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.linear, self.head = nn.Linear(3, 6), nn.Linear(6, 4)
+
+        def forward(self, x):
+            h = self.linear(x)
+            s = h.softmax(-1)
+            h.mul_(0.5)
+            return self.head(s * 2 + h)
+
+    with pytest.raises(interpkit.InputError, match="rule for it saved, such as softmax's input"):
+        LRP(Rewritten().eval(), "epsilon")(torch.randn(2, 3), target=1)
