@@ -27,8 +27,7 @@ _MHA = inspect.signature(F.multi_head_attention_forward)
 def mismatch(exact: torch.Tensor, decomposed: torch.Tensor) -> torch.Tensor:
     """The largest difference between the two, relative to the largest value and to a tolerance
     by dtype (a 0-d tensor on their device, no synchronisation): above 1, they differ by more than
-    rounding. NaN on either side where the other has none counts as infinitely far. (Half
-    precision parts are checked as computed in float32: see ``written_out``.)"""
+    rounding. NaN on either side where the other has none counts as infinitely far."""
     if exact.dtype.itemsize < 4:
         tolerance = 5e-2
     else:  # TF32 matrix products round to 10 bits on both sides
@@ -60,20 +59,33 @@ def written_out(func: Any, op: Op, args: tuple, kwargs: dict) -> Any:
 
 def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows_zero: bool = True
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``softmax(q k^T scale + bias) v`` and the attention weights. A query that may attend to
-    nothing (its bias all -inf) gets weights 0, as torch's SDPA gives it, where softmax would give
-    NaN (``empty_rows_zero`` False: the NaN kept, as ``nn.MultiheadAttention`` returning its weights)."""
-    keep = None
-    if bias is not None and empty_rows_zero:
-        empty = torch.isneginf(bias).all(-1, keepdim=True)  # from the masks alone: a constant
-        bias, keep = bias.masked_fill(empty, 0.0), (~empty).to(q.dtype)
-    scores = op(T.mul, op(torch.matmul, q, op(T.transpose, k, -2, -1)), scale)
-    if bias is not None:
-        scores = op(T.add, scores, bias)
-    weights = op(torch.softmax, scores, -1)
-    if keep is not None:
-        weights = op(T.mul, weights, keep)
-    return op(torch.matmul, weights, v), weights
+    """``softmax(q k^T scale + bias) v`` and the attention weights, in float32 at least (autocast
+    off), as torch's fused kernels compute them: half-precision scores would overflow or round
+    away what the fused op keeps. q and k are each scaled by the scale's root first, as torch's
+    reference does. A query that may attend to nothing (its bias all -inf) gets weights 0, as
+    torch's SDPA gives it, where softmax would give NaN (``empty_rows_zero`` False: the NaN kept,
+    as ``nn.MultiheadAttention`` returning its weights)."""
+    given = v.dtype
+    wide = torch.promote_types(torch.promote_types(q.dtype, v.dtype), torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        q, k, v = (op(T.to, t, wide) if t.dtype != wide else t for t in (q, k, v))
+        keep = None
+        if bias is not None:
+            bias = bias.to(wide)
+            if empty_rows_zero:
+                empty = torch.isneginf(bias).all(-1, keepdim=True)  # from the masks alone: a constant
+                bias, keep = bias.masked_fill(empty, 0.0), (~empty).to(wide)
+        root = math.sqrt(scale)
+        scores = op(torch.matmul, op(T.mul, q, root), op(T.transpose, op(T.mul, k, root), -2, -1))
+        if bias is not None:
+            scores = op(T.add, scores, bias)
+        weights = op(torch.softmax, scores, -1)
+        if keep is not None:
+            weights = op(T.mul, weights, keep)
+        out = op(torch.matmul, weights, v)
+        if wide != given:
+            out, weights = op(T.to, out, given), op(T.to, weights, given)
+    return out, weights
 
 
 def scaled_dot_product_attention(op: Op, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,

@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_map
 
 from ..errors import UncoveredNonlinearityError
 from .attention import mismatch, written_out
@@ -273,8 +272,9 @@ class PropagationMode(TorchFunctionMode):
             raise UncoveredNonlinearityError(
                 f"{method}: {name} written out as its parts (projections, products, softmax) did not reproduce torch's "
                 f"result ({largest:.3g} times the rounding tolerance), so their rules would explain another function; "
-                "explain the model with its attention written out in Python (timm: fused_attn=False; HuggingFace: "
-                "attn_implementation='eager'), and please report it")
+                "explain the model in float32 if it runs in half precision or under autocast, or with its attention "
+                "written out in Python (timm: fused_attn=False; HuggingFace: attn_implementation='eager'), and please "
+                "report it")
 
     @property
     def unseen(self) -> int:
@@ -444,9 +444,14 @@ class PropagationMode(TorchFunctionMode):
         """What attention is made of, through the rule's ``product``, ``softmax`` and
         ``normalisation``, and fused attention written out as those; None for anything else."""
         x, rule = args[0] if args else None, self.rule
-        if func in _ONE_FACTOR and len(dependent) > 1 and func not in _IN_PLACE and all(
-                t.is_floating_point() for t in dependent):
-            return rule.product(_substituted(func, args, kwargs, dependent), dependent)
+        if func in _ONE_FACTOR and len(dependent) > 1 and all(t.is_floating_point() for t in dependent):
+            out_of_place = _IN_PLACE.get(func)
+            if out_of_place is None:
+                return rule.product(_substituted(func, args, kwargs, dependent), dependent)
+            # written in place (h *= g): made out of place from a copy of the written tensor, then written
+            written = args[0]
+            inputs = [t.clone() if t is written else t for t in dependent]
+            return written.copy_(rule.product(_substituted(out_of_place, args, kwargs, dependent), inputs))
         if len(dependent) != 1 or dependent[0] is not x:
             return self._fused(func, args, kwargs) if func in _ATTENTION else None
         rest, options = args[1:], kwargs
@@ -471,14 +476,7 @@ class PropagationMode(TorchFunctionMode):
         if parts is None:
             return None
         exacts, parts = (exact, parts) if isinstance(exact, tuple) else ((exact,), (parts,))
-        checked = parts
-        if any(p is not None and p.dtype.itemsize < 4 for p in parts):
-            # half precision parts round the scores, which the fused op keeps in float32: the parts'
-            # arithmetic is checked as computed in float32, and they are used as they are
-            with torch.no_grad():
-                widened = written_out(func, _plain, *tree_map(_widened, (args, kwargs)))
-            checked = widened if isinstance(widened, tuple) else (widened,)
-        for value, part in zip(exacts, checked):
+        for value, part in zip(exacts, parts):
             if part is not None:
                 self._mismatches.append((_name(func), mismatch(value, part)))
         outputs = tuple(None if part is None else _Valued.apply(part, [value]) for part, value in zip(parts, exacts))
@@ -543,14 +541,6 @@ class PropagationMode(TorchFunctionMode):
         if func in (torch.addmm, T.addmm):
             return not (self._depends(args[1]) and self._depends(args[2]))
         return False
-
-
-def _plain(func: Any, *args: Any, **kwargs: Any) -> Any:
-    return func(*args, **kwargs)
-
-
-def _widened(value: Any) -> Any:
-    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
 class _Valued(torch.autograd.Function):

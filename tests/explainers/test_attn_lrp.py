@@ -291,7 +291,8 @@ def test_fused_attention_gets_the_rules_of_its_parts(options):
     fused, written = (_Scaled(f, **kv, **options).double().eval() for f in (True, False))
     if kv:
         written.options = {}
-    found, expected = (LRP(m, "epsilon")(x, target="all") for m in (fused, written))
+    # the stabiliser off: the parts scale q and k before their product, the written model after it
+    found, expected = (LRP(m, "epsilon", epsilon=1e-12, stabilizer=1e-12)(x, target="all") for m in (fused, written))
     torch.testing.assert_close(found.scores, expected.scores)
     torch.testing.assert_close(found.maps, expected.maps)
     with torch.no_grad():  # the fused op's own value, not its written-out one
@@ -417,3 +418,59 @@ def test_writing_into_a_softmax_input_afterwards_is_refused_naming_the_rule():
 
     with pytest.raises(interpkit.InputError, match="rule for it saved, such as softmax's input"):
         LRP(Rewritten().eval(), "epsilon")(torch.randn(2, 3), target=1)
+
+
+def test_half_precision_attention_is_written_out_in_float32_as_torch_computes_it():
+    """Half-precision scores overflow (q k^T above 65504) or round a finfo.min mask to -inf, where
+    torch's fused kernels compute in float32: the written-out parts do too (NaN maps before)."""
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(2))
+    large = _Scaled(True).eval()
+    with torch.no_grad():
+        for linear in (large.q, large.k):
+            linear.weight.mul_(60)
+            linear.bias.mul_(60)
+    padded = torch.zeros(5, 5)
+    padded[2] = torch.finfo(torch.float16).min  # HuggingFace's masks: the dtype's minimum, not -inf
+    masked = _Scaled(True, attn_mask=padded.half()).eval()
+    with torch.no_grad():
+        masked.q.bias.fill_(-20)
+        masked.k.bias.fill_(20)  # every score near -800
+    for model in (large, masked):
+        found = LRP(model.half(), "epsilon")(x.half(), target=1)
+        assert found.maps.isfinite().all() and found.scores.isfinite().all()
+    mha = _Masked(need_weights=False).eval()
+    with torch.no_grad():
+        mha.attention.in_proj_weight.mul_(60)
+    assert LRP(mha.half(), "epsilon")(x.half(), target=1).maps.isfinite().all()
+
+
+def test_attention_under_autocast_is_explained():
+    """SDPA under autocast computes its scores in float32 from bfloat16 inputs; so do the parts."""
+    model = _Scaled(True, heads=4, kv_heads=4).eval()
+    with torch.no_grad():
+        model.q.weight.mul_(40)
+        model.k.weight.mul_(40)
+    x = torch.randn(2, 64, 3, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        found = LRP(model, "epsilon")(x, target=1)
+    assert found.maps.isfinite().all()
+
+
+def test_a_product_written_in_place_equals_the_same_product_out_of_place():
+    class Gated(nn.Module):
+        def __init__(self, in_place):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b, self.head, self.in_place = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 3), in_place
+
+        def forward(self, x):
+            h, g = self.a(x), torch.sigmoid(self.b(x))
+            if self.in_place:
+                h *= g
+            else:
+                h = h * g
+            return self.head(h)
+
+    x = torch.randn(3, 4, dtype=torch.float64)
+    found, expected = (LRP(Gated(p).double().eval(), "epsilon")(x, target="all").maps for p in (True, False))
+    assert torch.equal(found, expected) and found.abs().sum() > 0

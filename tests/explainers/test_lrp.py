@@ -670,6 +670,8 @@ def test_the_stabiliser_adds_epsilon_with_the_sign_of_z_and_zero_counts_as_posit
     for dtype in (torch.float16, torch.float32, torch.float64):
         tiny = 2.0 ** -20  # a half-precision subnormal
         z = torch.tensor([0.0, -0.0, 1.5, -1.5, tiny, -tiny], dtype=dtype)
-        expected = torch.tensor([0.25, 0.25, 1.75, -1.75, 0.25 + tiny, -0.25 - tiny], dtype=torch.float64).to(dtype)
-        assert torch.equal(stabilize(z, 0.25), expected) and stabilize(z, 0.25).dtype == dtype
+        wide = torch.promote_types(dtype, torch.float32)  # half precision would round a small epsilon to 0
+        expected = torch.tensor([0.25, 0.25, 1.75, -1.75, 0.25 + tiny, -0.25 - tiny], dtype=torch.float64).to(wide)
+        assert torch.equal(stabilize(z, 0.25), expected) and stabilize(z, 0.25).dtype == wide
+        assert torch.equal(stabilize(torch.zeros(2, dtype=dtype), 1e-12), torch.full((2,), 1e-12, dtype=wide))
     assert torch.equal(stabilize(torch.tensor([0.0, -0.0, 2.0]), 0.0), torch.tensor([torch.inf, torch.inf, 2.0]))
