@@ -11,6 +11,7 @@ decomposition that does not reproduce the op is refused, never used silently.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from typing import Any, Callable
@@ -67,7 +68,7 @@ def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows
     as ``nn.MultiheadAttention`` returning its weights)."""
     given = v.dtype
     wide = torch.promote_types(torch.promote_types(q.dtype, v.dtype), torch.float32)
-    with torch.autocast(q.device.type, enabled=False):
+    with _without_autocast(q.device.type):
         q, k, v = (op(T.to, t, wide) if t.dtype != wide else t for t in (q, k, v))
         keep = None
         if bias is not None:
@@ -75,8 +76,8 @@ def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows
             if empty_rows_zero:
                 empty = torch.isneginf(bias).all(-1, keepdim=True)  # from the masks alone: a constant
                 bias, keep = bias.masked_fill(empty, 0.0), (~empty).to(wide)
-        root = math.sqrt(scale)
-        scores = op(torch.matmul, op(T.mul, q, root), op(T.transpose, op(T.mul, k, root), -2, -1))
+        root = math.sqrt(abs(scale))
+        scores = op(torch.matmul, op(T.mul, q, math.copysign(root, scale)), op(T.transpose, op(T.mul, k, root), -2, -1))
         if bias is not None:
             scores = op(T.add, scores, bias)
         weights = op(torch.softmax, scores, -1)
@@ -86,6 +87,15 @@ def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows
         if wide != given:
             out, weights = op(T.to, out, given), op(T.to, weights, given)
     return out, weights
+
+
+def _without_autocast(device_type: str) -> Any:
+    """Autocast turned off for the block (nothing to turn off where torch has no autocast for the
+    device: before torch 2.5 asking for MPS raised, even with ``enabled=False``)."""
+    try:
+        return torch.autocast(device_type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def scaled_dot_product_attention(op: Op, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,

@@ -334,7 +334,7 @@ class PropagationMode(TorchFunctionMode):
                                 type(t.grad_fn).__name__ != "CheckpointFunctionBackward" for t in dependent):
                 # made where no graph was recorded, yet in the graph now: a custom autograd Function's output,
                 # whose own backward replaces the rules of the ops inside it
-                self.uncovered["a custom autograd Function"] += 1
+                self.uncovered["a custom autograd Function (or a write under torch.no_grad)"] += 1
         constants = {id(t) for t in given if not self._depends(t)}
         for tensor in tensors:
             if id(tensor) in constants and not _writes(func):

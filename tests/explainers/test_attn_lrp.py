@@ -281,7 +281,7 @@ class _Scaled(nn.Module):
         return self.head(out.transpose(1, 2).flatten(2).mean(1))
 
 
-@pytest.mark.parametrize("options", [{}, {"is_causal": True}, {"scale": 0.3},
+@pytest.mark.parametrize("options", [{}, {"is_causal": True}, {"scale": 0.3}, {"scale": -0.5},
                                      {"attn_mask": torch.ones(5, 5, dtype=torch.bool).tril(1)},
                                      {"attn_mask": torch.randn(5, 5, dtype=torch.float64)},
                                      {"kv_heads": 1, "enable_gqa": True}], ids=str)
@@ -474,3 +474,16 @@ def test_a_product_written_in_place_equals_the_same_product_out_of_place():
     x = torch.randn(3, 4, dtype=torch.float64)
     found, expected = (LRP(Gated(p).double().eval(), "epsilon")(x, target="all").maps for p in (True, False))
     assert torch.equal(found, expected) and found.abs().sum() > 0
+
+
+def test_a_device_without_autocast_needs_none_turned_off(monkeypatch):
+    """torch before 2.5 raised for torch.autocast("mps", enabled=False): the parts then run as they are."""
+
+    def unsupported(device_type, *args, **kwargs):
+        raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}'")
+
+    model = _Scaled(True).double().eval()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    expected = LRP(model, "epsilon")(x, target=1).maps
+    monkeypatch.setattr(torch, "autocast", unsupported)
+    torch.testing.assert_close(LRP(model, "epsilon")(x, target=1).maps, expected)
