@@ -153,20 +153,12 @@ def test_lrp_on_vision_transformers_equals_attn_lrp_by_hand(name):
 
 
 def _only(module):
-    class Only(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.module = module
-
-        def forward(self, x):
-            return self.module(x)
-
-    return Only().double().eval()
+    return nn.Sequential(module).double().eval()
 
 
 def test_softmax_rule_is_proposition_3_1():
     x = torch.randn(4, 5, dtype=torch.float64)
-    maps = LRP(_only(nn.Softmax(-1)), "epsilon", epsilon=1e-12, stabilizer=1e-12)(x, target="all").maps[..., :]
+    maps = LRP(_only(nn.Softmax(-1)), "epsilon", epsilon=1e-12, stabilizer=1e-12)(x, target="all").maps
     s = x.softmax(-1)
     for j in range(5):
         relevance = torch.zeros_like(s)
@@ -281,12 +273,17 @@ class _Scaled(nn.Module):
         return self.head(out.transpose(1, 2).flatten(2).mean(1))
 
 
-@pytest.mark.parametrize("options", [{}, {"is_causal": True}, {"scale": 0.3}, {"scale": -0.5},
-                                     {"attn_mask": torch.ones(5, 5, dtype=torch.bool).tril(1)},
-                                     {"attn_mask": torch.randn(5, 5, dtype=torch.float64)},
-                                     {"kv_heads": 1, "enable_gqa": True}], ids=str)
-def test_fused_attention_gets_the_rules_of_its_parts(options):
+FUSED_OPTIONS = {
+    "plain": {}, "causal": {"is_causal": True}, "scale": {"scale": 0.3}, "negative scale": {"scale": -0.5},
+    "bool mask": {"attn_mask": torch.ones(5, 5, dtype=torch.bool).tril(1)},
+    "float mask": {"attn_mask": torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))},
+    "grouped query": {"kv_heads": 1, "enable_gqa": True}}
+
+
+@pytest.mark.parametrize("case", FUSED_OPTIONS)
+def test_fused_attention_gets_the_rules_of_its_parts(case):
     x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    options = dict(FUSED_OPTIONS[case])
     kv = {"kv_heads": options.pop("kv_heads")} if "kv_heads" in options else {}
     fused, written = (_Scaled(f, **kv, **options).double().eval() for f in (True, False))
     if kv:
