@@ -454,9 +454,9 @@ class PropagationMode(TorchFunctionMode):
             return written.copy_(rule.product(_substituted(out_of_place, args, kwargs, dependent), inputs))
         if len(dependent) != 1 or dependent[0] is not x:
             return self._fused(func, args, kwargs) if func in _ATTENTION else None
-        rest, options = args[1:], kwargs
-        if func in _SOFTMAX and isinstance(_argument(args, kwargs, 1, "dim", None), int):
-            return rule.softmax(lambda t: func(t, *rest, **options), x, _argument(args, kwargs, 1, "dim", None))
+        rest, options, dim = args[1:], kwargs, _argument(args, kwargs, 1, "dim", None)
+        if func in _SOFTMAX and isinstance(dim, int):
+            return rule.softmax(lambda t: func(t, *rest, **options), x, dim)
         if func in _NORMS:
             return rule.normalisation(lambda t: func(t, *rest, **options), _linearised(func, args, kwargs), x)
         return self._fused(func, args, kwargs) if func in _ATTENTION else None

@@ -484,3 +484,23 @@ def test_a_device_without_autocast_needs_none_turned_off(monkeypatch):
     expected = LRP(model, "epsilon")(x, target=1).maps
     monkeypatch.setattr(torch, "autocast", unsupported)
     torch.testing.assert_close(LRP(model, "epsilon")(x, target=1).maps, expected)
+
+
+def test_the_check_allows_rounding_by_precision_and_no_more():
+    """Relative to the largest value: 1e-3 in float32, 1e-2 where TF32 matrix products are
+    allowed, 5e-2 in half precision; a NaN on one side only is infinitely far."""
+    from interpkit.core.attention import mismatch
+
+    exact = torch.tensor([1.0, -2.0, 0.5])
+    for dtype, tolerance in ((torch.float32, 1e-3), (torch.float16, 5e-2)):
+        for gap, within in ((0.9, True), (1.1, False)):
+            found = mismatch(exact.to(dtype), (exact + torch.tensor([0, 2 * gap * tolerance, 0])).to(dtype))
+            assert (found.item() <= 1) == within, (dtype, gap)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        assert mismatch(exact, exact + torch.tensor([0.0, 0.018, 0.0])).item() <= 1
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert mismatch(exact, exact + torch.tensor([0.0, 0.018, 0.0])).item() > 1
+    assert mismatch(exact, torch.tensor([1.0, float("nan"), 0.5])).item() == float("inf")
