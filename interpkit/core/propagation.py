@@ -16,9 +16,10 @@ dependent), and hands each op that reads one to the rule:
 - a linear op that only moves values (reshaping, indexing with constant indices, concatenation,
   padding, copies) runs unchanged: its gradient routes any attribution exactly;
 - where the rule covers what attention is made of (``rule.attention``): a product of several
-  input-dependent tensors to ``rule.product``, softmax to ``rule.softmax``, a layer or RMS norm
-  to ``rule.normalisation``, and torch's fused attention written out as those
-  (``interpkit.core.attention``);
+  input-dependent tensors to ``rule.product``, softmax to ``rule.softmax``, torch's norms (layer,
+  RMS, group, instance, ``F.normalize``) to ``rule.normalisation``, a norm written out (``h *
+  rsqrt(mean(h ** 2) + eps)``) with its statistic held constant (``interpkit.core.normalisations``),
+  and torch's fused attention written out as those (``interpkit.core.attention``);
 - anything else with a floating result is uncovered: counted by name in ``uncovered`` (without
   those rules a product of two input-dependent tensors, softmax, layer norm; an index or mask
   computed from the input, a value taken out of the graph), so that an explainer refuses the
@@ -42,6 +43,18 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import UncoveredNonlinearityError
 from .attention import mismatch, written_out
+from .normalisations import (
+    MAKERS,
+    MOMENT,
+    NORMS,
+    PAIRED,
+    STATISTICS,
+    linearised,
+    moment_made,
+    normalises,
+    reciprocal,
+    statistic_made,
+)
 from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
 from .saved import Checkpoints
 
@@ -96,8 +109,9 @@ class PropagationRule:
         raise NotImplementedError
 
     def normalisation(self, run: Function, linearised: Function, x: torch.Tensor) -> torch.Tensor:
-        """A layer or RMS norm ``run(x)``; ``linearised`` is the same norm with the input's
-        statistic of scale (its standard deviation or root mean square) held constant: linear."""
+        """A norm ``run(x)`` (layer, RMS, group, instance, ``F.normalize``); ``linearised`` is the
+        same norm with the input's statistic of scale (its standard deviation, root mean square or
+        norm) held constant: linear."""
         raise NotImplementedError
 
 
@@ -165,12 +179,12 @@ _MAX_POOLS_WITH_INDICES = {getattr(F, f"{kind}max_pool{d}d_with_indices"): d for
 _MAXIMA = _named(torch, "max amax") | _named(T, "max amax")
 
 
-# softmax over one axis, layer and RMS norms, and fused attention: covered by rules with ``attention``
+# softmax over one axis and fused attention: covered by rules with ``attention`` (as norms are)
 _SOFTMAX = {torch.softmax, T.softmax, F.softmax}
-_NORMS = {F.layer_norm, F.rms_norm}
 _ATTENTION = {F.scaled_dot_product_attention, F.multi_head_attention_forward}
 
 
+_NOT_A_SCALE = object()  # ``_scale``'s answer where no norm's scale is involved
 _UNSEEN = "an op out of the rules' sight (a TorchScript function, a C++ extension)"
 
 
@@ -233,6 +247,8 @@ class PropagationMode(TorchFunctionMode):
         self._graph = source.requires_grad
         self.detaching = False  # whether an input-dependent value was taken out of the graph
         self._mismatches: list[tuple[str, torch.Tensor]] = []  # attention decompositions against the fused ops
+        # id -> (the tensor, its version, its kind): the parts of a norm written out (``interpkit.core.normalisations``)
+        self._kinds: dict[int, tuple[weakref.ref, int, str]] = {}
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
@@ -245,6 +261,15 @@ class PropagationMode(TorchFunctionMode):
         if known is not None and known[0]() is value:
             return True
         return bool(self._written) and _storage(value) in self._written
+
+    def _kind(self, value: Any) -> str | None:
+        """What part of a written-out norm ``value`` is, if any (void once written in place since)."""
+        known = self._kinds.get(id(value))
+        tensor = None if known is None else known[0]()
+        return known[2] if known is not None and tensor is value and tensor._version == known[1] else None
+
+    def _tag(self, tensor: torch.Tensor, kind: str) -> None:
+        self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind)
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.forward_ops is None:  # the first exit ends the forward; later entries read its output
@@ -312,6 +337,8 @@ class PropagationMode(TorchFunctionMode):
         tensors = _tensors(result)
         if not tensors and func is not T.__setitem__:
             return result  # a size, a length, a dtype: no value read
+        if self.rule.attention:
+            self._note_moment(func, args, kwargs, dependent, tensors)
         # reads: a batch norm folds only into a layer whose output it alone reads; a read that makes no
         # graph (under no_grad, a detached copy, an integer result) carries nothing back, so it does not count
         if func not in _DETACH and any(t.requires_grad for t in ([args[0]] if func is T.__setitem__ else tensors)):
@@ -387,6 +414,10 @@ class PropagationMode(TorchFunctionMode):
 
     def _run(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
         x: Any = args[0] if args else None
+        if self.rule.attention and (self._kinds or func in MAKERS):
+            scaled = self._scale(func, args, kwargs, dependent)
+            if scaled is not _NOT_A_SCALE:
+                return scaled
         first = self._depends(x)
         relu = relu_call(func, args, kwargs)
         if relu is not None and first:
@@ -457,9 +488,67 @@ class PropagationMode(TorchFunctionMode):
         rest, options, dim = args[1:], kwargs, _argument(args, kwargs, 1, "dim", None)
         if func in _SOFTMAX and isinstance(dim, int):
             return rule.softmax(lambda t: func(t, *rest, **options), x, dim)
-        if func in _NORMS:
-            return rule.normalisation(lambda t: func(t, *rest, **options), _linearised(func, args, kwargs), x)
+        if func in NORMS:
+            return rule.normalisation(lambda t: func(t, *rest, **options), linearised(func, args, kwargs), x)
         return self._fused(func, args, kwargs) if func in _ATTENTION else None
+
+    def _note_moment(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor],
+                     tensors: list[torch.Tensor]) -> None:
+        """Tag a square or second moment on its way to a norm's statistic (moved, or shifted and
+        scaled by constants: ``var + eps``)."""
+        kind = moment_made(func, args, kwargs, self._kind)
+        if kind is None and self._kinds and args and self._kind(args[0]) == MOMENT and (
+                self._moves(func, args, kwargs) or (func in _ARITHMETIC and len(dependent) == 1)):
+            kind = MOMENT
+        if kind is not None:
+            self._tag(tensors[0], kind)
+
+    def _scale(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
+        """A norm written out: its statistic (a variance, a standard deviation or norm, a root of
+        a second moment; tagged), an op on a statistic that keeps it one (moved, clamped or
+        shifted by constants, inverted), or a tensor normalised by a scale, with the scale held
+        constant (AttnLRP's rule for norms). Any other op reading a statistic is uncovered;
+        ``_NOT_A_SCALE`` where no statistic is involved."""
+        x = args[0] if args else None
+        alone = all(t is x for t in dependent)
+        own = PAIRED.get(func, func)
+        made = statistic_made(own, args, kwargs, self._kind) if func in MAKERS and alone else None
+        if made is not None:
+            self.ruled += 1
+            statistic = own(*args, **kwargs)
+            self._tag(statistic, made)
+            if own is func:
+                return statistic
+            # ``torch.var_mean``: the mean through the rules (the centring reads it), with the op's own value
+            keepdim = kwargs.get("keepdim", args[3] if len(args) > 3 else False)
+            mean = self._handle(torch.mean, (x, _argument(args, kwargs, 1, "dim")), {"keepdim": keepdim})
+            with torch.no_grad():
+                exact = func(*args, **kwargs)[1]
+            return statistic, _Valued.apply(mean, [exact])
+        scales = [t for t in dependent if self._kind(t) in STATISTICS]
+        if not scales:
+            return _NOT_A_SCALE
+        scale, kind = scales[0], self._kind(scales[0])
+        assert kind is not None
+        others = [t for t in dependent if t is not scale]
+        if x is scale and (self._moves(func, args, kwargs) or func in _CONVERSIONS):
+            made = kind  # ``scale.expand_as(h)``, ``scale.to(h)``, ``scale[..., None]``
+        elif not others:
+            made = reciprocal(func, args, kind)
+            if made is None and ((func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None)
+                                 or func in _ARITHMETIC):
+                made = kind  # ``norm.clamp_min(eps)``, ``std + eps``
+        elif len(others) == 1 and len(scales) == 1 and (x is not scale or func not in _IN_PLACE) and normalises(
+                func, args, kwargs, scale, kind, others[0]):
+            held = tuple(scale.detach() if a is scale else a for a in args)
+            return self._mixed(func, held, kwargs, others)
+        if made is None:
+            self.uncovered[f"{_name(func)} of a norm's statistic (a variance, a standard deviation or norm, used "
+                           "otherwise than to divide a tensor by it)"] += 1
+            return func(*args, **kwargs)
+        result = func(*args, **kwargs)
+        self._tag(_tensors(result)[0], made)
+        return result
 
     def _fused(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """A fused attention op with the value torch gives, and the backward of its parts."""
@@ -555,32 +644,6 @@ class _Valued(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad):
         return grad, None
-
-
-def _linearised(func: Any, args: tuple, kwargs: dict) -> Function:
-    """A layer or RMS norm of ``args[0]`` with its statistic of scale held at the input's value:
-    ``(t - mean(t)) / std(x) * weight + bias``, or ``t / rms(x) * weight``."""
-    x, shape = args[0], _argument(args, kwargs, 1, "normalized_shape", None)
-    dims = tuple(range(-len(shape), 0)) if isinstance(shape, (tuple, list, torch.Size)) else (-1,)
-    weight = _argument(args, kwargs, 2, "weight", None)
-    centred = func is F.layer_norm
-    if centred:
-        bias, eps = _argument(args, kwargs, 3, "bias", None), _argument(args, kwargs, 4, "eps", 1e-5)
-    else:
-        bias, eps = None, _argument(args, kwargs, 3, "eps", None)
-        eps = torch.finfo(x.dtype).eps if eps is None else eps
-    wide = torch.promote_types(x.dtype, torch.float32)  # as torch's norms: half precision squares overflow
-    with torch.no_grad():  # the mean of squares, not x.var: 11x slower here on the CPU
-        t = x.to(wide)
-        scale = ((t - t.mean(dims, keepdim=True) if centred else t).square().mean(dims, keepdim=True) + eps).rsqrt()
-
-    def linearised(t: torch.Tensor) -> torch.Tensor:
-        t = t.to(wide)
-        y = (t - t.mean(dims, keepdim=True) if centred else t) * scale
-        y = y if weight is None else y * weight
-        return y if bias is None else y + bias
-
-    return linearised
 
 
 def out_of_graph(method: str) -> str:

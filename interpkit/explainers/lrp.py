@@ -576,10 +576,12 @@ class LRP(Explainer):
 
     Defined for networks of convolutions, linear layers, eval batch norms, pooling, residual
     sums, concatenation and elementwise nonlinearities, and for transformers with AttnLRP's rules
-    (Achtibat et al., 2024): products of input-dependent tensors, softmax, layer and RMS norms, and
-    torch's fused attention written out as those (``"epsilon"`` is AttnLRP as its authors compute
-    it). With ``strict=True`` any other op on input-dependent tensors (a group norm, an index
-    computed from the input) is refused by name; ``strict=False`` gives it its plain gradient."""
+    (Achtibat et al., 2024): products of input-dependent tensors, softmax, norms (layer, RMS,
+    group, instance, ``F.normalize``, and norms written out, as Llama's RMS norm, with their
+    statistic held constant), and torch's fused attention written out as those (``"epsilon"`` is
+    AttnLRP as its authors compute it). With ``strict=True`` any other op on input-dependent
+    tensors (an index computed from the input, a division by one) is refused by name;
+    ``strict=False`` gives it its plain gradient."""
 
     name = "lrp"
     supports = frozenset({"1d", "2d", "3d", "several_inputs", "tokens"})
@@ -630,7 +632,7 @@ class LRP(Explainer):
         if self.strict:
             mode.refuse_uncovered("LRP", "no rule covers (the composites have rules for convolutions, linear layers, "
                                   "batch norms, pooling, linear ops, elementwise nonlinearities, products of "
-                                  "input-dependent tensors, softmax, layer and RMS norms, and a target score read "
+                                  "input-dependent tensors, softmax, norms, and a target score read "
                                   "linearly from the output)", "")
         with torch.enable_grad():
             scores = selection.scores * selection.scores.detach()  # relevance at the output: the score itself

@@ -1,0 +1,171 @@
+"""Normalisations: a tensor divided by a statistic of its own scale.
+
+AttnLRP (Achtibat et al., 2024) holds a normalisation's statistic constant, so that relevance
+passes through the division as through a linear map. torch's functional norms (layer, RMS,
+group and instance norms, ``F.normalize``) are single calls: ``linearised`` gives each with its
+statistic held at the input's value. Many models write their norm out instead (the RMS norms of
+Llama, Mistral, Qwen, Gemma and T5: ``h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)``;
+``(x - u) / torch.sqrt(s + eps)``; ``x / x.norm(dim=-1, keepdim=True)``). The propagation mode
+follows those through the kinds below: a square, a mean of squares (a second moment) or a
+variance, its root (a scale: the standard deviation or a norm) or its inverse root. A tensor
+multiplied by an inverse root, or divided by a root, that broadcasts over it is normalised
+(``normalises``): the mode holds the scale constant there. A variance or a scale is computed
+without rules (none passes relevance into it), so the mode refuses any other use of one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+T = torch.Tensor
+Function = Callable[[torch.Tensor], torch.Tensor]
+
+# torch's normalisations as one call
+NORMS = {F.layer_norm, F.rms_norm, F.group_norm, F.instance_norm, F.normalize}
+
+SQUARE, MOMENT, VARIANCE, ROOT, INVERSE = "square", "second moment", "variance", "root", "inverse root"
+SCALES = (ROOT, INVERSE)
+STATISTICS = (VARIANCE, ROOT, INVERSE)  # made without rules: only a norm may read them
+
+_POWERS = {torch.pow, T.pow, T.pow_, T.__pow__, T.__ipow__}
+_SQUARES = {torch.square, T.square, T.square_}
+_SELF_PRODUCTS = {torch.mul, torch.multiply, T.mul, T.mul_, T.__mul__, T.__imul__}
+_MEANS = {torch.mean, T.mean, torch.sum, T.sum, torch.nanmean, T.nanmean}
+_VARIANCES = {torch.var, T.var}
+_DEVIATIONS = {torch.std, T.std, torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm}
+# a statistic and the mean it was centred by, in one call: the statistic's own op
+PAIRED = {torch.var_mean: torch.var, torch.std_mean: torch.std}
+_SQRT, _RSQRT = {torch.sqrt, T.sqrt, T.sqrt_}, {torch.rsqrt, T.rsqrt, T.rsqrt_}
+_RECIPROCALS = {torch.reciprocal, T.reciprocal, T.reciprocal_, T.__rtruediv__}
+_PRODUCTS = {torch.mul, torch.multiply, T.mul, T.mul_, T.__mul__, T.__rmul__, T.__imul__}
+_QUOTIENTS = {torch.div, torch.divide, torch.true_divide, T.div, T.div_, T.__truediv__, T.__itruediv__}
+
+# the ops that make a statistic from a tensor, or a scale from a second moment or variance
+MAKERS = _POWERS | _SQRT | _RSQRT | _DEVIATIONS | _VARIANCES | set(PAIRED)
+
+
+def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any = None) -> Any:
+    return args[position] if len(args) > position else kwargs.get(name, default)
+
+
+def moment_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], str | None]) -> str | None:
+    """What ``func``'s result is, of the kinds a hand-written norm makes through the rules on its
+    way to the statistic: a square of any tensor, or a mean (or sum) of squares."""
+    x = args[0] if args else None
+    if func in _POWERS and _argument(args, kwargs, 1, "exponent") == 2:
+        return SQUARE
+    if func in _SQUARES or (func in _SELF_PRODUCTS and len(args) > 1 and args[1] is x):
+        return SQUARE
+    if func in _MEANS and kind_of(x) == SQUARE and _axes(_argument(args, kwargs, 1, "dim")):
+        return MOMENT
+    return None
+
+
+def _axes(dim: Any) -> bool:
+    """Whether ``dim`` names axes (a statistic over every axis would mix the samples)."""
+    return not isinstance(dim, bool) and (isinstance(dim, int) or (isinstance(dim, (tuple, list)) and len(dim) > 0))
+
+
+def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], str | None]) -> str | None:
+    """Whether ``func`` makes a norm's statistic: a variance, standard deviation or norm of a
+    tensor over named axes, or a root or inverse root of a second moment or variance (None: not
+    one; over every axis a statistic would mix the samples, so it stays an ordinary op)."""
+    x = args[0] if args else None
+    if func in _VARIANCES or func in _DEVIATIONS:
+        position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
+        return (VARIANCE if func in _VARIANCES else ROOT) if _axes(_argument(args, kwargs, position, "dim")) else None
+    if kind_of(x) not in (MOMENT, VARIANCE):
+        return None
+    if func in _SQRT:
+        return ROOT
+    if func in _RSQRT:
+        return INVERSE
+    exponent = _argument(args, kwargs, 1, "exponent")
+    return {0.5: ROOT, -0.5: INVERSE}.get(exponent) if isinstance(exponent, (int, float)) else None
+
+
+def reciprocal(func: Any, args: tuple, kind: str) -> str | None:
+    """The kind of ``1 / scale`` (``scale.reciprocal()``, ``1 / scale``), else None."""
+    if kind not in SCALES:
+        return None
+    if func in _RECIPROCALS and (func is not T.__rtruediv__ or isinstance(args[1], (int, float))):
+        return INVERSE if kind == ROOT else ROOT
+    if func in _QUOTIENTS and isinstance(args[0], (int, float)):  # torch.div(1, scale)
+        return INVERSE if kind == ROOT else ROOT
+    return None
+
+
+def normalises(func: Any, args: tuple, kwargs: dict, scale: torch.Tensor, kind: str, t: torch.Tensor) -> bool:
+    """Whether ``func(*args)`` is ``t`` normalised by ``scale``: ``t`` times an inverse root, or
+    divided (without rounding) by a root, the scale broadcasting over ``t`` without enlarging it."""
+    if len(args) != 2 or torch.broadcast_shapes(t.shape, scale.shape) != t.shape:
+        return False
+    if func in _PRODUCTS:
+        return kind == INVERSE
+    return (func in _QUOTIENTS and kind == ROOT and args[0] is t and args[1] is scale
+            and _argument(args, kwargs, 2, "rounding_mode") is None)
+
+
+def linearised(func: Any, args: tuple, kwargs: dict) -> Function:
+    """torch's norm ``func`` of ``args[0]`` with its statistic of scale held at the input's value:
+    ``(t - mean(t)) / std(x) * weight + bias`` over the norm's axes (layer, group, instance
+    norms), ``t / rms(x) * weight`` (RMS norm), ``t / max(norm(x), eps)`` (``F.normalize``); an
+    instance norm with running statistics is affine already."""
+    x = args[0]
+    wide = torch.promote_types(x.dtype, torch.float32)  # as torch's norms: half precision squares overflow
+    if func is F.normalize:
+        p, dim, eps = (_argument(args, kwargs, i, name, default)
+                       for i, name, default in ((1, "p", 2.0), (2, "dim", 1), (3, "eps", 1e-12)))
+        with torch.no_grad():
+            held = torch.linalg.vector_norm(x.to(wide), p, dim, keepdim=True).clamp_min(eps).to(x.dtype)
+        return lambda t: t / held
+    weight, bias, eps, centred, grouped = _norm_arguments(func, args, kwargs)
+    running = func is F.instance_norm and not _argument(args, kwargs, 5, "use_input_stats", True)
+    with torch.no_grad():  # the mean of squares, not x.var: 11x slower here on the CPU
+        t = grouped(x.to(wide))
+        if running:
+            centre = _argument(args, kwargs, 1, "running_mean").to(wide).view(1, -1, 1)
+            scale = (_argument(args, kwargs, 2, "running_var").to(wide).view(1, -1, 1) + eps).rsqrt()
+        else:
+            scale = ((t - t.mean(-1, keepdim=True) if centred else t).square().mean(-1, keepdim=True) + eps).rsqrt()
+
+    def linear(t: torch.Tensor) -> torch.Tensor:
+        g = grouped(t.to(wide))
+        g = g - (centre if running else g.mean(-1, keepdim=True)) if centred else g
+        y = (g * scale).reshape(t.shape)
+        y = y if weight is None else y * weight
+        return y if bias is None else y + bias
+
+    return linear
+
+
+def _norm_arguments(func: Any, args: tuple, kwargs: dict) -> tuple:
+    """A norm's ``(weight, bias, eps, centred, grouped)``: ``grouped(t)`` puts each statistic's
+    values on the last axis; the weight and bias broadcast against ``t``."""
+    x = args[0]
+    if func in (F.layer_norm, F.rms_norm):
+        shape = _argument(args, kwargs, 1, "normalized_shape")
+        k = len(shape) if isinstance(shape, (tuple, list, torch.Size)) else 1
+        weight = _argument(args, kwargs, 2, "weight")
+        if func is F.layer_norm:
+            bias, eps = _argument(args, kwargs, 3, "bias"), _argument(args, kwargs, 4, "eps", 1e-5)
+        else:
+            bias, eps = None, _argument(args, kwargs, 3, "eps")
+            eps = torch.finfo(x.dtype).eps if eps is None else eps
+        return weight, bias, eps, func is F.layer_norm, lambda t: t.reshape(*t.shape[:t.dim() - k], -1)
+    channel = (-1, *[1] * (x.dim() - 2))  # per channel, on axis 1
+    if func is F.group_norm:
+        groups = _argument(args, kwargs, 1, "num_groups")
+        weight, bias, eps = (_argument(args, kwargs, i, name, default)
+                             for i, name, default in ((2, "weight", None), (3, "bias", None), (4, "eps", 1e-5)))
+        grouped = lambda t: t.reshape(t.shape[0], groups, -1)  # noqa: E731
+    else:  # instance norm, (N, C, *grid)
+        weight, bias, eps = (_argument(args, kwargs, i, name, default)
+                             for i, name, default in ((3, "weight", None), (4, "bias", None), (7, "eps", 1e-5)))
+        grouped = lambda t: t.reshape(t.shape[0], t.shape[1], -1)  # noqa: E731
+    weight = None if weight is None else weight.reshape(channel)
+    bias = None if bias is None else bias.reshape(channel)
+    return weight, bias, eps, True, grouped
