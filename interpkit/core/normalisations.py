@@ -9,8 +9,10 @@ Llama, Mistral, Qwen, Gemma and T5: ``h * torch.rsqrt(h.pow(2).mean(-1, keepdim=
 follows those through the kinds below: a square, a mean of squares (a second moment) or a
 variance, its root (a scale: the standard deviation or a norm) or its inverse root. A tensor
 multiplied by an inverse root, or divided by a root, that broadcasts over it is normalised
-(``normalises``): the mode holds the scale constant there. A variance or a scale is computed
-without rules (none passes relevance into it), so the mode refuses any other use of one.
+(``normalises``): the mode holds the scale constant there. A variance or a scale (a statistic)
+is computed detached (no relevance passes into it), so any other use of one, or of a value made
+from one, with the input's other values is refused as a read of a detached value. A statistic
+over the batch axis would mix the samples: it is not one, and stays an op no rule covers.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ _DEVIATIONS = {torch.std, T.std, torch.norm, T.norm, torch.linalg.vector_norm, t
 # a statistic and the mean it was centred by, in one call: the statistic's own op
 PAIRED = {torch.var_mean: torch.var, torch.std_mean: torch.std}
 _SQRT, _RSQRT = {torch.sqrt, T.sqrt, T.sqrt_}, {torch.rsqrt, T.rsqrt, T.rsqrt_}
-_RECIPROCALS = {torch.reciprocal, T.reciprocal, T.reciprocal_, T.__rtruediv__}
+_RECIPROCALS = {torch.reciprocal, T.reciprocal, T.reciprocal_}
 _PRODUCTS = {torch.mul, torch.multiply, T.mul, T.mul_, T.__mul__, T.__rmul__, T.__imul__}
 _QUOTIENTS = {torch.div, torch.divide, torch.true_divide, T.div, T.div_, T.__truediv__, T.__itruediv__}
+_SUMS = {torch.add, T.add, T.add_, T.__add__, T.__radd__, T.__iadd__}
+_DIFFERENCES = {torch.sub, torch.subtract, T.sub, T.sub_, T.__sub__, T.__isub__}
+_ARITHMETIC = _PRODUCTS | _QUOTIENTS | _SUMS | _DIFFERENCES | {T.__rtruediv__}
 
 # the ops that make a statistic from a tensor, or a scale from a second moment or variance
 MAKERS = _POWERS | _SQRT | _RSQRT | _DEVIATIONS | _VARIANCES | set(PAIRED)
@@ -55,18 +60,37 @@ def moment_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], s
     """What ``func``'s result is, of the kinds a hand-written norm makes through the rules on its
     way to the statistic: a square of any tensor, or a mean (or sum) of squares."""
     x = args[0] if args else None
-    if func in _POWERS and _argument(args, kwargs, 1, "exponent") == 2:
+    if func in _POWERS and _number(_argument(args, kwargs, 1, "exponent")) == 2:
         return SQUARE
     if func in _SQUARES or (func in _SELF_PRODUCTS and len(args) > 1 and args[1] is x):
         return SQUARE
-    if func in _MEANS and kind_of(x) == SQUARE and _axes(_argument(args, kwargs, 1, "dim")):
+    if func in _MEANS and kind_of(x) == SQUARE and _per_sample(_argument(args, kwargs, 1, "dim"), x):
         return MOMENT
     return None
 
 
-def _axes(dim: Any) -> bool:
-    """Whether ``dim`` names axes (a statistic over every axis would mix the samples)."""
-    return not isinstance(dim, bool) and (isinstance(dim, int) or (isinstance(dim, (tuple, list)) and len(dim) > 0))
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _per_sample(dim: Any, x: Any) -> bool:
+    """Whether ``dim`` names axes of ``x`` other than its first (a statistic over the batch axis,
+    or over every axis, would mix the samples)."""
+    dims = (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else dim
+    if not isinstance(dims, (tuple, list)) or not dims or not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return False
+    return all(isinstance(d, int) and not isinstance(d, bool) and d % x.dim() != 0 for d in dims)
+
+
+def over_the_batch(func: Any, args: tuple, kwargs: dict) -> bool:
+    """Whether torch's norm ``func`` takes its statistic over the first axis (the batch)."""
+    x = args[0]
+    if func is F.normalize:
+        return not _per_sample(_argument(args, kwargs, 2, "dim", 1), x)
+    if func in (F.layer_norm, F.rms_norm):
+        shape = _argument(args, kwargs, 1, "normalized_shape")
+        return len(shape) >= x.dim() if isinstance(shape, (tuple, list, torch.Size)) else x.dim() <= 1
+    return False  # group and instance norms: per sample
 
 
 def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], str | None]) -> str | None:
@@ -76,37 +100,49 @@ def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any]
     x = args[0] if args else None
     if func in _VARIANCES or func in _DEVIATIONS:
         position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
-        return (VARIANCE if func in _VARIANCES else ROOT) if _axes(_argument(args, kwargs, position, "dim")) else None
+        per_sample = _per_sample(_argument(args, kwargs, position, "dim"), x)
+        return (VARIANCE if func in _VARIANCES else ROOT) if per_sample else None
     if kind_of(x) not in (MOMENT, VARIANCE):
         return None
     if func in _SQRT:
         return ROOT
     if func in _RSQRT:
         return INVERSE
-    exponent = _argument(args, kwargs, 1, "exponent")
-    return {0.5: ROOT, -0.5: INVERSE}.get(exponent) if isinstance(exponent, (int, float)) else None
+    return {0.5: ROOT, -0.5: INVERSE}.get(_number(_argument(args, kwargs, 1, "exponent")))  # type: ignore[arg-type]
 
 
-def reciprocal(func: Any, args: tuple, kind: str) -> str | None:
-    """The kind of ``1 / scale`` (``scale.reciprocal()``, ``1 / scale``), else None."""
-    if kind not in SCALES:
+def kept(func: Any, args: tuple, kwargs: dict, statistic: torch.Tensor, kind: str) -> str | None:
+    """The kind of ``func(*args)``, an op on ``statistic`` and constants: scaled by a constant it
+    keeps its kind, a variance or root shifted by one (``+ eps``) too, a constant divided by a
+    scale inverts it; None for anything else (``inv + 1``, ``1 / var``: no longer a scale)."""
+    if len(args) != 2 or args[0] is args[1] or func not in _ARITHMETIC:
         return None
-    if func in _RECIPROCALS and (func is not T.__rtruediv__ or isinstance(args[1], (int, float))):
-        return INVERSE if kind == ROOT else ROOT
-    if func in _QUOTIENTS and isinstance(args[0], (int, float)):  # torch.div(1, scale)
-        return INVERSE if kind == ROOT else ROOT
-    return None
+    if func is T.__rtruediv__:  # ``1 / s``
+        return {ROOT: INVERSE, INVERSE: ROOT}.get(kind)
+    first = args[0] is statistic
+    if func in _PRODUCTS or (func in _QUOTIENTS and first and _argument(args, kwargs, 2, "rounding_mode") is None):
+        return kind
+    if func in _QUOTIENTS and _argument(args, kwargs, 2, "rounding_mode") is None:  # a constant divided by it
+        return {ROOT: INVERSE, INVERSE: ROOT}.get(kind)
+    shifted = func in _SUMS or first  # ``eps + v``, ``v + eps``, ``v - eps``; not ``eps - v``
+    return kind if shifted and kind in (VARIANCE, ROOT) else None
+
+
+def inverted(func: Any, kind: str) -> str | None:
+    """The kind of ``scale.reciprocal()``."""
+    return {ROOT: INVERSE, INVERSE: ROOT}.get(kind) if func in _RECIPROCALS else None
 
 
 def normalises(func: Any, args: tuple, kwargs: dict, scale: torch.Tensor, kind: str, t: torch.Tensor) -> bool:
     """Whether ``func(*args)`` is ``t`` normalised by ``scale``: ``t`` times an inverse root, or
     divided (without rounding) by a root, the scale broadcasting over ``t`` without enlarging it."""
-    if len(args) != 2 or torch.broadcast_shapes(t.shape, scale.shape) != t.shape:
+    if len(args) != 2 or not (func in _PRODUCTS and kind == INVERSE or func in _QUOTIENTS and kind == ROOT
+                              and args[0] is t and _argument(args, kwargs, 2, "rounding_mode") is None):
         return False
-    if func in _PRODUCTS:
-        return kind == INVERSE
-    return (func in _QUOTIENTS and kind == ROOT and args[0] is t and args[1] is scale
-            and _argument(args, kwargs, 2, "rounding_mode") is None)
+    try:
+        return torch.broadcast_shapes(t.shape, scale.shape) == t.shape
+    except RuntimeError:  # shapes that do not broadcast: the op itself will say so
+        return False
 
 
 def linearised(func: Any, args: tuple, kwargs: dict) -> Function:

@@ -45,14 +45,18 @@ from ..errors import UncoveredNonlinearityError
 from .attention import mismatch, written_out
 from .normalisations import (
     MAKERS,
-    MOMENT,
     NORMS,
     PAIRED,
+    ROOT,
+    SCALES,
     STATISTICS,
+    VARIANCE,
+    inverted,
+    kept,
     linearised,
     moment_made,
     normalises,
-    reciprocal,
+    over_the_batch,
     statistic_made,
 )
 from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
@@ -330,6 +334,7 @@ class PropagationMode(TorchFunctionMode):
         if func in _CONSTANT or not dependent or (func in _CONVERSIONS and not self._depends(args[0])):
             return func(*args, **kwargs)
         counted = sum(self.uncovered.values())
+        kind = self._kind(args[0]) if self._kinds and args else None  # before an in-place op moves its version
         if kwargs.get("out") is not None:  # the rules return new tensors: an ``out=`` would stay unwritten
             result = self._uncovered(func, args, kwargs, always=True)
         else:
@@ -338,7 +343,7 @@ class PropagationMode(TorchFunctionMode):
         if not tensors and func is not T.__setitem__:
             return result  # a size, a length, a dtype: no value read
         if self.rule.attention:
-            self._note_moment(func, args, kwargs, dependent, tensors)
+            self._note_moment(func, args, kwargs, dependent, tensors, kind)
         # reads: a batch norm folds only into a layer whose output it alone reads; a read that makes no
         # graph (under no_grad, a detached copy, an integer result) carries nothing back, so it does not count
         if func not in _DETACH and any(t.requires_grad for t in ([args[0]] if func is T.__setitem__ else tensors)):
@@ -351,6 +356,8 @@ class PropagationMode(TorchFunctionMode):
         detached = [self._detached.get(id(t), _dead)() is t or (judged and t.is_floating_point() and not t.requires_grad)
                     for t in dependent]
         self.detaching = self.detaching or any(detached)  # a detached value read again (not a log's copy)
+        if self._kinds:  # a norm's scale, detached, is read as a constant where it normalises (``_scale``)
+            detached = [d for d, t in zip(detached, dependent) if self._kind(t) not in SCALES]
         made = [args[0]] if func is T.__setitem__ else tensors  # a write returns None: the written tensor
         if sum(self.uncovered.values()) == counted and any(t.is_floating_point() for t in made):
             if any(detached) and not all(detached):
@@ -488,67 +495,79 @@ class PropagationMode(TorchFunctionMode):
         rest, options, dim = args[1:], kwargs, _argument(args, kwargs, 1, "dim", None)
         if func in _SOFTMAX and isinstance(dim, int):
             return rule.softmax(lambda t: func(t, *rest, **options), x, dim)
-        if func in NORMS:
+        if func in NORMS and not over_the_batch(func, args, kwargs):
             return rule.normalisation(lambda t: func(t, *rest, **options), linearised(func, args, kwargs), x)
         return self._fused(func, args, kwargs) if func in _ATTENTION else None
 
     def _note_moment(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor],
-                     tensors: list[torch.Tensor]) -> None:
-        """Tag a square or second moment on its way to a norm's statistic (moved, or shifted and
-        scaled by constants: ``var + eps``)."""
-        kind = moment_made(func, args, kwargs, self._kind)
-        if kind is None and self._kinds and args and self._kind(args[0]) == MOMENT and (
-                self._moves(func, args, kwargs) or (func in _ARITHMETIC and len(dependent) == 1)):
-            kind = MOMENT
-        if kind is not None:
-            self._tag(tensors[0], kind)
+                     tensors: list[torch.Tensor], kind: str | None) -> None:
+        """Tag a square or second moment on its way to a norm's statistic, and keep the tag of
+        one moved or converted (``h.pow(2).float()``), or shifted or scaled by a constant
+        (``v += eps``); ``kind`` is ``args[0]``'s before the op."""
+        if kind in STATISTICS or any(self._kind(t) in STATISTICS for t in tensors):
+            return  # a statistic, tagged by ``_scale``
+        made = moment_made(func, args, kwargs, self._kind)
+        if made is None and kind is not None and all(t is args[0] for t in dependent) and (
+                self._moves(func, args, kwargs) or func in _CONVERSIONS or kept(func, args, kwargs, args[0], VARIANCE)):
+            made = kind
+        if made is not None:
+            for tensor in tensors:
+                self._tag(tensor, made)
 
     def _scale(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
-        """A norm written out: its statistic (a variance, a standard deviation or norm, a root of
-        a second moment; tagged), an op on a statistic that keeps it one (moved, clamped or
-        shifted by constants, inverted), or a tensor normalised by a scale, with the scale held
-        constant (AttnLRP's rule for norms). Any other op reading a statistic is uncovered;
-        ``_NOT_A_SCALE`` where no statistic is involved."""
+        """A norm written out: its statistic (a variance, a standard deviation or norm, a root of a
+        second moment), made detached and tagged; an op on a statistic and constants, tagged as
+        what it keeps (moved, clamped, shifted or scaled by constants, inverted); or a tensor
+        normalised by a scale, which is held constant there (AttnLRP's rule for norms). A
+        statistic read with other input-dependent values otherwise is uncovered; ``_NOT_A_SCALE``
+        where no statistic is read."""
         x = args[0] if args else None
-        alone = all(t is x for t in dependent)
-        own = PAIRED.get(func, func)
-        made = statistic_made(own, args, kwargs, self._kind) if func in MAKERS and alone else None
-        if made is not None:
-            self.ruled += 1
-            statistic = own(*args, **kwargs)
-            self._tag(statistic, made)
-            if own is func:
-                return statistic
-            # ``torch.var_mean``: the mean through the rules (the centring reads it), with the op's own value
-            keepdim = kwargs.get("keepdim", args[3] if len(args) > 3 else False)
-            mean = self._handle(torch.mean, (x, _argument(args, kwargs, 1, "dim")), {"keepdim": keepdim})
-            with torch.no_grad():
-                exact = func(*args, **kwargs)[1]
-            return statistic, _Valued.apply(mean, [exact])
-        scales = [t for t in dependent if self._kind(t) in STATISTICS]
-        if not scales:
+        if func in MAKERS and all(t is x for t in dependent):
+            made = statistic_made(PAIRED.get(func, func), args, kwargs, self._kind)
+            if made is not None:
+                return self._statistic(func, made, args, kwargs)
+        statistics = [t for t in dependent if self._kind(t) in STATISTICS]
+        if not statistics:
             return _NOT_A_SCALE
-        scale, kind = scales[0], self._kind(scales[0])
+        statistic, kind = statistics[0], self._kind(statistics[0])
         assert kind is not None
-        others = [t for t in dependent if t is not scale]
-        if x is scale and (self._moves(func, args, kwargs) or func in _CONVERSIONS):
-            made = kind  # ``scale.expand_as(h)``, ``scale.to(h)``, ``scale[..., None]``
+        others = [t for t in dependent if t is not statistic]
+        if (len(others) == 1 and len(statistics) == 1 and not (x is statistic and func in _IN_PLACE)
+                and normalises(func, args, kwargs, statistic, kind, others[0])):
+            return self._mixed(func, args, kwargs, others)  # the statistic, detached, is a constant there
+        made = None
+        if x is statistic and (self._moves(func, args, kwargs) or func in _CONVERSIONS or func in _DETACH):
+            made = kind  # ``s.expand_as(h)``, ``s.to(h)``, ``s[..., None]``, ``s.unbind(-1)``, ``s.detach()``
         elif not others:
-            made = reciprocal(func, args, kind)
-            if made is None and ((func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None)
-                                 or func in _ARITHMETIC):
-                made = kind  # ``norm.clamp_min(eps)``, ``std + eps``
-        elif len(others) == 1 and len(scales) == 1 and (x is not scale or func not in _IN_PLACE) and normalises(
-                func, args, kwargs, scale, kind, others[0]):
-            held = tuple(scale.detach() if a is scale else a for a in args)
-            return self._mixed(func, held, kwargs, others)
-        if made is None:
-            self.uncovered[f"{_name(func)} of a norm's statistic (a variance, a standard deviation or norm, used "
+            clamped = func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None
+            made = inverted(func, kind) or kept(func, args, kwargs, statistic, kind) or (
+                kind if clamped and kind in (VARIANCE, ROOT) else None)  # ``norm.clamp_min(eps)``
+        elif not (func is T.__setitem__ and x is statistic):
+            self.uncovered[f"{_name(func)} of a norm's statistic (a variance, a standard deviation or norm, read "
                            "otherwise than to divide a tensor by it)"] += 1
-            return func(*args, **kwargs)
         result = func(*args, **kwargs)
-        self._tag(_tensors(result)[0], made)
+        if made is not None:
+            for tensor in _tensors(result):
+                self._tag(tensor, made)
         return result
+
+    def _statistic(self, func: Any, kind: str, args: tuple, kwargs: dict) -> Any:
+        """A norm's statistic, detached and tagged ``kind``; with ``torch.var_mean`` (or
+        ``std_mean``) the mean too, through the rules (the centring reads it), at the op's value."""
+        self.ruled += 1
+        self.detaching = True  # a score made of statistics alone has nothing to pass back: ``out_of_graph`` says why
+        own = PAIRED.get(func, func)
+        with torch.no_grad():
+            statistic = own(*args, **kwargs)
+        self._tag(statistic, kind)
+        self._detached[id(statistic)] = weakref.ref(statistic)
+        if own is func:
+            return statistic
+        keepdim = kwargs.get("keepdim", args[3] if len(args) > 3 else False)
+        mean = self._handle(torch.mean, (args[0], _argument(args, kwargs, 1, "dim")), {"keepdim": keepdim})
+        with torch.no_grad():
+            exact = func(*args, **kwargs)[1]
+        return statistic, _Valued.apply(mean, [exact])
 
     def _fused(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """A fused attention op with the value torch gives, and the backward of its parts."""
@@ -649,9 +668,9 @@ class _Valued(torch.autograd.Function):
 def out_of_graph(method: str) -> str:
     """What ``method`` says when no attribution reaches the input: the forward took the input's
     path out of the graph before the target's score."""
-    return (f"{method}: the forward took the input's path out of the graph (under torch.no_grad or by .detach()) "
-            "before the target's score, so nothing reaches the input; explain a model that keeps the graph from its "
-            "input to its output")
+    return (f"{method}: the forward took the input's path out of the graph (under torch.no_grad, by .detach(), or "
+            "through a norm's statistic, which the rules hold constant) before the target's score, so nothing reaches "
+            "the input; explain a model that keeps the graph from its input to its output")
 
 
 def _dead() -> None:

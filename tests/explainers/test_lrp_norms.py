@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from interpkit import LRP, DeepLift
-from interpkit.errors import UncoveredNonlinearityError
+from interpkit.errors import InputError, UncoveredNonlinearityError
 
 EXACT = dict(epsilon=1e-12, stabilizer=1e-12)  # the epsilon rule at its limit: gradient times input
 # maps are float32 whatever the model's dtype: equal within float32 rounding, relative to the largest relevance
@@ -57,7 +57,23 @@ RMS_NORMS = {
     "power -1/2": lambda m, h: h * h.square().mean(dim=-1, keepdim=True).add(EPS).pow(-0.5) * m.weight,
     "reciprocal of the root": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt().reciprocal() * m.weight,
     "in place": lambda m, h: h.clone().mul_(torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)) * m.weight,
+    "eps added in place": lambda m, h: (lambda v: h * v.add_(EPS).rsqrt() * m.weight)(h.pow(2).mean(-1, keepdim=True)),
+    "without keepdim": lambda m, h: h * (h.pow(2).mean(-1) + EPS).pow(-0.5).unsqueeze(-1) * m.weight,
+    "detached (LXT)": lambda m, h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS).detach() * m.weight,
+    "under no_grad": lambda m, h: h * _no_grad_inverse_rms(h) * m.weight,
+    "weight folded in": lambda m, h: h * (m.weight / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + EPS)),
+    "one over the root": lambda m, h: h * (1 / (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()) * m.weight,
+    "squares moved": lambda m, h: h * torch.rsqrt(h.pow(2).double().view(*h.shape).mean(-1, keepdim=True) + EPS)
+    * m.weight,
+    "two halves, unbound": lambda m, h: torch.cat([
+        part * scale[..., None] for part, scale in zip(h.unflatten(-1, (2, 8)).unbind(-2), torch.rsqrt(
+            h.unflatten(-1, (2, 8)).pow(2).mean(-1) + EPS).unbind(-1))], -1) * m.weight,
 }
+
+
+def _no_grad_inverse_rms(h):
+    with torch.no_grad():
+        return torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
 
 
 def _centred(h):
@@ -88,7 +104,11 @@ def _maps(norm, reference, x, **options) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("name", RMS_NORMS)
 def test_rms_norms_written_out_equal_torchs(name):
     x = torch.randn(3, 4, 16, dtype=torch.float64)
-    ours, torchs = _maps(RMS_NORMS[name], lambda m, h: F.rms_norm(h, (16,), m.weight, EPS), x)
+    if name == "two halves, unbound":  # an RMS norm of each half
+        reference = lambda m, h: F.rms_norm(h.unflatten(-1, (2, 8)), (8,), None, EPS).flatten(-2) * m.weight  # noqa: E731
+    else:
+        reference = lambda m, h: F.rms_norm(h, (16,), m.weight, EPS)  # noqa: E731
+    ours, torchs = _maps(RMS_NORMS[name], reference, x)
     assert _relative(ours, torchs) < CLOSE
 
 
@@ -240,20 +260,57 @@ def test_a_whole_llama_with_its_rms_norms_written_out_equals_torchs():
     assert _relative(ours, LRP(Last(fused), "epsilon", **EXACT)(e, target=_targets(2)).maps) < CLOSE
 
 
-@pytest.mark.parametrize("norm, named", [
-    (lambda m, h: h * torch.rsqrt(h.abs() + 1), "rsqrt"),  # a root of no statistic: a nonlinearity
-    (lambda m, h: (lambda s: h * s + s)(torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)), "norm's statistic"),
-    (lambda m, h: h * torch.sqrt(h.pow(2).mean(-1, keepdim=True) + EPS), "norm's statistic"),  # times a root
-    (lambda m, h: h / torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS), "norm's statistic"),  # by an inverse
-    (lambda m, h: h / h.var(-1, keepdim=True), "norm's statistic"),  # by a variance
-    (lambda m, h: h + h.std(-1, keepdim=True), "norm's statistic"),
-    (lambda m, h: h / h.norm(), "norm"),  # over every axis: the samples' statistic
-], ids=["rsqrt of no statistic", "scale added", "times a root", "divided by an inverse root", "by a variance",
-        "std added", "norm of everything"])
-def test_other_uses_of_a_statistic_stay_refused_by_name(norm, named):
+def _inverse_rms(h):
+    return torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
+
+
+REFUSED = {  # each is no normalisation: relevance would pass through a statistic's plain gradient
+    "rsqrt of no statistic": (lambda m, h: h * torch.rsqrt(h.abs() + 1), "rsqrt"),
+    "scale added": (lambda m, h: h * _inverse_rms(h) + _inverse_rms(h), "norm's statistic"),
+    "times a root": (lambda m, h: h * torch.sqrt(h.pow(2).mean(-1, keepdim=True) + EPS), "norm's statistic"),
+    "divided by an inverse root": (lambda m, h: h / _inverse_rms(h), "norm's statistic"),
+    "divided by a variance": (lambda m, h: h / h.var(-1, keepdim=True), "norm's statistic"),
+    "std added": (lambda m, h: h + h.std(-1, keepdim=True), "norm's statistic"),
+    "a norm over every axis": (lambda m, h: h / h.norm(), "norm"),
+    "over the batch axis": (lambda m, h: h * torch.rsqrt(h.pow(2).mean(0) + EPS), "rsqrt"),
+    "F.normalize over the batch": (lambda m, h: F.normalize(h, dim=0), "normalize"),
+    "a constant over a root": (lambda m, h: h / (torch.ones_like(h[..., :1]) / h.std(-1, keepdim=True)),
+                               "norm's statistic"),
+    "inverse root squared": (lambda m, h: h * (_inverse_rms(h) * _inverse_rms(h)), "detached"),
+    "root of an inverted variance": (lambda m, h: h / torch.div(1, h.var(-1, keepdim=True)).sqrt(), "sqrt"),
+    "inverse root plus one": (lambda m, h: h * (_inverse_rms(h) + 1), "detached"),
+    "root of a remainder": (lambda m, h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True).fmod(3.0) + EPS), "rsqrt"),
+    "in a matrix product": (lambda m, h: h.norm(dim=-1).unsqueeze(1) @ h, "norm's statistic"),
+    "written into": (lambda m, h: (lambda s: (s.__setitem__((Ellipsis, 0), 1.0), h / s)[1])(
+        h.std(-1, keepdim=True)), "div"),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_other_uses_of_a_statistic_stay_refused_by_name(name):
+    norm, named = REFUSED[name]
     model = Tokens(norm).eval()
     with pytest.raises(UncoveredNonlinearityError, match=named):
         LRP(model, "epsilon")(torch.randn(2, 3, 16), target=1)
+
+
+@pytest.mark.parametrize("statistic", [lambda v: v.norm(dim=-1), lambda v: v.pow(2).sum(-1).sqrt(),
+                                       lambda v: v.std(-1)], ids=["norm", "root of squares", "std"])
+def test_a_statistic_as_the_score_is_refused(statistic):
+    """Capsule lengths as the class scores: held constant, they carry no relevance; refused, not
+    explained by their plain gradient."""
+    model = nn.Sequential(nn.Linear(8, 12), nn.Unflatten(-1, (3, 4)))
+    capsules = type("Capsules", (nn.Module,), {"forward": lambda self, x: statistic(model(x))})()
+    with pytest.raises(InputError, match="norm's statistic"):
+        LRP(capsules, "epsilon")(torch.randn(2, 8), target=1)
+
+
+def test_a_power_by_a_tensor_keeps_its_rule_and_a_power_of_two_stays_refused():
+    exponents = torch.rand(16) + 0.5
+    assert torch.isfinite(LRP(Tokens(lambda m, h: h.abs().pow(exponents)).eval(), "epsilon")(
+        torch.randn(2, 3, 16), target=1).maps).all()
+    with pytest.raises(UncoveredNonlinearityError, match="pow"):
+        LRP(Tokens(lambda m, h: torch.pow(2.0, h)).eval(), "epsilon")(torch.randn(2, 3, 16), target=1)
 
 
 def test_deeplift_still_refuses_a_written_out_norm():
