@@ -3,7 +3,7 @@ against zennit 0.5 (LRP) and captum 0.9 (DeepLift, GradientShap) on the same wor
 
 The plain input gradient is one forward and one ``torch.autograd.grad`` of the target's summed
 score with respect to the input. Models: torchvision VGG16 (LRP with EpsilonPlusFlat, as the
-issue's goal names), timm's ViT-Tiny (LRP with AttnLRP's rules), VGG11 (no batch norm; captum's
+issue's goal names), timm's ViT-Tiny and a small HuggingFace Llama (LRP with AttnLRP's rules), VGG11 (no batch norm; captum's
 DeepLift runs on it, one ReLU module per use) and resnet18 (captum's DeepLift refuses its reused
 ReLUs, so only interpkit's is timed).
 Each peer runs on its own model copy.
@@ -75,6 +75,31 @@ def vit_cases(images):
             "vit_tiny: interpkit lrp epsilon (AttnLRP)": lambda: lrp(images, target=1)}
 
 
+def llama_cases(batch: int, device):
+    """AttnLRP on a small HuggingFace Llama (from a config: 4 layers, width 256, random weights),
+    whose RMS norms are written out in Python, for the last token's logits of 64-token sequences
+    given as embeddings, against the same plain input gradient."""
+    import transformers
+
+    config = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=128)
+    llama = transformers.LlamaForCausalLM(config).eval().to(device)
+
+    class LastToken(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.llama = llama
+
+        def forward(self, embeddings):
+            return self.llama(inputs_embeds=embeddings).logits[:, -1]
+
+    model = LastToken().eval()
+    embeddings = torch.randn(batch, 64, 256, device=device)
+    lrp = interpkit.LRP(model, "epsilon")
+    return {"llama: plain input gradient": plain_gradient(model, embeddings, 1),
+            "llama: interpkit lrp epsilon (AttnLRP)": lambda: lrp(embeddings, target=1)}
+
+
 def cases_for(name: str, model, images, captum_too: bool):
     from captum.attr import DeepLift as CaptumDeepLift
     from captum.attr import GradientShap as CaptumGradientShap
@@ -128,6 +153,7 @@ def main() -> None:
     for name, model in models.items():
         cases.update(cases_for(name, model.eval().to(device), images, captum_too=name == "vgg11"))
     cases.update(vit_cases(images))
+    cases.update(llama_cases(args.batch, device))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time_all(cases, device, repeats=args.repeats, warmup=1)
@@ -151,6 +177,8 @@ def main() -> None:
                    / t["vgg11: interpkit gradient_shap, 5 samples"], "> 1"))
     ratios.append(("vit_tiny: interpkit lrp (AttnLRP) / plain gradient", t["vit_tiny: interpkit lrp epsilon (AttnLRP)"]
                    / t["vit_tiny: plain input gradient"], "none set"))
+    ratios.append(("llama: interpkit lrp (AttnLRP) / plain gradient", t["llama: interpkit lrp epsilon (AttnLRP)"]
+                   / t["llama: plain input gradient"], "none set"))
     report(f"Gradient and propagation explainers, batch {args.batch}, {args.size}x{args.size}, {machine(device)}", t,
            ratios)
 

@@ -7,9 +7,10 @@ statistic held at the input's value. Many models write their norm out instead (t
 Llama, Mistral, Qwen, Gemma and T5: ``h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)``;
 ``(x - u) / torch.sqrt(s + eps)``; ``x / x.norm(dim=-1, keepdim=True)``). The propagation mode
 follows those through the kinds below: a square, a mean of squares (a second moment) or a
-variance, its root (a scale: the standard deviation or a norm) or its inverse root. A tensor
-multiplied by an inverse root, or divided by a root, that broadcasts over it is normalised
-(``normalises``): the mode holds the scale constant there. A variance or a scale (a statistic)
+variance, its root (a scale: the standard deviation or a norm) or its inverse root, and the
+ratio of two scales (ConvNeXt V2's response normalisation: ``x * (g / g.mean())``). A tensor
+multiplied by an inverse root or a ratio, or divided by a root or a ratio, that broadcasts over
+it is normalised (``normalises``): the mode holds the scale constant there. A variance or a scale (a statistic)
 is computed detached (no relevance passes into it), so any other use of one, or of a value made
 from one, with the input's other values is refused as a read of a detached value. A statistic
 over the batch axis would mix the samples: it is not one, and stays an op no rule covers.
@@ -28,13 +29,21 @@ Function = Callable[[torch.Tensor], torch.Tensor]
 # torch's normalisations as one call
 NORMS = {F.layer_norm, F.rms_norm, F.group_norm, F.instance_norm, F.normalize}
 
-SQUARE, MOMENT, VARIANCE, ROOT, INVERSE = "square", "second moment", "variance", "root", "inverse root"
-SCALES = (ROOT, INVERSE)
-STATISTICS = (VARIANCE, ROOT, INVERSE)  # made without rules: only a norm may read them
+SQUARE, MOMENT, VARIANCE = "square", "second moment", "variance"
+ROOT, INVERSE, RATIO = "root", "inverse root", "ratio of scales"
+SCALES = (ROOT, INVERSE, RATIO)
+STATISTICS = (VARIANCE, *SCALES)  # made without rules: only a norm may read them
+_FLIPPED = {ROOT: INVERSE, INVERSE: ROOT, RATIO: RATIO}
+
+
+def _named(owner: Any, names: str) -> set:
+    return {getattr(owner, name) for name in names.split() if hasattr(owner, name)}
+
+
 
 _POWERS = {torch.pow, T.pow, T.pow_, T.__pow__, T.__ipow__}
 _SQUARES = {torch.square, T.square, T.square_}
-_SELF_PRODUCTS = {torch.mul, torch.multiply, T.mul, T.mul_, T.__mul__, T.__imul__}
+_SELF_PRODUCTS = _named(torch, "mul multiply") | _named(T, "mul mul_ multiply __mul__ __imul__")
 _MEANS = {torch.mean, T.mean, torch.sum, T.sum, torch.nanmean, T.nanmean}
 _VARIANCES = {torch.var, T.var}
 _DEVIATIONS = {torch.std, T.std, torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm}
@@ -42,8 +51,9 @@ _DEVIATIONS = {torch.std, T.std, torch.norm, T.norm, torch.linalg.vector_norm, t
 PAIRED = {torch.var_mean: torch.var, torch.std_mean: torch.std}
 _SQRT, _RSQRT = {torch.sqrt, T.sqrt, T.sqrt_}, {torch.rsqrt, T.rsqrt, T.rsqrt_}
 _RECIPROCALS = {torch.reciprocal, T.reciprocal, T.reciprocal_}
-_PRODUCTS = {torch.mul, torch.multiply, T.mul, T.mul_, T.__mul__, T.__rmul__, T.__imul__}
-_QUOTIENTS = {torch.div, torch.divide, torch.true_divide, T.div, T.div_, T.__truediv__, T.__itruediv__}
+_PRODUCTS = _named(torch, "mul multiply") | _named(T, "mul mul_ multiply multiply_ __mul__ __rmul__ __imul__")
+_QUOTIENTS = (_named(torch, "div divide true_divide")
+              | _named(T, "div div_ divide divide_ true_divide true_divide_ __truediv__ __itruediv__"))
 _SUMS = {torch.add, T.add, T.add_, T.__add__, T.__radd__, T.__iadd__}
 _DIFFERENCES = {torch.sub, torch.subtract, T.sub, T.sub_, T.__sub__, T.__isub__}
 _ARITHMETIC = _PRODUCTS | _QUOTIENTS | _SUMS | _DIFFERENCES | {T.__rtruediv__}
@@ -56,6 +66,16 @@ def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any 
     return args[position] if len(args) > position else kwargs.get(name, default)
 
 
+def _dim(args: tuple, kwargs: dict, position: int = 1) -> Any:
+    """A reduction's axes, given as ``dim`` or numpy's ``axis``."""
+    return _argument(args, kwargs, position, "dim", kwargs.get("axis"))
+
+
+def operands(args: tuple, kwargs: dict) -> tuple:
+    """A binary op's two operands (the second may be given as ``other``)."""
+    return (args[0], _argument(args, kwargs, 1, "other")) if args else ()
+
+
 def moment_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], str | None]) -> str | None:
     """What ``func``'s result is, of the kinds a hand-written norm makes through the rules on its
     way to the statistic: a square of any tensor, or a mean (or sum) of squares."""
@@ -64,7 +84,7 @@ def moment_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], s
         return SQUARE
     if func in _SQUARES or (func in _SELF_PRODUCTS and len(args) > 1 and args[1] is x):
         return SQUARE
-    if func in _MEANS and kind_of(x) == SQUARE and _per_sample(_argument(args, kwargs, 1, "dim"), x):
+    if func in _MEANS and kind_of(x) == SQUARE and _per_sample(_dim(args, kwargs), x):
         return MOMENT
     return None
 
@@ -100,7 +120,7 @@ def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any]
     x = args[0] if args else None
     if func in _VARIANCES or func in _DEVIATIONS:
         position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
-        per_sample = _per_sample(_argument(args, kwargs, position, "dim"), x)
+        per_sample = _per_sample(_dim(args, kwargs, position), x)
         return (VARIANCE if func in _VARIANCES else ROOT) if per_sample else None
     if kind_of(x) not in (MOMENT, VARIANCE):
         return None
@@ -113,31 +133,44 @@ def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any]
 
 def kept(func: Any, args: tuple, kwargs: dict, statistic: torch.Tensor, kind: str) -> str | None:
     """The kind of ``func(*args)``, an op on ``statistic`` and constants: scaled by a constant it
-    keeps its kind, a variance or root shifted by one (``+ eps``) too, a constant divided by a
-    scale inverts it; None for anything else (``inv + 1``, ``1 / var``: no longer a scale)."""
-    if len(args) != 2 or args[0] is args[1] or func not in _ARITHMETIC:
+    keeps its kind, a variance or root shifted by one (``+ eps``) too, as does a root's mean over
+    axes of the sample; a constant divided by a scale (or its power -1) inverts it; None for
+    anything else (``inv + 1``, ``1 / var``: no longer a scale)."""
+    if func in _MEANS:
+        return kind if kind == ROOT and _per_sample(_dim(args, kwargs), statistic) else None
+    if func in _RECIPROCALS or (func in _POWERS and _number(_argument(args, kwargs, 1, "exponent")) == -1):
+        return _FLIPPED.get(kind)
+    pair = operands(args, kwargs)
+    if len(pair) != 2 or pair[0] is pair[1] or func not in _ARITHMETIC or kwargs.get("rounding_mode") is not None:
         return None
-    if func is T.__rtruediv__:  # ``1 / s``
-        return {ROOT: INVERSE, INVERSE: ROOT}.get(kind)
-    first = args[0] is statistic
-    if func in _PRODUCTS or (func in _QUOTIENTS and first and _argument(args, kwargs, 2, "rounding_mode") is None):
+    first = pair[0] is statistic
+    if func is T.__rtruediv__ or (func in _QUOTIENTS and not first):  # ``1 / s``, ``w / s``
+        return _FLIPPED.get(kind)
+    if func in _PRODUCTS or func in _QUOTIENTS:
         return kind
-    if func in _QUOTIENTS and _argument(args, kwargs, 2, "rounding_mode") is None:  # a constant divided by it
-        return {ROOT: INVERSE, INVERSE: ROOT}.get(kind)
     shifted = func in _SUMS or first  # ``eps + v``, ``v + eps``, ``v - eps``; not ``eps - v``
     return kind if shifted and kind in (VARIANCE, ROOT) else None
 
 
-def inverted(func: Any, kind: str) -> str | None:
-    """The kind of ``scale.reciprocal()``."""
-    return {ROOT: INVERSE, INVERSE: ROOT}.get(kind) if func in _RECIPROCALS else None
+def combined(func: Any, args: tuple, kwargs: dict, kinds: list[str | None]) -> str | None:
+    """The kind of an op on two scales: the ratio of two roots, or of two inverse roots, or the
+    product of a root and an inverse root (``g / g.mean(-1, keepdim=True)``), else None."""
+    if len(kinds) != 2 or kwargs.get("rounding_mode") is not None:
+        return None
+    if func in _QUOTIENTS and kinds[0] == kinds[1] and kinds[0] in (ROOT, INVERSE):
+        return RATIO
+    return RATIO if func in _PRODUCTS and set(kinds) == {ROOT, INVERSE} else None
 
 
 def normalises(func: Any, args: tuple, kwargs: dict, scale: torch.Tensor, kind: str, t: torch.Tensor) -> bool:
     """Whether ``func(*args)`` is ``t`` normalised by ``scale``: ``t`` times an inverse root, or
-    divided (without rounding) by a root, the scale broadcasting over ``t`` without enlarging it."""
-    if len(args) != 2 or not (func in _PRODUCTS and kind == INVERSE or func in _QUOTIENTS and kind == ROOT
-                              and args[0] is t and _argument(args, kwargs, 2, "rounding_mode") is None):
+    divided (without rounding) by a root, or times or divided by a ratio of scales, the scale
+    broadcasting over ``t`` without enlarging it."""
+    pair = operands(args, kwargs)
+    if len(pair) != 2 or kwargs.get("rounding_mode") is not None:
+        return False
+    if not ((func in _PRODUCTS and kind in (INVERSE, RATIO)) or (func in _QUOTIENTS and kind in (ROOT, RATIO)
+                                                                 and pair[0] is t)):
         return False
     try:
         return torch.broadcast_shapes(t.shape, scale.shape) == t.shape

@@ -51,7 +51,7 @@ from .normalisations import (
     SCALES,
     STATISTICS,
     VARIANCE,
-    inverted,
+    combined,
     kept,
     linearised,
     moment_made,
@@ -189,6 +189,8 @@ _ATTENTION = {F.scaled_dot_product_attention, F.multi_head_attention_forward}
 
 
 _NOT_A_SCALE = object()  # ``_scale``'s answer where no norm's scale is involved
+# moves that read only the shape, dtype or device of their other tensor
+_SHAPE_READS = _named(T, "expand_as view_as reshape_as type_as to")
 _UNSEEN = "an op out of the rules' sight (a TorchScript function, a C++ extension)"
 
 
@@ -273,7 +275,8 @@ class PropagationMode(TorchFunctionMode):
         return known[2] if known is not None and tensor is value and tensor._version == known[1] else None
 
     def _tag(self, tensor: torch.Tensor, kind: str) -> None:
-        self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind)
+        if not tensor.is_inference():  # an inference-mode tensor keeps no version: it stays an ordinary value
+            self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind)
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.forward_ops is None:  # the first exit ends the forward; later entries read its output
@@ -508,7 +511,8 @@ class PropagationMode(TorchFunctionMode):
             return  # a statistic, tagged by ``_scale``
         made = moment_made(func, args, kwargs, self._kind)
         if made is None and kind is not None and all(t is args[0] for t in dependent) and (
-                self._moves(func, args, kwargs) or func in _CONVERSIONS or kept(func, args, kwargs, args[0], VARIANCE)):
+                self._moves(func, args, kwargs) or func in _CONVERSIONS or kept(func, args, kwargs, args[0], VARIANCE)
+                or (func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None)):
             made = kind
         if made is not None:
             for tensor in tensors:
@@ -531,18 +535,21 @@ class PropagationMode(TorchFunctionMode):
             return _NOT_A_SCALE
         statistic, kind = statistics[0], self._kind(statistics[0])
         assert kind is not None
-        others = [t for t in dependent if t is not statistic]
+        others = [t for t in dependent if self._kind(t) not in STATISTICS]
         if (len(others) == 1 and len(statistics) == 1 and not (x is statistic and func in _IN_PLACE)
                 and normalises(func, args, kwargs, statistic, kind, others[0])):
             return self._mixed(func, args, kwargs, others)  # the statistic, detached, is a constant there
         made = None
-        if x is statistic and (self._moves(func, args, kwargs) or func in _CONVERSIONS or func in _DETACH):
+        if x is statistic and (not others or func in _SHAPE_READS) and (
+                self._moves(func, args, kwargs) or func in _CONVERSIONS or func is T.detach):
             made = kind  # ``s.expand_as(h)``, ``s.to(h)``, ``s[..., None]``, ``s.unbind(-1)``, ``s.detach()``
-        elif not others:
+        elif not others and all(t is statistic for t in dependent):
             clamped = func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None
-            made = inverted(func, kind) or kept(func, args, kwargs, statistic, kind) or (
+            made = kept(func, args, kwargs, statistic, kind) or (
                 kind if clamped and kind in (VARIANCE, ROOT) else None)  # ``norm.clamp_min(eps)``
-        elif not (func is T.__setitem__ and x is statistic):
+        elif not others:
+            made = combined(func, args, kwargs, [self._kind(t) for t in dependent])
+        else:
             self.uncovered[f"{_name(func)} of a norm's statistic (a variance, a standard deviation or norm, read "
                            "otherwise than to divide a tensor by it)"] += 1
         result = func(*args, **kwargs)
@@ -644,6 +651,11 @@ class PropagationMode(TorchFunctionMode):
         if func in _DIVISIONS:
             return (_argument(args, kwargs, 2, "rounding_mode", None) is None
                     and not any(self._depends(t) for t in _tensors((args[1:], kwargs))))
+        if func in (torch.addcmul, T.addcmul):  # input + value * tensor1 * tensor2: linear in one factor
+            return not (self._depends(_argument(args, kwargs, 1, "tensor1", None))
+                        and self._depends(_argument(args, kwargs, 2, "tensor2", None)))
+        if func in (torch.addcdiv, T.addcdiv):  # input + value * tensor1 / tensor2
+            return not self._depends(_argument(args, kwargs, 2, "tensor2", None))
         if func in (torch.lerp, T.lerp):
             return not self._depends(_argument(args, kwargs, 2, "weight", None))
         if func in (torch.addmm, T.addmm):

@@ -539,8 +539,21 @@ def _sync_sites(work) -> list[str]:
     return spy.sites
 
 
+class Norms(nn.Module):
+    """A convolution, a group norm, an RMS norm written out as Llama's, ``F.normalize``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 3, stride=4), nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = F.relu(F.group_norm(self.conv(x), 2)).flatten(2).transpose(1, 2)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return self.head(F.normalize(h, dim=-1).mean(1))
+
+
 @pytest.mark.parametrize("case", ["gradcam", "gradcam_all", "guided_backprop", "deletion", "explain_dataset_batch", "lrp",
-                                  "attn_lrp"])
+                                  "attn_lrp", "lrp_norms"])
 def test_no_undocumented_host_device_synchronisation(case, tmp_path):
     from interpkit.dataset.run import _explain_batch
     from interpkit.metrics import Deletion
@@ -563,6 +576,7 @@ def test_no_undocumented_host_device_synchronisation(case, tmp_path):
             "check_decompositions", "check_finite"]
         return
     work["lrp"] = lambda: interpkit.LRP(model)(x, target=1)
+    work["lrp_norms"] = lambda: interpkit.LRP(Norms().eval(), "epsilon")(x, target=1)
     if case == "explain_dataset_batch":
         with warnings.catch_warnings():
             sites = _sync_sites(lambda: _explain_batch(GradCAM(model), x, torch.zeros(2, dtype=torch.long), ["", ""],

@@ -65,6 +65,9 @@ RMS_NORMS = {
     "one over the root": lambda m, h: h * (1 / (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()) * m.weight,
     "squares moved": lambda m, h: h * torch.rsqrt(h.pow(2).double().view(*h.shape).mean(-1, keepdim=True) + EPS)
     * m.weight,
+    "clamped moment, axis=": lambda m, h: h * h.pow(2).mean(axis=-1, keepdim=True).clamp_min(EPS).rsqrt() * m.weight,
+    "other=, divide": lambda m, h: torch.mul(h.divide((h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()), other=m.weight),
+    "power -1 of the root": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt() ** -1 * m.weight,
     "two halves, unbound": lambda m, h: torch.cat([
         part * scale[..., None] for part, scale in zip(h.unflatten(-1, (2, 8)).unbind(-2), torch.rsqrt(
             h.unflatten(-1, (2, 8)).pow(2).mean(-1) + EPS).unbind(-1))], -1) * m.weight,
@@ -106,8 +109,9 @@ def test_rms_norms_written_out_equal_torchs(name):
     x = torch.randn(3, 4, 16, dtype=torch.float64)
     if name == "two halves, unbound":  # an RMS norm of each half
         reference = lambda m, h: F.rms_norm(h.unflatten(-1, (2, 8)), (8,), None, EPS).flatten(-2) * m.weight  # noqa: E731
-    else:
-        reference = lambda m, h: F.rms_norm(h, (16,), m.weight, EPS)  # noqa: E731
+    else:  # a clamp of the mean of squares instead of eps added: no eps where the mean is larger
+        eps = 0.0 if name.startswith("clamped") else EPS
+        reference = lambda m, h: F.rms_norm(h, (16,), m.weight, eps)  # noqa: E731
     ours, torchs = _maps(RMS_NORMS[name], reference, x)
     assert _relative(ours, torchs) < CLOSE
 
@@ -230,6 +234,42 @@ def test_f_normalize_is_gradient_times_input_with_the_norm_held():
     assert _relative(ours, _gradient_times_input(reference, x, [1, 2])) < CLOSE
 
 
+def _response_norm(m, h, held=False, addcmul=False):
+    """ConvNeXt V2's global response normalisation on (N, H, W, C), as HuggingFace writes it (and
+    timm, with ``torch.addcmul``); ``held``: the ratio detached."""
+    g = torch.linalg.vector_norm(h, ord=2, dim=(1, 2), keepdim=True)
+    ratio = g / (g.mean(dim=-1, keepdim=True) + 1e-6)
+    ratio = ratio.detach() if held else ratio
+    if addcmul:
+        return torch.addcmul(m.bias, m.weight, h * ratio) + h
+    return _Held.apply(h, ratio) * m.weight + m.bias + h if held else h * ratio * m.weight + m.bias + h
+
+
+class Response(nn.Module):
+    """A convolution, channels last, the response norm, ReLU, a linear layer over the mean."""
+
+    def __init__(self, **options) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 3), nn.Linear(8, 5)
+        self.weight, self.bias = nn.Parameter(torch.rand(8)), nn.Parameter(torch.zeros(8))
+        self.options = options
+
+    def forward(self, x):
+        h = _response_norm(self, self.conv(x).permute(0, 2, 3, 1), **self.options)
+        return self.head(F.relu(h).mean((1, 2)))
+
+
+@pytest.mark.parametrize("addcmul", [False, True], ids=["huggingface", "timm (addcmul)"])
+def test_convnext_v2s_response_norm_holds_its_ratio_of_norms(addcmul):
+    torch.manual_seed(0)
+    model = Response(addcmul=addcmul).double().eval()
+    reference = copy.deepcopy(model)
+    reference.options = {"held": True}
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    ours = LRP(model, "epsilon", **EXACT)(x, target=_targets(2)).maps
+    assert _relative(ours, _gradient_times_input(reference, x, [1, 2])) < CLOSE
+
+
 def test_a_whole_llama_with_its_rms_norms_written_out_equals_torchs():
     transformers = pytest.importorskip("transformers", reason="transformers is in interpkit's [test] extra")
     torch.manual_seed(0)
@@ -283,7 +323,16 @@ REFUSED = {  # each is no normalisation: relevance would pass through a statisti
     "in a matrix product": (lambda m, h: h.norm(dim=-1).unsqueeze(1) @ h, "norm's statistic"),
     "written into": (lambda m, h: (lambda s: (s.__setitem__((Ellipsis, 0), 1.0), h / s)[1])(
         h.std(-1, keepdim=True)), "div"),
+    "another value copied in": (lambda m, h: h / h.std(-1, keepdim=True).copy_(h[..., :1].exp()), "copy_"),
+    "another value where masked": (lambda m, h: h / h.std(-1, keepdim=True).where(h[..., :1] > 0, h[..., :1].exp()),
+                                   "where"),
+    "made under inference_mode": (lambda m, h: h * _inference_inverse_rms(h).clone(), "rsqrt"),
 }
+
+
+def _inference_inverse_rms(h):
+    with torch.inference_mode():
+        return torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
 
 
 @pytest.mark.parametrize("name", REFUSED)
