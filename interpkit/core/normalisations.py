@@ -29,7 +29,7 @@ Function = Callable[[torch.Tensor], torch.Tensor]
 # torch's normalisations as one call
 NORMS = {F.layer_norm, F.rms_norm, F.group_norm, F.instance_norm, F.normalize}
 
-SQUARE, MOMENT, VARIANCE = "square", "second moment", "variance"
+SQUARE, MEAN, MOMENT, VARIANCE = "square", "mean", "second moment", "variance"
 ROOT, INVERSE, RATIO = "root", "inverse root", "ratio of scales"
 SCALES = (ROOT, INVERSE, RATIO)
 STATISTICS = (VARIANCE, *SCALES)  # made without rules: only a norm may read them
@@ -80,12 +80,13 @@ def moment_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], s
     """What ``func``'s result is, of the kinds a hand-written norm makes through the rules on its
     way to the statistic: a square of any tensor, or a mean (or sum) of squares."""
     x = args[0] if args else None
-    if func in _POWERS and _number(_argument(args, kwargs, 1, "exponent")) == 2:
+    kind = kind_of(x)
+    if kind is None and func in _POWERS and _number(_argument(args, kwargs, 1, "exponent")) == 2:
         return SQUARE
-    if func in _SQUARES or (func in _SELF_PRODUCTS and len(args) > 1 and args[1] is x):
+    if kind is None and (func in _SQUARES or (func in _SELF_PRODUCTS and len(args) > 1 and args[1] is x)):
         return SQUARE
-    if func in _MEANS and kind_of(x) == SQUARE and _per_sample(_dim(args, kwargs), x):
-        return MOMENT
+    if func in _MEANS and _per_sample(_dim(args, kwargs), x):  # a mean over the sample's axes: a centre, a moment
+        return MOMENT if kind == SQUARE else MEAN if kind is None and kwargs.get("keepdim", False) else None
     return None
 
 
@@ -103,14 +104,17 @@ def _per_sample(dim: Any, x: Any) -> bool:
 
 
 def over_the_batch(func: Any, args: tuple, kwargs: dict) -> bool:
-    """Whether torch's norm ``func`` takes its statistic over the first axis (the batch)."""
-    x = args[0]
+    """Whether ``func`` (``F.normalize``, or a variance, deviation or norm written out) takes its
+    statistic over the first axis, the batch. torch's layer and RMS norms are taken as given
+    (a norm over a sample's every axis is common: ``F.layer_norm(h[b], h[b].shape)``)."""
+    x = args[0] if args else None
     if func is F.normalize:
         return not _per_sample(_argument(args, kwargs, 2, "dim", 1), x)
-    if func in (F.layer_norm, F.rms_norm):
-        shape = _argument(args, kwargs, 1, "normalized_shape")
-        return len(shape) >= x.dim() if isinstance(shape, (tuple, list, torch.Size)) else x.dim() <= 1
-    return False  # group and instance norms: per sample
+    if func in _VARIANCES or func in _DEVIATIONS or func in PAIRED:
+        position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
+        dim = _dim(args, kwargs, position)
+        return dim is not None and not _per_sample(dim, x)
+    return False
 
 
 def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], str | None]) -> str | None:
@@ -118,6 +122,8 @@ def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any]
     tensor over named axes, or a root or inverse root of a second moment or variance (None: not
     one; over every axis a statistic would mix the samples, so it stays an ordinary op)."""
     x = args[0] if args else None
+    if (func in _VARIANCES or func in _DEVIATIONS) and kind_of(x) is not None:
+        return None  # a variance or norm of a square or moment: of another degree
     if func in _VARIANCES or func in _DEVIATIONS:
         position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
         per_sample = _per_sample(_dim(args, kwargs, position), x)
@@ -141,7 +147,8 @@ def kept(func: Any, args: tuple, kwargs: dict, statistic: torch.Tensor, kind: st
     if func in _RECIPROCALS or (func in _POWERS and _number(_argument(args, kwargs, 1, "exponent")) == -1):
         return _FLIPPED.get(kind)
     pair = operands(args, kwargs)
-    if len(pair) != 2 or pair[0] is pair[1] or func not in _ARITHMETIC or kwargs.get("rounding_mode") is not None:
+    if (len(pair) != 2 or pair[0] is pair[1] or func not in _ARITHMETIC or kwargs.get("rounding_mode") is not None
+            or kwargs.get("alpha", 1) != 1):
         return None
     first = pair[0] is statistic
     if func is T.__rtruediv__ or (func in _QUOTIENTS and not first):  # ``1 / s``, ``w / s``

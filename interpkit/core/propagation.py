@@ -45,10 +45,12 @@ from ..errors import UncoveredNonlinearityError
 from .attention import mismatch, written_out
 from .normalisations import (
     MAKERS,
+    MEAN,
     NORMS,
     PAIRED,
     ROOT,
     SCALES,
+    SQUARE,
     STATISTICS,
     VARIANCE,
     combined,
@@ -253,8 +255,11 @@ class PropagationMode(TorchFunctionMode):
         self._graph = source.requires_grad
         self.detaching = False  # whether an input-dependent value was taken out of the graph
         self._mismatches: list[tuple[str, torch.Tensor]] = []  # attention decompositions against the fused ops
-        # id -> (the tensor, its version, its kind): the parts of a norm written out (``interpkit.core.normalisations``)
-        self._kinds: dict[int, tuple[weakref.ref, int, str]] = {}
+        # id -> (the tensor, its version, its kind, its origin): the parts of a norm written out and the tensor
+        # whose statistic they are (``interpkit.core.normalisations``)
+        self._kinds: dict[int, tuple[weakref.ref, int, str, torch.Tensor]] = {}  # the origin held: it may be a temporary
+        # id -> (the tensor, its base): a value moved, converted, shifted or scaled by constants, or centred
+        self._bases: dict[int, tuple[weakref.ref, weakref.ref]] = {}
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
@@ -274,9 +279,21 @@ class PropagationMode(TorchFunctionMode):
         tensor = None if known is None else known[0]()
         return known[2] if known is not None and tensor is value and tensor._version == known[1] else None
 
-    def _tag(self, tensor: torch.Tensor, kind: str) -> None:
+    def _tag(self, tensor: torch.Tensor, kind: str, origin: torch.Tensor) -> None:
         if not tensor.is_inference():  # an inference-mode tensor keeps no version: it stays an ordinary value
-            self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind)
+            self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind, origin)
+
+    def _origin(self, tagged: Any) -> Any:
+        """The tensor whose statistic (or square, or mean) ``tagged`` is."""
+        known = self._kinds.get(id(tagged))
+        return None if known is None or known[0]() is not tagged else known[3]
+
+    def _base(self, value: Any) -> Any:
+        """What ``value`` was moved, converted, shifted or scaled by constants, or centred from
+        (``value`` itself if none): the tensor a norm's statistic must be of to normalise it."""
+        known = self._bases.get(id(value))
+        base = known[1]() if known is not None and known[0]() is value else None
+        return value if base is None else base
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.forward_ops is None:  # the first exit ends the forward; later entries read its output
@@ -347,6 +364,7 @@ class PropagationMode(TorchFunctionMode):
             return result  # a size, a length, a dtype: no value read
         if self.rule.attention:
             self._note_moment(func, args, kwargs, dependent, tensors, kind)
+            self._note_base(func, args, kwargs, dependent, tensors)
         # reads: a batch norm folds only into a layer whose output it alone reads; a read that makes no
         # graph (under no_grad, a detached copy, an integer result) carries nothing back, so it does not count
         if func not in _DETACH and any(t.requires_grad for t in ([args[0]] if func is T.__setitem__ else tensors)):
@@ -509,14 +527,35 @@ class PropagationMode(TorchFunctionMode):
         (``v += eps``); ``kind`` is ``args[0]``'s before the op."""
         if kind in STATISTICS or any(self._kind(t) in STATISTICS for t in tensors):
             return  # a statistic, tagged by ``_scale``
+        x = args[0]
         made = moment_made(func, args, kwargs, self._kind)
-        if made is None and kind is not None and all(t is args[0] for t in dependent) and (
-                self._moves(func, args, kwargs) or func in _CONVERSIONS or kept(func, args, kwargs, args[0], VARIANCE)
+        origin = self._base(x) if made == SQUARE or (made == MEAN and kind is None) else self._origin(x)
+        alone = all(t is x for t in dependent) or func in _SHAPE_READS
+        if made is None and kind is not None and alone and (
+                self._moves(func, args, kwargs) or func in _CONVERSIONS or kept(func, args, kwargs, x, VARIANCE)
                 or (func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None)):
-            made = kind
-        if made is not None:
+            made, origin = kind, self._origin(x)
+        if made is not None and origin is not None:
             for tensor in tensors:
-                self._tag(tensor, made)
+                self._tag(tensor, made, origin)
+
+    def _note_base(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor],
+                   tensors: list[torch.Tensor]) -> None:
+        """Record what a value is a copy of, for ``_base``: a move or conversion of one tensor, the
+        tensor shifted or scaled by constants, or centred (``h - h.mean(-1, keepdim=True)``)."""
+        x = args[0] if args else None
+        one = dependent[0]
+        if self._kind(one) is not None or any(self._kind(t) for t in tensors):
+            return
+        alone = all(t is one for t in dependent)
+        centred = (len(dependent) == 2 and func in (torch.sub, T.sub, T.__sub__) and one is x
+                   and self._kind(dependent[1]) == MEAN and self._origin(dependent[1]) is self._base(x))
+        if centred or (alone and func in _ARITHMETIC) or (x is one and (alone or func in _SHAPE_READS) and (
+                self._moves(func, args, kwargs) or func in _CONVERSIONS or func is T.detach)):
+            base = weakref.ref(self._base(one))
+            for tensor in tensors:
+                if tensor is not one:
+                    self._bases[id(tensor)] = (weakref.ref(tensor), base)
 
     def _scale(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
         """A norm written out: its statistic (a variance, a standard deviation or norm, a root of a
@@ -530,6 +569,9 @@ class PropagationMode(TorchFunctionMode):
             made = statistic_made(PAIRED.get(func, func), args, kwargs, self._kind)
             if made is not None:
                 return self._statistic(func, made, args, kwargs)
+            if func in MAKERS and over_the_batch(func, args, kwargs):
+                self.uncovered[f"{_name(func)} over the first (batch) axis, which would mix the samples"] += 1
+                return func(*args, **kwargs)
         statistics = [t for t in dependent if self._kind(t) in STATISTICS]
         if not statistics:
             return _NOT_A_SCALE
@@ -537,6 +579,7 @@ class PropagationMode(TorchFunctionMode):
         assert kind is not None
         others = [t for t in dependent if self._kind(t) not in STATISTICS]
         if (len(others) == 1 and len(statistics) == 1 and not (x is statistic and func in _IN_PLACE)
+                and self._base(others[0]) is self._origin(statistic)
                 and normalises(func, args, kwargs, statistic, kind, others[0])):
             return self._mixed(func, args, kwargs, others)  # the statistic, detached, is a constant there
         made = None
@@ -547,15 +590,16 @@ class PropagationMode(TorchFunctionMode):
             clamped = func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None
             made = kept(func, args, kwargs, statistic, kind) or (
                 kind if clamped and kind in (VARIANCE, ROOT) else None)  # ``norm.clamp_min(eps)``
-        elif not others:
+        elif not others and len({id(self._origin(t)) for t in dependent}) == 1:  # of one tensor
             made = combined(func, args, kwargs, [self._kind(t) for t in dependent])
         else:
             self.uncovered[f"{_name(func)} of a norm's statistic (a variance, a standard deviation or norm, read "
                            "otherwise than to divide a tensor by it)"] += 1
         result = func(*args, **kwargs)
-        if made is not None:
+        origin = self._origin(statistic)
+        if made is not None and origin is not None:
             for tensor in _tensors(result):
-                self._tag(tensor, made)
+                self._tag(tensor, made, origin)
         return result
 
     def _statistic(self, func: Any, kind: str, args: tuple, kwargs: dict) -> Any:
@@ -566,15 +610,18 @@ class PropagationMode(TorchFunctionMode):
         own = PAIRED.get(func, func)
         with torch.no_grad():
             statistic = own(*args, **kwargs)
-        self._tag(statistic, kind)
+        x = args[0]
+        self._tag(statistic, kind, self._base(x) if self._kind(x) is None else self._origin(x))
         self._detached[id(statistic)] = weakref.ref(statistic)
         if own is func:
             return statistic
         keepdim = kwargs.get("keepdim", args[3] if len(args) > 3 else False)
-        mean = self._handle(torch.mean, (args[0], _argument(args, kwargs, 1, "dim")), {"keepdim": keepdim})
+        mean = self._handle(torch.mean, (x, _argument(args, kwargs, 1, "dim")), {"keepdim": keepdim})
         with torch.no_grad():
             exact = func(*args, **kwargs)[1]
-        return statistic, _Valued.apply(mean, [exact])
+        centre = _Valued.apply(mean, [exact])
+        self._tag(centre, MEAN, self._base(x))  # ``h - centre`` is ``h`` centred
+        return statistic, centre
 
     def _fused(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """A fused attention op with the value torch gives, and the backward of its parts."""
@@ -651,6 +698,9 @@ class PropagationMode(TorchFunctionMode):
         if func in _DIVISIONS:
             return (_argument(args, kwargs, 2, "rounding_mode", None) is None
                     and not any(self._depends(t) for t in _tensors((args[1:], kwargs))))
+        if func in (torch.addcmul, T.addcmul, torch.addcdiv, T.addcdiv) and not isinstance(
+                _argument(args, kwargs, 1, "tensor1", None), torch.Tensor):
+            return False  # the deprecated overload (input, value, tensor1, tensor2): not read here
         if func in (torch.addcmul, T.addcmul):  # input + value * tensor1 * tensor2: linear in one factor
             return not (self._depends(_argument(args, kwargs, 1, "tensor1", None))
                         and self._depends(_argument(args, kwargs, 2, "tensor2", None)))

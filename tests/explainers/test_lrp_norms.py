@@ -65,6 +65,8 @@ RMS_NORMS = {
     "one over the root": lambda m, h: h * (1 / (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()) * m.weight,
     "squares moved": lambda m, h: h * torch.rsqrt(h.pow(2).double().view(*h.shape).mean(-1, keepdim=True) + EPS)
     * m.weight,
+    "moment converted like h": lambda m, h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True).type_as(h) + EPS)
+    * m.weight,
     "clamped moment, axis=": lambda m, h: h * h.pow(2).mean(axis=-1, keepdim=True).clamp_min(EPS).rsqrt() * m.weight,
     "other=, divide": lambda m, h: torch.mul(h.divide((h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()), other=m.weight),
     "power -1 of the root": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt() ** -1 * m.weight,
@@ -327,6 +329,14 @@ REFUSED = {  # each is no normalisation: relevance would pass through a statisti
     "another value where masked": (lambda m, h: h / h.std(-1, keepdim=True).where(h[..., :1] > 0, h[..., :1].exp()),
                                    "where"),
     "made under inference_mode": (lambda m, h: h * _inference_inverse_rms(h).clone(), "rsqrt"),
+    "a statistic of another tensor": (lambda m, h: h.exp() * _inverse_rms(h), "norm's statistic"),
+    "a ratio of another tensor's norms": (lambda m, h: h * (
+        h.norm(dim=-1, keepdim=True) / h.flip(-1).exp().norm(dim=-1, keepdim=True)), "norm's statistic"),
+    "the mean of a square of a square": (lambda m, h: h * torch.rsqrt(h.pow(2).pow(2).mean(-1, keepdim=True)), "rsqrt"),
+    "a norm of a square": (lambda m, h: h / (h * h).norm(dim=-1, keepdim=True), "norm"),
+    "a variance subtracted (alpha=-1)": (lambda m, h: h * torch.rsqrt(torch.add(
+        torch.full_like(h[..., :1], 9.0), h.var(-1, keepdim=True), alpha=-1)), "rsqrt"),
+    "addcmul's deprecated overload": (lambda m, h: torch.addcmul(torch.zeros_like(h), 1.0, h, h.flip(-1)), "addcmul"),
 }
 
 
@@ -335,6 +345,7 @@ def _inference_inverse_rms(h):
         return torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
 
 
+@pytest.mark.filterwarnings("ignore:This overload of addcmul is deprecated")
 @pytest.mark.parametrize("name", REFUSED)
 def test_other_uses_of_a_statistic_stay_refused_by_name(name):
     norm, named = REFUSED[name]
@@ -352,6 +363,14 @@ def test_a_statistic_as_the_score_is_refused(statistic):
     capsules = type("Capsules", (nn.Module,), {"forward": lambda self, x: statistic(model(x))})()
     with pytest.raises(InputError, match="norm's statistic"):
         LRP(capsules, "epsilon")(torch.randn(2, 8), target=1)
+
+
+def test_torchs_norms_of_one_sample_at_a_time_are_not_taken_for_the_batch():
+    """``F.layer_norm(h[b], h[b].shape)`` normalises one sample over all its axes."""
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    per_sample = lambda m, h: torch.stack([F.layer_norm(s, s.shape, eps=EPS) for s in h]) * m.weight  # noqa: E731
+    ours, whole = _maps(per_sample, lambda m, h: F.layer_norm(h, h.shape[1:], eps=EPS) * m.weight, x)
+    assert _relative(ours, whole) < CLOSE
 
 
 def test_a_power_by_a_tensor_keeps_its_rule_and_a_power_of_two_stays_refused():
