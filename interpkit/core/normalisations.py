@@ -62,6 +62,22 @@ _ARITHMETIC = _PRODUCTS | _QUOTIENTS | _SUMS | _DIFFERENCES | {T.__rtruediv__}
 MAKERS = _POWERS | _SQRT | _RSQRT | _DEVIATIONS | _VARIANCES | set(PAIRED)
 
 
+# moves that leave every value where it was, along axes added or merged only: a statistic moved so
+# still belongs to the positions it was taken at (a roll, flip, permutation or index would not)
+_SAME_PLACES = (_named(torch, "clone flatten unflatten unsqueeze squeeze reshape broadcast_to")
+                | _named(T, "to type type_as float double half bfloat16 clone contiguous detach view view_as reshape "
+                            "reshape_as flatten unflatten unsqueeze unsqueeze_ squeeze squeeze_ expand expand_as "
+                            "broadcast_to"))
+
+
+def keeps_places(func: Any, args: tuple) -> bool:
+    """Whether ``func`` moves no value to another position (``s[..., None]`` too)."""
+    if func is T.__getitem__ and len(args) > 1:
+        index = args[1] if isinstance(args[1], tuple) else (args[1],)
+        return all(i is None or i is Ellipsis or (isinstance(i, slice) and i == slice(None)) for i in index)
+    return func in _SAME_PLACES
+
+
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any = None) -> Any:
     return args[position] if len(args) > position else kwargs.get(name, default)
 

@@ -54,6 +54,7 @@ from .normalisations import (
     STATISTICS,
     VARIANCE,
     combined,
+    keeps_places,
     kept,
     linearised,
     moment_made,
@@ -255,11 +256,13 @@ class PropagationMode(TorchFunctionMode):
         self._graph = source.requires_grad
         self.detaching = False  # whether an input-dependent value was taken out of the graph
         self._mismatches: list[tuple[str, torch.Tensor]] = []  # attention decompositions against the fused ops
-        # id -> (the tensor, its version, its kind, its origin): the parts of a norm written out and the tensor
-        # whose statistic they are (``interpkit.core.normalisations``)
-        self._kinds: dict[int, tuple[weakref.ref, int, str, torch.Tensor]] = {}  # the origin held: it may be a temporary
-        # id -> (the tensor, its base): a value moved, converted, shifted or scaled by constants, or centred
-        self._bases: dict[int, tuple[weakref.ref, weakref.ref]] = {}
+        # id -> (the tensor, its version, its kind, its origin, the origin's version): the parts of a norm written out
+        # and the tensor whose statistic they are (``interpkit.core.normalisations``); the origin is held (it may be
+        # a temporary)
+        self._kinds: dict[int, tuple[weakref.ref, int, str, torch.Tensor, int]] = {}
+        # id -> (the tensor, its version, its base): a value converted, reshaped, shifted or scaled by constants, or
+        # centred
+        self._bases: dict[int, tuple[weakref.ref, int, weakref.ref]] = {}
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
@@ -280,19 +283,24 @@ class PropagationMode(TorchFunctionMode):
         return known[2] if known is not None and tensor is value and tensor._version == known[1] else None
 
     def _tag(self, tensor: torch.Tensor, kind: str, origin: torch.Tensor) -> None:
-        if not tensor.is_inference():  # an inference-mode tensor keeps no version: it stays an ordinary value
-            self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind, origin)
+        if not (tensor.is_inference() or origin.is_inference()):  # inference-mode tensors keep no version
+            self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind, origin, origin._version)
 
     def _origin(self, tagged: Any) -> Any:
-        """The tensor whose statistic (or square, or mean) ``tagged`` is."""
+        """The tensor whose statistic (or square, or mean) ``tagged`` is; None once that tensor
+        was written in place (it holds other values than the statistic was taken of)."""
         known = self._kinds.get(id(tagged))
-        return None if known is None or known[0]() is not tagged else known[3]
+        if known is None or known[0]() is not tagged or known[3]._version != known[4]:
+            return None
+        return known[3]
 
     def _base(self, value: Any) -> Any:
-        """What ``value`` was moved, converted, shifted or scaled by constants, or centred from
-        (``value`` itself if none): the tensor a norm's statistic must be of to normalise it."""
+        """What ``value`` was converted, reshaped, shifted or scaled by constants, or centred from
+        (``value`` itself if none, or if written in place since): the tensor a norm's statistic
+        must be of to normalise it."""
         known = self._bases.get(id(value))
-        base = known[1]() if known is not None and known[0]() is value else None
+        tensor = None if known is None else known[0]()
+        base = known[2]() if known is not None and tensor is value and tensor._version == known[1] else None
         return value if base is None else base
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -532,7 +540,7 @@ class PropagationMode(TorchFunctionMode):
         origin = self._base(x) if made == SQUARE or (made == MEAN and kind is None) else self._origin(x)
         alone = all(t is x for t in dependent) or func in _SHAPE_READS
         if made is None and kind is not None and alone and (
-                self._moves(func, args, kwargs) or func in _CONVERSIONS or kept(func, args, kwargs, x, VARIANCE)
+                keeps_places(func, args) or kept(func, args, kwargs, x, VARIANCE)
                 or (func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None)):
             made, origin = kind, self._origin(x)
         if made is not None and origin is not None:
@@ -550,12 +558,12 @@ class PropagationMode(TorchFunctionMode):
         alone = all(t is one for t in dependent)
         centred = (len(dependent) == 2 and func in (torch.sub, T.sub, T.__sub__) and one is x
                    and self._kind(dependent[1]) == MEAN and self._origin(dependent[1]) is self._base(x))
-        if centred or (alone and func in _ARITHMETIC) or (x is one and (alone or func in _SHAPE_READS) and (
-                self._moves(func, args, kwargs) or func in _CONVERSIONS or func is T.detach)):
+        if centred or (alone and func in _ARITHMETIC) or (x is one and (alone or func in _SHAPE_READS)
+                                                          and keeps_places(func, args)):
             base = weakref.ref(self._base(one))
             for tensor in tensors:
-                if tensor is not one:
-                    self._bases[id(tensor)] = (weakref.ref(tensor), base)
+                if tensor is not one and not tensor.is_inference():  # an inference tensor keeps no version
+                    self._bases[id(tensor)] = (weakref.ref(tensor), tensor._version, base)
 
     def _scale(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
         """A norm written out: its statistic (a variance, a standard deviation or norm, a root of a
@@ -569,7 +577,7 @@ class PropagationMode(TorchFunctionMode):
             made = statistic_made(PAIRED.get(func, func), args, kwargs, self._kind)
             if made is not None:
                 return self._statistic(func, made, args, kwargs)
-            if func in MAKERS and over_the_batch(func, args, kwargs):
+            if over_the_batch(func, args, kwargs):
                 self.uncovered[f"{_name(func)} over the first (batch) axis, which would mix the samples"] += 1
                 return func(*args, **kwargs)
         statistics = [t for t in dependent if self._kind(t) in STATISTICS]
@@ -583,9 +591,8 @@ class PropagationMode(TorchFunctionMode):
                 and normalises(func, args, kwargs, statistic, kind, others[0])):
             return self._mixed(func, args, kwargs, others)  # the statistic, detached, is a constant there
         made = None
-        if x is statistic and (not others or func in _SHAPE_READS) and (
-                self._moves(func, args, kwargs) or func in _CONVERSIONS or func is T.detach):
-            made = kind  # ``s.expand_as(h)``, ``s.to(h)``, ``s[..., None]``, ``s.unbind(-1)``, ``s.detach()``
+        if x is statistic and (not others or func in _SHAPE_READS) and keeps_places(func, args):
+            made = kind  # ``s.expand_as(h)``, ``s.to(h)``, ``s[..., None]``, ``s.detach()``
         elif not others and all(t is statistic for t in dependent):
             clamped = func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None
             made = kept(func, args, kwargs, statistic, kind) or (

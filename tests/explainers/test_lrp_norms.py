@@ -70,9 +70,6 @@ RMS_NORMS = {
     "clamped moment, axis=": lambda m, h: h * h.pow(2).mean(axis=-1, keepdim=True).clamp_min(EPS).rsqrt() * m.weight,
     "other=, divide": lambda m, h: torch.mul(h.divide((h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()), other=m.weight),
     "power -1 of the root": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt() ** -1 * m.weight,
-    "two halves, unbound": lambda m, h: torch.cat([
-        part * scale[..., None] for part, scale in zip(h.unflatten(-1, (2, 8)).unbind(-2), torch.rsqrt(
-            h.unflatten(-1, (2, 8)).pow(2).mean(-1) + EPS).unbind(-1))], -1) * m.weight,
 }
 
 
@@ -109,11 +106,8 @@ def _maps(norm, reference, x, **options) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("name", RMS_NORMS)
 def test_rms_norms_written_out_equal_torchs(name):
     x = torch.randn(3, 4, 16, dtype=torch.float64)
-    if name == "two halves, unbound":  # an RMS norm of each half
-        reference = lambda m, h: F.rms_norm(h.unflatten(-1, (2, 8)), (8,), None, EPS).flatten(-2) * m.weight  # noqa: E731
-    else:  # a clamp of the mean of squares instead of eps added: no eps where the mean is larger
-        eps = 0.0 if name.startswith("clamped") else EPS
-        reference = lambda m, h: F.rms_norm(h, (16,), m.weight, eps)  # noqa: E731
+    eps = 0.0 if name.startswith("clamped") else EPS  # a clamp of the mean of squares, not eps added
+    reference = lambda m, h: F.rms_norm(h, (16,), m.weight, eps)  # noqa: E731
     ours, torchs = _maps(RMS_NORMS[name], reference, x)
     assert _relative(ours, torchs) < CLOSE
 
@@ -337,6 +331,19 @@ REFUSED = {  # each is no normalisation: relevance would pass through a statisti
     "a variance subtracted (alpha=-1)": (lambda m, h: h * torch.rsqrt(torch.add(
         torch.full_like(h[..., :1], 9.0), h.var(-1, keepdim=True), alpha=-1)), "rsqrt"),
     "addcmul's deprecated overload": (lambda m, h: torch.addcmul(torch.zeros_like(h), 1.0, h, h.flip(-1)), "addcmul"),
+    # the positions a statistic was taken at: moved (rolled, flipped, indexed) it belongs to others
+    "tokens rolled": (lambda m, h: h.roll(1, 1) * _inverse_rms(h), "norm's statistic"),
+    "the statistic flipped over the batch": (lambda m, h: h * _inverse_rms(h).flip(0), "detached"),
+    "shifted by an index": (lambda m, h: torch.cat([h[:, :1], h[:, 1:] * _inverse_rms(h)[:, :-1]], 1), "detached"),
+    "halves unbound": (lambda m, h: torch.cat([part * scale[..., None] for part, scale in zip(
+        h.unflatten(-1, (2, 8)).unbind(-2), torch.rsqrt(h.unflatten(-1, (2, 8)).pow(2).mean(-1) + EPS).unbind(-1))], -1),
+        "detached"),
+    # written in place after the statistic was taken, or before, into a value with a base
+    "the tensor written after": (lambda m, h: (lambda t, s: t.add_(t.exp()) * s)(h.clone(), _inverse_rms(h.clone())),
+                                 "norm's statistic"),
+    "a copy written into": (lambda m, h: (lambda b: b.add_(h.exp()) * _inverse_rms(h))(h.clone()), "norm's statistic"),
+    "the tensor itself written after": (lambda m, h: (lambda s: h.add_(h.exp()) * s)(_inverse_rms(h)),
+                                        "norm's statistic"),
 }
 
 
