@@ -44,7 +44,7 @@ def _named(owner: Any, names: str) -> set:
 _POWERS = {torch.pow, T.pow, T.pow_, T.__pow__, T.__ipow__}
 _SQUARES = {torch.square, T.square, T.square_}
 _SELF_PRODUCTS = _named(torch, "mul multiply") | _named(T, "mul mul_ multiply __mul__ __imul__")
-_MEANS = {torch.mean, T.mean, torch.sum, T.sum, torch.nanmean, T.nanmean}
+MEANS = {torch.mean, T.mean, torch.sum, T.sum, torch.nanmean, T.nanmean}
 _VARIANCES = {torch.var, T.var}
 _DEVIATIONS = {torch.std, T.std, torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm}
 # a statistic and the mean it was centred by, in one call: the statistic's own op
@@ -82,7 +82,7 @@ def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any 
     return args[position] if len(args) > position else kwargs.get(name, default)
 
 
-def _dim(args: tuple, kwargs: dict, position: int = 1) -> Any:
+def dim_of(args: tuple, kwargs: dict, position: int = 1) -> Any:
     """A reduction's axes, given as ``dim`` or numpy's ``axis``."""
     return _argument(args, kwargs, position, "dim", kwargs.get("axis"))
 
@@ -101,7 +101,7 @@ def moment_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any], s
         return SQUARE
     if kind is None and (func in _SQUARES or (func in _SELF_PRODUCTS and len(args) > 1 and args[1] is x)):
         return SQUARE
-    if func in _MEANS and _per_sample(_dim(args, kwargs), x):  # a mean over the sample's axes: a centre, a moment
+    if func in MEANS and _per_sample(dim_of(args, kwargs), x):  # a mean over the sample's axes: a centre, a moment
         return MOMENT if kind == SQUARE else MEAN if kind is None and kwargs.get("keepdim", False) else None
     return None
 
@@ -128,7 +128,7 @@ def over_the_batch(func: Any, args: tuple, kwargs: dict) -> bool:
         return not _per_sample(_argument(args, kwargs, 2, "dim", 1), x)
     if func in _VARIANCES or func in _DEVIATIONS or func in PAIRED:
         position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
-        dim = _dim(args, kwargs, position)
+        dim = dim_of(args, kwargs, position)
         return dim is not None and not _per_sample(dim, x)
     return False
 
@@ -142,7 +142,7 @@ def statistic_made(func: Any, args: tuple, kwargs: dict, kind_of: Callable[[Any]
         return None  # a variance or norm of a square or moment: of another degree
     if func in _VARIANCES or func in _DEVIATIONS:
         position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
-        per_sample = _per_sample(_dim(args, kwargs, position), x)
+        per_sample = _per_sample(dim_of(args, kwargs, position), x)
         return (VARIANCE if func in _VARIANCES else ROOT) if per_sample else None
     if kind_of(x) not in (MOMENT, VARIANCE):
         return None
@@ -158,8 +158,8 @@ def kept(func: Any, args: tuple, kwargs: dict, statistic: torch.Tensor, kind: st
     keeps its kind, a variance or root shifted by one (``+ eps``) too, as does a root's mean over
     axes of the sample; a constant divided by a scale (or its power -1) inverts it; None for
     anything else (``inv + 1``, ``1 / var``: no longer a scale)."""
-    if func in _MEANS:
-        return kind if kind == ROOT and _per_sample(_dim(args, kwargs), statistic) else None
+    if func in MEANS:
+        return kind if kind == ROOT and _per_sample(dim_of(args, kwargs), statistic) else None
     if func in _RECIPROCALS or (func in _POWERS and _number(_argument(args, kwargs, 1, "exponent")) == -1):
         return _FLIPPED.get(kind)
     pair = operands(args, kwargs)
@@ -173,6 +173,33 @@ def kept(func: Any, args: tuple, kwargs: dict, statistic: torch.Tensor, kind: st
         return kind
     shifted = func in _SUMS or first  # ``eps + v``, ``v + eps``, ``v - eps``; not ``eps - v``
     return kind if shifted and kind in (VARIANCE, ROOT) else None
+
+
+def layout_of(func: Any, args: tuple, kwargs: dict, x: torch.Tensor) -> tuple:
+    """``(x's shape, groups)`` for ``func``'s statistic of ``x`` (a mean, variance, deviation or
+    norm): the groups are that shape with the reduced axes at size 1, which positions of ``x``
+    each value of the statistic belongs to."""
+    position = 2 if func in (torch.norm, T.norm, torch.linalg.vector_norm, torch.linalg.norm) else 1
+    dims = dim_of(args, kwargs, position)
+    shape = list(x.shape)
+    for d in (dims,) if isinstance(dims, int) else dims:
+        shape[d % x.dim()] = 1
+    return tuple(x.shape), tuple(shape)
+
+
+def meets(scale: torch.Tensor, groups: tuple[int, ...]) -> bool:
+    """Whether ``scale``'s values sit at their groups' positions: its axes are the groups' axes,
+    each kept axis at its size (a reduced axis may have any: ``scale.expand_as(x)``, or a scale
+    times a weight per feature). A reshape that moved a group's value elsewhere changes them."""
+    return scale.dim() == len(groups) and all(size == group for size, group in zip(scale.shape, groups) if group > 1)
+
+
+def scales_only(func: Any, args: tuple, kwargs: dict, t: torch.Tensor) -> bool:
+    """Whether ``func(*args)`` is ``t`` times or divided by constants (no shift: ``h + 10`` is no
+    longer the tensor a statistic of ``h`` describes)."""
+    pair = operands(args, kwargs)
+    return len(pair) == 2 and kwargs.get("rounding_mode") is None and (
+        func in _PRODUCTS or (func in _QUOTIENTS and pair[0] is t))
 
 
 def combined(func: Any, args: tuple, kwargs: dict, kinds: list[str | None]) -> str | None:

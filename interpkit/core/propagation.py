@@ -46,6 +46,8 @@ from .attention import mismatch, written_out
 from .normalisations import (
     MAKERS,
     MEAN,
+    MEANS,
+    MOMENT,
     NORMS,
     PAIRED,
     ROOT,
@@ -54,12 +56,16 @@ from .normalisations import (
     STATISTICS,
     VARIANCE,
     combined,
+    dim_of,
     keeps_places,
     kept,
+    layout_of,
     linearised,
+    meets,
     moment_made,
     normalises,
     over_the_batch,
+    scales_only,
     statistic_made,
 )
 from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
@@ -256,13 +262,13 @@ class PropagationMode(TorchFunctionMode):
         self._graph = source.requires_grad
         self.detaching = False  # whether an input-dependent value was taken out of the graph
         self._mismatches: list[tuple[str, torch.Tensor]] = []  # attention decompositions against the fused ops
-        # id -> (the tensor, its version, its kind, its origin, the origin's version): the parts of a norm written out
-        # and the tensor whose statistic they are (``interpkit.core.normalisations``); the origin is held (it may be
-        # a temporary)
-        self._kinds: dict[int, tuple[weakref.ref, int, str, torch.Tensor, int]] = {}
-        # id -> (the tensor, its version, its base): a value converted, reshaped, shifted or scaled by constants, or
-        # centred
-        self._bases: dict[int, tuple[weakref.ref, int, weakref.ref]] = {}
+        # id -> (the tensor, its version, its kind, its origin, the origin's version, its layout): the parts of a norm
+        # written out, the tensor whose statistic they are (held: it may be a temporary), and the shape the statistic
+        # was taken over with its groups (that shape, the reduced axes at 1; ``interpkit.core.normalisations``)
+        self._kinds: dict[int, tuple[weakref.ref, int, str, torch.Tensor, int, tuple | None]] = {}
+        # id -> (the tensor, its version, its base, the base's version, the layout of the mean it was centred by): a value
+        # converted, reshaped, scaled by constants, or centred
+        self._bases: dict[int, tuple[weakref.ref, int, weakref.ref, int, tuple | None]] = {}
         self._mark(source)
 
     def _mark(self, tensor: torch.Tensor) -> None:
@@ -282,26 +288,35 @@ class PropagationMode(TorchFunctionMode):
         tensor = None if known is None else known[0]()
         return known[2] if known is not None and tensor is value and tensor._version == known[1] else None
 
-    def _tag(self, tensor: torch.Tensor, kind: str, origin: torch.Tensor) -> None:
+    def _tag(self, tensor: torch.Tensor, kind: str, origin: torch.Tensor, layout: tuple | None) -> None:
         if not (tensor.is_inference() or origin.is_inference()):  # inference-mode tensors keep no version
-            self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind, origin, origin._version)
+            self._kinds[id(tensor)] = (weakref.ref(tensor), tensor._version, kind, origin, origin._version, layout)
+
+    def _tagged(self, value: Any) -> tuple:
+        """``(origin, layout)`` of a tagged value: the tensor whose statistic (square, mean) it is,
+        and the shape it was taken over with its groups; ``(None, None)`` once the origin was
+        written in place (it holds other values than the statistic was taken of)."""
+        known = self._kinds.get(id(value))
+        if known is None or known[0]() is not value or known[3]._version != known[4]:
+            return None, None
+        return known[3], known[5]
 
     def _origin(self, tagged: Any) -> Any:
-        """The tensor whose statistic (or square, or mean) ``tagged`` is; None once that tensor
-        was written in place (it holds other values than the statistic was taken of)."""
-        known = self._kinds.get(id(tagged))
-        if known is None or known[0]() is not tagged or known[3]._version != known[4]:
-            return None
-        return known[3]
+        return self._tagged(tagged)[0]
 
-    def _base(self, value: Any) -> Any:
-        """What ``value`` was converted, reshaped, shifted or scaled by constants, or centred from
-        (``value`` itself if none, or if written in place since): the tensor a norm's statistic
-        must be of to normalise it."""
+    def _based(self, value: Any) -> tuple:
+        """``(base, centred over)``: what ``value`` was converted, reshaped, scaled by constants or
+        centred from (``value`` itself if none, or if either was written in place since), and the
+        layout of the mean it was centred by (None if not centred)."""
         known = self._bases.get(id(value))
         tensor = None if known is None else known[0]()
-        base = known[2]() if known is not None and tensor is value and tensor._version == known[1] else None
-        return value if base is None else base
+        if known is None or tensor is not value or tensor._version != known[1]:
+            return value, None
+        base = known[2]()
+        return (value, None) if base is None or base._version != known[3] else (base, known[4])
+
+    def _base(self, value: Any) -> Any:
+        return self._based(value)[0]
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.forward_ops is None:  # the first exit ends the forward; later entries read its output
@@ -537,15 +552,19 @@ class PropagationMode(TorchFunctionMode):
             return  # a statistic, tagged by ``_scale``
         x = args[0]
         made = moment_made(func, args, kwargs, self._kind)
-        origin = self._base(x) if made == SQUARE or (made == MEAN and kind is None) else self._origin(x)
+        origin, layout = self._tagged(x)
+        if made == SQUARE or (made == MEAN and kind is None):
+            origin = self._base(x)
+        if made in (MEAN, MOMENT):
+            layout = layout_of(func, args, kwargs, x)
         alone = all(t is x for t in dependent) or func in _SHAPE_READS
         if made is None and kind is not None and alone and (
                 keeps_places(func, args) or kept(func, args, kwargs, x, VARIANCE)
                 or (func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None)):
-            made, origin = kind, self._origin(x)
+            made = kind
         if made is not None and origin is not None:
             for tensor in tensors:
-                self._tag(tensor, made, origin)
+                self._tag(tensor, made, origin, layout)
 
     def _note_base(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor],
                    tensors: list[torch.Tensor]) -> None:
@@ -556,14 +575,19 @@ class PropagationMode(TorchFunctionMode):
         if self._kind(one) is not None or any(self._kind(t) for t in tensors):
             return
         alone = all(t is one for t in dependent)
-        centred = (len(dependent) == 2 and func in (torch.sub, T.sub, T.__sub__) and one is x
-                   and self._kind(dependent[1]) == MEAN and self._origin(dependent[1]) is self._base(x))
-        if centred or (alone and func in _ARITHMETIC) or (x is one and (alone or func in _SHAPE_READS)
-                                                          and keeps_places(func, args)):
-            base = weakref.ref(self._base(one))
+        base, centre = self._based(one)
+        centred = (len(dependent) == 2 and func in (torch.sub, T.sub, T.__sub__) and one is x and centre is None
+                   and self._kind(dependent[1]) == MEAN and self._origin(dependent[1]) is base)
+        if centred:
+            centre = self._tagged(dependent[1])[1]  # the mean's layout
+        scaled = alone and scales_only(func, args, kwargs, one) and all(t.shape == one.shape for t in tensors)
+        if base.is_inference():  # an inference-mode tensor keeps no version
+            return
+        if centred or scaled or (x is one and (alone or func in _SHAPE_READS) and keeps_places(func, args)):
             for tensor in tensors:
                 if tensor is not one and not tensor.is_inference():  # an inference tensor keeps no version
-                    self._bases[id(tensor)] = (weakref.ref(tensor), tensor._version, base)
+                    self._bases[id(tensor)] = (weakref.ref(tensor), tensor._version, weakref.ref(base), base._version,
+                                               centre)
 
     def _scale(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Any:
         """A norm written out: its statistic (a variance, a standard deviation or norm, a root of a
@@ -574,9 +598,9 @@ class PropagationMode(TorchFunctionMode):
         where no statistic is read."""
         x = args[0] if args else None
         if func in MAKERS and all(t is x for t in dependent):
-            made = statistic_made(PAIRED.get(func, func), args, kwargs, self._kind)
-            if made is not None:
-                return self._statistic(func, made, args, kwargs)
+            making = statistic_made(PAIRED.get(func, func), args, kwargs, self._kind)
+            if making is not None:
+                return self._statistic(func, making, args, kwargs)
             if over_the_batch(func, args, kwargs):
                 self.uncovered[f"{_name(func)} over the first (batch) axis, which would mix the samples"] += 1
                 return func(*args, **kwargs)
@@ -587,47 +611,64 @@ class PropagationMode(TorchFunctionMode):
         assert kind is not None
         others = [t for t in dependent if self._kind(t) not in STATISTICS]
         if (len(others) == 1 and len(statistics) == 1 and not (x is statistic and func in _IN_PLACE)
-                and self._base(others[0]) is self._origin(statistic)
-                and normalises(func, args, kwargs, statistic, kind, others[0])):
+                and self._normalised(others[0], statistic) and normalises(func, args, kwargs, statistic, kind, others[0])):
             return self._mixed(func, args, kwargs, others)  # the statistic, detached, is a constant there
-        made = None
+        made: str | None = None
+        origin, layout = self._tagged(statistic)
         if x is statistic and (not others or func in _SHAPE_READS) and keeps_places(func, args):
             made = kind  # ``s.expand_as(h)``, ``s.to(h)``, ``s[..., None]``, ``s.detach()``
         elif not others and all(t is statistic for t in dependent):
             clamped = func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None
             made = kept(func, args, kwargs, statistic, kind) or (
                 kind if clamped and kind in (VARIANCE, ROOT) else None)  # ``norm.clamp_min(eps)``
+            if made is not None and func in MEANS and layout is not None:  # a root's mean: coarser groups
+                layout = (layout[0], layout_of(func, args, kwargs, statistic)[1]) if statistic.shape == layout[1] else None
         elif not others and len({id(self._origin(t)) for t in dependent}) == 1:  # of one tensor
             made = combined(func, args, kwargs, [self._kind(t) for t in dependent])
+            layouts = [self._tagged(t)[1] for t in dependent]
+            same = None not in layouts and len({layout[0] for layout in layouts}) == 1
+            layout = (layouts[0][0], torch.broadcast_shapes(*(layout[1] for layout in layouts))) if same else None
         else:
             self.uncovered[f"{_name(func)} of a norm's statistic (a variance, a standard deviation or norm, read "
                            "otherwise than to divide a tensor by it)"] += 1
         result = func(*args, **kwargs)
-        origin = self._origin(statistic)
         if made is not None and origin is not None:
             for tensor in _tensors(result):
-                self._tag(tensor, made, origin)
+                self._tag(tensor, made, origin, layout)
         return result
+
+    def _normalised(self, t: torch.Tensor, statistic: torch.Tensor) -> bool:
+        """Whether ``statistic`` is of ``t`` (of the tensor ``t`` copies, at ``t``'s shape, centred
+        over the same groups if centred) and holds one value per group at the groups' positions."""
+        origin, layout = self._tagged(statistic)
+        base, centre = self._based(t)
+        return (origin is not None and base is origin and layout is not None and t.shape == layout[0]
+                and meets(statistic, layout[1]) and centre in (None, layout))
 
     def _statistic(self, func: Any, kind: str, args: tuple, kwargs: dict) -> Any:
         """A norm's statistic, detached and tagged ``kind``; with ``torch.var_mean`` (or
         ``std_mean``) the mean too, through the rules (the centring reads it), at the op's value."""
         self.ruled += 1
         self.detaching = True  # a score made of statistics alone has nothing to pass back: ``out_of_graph`` says why
-        own = PAIRED.get(func, func)
+        own, x = PAIRED.get(func, func), args[0]
+        if self._kind(x) is None:  # read before the op: an in-place root (``rsqrt_``) moves the moment's version
+            origin, layout = self._base(x), layout_of(own, args, kwargs, x)
+        else:
+            origin, layout = self._tagged(x)
         with torch.no_grad():
             statistic = own(*args, **kwargs)
-        x = args[0]
-        self._tag(statistic, kind, self._base(x) if self._kind(x) is None else self._origin(x))
+        if statistic is x:  # written in place: the statistic is a detached copy
+            statistic = statistic.detach()
+        self._tag(statistic, kind, origin, layout)
         self._detached[id(statistic)] = weakref.ref(statistic)
         if own is func:
             return statistic
         keepdim = kwargs.get("keepdim", args[3] if len(args) > 3 else False)
-        mean = self._handle(torch.mean, (x, _argument(args, kwargs, 1, "dim")), {"keepdim": keepdim})
+        mean = self._handle(torch.mean, (x, dim_of(args, kwargs)), {"keepdim": keepdim})
         with torch.no_grad():
             exact = func(*args, **kwargs)[1]
         centre = _Valued.apply(mean, [exact])
-        self._tag(centre, MEAN, self._base(x))  # ``h - centre`` is ``h`` centred
+        self._tag(centre, MEAN, origin, layout)  # ``h - centre`` is ``h`` centred
         return statistic, centre
 
     def _fused(self, func: Any, args: tuple, kwargs: dict) -> Any:

@@ -65,6 +65,9 @@ RMS_NORMS = {
     "one over the root": lambda m, h: h * (1 / (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()) * m.weight,
     "squares moved": lambda m, h: h * torch.rsqrt(h.pow(2).double().view(*h.shape).mean(-1, keepdim=True) + EPS)
     * m.weight,
+    "rsqrt_ in place": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).rsqrt_() * m.weight,
+    "a copy, its base written after": lambda m, h: (lambda t: (h.add_(3.0), t * _inverse_rms(t) * m.weight)[1])(
+        h.clone()),
     "moment converted like h": lambda m, h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True).type_as(h) + EPS)
     * m.weight,
     "clamped moment, axis=": lambda m, h: h * h.pow(2).mean(axis=-1, keepdim=True).clamp_min(EPS).rsqrt() * m.weight,
@@ -88,6 +91,8 @@ LAYER_NORMS = {  # without a bias: a constant added passes relevance, where torc
     "var_mean": lambda m, h: (lambda v, u: (h - u) / (v + EPS).sqrt() * m.weight)(
         *torch.var_mean(h, -1, unbiased=False, keepdim=True)),
     "std, eps 0": lambda m, h: _centred(h) / h.std(-1, unbiased=False, keepdim=True) * m.weight,
+    "var_mean, axis=": lambda m, h: (lambda v, u: (h - u) / (v + EPS).sqrt() * m.weight)(
+        *torch.var_mean(h, axis=-1, unbiased=False, keepdim=True)),
     "std_mean, eps 0": lambda m, h: (lambda d, u: (h - u) / d.clamp_min(1e-30) * m.weight)(
         *torch.std_mean(h, dim=-1, correction=0, keepdim=True)),
 }
@@ -344,6 +349,14 @@ REFUSED = {  # each is no normalisation: relevance would pass through a statisti
     "a copy written into": (lambda m, h: (lambda b: b.add_(h.exp()) * _inverse_rms(h))(h.clone()), "norm's statistic"),
     "the tensor itself written after": (lambda m, h: (lambda s: h.add_(h.exp()) * s)(_inverse_rms(h)),
                                         "norm's statistic"),
+    "the base written after the copy": (lambda m, h: (lambda t: (h.add_(3.0), t * _inverse_rms(h))[1])(h.clone()),
+                                        "norm's statistic"),
+    # the values a statistic was taken over, and only those, at the positions they were taken at
+    "regrouped by a reshape": (lambda m, h: (h.reshape(2, 16, 3) * _inverse_rms(h).view(2, 1, 3)).reshape(2, 3, 16),
+                               "norm's statistic"),
+    "shifted before": (lambda m, h: (h + 10.0) * _inverse_rms(h), "norm's statistic"),
+    "a statistic of a shifted copy": (lambda m, h: h * _inverse_rms(h + 100.0), "norm's statistic"),
+    "centred over another axis": (lambda m, h: (h - h.mean(1, keepdim=True)) * _inverse_rms(h), "norm's statistic"),
 }
 
 
