@@ -70,6 +70,22 @@ _SAME_PLACES = (_named(torch, "clone flatten unflatten unsqueeze squeeze reshape
                             "broadcast_to"))
 
 
+# the in-place ops that make a statistic: the tensor they write is the moment itself
+IN_PLACE_MAKERS = _named(T, "sqrt_ rsqrt_ pow_ __ipow__")
+
+
+def regroups(shape: torch.Size, groups: tuple | None) -> bool:
+    """Whether a statistic moved to ``shape`` has its groups elsewhere than at their axes
+    (``s.view(N, 1, L)`` of an (N, L, 1) statistic): with as many axes, each group axis keeps its
+    size (reduced axes may be expanded); with fewer or more (``keepdim=False``, on its way to an
+    ``unsqueeze``), the group sizes stay in order."""
+    if groups is None:
+        return False
+    if len(shape) == len(groups):
+        return any(group > 1 and size != group for size, group in zip(shape, groups))
+    return [size for size in shape if size != 1] != [group for group in groups if group != 1]
+
+
 def keeps_places(func: Any, args: tuple) -> bool:
     """Whether ``func`` moves no value to another position (``s[..., None]`` too)."""
     if func is T.__getitem__ and len(args) > 1:
@@ -170,7 +186,10 @@ def kept(func: Any, args: tuple, kwargs: dict, statistic: torch.Tensor, kind: st
     if func is T.__rtruediv__ or (func in _QUOTIENTS and not first):  # ``1 / s``, ``w / s``
         return _FLIPPED.get(kind)
     if func in _PRODUCTS or func in _QUOTIENTS:
-        return kind
+        factor = _number(pair[1] if first else pair[0])
+        # a variance or root may be shifted next (``+ eps``): scaled, by a positive number only (``-v + 5`` is no
+        # variance); an inverse root or ratio is never shifted, so any constant factor keeps it
+        return kind if kind not in (VARIANCE, ROOT) or (factor is not None and factor > 0) else None
     shifted = func in _SUMS or first  # ``eps + v``, ``v + eps``, ``v - eps``; not ``eps - v``
     return kind if shifted and kind in (VARIANCE, ROOT) else None
 

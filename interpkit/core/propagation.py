@@ -44,6 +44,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import UncoveredNonlinearityError
 from .attention import mismatch, written_out
 from .normalisations import (
+    IN_PLACE_MAKERS,
     MAKERS,
     MEAN,
     MEANS,
@@ -65,6 +66,7 @@ from .normalisations import (
     moment_made,
     normalises,
     over_the_batch,
+    regroups,
     scales_only,
     statistic_made,
 )
@@ -554,11 +556,13 @@ class PropagationMode(TorchFunctionMode):
         made = moment_made(func, args, kwargs, self._kind)
         origin, layout = self._tagged(x)
         if made == SQUARE or (made == MEAN and kind is None):
-            origin = self._base(x)
+            origin, layout = self._based(x)  # a square keeps the layout its values were centred by
         if made in (MEAN, MOMENT):
-            layout = layout_of(func, args, kwargs, x)
+            centre, layout = layout, layout_of(func, args, kwargs, x)
+            if made == MOMENT and centre not in (None, layout):
+                return  # a mean of squares centred over other axes: no statistic of the tensor's groups
         alone = all(t is x for t in dependent) or func in _SHAPE_READS
-        if made is None and kind is not None and alone and (
+        if made is None and kind is not None and alone and not regroups(tensors[0].shape, layout and layout[1]) and (
                 keeps_places(func, args) or kept(func, args, kwargs, x, VARIANCE)
                 or (func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None)):
             made = kind
@@ -599,6 +603,8 @@ class PropagationMode(TorchFunctionMode):
         x = args[0] if args else None
         if func in MAKERS and all(t is x for t in dependent):
             making = statistic_made(PAIRED.get(func, func), args, kwargs, self._kind)
+            if func in IN_PLACE_MAKERS and isinstance(x, torch.Tensor) and x.requires_grad:
+                making = None  # a root written into a moment in the graph: the moment would stay in it, undetached
             if making is not None:
                 return self._statistic(func, making, args, kwargs)
             if over_the_batch(func, args, kwargs):
@@ -615,7 +621,8 @@ class PropagationMode(TorchFunctionMode):
             return self._mixed(func, args, kwargs, others)  # the statistic, detached, is a constant there
         made: str | None = None
         origin, layout = self._tagged(statistic)
-        if x is statistic and (not others or func in _SHAPE_READS) and keeps_places(func, args):
+        moved = x is statistic and (not others or func in _SHAPE_READS) and keeps_places(func, args)
+        if moved:
             made = kind  # ``s.expand_as(h)``, ``s.to(h)``, ``s[..., None]``, ``s.detach()``
         elif not others and all(t is statistic for t in dependent):
             clamped = func in CLAMPS and _elementwise(func, args, kwargs, self._depends) is not None
@@ -632,6 +639,8 @@ class PropagationMode(TorchFunctionMode):
             self.uncovered[f"{_name(func)} of a norm's statistic (a variance, a standard deviation or norm, read "
                            "otherwise than to divide a tensor by it)"] += 1
         result = func(*args, **kwargs)
+        if moved and regroups(_tensors(result)[0].shape, layout and layout[1]):
+            made = None  # reshaped across axes: its values now meet other positions
         if made is not None and origin is not None:
             for tensor in _tensors(result):
                 self._tag(tensor, made, origin, layout)
@@ -656,9 +665,7 @@ class PropagationMode(TorchFunctionMode):
         else:
             origin, layout = self._tagged(x)
         with torch.no_grad():
-            statistic = own(*args, **kwargs)
-        if statistic is x:  # written in place: the statistic is a detached copy
-            statistic = statistic.detach()
+            statistic = own(*args, **kwargs)  # in place (``rsqrt_``) only into a moment out of the graph
         self._tag(statistic, kind, origin, layout)
         self._detached[id(statistic)] = weakref.ref(statistic)
         if own is func:

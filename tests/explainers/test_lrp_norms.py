@@ -65,7 +65,7 @@ RMS_NORMS = {
     "one over the root": lambda m, h: h * (1 / (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()) * m.weight,
     "squares moved": lambda m, h: h * torch.rsqrt(h.pow(2).double().view(*h.shape).mean(-1, keepdim=True) + EPS)
     * m.weight,
-    "rsqrt_ in place": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).rsqrt_() * m.weight,
+    "rsqrt_ under no_grad": lambda m, h: h * _no_grad_rsqrt_(h) * m.weight,
     "a copy, its base written after": lambda m, h: (lambda t: (h.add_(3.0), t * _inverse_rms(t) * m.weight)[1])(
         h.clone()),
     "moment converted like h": lambda m, h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True).type_as(h) + EPS)
@@ -74,6 +74,13 @@ RMS_NORMS = {
     "other=, divide": lambda m, h: torch.mul(h.divide((h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()), other=m.weight),
     "power -1 of the root": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt() ** -1 * m.weight,
 }
+
+
+def _no_grad_rsqrt_(h):
+    with torch.no_grad():
+        v = h.pow(2).mean(-1, keepdim=True) + EPS
+        v.rsqrt_()  # the variable, written in place, is the statistic
+    return v
 
 
 def _no_grad_inverse_rms(h):
@@ -321,7 +328,7 @@ REFUSED = {  # each is no normalisation: relevance would pass through a statisti
     "root of an inverted variance": (lambda m, h: h / torch.div(1, h.var(-1, keepdim=True)).sqrt(), "sqrt"),
     "inverse root plus one": (lambda m, h: h * (_inverse_rms(h) + 1), "detached"),
     "root of a remainder": (lambda m, h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True).fmod(3.0) + EPS), "rsqrt"),
-    "in a matrix product": (lambda m, h: h.norm(dim=-1).unsqueeze(1) @ h, "norm's statistic"),
+    "in a matrix product": (lambda m, h: h.norm(dim=-1).unsqueeze(1) @ h, "detached"),
     "written into": (lambda m, h: (lambda s: (s.__setitem__((Ellipsis, 0), 1.0), h / s)[1])(
         h.std(-1, keepdim=True)), "div"),
     "another value copied in": (lambda m, h: h / h.std(-1, keepdim=True).copy_(h[..., :1].exp()), "copy_"),
@@ -353,8 +360,15 @@ REFUSED = {  # each is no normalisation: relevance would pass through a statisti
                                         "norm's statistic"),
     # the values a statistic was taken over, and only those, at the positions they were taken at
     "regrouped by a reshape": (lambda m, h: (h.reshape(2, 16, 3) * _inverse_rms(h).view(2, 1, 3)).reshape(2, 3, 16),
-                               "norm's statistic"),
+                               "detached"),
     "shifted before": (lambda m, h: (h + 10.0) * _inverse_rms(h), "norm's statistic"),
+    "moved to other tokens": (lambda m, h: torch.cat(
+        [h[..., :3] * _inverse_rms(h).view(2, 1, 3).expand(2, 3, 3), h[..., 3:]], -1), "detached"),
+    "rsqrt_ into a moment in the graph": (lambda m, h: (lambda v: (v.rsqrt_(), h * v)[1])(
+        h.pow(2).mean(-1, keepdim=True) + EPS), "rsqrt_"),
+    "a variance negated, then shifted": (lambda m, h: h * torch.rsqrt(h.var(-1, keepdim=True) * -1.0 + 5.0), "rsqrt"),
+    "centred over tokens, the moment over features": (lambda m, h: h * torch.rsqrt(
+        (h - h.mean(1, keepdim=True)).pow(2).mean(-1, keepdim=True) + EPS), "rsqrt"),
     "a statistic of a shifted copy": (lambda m, h: h * _inverse_rms(h + 100.0), "norm's statistic"),
     "centred over another axis": (lambda m, h: (h - h.mean(1, keepdim=True)) * _inverse_rms(h), "norm's statistic"),
 }
@@ -383,6 +397,15 @@ def test_a_statistic_as_the_score_is_refused(statistic):
     capsules = type("Capsules", (nn.Module,), {"forward": lambda self, x: statistic(model(x))})()
     with pytest.raises(InputError, match="norm's statistic"):
         LRP(capsules, "epsilon")(torch.randn(2, 8), target=1)
+
+
+def test_a_statistic_without_keepdim_put_back_at_its_axis_is_the_same_norm():
+    """Over the tokens (a middle axis), without ``keepdim``, then ``unsqueeze(1)``: the groups'
+    axes stay in order, so it is the ``keepdim=True`` norm."""
+    x = torch.randn(3, 4, 16, dtype=torch.float64)
+    ours, kept = _maps(lambda m, h: h * torch.rsqrt(h.pow(2).mean(1) + EPS).unsqueeze(1) * m.weight,
+                       lambda m, h: h * torch.rsqrt(h.pow(2).mean(1, keepdim=True) + EPS) * m.weight, x)
+    assert _relative(ours, kept) < CLOSE
 
 
 def test_torchs_norms_of_one_sample_at_a_time_are_not_taken_for_the_batch():
