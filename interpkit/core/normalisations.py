@@ -9,11 +9,12 @@ Llama, Mistral, Qwen, Gemma and T5: ``h * torch.rsqrt(h.pow(2).mean(-1, keepdim=
 follows those through the kinds below: a square, a mean of squares (a second moment) or a
 variance, its root (a scale: the standard deviation or a norm) or its inverse root, and the
 ratio of two scales (ConvNeXt V2's response normalisation: ``x * (g / g.mean())``). A tensor
-multiplied by an inverse root or a ratio, or divided by a root or a ratio, that broadcasts over
-it is normalised (``normalises``): the mode holds the scale constant there. A variance or a scale (a statistic)
-is computed detached (no relevance passes into it), so any other use of one, or of a value made
-from one, with the input's other values is refused as a read of a detached value. A statistic
-over the batch axis would mix the samples: it is not one, and stays an op no rule covers.
+multiplied by an inverse root or a ratio, or divided by a root or a ratio, is normalised where
+the statistic is of it, at its groups' positions (``normalises``, ``meets``): the mode holds the
+scale constant there. A variance or a scale (a statistic) is computed detached (no relevance
+passes into it), so any other use of one, or of a value made from one, with the input's other
+values is refused as a read of a detached value. A statistic over the batch axis would mix the
+samples: it is not one, and stays an op no rule covers.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ _FLIPPED = {ROOT: INVERSE, INVERSE: ROOT, RATIO: RATIO}
 
 def _named(owner: Any, names: str) -> set:
     return {getattr(owner, name) for name in names.split() if hasattr(owner, name)}
-
 
 
 _POWERS = {torch.pow, T.pow, T.pow_, T.__pow__, T.__ipow__}
@@ -68,8 +68,6 @@ _SAME_PLACES = (_named(torch, "clone flatten unflatten unsqueeze squeeze reshape
                 | _named(T, "to type type_as float double half bfloat16 clone contiguous detach view view_as reshape "
                             "reshape_as flatten unflatten unsqueeze unsqueeze_ squeeze squeeze_ expand expand_as "
                             "broadcast_to"))
-
-
 # the in-place ops that make a statistic: the tensor they write is the moment itself
 IN_PLACE_MAKERS = _named(T, "sqrt_ rsqrt_ pow_ __ipow__")
 
