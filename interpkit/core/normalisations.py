@@ -70,6 +70,12 @@ _SAME_PLACES = (_named(torch, "clone flatten unflatten unsqueeze squeeze reshape
                             "broadcast_to"))
 # the in-place ops that make a statistic: the tensor they write is the moment itself
 IN_PLACE_MAKERS = _named(T, "sqrt_ rsqrt_ pow_ __ipow__")
+# ``h - h.mean(-1, keepdim=True)``: a tensor centred
+CENTRINGS = {torch.sub, T.sub, T.__sub__}
+# the only ops that make a square or a moment from an untagged tensor (``moment_made``), and the only ones that
+# copy, scale or centre a tensor (``keeps_places``, ``scales_only``): the mode skips every other op at one look-up
+MOMENT_MAKERS = _POWERS | _SQUARES | _SELF_PRODUCTS | MEANS
+BASE_MAKERS = _SAME_PLACES | {T.__getitem__} | _PRODUCTS | _QUOTIENTS | CENTRINGS
 
 
 def regroups(shape: torch.Size, groups: tuple | None) -> bool:

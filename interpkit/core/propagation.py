@@ -44,11 +44,14 @@ from torch.overrides import TorchFunctionMode
 from ..errors import UncoveredNonlinearityError
 from .attention import mismatch, written_out
 from .normalisations import (
+    BASE_MAKERS,
+    CENTRINGS,
     IN_PLACE_MAKERS,
     MAKERS,
     MEAN,
     MEANS,
     MOMENT,
+    MOMENT_MAKERS,
     NORMS,
     PAIRED,
     ROOT,
@@ -550,6 +553,8 @@ class PropagationMode(TorchFunctionMode):
         """Tag a square or second moment on its way to a norm's statistic, and keep the tag of
         one moved or converted (``h.pow(2).float()``), or shifted or scaled by a constant
         (``v += eps``); ``kind`` is ``args[0]``'s before the op."""
+        if kind is None and func not in MOMENT_MAKERS:
+            return  # neither tagged nor a square or mean: the cost of most ops in a model is this one check
         if kind in STATISTICS or any(self._kind(t) in STATISTICS for t in tensors):
             return  # a statistic, tagged by ``_scale``
         x = args[0]
@@ -574,13 +579,15 @@ class PropagationMode(TorchFunctionMode):
                    tensors: list[torch.Tensor]) -> None:
         """Record what a value is a copy of, for ``_base``: a move or conversion of one tensor, the
         tensor shifted or scaled by constants, or centred (``h - h.mean(-1, keepdim=True)``)."""
+        if func not in BASE_MAKERS:
+            return
         x = args[0] if args else None
         one = dependent[0]
         if self._kind(one) is not None or any(self._kind(t) for t in tensors):
             return
         alone = all(t is one for t in dependent)
         base, centre = self._based(one)
-        centred = (len(dependent) == 2 and func in (torch.sub, T.sub, T.__sub__) and one is x and centre is None
+        centred = (len(dependent) == 2 and func in CENTRINGS and one is x and centre is None
                    and self._kind(dependent[1]) == MEAN and self._origin(dependent[1]) is base)
         if centred:
             centre = self._tagged(dependent[1])[1]  # the mean's layout

@@ -73,6 +73,8 @@ RMS_NORMS = {
     "clamped moment, axis=": lambda m, h: h * h.pow(2).mean(axis=-1, keepdim=True).clamp_min(EPS).rsqrt() * m.weight,
     "other=, divide": lambda m, h: torch.mul(h.divide((h.pow(2).mean(-1, keepdim=True) + EPS).sqrt()), other=m.weight),
     "power -1 of the root": lambda m, h: h * (h.pow(2).mean(-1, keepdim=True) + EPS).sqrt() ** -1 * m.weight,
+    "of h halved": lambda m, h: h * torch.rsqrt((h / 2).pow(2).mean(-1, keepdim=True) + EPS / 4) * m.weight / 2,
+    "of h indexed whole": lambda m, h: h * torch.rsqrt(h[..., :].pow(2).mean(-1, keepdim=True) + EPS) * m.weight,
 }
 
 
@@ -317,6 +319,9 @@ REFUSED = {  # each is no normalisation: relevance would pass through a statisti
     "scale added": (lambda m, h: h * _inverse_rms(h) + _inverse_rms(h), "norm's statistic"),
     "times a root": (lambda m, h: h * torch.sqrt(h.pow(2).mean(-1, keepdim=True) + EPS), "norm's statistic"),
     "divided by an inverse root": (lambda m, h: h / _inverse_rms(h), "norm's statistic"),
+    # (2, 3, 16) as (2, 2, 3, 8): the (2, 3, 1) statistic broadcasts, its samples on the second axis
+    "of the tensor reshaped": (lambda m, h: (h.reshape(2, 2, 3, 8) * _inverse_rms(h)).reshape(h.shape),
+                               "norm's statistic"),
     "divided by a variance": (lambda m, h: h / h.var(-1, keepdim=True), "norm's statistic"),
     "std added": (lambda m, h: h + h.std(-1, keepdim=True), "norm's statistic"),
     "a norm over every axis": (lambda m, h: h / h.norm(), "norm"),
