@@ -86,7 +86,7 @@ class PropagationRule:
 
     ``elementwise(function, x, inplace, slope)`` returns ``function(x)`` (written into ``x`` when
     ``inplace``) with the rule's backward; ``slope`` is the function's derivative where known
-    (the ReLU family), else None. ``max_pool(pool, x, dims)`` returns the pooled ``x`` (over its
+    (the ReLU family: a boolean mask, 1 where it passes), else None. ``max_pool(pool, x, dims)`` returns the pooled ``x`` (over its
     last ``dims`` axes) with the rule's backward, ``pool`` giving the pooled values and their
     flat indices."""
 
@@ -868,9 +868,8 @@ def _affine(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _relu_slope(upper: float | None) -> Function:
-    def slope(t: torch.Tensor) -> torch.Tensor:
-        passed = t > 0 if upper is None else (t > 0) & (t < upper)
-        return passed.to(t.dtype)
+    def slope(t: torch.Tensor) -> torch.Tensor:  # a mask: ``torch.where`` and products promote it, a pass saved
+        return t > 0 if upper is None else (t > 0) & (t < upper)
 
     return slope
 

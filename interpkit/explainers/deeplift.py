@@ -216,14 +216,24 @@ class _RescaledElementwise(torch.autograd.Function):
         y = function(x)
         delta = x - x0
         secant = (y - function(x0)).div_(delta)  # in place where it can: this runs at every nonlinearity
-        small = delta.abs_() <= eps
-        ctx.save_for_backward(torch.where(small, _derivative(function, slope, x), secant, out=secant))
+        distance = delta.abs_()
+        if not _apart(distance, eps):
+            torch.where(distance <= eps, _derivative(function, slope, x), secant, out=secant)
+        ctx.save_for_backward(secant)
         return _output(ctx, x, y, inplace)
 
     @staticmethod
     def backward(ctx: Any, grad):
         (multiplier,) = ctx.saved_tensors
         return grad * multiplier, None, None, None, None, None
+
+
+def _apart(distance: torch.Tensor, eps: float) -> bool:
+    """Whether every ``distance`` is known to exceed ``eps`` (NaN is not) without waiting for a
+    device: on the CPU one reduction costs less than the mask, the derivative and the ``where``
+    it spares, each a pass over newly allocated memory; on an accelerator the read would
+    synchronise, so the ``where`` always runs there."""
+    return distance.device.type == "cpu" and distance.numel() > 0 and bool(distance.min() > eps)
 
 
 def _output(ctx: Any, x: torch.Tensor, y: torch.Tensor, inplace: bool) -> torch.Tensor:

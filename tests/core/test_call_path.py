@@ -553,7 +553,7 @@ class Norms(nn.Module):
 
 
 @pytest.mark.parametrize("case", ["gradcam", "gradcam_all", "guided_backprop", "deletion", "explain_dataset_batch", "lrp",
-                                  "attn_lrp", "lrp_norms"])
+                                  "attn_lrp", "lrp_norms", "deeplift"])
 def test_no_undocumented_host_device_synchronisation(case, tmp_path):
     from interpkit.dataset.run import _explain_batch
     from interpkit.metrics import Deletion
@@ -575,6 +575,10 @@ def test_no_undocumented_host_device_synchronisation(case, tmp_path):
         assert sorted(_sync_sites(lambda: interpkit.LRP(vit, "epsilon")(x, target=1))) == [
             "check_decompositions", "check_finite"]
         return
+    if case == "deeplift":  # on the CPU only, a read per nonlinearity spares the small-difference mask
+        sites = _sync_sites(lambda: interpkit.DeepLift(model)(x, target=1))
+        assert sites.count("check_finite") == 1 and set(sites) == {"check_finite", "_apart"}, sites
+        return
     work["lrp"] = lambda: interpkit.LRP(model)(x, target=1)
     work["lrp_norms"] = lambda: interpkit.LRP(Norms().eval(), "epsilon")(x, target=1)
     if case == "explain_dataset_batch":
@@ -587,6 +591,16 @@ def test_no_undocumented_host_device_synchronisation(case, tmp_path):
         return
     sites = _sync_sites(work[case])
     assert sorted(sites) == (["check_finite", "score"] if case == "deletion" else ["check_finite"]), sites
+
+
+def test_deeplift_reads_no_value_off_the_cpu():
+    """DeepLift's shortcut past the small-difference mask reads a value only on the CPU: on
+    another device (here ``meta``, whose values cannot be read at all) it always takes the mask."""
+    from interpkit.explainers.deeplift import _apart
+
+    assert not _apart(torch.ones(3, device="meta"), 1e-10)
+    assert _apart(torch.ones(3), 1e-10) and not _apart(torch.tensor([1.0, 0.0]), 1e-10)
+    assert not _apart(torch.tensor([1.0, float("nan")]), 1e-10) and not _apart(torch.ones(0), 1e-10)
 
 
 @pytest.mark.parametrize("make", [lambda m: torch.jit.script(m), lambda m: torch.jit.trace(m, torch.rand(1, 3, 8, 8)),
