@@ -599,7 +599,7 @@ def test_deeplift_reads_no_value_off_the_cpu():
     from interpkit.explainers.deeplift import _apart
 
     assert not _apart(torch.ones(3, device="meta"), 1e-10)
-    assert _apart(torch.ones(3), 1e-10) and not _apart(torch.tensor([1.0, 0.0]), 1e-10)
+    assert _apart(torch.tensor([2.0, 1.0]), 1e-10) and not _apart(torch.tensor([1.0, 0.0]), 1e-10)
     assert not _apart(torch.tensor([1.0, float("nan")]), 1e-10) and not _apart(torch.ones(0), 1e-10)
 
 
