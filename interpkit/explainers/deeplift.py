@@ -288,8 +288,10 @@ class _RescaledMaxPool(torch.autograd.Function):
 
 
 def _flat(t: torch.Tensor, dims: int) -> torch.Tensor:
-    """``t`` with its last ``dims`` axes as one (reshape, not flatten: it has a batching rule)."""
-    return t.reshape(*t.shape[:t.dim() - dims], -1)
+    """``t`` with its last ``dims`` axes as one (reshape, not flatten: it has a batching rule;
+    their size given, not -1, which an empty tensor leaves undetermined)."""
+    lead = t.dim() - dims
+    return t.reshape(*t.shape[:lead], t.shape[lead:].numel())
 
 
 def _secant(rise: torch.Tensor, delta: torch.Tensor, eps: float, derivative: float) -> torch.Tensor:

@@ -504,3 +504,23 @@ def test_the_check_allows_rounding_by_precision_and_no_more():
         torch.set_float32_matmul_precision(before)
     assert mismatch(exact, exact + torch.tensor([0.0, 0.018, 0.0])).item() > 1
     assert mismatch(exact, torch.tensor([1.0, float("nan"), 0.5])).item() == float("inf")
+
+
+def test_ops_given_keyword_arguments_only_are_followed():
+    """``torch.cat(tensors=[...], dim=-1)`` has no positional argument: AttnLRP's norm bookkeeping
+    read the first one and the call failed; it is the positional concatenation."""
+
+    class Joined(nn.Module):
+        def __init__(self, keywords: bool) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.first, self.last, self.keywords = nn.Linear(8, 8), nn.Linear(16, 3), keywords
+
+        def forward(self, x):
+            h = torch.relu(self.first(x))
+            parts = [h, h * 2]
+            return self.last(torch.cat(tensors=parts, dim=-1) if self.keywords else torch.cat(parts, -1))
+
+    x = torch.randn(2, 8)
+    assert torch.equal(LRP(Joined(True).eval(), "epsilon")(x, target=1).maps,
+                       LRP(Joined(False).eval(), "epsilon")(x, target=1).maps)

@@ -1220,6 +1220,27 @@ def test_a_maximum_over_axes_is_max_pooling_whatever_its_spelling(how):
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_a_maximum_over_a_tensor_with_an_empty_axis_adds_nothing():
+    """A maximum over a slice with no channels (a model's optional branch, empty for this input)
+    failed in the rule's reshape; it is an empty pool, and the sum to delta holds."""
+
+    class Branches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.head = nn.Conv1d(3, 4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return self.head(h.amax(-1)) + torch.max(h[:, :0], -1).values.sum(1, keepdim=True)
+
+    torch.manual_seed(0)
+    model = Branches().double().eval()
+    x = torch.randn(2, 3, 10, dtype=torch.float64)
+    maps = DeepLift(model)(x, target="all").maps
+    with torch.no_grad():
+        torch.testing.assert_close(maps.double().sum((2, 3)), model(x) - model(torch.zeros_like(x)))
+
+
 def test_maxima_that_are_not_pooling_stay_refused():
     class Maxima(nn.Module):
         def __init__(self, how):
