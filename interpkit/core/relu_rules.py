@@ -165,7 +165,7 @@ class ReLURuleMode(TorchFunctionMode):
 
     def _handle(self, func: Any, args: tuple, kwargs: dict) -> Any:
         relu = relu_call(func, args, kwargs)
-        if relu is not None:
+        if relu is not None and args[0].is_floating_point():  # an integer clamp (position buckets) has no gradient
             self.count += 1
             x, (inplace, upper) = args[0], relu
             if not inplace:
@@ -206,8 +206,10 @@ class ReLURuleExplainer(Explainer):
         mode = ReLURuleMode(type(self).rule, mark_end=scan)  # this call's: counts its ReLUs
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
         if self.strict and mode.count == 0:
+            ran = ", ".join(f"{count} {kind}" for kind, count in mode.uncovered.most_common())
+            ran = f" (it ran {ran}, which the rule is not defined for)" if ran else ""
             raise NoReLUError(
-                f"{type(self).__name__}: the forward evaluated no ReLU, so the result would be the "
+                f"{type(self).__name__}: the forward evaluated no ReLU{ran}, so the result would be the "
                 "plain input gradient; pass strict=False if that is what you want"
             )
         if self.strict and mode.uncovered:

@@ -121,12 +121,36 @@ def test_model_without_relu_raises_unless_not_strict(batch):
     torch.manual_seed(0)
     model = NoReLU().eval()
     before = ModelFingerprint.of(model)
-    with pytest.raises(NoReLUError, match="strict=False"):
+    with pytest.raises(NoReLUError, match=r"no ReLU \(it ran 1 Tanh, .*strict=False"):  # what it ran instead
         GuidedBackprop(model)(batch, target=1)
     assert_model_unchanged(before, model)
     x = batch.clone().requires_grad_(True)
     plain = torch.autograd.grad(model(x)[:, 1].sum(), x)[0]
     torch.testing.assert_close(GuidedBackprop(model, strict=False)(batch, target=1).maps[:, 0], plain)
+
+
+class IntegerClamp(nn.Module):
+    """DeBERTa-v2's relative positions: an integer ``torch.clamp(t, 0, hi)`` that indexes (or,
+    ``clamped=False``, the same buckets given as a constant)."""
+
+    def __init__(self, clamped: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.head, self.clamped = nn.Linear(8, 8), nn.Linear(8, 3), clamped
+
+    def forward(self, x):
+        h = torch.relu(self.first(x))
+        buckets = torch.clamp(torch.arange(5) - 1, 0, 4) if self.clamped else torch.tensor([0, 0, 1, 2, 3])
+        return self.head(h.index_select(1, buckets).mean(1))
+
+
+@pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
+def test_an_integer_clamp_is_no_relu(explainer):
+    """The clamp had been taken for a ReLU and given the rule's float Function: the model's own
+    indexing failed. The map is the one with the buckets given as a constant."""
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(explainer(IntegerClamp(True).eval())(x, target=1).maps,
+                               explainer(IntegerClamp(False).eval())(x, target=1).maps)
 
 
 def test_guided_gradcam_is_the_product(batch):
