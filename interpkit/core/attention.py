@@ -71,11 +71,11 @@ def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows
     with _without_autocast(q.device.type):
         q, k, v = (op(T.to, t, wide) if t.dtype != wide else t for t in (q, k, v))
         keep = None
-        if bias is not None:
-            bias = bias.to(wide)
-            if empty_rows_zero:
-                empty = torch.isneginf(bias).all(-1, keepdim=True)  # from the masks alone: a constant
-                bias, keep = bias.masked_fill(empty, 0.0), (~empty).to(wide)
+        if bias is not None:  # through ``op``: a bias computed from the input (SAM's relative positions) too
+            bias = op(T.to, bias, wide) if bias.dtype != wide else bias
+            if empty_rows_zero:  # which queries may attend to nothing: read from the values, a constant
+                empty = torch.isneginf(bias.detach()).all(-1, keepdim=True)
+                bias, keep = op(T.masked_fill, bias, empty, 0.0), (~empty).to(wide)
         root = math.sqrt(abs(scale))
         scores = op(torch.matmul, op(T.mul, q, math.copysign(root, scale)), op(T.transpose, op(T.mul, k, root), -2, -1))
         if bias is not None:

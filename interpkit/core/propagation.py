@@ -687,9 +687,13 @@ class PropagationMode(TorchFunctionMode):
 
     def _fused(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """A fused attention op with the value torch gives, and the backward of its parts."""
-        if any(map(self._depends, _tensors((args[3:], {k: v for k, v in kwargs.items()
-                                                       if k not in ("query", "key", "value")})))):
-            return None  # a mask or weight computed from the input: not what the written-out ops expect
+        others = _tensors((args[3:], {k: v for k, v in kwargs.items() if k not in ("query", "key", "value")}))
+        # SDPA's float mask is added to the scores, so one computed from the input (SAM's relative positions)
+        # passes through the sum's rule; any other argument from the input (a boolean mask) the parts do not expect
+        mask = _argument(args, kwargs, 3, "attn_mask", None) if func is F.scaled_dot_product_attention else None
+        added = isinstance(mask, torch.Tensor) and mask.is_floating_point()
+        if any(self._depends(t) and not (added and t is mask) for t in others):
+            return None
         with torch.no_grad():
             exact = func(*args, **kwargs)
 

@@ -296,6 +296,24 @@ def test_fused_attention_gets_the_rules_of_its_parts(case):
         assert torch.equal(found.scores, fused(x))
 
 
+class _BiasFromInput(_Scaled):
+    """An additive float mask computed from the input (as SAM's relative positions are)."""
+
+    def forward(self, x):
+        self.options = {"attn_mask": x[:, None, :, :1] * x[:, None, None, :, 1]}  # (N, 1, L, L)
+        return super().forward(x)
+
+
+def test_a_float_mask_from_the_input_is_added_to_the_scores_through_the_rules():
+    """Refused as uncovered before (SAM's image encoder, timm's samvit); its relevance now
+    passes through the sum with the scores, as the same attention written out gives it."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    fused, written = (_BiasFromInput(f, scale=0.5).double().eval() for f in (True, False))
+    found, expected = (LRP(m, "epsilon", epsilon=1e-12, stabilizer=1e-12)(x, target="all") for m in (fused, written))
+    torch.testing.assert_close(found.maps, expected.maps)
+    assert found.maps.abs().sum() > 0
+
+
 def test_hugging_face_vit_eager_and_sdpa_attention_give_the_same_map():
     transformers = pytest.importorskip("transformers")
     config = transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=2,
