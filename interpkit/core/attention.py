@@ -70,16 +70,20 @@ def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows
     wide = torch.promote_types(torch.promote_types(q.dtype, v.dtype), torch.float32)
     with _without_autocast(q.device.type):
         q, k, v = (op(T.to, t, wide) if t.dtype != wide else t for t in (q, k, v))
-        keep = None
+        keep, blocked = None, None
         if bias is not None:  # through ``op``: a bias computed from the input (SAM's relative positions) too
             bias = op(T.to, bias, wide) if bias.dtype != wide else bias
-            if empty_rows_zero:  # which queries may attend to nothing: read from the values, a constant
-                empty = torch.isneginf(bias.detach()).all(-1, keepdim=True)
-                bias, keep = op(T.masked_fill, bias, empty, 0.0), (~empty).to(wide)
+            # where attention is not allowed, read from the values: a constant. It is filled into the scores
+            # after the bias is added, not added (a relevance share of -inf would be NaN in the sum's rule)
+            blocked = torch.isneginf(bias.detach())
+            bias = op(T.masked_fill, bias, blocked, 0.0)
+            if empty_rows_zero:  # a query that may attend to nothing
+                empty = blocked.all(-1, keepdim=True)
+                blocked, keep = blocked & ~empty, (~empty).to(wide)
         root = math.sqrt(abs(scale))
         scores = op(torch.matmul, op(T.mul, q, math.copysign(root, scale)), op(T.transpose, op(T.mul, k, root), -2, -1))
         if bias is not None:
-            scores = op(T.add, scores, bias)
+            scores = op(T.masked_fill, op(T.add, scores, bias), blocked, -torch.inf)
         weights = op(torch.softmax, scores, -1)
         if keep is not None:
             weights = op(T.mul, weights, keep)

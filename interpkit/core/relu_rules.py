@@ -164,8 +164,13 @@ class ReLURuleMode(TorchFunctionMode):
         return self._handle(func, args, kwargs or {})
 
     def _handle(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if not args and "input" in kwargs:  # torch.relu(input=h): the input first, as the rule reads it
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("input"),)
         relu = relu_call(func, args, kwargs)
-        if relu is not None and args[0].is_floating_point():  # an integer clamp (position buckets) has no gradient
+        if relu is not None and not args[0].is_floating_point():
+            return func(*args, **kwargs)  # an integer clamp (position buckets): no gradient, no ReLU
+        if relu is not None:
             self.count += 1
             x, (inplace, upper) = args[0], relu
             if not inplace:

@@ -314,6 +314,33 @@ def test_a_float_mask_from_the_input_is_added_to_the_scores_through_the_rules():
     assert found.maps.abs().sum() > 0
 
 
+class _BlockedBiasFromInput(_Scaled):
+    """A float mask from the input with one position blocked (-inf): fused, or written out with
+    the blocked position filled in after the bias is added."""
+
+    def forward(self, x):
+        bias = x[:, None, :, :1] * x[:, None, None, :, 1]
+        blocked = torch.zeros(5, 5, dtype=torch.bool)
+        blocked[0, 1] = True
+        if self.fused:
+            self.options = {"attn_mask": bias.masked_fill(blocked, -torch.inf)}
+            return super().forward(x)
+        n = len(x)
+        q, k, v = (f(x).view(n, 5, 2, 4).transpose(1, 2) for f in (self.q, self.k, self.v))
+        scores = (q @ k.transpose(-2, -1) * 0.5 + bias).masked_fill(blocked, -torch.inf)
+        return self.head((scores.softmax(-1) @ v).transpose(1, 2).flatten(2).mean(1))
+
+
+def test_a_blocked_position_in_a_mask_from_the_input_gives_no_nan():
+    """-inf in an input-dependent mask made the sum's relevance share -inf * 0 = NaN; a blocked
+    position is filled into the scores instead, as a constant."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    fused, written = (_BlockedBiasFromInput(f, scale=0.5).double().eval() for f in (True, False))
+    found, expected = (LRP(m, "epsilon", epsilon=1e-12, stabilizer=1e-12)(x, target="all") for m in (fused, written))
+    assert found.maps.isfinite().all()
+    torch.testing.assert_close(found.maps, expected.maps)
+
+
 def test_hugging_face_vit_eager_and_sdpa_attention_give_the_same_map():
     transformers = pytest.importorskip("transformers")
     config = transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=2,

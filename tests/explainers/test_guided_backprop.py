@@ -139,8 +139,11 @@ class IntegerClamp(nn.Module):
         self.first, self.head, self.clamped = nn.Linear(8, 8), nn.Linear(8, 3), clamped
 
     def forward(self, x):
-        h = torch.relu(self.first(x))
-        buckets = torch.clamp(torch.arange(5) - 1, 0, 4) if self.clamped else torch.tensor([0, 0, 1, 2, 3])
+        h = torch.relu(input=self.first(x))  # the input by keyword (a tuple index error before)
+        if self.clamped:  # an integer hardtanh is no uncovered nonlinearity either
+            buckets = torch.clamp(torch.arange(5) - 1, 0, 4) + F.hardtanh(torch.zeros(5, dtype=torch.long), 0, 2)
+        else:
+            buckets = torch.tensor([0, 0, 1, 2, 3])
         return self.head(h.index_select(1, buckets).mean(1))
 
 
