@@ -73,17 +73,23 @@ def _attend(op: Op, q, k, v, scale: float, bias: torch.Tensor | None, empty_rows
         keep, blocked = None, None
         if bias is not None:  # through ``op``: a bias computed from the input (SAM's relative positions) too
             bias = op(T.to, bias, wide) if bias.dtype != wide else bias
-            # where attention is not allowed, read from the values: a constant. It is filled into the scores
-            # after the bias is added, not added (a relevance share of -inf would be NaN in the sum's rule)
+            # where attention is not allowed, read from the values: a constant. A bias in a graph (from the input)
+            # has it filled into the scores after the bias is added (its relevance share there, -inf * 0, is NaN)
             blocked = torch.isneginf(bias.detach())
-            bias = op(T.masked_fill, bias, blocked, 0.0)
             if empty_rows_zero:  # a query that may attend to nothing
                 empty = blocked.all(-1, keepdim=True)
                 blocked, keep = blocked & ~empty, (~empty).to(wide)
+                bias = op(T.masked_fill, bias, empty, 0.0)
+            if bias.requires_grad:
+                bias = op(T.masked_fill, bias, blocked, 0.0)
+            else:
+                blocked = None
         root = math.sqrt(abs(scale))
         scores = op(torch.matmul, op(T.mul, q, math.copysign(root, scale)), op(T.transpose, op(T.mul, k, root), -2, -1))
         if bias is not None:
-            scores = op(T.masked_fill, op(T.add, scores, bias), blocked, -torch.inf)
+            scores = op(T.add, scores, bias)
+        if blocked is not None:
+            scores = op(T.masked_fill, scores, blocked, -torch.inf)
         weights = op(torch.softmax, scores, -1)
         if keep is not None:
             weights = op(T.mul, weights, keep)
