@@ -86,9 +86,9 @@ class PropagationRule:
 
     ``elementwise(function, x, inplace, slope)`` returns ``function(x)`` (written into ``x`` when
     ``inplace``) with the rule's backward; ``slope`` is the function's derivative where known
-    (the ReLU family: a boolean mask, 1 where it passes), else None. ``max_pool(pool, x, dims)`` returns the pooled ``x`` (over its
-    last ``dims`` axes) with the rule's backward, ``pool`` giving the pooled values and their
-    flat indices."""
+    (the ReLU family: a boolean mask, True where it passes), else None. ``max_pool(pool, x,
+    dims)`` returns the pooled ``x`` (over its last ``dims`` axes) with the rule's backward,
+    ``pool`` giving the pooled values and their flat indices."""
 
     def elementwise(self, function: Function, x: torch.Tensor, inplace: bool,
                     slope: Function | None = None) -> torch.Tensor:
