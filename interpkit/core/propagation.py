@@ -73,7 +73,7 @@ from .normalisations import (
     scales_only,
     statistic_made,
 )
-from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, relu_call
+from .relu_rules import CLAMPS, IN_PLACE_CLAMPS, UNCOVERED_NONLINEARITIES, input_first, relu_call
 from .saved import Checkpoints
 
 Function = Callable[[torch.Tensor], torch.Tensor]
@@ -371,9 +371,7 @@ class PropagationMode(TorchFunctionMode):
         return self._handle(func, args, kwargs or {})
 
     def _handle(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        if not args and "input" in kwargs:  # torch.tanh(input=x): the input first, as every rule reads it
-            kwargs = dict(kwargs)
-            args = (kwargs.pop("input"),)
+        args, kwargs = input_first(args, kwargs)  # torch.tanh(input=x)
         given = _tensors((args, kwargs))  # once per op: the flattening is most of the mode's own cost
         dependent = [t for t in given if self._depends(t)]
         judged = self._graph and torch.is_grad_enabled()

@@ -119,6 +119,15 @@ def relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None]
     return None
 
 
+def input_first(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """An op's arguments with ``input=`` given by keyword (``torch.relu(input=h)``) moved first,
+    where every rule reads it."""
+    if args or "input" not in kwargs:
+        return args, kwargs
+    kwargs = dict(kwargs)
+    return (kwargs.pop("input"),), kwargs
+
+
 CLAMPS = {torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.Tensor.clamp_,
            torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.clamp_min_, torch.clamp_min_}
 IN_PLACE_CLAMPS = {torch.clamp_, torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_, torch.clamp_min_}
@@ -164,9 +173,7 @@ class ReLURuleMode(TorchFunctionMode):
         return self._handle(func, args, kwargs or {})
 
     def _handle(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        if not args and "input" in kwargs:  # torch.relu(input=h): the input first, as the rule reads it
-            kwargs = dict(kwargs)
-            args = (kwargs.pop("input"),)
+        args, kwargs = input_first(args, kwargs)
         relu = relu_call(func, args, kwargs)
         if relu is not None and not args[0].is_floating_point():
             return func(*args, **kwargs)  # an integer clamp (position buckets): no gradient, no ReLU
