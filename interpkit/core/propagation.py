@@ -171,9 +171,17 @@ _DIVISIONS = _named(torch, "div divide true_divide") | _named(T, "div div_ __tru
 _ARITHMETIC = (_named(torch, "add sub subtract neg negative mul multiply div divide true_divide")
                | _named(T, "add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ neg neg_ __neg__ "
                            "mul mul_ __mul__ __rmul__ __imul__ div div_ __truediv__ __itruediv__"))
+# ``beta * input + alpha * (a @ b)``: the names of the two factors, linear while at most one depends on the input
+_ADDED_PRODUCTS = {
+    **{f: ("mat1", "mat2") for f in _named(torch, "addmm") | _named(T, "addmm addmm_")},
+    **{f: ("batch1", "batch2") for f in _named(torch, "baddbmm addbmm") | _named(T, "baddbmm baddbmm_ addbmm addbmm_")},
+    **{f: ("mat", "vec") for f in _named(torch, "addmv") | _named(T, "addmv addmv_")},
+    **{f: ("vec1", "vec2") for f in _named(torch, "addr") | _named(T, "addr addr_")},
+}
 # in-place ops that combine values, and their out-of-place forms
 _IN_PLACE = {T.add_: T.add, T.__iadd__: T.__add__, T.sub_: T.sub, T.__isub__: T.__sub__, T.neg_: T.neg,
-             T.mul_: T.mul, T.__imul__: T.__mul__, T.div_: T.div, T.__itruediv__: T.__truediv__}
+             T.mul_: T.mul, T.__imul__: T.__mul__, T.div_: T.div, T.__itruediv__: T.__truediv__,
+             T.addmm_: T.addmm, T.baddbmm_: T.baddbmm, T.addbmm_: T.addbmm, T.addmv_: T.addmv, T.addr_: T.addr}
 # identities in eval mode (``training`` False)
 _TRAINING_FLAG = {F.dropout: 2, F.dropout1d: 2, F.dropout2d: 2, F.dropout3d: 2, F.alpha_dropout: 2,
                   F.feature_alpha_dropout: 2}
@@ -537,6 +545,8 @@ class PropagationMode(TorchFunctionMode):
             written = args[0]
             inputs = [t.clone() if t is written else t for t in dependent]
             return written.copy_(rule.product(_substituted(out_of_place, args, kwargs, dependent), inputs))
+        if func in _ADDED_PRODUCTS and func not in _IN_PLACE:
+            return self._added_product(func, args, kwargs)
         if len(dependent) != 1 or dependent[0] is not x:
             return self._fused(func, args, kwargs) if func in _ATTENTION else None
         rest, options, dim = args[1:], kwargs, _argument(args, kwargs, 1, "dim", None)
@@ -708,6 +718,31 @@ class PropagationMode(TorchFunctionMode):
         outputs = tuple(None if part is None else _Valued.apply(part, [value]) for part, value in zip(parts, exacts))
         return outputs if isinstance(exact, tuple) else outputs[0]
 
+    def _added_product(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """``beta * input + alpha * (a @ b)`` of two input-dependent factors (BLOOM's scores, its
+        ALiBi bias added by ``baddbmm``) written out as a product and a sum through the rules, at
+        the fused op's value; None where at most one factor depends on the input (a linear op)."""
+        a, b = _factors(func, args, kwargs)
+        if not (self._depends(a) and self._depends(b) and a.is_floating_point() and b.is_floating_point()):
+            return None
+        op, name = self._handle, func.__name__
+        if name == "addr":  # an outer product
+            product = op(torch.mul, (op(T.unsqueeze, (a, -1), {}), b), {})
+        else:
+            product = op(torch.matmul, (a, b), {})
+            if name == "addbmm":  # summed over the batch of products
+                product = op(T.sum, (product, 0), {})
+        alpha, beta = kwargs.get("alpha", 1), kwargs.get("beta", 1)
+        if alpha != 1:
+            product = op(torch.mul, (product, alpha), {})
+        added = _argument(args, kwargs, 0, "input", None)
+        if beta != 0:  # with beta 0 torch ignores the input (NaN in it included)
+            product = op(torch.add, (added if beta == 1 else op(torch.mul, (added, beta), {}), product), {})
+        with torch.no_grad():
+            exact = func(*args, **kwargs)
+        self._mismatches.append((_name(func), mismatch(exact, product)))
+        return _Valued.apply(product, [exact])
+
     def _uncovered(self, func: Any, args: tuple, kwargs: dict, always: bool = False) -> Any:
         result = func(*args, **kwargs)
         if always or func is T.__setitem__ or (
@@ -749,9 +784,10 @@ class PropagationMode(TorchFunctionMode):
         if func in _TRAINING_FLAG:
             return not _argument(args, kwargs, _TRAINING_FLAG[func], "training")
         if func in (torch.where, T.where):
-            return not self._depends(args[0] if func is torch.where else args[1])
+            return not self._depends(_argument(args, kwargs, 0 if func is torch.where else 1, "condition", None))
         if func in (torch.masked_fill, T.masked_fill, T.masked_fill_):
-            return not self._depends(args[1]) and not self._depends(_argument(args, kwargs, 2, "value", None))
+            return not self._depends(_argument(args, kwargs, 1, "mask", None)) and not self._depends(
+                _argument(args, kwargs, 2, "value", None))
         return False
 
     def _mixes(self, func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> bool:
@@ -772,8 +808,8 @@ class PropagationMode(TorchFunctionMode):
             return not self._depends(_argument(args, kwargs, 2, "tensor2", None))
         if func in (torch.lerp, T.lerp):
             return not self._depends(_argument(args, kwargs, 2, "weight", None))
-        if func in (torch.addmm, T.addmm):
-            return not (self._depends(args[1]) and self._depends(args[2]))
+        if func in _ADDED_PRODUCTS:
+            return sum(map(self._depends, _factors(func, args, kwargs))) <= 1
         return False
 
 
@@ -906,6 +942,12 @@ def _maxima(func: Any, args: tuple, kwargs: dict, rule: PropagationRule) -> Any:
 
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default: Any = False) -> Any:
     return args[position] if len(args) > position else kwargs.get(name, default)
+
+
+def _factors(func: Any, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+    """The two factors of an ``_ADDED_PRODUCTS`` op (``alibi.baddbmm(batch1=q, batch2=k)`` names them)."""
+    first, second = _ADDED_PRODUCTS[func]
+    return _argument(args, kwargs, 1, first, None), _argument(args, kwargs, 2, second, None)
 
 
 def _elementwise(func: Any, args: tuple, kwargs: dict, depends: Callable[[Any], bool]) -> tuple | None:

@@ -121,8 +121,9 @@ def relu_call(func: Any, args: tuple, kwargs: dict) -> tuple[bool, float | None]
 
 def input_first(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """An op's arguments with ``input=`` given by keyword (``torch.relu(input=h)``) moved first,
-    where every rule reads it."""
-    if args or "input" not in kwargs:
+    where every rule reads it; ``torch.where(condition=c, input=x, other=y)`` keeps its keywords
+    (its first argument is the condition)."""
+    if args or "input" not in kwargs or "condition" in kwargs:
         return args, kwargs
     kwargs = dict(kwargs)
     return (kwargs.pop("input"),), kwargs

@@ -569,3 +569,54 @@ def test_ops_given_keyword_arguments_only_are_followed():
     x = torch.randn(2, 8)
     assert torch.equal(LRP(Joined(True).eval(), "epsilon")(x, target=1).maps,
                        LRP(Joined(False).eval(), "epsilon")(x, target=1).maps)
+
+
+class _AddedProduct(nn.Module):
+    """Scores ``beta * bias + alpha * (q-factor @ k-factor)`` by one fused op (``op``, with the
+    factors by keyword where ``keywords``) or written out, read by a linear head; one sample."""
+
+    def __init__(self, op: str, fused: bool, keywords: bool, beta: float, alpha: float) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.q, self.k = nn.Linear(4, 6), nn.Linear(4, 6)
+        self.op, self.fused, self.keywords, self.beta, self.alpha = op, fused, keywords, beta, alpha
+        shapes = {"addmm": (5, 5), "baddbmm": (1, 5, 5), "addbmm": (5, 5), "addmv": (5,), "addr": (5, 5)}
+        self.bias = nn.Parameter(torch.randn(shapes[op]))
+        self.head = nn.Linear(math.prod(shapes[op]) * (2 if op == "baddbmm" else 1), 3)
+
+    def factors(self, x):
+        q, k = self.q(x)[0], self.k(x)[0]  # (5, 6) each
+        if self.op in ("baddbmm", "addbmm"):  # two heads of three features
+            return q.view(5, 2, 3).transpose(0, 1), k.view(5, 2, 3).permute(1, 2, 0)
+        return {"addmm": (q, k.T), "addmv": (q, k[0]), "addr": (q[:, 0], k[:, 1])}[self.op]
+
+    def forward(self, x):
+        a, b = self.factors(x)
+        bias = torch.full_like(self.bias, math.nan) if self.beta == 0 else self.bias  # beta 0 ignores it, NaN too
+        if not self.fused:
+            product = a.unsqueeze(-1) * b if self.op == "addr" else a @ b
+            product = product.sum(0) if self.op == "addbmm" else product
+            scores = self.alpha * product + (self.beta * bias if self.beta else 0)
+        else:
+            names = {"addmm": ("mat1", "mat2"), "baddbmm": ("batch1", "batch2"), "addbmm": ("batch1", "batch2"),
+                     "addmv": ("mat", "vec"), "addr": ("vec1", "vec2")}[self.op]
+            factors = dict(zip(names, (a, b))) if self.keywords else {}
+            positional = () if self.keywords else (a, b)
+            scores = getattr(bias, self.op)(*positional, **factors, beta=self.beta, alpha=self.alpha)
+        return self.head(scores.softmax(-1).reshape(1, -1))
+
+
+@pytest.mark.parametrize("op", ["addmm", "baddbmm", "addbmm", "addmv", "addr"])
+@pytest.mark.parametrize("keywords, beta, alpha", [(False, 1.0, 1.0), (True, 0.5, 0.3), (True, 0.0, 2.0)])
+def test_a_product_added_by_one_op_gets_the_rules_of_the_product_and_the_sum(op, keywords, beta, alpha):
+    """BLOOM adds its ALiBi bias to the attention scores by ``alibi.baddbmm(batch1=q, batch2=k,
+    beta=..., alpha=...)``: a product of two input-dependent factors, refused before as an
+    uncovered op. It is the uniform rule's product and the sum's rule, at the fused op's value."""
+    x = torch.randn(1, 5, 4, dtype=torch.float64)
+    fused, written = (_AddedProduct(op, f, keywords, beta, alpha).double().eval() for f in (True, False))
+    torch.testing.assert_close(fused(x), written(x))
+    found, expected = (LRP(m, "epsilon")(x, target="all").maps for m in (fused, written))
+    assert found.isfinite().all() and found.abs().sum() > 0
+    torch.testing.assert_close(found, expected)
+    with pytest.raises(interpkit.errors.UncoveredNonlinearityError, match=op):  # DeepLift has no rule for products
+        DeepLift(fused)(x, target=1)

@@ -365,6 +365,13 @@ def test_ops_outside_the_rescale_rule_are_refused_by_name(f):
     lambda h: torch.relu(torch.lerp(h, 2 * h, 0.3)).cumsum(1),
     lambda h: F.max_pool1d(torch.relu(h).unsqueeze(1), 2).flatten(1).repeat(1, 2),
     lambda h: torch.relu(h) if bool(h.sum() > 0) else torch.sigmoid(h),  # paired only when both take one path
+    # a product with one input-dependent factor, a mask or a condition given by keyword (BLOOM's spelling)
+    lambda h: torch.relu(torch.addmm(torch.ones(6, dtype=h.dtype), mat1=h, mat2=torch.eye(6, dtype=h.dtype).flip(0))),
+    lambda h: torch.tanh(torch.ones(1, 1, 6, dtype=h.dtype).baddbmm(
+        batch1=h.unsqueeze(1), batch2=torch.eye(6, dtype=h.dtype).expand(len(h), 6, 6), alpha=0.5)).squeeze(1),
+    lambda h: torch.relu(torch.addr(h, torch.ones(len(h), dtype=h.dtype), torch.arange(6, dtype=h.dtype), beta=2.0)),
+    lambda h: torch.sigmoid(h.masked_fill(mask=torch.arange(6) > 3, value=0.5)),
+    lambda h: torch.relu(torch.where(condition=torch.arange(6) > 2, input=h, other=-h)),
 ])
 def test_ops_the_rule_covers_sum_to_the_score_difference(f):
     model = _Around(f).double().eval()
