@@ -29,6 +29,7 @@ from .inputs import InputsLike, ModelInputs, model_inputs
 from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
 from .layouts import ChannelsFirst, stated
 from .maps import MapKind
+from .options import CheckedOptions
 from .saved import SavedElements
 from .state import evaluation, model_facts, model_lock
 from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
@@ -79,7 +80,7 @@ class Call:
         return self.inputs.with_primary(x)
 
 
-class Explainer:
+class Explainer(CheckedOptions):
     """Base class of every explainer; subclasses implement ``explain``.
 
     Use it for one call, ``explainer(x, target)``, or as a context manager to explain many

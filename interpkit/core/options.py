@@ -3,9 +3,12 @@ with an InputError that names the option, says what it must be and shows what it
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InputError
 
@@ -34,7 +37,7 @@ def check_seed(value: Any) -> int:
 def check_number(name: str, value: Any, below: float | None = None, unit: str = "") -> float:
     """``value`` as a float when it is a finite non-negative number (never a bool), below
     ``below`` if given."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf or (  # NaN too
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf or (  # NaN too
             below is not None and not value < below):
         wanted = f"lie in [0, {below:g})" if below is not None else f"be a finite non-negative number{unit}"
         raise InputError(f"{name} must {wanted}, got {value!r}")
@@ -65,7 +68,38 @@ def check_baseline(value: Any, names: tuple[str, ...] = ()) -> Any:
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
             raise InputError("a baseline tensor must hold finite floating values")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         named = "".join(f"{n!r}, " for n in names)
         raise InputError(f"baseline must be {named}a finite number or a tensor, not {value!r}")
-    return value
+    return float(value)  # numpy floats as plain floats
+
+
+def options_checked(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` (a class's ``__init__``) refusing arguments it does not take with an InputError
+    naming the class the user made, the option, and the closest one it takes (Python's TypeError
+    names the function, a base class's for a subclass that passes its options on)."""
+    signature = inspect.signature(init)
+    named = [p.name for p in list(signature.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as error:
+            unknown = [k for k in kwargs if k not in named]
+            close = difflib.get_close_matches(unknown[0], named, n=1) if unknown else []
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"{type(self).__name__} {error}{hint}; its options: {', '.join(named) or 'none'}") from None
+        init(self, *args, **kwargs)
+
+    return checked
+
+
+class CheckedOptions:
+    """A base class whose subclasses' constructors go through ``options_checked``: a misspelt
+    option is an InputError naming the class and the closest option."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            setattr(cls, "__init__", options_checked(vars(cls)["__init__"]))

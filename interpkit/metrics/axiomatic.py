@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from typing import Any, Callable
 
 import torch
@@ -40,7 +41,7 @@ class Completeness(Metric):
         tensor = maps.maps[:, 0] if isinstance(maps, Explanation) and maps.maps.shape[1] == 1 else maps
         if isinstance(tensor, torch.Tensor) and tensor.dim() == inputs.dim() and tensor.shape[1] == inputs.shape[1] > 1:
             tensor = tensor.sum(dim=1)
-        return aligned_saliency(tensor, inputs, signed=True)
+        return aligned_saliency(tensor, inputs, keep_float64=True)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
@@ -72,6 +73,6 @@ def input_invariance(make_explainer: Callable[[nn.Module], Explainer], model: nn
 
 def _finite(name: str, value: Any) -> float:
     """A finite number of either sign (never a bool), or an InputError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise InputError(f"{name} must be a finite number, got {value!r}")
     return float(value)

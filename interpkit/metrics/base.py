@@ -28,6 +28,7 @@ from ..core import (
     mixes_samples,
     upsample,
 )
+from ..core.options import CheckedOptions
 from ..errors import InputError
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> (B,) scores of its targets
@@ -50,7 +51,7 @@ class MetricResult:
         return self.scores.nanmean()
 
 
-class Metric:
+class Metric(CheckedOptions):
     """Base of every metric; subclasses set ``name`` and implement ``compute``."""
 
     name: ClassVar[str] = ""
@@ -156,11 +157,12 @@ def _forward(model: nn.Module, batch: torch.Tensor) -> Any:
     return ModelInputs(args=(batch,)).run(model)
 
 
-def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor, signed: bool = False) -> torch.Tensor:
+def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor, keep_float64: bool = False) -> torch.Tensor:
     """One saliency value per input grid position (N, *grid): an Explanation with one map per
-    sample, or a tensor (N, *grid) or (N, C, *grid) aligned with the inputs; channels are summed
-    in absolute value; finiteness is the caller's to check (``check_finite``). With ``signed``
-    a single channel keeps its sign and float64 maps stay float64 (maps read without the model).
+    sample, or a tensor (N, *grid) or (N, C, *grid) aligned with the inputs; several channels are
+    summed in absolute value, a single one is the map itself, its sign kept (a CAM's (N, 1, *grid)
+    maps score as its Explanation does); finiteness is the caller's to check (``check_finite``).
+    With ``keep_float64`` float64 maps stay float64 (maps read without the model).
     Maps on a layer's grid are refused: upsample them first (GradCAM does by
     default; ``interpkit.explainers.gradcam.upsample`` for others)."""
     tensor = maps.maps if isinstance(maps, Explanation) else maps
@@ -176,11 +178,11 @@ def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor, sig
         if tensor.shape[1] not in (1, inputs.shape[1]):
             raise InputError(f"maps of shape {tuple(tensor.shape)} have {tensor.shape[1]} channels for inputs with "
                              f"{inputs.shape[1]}; give one channel, the inputs' channels, or (N, *grid) maps")
-        tensor = tensor[:, 0] if signed and tensor.shape[1] == 1 else tensor.abs().sum(dim=1)
+        tensor = tensor[:, 0] if tensor.shape[1] == 1 else tensor.abs().sum(dim=1)
     if tensor.shape[0] != len(inputs) or tuple(tensor.shape[1:]) != grid:
         raise InputError(f"maps of shape {tuple(tensor.shape)} do not align with inputs {tuple(inputs.shape)}: "
                          f"give (N, *{grid}) maps; upsample layer maps to the input first (GradCAM(upsample=True))")
-    dtype = torch.float64 if signed and tensor.dtype == torch.float64 else torch.float32
+    dtype = torch.float64 if keep_float64 and tensor.dtype == torch.float64 else torch.float32
     return tensor.detach().to(inputs.device, dtype)
 
 

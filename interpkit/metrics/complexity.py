@@ -46,7 +46,7 @@ class MapMetric(Metric):
 
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The maps with float64 kept (a tiny or huge float64 map is not lost in float32)."""
-        return aligned_saliency(maps, inputs, signed=True)
+        return aligned_saliency(maps, inputs, keep_float64=True)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, score: Any) -> MetricResult:
         values = saliency.flatten(1).double().abs()

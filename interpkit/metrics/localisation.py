@@ -58,7 +58,7 @@ class MaskMetric(Metric):
 
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The maps with their sign (a single channel is not made absolute) and float64 kept."""
-        return aligned_saliency(maps, inputs, signed=True)
+        return aligned_saliency(maps, inputs, keep_float64=True)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, masks: Any) -> MetricResult:
         flat, inside = saliency.flatten(1).double(), masks.flatten(1)

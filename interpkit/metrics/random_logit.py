@@ -37,6 +37,9 @@ def random_logit(explainer: Explainer, inputs: torch.Tensor, targets: Any = None
     if off_targets is None:
         count = check_int("classes", classes, minimum=2, none="the model's number of classes") or _classes(explainer,
                                                                                                           inputs)
+        if count < 2:
+            raise InputError("random_logit compares each target's explanation with another class's, and the model "
+                             "has one output; explain a model with several classes")
         draw = torch.randint(count - 1, (1,), generator=torch.Generator().manual_seed(seed)).to(chosen.device)
         off = draw + (draw >= chosen).long()  # uniform over the classes other than the target
     else:

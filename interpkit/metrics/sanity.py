@@ -3,8 +3,10 @@ the model's weights are randomised does not explain the model."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -163,9 +165,18 @@ def _smoothed(smooth: int, noise: float, seed: int, inputs: torch.Tensor) -> Cal
 
 
 def _reset(module: nn.Module, seed: int) -> None:
-    """Re-initialise ``module``'s parameters with its own ``reset_parameters`` under ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """Re-initialise ``module``'s parameters with its own ``reset_parameters`` under ``seed``:
+    the CPU generator and that of the module's device are seeded, and given back after
+    (``torch.manual_seed`` would reseed every CUDA device's generator for good)."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    device = torch.device("cpu") if tensor is None else tensor.device
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    forked = [device] if backend is not None else []
+    with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+        torch.default_generator.manual_seed(seed)
+        if backend is not None:
+            with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+                backend.manual_seed(seed)  # the current device's
         module.reset_parameters()  # type: ignore[operator]
 
 

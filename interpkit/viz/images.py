@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,7 @@ def overlay_maps(maps: torch.Tensor, images: Any, kind: MapKind = MapKind.INPUT_
     Maps of another size than the images are resized bilinearly. ``alpha`` is the heatmap's
     weight; ``scale`` as in ``colorize``.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
     planes = _plane(maps.detach(), kind)
     if planes.dim() == 3:  # 1-D: nothing to blend onto; the heat strips, one per map

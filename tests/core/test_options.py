@@ -1,12 +1,13 @@
 """The one set of option checks every public function uses."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from interpkit import InputError
-from interpkit.core import check_finite, check_flag, check_int, check_number
+from interpkit.core import check_baseline, check_finite, check_flag, check_int, check_number
 
 
 @given(value=st.integers(-5, 5), minimum=st.sampled_from([None, 0, 1, 2]))
@@ -84,3 +85,38 @@ def test_infinite_numbers_are_refused_and_plugins_use_the_checks():
                           ("integrated_gradients", {"baseline": torch.full((1, 3, 1, 1), math.nan)})]:
         with pytest.raises(interpkit.InputError):
             interpkit.get_explainer(name)(model, **options)
+
+
+@pytest.mark.parametrize("value", [np.float32(0.5), np.float16(0.5), np.float64(0.5), np.int8(1), 0.5, 1])
+def test_numpy_numbers_are_numbers(value):
+    """``np.float32(0.5)`` was refused as "not a finite non-negative number" while np.float64,
+    a float subclass, was accepted; every real number is taken, as a plain float."""
+    for checked in (check_number("p", value), check_baseline(value)):
+        assert type(checked) is float and checked == float(value)
+    with pytest.raises(InputError):
+        check_number("p", np.bool_(True))
+
+
+def test_a_misspelt_option_is_named_with_the_closest_one():
+    """Python's TypeError named the function (a base class's ``__init__`` for a subclass passing
+    its options on) and suggested nothing."""
+    import interpkit
+    from interpkit.metrics import Deletion
+    from interpkit.testing.models import ConvStack
+
+    with pytest.raises(InputError, match=r"^GradCAM got an unexpected keyword argument 'upsampel' \(did you mean "
+                                         r"'upsample'\?\); its options: model, layer, upsample, relu, eigen_smooth$"):
+        interpkit.GradCAM(ConvStack(), upsampel=False)
+    with pytest.raises(InputError, match=r"^Deletion got an unexpected keyword argument 'stepz' \(did you mean 'steps'"):
+        Deletion(stepz=3)
+    with pytest.raises(InputError, match="missing a required argument: 'model'"):
+        interpkit.GradCAM()
+
+
+def test_every_registered_explainer_refuses_an_option_it_does_not_take():
+    from interpkit.registry import get_explainer, list_explainers
+    from interpkit.testing.models import ConvStack
+
+    for name in list_explainers():
+        with pytest.raises(InputError, match="unexpected keyword argument 'no_such_option'"):
+            get_explainer(name)(ConvStack(), no_such_option=1)

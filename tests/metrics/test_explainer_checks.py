@@ -114,6 +114,13 @@ def test_bad_input(call):
         call(GradCAM(model, layer="layer3"), images)
 
 
+def test_a_model_with_one_output_has_no_other_class_to_compare():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=1).eval()
+    with pytest.raises(InputError, match="one output"):
+        random_logit(GradCAM(model, layer="layer3"), torch.randn(2, 3, 32, 32))
+
+
 def test_avg_sensitivity_equals_quantus_given_its_noise(monkeypatch):
     """Quantus' AvgSensitivity draws uniform noise in [-0.2, 0.2] per element and sample (recorded
     here) and averages ||E(x + d) - E(x)|| / ||E(x)||; interpkit, given the same draws, agrees."""

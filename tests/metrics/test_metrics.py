@@ -325,6 +325,22 @@ def test_every_sample_is_scored_whatever_the_batching(small_cnn, make):
     torch.testing.assert_close(metric(small_cnn, images, maps, labels).scores, whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("make", [lambda: Deletion(steps=5), lambda: Insertion(steps=5), AverageDrop,
+                                  lambda: __import__("interpkit.metrics", fromlist=["ROAD"]).ROAD(fractions=[0.3, 0.6]),
+                                  lambda: __import__("interpkit.metrics", fromlist=["RegionPerturbation"])
+                                  .RegionPerturbation(patch_size=8, regions=4)])
+def test_a_signed_map_scores_the_same_as_an_explanation_and_as_its_tensors(small_cnn, images, make):
+    """A CAM without its ReLU is signed: its (N, 1, H, W) maps were summed over their one channel
+    in absolute value, ranking its most negative regions first, where its Explanation kept the sign."""
+    small_cnn.eval()
+    explanation = GradCAM(small_cnn, relu=False)(images, target=1)
+    assert (explanation.maps < 0).any()
+    scores = [make()(small_cnn, images, maps, 1).scores
+              for maps in (explanation, explanation.maps, explanation.maps[:, 0])]
+    torch.testing.assert_close(scores[1], scores[0])
+    torch.testing.assert_close(scores[2], scores[0])
+
+
 def test_random_metrics_do_not_depend_on_the_batch(small_cnn):
     from interpkit.metrics import Infidelity, max_sensitivity
 

@@ -132,6 +132,20 @@ def test_smoothing_leaves_the_model_and_draws_once(small_cnn, images):
     assert all(torch.equal(v, before[k]) for k, v in small_cnn.state_dict().items())
 
 
+@pytest.mark.parametrize("check", [randomisation_check, efficient_randomisation_check])
+def test_the_layers_seeds_leave_the_users_generators_alone(small_cnn, images, monkeypatch, check):
+    """Each layer is re-initialised under its seed; ``torch.manual_seed`` did it, which also reseeds
+    every CUDA device's generator, and only the CPU's was given back."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    small_cnn.eval()
+    state = torch.get_rng_state()
+    first = check(GradCAM, small_cnn, images[:2])
+    assert reseeded == [] and torch.equal(torch.get_rng_state(), state)
+    again = check(GradCAM, small_cnn, images[:2])  # the seeds still decide
+    torch.testing.assert_close(*(r.maps if hasattr(r, "maps") else r.scores for r in (again, first)))
+
+
 def test_noisy_copies_explain_the_clean_inputs_top_class(images):
     """Loud noise changes the copies' own top classes; every copy still explains the clean one's."""
     torch.manual_seed(0)

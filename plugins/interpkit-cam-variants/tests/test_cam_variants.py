@@ -497,6 +497,25 @@ def test_smoothgradcampp_is_the_papers_and_torchcam_differs_in_three_ways():
     assert (mine / mine.max() - theirs / theirs.max()).abs().max() > 1e-2
 
 
+def test_smoothgradcampp_takes_eigen_smooth_as_every_cam_does():
+    """Its maps were a sum written out in ``layer_map``, so ``eigen_smooth=True`` could not reach
+    its channel terms (and was refused with a TypeError); they now go through ``combine``."""
+    from interpkit.explainers.gradcam import principal_projection
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    images = torch.randn(2, 3, 64, 64)
+    plain = SmoothGradCAMPlusPlus(model, layer="layer3", upsample=False, relu=False, samples=2)
+    seen = []
+    plain.combine = lambda weights, activation: seen.append((weights, activation)) or GradCAM.combine(
+        plain, weights, activation)
+    plain(images, target=[1, 3])
+    weights, activation = seen[0]
+    terms = weights.view(*weights.shape, 1, 1) * activation.unsqueeze(1)
+    smooth = SmoothGradCAMPlusPlus(model, layer="layer3", upsample=False, relu=False, samples=2, eigen_smooth=True)
+    torch.testing.assert_close(smooth(images, target=[1, 3]).maps, principal_projection(terms))
+
+
 def test_smoothgradcampp_batches_and_options():
     model = torchvision.models.resnet18(num_classes=5).eval()
     images = torch.randn(2, 3, 64, 64)

@@ -74,8 +74,8 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     name = "smoothgradcam_plus_plus"
 
     def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, samples: int = 4,
-                 std: float = 0.3, seed: int = 0, max_batch: int = 64) -> None:
-        super().__init__(model, layer, upsample=upsample, relu=relu)
+                 std: float = 0.3, seed: int = 0, max_batch: int = 64, eigen_smooth: bool = False) -> None:
+        super().__init__(model, layer, upsample=upsample, relu=relu, eigen_smooth=eigen_smooth)
         self.samples, self.std = check_int("samples", samples), check_number("std", std)
         self.seed, self.max_batch = check_seed(seed), check_int("max_batch", max_batch)
         if isinstance(layer, list) and len(layer) > 1:
@@ -103,9 +103,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
                                                           *[1] * (found.activation.dim() - 2))
         denominator = 2 * squared + total * cubed
         alpha = torch.where(denominator != 0, squared / torch.where(denominator != 0, denominator, 1.0), 0.0)
-        weights = _grid_sum(alpha * mean.clamp_min(0))  # (N, K, C)
-        grid_rank = found.activation.dim() - 2
-        return (weights.view(*weights.shape, *[1] * grid_rank) * found.activation.unsqueeze(1)).sum(dim=2)
+        return self.combine(_grid_sum(alpha * mean.clamp_min(0)), found.activation)  # weights (N, K, C)
 
 
 class LayerCAM(GradCAM):

@@ -181,10 +181,7 @@ class NoiseTunnel(Explainer):
             raise InputError("a noise tunnel wraps another explainer, not itself")
         if perturb is not None and not callable(perturb):
             raise InputError(f"perturb must be a function (inputs, generator) -> one noisy copy, not {perturb!r}")
-        try:
-            self.inner = cls(model, **options)
-        except TypeError as error:  # an option the wrapped explainer does not take
-            raise InputError(f"{cls.__name__} does not take these options ({error})") from None
+        self.inner = cls(model, **options)  # an option it does not take is an InputError naming it
         self.samples, self.stdev, self.kind, self.seed, self.max_batch = samples, stdev, kind, seed, max_batch
         self.perturb = perturb
 
