@@ -37,8 +37,8 @@ def check_seed(value: Any) -> int:
 def check_number(name: str, value: Any, below: float | None = None, unit: str = "") -> float:
     """``value`` as a float when it is a finite non-negative number (never a bool), below
     ``below`` if given."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf or (  # NaN too
-            below is not None and not value < below):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < math.inf or (  # NaN too
+            below is not None and not float(value) < below):
         wanted = f"lie in [0, {below:g})" if below is not None else f"be a finite non-negative number{unit}"
         raise InputError(f"{name} must {wanted}, got {value!r}")
     return float(value)

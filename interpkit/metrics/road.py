@@ -76,7 +76,7 @@ class ROAD(Metric):
         if order not in ("morf", "lerf", "combined"):
             raise InputError(f"order must be 'morf', 'lerf' or 'combined', not {order!r}")
         if not isinstance(fractions, (list, tuple)) or not fractions or not all(
-                isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < f < 1 for f in fractions):
+                isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < float(f) < 1 for f in fractions):
             raise InputError(f"fractions must lie strictly between 0 and 1, got {fractions!r}")
         check_number("noise", noise)
         check_int("seed", seed, minimum=0)
