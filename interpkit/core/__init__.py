@@ -18,7 +18,7 @@ from .inputs import InputsLike, ModelInputs, check_finite, check_tensor, model_i
 from .layers import LayerChoice, LayerLike, ModuleLike, choose_layer, detect_layout, layer_choices, resolve_layer, unwrap
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, token_layout
 from .maps import MapKind, display, normalize_maps, provide_display, upsample
-from .options import check_baseline, check_flag, check_int, check_number, check_seed
+from .options import check_baseline, check_flag, check_generator, check_int, check_number, check_seed, check_sizes
 from .propagation import PropagationMode, PropagationRule, out_of_graph
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
 from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_device, user_hooked
@@ -30,7 +30,8 @@ __all__ = [
     "ModuleLike", "Neuron", "PropagationMode", "PropagationRule", "ReLURuleExplainer", "ReLURuleMode", "Rule",
     "TargetLike", "TargetSelection",
     "TokenGrid", "capture_outputs", "check_baseline",
-    "check_finite", "check_flag", "check_reference", "check_int", "check_number", "check_seed", "check_tensor", "token_layout",
+    "check_finite", "check_flag", "check_generator", "check_sizes", "check_reference", "check_int", "check_number",
+    "check_seed", "check_tensor", "token_layout",
     "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
     "guided_rule", "layer_choices", "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
     "normalize_maps", "parse_device", "per_target_gradients", "provide_display",

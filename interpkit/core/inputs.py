@@ -80,8 +80,12 @@ class ModelInputs:
         except (RuntimeError, ValueError, IndexError) as error:
             if isinstance(error, InterpkitError):
                 raise
+            shared = (" (another input whose first axis has the batch's length is taken for one row per sample and "
+                      "tiled or sliced with it: keep an input shared by every sample in the model)"
+                      if self.others_batched else "")
             raise ForwardError(f"the model's forward failed on inputs of shape {tuple(self.primary.shape)} "
-                               f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects") from error
+                               f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects"
+                               f"{shared}") from error
 
 
 def _copy(value: Any, fresh: bool) -> Any:

@@ -44,6 +44,22 @@ def check_number(name: str, value: Any, below: float | None = None, unit: str = 
     return float(value)
 
 
+def check_sizes(name: str, value: Any) -> tuple[int, ...]:
+    """A grid's sizes: a non-empty sequence of positive ints (a ``torch.Size`` too), as a tuple."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) == 0:
+        raise InputError(f"{name} must be a non-empty sequence of positive ints, got {value!r}")
+    return tuple(check_int(f"each of {name}", size) for size in value)
+
+
+def check_generator(value: Any) -> Any:
+    """A ``torch.Generator`` (what seeded draws come from)."""
+    import torch
+
+    if not isinstance(value, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator, not {type(value).__name__}")
+    return value
+
+
 def check_flag(name: str, value: Any) -> bool:
     """A boolean option, refused when it is anything but a bool (``upsample="no"`` is truthy)."""
     if not isinstance(value, bool):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import BaselineLike, Call, TargetSelection, check_int, check_seed
+from ..core import BaselineLike, Call, TargetSelection, check_generator, check_int, check_seed
 from .features import FeatureExplainer, per_image
 
 
@@ -45,6 +45,7 @@ class FeatureAblation(FeatureExplainer):
 def shapley_permutations(samples: int, features: int, generator: torch.Generator,
                          device: torch.device | str = "cpu") -> torch.Tensor:
     """``samples`` uniformly random orders (samples, F) of ``features`` features, from ``generator``."""
+    check_int("samples", samples), check_int("features", features), check_generator(generator)
     return torch.rand(samples, features, generator=generator, device=device).argsort(dim=1)
 
 

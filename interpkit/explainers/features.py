@@ -31,6 +31,7 @@ from ..core import (
     check_int,
     check_number,
     check_reference,
+    check_sizes,
     reference,
 )
 from ..errors import InputError
@@ -90,7 +91,8 @@ def grid_cells(grid: tuple[int, ...] | torch.Size, segments: int, device: torch.
     """A regular grid of about ``segments`` cells over ``grid``, the same number per axis
     where the grid allows it: feature ids (*grid) in row-major order of the cells, and their count."""
     check_int("segments", segments)
-    per_axis = _cells_per_axis(tuple(grid), segments)
+    grid = check_sizes("grid", grid)
+    per_axis = _cells_per_axis(grid, segments)
     ids = torch.zeros((), dtype=torch.long, device=device)
     for axis, (size, cells) in enumerate(zip(grid, per_axis)):
         cell = torch.arange(size, device=device) * cells // size

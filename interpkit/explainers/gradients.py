@@ -21,6 +21,7 @@ from ..core import (
     per_target_gradients,
     reference,
 )
+from ..core.noise import normal, uniform
 
 
 class Saliency(Explainer):
@@ -103,7 +104,7 @@ def gradient_shap_draws(x: torch.Tensor, baselines: torch.Tensor, samples: int, 
     shares them, so that its map does not depend on its batch."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     shape = (samples, 1, *x.shape[1:])
-    noisy = x.unsqueeze(0) + noise * torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    noisy = x.unsqueeze(0) + noise * normal(shape, generator, x)
     picks = torch.randint(len(baselines), (samples,), generator=generator, device=x.device)
-    alphas = torch.rand(samples, 1, generator=generator, device=x.device, dtype=x.dtype).expand(samples, len(x))
+    alphas = uniform((samples, 1), generator, x).expand(samples, len(x))
     return noisy, baselines[picks].unsqueeze(1).expand_as(noisy), alphas

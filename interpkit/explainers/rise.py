@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Call, Explainer, Explanation, MapKind, check_int, check_number, check_seed
+from ..core import Call, Explainer, Explanation, MapKind, check_generator, check_int, check_number, check_seed, check_sizes
 from ..errors import InputError
 from .perturbation import clean_targets, perturbed_scores
 
@@ -34,6 +34,10 @@ def rise_masks(count: int, grid: Sequence[int], cells: int, p: float, generator:
                device: torch.device | str = "cpu") -> torch.Tensor:
     """``count`` RISE masks (count, *grid) in [0, 1], drawn from ``generator``: Bernoulli(p) cell
     values, upsampled to cells + 1 cells, cropped at a random shift of less than one cell."""
+    check_int("count", count), check_int("cells", cells), check_generator(generator)
+    grid = check_sizes("grid", grid)
+    if not check_number("p", p) <= 1:
+        raise InputError(f"p is the probability of keeping a cell: it must lie in [0, 1], got {p!r}")
     return _render(*_draw(count, grid, cells, p, generator, device), grid)
 
 

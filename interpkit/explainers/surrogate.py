@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import BaselineLike, Call, TargetSelection, check_int, check_number, check_seed
+from ..core import BaselineLike, Call, TargetSelection, check_generator, check_int, check_number, check_seed
 from ..errors import InputError, SamplingWarning
 from .features import FeatureExplainer, per_image
 from .perturbation import perturbed_scores
@@ -34,6 +34,7 @@ def kernel_shap_coalitions(samples: int, features: int, generator: torch.Generat
                            device: torch.device | str = "cpu") -> torch.Tensor:
     """KernelSHAP's coalitions (samples, F), bool: all kept, none kept, then sizes drawn from the
     Shapley kernel's distribution and uniform subsets of those sizes."""
+    check_int("samples", samples), check_int("features", features), check_generator(generator)
     if features < 2 or samples <= 2:
         return (torch.arange(samples, device=device) % 2 == 0).unsqueeze(1).expand(samples, features)
     sizes = torch.arange(1, features, device=device, dtype=torch.float64)
@@ -48,6 +49,7 @@ def kernel_shap_coalitions(samples: int, features: int, generator: torch.Generat
 def lime_coalitions(samples: int, features: int, generator: torch.Generator,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """LIME's coalitions (samples, F), bool: each feature kept with probability 1/2."""
+    check_int("samples", samples), check_int("features", features), check_generator(generator)
     return torch.rand(samples, features, generator=generator, device=device) < 0.5
 
 
@@ -57,7 +59,20 @@ def fit_linear(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, regulari
     (S, N, F) per image, targets ``y`` (S, N, K) and sample weights (S, N), in float64 (float32
     where the device has none). ``regulariser``: None minimises ``sum_s w_s r_s^2`` (the
     minimum-norm solution where that is not unique); "ridge" adds ``alpha |beta|^2``; "lasso"
-    minimises ``sum_s w_s r_s^2 / (2 sum_s w_s) + alpha |beta|_1``: scikit-learn's objectives."""
+    minimises ``sum_s w_s r_s^2 / (2 sum_s w_s) + alpha |beta|_1``: scikit-learn's objectives.
+    ``y`` and ``weights`` must be finite, the weights non-negative with a positive sum per image
+    (one host read checks them)."""
+    _check_fit(z, y, weights, regulariser, alpha)
+    if not bool(torch.isfinite(y).all() & torch.isfinite(weights).all() & (weights >= 0).all()
+                & (weights.sum(dim=0) > 0).all()):
+        raise InputError("fit_linear takes finite targets y and finite non-negative weights, some positive for each "
+                         "image")
+    return _fit(z, y, weights, regulariser, alpha)
+
+
+def _check_fit(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, regulariser: str | None, alpha: float) -> None:
+    if not all(isinstance(t, torch.Tensor) for t in (z, y, weights)):
+        raise InputError("fit_linear takes tensors z, y and weights")
     if regulariser not in _REGULARISERS:
         raise InputError(f"regulariser must be 'lasso', 'ridge' or None, not {regulariser!r}")
     check_number("alpha", alpha)
@@ -65,6 +80,11 @@ def fit_linear(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, regulari
             (z.dim() == 3 and z.shape[1] != y.shape[1]):
         raise InputError(f"fit_linear takes z (S, F) or (S, N, F), y (S, N, K) and weights (S, N); got z "
                          f"{tuple(z.shape)}, y {tuple(y.shape)}, weights {tuple(weights.shape)}")
+
+
+def _fit(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, regulariser: str | None = None,
+         alpha: float = 0.0) -> torch.Tensor:
+    """``fit_linear`` for the explainers' own draws and scores, without its host read."""
     dtype = torch.float32 if z.device.type == "mps" else torch.float64
     w = weights.to(dtype).T.unsqueeze(-1)  # (N, S, 1)
     z = z.to(dtype).transpose(0, 1) if z.dim() == 3 else z.to(dtype).unsqueeze(0)  # (N or 1, S, F)
@@ -140,7 +160,7 @@ class KernelSHAP(FeatureExplainer):
         ends = (z | ~valid).all(dim=-1) | ~(z & valid).any(dim=-1)  # all or none of the image's features kept
         weights = torch.where(ends, 1e6, 1.0).double()
         _warn_if_underdetermined(self.samples, counts, self.name)
-        return fit_linear(z, scores, weights)
+        return _fit(z, scores, weights)
 
 
 class LIME(FeatureExplainer):
@@ -184,12 +204,15 @@ class LIME(FeatureExplainer):
         else:
             d = torch.cat(distances) / self.kernel_width
             weights = torch.exp(-d * d / 2)
-            if not bool((weights.amax(dim=0) > 0).all()):  # one host read per call
-                raise InputError(f"every LIME weight of an image underflows to 0: its copies lie {float(d.min()):.3g} "
-                                 f"kernel widths or more from it; raise kernel_width (or use the cosine distance)")
+            dead = weights.amax(dim=0) <= 0
+            if bool(dead.any()):  # one host read per call
+                image = int(dead.nonzero()[0])  # the first such image, on the way to the error only
+                raise InputError(f"every LIME weight of image {image} underflows to 0: its copies lie "
+                                 f"{float(d[:, image].min()):.3g} kernel widths or more from it; raise kernel_width "
+                                 "(or use the cosine distance)")
             _warn_if_weights_underdetermine(z, weights, counts)
         _warn_if_underdetermined(self.samples, counts, self.name)
-        return fit_linear(z, scores, weights, self.regulariser, self.alpha)
+        return _fit(z, scores, weights, self.regulariser, self.alpha)
 
     def _distance(self, copies: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The distance (m, N) of copies (m, N, P) to their images (N, P)."""

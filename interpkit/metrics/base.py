@@ -157,6 +157,21 @@ def _forward(model: nn.Module, batch: torch.Tensor) -> Any:
     return ModelInputs(args=(batch,)).run(model)
 
 
+def one_map_per_sample(maps: Explanation | torch.Tensor) -> torch.Tensor:
+    """An Explanation's maps of its one target (N, ...), or a tensor of real values as given."""
+    tensor = maps.maps if isinstance(maps, Explanation) else maps
+    if not isinstance(tensor, torch.Tensor):
+        raise InputError(f"maps must be an Explanation or a tensor, not {type(maps).__name__}")
+    if tensor.is_complex():  # torch would drop the imaginary part with only a warning
+        raise InputError("maps must hold real values, not complex; give their .abs() or .real")
+    if isinstance(maps, Explanation):
+        if tensor.shape[1] != 1:
+            raise InputError(f"the explanation has {tensor.shape[1]} maps per sample; score one target at a time "
+                             "(explain with one target, or select a column)")
+        tensor = tensor[:, 0]
+    return tensor
+
+
 def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor, keep_float64: bool = False) -> torch.Tensor:
     """One saliency value per input grid position (N, *grid): an Explanation with one map per
     sample, or a tensor (N, *grid) or (N, C, *grid) aligned with the inputs; several channels are
@@ -165,14 +180,7 @@ def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor, kee
     With ``keep_float64`` float64 maps stay float64 (maps read without the model).
     Maps on a layer's grid are refused: upsample them first (GradCAM does by
     default; ``interpkit.explainers.gradcam.upsample`` for others)."""
-    tensor = maps.maps if isinstance(maps, Explanation) else maps
-    if not isinstance(tensor, torch.Tensor):
-        raise InputError(f"maps must be an Explanation or a tensor, not {type(maps).__name__}")
-    if isinstance(maps, Explanation):
-        if tensor.shape[1] != 1:
-            raise InputError(f"the explanation has {tensor.shape[1]} maps per sample; score one target at a time "
-                             "(explain with one target, or select a column)")
-        tensor = tensor[:, 0]
+    tensor = one_map_per_sample(maps)
     grid = tuple(inputs.shape[2:])
     if tensor.dim() == inputs.dim():
         if tensor.shape[1] not in (1, inputs.shape[1]):
@@ -193,6 +201,20 @@ def scored_maps(explanation: Explanation, inputs: torch.Tensor) -> tuple[torch.T
     if explanation.kind is MapKind.LAYER_GRID:
         maps = upsample(maps, tuple(inputs.shape[2:]))
     return maps[:, 0], explanation.targets[:, 0]
+
+
+def drawn(perturb: Callable[[torch.Tensor, torch.Generator], Any], inputs: torch.Tensor, generator: torch.Generator,
+          samples: int, name: str) -> torch.Tensor:
+    """``samples`` results of ``perturb(inputs, generator)`` (the user's function, or a default),
+    stacked (S, N, ...), each checked to be a tensor of the inputs' shape."""
+    found = []
+    for _ in range(samples):
+        value = perturb(inputs, generator)
+        if not isinstance(value, torch.Tensor) or value.shape != inputs.shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InputError(f"{name} must return a tensor of the inputs' shape {tuple(inputs.shape)}, got {got}")
+        found.append(value)
+    return torch.stack(found)
 
 
 def chunks(total: int, size: int) -> Iterator[slice]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core import Explanation, check_baseline, check_int, check_number, check_seed
 from ..errors import InputError
-from .base import Metric, MetricResult, chunks
+from .base import Metric, MetricResult, chunks, one_map_per_sample
 from .sanity import _ranks
 
 Baseline = Any  # "black", "white", "mean", a number, or a tensor broadcastable to one input
@@ -30,13 +30,7 @@ DEFAULT_STEPS = 100  # without features_in_step: Quantus' 1 costs one forward pe
 def feature_attributions(maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """The attributions as (N, F) signed values: F = C x positions when the maps have the inputs'
     C channels, else F = positions (maps (N, *grid) or (N, 1, *grid))."""
-    tensor = maps.maps if isinstance(maps, Explanation) else maps
-    if not isinstance(tensor, torch.Tensor):
-        raise InputError(f"maps must be an Explanation or a tensor, not {type(maps).__name__}")
-    if isinstance(maps, Explanation):
-        if tensor.shape[1] != 1:
-            raise InputError(f"the explanation has {tensor.shape[1]} maps per sample; score one target at a time")
-        tensor = tensor[:, 0]
+    tensor = one_map_per_sample(maps)
     if tensor.dim() == inputs.dim() - 1:
         tensor = tensor.unsqueeze(1)
     if (tensor.dim() != inputs.dim() or len(tensor) != len(inputs) or tensor.shape[1] not in (1, inputs.shape[1])

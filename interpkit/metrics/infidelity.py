@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from ..core import Explanation, check_int
+from ..core.noise import normal
 from ..errors import InputError
-from .base import Metric, MetricResult, chunks
+from .base import Metric, MetricResult, chunks, drawn, one_map_per_sample
 
 Perturbation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # inputs, generator -> I, same shape
 
@@ -19,7 +20,7 @@ def gaussian(std: float = 0.003) -> Perturbation:
     """I ~ N(0, std^2) per input element, the perturbation Yeh et al. use for infidelity; one draw
     shared by the images of a batch, so that no image's score depends on its batch."""
     def perturb(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        draw = torch.randn((1, *inputs.shape[1:]), generator=generator, device=inputs.device, dtype=inputs.dtype)
+        draw = normal((1, *inputs.shape[1:]), generator, inputs)
         return (draw * std).expand_as(inputs)
 
     return perturb
@@ -45,11 +46,7 @@ class Infidelity(Metric):
         self.samples, self.seed = samples, seed
 
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        tensor = maps.maps[:, 0] if isinstance(maps, Explanation) and maps.maps.shape[1] == 1 else maps
-        if isinstance(maps, Explanation) and maps.maps.shape[1] != 1:
-            raise InputError(f"the explanation has {maps.maps.shape[1]} maps per sample; score one target at a time")
-        if not isinstance(tensor, torch.Tensor):
-            raise InputError(f"maps must be an Explanation or a tensor, not {type(maps).__name__}")
+        tensor = one_map_per_sample(maps)
         if tensor.dim() == inputs.dim() - 1:
             tensor = tensor.unsqueeze(1)
         if (tensor.dim() != inputs.dim() or len(tensor) != len(inputs) or tensor.shape[1] not in (1, inputs.shape[1])
@@ -62,9 +59,7 @@ class Infidelity(Metric):
                 score: Callable[..., Any]) -> MetricResult:
         n = len(inputs)
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
-        perturbations = torch.stack([self.perturbation(inputs, generator) for _ in range(self.samples)])  # (S, N, ...)
-        if perturbations.shape[1:] != inputs.shape:
-            raise InputError(f"the perturbation returned {tuple(perturbations.shape[1:])} for inputs {tuple(inputs.shape)}")
+        perturbations = drawn(self.perturbation, inputs, generator, self.samples, "the perturbation")  # (S, N, ...)
         samples = torch.arange(n, device=inputs.device).repeat(self.samples)
         perturbed = (inputs.unsqueeze(0) - perturbations).flatten(0, 1)
         after = torch.cat([score(perturbed[part], samples[part]) for part in chunks(len(perturbed), self.max_batch or n)])

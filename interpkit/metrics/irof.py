@@ -66,7 +66,10 @@ class IROF(FeatureRemoval):
         """Segment ids (N, P) numbered from 0 per image, and each image's count."""
         n, grid = len(inputs), tuple(inputs.shape[2:])
         found = superpixels(inputs, self.segments) if isinstance(self.segments, int) else self.segments(inputs)
-        found = torch.as_tensor(found, device=inputs.device)
+        try:
+            found = torch.as_tensor(found, device=inputs.device)
+        except (TypeError, ValueError, RuntimeError):  # None, ragged lists, strings
+            raise InputError(f"segments must give integer ids of shape {(n, *grid)}, not {type(found).__name__}") from None
         if found.dim() == inputs.dim():
             found = found[:, 0] if found.shape[1] == 1 else found
         if tuple(found.shape) != (n, *grid) or found.dtype.is_floating_point or found.dtype == torch.bool:

@@ -151,7 +151,7 @@ def _smoothed(smooth: int, noise: float, seed: int, inputs: torch.Tensor) -> Cal
     flat = inputs.flatten(1)
     spread = (flat.amax(dim=1) - flat.amin(dim=1)).view(-1, *[1] * (inputs.dim() - 1)) * noise
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
-    draws = torch.randn((smooth - 1, 1, *inputs.shape[1:]), generator=generator, dtype=inputs.dtype).to(inputs.device)
+    draws = torch.randn((smooth - 1, 1, *inputs.shape[1:]), generator=generator, dtype=torch.float32).to(inputs)
 
     def explain(explainer: Explainer, target: TargetLike) -> Explanation:
         clean = explainer(inputs, target)

@@ -8,8 +8,9 @@ from typing import Callable
 import torch
 
 from ..core import Explainer, TargetLike, check_int, check_number, check_seed, check_tensor
+from ..core.noise import normal, uniform
 from ..errors import InputError
-from .base import MetricResult, chunks
+from .base import MetricResult, chunks, drawn
 
 Perturb = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # inputs, generator -> perturbed inputs
 
@@ -52,14 +53,14 @@ def local_lipschitz_estimate(explainer: Explainer, inputs: torch.Tensor, target:
 def _uniform(radius: float) -> Perturb:
     """x + d, d uniform in [-radius, radius] per element: one draw shared by the batch's images."""
     def draw(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return x + (torch.rand((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype) * 2 - 1) * radius
+        return x + (uniform((1, *x.shape[1:]), g, x) * 2 - 1) * radius
     return draw
 
 
 def _gaussian(std: float) -> Perturb:
     """x + d, d ~ N(0, std^2) per element: one draw shared by the batch's images."""
     def draw(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return x + torch.randn((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype) * std
+        return x + normal((1, *x.shape[1:]), g, x) * std
     return draw
 
 
@@ -84,9 +85,7 @@ def perturbed_explanations(name: str, explainer: Explainer, inputs: torch.Tensor
         raise InputError(f"perturb must be a function (inputs, generator) -> perturbed inputs, not {draw!r}")
     inputs = checked_inputs(name, explainer, inputs)
     generator = torch.Generator(device=inputs.device).manual_seed(seed)
-    perturbed = torch.cat([draw(inputs, generator) for _ in range(samples)])  # copy-major (S * N, ...)
-    if perturbed.shape != (samples * len(inputs), *inputs.shape[1:]):
-        raise InputError(f"perturb returned {tuple(perturbed.shape[1:])} for inputs {tuple(inputs.shape)}")
+    perturbed = drawn(draw, inputs, generator, samples, "perturb").flatten(0, 1)  # copy-major (S * N, ...)
     clean, moved = explained_copies(explainer, inputs, target, perturbed, max_batch)
     return clean, moved, perturbed.reshape(samples, len(inputs), *inputs.shape[1:])
 

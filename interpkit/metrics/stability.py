@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 
 from ..core import Explainer, ModelInputs, TargetLike, check_number, class_scores, evaluation, forward_hooks, resolve_layer
+from ..core.noise import uniform
 from ..errors import InputError
 from .base import MetricResult, chunks
 from .sensitivity import Perturb, perturbed_explanations
@@ -88,10 +89,10 @@ def _stability(name: str, denominator: Any, explainer: Explainer, inputs: torch.
     if not check_number("low", low) <= check_number("high", high):
         raise InputError(f"the noise's low bound {low} exceeds its high bound {high}")
 
-    def uniform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return x + low + (high - low) * torch.rand((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype)
+    def shifted(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return x + low + (high - low) * uniform((1, *x.shape[1:]), g, x)
 
-    clean, moved, copies = perturbed_explanations(name, explainer, inputs, target, samples, seed, perturb or uniform,
+    clean, moved, copies = perturbed_explanations(name, explainer, inputs, target, samples, seed, perturb or shifted,
                                                   max_batch)
     logits, moved_logits, change = _forwards(explainer, inputs, copies, max_batch, representation, eps)
     ratios = _relative(clean, moved, eps) / denominator(inputs, copies, logits, moved_logits, change).clamp_min(eps)

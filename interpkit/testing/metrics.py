@@ -52,12 +52,13 @@ def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None
     wrong = wrong_options(metric_cls, lambda **given: metric_cls(**{**dict(options or {}), **given})(
         model, inputs, maps, **extra))
     assert not wrong, f"{metric_cls.__name__} options of the wrong kind: {'; '.join(wrong)}"
-    for bad in (maps[:, :6], maps[:1], torch.rand(batch, 2, 12, 10)):
+    for bad in (maps[:, :6], maps[:1], torch.rand(batch, 2, 12, 10), maps.to(torch.complex64)):
         try:
             metric(model, inputs, bad, **extra)
         except InputError:
             continue
-        raise AssertionError(f"maps of shape {tuple(bad.shape)} for inputs {tuple(inputs.shape)} did not raise InputError")
+        raise AssertionError(f"{bad.dtype} maps of shape {tuple(bad.shape)} for inputs {tuple(inputs.shape)} did not "
+                             "raise InputError")
     several = Explanation(torch.rand(batch, 2, 12, 10), torch.zeros(batch, 2, dtype=torch.long),
                           torch.zeros(batch, 2), "test", MapKind.INPUT_GRID)
     try:

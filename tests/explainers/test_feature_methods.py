@@ -2,6 +2,8 @@
 masks, orders and coalitions, and exact where the answer is known by construction."""
 
 import itertools
+import re
+import warnings
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from interpkit.explainers import (
     grid_cells,
     kernel_shap_coalitions,
     lime_coalitions,
+    rise_masks,
     shapley_permutations,
     superpixels,
 )
@@ -307,6 +310,14 @@ def test_degenerate_settings_are_refused_or_warned_about():
     model, x = resnet_and_images(size=8)
     with pytest.raises(InputError, match="underflows"):
         LIME(model, features="grid", segments=16, distance="euclidean", kernel_width=0.01, samples=20)(x, target=0)
+    near, far = torch.full((1, 3, 8, 8), 0.01), torch.full((1, 3, 8, 8), 100.0)  # from the 0 baseline's copies
+    narrow = LIME(model, features="grid", segments=16, distance="euclidean", kernel_width=0.01, samples=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        narrow(near, target=0)  # explained alone; in a batch with the far image, that one is named, at its distance
+    alone = str(pytest.raises(InputError, narrow, far, target=0).value)
+    with pytest.raises(InputError, match=re.escape(alone.replace("image 0", "image 1"))):
+        narrow(torch.cat([near, far]), target=0)
     wide = LIME(model, features="grid", segments=4, kernel_width=1e200, samples=20)(x, target=0).maps
     assert torch.isfinite(wide).all()
     with pytest.warns(SamplingWarning, match="underdetermined"):
@@ -407,3 +418,24 @@ def test_bad_baselines_are_named():
     by_channel = FeatureAblation(model, features=block_mask(24, 24, 2, 2), baseline=means)(x, target=1).maps
     full = FeatureAblation(model, features=block_mask(24, 24, 2, 2), baseline=means.expand(3, 24, 24))(x, target=1).maps
     torch.testing.assert_close(by_channel, full)
+
+
+def _generator():
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: rise_masks(0, (8, 8), 3, 0.5, _generator()), lambda: rise_masks(4, (8, 8), 0, 0.5, _generator()),
+    lambda: rise_masks(4, (8, 8), 3, 2.0, _generator()), lambda: rise_masks(4, (0, 8), 3, 0.5, _generator()),
+    lambda: rise_masks(4, (8, 8), 3, 0.5, None), lambda: grid_cells((), 4), lambda: grid_cells((0, 4), 4),
+    lambda: kernel_shap_coalitions(-3, 5, _generator()), lambda: kernel_shap_coalitions(10, 0, _generator()),
+    lambda: lime_coalitions(-1, 5, _generator()), lambda: shapley_permutations(3, -1, _generator()),
+    lambda: fit_linear(torch.randn(5, 3), torch.randn(5, 2, 1), torch.zeros(5, 2)),
+    lambda: fit_linear(torch.randn(5, 3), torch.randn(5, 2, 1), -torch.ones(5, 2)),
+    lambda: fit_linear(torch.randn(5, 3), torch.full((5, 2, 1), float("nan")), torch.ones(5, 2)),
+    lambda: fit_linear([[1.0]], torch.randn(5, 2, 1), torch.ones(5, 2)),
+])
+def test_the_public_helpers_refuse_bad_arguments(call):
+    """They raised ZeroDivisionError, RuntimeError or LinAlgError, or returned NaN coefficients."""
+    with pytest.raises(InputError):
+        call()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from interpkit import InputError, Occlusion, TargetError
+from interpkit import ForwardError, InputError, Occlusion, TargetError
 from interpkit.core import model_cache
 from interpkit.testing import Conv1dNet, Conv3dNet
 
@@ -247,3 +247,21 @@ def test_bad_targets_and_options_of_perturbation_methods_are_named():
         with pytest.raises(InputError, match=says) as raised:
             make()
         assert "mixes the samples" not in str(raised.value)
+
+
+def test_a_shared_input_taken_for_one_row_per_sample_is_named_when_the_forward_fails():
+    """A (1,) scale shared by every sample, with a batch of one, is tiled with the copies: the
+    forward fails, and the error says why, where it only blamed the shapes."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.f = nn.Linear(2 * 6 * 6, 3)
+
+        def forward(self, x, scale):
+            return self.f((x * scale).flatten(1))
+
+    model, scale = Scaled().eval(), torch.tensor([2.0])
+    assert Occlusion(model, window=2)((torch.randn(2, 2, 6, 6), scale), target=0).maps.shape == (2, 1, 6, 6)
+    with pytest.raises(ForwardError, match="keep an input shared by every sample in the model"):
+        Occlusion(model, window=2)((torch.randn(1, 2, 6, 6), scale), target=0)

@@ -111,6 +111,7 @@ def test_irof_is_large_when_the_map_finds_the_evidence():
 def test_the_contract_and_bad_input():
     check_metric(IROF, {"segments": 8})
     model, images, maps, labels = _case()
-    for segments in (lambda x: torch.zeros(3, 5, 5, dtype=torch.long), lambda x: torch.rand(3, 24, 24), 0, "slic"):
+    for segments in (lambda x: torch.zeros(3, 5, 5, dtype=torch.long), lambda x: torch.rand(3, 24, 24), 0, "slic",
+                     lambda x: None, lambda x: [[0, 1], [2]]):
         with pytest.raises(InputError):
             IROF(segments=segments)(model, images, maps, labels)
