@@ -25,6 +25,7 @@ each module's children, compared by identity at C speed, so a submodule replaced
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from contextlib import contextmanager
@@ -173,20 +174,41 @@ def user_hooked(modules: tuple[nn.Module, ...]) -> bool:
                for slots in filter(None, map(attrgetter(name), modules)) for hook in slots.values())
 
 
-# ops whose schema does not mark the running statistics they update in training mode
-_RUNNING_STATS = {"aten::native_batch_norm", "aten::_native_batch_norm_legit", "aten::cudnn_batch_norm",
-                  "aten::miopen_batch_norm", "aten::batch_norm_update_stats"}
+# batch norms whose running statistics are written exactly when ``training`` is true: some
+# schemas do not mark them, ``_native_batch_norm_legit``'s marks them in eval mode too
+_TRAINING_STATS = {"aten::native_batch_norm", "aten::_native_batch_norm_legit", "aten::cudnn_batch_norm",
+                   "aten::miopen_batch_norm"}
+_STATISTICS = ("running_mean", "running_var")
+
+
+@functools.lru_cache(maxsize=None)
+def _write_slots(func: Any) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...], int]:
+    """Where an op's written tensors are: the arguments it always writes and those it writes when
+    its ``training`` argument (at the last index) is true, each as (position, name)."""
+    schema = func._schema
+    arguments = [(i, a.name) for i, a in enumerate(schema.arguments)]
+    statistics = tuple(slot for slot in arguments if slot[1] in _STATISTICS)
+    if schema.name == "aten::batch_norm_update_stats":  # updates them whatever its schema says
+        return statistics, (), -1
+    gated = schema.name in _TRAINING_STATS and bool(statistics)
+    always = tuple(slot for slot, a in zip(arguments, schema.arguments) if a.alias_info is not None
+                   and a.alias_info.is_write and not (gated and slot in statistics))
+    training = next((i for i, name in arguments if name == "training"), -1)
+    return always, statistics if gated else (), training
 
 
 def _written(func: Any, args: tuple, kwargs: dict) -> Iterator[Any]:
-    """The tensors an op writes, by its schema's alias annotations."""
-    schema = func._schema
-    for index, argument in enumerate(schema.arguments):
-        if argument.alias_info is not None and argument.alias_info.is_write:
-            value = args[index] if index < len(args) else kwargs.get(argument.name)
-            yield from (value if isinstance(value, (list, tuple)) else [value])
-    if schema.name in _RUNNING_STATS:
-        yield from args[3:5]
+    """The tensors an op writes, by its schema's alias annotations, and a batch norm's running
+    statistics where it updates them (in training mode only)."""
+    always, when_training, training = _write_slots(func)
+    slots = always + when_training if when_training and _value(args, kwargs, (training, "training")) else always
+    for slot in slots:
+        value = _value(args, kwargs, slot)
+        yield from (value if isinstance(value, (list, tuple)) else [value])
+
+
+def _value(args: tuple, kwargs: dict, slot: tuple[int, str]) -> Any:
+    return args[slot[0]] if slot[0] < len(args) else kwargs.get(slot[1])
 
 
 class WriteGuard(TorchDispatchMode):

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import dataclasses
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -164,15 +165,20 @@ def _smoothed(smooth: int, noise: float, seed: int, inputs: torch.Tensor) -> Cal
     return explain
 
 
+_SEEDING = threading.Lock()
+
+
 def _reset(module: nn.Module, seed: int) -> None:
     """Re-initialise ``module``'s parameters with its own ``reset_parameters`` under ``seed``:
     the CPU generator and that of the module's device are seeded, and given back after
-    (``torch.manual_seed`` would reseed every CUDA device's generator for good)."""
+    (``torch.manual_seed`` would reseed every CUDA device's generator for good). Those generators
+    are the process's: one thread's seeded draws at a time, or threads would draw from each
+    other's seeds and give back each other's states."""
     tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
     device = torch.device("cpu") if tensor is None else tensor.device
     backend = getattr(torch, device.type, None) if device.type != "cpu" else None
     forked = [device] if backend is not None else []
-    with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+    with _SEEDING, torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
         torch.default_generator.manual_seed(seed)
         if backend is not None:
             with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():

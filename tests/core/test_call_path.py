@@ -214,6 +214,31 @@ def test_writes_inside_composite_functions_views_and_backward_hooks_are_undone()
     assert_model_unchanged(before, hooked)
 
 
+@pytest.mark.parametrize("name", ["gradcam", "saliency", "lrp", "occlusion", "deeplift"])
+@pytest.mark.parametrize("training", [False, True])
+def test_an_explanation_between_the_users_forward_and_backward_leaves_the_graph_valid(name, training):
+    """The guard took an eval batch norm's running statistics for written (the op's schema marks
+    them written in eval mode too) and copied them back after the call: the same values, but their
+    version counters moved, so the user's pending backward failed ("modified by an inplace
+    operation"). They are written, and copied, only in training mode."""
+
+    class Net(nn.Module):  # the user's class: the guarded path
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.head(F.relu(self.norm(self.conv(x))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model, x = Net().train(training), torch.randn(2, 3, 16, 16)
+    loss = model(x).logsumexp(1).mean()  # the user's forward, its backward still to come
+    versions = [t._version for t in model.norm.buffers()]
+    interpkit.get_explainer(name)(model)(x, target=1)
+    assert [t._version for t in model.norm.buffers()] == versions
+    loss.backward()
+
+
 def test_submodules_and_parameters_a_forward_creates_are_removed():
     class Grows(nn.Module):
         def __init__(self) -> None:

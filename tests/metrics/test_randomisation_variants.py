@@ -146,6 +146,41 @@ def test_the_layers_seeds_leave_the_users_generators_alone(small_cnn, images, mo
     torch.testing.assert_close(*(r.maps if hasattr(r, "maps") else r.scores for r in (again, first)))
 
 
+def test_threads_checking_their_own_models_get_the_sequential_results():
+    """Each layer's seeded draws come from the process's generator: threads drew from each
+    other's seeds (5 of 10 rounds gave other maps) and gave back each other's states. A layer
+    whose re-initialisation pauses between its draws lets the others run in between."""
+    import time
+
+    from threads import in_threads
+
+    class Pausing(nn.Conv2d):
+        def reset_parameters(self) -> None:
+            super().reset_parameters()
+            time.sleep(0.002)
+            if self.bias is not None:
+                nn.init.normal_(self.bias)
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(*[m for _ in range(3) for m in (Pausing(4, 4, 3, padding=1), nn.ReLU())],
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    expected = randomisation_check(Saliency, model(), x, 0).maps
+    for _ in range(2):
+        models, found = [model() for _ in range(4)], [None] * 4
+        torch.manual_seed(123)
+        state = torch.get_rng_state()
+
+        def check(i):
+            found[i] = randomisation_check(Saliency, models[i], x, 0).maps
+
+        assert not in_threads(check)
+        assert all(torch.equal(maps, expected) for maps in found)
+        assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_noisy_copies_explain_the_clean_inputs_top_class(images):
     """Loud noise changes the copies' own top classes; every copy still explains the clean one's."""
     torch.manual_seed(0)
