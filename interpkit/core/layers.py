@@ -29,7 +29,7 @@ from .gradients import backward_errors_refused
 from .hooks import forward_hooks, hooks_set_aside
 from .inputs import ModelInputs
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, aligned, history_hint, stated, token_layout
-from .state import model_facts
+from .state import model_facts, probing
 
 ModuleLike = Union[str, nn.Module]  # a dotted name or the submodule itself
 LayerLike = Union[ModuleLike, tuple, None]  # also a (layer, layout) pair, or None to choose
@@ -220,7 +220,8 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
         if layout is not None:
             candidates.append(_Candidate(module, output, layout, output._version))
 
-    with hooks_set_aside(model_facts(model).modules):  # the user's hooks see the explaining forward only
+    # the user's hooks see the explaining forward only, and what the probe wrote is undone before it
+    with probing(model), hooks_set_aside(model_facts(model).modules):
         with torch.enable_grad(), forward_hooks(names, hook):
             output = probe.run(model)
         usable = [c for c in candidates if calls[c.module] == 1]

@@ -14,8 +14,9 @@ Two paths, chosen per call:
   composite functions and the backward too, and copies a parameter or buffer just before the
   first op whose schema writes its storage (through ``.data`` as well, which no version counter
   sees; batch norm's running statistics in training mode as well, which its schema does not
-  mark). ``restore`` puts the values back and removes buffers, parameters and submodules the
-  call created. Writes that bypass torch's dispatcher (through numpy, raw storages or
+  mark; in eval mode they are not written). ``restore`` puts the values back, removes buffers,
+  parameters and submodules the call created and rebinds module attributes the call rebound or
+  added. Writes that bypass torch's dispatcher (through numpy, raw storages or
   ``swap_tensors``) are not seen.
 
 Per-model facts (modules, names, parents, trust) are cached and checked on every call against
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, repeat
-from operator import attrgetter, is_not
+from operator import attrgetter, is_, is_not
 from typing import Any, Iterator
 
 import torch
@@ -65,6 +66,7 @@ class ModelFacts:
     subparents: dict[nn.Module, nn.Module]  # for the modules whose parent is not the model
     subnorms: tuple[nn.Module, ...]
     trusted: bool
+    untrusted: tuple[nn.Module, ...]  # the submodules of classes not trusted: the user's
     cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -144,7 +146,8 @@ def model_facts(model: nn.Module) -> ModelFacts:
     submodules = modules[1:]
     subparents = {child: parent for parent in submodules for child in parent.children()}
     facts = ModelFacts(_children(modules), weakref.ref(model), submodules, {m: names[m] for m in submodules},
-                       subparents, tuple(filter(_is_norm, submodules)), all(map(_trusted, modules)))
+                       subparents, tuple(filter(_is_norm, submodules)), all(map(_trusted, modules)),
+                       tuple(m for m in submodules if not _trusted(m)))
     with _facts_guard:
         _facts[model] = facts
     return facts
@@ -264,14 +267,15 @@ class ModelSnapshot:
         self.requires_grad = list(map(_requires_grad, self.params))
         self.grads = list(map(_grad, self.params))
         self.tensors = self.params + list(filter(_present, chain.from_iterable(map(dict.values, buffer_slots))))
-        if any(map(isinstance, self.tensors, repeat(_LAZY))):  # no storage yet: nothing to write
-            self.tensors = [t for t in self.tensors if not isinstance(t, _LAZY)]
+        if any(map(isinstance, self.tensors, repeat(_LAZY))):  # a forward would materialise it: another class
+            lazy = next(type(m).__name__ for m in self.modules if isinstance(m, nn.modules.lazy.LazyModuleMixin))
+            raise InputError(f"the model's {lazy} has not been initialised (a lazy module takes its shapes from its first "
+                             "forward, which also changes its class); run one forward on an input first")
         self.guard: WriteGuard | None = None
         self.versions: list[int] = []
         if user_code or not facts.trusted or user_hooked(self.modules):
             self.tensors = [t for t in self.tensors if not t.is_inference()]
-            self.guard = WriteGuard(self.tensors)
-            self.names = [(m, set(m._buffers), set(m._parameters), set(m._modules)) for m in self.modules]
+            self._guard()
         else:
             self.versions = self._versions()
         if any(map(is_not, self.grads, repeat(None))):
@@ -288,24 +292,57 @@ class ModelSnapshot:
             self.tensors = [t for t in self.tensors if not t.is_inference()]
             return list(map(_version, self.tensors))
 
+    def _guard(self) -> None:
+        """The guarded path's records: the guard, and the attributes (names and the objects they
+        hold) of the modules whose code is the user's, their own classes' or their hooks', which
+        may rebind or add attributes (library classes' forwards do not)."""
+        self.guard = WriteGuard(self.tensors)
+        model, facts = self.modules[0], self.facts
+        hooked = [m for m in self.modules if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                  or m._backward_pre_hooks]
+        own = () if _trusted(model) else (model,)
+        self.watched = tuple(dict.fromkeys((*own, *facts.untrusted, *hooked)))
+        self.attributes: list[dict[str, Any]] = list(map(dict.copy, map(_attributes, self.watched)))
+        self.slot_names = [(set(m._buffers), set(m._parameters), set(m._modules)) for m in self.modules]
+        self.versions = []
+
+    def in_eval(self) -> None:
+        """The model was just put in eval mode: the flags are the call's now (``restore`` gives
+        back the recorded ones), not a change ``undo_writes`` should undo."""
+        if self.guard is not None:
+            for attributes, module in zip(self.attributes, self.watched):
+                attributes["training"] = module.training
+
     def guarded(self) -> WriteGuard:
         """Switch a plain hold to the guarded path (user code is about to run inside it)."""
         if self.guard is None:
-            self.guard = WriteGuard(self.tensors)
-            self.names = [(m, set(m._buffers), set(m._parameters), set(m._modules)) for m in self.modules]
-            self.versions = []
+            self._guard()
+        assert self.guard is not None
         return self.guard
+
+    def _undo_writes(self) -> None:
+        """On the guarded path, put back what the model's code changed: written values,
+        attributes rebound or added (``self.cache = h``), buffers, parameters and submodules it
+        created."""
+        if self.guard is None:
+            return
+        self.guard.restore()
+        for module, (buffers, parameters, children) in zip(self.modules, self.slot_names):
+            for slots, before in ((module._buffers, buffers), (module._parameters, parameters),
+                                  (module._modules, children)):
+                for name in set(slots) - before:
+                    del slots[name]
+        if not _same_attributes(list(map(_attributes, self.watched)), self.attributes):
+            for module, attributes in zip(self.watched, self.attributes):
+                current = vars(module)
+                for name in set(current) - set(attributes):
+                    del current[name]
+                current.update((name, value) for name, value in attributes.items() if current.get(name) is not value)
 
     def restore(self) -> None:
         """Put every recorded flag, gradient, slot and written tensor back; each kind is
         compared as a whole first and walked only where something differs."""
-        if self.guard is not None:
-            self.guard.restore()
-            for module, buffers, parameters, children in self.names:  # what the call created
-                for slots, before in ((module._buffers, buffers), (module._parameters, parameters),
-                                      (module._modules, children)):
-                    for name in set(slots) - before:
-                        del slots[name]
+        self._undo_writes()
         if list(map(_training, self.modules)) != self.training:
             for module, training in zip(self.modules, self.training):
                 module.training = training
@@ -333,8 +370,17 @@ class ModelSnapshot:
                     "it could not be put back. Please report it with the model's code")
 
 
-_training, _requires_grad, _grad, _version, _parameters, _buffers = (
-    attrgetter(name) for name in ("training", "requires_grad", "grad", "_version", "_parameters", "_buffers"))
+def _same_attributes(current: list[dict[str, Any]], recorded: list[dict[str, Any]]) -> bool:
+    """Whether every module holds the same attributes, names and objects, in the same order
+    (compared by identity at C speed; a name rebound keeps its place, an added one comes last)."""
+    return (list(map(len, current)) == list(map(len, recorded))
+            and all(map(is_, chain.from_iterable(current), chain.from_iterable(recorded)))
+            and all(map(is_, chain.from_iterable(map(dict.values, current)),
+                        chain.from_iterable(map(dict.values, recorded)))))
+
+
+_training, _requires_grad, _grad, _version, _parameters, _buffers, _attributes = (
+    attrgetter(name) for name in ("training", "requires_grad", "grad", "_version", "_parameters", "_buffers", "__dict__"))
 _present = partial(is_not, None)
 _LAZY = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]
 
@@ -389,6 +435,7 @@ def evaluation(model: nn.Module, user_code: bool = False, call: bool = False) ->
         try:
             if any(snapshot.training):  # model.eval() walks every module's __setattr__: skip it when it would do nothing
                 _eval(model)
+                snapshot.in_eval()
             if snapshot.guard is not None:
                 with snapshot.guard:
                     yield
@@ -400,6 +447,24 @@ def evaluation(model: nn.Module, user_code: bool = False, call: bool = False) ->
         finally:
             record.snapshot = None
             snapshot.restore()
+
+
+@contextmanager
+def probing(model: nn.Module) -> Iterator[None]:
+    """A forward an explanation call makes for itself (choosing a layer, measuring memory), on
+    the first call per input shape: what the model's code changes in it is undone at once, so no
+    result depends on whether its call probed. On the plain path the forward writes nothing."""
+    held = _record(model).snapshot  # the call's own: it holds the model's lock
+    if held is None or held.guard is None:
+        yield
+        return
+    inner = ModelSnapshot(model, user_code=True)
+    try:
+        assert inner.guard is not None
+        with inner.guard:
+            yield
+    finally:
+        inner.restore()
 
 
 _calls = threading.local()  # ``facts``: id(model) -> facts, for the plain explanation calls open in this thread

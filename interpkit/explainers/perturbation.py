@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..core import Call, Explainer, ModelInputs, TargetSelection, class_scores, mixes_samples, model_cache, neurons_of
+from ..core.state import probing
 from ..errors import ForwardError, TargetError
 
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
@@ -96,7 +97,7 @@ def _measured(model: nn.Module, unit: ModelInputs, samples: int) -> tuple[int, i
     x = unit.primary.clone()  # a model may write its input
     device = x.device
     accelerator = [device] if device.type == "cuda" else []  # other devices' generators: the CPU's only
-    with torch.random.fork_rng(devices=accelerator, device_type="cuda"):
+    with probing(model), torch.random.fork_rng(devices=accelerator, device_type="cuda"):
         _, alone, twice = (_peak_bytes(model, unit.with_primary(batch)) for batch in (x, x, torch.cat([x, x])))
     per_unit = twice - alone if twice > alone else max(alone, 1)
     return max(0, alone - per_unit), -(-per_unit // samples)

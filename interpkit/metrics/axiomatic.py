@@ -6,7 +6,6 @@ input that the model takes back out does not change the explanation."""
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from typing import Any, Callable
@@ -16,7 +15,7 @@ from torch import nn
 
 from ..core import Explainer, Explanation, TargetLike, check_baseline, check_number, check_tensor
 from ..errors import InputError
-from .base import Metric, MetricResult, aligned_saliency, check_model
+from .base import Metric, MetricResult, aligned_saliency, check_model, model_copy
 from .perturbation import Baseline, baseline_of
 from .sanity import explained_by
 
@@ -64,7 +63,7 @@ def input_invariance(make_explainer: Callable[[nn.Module], Explainer], model: nn
     inputs = check_tensor(inputs, model)
     original = explained_by(make_explainer, model)(inputs, target)
     pinned = original.targets if original.class_targets else target
-    shifted_model = copy.deepcopy(model)
+    shifted_model = model_copy(model, "input_invariance")
     shifted_model.register_forward_pre_hook(lambda _m, args: (args[0] - offset, *args[1:]))
     shifted = explained_by(make_explainer, shifted_model)(inputs + offset, pinned)
     agree = ((original.maps - shifted.maps).abs() <= tolerance).flatten(1).all(dim=1)

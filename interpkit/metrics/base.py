@@ -10,6 +10,7 @@ machine already runs); randomness comes from ``seed``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -215,6 +216,17 @@ def drawn(perturb: Callable[[torch.Tensor, torch.Generator], Any], inputs: torch
             raise InputError(f"{name} must return a tensor of the inputs' shape {tuple(inputs.shape)}, got {got}")
         found.append(value)
     return torch.stack(found)
+
+
+def model_copy(model: nn.Module, method: str) -> nn.Module:
+    """A deep copy of ``model`` for a check that changes one (the user's stays as it was)."""
+    try:
+        return copy.deepcopy(model)
+    except Exception as error:  # a tensor deepcopy cannot copy (a graph's, as the old weight norm keeps)
+        raise InputError(f"{method} changes a copy of the model, and copy.deepcopy could not copy it "
+                         f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); give a model that deepcopy "
+                         "can copy (the old torch.nn.utils.weight_norm: use torch.nn.utils.parametrizations.weight_norm)"
+                         ) from None
 
 
 def chunks(total: int, size: int) -> Iterator[slice]:

@@ -28,7 +28,7 @@ from ..core import (
     evaluation,
 )
 from ..errors import InputError
-from .base import MetricResult, check_model
+from .base import MetricResult, check_model, model_copy
 
 
 @dataclass
@@ -73,7 +73,7 @@ def randomisation_check(make_explainer: Callable[[nn.Module], Explainer], model:
     original = explain(explained_by(make_explainer, model), target)
     pinned = original.targets if original.class_targets else target
     reference = _plane(original)
-    trial = copy.deepcopy(model)
+    trial = model_copy(model, "the randomisation check")
     layers = _top_down(trial, inputs)
     if not layers:
         raise InputError("the model has no layer with parameters to randomise")
@@ -106,7 +106,7 @@ def efficient_randomisation_check(make_explainer: Callable[[nn.Module], Explaine
     inputs = check_tensor(inputs, model)
     original = explained_by(make_explainer, model)(inputs, target)
     pinned = original.targets if original.class_targets else target
-    trial = copy.deepcopy(model)
+    trial = model_copy(model, "the randomisation check")
     layers = _top_down(trial, inputs)
     if not layers:
         raise InputError("the model has no layer with parameters to randomise")

@@ -763,3 +763,69 @@ def test_a_model_writing_its_inputs_in_place_explains_the_users_values_and_leave
         got = interpkit.get_explainer(name)(writes)((x, y), target=1).maps  # GradCAM: the layer probe too
         assert torch.equal(x, kept[0]) and torch.equal(y, kept[1])
         torch.testing.assert_close(got, interpkit.get_explainer(name)(plain)((x, y), target=1).maps)
+
+
+class _Doubling(nn.Module):
+    """The user's model whose forward doubles a buffer its output is scaled by."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+        self.register_buffer("scale", torch.ones(1))
+
+    def forward(self, x):
+        self.scale.mul_(2)
+        return self.head(F.relu(self.conv(x)).mean((2, 3))) * self.scale
+
+
+@pytest.mark.parametrize("name", ["gradcam", "scorecam", "occlusion", "rise", "kernel_shap"])
+def test_the_first_call_equals_the_next_though_it_probed_the_model(name):
+    """A first call per input shape probes the model (choosing the layer, measuring the memory a
+    forward takes): its writes were undone only at the call's end, so the explanation's own
+    forwards saw a model the probes had changed, and the first call's maps differed."""
+    model, x = _Doubling(), torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    explainer = interpkit.get_explainer(name)(model)
+    first, second = explainer(x, target=1), explainer(x, target=1)
+    torch.testing.assert_close(first.maps, second.maps, rtol=0, atol=0)
+    torch.testing.assert_close(first.scores, second.scores, rtol=0, atol=0)
+    assert model.scale.item() == 1.0
+
+
+def test_attributes_a_forward_rebinds_or_adds_are_put_back():
+    """``self.last = h`` kept the explanation's tensor (and its graph) in the model, a lazily set
+    attribute stayed, and the old hook-based weight norm left ``weight`` bound to the call's."""
+
+    class Caching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3, padding=1))
+            self.head, self.last = nn.Linear(4, 3), None
+
+        def forward(self, x):
+            h = F.relu(self.conv(x))
+            self.last = h
+            if not hasattr(self, "first_shape"):
+                self.first_shape = tuple(x.shape)
+            return self.head(h.mean((2, 3)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the old weight norm
+        model = Caching().eval()
+    x = torch.randn(2, 3, 8, 8)
+    model(x[:1])
+    before = dict(vars(model)), dict(vars(model.conv))
+    for name in ("gradcam", "saliency", "occlusion"):
+        interpkit.get_explainer(name)(model)(x, target=1)
+        for attributes, module in zip(before, (model, model.conv)):
+            assert vars(module).keys() == attributes.keys()
+            assert all(vars(module)[key] is value for key, value in attributes.items()), name
+
+
+def test_a_model_with_lazy_modules_is_refused_and_left_lazy():
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LazyLinear(3))
+    for name in ("gradcam", "saliency"):
+        with pytest.raises(interpkit.InputError, match="LazyConv2d has not been initialised.*run one forward"):
+            interpkit.get_explainer(name)(model)(torch.randn(2, 3, 8, 8), target=1)
+    assert [type(m).__name__ for m in model] == ["LazyConv2d", "ReLU", "AdaptiveAvgPool2d", "Flatten", "LazyLinear"]

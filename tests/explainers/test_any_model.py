@@ -350,7 +350,7 @@ def test_shapes_with_two_readings_need_the_module_or_a_layout():
     model, x = ChannelsLastBlock(6).eval(), torch.randn(2, 3, 32, 32)
     assert GradCAM(model, upsample=False)(x).maps.shape == (2, 1, 8, 8)  # the layer norm says channels last
     with pytest.raises(LayerError, match="channels-last"):
-        GradCAM(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)),
+        GradCAM(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8 * 8, 2)),
                 layer=("0", ChannelsLast()))(torch.randn(1, 3, 8, 8))
 
 

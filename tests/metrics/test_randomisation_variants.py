@@ -253,3 +253,17 @@ def test_histogram_entropy_refuses_what_has_no_histogram_and_widens_a_range_beyo
     for row in (torch.tensor([-3e38, 3e38, 0.0]), torch.tensor([0.0, 1e-45, 2e-45])):  # float32 range, width
         expected = scipy.stats.entropy(np.histogram(row.double().numpy(), bins=10)[0])  # NumPy float32 raises on one
         assert histogram_entropy(row[None], 10).item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_model_deepcopy_cannot_copy_is_refused_by_name():
+    """The old hook-based weight norm keeps its weight as a tensor of a graph, which deepcopy
+    refuses with torch's RuntimeError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = nn.Sequential(torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3)), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    for check in (randomisation_check, efficient_randomisation_check):
+        with pytest.raises(InputError, match="copy.deepcopy could not copy it"):
+            check(Saliency, model, x, 0)
