@@ -56,7 +56,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
             return pil_to_tensor(image)
     except FileNotFoundError:
         raise InputError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image {path}: {error}; is it a valid image file?") from None
 
 

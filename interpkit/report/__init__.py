@@ -130,6 +130,7 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                 study={name: {split: "-" if value is None else f"{value:.1%}" for split, value in row.items()}
                        for name, row in STUDY.items()})
+    claim_folder(Path(out))
     build = _Build(page, Path(out), data_dir, torch_device, scorers)
     steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]
     steps += [partial(_choose_best, page), partial(_feature_maps, build)]
@@ -143,6 +144,27 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     index = Path(out) / "index.html"
     write_text(index, _template().render(page=page))
     return index
+
+
+MARKER = ".interpkit-report"  # in a folder a report writes: a rerun may replace what it holds
+
+
+def claim_folder(out: Path) -> None:
+    """Take ``out`` for a report: a new or empty folder, or an earlier report's (its marker, or
+    the page and store of one made before the marker), whose viewer and store a rerun replaces.
+    Any other folder holds the user's files and is refused before anything is written."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder for the report")
+    earlier = (out / MARKER).is_file() or ((out / "index.html").is_file() and (out / "test-split-store").is_dir())
+    if out.is_dir() and any(out.iterdir()) and not earlier:
+        raise InputError(f"{out} holds files that are not an interpkit report; give a new or empty folder (the report "
+                         "writes index.html, images/, viewer/ and test-split-store/ there, replacing an earlier report's)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("written by interpkit report: a rerun replaces this folder's report\n")
+    except OSError as error:
+        raise InputError(f"cannot write the report into {out} ({error.strerror or error}); give a writable folder"
+                         ) from None
 
 
 def _template() -> jinja2.Template:

@@ -13,6 +13,13 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         pass  # one line per image request would drown the terminal
 
+    def send_head(self):
+        try:
+            return super().send_head()
+        except ValueError:  # a NUL byte in the path (%00), which no file name holds: the server printed a traceback
+            self.send_error(http.HTTPStatus.BAD_REQUEST, "the path holds a character no file name can")
+            return None
+
 
 def viewer_server(folder: str | Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
     """An HTTP server for ``folder`` (a written viewer) on 127.0.0.1:``port`` (0: any free port),

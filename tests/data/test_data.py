@@ -78,6 +78,15 @@ def test_corrupt_and_missing_files_name_the_file(tmp_path):
         read_image(truncated)
 
 
+def test_an_image_too_large_to_open_safely_is_bad_input(tmp_path, monkeypatch):
+    """PIL refuses an image whose header claims more than twice ``MAX_IMAGE_PIXELS`` (a 48 KB PNG
+    claiming 20000 x 20000) with DecompressionBombError, which passed as a traceback."""
+    path = _save(tmp_path, "huge.png", Image.new("RGB", (40, 40)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(InputError, match="huge.png.*decompression bomb"):
+        read_image(path)
+
+
 def _folder(tmp_path, counts):
     for name, count in counts.items():
         (tmp_path / name).mkdir()

@@ -229,3 +229,25 @@ def test_the_report_help_names_the_default_metrics():
     report = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("report"))
     help_text = " ".join(next(a.help for a in report._actions if a.dest == "metrics").split())
     assert all(name in help_text for name in REPORT_METRICS)
+
+
+def test_a_folder_of_the_users_is_refused_and_an_earlier_reports_is_taken(tmp_path):
+    """The report removed ``viewer/`` and ``test-split-store/`` and replaced ``index.html`` in any
+    folder it was given: a folder holding the user's own files lost them."""
+    from interpkit.report import MARKER, claim_folder
+
+    mine = tmp_path / "mine"
+    (mine / "viewer").mkdir(parents=True)
+    (mine / "viewer" / "notes.txt").write_text("keep me")
+    with pytest.raises(interpkit.InputError, match="not an interpkit report"):
+        build_report(mine, models=["caltech5_arch2"], progress=False)
+    assert (mine / "viewer" / "notes.txt").read_text() == "keep me" and not (mine / MARKER).exists()
+    done = subprocess.run([sys.executable, "-m", "interpkit", "report", "--out", str(mine)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not an interpkit report" in done.stderr and done.stderr.count("\n") == 1
+    fresh = tmp_path / "fresh"
+    claim_folder(fresh)
+    (fresh / "index.html").write_text("an earlier page")
+    claim_folder(fresh)  # a rerun into its own folder
+    with pytest.raises(interpkit.InputError, match="is a file"):
+        claim_folder(fresh / "index.html")

@@ -422,3 +422,27 @@ def test_batches_are_submitted_a_few_at_a_time(stores, tmp_path, monkeypatch):
     monkeypatch.setattr(site, "_render_batch", rendering)
     write_site(stores[:1], tmp_path / "site", progress=False)
     assert len(ahead) == 100 and max(ahead) <= 2 * (os.cpu_count() or 1) + 1
+
+
+def test_the_server_answers_a_path_no_file_can_have_without_a_traceback(tmp_path, capfd):
+    """``GET /%00`` made the standard handler raise "embedded null byte": no response, and a
+    traceback on the command's stderr."""
+    import http.client
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "index.html").write_text("<p>viewer</p>")
+    (tmp_path / "data" / "site.js").write_text("")
+    server = viewer_server(tmp_path, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        statuses = []
+        for path in ("/%00", "/index.html%00.png", "/index.html"):
+            connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+            connection.request("GET", path)
+            statuses.append(connection.getresponse().status)
+            connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [400, 400, 200]
+    assert "Traceback" not in capfd.readouterr().err
