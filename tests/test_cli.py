@@ -195,3 +195,26 @@ def test_visualise_writes_images_and_a_contact_sheet(tmp_path):
         failed = run("visualise", "--model", "caltech5_arch1", *[x for kv in args.items() for x in kv], "--steps", "1",
                      "--out", tmp_path / "bad", "--no-progress")
         assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr, bad
+
+
+def test_running_out_of_memory_is_one_line_and_other_errors_stay_tracebacks(monkeypatch, capsys):
+    """``visualise --size 100000`` asked torch's allocator for 240 GB: its RuntimeError was a traceback."""
+    from interpkit.cli import commands
+    from interpkit.cli.main import main
+
+    def asks_too_much(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 240004800000 bytes.")
+
+    monkeypatch.setattr(commands, "visualise_channels", asks_too_much)
+    arguments = ["visualise", "--model", "caltech5_arch1", "--layer", "features.0", "--channels", "0", "--out", "never",
+                 "--size", "100000"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("interpkit: error: out of memory") and error.count("\n") == 1
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("a bug of interpkit's: its traceback must show")
+
+    monkeypatch.setattr(commands, "visualise_channels", fails)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(arguments)

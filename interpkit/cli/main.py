@@ -315,6 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InterpkitError, OSError) as error:
         print(f"interpkit: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (MemoryError, RuntimeError) as error:  # torch's allocators raise RuntimeError (CUDA's a subclass)
+        if not isinstance(error, MemoryError) and not any(
+                words in str(error) for words in ("out of memory", "can't allocate memory", "not enough memory")):
+            raise
+        print(f"interpkit: error: out of memory ({_one_line(error)[:160]}); ask for smaller sizes or batches",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interpkit: interrupted", file=sys.stderr)
         return 130

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from ..data import ImageTransform, caltech5
-from ..errors import InputError
+from ..errors import InputError, InterpkitError
 from ..files import save_figure, write_text
 from ..registry import get_model, list_models
 from ..zoo import sha256_file, vgg
@@ -57,12 +57,27 @@ def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: Train
     """
     config = config or TrainConfig()
     unknown = [n for n in names if n not in list_models()]
-    if unknown:
-        raise InputError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")
+    if unknown or not names:
+        raise InputError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(list_models())}")
+    if resume and checkpoint_dir is None:
+        raise InputError("resuming reads each model's checkpoint: give the folder they were saved to (--checkpoint-dir)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     transform = ImageTransform()
     splits, classes = load_splits(data_dir, transform.size)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_each(names, out, config, splits, classes, transform, data_dir, checkpoint_dir, resume, backbone,
+                           cache_dir, progress, command)
+    except InterpkitError:  # refused (a checkpoint that does not fit, say) before anything was written
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _train_each(names: Sequence[str], out: Path, config: TrainConfig, splits: dict[str, Split], classes: list[str],
+                transform: ImageTransform, data_dir: Any, checkpoint_dir: Any, resume: bool, backbone: Any,
+                cache_dir: Any, progress: bool, command: str | None) -> list[dict[str, Any]]:
     rows = []
     for name in names:
         checkpoint = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None

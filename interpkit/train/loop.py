@@ -45,8 +45,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise InputError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:  # NaN too
+            raise InputError(f"lr must be a positive finite number, got {self.lr}")
 
 
 @dataclass

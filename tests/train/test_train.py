@@ -159,3 +159,25 @@ def test_train_command_writes_weights_tables_and_figures(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "interpkit", "train", "--models", "resnet9000", "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown model" in bad.stderr
+
+
+def test_bad_training_input_is_refused_and_leaves_no_folder(tmp_path):
+    """``--lr nan`` passed the ``lr <= 0`` check into AdamW's traceback, ``--models ,`` trained
+    nothing and exited 0, and a refused run left its ``--out`` folder behind."""
+    from interpkit.train import TrainConfig, train_models
+
+    with pytest.raises(interpkit.InputError, match="lr must be a positive finite number"):
+        TrainConfig(lr=float("nan"))
+    out = tmp_path / "run"
+    with pytest.raises(interpkit.InputError, match="none given"):
+        train_models([], out)
+    with pytest.raises(interpkit.InputError, match="checkpoint-dir"):
+        train_models(["caltech5_arch1"], out, resume=True)
+    with pytest.raises(interpkit.InputError, match="no checkpoint at"):  # refused after the data is read
+        train_models(["caltech5_arch1"], out, TrainConfig(epochs=1), resume=True, checkpoint_dir=tmp_path / "none",
+                     progress=False)
+    assert not out.exists()
+    for args in (["--models", ","], ["--lr", "nan"]):
+        done = subprocess.run([sys.executable, "-m", "interpkit", "train", *args, "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and not out.exists(), done.stderr
