@@ -1,5 +1,6 @@
 """The command line: every command, and bad input as exit code 2 with one line."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,44 @@ def test_running_out_of_memory_is_one_line_and_other_errors_stay_tracebacks(monk
     monkeypatch.setattr(commands, "visualise_channels", fails)
     with pytest.raises(RuntimeError, match="a bug"):
         main(arguments)
+
+
+def test_weights_whose_description_names_another_model_are_refused(tmp_path):
+    """The description's sha256 matched its weights, so only ``load_state_dict`` saw the mismatch,
+    as a traceback."""
+    import json
+    import shutil
+
+    from interpkit.cli.commands import load_model
+
+    bundled = Path(interpkit.__file__).parent / "zoo" / "weights"
+    shutil.copy(bundled / "caltech5_arch1.pt", tmp_path / "m.pt")
+    description = json.loads((bundled / "caltech5_arch1.json").read_text())
+    description["meta"]["model"] = "caltech5_arch2"
+    (tmp_path / "m.json").write_text(json.dumps(description))
+    with pytest.raises(interpkit.WeightsError, match="does not fit caltech5_arch2"):
+        load_model(None, str(tmp_path / "m.pt"), "cpu")
+
+
+@pytest.mark.parametrize("mine", [
+    {"manifest.json": '{"project": "my dataset"}', "manifest.csv": "id,file\n1,a.jpg\n"},
+    {"manifest.csv": "id,file\n1,a.jpg\n"},
+    {"manifest.json": '[{"input": "a.jpg", "status": "done", "predicted": "x", "probability": 1, "requested": "top-1", '
+                      '"outputs": 7, "reason": ""}]'},  # damaged: outputs is no list
+])
+def test_explain_keeps_a_manifest_it_did_not_write_unless_overwrite(tmp_path, image_files, capsys, mine):
+    """Files named manifest.json or manifest.csv that interpkit did not write were replaced without
+    --overwrite, and a damaged one of its own (outputs not a list) crashed with a TypeError."""
+    from interpkit.cli.main import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    arguments = ["explain", str(image_files[0]), "--model", "caltech5_arch2", "--out", str(out), "--no-progress"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "is not a manifest interpkit explain wrote" in error and error.count("\n") == 1
+    assert all((out / name).read_text() == text for name, text in mine.items())
+    assert main([*arguments, "--overwrite"]) == 0
+    assert json.loads((out / "manifest.json").read_text())[0]["status"] == "done"

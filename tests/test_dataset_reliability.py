@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from models import SmallCNN
+from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 import interpkit
@@ -189,6 +190,32 @@ def test_damaged_shards_are_named_and_repaired_by_resuming(tmp_path):
     with pytest.raises(InputError, match="incomplete|maps.npy"):
         read_store(out).maps
     np.testing.assert_array_equal(_explain(out, resume=True).maps, good)
+
+
+def test_a_damaged_metric_file_makes_its_shard_pending_and_resuming_repairs_it(tmp_path):
+    """Resuming checked the seven core arrays only: after a metric's file was truncated it said
+    every sample was explained and left the file damaged, while reading it said to resume."""
+    out = tmp_path / "s"
+    good = _explain(out, metrics=["deletion"]).metric("deletion").copy()
+    scores = out / "shards" / "00000000-00000004" / "metric-deletion.npy"
+    scores.write_bytes(scores.read_bytes()[:70])
+    with pytest.raises(InputError, match="incomplete|metric-deletion"):
+        read_store(out).metric("deletion")
+    np.testing.assert_array_equal(_explain(out, metrics=["deletion"], resume=True).metric("deletion"), good)
+
+
+@pytest.mark.parametrize("options, words", [({"metrics": None}, "metrics takes a list"),
+                                            ({"metrics": [["deletion"]]}, "metrics takes a list"),
+                                            ({"transform": "x"}, "transform must be a function")])
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, words):
+    """``metrics=None`` raised a TypeError, and ``transform="x"`` wrote a store whose every sample
+    had failed ("'str' object is not callable")."""
+    folder = tmp_path / "images" / "bonsai"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(folder / "a.png")
+    with pytest.raises(InputError, match=words):
+        explain_dataset(GradCAM(_model()), tmp_path / "images", tmp_path / "s", progress=False, **options)
+    assert not (tmp_path / "s").exists()
 
 
 def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):

@@ -28,7 +28,12 @@ def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[
         if not isinstance(name, str):
             raise WeightsError(f"{weights.path.with_suffix('.json')} names no model; write it again with 'interpkit train'")
         network = get_model(name, num_classes=len(categories))
-        network.load_state_dict(weights.state_dict())
+        try:
+            network.load_state_dict(weights.state_dict())
+        except RuntimeError as error:  # the description names another model than the weights are of
+            found = " ".join(str(error).split())[:160]
+            raise WeightsError(f"{checkpoint} does not fit {name}, the model its description names ({found}); "
+                               "write both again with 'interpkit train'") from None
         transform = weights.transforms()
     else:
         if model is None:

@@ -85,6 +85,7 @@ def explain_files(images: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     chosen = parse_target(target, categories)
     stems = _output_stems([Path(p) for p in images])
     out = Path(out_dir)
+    _refuse_a_foreign_manifest(out, overwrite)
     records = [ImageRecord(str(p), os.path.abspath(p), requested=target or "top-1") for p in images]
     # whose each file is: this run's and earlier runs' (from the folder's manifest); never another input's
     owners = {Path(o): _key(row) for row in _earlier_manifest(out) for o in row["outputs"]}
@@ -268,6 +269,17 @@ def _write_manifest(out: Path, records: list[ImageRecord]) -> None:
     write_text(out / "manifest.csv", text.getvalue())
 
 
+def _refuse_a_foreign_manifest(out: Path, overwrite: bool) -> None:
+    """The run writes ``manifest.json`` and ``manifest.csv`` into ``out``: files of those names that
+    no run of ``interpkit explain`` wrote (or damaged past reading) are the user's, replaced only
+    with ``overwrite``."""
+    present = [name for name in ("manifest.json", "manifest.csv") if (out / name).exists()]
+    if overwrite or not present or _earlier_manifest(out):
+        return
+    raise InputError(f"{out / present[0]} is not a manifest interpkit explain wrote (or it is damaged); give another "
+                     "--out, or pass --overwrite to replace it")
+
+
 def _earlier_manifest(out: Path) -> list[dict[str, Any]]:
     try:
         rows = json.loads((out / "manifest.json").read_text())
@@ -275,4 +287,5 @@ def _earlier_manifest(out: Path) -> list[dict[str, Any]]:
         return []  # none yet, or unreadable: this run's manifest replaces it
     if not isinstance(rows, list):
         return []
-    return [{"path": "", **row} for row in rows if isinstance(row, dict) and set(MANIFEST_FIELDS) - {"path"} <= set(row)]
+    return [{"path": "", **row} for row in rows if isinstance(row, dict) and set(MANIFEST_FIELDS) - {"path"} <= set(row)
+            and isinstance(row["outputs"], list) and all(isinstance(o, str) for o in row["outputs"])]

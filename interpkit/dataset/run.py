@@ -66,6 +66,8 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     batch_size, shard_size, num_workers = int(batch_size), int(shard_size), int(num_workers)  # numpy ints too
     if isinstance(metrics, str):
         raise InputError(f"metrics takes a list of names, e.g. [{metrics!r}]")
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        raise InputError(f"metrics takes a list of registered metric names, e.g. ['deletion'], not {metrics!r}")
     scorers = [get_metric(m)() for m in metrics]  # unknown names refused before anything is written
     rerunning = [m for m, scorer in zip(metrics, scorers) if isinstance(scorer, ExplainerCheck)]
     if rerunning:
@@ -78,7 +80,7 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     _agree_on_manifest(root, wanted, resume, rank, world)
     ranges = shard_ranges(len(dataset), shard_size)  # type: ignore[arg-type]
     mine = ranges[rank * len(ranges) // world:(rank + 1) * len(ranges) // world]  # contiguous, whole shards
-    pending = [r for r in mine if not shard_done(root, *r)]
+    pending = [r for r in mine if not shard_done(root, *r, metrics)]
     if pending:
         _run(explainer, dataset, root, pending, target, scorers, metrics, batch_size,
              num_workers, STORED[dtype], precision, progress and rank == 0)
@@ -100,6 +102,9 @@ def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any,
                              "its own transform and labels")
         return data, batch_size, num_workers
     if isinstance(data, (str, os.PathLike)):
+        if transform is not None and not callable(transform):
+            raise InputError(f"transform must be a function of a PIL image (or None: 224 x 224, ImageNet "
+                             f"normalisation), not {transform!r}")
         transform = transform or ImageTransform()
         if str(data).startswith("caltech5:"):
             return caltech5(str(data).split(":", 1)[1], transform=transform), batch_size, num_workers

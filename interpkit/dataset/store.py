@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -45,12 +45,14 @@ def shard_ranges(length: int, shard_size: int) -> list[tuple[int, int]]:
 ARRAYS = ("maps", "targets", "scores", "predictions", "probabilities", "labels", "valid")
 
 
-def shard_done(out: Path, start: int, stop: int) -> bool:
-    """True when the shard is whole: every array present with its full length (a truncated or
-    missing file makes it pending again, so resuming repairs it)."""
+def shard_done(out: Path, start: int, stop: int, metrics: Sequence[str] = ()) -> bool:
+    """True when the shard is whole: every array, the scores of each of ``metrics`` too, present
+    with its full length (a truncated or missing file makes it pending again, so resuming
+    repairs it)."""
     folder = out / SHARDS / shard_name(start, stop)
     try:
-        lengths = {len(np.load(folder / f"{name}.npy", mmap_mode="r")) for name in ARRAYS}
+        lengths = {len(np.load(folder / f"{name}.npy", mmap_mode="r"))
+                   for name in (*ARRAYS, *(f"metric-{m}" for m in metrics))}
         failures = json.loads((folder / "failures.json").read_text())
     except (OSError, ValueError, EOFError):
         return False
@@ -113,7 +115,8 @@ class MapStore:
 
     def _shards(self) -> list[Path]:
         ranges = shard_ranges(len(self), int(self.manifest["shard_size"]))
-        missing = [shard_name(*r) for r in ranges if not shard_done(self.path, *r)]
+        metrics = self.manifest.get("metrics") or []
+        missing = [shard_name(*r) for r in ranges if not shard_done(self.path, *r, metrics)]
         if missing:
             raise InputError(f"the store in {self.path} is incomplete ({len(missing)} of {len(ranges)} shards missing, "
                              f"first {missing[0]}); resume the run that writes it")
