@@ -260,3 +260,32 @@ def test_explain_keeps_a_manifest_it_did_not_write_unless_overwrite(tmp_path, im
     assert all((out / name).read_text() == text for name, text in mine.items())
     assert main([*arguments, "--overwrite"]) == 0
     assert json.loads((out / "manifest.json").read_text())[0]["status"] == "done"
+
+
+def test_feature_maps_writes_nothing_for_bad_input_and_keeps_inputs_named_alike_apart(tmp_path, image_files, capsys):
+    """It made --out and drew the first image before reading the second (a corrupt one: exit 2
+    with files left), and ``a/x.jpg`` and ``b/x.jpg`` wrote the same names (two figures lost)."""
+    from interpkit.cli.main import main
+
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "maps"
+    for extra in ([str(corrupt)], ["--layers", "nope"]):
+        assert main(["feature-maps", str(image_files[0]), *extra, "--model", "caltech5_arch1", "--out", str(out)]) == 2
+        assert not out.exists() and capsys.readouterr().err.count("\n") == 1
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.open(image_files[0]).convert("RGB").save(tmp_path / folder / "x.jpg")
+    assert main(["feature-maps", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg"), "--model",
+                 "caltech5_arch1", "--layers", "features.0", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "x-2_feature_maps_features.0.npy", "x-2_feature_maps_features.0.png", "x_feature_maps_features.0.npy",
+        "x_feature_maps_features.0.png"]
+
+
+def test_view_refuses_a_bad_port_before_writing_the_viewer(tmp_path, capsys):
+    from interpkit.cli.main import main
+
+    out = tmp_path / "viewer"
+    assert main(["view", str(tmp_path / "store"), "--out", str(out), "--serve", "--port", "99999"]) == 2
+    assert "port must be" in capsys.readouterr().err and not out.exists()

@@ -67,17 +67,38 @@ def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model:
     chosen = comma_names(layers)
     if chosen == []:
         raise InputError("--layers names no layer; give dotted names separated by commas, or drop --layers")
+    # every image read and the layers tried before anything is written; two inputs named alike get two names
+    pictures = [read_image(file) for file in images]
+    stems = numbered([Path(Path(file).stem) for file in images])
+    results = [feature_maps(network, transform(pictures[0]).unsqueeze(0).to(device), chosen)]
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for file in images:
-        result = feature_maps(network, transform(read_image(file)).unsqueeze(0).to(device), chosen)
+    for index, (picture, stem) in enumerate(zip(pictures, stems)):
+        result = results[0] if index == 0 else feature_maps(network, transform(picture).unsqueeze(0).to(device), chosen)
         for name, activation in result.items():
-            path = folder / f"{Path(file).stem}_feature_maps_{name}.png"
+            path = folder / f"{stem}_feature_maps_{name}.png"
             result.figure(name).savefig(path, dpi=80)
             np.save(path.with_suffix(".npy"), activation.cpu().numpy())
             written += [path, path.with_suffix(".npy")]
     return written
+
+
+def numbered(stems: list[Path]) -> list[Path]:
+    """The stems with a repeated one (``a.b.jpg`` made ``a_b_jpg`` beside ``a_b_jpg.png``; ``./x``
+    and ``/elsewhere/x``) numbered ``-2``, ``-3`` from its second use on, in input order; compared
+    ignoring case, for file systems that do."""
+    taken = {str(s).lower() for s in stems}
+    seen: set[str] = set()
+    unique = []
+    for stem in stems:
+        candidate, number = stem, 1
+        while str(candidate).lower() in seen or (candidate != stem and str(candidate).lower() in taken):
+            number += 1
+            candidate = stem.with_name(f"{stem.name}-{number}")
+        seen.add(str(candidate).lower())
+        unique.append(candidate)
+    return unique
 
 
 def make_explainer(network: torch.nn.Module, method: str, layer: str | None) -> Explainer:

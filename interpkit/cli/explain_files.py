@@ -32,7 +32,7 @@ from ..errors import InputError, InterpkitError
 from ..explainers import PatchExplanation
 from ..files import replacing, write_text
 from ..viz import gradient_images, overlay_maps, plot_patch, to_uint8_images, write_png
-from .commands import load_model, make_explainer, parse_target
+from .commands import load_model, make_explainer, numbered, parse_target
 
 MAX_DISPLAY_SIDE = 640  # overlays are drawn on the image at its own aspect ratio, at most this large
 
@@ -124,24 +124,7 @@ def _output_stems(paths: list[Path]) -> list[Path]:
     relative = [p.relative_to(here if p.is_relative_to(here) else elsewhere) for p in resolved]
     plain = [r.with_suffix("") for r in relative]
     stems = [s if plain.count(s) == 1 else r.with_name(r.name.replace(".", "_")) for r, s in zip(relative, plain)]
-    return _unique(stems)
-
-
-def _unique(stems: list[Path]) -> list[Path]:
-    """The stems with a repeated one (``a.b.jpg`` made ``a_b_jpg`` beside ``a_b_jpg.png``; ``./x``
-    and ``/elsewhere/x``) numbered ``-2``, ``-3`` from its second use on, in input order; compared
-    ignoring case, for file systems that do."""
-    taken = {str(s).lower() for s in stems}
-    seen: set[str] = set()
-    unique = []
-    for stem in stems:
-        candidate, number = stem, 1
-        while str(candidate).lower() in seen or (candidate != stem and str(candidate).lower() in taken):
-            number += 1
-            candidate = stem.with_name(f"{stem.name}-{number}")
-        seen.add(str(candidate).lower())
-        unique.append(candidate)
-    return unique
+    return numbered(stems)
 
 
 def _explain_one(record: ImageRecord, stem: Path, explainer: Explainer, network: torch.nn.Module, transform: Any,

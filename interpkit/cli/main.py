@@ -42,7 +42,10 @@ def _plugins(_args: argparse.Namespace) -> None:
 
 def _view(args: argparse.Namespace) -> None:
     from ..viewer import serve, write_site
+    from ..viewer.serve import check_port
 
+    if args.serve:
+        check_port(args.port)  # before the viewer is written
     if args.stores:
         page = write_site(args.stores, args.out, progress=not args.no_progress)
         print(f"viewer written to {page}")

@@ -21,14 +21,20 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
             return None
 
 
+def check_port(port: int) -> int:
+    """A TCP port number (0: any free port)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputError(f"port must be an int from 0 to 65535, not {port!r}")
+    return port
+
+
 def viewer_server(folder: str | Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
     """An HTTP server for ``folder`` (a written viewer) on 127.0.0.1:``port`` (0: any free port),
     bound but not yet serving."""
     root = Path(folder)
     if not (root / "index.html").is_file() or not (root / "data" / "site.js").is_file():
         raise InputError(f"{root} holds no viewer; write one with `interpkit view STORE --out {root}` first")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise InputError(f"port must be an int from 0 to 65535, not {port!r}")
+    check_port(port)
     try:
         return http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_Quiet, directory=str(root)))
     except OSError as error:
