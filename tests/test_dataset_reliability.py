@@ -204,9 +204,23 @@ def test_a_damaged_metric_file_makes_its_shard_pending_and_resuming_repairs_it(t
     np.testing.assert_array_equal(_explain(out, metrics=["deletion"], resume=True).metric("deletion"), good)
 
 
+@pytest.mark.parametrize("call", [
+    lambda out: explain_dataset(GradCAM(_model()), _data(), None),
+    lambda out: explain_dataset(GradCAM(_model()), _data(), out, dtype=["x"]),
+    lambda out: explain_dataset(GradCAM(_model()), _data(), out, precision=["x"]),
+    lambda out: read_store(None), lambda out: read_store(123),
+    lambda out: interpkit.view([None], out), lambda out: interpkit.view([out], None),
+])
+def test_arguments_of_the_wrong_kind_are_input_errors(tmp_path, call):
+    """Each raised a TypeError (unhashable list, a path expected)."""
+    with pytest.raises(InputError):
+        call(tmp_path / "s")
+
+
 @pytest.mark.parametrize("options, words", [({"metrics": None}, "metrics takes a list"),
                                             ({"metrics": [["deletion"]]}, "metrics takes a list"),
-                                            ({"transform": "x"}, "transform must be a function")])
+                                            ({"transform": "x"}, "transform must be a function"),
+                                            ({"classes": [1, 2]}, "list of str")])
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, words):
     """``metrics=None`` raised a TypeError, and ``transform="x"`` wrote a store whose every sample
     had failed ("'str' object is not callable")."""
@@ -216,6 +230,44 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, w
     with pytest.raises(InputError, match=words):
         explain_dataset(GradCAM(_model()), tmp_path / "images", tmp_path / "s", progress=False, **options)
     assert not (tmp_path / "s").exists()
+
+
+def _zero_d_maps(out):
+    np.save(out / "shards" / "00000000-00000004" / "maps.npy", np.float32(1.0))
+
+
+def _float_labels(out):
+    np.save(out / "shards" / "00000000-00000004" / "labels.npy", np.full(4, np.nan))
+
+
+def _failures_without_index(out):
+    (out / "shards" / "00000000-00000004" / "failures.json").write_text(json.dumps(["broken"]))
+
+
+def _manifest(change):
+    def damage(out):
+        manifest = json.loads((out / "manifest.json").read_text())
+        change(manifest)
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    return damage
+
+
+@pytest.mark.parametrize("damage", [
+    _zero_d_maps, _float_labels, _failures_without_index,
+    _manifest(lambda m: m.update(metrics=5)), _manifest(lambda m: m["dataset"].update(length=10**18)),
+])
+def test_a_store_damaged_by_hand_is_bad_input_everywhere(tmp_path, damage):
+    """A 0-d array raised "len() of unsized object", failures without an index a KeyError, a
+    length of 10**18 a MemoryError (or the OOM killer), NaN labels a ValueError in view."""
+    out = tmp_path / "s"
+    _explain(out)
+    damage(out)
+    with pytest.raises(InputError):
+        store = read_store(out)
+        store.maps, store.array("labels"), store.failures
+    with pytest.raises(InputError):
+        interpkit.view([out], tmp_path / "viewer", progress=False)
+    assert not (tmp_path / "viewer").exists()
 
 
 def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):

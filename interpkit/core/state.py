@@ -187,7 +187,7 @@ _STATISTICS = ("running_mean", "running_var")
 @functools.lru_cache(maxsize=None)
 def _write_slots(func: Any) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...], int]:
     """Where an op's written tensors are: the arguments it always writes and those it writes when
-    its ``training`` argument (at the last index) is true, each as (position, name)."""
+    its ``training`` argument is true, each as (position, name), and that argument's position."""
     schema = func._schema
     arguments = [(i, a.name) for i, a in enumerate(schema.arguments)]
     statistics = tuple(slot for slot in arguments if slot[1] in _STATISTICS)
@@ -308,7 +308,7 @@ class ModelSnapshot:
 
     def in_eval(self) -> None:
         """The model was just put in eval mode: the flags are the call's now (``restore`` gives
-        back the recorded ones), not a change ``undo_writes`` should undo."""
+        back the recorded ones), not an attribute the forward rebound."""
         if self.guard is not None:
             for attributes, module in zip(self.attributes, self.watched):
                 attributes["training"] = module.training

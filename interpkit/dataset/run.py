@@ -61,6 +61,10 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     store begun with the same arguments and data is continued; other arguments are refused, naming
     them. Everything is validated, and the first sample explained, before anything is written.
     """
+    if not isinstance(out, (str, os.PathLike)):
+        raise InputError(f"out is the store's folder, a path, not {type(out).__name__}")
+    if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
+        raise InputError(f"classes are the model's class names in output order, a list of str, not {classes!r}")
     dataset, batch_size, num_workers = _dataset(data, batch_size, num_workers, transform, classes)
     _check(explainer, dtype, precision, shard_size, batch_size, num_workers, target, dataset)
     batch_size, shard_size, num_workers = int(batch_size), int(shard_size), int(num_workers)  # numpy ints too
@@ -117,6 +121,9 @@ def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | 
     """Every image under ``folder`` in sorted path order; labelled by class subfolder when the
     images lie in subfolders (-1 for images directly in ``folder``). Subfolders are matched by
     name to ``classes`` (the model's, in output order) when given, else numbered alphabetically."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise InputError(f"folder is a path, not {type(folder).__name__}")
+    folder = Path(folder)
     paths = image_files(folder)
     folders = sorted({p.relative_to(folder).parts[0] for p in paths if len(p.relative_to(folder).parts) > 1})
     if classes is not None:
@@ -134,9 +141,9 @@ def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: 
            num_workers: int, target: Any, dataset: Dataset) -> None:
     if not isinstance(explainer, Explainer):
         raise InputError(f"explain_dataset takes an interpkit explainer instance, not {type(explainer).__name__}")
-    if dtype not in STORED:
+    if not isinstance(dtype, str) or dtype not in STORED:
         raise InputError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
-    if precision is not None and precision not in PRECISIONS:
+    if precision is not None and (not isinstance(precision, str) or precision not in PRECISIONS):
         raise InputError(f"precision must be None, 'bfloat16' or 'float16', got {precision!r}")
     if precision == "float16" and model_device(explainer.model).type != "cuda":
         raise InputError("float16 autocast needs a CUDA model; use precision='bfloat16' on a CPU")

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.options import check_int
 from ..errors import InputError
 from ..files import default_mode
 
@@ -45,6 +46,9 @@ def shard_ranges(length: int, shard_size: int) -> list[tuple[int, int]]:
 ARRAYS = ("maps", "targets", "scores", "predictions", "probabilities", "labels", "valid")
 
 
+_KINDS = {"targets": "iu", "predictions": "iu", "labels": "iu", "valid": "b"}  # numpy kinds; the rest float
+
+
 def shard_done(out: Path, start: int, stop: int, metrics: Sequence[str] = ()) -> bool:
     """True when the shard is whole: every array, the scores of each of ``metrics`` too, present
     with its full length (a truncated or missing file makes it pending again, so resuming
@@ -54,9 +58,10 @@ def shard_done(out: Path, start: int, stop: int, metrics: Sequence[str] = ()) ->
         lengths = {len(np.load(folder / f"{name}.npy", mmap_mode="r"))
                    for name in (*ARRAYS, *(f"metric-{m}" for m in metrics))}
         failures = json.loads((folder / "failures.json").read_text())
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, TypeError):  # TypeError: a single value where rows belong
         return False
-    return lengths == {stop - start} and isinstance(failures, list)
+    return lengths == {stop - start} and isinstance(failures, list) and all(
+        isinstance(f, dict) and isinstance(f.get("index"), int) for f in failures)
 
 
 def remove_unfinished(out: Path) -> None:
@@ -139,6 +144,7 @@ class MapStore:
 
     def shard_array(self, name: str, shard: int) -> np.ndarray:
         """The array ``name`` of the ``shard``-th shard (indices ``shard * shard_size`` onwards)."""
+        check_int("shard", shard, minimum=0)
         folders = self._shards()
         if not 0 <= shard < len(folders):
             raise InputError(f"shard {shard} is out of range: the store has {len(folders)} shards")
@@ -147,10 +153,15 @@ class MapStore:
     def _load(self, folder: Path, name: str) -> np.ndarray:
         file = folder / f"{name}.npy"
         try:
-            return np.load(file, mmap_mode="r")
+            array = np.load(file, mmap_mode="r")
         except (OSError, ValueError, EOFError) as error:
             raise InputError(f"{file} is missing or damaged ({error}); resume the run that wrote the store to "
                              "rewrite that shard") from None
+        kinds = _KINDS.get(name, "f")
+        if array.ndim == 0 or array.dtype.kind not in kinds:  # one row per sample, of the kind written
+            raise InputError(f"{file} is damaged (a {array.dtype} array of shape {array.shape}, where interpkit writes "
+                             "one row per sample); resume the run that wrote the store to rewrite that shard")
+        return array
 
     @property
     def files(self) -> list[str] | None:
@@ -184,6 +195,8 @@ def _count(value: Any, minimum: int) -> bool:
 
 def read_store(out: str | os.PathLike) -> MapStore:
     """Open the store written by ``explain_dataset`` into ``out``."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise InputError(f"a store is named by its folder's path, not {type(out).__name__}")
     path = Path(out)
     try:
         manifest = json.loads((path / "manifest.json").read_text())
@@ -198,4 +211,16 @@ def read_store(out: str | os.PathLike) -> MapStore:
     if not (_count(length, 0) and _count(shard_size, 1)):
         raise InputError(f"{path / 'manifest.json'} is damaged (its dataset length or shard size is missing or not a "
                          "positive int); it was not written by interpkit as it is")
+    assert isinstance(dataset, dict)
+    metrics, files = manifest.get("metrics", []), dataset.get("files")
+    if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)) or (files is not None and not (
+            isinstance(files, list) and all(isinstance(f, str) for f in files) and isinstance(dataset.get("root"), str))):
+        raise InputError(f"{path / 'manifest.json'} is damaged (its metrics, files or root are not what interpkit "
+                         "writes); it was not written by interpkit as it is")
+    shards = path / SHARDS
+    present = sum(1 for _ in shards.iterdir()) if shards.is_dir() else 0
+    assert isinstance(length, int) and isinstance(shard_size, int)
+    if -(-length // shard_size) > present:  # a length beyond the shards there (a damaged one: 10**18)
+        raise InputError(f"the store in {path} is incomplete ({present} shard folders for {length} samples in shards "
+                         f"of {shard_size}); resume the run that writes it")
     return MapStore(path, manifest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -31,6 +32,8 @@ def check_port(port: int) -> int:
 def viewer_server(folder: str | Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
     """An HTTP server for ``folder`` (a written viewer) on 127.0.0.1:``port`` (0: any free port),
     bound but not yet serving."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise InputError(f"folder is the viewer's path, not {type(folder).__name__}")
     root = Path(folder)
     if not (root / "index.html").is_file() or not (root / "data" / "site.js").is_file():
         raise InputError(f"{root} holds no viewer; write one with `interpkit view STORE --out {root}` first")

@@ -55,8 +55,14 @@ def write_site(stores: Sequence[str | Path | MapStore], out: str | Path, progres
     _check_same_data(opened)
     for store in opened:  # before anything is written
         _check_maps(store)
+    if not isinstance(out, (str, os.PathLike)):
+        raise InputError(f"out is the viewer's folder, a path, not {type(out).__name__}")
     root = Path(out)
-    record = _open_out(root)
+    try:
+        record = _open_out(root)
+    except OSError as error:
+        raise InputError(f"cannot write the viewer into {root} ({error.strerror or error}); give a writable folder"
+                         ) from None
     identities = _identities(opened[0])
     keys = _keys(opened)
     todo = [_pending(record, key, identities, root) for key in keys]
@@ -127,7 +133,13 @@ def concentration(maps: Any) -> np.ndarray:
     """How concentrated each map (N, H, W) is: the share of its positive mass in its top 10 % of
     positions (0.1 for a flat map, 1 for a map whose mass all lies there); NaN for failed maps
     (all NaN) and maps with no positive mass."""
-    flat = torch.as_tensor(np.asarray(maps, dtype=np.float32)).flatten(1)
+    try:
+        array = np.asarray(maps, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"maps must be numbers (N, H, W), not {type(maps).__name__}") from None
+    if array.ndim < 2:
+        raise InputError(f"maps must be (N, H, W) or (N, positions), not of shape {array.shape}")
+    flat = torch.as_tensor(array).flatten(1)
     failed = torch.zeros(len(flat), dtype=torch.bool)
     odd = ~torch.isfinite(flat.sum(dim=1, dtype=torch.float64))  # a NaN or an infinity: only those rows searched
     if bool(odd.any()):

@@ -446,3 +446,11 @@ def test_the_server_answers_a_path_no_file_can_have_without_a_traceback(tmp_path
         server.server_close()
     assert statuses == [400, 400, 200]
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("call", [lambda: concentration(np.zeros(5)), lambda: concentration("abc"),
+                                  lambda: concentration(None), lambda: viewer_server(None)])
+def test_the_viewers_functions_refuse_arguments_of_the_wrong_kind(call):
+    """They raised IndexError, ValueError or TypeError."""
+    with pytest.raises(interpkit.InputError):
+        call()
