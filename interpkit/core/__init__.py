@@ -18,10 +18,11 @@ from .inputs import InputsLike, ModelInputs, check_finite, check_tensor, model_i
 from .layers import LayerChoice, LayerLike, ModuleLike, choose_layer, detect_layout, layer_choices, resolve_layer, unwrap
 from .layouts import ChannelsFirst, ChannelsLast, Layout, TokenGrid, token_layout
 from .maps import MapKind, display, normalize_maps, provide_display, upsample
+from .noise import normal_draws, uniform_draws
 from .options import check_baseline, check_flag, check_generator, check_int, check_number, check_seed, check_sizes
 from .propagation import PropagationMode, PropagationRule, out_of_graph
 from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
-from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_device, user_hooked
+from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_device, probing, user_hooked
 from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "check_seed", "check_tensor", "token_layout",
     "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
     "guided_rule", "layer_choices", "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
-    "normalize_maps", "parse_device", "per_target_gradients", "provide_display",
+    "normal_draws", "normalize_maps", "parse_device", "probing", "uniform_draws", "per_target_gradients", "provide_display",
     "reference", "resolve_layer", "sample_target", "select_targets",
     "unwrap", "upsample", "user_hooked",
 ]

@@ -9,11 +9,11 @@ from typing import Sequence
 import torch
 
 
-def normal(shape: Sequence[int], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def normal_draws(shape: Sequence[int], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """Standard normal draws of ``shape`` from ``generator``, in ``like``'s dtype and on its device."""
     return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=torch.float32).to(like.dtype)
 
 
-def uniform(shape: Sequence[int], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def uniform_draws(shape: Sequence[int], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """Draws uniform in [0, 1) of ``shape`` from ``generator``, in ``like``'s dtype and on its device."""
     return torch.rand(tuple(shape), generator=generator, device=like.device, dtype=torch.float32).to(like.dtype)

@@ -18,10 +18,11 @@ from ..core import (
     check_reference,
     check_seed,
     neurons_of,
+    normal_draws,
     per_target_gradients,
     reference,
+    uniform_draws,
 )
-from ..core.noise import normal, uniform
 
 
 class Saliency(Explainer):
@@ -104,7 +105,7 @@ def gradient_shap_draws(x: torch.Tensor, baselines: torch.Tensor, samples: int, 
     shares them, so that its map does not depend on its batch."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     shape = (samples, 1, *x.shape[1:])
-    noisy = x.unsqueeze(0) + noise * normal(shape, generator, x)
+    noisy = x.unsqueeze(0) + noise * normal_draws(shape, generator, x)
     picks = torch.randint(len(baselines), (samples,), generator=generator, device=x.device)
-    alphas = uniform((samples, 1), generator, x).expand(samples, len(x))
+    alphas = uniform_draws((samples, 1), generator, x).expand(samples, len(x))
     return noisy, baselines[picks].unsqueeze(1).expand_as(noisy), alphas

@@ -14,8 +14,17 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ..core import Call, Explainer, ModelInputs, TargetSelection, class_scores, mixes_samples, model_cache, neurons_of
-from ..core.state import probing
+from ..core import (
+    Call,
+    Explainer,
+    ModelInputs,
+    TargetSelection,
+    class_scores,
+    mixes_samples,
+    model_cache,
+    neurons_of,
+    probing,
+)
 from ..errors import ForwardError, TargetError
 
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient

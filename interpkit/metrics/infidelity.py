@@ -8,8 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Explanation, check_int
-from ..core.noise import normal
+from ..core import Explanation, check_int, normal_draws
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks, drawn, one_map_per_sample
 
@@ -20,7 +19,7 @@ def gaussian(std: float = 0.003) -> Perturbation:
     """I ~ N(0, std^2) per input element, the perturbation Yeh et al. use for infidelity; one draw
     shared by the images of a batch, so that no image's score depends on its batch."""
     def perturb(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        draw = normal((1, *inputs.shape[1:]), generator, inputs)
+        draw = normal_draws((1, *inputs.shape[1:]), generator, inputs)
         return (draw * std).expand_as(inputs)
 
     return perturb

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import check_int, check_number
-from ..core.noise import normal
+from ..core import check_int, check_number, normal_draws
 from ..errors import InputError
 from .base import Metric, MetricResult, chunks
 
@@ -111,7 +110,7 @@ class ROAD(Metric):
             removed = ranks < round(fraction * positions)
             filled = linear_imputation(inputs, removed)
             # the same draw for every image, so an image's score does not depend on its batch
-            noise = normal((1, *inputs.shape[1:]), generator, inputs)
+            noise = normal_draws((1, *inputs.shape[1:]), generator, inputs)
             filled = torch.where(removed.unsqueeze(1), filled + self.noise * noise, filled)
             after.append(torch.cat([score(filled[part], samples[part]) for part in chunks(n, self.max_batch or n)]))
         return torch.stack(after, dim=1) - before.unsqueeze(1)

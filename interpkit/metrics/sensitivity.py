@@ -7,8 +7,7 @@ from typing import Callable
 
 import torch
 
-from ..core import Explainer, TargetLike, check_int, check_number, check_seed, check_tensor
-from ..core.noise import normal, uniform
+from ..core import Explainer, TargetLike, check_int, check_number, check_seed, check_tensor, normal_draws, uniform_draws
 from ..errors import InputError
 from .base import MetricResult, chunks, drawn
 
@@ -53,14 +52,14 @@ def local_lipschitz_estimate(explainer: Explainer, inputs: torch.Tensor, target:
 def _uniform(radius: float) -> Perturb:
     """x + d, d uniform in [-radius, radius] per element: one draw shared by the batch's images."""
     def draw(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return x + (uniform((1, *x.shape[1:]), g, x) * 2 - 1) * radius
+        return x + (uniform_draws((1, *x.shape[1:]), g, x) * 2 - 1) * radius
     return draw
 
 
 def _gaussian(std: float) -> Perturb:
     """x + d, d ~ N(0, std^2) per element: one draw shared by the batch's images."""
     def draw(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return x + normal((1, *x.shape[1:]), g, x) * std
+        return x + normal_draws((1, *x.shape[1:]), g, x) * std
     return draw
 
 

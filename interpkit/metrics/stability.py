@@ -9,8 +9,17 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core import Explainer, ModelInputs, TargetLike, check_number, class_scores, evaluation, forward_hooks, resolve_layer
-from ..core.noise import uniform
+from ..core import (
+    Explainer,
+    ModelInputs,
+    TargetLike,
+    check_number,
+    class_scores,
+    evaluation,
+    forward_hooks,
+    resolve_layer,
+    uniform_draws,
+)
 from ..errors import InputError
 from .base import MetricResult, chunks
 from .sensitivity import Perturb, perturbed_explanations
@@ -90,7 +99,7 @@ def _stability(name: str, denominator: Any, explainer: Explainer, inputs: torch.
         raise InputError(f"the noise's low bound {low} exceeds its high bound {high}")
 
     def shifted(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return x + low + (high - low) * uniform((1, *x.shape[1:]), g, x)
+        return x + low + (high - low) * uniform_draws((1, *x.shape[1:]), g, x)
 
     clean, moved, copies = perturbed_explanations(name, explainer, inputs, target, samples, seed, perturb or shifted,
                                                   max_batch)

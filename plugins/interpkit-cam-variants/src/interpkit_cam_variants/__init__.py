@@ -30,11 +30,11 @@ from interpkit.core import (
     check_seed,
     class_scores,
     forward_hooks,
+    normal_draws,
     normalize_maps,
     per_target_gradients,
     select_targets,
 )
-from interpkit.core.noise import normal
 from interpkit.explainers import perturbed_scores, principal_projection, upsample
 
 from .factorization import Factorization, deep_feature_factorization, nmf  # noqa: F401 (published here)
@@ -85,7 +85,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     def layer_map(self, call: Call, found: LayerGradients) -> torch.Tensor:
         inputs, n = call.x, len(call.x)
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
-        noise = torch.stack([self.std * normal(inputs.shape[1:], generator, inputs) for _ in range(self.samples)])
+        noise = torch.stack([self.std * normal_draws(inputs.shape[1:], generator, inputs) for _ in range(self.samples)])
         copies = (inputs.unsqueeze(0) + noise.unsqueeze(1)).flatten(0, 1)  # sample-major (S * N, ...)
         # classes are pinned to the clean input's; a callable or neurons are the target itself on every copy
         targets = found.selection.indices.repeat(self.samples, 1) if found.selection.classes else call.target
@@ -620,7 +620,7 @@ class SSCAM(_AveragedScoreCAM):
     def versions(self, masks: torch.Tensor, device: torch.device):
         generator = torch.Generator(device=device).manual_seed(self.seed)
         for _ in range(self.count):
-            yield masks + self.std * normal(masks.shape[1:], generator, masks)
+            yield masks + self.std * normal_draws(masks.shape[1:], generator, masks)
 
 
 class ISCAM(_AveragedScoreCAM):

@@ -27,10 +27,10 @@ from interpkit.core import (
     check_int,
     check_number,
     neurons_of,
+    normal_draws,
     per_target_gradients,
     reference,
 )
-from interpkit.core.noise import normal
 
 __version__ = "0.2.0"
 
@@ -109,7 +109,7 @@ class SmoothGrad(PathAverage):
     def points(self, call: Call) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         inputs = call.x
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
-        draws = normal((self.samples, 1, *inputs.shape[1:]), generator, inputs)
+        draws = normal_draws((self.samples, 1, *inputs.shape[1:]), generator, inputs)
         span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).view(1, -1, *[1] * (inputs.dim() - 1))
         weights = torch.full((self.samples,), 1.0 / self.samples)
         for part in _chunks(self.samples, self.chunk):
@@ -214,7 +214,7 @@ class NoiseTunnel(Explainer):
             if self.perturb is not None:
                 yield torch.cat([self._perturbed(inputs, generator) for _ in range(count)])
             else:
-                draws = normal((count, 1, *inputs.shape[1:]), generator, inputs)
+                draws = normal_draws((count, 1, *inputs.shape[1:]), generator, inputs)
                 yield (inputs.unsqueeze(0) + self.stdev * draws).flatten(0, 1)
 
 
