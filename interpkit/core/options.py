@@ -94,7 +94,7 @@ def options_checked(init: Callable[..., None]) -> Callable[..., None]:
     """``init`` (a class's ``__init__``) refusing arguments it does not take with an InputError
     naming the class the user made, the option, and the closest one it takes (Python's TypeError
     names the function, a base class's for a subclass that passes its options on)."""
-    signature = inspect.signature(init)
+    signature = inspect.signature(init, follow_wrapped=False)  # a decorator's own options count
     named = [p.name for p in list(signature.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
     @functools.wraps(init)
@@ -117,5 +117,6 @@ class CheckedOptions:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "__init__" in vars(cls):
-            setattr(cls, "__init__", options_checked(vars(cls)["__init__"]))
+        init = vars(cls).get("__init__")
+        if inspect.isfunction(init):  # not a partialmethod or another descriptor: those are the class's own affair
+            setattr(cls, "__init__", options_checked(init))

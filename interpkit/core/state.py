@@ -267,10 +267,8 @@ class ModelSnapshot:
         self.requires_grad = list(map(_requires_grad, self.params))
         self.grads = list(map(_grad, self.params))
         self.tensors = self.params + list(filter(_present, chain.from_iterable(map(dict.values, buffer_slots))))
-        if any(map(isinstance, self.tensors, repeat(_LAZY))):  # a forward would materialise it: another class
-            lazy = next(type(m).__name__ for m in self.modules if isinstance(m, nn.modules.lazy.LazyModuleMixin))
-            raise InputError(f"the model's {lazy} has not been initialised (a lazy module takes its shapes from its first "
-                             "forward, which also changes its class); run one forward on an input first")
+        if any(map(isinstance, self.tensors, repeat(_LAZY))):  # no storage yet: nothing to write
+            self.tensors = [t for t in self.tensors if not isinstance(t, _LAZY)]
         self.guard: WriteGuard | None = None
         self.versions: list[int] = []
         if user_code or not facts.trusted or user_hooked(self.modules):
@@ -337,7 +335,8 @@ class ModelSnapshot:
                 current = vars(module)
                 for name in set(current) - set(attributes):
                     del current[name]
-                current.update((name, value) for name, value in attributes.items() if current.get(name) is not value)
+                current.update((name, value) for name, value in attributes.items()
+                               if current.get(name, _ABSENT) is not value)
 
     def restore(self) -> None:
         """Put every recorded flag, gradient, slot and written tensor back; each kind is
@@ -382,6 +381,7 @@ def _same_attributes(current: list[dict[str, Any]], recorded: list[dict[str, Any
 _training, _requires_grad, _grad, _version, _parameters, _buffers, _attributes = (
     attrgetter(name) for name in ("training", "requires_grad", "grad", "_version", "_parameters", "_buffers", "__dict__"))
 _present = partial(is_not, None)
+_ABSENT = object()  # an attribute the forward deleted, whose value may have been None
 _LAZY = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]
 
 

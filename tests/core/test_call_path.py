@@ -823,9 +823,36 @@ def test_attributes_a_forward_rebinds_or_adds_are_put_back():
             assert all(vars(module)[key] is value for key, value in attributes.items()), name
 
 
-def test_a_model_with_lazy_modules_is_refused_and_left_lazy():
-    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LazyLinear(3))
+def test_a_lazy_head_the_eval_forward_never_reaches_is_no_reason_to_refuse():
+    """A lazy module only the training forward runs stays uninitialised after the user's eval
+    forwards; the explanation reads the rest of the model."""
+
+    class Aux(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.head, self.aux = nn.Conv2d(3, 4, 3), nn.Linear(4, 3), nn.LazyLinear(2)
+
+        def forward(self, x):
+            h = F.relu(self.conv(x)).mean((2, 3))
+            return (self.head(h), self.aux(h)) if self.training else self.head(h)
+
+    model, x = Aux().eval(), torch.randn(2, 3, 8, 8)
+    model(x)
     for name in ("gradcam", "saliency"):
-        with pytest.raises(interpkit.InputError, match="LazyConv2d has not been initialised.*run one forward"):
-            interpkit.get_explainer(name)(model)(torch.randn(2, 3, 8, 8), target=1)
-    assert [type(m).__name__ for m in model] == ["LazyConv2d", "ReLU", "AdaptiveAvgPool2d", "Flatten", "LazyLinear"]
+        assert interpkit.get_explainer(name)(model)(x, target=1).maps.isfinite().all()
+    assert type(model.aux).__name__ == "LazyLinear"
+
+
+def test_an_attribute_a_forward_deletes_comes_back_even_when_it_was_none():
+    class Deleting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.head, self.cache, self.flag = nn.Conv2d(3, 4, 3), nn.Linear(4, 3), None, 1
+
+        def forward(self, x):
+            del self.cache, self.flag
+            return self.head(F.relu(self.conv(x)).mean((2, 3)))
+
+    model = Deleting().eval()
+    GradCAM(model)(torch.randn(2, 3, 8, 8), target=1)
+    assert model.cache is None and model.flag == 1

@@ -120,3 +120,35 @@ def test_every_registered_explainer_refuses_an_option_it_does_not_take():
     for name in list_explainers():
         with pytest.raises(InputError, match="unexpected keyword argument 'no_such_option'"):
             get_explainer(name)(ConvStack(), no_such_option=1)
+
+
+def test_constructors_decorated_or_made_otherwise_keep_their_own_options():
+    """The options were read through ``__wrapped__`` (a decorator adding ``verbose`` refused it),
+    and a ``partialmethod`` constructor made the class definition itself fail."""
+    import functools
+
+    import interpkit
+    from interpkit.testing.models import ConvStack
+
+    def verbose_option(init):
+        @functools.wraps(init)
+        def wrapper(self, *args, verbose=False, **kwargs):
+            init(self, *args, **kwargs)
+            self.verbose = verbose
+        return wrapper
+
+    class Decorated(interpkit.GradCAM):
+        @verbose_option
+        def __init__(self, model, layer=None):
+            super().__init__(model, layer)
+
+    assert Decorated(ConvStack(), verbose=True).verbose
+
+    def init(self, model, scale=1.0):
+        interpkit.Saliency.__init__(self, model)
+        self.scale = scale
+
+    class Partial(interpkit.Saliency):
+        __init__ = functools.partialmethod(init, scale=3.0)
+
+    assert Partial(ConvStack()).scale == 3.0
