@@ -289,3 +289,41 @@ def test_view_refuses_a_bad_port_before_writing_the_viewer(tmp_path, capsys):
     out = tmp_path / "viewer"
     assert main(["view", str(tmp_path / "store"), "--out", str(out), "--serve", "--port", "99999"]) == 2
     assert "port must be" in capsys.readouterr().err and not out.exists()
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("command", [
+    ["visualise", "--model", "caltech5_arch1", "--layer", "features.1", "--channels", "0-1", "--size", "16",
+     "--steps", "1", "--no-progress"],
+    ["evaluate", "--model", "caltech5_arch2", "--methods", "gradcam", "--metrics", "deletion", "--limit", "1",
+     "--no-progress"],
+    ["feature-maps", "IMAGE", "--model", "caltech5_arch2", "--layers", "features.1"],
+])
+def test_commands_refuse_to_replace_an_earlier_run_without_overwrite(tmp_path, image_files, capsys, command):
+    """visualise, evaluate and feature-maps replaced the files of an earlier run without a word."""
+    from interpkit.cli.main import main
+
+    out = tmp_path / "out"
+    command = [str(image_files[0]) if part == "IMAGE" else part for part in command] + ["--out", str(out)]
+    assert main(command) == 0
+    before = _contents(out)
+    capsys.readouterr()
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and err.count("\n") == 1 and _contents(out) == before
+    assert main([*command, "--overwrite"]) == 0
+    assert set(_contents(out)) == set(before)
+
+
+def test_visualise_overwrite_leaves_no_units_of_the_earlier_run(tmp_path):
+    from interpkit.cli.main import main
+
+    command = ["visualise", "--model", "caltech5_arch1", "--layer", "features.1", "--size", "16", "--steps", "1",
+               "--no-progress", "--out", str(tmp_path), "--overwrite"]
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main([*command, "--channels", "0-2"]) == 0
+    assert main([*command, "--channels", "4"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["contact_sheet.png", "notes.txt", "unit_000.png"]

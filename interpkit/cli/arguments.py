@@ -1,7 +1,10 @@
 """Parsers of list options on the command line: comma-separated names (--models, --layers, --methods,
---metrics) and index ranges (--channels)."""
+--metrics) and index ranges (--channels); and the refusal to replace files without --overwrite."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
 
 
 def comma_names(text: str | None) -> list[str] | None:
@@ -24,3 +27,13 @@ def index_ranges(text: str, option: str) -> list[int]:
     if len(set(indices)) != len(indices):
         raise InputError(f"{option} names an index twice: {text}")
     return indices
+
+
+def refuse_to_replace(paths: Iterable[Path], overwrite: bool) -> None:
+    """Raise before any work is done when one of ``paths`` exists and ``--overwrite`` was not given."""
+    from ..errors import InputError
+
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise InputError(f"{existing[0]}{more} exists; pass --overwrite to replace it, or write to another --out")

@@ -15,7 +15,7 @@ from ..data import ImageTransform, read_image
 from ..errors import InputError, LayerNotFoundError, TargetError, WeightsError
 from ..registry import get_explainer, get_model, get_weights
 from ..zoo import WeightsFile
-from .arguments import comma_names
+from .arguments import comma_names, refuse_to_replace
 
 
 def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[torch.nn.Module, ImageTransform, list[str]]:
@@ -61,8 +61,10 @@ def parse_target(text: str | None, categories: Sequence[str]) -> Any:
 
 
 def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model: str | None = None,
-                       checkpoint: str | None = None, layers: str | None = None, device: str = "cpu") -> list[Path]:
-    """Draw the feature maps of each image file; writes one figure (PNG) and raw maps (.npy) per layer."""
+                       checkpoint: str | None = None, layers: str | None = None, device: str = "cpu",
+                       overwrite: bool = False) -> list[Path]:
+    """Draw the feature maps of each image file; writes one figure (PNG) and raw maps (.npy) per layer,
+    replacing earlier ones only with ``overwrite``."""
     network, transform, _ = load_model(model, checkpoint, device)
     chosen = comma_names(layers)
     if chosen == []:
@@ -72,12 +74,14 @@ def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model:
     stems = numbered([Path(Path(file).stem) for file in images])
     results = [feature_maps(network, transform(pictures[0]).unsqueeze(0).to(device), chosen)]
     folder = Path(out_dir)
+    figures = {(stem, name): folder / f"{stem}_feature_maps_{name}.png" for stem in stems for name, _ in results[0].items()}
+    refuse_to_replace([p for figure in figures.values() for p in (figure, figure.with_suffix(".npy"))], overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for index, (picture, stem) in enumerate(zip(pictures, stems)):
         result = results[0] if index == 0 else feature_maps(network, transform(picture).unsqueeze(0).to(device), chosen)
         for name, activation in result.items():
-            path = folder / f"{stem}_feature_maps_{name}.png"
+            path = figures[stem, name]
             result.figure(name).savefig(path, dpi=80)
             np.save(path.with_suffix(".npy"), activation.cpu().numpy())
             written += [path, path.with_suffix(".npy")]
@@ -118,10 +122,17 @@ def make_explainer(network: torch.nn.Module, method: str, layer: str | None) -> 
 
 def visualise_channels(out_dir: str | os.PathLike, *, model: str | None, checkpoint: str | None, layer: str,
                        channels: list[int], size: int, steps: int, seed: int, max_batch: int, device: str,
-                       progress: bool) -> list[Path]:
+                       progress: bool, overwrite: bool = False) -> list[Path]:
     """Optimise one image per channel of ``layer`` (the model's normalisation before it, seen at
-    the model's input size) and write them with a contact sheet; returns the paths, the sheet last."""
+    the model's input size) and write them with a contact sheet; returns the paths, the sheet last.
+    An earlier visualisation in ``out_dir`` is replaced (its images removed) only with ``overwrite``."""
+    folder = Path(out_dir)
+    earlier = sorted(folder.glob("unit_[0-9][0-9][0-9].png")) + [folder / "contact_sheet.png"]
+    refuse_to_replace(earlier, overwrite)
     network, transform, _ = load_model(model, checkpoint, device)
     result = visualise(network, channel(layer, channels), size=size, steps=steps, seed=seed, max_batch=max_batch,
                        preprocess=transform.standardize, input_size=transform.size, progress=progress)
-    return result.save(out_dir)
+    paths = result.save(out_dir)
+    for stale in set(earlier) - set(paths):  # a smaller run must not leave the last run's units beside its own
+        stale.unlink(missing_ok=True)
+    return paths

@@ -31,16 +31,21 @@ def dataset_images(split: str | None, images_dir: str | os.PathLike | None, data
     return list(files)
 
 
+def table_paths(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Where the table goes: ``evaluation.csv`` and ``evaluation.json`` in ``out_dir``."""
+    return Path(out_dir) / "evaluation.csv", Path(out_dir) / "evaluation.json"
+
+
 def write_rows(rows: Sequence[EvaluationRow], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``evaluation.csv`` and ``evaluation.json`` in ``out_dir``, each written whole or not at all."""
-    folder = Path(out_dir)
+    csv_path, json_path = table_paths(out_dir)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(EvaluationRow.__dataclass_fields__))
     writer.writeheader()
     writer.writerows(asdict(row) for row in rows)
-    write_text(folder / "evaluation.csv", buffer.getvalue())
-    write_text(folder / "evaluation.json", json.dumps([asdict(row) for row in rows], indent=1))
-    return folder / "evaluation.csv", folder / "evaluation.json"
+    write_text(csv_path, buffer.getvalue())
+    write_text(json_path, json.dumps([asdict(row) for row in rows], indent=1))
+    return csv_path, json_path
 
 
 def format_rows(rows: Sequence[EvaluationRow]) -> str:

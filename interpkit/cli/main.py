@@ -11,7 +11,7 @@ from typing import Callable, NoReturn, Sequence
 
 from ..errors import InputError, InterpkitError
 from ..version import __version__
-from .arguments import comma_names
+from .arguments import comma_names, refuse_to_replace
 
 EXIT_BAD_INPUT = 2
 
@@ -137,7 +137,7 @@ def _feature_maps(args: argparse.Namespace) -> None:
     from .commands import feature_map_images
 
     written = feature_map_images(args.images, args.out, model=args.model, checkpoint=args.checkpoint,
-                                 layers=args.layers, device=args.device)
+                                 layers=args.layers, device=args.device, overwrite=args.overwrite)
     print(f"wrote {len(written)} files to {args.out}/")
 
 
@@ -148,7 +148,7 @@ def _visualise(args: argparse.Namespace) -> None:
     paths = visualise_channels(args.out, model=args.model, checkpoint=args.checkpoint, layer=args.layer,
                                channels=index_ranges(args.channels, "--channels"), size=args.size, steps=args.steps,
                                seed=args.seed, max_batch=args.batch_size, device=args.device,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {len(paths) - 1} images and {paths[-1]} to {args.out}/")
 
 
@@ -158,8 +158,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     from ..data import read_image
     from ..dataset.evaluation import evaluate_explainers
     from .commands import load_model
-    from .evaluation import dataset_images, format_rows, write_rows
+    from .evaluation import dataset_images, format_rows, table_paths, write_rows
 
+    refuse_to_replace(table_paths(args.out), args.overwrite)
     network, transform, _ = load_model(args.model, args.checkpoint, args.device)
     files = dataset_images(args.split, args.images, args.data_dir, args.limit)
     readable, unreadable = [], []
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--checkpoint", help="weights written by 'interpkit train' (NAME.pt beside NAME.json)")
     features.add_argument("--layers", help="comma-separated dotted layer names (default: every Conv2d)")
     features.add_argument("--out", required=True, help="output directory")
+    features.add_argument("--overwrite", action="store_true", help="replace the feature maps of an earlier run")
     features.add_argument("--device", default="cpu")
     features.set_defaults(run=_feature_maps)
 
@@ -253,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     visualise.add_argument("--steps", type=int, default=512, help="optimisation steps (default: 512)")
     visualise.add_argument("--seed", type=int, default=0)
     visualise.add_argument("--batch-size", type=int, default=64, help="images optimised together (default: 64)")
+    visualise.add_argument("--overwrite", action="store_true", help="replace the images of an earlier run")
     visualise.add_argument("--device", default="cpu")
     visualise.add_argument("--no-progress", action="store_true", help="no progress bar")
     visualise.set_defaults(run=_visualise)
@@ -269,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="use the first N images only")
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.add_argument("--out", required=True, help="directory for evaluation.csv and evaluation.json")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace the tables of an earlier run")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(run=_evaluate)
