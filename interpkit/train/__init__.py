@@ -61,6 +61,8 @@ def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: Train
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(list_models())}")
     if resume and checkpoint_dir is None:
         raise InputError("resuming reads each model's checkpoint: give the folder they were saved to (--checkpoint-dir)")
+    _check_sources(names, data_dir, backbone)
+    _check_checkpoints(names, checkpoint_dir, resume)
     out = Path(out_dir)
     transform = ImageTransform()
     splits, classes = load_splits(data_dir, transform.size)
@@ -81,11 +83,12 @@ def _train_each(names: Sequence[str], out: Path, config: TrainConfig, splits: di
     rows = []
     for name in names:
         checkpoint = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
+        resume_this = resume and checkpoint is not None and checkpoint.exists()  # the others start afresh
         if name == STAND_IN:
             model, result, scores, extra, own = _train_stand_in(data_dir, checkpoint_dir, resume, progress)
             weights, weights_name = model.state_dict(), f"{name}.pt"
         elif name == "vgg19_caltech5":
-            model, result, scores = _train_vgg_head(splits, classes, config, transform, checkpoint, resume, backbone,
+            model, result, scores = _train_vgg_head(splits, classes, config, transform, checkpoint, resume_this, backbone,
                                                     cache_dir or out / "feature-cache", progress)
             weights = vgg.head(model).state_dict()
             weights_name = "vgg19_caltech5_head.pt"
@@ -93,7 +96,7 @@ def _train_each(names: Sequence[str], out: Path, config: TrainConfig, splits: di
             torch.manual_seed(config.seed)
             model = get_model(name, num_classes=len(classes), dropout=config.dropout)
             result = fit(model, splits["train"], splits["val"], transform.normalize, config, len(classes),
-                         checkpoint, resume, progress)
+                         checkpoint, resume_this, progress)
             scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}
             weights, weights_name = model.state_dict(), f"{name}.pt"
         if name != STAND_IN:
@@ -101,8 +104,45 @@ def _train_each(names: Sequence[str], out: Path, config: TrainConfig, splits: di
         recorded = command or f"interpkit train --models {name} --out {out}"
         rows.append(_write_model(out, name, weights_name, weights, model, result, scores, classes, extra,
                                  own if name == STAND_IN else transform, recorded))
-    write_tables(out, rows)
+        write_tables(out, rows)  # after each model: the tables always describe the weights beside them
     return rows
+
+
+def _check_sources(names: Sequence[str], data_dir: Any, backbone: Any) -> None:
+    """What the models train from, checked before the first is trained: a late refusal would come
+    after earlier models' weights had been replaced."""
+    if STAND_IN in names:
+        _stand_in_categories(data_dir)
+    if "vgg19_caltech5" in names and isinstance(backbone, (str, os.PathLike)) and str(backbone) != vgg.IMAGENET:
+        if not Path(backbone).is_file():
+            raise InputError(f"backbone weights file not found: {backbone}")
+
+
+def _check_checkpoints(names: Sequence[str], checkpoint_dir: Any, resume: bool) -> None:
+    """A fresh run refuses to replace checkpoints; a resumed run needs at least one to continue."""
+    if checkpoint_dir is None:
+        return
+    found = [path for name in names for path in _checkpoint_paths(name, Path(checkpoint_dir)) if path.exists()]
+    if found and not resume:
+        raise InputError(f"{found[0]} exists: pass --resume to continue from the checkpoints in {checkpoint_dir}, "
+                         "or give another --checkpoint-dir")
+    if resume and not found:
+        raise InputError(f"cannot resume: {checkpoint_dir} holds no checkpoint of {', '.join(names)}")
+
+
+def _checkpoint_paths(name: str, folder: Path) -> list[Path]:
+    if name != STAND_IN:
+        return [folder / f"{name}.ckpt"]
+    stages = [f"pretrain-{i + 1}" for i in range(len(transfer.PRETRAIN_STAGES))] + ["linear-probe", "fine-tune"]
+    return [folder / f"{STAND_IN}.{stage}.ckpt" for stage in stages]
+
+
+def _stand_in_categories(data_dir: Any) -> Path:
+    categories = Path(data_dir) / "101_ObjectCategories" if data_dir is not None else None
+    if categories is None or not categories.is_dir():
+        raise InputError(f"{STAND_IN} is pretrained on Caltech-101's other categories: pass --data-dir with the "
+                         "folder that holds 101_ObjectCategories and caltech5_split.json")
+    return categories
 
 
 def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainConfig, transform: ImageTransform,
@@ -111,7 +151,7 @@ def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainC
     """Train only the new last layer, on backbone features computed once (and cached)."""
     torch.manual_seed(config.seed)
     model = get_model("vgg19_caltech5", num_classes=len(classes), backbone=backbone)
-    features = {s: Split(cached_features(lambda x: vgg.backbone_features(model, x), model.get_submodule("features"),
+    features = {s: Split(cached_features(lambda x: vgg.backbone_features(model, x), vgg.backbone(model),
                                          splits[s].images,
                                          transform.normalize, cache_dir, tag=repr(transform)), splits[s].labels)
                 for s in SPLIT_NAMES}
@@ -126,19 +166,15 @@ def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainC
 def _train_stand_in(data_dir: Any, checkpoint_dir: Any, resume: bool, progress: bool
                     ) -> tuple[torch.nn.Module, TrainResult, dict[str, Evaluation], dict[str, Any], ImageTransform]:
     """Task 2 offline: a slim VGG19 pretrained on Caltech-101's other categories, fine-tuned here."""
-    categories = Path(data_dir) / "101_ObjectCategories" if data_dir is not None else None
-    if categories is None or not categories.is_dir():
-        raise InputError(f"{STAND_IN} is pretrained on Caltech-101's other categories: pass --data-dir with the "
-                         "folder that holds 101_ObjectCategories and caltech5_split.json")
+    categories = _stand_in_categories(data_dir)
     transform = ImageTransform(size=transfer.SIZE)
     splits, classes = load_splits(data_dir, transform.size)
-    folder = Path(checkpoint_dir) if checkpoint_dir else None
-    stages = [folder / f"{STAND_IN}.pretrain-{i + 1}.ckpt" if folder else None
-              for i in range(len(transfer.PRETRAIN_STAGES))]
+    paths: list[Path | None] = (_checkpoint_paths(STAND_IN, Path(checkpoint_dir)) if checkpoint_dir
+                                else [None] * (len(transfer.PRETRAIN_STAGES) + 2))
+    stages, tuned = paths[:-2], (paths[-2], paths[-1])
     # --resume continues each stage that has a checkpoint and starts the others
     pretrained, history, held_out = transfer.pretrain(categories, classes, checkpoints=stages, resume=resume,
                                                       progress=progress)
-    tuned = (folder / f"{STAND_IN}.linear-probe.ckpt", folder / f"{STAND_IN}.fine-tune.ckpt") if folder else (None, None)
     model, probed, result = transfer.fine_tune(pretrained, splits, len(classes), transform, checkpoints=tuned,
                                                resume=resume, progress=progress)
     scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}

@@ -9,6 +9,7 @@ in DistributedDataParallel and each rank takes its share of every batch.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core import evaluation
-from ..errors import InputError
+from ..errors import InputError, WeightsError
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, save_atomic
 
@@ -42,11 +43,27 @@ class TrainConfig:
     dropout: float = 0.3  # used when the train command builds a zoo CNN
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.lr < math.inf:  # NaN too
-            raise InputError(f"lr must be a positive finite number, got {self.lr}")
+        for name, least in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0)):
+            _check_count(name, getattr(self, name), least)
+        if self.patience is not None:
+            _check_count("patience", self.patience, 1, "; None turns early stopping off")
+        _check_count("seed", self.seed, 0)
+        if self.seed >= 2 ** 46:  # each epoch's seed is seed * 100_003 + epoch, within torch's 64 bits
+            raise InputError(f"seed must be below 2**46, got {self.seed}")
+        for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf),
+                                ("label_smoothing", 0.0, 1.0), ("dropout", 0.0, 1.0)):
+            value = getattr(self, name)
+            inside = isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value < high
+            if not inside or (name == "lr" and value == 0):  # NaN fails every comparison
+                raise InputError(f"{name} must be a number in {'(' if name == 'lr' else '['}{low:g}, {high:g}), "
+                                 f"got {value!r}")
+        if not isinstance(self.augment, bool):
+            raise InputError(f"augment must be True or False, got {self.augment!r}")
+
+
+def _check_count(name: str, value: Any, least: int, hint: str = "") -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+        raise InputError(f"{name} must be an integer of at least {least}, got {value!r}{hint}")
 
 
 @dataclass
@@ -73,6 +90,9 @@ class TrainResult:
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0  # wall time spent in epochs, summed over resumed runs
 
+
+_CHECKPOINT_KEYS = {"model", "optimizer", "schedule", "epoch", "history", "best_epoch", "best_key", "best_state",
+                    "stale", "config"}
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # stored batch (uint8 images, features) -> model input
 
@@ -117,14 +137,25 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: Tr
         if checkpoint is None or not Path(checkpoint).exists():
             raise InputError(f"cannot resume: no checkpoint at {checkpoint}")
         state = load_checkpoint(checkpoint)
+        missing = _CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else _CHECKPOINT_KEYS
+        if missing:
+            raise InputError(f"{checkpoint} is not a training checkpoint (it lacks {', '.join(sorted(missing))}); "
+                             "give the --checkpoint-dir a run of 'interpkit train' wrote, or start afresh")
         if state["config"] != asdict(config):
             differences = ", ".join(f"{key} {state['config'].get(key)!r} there, {value!r} now"
                                     for key, value in asdict(config).items() if state["config"].get(key) != value)
             raise InputError(f"checkpoint {checkpoint} was written with another recipe ({differences}); resume "
                              "with the same settings, or start afresh without --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        before = {key: value.clone() for key, value in model.state_dict().items()}
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            model.load_state_dict(before)  # a refused checkpoint leaves no tensor of it behind
+            found = " ".join(str(error).split())[:160]
+            raise WeightsError(f"checkpoint {checkpoint} is of another model ({found}); resume with the model it "
+                               "was written for, or start afresh") from None
         result = TrainResult(state["best_epoch"], state["epoch"] + 1, state["history"], state["best_state"],
                              state.get("seconds", 0.0))
         start, best_key, stale = state["epoch"] + 1, tuple(state["best_key"]), state["stale"]

@@ -81,9 +81,16 @@ def head(model: nn.Module) -> nn.Module:
     return model.get_submodule("classifier.6")
 
 
+def backbone(model: nn.Module) -> nn.ModuleList:
+    """Every layer before the last one: the frozen part whose output the head is trained on."""
+    return nn.ModuleList([model.get_submodule("features"), model.get_submodule("avgpool"),
+                          *list(model.get_submodule("classifier").children())[:6]])
+
+
 def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The 4096-d input of the last layer (eval mode: dropout off)."""
-    x = model.get_submodule("avgpool")(model.get_submodule("features")(images)).flatten(1)
-    for layer in list(model.get_submodule("classifier").children())[:6]:
+    features, avgpool, *dense = backbone(model)
+    x = avgpool(features(images)).flatten(1)
+    for layer in dense:
         x = layer(x)
     return x

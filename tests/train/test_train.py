@@ -127,6 +127,10 @@ def test_vgg_head_training_uses_cached_features(tmp_path, monkeypatch):
     head = torch.load(tmp_path / "out" / "vgg19_caltech5_head.pt", weights_only=True)
     assert head["weight"].shape == (5, 4096)
     assert len(list((tmp_path / "out" / "feature-cache").glob("features-*.pt"))) == 3
+    # a backbone with the same convolutions and other dense layers has other features
+    state["classifier.0.weight"] = -state["classifier.0.weight"]
+    train_models(["vgg19_caltech5"], tmp_path / "out", config, backbone=state, progress=False)
+    assert len(list((tmp_path / "out" / "feature-cache").glob("features-*.pt"))) == 6
 
 
 def _train_on_this_rank(splits):
@@ -166,14 +170,14 @@ def test_bad_training_input_is_refused_and_leaves_no_folder(tmp_path):
     nothing and exited 0, and a refused run left its ``--out`` folder behind."""
     from interpkit.train import TrainConfig, train_models
 
-    with pytest.raises(interpkit.InputError, match="lr must be a positive finite number"):
+    with pytest.raises(interpkit.InputError, match=r"lr must be a number in \(0, inf\)"):
         TrainConfig(lr=float("nan"))
     out = tmp_path / "run"
     with pytest.raises(interpkit.InputError, match="none given"):
         train_models([], out)
     with pytest.raises(interpkit.InputError, match="checkpoint-dir"):
         train_models(["caltech5_arch1"], out, resume=True)
-    with pytest.raises(interpkit.InputError, match="no checkpoint at"):  # refused after the data is read
+    with pytest.raises(interpkit.InputError, match="holds no checkpoint"):
         train_models(["caltech5_arch1"], out, TrainConfig(epochs=1), resume=True, checkpoint_dir=tmp_path / "none",
                      progress=False)
     assert not out.exists()
@@ -181,3 +185,64 @@ def test_bad_training_input_is_refused_and_leaves_no_folder(tmp_path):
         done = subprocess.run([sys.executable, "-m", "interpkit", "train", *args, "--out", str(out)],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and not out.exists(), done.stderr
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"patience": 0}, "patience"), ({"patience": -1}, "patience"), ({"patience": True}, "patience"),
+    ({"epochs": 2.5}, "epochs"), ({"lr": "0.1"}, "lr"), ({"weight_decay": -1}, "weight_decay"),
+    ({"label_smoothing": 1.5}, "label_smoothing"), ({"dropout": 2.0}, "dropout"), ({"seed": 10 ** 20}, "seed"),
+    ({"warmup_epochs": -1}, "warmup_epochs"), ({"augment": "yes"}, "augment"),
+])
+def test_a_recipe_that_cannot_train_is_refused(options, words):
+    """``patience=0`` trained no epoch and wrote the untouched weights as trained; a huge seed, a string
+    lr and others failed later with torch's errors."""
+    with pytest.raises(interpkit.InputError, match=words):
+        TrainConfig(**options)
+
+
+@pytest.fixture
+def tiny_splits(monkeypatch):
+    import interpkit.train as train_module
+
+    torch.manual_seed(0)
+    splits = {s: Split(torch.randint(0, 256, (6, 3, 224, 224), dtype=torch.uint8), torch.arange(6) % 5)
+              for s in ("train", "val", "test")}
+    monkeypatch.setattr(train_module, "load_splits", lambda data_dir, size: (splits, list("abcde")))
+    return splits
+
+
+def test_train_checks_every_model_and_checkpoint_before_training_any(tmp_path, tiny_splits):
+    """A run refused at its second model had already replaced the first one's checkpoint and weights."""
+    config, ck, out = TrainConfig(epochs=1, batch_size=3, patience=None), tmp_path / "ck", tmp_path / "out"
+    train_models(["caltech5_arch1"], out, config, checkpoint_dir=ck, progress=False)
+    saved = {p.name: p.read_bytes() for p in [*ck.iterdir(), *out.iterdir()] if p.is_file()}
+    with pytest.raises(interpkit.InputError, match="exists: pass --resume"):
+        train_models(["caltech5_arch2", "caltech5_arch1"], out, config, checkpoint_dir=ck, progress=False)
+    with pytest.raises(interpkit.InputError, match="backbone weights file not found"):
+        train_models(["caltech5_arch1", "vgg19_caltech5"], out, replace(config, seed=5), backbone=tmp_path / "none.pth",
+                     progress=False)
+    assert {p.name: p.read_bytes() for p in [*ck.iterdir(), *out.iterdir()] if p.is_file()} == saved
+    # resuming continues the model that has a checkpoint and starts the one that has none
+    rows = train_models(["caltech5_arch1", "caltech5_arch2"], out, config, checkpoint_dir=ck, resume=True,
+                        progress=False)
+    assert [row["model"] for row in rows] == ["caltech5_arch1", "caltech5_arch2"]
+    assert (ck / "caltech5_arch2.ckpt").exists() and (out / "caltech5_arch1.pt").read_bytes() == saved["caltech5_arch1.pt"]
+    with pytest.raises(interpkit.InputError, match="holds no checkpoint"):
+        train_models(["caltech5_arch3"], out, config, checkpoint_dir=ck, resume=True, progress=False)
+
+
+def test_resuming_from_another_models_checkpoint_is_refused_and_leaves_the_model(tmp_path, small_splits):
+    config = replace(CONFIG, epochs=1)
+    torch.manual_seed(0)
+    fit(interpkit.get_model("caltech5_arch1"), *small_splits, TRANSFORM.normalize, config, 5,
+        checkpoint=tmp_path / "a.ckpt", progress=False)
+    other = interpkit.get_model("caltech5_arch2")
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(interpkit.WeightsError, match="another model"):
+        fit(other, *small_splits, TRANSFORM.normalize, config, 5, checkpoint=tmp_path / "a.ckpt", resume=True,
+            progress=False)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+    torch.save({"a": torch.zeros(1)}, tmp_path / "b.ckpt")
+    with pytest.raises(interpkit.InputError, match="not a training checkpoint"):
+        fit(other, *small_splits, TRANSFORM.normalize, config, 5, checkpoint=tmp_path / "b.ckpt", resume=True,
+            progress=False)
