@@ -9,7 +9,7 @@ layer's activation and the gradients of every target in one forward and one batc
 and restores it.
 """
 
-from .baselines import BaselineLike, check_reference, reference
+from .baselines import BaselineLike, baseline_pools, check_reference, reference
 from .explainer import Call, Explainer, LayerExplainer, LayerGradients
 from .explanation import Explanation, concatenate
 from .gradients import per_target_gradients
@@ -36,6 +36,6 @@ __all__ = [
     "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
     "guided_rule", "layer_choices", "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
     "normal_draws", "normalize_maps", "parse_device", "probing", "uniform_draws", "per_target_gradients", "provide_display",
-    "reference", "resolve_layer", "sample_target", "select_targets",
+    "reference", "baseline_pools", "resolve_layer", "sample_target", "select_targets",
     "unwrap", "upsample", "user_hooked",
 ]

@@ -23,13 +23,15 @@ def check_reference(value: Any) -> Any:
     return check_baseline(value)
 
 
-def reference(baseline: BaselineLike, call: Call, draws: bool = False) -> torch.Tensor:
+def reference(baseline: BaselineLike, call: Call, draws: bool = False, rows: torch.Tensor | None = None
+              ) -> torch.Tensor:
     """The baseline for ``call.x`` (M, C, *grid), in its dtype and device: (1, C, *grid) when
     shared by the rows, (M, C, *grid) otherwise. A tensor with one row per sample of the user's
     batch follows ``call.x``'s rows (``Call.batch``, ``Call.sample``: a sample explained alone,
     copies of the batch); a callable gets a copy of ``call.x`` and returns one row or one per row.
-    With ``draws=True`` a tensor (B, C, *grid) is B baselines to draw from (GradientShap)."""
-    x = call.x
+    With ``draws=True`` a tensor (B, C, *grid) is B baselines to draw from (GradientShap), and
+    ``rows`` (default ``call.x``) are what a callable is given."""
+    x = call.x if rows is None else rows
     given = baseline
     if callable(baseline) and not isinstance(baseline, torch.Tensor):
         baseline = baseline(x.detach().clone())  # a copy: the callable may write what it is given
@@ -57,17 +59,32 @@ def reference(baseline: BaselineLike, call: Call, draws: bool = False) -> torch.
     if value.dim() != x.dim():
         raise InputError(f"a baseline of shape {tuple(baseline.shape)} is neither one sample {tuple(x.shape[1:])} nor a "
                          f"batch of them")
-    rows = len(value)
-    if rows == 0:
+    count = len(value)
+    if count == 0:
         raise InputError("got an empty batch of baselines: give at least one")
     if not draws and not callable(given):  # one per sample of the user's batch: for the call's rows
         value = call.per_sample(value)
-        rows = len(value)
-    if not draws and rows not in (1, len(x)):
-        raise InputError(f"{rows} baselines for {call.batch or len(x)} inputs: give one baseline for all or one per "
+        count = len(value)
+    if not draws and count not in (1, len(x)):
+        raise InputError(f"{count} baselines for {call.batch or len(x)} inputs: give one baseline for all or one per "
                          "sample")
     try:
-        return value.expand(rows, *x.shape[1:])
+        return value.expand(count, *x.shape[1:])
     except RuntimeError:
         raise InputError(f"a baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs "
                          f"{tuple(x.shape)}") from None
+
+
+def baseline_pools(baseline: BaselineLike, call: Call) -> torch.Tensor:
+    """Baselines to average over or draw from (DeepLiftShap, GradientShap): (B, 1, C, *grid) shared
+    by the rows of ``call.x``, or (B, M, C, *grid), row m's own B baselines, from a callable. A
+    callable is called on each row alone, so that no row's baselines depend on the rest of its batch
+    (it may return one baseline per row given, ``lambda x: x * 0.5``, or a set of them)."""
+    if not callable(baseline) or isinstance(baseline, torch.Tensor):
+        return reference(baseline, call, draws=True).unsqueeze(1)
+    pools = [reference(baseline, call, draws=True, rows=row) for row in call.x.split(1)]
+    sizes = sorted({len(pool) for pool in pools})
+    if len(sizes) > 1:
+        raise InputError(f"the baseline callable gave {' or '.join(map(str, sizes))} baselines for different "
+                         "samples; give every sample the same number")
+    return torch.stack(pools, 1)

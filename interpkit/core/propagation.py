@@ -99,6 +99,11 @@ class PropagationRule:
         """``pool(x)[0]`` with this rule's backward."""
         raise NotImplementedError
 
+    def scaled(self, function: Function, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``function(x)``: ``x`` times a constant tensor (or zero) that may be 0 somewhere, where
+        the output does not depend on ``x``; by default as ``elementwise``."""
+        return self.elementwise(function, x, inplace)
+
     def layer(self, run: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
               bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
         """A convolution (``transposed`` for a transposed one) or linear layer, ``run(x, weight,
@@ -178,6 +183,8 @@ _ADDED_PRODUCTS = {
     **{f: ("mat", "vec") for f in _named(torch, "addmv") | _named(T, "addmv addmv_")},
     **{f: ("vec1", "vec2") for f in _named(torch, "addr") | _named(T, "addr addr_")},
 }
+# products with a constant factor: where the factor is 0 the output does not depend on the input
+_CONSTANT_FACTORS = _named(torch, "mul multiply") | _named(T, "mul mul_ __mul__ __rmul__ __imul__")
 # in-place ops that combine values, and their out-of-place forms
 _IN_PLACE = {T.add_: T.add, T.__iadd__: T.__add__, T.sub_: T.sub, T.__isub__: T.__sub__, T.neg_: T.neg,
              T.mul_: T.mul, T.__imul__: T.__mul__, T.div_: T.div, T.__itruediv__: T.__truediv__,
@@ -766,10 +773,11 @@ class PropagationMode(TorchFunctionMode):
             if torch.broadcast_shapes(*shapes) == dependent[0].shape:
                 self.ruled += 1
                 run = _substituted(out_of_place or func, args, kwargs, dependent)
+                rule = self.rule.scaled if _may_zero(func, args, kwargs, dependent[0]) else self.rule.elementwise
                 if written is None or written is dependent[0]:
-                    return self.rule.elementwise(run, dependent[0], written is not None)
+                    return rule(run, dependent[0], written is not None)
                 # written into a constant (``acc.add_(h)``): the sum made out of place, then written there
-                return written.copy_(self.rule.elementwise(run, dependent[0], False))
+                return written.copy_(rule(run, dependent[0], False))
         if written is None:
             return self.rule.linear(_substituted(func, args, kwargs, dependent), dependent)
         inputs = [t.clone() if t is written else t for t in dependent]
@@ -852,6 +860,15 @@ def _storage(tensor: torch.Tensor) -> int:
         return tensor.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):  # meta tensors, functional wrappers
         return 0
+
+
+def _may_zero(func: Any, args: tuple, kwargs: dict, dependent: torch.Tensor) -> bool:
+    """Whether a product with a constant may multiply by 0 somewhere: a tensor factor (read
+    without a sync), or the number 0."""
+    if func not in _CONSTANT_FACTORS:
+        return False
+    factors = [a for a in (*args, *kwargs.values()) if a is not dependent]
+    return any(isinstance(a, torch.Tensor) or a == 0 for a in factors)
 
 
 def _substituted(func: Any, args: tuple, kwargs: dict, dependent: list[torch.Tensor]) -> Callable[..., Any]:

@@ -32,6 +32,7 @@ from ..core import (
     MapKind,
     PropagationMode,
     PropagationRule,
+    baseline_pools,
     check_flag,
     check_number,
     check_reference,
@@ -421,9 +422,9 @@ class DeepLiftShap(DeepLift):
 
     def explain(self, call: Call) -> Explanation:
         """DeepLift against each baseline in turn, averaged."""
-        baselines = reference(self.baseline, call, draws=True)
+        baselines = baseline_pools(self.baseline, call)
         total, selection = None, None
-        for x0 in baselines.split(1):
+        for x0 in baselines:
             found, multipliers = self.multipliers(call, x0)
             selection = found if selection is None else selection
             part = (call.x - x0).unsqueeze(1) * multipliers

@@ -12,6 +12,7 @@ from ..core import (
     Explainer,
     Explanation,
     MapKind,
+    baseline_pools,
     check_flag,
     check_int,
     check_number,
@@ -20,7 +21,6 @@ from ..core import (
     neurons_of,
     normal_draws,
     per_target_gradients,
-    reference,
     uniform_draws,
 )
 
@@ -79,7 +79,7 @@ class GradientShap(Explainer):
         # what is explained, pinned on the clean input (a copy: the model may write into its input)
         clean, _ = self.forward_with_targets(call.with_(x.clone()), graph=False)
         pinned = call.target if neurons_of(call.target) or not clean.classes else clean.indices
-        noisy, chosen, alphas = gradient_shap_draws(x, reference(self.baselines, call, draws=True), self.samples,
+        noisy, chosen, alphas = gradient_shap_draws(x, baseline_pools(self.baselines, call), self.samples,
                                                     self.noise, self.seed)
         total = torch.zeros((len(x), clean.indices.shape[1], *x.shape[1:]), dtype=torch.float64, device=x.device)
         per_chunk = max(1, self.max_batch // len(x))
@@ -98,8 +98,9 @@ class GradientShap(Explainer):
 
 def gradient_shap_draws(x: torch.Tensor, baselines: torch.Tensor, samples: int, noise: float, seed: int
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GradientShap's draws for inputs (N, C, *grid) and baselines (B, C, *grid): the noisy inputs
-    and the chosen baselines (samples, N, C, *grid), and the alphas (samples, N). The draws come
+    """GradientShap's draws for inputs (N, C, *grid) and baselines (B, C, *grid), or (B, N, C, *grid)
+    for each image's own B (``baseline_pools``): the noisy inputs and the chosen baselines
+    (samples, N, C, *grid), and the alphas (samples, N). The draws come
     from a generator seeded with ``seed`` on the inputs' device, in this order: the noise
     (samples, C, *grid), the baseline indices (samples,), the alphas (samples,); every image
     shares them, so that its map does not depend on its batch."""
@@ -108,4 +109,5 @@ def gradient_shap_draws(x: torch.Tensor, baselines: torch.Tensor, samples: int, 
     noisy = x.unsqueeze(0) + noise * normal_draws(shape, generator, x)
     picks = torch.randint(len(baselines), (samples,), generator=generator, device=x.device)
     alphas = uniform_draws((samples, 1), generator, x).expand(samples, len(x))
-    return noisy, baselines[picks].unsqueeze(1).expand_as(noisy), alphas
+    chosen = baselines[picks]
+    return noisy, (chosen if chosen.dim() > x.dim() else chosen.unsqueeze(1)).expand_as(noisy), alphas

@@ -496,6 +496,22 @@ class _Pass(torch.autograd.Function):
         return relevance, None, None
 
 
+class _Scaled(_Pass):
+    """``x`` times a constant factor: relevance passes unchanged where the factor is not 0, and
+    none where it is (the output does not depend on ``x`` there)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, run, inplace):
+        ctx.run = run
+        return _Pass.forward(ctx, x, run, inplace)
+
+    @staticmethod
+    def backward(ctx: Any, relevance):
+        with torch.no_grad():  # the factor, whatever constant the product also adds
+            factor = ctx.run(torch.ones_like(relevance)) - ctx.run(torch.zeros_like(relevance))
+        return relevance * (factor != 0), None, None
+
+
 class _Relevance(PropagationRule):
     """One call's LRP: each layer gets the composite's rule; a batch norm folds into the layer
     whose output it reads (when it is that output's only reader, decided after the forward).
@@ -545,6 +561,9 @@ class _Relevance(PropagationRule):
         if slope is not None:  # the ReLU family: clamp(x, 0, upper)
             self._mark_nonnegative(y)
         return y
+
+    def scaled(self, function, x, inplace):
+        return _Scaled.apply(x, function, inplace)
 
     def max_pool(self, pool, x, dims):
         y = pool(x)[0]  # the gradient: relevance to the maximum

@@ -682,3 +682,35 @@ def test_the_stabiliser_adds_epsilon_with_the_sign_of_z_and_zero_counts_as_posit
         assert torch.equal(stabilize(z, 0.25), expected) and stabilize(z, 0.25).dtype == wide
         assert torch.equal(stabilize(torch.zeros(2, dtype=dtype), 1e-12), torch.full((2,), 1e-12, dtype=wide))
     assert torch.equal(stabilize(torch.tensor([0.0, -0.0, 2.0]), 0.0), torch.tensor([torch.inf, torch.inf, 2.0]))
+
+
+class _RegionOfInterest(nn.Module):
+    """Looks at the right half only: a constant mask zeroes the left half before the first layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Linear(8, 5)
+        mask = torch.ones(1, 1, 16, 16)
+        mask[..., :8] = 0
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x * self.mask))).flatten(1))
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_gamma_box"])
+def test_no_relevance_where_a_constant_factor_is_zero(composite):
+    """The product with a constant passed relevance unchanged, also where the constant is 0: the
+    first layer's flat or box rule gave 28 % of it to pixels the model never reads."""
+    torch.manual_seed(0)
+    model, x = _RegionOfInterest().eval(), torch.randn(2, 3, 16, 16)
+    options = {"low": -3.0, "high": 3.0} if composite == "epsilon_gamma_box" else {}
+    relevance = LRP(model, composite, **options)(x, target=1).maps[:, 0]
+    assert relevance[..., :8].abs().max() == 0 and relevance[..., 8:].abs().max() > 0
+    peer = {"epsilon_plus_flat": EpsilonPlusFlat(), "epsilon_gamma_box": EpsilonGammaBox(low=-3.0, high=3.0)}
+    expected = _zennit(model, x, [1, 1], peer[composite])
+    torch.testing.assert_close(relevance, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+    # a nonzero constant factor still passes relevance unchanged (zennit scales it by the factor)
+    model.mask.fill_(2.0)
+    doubled = LRP(model, composite, **options)(x / 2, target=1).maps[:, 0]
+    assert doubled[..., :8].abs().max() > 0

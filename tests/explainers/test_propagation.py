@@ -1308,3 +1308,27 @@ def test_deeplift_explains_a_dense_unit_and_names_what_it_cannot_pair():
 @torch.jit.script
 def _scripted_double(h: torch.Tensor) -> torch.Tensor:
     return h * 2.0
+
+
+def test_a_baseline_callable_gives_each_image_its_own_baselines():
+    """DeepLiftShap and GradientShap took a callable's rows for a pool shared by the batch: image 0
+    was explained against image 1's baseline too, and its map changed when image 1 was added."""
+    model = _smooth_net(nn.MaxPool2d(2))
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    half = lambda t: t * 0.5  # noqa: E731
+    for explainer in (DeepLiftShap(model, baselines=half), GradientShap(model, baselines=half, samples=6, noise=0.1)):
+        together = explainer(x, target=1).maps
+        alone = torch.cat([explainer(x[i:i + 1], target=1).maps for i in range(len(x))])
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-7)
+    sums = DeepLiftShap(model, baselines=half)(x, target=1).maps.sum((1, 2, 3, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(sums, model(x)[:, 1] - model(half(x))[:, 1], rtol=1e-4, atol=1e-6)
+    # a callable that returns a set of baselines gives each image its own set
+    pair = lambda t: torch.cat([t * 0.5, t * 0.25])  # noqa: E731
+    sums = DeepLiftShap(model, baselines=pair)(x, target=1).maps.sum((1, 2, 3, 4))
+    with torch.no_grad():
+        expected = model(x)[:, 1] - (model(x * 0.5)[:, 1] + model(x * 0.25)[:, 1]) / 2
+    torch.testing.assert_close(sums, expected, rtol=1e-4, atol=1e-6)
+    uneven = lambda t: t.repeat(1 + int(t.sum() > 0), 1, 1, 1)  # noqa: E731
+    with pytest.raises(interpkit.InputError, match="same number"):
+        DeepLiftShap(model, baselines=uneven)(torch.stack([x[0], -x[0]]), target=1)
