@@ -76,6 +76,16 @@ def test_feature_maps_refuses_an_empty_layer_list(tmp_path, image_files):
     assert done.returncode == 2 and "--layers" in done.stderr and not (tmp_path / "f").exists()
 
 
+def test_feature_maps_refuses_a_layer_without_maps_before_writing(tmp_path, image_files, capsys):
+    """A classifier among the layers was found while drawing, after the first layer's files were written."""
+    from interpkit.cli.main import main
+
+    out = tmp_path / "f"
+    assert main(["feature-maps", str(image_files[0]), "--model", "caltech5_arch2", "--layers", "features.1,classifier",
+                 "--out", str(out)]) == 2
+    assert "layer 'classifier'" in capsys.readouterr().err and not out.exists()
+
+
 def test_explain_from_a_trained_checkpoint(tmp_path, image_files):
     weights = interpkit.get_weights("caltech5_arch3").value.path
     done = run("explain", image_files[0], "--checkpoint", weights, "--out", tmp_path)

@@ -58,7 +58,12 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[Module
         if not chosen:
             raise LayerError("the model has no Conv2d layer; name the layers to capture with layers=[...]")
     else:
-        chosen = [resolve_layer(model, layer) for layer in layers if layer is not None]
+        if isinstance(layers, (str, nn.Module)):  # one layer, not a sequence of its characters
+            layers = [layers]
+        chosen = []
+        for name, module in (resolve_layer(model, layer) for layer in layers if layer is not None):
+            if all(module is not kept for _, kept in chosen):  # a layer named twice is captured once
+                chosen.append((name, module))
     prepared = model_inputs(inputs, model)
     if after_activation:
         chosen = _activations_after(model, chosen, prepared)
@@ -68,7 +73,10 @@ def feature_maps(model: nn.Module, inputs: torch.Tensor, layers: Sequence[Module
     if layers is None:
         chosen = [(name, module) for name, module in chosen if module in captured.calls]
     for name, module in chosen:
-        captured.output(module, name)  # raises for a layer the forward never called, or called twice
+        output = captured.output(module, name)  # raises for a layer the forward never called, or called twice
+        if not isinstance(output, torch.Tensor):
+            raise LayerError(f"layer '{name}' gives a {type(output).__name__}, not one tensor of feature maps; "
+                             "name the layer inside it that makes the maps")
     position = {module: i for i, module in enumerate(captured)}
     in_order = sorted(chosen, key=lambda layer: position[layer[1]])
     return FeatureMapSet(tuple(n for n, _ in in_order), tuple(captured[m] for _, m in in_order))

@@ -201,13 +201,11 @@ def receptive_field(model: nn.Module, layer: ModuleLike | None, input_size: tupl
     with evaluation(model), forward_hooks([module], hook), torch.no_grad(), tracer:
         try:
             model(image)
+        except ReceptiveFieldError:
+            raise
         except (TypeError, RuntimeError, ValueError, IndexError) as error:
-            if isinstance(error, ReceptiveFieldError):
-                raise
-            raise ReceptiveFieldError(
-                f"receptive fields are traced through a forward of one zero image {tuple(image.shape)}, which this "
-                f"model did not run ({type(error).__name__}: {' '.join(str(error).split())[:200]}); they need a "
-                "model that takes one image tensor") from error
+            if not seen:  # a head that does not fit this input size, after the layer ran, changes nothing
+                raise _not_run(error, image) from error
     if len(seen) != 1:
         raise ReceptiveFieldError(
             f"layer '{name}' is called {len(seen)} times in the forward; choose a layer called once"
@@ -216,6 +214,13 @@ def receptive_field(model: nn.Module, layer: ModuleLike | None, input_size: tupl
     if field is None:
         raise ReceptiveFieldError(f"layer '{name}' output is not a tensor computed from the input")
     return ReceptiveField(name, field[0], field[1], (height, width))
+
+
+def _not_run(error: Exception, image: torch.Tensor) -> ReceptiveFieldError:
+    return ReceptiveFieldError(
+        f"receptive fields are traced through a forward of one zero image {tuple(image.shape)}, which this model "
+        f"did not run ({type(error).__name__}: {' '.join(str(error).split())[:200]}); they need a model that "
+        "takes one image tensor")
 
 
 def _size(input_size: Any) -> tuple[int, int]:
@@ -278,7 +283,7 @@ _MOVES_PIXELS = {torch.flip, torch.roll, torch.rot90, torch.transpose, torch.per
                  torch.Tensor.gather, torch.take_along_dim, torch.Tensor.take_along_dim, torch.Tensor.scatter,
                  torch.scatter, torch.index_add, torch.Tensor.index_add, torch.Tensor.narrow, torch.narrow,
                  torch.Tensor.flatten, torch.flatten, torch.Tensor.unflatten, torch.Tensor.as_strided, torch.as_strided,
-                 torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
+                 torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.tensordot,
                  *(getattr(torch.fft, name) for name in ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "irfft2",
                                                          "fftn", "ifftn", "rfftn", "irfftn", "fftshift", "ifftshift"))}
 # ops along one dim: every position reads the whole axis (softmax, L2 normalisation) or the
@@ -287,6 +292,8 @@ _ALONG_AXIS = {torch.softmax, torch.Tensor.softmax, F.softmax, torch.log_softmax
                F.softmin, F.normalize}
 _CUMULATIVE = {torch.cumsum, torch.Tensor.cumsum, torch.cumprod, torch.Tensor.cumprod, torch.cummax, torch.Tensor.cummax,
                torch.cummin, torch.Tensor.cummin, torch.logcumsumexp, torch.Tensor.logcumsumexp}
+# selections of the k largest or smallest along ``dim`` (default the last): each reads the whole axis
+_SELECTIONS = {torch.topk: (2, -1), torch.Tensor.topk: (2, -1), torch.kthvalue: (2, -1), torch.Tensor.kthvalue: (2, -1)}
 # normalisations whose statistics span the plane: every position reads all of it
 _PLANE_NORMS = {F.group_norm, torch.group_norm, F.instance_norm, torch.instance_norm}
 _LAYER_NORMS = {F.layer_norm, torch.layer_norm, F.rms_norm}
@@ -322,6 +329,9 @@ class _Tracer(TorchFunctionMode):
         result = func(*args, **kwargs)
         if not self.active:
             return result
+        if func is torch.Tensor.__setitem__:
+            self._assigned(*args[:3])
+            return result
         inputs = [a for a in _flat(args, kwargs) if self.field(a) is not None]
         outputs = [r for r in (result if isinstance(result, (tuple, list)) else (result,))
                    if isinstance(r, torch.Tensor)]
@@ -333,7 +343,30 @@ class _Tracer(TorchFunctionMode):
                 field = _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], (1, 1), func)
             for tensor in outputs:
                 self.track(tensor, field)
+            if outputs[0] is args[0] and outputs[0]._base is not None:  # written in place through a view
+                self._widen(outputs[0]._base, field, _grid(outputs[0]))
         return result
+
+    def _assigned(self, target: torch.Tensor, index: Any, value: Any) -> None:
+        """``target[index] = value``: the target's field takes in the value's (a write into some
+        channels); a write into some positions of a map would move them, and is refused."""
+        field = self.field(value)
+        if field is None or not isinstance(target, torch.Tensor):
+            return  # a constant written: the field it had still bounds what it reads
+        if _is_map(target) and not _only_channel_index(index):
+            raise ReceptiveFieldError("receptive fields cannot be traced through an assignment into some positions "
+                                      "of a map (x[..., :4] = y); compute them up to a layer before it")
+        self._widen(target, field, _grid(value))
+        if target._base is not None:
+            self._widen(target._base, field, _grid(value))
+
+    def _widen(self, tensor: torch.Tensor, field: Field, grid: tuple[int, int]) -> None:
+        """``tensor`` written with values of ``field`` (on ``grid``): its field is the union."""
+        fields, grids = [field], [grid]
+        if self.field(tensor) is not None:
+            fields.append(self.field(tensor))
+            grids.append(_grid(tensor))
+        self.track(tensor, _pointwise(fields, grids, _grid(tensor), torch.Tensor.__setitem__))
 
     def _rule(self, func, args, kwargs, inputs, out: torch.Tensor) -> Field:
         source = self.field(inputs[0])
@@ -389,6 +422,12 @@ def _mixed_axes(func: Any, args: Sequence[Any], kwargs: dict) -> tuple[str, set[
             return ("whole", {0, 1})  # softmax's legacy implicit dim, or F.normalize's default: read it all
         axes = {int(dim) % 4 - 2} & {0, 1}
         return ("prefix" if func in _CUMULATIVE else "whole", axes) if axes else None
+    if func in _SELECTIONS:
+        position, default = _SELECTIONS[func]
+        axes = {int(_arg(args, kwargs, position, "dim", default)) % 4 - 2} & {0, 1}
+        return ("whole", axes) if axes else None
+    if func is F.linear:  # a weight over the last axis: every column reads the whole row
+        return ("whole", {1})
     if func in _PLANE_NORMS:
         return ("whole", {0, 1})
     if func in _LAYER_NORMS:

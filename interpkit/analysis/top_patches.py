@@ -10,8 +10,9 @@ single-process one.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -19,7 +20,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..core import ModuleLike, check_int, display, evaluation, forward_hooks, model_device, resolve_layer
+from ..core import (
+    ModuleLike,
+    check_int,
+    display,
+    evaluation,
+    forward_hooks,
+    mixes_samples,
+    model_device,
+    resolve_layer,
+)
 from ..errors import InputError, LayerError
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -55,6 +65,10 @@ class TopPatches:
         """A Zeiler-Fergus grid: a row of k crops per channel, each scaled to ``crop_pixels``;
         with ``visualisation`` (a ``Visualisation`` of every channel here, in this order) each row
         opens with the image optimised to excite its channel."""
+        check_int("crop_pixels", crop_pixels)
+        unknown = [] if channels is None else [c for c in channels if c not in self.channels]
+        if unknown:
+            raise InputError(f"channels {unknown} are not among these top patches' ({self.channels})")
         chosen = range(len(self.channels)) if channels is None else [self.channels.index(c) for c in channels]
         leading = None
         if visualisation is not None:
@@ -83,30 +97,36 @@ def top_patches(model: nn.Module, layer: ModuleLike | None, data: Dataset | Data
         raise LayerError("top_patches needs a layer: a dotted name or a module")
     name, module = resolve_layer(model, layer)
     check_int("k", k)
+    check_int("batch_size", batch_size)
+    chosen_channels = _checked_channels(channels)
     dataset, loader, first = _loader(data, batch_size, num_workers)
     device = model_device(model)
+    one_at_a_time = mixes_samples(model)  # batch statistics: a sample's activations would depend on its batch
     best: _TopK | None = None
-    seen = 0
+    seen, size = 0, None
     with evaluation(model), torch.no_grad():
-        bar = tqdm(loader, desc=f"top patches of {name}", unit="batch", disable=not progress)
+        bar = tqdm(_batches(loader), desc=f"top patches of {name}", unit="batch", disable=not progress)
         for batch in bar:
             images = _images(batch).to(device, non_blocking=True)
-            activation = _layer_output(model, module, name, images)
-            if channels is not None:
-                activation = activation[:, _channel_index(channels, activation.shape[1], device)]
+            size = size or tuple(images.shape[1:])
+            if tuple(images.shape[1:]) != size:
+                raise InputError(f"the images are of different sizes ({size} and {tuple(images.shape[1:])}): one "
+                                 "receptive field maps the layer's positions to input boxes; resize them to one size")
+            parts = images.split(1) if one_at_a_time else (images,)
+            activation = torch.cat([_layer_output(model, module, name, part) for part in parts])
+            if chosen_channels is not None:
+                activation = activation[:, _channel_index(chosen_channels, activation.shape[1], device)]
             sample = torch.arange(first + seen, first + seen + len(images), device=device)
             batch_best = _TopK.of_batch(activation, sample)
             best = (batch_best.sorted() if best is None else best.merge(batch_best)).truncate(k)
             seen += len(images)
-    if best is None:
+    if best is None or size is None:
         raise InputError("the dataset is empty")
     best = _merge_across_ranks(best, k)
-    first_image = _image(dataset[0])
-    height, width = first_image.shape[-2:]
-    field = receptive_field(model, name, (int(height), int(width)), in_channels=int(first_image.shape[0]))
+    field = receptive_field(model, name, (int(size[-2]), int(size[-1])), in_channels=int(size[0]))
     best = best.pad(k)
     boxes = field.boxes(best.positions.clamp_min(0))
-    chosen = list(channels) if channels is not None else list(range(best.values.shape[0]))
+    chosen = chosen_channels if chosen_channels is not None else list(range(best.values.shape[0]))
     return TopPatches(name, chosen, best.values.cpu(), best.indices.cpu(), best.positions.cpu(), boxes.cpu(), field, dataset)
 
 
@@ -175,6 +195,26 @@ def _layer_output(model: nn.Module, module: nn.Module, name: str, images: torch.
     return output
 
 
+def _checked_channels(channels: Any) -> list[int] | None:
+    if channels is None:
+        return None
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or not all(
+            isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in channels):
+        raise InputError(f"channels must be a sequence of channel indices (ints), got {channels!r:.80}")
+    return [int(c) for c in channels]
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    """The loader's batches; images of different sizes, which a batch cannot hold, named as such."""
+    try:
+        yield from loader
+    except RuntimeError as error:
+        if "stack expects each tensor to be equal size" not in str(error):
+            raise
+        raise InputError("the images are of different sizes, which one batch cannot hold: resize them to one "
+                         "size") from None
+
+
 def _channel_index(channels: Sequence[int], available: int, device: torch.device) -> torch.Tensor:
     index = torch.as_tensor(list(channels), dtype=torch.long)
     if index.numel() == 0 or index.min() < 0 or index.max() >= available:
@@ -190,7 +230,11 @@ def _images(batch: Any) -> torch.Tensor:
 
 
 def _image(item: Any) -> torch.Tensor:
-    return item[0] if isinstance(item, (list, tuple)) else item
+    image = item[0] if isinstance(item, (list, tuple)) else item
+    if not isinstance(image, torch.Tensor):
+        raise InputError(f"the dataset's samples must be image tensors (C, H, W) to crop patches from, not "
+                         f"{type(image).__name__}; give it a transform that makes tensors")
+    return image
 
 
 def _loader(data: Any, batch_size: int, num_workers: int) -> tuple[Dataset, DataLoader, int]:
@@ -202,6 +246,9 @@ def _loader(data: Any, batch_size: int, num_workers: int) -> tuple[Dataset, Data
         sampler = type(data.sampler).__name__
         if sampler != "SequentialSampler":
             raise InputError(f"the DataLoader must not shuffle (its sampler is {sampler}); pass the Dataset instead")
+        if data.drop_last:
+            raise InputError("the DataLoader drops its last batch (drop_last=True), whose samples would never be "
+                             "seen; pass the Dataset instead")
         dataset, batch_size, num_workers = data.dataset, data.batch_size or batch_size, data.num_workers
     elif isinstance(data, Dataset) or hasattr(data, "__getitem__"):
         dataset = data

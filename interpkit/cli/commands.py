@@ -73,6 +73,10 @@ def feature_map_images(images: Sequence[str], out_dir: str | os.PathLike, model:
     pictures = [read_image(file) for file in images]
     stems = numbered([Path(Path(file).stem) for file in images])
     results = [feature_maps(network, transform(pictures[0]).unsqueeze(0).to(device), chosen)]
+    for name, activation in results[0].items():
+        if activation.dim() != 4:
+            raise InputError(f"layer '{name}' gives {tuple(activation.shape[1:])} per image, not feature maps "
+                             "(channels, height, width); choose convolutional layers")
     folder = Path(out_dir)
     figures = {(stem, name): folder / f"{stem}_feature_maps_{name}.png" for stem in stems for name, _ in results[0].items()}
     refuse_to_replace([p for figure in figures.values() for p in (figure, figure.with_suffix(".npy"))], overwrite)

@@ -16,7 +16,19 @@ import torch
 from torch import nn
 
 from ..analysis import ReceptiveField, receptive_field
-from ..core import Call, ChannelsFirst, Explanation, InputsLike, LayerExplainer, LayerLike, MapKind, TargetLike, check_int, display
+from ..core import (
+    Call,
+    ChannelsFirst,
+    Explanation,
+    InputsLike,
+    LayerExplainer,
+    LayerLike,
+    MapKind,
+    TargetLike,
+    check_int,
+    display,
+    model_cache,
+)
 from ..errors import InputError, LayerError
 
 
@@ -66,7 +78,6 @@ class MaxActivatingPatches(LayerExplainer):
     def __init__(self, model: nn.Module, layer: LayerLike = None, k: int = 5) -> None:
         super().__init__(model, layer)
         self.k = check_int("k", k)
-        self._fields: dict[tuple[str, tuple[int, int]], ReceptiveField] = {}
 
     def __call__(self, inputs: InputsLike, target: TargetLike = None, *,
                  attribute_to: int | str | None = None) -> PatchExplanation:
@@ -90,7 +101,9 @@ class MaxActivatingPatches(LayerExplainer):
                                 receptive_field=field_)
 
     def _receptive_field(self, name: str, size: tuple[int, ...], channels: int) -> ReceptiveField:
-        key = (name, (int(size[0]), int(size[1])))
-        if key not in self._fields:
-            self._fields[key] = receptive_field(self.model, name, key[1], in_channels=channels)
-        return self._fields[key]
+        """Traced once per model, layer, size and channels; again after a module is replaced."""
+        cache = model_cache(self.model)
+        key = ("receptive field", name, (int(size[0]), int(size[1])), channels)
+        if key not in cache:
+            cache[key] = receptive_field(self.model, name, key[2], in_channels=channels)
+        return cache[key]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 from matplotlib.figure import Figure
+from torch import nn
 
 from interpkit import FeatureMapSet, InputError, LayerError, LayerNotFoundError, feature_maps
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
@@ -69,3 +70,28 @@ def test_after_activation_refuses_a_functional_activation(images):
 
     with pytest.raises(LayerError, match="no activation module takes the output of 'conv'"):
         feature_maps(Functional(), images, after_activation=True)
+
+
+def test_layers_given_as_one_name_a_tuple_output_and_a_layer_named_twice():
+    """``layers="12"`` captured layers '1' and '2'; a tuple output was kept uncloned (an in-place
+    ReLU after it changed the stored maps); a layer named twice was drawn twice."""
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x * 2, x * 3
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pair, self.act = nn.Conv2d(3, 4, 3), Pair(), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            a, b = self.pair(self.conv(x))
+            self.act(a)
+            return a + b
+
+    model = nn.Sequential(*[nn.Conv2d(3, 3, 1) for _ in range(13)]).eval()
+    x = torch.randn(1, 3, 8, 8)
+    assert feature_maps(model, x, layers="12").layers == ("12",)
+    assert feature_maps(model, x, layers=["1", "1", model[1], "2"]).layers == ("1", "2")
+    with pytest.raises(LayerError, match="gives a tuple"):
+        feature_maps(Net().eval(), x, layers=["pair"])

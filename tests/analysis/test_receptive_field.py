@@ -530,3 +530,86 @@ def test_a_convolution_down_to_one_position_is_traced_not_pooled():
     field = receptive_field(model, "1", (12, 12), in_channels=2)
     assert field.grid_size == (1, 1) and field.clipped_box(0, 0) == (0, 4, 9, 5)
     assert field.box(0, 0) == (0, -4, 9, 13) and not field.covers_input
+
+
+def test_mixing_a_whole_axis_that_keeps_its_length_widens_the_field():
+    """A linear layer over the width and ``topk`` along it keep the grid, and were taken for
+    pointwise: the field was 3 x 3 where the unit reads whole rows."""
+    def box(op):
+        return receptive_field(_ThenOp(op), "after", (10, 10)).clipped_box(0, 2)
+
+    weight = torch.randn(8, 8)
+    assert box(lambda t: F.linear(t, weight)) == (0, 0, 3, 10)
+    assert box(lambda t: t.topk(8, dim=3).values) == (0, 0, 3, 10)
+    assert box(lambda t: t.topk(2, dim=1).values) == (0, 2, 3, 5)  # along channels: pointwise in space
+    assert box(lambda t: t.kthvalue(1, dim=2, keepdim=True).values.expand_as(t)) == (0, 2, 10, 5)
+    with pytest.raises(ReceptiveFieldError, match="tensordot"):
+        box(lambda t: torch.tensordot(t, weight, dims=([3], [0])))
+
+
+class _PartialConv(nn.Module):
+    """FasterNet's partial convolution: a 3 x 3 convolution written into two of eight channels."""
+
+    def __init__(self, through_view: bool):
+        super().__init__()
+        self.stem, self.partial, self.out = nn.Conv2d(3, 8, 1), nn.Conv2d(2, 2, 3, padding=1), nn.Identity()
+        self.through_view = through_view
+
+    def forward(self, x):
+        x = self.stem(x).clone()
+        if self.through_view:
+            part = x[:, :2]
+            part.add_(self.partial(part))
+        else:
+            x[:, :2, :, :] = self.partial(x[:, :2, :, :])
+        return self.out(x)
+
+
+@pytest.mark.parametrize("through_view", [False, True])
+def test_a_write_into_some_channels_widens_the_field(through_view):
+    """``x[:, :2] = conv(...)`` returns None, and the written tensor kept its 1 x 1 field."""
+    torch.manual_seed(0)
+    model = _PartialConv(through_view).eval()
+    field = receptive_field(model, "out", (16, 16))
+    assert (field.size, field.stride) == ((3, 3), (1, 1)) and field.clipped_box(5, 5) == (4, 4, 7, 7)
+    x = torch.randn(1, 3, 16, 16)
+    moved = x.clone()
+    moved[..., 6, 6] += 10  # inside the box: the partial convolution's channels see it
+    with torch.no_grad():
+        assert (model(x)[0, :2, 5, 5] - model(moved)[0, :2, 5, 5]).abs().max() > 1e-3
+
+
+def test_a_write_into_some_positions_is_refused():
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.out = nn.Conv2d(3, 4, 3, padding=1), nn.Identity()
+
+        def forward(self, x):
+            y = self.conv(x).clone()
+            y[:, :, :, :4] = torch.zeros(1, 4, 16, 4) + y.sum()
+            return self.out(y)
+
+    with pytest.raises(ReceptiveFieldError, match="assignment into some positions"):
+        receptive_field(Shifted(), "out", (16, 16))
+
+
+def test_a_head_that_does_not_fit_the_size_after_the_layer_ran_is_no_reason_to_refuse():
+    """The study's arch1 at 64 px: its classifier expects 224 px, the convolutions do not care."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 2)).eval()
+    assert receptive_field(model, "1", (16, 16)).clipped_box(5, 5) == (4, 4, 7, 7)
+    with pytest.raises(ReceptiveFieldError, match="did not run"):
+        receptive_field(model, "3", (16, 16))
+
+
+def test_layer_table_bad_input_is_named():
+    from interpkit import layer_table
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+    assert [row.output_shape for row in layer_table(model, (16, 16), in_channels=1)] == [(4, 14, 14), (4, 14, 14)]
+    for options, words in (({"input_size": (16, 16)}, "did not run"), ({"input_size": (2, 2), "in_channels": 1},
+                                                                       "did not run"),
+                           ({"input_size": (16, 16), "in_channels": "1"}, "in_channels"),
+                           ({"input_size": "16"}, "input_size"), ({"input_size": 16}, "input_size")):
+        with pytest.raises(interpkit.InputError, match=words):
+            layer_table(model, **options)

@@ -172,3 +172,55 @@ def test_indices_are_positions_in_the_loaders_dataset(gapnet):
     result = top_patches(gapnet, "features.3", DataLoader(subset, batch_size=2), k=3, progress=False)
     assert sorted(result.indices[0].tolist()) == [0, 1, 2]
     assert result.crops()[0][0].shape[0] == 3
+
+
+def test_top_patches_of_a_model_whose_batches_mix_samples_do_not_depend_on_the_batch_size():
+    """A batch norm without running statistics normalised each batch by its own statistics: the
+    top samples changed with ``batch_size``."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU()).eval()
+    data = TensorDataset(torch.randn(8, 3, 16, 16) * torch.linspace(0.2, 3, 8)[:, None, None, None])
+    results = [top_patches(model, "2", data, k=3, batch_size=size, progress=False) for size in (1, 3, 8)]
+    for result in results[1:]:
+        assert torch.equal(result.indices, results[0].indices)
+        torch.testing.assert_close(result.values, results[0].values)
+
+
+def test_images_of_different_sizes_are_refused_not_boxed_with_the_first_ones_field():
+    """The boxes came from the first image's receptive field, so a later, larger image's best
+    patch was cropped at the wrong place (or the run ended with a layer-grid error)."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 5, padding=2)).eval()
+    images = [torch.zeros(3, 16, 16), torch.zeros(3, 32, 32)]
+    for size in (1, 2):
+        with pytest.raises(InputError, match="different sizes"):
+            top_patches(model, "0", images, k=1, batch_size=size, progress=False)
+
+
+def test_top_patches_argument_errors(gapnet):
+    data = TensorDataset(torch.randn(5, 3, 24, 20, dtype=torch.float64))
+    for channels in ([1.5], 2, ["a"], [True]):
+        with pytest.raises(InputError, match="channels must be"):
+            top_patches(gapnet, "features.3", data, channels=channels, progress=False)
+    with pytest.raises(InputError, match="batch_size"):
+        top_patches(gapnet, "features.3", data, batch_size=0, progress=False)
+    with pytest.raises(InputError, match="drop_last"):
+        top_patches(gapnet, "features.3", DataLoader(data, batch_size=2, drop_last=True), progress=False)
+    result = top_patches(gapnet, "features.3", data, k=1, channels=[1, 2], progress=False)
+    with pytest.raises(InputError, match=r"channels \[0\]"):
+        result.figure(channels=[0])
+    with pytest.raises(InputError, match="crop_pixels"):
+        result.figure(crop_pixels=0)
+    with pytest.raises(InputError, match="image tensors"):
+        top_patches(gapnet, "features.3", DataLoader(["a", "b"], collate_fn=lambda _: data[:2][0]),
+                    progress=False).crops()
+
+
+def test_receptive_fields_are_traced_again_after_a_module_is_replaced():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    explainer = MaxActivatingPatches(model, layer="3", k=1)
+    x = torch.randn(1, 3, 16, 16)
+    assert explainer(x, target=0).receptive_field.size == (5, 5)
+    model[2] = nn.Conv2d(4, 4, 7, padding=3)
+    assert explainer(x, target=0).receptive_field.size == (9, 9)
