@@ -362,7 +362,8 @@ class _Tracer(TorchFunctionMode):
 
     def _widen(self, tensor: torch.Tensor, field: Field, grid: tuple[int, int]) -> None:
         """``tensor`` written with values of ``field`` (on ``grid``): its field is the union."""
-        fields, grids = [field], [grid]
+        fields: list[Field | None] = [field]
+        grids = [grid]
         if self.field(tensor) is not None:
             fields.append(self.field(tensor))
             grids.append(_grid(tensor))

@@ -169,8 +169,8 @@ def _train_stand_in(data_dir: Any, checkpoint_dir: Any, resume: bool, progress: 
     categories = _stand_in_categories(data_dir)
     transform = ImageTransform(size=transfer.SIZE)
     splits, classes = load_splits(data_dir, transform.size)
-    paths: list[Path | None] = (_checkpoint_paths(STAND_IN, Path(checkpoint_dir)) if checkpoint_dir
-                                else [None] * (len(transfer.PRETRAIN_STAGES) + 2))
+    paths: list[Path | None] = [*_checkpoint_paths(STAND_IN, Path(checkpoint_dir))] if checkpoint_dir else \
+        [None] * (len(transfer.PRETRAIN_STAGES) + 2)
     stages, tuned = paths[:-2], (paths[-2], paths[-1])
     # --resume continues each stage that has a checkpoint and starts the others
     pretrained, history, held_out = transfer.pretrain(categories, classes, checkpoints=stages, resume=resume,

@@ -53,7 +53,7 @@ class TrainConfig:
         for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf),
                                 ("label_smoothing", 0.0, 1.0), ("dropout", 0.0, 1.0)):
             value = getattr(self, name)
-            inside = isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value < high
+            inside = isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= float(value) < high
             if not inside or (name == "lr" and value == 0):  # NaN fails every comparison
                 raise InputError(f"{name} must be a number in {'(' if name == 'lr' else '['}{low:g}, {high:g}), "
                                  f"got {value!r}")
