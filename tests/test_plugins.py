@@ -208,3 +208,50 @@ def test_register_plugin_in_a_running_process(monkeypatch):
         registry_module.register_plugin(Bad(), "bad")
     assert registry_module.registry().failures == []
     monkeypatch.setattr(registry_module, "_registry", None)
+
+
+def test_two_plugins_registered_with_the_default_source_and_a_misspelt_hook(monkeypatch):
+    """Both plugins took the pluggy name "registered in this process": the second was refused. A
+    hook named ``interpkit_register_explainer`` registered nothing and said nothing."""
+    monkeypatch.setattr(registry_module, "_registry", None)
+
+    def plugin(name):
+        explainer = type(f"Saliency_{name}", (interpkit.Saliency,), {"name": name})
+
+        class Plugin:
+            @interpkit.hookimpl
+            def interpkit_register_explainers(self, register):
+                register(explainer)
+
+        return Plugin()
+
+    registry_module.register_plugin(plugin("saliency_a"))
+    registry_module.register_plugin(plugin("saliency_b"))
+    assert {"saliency_a", "saliency_b"} <= set(interpkit.list_explainers())
+
+    class Misspelt:
+        @interpkit.hookimpl
+        def interpkit_register_explainer(self, register):
+            register(interpkit.Saliency)
+
+    with pytest.raises(interpkit.PluginError, match="interpkit_register_explainer"):
+        registry_module.register_plugin(Misspelt(), "misspelt")
+    monkeypatch.setattr(registry_module, "_registry", None)
+
+
+def test_get_model_and_get_explainer_name_bad_input():
+    with pytest.raises(interpkit.PluginError, match="named by a string"):
+        interpkit.get_explainer(["gradcam"])
+    with pytest.raises(interpkit.PluginError, match="named by a string"):
+        interpkit.get_model(["caltech5_arch1"])
+    with pytest.raises(interpkit.InputError, match="no such option.*num_classes"):
+        interpkit.get_model("caltech5_arch1", foo=1)
+    for options, words in (({"num_classes": -1}, "num_classes"), ({"num_classes": "5"}, "num_classes"),
+                           ({"dropout": 1.5}, "dropout")):
+        for name in ("caltech5_arch1", "vgg19_slim_caltech5"):
+            with pytest.raises(interpkit.InputError, match=words):
+                interpkit.get_model(name, **options)
+    for name in ("caltech5_arch1", "vgg19_slim_caltech5"):  # the weights have 5 classes: 10 was ignored
+        with pytest.raises(interpkit.WeightsError, match="have 5 classes, not num_classes=10"):
+            interpkit.get_model(name, weights="DEFAULT", num_classes=10)
+        assert interpkit.get_model(name, weights="DEFAULT", num_classes=5) is not None

@@ -24,7 +24,7 @@ import pluggy
 import torch
 
 from ..core import Explainer, Explanation, TargetLike
-from ..errors import PluginError, PluginWarning
+from ..errors import InputError, PluginError, PluginWarning
 from . import hookspecs
 
 KINDS = ("explainers", "models", "metrics")
@@ -49,6 +49,8 @@ class Registry:
     def get(self, kind: str, name: str) -> Any:
         """The object registered under ``name``; a PluginError with close names otherwise."""
         table = self.entries[kind]
+        if not isinstance(name, str):
+            raise PluginError(f"a {kind[:-1]} is named by a string, not {name!r:.60}")
         if name in table:
             return table[name]
         close = difflib.get_close_matches(str(name), list(table), n=3, cutoff=0.6)
@@ -116,7 +118,8 @@ def _register_plugin(result: Registry, plugin: Any, source: str) -> None:
     staged: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     manager = result.manager
     try:
-        manager.register(plugin, name=source)
+        manager.register(plugin, name=f"{source} ({id(plugin):#x})")  # two plugins may share a source
+        manager.check_pending()  # a misspelt hook (interpkit_register_explainer) is an error, not ignored
         for kind in KINDS:
             caller = getattr(manager.hook, f"interpkit_register_{kind}")
             for impl in caller.get_hookimpls():
@@ -199,7 +202,13 @@ def list_models() -> list[str]:
 
 def get_model(name: str, weights: Any = None, **kwargs: Any) -> torch.nn.Module:
     """Build model ``name``; ``weights`` is None (random), ``"DEFAULT"``, a member name or member."""
-    return registry().get("models", name)(weights=weights, **kwargs)
+    builder = registry().get("models", name)
+    try:
+        inspect.signature(builder).bind(weights=weights, **kwargs)
+    except TypeError as error:
+        raise InputError(f"model '{name}' takes no such option ({error}); its options: "
+                         f"{', '.join(inspect.signature(builder).parameters)}") from None
+    return builder(weights=weights, **kwargs)
 
 
 def get_weights(name: str) -> Any:

@@ -9,6 +9,7 @@ with VGG19's plain layout and module names.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -53,20 +54,30 @@ def _features(model: nn.Module) -> nn.Sequential:
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
     """Undo ``with_batch_norm``, in place: each (convolution, BatchNorm2d) pair becomes one
-    convolution computing conv then the BatchNorm's eval-mode affine map."""
+    convolution (with every option of the first: dilation, groups, padding mode) computing conv
+    then the BatchNorm's eval-mode affine map. Every pair is checked before any is folded."""
     features = _features(model)
-    for index, module in enumerate(features):
-        if isinstance(module, nn.Sequential):
-            conv, norm = module[0], module[1]
-            assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and conv.bias is not None
-            assert norm.running_var is not None and norm.running_mean is not None
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
-                               conv.stride, conv.padding)  # type: ignore[arg-type]
-            with torch.no_grad():
-                folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-                folded.bias.copy_((conv.bias - norm.running_mean) * scale + norm.bias)  # type: ignore[union-attr]
-            features[index] = folded
+    pairs: list[tuple[int, nn.Conv2d, nn.BatchNorm2d]] = []
+    for index, pair in enumerate(features):
+        if not isinstance(pair, nn.Sequential):
+            continue
+        conv, norm = (pair[0], pair[1]) if len(pair) == 2 else (None, None)
+        if type(conv) is not nn.Conv2d or type(norm) is not nn.BatchNorm2d or norm.running_var is None:
+            raise InputError(f"features.{index} is not a (Conv2d, BatchNorm2d with running statistics) pair as "
+                             "with_batch_norm makes; nothing was folded")
+        pairs.append((index, conv, norm))
+    for index, conv, norm in pairs:
+        assert norm.running_var is not None and norm.running_mean is not None
+        scale = (norm.running_var + norm.eps).rsqrt()
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        folded = copy.deepcopy(conv)
+        with torch.no_grad():
+            folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+            shift = (bias - norm.running_mean) * scale + (norm.bias if norm.bias is not None else 0)
+            folded.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+        features[index] = folded
     return model
 
 

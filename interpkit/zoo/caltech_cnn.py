@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from .weights import Weights, WeightsFile, with_weights
+from .weights import Weights, WeightsFile, check_dropout, class_count, with_weights
 
 
 class CaltechCNN(nn.Module):
@@ -62,29 +62,29 @@ class Caltech5Arch3Weights(Weights):
     DEFAULT = CALTECH5_V1
 
 
-def _build(weights: Weights | None, extra_channels: tuple[int, ...], flat: int, **kwargs: Any) -> CaltechCNN:
-    if weights is not None:
-        kwargs["num_classes"] = len(weights.meta["categories"])
-    model = CaltechCNN(extra_channels, flat, **kwargs)
+def _build(weights: Weights | None, extra_channels: tuple[int, ...], flat: int, num_classes: int | None,
+           dropout: float) -> CaltechCNN:
+    classes = class_count(num_classes, len(weights.meta["categories"]) if weights is not None else None)
+    model = CaltechCNN(extra_channels, flat, classes, check_dropout(dropout))
     if weights is not None:
         model.load_state_dict(weights.state_dict())
     return model
 
 
 @with_weights(Caltech5Arch1Weights)
-def caltech5_arch1(*, weights: Any = None, **kwargs: Any) -> CaltechCNN:
+def caltech5_arch1(*, weights: Any = None, num_classes: int | None = None, dropout: float = 0.5) -> CaltechCNN:
     """The study's first CNN (two convolutions); ``weights="DEFAULT"`` loads the bundled, trained
-    weights. ``kwargs``: ``num_classes`` (5), ``dropout`` (0.5)."""
-    return _build(Caltech5Arch1Weights.verify(weights), (), 16 * 13 * 13, **kwargs)
+    weights. ``num_classes``: 5, or the weights' own; ``dropout`` before each linear layer."""
+    return _build(Caltech5Arch1Weights.verify(weights), (), 16 * 13 * 13, num_classes, dropout)
 
 
 @with_weights(Caltech5Arch2Weights)
-def caltech5_arch2(*, weights: Any = None, **kwargs: Any) -> CaltechCNN:
+def caltech5_arch2(*, weights: Any = None, num_classes: int | None = None, dropout: float = 0.5) -> CaltechCNN:
     """The study's second CNN (three convolutions); ``weights="DEFAULT"`` loads the bundled weights."""
-    return _build(Caltech5Arch2Weights.verify(weights), (32,), 32 * 6 * 6, **kwargs)
+    return _build(Caltech5Arch2Weights.verify(weights), (32,), 32 * 6 * 6, num_classes, dropout)
 
 
 @with_weights(Caltech5Arch3Weights)
-def caltech5_arch3(*, weights: Any = None, **kwargs: Any) -> CaltechCNN:
+def caltech5_arch3(*, weights: Any = None, num_classes: int | None = None, dropout: float = 0.5) -> CaltechCNN:
     """The study's third CNN (four convolutions); ``weights="DEFAULT"`` loads the bundled weights."""
-    return _build(Caltech5Arch3Weights.verify(weights), (32, 64), 64 * 6 * 6, **kwargs)
+    return _build(Caltech5Arch3Weights.verify(weights), (32, 64), 64 * 6 * 6, num_classes, dropout)

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from ..errors import WeightsError
-from .weights import Weights, WeightsFile, with_weights
+from .weights import Weights, WeightsFile, class_count, with_weights
 
 IMAGENET = "IMAGENET1K_V1"
 
@@ -60,7 +60,7 @@ def build(num_classes: int = 5, backbone: Any = IMAGENET) -> nn.Module:
 
 
 @with_weights(Vgg19Caltech5Weights)
-def vgg19_caltech5(*, weights: Any = None, num_classes: int = 5, backbone: Any = IMAGENET) -> nn.Module:
+def vgg19_caltech5(*, weights: Any = None, num_classes: int | None = None, backbone: Any = IMAGENET) -> nn.Module:
     """torchvision VGG19, ImageNet weights frozen, a new last layer; ``weights`` loads a trained head.
 
     ``backbone`` is ``'IMAGENET1K_V1'`` (downloaded once by torchvision), a state-dict file, a
@@ -68,9 +68,7 @@ def vgg19_caltech5(*, weights: Any = None, num_classes: int = 5, backbone: Any =
     """
     chosen = Vgg19Caltech5Weights.verify(weights)
     head_state = chosen.state_dict() if chosen is not None else None
-    if head_state is not None:
-        num_classes = head_state["weight"].shape[0]
-    model = build(num_classes, backbone)
+    model = build(class_count(num_classes, head_state["weight"].shape[0] if head_state is not None else None), backbone)
     if head_state is not None:
         head(model).load_state_dict(head_state)
     return model

@@ -15,7 +15,7 @@ from typing import Any
 import torchvision
 from torch import nn
 
-from .weights import Weights, WeightsFile, with_weights
+from .weights import Weights, WeightsFile, check_dropout, class_count, with_weights
 
 SLIM = 8
 VGG19_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
@@ -55,13 +55,12 @@ def slim_vgg19(num_classes: int, width_divisor: int = SLIM, dropout: float = 0.5
 
 
 @with_weights(Vgg19SlimCaltech5Weights)
-def vgg19_slim_caltech5(*, weights: Any = None, num_classes: int = 5, dropout: float = 0.5) -> nn.Module:
+def vgg19_slim_caltech5(*, weights: Any = None, num_classes: int | None = None, dropout: float = 0.5) -> nn.Module:
     """VGG19's layout at 1/8 width; ``weights`` loads the bundled transfer-learned weights."""
     chosen = Vgg19SlimCaltech5Weights.verify(weights)
     state = chosen.state_dict() if chosen is not None else None
-    if state is not None:
-        num_classes = state["classifier.6.weight"].shape[0]
-    model = slim_vgg19(num_classes, dropout=dropout)
+    classes = class_count(num_classes, state["classifier.6.weight"].shape[0] if state is not None else None)
+    model = slim_vgg19(classes, dropout=check_dropout(dropout))
     if state is not None:
         model.load_state_dict(state)
     return model

@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from ..data.transforms import ImageTransform
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError
 
 
 class WeightsFile:
@@ -46,10 +46,14 @@ class WeightsFile:
             raise WeightsError(f"weights description {side} is missing: give weights written by 'interpkit train', "
                                "which writes the .pt and its .json side by side")
         try:
-            return json.loads(side.read_text())
+            sidecar = json.loads(side.read_text())
         except (OSError, ValueError) as error:
             raise WeightsError(f"weights description {side} is unreadable ({error}); write it again with "
                                "'interpkit train'") from None
+        problem = _sidecar_problem(sidecar)
+        if problem:
+            raise WeightsError(f"weights description {side} {problem}; write it again with 'interpkit train'")
+        return sidecar
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -76,7 +80,11 @@ class WeightsFile:
         if digest != self.sha256:
             raise WeightsError(f"weights file {path} is corrupt or was replaced: sha256 {digest[:12]}... does not "
                                f"match {self.sha256[:12]}... recorded in {path.with_suffix('.json').name}")
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # pickle's and torch's many errors for a file that is not a state dict
+            raise WeightsError(f"weights file {path} is not a state dict torch can load safely "
+                               f"({type(error).__name__}); write it again with 'interpkit train'") from None
 
 
 class Weights(enum.Enum):
@@ -127,3 +135,43 @@ def with_weights(weights_enum: type[Weights]) -> Callable[[Builder], Builder]:
 def sha256_file(path: str | os.PathLike) -> str:
     """The hex sha256 of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _sidecar_problem(sidecar: Any) -> str | None:
+    """What a weights description lacks, or None."""
+    if not isinstance(sidecar, dict):
+        return "is not a JSON object"
+    if not isinstance(sidecar.get("sha256"), str):
+        return "records no sha256"
+    meta = sidecar.get("meta")
+    categories = meta.get("categories") if isinstance(meta, dict) else None
+    if not isinstance(categories, list) or not categories or not all(isinstance(c, str) for c in categories):
+        return "names no categories (meta.categories)"
+    spec = sidecar.get("transforms")
+    if not isinstance(spec, dict) or not all(isinstance(spec.get(key), list) for key in ("size", "mean", "std")):
+        return "records no preprocessing (transforms: size, mean, std)"
+    if len(spec["size"]) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in spec["size"]):
+        return f"records a size {spec['size']} that is not two positive ints"
+    values = spec["mean"] + spec["std"]
+    if len(spec["mean"]) != len(spec["std"]) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in values) or min(spec["std"], default=0) <= 0:
+        return "records a mean and std that are not numbers per channel (std positive)"
+    return None
+
+
+def class_count(asked: Any, found: int | None) -> int:
+    """The classifier's size: the weights' own (``found``), which ``asked`` must equal, or ``asked``
+    (5 when None) for random weights."""
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+        raise InputError(f"num_classes must be a positive int, got {asked!r}")
+    if found is not None and asked is not None and asked != found:
+        raise WeightsError(f"these weights have {found} classes, not num_classes={asked}; drop num_classes, or "
+                           "build the model without weights")
+    return found or asked or 5
+
+
+def check_dropout(dropout: Any) -> float:
+    """A dropout probability in [0, 1)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise InputError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    return float(dropout)

@@ -96,3 +96,31 @@ def test_the_bundled_stand_in_beats_every_task1_cnn_on_the_test_split():
     meta = weights.meta
     assert meta["pretraining"]["categories"] == 96 and meta["training_seconds"] > 0 and "interpkit train" in meta["command"]
     assert weights.value.path.stat().st_size <= 20 * 2**20
+
+
+@pytest.mark.parametrize("options", [{"padding": 2, "dilation": 2}, {"padding": 1, "padding_mode": "reflect"},
+                                     {"padding": 1, "groups": 2}, {"padding": 1, "bias": False}])
+def test_folding_keeps_every_option_of_the_convolution(options):
+    """The folded convolution was rebuilt from its channels, kernel, stride and padding only: a
+    dilated one changed size, a reflect-padded one computed another function (off by 1.3)."""
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.features = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, **options), torch.nn.ReLU())
+    with_batch_norm(model)
+    norm = model.features[0][1]
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
+    x = torch.randn(2, 4, 16, 16)
+    before = model.eval().features(x)
+    torch.testing.assert_close(fold_batch_norm(model).features(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_folding_refuses_what_it_cannot_fold_before_changing_anything():
+    model = torch.nn.Module()
+    model.features = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)),
+                                         torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU()))
+    first = model.features[0]
+    with pytest.raises(InputError, match="features.1"):
+        fold_batch_norm(model)
+    assert model.features[0] is first

@@ -102,6 +102,34 @@ def test_corrupt_weights_are_refused(tmp_path):
         Corrupt.COPY.state_dict()
 
 
+def test_a_damaged_description_or_a_file_that_is_not_a_state_dict_is_a_weights_error(tmp_path):
+    """A description without sha256, categories or transforms, or with a size of 3, was a KeyError or
+    TypeError; a .pt of pickled code with a matching checksum was an UnpicklingError."""
+    import json
+
+    source = interpkit.get_weights("caltech5_arch1").value.path
+    good = json.loads(source.with_suffix(".json").read_text())
+    shutil.copy(source, tmp_path / "w.pt")
+    damaged = [(lambda d: d.pop("sha256"), "sha256"), (lambda d: d["meta"].pop("categories"), "categories"),
+               (lambda d: d.pop("transforms"), "preprocessing"), (lambda d: d["transforms"].update(size=3), "preprocess"),
+               (lambda d: d["transforms"].update(size=[0, 2]), "size"), (lambda d: d["transforms"].update(std=[0, 1, 1]),
+                                                                         "std")]
+    for damage, words in damaged:
+        sidecar = json.loads(json.dumps(good))
+        damage(sidecar)
+        (tmp_path / "w.json").write_text(json.dumps(sidecar))
+        with pytest.raises(WeightsError, match=words):
+            WeightsFile(tmp_path / "w.pt").transforms()
+    (tmp_path / "w.json").write_text("[1, 2]")
+    with pytest.raises(WeightsError, match="not a JSON object"):
+        WeightsFile(tmp_path / "w.pt").meta
+    torch.save({"code": print}, tmp_path / "w.pt")  # pickled, not a state dict: weights_only refuses it
+    sidecar = dict(good, sha256=zoo.sha256_file(tmp_path / "w.pt"))
+    (tmp_path / "w.json").write_text(json.dumps(sidecar))
+    with pytest.raises(WeightsError, match="not a state dict"):
+        WeightsFile(tmp_path / "w.pt").state_dict()
+
+
 @pytest.fixture(scope="module")
 def vgg_state(tmp_path_factory):
     import torchvision
