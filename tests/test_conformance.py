@@ -86,17 +86,116 @@ class RawSeed(GradCAM):
         self.scale = scale
 
 
+class IgnoresTheTarget(GradCAM):
+    """Explains the top class whatever was asked."""
+
+    name = "ignores_the_target"
+
+    def explain(self, call):
+        return super().explain(call.with_(target=None))
+
+
+class ReportsClassZero(GradCAM):
+    name = "reports_class_zero"
+
+    def explain(self, call):
+        result = super().explain(call)
+        result.targets.zero_()
+        return result
+
+
+class NaNScores(GradCAM):
+    name = "nan_scores"
+
+    def explain(self, call):
+        result = super().explain(call)
+        result.scores = torch.full(result.scores.shape, float("nan"), dtype=torch.float64)
+        return result
+
+
+class TouchesTheInput(GradCAM):
+    name = "touches_the_input"
+
+    def __call__(self, inputs, target=None):
+        result = super().__call__(inputs, target)
+        if isinstance(inputs, torch.Tensor) and inputs.is_floating_point():
+            inputs.requires_grad_(True)
+        return result
+
+
+class SwapsModules(GradCAM):
+    """Leaves a submodule replaced, a dropout probability changed, a tensor hook on a weight and
+    grad mode off: none of which the fingerprint saw."""
+
+    name = "swaps_modules"
+
+    def explain(self, call):
+        result = super().explain(call)
+        for module in list(self.model.modules()):
+            for key, child in list(module._modules.items()):
+                if isinstance(child, torch.nn.ReLU):
+                    module._modules[key] = torch.nn.ReLU()
+        return result
+
+
+class ChangesDropout(GradCAM):
+    name = "changes_dropout"
+
+    def explain(self, call):
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return super().explain(call)
+
+
+class HooksAWeight(GradCAM):
+    name = "hooks_a_weight"
+
+    def explain(self, call):
+        next(self.model.parameters()).register_hook(lambda grad: grad * 2)
+        return super().explain(call)
+
+
+class TurnsGradOff(GradCAM):
+    name = "turns_grad_off"
+
+    def __call__(self, inputs, target=None):
+        result = super().__call__(inputs, target)
+        torch.set_grad_enabled(False)
+        return result
+
+
 @pytest.mark.parametrize("broken, words", [
+    (IgnoresTheTarget, "classes 0 and 1 gave the same maps"), (ReportsClassZero, "class 1 was asked"),
+    (NaNScores, "scores hold NaN"), (TouchesTheInput, "requires_grad changed"), (SwapsModules, "modules changed"),
+    (ChangesDropout, "attributes changed"), (HooksAWeight, "tensor hooks changed"),
+    (TurnsGradOff, "grad mode or the default dtype was left changed"),
     (LeavesEvalMode, "training changed"), (LeaksAHook, "hooks changed"),
     (NoisyMaps, "different results"), (AcceptsNaN, "NaN values"),
     (TruthyFlag, "sharpen='no' was accepted"), (RawSeed, r"seed=1.5 raised RuntimeError"),
     (RawSeed, "scale=nan was accepted"),
 ])
 def test_the_suite_catches_broken_explainers(broken, words):
-    with pytest.raises(AssertionError, match=words):
-        check_explainer(broken)
-    report = check_explainer(broken, raise_on_failure=False)
+    try:
+        with pytest.raises(AssertionError, match=words):
+            check_explainer(broken)
+        report = check_explainer(broken, raise_on_failure=False)
+    finally:
+        torch.set_grad_enabled(True)
     assert report.failures and report.passed
+
+
+def test_a_float64_model_and_a_model_without_parameters_are_checked_not_crashed():
+    """The example inputs stayed float32 for a float64 model (a RuntimeError ended the check), and
+    a model without parameters was a StopIteration."""
+    from interpkit import Saliency
+    from interpkit.testing import ConvStack
+
+    report = check_explainer(Saliency, models={"float64": ConvStack().double()}, raise_on_failure=False)
+    assert not report.failures and report.passed
+    stateless = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    report = check_explainer(Saliency, models={"stateless": stateless}, raise_on_failure=False)
+    assert report.passed or report.failures  # ran to the end, whatever the explainer makes of it
 
 
 @settings(max_examples=20, deadline=None)
@@ -111,3 +210,9 @@ def test_strategies_drive_gradcam(model, images, data):
     assert explanation.maps.shape[-2:] == images.shape[-2:]
     with pytest.raises(TargetError):
         GradCAM(model)(images, target=99)
+
+
+@settings(max_examples=30, deadline=None)
+@given(square=image_batches(square=True, max_side=12), oblong=image_batches(square=False, max_side=12))
+def test_image_batches_keep_their_shape_promise(square, oblong):
+    assert square.shape[2] == square.shape[3] and oblong.shape[2] != oblong.shape[3]

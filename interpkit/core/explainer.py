@@ -100,6 +100,9 @@ class Explainer(CheckedOptions):
     #: True where the method is defined for class targets only (FinerCAM compares classes): a
     #: model whose classes need a callable target must then be refused, as ``check_explainer`` expects
     class_targets_only: ClassVar[bool] = False
+    #: True where the maps are made without the target (EigenCAM, attention rollout): only the
+    #: scores follow it, and ``check_explainer`` does not expect two classes' maps to differ
+    target_free: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):

@@ -183,6 +183,10 @@ _ADDED_PRODUCTS = {
     **{f: ("mat", "vec") for f in _named(torch, "addmv") | _named(T, "addmv addmv_")},
     **{f: ("vec1", "vec2") for f in _named(torch, "addr") | _named(T, "addr addr_")},
 }
+# autograd Functions whose forward hands its inputs on and whose backward is the rules' own: a
+# checkpointed region (recomputed under the mode), and the identity a full backward hook puts
+# around a module's inputs and outputs (which only calls the hook)
+_PASSING_FUNCTIONS = {"CheckpointFunctionBackward", "BackwardHookFunctionBackward"}
 # products with a constant factor: where the factor is 0 the output does not depend on the input
 _CONSTANT_FACTORS = _named(torch, "mul multiply") | _named(T, "mul mul_ __mul__ __rmul__ __imul__")
 # in-place ops that combine values, and their out-of-place forms
@@ -427,7 +431,7 @@ class PropagationMode(TorchFunctionMode):
             elif any(not t.is_floating_point() for t in dependent):
                 self.uncovered[f"{_name(func)} of an input-dependent index, mask or integer"] += 1
             elif judged and any(self._blind.get(id(t), _dead)() is t and t.requires_grad and
-                                type(t.grad_fn).__name__ != "CheckpointFunctionBackward" for t in dependent):
+                                type(t.grad_fn).__name__ not in _PASSING_FUNCTIONS for t in dependent):
                 # made where no graph was recorded, yet in the graph now: a custom autograd Function's output,
                 # whose own backward replaces the rules of the ops inside it
                 self.uncovered["a custom autograd Function (or a write under torch.no_grad)"] += 1

@@ -23,6 +23,7 @@ from ..core import (
     per_target_gradients,
     uniform_draws,
 )
+from ..errors import InputError
 
 
 class Saliency(Explainer):
@@ -76,6 +77,9 @@ class GradientShap(Explainer):
     def explain(self, call: Call) -> Explanation:
         """The draws' points, ``max_batch`` at a time, each chunk one forward and one batched backward."""
         x = call.x
+        if self.noise * 16 > torch.finfo(x.dtype).max:  # draws of a few standard deviations would overflow
+            raise InputError(f"noise={self.noise:g} is beyond the range of the inputs' {x.dtype} "
+                             f"(+-{torch.finfo(x.dtype).max:.4g}); give a smaller one")
         # what is explained, pinned on the clean input (a copy: the model may write into its input)
         clean, _ = self.forward_with_targets(call.with_(x.clone()), graph=False)
         pinned = call.target if neurons_of(call.target) or not clean.classes else clean.indices

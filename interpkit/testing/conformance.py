@@ -34,9 +34,12 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
     """Check ``explainer_cls(model, **options)`` on every model (default: the hard-case models,
     2-D images, 1-D signals, 3-D volumes, a token model and a two-input model).
 
-    Checks: output shapes, dtype, device and grid; the model exactly restored (flags,
-    ``requires_grad``, ``.grad``, parameters, buffers, hooks) after a call and after a raising
-    target; batch-composition invariance; determinism for a fixed seed; ``InputError``/
+    Checks: output shapes, dtype, device and grid, finite scores, the targets asked for; maps that
+    change with the target (unless the class is ``target_free``); the caller's inputs untouched;
+    the model exactly restored (flags, ``requires_grad``, ``.grad``, parameters and buffers with
+    their dtypes, hooks on modules and tensors, submodules, module attributes, grad mode and the
+    default dtype) after a call and after a raising target; batch-composition invariance;
+    determinism for a fixed seed; ``InputError``/
     ``TargetError`` for bad input; an ``InterpkitError`` for an option of the wrong kind (each
     option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"`` or NaN, at construction
     or at the first call). A model of a kind the explainer does not support (its ``supports``)
@@ -46,17 +49,26 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
     report = ConformanceReport(getattr(explainer_cls, "name", "") or explainer_cls.__name__)
     options_checked = False
     for model_name, model in (models or hard_case_models(seed)).items():
-        inputs = _to(example_inputs(model, batch, seed, size), next(model.parameters()).device)
-        target = _target(model, inputs)
+        try:
+            inputs = _like_model(example_inputs(model, batch, seed, size), model)
+            target = _target(model, inputs)
+        except Exception as error:  # the model cannot run its example inputs: a failure, not a crash
+            report.failures.append(f"example inputs on {model_name}: {type(error).__name__}: {error}")
+            continue
         checks = CHECKS if _supported(explainer_cls, model, target) else (_refused,)
         for check in checks:
             label = f"{check.__name__.strip('_')} on {model_name}"
-            fresh = copy.deepcopy(model)  # a check that breaks the model must not hide from the next one
+            # a check that breaks the model, its inputs or torch's global state must not hide from the next one
+            fresh, given, state = copy.deepcopy(model), _copied(inputs), (torch.is_grad_enabled(), torch.get_default_dtype())
             try:
-                check(lambda: explainer_cls(fresh, **dict(options or {})), fresh, inputs, target)
+                check(lambda: explainer_cls(fresh, **dict(options or {})), fresh, given, target)
                 report.passed.append(label)
             except Exception as error:  # every failure is collected, not just the first
                 report.failures.append(f"{label}: {type(error).__name__}: {error}")
+            if (torch.is_grad_enabled(), torch.get_default_dtype()) != state:
+                report.failures.append(f"{label}: grad mode or the default dtype was left changed")
+                torch.set_grad_enabled(state[0])
+                torch.set_default_dtype(state[1])
         if not options_checked and checks is CHECKS:  # once, on the first model the explainer supports
             options_checked = True
             found = _bad_options(explainer_cls, dict(options or {}), model, inputs, target)
@@ -91,10 +103,20 @@ def _supported(explainer_cls: type, model: nn.Module, target: Any) -> bool:
     return not (getattr(explainer_cls, "class_targets_only", False) and callable(target))
 
 
-def _to(inputs: Any, device: torch.device) -> Any:
-    if isinstance(inputs, tuple):
-        return tuple(t.to(device) for t in inputs)
-    return inputs.to(device)
+def _like_model(inputs: Any, model: nn.Module) -> Any:
+    """The example inputs on the model's device, floating ones in its floating dtype."""
+    tensors = [*model.parameters(), *model.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
+    def like(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, dtype) if tensor.is_floating_point() else tensor.to(device)
+
+    return tuple(like(t) for t in inputs) if isinstance(inputs, tuple) else like(inputs)
+
+
+def _copied(inputs: Any) -> Any:
+    return tuple(t.clone() for t in inputs) if isinstance(inputs, tuple) else inputs.clone()
 
 
 def _primary(inputs: Any) -> torch.Tensor:
@@ -144,6 +166,33 @@ def _output_contract(factory: Factory, model: nn.Module, inputs: Any, target: An
         assert result.maps.shape[2] == images.shape[1], "input_channels maps do not keep the input's channels"
     assert result.maps.device == images.device, f"maps are on {result.maps.device}, the model on {images.device}"
     assert bool(torch.isfinite(result.maps).all()), "maps hold NaN or Inf"
+    assert result.scores.is_floating_point(), f"scores are {result.scores.dtype}, not floating"
+    assert result.scores.device == images.device, f"scores are on {result.scores.device}, the model on {images.device}"
+    assert bool(torch.isfinite(result.scores).all()), "scores hold NaN or Inf"
+    if isinstance(target, int):
+        assert bool((result.targets == target).all()), f"class {target} was asked, targets say {result.targets.tolist()}"
+
+
+def _follows_the_target(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
+    """Two classes get two explanations (unless the class declares ``target_free``: maps made
+    without the target, as EigenCAM's or attention rollout's)."""
+    if not isinstance(target, int) or getattr(factory(), "target_free", False):
+        return
+    first, second = _call(factory, inputs, 0).maps, _call(factory, inputs, 1).maps
+    if torch.equal(first, second) and bool(first.any()):
+        raise AssertionError("classes 0 and 1 gave the same maps: the target is ignored (or mark the class "
+                             "target_free = True)")
+
+
+def _inputs_untouched(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
+    """The caller's tensors keep their values, ``requires_grad`` and ``.grad``."""
+    given = inputs if isinstance(inputs, tuple) else (inputs,)
+    before = [(t.detach().clone(), t.requires_grad, t.grad) for t in given]
+    _call(factory, inputs, target)
+    for i, (tensor, (values, requires_grad, grad)) in enumerate(zip(given, before)):
+        assert torch.equal(tensor.detach(), values), f"input {i} was written"
+        assert tensor.requires_grad == requires_grad, f"input {i}'s requires_grad changed"
+        assert tensor.grad is grad, f"input {i}'s .grad changed"
 
 
 def _restored(factory: Factory, model: nn.Module, images: Any, target: Any) -> None:
@@ -238,7 +287,8 @@ def _wrong_values(annotation: Any) -> list[Any]:
 
 
 #: every check, run on every model
-CHECKS = (_output_contract, _restored, _restored_after_raising, _batch_invariant, _deterministic, _bad_inputs)
+CHECKS = (_output_contract, _follows_the_target, _inputs_untouched, _restored, _restored_after_raising,
+          _batch_invariant, _deterministic, _bad_inputs)
 
 
 def _refused(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:

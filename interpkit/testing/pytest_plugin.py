@@ -25,8 +25,9 @@ def interpkit_explainer(request: pytest.FixtureRequest) -> type:
 
 @pytest.fixture
 def interpkit_models() -> dict[str, torch.nn.Module]:
-    """Fresh hard-case models: plain conv stack, reused in-place ReLU, functional ReLU,
-    BatchNorm + Dropout, dict output; all in training mode."""
+    """Fresh hard-case models (``hard_case_models``): plain conv stack, reused in-place ReLU,
+    functional ReLU, BatchNorm + Dropout, dict output, 1-D and 3-D convolutions, a token model
+    and a two-input model; all in training mode."""
     return hard_case_models()
 
 

@@ -13,10 +13,14 @@ from .models import BatchNormDropout, ConvStack, FunctionalReLU, ResidualReusedR
 @st.composite
 def image_batches(draw: Any, min_batch: int = 1, max_batch: int = 4, channels: int = 3, min_side: int = 8,
                   max_side: int = 40, square: bool | None = None) -> torch.Tensor:
-    """Float image batches (N, C, H, W) from a drawn seed; non-square unless ``square=True``."""
+    """Float image batches (N, C, H, W) from a drawn seed: square with ``square=True``, never
+    square with ``square=False`` (which needs ``min_side < max_side``), either by default."""
     n = draw(st.integers(min_batch, max_batch))
     height = draw(st.integers(min_side, max_side))
-    width = height if square or (square is None and draw(st.booleans())) else draw(st.integers(min_side, max_side))
+    if square or (square is None and draw(st.booleans())):
+        width = height
+    else:
+        width = draw(st.integers(min_side, max_side).filter(lambda side: side != height or square is None))
     seed = draw(st.integers(0, 2**31 - 1))
     return torch.randn(n, channels, height, width, generator=torch.Generator().manual_seed(seed))
 

@@ -1332,3 +1332,31 @@ def test_a_baseline_callable_gives_each_image_its_own_baselines():
     uneven = lambda t: t.repeat(1 + int(t.sum() > 0), 1, 1, 1)  # noqa: E731
     with pytest.raises(interpkit.InputError, match="same number"):
         DeepLiftShap(model, baselines=uneven)(torch.stack([x[0], -x[0]]), target=1)
+
+
+def test_gradient_shap_noise_beyond_the_inputs_dtype_is_refused():
+    """noise=1e39 on float32 inputs (1e5 on float16) made every map NaN."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
+    x = torch.randn(2, 3, 2, 2)
+    with pytest.raises(interpkit.InputError, match="beyond the range"):
+        GradientShap(model, noise=1e39)(x, target=1)
+    with pytest.raises(interpkit.InputError, match="beyond the range"):
+        GradientShap(model.half(), noise=1e5)(x.half(), target=1)
+    assert torch.isfinite(GradientShap(model.float(), noise=1e3)(x, target=1).maps).all()
+
+
+def test_a_full_backward_hook_is_no_reason_to_refuse():
+    """torch wraps a module with a full backward hook in an identity autograd Function, which the
+    engine took for a custom Function replacing the rules: LRP and DeepLift refused the model."""
+    import copy
+
+    from interpkit import LRP
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5)).eval()
+    clean, x, calls = copy.deepcopy(model), torch.randn(2, 3, 8, 8), []
+    for module in model[:2]:
+        module.register_full_backward_hook(lambda *args: calls.append(1))
+    for explainer in (DeepLift, LRP):
+        assert torch.equal(explainer(model)(x, target=1).maps, explainer(clean)(x, target=1).maps)
+    assert calls  # the user's hooks still ran

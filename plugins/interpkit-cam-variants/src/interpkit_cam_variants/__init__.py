@@ -153,6 +153,7 @@ class EigenCAM(_Eigen):
     ``interpkit.explainers.gradcam.principal_projection`` documents."""
 
     name = "eigencam"
+    target_free = True
 
     def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return torch.ones(gradients.shape[:3], dtype=activation.dtype, device=activation.device)
@@ -478,6 +479,7 @@ class KPCACAM(GradCAM):
     component is not unique, and neither is the map (in any library)."""
 
     name = "kpca_cam"
+    target_free = True
 
     def __init__(self, model, layer=None, upsample: bool = True, relu: bool = True, kernel: str = "sigmoid",
                  gamma: float | None = None, eigen_smooth: bool = False) -> None:

@@ -109,6 +109,7 @@ class AttentionRollout(Explainer):
 
     name = "attention_rollout"
     supports = frozenset({"tokens"})
+    target_free = True
 
     def __init__(self, model: nn.Module, head_fusion: str = "mean", discard_ratio: float = 0.0,
                  upsample: bool = True, layout: TokenGrid | None = None, readout: str = "auto") -> None:
@@ -312,6 +313,7 @@ class GenericAttention(AttentionRollout):
     every target's gradients."""
 
     name = "generic_attention"
+    target_free = False  # relevance from the target's gradient, unlike the rollout it extends
 
     def __init__(self, model: nn.Module, upsample: bool = True, layout: TokenGrid | None = None,
                  readout: str = "auto") -> None:
