@@ -153,3 +153,24 @@ def test_a_killed_run_resumes_to_identical_files(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     one, two = _store_bytes(tmp_path / "whole"), _store_bytes(tmp_path / "killed")
     assert one.keys() == two.keys() and all(one[k] == two[k] for k in one)
+
+
+def test_a_class_folder_without_images_is_refused_not_skipped(tmp_path):
+    """The classes were the folders that held images: with 'banana' empty, cherry's images were
+    labelled 1, banana's number under torchvision's ImageFolder."""
+    from PIL import Image
+
+    from interpkit import InputError
+    from interpkit.dataset import image_folder_dataset
+
+    for name in ("apple", "banana", "cherry"):
+        (tmp_path / name).mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "apple" / "a.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "cherry" / "c.png")
+    (tmp_path / "banana" / "readme.txt").write_text("no images yet")
+    with pytest.raises(InputError, match="banana"):
+        image_folder_dataset(tmp_path, None)
+    named = image_folder_dataset(tmp_path, None, classes=["apple", "banana", "cherry"])
+    assert named.labels == [0, 2]
+    (tmp_path / "banana" / "b.png").write_bytes((tmp_path / "apple" / "a.png").read_bytes())
+    assert image_folder_dataset(tmp_path, None).labels == [0, 1, 2]

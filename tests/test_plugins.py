@@ -251,6 +251,9 @@ def test_get_model_and_get_explainer_name_bad_input():
         for name in ("caltech5_arch1", "vgg19_slim_caltech5"):
             with pytest.raises(interpkit.InputError, match=words):
                 interpkit.get_model(name, **options)
+    import numpy as np
+
+    assert interpkit.get_model("caltech5_arch1", num_classes=np.int64(7), dropout=np.float32(0.25)) is not None
     for name in ("caltech5_arch1", "vgg19_slim_caltech5"):  # the weights have 5 classes: 10 was ignored
         with pytest.raises(interpkit.WeightsError, match="have 5 classes, not num_classes=10"):
             interpkit.get_model(name, weights="DEFAULT", num_classes=10)

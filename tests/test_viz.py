@@ -70,3 +70,31 @@ def test_a_field_past_the_border_is_cropped_to_its_full_size_with_the_outside_st
     outside = np.concatenate([crops[0][:6].reshape(-1, 3), crops[0][:, 12:].reshape(-1, 3)])
     assert {tuple(p) for p in outside} <= set(OUTSIDE_STRIPES)
     assert not {tuple(p) for p in crops[0][6:, :12].reshape(-1, 3)} <= set(OUTSIDE_STRIPES)
+
+
+def test_one_nan_or_infinity_leaves_the_rest_of_the_map_drawn():
+    """One NaN or inf made the whole map one colour: the span was NaN, every level 0."""
+    clean = torch.linspace(0, 1, 16).view(1, 1, 4, 4)
+    for bad, end in ((float("nan"), (0, 0)), (float("inf"), (3, 2)), (-float("inf"), (0, 0))):
+        spoiled = clean.clone()
+        spoiled[0, 0, 3, 3] = bad
+        colours = colorize(spoiled)[0, 0]
+        assert len(np.unique(colours.reshape(-1, 3), axis=0)) == 15
+        assert (colours[3, 3] == colours[end]).all()  # drawn at an end of the finite values' range
+
+
+def test_an_image_one_or_three_pixels_wide_keeps_its_layout_and_floats_outside_0_1_are_refused():
+    """A (1, 3, 6, 3) float image was read as (N, H, W, C): the overlay came out transposed. A float
+    image in 0..255 or a normalised model input was clipped to a saturated picture."""
+    from interpkit.viz import overlay_maps, to_uint8_images
+
+    red = torch.zeros(1, 3, 6, 3)
+    red[0, 0] = 1.0
+    assert to_uint8_images(red).shape == (1, 6, 3, 3) and (to_uint8_images(red)[0, 0, 0] == [255, 0, 0]).all()
+    assert overlay_maps(torch.zeros(1, 1, 6, 3), red, alpha=0.0).shape == (1, 1, 6, 3, 3)
+    as_uint8 = (red * 255).to(torch.uint8)
+    assert (to_uint8_images(as_uint8) == to_uint8_images(red)).all()  # a torch tensor: channels first
+    assert to_uint8_images(as_uint8.permute(0, 2, 3, 1).numpy()).shape == (1, 6, 3, 3)  # NumPy: channels last
+    for bad in (red * 255, (red - 0.45) / 0.225, red * float("nan")):
+        with pytest.raises(InputError, match=r"\[0, 1\]"):
+            to_uint8_images(bad)

@@ -289,7 +289,7 @@ _MOVES_PIXELS = {torch.flip, torch.roll, torch.rot90, torch.transpose, torch.per
 # ops along one dim: every position reads the whole axis (softmax, L2 normalisation) or the
 # positions before it (cumulative ops); along channels they are pointwise in space
 _ALONG_AXIS = {torch.softmax, torch.Tensor.softmax, F.softmax, torch.log_softmax, torch.Tensor.log_softmax, F.log_softmax,
-               F.softmin, F.normalize}
+               F.softmin, F.normalize, torch.special.softmax, torch.special.log_softmax}
 _CUMULATIVE = {torch.cumsum, torch.Tensor.cumsum, torch.cumprod, torch.Tensor.cumprod, torch.cummax, torch.Tensor.cummax,
                torch.cummin, torch.Tensor.cummin, torch.logcumsumexp, torch.Tensor.logcumsumexp}
 # selections of the k largest or smallest along ``dim`` (default the last): each reads the whole axis
@@ -343,7 +343,8 @@ class _Tracer(TorchFunctionMode):
                 field = _pointwise([self.field(t) for t in inputs], [_grid(t) for t in inputs], (1, 1), func)
             for tensor in outputs:
                 self.track(tensor, field)
-            if outputs[0] is args[0] and outputs[0]._base is not None:  # written in place through a view
+            written = (args[0] if args else None, kwargs.get("out"))
+            if outputs[0]._base is not None and any(outputs[0] is w for w in written):  # written through a view
                 self._widen(outputs[0]._base, field, _grid(outputs[0]))
         return result
 
@@ -457,8 +458,11 @@ def _grid(tensor: torch.Tensor) -> tuple[int, int]:
 
 def _only_channel_index(index: Any) -> bool:
     parts = index if isinstance(index, tuple) else (index,)
-    spatial = parts[2:4]
-    return all(p == slice(None) for p in spatial) and Ellipsis not in parts
+    if parts and parts[-1] is Ellipsis:  # x[:, :2, ...]: the axes after those indexed are whole
+        parts = parts[:-1]
+    if any(p is Ellipsis for p in parts):  # x[..., :4]: an Ellipsis before an index reaches the spatial axes
+        return False
+    return all(isinstance(p, slice) and p == slice(None) for p in parts[2:4])
 
 
 def _arg(args: Sequence[Any], kwargs: dict, position: int, name: str, default: Any) -> Any:

@@ -14,10 +14,11 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..core import (
@@ -198,6 +199,8 @@ def _layer_output(model: nn.Module, module: nn.Module, name: str, images: torch.
 def _checked_channels(channels: Any) -> list[int] | None:
     if channels is None:
         return None
+    if isinstance(channels, (torch.Tensor, np.ndarray)):  # an integer array of indices, as a list would be
+        channels = channels.tolist() if channels.ndim == 1 else channels
     if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or not all(
             isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in channels):
         raise InputError(f"channels must be a sequence of channel indices (ints), got {channels!r:.80}")
@@ -243,10 +246,12 @@ def _loader(data: Any, batch_size: int, num_workers: int) -> tuple[Dataset, Data
     The caller's own DataLoader is used as it is, unless a process group needs a shard of it.
     """
     if isinstance(data, DataLoader):
-        sampler = type(data.sampler).__name__
-        if sampler != "SequentialSampler":
-            raise InputError(f"the DataLoader must not shuffle (its sampler is {sampler}); pass the Dataset instead")
-        if data.drop_last:
+        batches = data.batch_sampler
+        sampler = type(batches.sampler if isinstance(batches, BatchSampler) else data.sampler).__name__
+        if type(batches) is not BatchSampler or sampler != "SequentialSampler":
+            raise InputError(f"the DataLoader must take its samples in order, in batches (its sampler is {sampler}, "
+                             f"its batch sampler {type(batches).__name__}); pass the Dataset instead")
+        if batches.drop_last:
             raise InputError("the DataLoader drops its last batch (drop_last=True), whose samples would never be "
                              "seen; pass the Dataset instead")
         dataset, batch_size, num_workers = data.dataset, data.batch_size or batch_size, data.num_workers

@@ -184,9 +184,9 @@ _ADDED_PRODUCTS = {
     **{f: ("vec1", "vec2") for f in _named(torch, "addr") | _named(T, "addr addr_")},
 }
 # autograd Functions whose forward hands its inputs on and whose backward is the rules' own: a
-# checkpointed region (recomputed under the mode), and the identity a full backward hook puts
-# around a module's inputs and outputs (which only calls the hook)
-_PASSING_FUNCTIONS = {"CheckpointFunctionBackward", "BackwardHookFunctionBackward"}
+# checkpointed region (recomputed under the mode). The identity a full backward hook puts around a
+# module is not one: the hook would run on the rules' values, and what it returns replaces them.
+_PASSING_FUNCTIONS = {"CheckpointFunctionBackward"}
 # products with a constant factor: where the factor is 0 the output does not depend on the input
 _CONSTANT_FACTORS = _named(torch, "mul multiply") | _named(T, "mul mul_ __mul__ __rmul__ __imul__")
 # in-place ops that combine values, and their out-of-place forms
@@ -434,7 +434,10 @@ class PropagationMode(TorchFunctionMode):
                                 type(t.grad_fn).__name__ not in _PASSING_FUNCTIONS for t in dependent):
                 # made where no graph was recorded, yet in the graph now: a custom autograd Function's output,
                 # whose own backward replaces the rules of the ops inside it
-                self.uncovered["a custom autograd Function (or a write under torch.no_grad)"] += 1
+                hooked = any(type(t.grad_fn).__name__ == "BackwardHookFunctionBackward" for t in dependent)
+                self.uncovered["a full backward hook (register_full_backward_hook), which would run on the rule's "
+                               "values and may replace them; remove it for the call" if hooked else
+                               "a custom autograd Function (or a write under torch.no_grad)"] += 1
         constants = {id(t) for t in given if not self._depends(t)}
         for tensor in tensors:
             if id(tensor) in constants and not _writes(func):

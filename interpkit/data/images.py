@@ -28,6 +28,7 @@ def image_files(folder: Path) -> list[Path]:
             folders.clear()
             continue
         seen.add(real)
+        folders.sort()  # walked in sorted order: of two names for one folder, always the same one is kept
         paths += [Path(root) / name for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
         raise InputError(f"no image files under {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -61,16 +62,20 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """A PIL image of any mode as RGB uint8 (3, H, W)."""
+    """A PIL image of any mode as RGB uint8 (3, H, W): integer greyscale (16-bit PNG, PGM, TIFF)
+    scaled from 0..65535 whatever its values, floating greyscale stretched from its finite minimum
+    to its maximum (NaN black), transparent pixels (alpha, or a colour key) over white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        top = 65535.0
         if image.mode == "F":
-            low, high = array.min(), array.max()
+            finite = array[np.isfinite(array)]
+            low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+            array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
             array, top = (array - low) / (high - low if high > low else 1.0), 1.0
         gray = np.clip(np.round(array / top * 255.0), 0, 255).astype(np.uint8)
         return torch.from_numpy(np.repeat(gray[None], 3, axis=0).copy())
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)  # transparent areas become white, not black
@@ -92,4 +97,7 @@ def as_rgb_uint8(image: object) -> torch.Tensor:
         raise InputError(f"expected a uint8 image tensor as torchvision.io.decode_image returns, got {image.dtype}")
     if image.shape[0] == 1:
         return image.expand(3, -1, -1)
-    return image[:3]
+    if image.shape[0] == 4:  # over white, as a PIL image with alpha is
+        alpha = image[3:].to(torch.int32)
+        return ((image[:3].to(torch.int32) * alpha + 255 * (255 - alpha) + 127) // 255).to(torch.uint8)
+    return image

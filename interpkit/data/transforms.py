@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from .images import as_rgb_uint8
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -24,6 +26,20 @@ class ImageTransform:
     size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, int) and not isinstance(self.size, bool):  # a square, as torchvision's Resize
+            object.__setattr__(self, "size", (self.size, self.size))
+        size, mean, std = (tuple(v) if isinstance(v, (tuple, list)) else v for v in (self.size, self.mean, self.std))
+        if not (isinstance(size, tuple) and len(size) == 2 and all(_count(v) for v in size)):
+            raise InputError(f"size must be (height, width) in positive ints, or one int, got {self.size!r}")
+        for name, values in (("mean", mean), ("std", std)):
+            if not (isinstance(values, tuple) and len(values) == 3 and all(_finite(v) for v in values)):
+                raise InputError(f"{name} must be three finite numbers, one per RGB channel, got {values!r}")
+        if min(std) <= 0:
+            raise InputError(f"std must be positive, got {std}")
+        for name, value in (("size", size), ("mean", mean), ("std", std)):
+            object.__setattr__(self, name, value)
 
     def __call__(self, image: object) -> torch.Tensor:
         pixels = resize_uint8(as_rgb_uint8(image), self.size)
@@ -54,3 +70,11 @@ def resize_uint8(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     resized = F.interpolate(batch.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
     resized = resized.round().clamp(0, 255).to(torch.uint8)
     return resized[0] if pixels.dim() == 3 else resized
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

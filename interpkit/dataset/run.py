@@ -131,6 +131,12 @@ def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | 
         if unknown:
             raise InputError(f"class folder(s) {', '.join(unknown)} in {folder} are not classes of the model "
                              f"({', '.join(classes)}); rename them to its class names, or explain without labels")
+    else:  # numbered alphabetically: a class folder without images would shift every later class's number
+        empty = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                       and d.name not in folders) if folders else []
+        if empty:
+            raise InputError(f"class folder(s) {', '.join(empty)} in {folder} hold no images, so the classes after "
+                             "them would be numbered wrongly; remove them, or give the model's classes")
     names = list(classes) if classes is not None else folders
     labels = [names.index(p.relative_to(folder).parts[0]) if len(p.relative_to(folder).parts) > 1 else -1
               for p in paths]

@@ -101,9 +101,10 @@ class MaxActivatingPatches(LayerExplainer):
                                 receptive_field=field_)
 
     def _receptive_field(self, name: str, size: tuple[int, ...], channels: int) -> ReceptiveField:
-        """Traced once per model, layer, size and channels; again after a module is replaced."""
+        """Traced once per model, layer, size, channels and the modules' settings (their repr: a
+        dilation changed in place changes it); again after a module is replaced."""
         cache = model_cache(self.model)
-        key = ("receptive field", name, (int(size[0]), int(size[1])), channels)
+        key = ("receptive field", name, (int(size[0]), int(size[1])), channels, repr(self.model))
         if key not in cache:
             cache[key] = receptive_field(self.model, name, key[2], in_channels=channels)
         return cache[key]

@@ -175,8 +175,11 @@ def _output_contract(factory: Factory, model: nn.Module, inputs: Any, target: An
 
 def _follows_the_target(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
     """Two classes get two explanations (unless the class declares ``target_free``: maps made
-    without the target, as EigenCAM's or attention rollout's)."""
-    if not isinstance(target, int) or getattr(factory(), "target_free", False):
+    without the target, as EigenCAM's or attention rollout's). Checked on the kit's own models,
+    whose classes have unrelated weights: on another model two classes may share a map (``[z, -z]``
+    under an absolute gradient)."""
+    kits = type(model).__module__ == __name__.rpartition(".")[0] + ".models"
+    if not kits or not isinstance(target, int) or getattr(factory(), "target_free", False):
         return
     first, second = _call(factory, inputs, 0).maps, _call(factory, inputs, 1).maps
     if torch.equal(first, second) and bool(first.any()):

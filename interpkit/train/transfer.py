@@ -9,7 +9,6 @@ with VGG19's plain layout and module names.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -71,12 +70,15 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
         scale = (norm.running_var + norm.eps).rsqrt()
         if norm.weight is not None:
             scale = scale * norm.weight
-        folded = copy.deepcopy(conv)
+        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
+                           conv.stride, conv.padding, conv.dilation, conv.groups,  # type: ignore[arg-type]
+                           padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)
         with torch.no_grad():
             folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
             bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
             shift = (bias - norm.running_mean) * scale + (norm.bias if norm.bias is not None else 0)
-            folded.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+            folded.bias.copy_(shift)  # type: ignore[union-attr]
+        folded.requires_grad_(conv.weight.requires_grad)
         features[index] = folded
     return model
 

@@ -65,10 +65,18 @@ def colorize(maps: torch.Tensor, kind: MapKind = MapKind.INPUT_GRID, colormap: i
 
 
 def _levels(planes: torch.Tensor, start_dim: int) -> np.ndarray:
-    """Each map (flattened from ``start_dim``) min-max scaled to colour levels 0..255, uint8 on
-    the host. In float32 where every span is a normal float32 (one sync, as the copy to the host
-    is); ``normalize_maps``' float64 otherwise (subnormal or overflowing spans, NaN)."""
+    """Each map (flattened from ``start_dim``) min-max scaled to colour levels 0..255 over its
+    finite values (NaN and -inf drawn at level 0, +inf at 255), uint8 on the host. In float32
+    where every span is a normal float32 (a sync or two, as the copy to the host is);
+    ``normalize_maps``' float64 otherwise (subnormal or overflowing spans)."""
     flat = planes.flatten(start_dim)
+    finite = torch.isfinite(flat)
+    if not bool(finite.all()):  # NaN at the lowest level, infinities at the ends of the finite values' range
+        low = torch.where(finite, flat, torch.inf).amin(dim=-1, keepdim=True)
+        high = torch.where(finite, flat, -torch.inf).amax(dim=-1, keepdim=True)
+        low, high = low.nan_to_num(0.0, 0.0, 0.0), high.nan_to_num(0.0, 0.0, 0.0)  # no finite value: all 0
+        flat = torch.where(flat == torch.inf, high, torch.where(finite, flat, low))
+        planes = flat.reshape(planes.shape)
     low, high = flat.amin(dim=-1, keepdim=True), flat.amax(dim=-1, keepdim=True)
     span = high - low
     if bool((torch.isfinite(span) & ((span == 0) | (span >= torch.finfo(torch.float32).tiny))).all()):
@@ -79,13 +87,18 @@ def _levels(planes: torch.Tensor, start_dim: int) -> np.ndarray:
 
 
 def to_uint8_images(images: Any) -> np.ndarray:
-    """Images as uint8 RGB (N, H, W, 3) from uint8 NHWC/NCHW or float NCHW in [0, 1]."""
+    """Images as uint8 RGB (N, H, W, 3) from uint8 NHWC/NCHW or float NCHW in [0, 1] (a float
+    image outside it, a normalised model input say, is refused rather than clipped)."""
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4:
         raise InputError(f"images must be (N, H, W, 3) or (N, 3, H, W), got shape {array.shape}")
-    if array.shape[-1] not in (1, 3) and array.shape[1] in (1, 3):
+    # channels first where the axis allows it: always for float images and torch tensors (torch's
+    # convention), for a NumPy uint8 array only where its last axis cannot be channels
+    channels_first = array.shape[1] in (1, 3) and (
+        array.shape[-1] not in (1, 3) or isinstance(images, torch.Tensor) or array.dtype != np.uint8)
+    if channels_first:
         array = array.transpose(0, 2, 3, 1)
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
@@ -95,6 +108,10 @@ def to_uint8_images(images: Any) -> np.ndarray:
         return np.ascontiguousarray(array)
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"images must be uint8 or float in [0, 1], got {array.dtype}")
+    if array.size and not (np.isfinite(array).all() and array.min() >= -1e-3 and array.max() <= 1 + 1e-3):
+        raise InputError(f"float images must be in [0, 1], these span {np.nanmin(array):.4g} to {np.nanmax(array):.4g}"
+                         " (or hold NaN); pass the uint8 image, or undo the model's normalisation "
+                         "(ImageTransform.denormalize)")
     return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import numbers
 import os
 from functools import cached_property
 from importlib import resources
@@ -162,8 +163,9 @@ def _sidecar_problem(sidecar: Any) -> str | None:
 def class_count(asked: Any, found: int | None) -> int:
     """The classifier's size: the weights' own (``found``), which ``asked`` must equal, or ``asked``
     (5 when None) for random weights."""
-    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, numbers.Integral) or asked < 1):
         raise InputError(f"num_classes must be a positive int, got {asked!r}")
+    asked = None if asked is None else int(asked)
     if found is not None and asked is not None and asked != found:
         raise WeightsError(f"these weights have {found} classes, not num_classes={asked}; drop num_classes, or "
                            "build the model without weights")
@@ -172,6 +174,6 @@ def class_count(asked: Any, found: int | None) -> int:
 
 def check_dropout(dropout: Any) -> float:
     """A dropout probability in [0, 1)."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= float(dropout) < 1:
         raise InputError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     return float(dropout)

@@ -565,6 +565,29 @@ class _PartialConv(nn.Module):
         return self.out(x)
 
 
+class _WrittenOtherwise(nn.Module):
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.a, self.b, self.out = how, nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(2, 2, 5, padding=2), nn.Identity()
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.how == "out":
+            torch.add(h[:, :2], self.b(h[:, :2]), out=h[:, :2])
+        elif self.how == "ellipsis":
+            h[:, :2, ...] = self.b(h[:, :2, ...])
+        else:
+            h = torch.special.softmax(h, 3)
+        return self.out(h)
+
+
+@pytest.mark.parametrize("how, size", [("out", (7, 7)), ("ellipsis", (7, 7)), ("special", (3, 18))])
+def test_writes_through_out_and_an_ellipsis_and_torch_special_softmax(how, size):
+    """The review of the day's fixes: an ``out=`` write through a view kept the base's field, a
+    channel write ending in ``...`` was refused, ``torch.special.softmax`` was taken for pointwise."""
+    assert receptive_field(_WrittenOtherwise(how), "out", (16, 16), in_channels=3).size == size
+
+
 @pytest.mark.parametrize("through_view", [False, True])
 def test_a_write_into_some_channels_widens_the_field(through_view):
     """``x[:, :2] = conv(...)`` returns None, and the written tensor kept its 1 x 1 field."""

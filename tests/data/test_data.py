@@ -113,6 +113,48 @@ def test_image_folder_split_is_seeded_disjoint_and_sized(tmp_path):
         image_folder(root, classes=["zebra"])
     with pytest.raises(InputError, match="not found"):
         image_folder(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="names a folder twice: a"):  # its files went to train and test
+        image_folder(root, classes=["a", "a"], sizes=SplitSizes(2, 1, 1))
+    with pytest.raises(InputError, match="sequence of folder names"):  # "ab" was read as ["a", "b"]
+        image_folder(root, classes="ab")
+    with pytest.raises(InputError, match="split sizes"):
+        image_folder(root, sizes=SplitSizes(-1, 1, 1))
+
+
+def test_image_files_keep_the_same_name_of_a_folder_reached_twice(tmp_path):
+    """Of a folder and a symlink to it, the name kept followed the file system's listing order."""
+    import os
+
+    from interpkit.data.images import image_files
+
+    for letter in "bdfhkmprtx":
+        (tmp_path / f"real_{letter}").mkdir()
+        Image.new("L", (2, 2)).save(tmp_path / f"real_{letter}" / "img.png")
+        os.symlink(f"real_{letter}", tmp_path / f"alias_{letter}")
+    assert {p.parent.name for p in image_files(tmp_path)} == {f"alias_{letter}" for letter in "bdfhkmprtx"}
+
+
+def test_writes_keep_the_replaced_files_mode_and_threads_leave_the_umask(tmp_path):
+    import os
+    import threading
+
+    from interpkit.files import default_mode, write_text
+
+    target = tmp_path / "secret.txt"
+    target.write_text("t")
+    target.chmod(0o600)
+    write_text(target, "u")
+    assert target.stat().st_mode & 0o777 == 0o600 and target.read_text() == "u"
+    previous = os.umask(0o077)
+    try:
+        threads = [threading.Thread(target=lambda: [default_mode() for _ in range(20000)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert os.umask(0o077) == 0o077
+    finally:
+        os.umask(previous)
 
 
 def test_a_corrupt_file_in_a_loader_worker_is_reported_by_name(tmp_path):
@@ -133,3 +175,36 @@ def test_torchvision_caltech101_offline_says_what_to_do(tmp_path):
 
     with pytest.raises(InputError, match="download=True"):
         torchvision_caltech101(tmp_path, download=False)
+
+
+def test_greyscale_depths_and_transparency_decode_by_format_not_by_value(tmp_path):
+    """A 16-bit PGM opened as mode I was scaled by 255 when its maximum was at most 255 and by
+    65535 above: the same pixels 257x brighter than from a PNG. A float image with one NaN was
+    all black. Alpha was dropped from a uint8 tensor, and an RGB colour key was ignored."""
+    import cv2
+    import numpy as np
+
+    from interpkit.data import ImageTransform, read_image
+
+    dark = np.array([[0, 100, 200, 65535]], np.uint16)
+    cv2.imwrite(str(tmp_path / "a.png"), dark)
+    cv2.imwrite(str(tmp_path / "a.pgm"), dark)
+    assert read_image(tmp_path / "a.png")[0].tolist() == read_image(tmp_path / "a.pgm")[0].tolist() == [[0, 0, 1, 255]]
+    Image.fromarray(np.array([[0.0, np.nan, 1.0]], np.float32)).save(tmp_path / "f.tif")
+    assert read_image(tmp_path / "f.tif")[0].tolist() == [[0, 0, 255]]
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    transform = ImageTransform(size=(4, 4))
+    torch.testing.assert_close(transform(torch.from_numpy(rgba).permute(2, 0, 1)), transform(Image.fromarray(rgba, "RGBA")))
+    keyed = np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)
+    Image.fromarray(keyed).save(tmp_path / "rgb.png", transparency=(255, 0, 0))
+    assert read_image(tmp_path / "rgb.png")[:, 0].tolist() == [[255, 0], [255, 0], [255, 255]]
+
+
+def test_image_transform_options_are_checked():
+    from interpkit.data import ImageTransform
+
+    assert ImageTransform(size=224).size == (224, 224) and ImageTransform(size=[10, 20]).size == (10, 20)
+    for options, words in (({"mean": (0.5,)}, "mean"), ({"size": (0, 5)}, "size"), ({"std": (0, 1, 1)}, "std"),
+                           ({"size": "a"}, "size"), ({"std": (1, float("nan"), 1)}, "std")):
+        with pytest.raises(InputError, match=words):
+            ImageTransform(**options)

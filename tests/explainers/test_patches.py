@@ -131,7 +131,7 @@ def test_crops_figure_channels_and_loader(gapnet):
 def test_dataset_errors_leave_the_model_unchanged(small_cnn, images):
     before = ModelFingerprint.of(small_cnn)
     data = TensorDataset(images, torch.zeros(4))
-    with pytest.raises(InputError, match="shuffle"):
+    with pytest.raises(InputError, match="in order"):
         top_patches(small_cnn, "features.4", DataLoader(data, shuffle=True), progress=False)
     with pytest.raises(InputError, match="channels"):
         top_patches(small_cnn, "features.4", data, channels=[99], progress=False)
@@ -205,6 +205,18 @@ def test_top_patches_argument_errors(gapnet):
         top_patches(gapnet, "features.3", data, batch_size=0, progress=False)
     with pytest.raises(InputError, match="drop_last"):
         top_patches(gapnet, "features.3", DataLoader(data, batch_size=2, drop_last=True), progress=False)
+    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+    for sampler in (BatchSampler(SequentialSampler(data), 2, drop_last=True), BatchSampler(RandomSampler(data), 2, False)):
+        with pytest.raises(InputError, match="drop_last|in order"):  # the loader's own flags said neither
+            top_patches(gapnet, "features.3", DataLoader(data, batch_sampler=sampler), progress=False)
+    in_order = DataLoader(data, batch_sampler=BatchSampler(SequentialSampler(data), 2, drop_last=False))
+    assert top_patches(gapnet, "features.3", in_order, k=5, progress=False).indices.min() == 0
+    import numpy as np
+
+    arrays = [top_patches(gapnet, "features.3", data, k=1, channels=c, progress=False).channels
+              for c in (np.arange(2), torch.tensor([0, 1]), [0, 1])]
+    assert arrays == [[0, 1]] * 3
     result = top_patches(gapnet, "features.3", data, k=1, channels=[1, 2], progress=False)
     with pytest.raises(InputError, match=r"channels \[0\]"):
         result.figure(channels=[0])
@@ -224,3 +236,5 @@ def test_receptive_fields_are_traced_again_after_a_module_is_replaced():
     assert explainer(x, target=0).receptive_field.size == (5, 5)
     model[2] = nn.Conv2d(4, 4, 7, padding=3)
     assert explainer(x, target=0).receptive_field.size == (9, 9)
+    model[2].dilation, model[2].padding = (2, 2), (6, 6)  # changed in place: the same module, a wider field
+    assert MaxActivatingPatches(model, layer="3", k=1)(x, target=0).receptive_field.size == (15, 15)

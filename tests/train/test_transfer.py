@@ -113,7 +113,11 @@ def test_folding_keeps_every_option_of_the_convolution(options):
         norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
     x = torch.randn(2, 4, 16, 16)
     before = model.eval().features(x)
+    seen = []
+    handle = model.features[0][0].register_forward_hook(lambda *args: seen.append(1))
     torch.testing.assert_close(fold_batch_norm(model).features(x), before, rtol=1e-5, atol=1e-5)
+    handle.remove()
+    assert not model.features[0]._forward_hooks and not seen  # a hook of the old convolution does not follow
 
 
 def test_folding_refuses_what_it_cannot_fold_before_changing_anything():
