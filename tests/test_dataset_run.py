@@ -174,3 +174,23 @@ def test_a_class_folder_without_images_is_refused_not_skipped(tmp_path):
     assert named.labels == [0, 2]
     (tmp_path / "banana" / "b.png").write_bytes((tmp_path / "apple" / "a.png").read_bytes())
     assert image_folder_dataset(tmp_path, None).labels == [0, 1, 2]
+
+
+def test_interpkit_outputs_and_second_names_in_a_data_folder_are_not_empty_classes(tmp_path):
+    """The empty-class refusal took an explain output folder (its overlays skipped on purpose), a
+    store written into the data folder and a symlink to a class folder for classes without images."""
+    import os
+
+    from PIL import Image
+
+    from interpkit.dataset import image_folder_dataset
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / name / "a.png")
+    for own in ("explained", "maps"):
+        (tmp_path / own).mkdir()
+        (tmp_path / own / "manifest.json").write_text("{}")
+    os.symlink("cat", tmp_path / "kitty")
+    dataset = image_folder_dataset(tmp_path, None)
+    assert dataset.classes == ["cat", "dog"] and dataset.labels == [0, 1]

@@ -81,6 +81,10 @@ def test_one_nan_or_infinity_leaves_the_rest_of_the_map_drawn():
         colours = colorize(spoiled)[0, 0]
         assert len(np.unique(colours.reshape(-1, 3), axis=0)) == 15
         assert (colours[3, 3] == colours[end]).all()  # drawn at an end of the finite values' range
+    from interpkit.viz.images import _levels
+
+    flat_and_hot = torch.tensor([1.0, 1.0, float("inf"), 1.0]).view(1, 1, 1, 4)
+    assert _levels(flat_and_hot, 2).ravel().tolist() == [0, 0, 255, 0]  # +inf is the hottest, whatever the rest
 
 
 def test_an_image_one_or_three_pixels_wide_keeps_its_layout_and_floats_outside_0_1_are_refused():
@@ -98,3 +102,6 @@ def test_an_image_one_or_three_pixels_wide_keeps_its_layout_and_floats_outside_0
     for bad in (red * 255, (red - 0.45) / 0.225, red * float("nan")):
         with pytest.raises(InputError, match=r"\[0, 1\]"):
             to_uint8_images(bad)
+    overshoot = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8), size=16, mode="bicubic")  # about +-0.15
+    assert to_uint8_images(overshoot).shape == (1, 16, 16, 3)
+    assert (to_uint8_images(red.bfloat16()) == to_uint8_images(red)).all()

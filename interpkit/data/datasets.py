@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import random
 from dataclasses import dataclass
@@ -84,13 +85,17 @@ def image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None, 
     if not root.is_dir():
         raise InputError(f"data directory not found: {root}")
     available = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
-        raise InputError(f"classes must be a sequence of folder names, not {classes!r:.80}")
-    chosen = list(classes) if classes is not None else available
+    if isinstance(classes, str):
+        raise InputError(f"classes must be a sequence of folder names, not the string {classes!r:.80}")
+    chosen = list(classes) if classes is not None else available  # once: an iterator is used up by reading
+    if not all(isinstance(c, str) for c in chosen):
+        raise InputError(f"classes must be a sequence of folder names, not {chosen!r:.80}")
     if len(set(chosen)) != len(chosen):  # one folder twice: its files in two splits under two labels
         raise InputError(f"classes names a folder twice: {', '.join(sorted({c for c in chosen if chosen.count(c) > 1}))}")
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (sizes.train, sizes.val, sizes.test)):
+    counts = (sizes.train, sizes.val, sizes.test)
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 for n in counts):
         raise InputError(f"split sizes must be counts (ints of at least 0), got {sizes}")
+    sizes = SplitSizes(*(int(n) for n in counts))
     missing = [c for c in chosen if c not in available]
     if missing:
         raise InputError(f"classes not found in {root}: {', '.join(missing)}")

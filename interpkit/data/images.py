@@ -74,6 +74,9 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
             array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
             array, top = (array - low) / (high - low if high > low else 1.0), 1.0
         gray = np.clip(np.round(array / top * 255.0), 0, 255).astype(np.uint8)
+        key = image.info.get("transparency")
+        if isinstance(key, (int, float)) and image.mode != "F":  # a colour key: those pixels over white
+            gray[np.asarray(image) == key] = 255
         return torch.from_numpy(np.repeat(gray[None], 3, axis=0).copy())
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ class ImageTransform:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, int) and not isinstance(self.size, bool):  # a square, as torchvision's Resize
+        if isinstance(self.size, numbers.Integral) and not isinstance(self.size, bool):  # a square, as Resize
             object.__setattr__(self, "size", (self.size, self.size))
         size, mean, std = (tuple(v) if isinstance(v, (tuple, list)) else v for v in (self.size, self.mean, self.std))
         if not (isinstance(size, tuple) and len(size) == 2 and all(_count(v) for v in size)):
@@ -38,8 +39,9 @@ class ImageTransform:
                 raise InputError(f"{name} must be three finite numbers, one per RGB channel, got {values!r}")
         if min(std) <= 0:
             raise InputError(f"std must be positive, got {std}")
-        for name, value in (("size", size), ("mean", mean), ("std", std)):
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "size", tuple(int(v) for v in size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in std))
 
     def __call__(self, image: object) -> torch.Tensor:
         pixels = resize_uint8(as_rgb_uint8(image), self.size)
@@ -73,8 +75,8 @@ def resize_uint8(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) > 0
 
 
 def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))

@@ -132,8 +132,7 @@ def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | 
             raise InputError(f"class folder(s) {', '.join(unknown)} in {folder} are not classes of the model "
                              f"({', '.join(classes)}); rename them to its class names, or explain without labels")
     else:  # numbered alphabetically: a class folder without images would shift every later class's number
-        empty = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
-                       and d.name not in folders) if folders else []
+        empty = _empty_classes(folder, folders) if folders else []
         if empty:
             raise InputError(f"class folder(s) {', '.join(empty)} in {folder} hold no images, so the classes after "
                              "them would be numbered wrongly; remove them, or give the model's classes")
@@ -141,6 +140,15 @@ def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | 
     labels = [names.index(p.relative_to(folder).parts[0]) if len(p.relative_to(folder).parts) > 1 else -1
               for p in paths]
     return ImageDataset(paths, labels, names, transform)
+
+
+def _empty_classes(folder: Path, folders: list[str]) -> list[str]:
+    """Subfolders that hold no image and are not left out on purpose: interpkit's own outputs (an
+    ``explain`` folder or a store, each with its manifest.json) and second names of a class folder."""
+    named = {os.path.realpath(folder / name) for name in folders}
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                  and d.name not in folders and os.path.realpath(d) not in named
+                  and not (d / "manifest.json").is_file())
 
 
 def _check(explainer: Explainer, dtype: str, precision: str | None, shard_size: int, batch_size: int,

@@ -78,7 +78,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
             bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
             shift = (bias - norm.running_mean) * scale + (norm.bias if norm.bias is not None else 0)
             folded.bias.copy_(shift)  # type: ignore[union-attr]
-        folded.requires_grad_(conv.weight.requires_grad)
+        folded.requires_grad_(conv.weight.requires_grad).train(conv.training)
         features[index] = folded
     return model
 

@@ -71,11 +71,11 @@ def _levels(planes: torch.Tensor, start_dim: int) -> np.ndarray:
     ``normalize_maps``' float64 otherwise (subnormal or overflowing spans)."""
     flat = planes.flatten(start_dim)
     finite = torch.isfinite(flat)
-    if not bool(finite.all()):  # NaN at the lowest level, infinities at the ends of the finite values' range
-        low = torch.where(finite, flat, torch.inf).amin(dim=-1, keepdim=True)
-        high = torch.where(finite, flat, -torch.inf).amax(dim=-1, keepdim=True)
-        low, high = low.nan_to_num(0.0, 0.0, 0.0), high.nan_to_num(0.0, 0.0, 0.0)  # no finite value: all 0
-        flat = torch.where(flat == torch.inf, high, torch.where(finite, flat, low))
+    hot = None
+    if not bool(finite.all()):  # scaled over the finite values; NaN and -inf at level 0, +inf at 255
+        low = torch.where(finite, flat, torch.inf).amin(dim=-1, keepdim=True).nan_to_num(0.0, 0.0, 0.0)
+        hot = flat == torch.inf
+        flat = torch.where(finite, flat, low)
         planes = flat.reshape(planes.shape)
     low, high = flat.amin(dim=-1, keepdim=True), flat.amax(dim=-1, keepdim=True)
     span = high - low
@@ -83,13 +83,19 @@ def _levels(planes: torch.Tensor, start_dim: int) -> np.ndarray:
         scaled = (flat - low) / torch.where(span > 0, span, 1.0)
     else:
         scaled = normalize_maps(planes, start_dim).flatten(start_dim)
+    if hot is not None:
+        scaled = torch.where(hot, 1.0, scaled)
     return (scaled * 255).round().to(torch.uint8).reshape(planes.shape).cpu().numpy()
 
 
 def to_uint8_images(images: Any) -> np.ndarray:
     """Images as uint8 RGB (N, H, W, 3) from uint8 NHWC/NCHW or float NCHW in [0, 1] (a float
     image outside it, a normalised model input say, is refused rather than clipped)."""
-    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if isinstance(images, torch.Tensor):  # bfloat16 and others NumPy has no type for, as float32
+        images = images.detach().cpu()
+        array = (images.float() if images.is_floating_point() else images).numpy()
+    else:
+        array = np.asarray(images)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4:
@@ -108,7 +114,9 @@ def to_uint8_images(images: Any) -> np.ndarray:
         return np.ascontiguousarray(array)
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"images must be uint8 or float in [0, 1], got {array.dtype}")
-    if array.size and not (np.isfinite(array).all() and array.min() >= -1e-3 and array.max() <= 1 + 1e-3):
+    # clipped where resampling (bicubic overshoots by about 0.15) or rounding left them a little out of
+    # [0, 1]; refused where they are on another scale (0..255, a normalised model input spans -2.1..2.6)
+    if array.size and not (np.isfinite(array).all() and array.min() >= -0.5 and array.max() <= 1.5):
         raise InputError(f"float images must be in [0, 1], these span {np.nanmin(array):.4g} to {np.nanmax(array):.4g}"
                          " (or hold NaN); pass the uint8 image, or undo the model's normalisation "
                          "(ImageTransform.denormalize)")

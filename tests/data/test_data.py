@@ -119,6 +119,10 @@ def test_image_folder_split_is_seeded_disjoint_and_sized(tmp_path):
         image_folder(root, classes="ab")
     with pytest.raises(InputError, match="split sizes"):
         image_folder(root, sizes=SplitSizes(-1, 1, 1))
+    import numpy as np
+
+    taken = image_folder(root, classes=(name for name in ["b", "a"]), sizes=SplitSizes(*np.array([4, 2, 3])), seed=3)
+    assert taken["train"].paths == first["train"].paths  # an iterator of classes is read once, not used up
 
 
 def test_image_files_keep_the_same_name_of_a_folder_reached_twice(tmp_path):
@@ -198,12 +202,18 @@ def test_greyscale_depths_and_transparency_decode_by_format_not_by_value(tmp_pat
     keyed = np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)
     Image.fromarray(keyed).save(tmp_path / "rgb.png", transparency=(255, 0, 0))
     assert read_image(tmp_path / "rgb.png")[:, 0].tolist() == [[255, 0], [255, 0], [255, 255]]
+    Image.fromarray(np.array([[0, 1000, 2000]], np.uint16)).save(tmp_path / "key16.png", transparency=1000)
+    assert read_image(tmp_path / "key16.png")[0].tolist() == [[0, 255, 8]]
 
 
 def test_image_transform_options_are_checked():
     from interpkit.data import ImageTransform
 
     assert ImageTransform(size=224).size == (224, 224) and ImageTransform(size=[10, 20]).size == (10, 20)
+    import numpy as np
+
+    numpy_made = ImageTransform(size=tuple(np.array([64, 48])), mean=tuple(np.full(3, 0.5, np.float32)))
+    assert numpy_made.size == (64, 48) and numpy_made.mean == (0.5, 0.5, 0.5)
     for options, words in (({"mean": (0.5,)}, "mean"), ({"size": (0, 5)}, "size"), ({"std": (0, 1, 1)}, "std"),
                            ({"size": "a"}, "size"), ({"std": (1, float("nan"), 1)}, "std")):
         with pytest.raises(InputError, match=words):

@@ -118,6 +118,7 @@ def test_folding_keeps_every_option_of_the_convolution(options):
     torch.testing.assert_close(fold_batch_norm(model).features(x), before, rtol=1e-5, atol=1e-5)
     handle.remove()
     assert not model.features[0]._forward_hooks and not seen  # a hook of the old convolution does not follow
+    assert not any(module.training for module in model.modules())  # the new convolution is in eval mode too
 
 
 def test_folding_refuses_what_it_cannot_fold_before_changing_anything():
