@@ -9,6 +9,7 @@ layer's activation and the gradients of every target in one forward and one batc
 and restores it.
 """
 
+from .attention import mismatch
 from .baselines import BaselineLike, baseline_pools, check_reference, reference
 from .explainer import Call, Explainer, LayerExplainer, LayerGradients
 from .explanation import Explanation, concatenate
@@ -34,7 +35,8 @@ __all__ = [
     "check_finite", "check_flag", "check_generator", "check_sizes", "check_reference", "check_int", "check_number",
     "check_seed", "check_tensor", "token_layout",
     "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
-    "guided_rule", "layer_choices", "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
+    "guided_rule", "layer_choices", "mismatch",
+    "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
     "normal_draws", "normalize_maps", "parse_device", "probing", "uniform_draws", "per_target_gradients", "provide_display",
     "reference", "baseline_pools", "resolve_layer", "sample_target", "select_targets",
     "unwrap", "upsample", "user_hooked",

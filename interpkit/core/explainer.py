@@ -32,7 +32,7 @@ from .maps import MapKind
 from .options import CheckedOptions
 from .saved import SavedElements
 from .state import evaluation, model_facts, model_lock
-from .targets import TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
+from .targets import TargetLike, TargetSelection, class_scores, neurons_of, plain_target, sample_target, select_targets
 
 _KEEP = object()  # ``Call.with_``: the target unchanged
 
@@ -132,7 +132,7 @@ class Explainer(CheckedOptions):
         # user's function or class among the options, is code running inside the call: the guarded path
         with evaluation(self.model, user_code=callable(target) or _holds_user_code(self), call=True):
             prepared = model_inputs(inputs, self.model, attribute_to)
-            return self._explain_exactly(Call(prepared, target, prepared.batch_size))
+            return self._explain_exactly(Call(prepared, plain_target(target), prepared.batch_size))
 
     def _explain_exactly(self, call: Call) -> Explanation:
         """``explain``, one sample at a time when the model's eval forward mixes samples: a
@@ -275,7 +275,8 @@ class LayerExplainer(Explainer):
             return self._choices
         if isinstance(call, torch.Tensor):
             call = Call(ModelInputs(args=(call,)))
-        key = ("layer", tuple(call.x.shape[1:]))  # the choice is the model's: every explainer of it shares it
+        # the choice is the model's: every explainer of it shares it, for the input it attributes to
+        key = ("layer", tuple(call.x.shape[1:]), call.inputs.key)
         cache = model_facts(self.model).cache
         if key not in cache:
             def top_score(output: Any) -> torch.Tensor:

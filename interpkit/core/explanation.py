@@ -54,20 +54,18 @@ class Explanation:
             raise InputError(f"cannot write the maps into {out_dir}: {error.strerror or error}") from None
 
     def cpu(self) -> "Explanation":
-        """A copy with every tensor on the CPU."""
-        return replace(self, maps=self.maps.cpu(), targets=self.targets.cpu(), scores=self.scores.cpu())
+        """A copy with every tensor on the CPU (a subclass's too, such as ``layer_maps``)."""
+        moved: dict[str, Any] = {name: value.cpu() for name, value in self._tensors().items()}
+        return replace(self, **moved)
 
     def numpy(self) -> dict[str, Any]:
-        """The maps, targets and scores as numpy arrays, with method, kind and layer."""
-        cpu = self.cpu()
-        return {
-            "maps": cpu.maps.numpy(),
-            "targets": cpu.targets.numpy(),
-            "scores": cpu.scores.numpy(),
-            "method": self.method,
-            "kind": self.kind.value,
-            "layer": self.layer,
-        }
+        """The maps, targets and scores (and a subclass's other tensors) as numpy arrays, with
+        method, kind and layer."""
+        arrays = {name: value.numpy() for name, value in self.cpu()._tensors().items()}
+        return {**arrays, "method": self.method, "kind": self.kind.value, "layer": self.layer}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: value for f in fields(self) if isinstance(value := getattr(self, f.name), torch.Tensor)}
 
 
 def concatenate(parts: Sequence[Explanation]) -> Explanation:

@@ -77,7 +77,7 @@ class ModelInputs:
         kwargs = {k: _copy(v, fresh and k == self.key) for k, v in self.kwargs.items()}
         try:
             return model(*args, **kwargs)
-        except (RuntimeError, ValueError, IndexError) as error:
+        except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as error:  # asserts on shapes too
             if isinstance(error, InterpkitError):
                 raise
             shared = (" (another input whose first axis has the batch's length is taken for one row per sample and "
@@ -105,8 +105,9 @@ def model_inputs(inputs: InputsLike, model: nn.Module, attribute_to: int | str |
         prepared = ModelInputs(args=(inputs,))
     elif isinstance(inputs, (tuple, list)):
         key = 0 if attribute_to is None else attribute_to
-        if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key < len(inputs):
+        if not isinstance(key, int) or isinstance(key, bool) or not -len(inputs) <= key < len(inputs):
             raise InputError(f"attribute_to must be a position in the {len(inputs)} inputs, not {attribute_to!r}")
+        key %= len(inputs)  # -1: the last
         prepared = ModelInputs(args=tuple(inputs), key=key)
     elif isinstance(inputs, Mapping):
         names = list(inputs)
@@ -119,11 +120,27 @@ def model_inputs(inputs: InputsLike, model: nn.Module, attribute_to: int | str |
             f"inputs must be a torch.Tensor (N, C, ...), a tuple of a model's arguments or a dict of its keyword "
             f"arguments, not {type(inputs).__name__}; convert images with the model's transforms first"
         )
-    primary = check_tensor(prepared.primary, model)
-    for value in (*prepared.args, *prepared.kwargs.values()):
+    others = {name: value for name, value in [*enumerate(prepared.args), *prepared.kwargs.items()]
+              if name != prepared.key and isinstance(value, torch.Tensor)}
+    primary = check_tensor(prepared.primary, model, finite=not others)
+    for value in others.values():
         if _batched(value, len(primary)) and value.device != primary.device:
             raise InputError(f"the inputs are on {value.device} and {primary.device}; move them all to the model's device")
+    if others:
+        _check_values(primary, others)
     return prepared.with_primary(primary)
+
+
+def _check_values(primary: torch.Tensor, others: dict[int | str, torch.Tensor]) -> None:
+    """The attributed input finite and the model's other floating inputs free of NaN (an additive
+    mask may hold -inf), read in one host-device synchronisation."""
+    floating = {name: t for name, t in others.items() if t.is_floating_point() and t.numel() and not t.is_meta}
+    flags = [torch.linalg.vector_norm(primary, math.inf).isfinite()]
+    flags += [~t.isnan().any().to(primary.device) for t in floating.values()]
+    for name, fine in zip(["inputs", *floating], torch.stack(flags).tolist()):
+        if not fine:
+            raise InputError("inputs contain NaN or Inf values; clean or re-normalise them" if name == "inputs" else
+                             f"the model's input {name!r} (not the one attributed) contains NaN; clean it")
 
 
 def check_finite(**tensors: torch.Tensor) -> None:
@@ -160,6 +177,9 @@ def check_tensor(inputs: Any, model: nn.Module, finite: bool = True) -> torch.Te
         )
     if 0 in inputs.shape:
         raise InputError(f"inputs of shape {tuple(inputs.shape)} have a dimension of size 0; give at least one sample")
+    if inputs.is_meta:
+        raise InputError("inputs on the meta device hold no values to explain; load the model's weights and move it "
+                         "and the inputs to a real device")
     if torch.is_inference_mode_enabled() or inputs.is_inference():
         raise InputError("explanations need gradients, which torch.inference_mode() turns off: call the explainer "
                          "outside inference mode, on inputs made outside it (or inputs.clone() there)")

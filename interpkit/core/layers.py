@@ -225,10 +225,13 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
         with torch.enable_grad(), forward_hooks(names, hook):
             output = probe.run(model)
         usable = [c for c in candidates if calls[c.module] == 1]
+        if usable and len(inputs.args) + len(inputs.kwargs) > 1:  # another input's layers explain nothing of this one
+            usable = _reading(usable, probe_input)
         if not usable:
             raise LayerError(
-                "no layer of the model gives a per-sample grid lined up with the input; pass layer=... naming one, "
-                "with its layout if it is not channels first (TokenGrid(), ChannelsLast())"
+                "no layer of the model gives a per-sample grid lined up with the attributed input and computed from "
+                "it; pass layer=... naming one, with its layout if it is not channels first (TokenGrid(), "
+                "ChannelsLast())"
             )
         depends = _depending(usable, output, score, input_grid)
     kept = [c for c, positions in zip(usable, depends)
@@ -238,6 +241,28 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
             and not list(c.module.children())]
     chosen = same[-1] if same else chosen
     return LayerChoice(names[chosen.module], chosen.module, chosen.layout)
+
+
+def _reading(candidates: list[_Candidate], leaf: torch.Tensor) -> list[_Candidate]:
+    """The candidates whose outputs are computed from ``leaf`` (its gradient accumulator is in
+    their autograd graph), found in one walk of the graph shared by all of them."""
+    target = leaf.view_as(leaf).grad_fn.next_functions[0][0]  # type: ignore[union-attr]  # the leaf's AccumulateGrad
+    known: dict[Any, bool] = {}
+
+    def reaches(node: Any) -> bool:
+        stack = [(node, False)]
+        while stack:  # iterative post-order (graphs are deeper than Python's recursion limit)
+            current, expanded = stack.pop()
+            if expanded:  # its inputs are known by now: the graph is acyclic
+                known[current] = any(known[n] for n, _ in current.next_functions if n is not None)
+            elif current not in known:
+                known[current] = current is target
+                if current is not target:
+                    stack.append((current, True))
+                    stack += [(n, False) for n, _ in current.next_functions if n is not None and n not in known]
+        return known[node]
+
+    return [c for c in candidates if c.output.grad_fn is not None and reaches(c.output.grad_fn)]
 
 
 def _positions(candidate: _Candidate, input_grid: tuple[int, ...]) -> int:

@@ -232,16 +232,21 @@ def history_hint(tensor: torch.Tensor) -> str | None:
 
 def token_layout(model: Any) -> TokenGrid:
     """The token layout a vision transformer states: timm's ``num_prefix_tokens`` (class,
-    distillation and register tokens), torchvision's class token, HuggingFace ViT's class token
-    and DeiT's class and distillation tokens; ``TokenGrid()`` (derived from the counts) otherwise."""
+    distillation and register tokens), torchvision's class token, HuggingFace ViT's, BEiT's and
+    DINOv2's class token (and DINOv2's registers), and DeiT's class and distillation tokens;
+    ``TokenGrid()`` (derived from the counts) otherwise."""
     prefix = getattr(model, "num_prefix_tokens", None)
     if isinstance(prefix, int) and not isinstance(prefix, bool):
         return TokenGrid(prefix=prefix)
     if any(c.__module__.startswith("torchvision.models.vision_transformer") for c in type(model).__mro__):  # subclasses too
         return TokenGrid(prefix=1)
-    kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind in ("vit", "deit"):  # DeiT's embeddings always carry a distillation token
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind in ("vit", "deit", "beit", "data2vec-vision", "dinov2"):  # DeiT's always carry a distillation token
         return TokenGrid(prefix=2 if kind == "deit" else 1)
+    registers = getattr(config, "num_register_tokens", None)
+    if kind == "dinov2_with_registers" and isinstance(registers, int):
+        return TokenGrid(prefix=1 + registers)
     return TokenGrid()
 
 

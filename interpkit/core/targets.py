@@ -93,8 +93,21 @@ class TargetSelection:
 
 
 def _is_index(value: Any) -> bool:
-    """An integer index: int or a numpy integer, never a bool."""
+    """An integer index: int, a numpy integer or a 0-d integer tensor, never a bool."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def plain_target(target: TargetLike) -> TargetLike:
+    """The target forms users have at hand as the plain ones: a 0-d integer tensor (``labels[0]``)
+    as its int, and a range or a list of them (``list(labels)``) as a list of ints."""
+    if isinstance(target, torch.Tensor) and _is_index(target):
+        return int(target)
+    if isinstance(target, range) or (isinstance(target, (list, tuple)) and target and all(map(_is_index, target))
+                                     and any(isinstance(t, torch.Tensor) for t in target)):
+        return [int(t) for t in target]
+    return target
 
 
 def sample_target(target: TargetLike, index: int, batch_size: int) -> TargetLike:
@@ -137,7 +150,7 @@ def select_targets(
         scores = torch.stack([n.score(neuron_outputs[n][1], neuron_outputs[n][0], input_grid, neuron_outputs[n][2])
                               for n in neurons], 1)
         indices = torch.tensor([n.channel for n in neurons], device=scores.device)
-        return TargetSelection(indices.expand(batch_size, -1), scores, classes=False)
+        return TargetSelection(indices.expand(batch_size, -1).contiguous(), scores, classes=False)
     if callable(target) and not isinstance(target, torch.Tensor):
         return _callable_scores(target, output, batch_size)
     first = output[0] if isinstance(output, (tuple, list)) and output else output
@@ -179,7 +192,7 @@ def _class_indices(target: TargetLike, logits: torch.Tensor, n: int) -> torch.Te
     if isinstance(target, str):
         if target != "all":
             raise TargetError(f"unknown target string {target!r}; the only string target is 'all'")
-        return torch.arange(classes, device=device).expand(n, -1)
+        return torch.arange(classes, device=device).expand(n, -1).contiguous()
     if isinstance(target, (bool, np.bool_)):
         raise TargetError("a bool is not a class index; pass an int, a list of ints or a tensor")
     if isinstance(target, np.ndarray):
@@ -221,7 +234,7 @@ def _tensor_indices(target: torch.Tensor, n: int) -> torch.Tensor:
         raise TargetError(
             f"a target tensor must have shape (N,) or (N, K) with N = {n}, not {tuple(target.shape)}"
         )
-    target = target.long()
+    target = target.to(torch.long, copy=True)  # the explanation's own: the user may reuse their tensor
     return target.unsqueeze(1) if target.dim() == 1 else target
 
 
@@ -238,5 +251,5 @@ def _callable_scores(target: Callable[[Any], torch.Tensor], output: Any, n: int)
     if not scores.requires_grad and torch.is_grad_enabled():  # no_grad: forward-only explainers
         raise TargetError("the target callable's scores do not depend on the model output; "
                           "compute them from the output without detaching")
-    indices = torch.arange(scores.shape[1], device=scores.device).expand(n, -1)
+    indices = torch.arange(scores.shape[1], device=scores.device).expand(n, -1).contiguous()
     return TargetSelection(indices, scores, classes=False)

@@ -297,3 +297,39 @@ def test_a_with_block_cannot_be_entered_twice(small_cnn, images):
             explainer.__enter__()
         explainer(images)
     assert small_cnn.training  # the outer block still restored the model
+
+
+def test_target_forms_users_have_at_hand(small_cnn, images):
+    """A label read out of a tensor, a list of them, a range, a tensor channel and a negative
+    input position mean what they say (they were refused)."""
+    labels = torch.tensor([1, 3, 0, 2])
+    expected = GradCAM(small_cnn)(images, target=[1, 3, 0, 2]).maps
+    torch.testing.assert_close(GradCAM(small_cnn)(images, target=list(labels)).maps, expected)
+    torch.testing.assert_close(GradCAM(small_cnn)(images, target=labels[1]).maps,
+                               GradCAM(small_cnn)(images, target=3).maps)
+    torch.testing.assert_close(GradCAM(small_cnn)(images, target=range(4)).maps,
+                               GradCAM(small_cnn)(images, target=[0, 1, 2, 3]).maps)
+    assert Neuron("features.4", torch.tensor(3)).channel == 3
+    torch.testing.assert_close(GradCAM(small_cnn)((images,), target=1, attribute_to=-1).maps,
+                               GradCAM(small_cnn)(images, target=1).maps)
+
+
+class _Asserts(torch.nn.Module):
+    """A model that checks its input's size with an assert, as torchvision's and timm's ViTs do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        torch._assert(x.shape[-1] == 8, "Wrong image width!")
+        return self.conv(x).mean((2, 3))
+
+
+def test_a_forward_that_asserts_or_takes_other_arguments_is_a_forward_error(small_cnn, images):
+    with pytest.raises(interpkit.ForwardError, match="Wrong image width"):
+        interpkit.Saliency(_Asserts())(torch.randn(1, 3, 8, 9), target=0)
+    with pytest.raises(interpkit.ForwardError, match="positional argument"):
+        interpkit.Saliency(small_cnn)((images, images), target=0)
+    with pytest.raises(InputError, match="meta device"):
+        interpkit.Saliency(SmallCNN().to("meta"))(torch.randn(1, 3, 8, 8, device="meta"), target=0)

@@ -316,3 +316,62 @@ def test_a_model_that_cannot_run_one_sample_alone_says_why():
     per_image = torch.arange(4).repeat_interleave(16).view(1, 8, 8).expand(4, 8, 8)  # a mask per image said it too
     with pytest.raises(InputError, match="one sample at a time.*track_running_stats=True"):
         FeatureAblation(model, features=per_image)(torch.randn(4, 3, 8, 8))
+
+
+class _TwoTowers(nn.Module):
+    """An image tower and a depth tower joined at the head (as RGB-D or change-detection nets)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, rgb, depth):
+        return self.head(torch.cat([self.a(rgb).mean((2, 3)), self.b(depth).mean((2, 3))], 1))
+
+
+def test_the_chosen_layer_is_computed_from_the_attributed_input():
+    """GradCAM chose the depth tower's last layer for the image (the later of two equal grids),
+    so the image's map did not change with the image; and one choice was cached for both."""
+    model = _TwoTowers().eval()
+    rgb, depth = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    for key, layer in ((0, "a.3"), (1, "b.3"), (0, "a.3")):
+        assert GradCAM(model)((rgb, depth), target=1, attribute_to=key).layer == layer
+    assert GradCAM(model)({"rgb": rgb, "depth": depth}, target=1, attribute_to="rgb").layer == "a.3"
+
+
+def test_explanation_targets_are_not_the_users_tensor(small_cnn, images):
+    labels = torch.tensor([1, 3, 0, 2])
+    explanation = GradCAM(small_cnn)(images, target=labels)
+    labels.copy_(torch.tensor([4, 0, 2, 1]))
+    assert explanation.targets[:, 0].tolist() == [1, 3, 0, 2]
+    every = GradCAM(small_cnn)(images, target="all")
+    every.targets.add_(1)  # its own tensor, not an expanded row
+
+
+def test_nan_in_an_input_that_is_not_attributed_is_refused_and_minus_inf_kept():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+
+        def forward(self, x, bias):
+            return self.fc(self.conv(x).relu().mean((2, 3))) + bias.clamp_min(-10)
+
+    model, x = Scaled().eval(), torch.randn(2, 3, 8, 8)
+    bias = torch.zeros(2, 3)
+    bias[1, 0] = float("nan")
+    with pytest.raises(InputError, match="input 1 .*NaN"):
+        interpkit.Saliency(model)((x, bias), target=0)
+    bias[1, 0] = float("-inf")  # an additive mask's -inf is a value
+    assert interpkit.Saliency(model)((x, bias), target=0).maps.isfinite().all()
+
+
+def test_multi_layer_explanations_move_every_tensor(small_cnn, images, monkeypatch):
+    explanation = GradCAM(small_cnn, layer=["features.0", "features.4"])(images, target=1)
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self: self.clone())  # a move makes new tensors, as from a GPU
+    moved = explanation.cpu()
+    assert moved.layer_maps is not explanation.layer_maps and torch.equal(moved.layer_maps, explanation.layer_maps)
+    assert np.array_equal(explanation.numpy()["layer_maps"], explanation.layer_maps.numpy())

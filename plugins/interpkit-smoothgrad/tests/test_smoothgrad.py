@@ -201,3 +201,33 @@ def test_a_feature_mask_per_image_follows_each_image_through_noisy_copies():
     together = make(masks)(x, target=[0, 1, 2]).maps
     alone = torch.cat([make(masks[i])(x[i:i + 1], target=i).maps for i in range(3)])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_noise_tunnel_chunks_change_no_noise():
+    """An image of 3 x 7 x 7 values (not a multiple of torch's 16-value normal blocks): drawing
+    each chunk's noise on its own would give other values for every max_batch and batch size."""
+    torch.manual_seed(0)
+    small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(100, 5)).eval()
+    x = torch.randn(4, 3, 7, 7)
+    whole = NoiseTunnel(small, "saliency", samples=6)(x, target=1).maps
+    for max_batch in (4, 8):
+        tunnel = NoiseTunnel(small, "saliency", samples=6, max_batch=max_batch)
+        torch.testing.assert_close(tunnel(x, target=1).maps, whole, rtol=1e-5, atol=1e-7)
+        for n in range(4):
+            torch.testing.assert_close(tunnel(x[n:n + 1], target=1).maps[0], whole[n], rtol=1e-5, atol=1e-7)
+
+
+def test_noise_tunnel_refuses_non_finite_copies_and_gives_perturb_a_copy(model, images):
+    before = images.clone()
+
+    def in_place(x, generator):
+        return x.add_(torch.randn(x.shape, generator=generator))
+
+    NoiseTunnel(model, "saliency", samples=2, perturb=in_place)(images, target=1)
+    assert torch.equal(images, before)
+    for options in ({"stdev": 1e39}, {"perturb": lambda x, g: x * float("nan")}):
+        with pytest.raises(InputError, match="not finite"):
+            NoiseTunnel(model, "saliency", samples=2, **options)(images, target=1)
+    for cls in (NoiseTunnel, SmoothGrad):
+        with pytest.raises(InputError, match="2\\*\\*63"):
+            cls(model, seed=2**64)

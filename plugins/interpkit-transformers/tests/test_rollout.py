@@ -550,3 +550,132 @@ def test_attention_that_never_runs_is_refused():
     for cls in (AttentionRollout, GenericAttention):
         with pytest.raises(interpkit.LayerError, match="none of the model's attention blocks ran"):
             cls(Unused().eval(), layout=interpkit.TokenGrid(prefix=0), readout="mean")(torch.randn(2, 3, 16, 16), 0)
+
+
+def _weights_in_order(model, images):
+    """The attention weights (N, heads, T, T) of every call of every timm block, in the order the
+    calls run (eager attention: the softmax passes through attn_drop, where it is caught)."""
+    caught = []
+    blocks = {id(m): m for m in model.modules() if hasattr(m, "attn_drop") and hasattr(m, "qkv")}
+    for block in blocks.values():
+        block.fused_attn = False
+    handles = [b.attn_drop.register_forward_hook(lambda m, i, o: caught.append(o.detach())) for b in blocks.values()]
+    with torch.no_grad():
+        model(images)
+    for handle in handles:
+        handle.remove()
+    return caught
+
+
+def _discarded(probabilities, ratio):
+    """Each head-averaged map with its lowest ``ratio`` of weights zeroed, no column spared."""
+    fused = []
+    for weights in probabilities:
+        flat = weights.mean(dim=1).flatten(1).clone()
+        flat.scatter_(1, flat.topk(int(flat.shape[1] * ratio), dim=1, largest=False).indices, 0.0)
+        fused.append(flat.view(*weights.shape[:1], 1, *weights.shape[2:]))  # one "head": the mean is itself
+    return fused
+
+
+def test_discarding_without_a_class_token_spares_no_patch():
+    """The class token's column is spared from discarding; a model without one spares nothing
+    (token 0 is then the top-left patch, which sparing made the hottest)."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=4, depth=3,
+                              class_token=False, global_pool="avg").eval()
+    images = torch.randn(2, 3, 64, 64)
+    expected = _hand_rollout(_discarded(_weights_in_order(model, images), 0.9)).mean(dim=1).reshape(2, 1, 4, 4)
+    ours = AttentionRollout(model, discard_ratio=0.9, upsample=False)(images).maps
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6)
+
+
+class _Reversed(torch.nn.Sequential):
+    def forward(self, x):
+        for block in reversed(self):
+            x = block(x)
+        return x
+
+
+@pytest.mark.parametrize("arrangement", ["shared", "reversed"])
+def test_blocks_are_rolled_out_in_the_order_and_number_of_times_they_run(arrangement):
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, num_classes=4, depth=3).eval()
+    blocks = list(model.blocks)
+    model.blocks = torch.nn.Sequential(*[blocks[0]] * 3) if arrangement == "shared" else _Reversed(*blocks)
+    images = torch.randn(2, 3, 48, 48)
+    caught = _weights_in_order(model, images)
+    assert len(caught) == 3
+    expected = _hand_rollout(caught)[:, 0, 1:].reshape(2, 1, 3, 3)
+    torch.testing.assert_close(AttentionRollout(model, upsample=False)(images).maps, expected, rtol=1e-4, atol=1e-6)
+    if arrangement == "shared":
+        with pytest.raises(interpkit.LayerError, match="ran 3 times"):
+            interpkit.get_explainer("legrad")(model)(images, target=1)
+
+
+@pytest.mark.parametrize("variant", ["pool_include_prefix", "distilled"])
+def test_auto_readout_follows_how_timm_pools_its_tokens(variant):
+    torch.manual_seed(0)
+    if variant == "distilled":  # the two heads on tokens 0 and 1 averaged
+        model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=48, num_classes=4,
+                                  depth=2).eval()
+        read, prefix = (lambda flows: flows[:, :2].mean(dim=1)), 2
+    else:  # every token averaged, the register tokens too
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, num_classes=4, depth=2,
+                                  class_token=False, reg_tokens=4, global_pool="avg", pool_include_prefix=True).eval()
+        read, prefix = (lambda flows: flows.mean(dim=1)), 4
+    images = torch.randn(2, 3, 48, 48)
+    expected = read(_hand_rollout(_weights_in_order(model, images)))[:, prefix:].reshape(2, 1, 3, 3)
+    torch.testing.assert_close(AttentionRollout(model, upsample=False)(images).maps, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_readout_follows_huggingface_pooling():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    beit = transformers.BeitForImageClassification(transformers.BeitConfig(
+        image_size=32, patch_size=8, num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+        intermediate_size=64, num_labels=3, use_mean_pooling=True, use_absolute_position_embeddings=True,
+        use_relative_position_bias=False, use_shared_relative_position_bias=False)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    auto = AttentionRollout(beit, upsample=False)(images).maps
+    torch.testing.assert_close(auto, AttentionRollout(beit, upsample=False, readout="mean")(images).maps)
+    assert not torch.allclose(auto, AttentionRollout(beit, upsample=False, readout="class_token")(images).maps)
+    dinov2 = transformers.Dinov2ForImageClassification(transformers.Dinov2Config(
+        image_size=32, patch_size=8, num_hidden_layers=1, hidden_size=32, num_attention_heads=2, num_labels=3)).eval()
+    with pytest.raises(interpkit.LayerError, match="side by side"):
+        AttentionRollout(dinov2)(images)
+    assert AttentionRollout(dinov2, readout="class_token")(images).maps.shape == (2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_half_and_double_precision_vits_are_explained(dtype):
+    """16-bit blocks are compared with their recomputation at 16-bit rounding, not refused."""
+    model = _timm_vit(fused=True)
+    images = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    for name in ("attention_rollout", "generic_attention"):
+        cls = interpkit.get_explainer(name)
+        wide = cls(model, upsample=False)(images, target=1).maps
+        narrow = cls(model.to(dtype), upsample=False)(images.to(dtype), target=1).maps
+        model.float()
+        tolerance = 1e-6 if dtype == torch.float64 else 0.05
+        torch.testing.assert_close(narrow, wide, rtol=tolerance, atol=tolerance * float(wide.abs().max()))
+
+
+def test_eva_attention_with_separate_query_and_value_biases():
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    model = Eva(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3,
+                use_rot_pos_emb=False, global_pool="token").eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.q_bias.normal_()
+            block.attn.v_bias.normal_()
+    images = torch.randn(2, 3, 32, 32)
+    expected = _hand_rollout(_weights_in_order(model, images))[:, 0, 1:].reshape(2, 1, 4, 4)
+    torch.testing.assert_close(AttentionRollout(model, upsample=False)(images).maps, expected, rtol=1e-4, atol=1e-6)
+    assert interpkit.get_explainer("generic_attention")(model)(images, target=1).maps.shape == (2, 1, 32, 32)
+
+
+def test_a_layout_that_is_no_token_grid_is_refused():
+    with pytest.raises(interpkit.InputError, match="TokenGrid"):
+        AttentionRollout(_timm_vit(fused=True), layout="x")

@@ -26,6 +26,7 @@ from interpkit.core import (
     check_flag,
     check_int,
     check_number,
+    check_seed,
     neurons_of,
     normal_draws,
     per_target_gradients,
@@ -103,8 +104,7 @@ class SmoothGrad(PathAverage):
         super().__init__(model, chunk)
         check_int("samples", samples)
         check_number("noise", noise)
-        check_int("seed", seed, minimum=0)
-        self.samples, self.noise, self.seed, self.squared = samples, noise, seed, check_flag("squared", squared)
+        self.samples, self.noise, self.seed, self.squared = samples, noise, check_seed(seed), check_flag("squared", squared)
 
     def points(self, call: Call) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         inputs = call.x
@@ -158,9 +158,11 @@ class NoiseTunnel(Explainer):
     ``"smoothgrad"`` the mean map, ``"smoothgrad_sq"`` the mean of squared maps, ``"vargrad"``
     their variance (mean of squares minus square of the mean). Noise is Gaussian with standard
     deviation ``stdev`` (in input units), drawn from ``seed``, the same draw for every image of
-    a batch so that no map depends on its batch (or ``perturb(inputs, generator)``). Noisy
-    copies of the whole batch go through the wrapped explainer together, about ``max_batch``
-    samples at a time; targets are pinned to those of the clean inputs."""
+    a batch so that no map depends on its batch (or ``perturb(inputs, generator)``, given a copy
+    of the inputs it may write). Every sample's noise is drawn before the copies are chunked, so
+    ``max_batch`` (about that many noisy samples through the wrapped explainer at a time) changes
+    no map; targets are pinned to those of the clean inputs. A noisy copy that is not finite
+    (noise beyond the dtype's range, a ``perturb`` giving NaN) is refused after the call."""
 
     name = "noise_tunnel"
     KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -173,7 +175,7 @@ class NoiseTunnel(Explainer):
         if kind not in self.KINDS:
             raise InputError(f"kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
         check_number("stdev", stdev)
-        check_int("seed", seed, minimum=0)
+        check_seed(seed)
         check_int("max_batch", max_batch, none="every copy in one batch")
         cls = interpkit.get_explainer(method) if isinstance(method, str) else method
         if not (isinstance(cls, type) and issubclass(cls, Explainer)):
@@ -192,7 +194,9 @@ class NoiseTunnel(Explainer):
         clean = self.inner.explain(call)
         pinned = clean.targets if clean.class_targets and not _batch_free(target) else target
         total = squares = None
+        finite = torch.ones((), dtype=torch.bool, device=inputs.device)
         for noisy in self._noisy_chunks(inputs):
+            finite = finite & noisy.isfinite().all()
             copies = len(noisy) // n
             repeated = pinned.repeat(copies, 1) if isinstance(pinned, torch.Tensor) else pinned
             maps = self.inner.explain(call.with_(noisy, repeated)).maps.reshape(copies, n, *clean.maps.shape[1:])
@@ -200,6 +204,9 @@ class NoiseTunnel(Explainer):
             total = part if total is None else total + part
             squares = part_squares if squares is None else squares + part_squares
         assert total is not None and squares is not None
+        if not bool(finite):  # one host read for every chunk
+            raise InputError("a noisy copy of the inputs is not finite: give a stdev (or a perturb) whose noise stays "
+                             f"within {inputs.dtype}'s range")
         mean, mean_squares = total / self.samples, squares / self.samples
         maps = {"smoothgrad": mean, "smoothgrad_sq": mean_squares, "vargrad": mean_squares - mean.square()}[self.kind]
         return Explanation(maps.detach().float(), clean.targets, clean.scores, self.name, clean.kind, clean.layer,
@@ -209,17 +216,19 @@ class NoiseTunnel(Explainer):
         """Copy-major chunks (m * N, ...) of the noisy copies."""
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
         per_call = max(1, (self.max_batch or self.samples * len(inputs)) // len(inputs))
+        # every sample's noise (one image's worth each, shared by the batch) in one draw: the
+        # values do not depend on how the copies are chunked
+        draws = None if self.perturb is not None else normal_draws((self.samples, 1, *inputs.shape[1:]), generator, inputs)
         for first in range(0, self.samples, per_call):
             count = min(per_call, self.samples - first)
-            if self.perturb is not None:
+            if draws is None:
                 yield torch.cat([self._perturbed(inputs, generator) for _ in range(count)])
             else:
-                draws = normal_draws((count, 1, *inputs.shape[1:]), generator, inputs)
-                yield (inputs.unsqueeze(0) + self.stdev * draws).flatten(0, 1)
+                yield (inputs.unsqueeze(0) + self.stdev * draws[first:first + count]).flatten(0, 1)
 
 
     def _perturbed(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        copy = self.perturb(inputs, generator)  # type: ignore[misc]
+        copy = self.perturb(inputs.clone(), generator)  # type: ignore[misc]  # it may write what it is given
         if not isinstance(copy, torch.Tensor) or copy.shape != inputs.shape:
             shape = tuple(copy.shape) if isinstance(copy, torch.Tensor) else type(copy).__name__
             raise InputError(f"perturb must return one noisy copy shaped as the inputs {tuple(inputs.shape)}, not {shape}")

@@ -31,6 +31,7 @@ from interpkit.core import (
     TargetSelection,
     check_flag,
     check_number,
+    mismatch,
     model_cache,
     per_target_gradients,
     token_layout,
@@ -53,7 +54,8 @@ def _projections(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     elif _timm(module):
         heads = module.num_heads
         width = module.qkv.out_features // 3  # queries and keys only: the values are not needed here
-        bias = module.qkv.bias[:2 * width] if module.qkv.bias is not None else None
+        bias = _qkv_bias(module)
+        bias = bias[:2 * width] if bias is not None else None
         q, k = nn.functional.linear(x, module.qkv.weight[:2 * width], bias).reshape(n, t, 2, heads, -1).permute(
             2, 0, 3, 1, 4)
         return module.q_norm(q), module.k_norm(k)
@@ -63,6 +65,16 @@ def _projections(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     else:
         return None
     return (q.reshape(n, t, heads, -1).transpose(1, 2), k.reshape(n, t, heads, -1).transpose(1, 2))
+
+
+def _qkv_bias(module: nn.Module) -> torch.Tensor | None:
+    """timm's fused query, key and value bias: the projection's own, or EVA's separate ``q_bias``,
+    ``k_bias`` (zeros) and ``v_bias`` beside a projection without one."""
+    if module.qkv.bias is not None:
+        return module.qkv.bias
+    if getattr(module, "q_bias", None) is not None:
+        return torch.cat((module.q_bias, module.k_bias, module.v_bias))
+    return None
 
 
 def _huggingface(module: nn.Module) -> tuple[nn.Module, nn.Module, int] | None:
@@ -90,7 +102,7 @@ def _timm(module: nn.Module) -> bool:
     """timm's vision transformer attention: fused ``qkv``, ``num_heads`` and the ``q_norm`` and
     ``k_norm`` its queries and keys leave through (windowed, class and talking-heads attention
     have other parts, and are not recognised)."""
-    return hasattr(module, "qkv") and hasattr(module, "num_heads") and all(
+    return isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads") and all(
         isinstance(getattr(module, name, None), nn.Module) for name in ("q_norm", "k_norm"))
 
 
@@ -98,13 +110,19 @@ class AttentionRollout(Explainer):
     """Attention rollout: how much each patch token flows into the class token through all
     blocks' attention (and the residual identity). Target-independent: each target gets the same
     map. ``head_fusion`` is ``"mean"`` (the paper), ``"max"`` or ``"min"``; ``discard_ratio``
-    zeroes that fraction of the lowest attention weights of each fused map (the class token's
-    own column kept) before the identity is added; ``layout`` reads the tokens (class token
-    first, then a row-major grid; ``TokenGrid(prefix=...)`` for distillation or register tokens).
-    ``readout`` is the token the output reads: ``"class_token"`` (token 0), ``"mean"`` (the
-    patch tokens averaged, as timm's ``global_pool="avg"``), or ``"auto"``: timm's own
-    ``global_pool``, else the class token where the tokens have a prefix; a model without a class
-    token whose pooling is unknown is refused rather than read at a patch.
+    zeroes that fraction of the lowest attention weights of each fused map (the columns of the
+    class token and of any token the output reads kept; a model without a class token keeps
+    none) before the identity is added; ``layout`` reads the tokens (class token first, then a
+    row-major grid; ``TokenGrid(prefix=...)`` for distillation or register tokens). Blocks are
+    multiplied in the order they run, once per call (a block shared by several layers counts
+    once per layer). ``readout`` is the token the output reads: ``"class_token"`` (token 0),
+    ``"class_and_distillation"`` (tokens 0 and 1 averaged, as distilled DeiT averages its two
+    heads), ``"mean"`` (the patch tokens averaged, as timm's ``global_pool="avg"``),
+    ``"all_tokens"`` (every token averaged, as timm's ``pool_include_prefix=True``), or
+    ``"auto"``: what timm's ``global_pool`` and distillation token, HuggingFace BEiT's
+    ``use_mean_pooling`` and DeiT-with-teacher say, else the class token where the tokens have a
+    prefix; a model without a class token whose pooling is unknown is refused rather than read
+    at a patch, as is HuggingFace DINOv2's classifier (class token and patch mean side by side).
     """
 
     name = "attention_rollout"
@@ -116,8 +134,10 @@ class AttentionRollout(Explainer):
         super().__init__(model)
         if head_fusion not in ("mean", "max", "min"):
             raise interpkit.InputError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
-        if readout not in ("auto", "class_token", "mean"):
-            raise interpkit.InputError(f"readout must be 'auto', 'class_token' or 'mean', got {readout!r}")
+        if readout not in _READOUTS:
+            raise interpkit.InputError(f"readout must be one of {', '.join(map(repr, _READOUTS))}, got {readout!r}")
+        if layout is not None and not isinstance(layout, TokenGrid):
+            raise interpkit.InputError(f"layout must be a TokenGrid (or None: the model's own), not {layout!r}")
         self.readout = readout
         self.discard_ratio = check_number("discard_ratio", discard_ratio, below=1)
         self.head_fusion, self.upsample = head_fusion, check_flag("upsample", upsample)
@@ -133,11 +153,10 @@ class AttentionRollout(Explainer):
 
     def explain(self, call: Call) -> Explanation:
         inputs, target = call.x, call.target
-        queries_and_keys: dict[nn.Module, dict[str, torch.Tensor]] = {block: {} for block in self.blocks}
+        calls: list[dict[str, torch.Tensor]] = []  # one per call of a block, in the order they run
         handles, errors = [], []
         for block in self.blocks:
-            handles += _capture_queries_and_keys(block, queries_and_keys[block])
-            handles.append(block.register_forward_pre_hook(_keep_padding_mask(queries_and_keys[block]), with_kwargs=True))
+            handles += _capture_queries_and_keys(block, calls)
         checked_key = ("rollout recomputes the blocks", tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
         checked = model_cache(self.model).get(checked_key, False)
         if not checked:  # once per input shape: the recomputed blocks give the model's outputs
@@ -148,15 +167,15 @@ class AttentionRollout(Explainer):
         finally:
             for handle in handles:
                 handle.remove()
-        captured = [(found["q"], found["k"], found.get("mask")) for found in queries_and_keys.values() if "q" in found]
+        captured = [(found["q"], found["k"], found.get("mask")) for found in calls]
         _check_one_token_sequence([q.shape for q, _, _ in captured], len(inputs))
         if not checked:
             _refuse_inexact(errors)
             model_cache(self.model)[checked_key] = True
+        prefix, grid = self.layout.resolve(captured[0][0].shape[2], tuple(inputs.shape[2:]), "attention")
+        readout = self.readout_of(prefix)
         with torch.no_grad():
-            rollout = self.rollout(captured)
-        tokens = rollout.shape[-1]
-        prefix, grid = self.layout.resolve(tokens, tuple(inputs.shape[2:]), "attention")
+            rollout = self.rollout(captured, max(int(self._has_class_token(prefix)), _read_tokens(readout)))
         flow = self.read(rollout, prefix)[:, prefix:prefix + int(torch.tensor(grid).prod())].reshape(len(inputs), 1, *grid)
         maps = flow.expand(-1, selection.indices.shape[1], *grid)
         if self.upsample:
@@ -164,14 +183,30 @@ class AttentionRollout(Explainer):
             return self.result(maps, selection, MapKind.INPUT_GRID)
         return self.result(maps.contiguous(), selection, MapKind.LAYER_GRID)
 
-    def read(self, flows: torch.Tensor, prefix: int) -> torch.Tensor:
-        """The row (..., T) of ``flows`` (..., T, T) for the token the model's output reads."""
+    def readout_of(self, prefix: int) -> str:
+        """How the model's output reads its tokens, given ``prefix`` tokens before the grid."""
         readout = self.readout if self.readout != "auto" else _pooling(self.model, prefix)
-        if readout == "class_token" and prefix == 0:
+        if _read_tokens(readout) > prefix:
             raise interpkit.LayerError(
-                "the tokens have no class token (no prefix before the patch grid), so the map cannot be read at token "
-                "0, which is a patch; pass readout='mean' if the model averages its patch tokens")
-        return flows[..., 0, :] if readout == "class_token" else flows[..., prefix:, :].mean(dim=-2)
+                f"the tokens have no class token{' and distillation token' if prefix else ''} (only {prefix} token(s) "
+                f"before the patch grid), so the map cannot be read at {readout!r}, here a patch; pass "
+                "readout='mean' if the model averages its patch tokens")
+        return readout
+
+    def read(self, flows: torch.Tensor, prefix: int) -> torch.Tensor:
+        """The row (..., T) of ``flows`` (..., T, T) for the token(s) the model's output reads."""
+        readout = self.readout_of(prefix)
+        if readout == "mean":
+            return flows[..., prefix:, :].mean(dim=-2)
+        if readout == "all_tokens":
+            return flows.mean(dim=-2)
+        return flows[..., :_read_tokens(readout), :].mean(dim=-2)
+
+    def _has_class_token(self, prefix: int) -> bool:
+        """Whether token 0 is a class token (timm says so; else any prefix is taken for one)."""
+        if hasattr(self.model, "has_class_token"):
+            return bool(self.model.has_class_token) and prefix > 0
+        return getattr(self.model, "cls_token", True) is not None and prefix > 0
 
     def attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Head-fused attention (N, T, T) of one block, recomputed from its input."""
@@ -182,12 +217,15 @@ class AttentionRollout(Explainer):
         """``softmax(Q K^T / sqrt(d) + mask)`` (N, heads, T, T) with the heads fused: (N, T, T)."""
         return _fuse(_attention(q.float(), k.float(), mask), self.head_fusion)
 
-    def rollout(self, queries_and_keys: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    def rollout(self, queries_and_keys: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+                kept: int = 1) -> torch.Tensor:
+        """The blocks' mixed attention multiplied in the order they ran; ``discard_ratio`` never
+        discards weights into the first ``kept`` tokens (those the output reads)."""
         result = None
         for q, k, mask in queries_and_keys:
             fused = self.fused(q, k, mask)
             if self.discard_ratio:
-                fused = _discard(fused, self.discard_ratio)
+                fused = _discard(fused, self.discard_ratio, kept)
             eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
             mixed = 0.5 * fused + 0.5 * eye
             mixed = mixed / mixed.sum(dim=-1, keepdim=True)
@@ -196,31 +234,43 @@ class AttentionRollout(Explainer):
         return result
 
 
-def _capture_queries_and_keys(block: nn.Module, found: dict[str, torch.Tensor]) -> list[Any]:
-    """Hooks that leave the block's queries and keys (N, heads, T, d) in ``found`` during the
-    forward: read from the modules that produce them where the block has such modules (timm's
-    q_norm/k_norm, HuggingFace's query/key projections), else recomputed from the block's input."""
+def _capture_queries_and_keys(block: nn.Module, calls: list[dict[str, torch.Tensor]]) -> list[Any]:
+    """Hooks that add one record per call of the block to ``calls``, in the order the calls run
+    (a block shared by several layers adds one per layer): its queries and keys (N, heads, T, d)
+    and key padding mask. The queries and keys are read from the modules that produce them where
+    the block has such modules (timm's q_norm/k_norm, HuggingFace's query/key projections), else
+    recomputed from the block's input."""
+    current: list[dict[str, torch.Tensor]] = []
+
+    def start(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        record: dict[str, torch.Tensor] = {}
+        mask = _masks(module, args, kwargs)
+        if mask is not None:
+            record["mask"] = mask.detach()
+        if not (_timm(module) or _huggingface(module)):
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
+            record["q"], record["k"] = (t.detach() for t in _projections(module, x.detach()))  # type: ignore[misc]
+        calls.append(record)
+        current[:] = [record]
+
     def keep(name: str, heads: int | None):
         def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
             value = output.detach()
             if heads is not None:  # (N, T, D) -> (N, heads, T, d)
                 value = value.reshape(*value.shape[:2], heads, -1).transpose(1, 2)
-            found.setdefault(name, value)
+            if current:
+                current[0].setdefault(name, value)
         return hook
 
-    if hasattr(block, "qkv") and isinstance(getattr(block, "q_norm", None), nn.Module):  # timm
-        return [block.q_norm.register_forward_hook(keep("q", None)), block.k_norm.register_forward_hook(keep("k", None))]
+    handles = [block.register_forward_pre_hook(start, with_kwargs=True)]
+    if _timm(block):
+        return handles + [block.q_norm.register_forward_hook(keep("q", None)),
+                          block.k_norm.register_forward_hook(keep("k", None))]
     huggingface = _huggingface(block)
     if huggingface is not None:
         query, key, heads = huggingface
-        return [query.register_forward_hook(keep("q", heads)), key.register_forward_hook(keep("k", heads))]
-
-    def from_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
-        if "q" not in found:
-            found["q"], found["k"] = (t.detach() for t in _projections(module, x.detach()))  # type: ignore[misc]
-
-    return [block.register_forward_pre_hook(from_input, with_kwargs=True)]
+        handles += [query.register_forward_hook(keep("q", heads)), key.register_forward_hook(keep("k", heads))]
+    return handles
 
 
 def _plain(target: TargetLike) -> bool:
@@ -243,14 +293,26 @@ def _attention(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> t
 
 
 def _pooling(model: nn.Module, prefix: int) -> str:
-    """How the model reads its tokens: timm's ``global_pool`` where it has one, else the class
-    token (token 0) when the tokens have a prefix."""
+    """How the model reads its tokens: timm's ``global_pool`` (and distillation token) where it
+    has one, HuggingFace's pooling, else the class token (token 0) when the tokens have a prefix."""
     pool = getattr(model, "global_pool", None)
     if isinstance(pool, str) and hasattr(model, "num_prefix_tokens"):  # timm's vision transformers
-        if pool in ("token", "avg"):
-            return "class_token" if pool == "token" else "mean"
+        if pool == "token":
+            return "class_and_distillation" if getattr(model, "dist_token", None) is not None else "class_token"
+        if pool == "avg":
+            return "all_tokens" if getattr(model, "pool_include_prefix", False) else "mean"
         raise interpkit.LayerError(f"the model pools its tokens with global_pool={pool!r}, through which attention "
                                    "flow is not defined; attention maps are read at the class token or the patch mean")
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind in ("beit", "data2vec-vision") and getattr(config, "use_mean_pooling", False):
+        return "mean"  # BeitPooler averages the patch tokens
+    if isinstance(kind, str) and kind.startswith("dinov2") and hasattr(model, "classifier"):
+        raise interpkit.LayerError("DINOv2's classifier reads the class token and the patch tokens' mean side by side, "
+                                   "so no one token row is what the output reads; pass readout='class_token' or "
+                                   "readout='mean' to choose one")
+    if type(model).__name__.endswith("WithTeacher"):  # HuggingFace DeiT: the two heads averaged
+        return "class_and_distillation"
     if prefix == 0:
         raise interpkit.LayerError(
             "the tokens have no class token, and how the model pools them is unknown, so the map cannot be read at "
@@ -286,21 +348,22 @@ def _masks(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
     return None
 
 
-def _keep_padding_mask(found: dict[str, Any]) -> Any:
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        mask = _masks(module, args, kwargs)
-        if mask is not None and "mask" not in found:
-            found["mask"] = mask.detach()
-    return hook
-
-
-def _discard(fused: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Zero the lowest ``ratio`` of each map's weights, never those into the class token (column 0)."""
+def _discard(fused: torch.Tensor, ratio: float, kept: int) -> torch.Tensor:
+    """Zero the lowest ``ratio`` of each map's weights, never those into the first ``kept``
+    tokens (columns): the class token (and distillation token) the output reads."""
     flat = fused.flatten(1).clone()
     lowest = flat.topk(int(flat.shape[1] * ratio), dim=1, largest=False).indices
-    into_class_token = (lowest % fused.shape[-1]) == 0
-    flat.scatter_(1, lowest, torch.where(into_class_token, flat.gather(1, lowest), 0.0))
+    into_kept = (lowest % fused.shape[-1]) < kept
+    flat.scatter_(1, lowest, torch.where(into_kept, flat.gather(1, lowest), 0.0))
     return flat.view_as(fused)
+
+
+_READOUTS = ("auto", "class_token", "class_and_distillation", "mean", "all_tokens")
+
+
+def _read_tokens(readout: str) -> int:
+    """How many leading tokens a readout reads by position (none for the means)."""
+    return {"class_token": 1, "class_and_distillation": 2}.get(readout, 0)
 
 
 class GenericAttention(AttentionRollout):
@@ -321,11 +384,12 @@ class GenericAttention(AttentionRollout):
 
     def explain(self, call: Call) -> Explanation:
         inputs = call.x
-        selection, weights, _ = self.forward_with_attention(call, self.blocks)
+        selection, ran, _ = self.forward_with_attention(call, self.blocks)
+        weights = [attention for _, attention in ran]
         gradients = per_target_gradients(selection.scores, weights, selection.graph_elements)
         n, k = selection.scores.shape
         tokens = weights[0].shape[-1]
-        relevance = torch.eye(tokens, device=inputs.device).expand(n, k, tokens, tokens)
+        relevance = torch.eye(tokens, device=inputs.device, dtype=weights[0].dtype).expand(n, k, tokens, tokens)
         for attention, gradient in zip(weights, gradients):  # (N, H, T, T), (N, K, H, T, T)
             fused = (gradient * attention.detach().unsqueeze(1)).clamp_min(0).mean(dim=2)  # (N, K, T, T)
             relevance = relevance + fused @ relevance
@@ -337,18 +401,19 @@ class GenericAttention(AttentionRollout):
 
 
     def forward_with_attention(self, call: Call, blocks: list[nn.Module], layers: tuple[nn.Module, ...] = ()
-                               ) -> tuple[TargetSelection, list[torch.Tensor], list[torch.Tensor]]:
+                               ) -> tuple[TargetSelection, list[tuple[nn.Module, torch.Tensor]], list[torch.Tensor]]:
         """One forward in which each of ``blocks`` computes its output from explicit attention
-        weights kept in the graph: the resolved targets, the weights (N, heads, T, T) of each
-        block in order, and the outputs of ``layers`` (their first tensor)."""
-        weights: list[torch.Tensor] = []
+        weights kept in the graph: the resolved targets, each block call's (block, weights
+        (N, heads, T, T)) in the order they ran, and the outputs of ``layers`` (their first
+        tensor)."""
+        weights: list[tuple[nn.Module, torch.Tensor]] = []
         errors: list[torch.Tensor] = []
         outputs: dict[nn.Module, torch.Tensor] = {}
 
         def eager(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             x = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
             recomputed, attention = _eager_attention(module, x, args, kwargs, output)
-            weights.append(attention)
+            weights.append((module, attention))
             errors.append(_relative_error(recomputed, output))
             return recomputed
 
@@ -362,7 +427,7 @@ class GenericAttention(AttentionRollout):
         finally:
             for handle in handles:
                 handle.remove()
-        _check_one_token_sequence([attention.shape for attention in weights], len(call.x))
+        _check_one_token_sequence([attention.shape for _, attention in weights], len(call.x))
         _refuse_inexact(errors)
         missing = [layer for layer in layers if layer not in outputs]
         if missing:
@@ -413,7 +478,12 @@ class LeGrad(GenericAttention):
 
     def explain(self, call: Call) -> Explanation:
         inputs = call.x
-        selection, weights, outputs = self.forward_with_attention(call, self.chosen, self.outputs + (self.last,))
+        selection, ran, outputs = self.forward_with_attention(call, self.chosen, self.outputs + (self.last,))
+        if len(ran) != len(self.chosen):
+            raise interpkit.LayerError(f"LeGrad reads each chosen attention block's layer once, but the {len(self.chosen)} "
+                                       f"chosen blocks ran {len(ran)} times (a block shared by several layers)")
+        attention_of = dict(ran)
+        weights = [attention_of[block] for block in self.chosen]  # in the order of the layers' outputs
         if not selection.classes:
             raise interpkit.TargetError("LeGrad reads each layer's score of the target class: give class indices, "
                                         "not a callable or neurons")
@@ -447,13 +517,14 @@ def _compare_recomputed(errors: list[torch.Tensor]) -> Any:
 
 
 def _refuse_inexact(errors: list[torch.Tensor]) -> None:
-    """Refuse blocks whose recomputed outputs (relative ``errors``) are not the model's."""
+    """Refuse blocks whose recomputed outputs are not the model's (``errors`` in units of their
+    dtype's rounding tolerance)."""
     worst = float(torch.stack(errors).max())  # one sync for every block
-    if worst > 1e-3:
+    if worst > 1:
         raise interpkit.LayerError(
             f"an attention block's output recomputed with explicit weights differs from the model's by {worst:.2g} "
-            "(relative): the block does something beyond softmax(QK^T/sqrt(d))V (rotary embeddings, a position "
-            "bias) that these methods do not recompute, so its attention would not be the model's")
+            "times its dtype's rounding tolerance: the block does something beyond softmax(QK^T/sqrt(d))V (rotary "
+            "embeddings, a position bias) that these methods do not recompute, so its attention would not be the model's")
 
 
 def _check_one_token_sequence(shapes: list[torch.Size], samples: int) -> None:
@@ -523,11 +594,11 @@ def _read_out(projection: Any, tokens: torch.Tensor, selection: TargetSelection,
 
 def _check_projection(mine: torch.Tensor, selection: TargetSelection) -> None:
     """Refuse a readout that does not give the model's own scores from its last layer."""
-    mine = mine.detach()
-    error = float((mine - selection.scores.detach()).abs().max() / selection.scores.detach().abs().max().clamp_min(1e-12))
-    if error > 1e-3:
+    error = float(mismatch(selection.scores, mine))
+    if error > 1:
         raise interpkit.LayerError(f"LeGrad's readout of the last layer's tokens differs from the model's output by "
-                                   f"{error:.2g} (relative): the model reads its tokens another way; pass score_projection")
+                                   f"{error:.2g} times its dtype's rounding tolerance: the model reads its tokens another "
+                                   "way; pass score_projection")
 
 
 def _eager_attention(module: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict,
@@ -553,7 +624,8 @@ def _eager_attention(module: nn.Module, x: torch.Tensor, args: tuple, kwargs: di
         if (getattr(module, "gate", None) is not None or args[1:] or kwargs.get("attn_mask") is not None
                 or kwargs.get("is_causal")):
             raise interpkit.LayerError("generic attention explains timm attention without gates or masks")
-        v = module.qkv(x).reshape(n, t, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)[2]
+        qkv = nn.functional.linear(x, module.qkv.weight, _qkv_bias(module))
+        v = qkv.reshape(n, t, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)[2]
         merged = (attention @ v).transpose(1, 2).reshape(n, t, -1)
         return module.proj_drop(module.proj(module.norm(merged) if hasattr(module, "norm") else merged)), attention
     value = getattr(module, "value", None) or getattr(module, "v_proj", None)
@@ -566,10 +638,10 @@ def _eager_attention(module: nn.Module, x: torch.Tensor, args: tuple, kwargs: di
 
 
 def _relative_error(recomputed: Any, output: Any) -> torch.Tensor:
-    """max |recomputed - output| / max |output| of the first tensors of two block outputs."""
+    """max |recomputed - output| / max |output| of the first tensors of two block outputs, in
+    units of their dtype's rounding tolerance (above 1: beyond rounding)."""
     first = [value[0] if isinstance(value, tuple) else value for value in (recomputed, output)]
-    difference = (first[0].detach() - first[1].detach()).abs().max()
-    return difference / first[1].detach().abs().max().clamp_min(1e-12)
+    return mismatch(first[1], first[0])
 
 
 @interpkit.hookimpl
