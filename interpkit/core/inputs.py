@@ -82,7 +82,7 @@ class ModelInputs:
                 raise
             shared = (" (another input whose first axis has the batch's length is taken for one row per sample and "
                       "tiled or sliced with it: keep an input shared by every sample in the model)"
-                      if self.others_batched else "")
+                      if self.others_batched and not isinstance(error, TypeError) else "")
             raise ForwardError(f"the model's forward failed on inputs of shape {tuple(self.primary.shape)} "
                                f"({' '.join(str(error).split())}); give the shapes, channels and dtype it expects"
                                f"{shared}") from error
@@ -100,7 +100,7 @@ def model_inputs(inputs: InputsLike, model: nn.Module, attribute_to: int | str |
     """Validate and normalise ``inputs``; the attributed tensor must be a finite floating batch
     (N, D) or (N, C, *spatial) with 1 to 3 spatial dimensions, on the model's device and dtype."""
     if isinstance(inputs, torch.Tensor):
-        if attribute_to not in (None, 0):
+        if attribute_to not in (None, 0, -1):
             raise InputError(f"attribute_to={attribute_to!r} names no input: the model takes one tensor")
         prepared = ModelInputs(args=(inputs,))
     elif isinstance(inputs, (tuple, list)):
@@ -120,27 +120,11 @@ def model_inputs(inputs: InputsLike, model: nn.Module, attribute_to: int | str |
             f"inputs must be a torch.Tensor (N, C, ...), a tuple of a model's arguments or a dict of its keyword "
             f"arguments, not {type(inputs).__name__}; convert images with the model's transforms first"
         )
-    others = {name: value for name, value in [*enumerate(prepared.args), *prepared.kwargs.items()]
-              if name != prepared.key and isinstance(value, torch.Tensor)}
-    primary = check_tensor(prepared.primary, model, finite=not others)
-    for value in others.values():
+    primary = check_tensor(prepared.primary, model)
+    for value in (*prepared.args, *prepared.kwargs.values()):
         if _batched(value, len(primary)) and value.device != primary.device:
             raise InputError(f"the inputs are on {value.device} and {primary.device}; move them all to the model's device")
-    if others:
-        _check_values(primary, others)
     return prepared.with_primary(primary)
-
-
-def _check_values(primary: torch.Tensor, others: dict[int | str, torch.Tensor]) -> None:
-    """The attributed input finite and the model's other floating inputs free of NaN (an additive
-    mask may hold -inf), read in one host-device synchronisation."""
-    floating = {name: t for name, t in others.items() if t.is_floating_point() and t.numel() and not t.is_meta}
-    flags = [torch.linalg.vector_norm(primary, math.inf).isfinite()]
-    flags += [~t.isnan().any().to(primary.device) for t in floating.values()]
-    for name, fine in zip(["inputs", *floating], torch.stack(flags).tolist()):
-        if not fine:
-            raise InputError("inputs contain NaN or Inf values; clean or re-normalise them" if name == "inputs" else
-                             f"the model's input {name!r} (not the one attributed) contains NaN; clean it")
 
 
 def check_finite(**tensors: torch.Tensor) -> None:

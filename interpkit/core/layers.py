@@ -226,7 +226,7 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
             output = probe.run(model)
         usable = [c for c in candidates if calls[c.module] == 1]
         if usable and len(inputs.args) + len(inputs.kwargs) > 1:  # another input's layers explain nothing of this one
-            usable = _reading(usable, probe_input)
+            usable = _moved(model, probe, usable)
         if not usable:
             raise LayerError(
                 "no layer of the model gives a per-sample grid lined up with the attributed input and computed from "
@@ -243,26 +243,23 @@ def choose_layer(model: nn.Module, inputs: ModelInputs, score: Any) -> LayerChoi
     return LayerChoice(names[chosen.module], chosen.module, chosen.layout)
 
 
-def _reading(candidates: list[_Candidate], leaf: torch.Tensor) -> list[_Candidate]:
-    """The candidates whose outputs are computed from ``leaf`` (its gradient accumulator is in
-    their autograd graph), found in one walk of the graph shared by all of them."""
-    target = leaf.view_as(leaf).grad_fn.next_functions[0][0]  # type: ignore[union-attr]  # the leaf's AccumulateGrad
-    known: dict[Any, bool] = {}
+def _moved(model: nn.Module, probe: ModelInputs, candidates: list[_Candidate]) -> list[_Candidate]:
+    """The candidates whose outputs change when the attributed input does (one more probe
+    forward with other values there): a layer of another input's branch explains nothing of
+    this one. By value, not by autograd graph: a branch may read its input detached."""
+    primary = probe.primary
+    other = torch.randn(primary.shape, generator=torch.Generator(device=primary.device).manual_seed(0),
+                        device=primary.device, dtype=torch.float32).to(primary.dtype)
+    seen: dict[nn.Module, Any] = {}
 
-    def reaches(node: Any) -> bool:
-        stack = [(node, False)]
-        while stack:  # iterative post-order (graphs are deeper than Python's recursion limit)
-            current, expanded = stack.pop()
-            if expanded:  # its inputs are known by now: the graph is acyclic
-                known[current] = any(known[n] for n, _ in current.next_functions if n is not None)
-            elif current not in known:
-                known[current] = current is target
-                if current is not target:
-                    stack.append((current, True))
-                    stack += [(n, False) for n, _ in current.next_functions if n is not None and n not in known]
-        return known[node]
+    def hook(module: nn.Module, _inputs: tuple, output: Any) -> None:
+        seen.setdefault(module, output)
 
-    return [c for c in candidates if c.output.grad_fn is not None and reaches(c.output.grad_fn)]
+    with torch.no_grad(), forward_hooks([c.module for c in candidates], hook):
+        probe.with_primary(other).run(model)
+    return [c for c in candidates if not (isinstance(seen.get(c.module), torch.Tensor)
+                                          and seen[c.module].shape == c.output.shape
+                                          and torch.equal(seen[c.module], c.output.detach()))]
 
 
 def _positions(candidate: _Candidate, input_grid: tuple[int, ...]) -> int:

@@ -311,7 +311,7 @@ def test_target_forms_users_have_at_hand(small_cnn, images):
                                GradCAM(small_cnn)(images, target=[0, 1, 2, 3]).maps)
     assert Neuron("features.4", torch.tensor(3)).channel == 3
     torch.testing.assert_close(GradCAM(small_cnn)((images,), target=1, attribute_to=-1).maps,
-                               GradCAM(small_cnn)(images, target=1).maps)
+                               GradCAM(small_cnn)(images, target=1, attribute_to=-1).maps)
 
 
 class _Asserts(torch.nn.Module):
