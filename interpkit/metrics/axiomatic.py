@@ -45,8 +45,9 @@ class Completeness(Metric):
     def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor,
                 score: Callable[..., Any]) -> MetricResult:
         samples = torch.arange(len(inputs), device=inputs.device)
-        change = score(inputs, samples).double() - score(baseline_of(inputs, self.baseline), samples).double()
-        return MetricResult(self.name, (saliency.flatten(1).double().sum(dim=1) - change).abs().float())
+        before = score(inputs, samples)  # float64 for a float64 model, else float32
+        change = before.double() - score(baseline_of(inputs, self.baseline), samples).double()
+        return MetricResult(self.name, (saliency.flatten(1).double().sum(dim=1) - change).abs().to(before.dtype))
 
 
 def input_invariance(make_explainer: Callable[[nn.Module], Explainer], model: nn.Module, inputs: torch.Tensor,

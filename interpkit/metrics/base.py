@@ -182,6 +182,8 @@ def aligned_saliency(maps: Explanation | torch.Tensor, inputs: torch.Tensor, kee
     Maps on a layer's grid are refused: upsample them first (GradCAM does by
     default; ``interpkit.explainers.gradcam.upsample`` for others)."""
     tensor = one_map_per_sample(maps)
+    if tensor.dtype == torch.bool:  # a binary map: 1 where relevant
+        tensor = tensor.float()
     grid = tuple(inputs.shape[2:])
     if tensor.dim() == inputs.dim():
         if tensor.shape[1] not in (1, inputs.shape[1]):

@@ -22,7 +22,8 @@ class RegionPerturbation(Metric):
     or least (``"lerf"``), ties to the earlier region in row-major order. The first ``regions``
     are replaced cumulatively by the baseline: ``"black"`` (each sample's minimum over all its
     values, as Quantus), a value, ``"blur"`` or a tensor. ``curves`` (N, regions) hold
-    ``f(x) - f(x with k regions replaced)``; ``scores`` their mean (the AOPC of Samek et al.)."""
+    ``f(x) - f(x with k regions replaced)``; ``scores`` the AOPC of Samek et al.,
+    ``sum_{k=0..L} (f(x) - f(x_k)) / (L + 1)``, whose ``k = 0`` term is zero."""
 
     name = "region_perturbation"
 
@@ -45,7 +46,7 @@ class RegionPerturbation(Metric):
                 score: Callable[..., Any]) -> MetricResult:
         before, after, fractions = self.removed(inputs, saliency, score, self.regions)
         curves = before.unsqueeze(1) - after
-        return MetricResult(self.name, curves.mean(dim=1), curves, fractions)
+        return MetricResult(self.name, curves.sum(dim=1) / (curves.shape[1] + 1), curves, fractions)
 
     def removed(self, inputs: torch.Tensor, saliency: torch.Tensor, score: Callable[..., Any], regions: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

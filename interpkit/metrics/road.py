@@ -4,7 +4,7 @@ them by noisy linear imputation, so that the removal itself leaks no shape of th
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,8 +75,10 @@ class ROAD(Metric):
         super().__init__(max_batch=max_batch, score=score)
         if order not in ("morf", "lerf", "combined"):
             raise InputError(f"order must be 'morf', 'lerf' or 'combined', not {order!r}")
-        if not isinstance(fractions, (list, tuple)) or not fractions or not all(
-                isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < float(f) < 1 for f in fractions):
+        if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Iterable) or not len(
+                fractions := list(fractions)):  # a numpy array or 1-D tensor reads as its values
+            raise InputError(f"fractions must be a non-empty sequence of numbers, got {fractions!r}")
+        if not all(isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < float(f) < 1 for f in fractions):
             raise InputError(f"fractions must lie strictly between 0 and 1, got {fractions!r}")
         check_number("noise", noise)
         check_int("seed", seed, minimum=0)

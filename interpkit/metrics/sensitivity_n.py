@@ -38,8 +38,8 @@ class SensitivityN(FeatureRemoval):
     def __init__(self, *, sizes: int | Sequence[int] = 10, runs: int = 100, baseline: Baseline = "black", seed: int = 0,
                  max_batch: int | None = None, score: str = "logit") -> None:
         super().__init__(baseline=baseline, max_batch=max_batch, score=score)
-        if isinstance(sizes, int) and not isinstance(sizes, bool):
-            check_int("sizes", sizes)
+        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+            sizes = check_int("sizes", sizes)
         elif isinstance(sizes, Sequence) and sizes and all(
                 isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
             sizes = [int(s) for s in sizes]

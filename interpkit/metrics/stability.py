@@ -17,6 +17,7 @@ from ..core import (
     class_scores,
     evaluation,
     forward_hooks,
+    mixes_samples,
     resolve_layer,
     uniform_draws,
 )
@@ -119,12 +120,11 @@ def _forwards(explainer: Explainer, inputs: torch.Tensor, copies: torch.Tensor, 
     model, flat = explainer.model, copies.flatten(0, 1)
     samples, n = copies.shape[:2]
     sample_of = torch.arange(n, device=inputs.device).repeat(samples)  # copy-major
-    clean_calls: list[torch.Tensor] = []
     state: dict[str, Any] = {}
 
     def keep(_module: Any, _args: Any, output: Any) -> None:
         if isinstance(output, torch.Tensor):
-            clean_calls.append(output.detach().flatten(1).double())
+            state["kept"].append(output.detach().flatten(1).double())
 
     def add(_module: Any, _args: Any, output: Any) -> None:
         if isinstance(output, torch.Tensor):
@@ -132,13 +132,18 @@ def _forwards(explainer: Explainer, inputs: torch.Tensor, copies: torch.Tensor, 
             after = output.detach().flatten(1).double()
             state["total"].add_(_relative(before[:, None], after[:, None], eps).square()[:, 0])
 
-    squares, moved = [], []
+    squares, moved, clean_parts = [], [], []
+    step = 1 if mixes_samples(model) else max_batch or n  # a mixing model: each copy alone, as explainers run it
     with evaluation(model), torch.no_grad():
-        with forward_hooks(modules, keep):
-            clean = class_scores(ModelInputs(args=(inputs,)).run(model))
+        for part in chunks(n, step):
+            state["kept"] = []  # this part's layer outputs, one per call
+            with forward_hooks(modules, keep):
+                clean_parts.append((class_scores(ModelInputs(args=(inputs[part],)).run(model)), state["kept"]))
+        clean = torch.cat([scores for scores, _ in clean_parts])
+        clean_calls = [torch.cat(calls) for calls in zip(*(kept for _, kept in clean_parts))]
         if modules and not clean_calls:
             raise InputError("relative_representation_stability: none of the layers returned a tensor in the forward")
-        for part in chunks(len(flat), max_batch or n):
+        for part in chunks(len(flat), step):
             state.update(part=part, calls=iter(clean_calls),
                          total=torch.zeros(part.stop - part.start, dtype=torch.float64, device=inputs.device))
             with forward_hooks(modules, add):

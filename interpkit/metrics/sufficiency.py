@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import check_number, class_scores
+from ..core import check_number, class_scores, mixes_samples
 from .base import Metric, MetricResult, _forward, chunks
 from .faithfulness import feature_attributions
 
@@ -46,7 +46,7 @@ class Sufficiency(Metric):
         largest = distances.max()
         close = distances / torch.where(largest > 0, largest, 1.0) <= self.threshold
         close.fill_diagonal_(False)
-        step = self.max_batch or len(inputs)
+        step = 1 if mixes_samples(model) else self.max_batch or len(inputs)  # a mixing model: each image alone
         predicted = torch.cat([class_scores(_forward(model, inputs[part])).argmax(dim=1)
                                for part in chunks(len(inputs), step)])
         same = predicted[:, None] == predicted[None, :]

@@ -156,7 +156,10 @@ def test_region_perturbation_curves_equal_quantus(small_cnn, order):
                                             disable_warnings=True)(
             model=small_cnn, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=maps[:, None].numpy(),
             softmax=True, device="cpu")
-    torch.testing.assert_close(ours.curves, torch.tensor(np.array(theirs), dtype=torch.float32), rtol=1e-5, atol=1e-6)
+    curves = torch.tensor(np.array(theirs), dtype=torch.float32)
+    torch.testing.assert_close(ours.curves, curves, rtol=1e-5, atol=1e-6)
+    # Samek et al.'s AOPC averages over the L + 1 = 11 curve points from k = 0, whose fall is zero
+    torch.testing.assert_close(ours.scores, curves.sum(dim=1) / 11, rtol=1e-5, atol=1e-6)
 
 
 def test_pointing_game_hits_within_the_tolerance_and_skips_empty_masks(small_cnn):

@@ -114,7 +114,7 @@ def test_two_reports_in_one_process_are_both_complete(tmp_path, tiny_data):
                        f"images/top_patches_{model}.png", "images/feature_maps_0.png", "images/faithfulness_curves.png",
                        "images/randomisation.png"):
             assert f'src="{figure}"' in html and (out / figure).exists()
-        assert 'id="faithfulness"' in html
+        assert 'id="faithfulness"' in html and "one metric scores the explanations" in " ".join(html.split())
         for method in interpkit.list_explainers():  # every registered explainer has a row of scores
             assert f"<td>{method}</td>" in html
 

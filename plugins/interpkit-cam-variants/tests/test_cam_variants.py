@@ -317,6 +317,43 @@ def test_ablationcam_zeroes_the_channel_where_pytorch_grad_cam_subtracts_1e7():
     torch.testing.assert_close(mine, expected, rtol=1e-3, atol=1e-4)
 
 
+class _ChannelsLastMix(torch.nn.Module):
+    """A convolution, then a Linear over its channels in (N, H, W, C) order."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.mix, self.head = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4, 4), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.mix(self.conv(x).permute(0, 2, 3, 1))).mean(dim=(1, 2)))
+
+
+@pytest.mark.parametrize("size", [4, 5])  # at 4 x 4 the output (N, 4, 4, 4) also reads as channels first
+def test_ablationcam_zeroes_the_channels_of_a_channels_last_layer(size):
+    torch.manual_seed(0)
+    model = _ChannelsLastMix().eval()
+    x, targets = torch.randn(2, 3, size, size), torch.tensor([0, 2])
+    mine = AblationCAM(model, ("mix", interpkit.ChannelsLast()), upsample=False)(x, target=targets).maps[:, 0]
+    with torch.no_grad():
+        z = model.mix(model.conv(x).permute(0, 2, 3, 1))  # (N, H, W, C)
+
+        def score(values):
+            return model.head(torch.relu(values).mean(dim=(1, 2))).gather(1, targets[:, None])[:, 0]
+
+        drops = []
+        for channel in range(4):
+            ablated = z.clone()
+            ablated[..., channel] = 0
+            drops.append((score(z) - score(ablated)) / score(z))
+        expected = torch.einsum("cn,nhwc->nhw", torch.stack(drops), z).clamp_min(0)
+    torch.testing.assert_close(mine, expected, rtol=1e-5, atol=1e-6)
+    from interpkit.testing.models import TinyTokens
+
+    tokens = TinyTokens().eval()
+    with pytest.raises(interpkit.LayerError, match="not a TokenGrid"):  # do the class token's features go too?
+        AblationCAM(tokens, ("blocks.0", interpkit.TokenGrid(prefix=1)))(torch.randn(1, 3, 8, 8))
+
+
 def test_kpca_cosine_gives_a_zero_vector_no_similarity():
     """A position whose centred activations are 0 (a 1 x 1 grid, or one equal to the mean) is
     similar to nothing, as in scikit-learn: the map stays finite and equals pytorch-grad-cam's."""
@@ -743,6 +780,37 @@ def test_fullgrad_on_a_3d_model_with_batch_norm_and_a_reused_convolution():
         FullGrad(model)(x)
     with pytest.raises(interpkit.InputError, match="scale"):
         FullGrad(model, scale="pixel")
+
+
+def test_fullgrad_of_one_input_takes_the_bias_terms_of_its_own_branch_only():
+    """A two-tower model: the other tower's convolution biases are no terms of this input's map
+    (they were added, so its map changed with the other input)."""
+    torch.manual_seed(0)
+
+    class TwoTowers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())
+            self.b = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, xa, xb):
+            return self.head(torch.cat([self.a(xa).mean(dim=(2, 3)), self.b(xb).mean(dim=(2, 3))], dim=1))
+
+    class TowerB(torch.nn.Module):  # the same function of xb, tower a's features a constant
+        def __init__(self, model, xa):
+            super().__init__()
+            self.b, self.head = model.b, model.head
+            self.register_buffer("fixed", model.a(xa).mean(dim=(2, 3)).detach())
+
+        def forward(self, xb):
+            return self.head(torch.cat([self.fixed, self.b(xb).mean(dim=(2, 3))], dim=1))
+
+    model = TwoTowers().eval()
+    xa, xb = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    mine = FullGrad(model)((xa, xb), target=0, attribute_to=1).maps[:, 0]
+    authors = _authors_fullgrad(TowerB(model, xa).eval(), xb, 0)
+    torch.testing.assert_close(mine, authors, rtol=1e-5, atol=1e-6)
 
 
 def test_fullgrad_refuses_token_models():

@@ -23,6 +23,8 @@ import interpkit
 from interpkit import GradCAM
 from interpkit.core import (
     Call,
+    ChannelsFirst,
+    ChannelsLast,
     LayerExplainer,
     LayerGradients,
     check_int,
@@ -402,6 +404,9 @@ class FullGrad(interpkit.Explainer):
             return None
 
         selection, _ = self.forward_with_targets(call.with_(x), mode=forward_hooks(list(biases) + linear, record))
+        if _other_tensors(call):  # another input's branch has biases too: only those computed from x are its terms
+            reaches = _reaches(x)
+            outputs = [(output, bias) for output, bias in outputs if reaches(output.grad_fn)]
         gradients = per_target_gradients(selection.scores, [x] + [o for o, _ in outputs], selection.graph_elements)
         maps = self.scaled(gradients[0] * x.detach().unsqueeze(1)).sum(dim=2)
         for gradient, (output, bias) in zip(gradients[1:], outputs):
@@ -416,6 +421,35 @@ class FullGrad(interpkit.Explainer):
         flat = terms.abs().flatten(start)
         shifted = flat - flat.amin(dim=-1, keepdim=True)
         return (shifted / (shifted.amax(dim=-1, keepdim=True) + _SCALES[self.scale])).view_as(terms)
+
+
+def _other_tensors(call: Call) -> bool:
+    """Whether the model takes tensors besides the attributed one."""
+    values = (*call.inputs.args, *call.inputs.kwargs.values())
+    return sum(isinstance(value, torch.Tensor) for value in values) > 1
+
+
+def _reaches(leaf: torch.Tensor):
+    """A test of whether an autograd node's graph reaches ``leaf``, its answers shared between
+    calls, so that testing every layer's output walks the graph once (host work, no sync)."""
+    known: dict = {}
+
+    def reaches(root) -> bool:
+        stack = [(root, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if node is None:
+                continue
+            children = [child for child, _ in node.next_functions if child is not None]
+            if children_done:
+                known[node] = getattr(node, "variable", None) is leaf or any(known[child] for child in children)
+            elif node not in known:
+                known[node] = False  # placeholder: a graph is acyclic, so no child reads it before it is set
+                stack.append((node, True))
+                stack.extend((child, False) for child in children if child not in known)
+        return root is not None and known[root]
+
+    return reaches
 
 
 def _effective_bias(module: torch.nn.Module) -> torch.Tensor | None:
@@ -661,17 +695,22 @@ class AblationCAM(_PerturbationCAM):
 
     def channel_scores(self, call: Call, found: LayerGradients, target) -> torch.Tensor:
         inputs = call.x
+        choice = next(choice for choice in self.resolve(call) if choice.name == found.layer)
         module = self.model.get_submodule(found.layer)
-        shape = tuple(found.activation.shape[1:])
+        if not isinstance(choice.layout, (ChannelsFirst, ChannelsLast)):  # tokens: whether prefix ones go too is open
+            raise interpkit.LayerError(f"AblationCAM sets channels of '{found.layer}' to zero on a channels-first or "
+                                       f"channels-last grid, not a {type(choice.layout).__name__}")
+        axis = 1 if isinstance(choice.layout, ChannelsFirst) else -1
+        shape = tuple(found.activation.movedim(1, axis).shape[1:])  # the module's own output, per sample
         ablated: list[int] = []  # the channels of the chunk being scored, one per copy
 
         def zero_channels(_module, _inputs, output):
             if not isinstance(output, torch.Tensor) or tuple(output.shape[1:]) != shape:
                 raise interpkit.LayerError(f"AblationCAM sets channels of '{found.layer}' to zero and needs its output "
-                                           f"as a channels-first grid {shape}; choose a convolutional layer")
+                                           f"as the grid {shape} it gave; choose a layer called once per forward")
             output = output.clone()
             for copy, channel in enumerate(ablated):
-                output[copy * len(inputs):(copy + 1) * len(inputs), channel] = 0
+                output[copy * len(inputs):(copy + 1) * len(inputs)].select(axis, channel).zero_()
             return output
 
         def repeated(first: int, stop: int) -> torch.Tensor:
@@ -679,7 +718,7 @@ class AblationCAM(_PerturbationCAM):
             return inputs.unsqueeze(0).expand(stop - first, *inputs.shape)
 
         with forward_hooks([module], zero_channels):
-            return perturbed_scores(self.model, call, target, shape[0], repeated, self.max_batch)
+            return perturbed_scores(self.model, call, target, found.activation.shape[1], repeated, self.max_batch)
 
     def weights_from(self, scores: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         before = original.float().unsqueeze(-1)  # (N, K, 1)
