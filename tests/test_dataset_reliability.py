@@ -431,3 +431,114 @@ def test_resuming_removes_what_a_killed_writer_left_half_written(tmp_path):
     (leftover / "maps.npy").write_bytes(b"half")
     _explain(out, resume=True)
     assert not leftover.exists()
+
+
+# ---- a third adversarial pass ---------------------------------------------------------------
+
+def test_a_model_in_training_mode_is_left_as_it_was_and_explained_in_eval(tmp_path):
+    """Occlusion's forwards are copies, so the predictions come from a plain forward: it ran in
+    the user's training mode, updating the batch norm's statistics the maps were then made with."""
+    model = _model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    store = _explain(tmp_path / "s", interpkit.Occlusion(model, window=8), batch_size=1)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    reference = _model().eval()
+    inputs = _data().tensors[0]
+    with torch.no_grad():
+        probabilities = reference(inputs).softmax(dim=1).max(dim=1).values
+    np.testing.assert_allclose(store.array("probabilities"), probabilities.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(store.maps, interpkit.Occlusion(reference, window=8)(inputs).maps.numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+class _PathStrings(Dataset):
+    """A dataset whose ``samples`` are paths alone (not torchvision's (path, label) pairs)."""
+
+    def __init__(self, seed):
+        self.samples = [f"/nowhere/{i}.jpg" for i in range(6)]
+        self.inputs = _data(seed=seed).tensors[0]
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, index):
+        return self.inputs[index], 0
+
+
+def test_a_dataset_with_samples_that_are_not_path_label_pairs_is_identified_by_its_samples(tmp_path):
+    _explain(tmp_path / "s", data=_PathStrings(seed=1))
+    with pytest.raises(InputError, match="other data"):
+        _explain(tmp_path / "s", data=_PathStrings(seed=2), resume=True)
+
+
+def test_a_loader_whose_collate_or_sampler_would_be_ignored_is_refused(tmp_path):
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    with pytest.raises(InputError, match="collate_fn"):
+        _explain(tmp_path / "s", data=DataLoader(_data(), batch_size=2, collate_fn=lambda items: items))
+    with pytest.raises(InputError, match="SubsetRandomSampler"):
+        _explain(tmp_path / "s", data=DataLoader(_data(), batch_size=2, sampler=SubsetRandomSampler([0, 1])))
+    assert not (tmp_path / "s").exists()
+    store = _explain(tmp_path / "s", data=DataLoader(_data(), batch_size=2, shuffle=True))  # every sample, by index
+    assert len(store) == 6
+
+
+def test_the_split_is_labelled_by_the_models_class_order(tmp_path):
+    model = _model()
+    classes = list(reversed(interpkit.data.caltech5("test").classes))
+    store = explain_dataset(GradCAM(model), "caltech5:test", tmp_path / "s", target="labels", classes=classes,
+                            batch_size=50, progress=False)
+    names = [Path(file).parent.name for file in store.files]
+    assert [classes[label] for label in store.array("labels")] == names
+    assert (store.array("targets")[:, 0] == store.array("labels")).all()
+    with pytest.raises(InputError, match="not classes of the model"):
+        explain_dataset(GradCAM(model), "caltech5:test", tmp_path / "t", classes=classes[:4], progress=False)
+
+
+def _scaled(image):
+    return torch.nn.functional.interpolate(image.float()[None] / 255, size=(32, 32))[0]
+
+
+def _brighter(image):
+    return torch.nn.functional.interpolate(image.float()[None] / 128, size=(32, 32))[0]
+
+
+def test_a_function_transform_is_identified_by_its_code_not_its_address(two_classes):
+    out = two_classes / "s"
+    explain_dataset(GradCAM(_model()), two_classes / "data", out, transform=_scaled, progress=False)
+    assert "0x" not in json.loads((out / "manifest.json").read_text())["dataset"]["transform"]
+    with pytest.raises(InputError, match="transform"):
+        explain_dataset(GradCAM(_model()), two_classes / "data", out, transform=_brighter, resume=True, progress=False)
+
+
+class _NamedLabels(Dataset):
+    """Class names in ``labels``, indices from ``__getitem__``."""
+
+    labels = ["a", "b"]
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return torch.randn(3, 32, 32), np.array(index)  # a 0-d numpy label
+
+
+def test_named_labels_and_zero_dimensional_numpy_labels_are_read(tmp_path):
+    store = _explain(tmp_path / "s", data=_NamedLabels(), target="labels")
+    assert store.array("labels").tolist() == [0, 1]
+
+
+def test_a_manifest_with_fewer_files_than_samples_and_shards_that_are_a_file_are_refused(two_classes):
+    out = two_classes / "s"
+    explain_dataset(GradCAM(_model()), two_classes / "data", out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["dataset"]["files"] = manifest["dataset"]["files"][:2]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="one file per sample"):
+        read_store(out)
+    other = two_classes / "t"
+    explain_dataset(GradCAM(_model()), two_classes / "data", other, progress=False)
+    shutil.rmtree(other / "shards")
+    (other / "shards").write_text("")
+    with pytest.raises(InputError, match="is a file"):
+        explain_dataset(GradCAM(_model()), two_classes / "data", other, resume=True, progress=False)

@@ -9,8 +9,11 @@ progress is held in memory.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
+import types
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -20,10 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data.dataloader import default_collate
 from tqdm.auto import tqdm
 
-from ..core import Explainer, check_int, class_scores, forward_hooks, model_device
+from ..core import Explainer, MapKind, check_int, class_scores, evaluation, forward_hooks, mixes_samples, model_device
 from ..core.state import model_facts
 from ..data import ImageDataset, ImageTransform, caltech5
 from ..data.fingerprint import fingerprint, weights_fingerprint
@@ -33,7 +37,7 @@ from ..files import write_text
 from ..metrics import ExplainerCheck
 from ..registry import get_metric
 from ..version import __version__
-from .store import FORMAT, MapStore, differences, read_store, remove_unfinished, shard_done, shard_ranges, write_shard
+from .store import FORMAT, SHARDS, MapStore, differences, read_store, remove_unfinished, shard_done, shard_ranges, write_shard
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 STORED = {"float32": np.float32, "float16": np.float16}
@@ -77,10 +81,10 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
     if rerunning:
         raise InputError(f"{', '.join(rerunning)} re-runs the explainer on perturbed inputs or randomised models, "
                          "which explain_dataset does not store; score those with interpkit evaluate or the check itself")
-    _try_first_sample(explainer, dataset, target, scorers, precision)
+    kind = _try_first_sample(explainer, dataset, target, scorers, precision)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     root = Path(out)
-    wanted = _manifest(explainer, dataset, target, metrics, batch_size, shard_size, dtype, precision)
+    wanted = _manifest(explainer, dataset, target, metrics, batch_size, shard_size, dtype, precision, kind)
     _agree_on_manifest(root, wanted, resume, rank, world)
     ranges = shard_ranges(len(dataset), shard_size)  # type: ignore[arg-type]
     mine = ranges[rank * len(ranges) // world:(rank + 1) * len(ranges) // world]  # contiguous, whole shards
@@ -96,6 +100,7 @@ def explain_dataset(explainer: Explainer, data: Any, out: str | os.PathLike, *, 
 def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any,
              classes: Sequence[str] | None) -> tuple[Dataset, int, int]:
     if isinstance(data, DataLoader):
+        _check_loader(data)
         data, batch_size, num_workers = data.dataset, data.batch_size or batch_size, data.num_workers
     if isinstance(data, IterableDataset):
         raise InputError("explain_dataset needs a map-style Dataset (a length and samples by index) for its "
@@ -111,10 +116,38 @@ def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any,
                              f"normalisation), not {transform!r}")
         transform = transform or ImageTransform()
         if str(data).startswith("caltech5:"):
-            return caltech5(str(data).split(":", 1)[1], transform=transform), batch_size, num_workers
+            split = caltech5(str(data).split(":", 1)[1], transform=transform)
+            return _in_model_classes(split, classes), batch_size, num_workers
         return image_folder_dataset(Path(data), transform, classes), batch_size, num_workers
     raise InputError(f"data must be a Dataset, a DataLoader, an image folder or 'caltech5:SPLIT', "
                      f"not {type(data).__name__}")
+
+
+def _check_loader(loader: DataLoader) -> None:
+    """A loader is read for its dataset, batch size and workers: a collate function or a sampler
+    that would change what is explained is refused, not ignored."""
+    if loader.collate_fn is not default_collate:
+        raise InputError("explain_dataset batches the loader's dataset itself, so its collate_fn would be ignored; "
+                         "move what it does into the Dataset (or its transform)")
+    sampler = loader.sampler
+    whole = isinstance(sampler, SequentialSampler) or (
+        isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == len(sampler.data_source))
+    if not whole or (loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler):
+        raise InputError("explain_dataset explains every sample of the loader's dataset once, in index order, so its "
+                         f"{type(loader.batch_sampler if whole else sampler).__name__} would be ignored; give a "
+                         "torch.utils.data.Subset of the samples wanted instead")
+
+
+def _in_model_classes(dataset: ImageDataset, classes: Sequence[str] | None) -> ImageDataset:
+    """``dataset`` labelled by the model's ``classes`` (its output order), matched by name."""
+    if classes is None or list(classes) == dataset.classes:
+        return dataset
+    unknown = [name for name in dataset.classes if name not in classes]
+    if unknown:
+        raise InputError(f"the split's class(es) {', '.join(unknown)} are not classes of the model "
+                         f"({', '.join(classes)}); give the model's class names")
+    labels = [classes.index(dataset.classes[label]) for label in dataset.labels]
+    return ImageDataset(dataset.paths, labels, list(classes), dataset.transform)
 
 
 def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | None = None) -> ImageDataset:
@@ -199,6 +232,8 @@ def _first_readable(dataset: Dataset, tries: int = 8) -> Any:
 
 
 def _is_label(value: Any) -> bool:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a numpy scalar, read as one
     if isinstance(value, torch.Tensor):
         return value.numel() == 1 and not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -206,11 +241,13 @@ def _is_label(value: Any) -> bool:
 
 def _labelled(dataset: Dataset) -> bool:
     labels = getattr(dataset, "labels", None)  # a file dataset knows them without reading images
-    return labels is None or any(label >= 0 for label in labels)
+    if labels is None or not all(_is_label(label) for label in labels):  # not class indices: read from the samples
+        return True
+    return any(int(label) >= 0 for label in labels)
 
 
 def _manifest(explainer: Explainer, dataset: Dataset, target: Any, metrics: Sequence[str], batch_size: int,
-              shard_size: int, dtype: str, precision: str | None) -> dict[str, Any]:
+              shard_size: int, dtype: str, precision: str | None, kind: MapKind | None) -> dict[str, Any]:
     return {
         "format": FORMAT, "versions": {"interpkit": __version__, "torch": torch.__version__},
         "model": {"class": type(explainer.model).__name__, "weights_sha256": weights_fingerprint(explainer.model)},
@@ -218,6 +255,7 @@ def _manifest(explainer: Explainer, dataset: Dataset, target: Any, metrics: Sequ
         "dataset": _describe_data(dataset),
         "target": repr(target), "metrics": list(metrics), "batch_size": batch_size, "shard_size": shard_size,
         "dtype": dtype, "precision": precision,
+        "map_kind": kind.value if kind is not None else None,  # what the maps' axes are, for readers such as the viewer
     }
 
 
@@ -249,13 +287,13 @@ def _describe_data(dataset: Dataset) -> dict[str, Any]:
     middle and last samples, hashed."""
     length = len(dataset)  # type: ignore[arg-type]
     described: dict[str, Any] = {"class": type(dataset).__name__, "length": length}
-    paths = getattr(dataset, "paths", None) or [p for p, *_ in getattr(dataset, "samples", [])]
+    paths = _files_of(dataset)
     if paths:
         absolute = [Path(os.path.abspath(p)) for p in paths]  # not through symlinks: a relinked file is other data
         root = Path(os.path.commonpath(absolute)) if len(absolute) > 1 else absolute[0].parent
         described.update(root=str(root), files=[p.relative_to(root).as_posix() for p in absolute])
         labels = getattr(dataset, "labels", None)
-        if labels is not None:
+        if labels is not None and all(_is_label(label) for label in labels):
             described["labels_sha256"] = fingerprint(torch.as_tensor(list(labels)))
     else:
         tensors = [t for i in sorted({0, length // 2, length - 1}) for t in _tensors(dataset, i)]
@@ -267,9 +305,32 @@ def _describe_data(dataset: Dataset) -> dict[str, Any]:
     return described
 
 
+def _files_of(dataset: Dataset) -> list:
+    """The files a dataset reads: its ``paths`` (interpkit's), or the paths of its ``samples``
+    when they are (path, label) pairs (torchvision's ImageFolder); none for any other dataset."""
+    def is_path(value: Any) -> bool:
+        return isinstance(value, (str, os.PathLike))
+
+    paths = getattr(dataset, "paths", None)
+    if isinstance(paths, (list, tuple)) and paths and all(is_path(p) for p in paths):
+        return list(paths)
+    samples = getattr(dataset, "samples", None)
+    if isinstance(samples, (list, tuple)) and samples and all(
+            isinstance(s, (tuple, list)) and len(s) == 2 and is_path(s[0]) for s in samples):
+        return [path for path, _ in samples]
+    return []
+
+
 def _plain_repr(value: Any) -> Any:
     """``repr`` where it says what the object is; for an object with Python's default repr (its
     address, which differs in every process), its class and public attributes."""
+    if isinstance(value, types.FunctionType):  # its name and a digest of its code, which every process shares
+        code = value.__code__
+        digest = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]
+        return f"function {value.__module__}.{value.__qualname__} code sha256 {digest}"
+    if isinstance(value, functools.partial):
+        return {"partial": _plain_repr(value.func), "args": [_plain_repr(a) for a in value.args],
+                "keywords": {k: _plain_repr(v) for k, v in sorted(value.keywords.items())}}
     text = repr(value)
     if " object at 0x" not in text:
         return text
@@ -320,6 +381,8 @@ def _check_folder(root: Path, wanted: dict[str, Any], resume: bool) -> str:
         return f"{manifest} is unreadable; choose a new folder"
     if not isinstance(stored, dict):
         return f"{manifest} is not an interpkit manifest (a JSON {type(stored).__name__}); choose a new folder"
+    if (root / SHARDS).exists() and not (root / SHARDS).is_dir():
+        return f"{root / SHARDS} is a file where the store keeps its shards; choose a new folder"
     changed = _changes(stored, wanted)
     if changed:
         return f"the store in {root} was begun with other arguments ({'; '.join(changed)}); use them, or a new folder"
@@ -341,6 +404,8 @@ def _changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
                     "from a dataset without files")
     if old.pop("samples_sha256", None) != new.pop("samples_sha256", None) and not said:
         said.append("other data: the first, middle or last sample differs")
+    if "map_kind" not in stored:  # a store of an earlier version, which did not record it
+        wanted = {k: v for k, v in wanted.items() if k != "map_kind"}
     if _as_dict(stored.get("model")).get("weights_sha256") != wanted["model"]["weights_sha256"]:
         said.append("other model weights")
     rest = [d for d in differences({**stored, "dataset": old, "model": {**_as_dict(stored.get("model")), "weights_sha256": 0}},
@@ -368,12 +433,12 @@ class _Guarded(Dataset):
             sample = self.dataset[index]
         except Exception as error:  # any reader's failure is this sample's, recorded with its reason
             known = getattr(self.dataset, "labels", None)  # a file dataset knows the label without the file
-            label = int(known[index]) if known is not None else -1
+            label = int(known[index]) if known is not None and _is_label(known[index]) else -1
             return index, None, label, " ".join(f"{type(error).__name__}: {error}".split())
         parts = sample if isinstance(sample, (tuple, list)) else (sample,)
         x, label = parts[0], parts[1] if len(parts) > 1 else -1
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            return index, None, -1, f"its input is {_kind(x)}, not a floating tensor"
+            return index, None, int(label) if _is_label(label) else -1, f"its input is {_kind(x)}, not a floating tensor"
         if not _is_label(label):
             return index, None, -1, f"its label {label!r} is not a class index (an int)"
         return index, x, int(label), ""
@@ -403,10 +468,11 @@ class _Collate:
 
 
 def _try_first_sample(explainer: Explainer, dataset: Dataset, target: Any, metrics: list[Any],
-                      precision: str | None) -> None:
+                      precision: str | None) -> MapKind | None:
     """Explain (and score) the first readable samples until one works, so that a call that cannot
     work is refused before the store's folder is touched; when the first three all fail, the
-    first's error is the call's (one sample that fails alone is recorded in the run)."""
+    first's error is the call's (one sample that fails alone is recorded in the run). Returns the
+    maps' kind (None when no sample could be read)."""
     guarded, first_error = _Guarded(dataset), None
     tried = 0
     for index in range(min(len(guarded), 8)):
@@ -415,14 +481,14 @@ def _try_first_sample(explainer: Explainer, dataset: Dataset, target: Any, metri
             continue
         wanted = labels.to(model_device(explainer.model)) if target == "labels" else target
         try:
-            _explain_readable(explainer, inputs.to(model_device(explainer.model)), wanted, metrics, precision)
-            return
+            return _explain_readable(explainer, inputs.to(model_device(explainer.model)), wanted, metrics, precision)[6]
         except InterpkitError as error:
             first_error, tried = first_error or error, tried + 1
             if tried == 3:
                 break
     if first_error is not None:
         raise first_error
+    return None
 
 
 def _run(explainer: Explainer, dataset: Dataset, root: Path, shards: list[tuple[int, int]], target: Any,
@@ -493,7 +559,7 @@ def _explain_batch(explainer: Explainer, inputs: torch.Tensor | None, labels: to
 
 def _explain_readable(explainer: Explainer, inputs: torch.Tensor, target: Any, metrics: list[Any],
                       precision: str | None) -> tuple:
-    """Maps, targets, scores, predictions, probabilities (on the host) and metric scores."""
+    """Maps, targets, scores, predictions, probabilities (on the host), metric scores and the maps' kind."""
     device = inputs.device
     autocast = torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision else nullcontext()
     outputs: list[Any] = []  # the explainer's own forward gives the predictions, sparing a second one
@@ -501,14 +567,15 @@ def _explain_readable(explainer: Explainer, inputs: torch.Tensor, target: Any, m
         explanation = explainer(inputs, target)
     logits = [class_scores(o) for o in outputs]
     logits = [t for t in logits if t.shape[0] == len(inputs)]
-    if len(logits) != 1:  # split into several calls (a batch-mixing model): one plain forward
-        with torch.no_grad(), autocast:
-            logits = [class_scores(explainer.model(inputs))]
+    if len(logits) != 1:  # split into several calls, or copies: plain forwards, as the explainer runs the model
+        step = 1 if mixes_samples(explainer.model) else len(inputs)  # a batch-mixing model sees one image at a time
+        with evaluation(explainer.model), torch.no_grad(), autocast:
+            logits = [torch.cat([class_scores(explainer.model(inputs[i:i + step])) for i in range(0, len(inputs), step)])]
     probabilities = logits[0].detach().float().softmax(dim=1)
     scored = {metric.name: metric(explainer.model, inputs, explanation).scores.float().cpu() for metric in metrics}
     best = probabilities.max(dim=1)
     return (explanation.maps.float().cpu(), explanation.targets.cpu(), explanation.scores.float().cpu(),
-            best.indices.cpu(), best.values.cpu(), scored)
+            best.indices.cpu(), best.values.cpu(), scored, explanation.kind)
 
 
 class _ShardBuffer:

@@ -214,9 +214,10 @@ def read_store(out: str | os.PathLike) -> MapStore:
     assert isinstance(dataset, dict)
     metrics, files = manifest.get("metrics", []), dataset.get("files")
     if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)) or (files is not None and not (
-            isinstance(files, list) and all(isinstance(f, str) for f in files) and isinstance(dataset.get("root"), str))):
+            isinstance(files, list) and len(files) == length and all(isinstance(f, str) for f in files)
+            and isinstance(dataset.get("root"), str))):
         raise InputError(f"{path / 'manifest.json'} is damaged (its metrics, files or root are not what interpkit "
-                         "writes); it was not written by interpkit as it is")
+                         "writes, one file per sample); it was not written by interpkit as it is")
     shards = path / SHARDS
     present = sum(1 for _ in shards.iterdir()) if shards.is_dir() else 0
     assert isinstance(length, int) and isinstance(shard_size, int)

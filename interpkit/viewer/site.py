@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core import MapKind
 from ..data.images import read_image
 from ..dataset.store import MapStore, read_store
 from ..errors import InputError
@@ -85,12 +86,19 @@ def write_site(stores: Sequence[str | Path | MapStore], out: str | Path, progres
 
 
 def _check_maps(store: MapStore) -> None:
-    """An InputError unless every shard holds maps over images (N, K, H, W) or none (all failed)."""
+    """An InputError unless every shard holds maps over images, (N, K, H, W) or per channel
+    (N, K, C, H, W), or none (all failed)."""
+    rank = 5 if _per_channel(store) else 4
     for shard in range(-(-len(store) // int(store.manifest["shard_size"]))):
         maps = store.shard_array("maps", shard)
-        if maps.ndim != 4 and not (maps.ndim == 2 and maps.shape[1] == 0):
+        if maps.ndim != rank and not (maps.ndim == 2 and maps.shape[1] == 0):
             raise InputError(f"the viewer shows maps over images (N, K, H, W); {store.path} holds maps of shape "
                              f"{maps.shape[1:]} per sample")
+
+
+def _per_channel(store: MapStore) -> bool:
+    """Whether the store's maps keep the input's channels (input gradients, LRP, ...)."""
+    return store.manifest.get("map_kind") == MapKind.INPUT_CHANNELS.value
 
 
 def _shard_maps(store: MapStore):
@@ -164,7 +172,9 @@ def _floats(values: np.ndarray) -> list[float | None]:
 def _check_same_data(stores: list[MapStore]) -> None:
     first = stores[0]
     for other in stores[1:]:
-        if len(other) != len(first) or other.files != first.files or other.classes != first.classes:
+        hashed = [(store.manifest.get("dataset") or {}).get("samples_sha256") for store in (first, other)]
+        if (len(other) != len(first) or other.files != first.files or other.classes != first.classes
+                or hashed[0] != hashed[1]):
             raise InputError(f"{other.path} holds other data than {first.path} ({len(other)} against {len(first)} "
                              "samples, or other files or classes); stores side by side must explain the same samples "
                              "in the same order")
@@ -192,7 +202,16 @@ def _identities(store: MapStore) -> list[str | None]:
         hashed = "samples_sha256" in (store.manifest.get("dataset") or {})
         return [str(i) if hashed else None for i in range(len(store))]
     labels = store.array("labels").tolist()
-    return [f"{file}\t{label}" for file, label in zip(store.files, labels)]
+    return [f"{file}\t{label}\t{_stamp(file)}" for file, label in zip(store.files, labels)]
+
+
+def _stamp(file: str) -> str:
+    """The file's size and modification time: a file replaced in place renders again."""
+    try:
+        status = os.stat(file)
+    except OSError:
+        return "missing"
+    return f"{status.st_size}\t{status.st_mtime_ns}"
 
 
 def _open_out(root: Path) -> dict[str, Any]:
@@ -281,6 +300,8 @@ def _render_batch(maps: Any, rows: Any, chosen: list[int], files: list[str] | No
     """One batch: each sample's first map over its image (and the image alone into
     ``images_folder`` when given), written as JPEGs; returns the maps' concentrations."""
     planes = torch.from_numpy(np.array(maps[rows, :1], dtype=np.float32))  # a copy: the map is read-only
+    if planes.dim() == 5:  # per input channel: their magnitudes summed, as the metrics read such maps
+        planes = planes.abs().sum(dim=2)
     values = concentration(planes[:, 0]).tolist()
     height, width = _size((int(planes.shape[-2]), int(planes.shape[-1])))
     if not bool(torch.isfinite(planes.sum())):

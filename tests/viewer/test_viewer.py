@@ -353,6 +353,48 @@ def test_data_without_files_is_told_apart_by_its_samples_hash(tmp_path, monkeypa
     np.testing.assert_allclose(shown, concentration(np.array(read_store(second).maps)[:, 0]), rtol=1e-5)
 
 
+def test_stores_of_other_tensor_data_are_not_shown_side_by_side(tmp_path):
+    first, second = _tensor_store(tmp_path / "a", 1), _tensor_store(tmp_path / "b", 2)  # same length and labels
+    with pytest.raises(interpkit.InputError, match="holds other data"):
+        write_site([first, second], tmp_path / "site", progress=False)
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_file_replaced_in_place_is_drawn_again(tmp_path, monkeypatch):
+    """Same path, label and store arguments: only the file's content changed, and with it the map."""
+    source = sorted((read_store_files_root() / "bonsai").glob("*.jpg"))
+    folder = tmp_path / "images" / "bonsai"
+    folder.mkdir(parents=True)
+    for file in source[:3]:
+        shutil.copy(file, folder / file.name)
+    model = get_model("caltech5_arch2", weights="DEFAULT")
+    explain_dataset(GradCAM(model), tmp_path / "images", tmp_path / "before", progress=False)
+    write_site([tmp_path / "before"], tmp_path / "site", progress=False)
+    shutil.copy(source[5], folder / source[0].name)  # another picture under the first one's name
+    explain_dataset(GradCAM(model), tmp_path / "images", tmp_path / "after", progress=False)
+    written = []
+    original = site._write_jpeg
+    monkeypatch.setattr(site, "_write_jpeg", lambda path, rgb: (written.append(path.name), original(path, rgb)))
+    write_site([tmp_path / "after"], tmp_path / "site", progress=False)
+    assert sorted(set(written)) == ["000000.jpg"]
+
+
+def test_maps_per_input_channel_show_their_summed_magnitude(tmp_path):
+    """Saliency, LRP and other input-gradient maps (N, K, C, H, W) are drawn as |map| summed over
+    the channels, as the metrics read them."""
+    data = torch.utils.data.TensorDataset(torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3)),
+                                          torch.zeros(4, dtype=torch.long))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    store = explain_dataset(interpkit.Saliency(model, absolute=False), data, tmp_path / "store", progress=False)
+    assert store.maps.shape == (4, 1, 3, 16, 16) and store.manifest["map_kind"] == "input_channels"
+    page = write_site([tmp_path / "store"], tmp_path / "site", progress=False)
+    text = (page.parent / "data" / "store-0.js").read_text()
+    shown = json.loads(text[text.index("(") + 1:text.rindex(")")])["columns"]["concentration"]
+    np.testing.assert_allclose(shown, concentration(np.abs(store.maps[:, 0]).sum(axis=1)), rtol=1e-5)
+
+
 def test_the_image_is_drawn_as_the_model_read_it(tmp_path):
     """A JPEG whose EXIF says "rotate 90 degrees" is read unrotated by the model's loader (PIL);
     the viewer draws it the same way (OpenCV would rotate it by default)."""

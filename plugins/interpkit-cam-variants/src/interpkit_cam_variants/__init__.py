@@ -687,7 +687,8 @@ class ISCAM(_AveragedScoreCAM):
 class AblationCAM(_PerturbationCAM):
     """Ablation-CAM (Desai and Ramaswamy, 2020): the relative drop of the target's score when
     a channel of the layer is set to zero, ``(S - S_without_c) / S``, weights that channel. The
-    layer's output must be a channels-first grid. pytorch-grad-cam sets the channel to its
+    layer's output must be a channels-first or channels-last grid (token layers are refused:
+    whether a class token's features are ablated too is a choice the method does not make). pytorch-grad-cam sets the channel to its
     batch minimum minus 1e7 instead wherever the layer's values are not all non-negative."""
 
     name = "ablationcam"
