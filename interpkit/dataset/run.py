@@ -163,7 +163,8 @@ def image_folder_dataset(folder: Path, transform: Any, classes: Sequence[str] | 
         unknown = [name for name in folders if name not in classes]
         if unknown:
             raise InputError(f"class folder(s) {', '.join(unknown)} in {folder} are not classes of the model "
-                             f"({', '.join(classes)}); rename them to its class names, or explain without labels")
+                             f"({', '.join(classes)}); rename them to its class names, or move the images directly into "
+                             f"{folder} to explain them without labels")
     else:  # numbered alphabetically: a class folder without images would shift every later class's number
         empty = _empty_classes(folder, folders) if folders else []
         if empty:
