@@ -27,7 +27,7 @@ def test_registered_explainer_conforms(interpkit_explainer):
 
 def test_fixtures(interpkit_models, interpkit_images):
     assert set(interpkit_models) == {"ConvStack", "ResidualReusedReLU", "FunctionalReLU", "BatchNormDropout",
-                                     "DictOutput", "Conv1dNet", "Conv3dNet", "TinyTokens", "TwoInputs"}
+                                     "DictOutput", "Conv1dNet", "Conv3dNet", "TinyTokens", "TwoInputs", "PlainSequential"}
     assert all(m.training for m in interpkit_models.values())
     assert interpkit_images.shape == (3, 3, 20, 16)
 
@@ -167,11 +167,106 @@ class TurnsGradOff(GradCAM):
         return result
 
 
+class ReversedBatch(GradCAM):
+    """Gives each sample another sample's map (the middle one of three keeps its own)."""
+
+    name = "reversed_batch"
+
+    def explain(self, call):
+        result = super().explain(call)
+        result.maps = result.maps.flip(0)
+        return result
+
+
+class SwapsTargets(GradCAM):
+    """Two targets asked at once come back in each other's columns."""
+
+    name = "swaps_targets"
+
+    def explain(self, call):
+        result = super().explain(call)
+        result.maps = result.maps.flip(1)
+        return result
+
+
+class ZeroScores(GradCAM):
+    name = "zero_scores"
+
+    def explain(self, call):
+        result = super().explain(call)
+        result.scores = torch.zeros_like(result.scores)
+        return result
+
+
+class TransposedGrid(GradCAM):
+    name = "transposed_grid"
+
+    def __init__(self, model, layer=None) -> None:
+        super().__init__(model, layer, upsample=False)
+
+    def explain(self, call):
+        result = super().explain(call)
+        result.maps = result.maps.transpose(-1, -2).contiguous()
+        return result
+
+
+class CountsItsCalls(GradCAM):
+    """Each call of one object scales its maps otherwise: a fresh object per call hides it."""
+
+    name = "counts_its_calls"
+
+    def explain(self, call):
+        self.calls = getattr(self, "calls", 0) + 1
+        result = super().explain(call)
+        result.maps = result.maps * self.calls
+        return result
+
+
+class Reseeds(GradCAM):
+    name = "reseeds"
+
+    def explain(self, call):
+        torch.manual_seed(0)
+        return super().explain(call)
+
+
+class LeavesAnomalyDetection(GradCAM):
+    name = "leaves_anomaly_detection"
+
+    def explain(self, call):
+        torch.autograd.set_detect_anomaly(True)
+        return super().explain(call)
+
+
+class LeavesSavedTensorsHooks(GradCAM):
+    name = "leaves_saved_tensors_hooks"
+
+    def explain(self, call):
+        torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t).__enter__()
+        return super().explain(call)
+
+
+class ScalesWeightsData(GradCAM):
+    """Writes a weight through ``.data``, which no version counter sees: on the unguarded path of a
+    torch.nn model nothing puts it back (the kit's own classes run guarded and would hide it)."""
+
+    name = "scales_weights_data"
+
+    def explain(self, call):
+        next(self.model.parameters()).data.mul_(1.5)
+        return super().explain(call)
+
+
 @pytest.mark.parametrize("broken, words", [
+    (ReversedBatch, "sample 0 alone differs from sample 0 in a batch"), (SwapsTargets, "asked with another differs"),
+    (ZeroScores, "scores are not the model's outputs"), (TransposedGrid, "not the input's .* divided by one stride"),
+    (CountsItsCalls, "two identical calls of one explainer object"), (Reseeds, "the global random generator"),
+    (LeavesAnomalyDetection, "anomaly detection"), (LeavesSavedTensorsHooks, "saved tensors hooks"),
+    (ScalesWeightsData, "restored on PlainSequential: AssertionError: 0.weight changed"),
     (IgnoresTheTarget, "classes 1 and 0 gave the same maps"), (ReportsClassZero, "class 1 was asked"),
     (NaNScores, "scores hold NaN"), (TouchesTheInput, "requires_grad changed"), (SwapsModules, "modules changed"),
     (ChangesDropout, "attributes changed"), (HooksAWeight, "tensor hooks changed"),
-    (TurnsGradOff, "grad mode or the default dtype was left changed"),
+    (TurnsGradOff, "global state was left changed: grad mode"),
     (LeavesEvalMode, "training changed"), (LeaksAHook, "hooks changed"),
     (NoisyMaps, "different results"), (AcceptsNaN, "NaN values"),
     (TruthyFlag, "sharpen='no' was accepted"), (RawSeed, r"seed=1.5 raised RuntimeError"),
@@ -181,9 +276,11 @@ def test_the_suite_catches_broken_explainers(broken, words):
     import re
 
     from interpkit.testing import BatchNormDropout, ConvStack
+    from interpkit.testing.models import plain_sequential
 
-    torch.manual_seed(0)  # two of the kit's models: each fault shows on them, and the suite stays quick
-    models = {"ConvStack": ConvStack().train(), "BatchNormDropout": BatchNormDropout().train()}
+    torch.manual_seed(0)  # three of the kit's models: each fault shows on them, and the suite stays quick
+    models = {"ConvStack": ConvStack().train(), "BatchNormDropout": BatchNormDropout().train(),
+              "PlainSequential": plain_sequential().train()}
     try:
         report = check_explainer(broken, models=models, raise_on_failure=False)
     finally:

@@ -258,3 +258,14 @@ def test_get_model_and_get_explainer_name_bad_input():
         with pytest.raises(interpkit.WeightsError, match="have 5 classes, not num_classes=10"):
             interpkit.get_model(name, weights="DEFAULT", num_classes=10)
         assert interpkit.get_model(name, weights="DEFAULT", num_classes=5) is not None
+
+
+def test_with_warnings_as_errors_a_broken_plugin_is_said_once_and_the_rest_load(fake_plugins):
+    """The skipped plugin's warning, raised as an error, left no registry: every later lookup
+    loaded the plugins again and raised again."""
+    registry_module._registry = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        with pytest.raises(PluginWarning, match="skipped"):
+            interpkit.list_explainers()
+        assert "gradcam" in interpkit.list_explainers() and "shifted_cam" in interpkit.list_explainers()

@@ -103,6 +103,9 @@ class Explainer(CheckedOptions):
     #: True where the maps are made without the target (EigenCAM, attention rollout): only the
     #: scores follow it, and ``check_explainer`` does not expect two classes' maps to differ
     target_free: ClassVar[bool] = False
+    #: False where ``Explanation.scores`` are what the map explains rather than the model's outputs
+    #: for the targets (FinerCAM's class differences); ``check_explainer`` compares them otherwise
+    scores_are_outputs: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):

@@ -67,6 +67,7 @@ def registry() -> Registry:
     global _registry
     if _registry is None:
         _registry = load()
+        _warn(_registry)
     return _registry
 
 
@@ -74,6 +75,7 @@ def reload() -> Registry:
     """Discover plugins again (after installing one in a running process, or in tests)."""
     global _registry
     _registry = load()
+    _warn(_registry)
     return _registry
 
 
@@ -170,7 +172,13 @@ def _registered_name(kind: str, obj: Any) -> str:
 
 def _fail(result: Registry, source: str, reason: str) -> None:
     result.failures.append((source, reason))
-    warnings.warn(f"interpkit plugin {source} skipped: {reason}", PluginWarning, stacklevel=3)
+
+
+def _warn(result: Registry) -> None:
+    """Each skipped plugin, said once the registry is in place: where warnings are errors (pytest's
+    ``filterwarnings = error``) the first lookup raises the warning, and the next ones work."""
+    for source, reason in result.failures:
+        warnings.warn(f"interpkit plugin {source} skipped: {reason}", PluginWarning, stacklevel=4)
 
 
 def _distribution(entry: Any) -> str:

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..core import Explanation, MapKind, evaluation
+from ..core import Explanation, MapKind, class_scores, evaluation
+from ..core.layouts import aligned
 from ..errors import InputError, InterpkitError, TargetError
 from .fingerprint import ModelFingerprint
 from .models import example_inputs, hard_case_models, input_kind
@@ -32,14 +33,18 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
                     options: Mapping[str, Any] | None = None, batch: int = 3, size: tuple[int, int] = (20, 16),
                     seed: int = 0, raise_on_failure: bool = True) -> ConformanceReport:
     """Check ``explainer_cls(model, **options)`` on every model (default: the hard-case models,
-    2-D images, 1-D signals, 3-D volumes, a token model and a two-input model).
+    2-D images, 1-D signals, 3-D volumes, a token model, a two-input model and a model of
+    ``torch.nn`` classes alone, run on interpkit's unguarded path).
 
-    Checks: output shapes, dtype, device and grid, finite scores, the targets asked for; maps that
-    change with the target (unless the class is ``target_free``); the caller's inputs untouched;
-    the model exactly restored (flags, ``requires_grad``, ``.grad``, parameters and buffers with
-    their dtypes, hooks on modules and tensors, submodules, module attributes, grad mode and the
-    default dtype) after a call and after a raising target; batch-composition invariance;
-    determinism for a fixed seed; ``InputError``/
+    Checks: output shapes, dtype, device and grid (a layer's: the input's over one stride), finite
+    scores that are the model's outputs for the targets (unless ``scores_are_outputs`` is False),
+    the targets asked for; maps that change with the target (unless the class is
+    ``target_free``); two targets at once as each alone; the caller's inputs untouched; the
+    model exactly restored (flags, ``requires_grad``, ``.grad``, parameters and buffers with
+    their dtypes, hooks on modules and tensors, submodules, module attributes) after a call and
+    after a raising target; torch's global state (grad mode, default dtype, anomaly detection,
+    deterministic algorithms, the global generator, function and dispatch modes, saved-tensors
+    hooks); each sample alone as in its batch; determinism of one object and of two; ``InputError``/
     ``TargetError`` for bad input; an ``InterpkitError`` for an option of the wrong kind (each
     option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"`` or NaN, at construction
     or at the first call). A model of a kind the explainer does not support (its ``supports``)
@@ -59,16 +64,16 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
         for check in checks:
             label = f"{check.__name__.strip('_')} on {model_name}"
             # a check that breaks the model, its inputs or torch's global state must not hide from the next one
-            fresh, given, state = copy.deepcopy(model), _copied(inputs), (torch.is_grad_enabled(), torch.get_default_dtype())
+            fresh, given, state = copy.deepcopy(model), _copied(inputs), _global_state()
             try:
                 check(lambda: explainer_cls(fresh, **dict(options or {})), fresh, given, target)
                 report.passed.append(label)
             except Exception as error:  # every failure is collected, not just the first
                 report.failures.append(f"{label}: {type(error).__name__}: {error}")
-            if (torch.is_grad_enabled(), torch.get_default_dtype()) != state:
-                report.failures.append(f"{label}: grad mode or the default dtype was left changed")
-                torch.set_grad_enabled(state[0])
-                torch.set_default_dtype(state[1])
+            changed = [name for name, value in _global_state().items() if not _same(value, state[name])]
+            if changed:
+                report.failures.append(f"{label}: torch's global state was left changed: {', '.join(changed)}")
+                _restore_global_state(state)
         if not options_checked and checks is CHECKS:  # once, on the first model the explainer supports
             options_checked = True
             found = _bad_options(explainer_cls, dict(options or {}), model, inputs, target)
@@ -78,6 +83,30 @@ def check_explainer(explainer_cls: type, models: Mapping[str, nn.Module] | None 
         raise AssertionError(f"{report.explainer} fails {len(report.failures)} conformance check(s):\n  "
                              + "\n  ".join(report.failures))
     return report
+
+
+def _global_state() -> dict[str, Any]:
+    """What of torch's process-wide state an explainer must leave as it found it."""
+    return {"grad mode": torch.is_grad_enabled(), "default dtype": torch.get_default_dtype(),
+            "anomaly detection": torch.is_anomaly_enabled(),
+            "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+            "the global random generator": torch.get_rng_state(),
+            "torch function modes": torch._C._len_torch_function_stack(),
+            "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
+            "saved tensors hooks": torch._C._autograd._top_saved_tensors_default_hooks(False)}
+
+
+def _same(value: Any, before: Any) -> bool:
+    return torch.equal(value, before) if isinstance(value, torch.Tensor) else value == before
+
+
+def _restore_global_state(state: dict[str, Any]) -> None:
+    """What can be put back by public means, so that one broken check does not fail the next."""
+    torch.set_grad_enabled(state["grad mode"])
+    torch.set_default_dtype(state["default dtype"])
+    torch.set_anomaly_enabled(state["anomaly detection"])
+    torch.use_deterministic_algorithms(state["deterministic algorithms"])
+    torch.set_rng_state(state["the global random generator"])
 
 
 def supported_hard_cases(explainer_cls: type, seed: int = 0) -> list[str]:
@@ -170,6 +199,9 @@ def _output_contract(factory: Factory, model: nn.Module, inputs: Any, target: An
     grid = tuple(result.maps.shape[3:] if result.kind.has_channels else result.maps.shape[2:])
     if result.kind is not MapKind.LAYER_GRID:
         assert grid == tuple(images.shape[2:]), f"{result.kind.value} maps have grid {grid}, the input {tuple(images.shape[2:])}"
+    else:  # a layer's grid: the input's, divided by one common stride
+        assert aligned(grid, tuple(images.shape[2:])), (f"layer_grid maps have grid {grid}, which is not the input's "
+                                                        f"{tuple(images.shape[2:])} divided by one stride")
     if result.kind.has_channels:
         assert result.maps.shape[2] == images.shape[1], "input_channels maps do not keep the input's channels"
     assert result.maps.device == images.device, f"maps are on {result.maps.device}, the model on {images.device}"
@@ -179,7 +211,17 @@ def _output_contract(factory: Factory, model: nn.Module, inputs: Any, target: An
     assert bool(torch.isfinite(result.scores).all()), "scores hold NaN or Inf"
     if isinstance(target, int):
         assert bool((result.targets == target).all()), f"class {target} was asked, targets say {result.targets.tolist()}"
+        if getattr(factory(), "scores_are_outputs", True):
+            _scores_are_outputs(model, inputs, target, result.scores)
         _follows_the_target(factory, model, inputs, target, result.maps)
+
+
+def _scores_are_outputs(model: nn.Module, inputs: Any, target: int, scores: torch.Tensor) -> None:
+    with evaluation(model), torch.no_grad():
+        output = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+    expected = class_scores(output)[:, target].double()
+    torch.testing.assert_close(scores[:, 0].double(), expected, rtol=1e-4, atol=1e-5, msg=lambda m: (
+        f"scores are not the model's outputs for the targets (or set scores_are_outputs = False): {m}"))
 
 
 def _follows_the_target(factory: Factory, model: nn.Module, inputs: Any, target: int, maps: torch.Tensor) -> None:
@@ -221,15 +263,37 @@ def _restored_after_raising(factory: Factory, model: nn.Module, images: Any, tar
 
 
 def _batch_invariant(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
-    whole = _call(factory, inputs, target).maps
-    single = _call(factory, _take(inputs, slice(1, 2)), target).maps
-    torch.testing.assert_close(single[0], whole[1], rtol=1e-4, atol=1e-5,
-                               msg=lambda m: f"sample 1 alone differs from sample 1 in a batch: {m}")
+    """Each sample alone gets the map and score it gets in the batch (its own, in its place)."""
+    whole = _call(factory, inputs, target)
+    for i in range(len(_primary(inputs))):
+        alone = _call(factory, _take(inputs, slice(i, i + 1)), target)
+        for name in ("maps", "scores"):
+            torch.testing.assert_close(getattr(alone, name)[0], getattr(whole, name)[i], rtol=1e-4, atol=1e-5,
+                                       msg=lambda m: f"sample {i} alone differs from sample {i} in a batch ({name}): {m}")
+
+
+def _several_targets(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
+    """Two classes asked at once, (N, 2): each column as that class asked alone, in its place."""
+    if not isinstance(target, int):
+        return
+    other = 1 - target if target in (0, 1) else 0
+    n = len(_primary(inputs))
+    pair = torch.tensor([[target, other]] * n, device=_primary(inputs).device)
+    both = _call(factory, inputs, pair)
+    assert torch.equal(both.targets.cpu(), pair.cpu()), f"targets {pair.tolist()} were asked, got {both.targets.tolist()}"
+    for column, asked in enumerate((target, other)):
+        alone = _call(factory, inputs, asked)
+        for name in ("maps", "scores"):
+            torch.testing.assert_close(getattr(both, name)[:, column], getattr(alone, name)[:, 0], rtol=1e-4, atol=1e-5,
+                                       msg=lambda m: f"target {asked} asked with another differs from it alone ({name}): {m}")
 
 
 def _deterministic(factory: Factory, model: nn.Module, images: Any, target: Any) -> None:
-    first, second = _call(factory, images, target).maps, _call(factory, images, target).maps
-    assert torch.equal(first, second), "two identical calls gave different results"
+    """Two calls of one explainer object, and a call of another, give the same maps."""
+    explainer = factory()
+    first, second = explainer(images, target).maps, explainer(images, target).maps
+    assert torch.equal(first, second), "two identical calls of one explainer object gave different results"
+    assert torch.equal(first, _call(factory, images, target).maps), "two explainer objects gave different results"
 
 
 def _bad_inputs(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:
@@ -288,7 +352,8 @@ def _wrong_values(annotation: Any) -> list[Any]:
 
 
 #: every check, run on every model
-CHECKS = (_output_contract, _restored, _restored_after_raising, _batch_invariant, _deterministic, _bad_inputs)
+CHECKS = (_output_contract, _restored, _restored_after_raising, _batch_invariant, _several_targets, _deterministic,
+          _bad_inputs)
 
 
 def _refused(factory: Factory, model: nn.Module, inputs: Any, target: Any) -> None:

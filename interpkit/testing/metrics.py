@@ -19,7 +19,9 @@ from .models import ConvStack
 def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None, batch: int = 3, seed: int = 0) -> None:
     """Check ``metric_cls(**options)`` on a small model: a ``MetricResult`` with per-sample
     scores (N,) (and curves (N, steps) when given) on the model's device; the model exactly
-    restored; no forward larger than ``max_batch``; the same result twice; ``InputError`` for
+    restored; no forward larger than ``max_batch``; the same result twice; the batch in another
+    order scored in that order; other maps (one peaked, inverted, flipped, or the masks) scored
+    otherwise, in scores or curves; ``InputError`` for
     maps that do not align with the inputs; an ``InterpkitError`` for options of the wrong kind
     (each option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"`` or NaN). Raises
     AssertionError naming the first failure. A check that re-runs the explainer (an
@@ -49,6 +51,7 @@ def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None
     _check_result(result, batch)
     assert not batched or max(sizes, default=0) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
     assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
+    _follows_the_samples(metric, model, inputs, maps, extra, result)
     wrong = wrong_options(metric_cls, lambda **given: metric_cls(**{**dict(options or {}), **given})(
         model, inputs, maps, **extra))
     assert not wrong, f"{metric_cls.__name__} options of the wrong kind: {'; '.join(wrong)}"
@@ -66,6 +69,31 @@ def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None
     except InputError:
         return
     raise AssertionError("an Explanation with two maps per sample did not raise InputError")
+
+
+def _follows_the_samples(metric: Any, model: torch.nn.Module, inputs: torch.Tensor, maps: torch.Tensor,
+                         extra: dict[str, Any], first: MetricResult) -> None:
+    """The batch in another order scores in that order (a rotation: a reversal would not show
+    scores given back reversed), and other maps score otherwise."""
+    scores = first.scores
+    order = torch.arange(len(inputs)).roll(1)
+    reordered = {name: value[order] for name, value in extra.items()}
+    rotated = metric(model, inputs[order], maps[order], **reordered).scores
+    torch.testing.assert_close(rotated, scores[order], rtol=1e-4, atol=1e-5, equal_nan=True,
+                               msg=lambda m: f"the batch in another order did not score in that order: {m}")
+    peaked = torch.zeros_like(maps)
+    peaked[:, 0, 0] = 1.0  # all attribution on one corner pixel
+    others = [peaked, 1 - maps, maps.flip(-1)] + [mask.float() for mask in extra.values()]  # a mask: a perfect map
+    assert any(_differs(metric(model, inputs, other, **extra), first) for other in others), (
+        "other maps (peaked, inverted, flipped, the masks) scored as the maps did, curves too: the maps are not read "
+        "(or the options make every map score alike at the kit's 12 x 10 grid: pass options that do not)")
+
+
+def _differs(result: MetricResult, other: MetricResult) -> bool:
+    if not torch.equal(result.scores.nan_to_num(), other.scores.nan_to_num()):
+        return True
+    return result.curves is not None and other.curves is not None and not torch.equal(
+        result.curves.nan_to_num(), other.curves.nan_to_num())
 
 
 def _check_explainer_check(check_cls: type, options: Mapping[str, Any] | None, batch: int, seed: int) -> None:

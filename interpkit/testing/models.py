@@ -196,11 +196,20 @@ class TwoInputs(nn.Module):
         return torch.randn(batch, 3, 20, 16, generator=generator), torch.rand(batch, 1, generator=generator) + 0.5
 
 
+def plain_sequential(classes: int = 4) -> nn.Sequential:
+    """A model of torch.nn classes alone, which interpkit runs on its unguarded path (nothing
+    intercepts its forward): an explainer's own writes to it show here, where the guarded path
+    of the other hard cases would put them back unseen."""
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes))
+
+
 def hard_case_models(seed: int = 0) -> dict[str, nn.Module]:
     """One instance of each hard case, seeded, in training mode (explainers must restore it)."""
     torch.manual_seed(seed)
-    return {cls.__name__: cls().train() for cls in (ConvStack, ResidualReusedReLU, FunctionalReLU, BatchNormDropout,
-                                                   DictOutput, Conv1dNet, Conv3dNet, TinyTokens, TwoInputs)}
+    models = {cls.__name__: cls().train() for cls in (ConvStack, ResidualReusedReLU, FunctionalReLU, BatchNormDropout,
+                                                     DictOutput, Conv1dNet, Conv3dNet, TinyTokens, TwoInputs)}
+    return {**models, "PlainSequential": plain_sequential().train()}
 
 
 def example_inputs(model: nn.Module, batch: int = 3, seed: int = 0, size: tuple[int, int] = (20, 16)) -> Any:

@@ -15,10 +15,13 @@ from interpkit import GradCAM, InputError
 from interpkit.metrics import AverageDrop, Deletion, IncreaseInConfidence, Insertion, baseline_of
 from interpkit.testing import check_metric
 
+#: defaults sized for 224 px images: on the kit's 12 x 10 grid every position lies within them, and every map scores alike
+SMALL_GRID = {"top_k_intersection": {"k": 10}, "pointing_game": {"tolerance": 1}}
+
 
 @pytest.mark.parametrize("name", interpkit.list_metrics())
 def test_every_registered_metric_meets_the_contract(name):
-    check_metric(interpkit.get_metric(name))
+    check_metric(interpkit.get_metric(name), SMALL_GRID.get(name))
 
 
 def _torchcam_cam(model, images, layer):
@@ -473,3 +476,27 @@ def test_seeded_noise_is_the_same_for_a_float64_copy(small_cnn, images):
     single = max_sensitivity(interpkit.Saliency(small_cnn), images, 1, samples=2).scores
     twice = max_sensitivity(interpkit.Saliency(double), images.double(), 1, samples=2).scores
     torch.testing.assert_close(twice.float(), single, rtol=2e-3, atol=1e-5)
+
+
+class _ScoresRotated(Deletion):
+    """Gives the batch's scores back in another order (a reversal of three would keep the middle)."""
+
+    name = "scores_rotated"
+
+    def compute(self, model, inputs, saliency, score):
+        result = super().compute(model, inputs, saliency, score)
+        return interpkit.metrics.MetricResult(self.name, result.scores.flip(0))
+
+
+class _MapsIgnored(Deletion):
+    name = "maps_ignored"
+
+    def compute(self, model, inputs, saliency, score):
+        return super().compute(model, inputs, torch.ones_like(saliency), score)
+
+
+@pytest.mark.parametrize("broken, words", [(_ScoresRotated, "did not score in that order"),
+                                           (_MapsIgnored, "the maps are not read")])
+def test_the_metric_kit_catches_scores_of_other_samples_and_maps_not_read(broken, words):
+    with pytest.raises(AssertionError, match=words):
+        check_metric(broken, {"steps": 4})

@@ -311,6 +311,7 @@ class FinerCAM(LayerExplainer):
 
     name = "finercam"
     class_targets_only = True
+    scores_are_outputs = False  # the Finer scores, which the maps explain
 
     def __init__(self, model, layer=None, base: type = GradCAM, alpha: float = 1.0,
                  comparisons: int | tuple[int, ...] = 3, **options) -> None:
