@@ -14,7 +14,7 @@ from ..core import Explainer, LayerExplainer, parse_device
 from ..data import ImageTransform, read_image
 from ..errors import InputError, LayerNotFoundError, TargetError, WeightsError
 from ..registry import get_explainer, get_model, get_weights
-from ..zoo import WeightsFile
+from ..zoo import WeightsFile, vgg
 from .arguments import comma_names, refuse_to_replace
 
 
@@ -28,8 +28,13 @@ def load_model(model: str | None, checkpoint: str | None, device: str) -> tuple[
         if not isinstance(name, str):
             raise WeightsError(f"{weights.path.with_suffix('.json')} names no model; write it again with 'interpkit train'")
         network = get_model(name, num_classes=len(categories))
+        state = weights.state_dict()
+        if not isinstance(state, dict):
+            raise WeightsError(f"{checkpoint} holds a {type(state).__name__}, not a state dict; write it again with "
+                               "'interpkit train'")
+        trained = vgg.head(network) if name == "vgg19_caltech5" else network  # its weights file is the head alone
         try:
-            network.load_state_dict(weights.state_dict())
+            trained.load_state_dict(state)
         except RuntimeError as error:  # the description names another model than the weights are of
             found = " ".join(str(error).split())[:160]
             raise WeightsError(f"{checkpoint} does not fit {name}, the model its description names ({found}); "

@@ -62,8 +62,19 @@ def caltech5(split: str = "train", transform: Callable | None = None, root: str 
     listing = next((folder / n for n in ("split.json", "caltech5_split.json") if (folder / n).exists()), None)
     if listing is None:
         raise InputError(f"no split.json or caltech5_split.json in {folder}")
-    spec = json.loads(listing.read_text())
+    try:
+        spec = json.loads(listing.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{listing} is not a readable split file ({type(error).__name__}: {error})") from None
+    if not (isinstance(spec, dict) and isinstance(spec.get("classes"), list) and isinstance(spec.get(split), list)
+            and all(isinstance(name, str) for name in spec["classes"] + spec[split])):
+        raise InputError(f"{listing} is not a split file: it needs 'classes' and '{split}', lists of names and of "
+                         "image paths (class folder/file)")
     classes = spec["classes"]
+    outside = [rel for rel in spec[split] if Path(rel).parent.name not in classes]
+    if outside:
+        raise InputError(f"{listing} lists {outside[0]!r} in '{split}', whose folder is not one of its classes "
+                         f"({', '.join(classes)})")
     paths = [folder / rel for rel in spec[split]]
     labels = [classes.index(Path(rel).parent.name) for rel in spec[split]]
     return ImageDataset(paths, labels, classes, transform)

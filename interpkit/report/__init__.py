@@ -130,6 +130,9 @@ def build_report(out: str | os.PathLike = "interpkit-report", models: Sequence[s
     page = Page(generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                 study={name: {split: "-" if value is None else f"{value:.1%}" for split, value in row.items()}
                        for name, row in STUDY.items()})
+    classes = caltech5("test", root=data_dir).classes
+    for name in cnns:  # before anything is written
+        _check_classes(name, classes)
     claim_folder(Path(out))
     build = _Build(page, Path(out), data_dir, torch_device, scorers)
     steps: list[Callable[[], None]] = [partial(_cnn_section, build, n) for n in cnns]
@@ -190,7 +193,17 @@ def _subject(name: str, device: torch.device, figures: dict[str, Any], prefix: s
     return _Subject(name, model, weights.transforms(), figures, prefix)
 
 
+def _check_classes(name: str, classes: Sequence[str]) -> None:
+    """The data's labels index the model's outputs only when its classes are the model's, in order."""
+    categories = list(interpkit.get_weights(name).meta.get("categories") or [])
+    if categories != list(classes):
+        raise InputError(f"the data's classes ({', '.join(classes)}) are not {name}'s ({', '.join(categories)}) in its "
+                         "output order, so its labels would name other classes; give a split of the model's classes "
+                         "in that order")
+
+
 def _model_section(build: _Build, subject: _Subject) -> ModelSection:
+    _check_classes(subject.name, build.split("test", subject.transform.size)[1])
     rows = interpkit.layer_table(subject.model, subject.transform.size)
     accuracy, confusions = {}, {}
     for split in SPLITS:

@@ -23,7 +23,7 @@ from ..zoo import sha256_file, vgg
 from . import transfer
 from .checkpoint import save_atomic
 from .features import cached_features
-from .loop import Evaluation, Split, TrainConfig, TrainResult, evaluate, fit
+from .loop import Evaluation, Split, TrainConfig, TrainResult, evaluate, fit, training_checkpoint
 
 SPLIT_NAMES = ("train", "val", "test")
 STAND_IN = "vgg19_slim_caltech5"
@@ -62,8 +62,10 @@ def train_models(names: Sequence[str], out_dir: str | os.PathLike, config: Train
     if resume and checkpoint_dir is None:
         raise InputError("resuming reads each model's checkpoint: give the folder they were saved to (--checkpoint-dir)")
     _check_sources(names, data_dir, backbone)
-    _check_checkpoints(names, checkpoint_dir, resume)
+    _check_checkpoints(names, checkpoint_dir, resume, config)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the weights and tables")
     transform = ImageTransform()
     splits, classes = load_splits(data_dir, transform.size)
     created = not out.exists()
@@ -99,11 +101,11 @@ def _train_each(names: Sequence[str], out: Path, config: TrainConfig, splits: di
                          checkpoint, resume_this, progress)
             scores = {s: evaluate(model, splits[s], transform.normalize, len(classes)) for s in SPLIT_NAMES}
             weights, weights_name = model.state_dict(), f"{name}.pt"
-        if name != STAND_IN:
-            extra = {"recipe": asdict(config)}
+        if name != STAND_IN:  # the recipe the weights were trained with
+            extra = {"recipe": asdict(_head_config(config) if name == "vgg19_caltech5" else config)}
         recorded = command or f"interpkit train --models {name} --out {out}"
         rows.append(_write_model(out, name, weights_name, weights, model, result, scores, classes, extra,
-                                 own if name == STAND_IN else transform, recorded))
+                                 own if name == STAND_IN else transform, recorded, data_dir))
         write_tables(out, rows)  # after each model: the tables always describe the weights beside them
     return rows
 
@@ -118,16 +120,22 @@ def _check_sources(names: Sequence[str], data_dir: Any, backbone: Any) -> None:
             raise InputError(f"backbone weights file not found: {backbone}")
 
 
-def _check_checkpoints(names: Sequence[str], checkpoint_dir: Any, resume: bool) -> None:
-    """A fresh run refuses to replace checkpoints; a resumed run needs at least one to continue."""
+def _check_checkpoints(names: Sequence[str], checkpoint_dir: Any, resume: bool, config: TrainConfig) -> None:
+    """A fresh run refuses to replace checkpoints; a resumed run needs at least one to continue,
+    and every one readable and of its recipe, before the first model trains."""
     if checkpoint_dir is None:
         return
-    found = [path for name in names for path in _checkpoint_paths(name, Path(checkpoint_dir)) if path.exists()]
+    if Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+        raise InputError(f"--checkpoint-dir {checkpoint_dir} is a file; give a folder for the checkpoints")
+    found = [(name, path) for name in names for path in _checkpoint_paths(name, Path(checkpoint_dir)) if path.exists()]
     if found and not resume:
-        raise InputError(f"{found[0]} exists: pass --resume to continue from the checkpoints in {checkpoint_dir}, "
+        raise InputError(f"{found[0][1]} exists: pass --resume to continue from the checkpoints in {checkpoint_dir}, "
                          "or give another --checkpoint-dir")
     if resume and not found:
         raise InputError(f"cannot resume: {checkpoint_dir} holds no checkpoint of {', '.join(names)}")
+    for name, path in found:  # the stand-in's stages have recipes of their own, checked when each resumes
+        recipe = None if name == STAND_IN else _head_config(config) if name == "vgg19_caltech5" else config
+        training_checkpoint(path, recipe)
 
 
 def _checkpoint_paths(name: str, folder: Path) -> list[Path]:
@@ -155,12 +163,17 @@ def _train_vgg_head(splits: dict[str, Split], classes: list[str], config: TrainC
                                          splits[s].images,
                                          transform.normalize, cache_dir, tag=repr(transform)), splits[s].labels)
                 for s in SPLIT_NAMES}
-    head_config = TrainConfig(**{**asdict(config), "augment": False})
+    head_config = _head_config(config)
     head = vgg.head(model)
     result = fit(head, features["train"], features["val"], lambda f: f, head_config, len(classes),
                  checkpoint, resume, progress)
     scores = {s: evaluate(head, features[s], lambda f: f, len(classes)) for s in SPLIT_NAMES}
     return model, result, scores
+
+
+def _head_config(config: TrainConfig) -> TrainConfig:
+    """The VGG head's recipe: the run's, without augmentation (it trains on cached features)."""
+    return TrainConfig(**{**asdict(config), "augment": False})
 
 
 def _train_stand_in(data_dir: Any, checkpoint_dir: Any, resume: bool, progress: bool
@@ -194,7 +207,7 @@ def _train_stand_in(data_dir: Any, checkpoint_dir: Any, resume: bool, progress: 
 
 def _write_model(out: Path, name: str, weights_name: str, weights: dict, model: torch.nn.Module, result: TrainResult,
                  scores: dict[str, Evaluation], classes: list[str], extra: dict[str, Any],
-                 transform: ImageTransform, command: str) -> dict[str, Any]:
+                 transform: ImageTransform, command: str, data_dir: Any) -> dict[str, Any]:
     path = out / weights_name
     save_atomic({k: v.contiguous() for k, v in weights.items()}, path)
     metrics = {f"{s}_accuracy": round(scores[s].accuracy, 4) for s in SPLIT_NAMES}
@@ -209,7 +222,8 @@ def _write_model(out: Path, name: str, weights_name: str, weights: dict, model: 
         "training_seconds": round(result.seconds),
         **extra,
         "command": command,
-        "dataset": "canonical five-class Caltech-101 split (250 train / 50 val / 100 test), bundled",
+        "dataset": "canonical five-class Caltech-101 split (250 train / 50 val / 100 test), "
+                   + ("bundled" if data_dir is None else f"read from {data_dir}"),
     }
     sidecar = {"sha256": sha256_file(path), "meta": meta,
                "transforms": {"size": list(transform.size), "mean": list(transform.mean), "std": list(transform.std)}}

@@ -28,4 +28,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise InputError(f"cannot read checkpoint {path}: {error}") from None
+        raise InputError(f"cannot read checkpoint {path} ({_reason(error)}); give a checkpoint 'interpkit train' "
+                         "wrote") from None
+
+
+def _reason(error: Exception) -> str:
+    """torch's reason, without its advice to load with ``weights_only=False`` (which would run
+    code from the file)."""
+    text = " ".join(str(error).split())
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0].split(". ")[0].strip()
+    return f"{type(error).__name__}: {text[:120]}"

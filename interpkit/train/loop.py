@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,6 +117,21 @@ def evaluate(model: nn.Module, split: Split, prepare: Prepare, classes: int, bat
     )
 
 
+def training_checkpoint(checkpoint: str | os.PathLike, config: TrainConfig | None) -> dict[str, Any]:
+    """The checkpoint ``fit`` wrote, checked to be one and, with ``config``, of that recipe."""
+    state = load_checkpoint(checkpoint)
+    missing = _CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else _CHECKPOINT_KEYS
+    if missing:
+        raise InputError(f"{checkpoint} is not a training checkpoint (it lacks {', '.join(sorted(missing))}); "
+                         "give the --checkpoint-dir a run of 'interpkit train' wrote, or start afresh")
+    if config is not None and state["config"] != asdict(config):
+        differences = ", ".join(f"{key} {state['config'].get(key)!r} there, {value!r} now"
+                                for key, value in asdict(config).items() if state["config"].get(key) != value)
+        raise InputError(f"checkpoint {checkpoint} was written with another recipe ({differences}); resume "
+                         "with the same settings, or start afresh without --resume")
+    return state
+
+
 def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: TrainConfig,
         classes: int, checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
         parameters: Callable[[nn.Module], Any] | None = None) -> TrainResult:
@@ -136,16 +152,7 @@ def fit(model: nn.Module, train: Split, val: Split, prepare: Prepare, config: Tr
     if resume:
         if checkpoint is None or not Path(checkpoint).exists():
             raise InputError(f"cannot resume: no checkpoint at {checkpoint}")
-        state = load_checkpoint(checkpoint)
-        missing = _CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else _CHECKPOINT_KEYS
-        if missing:
-            raise InputError(f"{checkpoint} is not a training checkpoint (it lacks {', '.join(sorted(missing))}); "
-                             "give the --checkpoint-dir a run of 'interpkit train' wrote, or start afresh")
-        if state["config"] != asdict(config):
-            differences = ", ".join(f"{key} {state['config'].get(key)!r} there, {value!r} now"
-                                    for key, value in asdict(config).items() if state["config"].get(key) != value)
-            raise InputError(f"checkpoint {checkpoint} was written with another recipe ({differences}); resume "
-                             "with the same settings, or start afresh without --resume")
+        state = training_checkpoint(checkpoint, config)
         before = {key: value.clone() for key, value in model.state_dict().items()}
         try:
             model.load_state_dict(state["model"])

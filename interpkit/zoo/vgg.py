@@ -38,10 +38,19 @@ def imagenet_state_dict(source: str | os.PathLike | dict | None) -> dict[str, to
                 "download vgg19-dcbb9e9d.pth elsewhere and give its path as the backbone (--backbone PATH on the "
                 "command line, backbone=PATH in Python)"
             ) from None
+    if not isinstance(source, (str, os.PathLike)):
+        raise WeightsError(f"backbone must be {IMAGENET!r}, a state-dict file, a state dict or None, not {source!r:.60}")
     path = Path(source)
     if not path.exists():
         raise WeightsError(f"backbone weights file not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a file torch.save wrote with tensors only
+        raise WeightsError(f"cannot read the backbone weights {path} ({type(error).__name__}); give torchvision's "
+                           "vgg19-dcbb9e9d.pth or another state dict of vgg19") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict of vgg19")
+    return state
 
 
 def build(num_classes: int = 5, backbone: Any = IMAGENET) -> nn.Module:

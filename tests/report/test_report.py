@@ -238,3 +238,16 @@ def test_a_folder_of_the_users_is_refused_and_an_earlier_reports_is_taken(tmp_pa
     claim_folder(fresh)  # a rerun into its own folder
     with pytest.raises(interpkit.InputError, match="is a file"):
         claim_folder(fresh / "index.html")
+
+
+def test_data_whose_classes_are_not_the_models_in_order_is_refused_before_writing(tmp_path, tiny_data):
+    """The split's labels index its own class list: listed in another order, every accuracy and
+    confusion matrix was silently of other classes."""
+    import json
+
+    split = json.loads((tiny_data / "split.json").read_text())
+    split["classes"] = split["classes"][::-1]
+    (tiny_data / "split.json").write_text(json.dumps(split))
+    with pytest.raises(interpkit.InputError, match="not caltech5_arch2's .* in its output order"):
+        build_report(tmp_path / "out", models=["caltech5_arch2"], data_dir=tiny_data, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -246,3 +246,70 @@ def test_resuming_from_another_models_checkpoint_is_refused_and_leaves_the_model
     with pytest.raises(interpkit.InputError, match="not a training checkpoint"):
         fit(other, *small_splits, TRANSFORM.normalize, config, 5, checkpoint=tmp_path / "b.ckpt", resume=True,
             progress=False)
+
+
+def test_a_resume_with_an_unreadable_or_other_recipe_checkpoint_is_refused_before_any_model_trains(tmp_path,
+                                                                                                  tiny_splits):
+    """The second model's bad checkpoint was found after the first had trained and replaced its
+    weights; torch's message advised loading it with weights_only=False."""
+    config, ck, out = TrainConfig(epochs=1, batch_size=3, patience=None), tmp_path / "ck", tmp_path / "out"
+    train_models(["caltech5_arch1"], out, config, checkpoint_dir=ck, progress=False)
+    saved = {p.name: p.read_bytes() for p in [*ck.iterdir(), *out.iterdir()] if p.is_file()}
+    with pytest.raises(interpkit.InputError, match="written with another recipe"):
+        train_models(["caltech5_arch2", "caltech5_arch1"], out, replace(config, seed=9), checkpoint_dir=ck, resume=True,
+                     progress=False)
+    (ck / "caltech5_arch1.ckpt").write_bytes(b"garbage")
+    with pytest.raises(interpkit.InputError, match="cannot read checkpoint") as refused:
+        train_models(["caltech5_arch2", "caltech5_arch1"], out, config, checkpoint_dir=ck, resume=True, progress=False)
+    assert "weights_only" not in str(refused.value)
+    assert not (ck / "caltech5_arch2.ckpt").exists()
+    saved.pop("caltech5_arch1.ckpt")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == {
+        k: v for k, v in saved.items() if not k.endswith(".ckpt")}
+    with pytest.raises(interpkit.InputError, match="is a file"):
+        train_models(["caltech5_arch1"], out, config, checkpoint_dir=ck / "caltech5_arch1.ckpt", progress=False)
+    with pytest.raises(interpkit.InputError, match="is a file"):
+        train_models(["caltech5_arch1"], ck / "caltech5_arch1.ckpt", config, progress=False)
+
+
+@pytest.mark.parametrize("text, words", [("{not json", "not a readable split file"),
+                                         ('{"train": [], "val": [], "test": []}', "needs 'classes'"),
+                                         ('{"classes": ["a"], "train": ["b/x.jpg"], "val": [], "test": []}',
+                                          "not one of its classes")])
+def test_a_damaged_split_file_is_refused_in_words(tmp_path, text, words):
+    (tmp_path / "split.json").write_text(text)
+    with pytest.raises(interpkit.InputError, match=words):
+        caltech5("train", root=tmp_path)
+
+
+def test_bad_backbones_are_weights_errors(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    for backbone, words in ((tmp_path / "garbage.pt", "cannot read the backbone"), (tmp_path / "tensor.pt", "Tensor"),
+                            (5, "backbone must be")):
+        with pytest.raises(interpkit.WeightsError, match=words):
+            interpkit.get_model("vgg19_caltech5", backbone=backbone)
+
+
+def test_a_trained_vgg_head_loads_from_the_command_line(tmp_path, monkeypatch):
+    """`interpkit train --models vgg19_caltech5` writes the head alone; --checkpoint loaded it into
+    the whole VGG19 and refused it, whatever was trained."""
+    import json
+
+    import torchvision
+
+    from interpkit.cli.commands import load_model
+    from interpkit.zoo import sha256_file, vgg
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.vgg19().state_dict()  # stands for the ImageNet weights, offline
+    monkeypatch.setattr(torchvision.models.VGG19_Weights.IMAGENET1K_V1, "get_state_dict", lambda *a, **k: backbone)
+    trained = vgg.head(interpkit.get_model("vgg19_caltech5", num_classes=5))
+    path = tmp_path / "vgg19_caltech5_head.pt"
+    save_atomic(trained.state_dict(), path)
+    description = {"sha256": sha256_file(path), "meta": {"model": "vgg19_caltech5", "categories": list("abcde")},
+                   "transforms": {"size": [224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    path.with_suffix(".json").write_text(json.dumps(description))
+    network, _, categories = load_model(None, str(path), "cpu")
+    assert categories == list("abcde") and torch.equal(vgg.head(network).weight, trained.weight)
+    assert torch.equal(network.features[0].weight, backbone["features.0.weight"])
