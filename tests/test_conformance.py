@@ -296,6 +296,18 @@ def test_the_suite_raises_listing_every_failure():
         check_explainer(LeavesEvalMode, models={"ConvStack": ConvStack().train()})
 
 
+def test_a_batch_mixing_model_is_checked_as_explainers_run_it():
+    """Its scores were compared with one forward of the whole batch, which the explainers, running
+    each sample alone, rightly do not give."""
+    from interpkit import Saliency
+
+    torch.manual_seed(0)
+    mixing = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4, track_running_stats=False),
+                                 torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    report = check_explainer(Saliency, models={"mixing": mixing}, raise_on_failure=False)
+    assert not report.failures and report.passed
+
+
 def test_a_float64_model_and_a_model_without_parameters_are_checked_not_crashed():
     """The example inputs stayed float32 for a float64 model (a RuntimeError ended the check), and
     a model without parameters was a StopIteration."""

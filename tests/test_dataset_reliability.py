@@ -474,13 +474,19 @@ def test_a_dataset_with_samples_that_are_not_path_label_pairs_is_identified_by_i
 def test_a_loader_whose_collate_or_sampler_would_be_ignored_is_refused(tmp_path):
     from torch.utils.data import DataLoader, SubsetRandomSampler
 
+    from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler
+
     with pytest.raises(InputError, match="collate_fn"):
         _explain(tmp_path / "s", data=DataLoader(_data(), batch_size=2, collate_fn=lambda items: items))
     with pytest.raises(InputError, match="SubsetRandomSampler"):
         _explain(tmp_path / "s", data=DataLoader(_data(), batch_size=2, sampler=SubsetRandomSampler([0, 1])))
+    half = BatchSampler(RandomSampler(_data(), num_samples=3), 2, False)  # 3 of the 6 samples
+    with pytest.raises(InputError, match="RandomSampler would be ignored"):
+        _explain(tmp_path / "s", data=DataLoader(_data(), batch_sampler=half))
     assert not (tmp_path / "s").exists()
-    store = _explain(tmp_path / "s", data=DataLoader(_data(), batch_size=2, shuffle=True))  # every sample, by index
-    assert len(store) == 6
+    for k, loader in enumerate((DataLoader(_data(), batch_size=2, shuffle=True), DataLoader(_data(), batch_size=None),
+                                DataLoader(_data(), sampler=DistributedSampler(_data(), num_replicas=1, rank=0)))):
+        assert len(_explain(tmp_path / f"s{k}", data=loader)) == 6  # every sample, by index
 
 
 def test_the_split_is_labelled_by_the_models_class_order(tmp_path):
@@ -501,6 +507,23 @@ def _scaled(image):
 
 def _brighter(image):
     return torch.nn.functional.interpolate(image.float()[None] / 128, size=(32, 32))[0]
+
+
+def test_a_function_is_described_alike_in_every_process_and_by_what_it_computes():
+    """A comprehension's code object is a constant whose repr holds its address, which differs in
+    every process; closures and defaults change what a function computes."""
+    from interpkit.dataset.run import _plain_repr
+
+    source = "def make(scale, shift=0.0):\n    def tf(x):\n        return torch.stack([c * scale + shift for c in x])\n" \
+             "    return tf\n"
+    first, second = {"torch": torch}, {"torch": torch}
+    exec(compile(source, "transforms.py", "exec"), first)  # two compilations: code objects at other addresses
+    exec(compile(source, "transforms.py", "exec"), second)
+    assert _plain_repr(first["make"](2.0)) == _plain_repr(second["make"](2.0))
+    assert _plain_repr(first["make"](2.0)) != _plain_repr(first["make"](3.0))
+    other = {"torch": torch}
+    exec(compile(source.replace("shift=0.0", "shift=1.0"), "transforms.py", "exec"), other)
+    assert _plain_repr(first["make"]) == _plain_repr(second["make"]) != _plain_repr(other["make"])
 
 
 def test_a_function_transform_is_identified_by_its_code_not_its_address(two_classes):

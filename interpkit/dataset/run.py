@@ -23,8 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
-from torch.utils.data.dataloader import default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data.dataloader import default_collate, default_convert
 from tqdm.auto import tqdm
 
 from ..core import Explainer, MapKind, check_int, class_scores, evaluation, forward_hooks, mixes_samples, model_device
@@ -126,16 +126,27 @@ def _dataset(data: Any, batch_size: int, num_workers: int, transform: Any,
 def _check_loader(loader: DataLoader) -> None:
     """A loader is read for its dataset, batch size and workers: a collate function or a sampler
     that would change what is explained is refused, not ignored."""
-    if loader.collate_fn is not default_collate:
+    if loader.collate_fn not in (default_collate, default_convert):  # the loader's own, without batching or with
         raise InputError("explain_dataset batches the loader's dataset itself, so its collate_fn would be ignored; "
                          "move what it does into the Dataset (or its transform)")
-    sampler = loader.sampler
-    whole = isinstance(sampler, SequentialSampler) or (
-        isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == len(sampler.data_source))
-    if not whole or (loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler):
+    batches = loader.batch_sampler
+    if batches is not None and type(batches) is not BatchSampler:
+        raise InputError(f"explain_dataset batches the loader's dataset itself, so its {type(batches).__name__} would "
+                         "be ignored; give a torch.utils.data.Subset of the samples wanted instead")
+    sampler = batches.sampler if batches is not None else loader.sampler
+    if not _every_sample_once(sampler):
         raise InputError("explain_dataset explains every sample of the loader's dataset once, in index order, so its "
-                         f"{type(loader.batch_sampler if whole else sampler).__name__} would be ignored; give a "
-                         "torch.utils.data.Subset of the samples wanted instead")
+                         f"{type(sampler).__name__} would be ignored; give a torch.utils.data.Subset of the samples "
+                         "wanted instead")
+
+
+def _every_sample_once(sampler: Any) -> bool:
+    """Whether a sampler visits every sample once, in some order (a DistributedSampler across
+    the ranks, which explain_dataset shards itself)."""
+    if isinstance(sampler, (SequentialSampler, DistributedSampler)):
+        return True
+    return isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == len(
+        sampler.data_source)
 
 
 def _in_model_classes(dataset: ImageDataset, classes: Sequence[str] | None) -> ImageDataset:
@@ -306,6 +317,21 @@ def _describe_data(dataset: Dataset) -> dict[str, Any]:
     return described
 
 
+def _code_text(code: types.CodeType) -> str:
+    """A code object's instructions, names and constants, nested code (comprehensions, lambdas)
+    included by content: its repr holds an address."""
+    constants = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return repr((code.co_code, code.co_names, constants))
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # a closure variable not yet assigned
+        return False
+    return True
+
+
 def _files_of(dataset: Dataset) -> list:
     """The files a dataset reads: its ``paths`` (interpkit's), or the paths of its ``samples``
     when they are (path, label) pairs (torchvision's ImageFolder); none for any other dataset."""
@@ -325,10 +351,11 @@ def _files_of(dataset: Dataset) -> list:
 def _plain_repr(value: Any) -> Any:
     """``repr`` where it says what the object is; for an object with Python's default repr (its
     address, which differs in every process), its class and public attributes."""
-    if isinstance(value, types.FunctionType):  # its name and a digest of its code, which every process shares
-        code = value.__code__
-        digest = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]
-        return f"function {value.__module__}.{value.__qualname__} code sha256 {digest}"
+    if isinstance(value, types.FunctionType):  # its name and a digest of what it computes, the same in every process
+        cells = [_plain_repr(cell.cell_contents) for cell in value.__closure__ or () if _filled(cell)]
+        parts = [_code_text(value.__code__), _plain_repr(value.__defaults__), _plain_repr(value.__kwdefaults__), cells]
+        digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+        return f"function {value.__module__}.{value.__qualname__} sha256 {digest}"
     if isinstance(value, functools.partial):
         return {"partial": _plain_repr(value.func), "args": [_plain_repr(a) for a in value.args],
                 "keywords": {k: _plain_repr(v) for k, v in sorted(value.keywords.items())}}

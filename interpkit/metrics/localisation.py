@@ -54,9 +54,9 @@ class MaskMetric(Metric):
             shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
             raise InputError(f"{self.name} needs masks= of shape {tuple(saliency.shape)} (one per sample, on the input "
                              f"grid), got {shape}")
-        if masks.dtype != torch.bool and bool(((masks != 0) & (masks != 1)).any()):  # one sync, not per image
-            raise InputError(f"{self.name} needs binary masks (bool, or 0 and 1 only); threshold soft masks first, "
-                             "e.g. masks > 0.5")
+        if masks.is_floating_point() and bool(((masks != 0) & (masks != 1)).any()):  # one sync, not per image
+            raise InputError(f"{self.name} needs binary masks (bool, integers read as non-zero inside, or floats 0 "
+                             "and 1 only); threshold soft masks first, e.g. masks > 0.5")
         return self.compute(model, inputs, saliency, masks.to(saliency.device).bool())
 
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -75,8 +75,10 @@ class ROAD(Metric):
         super().__init__(max_batch=max_batch, score=score)
         if order not in ("morf", "lerf", "combined"):
             raise InputError(f"order must be 'morf', 'lerf' or 'combined', not {order!r}")
+        if hasattr(fractions, "tolist"):  # a numpy array or a tensor reads as its values
+            fractions = fractions.tolist()
         if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Iterable) or not len(
-                fractions := list(fractions)):  # a numpy array or 1-D tensor reads as its values
+                fractions := list(fractions)):
             raise InputError(f"fractions must be a non-empty sequence of numbers, got {fractions!r}")
         if not all(isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < float(f) < 1 for f in fractions):
             raise InputError(f"fractions must lie strictly between 0 and 1, got {fractions!r}")

@@ -38,6 +38,8 @@ class SensitivityN(FeatureRemoval):
     def __init__(self, *, sizes: int | Sequence[int] = 10, runs: int = 100, baseline: Baseline = "black", seed: int = 0,
                  max_batch: int | None = None, score: str = "logit") -> None:
         super().__init__(baseline=baseline, max_batch=max_batch, score=score)
+        if hasattr(sizes, "tolist"):  # a numpy array or a tensor reads as its values
+            sizes = sizes.tolist()
         if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
             sizes = check_int("sizes", sizes)
         elif isinstance(sizes, Sequence) and sizes and all(

@@ -91,6 +91,10 @@ def _check_maps(store: MapStore) -> None:
     rank = 5 if _per_channel(store) else 4
     for shard in range(-(-len(store) // int(store.manifest["shard_size"]))):
         maps = store.shard_array("maps", shard)
+        if maps.ndim == 5 and "map_kind" not in store.manifest:
+            raise InputError(f"{store.path} was written before stores recorded their maps' kind, so its maps "
+                             f"{maps.shape[1:]} per sample may be per input channel or over volumes; resume it with "
+                             "the same arguments (resume=True, or --resume) to record it")
         if maps.ndim != rank and not (maps.ndim == 2 and maps.shape[1] == 0):
             raise InputError(f"the viewer shows maps over images (N, K, H, W); {store.path} holds maps of shape "
                              f"{maps.shape[1:]} per sample")

@@ -129,7 +129,7 @@ class Anisotropic(torch.nn.Module):
     (torchvision.models.video.r3d_18, "layer3", (16, 112, 112)),  # grid (4, 14, 14)
     (Anisotropic, "stem", (8, 32, 48)),
     (Anisotropic, "stage", (8, 32, 48)),
-], ids=str)
+], ids=lambda value: getattr(value, "__name__", str(value)))  # stable across processes
 def test_video_grids_with_per_axis_strides_match_captum(builder, layer, size):
     """Temporal and spatial strides differ in most video networks: a convolution's output is a map
     of the input whatever its per-axis strides, upsampled trilinearly."""

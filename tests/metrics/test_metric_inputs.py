@@ -87,3 +87,17 @@ def test_soft_masks_are_refused_binary_float_masks_accepted(small_cnn):
     hard = (soft > 0.05).float()
     torch.testing.assert_close(PointingGame()(small_cnn, images, maps, masks=hard).scores,
                                PointingGame()(small_cnn, images, maps, masks=hard.bool()).scores)
+
+
+def test_tensor_and_array_option_values_and_integer_masks_are_read():
+    assert ROAD(fractions=torch.tensor([0.25, 0.5])).fractions == (0.25, 0.5)
+    assert SensitivityN(sizes=np.array([2, 3])).sizes == [2, 3]
+    with pytest.raises(InputError, match="non-empty sequence"):
+        ROAD(fractions=np.array(0.5))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)).eval()
+    images, maps = torch.randn(2, 3, 16, 16), torch.rand(2, 16, 16)
+    masks = torch.zeros(2, 16, 16, dtype=torch.uint8)
+    masks[:, 4:9, 6:12] = 255  # a PIL mask read as an array
+    torch.testing.assert_close(PointingGame(tolerance=0)(model, images, maps, masks=masks).scores,
+                               PointingGame(tolerance=0)(model, images, maps, masks=masks.bool()).scores)

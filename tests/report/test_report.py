@@ -26,7 +26,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     done = subprocess.run([sys.executable, "-m", "interpkit", "report", "--out", str(out), "--no-progress"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=2400)  # the whole study: minutes, more beside other tests
     assert done.returncode == 0, done.stderr
     return out
 

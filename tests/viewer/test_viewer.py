@@ -393,6 +393,13 @@ def test_maps_per_input_channel_show_their_summed_magnitude(tmp_path):
     text = (page.parent / "data" / "store-0.js").read_text()
     shown = json.loads(text[text.index("(") + 1:text.rindex(")")])["columns"]["concentration"]
     np.testing.assert_allclose(shown, concentration(np.abs(store.maps[:, 0]).sum(axis=1)), rtol=1e-5)
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    del manifest["map_kind"]  # as a store of an earlier version
+    (tmp_path / "store" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(interpkit.InputError, match="resume it"):
+        write_site([tmp_path / "store"], tmp_path / "other", progress=False)
+    explain_dataset(interpkit.Saliency(model, absolute=False), data, tmp_path / "store", resume=True, progress=False)
+    write_site([tmp_path / "store"], tmp_path / "other", progress=False)  # resumed: its kind recorded
 
 
 def test_the_image_is_drawn_as_the_model_read_it(tmp_path):

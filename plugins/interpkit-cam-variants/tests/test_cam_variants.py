@@ -806,11 +806,21 @@ def test_fullgrad_of_one_input_takes_the_bias_terms_of_its_own_branch_only():
         def forward(self, xb):
             return self.head(torch.cat([self.fixed, self.b(xb).mean(dim=(2, 3))], dim=1))
 
+    class Nested(torch.nn.Module):  # the other input inside a list
+        def __init__(self, towers):
+            super().__init__()
+            self.towers = towers
+
+        def forward(self, xb, others):
+            return self.towers(others[0], xb)
+
     model = TwoTowers().eval()
     xa, xb = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
     mine = FullGrad(model)((xa, xb), target=0, attribute_to=1).maps[:, 0]
     authors = _authors_fullgrad(TowerB(model, xa).eval(), xb, 0)
     torch.testing.assert_close(mine, authors, rtol=1e-5, atol=1e-6)
+    nested = FullGrad(Nested(model).eval())((xb, [xa]), target=0).maps[:, 0]
+    torch.testing.assert_close(nested, authors, rtol=1e-5, atol=1e-6)
 
 
 def test_fullgrad_refuses_token_models():

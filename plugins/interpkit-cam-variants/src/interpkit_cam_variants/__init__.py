@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._pytree import tree_leaves
 
 import interpkit
 from interpkit import GradCAM
@@ -425,9 +426,9 @@ class FullGrad(interpkit.Explainer):
 
 
 def _other_tensors(call: Call) -> bool:
-    """Whether the model takes tensors besides the attributed one."""
-    values = (*call.inputs.args, *call.inputs.kwargs.values())
-    return sum(isinstance(value, torch.Tensor) for value in values) > 1
+    """Whether the model takes tensors besides the attributed one (in nested arguments too)."""
+    leaves = tree_leaves((call.inputs.args, call.inputs.kwargs))
+    return sum(isinstance(value, torch.Tensor) for value in leaves) > 1
 
 
 def _reaches(leaf: torch.Tensor):
