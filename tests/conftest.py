@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -6,9 +5,6 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # several workers share the cores: one's ops must not take them all
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 from models import SmallCNN  # noqa: E402
 
