@@ -472,9 +472,7 @@ def test_a_dataset_with_samples_that_are_not_path_label_pairs_is_identified_by_i
 
 
 def test_a_loader_whose_collate_or_sampler_would_be_ignored_is_refused(tmp_path):
-    from torch.utils.data import DataLoader, SubsetRandomSampler
-
-    from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, SubsetRandomSampler
 
     with pytest.raises(InputError, match="collate_fn"):
         _explain(tmp_path / "s", data=DataLoader(_data(), batch_size=2, collate_fn=lambda items: items))
