@@ -43,10 +43,10 @@ def evaluate_explainers(model: torch.nn.Module, images: torch.Tensor, methods: S
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
         batch = images[start:start + batch_size]
-        for method, explainer in explainers.items():
-            maps, targets = scored_maps(explainer(batch), batch)
-            for name, metric in scorers.items():
-                scores[(method, name)].append(score(metric, factories[method], model, batch, maps, targets).scores)
+        scored = {method: scored_maps(explainer(batch), batch) for method, explainer in explainers.items()}
+        for name, metric in scorers.items():
+            for method, result in score_explanations(metric, factories, model, batch, scored).items():
+                scores[(method, name)].append(result.scores)
     return [summarise(method, name, scorers[name], torch.cat(parts)) for (method, name), parts in scores.items()]
 
 
@@ -61,13 +61,14 @@ def metric_scorers(names: Sequence[str], settings: dict[str, dict[str, Any]] | N
     return scorers
 
 
-def score(metric: Any, factory: Any, model: torch.nn.Module, images: torch.Tensor, maps: torch.Tensor,
-          targets: torch.Tensor) -> MetricResult:
-    """One metric's result for one explainer's maps of ``images``; a check that re-runs the
-    explainer is given its factory instead of the maps."""
+def score_explanations(metric: Any, factories: dict[str, Any], model: torch.nn.Module, images: torch.Tensor,
+                       scored: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, MetricResult]:
+    """One metric's result for each method's maps and targets of ``images`` (``scored``, by
+    method); a check that re-runs the explainer is given the method's factory instead of its
+    maps. Forwards that do not depend on the maps run once for all methods (``Metric.score_each``)."""
     if isinstance(metric, ExplainerCheck):
-        return metric(factory, model, images, targets)
-    return metric(model, images, maps, targets)
+        return {method: metric(factories[method], model, images, targets) for method, (_, targets) in scored.items()}
+    return dict(zip(scored, metric.score_each(model, images, list(scored.values()))))
 
 
 def summarise(method: str, name: str, metric: Any, scores: torch.Tensor) -> EvaluationRow:

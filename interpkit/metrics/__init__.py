@@ -3,7 +3,7 @@
 re-run the explainer (``ExplainerCheck``) are registered beside them."""
 
 from .axiomatic import Completeness, input_invariance
-from .base import Metric, MetricResult, aligned_saliency, scored_maps
+from .base import Metric, MetricResult, TargetScores, aligned_saliency, scored_maps
 from .checks import (
     BUILTIN_CHECKS,
     MPRT,
@@ -65,7 +65,8 @@ __all__ = ["AttributionLocalisation", "AverageDrop", "AvgSensitivity", "BUILTIN_
            "MaxSensitivity", "Metric", "MetricResult", "Monotonicity", "MonotonicityCorrelation", "NonSensitivity",
            "PixelFlipping", "PointingGame", "ROAD", "RandomLogit", "RandomisationResult", "RegionPerturbation",
            "RelativeInputStability", "RelativeOutputStability", "RelativeRepresentationStability", "RelevanceMassAccuracy",
-           "RelevanceRankAccuracy", "Selectivity", "SensitivityN", "SmoothMPRT", "Sparseness", "Sufficiency", "TopKIntersection",
+           "RelevanceRankAccuracy", "Selectivity", "SensitivityN", "SmoothMPRT", "Sparseness", "Sufficiency", "TargetScores",
+           "TopKIntersection",
            "aligned_saliency", "avg_sensitivity", "baseline_of", "continuity", "efficient_randomisation_check", "gaussian",
            "histogram_entropy", "input_invariance", "linear_imputation", "local_lipschitz_estimate", "max_sensitivity",
            "random_logit", "randomisation_check", "relative_input_stability", "relative_output_stability",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -72,8 +72,23 @@ class Metric(CheckedOptions):
                  targets: Any = None) -> MetricResult:
         """Score the explanation ``maps`` of ``inputs`` for ``targets`` (class indices (N,), an
         int, or None: the explanation's own targets, else the model's top class)."""
-        if not isinstance(model, nn.Module):
-            raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        return self._scored(model, inputs, maps, targets, [])
+
+    def score_each(self, model: nn.Module, inputs: torch.Tensor,
+                   explanations: Sequence[tuple[Explanation | torch.Tensor, Any]]) -> list[MetricResult]:
+        """Several explanations of the same ``inputs``, given as ``(maps, targets)`` pairs, each
+        scored exactly as a call would score it. Forwards that do not depend on the maps (the
+        random subsets of faithfulness correlation and sensitivity-n, infidelity's noise) run
+        once for all the explanations whose targets are equal; telling that costs one
+        comparison (a host-device sync) per explanation and earlier distinct targets."""
+        scorers: list[TargetScores] = []
+        return [self._scored(model, inputs, maps, targets, scorers) for maps, targets in explanations]
+
+    def _scored(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor, targets: Any,
+                scorers: list[TargetScores]) -> MetricResult:
+        """One explanation's result; ``scorers`` holds the target scorers of earlier explanations
+        of the same inputs (one per distinct targets), whose shared work is reused."""
+        check_model(model)
         inputs = check_tensor(inputs, model, finite=False)
         if inputs.dim() < 3:
             raise InputError(f"metrics perturb the input's grid: inputs {tuple(inputs.shape)} have none")
@@ -83,17 +98,23 @@ class Metric(CheckedOptions):
             # a model whose eval forward mixes samples scores every copy alone, as explainers do
             max_batch = 1 if mixes_samples(model) else self.max_batch or len(inputs)
             indices = self._targets(model, inputs, maps, targets, max_batch)
-            scorer = self._scorer(model, indices, max_batch, targets is not None or isinstance(maps, Explanation))
+            scorer = next((s for s in scorers if torch.equal(s.indices, indices)), None)
+            if scorer is None:
+                check_range = targets is not None or isinstance(maps, Explanation)
+                scorer = TargetScores(model, indices, max_batch, self.score, check_range)
+                scorers.append(scorer)
             return self.compute(model, inputs, saliency, scorer)
 
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The maps as the metric reads them: by default one saliency value per grid position."""
         return aligned_saliency(maps, inputs)
 
-    def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, score: Callable[..., Any]
+    def compute(self, model: nn.Module, inputs: torch.Tensor, saliency: torch.Tensor, score: TargetScores
                 ) -> MetricResult:
         """The metric for validated ``inputs`` (N, C, *grid) and ``saliency`` (N, *grid);
-        ``score(batch, sample_indices)`` gives the target scores of any batch of perturbed copies."""
+        ``score(batch, sample_indices)`` gives the target scores of any batch of perturbed copies,
+        and ``score.shared(key, work)`` runs work that does not depend on the maps once for every
+        explanation that ``score_each`` scores with the same targets."""
         raise NotImplementedError
 
     def _targets(self, model: nn.Module, inputs: torch.Tensor, maps: Any, targets: Any, max_batch: int
@@ -108,29 +129,46 @@ class Metric(CheckedOptions):
             return torch.cat([class_scores(_forward(model, inputs[part])).argmax(dim=1) for part in chunks(n, max_batch)])
         return class_indices(targets, n, inputs.device)
 
-    def _scorer(self, model: nn.Module, indices: torch.Tensor, max_batch: int, check_range: bool
-                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        def score(batch: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-            """Target scores (B,) of perturbed copies ``batch`` of samples ``samples`` (B,)."""
-            nonlocal check_range
-            parts = []
-            for part in chunks(len(batch), max_batch):
-                logits = class_scores(_forward(model, batch[part]))
-                # half-precision models: scores in float32; float64 ones keep their digits
-                logits = logits.double() if logits.dtype == torch.float64 else logits.float()
-                if check_range:  # given classes, once per metric call (the model's own top classes need none)
-                    check_range = False
-                    if bool((indices.min() < 0) | (indices.max() >= logits.shape[1])):
-                        raise InputError(f"target classes must lie in [0, {logits.shape[1]}); got "
-                                         f"{sorted(set(indices.tolist()))}")
-                if self.score == "probability" and logits.shape[1] == 1:
-                    raise InputError("the model gives one score per sample, whose softmax is always 1, so every "
-                                     "copy would score the same; use score='logit'")
-                values = logits.softmax(dim=1) if self.score == "probability" else logits
-                parts.append(values.gather(1, indices[samples[part]].unsqueeze(1))[:, 0])
-            return torch.cat(parts)
 
-        return score
+class TargetScores:
+    """The target scores of perturbed copies, for the explanations of one set of inputs with the
+    same targets: ``scores(batch, samples)`` gives (B,) scores of copies of samples ``samples``
+    (B,); ``shared(key, work)`` runs map-independent work once for all of those explanations."""
+
+    def __init__(self, model: nn.Module, indices: torch.Tensor, max_batch: int, score: str, check_range: bool
+                 ) -> None:
+        self.model, self.indices, self.max_batch, self.score = model, indices, max_batch, score
+        self.check_range = check_range  # given classes are checked once (the model's own top classes need none)
+        self.done: dict[Any, Any] = {}
+
+    def __call__(self, batch: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for part in chunks(len(batch), self.max_batch):
+            logits = class_scores(_forward(self.model, batch[part]))
+            # half-precision models: scores in float32; float64 ones keep their digits
+            logits = logits.double() if logits.dtype == torch.float64 else logits.float()
+            if self.check_range:
+                self.check_range = False
+                check_classes(self.indices, logits.shape[1])
+            if self.score == "probability" and logits.shape[1] == 1:
+                raise InputError("the model gives one score per sample, whose softmax is always 1, so every "
+                                 "copy would score the same; use score='logit'")
+            values = logits.softmax(dim=1) if self.score == "probability" else logits
+            parts.append(values.gather(1, self.indices[samples[part]].unsqueeze(1))[:, 0])
+        return torch.cat(parts)
+
+    def shared(self, key: Any, work: Callable[[], Any]) -> Any:
+        """``work()``, run the first time ``key`` is asked for and remembered: for results that do
+        not depend on the maps, only on the inputs, the targets and ``key``."""
+        if key not in self.done:
+            self.done[key] = work()
+        return self.done[key]
+
+
+def check_classes(indices: torch.Tensor, classes: int) -> None:
+    """An InputError unless every class index lies in [0, classes) (one sync)."""
+    if bool((indices.min() < 0) | (indices.max() >= classes)):
+        raise InputError(f"target classes must lie in [0, {classes}); got {sorted(set(indices.tolist()))}")
 
 
 def check_model(model: Any) -> None:

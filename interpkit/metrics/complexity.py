@@ -30,8 +30,8 @@ class MapMetric(Metric):
     def __init__(self) -> None:
         super().__init__()
 
-    def __call__(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor,
-                 targets: Any = None) -> MetricResult:
+    def _scored(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor, targets: Any,
+                scorers: Any) -> MetricResult:
         """Score ``maps`` of ``inputs`` (the model is not run, so ``targets`` are only checked
         for their form, not against the model's classes)."""
         check_model(model)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core import Explanation, check_baseline, check_int, check_number, check_seed
 from ..errors import InputError
-from .base import Metric, MetricResult, chunks, one_map_per_sample
+from .base import Metric, MetricResult, TargetScores, chunks, one_map_per_sample
 from .sanity import _ranks
 
 Baseline = Any  # "black", "white", "mean", a number, or a tensor broadcastable to one input
@@ -180,10 +180,15 @@ class FaithfulnessCorrelation(FeatureRemoval):
         self.subsets = subsets
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
-                score: Callable[..., Any]) -> MetricResult:
-        subsets = self._subsets(len(attributions), attributions.shape[1], inputs.device)
+                score: TargetScores) -> MetricResult:
+        subsets, drops = score.shared(attributions.shape[1], lambda: self._drops(inputs, attributions.shape[1], score))
+        return MetricResult(self.name, pearson(subset_sums(attributions, subsets).to(drops.dtype), drops))
+
+    def _drops(self, inputs: torch.Tensor, features: int, score: TargetScores) -> tuple[torch.Tensor, torch.Tensor]:
+        """The subsets of ``features`` features and the drops they cause: the same for any maps."""
+        subsets = self._subsets(len(inputs), features, inputs.device)
         before = score(inputs, torch.arange(len(inputs), device=inputs.device))
-        return MetricResult(self.name, pearson(*subset_effects(self, inputs, attributions, subsets, score, before)))
+        return subsets, subset_drops(self, inputs, features, subsets, score, before)
 
     def _subsets(self, n: int, features: int, device: torch.device) -> torch.Tensor:
         if self.subsets is not None:
@@ -205,20 +210,21 @@ def random_subsets(generator: torch.Generator, features: int, size: int, runs: i
     return torch.stack([torch.randperm(features, generator=generator)[:size] for _ in range(runs)])
 
 
-def subset_effects(metric: FeatureRemoval, inputs: torch.Tensor, attributions: torch.Tensor, subsets: torch.Tensor,
-                   score: Callable[..., Any], before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For feature subsets (N, R, size): each subset's attribution sum (N, R) and the drop of the
-    target's score from ``before`` (N,) (N, R) when the subset alone is set to ``metric``'s baseline."""
-    n, runs, size = subsets.shape
-    features = attributions.shape[1]
-
+def subset_drops(metric: FeatureRemoval, inputs: torch.Tensor, features: int, subsets: torch.Tensor,
+                 score: Callable[..., Any], before: torch.Tensor) -> torch.Tensor:
+    """For subsets (N, R, size) of ``features`` features: the drop of the target's score from
+    ``before`` (N,) (N, R) when the subset alone is set to ``metric``'s baseline."""
     def removed(pairs: torch.Tensor) -> torch.Tensor:  # built per batch of copies: (B, F), not (N, runs, F)
         mask = torch.zeros(len(pairs), features, dtype=torch.bool, device=inputs.device)
         return mask.scatter_(1, subsets[pairs[:, 0], pairs[:, 1]], True)
 
-    after = metric.removed_scores(inputs, removed, runs, score)
-    sums = attributions.gather(1, subsets.flatten(1)).reshape(n, runs, size).sum(2)
-    return sums.to(after.dtype), before[:, None] - after
+    return before[:, None] - metric.removed_scores(inputs, removed, subsets.shape[1], score)
+
+
+def subset_sums(attributions: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
+    """Each subset's attribution sum (N, R), for attributions (N, F) and subsets (N, R, size)."""
+    n, runs, size = subsets.shape
+    return attributions.gather(1, subsets.flatten(1)).reshape(n, runs, size).sum(2)
 
 
 class Monotonicity(Stepwise):

@@ -3,14 +3,14 @@ effect is from the effect itself."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..core import Explanation, check_int, normal_draws
 from ..errors import InputError
-from .base import Metric, MetricResult, chunks, drawn, one_map_per_sample
+from .base import Metric, MetricResult, TargetScores, chunks, drawn, one_map_per_sample
 
 Perturbation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # inputs, generator -> I, same shape
 
@@ -55,7 +55,14 @@ class Infidelity(Metric):
         return tensor.expand(inputs.shape).detach().to(inputs.device, inputs.dtype)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
-                score: Callable[..., Any]) -> MetricResult:
+                score: TargetScores) -> MetricResult:
+        perturbations, drops = score.shared("perturbations", lambda: self._drops(inputs, score))
+        predicted = (perturbations * attributions.unsqueeze(0)).flatten(2).sum(-1).flatten()
+        errors = (predicted - drops).square().reshape(self.samples, len(inputs))
+        return MetricResult(self.name, errors.mean(dim=0))
+
+    def _drops(self, inputs: torch.Tensor, score: TargetScores) -> tuple[torch.Tensor, torch.Tensor]:
+        """The perturbations (S, N, ...) and the drops of the score they cause (S x N): the same for any maps."""
         n = len(inputs)
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
         perturbations = drawn(self.perturbation, inputs, generator, self.samples, "the perturbation")  # (S, N, ...)
@@ -63,6 +70,4 @@ class Infidelity(Metric):
         perturbed = (inputs.unsqueeze(0) - perturbations).flatten(0, 1)
         after = torch.cat([score(perturbed[part], samples[part]) for part in chunks(len(perturbed), self.max_batch or n)])
         before = score(inputs, torch.arange(n, device=inputs.device)).repeat(self.samples)
-        predicted = (perturbations * attributions.unsqueeze(0)).flatten(2).sum(-1).flatten()
-        errors = (predicted - (before - after)).square().reshape(self.samples, n)
-        return MetricResult(self.name, errors.mean(dim=0))
+        return perturbations, before - after

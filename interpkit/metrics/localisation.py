@@ -59,6 +59,10 @@ class MaskMetric(Metric):
                              "and 1 only); threshold soft masks first, e.g. masks > 0.5")
         return self.compute(model, inputs, saliency, masks.to(saliency.device).bool())
 
+    def score_each(self, model: nn.Module, inputs: torch.Tensor, explanations: Any) -> list[MetricResult]:
+        raise InputError(f"{self.name} needs each explanation's masks=: score each with a call, "
+                         "metric(model, inputs, maps, masks=masks)")
+
     def prepare(self, maps: Explanation | torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The maps with their sign (a single channel is not made absolute) and float64 kept."""
         return aligned_saliency(maps, inputs, keep_float64=True)

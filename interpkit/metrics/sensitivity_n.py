@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..core import check_int, check_seed
 from ..errors import InputError
-from .base import MetricResult
-from .faithfulness import Baseline, FeatureRemoval, pearson, random_subsets, subset_effects
+from .base import MetricResult, TargetScores
+from .faithfulness import Baseline, FeatureRemoval, pearson, random_subsets, subset_drops, subset_sums
 
 
 class SensitivityN(FeatureRemoval):
@@ -52,18 +52,26 @@ class SensitivityN(FeatureRemoval):
         self.seed = check_seed(seed)
 
     def compute(self, model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
-                score: Callable[..., Any]) -> MetricResult:
-        n, features = attributions.shape
+                score: TargetScores) -> MetricResult:
+        features = attributions.shape[1]
         sizes = self._cardinalities(features)
-        generator = torch.Generator().manual_seed(self.seed)
-        before = score(inputs, torch.arange(n, device=inputs.device))
-        curves = []
-        for size in sizes:
-            subsets = random_subsets(generator, features, size, self.runs).to(inputs.device).expand(n, -1, -1)
-            curves.append(pearson(*subset_effects(self, inputs, attributions, subsets, score, before)))
-        stacked = torch.stack(curves, dim=1)
+        drawn = score.shared(features, lambda: self._drops(inputs, features, sizes, score))
+        stacked = torch.stack([pearson(subset_sums(attributions, subsets).to(drops.dtype), drops)
+                               for subsets, drops in drawn], dim=1)
         fractions = torch.tensor(sizes, dtype=stacked.dtype, device=inputs.device) / features
         return MetricResult(self.name, stacked.nanmean(dim=1), stacked, fractions)
+
+    def _drops(self, inputs: torch.Tensor, features: int, sizes: list[int], score: TargetScores
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For each size, the subsets and the drops they cause: the same for any maps."""
+        n = len(inputs)
+        generator = torch.Generator().manual_seed(self.seed)
+        before = score(inputs, torch.arange(n, device=inputs.device))
+        drawn = []
+        for size in sizes:
+            subsets = random_subsets(generator, features, size, self.runs).to(inputs.device).expand(n, -1, -1)
+            drawn.append((subsets, subset_drops(self, inputs, features, subsets, score, before)))
+        return drawn
 
     def _cardinalities(self, features: int) -> list[int]:
         if not isinstance(self.sizes, int):

@@ -27,7 +27,7 @@ import interpkit
 from interpkit.analysis import channel
 from interpkit.core import MapKind, parse_device
 from interpkit.data import caltech5
-from interpkit.dataset.evaluation import metric_scorers, score, summarise
+from interpkit.dataset.evaluation import metric_scorers, score_explanations, summarise
 from interpkit.errors import InputError, InterpkitError, WeightsError
 from interpkit.files import save_figure, write_text
 from interpkit.metrics import randomisation_check, scored_maps
@@ -422,36 +422,37 @@ def _faithfulness(subject: _Subject, build: _Build) -> None:
     data, classes = build.split("test", subject.transform.size)
     picks = torch.cat([(data.labels == c).nonzero()[:FAITHFULNESS_IMAGES_PER_CLASS, 0] for c in range(len(classes))])
     images = subject.transform.normalize(data.images[picks]).to(build.device)
-    rows: list[dict[str, Any]] = []
-    panels: dict[str, dict[str, Any]] = {}
-    explained = {}
-    for method in interpkit.list_explainers():
-        factory = interpkit.get_explainer(method)
+    factories = {method: interpkit.get_explainer(method) for method in interpkit.list_explainers()}
+    explained, refused = {}, {}
+    for method, factory in factories.items():
         try:
             explained[method] = factory(subject.model)(images)
-        except InterpkitError as refused:  # a method for another kind of model (a transformer's)
-            rows.append({"method": method, "skipped": " ".join(str(refused).split())})
-            continue
-        maps, targets = scored_maps(explained[method], images)
-        results = {name: score(metric, factory, subject.model, images, maps, targets)
-                   for name, metric in build.metrics.items()}
-        rows.append({"method": method, "scores": {name: summarise(method, name, build.metrics[name], r.scores)
-                                                  for name, r in results.items()}})
-        for name in CURVES:
-            curves = results[name].curves if name in results else None
-            if curves is not None:
-                better = "higher" if build.metrics[name].higher_is_better else "lower"
-                panels.setdefault(f"{name} ({better} is better)", {})[method] = (results[name].fractions,
-                                                                                 curves.mean(dim=0))
-    scored = [r for r in rows if "skipped" not in r]
+        except InterpkitError as error:  # a method for another kind of model (a transformer's)
+            refused[method] = " ".join(str(error).split())
+    scored = {method: scored_maps(explanation, images) for method, explanation in explained.items()}
+    results = {name: score_explanations(metric, factories, subject.model, images, scored)
+               for name, metric in build.metrics.items()}
+    rows: list[dict[str, Any]] = [
+        {"method": method, "skipped": refused[method]} if method in refused else
+        {"method": method, "scores": {name: summarise(method, name, metric, results[name][method].scores)
+                                      for name, metric in build.metrics.items()}}
+        for method in factories]
+    panels: dict[str, dict[str, Any]] = {}
+    for name in (name for name in CURVES if name in results):
+        better = "higher" if build.metrics[name].higher_is_better else "lower"
+        for method, result in results[name].items():
+            if result.curves is not None:
+                panels.setdefault(f"{name} ({better} is better)", {})[method] = (result.fractions,
+                                                                                 result.curves.mean(dim=0))
+    ranked = [r for r in rows if "skipped" not in r]
     gradcam = explained["gradcam"]  # as scored: the layer it chose itself
     grid = interpkit.GradCAM(subject.model, layer=gradcam.layer, upsample=False)(images[:1]).maps.shape[2:]
     subject.figures["faithfulness"] = {
-        "rows": rows, "images": len(images), "layer": _last_conv(subject.model), "ranks": _ranks(scored),
+        "rows": rows, "images": len(images), "layer": _last_conv(subject.model), "ranks": _ranks(ranked),
         "metrics": [{"name": name, "higher": metric.higher_is_better,
                      "about": DESCRIPTIONS.get(name, "see the metrics page of interpkit's documentation")}
                     for name, metric in build.metrics.items()],
-        "scored": len(scored), "gradcam_layer": gradcam.layer, "gradcam_grid": " x ".join(map(str, grid)),
+        "scored": len(ranked), "gradcam_layer": gradcam.layer, "gradcam_grid": " x ".join(map(str, grid)),
         "gradcam_empty": int((gradcam.maps.flatten(1).amax(1) == 0).sum()),
         "curves": build.figure(f"{subject.prefix}faithfulness_curves", plot_metric_curves(panels)) if panels else None,
         "sanity": build.figure(f"{subject.prefix}randomisation", _randomisation_figure(subject, images[:1])),

@@ -616,7 +616,7 @@ def test_no_undocumented_host_device_synchronisation(case, tmp_path):
         assert sites.count("check_finite") == 1
         return
     sites = _sync_sites(work[case])
-    assert sorted(sites) == (["check_finite", "score"] if case == "deletion" else ["check_finite"]), sites
+    assert sorted(sites) == (["check_classes", "check_finite"] if case == "deletion" else ["check_finite"]), sites
 
 
 def test_deeplift_reads_no_value_off_the_cpu():

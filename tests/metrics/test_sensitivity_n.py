@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from interpkit import InputError
-from interpkit.metrics import SensitivityN
-from interpkit.metrics.faithfulness import subset_effects
+from interpkit.metrics import SensitivityN, TargetScores
+from interpkit.metrics.faithfulness import subset_drops, subset_sums
 from interpkit.testing.metrics import check_metric
 
 quantus = pytest.importorskip("quantus")
@@ -86,11 +86,12 @@ def test_quantus_drops_equal_ours_but_it_sums_only_each_steps_new_features(case,
     drops, step_sums = quantus_steps(model, images, maps, labels, step=step)
     order = maps.flatten(1).argsort(dim=1, descending=True)
     metric = SensitivityN(score="logit")
-    score = metric._scorer(model, labels, 64, False)
+    score = TargetScores(model, labels, 64, metric.score, False)
     before = score(images, torch.arange(len(images)))
     for k in (0, 3, 10):
         subsets = order[:, None, :step * (k + 1)]  # each image's own set: (N, 1, size)
-        sums, ours = subset_effects(metric, images, maps.flatten(1), subsets, score, before)
+        sums = subset_sums(maps.flatten(1), subsets)
+        ours = subset_drops(metric, images, maps[0].numel(), subsets, score, before)
         torch.testing.assert_close(ours[:, 0].double(), drops[:, k], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(sums[:, 0].double(), step_sums[:, :k + 1].sum(1), rtol=1e-5, atol=1e-6)
         if k:
