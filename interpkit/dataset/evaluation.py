@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..core import check_int
 from ..errors import InputError
-from ..metrics import ExplainerCheck, MetricResult, scored_maps
+from ..metrics import ExplainerCheck, Metric, MetricResult, scored_maps
 from ..registry import get_explainer, get_metric
 
 
@@ -68,6 +68,8 @@ def score_explanations(metric: Any, factories: dict[str, Any], model: torch.nn.M
     maps. Forwards that do not depend on the maps run once for all methods (``Metric.score_each``)."""
     if isinstance(metric, ExplainerCheck):
         return {method: metric(factories[method], model, images, targets) for method, (_, targets) in scored.items()}
+    if not isinstance(metric, Metric):  # a plugin's plain callable metric
+        return {method: metric(model, images, maps, targets) for method, (maps, targets) in scored.items()}
     return dict(zip(scored, metric.score_each(model, images, list(scored.values()))))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -80,9 +80,13 @@ class Metric(CheckedOptions):
         scored exactly as a call would score it. Forwards that do not depend on the maps (the
         random subsets of faithfulness correlation and sensitivity-n, infidelity's noise) run
         once for all the explanations whose targets are equal; telling that costs one
-        comparison (a host-device sync) per explanation and earlier distinct targets."""
+        comparison (a host-device sync) per explanation and earlier distinct targets. A metric
+        whose class scores by its own ``__call__`` is called on each explanation."""
+        pairs = explanation_pairs(explanations)
+        if type(self).__call__ is not Metric.__call__:  # a subclass's own scoring is never bypassed
+            return [self(model, inputs, maps, targets) for maps, targets in pairs]
         scorers: list[TargetScores] = []
-        return [self._scored(model, inputs, maps, targets, scorers) for maps, targets in explanations]
+        return [self._scored(model, inputs, maps, targets, scorers) for maps, targets in pairs]
 
     def _scored(self, model: nn.Module, inputs: torch.Tensor, maps: Explanation | torch.Tensor, targets: Any,
                 scorers: list[TargetScores]) -> MetricResult:
@@ -163,6 +167,19 @@ class TargetScores:
         if key not in self.done:
             self.done[key] = work()
         return self.done[key]
+
+
+def explanation_pairs(explanations: Any) -> list[tuple[Any, Any]]:
+    """``explanations`` as a list of ``(maps, targets)`` pairs, or an InputError."""
+    if isinstance(explanations, (torch.Tensor, Explanation, str, bytes, dict)) or not isinstance(explanations, Iterable):
+        raise InputError(f"explanations must be a list of (maps, targets) pairs, not {type(explanations).__name__}")
+    pairs = list(explanations)
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            got = f"{len(pair)} items" if isinstance(pair, (tuple, list)) else type(pair).__name__
+            raise InputError(f"explanations[{i}] must be a (maps, targets) pair (targets None: the explanation's own, "
+                             f"else the top class), got {got}")
+    return [tuple(pair) for pair in pairs]
 
 
 def check_classes(indices: torch.Tensor, classes: int) -> None:

@@ -29,7 +29,9 @@ class Infidelity(Metric):
     """``E_I[(I . attribution - (f(x) - f(x - I)))^2]`` over ``samples`` perturbations I drawn by
     ``perturbation`` (default Gaussian, std 0.003) from a generator seeded with ``seed``; f is the
     target's score (``score="logit"`` by default, the model output as captum uses it). Lower is
-    better. The maps are input attributions: (N, C, *grid), or (N, *grid) shared by the channels."""
+    better. The maps are input attributions: (N, C, *grid), or (N, *grid) shared by the channels.
+    ``score_each`` draws the perturbations once for all the explanations it scores, so a
+    perturbation should draw only from the generator it is given."""
 
     name = "infidelity"
     higher_is_better = False

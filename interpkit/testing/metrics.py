@@ -20,12 +20,12 @@ def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None
     """Check ``metric_cls(**options)`` on a small model: a ``MetricResult`` with per-sample
     scores (N,) (and curves (N, steps) when given) on the model's device; the model exactly
     restored; no forward larger than ``max_batch``; the same result twice; the batch in another
-    order scored in that order; other maps (one peaked, inverted, flipped, or the masks) scored
-    otherwise, in scores or curves; ``InputError`` for
-    maps that do not align with the inputs; an ``InterpkitError`` for options of the wrong kind
-    (each option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"`` or NaN). Raises
-    AssertionError naming the first failure. A check that re-runs the explainer (an
-    ``ExplainerCheck``) is given the factory of saliency instead of maps, and must refuse an
+    order scored in that order; ``score_each`` scoring every explanation as a call does; other
+    maps (one peaked, inverted, flipped, or the masks) scored otherwise, in scores or curves;
+    ``InputError`` for maps that do not align with the inputs; an ``InterpkitError`` for options
+    of the wrong kind (each option annotated bool, int or float given ``"no"``, ``1.5``, ``"0.1"``
+    or NaN). Raises AssertionError naming the first failure. A check that re-runs the explainer
+    (an ``ExplainerCheck``) is given the factory of saliency instead of maps, and must refuse an
     explainer instance or anything that is not a factory."""
     if issubclass(metric_cls, ExplainerCheck):
         return _check_explainer_check(metric_cls, options, batch, seed)
@@ -52,6 +52,8 @@ def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None
     assert not batched or max(sizes, default=0) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
     assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
     _follows_the_samples(metric, model, inputs, maps, extra, result)
+    if not extra:
+        _scores_each_as_alone(metric, model, inputs, maps, result)
     wrong = wrong_options(metric_cls, lambda **given: metric_cls(**{**dict(options or {}), **given})(
         model, inputs, maps, **extra))
     assert not wrong, f"{metric_cls.__name__} options of the wrong kind: {'; '.join(wrong)}"
@@ -87,6 +89,19 @@ def _follows_the_samples(metric: Any, model: torch.nn.Module, inputs: torch.Tens
     assert any(_differs(metric(model, inputs, other, **extra), first) for other in others), (
         "other maps (peaked, inverted, flipped, the masks) scored as the maps did, curves too: the maps are not read "
         "(or the options make every map score alike at the kit's 12 x 10 grid: pass options that do not)")
+
+
+def _scores_each_as_alone(metric: Any, model: torch.nn.Module, inputs: torch.Tensor, maps: torch.Tensor,
+                          first: MetricResult) -> None:
+    """``score_each`` gives every explanation what a call gives it (``first`` for ``maps``): work
+    it shares between explanations (``score.shared``) must depend on nothing that differs between them."""
+    given = [(maps, None), (1 - maps, None), (maps.unsqueeze(1).expand(-1, 3, -1, -1), None)]
+    together = metric.score_each(model, inputs, given)
+    alone = [first] + [metric(model, inputs, other, targets) for other, targets in given[1:]]
+    for i, (mine, call) in enumerate(zip(together, alone)):
+        assert not _differs(mine, call), (
+            f"score_each scored explanation {i} otherwise than a call: its shared work depends on the maps "
+            "(give score.shared a key that holds everything the work reads)")
 
 
 def _differs(result: MetricResult, other: MetricResult) -> bool:

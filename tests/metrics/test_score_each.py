@@ -7,8 +7,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from models import SmallCNN
 
-from interpkit import GradCAM, InputError
-from interpkit.metrics import Deletion, FaithfulnessCorrelation, Infidelity, PointingGame, SensitivityN, Sparseness
+from interpkit import GradCAM, InputError, Saliency
+from interpkit.dataset.evaluation import score_explanations
+from interpkit.metrics import (
+    Deletion,
+    FaithfulnessCorrelation,
+    Infidelity,
+    MetricResult,
+    PointingGame,
+    SensitivityN,
+    Sparseness,
+    scored_maps,
+)
+from interpkit.testing import check_metric
 
 METRICS = {
     "faithfulness_correlation": lambda: FaithfulnessCorrelation(runs=6, subset_size=40),
@@ -120,3 +131,73 @@ def test_the_model_comes_back_as_it_was(small_cnn, images):
     state = {k: v.clone() for k, v in small_cnn.state_dict().items()}
     FaithfulnessCorrelation(runs=4).score_each(small_cnn, images, [(_maps("positions", s, images), 0) for s in range(2)])
     assert small_cnn.training and all(torch.equal(v, state[k]) for k, v in small_cnn.state_dict().items())
+
+
+class NegatedDeletion(Deletion):
+    """A plugin's metric that scores by its own __call__ (the maps negated first)."""
+
+    name = "negated_deletion"
+
+    def __call__(self, model, inputs, maps, targets=None):
+        return super().__call__(model, inputs, -maps, targets)
+
+
+class MeanMap:
+    """A plugin's metric that is a plain callable, not a Metric."""
+
+    name = "mean_map"
+    higher_is_better = True
+
+    def __call__(self, model, inputs, maps, targets=None):
+        return MetricResult(self.name, maps.flatten(1).float().mean(1))
+
+
+def test_a_metric_with_its_own_call_is_called_on_each(small_cnn, images):
+    small_cnn.eval()
+    given = [(_maps("positions", s, images), 1) for s in range(2)]
+    together = NegatedDeletion(steps=4).score_each(small_cnn, images, given)
+    for (maps, targets), result in zip(given, together):
+        assert torch.equal(result.scores, NegatedDeletion(steps=4)(small_cnn, images, maps, targets).scores)
+
+
+def test_evaluation_scores_plugin_metrics_as_calls_do(small_cnn, images):
+    small_cnn.eval()
+    scored = {"gradcam": scored_maps(GradCAM(small_cnn)(images), images),
+              "saliency": scored_maps(Saliency(small_cnn)(images), images)}
+    factories = {"gradcam": GradCAM, "saliency": Saliency}
+    for metric in (MeanMap(), NegatedDeletion(steps=4)):
+        results = score_explanations(metric, factories, small_cnn, images, scored)
+        assert list(results) == ["gradcam", "saliency"]
+        for method, (maps, targets) in scored.items():
+            assert torch.equal(results[method].scores, metric(small_cnn, images, maps, targets).scores)
+
+
+@pytest.mark.parametrize("bad", [5, None, "maps", {"a": 1}, torch.zeros(2, 2), [torch.zeros(4, 32, 32)],
+                                 [(torch.zeros(4, 32, 32),)], [(torch.zeros(4, 32, 32), 0, 0)]],
+                         ids=["int", "none", "str", "dict", "tensor", "bare maps", "one item", "three items"])
+def test_explanations_that_are_not_pairs_are_refused(small_cnn, images, bad):
+    for metric in (FaithfulnessCorrelation(runs=4), Sparseness(), NegatedDeletion()):
+        with pytest.raises(InputError, match=r"\(maps, targets\) pair"):
+            metric.score_each(small_cnn, images, bad)
+
+
+def test_one_pair_not_in_a_list_is_refused_by_name(small_cnn, images):
+    pair = (_maps("positions", 0, images), 0)
+    with pytest.raises(InputError, match=r"explanations\[0\] must be a \(maps, targets\) pair.*Tensor"):
+        FaithfulnessCorrelation(runs=4).score_each(small_cnn, images, pair)
+    assert FaithfulnessCorrelation(runs=4).score_each(small_cnn, images, []) == []  # no explanations, no results
+
+
+class SharesWhatDependsOnTheMaps(Deletion):
+    """A broken plugin metric: it shares its whole result under one key, maps and all."""
+
+    name = "shares_what_depends_on_the_maps"
+
+    def compute(self, model, inputs, saliency, score):
+        return score.shared("result", lambda: super(SharesWhatDependsOnTheMaps, self).compute(model, inputs, saliency, score))
+
+
+def test_the_kit_fails_a_metric_whose_shared_work_reads_the_maps():
+    with pytest.raises(AssertionError, match="score_each scored explanation 1 otherwise than a call"):
+        check_metric(SharesWhatDependsOnTheMaps)
+    check_metric(Deletion)
