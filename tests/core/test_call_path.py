@@ -697,7 +697,8 @@ def test_a_call_for_one_target_leaves_no_reference_cycle():
     x = torch.randn(2, 3, 32, 32)
     left = {}
     options = {"deeplift, reveal-cancel": lambda m: interpkit.DeepLift(m, rule="reveal_cancel")}  # resnet's bn2
-    fewer = {"sscam": {"samples": 2}, "iscam": {"samples": 2}, "rise": {"masks": 100}}  # the same code, fewer forwards
+    fewer = {"sscam": {"samples": 2}, "iscam": {"samples": 2}, "rise": {"masks": 100},  # the same code, fewer forwards
+             "shapley_value_sampling": {"samples": 2}, "lime": {"samples": 40}, "kernel_shap": {"samples": 40}}
     factories = {**{name: partial(interpkit.get_explainer(name), **fewer.get(name, {}))
                     for name in interpkit.list_explainers()}, **options}
     for name, factory in factories.items():

@@ -97,7 +97,7 @@ class WeightsCAM(GradCAM):
 @pytest.mark.slow
 def test_eigen_smooth_reaches_a_channel_weights_variant_and_a_cam_override_is_refused():
     torch.manual_seed(0)
-    model, images = torchvision.models.resnet18().eval(), torch.randn(2, 3, 64, 64)
+    model, images = torchvision.models.resnet18(num_classes=10).eval(), torch.randn(2, 3, 64, 64)  # "all": 10 classes
     plain = WeightsCAM(model, layer="layer3")(images, target="all").maps
     torch.testing.assert_close(plain, WholeMapCAM(model, layer="layer3")(images, target="all").maps)
     smoothed = WeightsCAM(model, layer="layer3", eigen_smooth=True)(images, target=[1, 2])

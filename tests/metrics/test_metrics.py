@@ -17,11 +17,13 @@ from interpkit.testing import check_metric
 
 #: defaults sized for 224 px images: on the kit's 12 x 10 grid every position lies within them, and every map scores alike
 SMALL_GRID = {"top_k_intersection": {"k": 10}, "pointing_game": {"tolerance": 1}}
+#: the same code with fewer forwards: 100 samples of each of 60 groups, in batches of 4, cost a minute here
+FEWER_FORWARDS = {"monotonicity_correlation": {"samples": 5}}
 
 
 @pytest.mark.parametrize("name", interpkit.list_metrics())
 def test_every_registered_metric_meets_the_contract(name):
-    check_metric(interpkit.get_metric(name), SMALL_GRID.get(name))
+    check_metric(interpkit.get_metric(name), SMALL_GRID.get(name) or FEWER_FORWARDS.get(name))
 
 
 def _torchcam_cam(model, images, layer):
