@@ -10,7 +10,7 @@ import torch
 from ..core import Explanation, MapKind
 from ..errors import InputError, InterpkitError
 from ..explainers import Saliency
-from ..metrics import ExplainerCheck, MetricResult
+from ..metrics import ExplainerCheck, Metric, MetricResult
 from .conformance import wrong_options
 from .fingerprint import ModelFingerprint
 from .models import ConvStack
@@ -52,7 +52,7 @@ def check_metric(metric_cls: type[Any], options: Mapping[str, Any] | None = None
     assert not batched or max(sizes, default=0) <= 4, f"a forward of {max(sizes)} inputs exceeds max_batch=4"
     assert torch.equal(result.scores.nan_to_num(), again.scores.nan_to_num()), "two identical calls differ"
     _follows_the_samples(metric, model, inputs, maps, extra, result)
-    if not extra:
+    if not extra and isinstance(metric, Metric):  # a plain callable has no score_each; mask metrics refuse it
         _scores_each_as_alone(metric, model, inputs, maps, result)
     wrong = wrong_options(metric_cls, lambda **given: metric_cls(**{**dict(options or {}), **given})(
         model, inputs, maps, **extra))
@@ -95,7 +95,7 @@ def _scores_each_as_alone(metric: Any, model: torch.nn.Module, inputs: torch.Ten
                           first: MetricResult) -> None:
     """``score_each`` gives every explanation what a call gives it (``first`` for ``maps``): work
     it shares between explanations (``score.shared``) must depend on nothing that differs between them."""
-    given = [(maps, None), (1 - maps, None), (maps.unsqueeze(1).expand(-1, 3, -1, -1), None)]
+    given = [(maps, None), (1 - maps, None), (maps.flip(-1), None)]  # maps of the kind the metric already took
     together = metric.score_each(model, inputs, given)
     alone = [first] + [metric(model, inputs, other, targets) for other, targets in given[1:]]
     for i, (mine, call) in enumerate(zip(together, alone)):

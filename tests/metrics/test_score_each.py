@@ -17,6 +17,7 @@ from interpkit.metrics import (
     PointingGame,
     SensitivityN,
     Sparseness,
+    aligned_saliency,
     scored_maps,
 )
 from interpkit.testing import check_metric
@@ -149,7 +150,7 @@ class MeanMap:
     higher_is_better = True
 
     def __call__(self, model, inputs, maps, targets=None):
-        return MetricResult(self.name, maps.flatten(1).float().mean(1))
+        return MetricResult(self.name, aligned_saliency(maps, inputs).flatten(1).mean(1))
 
 
 def test_a_metric_with_its_own_call_is_called_on_each(small_cnn, images):
@@ -201,3 +202,20 @@ def test_the_kit_fails_a_metric_whose_shared_work_reads_the_maps():
     with pytest.raises(AssertionError, match="score_each scored explanation 1 otherwise than a call"):
         check_metric(SharesWhatDependsOnTheMaps)
     check_metric(Deletion)
+
+
+class OneChannelOnly(Deletion):
+    """A correct plugin metric that takes one-channel maps only."""
+
+    name = "one_channel_only"
+
+    def prepare(self, maps, inputs):
+        if torch.as_tensor(maps.maps[:, 0] if hasattr(maps, "maps") else maps).dim() == inputs.dim():
+            raise InputError("one_channel_only scores (N, *grid) maps")
+        return super().prepare(maps, inputs)
+
+
+def test_the_kit_passes_plain_callables_and_metrics_of_one_map_kind():
+    """A review found the kit's score_each check failing both with a raw error."""
+    check_metric(MeanMap)
+    check_metric(OneChannelOnly)
