@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_split import tiny_caltech5
+from tiny_split import tiny_caltech5, with_fewer_forwards
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if re.search(r"```python\n", p.read_text()))
@@ -34,6 +34,7 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
 
         tiny = tiny_caltech5(tmp_path / "tiny_split")
         monkeypatch.setattr(interpkit.data.datasets, "bundled_root", lambda: tiny)
+        with_fewer_forwards(monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     blocks = BLOCK.findall(page.read_text())

@@ -2,9 +2,25 @@
 but not the whole split's arithmetic."""
 
 import json
+from functools import partial
 from pathlib import Path
 
+import interpkit
+import interpkit.report
 from interpkit.data import caltech5
+
+#: the same code with fewer forwards: RISE's masks still span three batches, each sampler draws
+#: several samples, and the visualisation still optimises
+FEWER_FORWARDS = {"rise": {"masks": 150}, "shapley_value_sampling": {"samples": 3}, "lime": {"samples": 60},
+                  "kernel_shap": {"samples": 60}, "sscam": {"samples": 3}, "iscam": {"samples": 3}}
+
+
+def with_fewer_forwards(monkeypatch) -> None:
+    """For a tiny report that tests the page, not the methods' sample counts (the whole study's
+    report keeps every default): the report's explainers with ``FEWER_FORWARDS``, 16 visualisation steps."""
+    registered = interpkit.get_explainer
+    monkeypatch.setattr(interpkit, "get_explainer", lambda name: partial(registered(name), **FEWER_FORWARDS.get(name, {})))
+    monkeypatch.setattr(interpkit.report, "VISUALISE_STEPS", 16)
 
 
 def tiny_caltech5(folder: Path, train: int = 2, val: int = 1, test: int = 1) -> Path:

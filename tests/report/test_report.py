@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from tiny_split import tiny_caltech5
+from tiny_split import tiny_caltech5, with_fewer_forwards
 
 import interpkit
 from interpkit import read_store
@@ -100,8 +100,10 @@ def test_bad_arguments_are_one_line(tmp_path):
 
 
 @pytest.fixture
-def tiny_data(tmp_path):
-    """A canonical-split folder with 2 train, 1 val and 1 test image per class."""
+def tiny_data(tmp_path, monkeypatch):
+    """A canonical-split folder with 2 train, 1 val and 1 test image per class; reports built
+    from it run their explainers with fewer forwards."""
+    with_fewer_forwards(monkeypatch)
     return tiny_caltech5(tmp_path / "data")
 
 
