@@ -12,6 +12,7 @@ does not cover it.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional
 
 import torch
@@ -152,6 +153,7 @@ class ReLURuleMode(TorchFunctionMode):
         super().__init__()
         self.rule, self.mark_end = rule, mark_end
         self.count = 0
+        self.unhookable = 0  # ruled ops a node hook could not stand in for: clamps, ops under vmap
         self.uncovered: Counter[str] = Counter()
         self.checkpoints = Checkpoints()
         self.forward_start: int | None = None  # autograd sequence numbers: the forward's nodes lie between
@@ -181,6 +183,7 @@ class ReLURuleMode(TorchFunctionMode):
         if relu is not None:
             self.count += 1
             x, (inplace, upper) = args[0], relu
+            self.unhookable += func in CLAMPS or _transformed(x)
             if not inplace:
                 return _RuledReLU.apply(x, upper, self.rule)
             if _transformed(x):  # under vmap: computed out of place, then written
@@ -211,13 +214,41 @@ class ReLURuleExplainer(Explainer):
         self.strict = check_flag("strict", strict)
 
     def explain(self, call: Call) -> Explanation:
-        """Input gradients of every target under the rule; the model is already in eval mode."""
+        """Input gradients of every target under the rule; the model is already in eval mode.
+
+        The first call per input shape runs the forward under ``ReLURuleMode``, which sees every
+        op. When that graph shows the rule landed on plain ReLU / ReLU6 ops only, later calls run
+        a plain forward and put the rule on its ReLU nodes as backward hooks: no per-op Python in
+        the forward. A graph that differs from the first one's (a data-dependent branch) is
+        explained under the mode again."""
         x = call.x.clone().requires_grad_(True)
-        key = ("ReLUs unseen", tuple(x.shape[1:]), x.dtype, x.device)
+        key = ("ReLU graph", tuple(x.shape[1:]), x.dtype, x.device)
         cache = model_cache(self.model)
-        scan = self.strict and key not in cache  # once per input shape: the graph's structure
-        mode = ReLURuleMode(type(self).rule, mark_end=scan)  # this call's: counts its ReLUs
+        known = cache.get(key)  # None: not yet seen; False: the mode only; else the graph's census
+        if known:
+            explanation = self._explain_with_node_hooks(call, x, known)
+            if explanation is not None:
+                return explanation
+        mode = ReLURuleMode(type(self).rule, mark_end=True)  # this call's: counts its ReLUs
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
+        self._refuse_partial_rules(mode)
+        assert mode.forward_start is not None and mode.forward_end is not None  # marked: ``mark_end``
+        census = graph_census(selection.scores, mode.forward_start, mode.forward_end)
+        unseen = census.plain_relus + census.opaque_relus
+        if self.strict and unseen:
+            raise UncoveredNonlinearityError(
+                f"{type(self).__name__}: the forward ran {unseen} ReLU(s) or TorchScript graph(s) out of "
+                "the rule's sight (a TorchScript function, a C++ extension), whose ReLUs would keep their plain "
+                "gradient; explain the eager model, or pass strict=False to accept a partial rule")
+        if known is None:
+            hookable = not (unseen or census.unhookable or mode.unhookable or mode.uncovered
+                            or mode.checkpoints.frames or census.ruled == 0)
+            cache[key] = census if hookable else False
+        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        mode.checkpoints.refuse_recomputation(type(self).__name__)
+        return self.result(gradients, selection, MapKind.INPUT_CHANNELS)
+
+    def _refuse_partial_rules(self, mode: ReLURuleMode) -> None:
         if self.strict and mode.count == 0:
             ran = ", ".join(f"{count} {kind}" for kind, count in mode.uncovered.most_common())
             ran = f" (it ran {ran}, which the rule is not defined for)" if ran else ""
@@ -232,40 +263,113 @@ class ReLURuleExplainer(Explainer):
                 "which the rule is not defined for, so the map would be partly the plain gradient; "
                 "pass strict=False to accept a partial rule"
             )
-        if scan:
-            assert mode.forward_start is not None and mode.forward_end is not None  # marked: ``scan``
-            unseen = _unseen_relus(selection.scores, mode.forward_start, mode.forward_end)
-            if unseen:
-                raise UncoveredNonlinearityError(
-                    f"{type(self).__name__}: the forward ran {unseen} ReLU(s) or TorchScript graph(s) out of the rule's "
-                    "sight (a TorchScript function, a C++ extension), whose ReLUs would keep their plain gradient; "
-                    "explain the eager model, or pass strict=False to accept a partial rule")
-            cache[key] = True
-        (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
-        mode.checkpoints.refuse_recomputation(type(self).__name__)
+
+    def _explain_with_node_hooks(self, call: Call, x: torch.Tensor, known: "GraphCensus") -> Explanation | None:
+        """The rule as hooks on a plain forward's ReLU nodes, or None when its graph is not the
+        one the mode's first call saw (same number of nodes, its ruled ops as plain ReLUs)."""
+        marks = _ForwardMarks()
+        selection, _ = self.forward_with_targets(call.with_(x), mode=marks)
+        relus: list[Any] = []
+        census = graph_census(selection.scores, marks.start, marks.end, relus)
+        if census.opaque_relus or census.unhookable or census.nodes != known.nodes or len(relus) != known.ruled:
+            return None
+        handles = [node.register_hook(_node_rule(node, type(self).rule)) for node in relus]
+        try:
+            (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        finally:
+            for handle in handles:
+                handle.remove()
         return self.result(gradients, selection, MapKind.INPUT_CHANNELS)
 
 
-# the backward nodes of a ReLU autograd records when no rule replaced it, and of TorchScript's
-# differentiable graphs (a warmed-up scripted function), whose ReLUs no name shows
-_PLAIN_RELUS = {"ReluBackward0", "ReluBackward1", "ThresholdBackward0", "ThresholdBackward1", "CppFunction",
-                "DifferentiableGraphBackward"}
+# backward nodes of ReLUs a hook does not rule (a threshold, a ReLU autograd records by another
+# name) and of TorchScript's differentiable graphs (a warmed-up scripted function), whose ReLUs no
+# name shows; in the mode's graph these, like a plain ReLU's, are ReLUs out of the rule's sight
+_OPAQUE_RELUS = {"ReluBackward1", "ThresholdBackward0", "ThresholdBackward1", "CppFunction",
+                 "DifferentiableGraphBackward"}
+# backward nodes a hook cannot rule as the mode does: clamps (their gradient passes at 0), reentrant
+# checkpoints (recomputed out of sight), and the nonlinearities a ReLU rule is not defined for
+_UNHOOKABLE = {"ClampBackward0", "ClampBackward1", "ClampMinBackward0", "ClampMinBackward1", "ClampMaxBackward0",
+               "ClampMaxBackward1", "CheckpointFunctionBackward", "GeluBackward0", "SiluBackward0",
+               "HardswishBackward0", "MishBackward0", "EluBackward0", "EluBackward1", "LeakyReluBackward0",
+               "LeakyReluBackward1", "SoftplusBackward0", "HardsigmoidBackward0", "SigmoidBackward0", "TanhBackward0",
+               "PreluKernelBackward0", "RreluWithNoiseBackward0", "LogSigmoidBackward0", "GluBackward0",
+               "HardshrinkBackward0", "SoftshrinkBackward0", "ErfBackward0"}
+_RULED = {"_RuledReLUBackward", "_RuledReLUInPlaceBackward"}
+_ACCUMULATOR = torch._C._functions.AccumulateGrad
+
+
+@dataclass(frozen=True)
+class GraphCensus:
+    """What the forward (autograd's sequence numbers ``start`` to ``end``) put in the graph behind
+    the scores (weights made before the forward and the target's own ops after it are not the
+    forward's): its nodes, the mode's ruled ops, plain ReLU / ReLU6 nodes, other ReLU-like nodes
+    (``_OPAQUE_RELUS``) and the nodes a hook could not rule as the mode does."""
+
+    nodes: int
+    ruled: int
+    plain_relus: int
+    opaque_relus: int
+    unhookable: int
+
+
+def _plain_relu(node: Any, name: str) -> bool:
+    """A ReLU's node, or a ReLU6's (a hardtanh from 0): a hook rules both exactly."""
+    return name == "ReluBackward0" or (name == "HardtanhBackward0" and node._saved_min_val == 0)
+
+
+def graph_census(scores: torch.Tensor, start: int, end: int, relus: list[Any] | None = None) -> GraphCensus:
+    """The census of the forward's graph behind ``scores``; its plain ReLU nodes go to ``relus``."""
+    stack: list[Any] = [] if scores.grad_fn is None else [scores.grad_fn]  # None: refused at the backward
+    seen: set[Any] = set(stack)
+    nodes = ruled = plain = opaque = unhookable = 0
+    while stack:
+        node = stack.pop()
+        number = node._sequence_nr()
+        if number < start:  # made before the forward, as is everything behind it
+            continue
+        for following, _ in node.next_functions:  # parameters' accumulators lie outside any forward
+            if following is not None and following not in seen and type(following) is not _ACCUMULATOR:
+                seen.add(following)
+                stack.append(following)
+        if number >= end:  # the target's ops, after the forward
+            continue
+        name = type(node).__name__
+        nodes += 1
+        if name in _RULED:
+            ruled += 1
+        elif _plain_relu(node, name):
+            plain += 1
+            if relus is not None:
+                relus.append(node)
+        elif name in _OPAQUE_RELUS:
+            opaque += 1
+        elif name in _UNHOOKABLE or name == "HardtanhBackward0":  # a hardtanh not from 0
+            unhookable += 1
+    return GraphCensus(nodes, ruled, plain, opaque, unhookable)
+
+
+def _node_rule(node: Any, rule: Rule) -> Callable[[tuple, tuple], tuple]:
+    """A post hook giving ``node`` (a plain ReLU's or ReLU6's) the rule's gradient: from the
+    gradient at the op's output and the output itself, as ``_RuledReLU``'s backward does."""
+    if type(node).__name__ == "ReluBackward0":
+        return lambda grad_inputs, grad_outputs: (rule(grad_outputs[0], node._saved_result, None),)
+    upper = float(node._saved_max_val)
+    return lambda grad_inputs, grad_outputs: (rule(grad_outputs[0], node._saved_self.clamp(0, upper), upper),)
+
+
+class _ForwardMarks:
+    """A context that numbers the autograd nodes of the forward it encloses: ``start`` to ``end``."""
+
+    start = end = 0
+
+    def __enter__(self) -> "_ForwardMarks":
+        self.start = _sequence_number()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.end = _sequence_number()
 
 
 def _sequence_number() -> int:
     return torch.zeros((), requires_grad=True).mul(1).grad_fn._sequence_nr()  # type: ignore[union-attr]
-
-
-def _unseen_relus(scores: torch.Tensor, start: int, end: int) -> int:
-    """How many plain ReLU nodes the forward (autograd's sequence numbers ``start`` to ``end``) put
-    in the graph behind ``scores``: weights made before it (a parametrisation's ``relu(w)``) and the
-    target's own ops after it are not the forward's."""
-    stack, seen, found = [scores.grad_fn], set(), 0
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        found += type(node).__name__ in _PLAIN_RELUS and start <= node._sequence_nr() < end
-        stack.extend(following for following, _ in node.next_functions)
-    return found

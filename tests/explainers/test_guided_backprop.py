@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from interpkit import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, Neuron, NoReLUError, UncoveredNonlinearityError
+from interpkit.core import ReLURuleMode
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
 from interpkit.viz import gradient_images
 
@@ -358,3 +359,138 @@ def test_a_relu_the_rule_cannot_see_is_refused_not_left_plain(explainer):
         explainer(parametrized)(x.detach(), target=1)
     own = explainer(eager)(x, target=lambda out: out.relu()[:, 1]).maps
     torch.testing.assert_close(own, explainer(eager)(x, target=1).maps)  # positive logits here: the same map
+
+
+# Later calls per input shape rule a plain forward's ReLU nodes with backward hooks, where the
+# first call's graph (under the mode) shows that this is the same rule on the same ops.
+
+
+@pytest.fixture
+def mode_entries(monkeypatch):
+    """The forwards run under ``ReLURuleMode``, one entry each."""
+    entries = []
+    enter = ReLURuleMode.__enter__
+
+    def counted(self):
+        entries.append(self)
+        return enter(self)
+
+    monkeypatch.setattr(ReLURuleMode, "__enter__", counted)
+    return entries
+
+
+class _ReLU6Net(nn.Module):
+    """ReLU6 as a module and in place, a hardtanh from 0 with its own bound, a reused in-place ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1, self.c2 = (nn.Conv2d(c, 6, 3, padding=1) for c in (3, 6, 6))
+        self.act, self.relu, self.fc = nn.ReLU6(), nn.ReLU(inplace=True), nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = self.relu(self.c0(x))
+        h = F.relu6(self.c1(h) * 4, inplace=True)
+        h = F.hardtanh(self.c2(h) * 3, 0.0, 2.5)
+        return self.fc(self.relu(self.act(h * 4 - 1) + h).mean((2, 3)))
+
+
+class _Functional(nn.Module):
+    """ReLUs by function, method and in-place function, one on a linear layer's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1, self.fc, self.head = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3), nn.Linear(6, 6), nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(F.relu(self.c0(x))))
+        return self.head(F.relu(self.fc(h.mean((2, 3))), inplace=True).relu())
+
+
+_HOOKED = {"resnet18": lambda: torchvision.models.resnet18(num_classes=5), "relu6": _ReLU6Net, "functional": _Functional}
+
+
+@pytest.mark.parametrize("target", [1, "all", Neuron("c1", 2)], ids=["class", "all", "neuron"])
+@pytest.mark.parametrize("name", sorted(_HOOKED))
+@pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
+def test_later_calls_rule_the_relu_nodes_exactly_as_the_mode_rules_the_ops(mode_entries, explainer, name, target):
+    """Bit for bit the first call's maps, on new inputs of the same shape, without the mode."""
+    if isinstance(target, Neuron) and name == "resnet18":
+        target = Neuron("layer2", 2)
+    torch.manual_seed(0)
+    model = _HOOKED[name]().eval()
+    first, later = (torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    explain = explainer(model)
+    explain(first, target=target)
+    assert len(mode_entries) == 1
+    hooked = explain(later, target=target).maps
+    assert len(mode_entries) == 1  # the later call ran no mode
+    under_the_mode = explainer(copy.deepcopy(model))(later, target=target).maps  # a new model: a first call
+    assert len(mode_entries) == 2
+    assert torch.equal(hooked, under_the_mode)
+    if target == 1:  # the rule changed the gradient
+        x = later.clone().requires_grad_(True)
+        assert not torch.allclose(hooked[:, 0], torch.autograd.grad(model(x)[:, 1].sum(), x)[0])
+
+
+class _Branching(nn.Module):
+    """A data-dependent forward: one more ReLU, or a GELU, for inputs of negative mean."""
+
+    def __init__(self, other: str):
+        super().__init__()
+        self.c0, self.c1, self.fc, self.other = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3), nn.Linear(6, 3), other
+
+    def forward(self, x):
+        h = self.c1(F.relu(self.c0(x)))
+        if x.mean() < 0:
+            h = F.gelu(h) if self.other == "gelu" else F.relu(h * 2 - 0.1)
+        return self.fc(F.relu(h).mean((2, 3)))
+
+
+def test_a_graph_unlike_the_first_calls_is_explained_under_the_mode(mode_entries):
+    """The later forward has another structure: its extra ReLU gets the rule, its GELU is refused
+    (strict), as on a first call, never the hooks' partial rule."""
+    positive, negative = torch.rand(2, 3, 12, 12), -torch.rand(2, 3, 12, 12)
+    torch.manual_seed(0)
+    model = _Branching("relu").eval()
+    explain = GuidedBackprop(model)
+    explain(positive, target=1)
+    branched = explain(negative, target=1).maps
+    assert len(mode_entries) == 2  # the second call's plain forward did not match: run again under the mode
+    torch.testing.assert_close(branched, GuidedBackprop(copy.deepcopy(model))(negative, target=1).maps, rtol=0, atol=0)
+    gelu = _Branching("gelu").eval()
+    GuidedBackprop(gelu)(positive, target=1)
+    with pytest.raises(UncoveredNonlinearityError, match="1 GELU"):
+        GuidedBackprop(gelu)(negative, target=1)
+
+
+class _Clamped(nn.Module):
+    def forward(self, x):
+        return torch.stack([x.clamp(min=0).sum((1, 2, 3)), F.relu(x - 0.5).sum((1, 2, 3))], 1)
+
+
+class _ATenReLU(nn.Module):
+    def forward(self, x):
+        return torch.stack([torch.ops.aten.relu(x).sum((1, 2, 3)), F.relu(x - 0.5).sum((1, 2, 3))], 1)
+
+
+class _Checkpointed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c0, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.utils.checkpoint.checkpoint(lambda t: F.relu(self.c0(t)), x, use_reentrant=False)
+        return self.fc(F.relu(h - 0.1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("model", [_Clamped, _ATenReLU, _Checkpointed], ids=["clamp", "aten", "checkpoint"])
+def test_models_whose_rule_a_hook_cannot_place_stay_under_the_mode(mode_entries, model):
+    """A clamp's own gradient passes at 0, a ``torch.ops`` ReLU is out of the mode's sight (kept
+    plain with ``strict=False``), a checkpointed region is saved as without checkpointing: every
+    call runs the mode, with the same maps."""
+    torch.manual_seed(0)
+    model, x = model().eval(), F.relu(torch.randn(2, 3, 8, 8))  # exact zeros: where a clamp and a ReLU differ
+    explain = GuidedBackprop(model, strict=False)
+    maps = [explain(x, target=1).maps for _ in range(3)]
+    assert len(mode_entries) == 3
+    assert torch.equal(maps[0], maps[1]) and torch.equal(maps[0], maps[2])
