@@ -4,17 +4,13 @@ explainers that break the contract."""
 import pytest
 import torch
 from hypothesis import given, settings
+from tiny_split import FEWER_FORWARDS
 
 from interpkit import GradCAM, TargetError
 from interpkit.testing import check_explainer, hard_case_models
 from interpkit.testing.conformance import CHECKS, supported_hard_cases
 from interpkit.testing.models import input_kind
 from interpkit.testing.strategies import image_batches, layer_choices, small_models, targets
-
-#: the same code with fewer forwards (their defaults cost minutes here): RISE's masks still span
-#: three batches of its max_batch, and each sampler still draws several samples
-FEWER_FORWARDS = {"rise": {"masks": 150}, "shapley_value_sampling": {"samples": 3}, "lime": {"samples": 60},
-                  "kernel_shap": {"samples": 60}, "sscam": {"samples": 3}, "iscam": {"samples": 3}}
 
 
 def test_registered_explainer_conforms(interpkit_explainer):

@@ -9,8 +9,9 @@ import interpkit
 import interpkit.report
 from interpkit.data import caltech5
 
-#: the same code with fewer forwards: RISE's masks still span three batches, each sampler draws
-#: several samples, and the visualisation still optimises
+#: the same code with fewer forwards (their defaults cost minutes here), for the conformance test
+#: and tiny reports: RISE's masks still span three batches of its max_batch, each sampler draws
+#: several samples
 FEWER_FORWARDS = {"rise": {"masks": 150}, "shapley_value_sampling": {"samples": 3}, "lime": {"samples": 60},
                   "kernel_shap": {"samples": 60}, "sscam": {"samples": 3}, "iscam": {"samples": 3}}
 

@@ -136,7 +136,7 @@ class Metric(CheckedOptions):
 
 class TargetScores:
     """The target scores of perturbed copies, for the explanations of one set of inputs with the
-    same targets: ``scores(batch, samples)`` gives (B,) scores of copies of samples ``samples``
+    same targets, called as ``scores(batch, samples)``: the (B,) scores of copies of samples ``samples``
     (B,); ``shared(key, work)`` runs map-independent work once for all of those explanations."""
 
     def __init__(self, model: nn.Module, indices: torch.Tensor, max_batch: int, score: str, check_range: bool
