@@ -22,20 +22,30 @@ from .maps import MapKind, display, normalize_maps, provide_display, upsample
 from .noise import normal_draws, uniform_draws
 from .options import check_baseline, check_flag, check_generator, check_int, check_number, check_seed, check_sizes
 from .propagation import PropagationMode, PropagationRule, out_of_graph
-from .relu_rules import ReLURuleExplainer, ReLURuleMode, Rule, deconvnet_rule, guided_rule
+from .relu_rules import (
+    NodeRule,
+    ReLURuleExplainer,
+    ReLURuleMode,
+    Rule,
+    deconvnet_node_rule,
+    deconvnet_rule,
+    guided_node_rule,
+    guided_rule,
+)
 from .state import ModelSnapshot, evaluation, mixes_samples, model_cache, model_device, probing, user_hooked
 from .targets import Neuron, TargetLike, TargetSelection, class_scores, neurons_of, sample_target, select_targets
 
 __all__ = [
     "BaselineLike", "Call", "Captured", "ChannelsFirst", "ChannelsLast", "Explainer", "Explanation", "InputsLike", "LayerChoice",
     "LayerExplainer", "LayerGradients", "LayerLike", "Layout", "MapKind", "ModelInputs", "ModelSnapshot",
-    "ModuleLike", "Neuron", "PropagationMode", "PropagationRule", "ReLURuleExplainer", "ReLURuleMode", "Rule",
+    "ModuleLike", "Neuron", "NodeRule", "PropagationMode", "PropagationRule", "ReLURuleExplainer", "ReLURuleMode", "Rule",
     "TargetLike", "TargetSelection",
     "TokenGrid", "capture_outputs", "check_baseline",
     "check_finite", "check_flag", "check_generator", "check_sizes", "check_reference", "check_int", "check_number",
     "check_seed", "check_tensor", "token_layout",
-    "choose_layer", "class_scores", "concatenate", "deconvnet_rule", "detect_layout", "display", "evaluation", "forward_hooks",
-    "guided_rule", "layer_choices", "mismatch",
+    "choose_layer", "class_scores", "concatenate", "deconvnet_node_rule", "deconvnet_rule", "detect_layout", "display",
+    "evaluation", "forward_hooks",
+    "guided_node_rule", "guided_rule", "layer_choices", "mismatch",
     "mixes_samples", "model_cache", "model_device", "model_inputs", "neurons_of", "out_of_graph",
     "normal_draws", "normalize_maps", "parse_device", "probing", "uniform_draws", "per_target_gradients", "provide_display",
     "reference", "baseline_pools", "resolve_layer", "sample_target", "select_targets",

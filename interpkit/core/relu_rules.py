@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import NoReLUError, UncoveredNonlinearityError
+from ..errors import InputError, NoReLUError, UncoveredNonlinearityError
 from .explainer import Call, Explainer
 from .explanation import Explanation
 from .gradients import per_target_gradients
@@ -45,6 +45,23 @@ def guided_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -
 
 def deconvnet_rule(grad: torch.Tensor, output: torch.Tensor, upper: float | None) -> torch.Tensor:
     """Deconvnet: the ReLU is applied to the gradient, ignoring the forward input."""
+    return grad.clamp_min(0)
+
+
+# a rule as a post hook on a ReLU's or ReLU6's backward node: (the gradient the node's own backward
+# passed, the incoming gradient) -> gradient. It reads no saved tensor: a checkpointed region's
+# are unpacked once, by the node
+NodeRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided_node_rule(passed: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``guided_rule`` on the node: its own backward already zeroed the gradient where the forward
+    did not pass its input on (ReLU's and ReLU6's backward kernels, the same selection)."""
+    return passed.clamp_min(0)
+
+
+def deconvnet_node_rule(passed: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``deconvnet_rule`` on the node."""
     return grad.clamp_min(0)
 
 
@@ -208,6 +225,9 @@ class ReLURuleExplainer(Explainer):
     """
 
     rule: ClassVar[Rule]
+    #: the rule as a node hook, for the calls after the first per input shape (None: every call
+    #: runs the mode, as for a subclass that gives ``rule`` only)
+    node_rule: ClassVar[Optional[NodeRule]] = None
 
     def __init__(self, model: nn.Module, strict: bool = True) -> None:
         super().__init__(model)
@@ -225,7 +245,7 @@ class ReLURuleExplainer(Explainer):
         key = ("ReLU graph", tuple(x.shape[1:]), x.dtype, x.device)
         cache = model_cache(self.model)
         known = cache.get(key)  # None: not yet seen; False: the mode only; else the graph's census
-        if known:
+        if known and type(self).node_rule is not None:
             explanation = self._explain_with_node_hooks(call, x, known)
             if explanation is not None:
                 return explanation
@@ -271,11 +291,16 @@ class ReLURuleExplainer(Explainer):
         selection, _ = self.forward_with_targets(call.with_(x), mode=marks)
         relus: list[Any] = []
         census = graph_census(selection.scores, marks.start, marks.end, relus)
-        if census.opaque_relus or census.unhookable or census.nodes != known.nodes or len(relus) != known.ruled:
+        if census.opaque_relus or census.unhookable or census.kinds != known.kinds:
             return None
-        handles = [node.register_hook(_node_rule(node, type(self).rule)) for node in relus]
+        node_rule = type(self).node_rule
+        assert node_rule is not None  # checked by the caller
+        hook = _node_hook(node_rule)
+        handles = [node.register_hook(hook) for node in relus]
         try:
             (gradients,) = per_target_gradients(selection.scores, [x], selection.graph_elements)
+        except InputError:  # a backward the plain ops refuse (a ReLU6's saved input written since): the mode's
+            return None
         finally:
             for handle in handles:
                 handle.remove()
@@ -288,13 +313,14 @@ class ReLURuleExplainer(Explainer):
 _OPAQUE_RELUS = {"ReluBackward1", "ThresholdBackward0", "ThresholdBackward1", "CppFunction",
                  "DifferentiableGraphBackward"}
 # backward nodes a hook cannot rule as the mode does: clamps (their gradient passes at 0), reentrant
-# checkpoints (recomputed out of sight), and the nonlinearities a ReLU rule is not defined for
+# checkpoints (recomputed out of sight), the nonlinearities a ReLU rule is not defined for, and an
+# in-place op on a view (its node wraps the op's, a ReLU's too, out of the census's sight)
 _UNHOOKABLE = {"ClampBackward0", "ClampBackward1", "ClampMinBackward0", "ClampMinBackward1", "ClampMaxBackward0",
                "ClampMaxBackward1", "CheckpointFunctionBackward", "GeluBackward0", "SiluBackward0",
                "HardswishBackward0", "MishBackward0", "EluBackward0", "EluBackward1", "LeakyReluBackward0",
                "LeakyReluBackward1", "SoftplusBackward0", "HardsigmoidBackward0", "SigmoidBackward0", "TanhBackward0",
                "PreluKernelBackward0", "RreluWithNoiseBackward0", "LogSigmoidBackward0", "GluBackward0",
-               "HardshrinkBackward0", "SoftshrinkBackward0", "ErfBackward0"}
+               "HardshrinkBackward0", "SoftshrinkBackward0", "ErfBackward0", "CopySlices"}
 _RULED = {"_RuledReLUBackward", "_RuledReLUInPlaceBackward"}
 _ACCUMULATOR = torch._C._functions.AccumulateGrad
 
@@ -303,10 +329,11 @@ _ACCUMULATOR = torch._C._functions.AccumulateGrad
 class GraphCensus:
     """What the forward (autograd's sequence numbers ``start`` to ``end``) put in the graph behind
     the scores (weights made before the forward and the target's own ops after it are not the
-    forward's): its nodes, the mode's ruled ops, plain ReLU / ReLU6 nodes, other ReLU-like nodes
-    (``_OPAQUE_RELUS``) and the nodes a hook could not rule as the mode does."""
+    forward's): its nodes' kinds in the walk's order, a ruled or plain ReLU or ReLU6 as "ReLU";
+    the mode's ruled ops, the plain ReLU / ReLU6 nodes, other ReLU-like nodes (``_OPAQUE_RELUS``)
+    and the nodes a hook could not rule as the mode does."""
 
-    nodes: int
+    kinds: tuple[str, ...]
     ruled: int
     plain_relus: int
     opaque_relus: int
@@ -319,43 +346,40 @@ def _plain_relu(node: Any, name: str) -> bool:
 
 
 def graph_census(scores: torch.Tensor, start: int, end: int, relus: list[Any] | None = None) -> GraphCensus:
-    """The census of the forward's graph behind ``scores``; its plain ReLU nodes go to ``relus``."""
+    """The census of the forward's graph behind ``scores``; its plain ReLU nodes go to ``relus``.
+    The walk goes through nodes outside the forward's numbers too: autograd numbers each thread's
+    nodes apart, so a step of the forward run on another thread lies outside them, with the
+    forward's nodes behind it."""
     stack: list[Any] = [] if scores.grad_fn is None else [scores.grad_fn]  # None: refused at the backward
     seen: set[Any] = set(stack)
-    nodes = ruled = plain = opaque = unhookable = 0
+    kinds: list[str] = []
+    ruled = plain = opaque = unhookable = 0
     while stack:
         node = stack.pop()
-        number = node._sequence_nr()
-        if number < start:  # made before the forward, as is everything behind it
-            continue
         for following, _ in node.next_functions:  # parameters' accumulators lie outside any forward
             if following is not None and following not in seen and type(following) is not _ACCUMULATOR:
                 seen.add(following)
                 stack.append(following)
-        if number >= end:  # the target's ops, after the forward
+        if not start <= node._sequence_nr() < end:
             continue
         name = type(node).__name__
-        nodes += 1
         if name in _RULED:
-            ruled += 1
+            ruled, name = ruled + 1, "ReLU"
         elif _plain_relu(node, name):
-            plain += 1
+            plain, name = plain + 1, "ReLU"
             if relus is not None:
                 relus.append(node)
         elif name in _OPAQUE_RELUS:
             opaque += 1
         elif name in _UNHOOKABLE or name == "HardtanhBackward0":  # a hardtanh not from 0
             unhookable += 1
-    return GraphCensus(nodes, ruled, plain, opaque, unhookable)
+        kinds.append(name)
+    return GraphCensus(tuple(kinds), ruled, plain, opaque, unhookable)
 
 
-def _node_rule(node: Any, rule: Rule) -> Callable[[tuple, tuple], tuple]:
-    """A post hook giving ``node`` (a plain ReLU's or ReLU6's) the rule's gradient: from the
-    gradient at the op's output and the output itself, as ``_RuledReLU``'s backward does."""
-    if type(node).__name__ == "ReluBackward0":
-        return lambda grad_inputs, grad_outputs: (rule(grad_outputs[0], node._saved_result, None),)
-    upper = float(node._saved_max_val)
-    return lambda grad_inputs, grad_outputs: (rule(grad_outputs[0], node._saved_self.clamp(0, upper), upper),)
+def _node_hook(rule: NodeRule) -> Callable[[tuple, tuple], tuple]:
+    """A post hook giving a ReLU's or ReLU6's node the rule's gradient."""
+    return lambda grad_inputs, grad_outputs: (rule(grad_inputs[0], grad_outputs[0]),)
 
 
 class _ForwardMarks:

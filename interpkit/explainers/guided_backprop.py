@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core import ReLURuleExplainer, deconvnet_rule, guided_rule
+from ..core import ReLURuleExplainer, deconvnet_node_rule, deconvnet_rule, guided_node_rule, guided_rule
 
 
 class GuidedBackprop(ReLURuleExplainer):
@@ -10,6 +10,7 @@ class GuidedBackprop(ReLURuleExplainer):
 
     name = "guided_backprop"
     rule = staticmethod(guided_rule)  # type: ignore[assignment]
+    node_rule = staticmethod(guided_node_rule)  # type: ignore[assignment]
 
 
 class Deconvnet(ReLURuleExplainer):
@@ -17,3 +18,4 @@ class Deconvnet(ReLURuleExplainer):
 
     name = "deconvnet"
     rule = staticmethod(deconvnet_rule)  # type: ignore[assignment]
+    node_rule = staticmethod(deconvnet_node_rule)  # type: ignore[assignment]

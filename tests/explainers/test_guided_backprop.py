@@ -1,6 +1,7 @@
 """Guided backprop and Deconvnet at the op level, Guided GradCAM, and Neuron targets."""
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -483,7 +484,19 @@ class _Checkpointed(nn.Module):
         return self.fc(F.relu(h - 0.1).mean((2, 3)))
 
 
-@pytest.mark.parametrize("model", [_Clamped, _ATenReLU, _Checkpointed], ids=["clamp", "aten", "checkpoint"])
+class _ReLUOnAView(nn.Module):
+    """An in-place ReLU on a flattened view: its node hides inside a ``CopySlices``."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.fc, self.act = nn.Conv2d(3, 4, 3), nn.Linear(4 * 36, 3), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.act(torch.flatten(self.c0(x), 1)) - 0.1))
+
+
+@pytest.mark.parametrize("model", [_Clamped, _ATenReLU, _Checkpointed, _ReLUOnAView],
+                         ids=["clamp", "aten", "checkpoint", "view"])
 def test_models_whose_rule_a_hook_cannot_place_stay_under_the_mode(mode_entries, model):
     """A clamp's own gradient passes at 0, a ``torch.ops`` ReLU is out of the mode's sight (kept
     plain with ``strict=False``), a checkpointed region is saved as without checkpointing: every
@@ -494,3 +507,82 @@ def test_models_whose_rule_a_hook_cannot_place_stay_under_the_mode(mode_entries,
     maps = [explain(x, target=1).maps for _ in range(3)]
     assert len(mode_entries) == 3
     assert torch.equal(maps[0], maps[1]) and torch.equal(maps[0], maps[2])
+
+
+class _ThreadedStep(nn.Module):
+    """A convolution run on another thread: autograd numbers that thread's nodes apart, and the
+    forward's first ReLU lies behind them."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1, self.fc = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h, out = F.relu(self.c0(x)), {}
+        worker = threading.Thread(target=lambda: out.setdefault("h", self.c1(h)))
+        worker.start()
+        worker.join()
+        return self.fc(F.relu(out["h"]).mean((2, 3)))
+
+
+class _CheckpointedWhenLarge(nn.Module):
+    """Non-reentrant checkpointing switched on by the batch size, which the cache key leaves out."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1, self.fc = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3), nn.Linear(6, 3)
+
+    def block(self, t):
+        return F.relu(self.c1(F.relu(self.c0(t))))
+
+    def forward(self, x):
+        h = torch.utils.checkpoint.checkpoint(self.block, x, use_reentrant=False) if len(x) > 2 else self.block(x)
+        return self.fc(F.relu(h).mean((2, 3)))
+
+
+class _ReLU6InputWritten(nn.Module):
+    """The input of a ReLU6 scaled in place after it: a hardtanh's node saves that input, the
+    mode's rule only the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.fc = nn.Conv2d(3, 6, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.c0(x)
+        y = F.relu6(h)
+        h.mul_(0.5)
+        return self.fc(F.relu(y + h).mean((2, 3)))
+
+
+@pytest.mark.parametrize("model", [_ThreadedStep, _CheckpointedWhenLarge, _ReLU6InputWritten],
+                         ids=["thread", "checkpoint later", "relu6 input written"])
+@pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
+def test_later_calls_on_models_that_defeated_the_first_census_equal_the_mode(explainer, model):
+    """Found by a review: a ReLU behind another thread's node kept its plain gradient, a hook
+    read a checkpointed tensor the node had already unpacked, and a ReLU6 whose input was written
+    after it was refused. Each later call now equals a first call (the mode) on a new copy."""
+    torch.manual_seed(0)
+    model = model().eval()
+    first, later = torch.randn(2, 3, 12, 12), torch.randn(4, 3, 12, 12)
+    explain = explainer(model)
+    explain(first, target=1)
+    torch.testing.assert_close(explain(later, target=1).maps,
+                               explainer(copy.deepcopy(model))(later, target=1).maps, rtol=0, atol=0)
+
+
+def test_a_subclass_with_its_own_rule_runs_the_mode_on_every_call(mode_entries):
+    """A ``ReLURuleExplainer`` that gives ``rule`` but no ``node_rule``: no hook stands in for it."""
+    from interpkit.core import ReLURuleExplainer
+
+    class Halved(ReLURuleExplainer):
+        rule = staticmethod(lambda grad, output, upper: torch.ops.aten.threshold_backward(grad, output, 0) / 2)
+
+    torch.manual_seed(0)
+    model, x = _Functional().eval(), torch.randn(2, 3, 12, 12)
+    explain = Halved(model)
+    maps = [explain(x, target=1).maps for _ in range(3)]
+    assert len(mode_entries) == 3
+    leaf = x.clone().requires_grad_(True)
+    plain = torch.autograd.grad(model(leaf)[:, 1].sum(), leaf)[0]
+    torch.testing.assert_close(maps[2][:, 0], plain / 2 ** 4)  # four ReLUs on every path, each halving
