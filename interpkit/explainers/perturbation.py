@@ -30,6 +30,12 @@ from ..errors import ForwardError, TargetError
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
 #: explainers' budget): copies per forward are capped so that their measured peak fits
 MEMORY_BUDGET = 2**30
+#: on the CPU, what one forward's per-sample tensors may hold together at their peak (32 MiB):
+#: larger batches ran slower per image there once their activations outgrew the caches. Measured
+#: at 224 px (no_grad, ms an image): resnet18 (6 MiB a sample) 31.3 at 8 a forward, 38.1 at 64;
+#: mobilenet_v2 (10 MiB) 12.6 at 2, 36.8 at 64; a ViT-S (3.5 MiB) 58.0 at 16, 73.9 at 64; VGG11
+#: the same at 2 and 64. Small inputs keep ``max_batch`` (resnet18 at 64 px: 0.5 MiB a sample)
+CPU_CHUNK_BYTES = 2**25
 
 #: ``copies(first, stop)``: perturbations first..stop-1 of the batch, (stop - first, N, *x.shape[1:])
 CopyMaker = Callable[[int, int], torch.Tensor]
@@ -64,7 +70,8 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     """The target scores (count, N, K) of ``count`` perturbed copies of the batch, in float32 or
     the model's float64; a class's score is its logit, or its probability with
     ``probability=True``. A model whose forward mixes samples gets one copy per forward. Chunks
-    are capped so that their peak stays within ``MEMORY_BUDGET`` (see ``forward_memory``)."""
+    are capped so that their peak stays within ``MEMORY_BUDGET`` (see ``forward_memory``), and
+    on the CPU their per-sample part within ``CPU_CHUNK_BYTES``."""
     n = call.inputs.batch_size
     per_chunk = 1 if mixes_samples(model) else max(1, max_batch // n)
     scores = []
@@ -73,6 +80,8 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
             fixed, per_sample = forward_memory(model, call)
             if per_sample:
                 per_chunk = max(1, min(per_chunk, (MEMORY_BUDGET - fixed) // (per_sample * n)))
+                if call.x.device.type == "cpu":
+                    per_chunk = max(1, min(per_chunk, CPU_CHUNK_BYTES // (per_sample * n)))
         for first in range(0, count, per_chunk):
             stop = min(count, first + per_chunk)
             output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model, fresh=True)

@@ -116,6 +116,30 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     assert set(batches) == {2} and len(batches) == 37
 
 
+def test_on_the_cpu_a_forward_holds_no_more_per_sample_bytes_than_the_cpu_chunk(monkeypatch):
+    """Larger batches ran slower per image on the CPU once their activations outgrew its caches
+    (resnet18 at 224 px, mobilenet_v2 3x); the chunk is capped there, the maps unchanged."""
+    import interpkit.explainers.perturbation as engine
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 3)).eval()
+    x, batches = torch.randn(2, 3, 12, 12), []
+    model.register_forward_pre_hook(lambda _m, args: batches.append(len(args[0])))
+    explainer = Occlusion(model, window=2, stride=2, max_batch=64)  # 36 windows
+    first = explainer(x, target=1).maps
+    assert batches[-2:] == [64, 8]  # the default leaves these small inputs at max_batch
+    (memory,) = [v for k, v in model_cache(model).items() if k[0] == "forward memory"]
+    monkeypatch.setattr(engine, "CPU_CHUNK_BYTES", 3 * 2 * memory[1])  # three copies of the batch
+    batches.clear()
+    torch.testing.assert_close(explainer(x, target=1).maps, first)
+    assert batches[0] == 2 and set(batches[1:]) == {6} and len(batches) == 1 + 36 // 3
+    monkeypatch.setattr(engine, "CPU_CHUNK_BYTES", 1)  # below one copy: one per forward, never none
+    batches.clear()
+    torch.testing.assert_close(explainer(x, target=1).maps, first)
+    assert set(batches) == {2} and len(batches) == 37
+
+
 def test_the_measure_draws_no_random_numbers_and_leaves_the_input_alone():
     import interpkit.explainers.perturbation as engine
     from interpkit.core import Call, ModelInputs
