@@ -73,27 +73,35 @@ class _RuledReLU(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, upper: float | None, rule: Rule) -> torch.Tensor:
+    def forward(x: torch.Tensor, upper: float | None, rule: Rule, save_input: bool) -> torch.Tensor:
         return x.clamp(0, upper)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        _, ctx.upper, ctx.rule = inputs
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        x, ctx.upper, ctx.rule, ctx.save_input = inputs
+        # what the op's own backward saves: a ReLU its output, a hardtanh or clamp its input (a
+        # model may write the other in place afterwards, as plain autograd lets it)
+        saved = x if ctx.save_input else output
+        ctx.save_for_backward(saved)
+        ctx.save_for_forward(saved)
 
     @staticmethod
     def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> torch.Tensor:
         """Forward mode (``torch.func.jvp`` inside a model) is the op's own derivative: the rules
         change the backward only."""
-        (output,) = ctx.saved_tensors
+        output = _output(ctx)
         passed = output > 0 if ctx.upper is None else (output > 0) & (output < ctx.upper)
         return tangent * passed
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (output,) = ctx.saved_tensors
-        return ctx.rule(grad, output, ctx.upper), None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        return ctx.rule(grad, _output(ctx), ctx.upper), None, None, None
+
+
+def _output(ctx: Any) -> torch.Tensor:
+    """The op's forward output, from what ``_RuledReLU`` saved."""
+    (saved,) = ctx.saved_tensors
+    return saved.clamp(0, ctx.upper) if ctx.save_input else saved
 
 
 class _RuledReLUInPlace(torch.autograd.Function):
@@ -104,11 +112,21 @@ class _RuledReLUInPlace(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, upper: float | None, rule: Rule) -> torch.Tensor:
         ctx.mark_dirty(x)
         output = x.clamp_(0, upper)
-        ctx.upper, ctx.rule = upper, rule
+        ctx.upper, ctx.rule, ctx.save_input = upper, rule, False
         ctx.save_for_backward(output)
         return output
 
-    backward = _RuledReLU.backward
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return ctx.rule(grad, _output(ctx), ctx.upper), None, None
+
+
+# a backward the model runs inside its forward
+_BACKWARDS = {torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward}
+
+
+def _carries_gradient(args: tuple) -> bool:
+    return torch.is_grad_enabled() and bool(args) and isinstance(args[0], torch.Tensor) and args[0].requires_grad
 
 
 def _transformed(x: torch.Tensor) -> bool:
@@ -201,13 +219,16 @@ class ReLURuleMode(TorchFunctionMode):
             self.count += 1
             x, (inplace, upper) = args[0], relu
             self.unhookable += func in CLAMPS or _transformed(x)
+            save_input = upper is not None or func in CLAMPS
             if not inplace:
-                return _RuledReLU.apply(x, upper, self.rule)
+                return _RuledReLU.apply(x, upper, self.rule, save_input)
             if _transformed(x):  # under vmap: computed out of place, then written
-                return x.copy_(_RuledReLU.apply(x, upper, self.rule))
+                return x.copy_(_RuledReLU.apply(x, upper, self.rule, save_input))
             return _RuledReLUInPlace.apply(x, upper, self.rule)
-        if func in UNCOVERED_NONLINEARITIES:
+        if func in UNCOVERED_NONLINEARITIES and _carries_gradient(args):  # elsewhere it changes no gradient
             self.uncovered[UNCOVERED_NONLINEARITIES[func]] += 1
+        if func in _BACKWARDS:  # the model's own backward: ruled under the mode, plain under hooks
+            self.unhookable += 1
         return func(*args, **kwargs)
 
 

@@ -6,7 +6,7 @@ by the chunk however many perturbations a method asks for."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -30,8 +30,9 @@ from ..errors import ForwardError, TargetError
 #: bytes the tensors of one forward of perturbed copies may hold at once (1 GiB, the gradient
 #: explainers' budget): copies per forward are capped so that their measured peak fits
 MEMORY_BUDGET = 2**30
-#: on the CPU, what one forward's per-sample tensors may hold together at their peak (32 MiB):
-#: larger batches ran slower per image there once their activations outgrew the caches. Measured
+#: on the CPU, what one forward's per-sample tensors may hold together at their peak: 32 MiB, or
+#: the model's parameter bytes where they are more (a forward reads every weight once). Beyond it
+#: larger batches ran slower per image there, their activations outgrowing the caches. Measured
 #: at 224 px (no_grad, ms an image): resnet18 (6 MiB a sample) 31.3 at 8 a forward, 38.1 at 64;
 #: mobilenet_v2 (10 MiB) 12.6 at 2, 36.8 at 64; a ViT-S (3.5 MiB) 58.0 at 16, 73.9 at 64; VGG11
 #: the same at 2 and 64. Small inputs keep ``max_batch`` (resnet18 at 64 px: 0.5 MiB a sample)
@@ -77,11 +78,12 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     scores = []
     with torch.no_grad():
         if per_chunk > 1 and count > 1:  # the budget can only lower a chunk of several copies
-            fixed, per_sample = forward_memory(model, call)
+            fixed, per_sample, told_apart, weights = forward_memory(model, call)
             if per_sample:
                 per_chunk = max(1, min(per_chunk, (MEMORY_BUDGET - fixed) // (per_sample * n)))
-                if call.x.device.type == "cpu":
-                    per_chunk = max(1, min(per_chunk, CPU_CHUNK_BYTES // (per_sample * n)))
+                if call.x.device.type == "cpu" and told_apart:  # per_sample may be all fixed otherwise
+                    # a forward reads every weight once: chunks as large as the weights keep that read shared
+                    per_chunk = max(1, min(per_chunk, max(CPU_CHUNK_BYTES, weights) // (per_sample * n)))
         for first in range(0, count, per_chunk):
             stop = min(count, first + per_chunk)
             output = call.model_inputs(copies(first, stop).flatten(0, 1)).run(model, fresh=True)
@@ -93,14 +95,25 @@ def perturbed_scores(model: nn.Module, call: Call, wanted: Any, count: int, copi
     return scores_
 
 
-def forward_memory(model: nn.Module, call: Call) -> tuple[int, int]:
+class ForwardMemory(NamedTuple):
+    """What ``forward_memory`` measured: bytes that do not grow with the batch and bytes per
+    sample, whether the runs told the two apart, and the bytes of the model's parameters."""
+
+    fixed: int
+    per_sample: int
+    told_apart: bool
+    weights: int
+
+
+def forward_memory(model: nn.Module, call: Call) -> ForwardMemory:
     """The bytes a forward's new tensors hold at their peak, as ``(fixed, per sample)``: measured
     once per model (until one of its modules is replaced), input shapes, autocast state and kind
     of target, from the call's first sample run alone and twice over, so what does not grow with
     the batch is told apart from what does. A first unmeasured run fills what a model makes once
     (autocast's copies of the weights, lazy buffers). The forwards run on copies of the input with
     the random state put back, and score nothing. A batch of two that measures no more than one
-    (allocations that differ between runs) counts everything as per sample: slower, never over."""
+    (allocations that differ between runs) counts everything as per sample: slower, never over;
+    ``told_apart`` is then False."""
     cache, key = model_cache(model), _memory_key(call)
     if key not in cache:
         try:
@@ -110,7 +123,7 @@ def forward_memory(model: nn.Module, call: Call) -> tuple[int, int]:
     return cache[key]
 
 
-def _measured(model: nn.Module, unit: ModelInputs, samples: int) -> tuple[int, int]:
+def _measured(model: nn.Module, unit: ModelInputs, samples: int) -> ForwardMemory:
     """``forward_memory`` from ``unit`` (``samples`` rows) run alone and twice over."""
     x = unit.primary.clone()  # a model may write its input
     device = x.device
@@ -118,7 +131,8 @@ def _measured(model: nn.Module, unit: ModelInputs, samples: int) -> tuple[int, i
     with probing(model), torch.random.fork_rng(devices=accelerator, device_type="cuda"):
         _, alone, twice = (_peak_bytes(model, unit.with_primary(batch)) for batch in (x, x, torch.cat([x, x])))
     per_unit = twice - alone if twice > alone else max(alone, 1)
-    return max(0, alone - per_unit), -(-per_unit // samples)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return ForwardMemory(max(0, alone - per_unit), -(-per_unit // samples), twice > alone, weights)
 
 
 def _memory_key(call: Call) -> tuple:

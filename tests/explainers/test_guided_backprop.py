@@ -10,7 +10,16 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from interpkit import Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, Neuron, NoReLUError, UncoveredNonlinearityError
+from interpkit import (
+    Deconvnet,
+    GradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
+    InputError,
+    Neuron,
+    NoReLUError,
+    UncoveredNonlinearityError,
+)
 from interpkit.core import ReLURuleMode
 from interpkit.testing import ModelFingerprint, assert_model_unchanged
 from interpkit.viz import gradient_images
@@ -495,8 +504,24 @@ class _ReLUOnAView(nn.Module):
         return self.fc(F.relu(self.act(torch.flatten(self.c0(x), 1)) - 0.1))
 
 
-@pytest.mark.parametrize("model", [_Clamped, _ATenReLU, _Checkpointed, _ReLUOnAView],
-                         ids=["clamp", "aten", "checkpoint", "view"])
+class _InnerGradient(nn.Module):
+    """A backward inside the forward, through a ReLU: the mode rules it there too, so the hooks,
+    which leave the forward plain, cannot stand in for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        z = self.c0(x)
+        with torch.enable_grad():
+            leaf = z.detach().requires_grad_()
+            (weights,) = torch.autograd.grad((torch.relu(leaf) * torch.linspace(-1, 1, 4).view(1, 4, 1, 1)).sum(), leaf)
+        return self.fc(F.relu(z * weights).mean((2, 3)))
+
+
+@pytest.mark.parametrize("model", [_Clamped, _ATenReLU, _Checkpointed, _ReLUOnAView, _InnerGradient],
+                         ids=["clamp", "aten", "checkpoint", "view", "inner backward"])
 def test_models_whose_rule_a_hook_cannot_place_stay_under_the_mode(mode_entries, model):
     """A clamp's own gradient passes at 0, a ``torch.ops`` ReLU is out of the mode's sight (kept
     plain with ``strict=False``), a checkpointed region is saved as without checkpointing: every
@@ -541,8 +566,7 @@ class _CheckpointedWhenLarge(nn.Module):
 
 
 class _ReLU6InputWritten(nn.Module):
-    """The input of a ReLU6 scaled in place after it: a hardtanh's node saves that input, the
-    mode's rule only the output."""
+    """The input of a ReLU6 scaled in place after it, which a hardtanh's backward needs."""
 
     def __init__(self):
         super().__init__()
@@ -555,13 +579,12 @@ class _ReLU6InputWritten(nn.Module):
         return self.fc(F.relu(y + h).mean((2, 3)))
 
 
-@pytest.mark.parametrize("model", [_ThreadedStep, _CheckpointedWhenLarge, _ReLU6InputWritten],
-                         ids=["thread", "checkpoint later", "relu6 input written"])
+@pytest.mark.parametrize("model", [_ThreadedStep, _CheckpointedWhenLarge], ids=["thread", "checkpoint later"])
 @pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
 def test_later_calls_on_models_that_defeated_the_first_census_equal_the_mode(explainer, model):
-    """Found by a review: a ReLU behind another thread's node kept its plain gradient, a hook
-    read a checkpointed tensor the node had already unpacked, and a ReLU6 whose input was written
-    after it was refused. Each later call now equals a first call (the mode) on a new copy."""
+    """Found by a review: a ReLU behind another thread's node kept its plain gradient, and a hook
+    read a checkpointed tensor the node had already unpacked. Each later call now equals a first
+    call (the mode) on a new copy."""
     torch.manual_seed(0)
     model = model().eval()
     first, later = torch.randn(2, 3, 12, 12), torch.randn(4, 3, 12, 12)
@@ -586,3 +609,48 @@ def test_a_subclass_with_its_own_rule_runs_the_mode_on_every_call(mode_entries):
     leaf = x.clone().requires_grad_(True)
     plain = torch.autograd.grad(model(leaf)[:, 1].sum(), leaf)[0]
     torch.testing.assert_close(maps[2][:, 0], plain / 2 ** 4)  # four ReLUs on every path, each halving
+
+
+class _WrittenAfter(nn.Module):
+    """A ReLU6's and a clamp's output written in place: their own backwards saved their inputs,
+    so plain autograd accepts it (the rule saved the outputs and refused it)."""
+
+    def __init__(self, written: bool):
+        super().__init__()
+        self.c0, self.c1, self.fc, self.written = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Linear(4, 3), written
+
+    def forward(self, x):
+        h = F.relu6(self.c0(x))
+        h = h.add_(1.0) if self.written else h + 1.0
+        g = self.c1(h).clamp(min=0)
+        return self.fc((g.mul_(2) if self.written else g * 2).mean((2, 3)))
+
+
+class _BufferSigmoid(nn.Module):
+    """A sigmoid on a buffer, which carries no gradient: no reason to refuse the map."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+        self.register_buffer("gate", torch.linspace(-2, 2, 4).view(1, 4, 1, 1))
+
+    def forward(self, x):
+        return self.fc((F.relu(self.c0(x)) * torch.sigmoid(self.gate)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("explainer", [GuidedBackprop, Deconvnet])
+def test_outputs_written_in_place_and_nonlinearities_off_the_gradient_are_explained(explainer):
+    """Found by a second review: both were refused on every call."""
+    torch.manual_seed(0)
+    written, x = _WrittenAfter(True).eval(), torch.randn(2, 3, 10, 10)
+    kept = copy.deepcopy(written)
+    kept.written = False
+    torch.testing.assert_close(explainer(written)(x, target=1).maps, explainer(kept)(x, target=1).maps, rtol=0, atol=0)
+    refused = explainer(_ReLU6InputWritten().eval())  # its input, which the backward needs, written: as autograd
+    for _ in range(2):  # the first call and a later one alike
+        with pytest.raises(InputError, match="writes in place"):
+            refused(x, target=1)
+    gated = _BufferSigmoid().eval()
+    leaf = x.clone().requires_grad_(True)
+    maps = explainer(gated)(x, target=1).maps
+    assert maps.abs().sum() > 0 and not torch.allclose(maps[:, 0], torch.autograd.grad(gated(leaf)[:, 1].sum(), leaf)[0])

@@ -104,7 +104,7 @@ def test_copies_per_forward_stay_within_the_memory_budget(monkeypatch):
     # the clean forward, then the measure (the first sample alone, twice, then doubled), then the copies
     assert batches == [2, 1, 1, 2, 64, 8]
     (memory,) = [v for k, v in model_cache(model).items() if k[0] == "forward memory"]
-    fixed, per_sample = memory
+    fixed, per_sample, *_ = memory
     assert 16 * 12 * 12 * 4 <= per_sample < 10 * 16 * 12 * 12 * 4  # the conv's output and a few more
     monkeypatch.setattr(engine, "MEMORY_BUDGET", fixed + 5 * 2 * per_sample)  # room for five copies of the batch
     batches.clear()
@@ -140,6 +140,38 @@ def test_on_the_cpu_a_forward_holds_no_more_per_sample_bytes_than_the_cpu_chunk(
     assert set(batches) == {2} and len(batches) == 37
 
 
+def test_the_cpu_cap_leaves_room_for_the_weights_and_trusts_only_a_measure_that_told_fixed_apart(monkeypatch):
+    """Found by a review: a model whose peak is its weights' copies (two samples measured no more
+    than one) counted all of it per sample and went to two copies a forward; a weight-heavy model
+    read its weights once per few images."""
+    import interpkit.explainers.perturbation as engine
+
+    class FixedPeak(nn.Module):  # the peak: two copies of the weight, made whatever the batch
+        def __init__(self):
+            super().__init__()
+            self.w, self.out = nn.Parameter(torch.randn(64, 3 * 8 * 8) * 0.01), nn.Linear(64, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(x.flatten(1) @ (self.w * 2 + 1).T))
+
+    torch.manual_seed(0)
+    model, x, batches = FixedPeak().eval(), torch.randn(2, 3, 8, 8), []
+    model.register_forward_pre_hook(lambda _m, args: batches.append(len(args[0])))
+    explainer = Occlusion(model, window=2, stride=2, max_batch=64)  # 16 windows
+    monkeypatch.setattr(engine, "CPU_CHUNK_BYTES", 1)
+    explainer(x, target=1)
+    (memory,) = [v for k, v in model_cache(model).items() if k[0] == "forward memory"]
+    assert not memory.told_apart and batches[-1] == 32  # the CPU cap left out: 16 copies of the batch
+    heavy = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 3)).eval()
+    heavy_batches, x = [], torch.randn(2, 3, 16, 16)
+    heavy.register_forward_pre_hook(lambda _m, args: heavy_batches.append(len(args[0])))
+    Occlusion(heavy, window=1, stride=1, max_batch=1024)(x, target=1)  # 256 windows
+    (memory,) = [v for k, v in model_cache(heavy).items() if k[0] == "forward memory"]
+    assert memory.told_apart and memory.weights == sum(p.numel() * 4 for p in heavy.parameters())
+    copies = memory.weights // (memory.per_sample * 2)
+    assert 1 < copies < 256 and heavy_batches[4] == 2 * copies  # as many copies as the weights' bytes hold
+
+
 def test_the_measure_draws_no_random_numbers_and_leaves_the_input_alone():
     import interpkit.explainers.perturbation as engine
     from interpkit.core import Call, ModelInputs
@@ -171,11 +203,11 @@ def test_the_measure_tells_weight_copies_from_what_grows_with_the_batch():
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 4096), nn.ReLU(), nn.Linear(4096, 3)).eval()
     call = Call(ModelInputs(args=(torch.randn(1, 3, 4, 4),)), 1)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # its first forward casts the weights: 0.4 MB
-        fixed, per_sample = forward_memory(model, call)
+        fixed, per_sample, *_ = forward_memory(model, call)
     assert per_sample < 4096 * 4 * 4  # a few activations of one sample, not the weights' copies
     model[1], model[3] = nn.Linear(48, 16384), nn.Linear(16384, 3)  # four times wider: measured again
     Occlusion(model, window=2, stride=2)(call.x, target=1)
-    ((fixed, per_sample),) = [v for k, v in model_cache(model).items() if k[0] == "forward memory"]
+    ((fixed, per_sample, *_),) = [v for k, v in model_cache(model).items() if k[0] == "forward memory"]
     assert per_sample >= 16384 * 4
 
 
@@ -191,7 +223,7 @@ def test_a_tensor_tiled_to_the_batch_from_a_weight_counts_per_sample():
         def forward(self, x):
             return (self.state.repeat(len(x), 1) * 2)[:, :3] + x.flatten(1)[:, :3]
 
-    fixed, per_sample = forward_memory(Tiled(), Call(ModelInputs(args=(torch.rand(4, 3, 2, 2),)), 0))
+    fixed, per_sample, *_ = forward_memory(Tiled(), Call(ModelInputs(args=(torch.rand(4, 3, 2, 2),)), 0))
     assert per_sample >= 2 * 65536 * 4  # the repeat and its double
 
 
