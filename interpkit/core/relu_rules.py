@@ -66,9 +66,10 @@ def deconvnet_node_rule(passed: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
 
 
 class _RuledReLU(torch.autograd.Function):
-    """``clamp(x, 0, upper)`` with a replaceable backward. The output is saved, as ReLU's own
-    backward does: it tells where the input was passed on. Its context is set up apart from the
-    forward, so torch.func transforms apply it too (a model running its ReLUs under ``vmap``)."""
+    """``clamp(x, 0, upper)`` with a replaceable backward. What the op's own backward saves is
+    saved (``save_input``: a ReLU6's or clamp's input, else the output): it tells where the input
+    was passed on. Its context is set up apart from the forward, so torch.func transforms apply
+    it too (a model running its ReLUs under ``vmap``)."""
 
     generate_vmap_rule = True
 
@@ -188,7 +189,7 @@ class ReLURuleMode(TorchFunctionMode):
         super().__init__()
         self.rule, self.mark_end = rule, mark_end
         self.count = 0
-        self.unhookable = 0  # ruled ops a node hook could not stand in for: clamps, ops under vmap
+        self.unhookable = 0  # what a node hook could not stand in for: ruled clamps, ops under vmap, backwards
         self.uncovered: Counter[str] = Counter()
         self.checkpoints = Checkpoints()
         self.forward_start: int | None = None  # autograd sequence numbers: the forward's nodes lie between
@@ -307,7 +308,7 @@ class ReLURuleExplainer(Explainer):
 
     def _explain_with_node_hooks(self, call: Call, x: torch.Tensor, known: "GraphCensus") -> Explanation | None:
         """The rule as hooks on a plain forward's ReLU nodes, or None when its graph is not the
-        one the mode's first call saw (same number of nodes, its ruled ops as plain ReLUs)."""
+        one the mode's first call saw (the same node kinds in order, its ruled ops as plain ReLUs)."""
         marks = _ForwardMarks()
         selection, _ = self.forward_with_targets(call.with_(x), mode=marks)
         relus: list[Any] = []
