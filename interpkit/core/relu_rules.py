@@ -126,8 +126,15 @@ class _RuledReLUInPlace(torch.autograd.Function):
 _BACKWARDS = {torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward}
 
 
-def _carries_gradient(args: tuple) -> bool:
-    return torch.is_grad_enabled() and bool(args) and isinstance(args[0], torch.Tensor) and args[0].requires_grad
+def _off_the_gradient(args: tuple, kwargs: dict) -> bool:
+    """Whether an op surely changes no gradient: grad mode on, no torch.func transform, and no
+    tensor argument that requires grad (a sigmoid of a buffer). Inside an autograd Function's
+    forward (grad mode off) or a transform, where that cannot be read, it may."""
+    if not torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+        return False
+    values = [*args, *kwargs.values()]
+    values += [v for value in values if isinstance(value, (list, tuple)) for v in value]
+    return not any(isinstance(value, torch.Tensor) and value.requires_grad for value in values)
 
 
 def _transformed(x: torch.Tensor) -> bool:
@@ -223,10 +230,10 @@ class ReLURuleMode(TorchFunctionMode):
             save_input = upper is not None or func in CLAMPS
             if not inplace:
                 return _RuledReLU.apply(x, upper, self.rule, save_input)
-            if _transformed(x):  # under vmap: computed out of place, then written
-                return x.copy_(_RuledReLU.apply(x, upper, self.rule, save_input))
+            if _transformed(x):  # under vmap: computed out of place (its output saved), then written
+                return x.copy_(_RuledReLU.apply(x, upper, self.rule, False))
             return _RuledReLUInPlace.apply(x, upper, self.rule)
-        if func in UNCOVERED_NONLINEARITIES and _carries_gradient(args):  # elsewhere it changes no gradient
+        if func in UNCOVERED_NONLINEARITIES and not _off_the_gradient(args, kwargs):
             self.uncovered[UNCOVERED_NONLINEARITIES[func]] += 1
         if func in _BACKWARDS:  # the model's own backward: ruled under the mode, plain under hooks
             self.unhookable += 1

@@ -654,3 +654,63 @@ def test_outputs_written_in_place_and_nonlinearities_off_the_gradient_are_explai
     leaf = x.clone().requires_grad_(True)
     maps = explainer(gated)(x, target=1).maps
     assert maps.abs().sum() > 0 and not torch.allclose(maps[:, 0], torch.autograd.grad(gated(leaf)[:, 1].sum(), leaf)[0])
+
+
+class _VmappedBounded(nn.Module):
+    """In-place ReLU6 and clamp under ``vmap`` inside the model (computed out of place, then written)."""
+
+    def __init__(self, vmapped: bool, clamp: bool):
+        super().__init__()
+        self.weight, self.head = nn.Parameter(torch.randn(12, 5)), nn.Linear(5, 3)
+        self.vmapped, self.clamp = vmapped, clamp
+
+    def forward(self, x):
+        def hidden(t):
+            h = (t @ self.weight) * 3
+            return h.clamp_(0, 2) if self.clamp else F.relu6(h, inplace=True)
+
+        return self.head(torch.vmap(hidden)(x) if self.vmapped else hidden(x))
+
+
+class _SwishFunction(torch.autograd.Function):
+    """A memory-efficient swish, as efficientnet_pytorch writes it: its sigmoid runs where grad
+    mode is off."""
+
+    @staticmethod
+    def forward(ctx, i):
+        ctx.save_for_backward(i)
+        return i * torch.sigmoid(i)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (i,) = ctx.saved_tensors
+        s = torch.sigmoid(i)
+        return grad * s * (1 + i * (1 - s))
+
+
+class _Hidden(nn.Module):
+    def __init__(self, how: str):
+        super().__init__()
+        self.l0, self.l1, self.how = nn.Linear(8, 8), nn.Linear(8, 3), how
+
+    def forward(self, x):
+        h = F.relu(self.l0(x))
+        h = _SwishFunction.apply(h) if self.how == "function" else torch.vmap(F.gelu)(h)
+        return self.l1(h)
+
+
+def test_a_third_review_s_cases():
+    """Found by a third review: an in-place ReLU6 or clamp under vmap was refused (the rule saved
+    the input the write then changed), and a nonlinearity in an autograd Function's forward or
+    under vmap, where grad mode or ``requires_grad`` cannot be read, went uncounted."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 12)
+    for clamp in (False, True):
+        model = _VmappedBounded(True, clamp).eval()
+        written_out = copy.deepcopy(model)
+        written_out.vmapped = False
+        for explainer in (GuidedBackprop, Deconvnet):
+            torch.testing.assert_close(explainer(model)(x, target=1).maps, explainer(written_out)(x, target=1).maps)
+    for how, kind in (("function", "Sigmoid"), ("vmap", "GELU")):
+        with pytest.raises(UncoveredNonlinearityError, match=f"1 {kind}"):
+            GuidedBackprop(_Hidden(how).eval())(torch.randn(2, 8), target=1)
