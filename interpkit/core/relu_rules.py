@@ -184,7 +184,10 @@ UNCOVERED_NONLINEARITIES = {
     torch.sigmoid_: "Sigmoid", torch.Tensor.sigmoid_: "Sigmoid", F.tanh: "Tanh", torch.tanh: "Tanh",
     torch.Tensor.tanh: "Tanh", torch.tanh_: "Tanh", torch.Tensor.tanh_: "Tanh", F.prelu: "PReLU", F.rrelu: "RReLU",
     F.softsign: "Softsign", F.tanhshrink: "Tanhshrink", F.logsigmoid: "LogSigmoid", F.glu: "GLU",
-    F.hardshrink: "Hardshrink", F.softshrink: "Softshrink", F.hardtanh: "Hardtanh", torch.erf: "erf",
+    F.hardshrink: "Hardshrink", F.softshrink: "Softshrink", F.hardtanh: "Hardtanh", F.threshold: "Threshold",
+    F.threshold_: "Threshold", torch.special.expit: "Sigmoid", torch.erf: "erf", torch.erf_: "erf",
+    torch.Tensor.erf: "erf", torch.Tensor.erf_: "erf", torch.special.erf: "erf", torch.erfc: "erfc",
+    torch.Tensor.erfc: "erfc", torch.special.erfc: "erfc",
 }
 
 

@@ -714,3 +714,31 @@ def test_a_third_review_s_cases():
     for how, kind in (("function", "Sigmoid"), ("vmap", "GELU")):
         with pytest.raises(UncoveredNonlinearityError, match=f"1 {kind}"):
             GuidedBackprop(_Hidden(how).eval())(torch.randn(2, 8), target=1)
+
+
+@pytest.mark.parametrize(
+    ("op", "kind"),
+    [
+        (torch.special.expit, "Sigmoid"),
+        (torch.Tensor.erf, "erf"),
+        (lambda h: h.clone().erf_(), "erf"),
+        (torch.special.erfc, "erfc"),
+        (lambda h: F.threshold(h, 0.1, 0.0), "Threshold"),
+    ],
+)
+def test_other_spellings_of_a_nonlinearity_are_refused(op, kind):
+    """A sigmoid spelt ``torch.special.expit``, an erf spelt as a method, a threshold: each
+    passes its plain gradient under the rule, so strict mode names it."""
+    model = _Spelt(op).eval()
+    with pytest.raises(UncoveredNonlinearityError, match=f"1 {kind}"):
+        GuidedBackprop(model)(torch.randn(2, 8), target=1)
+    assert GuidedBackprop(model, strict=False)(torch.randn(2, 8), target=1).maps.shape == (2, 1, 8)
+
+
+class _Spelt(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.l0, self.l1, self.op = nn.Linear(8, 8), nn.Linear(8, 3), op
+
+    def forward(self, x):
+        return self.l1(self.op(F.relu(self.l0(x))))
