@@ -185,7 +185,7 @@ UNCOVERED_NONLINEARITIES = {
     torch.Tensor.tanh: "Tanh", torch.tanh_: "Tanh", torch.Tensor.tanh_: "Tanh", F.prelu: "PReLU", F.rrelu: "RReLU",
     F.softsign: "Softsign", F.tanhshrink: "Tanhshrink", F.logsigmoid: "LogSigmoid", F.glu: "GLU",
     F.hardshrink: "Hardshrink", F.softshrink: "Softshrink", F.hardtanh: "Hardtanh", F.threshold: "Threshold",
-    F.threshold_: "Threshold", torch.special.expit: "Sigmoid", torch.erf: "erf", torch.erf_: "erf",
+    torch.special.expit: "Sigmoid", torch.erf: "erf", torch.erf_: "erf",
     torch.Tensor.erf: "erf", torch.Tensor.erf_: "erf", torch.special.erf: "erf", torch.erfc: "erfc",
     torch.Tensor.erfc: "erfc", torch.special.erfc: "erfc",
 }
@@ -193,27 +193,24 @@ UNCOVERED_NONLINEARITIES = {
 
 class ReLURuleMode(TorchFunctionMode):
     """While active, every ReLU-family op uses ``rule`` in its backward; ``count`` tallies them
-    and ``uncovered`` counts, by kind, the other elementwise nonlinearities that ran."""
+    and ``uncovered`` counts, by kind, the other elementwise nonlinearities that ran; ``marks``
+    number the autograd nodes of the forward it first enclosed."""
 
-    def __init__(self, rule: Rule, mark_end: bool = False) -> None:
+    def __init__(self, rule: Rule) -> None:
         super().__init__()
-        self.rule, self.mark_end = rule, mark_end
+        self.rule, self.marks = rule, ForwardMarks()
         self.count = 0
         self.unhookable = 0  # what a node hook could not stand in for: ruled clamps, ops under vmap, backwards
         self.uncovered: Counter[str] = Counter()
         self.checkpoints = Checkpoints()
-        self.forward_start: int | None = None  # autograd sequence numbers: the forward's nodes lie between
-        self.forward_end: int | None = None
 
     def __enter__(self) -> "ReLURuleMode":
-        if self.mark_end and self.forward_start is None:
-            self.forward_start = _sequence_number()
+        self.marks.__enter__()
         return super().__enter__()
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self.mark_end and self.forward_end is None:  # a node made now numbers the end of the forward's nodes
-            self.forward_end = _sequence_number()
         super().__exit__(*exc_info)
+        self.marks.__exit__()  # outside the mode: the marking ops are not the model's
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if self.checkpoints.inside():  # saved as without checkpointing: nothing is recomputed without the rule
@@ -281,11 +278,10 @@ class ReLURuleExplainer(Explainer):
             explanation = self._explain_with_node_hooks(call, x, known)
             if explanation is not None:
                 return explanation
-        mode = ReLURuleMode(type(self).rule, mark_end=True)  # this call's: counts its ReLUs
+        mode = ReLURuleMode(type(self).rule)  # this call's: counts its ReLUs
         selection, _ = self.forward_with_targets(call.with_(x), mode=mode)
         self._refuse_partial_rules(mode)
-        assert mode.forward_start is not None and mode.forward_end is not None  # marked: ``mark_end``
-        census = graph_census(selection.scores, mode.forward_start, mode.forward_end)
+        census = graph_census(selection.scores, mode.marks)
         unseen = census.plain_relus + census.opaque_relus
         if self.strict and unseen:
             raise UncoveredNonlinearityError(
@@ -319,10 +315,10 @@ class ReLURuleExplainer(Explainer):
     def _explain_with_node_hooks(self, call: Call, x: torch.Tensor, known: "GraphCensus") -> Explanation | None:
         """The rule as hooks on a plain forward's ReLU nodes, or None when its graph is not the
         one the mode's first call saw (the same node kinds in order, its ruled ops as plain ReLUs)."""
-        marks = _ForwardMarks()
+        marks = ForwardMarks()
         selection, _ = self.forward_with_targets(call.with_(x), mode=marks)
         relus: list[Any] = []
-        census = graph_census(selection.scores, marks.start, marks.end, relus)
+        census = graph_census(selection.scores, marks, relus)
         if census.opaque_relus or census.unhookable or census.kinds != known.kinds:
             return None
         node_rule = type(self).node_rule
@@ -377,11 +373,14 @@ def _plain_relu(node: Any, name: str) -> bool:
     return name == "ReluBackward0" or (name == "HardtanhBackward0" and node._saved_min_val == 0)
 
 
-def graph_census(scores: torch.Tensor, start: int, end: int, relus: list[Any] | None = None) -> GraphCensus:
-    """The census of the forward's graph behind ``scores``; its plain ReLU nodes go to ``relus``.
+def graph_census(scores: torch.Tensor, marks: "ForwardMarks", relus: list[Any] | None = None) -> GraphCensus:
+    """The census of the forward's graph behind ``scores`` (its nodes numbered within ``marks``);
+    its plain ReLU nodes go to ``relus``.
     The walk goes through nodes outside the forward's numbers too: autograd numbers each thread's
     nodes apart, so a step of the forward run on another thread lies outside them, with the
     forward's nodes behind it."""
+    assert marks.start is not None and marks.end is not None  # the forward ran inside them
+    start, end = marks.start, marks.end
     stack: list[Any] = [] if scores.grad_fn is None else [scores.grad_fn]  # None: refused at the backward
     seen: set[Any] = set(stack)
     kinds: list[str] = []
@@ -414,17 +413,22 @@ def _node_hook(rule: NodeRule) -> Callable[[tuple, tuple], tuple]:
     return lambda grad_inputs, grad_outputs: (rule(grad_inputs[0], grad_outputs[0]),)
 
 
-class _ForwardMarks:
-    """A context that numbers the autograd nodes of the forward it encloses: ``start`` to ``end``."""
+class ForwardMarks:
+    """A context that numbers the autograd nodes of the forward it first encloses: ``start`` to
+    ``end`` (a later entry, reading the targets, leaves them)."""
 
-    start = end = 0
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.end: int | None = None
 
-    def __enter__(self) -> "_ForwardMarks":
-        self.start = _sequence_number()
+    def __enter__(self) -> "ForwardMarks":
+        if self.start is None:
+            self.start = _sequence_number()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self.end = _sequence_number()
+        if self.end is None:
+            self.end = _sequence_number()
 
 
 def _sequence_number() -> int:

@@ -55,11 +55,12 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     exactly 0 passes on no relevance, where 0 / 0 made the whole map NaN (zennit's too)."""
     if epsilon == 0:
         return torch.where(z == 0, torch.inf, z)
-    # arithmetic on the sign, not torch.where, whose CPU kernel is slow on a mask of random signs:
-    # 6.8 ms against 0.8 ms on a (8, 64, 56, 56) map. In float32 at least: a half-precision
+    # ``|z| + epsilon`` given the sign of ``z + 0`` (which turns -0.0 into +0.0): four passes over z,
+    # where arithmetic on a 0/1 sign mask took six (7.0 against 4.3 ms on an (8, 64, 112, 112) map) and
+    # torch.where's CPU kernel is slower still on random signs. In float32 at least: a half-precision
     # epsilon below its smallest subnormal (6e-8) would be 0, and 0 / 0 NaN
     wide = torch.promote_types(z.dtype, torch.float32)
-    return (z >= 0).to(wide).mul_(2).sub_(1).mul_(epsilon).add_(z)
+    return z.abs().to(wide).add_(epsilon).copysign_(z + 0.0)
 
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]  # (input_k, weight_k, bias_k)

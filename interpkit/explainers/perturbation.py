@@ -106,7 +106,7 @@ class ForwardMemory(NamedTuple):
 
 
 def forward_memory(model: nn.Module, call: Call) -> ForwardMemory:
-    """The bytes a forward's new tensors hold at their peak, as ``(fixed, per sample)``: measured
+    """The bytes a forward's new tensors hold at their peak, fixed and per sample: measured
     once per model (until one of its modules is replaced), input shapes, autocast state and kind
     of target, from the call's first sample run alone and twice over, so what does not grow with
     the batch is told apart from what does. A first unmeasured run fills what a model makes once
