@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -110,30 +110,38 @@ def _part(t: torch.Tensor | None, positive: bool) -> torch.Tensor | None:
 @dataclass
 class LayerCall:
     """What a rule reads of one layer's call: ``run(x, weight, bias)`` the layer, its input and
-    parameters (a folded batch norm included), its ``output``, ``pull(g)`` its transpose
-    ``J^T g`` (from the forward's own graph), and whether the input is known to be non-negative
-    (a ReLU's output, pooled or not: the rules' negative-input terms are then zero and skipped).
-    ``memo`` keeps the rules' relevance-independent terms for the next target's backward."""
+    parameters (a folded batch norm included), its ``output`` (made by ``made_output`` when first
+    read), ``pull(g)`` its transpose ``J^T g`` (from the forward's own graph), and whether the
+    input is known to be non-negative (a ReLU's output, pooled or not: the rules' negative-input
+    terms are then zero and skipped). ``memo`` keeps the rules' relevance-independent terms for
+    the next target's backward."""
 
     run: Run
     x: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor | None
-    output: torch.Tensor
+    made_output: Callable[[], torch.Tensor]
     pull: Callable[[torch.Tensor], torch.Tensor]
     nonnegative: bool
     # the rules' terms by (rule, tag) when several targets' backwards share this call (else None); not
     # an argument, so a ``dataclasses.replace`` of the call (other weights) starts without them
     memo: dict[Any, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
+    @property
+    def output(self) -> torch.Tensor:
+        """The layer's output ``z`` (a folded batch norm included)."""
+        return self.made_output()
+
 
 @dataclass(frozen=True)
 class LayerRule:
     """A rule for a convolution or linear layer: ``relevance(layer, R)`` is the input's relevance
     given the output's ``R``. ``stabilizer`` is added to denominators with their sign (the sign
-    of 0 taken as +1)."""
+    of 0 taken as +1). A rule that never reads ``layer.output`` sets ``reads_output`` False: the
+    forward then keeps no copy of it, and a rule that reads it all the same gets it made again."""
 
     stabilizer: float = 1e-6
+    reads_output: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_number("stabilizer", self.stabilizer)
@@ -181,6 +189,8 @@ def _signed_terms(layer: LayerCall, rule: "LayerRule", tag: str, positive_weight
 class ZPlus(LayerRule):
     """LRP-z+: positive contributions only, ``z = W+ x+ + W- x- + b+``."""
 
+    reads_output = False
+
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         w, b = layer.weight, layer.bias
@@ -195,6 +205,7 @@ class AlphaBeta(LayerRule):
 
     alpha: float = 2.0
     beta: float = 1.0
+    reads_output = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -246,6 +257,8 @@ class Gamma(LayerRule):
 class Flat(LayerRule):
     """LRP-flat: relevance spread uniformly over the receptive field (weights and inputs 1, no bias)."""
 
+    reads_output = False
+
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
         terms = _terms(layer, self, "flat", lambda: [(torch.ones_like(layer.x), torch.ones_like(layer.weight), None)],
@@ -256,6 +269,8 @@ class Flat(LayerRule):
 @dataclass(frozen=True)
 class WSquare(LayerRule):
     """LRP-w^2: relevance spread by squared weights (inputs 1, the bias squared too, as zennit)."""
+
+    reads_output = False
 
     def relevance(self, layer, relevance):
         """The input's relevance by this rule."""
@@ -382,7 +397,10 @@ class _Layer(torch.autograd.Function):
         ctx.leaf, ctx.inner, ctx.weight, ctx.bias, ctx.version = leaf, output, weight.detach(), bias, x._version
         ctx.run, ctx.rule, ctx.folded, ctx.transposed, ctx.nonnegative = run, rule, folded, transposed, nonnegative
         ctx.targets = targets  # [K], set once the forward has resolved them
-        return output.detach().clone()  # a copy: an in-place ReLU after the layer must not rewrite its z
+        ctx.made = output._version
+        # a copy for a rule that reads z: an in-place ReLU after the layer must not rewrite it (without one,
+        # a z written since is made again if read: ``_layer_call``)
+        return output.detach().clone() if getattr(rule, "reads_output", True) else output.detach()
 
     @staticmethod
     def backward(ctx: Any, relevance):
@@ -406,22 +424,30 @@ class _Layer(torch.autograd.Function):
 def _layer_call(ctx: Any) -> LayerCall:
     """What the rule reads of a ``_Layer`` call, a batch norm that alone reads its output folded in."""
     weight, bias = ctx.weight, None if ctx.bias is None else ctx.bias.detach()
-    output = ctx.inner.detach()
-    scale = None
+    inner, leaf, run, made = ctx.inner, ctx.leaf, ctx.run, ctx.made  # not ctx: ctx keeps this call
+    unfolded = (weight, bias)
+    scale = shift = None
     if ctx.folded and ctx.folded[0][2][0] == 1:  # the batch norm is the output's only reader
         scale, shift, _ = ctx.folded[0]
         weight = _folded_weight(weight, scale, ctx.transposed)
         bias = shift if bias is None else bias * scale + shift
-        channel = (-1,) + (1,) * (output.dim() - 2) if output.dim() > 2 else (-1,)
-        scale = scale.view(channel)
-        output = output * scale + shift.view(channel)
+        channel = (-1,) + (1,) * (inner.dim() - 2) if inner.dim() > 2 else (-1,)
+        scale, shift = scale.view(channel), shift.view(channel)
+    kept: list[torch.Tensor] = []
 
-    inner, leaf = ctx.inner, ctx.leaf  # not ctx itself: ctx keeps this call, which must not keep ctx alive
+    def output() -> torch.Tensor:
+        if not kept:
+            z = inner.detach()
+            if inner._version != made:  # written in place since, uncopied (``reads_output``): made again
+                with torch.no_grad():
+                    z = run(leaf.detach(), *unfolded)
+            kept.append(z if scale is None else z * scale + shift)
+        return kept[0]
 
     def pull(g: torch.Tensor) -> torch.Tensor:
         return torch.autograd.grad(inner, leaf, g if scale is None else g * scale, retain_graph=True)[0]
 
-    return LayerCall(ctx.run, ctx.leaf.detach(), weight, bias, output, pull, ctx.nonnegative)
+    return LayerCall(run, leaf.detach(), weight, bias, output, pull, ctx.nonnegative)
 
 
 def _folded_weight(weight: torch.Tensor, scale: torch.Tensor, transposed: bool) -> torch.Tensor:

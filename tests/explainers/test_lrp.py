@@ -714,3 +714,53 @@ def test_no_relevance_where_a_constant_factor_is_zero(composite):
     model.mask.fill_(2.0)
     doubled = LRP(model, composite, **options)(x / 2, target=1).maps[:, 0]
     assert doubled[..., :8].abs().max() > 0
+
+
+def _convolutions_then_linear() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 5, 3, padding=1),
+                         nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(5 * 6 * 6, 3)).eval()
+
+
+def test_only_a_rule_that_reads_the_output_has_it_copied():
+    """A layer's output is copied (an in-place ReLU after it would rewrite it) only for a rule
+    that reads it: the epsilon rule's denominators; z+ needs its own terms only."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Clones(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.clone.default:
+                self.shapes.append(tuple(args[0].shape[1:2]))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model, x = _convolutions_then_linear(), torch.randn(2, 3, 6, 6)
+    for composite, copied in (("epsilon_plus", 0), ("epsilon", 2)):
+        with Clones() as clones:
+            LRP(model, composite)(x, target=1)
+        assert clones.shapes.count((4,)) + clones.shapes.count((5,)) == copied, composite
+
+
+def test_a_rule_that_reads_an_uncopied_output_gets_it_made_again():
+    """``reads_output = False`` is a promise a subclass may break: it then reads z made again,
+    not the output an in-place shift wrote, and its maps are the copying rule's."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Uncopied(Epsilon):
+        reads_output = False
+
+    class Shifted(nn.Module):
+        def forward(self, h):
+            return h.add_(0.5)
+
+    torch.manual_seed(0)
+    model = _convolutions_then_linear().double()
+    model.insert(1, Shifted())
+    x = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    expected = LRP(model, Composite(convolution=Epsilon(), first=Epsilon()))(x, target="all").maps
+    found = LRP(model, Composite(convolution=Uncopied(), first=Uncopied()))(x, target="all").maps
+    torch.testing.assert_close(found, expected, rtol=0, atol=0)
