@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ForwardError, InputError, InterpkitError, LayerError, LocalisationWarning
 from .explanation import Explanation, concatenate
-from .gradients import per_target_gradients
+from .gradients import MAX_BATCHED_ELEMENTS, per_target_gradients
 from .hooks import Captured, capture_outputs
 from .inputs import InputsLike, ModelInputs, model_inputs
 from .layers import LayerChoice, LayerLike, choose_layer, layer_choices, layout_hint, resolve_layer, unwrap
@@ -165,6 +165,18 @@ class Explainer(CheckedOptions):
         return Explanation(maps.detach().float(), selection.indices, selection.scores.detach(), self.name, kind, layer,
                            selection.classes)
 
+    def _forward(self, call: Call, hooked: list[nn.Module], mode: ContextManager[Any] | None, count: bool
+                 ) -> tuple[Any, Captured, int]:
+        """The model's output on copies of the call's inputs (``run``), ``hooked`` captured, inside
+        ``mode``; with ``count``, the elements autograd saved per sample (else 0)."""
+        with capture_outputs(hooked, for_gradients=True) as captured, mode or contextlib.nullcontext():
+            if not count:
+                return call.inputs.run(self.model), captured, 0
+            saved = SavedElements(captured)
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+                output = call.inputs.run(self.model)
+        return output, captured, -(-saved.total // len(call.x))
+
     def _default_layout(self, module: nn.Module) -> ChannelsFirst:
         return ChannelsFirst(checked=True, known=layout_hint(self.model, module) == "first")
 
@@ -186,14 +198,23 @@ class Explainer(CheckedOptions):
         cache = model_facts(self.model).cache
         per_sample = cache.get(key) if graph else 0
         with torch.enable_grad() if graph else torch.no_grad():
-            with capture_outputs(hooked, for_gradients=True) as captured, mode or contextlib.nullcontext():
-                if per_sample is None:  # the forward runs on copies of the inputs (``run``), here inside the mode
-                    saved = SavedElements(captured)
-                    with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-                        output = call.inputs.run(self.model)
-                    per_sample = cache[key] = -(-saved.total // len(x))
-                else:
-                    output = call.inputs.run(self.model)
+            try:
+                output, captured, counted = self._forward(call, hooked, mode, count=per_sample is None)
+            except ForwardError as error:
+                if per_sample is not None or "saved tensor hooks" not in str(error):
+                    raise
+                if mode is not None:  # the mode kept what the failed forward ran: no second try under it
+                    raise InputError(
+                        f"{type(self).__name__}: the model's forward runs torch.func's grad, vjp or jacrev, which "
+                        "refuse the saved-tensor hooks this method's first call runs under, and its op-level rules "
+                        "cannot follow them; explain it with a method without op rules (Saliency, IntegratedGradients, "
+                        "GradCAM)") from error
+                # torch.func's grad, vjp or jacrev inside the forward refuses the hooks that count what it saves:
+                # run it without them, and let each target's backward go alone (nothing to size a batch by)
+                output, captured, _ = self._forward(call, hooked, None, count=False)
+                counted = MAX_BATCHED_ELEMENTS
+            if per_sample is None:
+                per_sample = cache[key] = counted
             # the hooks are gone: a target callable may run the model again (even explain it) unseen
             neuron_outputs = {n: (name, captured.output(m, name),
                                   stated(n.layout, self.model) if n.layout is not None else self._default_layout(m))

@@ -860,3 +860,37 @@ def test_an_attribute_a_forward_deletes_comes_back_even_when_it_was_none():
     model = Deleting().eval()
     GradCAM(model)(torch.randn(2, 3, 8, 8), target=1)
     assert model.cache is None and model.flag == 1
+
+class _EnergyGradient(nn.Module):
+    """A forward that takes a gradient of its own with ``torch.func.grad`` (an energy model's
+    force, a physics-informed net's derivative)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        force = torch.func.grad(lambda t: (t ** 3).sum())(h)
+        return self.fc((h + force).flatten(1))
+
+
+def test_a_forward_that_runs_torch_func_grad_is_explained_by_gradient_methods():
+    """torch.func's grad refuses the saved-tensor hooks that count what the first call's forward
+    saves: that forward runs again without them, and each target goes through its own backward.
+    The maps are the double-backward gradients; methods with op rules refuse the model by name."""
+    torch.manual_seed(0)
+    model, x = _EnergyGradient().eval(), torch.randn(2, 3, 8, 8)
+    fingerprint = ModelFingerprint.of(model)
+    leaf = x.clone().requires_grad_(True)
+    scores = model(leaf)
+    expected = torch.stack([torch.autograd.grad(scores[:, k].sum(), leaf, retain_graph=True)[0] for k in range(3)], 1)
+    saliency = interpkit.Saliency(model, absolute=False)
+    for _ in range(2):  # the first call finds out, the second has it cached
+        torch.testing.assert_close(saliency(x, target="all").maps, expected)
+        torch.testing.assert_close(saliency(x, target=1).maps, expected[:, 1:2])
+    assert GradCAM(model, layer="conv")(x, target=2).maps.shape == (2, 1, 8, 8)
+    for method in (GuidedBackprop, interpkit.DeepLift, interpkit.LRP):
+        with pytest.raises(interpkit.InputError, match="torch.func's grad"):
+            method(model)(x, target=1)
+    assert_model_unchanged(fingerprint, model)
