@@ -185,9 +185,12 @@ UNCOVERED_NONLINEARITIES = {
     torch.Tensor.tanh: "Tanh", torch.tanh_: "Tanh", torch.Tensor.tanh_: "Tanh", F.prelu: "PReLU", F.rrelu: "RReLU",
     F.softsign: "Softsign", F.tanhshrink: "Tanhshrink", F.logsigmoid: "LogSigmoid", F.glu: "GLU",
     F.hardshrink: "Hardshrink", F.softshrink: "Softshrink", F.hardtanh: "Hardtanh", F.threshold: "Threshold",
-    torch.special.expit: "Sigmoid", torch.erf: "erf", torch.erf_: "erf",
-    torch.Tensor.erf: "erf", torch.Tensor.erf_: "erf", torch.special.erf: "erf", torch.erfc: "erfc",
-    torch.Tensor.erfc: "erfc", torch.special.erfc: "erfc",
+    torch.threshold: "Threshold", torch.threshold_: "Threshold", torch.special.expit: "Sigmoid",
+    torch.erf: "erf", torch.erf_: "erf", torch.Tensor.erf: "erf", torch.Tensor.erf_: "erf", torch.special.erf: "erf",
+    torch.erfc: "erfc", torch.erfc_: "erfc", torch.Tensor.erfc: "erfc", torch.Tensor.erfc_: "erfc",
+    torch.special.erfc: "erfc", torch.special.erfcx: "erfcx", torch.erfinv: "erfinv", torch.Tensor.erfinv: "erfinv",
+    torch.Tensor.erfinv_: "erfinv", torch.special.erfinv: "erfinv", torch.special.ndtr: "ndtr",
+    torch.special.ndtri: "ndtri", torch.special.log_ndtr: "log_ndtr",
 }
 
 
@@ -432,4 +435,5 @@ class ForwardMarks:
 
 
 def _sequence_number() -> int:
-    return torch.zeros((), requires_grad=True).mul(1).grad_fn._sequence_nr()  # type: ignore[union-attr]
+    with torch.inference_mode(False), torch.enable_grad():  # a node is made whatever mode the caller is in
+        return torch.zeros((), requires_grad=True).mul(1).grad_fn._sequence_nr()  # type: ignore[union-attr]

@@ -138,7 +138,9 @@ class LayerRule:
     """A rule for a convolution or linear layer: ``relevance(layer, R)`` is the input's relevance
     given the output's ``R``. ``stabilizer`` is added to denominators with their sign (the sign
     of 0 taken as +1). A rule that never reads ``layer.output`` sets ``reads_output`` False: the
-    forward then keeps no copy of it, and a rule that reads it all the same gets it made again."""
+    forward then keeps no copy of it, and a rule that reads it all the same gets it made again
+    after an in-place write that its version counter shows (a write through ``.data`` it does
+    not: a rule that reads the output keeps ``reads_output`` True)."""
 
     stabilizer: float = 1e-6
     reads_output: ClassVar[bool] = True

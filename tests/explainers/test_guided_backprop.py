@@ -723,7 +723,11 @@ def test_a_third_review_s_cases():
         (torch.Tensor.erf, "erf"),
         (lambda h: h.clone().erf_(), "erf"),
         (torch.special.erfc, "erfc"),
+        (lambda h: h.clone().erfc_(), "erfc"),
+        (torch.special.ndtr, "ndtr"),
+        (lambda h: torch.erfinv(h.tanh() * 0.5), "erfinv"),
         (lambda h: F.threshold(h, 0.1, 0.0), "Threshold"),
+        (lambda h: torch.threshold_(h.clone(), 0.1, 0.0), "Threshold"),
     ],
 )
 def test_other_spellings_of_a_nonlinearity_are_refused(op, kind):
@@ -742,3 +746,13 @@ class _Spelt(nn.Module):
 
     def forward(self, x):
         return self.l1(self.op(F.relu(self.l0(x))))
+
+
+def test_the_public_mode_works_without_grad():
+    """``ReLURuleMode`` numbers its forward's autograd nodes whatever the caller's grad mode:
+    entered under ``no_grad`` or ``inference_mode`` it still counts the ReLUs that ran."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    for context in (torch.no_grad, torch.inference_mode):
+        with context(), ReLURuleMode(GuidedBackprop.rule) as mode:
+            model(torch.randn(3, 4))
+        assert mode.count == 1 and mode.marks.start is not None and mode.marks.end is not None
