@@ -891,6 +891,37 @@ def test_a_forward_that_runs_torch_func_grad_is_explained_by_gradient_methods():
         torch.testing.assert_close(saliency(x, target=1).maps, expected[:, 1:2])
     assert GradCAM(model, layer="conv")(x, target=2).maps.shape == (2, 1, 8, 8)
     for method in (GuidedBackprop, interpkit.DeepLift, interpkit.LRP):
-        with pytest.raises(interpkit.InputError, match="torch.func's grad"):
+        with pytest.raises(interpkit.InputError, match="torch.func's grad.*own recording"):
             method(model)(x, target=1)
+    assert_model_unchanged(fingerprint, model)
+
+
+class _CountingEnergy(_EnergyGradient):
+    """The same forward, which also counts its calls in a buffer, draws noise, or runs a hook."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.register_buffer("calls", torch.zeros(()))
+        if how == "hook":
+            self.conv.register_forward_hook(lambda module, args, output: None)
+
+    def forward(self, x):
+        if self.how == "count":
+            self.calls += 1
+        if self.how == "noise":
+            x = x + 0.01 * torch.rand_like(x)
+        return super().forward(x + self.calls)
+
+
+@pytest.mark.parametrize("how", ["count", "noise", "hook"])
+def test_a_torch_func_forward_that_leaves_traces_is_not_run_twice(how):
+    """A second forward after the failed counting one would see what the first changed (a
+    counter, the random state) or run a hook of the user's again: the call is refused, and the
+    model is as it was."""
+    torch.manual_seed(0)
+    model, x = _CountingEnergy(how).eval(), torch.randn(2, 3, 8, 8)
+    fingerprint = ModelFingerprint.of(model)
+    with pytest.raises(interpkit.InputError, match="changed the model, a tensor among its inputs or the random state"):
+        interpkit.Saliency(model)(x, target=1)
     assert_model_unchanged(fingerprint, model)
