@@ -390,7 +390,8 @@ class ForwardTraces:
         self.modules = modules
         self.hooked = user_hooked(modules)
         tensors = chain.from_iterable(chain(m._parameters.values(), m._buffers.values()) for m in modules)
-        self.tensors = [t for t in chain(tensors, leaves) if isinstance(t, torch.Tensor) and not t.is_inference()]
+        self.tensors = [t for t in chain(tensors, leaves)  # a lazy parameter has no storage yet: nothing to write
+                        if isinstance(t, torch.Tensor) and not isinstance(t, _LAZY) and not t.is_inference()]
         self.versions = list(map(_version, self.tensors))
         self.attributes = list(map(dict.copy, map(_attributes, modules)))
         self.devices = sorted({t.device.index or 0 for t in self.tensors if t.device.type == "cuda"})
