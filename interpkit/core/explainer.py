@@ -20,7 +20,6 @@ from typing import Any, ClassVar, ContextManager, Sequence
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
 
 from ..errors import ForwardError, InputError, InterpkitError, LayerError, LocalisationWarning
 from .explanation import Explanation, concatenate
@@ -32,8 +31,8 @@ from .layouts import ChannelsFirst, stated
 from .maps import MapKind
 from .options import CheckedOptions
 from .saved import SavedElements
-from .state import ForwardTraces, evaluation, model_facts, model_lock, user_hooked
-from .targets import TargetLike, TargetSelection, class_scores, neurons_of, plain_target, sample_target, select_targets
+from .state import evaluation, model_facts, model_lock
+from .targets import TargetLike, TargetSelection, class_scores, neurons_of, one_target, plain_target, sample_target, select_targets
 
 _KEEP = object()  # ``Call.with_``: the target unchanged
 
@@ -198,22 +197,21 @@ class Explainer(CheckedOptions):
         key = ("saved", type(self), tuple(x.shape[1:]), x.dtype, x.device, tuple(map(id, hooked)))
         cache = model_facts(self.model).cache
         per_sample = cache.get(key) if graph else 0
-        facts = model_facts(self.model)
-        # what a counting forward that fails leaves behind (only user code can run torch.func in it)
-        traces = (ForwardTraces(self.model, tree_leaves((call.inputs.args, call.inputs.kwargs)))
-                  if per_sample is None and (not facts.trusted or user_hooked(facts.modules)) else None)
+        # the count sizes batched backwards: a first call of one target per sample needs none, and leaves it to the
+        # first call of several (a forward that runs torch.func's grad refuses the hooks that count)
+        count = per_sample is None and not one_target(target)
         with torch.enable_grad() if graph else torch.no_grad():
             try:
-                output, captured, counted = self._forward(call, hooked, mode, count=per_sample is None)
+                output, captured, counted = self._forward(call, hooked, mode, count)
             except ForwardError as error:
-                if traces is None or "saved tensor hooks" not in str(error):
-                    raise
-                _refuse_second_forward(type(self).__name__, mode is not None, traces, error)
-                # torch.func's grad, vjp or jacrev inside the forward refuses the hooks that count what it saves:
-                # run it without them, and let each target's backward go alone (nothing to size a batch by)
-                output, captured, _ = self._forward(call, hooked, None, count=False)
-                counted = MAX_BATCHED_ELEMENTS
-            if per_sample is None:
+                if count and "saved tensor hooks" in str(error):
+                    raise InputError(
+                        f"{type(self).__name__}: the model's forward runs torch.func's grad, vjp, jacrev or hessian, "
+                        "which refuse the saved-tensor hooks with which a first call of several targets counts what "
+                        "the forward saves (to size their batched backward); explain one target per call (a class "
+                        "index, or one per sample), which needs no count") from error
+                raise
+            if count:
                 per_sample = cache[key] = counted
             # the hooks are gone: a target callable may run the model again (even explain it) unseen
             neuron_outputs = {n: (name, captured.output(m, name),
@@ -224,21 +222,9 @@ class Explainer(CheckedOptions):
                 bool(neurons_of(target)) or (callable(target) and not isinstance(target, torch.Tensor)))
             with mode if reads and mode is not None else contextlib.nullcontext():
                 selection = select_targets(target, output, len(x), neuron_outputs, tuple(x.shape[2:]))
-        return replace(selection, graph_elements=per_sample * len(x)), captured
-
-
-def _refuse_second_forward(method: str, recorded: bool, traces: ForwardTraces, error: ForwardError) -> None:
-    """Refuse to run a forward again after it failed under torch.func, where the second run would
-    not be the first one's twin: the method recorded the first (a mode), or it changed something."""
-    why = ("the forward ran under this method's own recording of its ops" if recorded else
-           "the forward changed the model, a tensor among its inputs or the random state, or ran a hook of yours, "
-           "before it failed" if traces.changed() else None)
-    if why is not None:
-        raise InputError(
-            f"{method}: the model's forward runs torch.func's grad, vjp, jacrev or hessian, which refuse the "
-            f"saved-tensor hooks with which this method's first call counts what the forward saves; {why}, so it "
-            "cannot run again as if for the first time; explain the model with Saliency, IntegratedGradients or "
-            "GradCAM, without hooks or state its forward changes") from error
+        # uncounted: one target was expected; should there be more, each goes through its own backward
+        elements = MAX_BATCHED_ELEMENTS if per_sample is None else per_sample
+        return replace(selection, graph_elements=elements * len(x)), captured
 
 
 #: modules whose functions and classes are not the user's code

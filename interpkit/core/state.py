@@ -378,35 +378,6 @@ def _same_attributes(current: list[dict[str, Any]], recorded: list[dict[str, Any
                         chain.from_iterable(map(dict.values, recorded)))))
 
 
-class ForwardTraces:
-    """What a forward may leave behind for a second one to see, taken before it: the versions of
-    the model's parameters and buffers and of the tensors among the call's inputs, its modules'
-    attributes (by identity) and the random states. ``changed()`` says whether any moved since;
-    a hook of the user's counts as a change, for what it does is out of sight. A model of
-    trusted classes without such hooks runs only library code, which records nothing."""
-
-    def __init__(self, model: nn.Module, leaves: list[Any]) -> None:
-        modules = model_facts(model).modules
-        self.modules = modules
-        self.hooked = user_hooked(modules)
-        tensors = chain.from_iterable(chain(m._parameters.values(), m._buffers.values()) for m in modules)
-        self.tensors = [t for t in chain(tensors, leaves)  # a lazy parameter has no storage yet: nothing to write
-                        if isinstance(t, torch.Tensor) and not isinstance(t, _LAZY) and not t.is_inference()]
-        self.versions = list(map(_version, self.tensors))
-        self.attributes = list(map(dict.copy, map(_attributes, modules)))
-        self.devices = sorted({t.device.index or 0 for t in self.tensors if t.device.type == "cuda"})
-        self.random = self._random()
-
-    def _random(self) -> list[bytes]:
-        states = [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in self.devices]
-        return [state.numpy().tobytes() for state in states]
-
-    def changed(self) -> bool:
-        return (self.hooked or list(map(_version, self.tensors)) != self.versions
-                or not _same_attributes(list(map(_attributes, self.modules)), self.attributes)
-                or self._random() != self.random)
-
-
 _training, _requires_grad, _grad, _version, _parameters, _buffers, _attributes = (
     attrgetter(name) for name in ("training", "requires_grad", "grad", "_version", "_parameters", "_buffers", "__dict__"))
 _present = partial(is_not, None)
