@@ -189,7 +189,8 @@ class Explainer(CheckedOptions):
         ``mode_reads_targets`` also while the targets' scores are read from the output, for
         rules that must see how a score is made: a Neuron's maximum, a callable's softmax).
         ``selection.graph_elements`` is what one target's backward works through, counted on
-        the first call per input shape and layers, then scaled by the batch. ``graph=False``
+        the first call of several targets per input shape and layers, then scaled by the batch
+        (uncounted, it is large enough that several targets go one backward each). ``graph=False``
         runs it under ``no_grad`` for explainers that only read the scores."""
         target, x = call.target, call.x
         neuron_layers = {n: resolve_layer(self.model, n.layer) for n in neurons_of(target)}
