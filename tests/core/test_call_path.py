@@ -894,6 +894,8 @@ def test_a_forward_that_runs_torch_func_grad_is_explained_one_target_at_a_time()
         with pytest.raises(interpkit.InputError, match="torch.func's grad.*one target per call"):
             saliency(x, target="all")
     assert GradCAM(model, layer="conv")(x, target=2).maps.shape == (2, 1, 8, 8)
+    points = interpkit.GradientShap(model, baselines=torch.zeros(1, 3, 8, 8))(x, target=1).maps  # (N, 1) targets
+    assert points.shape == (2, 1, 3, 8, 8) and bool(points.isfinite().all())
     with pytest.raises(interpkit.InputError, match="torch.func's grad"):
         GradCAM(model, layer="conv")(x, target=torch.tensor([[0, 1], [1, 2]]))
     assert_model_unchanged(fingerprint, model)
@@ -903,7 +905,7 @@ def test_one_target_is_told_from_the_target_alone():
     from interpkit.core.targets import one_target
 
     for target in (None, 3, [1, 2], (0, torch.tensor(1)), torch.tensor(2), torch.tensor([1, 2]), range(2),
-                   interpkit.Neuron("conv", 0)):
+                   torch.tensor([[1], [2]]), interpkit.Neuron("conv", 0)):
         assert one_target(target), target
     for target in ("all", torch.tensor([[0, 1]]), [[0, 1]], [interpkit.Neuron("conv", 0)] * 2, True, lambda out: out,
                    [1.5]):
