@@ -131,14 +131,11 @@ def one_target(target: TargetLike) -> bool:
     """Whether ``target`` surely selects one score per sample, told before the forward without
     reading a value: the predicted class (None), a class index, one per sample (a list, or a
     tensor of up to one axis or of one column) or one Neuron."""
-    if target is None or isinstance(target, Neuron) or (isinstance(target, numbers.Integral) and
-                                                         not isinstance(target, bool)):
+    if target is None or isinstance(target, Neuron) or _is_index(target):
         return True
     if isinstance(target, (torch.Tensor, np.ndarray)):
         return target.ndim <= 1 or (target.ndim == 2 and target.shape[1] == 1)
-    return isinstance(target, (list, tuple, range)) and all(
-        (isinstance(t, numbers.Integral) and not isinstance(t, bool)) or (isinstance(t, torch.Tensor) and t.dim() == 0)
-        for t in target)
+    return isinstance(target, (list, tuple, range)) and all(map(_is_index, target))
 
 
 def neurons_of(target: TargetLike) -> list[Neuron]:

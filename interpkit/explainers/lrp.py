@@ -402,7 +402,7 @@ class _Layer(torch.autograd.Function):
         ctx.made = output._version
         # a copy for a rule that reads z: an in-place ReLU after the layer must not rewrite it (without one,
         # a z written since is made again if read: ``_layer_call``)
-        return output.detach().clone() if getattr(rule, "reads_output", True) else output.detach()
+        return output.detach().clone() if rule.reads_output else output.detach()
 
     @staticmethod
     def backward(ctx: Any, relevance):
